@@ -1,0 +1,145 @@
+//! The admin API client: finds the server and token, and turns API errors
+//! into messages.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use stratus_server::config::env;
+
+/// Where the CLI finds the server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// Admin URL of the server (default: from DATA_DIR/server.json)
+    #[arg(long, global = true, env = env::URL)]
+    pub server: Option<String>,
+    /// Admin token (default: from DATA_DIR/admin.token)
+    #[arg(long, global = true, env = env::TOKEN, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data directory of a local server
+    #[arg(long, global = true, env = env::DATA_DIR, default_value = stratus_server::config::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    pub fn connect(conn: &Connection) -> anyhow::Result<Client> {
+        let base = match &conn.server {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => read_server_file(&conn.data_dir)?,
+        };
+        let token = match &conn.token {
+            Some(token) => token.clone(),
+            None => {
+                let path = conn.data_dir.join(stratus_server::TOKEN_FILE);
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!(
+                            "cannot read the admin token at {}; pass --token or set {}",
+                            path.display(),
+                            env::TOKEN
+                        )
+                    })?
+                    .trim()
+                    .to_owned()
+            }
+        };
+        Ok(Client::new(base, token))
+    }
+
+    pub fn new(base: String, token: String) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .build()
+                .expect("http client"),
+            base,
+            token,
+        }
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    /// Sends a request; a non-success answer becomes an error with the
+    /// server's message and details.
+    pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
+        let response = request.send().await.map_err(|err| {
+            anyhow!(
+                "cannot reach the stratus server at {} ({err}); is `stratus server` running?",
+                self.base
+            )
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(api_error(response).await)
+    }
+
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let response = self.send(self.request(Method::GET, path)).await?;
+        Ok(response.json().await?)
+    }
+}
+
+async fn api_error(response: Response) -> anyhow::Error {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let error = &body["error"];
+    let mut message = error["message"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("the server answered {status}"));
+    if let Some(details) = error["details"].as_array() {
+        for detail in details {
+            message.push_str("\n  ");
+            message.push_str(&detail.as_str().unwrap_or_default().replace('\n', "\n  "));
+        }
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS
+        && let Some(after) = retry_after
+    {
+        message.push_str(&format!(" (Retry-After: {after})"));
+    }
+    anyhow!(message)
+}
+
+fn read_server_file(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(stratus_server::SERVER_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(_) => bail!(
+            "no running server found ({} is missing); start one with `stratus server`, or pass --server and --token",
+            path.display()
+        ),
+    };
+    let info: stratus_server::ServerInfo =
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
+    Ok(info.admin)
+}
+
+/// Splits `APP/FN`.
+pub fn split_target(target: &str) -> anyhow::Result<(&str, &str)> {
+    match target.split_once('/') {
+        Some((app, function))
+            if !app.is_empty() && !function.is_empty() && !function.contains('/') =>
+        {
+            Ok((app, function))
+        }
+        _ => bail!("expected APP/FUNCTION, e.g. hello/greet, not {target:?}"),
+    }
+}

@@ -1,0 +1,153 @@
+//! `stratus invoke APP/FN`.
+
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::client::{Client, Connection, split_target};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct InvokeArgs {
+    /// The function, as APP/FUNCTION
+    pub target: String,
+    /// The event: JSON text, or @FILE to read it from a file (default: stdin, or {})
+    #[arg(long, short)]
+    pub data: Option<String>,
+    /// Also print the invocation's log lines (to stderr)
+    #[arg(long)]
+    pub log: bool,
+    /// `json` prints result, error, request id, duration and cold/warm as one object
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub output: String,
+}
+
+/// What an invocation returned, as the CLI shows it.
+#[derive(Debug)]
+pub struct Invoked {
+    pub body: Value,
+    pub error: bool,
+    pub request_id: String,
+    pub cold: bool,
+    pub duration_ms: f64,
+    pub init_ms: Option<f64>,
+    pub queue_ms: f64,
+    pub version: String,
+    pub logs: String,
+}
+
+pub async fn run(conn: &Connection, args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let (app, function) = split_target(&args.target)?;
+    let payload = read_payload(args.data.as_deref())?;
+    let client = Client::connect(conn)?;
+    let invoked = invoke(&client, app, function, payload, args.log).await?;
+    if args.output == "json" {
+        let out = json!({
+            "result": if invoked.error { Value::Null } else { invoked.body.clone() },
+            "error": if invoked.error { invoked.body.clone() } else { Value::Null },
+            "request_id": invoked.request_id,
+            "version": invoked.version,
+            "cold": invoked.cold,
+            "duration_ms": invoked.duration_ms,
+            "init_ms": invoked.init_ms,
+            "queue_ms": invoked.queue_ms,
+            "logs": if args.log { Value::String(invoked.logs.clone()) } else { Value::Null },
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        if args.log && !invoked.logs.is_empty() {
+            eprint!("{}", invoked.logs);
+        }
+        let text = serde_json::to_string_pretty(&invoked.body)?;
+        if invoked.error {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+    Ok(if invoked.error {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn read_payload(data: Option<&str>) -> anyhow::Result<String> {
+    let (text, source) = match data {
+        Some(file) if file.starts_with('@') => (
+            std::fs::read_to_string(&file[1..])
+                .with_context(|| format!("cannot read {}", &file[1..]))?,
+            file[1..].to_owned(),
+        ),
+        Some(text) => (text.to_owned(), "--data".to_owned()),
+        None if !std::io::stdin().is_terminal() => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            (text, "standard input".to_owned())
+        }
+        None => ("{}".to_owned(), String::new()),
+    };
+    let text = if text.trim().is_empty() {
+        "{}".to_owned()
+    } else {
+        text
+    };
+    if let Err(err) = serde_json::from_str::<Value>(&text) {
+        bail!(
+            "{source} is not valid JSON ({err}); pass a JSON document, e.g. --data '{{\"name\":\"Ada\"}}'"
+        );
+    }
+    Ok(text)
+}
+
+pub async fn invoke(
+    client: &Client,
+    app: &str,
+    function: &str,
+    payload: String,
+    log: bool,
+) -> anyhow::Result<Invoked> {
+    let path = format!(
+        "/v1/apps/{app}/functions/{function}/invoke{}",
+        if log { "?log=tail" } else { "" }
+    );
+    let response = client
+        .send(
+            client
+                .request(Method::POST, &path)
+                .header("content-type", "application/json")
+                .body(payload),
+        )
+        .await?;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let number = |name: &str| header(name).and_then(|v| v.parse::<f64>().ok());
+    let error = header("x-stratus-function-error").is_some();
+    let logs = header("x-stratus-log-result")
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
+    let invoked = Invoked {
+        error,
+        request_id: header("x-stratus-request-id").unwrap_or_default(),
+        cold: header("x-stratus-cold").as_deref() == Some("true"),
+        duration_ms: number("x-stratus-duration-ms").unwrap_or_default(),
+        init_ms: number("x-stratus-init-ms"),
+        queue_ms: number("x-stratus-queue-ms").unwrap_or_default(),
+        version: header("x-stratus-version").unwrap_or_default(),
+        logs,
+        body: Value::Null,
+    };
+    let bytes = response.bytes().await?;
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Ok(Invoked { body, ..invoked })
+}

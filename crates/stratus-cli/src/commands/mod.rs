@@ -1,0 +1,72 @@
+//! The subcommands, one file each.
+
+mod demo;
+mod deploy;
+mod init;
+mod invoke;
+mod logs;
+mod ls;
+mod rm;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::Connection;
+
+/// Stratus: a self-hosted serverless platform.
+#[derive(Debug, Parser)]
+#[command(name = "stratus", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: Connection,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the platform: admin API, public listener and instances
+    Server(server::ServerArgs),
+    /// Run the platform with the demo application deployed
+    Demo(server::ServerArgs),
+    /// Create an application directory from a template
+    Init(init::InitArgs),
+    /// Package and deploy the application in a directory
+    Deploy(deploy::DeployArgs),
+    /// Invoke a function and print its result
+    Invoke(invoke::InvokeArgs),
+    /// Show the logs of an application or function
+    Logs(logs::LogsArgs),
+    /// List deployed applications and their functions
+    Ls(ls::LsArgs),
+    /// Remove an application
+    Rm(rm::RmArgs),
+}
+
+impl Cli {
+    /// The log level when RUST_LOG is not set: the server says what it does,
+    /// client commands stay quiet.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Server(_) => "info",
+            Command::Demo(_) => "warn",
+            _ => "error",
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let conn = cli.conn;
+    match cli.command {
+        Command::Server(args) => server::run(&conn, args).await,
+        Command::Demo(args) => demo::run(&conn, args).await,
+        Command::Init(args) => init::run(args),
+        Command::Deploy(args) => deploy::run(&conn, args).await,
+        Command::Invoke(args) => invoke::run(&conn, args).await,
+        Command::Logs(args) => logs::run(&conn, args).await,
+        Command::Ls(args) => ls::run(&conn, args).await,
+        Command::Rm(args) => rm::run(&conn, args).await,
+    }
+}

@@ -1,0 +1,315 @@
+//! Validation of the raw manifest and construction of the resolved form.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+use std::time::Duration;
+
+use crate::error::{ManifestError, ManifestErrors, closest, expected_for};
+use crate::locate::line_of;
+use crate::raw::{RawFunction, RawManifest};
+use crate::spec::{AppSpec, FunctionSpec, Runtime, is_valid_name};
+
+pub const DEFAULT_MEMORY_MB: u32 = 128;
+pub const MIN_MEMORY_MB: u32 = 64;
+pub const MAX_MEMORY_MB: u32 = 10240;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+pub const DEFAULT_MAX_INSTANCES: u32 = 10;
+pub const MAX_MAX_INSTANCES: u32 = 1000;
+
+const NAME_HINT: &str =
+    "use lowercase letters, digits and '-', starting with a letter, at most 40 characters";
+
+/// Environment variables the platform sets itself; a manifest may not override them.
+const RESERVED_ENV: &[&str] = &[
+    "_HANDLER",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_EXECUTION_ENV",
+];
+
+struct Checker<'a> {
+    file: &'a str,
+    text: &'a str,
+    errors: Vec<ManifestError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, key: String, message: String, hint: Option<String>) {
+        self.errors.push(ManifestError {
+            file: self.file.to_owned(),
+            line: line_of(self.text, &key),
+            key,
+            message,
+            hint,
+        });
+    }
+}
+
+pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpec, ManifestErrors> {
+    let mut c = Checker {
+        file,
+        text,
+        errors: Vec::new(),
+    };
+
+    if let Some(version) = raw.version
+        && version != 1
+    {
+        c.error(
+            "version".into(),
+            format!("manifest version {version} is not supported"),
+            Some(
+                "this stratus reads manifest version 1; write `version: 1` or leave it out".into(),
+            ),
+        );
+    }
+    if !is_valid_name(&raw.app) {
+        c.error(
+            "app".into(),
+            format!("invalid application name {:?}", raw.app),
+            Some(NAME_HINT.into()),
+        );
+    }
+    if raw.functions.is_empty() {
+        c.error(
+            "functions".into(),
+            "the application declares no functions".into(),
+            Some("add one under `functions:`; `stratus init NAME` writes an example".into()),
+        );
+    }
+
+    let mut functions = BTreeMap::new();
+    for (name, f) in raw.functions {
+        if let Some(spec) = resolve_function(&mut c, &name, f) {
+            functions.insert(name, spec);
+        }
+    }
+
+    if c.errors.is_empty() {
+        Ok(AppSpec {
+            name: raw.app,
+            functions,
+        })
+    } else {
+        c.errors.sort_by_key(|e| e.line);
+        Err(ManifestErrors(c.errors))
+    }
+}
+
+fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<FunctionSpec> {
+    let key = |field: &str| format!("functions.{name}.{field}");
+    let before = c.errors.len();
+
+    if !is_valid_name(name) {
+        c.error(
+            format!("functions.{name}"),
+            format!("invalid function name {name:?}"),
+            Some(NAME_HINT.into()),
+        );
+    }
+
+    let runtime = Runtime::from_name(&f.runtime);
+    if runtime.is_none() {
+        let names: Vec<&str> = Runtime::ALL.iter().map(|r| r.as_str()).collect();
+        let hint = match closest(&f.runtime, &names).or_else(|| alias(&f.runtime)) {
+            Some(best) => format!("did you mean `{best}`? runtimes are python3, nodejs, provided"),
+            None => "runtimes are python3, nodejs, provided".into(),
+        };
+        c.error(
+            key("runtime"),
+            format!("unknown runtime {:?}", f.runtime),
+            Some(hint),
+        );
+    }
+
+    let handler = match (runtime, f.handler) {
+        (Some(Runtime::Provided), handler) => handler.unwrap_or_else(|| "bootstrap".into()),
+        (Some(runtime), Some(handler)) => {
+            if !valid_handler(&handler) {
+                c.error(
+                    key("handler"),
+                    format!(
+                        "handler {handler:?} is not of the form {}",
+                        handler_form(runtime)
+                    ),
+                    Some(format!(
+                        "for example `handler: {}`",
+                        handler_example(runtime)
+                    )),
+                );
+            }
+            handler
+        }
+        (Some(runtime), None) => {
+            c.error(
+                key("handler"),
+                format!("a {runtime} function needs a handler"),
+                Some(format!("add `handler: {}`", handler_example(runtime))),
+            );
+            String::new()
+        }
+        (None, handler) => handler.unwrap_or_default(),
+    };
+
+    let code = match normalise_code(f.code.as_deref().unwrap_or(".")) {
+        Ok(code) => code,
+        Err(message) => {
+            c.error(
+                key("code"),
+                message,
+                Some("give a directory inside the application, relative to stratus.yaml, e.g. `code: ./greet`".into()),
+            );
+            String::new()
+        }
+    };
+
+    let memory_mb = f.memory.unwrap_or(DEFAULT_MEMORY_MB);
+    if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&memory_mb) {
+        c.error(
+            key("memory"),
+            format!("memory {memory_mb} MiB is out of range"),
+            expected_for("memory").map(str::to_owned),
+        );
+    }
+
+    let timeout = match f.timeout.as_deref().map(humantime::parse_duration) {
+        None => DEFAULT_TIMEOUT,
+        Some(Ok(t)) if !t.is_zero() && t <= MAX_TIMEOUT => t,
+        Some(Ok(t)) => {
+            c.error(
+                key("timeout"),
+                format!("timeout {} is out of range", humantime::format_duration(t)),
+                Some("a timeout is more than 0 and at most 15m".into()),
+            );
+            DEFAULT_TIMEOUT
+        }
+        Some(Err(err)) => {
+            c.error(
+                key("timeout"),
+                format!(
+                    "invalid duration {:?}: {err}",
+                    f.timeout.unwrap_or_default()
+                ),
+                expected_for("timeout").map(str::to_owned),
+            );
+            DEFAULT_TIMEOUT
+        }
+    };
+
+    let max_instances = f.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES);
+    if !(1..=MAX_MAX_INSTANCES).contains(&max_instances) {
+        c.error(
+            key("max_instances"),
+            format!("max_instances {max_instances} is out of range"),
+            expected_for("max_instances").map(str::to_owned),
+        );
+    }
+
+    let mut env = BTreeMap::new();
+    for (var, value) in f.env {
+        if !valid_env_name(&var) {
+            c.error(
+                format!("functions.{name}.env.{var}"),
+                format!("invalid environment variable name {var:?}"),
+                Some("use letters, digits and '_', not starting with a digit".into()),
+            );
+        } else if RESERVED_ENV.contains(&var.as_str()) {
+            c.error(
+                format!("functions.{name}.env.{var}"),
+                format!("{var} is set by the platform and cannot be overridden"),
+                Some("remove it or choose another name".into()),
+            );
+        }
+        env.insert(var, value.0);
+    }
+
+    (c.errors.len() == before).then(|| FunctionSpec {
+        name: name.to_owned(),
+        runtime: runtime.expect("checked above"),
+        handler,
+        code,
+        memory_mb,
+        timeout,
+        env,
+        max_instances,
+    })
+}
+
+fn alias(runtime: &str) -> Option<&'static str> {
+    match runtime.to_ascii_lowercase().as_str() {
+        r if r.starts_with("python") => Some("python3"),
+        r if r.starts_with("node") => Some("nodejs"),
+        r if r.starts_with("provided") || r == "custom" || r == "binary" => Some("provided"),
+        _ => None,
+    }
+}
+
+fn valid_handler(handler: &str) -> bool {
+    match handler.rsplit_once('.') {
+        Some((module, function)) => {
+            !module.is_empty()
+                && !function.is_empty()
+                && !module.starts_with('/')
+                && !module.split('/').any(|part| part == "..")
+                && !handler.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+fn handler_form(runtime: Runtime) -> &'static str {
+    match runtime {
+        Runtime::Python3 => "`module.function`",
+        _ => "`file.export`",
+    }
+}
+
+fn handler_example(runtime: Runtime) -> &'static str {
+    match runtime {
+        Runtime::Python3 => "main.handler",
+        _ => "index.handler",
+    }
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Normalises a code path: relative, inside the application, `/`-separated.
+fn normalise_code(code: &str) -> Result<String, String> {
+    let path = Path::new(code);
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => match part.to_str() {
+                Some(part) => parts.push(part),
+                None => return Err(format!("code path {code:?} is not valid UTF-8")),
+            },
+            Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(format!(
+                    "code path {code:?} leaves the application directory"
+                ));
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!("code path {code:?} is absolute"));
+            }
+        }
+    }
+    Ok(if parts.is_empty() {
+        ".".to_owned()
+    } else {
+        parts.join("/")
+    })
+}

@@ -1,0 +1,98 @@
+//! The resolved form of a manifest: validated, defaults applied, no YAML.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A validated application: what `stratus deploy` ships and the server runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSpec {
+    pub name: String,
+    pub functions: BTreeMap<String, FunctionSpec>,
+}
+
+/// One function of an application, with every default filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub runtime: Runtime,
+    /// `module.function` for python3, `file.export` for nodejs, free for provided.
+    pub handler: String,
+    /// Code directory relative to the manifest, normalised (`.` for the manifest's own).
+    pub code: String,
+    pub memory_mb: u32,
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+    pub env: BTreeMap<String, String>,
+    /// Most instances that may run at once; callers beyond wait in a bounded queue.
+    pub max_instances: u32,
+}
+
+impl AppSpec {
+    /// The distinct code directories of the application, in a stable order.
+    pub fn code_dirs(&self) -> Vec<&str> {
+        let mut dirs: Vec<&str> = self.functions.values().map(|f| f.code.as_str()).collect();
+        dirs.sort_unstable();
+        dirs.dedup();
+        dirs
+    }
+}
+
+/// The language runtime a function runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Python3,
+    Nodejs,
+    /// Any executable named `bootstrap` that speaks the Lambda Runtime API.
+    Provided,
+}
+
+impl Runtime {
+    pub const ALL: [Runtime; 3] = [Runtime::Python3, Runtime::Nodejs, Runtime::Provided];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Python3 => "python3",
+            Runtime::Nodejs => "nodejs",
+            Runtime::Provided => "provided",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Runtime> {
+        Runtime::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Application and function names: `[a-z][a-z0-9-]{0,39}`.
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 40
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(value.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}

@@ -1,0 +1,878 @@
+//! Golden tests for what users see: each case is a manifest and the exact
+//! rendered result, either the errors as printed or a compact view of the
+//! resolved application.
+
+use std::fmt::Write;
+
+/// Parses `input` as `stratus.yaml` and compares the rendered outcome with
+/// `expected`. Both are dedented, so cases can be written indented in place.
+fn check(input: &str, expected: &str) {
+    let input = dedent(input);
+    let actual = match stratus_manifest::parse("stratus.yaml", &input) {
+        Ok(app) => render(&app),
+        Err(errors) => errors.to_string(),
+    };
+    let expected = dedent(expected);
+    assert_eq!(
+        actual.trim_end(),
+        expected.trim_end(),
+        "\n--- input ---\n{input}\n--- actual ---\n{actual}\n--- expected ---\n{expected}\n"
+    );
+}
+
+/// `app NAME`, then one line per function:
+/// `name runtime handler code memory timeout_ms max_instances env`.
+fn render(app: &stratus_manifest::AppSpec) -> String {
+    let mut out = format!("app {}\n", app.name);
+    for f in app.functions.values() {
+        let env = if f.env.is_empty() {
+            "-".to_owned()
+        } else {
+            f.env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        writeln!(
+            out,
+            "{} {} {} {} {} {} {} {}",
+            f.name,
+            f.runtime,
+            f.handler,
+            f.code,
+            f.memory_mb,
+            f.timeout.as_millis(),
+            f.max_instances,
+            env
+        )
+        .unwrap();
+    }
+    out
+}
+
+/// Drops the first line if blank, and the indentation common to the rest.
+fn dedent(text: &str) -> String {
+    let text = text.strip_prefix('\n').unwrap_or(text);
+    let indent = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for line in text.lines() {
+        out.push_str(line.get(indent..).unwrap_or("").trim_end_matches(' '));
+        out.push('\n');
+    }
+    // A closing quote on its own indented line leaves only whitespace behind.
+    out.truncate(out.trim_end().len());
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+// ---- valid manifests --------------------------------------------------------
+
+#[test]
+fn full_manifest_with_defaults() {
+    check(
+        "
+        version: 1
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            code: ./greet
+          api:
+            runtime: nodejs
+            handler: index.handler
+            code: api/
+            memory: 512
+            timeout: 2m
+            max_instances: 3
+            env:
+              GREETING: hi
+          worker:
+            runtime: python3
+            handler: jobs/run.main
+        ",
+        "
+        app hello
+        api nodejs index.handler api 512 120000 3 GREETING=hi
+        greet python3 main.handler greet 128 30000 10 -
+        worker python3 jobs/run.main . 128 30000 10 -
+        ",
+    );
+}
+
+#[test]
+fn provided_defaults_to_bootstrap() {
+    check(
+        "
+        app: hello
+        functions:
+          native:
+            runtime: provided
+        ",
+        "
+        app hello
+        native provided bootstrap . 128 30000 10 -
+        ",
+    );
+}
+
+#[test]
+fn env_scalars_are_stringified() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            timeout: 500ms
+            env:
+              PORT: 8080
+              DEBUG: true
+              RATIO: 0.5
+              NAME: hi there
+              _PRIVATE: x
+        ",
+        "
+        app hello
+        greet python3 main.handler . 128 500 10 DEBUG=true,NAME=hi there,PORT=8080,RATIO=0.5,_PRIVATE=x
+        ",
+    );
+}
+
+#[test]
+fn flow_style_env() {
+    check(
+        "
+        app: hello
+        functions:
+          greet: { runtime: nodejs, handler: index.handler, env: { A: b } }
+        ",
+        "
+        app hello
+        greet nodejs index.handler . 128 30000 10 A=b
+        ",
+    );
+}
+
+// ---- unknown keys -----------------------------------------------------------
+
+#[test]
+fn unknown_top_level_key() {
+    check(
+        "
+        app: hello
+        functons:
+          greet:
+            runtime: python3
+        ",
+        "
+        stratus.yaml:2: functons: unknown key `functons`
+          hint: did you mean `functions`?
+        ",
+    );
+}
+
+#[test]
+fn unknown_function_key() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtim: python3
+            handler: main.handler
+        ",
+        "
+        stratus.yaml:4: functions.greet.runtim: unknown key `runtim`
+          hint: did you mean `runtime`?
+        ",
+    );
+}
+
+#[test]
+fn unknown_key_far_from_any_known() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            colour: blue
+        ",
+        "
+        stratus.yaml:6: functions.greet.colour: unknown key `colour`
+          hint: remove it; see the manifest reference in the README
+        ",
+    );
+}
+
+#[test]
+fn future_top_level_key() {
+    check(
+        "
+        app: hello
+        http:
+          routes: []
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+        ",
+        "
+        stratus.yaml:2: http: unknown key `http`
+          hint: `http` is not supported by this version of stratus; remove it
+        ",
+    );
+}
+
+#[test]
+fn future_function_key() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            events:
+              - schedule: 5m
+        ",
+        "
+        stratus.yaml:6: functions.greet.events: unknown key `events`
+          hint: `events` is not supported by this version of stratus; remove it
+        ",
+    );
+}
+
+// ---- missing keys -----------------------------------------------------------
+
+#[test]
+fn missing_app() {
+    check(
+        "
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+        ",
+        "
+        stratus.yaml:1: app: `app` is required
+          hint: add `app:` with the application's name, e.g. `app: hello`
+        ",
+    );
+}
+
+#[test]
+fn missing_runtime() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            handler: main.handler
+        ",
+        "
+        stratus.yaml:3: functions.greet.runtime: `runtime` is required
+          hint: add `runtime:` with one of python3, nodejs, provided
+        ",
+    );
+}
+
+#[test]
+fn missing_handler_python() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+        ",
+        "
+        stratus.yaml:3: functions.greet.handler: a python3 function needs a handler
+          hint: add `handler: main.handler`
+        ",
+    );
+}
+
+#[test]
+fn missing_handler_nodejs() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: nodejs
+        ",
+        "
+        stratus.yaml:3: functions.greet.handler: a nodejs function needs a handler
+          hint: add `handler: index.handler`
+        ",
+    );
+}
+
+#[test]
+fn no_functions() {
+    check(
+        "
+        app: hello
+        functions: {}
+        ",
+        "
+        stratus.yaml:2: functions: the application declares no functions
+          hint: add one under `functions:`; `stratus init NAME` writes an example
+        ",
+    );
+}
+
+#[test]
+fn functions_left_out() {
+    check(
+        "
+        app: hello
+        ",
+        "
+        stratus.yaml: functions: the application declares no functions
+          hint: add one under `functions:`; `stratus init NAME` writes an example
+        ",
+    );
+}
+
+// ---- wrong types ------------------------------------------------------------
+
+#[test]
+fn memory_wrong_type() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            memory: lots
+        ",
+        "
+        stratus.yaml:6: functions.greet.memory: invalid type: string \"lots\", expected u32
+          hint: a whole number of MiB between 64 and 10240, e.g. `memory: 256`
+        ",
+    );
+}
+
+#[test]
+fn timeout_as_bare_number() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            timeout: 30
+        ",
+        "
+        stratus.yaml:6: functions.greet.timeout: invalid type: integer `30`, expected a string
+          hint: a duration such as `30s`, `2m` or `500ms`, at most 15m
+        ",
+    );
+}
+
+#[test]
+fn env_null_value() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            env:
+              EMPTY:
+        ",
+        "
+        stratus.yaml:7: functions.greet.env.EMPTY: invalid type: unit value, expected a string, number or boolean
+        ",
+    );
+}
+
+#[test]
+fn functions_as_list() {
+    check(
+        "
+        app: hello
+        functions:
+          - greet
+        ",
+        "
+        stratus.yaml:3: functions: invalid type: sequence, expected a map
+          hint: `functions` maps function names to their settings
+        ",
+    );
+}
+
+// ---- invalid values ---------------------------------------------------------
+
+#[test]
+fn memory_out_of_range() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            memory: 32
+        ",
+        "
+        stratus.yaml:6: functions.greet.memory: memory 32 MiB is out of range
+          hint: a whole number of MiB between 64 and 10240, e.g. `memory: 256`
+        ",
+    );
+}
+
+#[test]
+fn max_instances_out_of_range() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            max_instances: 0
+        ",
+        "
+        stratus.yaml:6: functions.greet.max_instances: max_instances 0 is out of range
+          hint: a whole number between 1 and 1000
+        ",
+    );
+}
+
+#[test]
+fn bad_timeout_string() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            timeout: 30 seconds please
+        ",
+        "
+        stratus.yaml:6: functions.greet.timeout: invalid duration \"30 seconds please\"
+          hint: a duration such as `30s`, `2m` or `500ms`, at most 15m
+        ",
+    );
+}
+
+#[test]
+fn timeout_over_limit() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            timeout: 20m
+        ",
+        "
+        stratus.yaml:6: functions.greet.timeout: timeout 20m is out of range
+          hint: a timeout is more than 0 and at most 15m
+        ",
+    );
+}
+
+#[test]
+fn zero_timeout() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            timeout: 0s
+        ",
+        "
+        stratus.yaml:6: functions.greet.timeout: timeout 0s is out of range
+          hint: a timeout is more than 0 and at most 15m
+        ",
+    );
+}
+
+#[test]
+fn bad_app_name() {
+    check(
+        "
+        app: Hello_World
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+        ",
+        "
+        stratus.yaml:1: app: invalid application name \"Hello_World\"
+          hint: use lowercase letters, digits and '-', starting with a letter, at most 40 characters
+        ",
+    );
+}
+
+#[test]
+fn bad_function_name() {
+    check(
+        "
+        app: hello
+        functions:
+          Greet_Me:
+            runtime: python3
+            handler: main.handler
+        ",
+        "
+        stratus.yaml:3: functions.Greet_Me: invalid function name \"Greet_Me\"
+          hint: use lowercase letters, digits and '-', starting with a letter, at most 40 characters
+        ",
+    );
+}
+
+#[test]
+fn runtime_alias_python() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python
+            handler: main.handler
+        ",
+        "
+        stratus.yaml:4: functions.greet.runtime: unknown runtime \"python\"
+          hint: did you mean `python3`? runtimes are python3, nodejs, provided
+        ",
+    );
+}
+
+#[test]
+fn runtime_alias_node() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: node
+            handler: index.handler
+        ",
+        "
+        stratus.yaml:4: functions.greet.runtime: unknown runtime \"node\"
+          hint: did you mean `nodejs`? runtimes are python3, nodejs, provided
+        ",
+    );
+}
+
+#[test]
+fn runtime_alias_versioned() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3.12
+            handler: main.handler
+          api:
+            runtime: nodejs20.x
+            handler: index.handler
+        ",
+        "
+        stratus.yaml:4: functions.greet.runtime: unknown runtime \"python3.12\"
+          hint: did you mean `python3`? runtimes are python3, nodejs, provided
+        stratus.yaml:7: functions.api.runtime: unknown runtime \"nodejs20.x\"
+          hint: did you mean `nodejs`? runtimes are python3, nodejs, provided
+        ",
+    );
+}
+
+#[test]
+fn runtime_unknown_without_alias() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: cobol
+        ",
+        "
+        stratus.yaml:4: functions.greet.runtime: unknown runtime \"cobol\"
+          hint: runtimes are python3, nodejs, provided
+        ",
+    );
+}
+
+#[test]
+fn malformed_handler() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main
+          api:
+            runtime: nodejs
+            handler: ../index.handler
+        ",
+        "
+        stratus.yaml:5: functions.greet.handler: handler \"main\" is not of the form `module.function`
+          hint: for example `handler: main.handler`
+        stratus.yaml:8: functions.api.handler: handler \"../index.handler\" is not of the form `file.export`
+          hint: for example `handler: index.handler`
+        ",
+    );
+}
+
+#[test]
+fn code_path_escaping() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            code: ../x
+        ",
+        "
+        stratus.yaml:6: functions.greet.code: code path \"../x\" leaves the application directory
+          hint: give a directory inside the application, relative to stratus.yaml, e.g. `code: ./greet`
+        ",
+    );
+}
+
+#[test]
+fn code_path_absolute() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            code: /srv/greet
+        ",
+        "
+        stratus.yaml:6: functions.greet.code: code path \"/srv/greet\" is absolute
+          hint: give a directory inside the application, relative to stratus.yaml, e.g. `code: ./greet`
+        ",
+    );
+}
+
+#[test]
+fn invalid_env_name() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            env:
+              MY-VAR: x
+              1ST: y
+        ",
+        "
+        stratus.yaml:7: functions.greet.env.MY-VAR: invalid environment variable name \"MY-VAR\"
+          hint: use letters, digits and '_', not starting with a digit
+        stratus.yaml:8: functions.greet.env.1ST: invalid environment variable name \"1ST\"
+          hint: use letters, digits and '_', not starting with a digit
+        ",
+    );
+}
+
+#[test]
+fn reserved_env_name() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            env:
+              _HANDLER: other.handler
+        ",
+        "
+        stratus.yaml:7: functions.greet.env._HANDLER: _HANDLER is set by the platform and cannot be overridden
+          hint: remove it or choose another name
+        ",
+    );
+}
+
+#[test]
+fn unsupported_version() {
+    check(
+        "
+        version: 2
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+        ",
+        "
+        stratus.yaml:1: version: manifest version 2 is not supported
+          hint: this stratus reads manifest version 1; write `version: 1` or leave it out
+        ",
+    );
+}
+
+// ---- broken documents -------------------------------------------------------
+
+#[test]
+fn empty_document() {
+    check(
+        "",
+        "
+        stratus.yaml: the manifest is empty
+          hint: start from `stratus init NAME --template python`
+        ",
+    );
+}
+
+#[test]
+fn comments_only_document() {
+    check(
+        "
+        # todo: write the manifest
+        ",
+        "
+        stratus.yaml: the manifest is empty
+          hint: start from `stratus init NAME --template python`
+        ",
+    );
+}
+
+#[test]
+fn yaml_syntax_error() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+           handler: main.handler
+        ",
+        "
+        stratus.yaml:5: did not find expected key
+        ",
+    );
+}
+
+#[test]
+fn unclosed_quote() {
+    check(
+        "
+        app: \"hello
+        functions: {}
+        ",
+        "
+        stratus.yaml:1: found unexpected end of stream
+        ",
+    );
+}
+
+#[test]
+fn duplicate_key() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            runtime: nodejs
+        ",
+        "
+        stratus.yaml:6: functions.greet.runtime: duplicate key `runtime`
+        ",
+    );
+}
+
+#[test]
+fn duplicate_function() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+          greet:
+            runtime: nodejs
+            handler: index.handler
+        ",
+        "
+        stratus.yaml:6: functions.greet: duplicate key `greet`
+        ",
+    );
+}
+
+#[test]
+fn not_a_mapping() {
+    check(
+        "
+        - app: hello
+        ",
+        "
+        stratus.yaml:1: invalid type: sequence, expected struct RawManifest
+        ",
+    );
+}
+
+// ---- many mistakes at once --------------------------------------------------
+
+#[test]
+fn several_errors_sorted_by_line() {
+    check(
+        "
+        version: 3
+        app: Hello
+        functions:
+          zeta:
+            runtime: python
+            handler: main.handler
+            memory: 99999
+          alpha:
+            runtime: nodejs
+            timeout: 1h
+            code: /abs
+            env:
+              _HANDLER: x
+        ",
+        "
+        stratus.yaml:1: version: manifest version 3 is not supported
+          hint: this stratus reads manifest version 1; write `version: 1` or leave it out
+        stratus.yaml:2: app: invalid application name \"Hello\"
+          hint: use lowercase letters, digits and '-', starting with a letter, at most 40 characters
+        stratus.yaml:5: functions.zeta.runtime: unknown runtime \"python\"
+          hint: did you mean `python3`? runtimes are python3, nodejs, provided
+        stratus.yaml:7: functions.zeta.memory: memory 99999 MiB is out of range
+          hint: a whole number of MiB between 64 and 10240, e.g. `memory: 256`
+        stratus.yaml:8: functions.alpha.handler: a nodejs function needs a handler
+          hint: add `handler: index.handler`
+        stratus.yaml:10: functions.alpha.timeout: timeout 1h is out of range
+          hint: a timeout is more than 0 and at most 15m
+        stratus.yaml:11: functions.alpha.code: code path \"/abs\" is absolute
+          hint: give a directory inside the application, relative to stratus.yaml, e.g. `code: ./greet`
+        stratus.yaml:13: functions.alpha.env._HANDLER: _HANDLER is set by the platform and cannot be overridden
+          hint: remove it or choose another name
+        ",
+    );
+}

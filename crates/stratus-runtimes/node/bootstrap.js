@@ -1,0 +1,383 @@
+'use strict';
+/*
+ * Stratus Node.js runtime bootstrap.
+ *
+ * Speaks the AWS Lambda Runtime API (2018-06-01) over one persistent
+ * keep-alive HTTP connection and runs the user's handler one invocation at a
+ * time, forever. Started by the platform as `node bootstrap.js` with
+ * cwd = LAMBDA_TASK_ROOT. CommonJS, built-in modules only, Node.js 18+.
+ */
+const fs = require('fs');
+const http = require('http');
+const path = require('path');
+const url = require('url');
+const util = require('util');
+
+const API_PREFIX = '/2018-06-01/runtime';
+const env = process.env;
+
+// ---------------------------------------------------------------------------
+// Synchronous logging: console output goes straight to fd 1/2 so everything a
+// handler logged is written before its response is posted, in order.
+// ---------------------------------------------------------------------------
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+
+function writeFully(fd, text) {
+  const buf = Buffer.from(text, 'utf8');
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += fs.writeSync(fd, buf, off, buf.length - off);
+    } catch (err) {
+      // Node marks stdio pipes non-blocking once process.stdout is touched;
+      // wait a millisecond for the reader instead of dropping output.
+      if (err.code === 'EAGAIN') Atomics.wait(sleepCell, 0, 0, 1);
+      else return; // EPIPE and friends: nowhere left to write to.
+    }
+  }
+}
+
+const writer = (fd) => (...args) => writeFully(fd, util.format(...args) + '\n');
+console.log = console.info = console.debug = writer(1);
+console.warn = console.error = writer(2);
+console.dir = (obj, options) => writeFully(1, util.inspect(obj, { customInspect: false, ...options }) + '\n');
+console.trace = function trace(...args) {
+  const err = { name: 'Trace', message: util.format(...args) };
+  Error.captureStackTrace(err, trace);
+  writeFully(2, err.stack + '\n');
+};
+
+function fatal(message) {
+  writeFully(2, `stratus-runtime: ${message}\n`);
+  process.exit(1);
+}
+
+// Wait until anything the handler wrote through process.stdout/stderr directly
+// (asynchronous streams) has been handed to the OS.
+async function flushStdio() {
+  for (const stream of [process.stdout, process.stderr]) {
+    if (stream.writableLength > 0) await new Promise((resolve) => stream.once('drain', resolve));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Runtime API client: a single keep-alive socket, reconnecting once on errors.
+// ---------------------------------------------------------------------------
+const apiAddress = env.AWS_LAMBDA_RUNTIME_API || fatal('AWS_LAMBDA_RUNTIME_API is not set');
+const portSep = apiAddress.lastIndexOf(':');
+const apiHost = apiAddress.slice(0, portSep).replace(/^\[(.*)\]$/, '$1');
+const apiPort = Number(apiAddress.slice(portSep + 1));
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+
+function request(method, apiPath, body, headers) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: apiHost, port: apiPort, method, path: API_PREFIX + apiPath, agent, headers },
+      (res) => {
+        const chunks = [];
+        res.on('data', (chunk) => chunks.push(chunk));
+        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers,
+          body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      });
+    req.on('error', reject);
+    req.setNoDelay(true);
+    req.end(body);
+  });
+}
+
+async function apiRequest(method, apiPath, body, headers) {
+  try {
+    return await request(method, apiPath, body, headers);
+  } catch (_) {
+    // Most likely the server closed the idle keep-alive socket: retry once.
+    try {
+      return await request(method, apiPath, body, headers);
+    } catch (err) {
+      return fatal(`Runtime API at ${apiAddress} is unreachable (${method} ${apiPath}): ${err.message}`);
+    }
+  }
+}
+
+async function post(apiPath, payload, extraHeaders) {
+  const headers = { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload),
+    ...extraHeaders };
+  const res = await apiRequest('POST', apiPath, payload, headers);
+  if (res.status < 200 || res.status > 299) {
+    writeFully(2, `stratus-runtime: POST ${apiPath} rejected with HTTP ${res.status}: ${res.body}\n`);
+  }
+}
+
+const postResponse = (id, payload) => post(`/invocation/${id}/response`, payload);
+const postInvokeError = (id, error) => post(`/invocation/${id}/error`, JSON.stringify(error),
+  { 'Lambda-Runtime-Function-Error-Type': 'Unhandled' });
+const postInitError = (error) => post('/init/error', JSON.stringify(error),
+  { 'Lambda-Runtime-Function-Error-Type': error.errorType });
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+// An error raised by the runtime itself; its name is the Lambda errorType.
+class RuntimeError extends Error {
+  constructor(errorType, message) {
+    super(message);
+    this.name = errorType;
+  }
+}
+
+function safeString(value) {
+  try { return String(value); } catch (_) { return util.inspect(value); }
+}
+
+// Stack frames without the "Name: message" header (which may span lines),
+// cut off where the bootstrap's own frames begin.
+function stackLines(stack) {
+  if (typeof stack !== 'string') return [];
+  const lines = stack.split('\n');
+  const first = lines.findIndex((line) => /^\s+at /.test(line));
+  if (first < 0) return lines.slice(1);
+  const own = lines.findIndex((line, i) => i > first && line.includes(__filename));
+  return lines.slice(first, own > 0 ? own : undefined);
+}
+
+function toErrorBody(err, errorType) {
+  if (err instanceof RuntimeError) return { errorType: err.name, errorMessage: err.message, stackTrace: [] };
+  if (err && typeof err === 'object' && typeof err.message === 'string') {
+    return { errorType: errorType || err.name || 'Error', errorMessage: err.message,
+      stackTrace: stackLines(err.stack) };
+  }
+  return { errorType: errorType || 'Error', errorMessage: safeString(err), stackTrace: [] };
+}
+
+function logError(error) {
+  const trace = error.stackTrace.length ? '\n' + error.stackTrace.join('\n') : '';
+  writeFully(2, `[ERROR] ${error.errorType}: ${error.errorMessage}${trace}\n`);
+}
+
+// Map an exception from the init phase to the Lambda error body.
+function initErrorBody(err) {
+  if (err instanceof SyntaxError) {
+    // CommonJS syntax errors carry "file:line", the source line and a caret
+    // before the "SyntaxError:" line of the stack; keep them as the first entries.
+    const lines = String(err.stack).split('\n');
+    const header = lines.findIndex((line) => line.startsWith('SyntaxError'));
+    return { errorType: 'Runtime.UserCodeSyntaxError', errorMessage: `SyntaxError: ${err.message}`,
+      stackTrace: [...lines.slice(0, Math.max(header, 0)).filter(Boolean), ...stackLines(err.stack)] };
+  }
+  if (err && (err.code === 'MODULE_NOT_FOUND' || err.code === 'ERR_MODULE_NOT_FOUND')) {
+    return { ...toErrorBody(err, 'Runtime.ImportModuleError'), errorMessage: `Error: ${err.message}` };
+  }
+  return toErrorBody(err);
+}
+
+// ---------------------------------------------------------------------------
+// Handler loading (init phase)
+// ---------------------------------------------------------------------------
+function inModulePackage(file) {
+  for (let dir = path.dirname(file); ; dir = path.dirname(dir)) {
+    const pkgFile = path.join(dir, 'package.json');
+    if (fs.existsSync(pkgFile)) {
+      try { return JSON.parse(fs.readFileSync(pkgFile, 'utf8')).type === 'module'; } catch (_) { return false; }
+    }
+    if (path.dirname(dir) === dir) return false;
+  }
+}
+
+function isFile(file) {
+  try { return fs.statSync(file).isFile(); } catch (_) { return false; }
+}
+
+const importFile = (file) => import(url.pathToFileURL(file).href);
+
+function requireOrImport(file) {
+  try {
+    return require(file);
+  } catch (err) {
+    if (err.code === 'ERR_REQUIRE_ESM' || err.code === 'ERR_REQUIRE_ASYNC_MODULE') return importFile(file);
+    throw err;
+  }
+}
+
+async function loadModule(base, moduleName) {
+  for (const ext of ['.js', '.cjs', '.mjs']) {
+    const file = base + ext;
+    if (!isFile(file)) continue;
+    if (ext === '.mjs' || (ext === '.js' && inModulePackage(file))) return importFile(file);
+    return requireOrImport(file);
+  }
+  // Extensionless file or directory module: fall back to Node's resolution.
+  try {
+    return requireOrImport(base);
+  } catch (err) {
+    if (err.code === 'MODULE_NOT_FOUND' && err.message.startsWith(`Cannot find module '${base}'`)) {
+      err.message = err.message.replace(`'${base}'`, `'${moduleName}'`);
+    }
+    throw err;
+  }
+}
+
+async function loadHandler(spec) {
+  // "src/index.a.b" -> directory "src/", module "index", export path "a.b".
+  const slash = spec.lastIndexOf('/');
+  const rest = spec.slice(slash + 1);
+  const dot = rest.indexOf('.');
+  if (dot <= 0 || dot === rest.length - 1) {
+    throw new RuntimeError('Runtime.MalformedHandlerName', `Bad handler ${spec}`);
+  }
+  const moduleName = rest.slice(0, dot);
+  const base = path.resolve(env.LAMBDA_TASK_ROOT || process.cwd(), spec.slice(0, slash + 1), moduleName);
+  const mod = await loadModule(base, moduleName);
+  const lookup = (obj) => rest.slice(dot + 1).split('.').reduce((o, key) => (o == null ? undefined : o[key]), obj);
+  // Modules loaded with import() may expose CommonJS exports only on `default`.
+  const fn = lookup(mod) ?? lookup(mod && mod[Symbol.toStringTag] === 'Module' ? mod.default : undefined);
+  if (fn == null) throw new RuntimeError('Runtime.HandlerNotFound', `${spec} is undefined or not exported`);
+  if (typeof fn !== 'function') throw new RuntimeError('Runtime.HandlerNotFound', `${spec} is not a function`);
+  return fn;
+}
+
+// ---------------------------------------------------------------------------
+// Invocation
+// ---------------------------------------------------------------------------
+let phase = 'init';
+let current = null; // { id, settled, posting } for the in-flight invocation
+
+function parseJsonHeader(value) {
+  if (!value) return undefined;
+  try { return JSON.parse(value); } catch (_) { return undefined; }
+}
+
+// Runs the handler; resolves to { isError, value } from whichever of return
+// value, promise, callback or context.done/succeed/fail settles first.
+function runHandler(handler, inv, next) {
+  let resolve;
+  const outcome = new Promise((res) => { resolve = res; });
+  const settle = (isError, value) => {
+    if (inv.settled) return;
+    inv.settled = true;
+    resolve({ isError, value });
+  };
+  const done = (err, result) => settle(err !== undefined && err !== null, err ?? result);
+  const deadline = Number(next.headers['lambda-runtime-deadline-ms']) || 0;
+  const context = {
+    awsRequestId: inv.id,
+    invokedFunctionArn: next.headers['lambda-runtime-invoked-function-arn'],
+    functionName: env.AWS_LAMBDA_FUNCTION_NAME,
+    functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
+    memoryLimitInMB: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME,
+    logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME,
+    identity: parseJsonHeader(next.headers['lambda-runtime-cognito-identity']),
+    clientContext: parseJsonHeader(next.headers['lambda-runtime-client-context']),
+    callbackWaitsForEmptyEventLoop: true,
+    getRemainingTimeInMillis: () => Math.max(deadline - Date.now(), 0),
+    // Legacy API: settles immediately, regardless of the event loop.
+    done,
+    succeed: (result) => done(null, result),
+    fail: (err) => settle(true, err),
+  };
+  // callback(err, result): like Lambda, by default the result is only sent
+  // once the event loop is empty (all timers/sockets the handler started).
+  const callback = (err, result) => {
+    if (inv.settled || inv.callbackCalled) return;
+    inv.callbackCalled = true;
+    if (context.callbackWaitsForEmptyEventLoop) process.once('beforeExit', () => done(err, result));
+    else done(err, result);
+  };
+
+  let event;
+  try {
+    event = JSON.parse(next.body);
+  } catch (err) {
+    settle(true, new RuntimeError('Runtime.UnmarshalError', `Unable to unmarshal input: ${err.message}`));
+    return outcome;
+  }
+  let ret;
+  try {
+    ret = handler(event, context, callback);
+  } catch (err) {
+    settle(true, err);
+    return outcome;
+  }
+  if (ret && typeof ret.then === 'function') {
+    ret.then((result) => !inv.callbackCalled && settle(false, result),
+      (err) => !inv.callbackCalled && settle(true, err));
+  } else if (handler.length < 3) {
+    settle(false, ret);
+  }
+  return outcome;
+}
+
+async function invoke(handler, next) {
+  const inv = { id: next.headers['lambda-runtime-aws-request-id'], settled: false, callbackCalled: false };
+  current = inv;
+  const trace = next.headers['lambda-runtime-trace-id'];
+  if (trace) env._X_AMZN_TRACE_ID = trace;
+  else delete env._X_AMZN_TRACE_ID;
+
+  const outcome = await runHandler(handler, inv, next);
+  let payload;
+  let error = outcome.isError ? toErrorBody(outcome.value) : null;
+  if (!error) {
+    try {
+      payload = JSON.stringify(outcome.value === undefined ? null : outcome.value) ?? 'null';
+    } catch (err) {
+      error = { errorType: 'Runtime.MarshalError', errorMessage: `Unable to marshal response: ${err.message}`,
+        stackTrace: [] };
+    }
+  }
+  if (error) logError(error);
+  inv.posting = flushStdio().then(() => (error ? postInvokeError(inv.id, error) : postResponse(inv.id, payload)));
+  await inv.posting;
+  current = null;
+}
+
+// An uncaught exception or unhandled rejection is fatal, as on Lambda: report
+// it against the init phase or the in-flight invocation, then exit(1).
+let dying = false;
+async function onFatal(err, isRejection) {
+  if (dying) return;
+  dying = true;
+  const error = isRejection
+    ? { ...toErrorBody(err, 'Runtime.UnhandledPromiseRejection'),
+      errorMessage: err instanceof Error ? `${err.name}: ${err.message}` : safeString(err) }
+    : toErrorBody(err);
+  logError(error);
+  try {
+    if (phase === 'init') {
+      await postInitError(error);
+    } else if (current && !current.settled) {
+      current.settled = true;
+      await postInvokeError(current.id, error);
+    } else if (current && current.posting) {
+      await current.posting; // let the already-settled invocation's POST finish
+    }
+  } finally {
+    process.exit(1);
+  }
+}
+process.on('uncaughtException', (err) => onFatal(err, false));
+process.on('unhandledRejection', (reason) => onFatal(reason, true));
+
+async function main() {
+  let handler;
+  try {
+    handler = await loadHandler(env._HANDLER || '');
+  } catch (err) {
+    if (dying) return; // an unhandled rejection is already being reported
+    dying = true;
+    const error = initErrorBody(err);
+    logError(error);
+    await postInitError(error);
+    process.exit(1);
+  }
+  // Let rejections left unhandled by module-level code surface as init errors.
+  await new Promise((resolve) => setImmediate(resolve));
+  if (dying) return;
+  phase = 'invoke';
+  for (;;) {
+    const next = await apiRequest('GET', '/invocation/next');
+    if (next.status !== 200) fatal(`GET /invocation/next failed with HTTP ${next.status}: ${next.body}`);
+    await invoke(handler, next);
+  }
+}
+
+main().catch((err) => fatal(`internal error: ${err && err.stack}`));

@@ -1,0 +1,280 @@
+"""Stratus Python runtime bootstrap.
+
+Speaks the AWS Lambda Runtime API (2018-06-01) over one persistent keep-alive
+HTTP connection and runs the user's handler one invocation at a time, forever.
+Started by the platform as `python3 -u bootstrap.py` with cwd = LAMBDA_TASK_ROOT.
+Standard library only; works on CPython 3.8+.
+"""
+
+import http.client
+import importlib
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+
+API_PREFIX = "/2018-06-01/runtime"
+ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
+
+
+def log_err(text):
+    sys.stderr.write(text if text.endswith("\n") else text + "\n")
+    sys.stderr.flush()
+
+
+def flush_stdio():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
+class _NoDelayConnection(http.client.HTTPConnection):
+    """HTTPConnection with Nagle disabled, also after automatic reconnects."""
+
+    def connect(self):
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class RuntimeApiClient:
+    """Minimal client for the Runtime API; reuses a single TCP connection."""
+
+    def __init__(self, address):
+        self.address = address
+        # No timeout: /next is a long poll that may block indefinitely.
+        self.conn = _NoDelayConnection(address)
+
+    def _request(self, method, path, body=None, headers=None):
+        hdrs = dict(headers or {})
+        if body is not None:
+            hdrs["Content-Type"] = "application/json"
+        for attempt in (1, 2):
+            try:
+                self.conn.request(method, API_PREFIX + path, body=body, headers=hdrs)
+                resp = self.conn.getresponse()
+                # Always drain the body so the connection can be reused.
+                return resp, resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                # The server may have closed an idle keep-alive connection:
+                # drop it and reconnect exactly once before giving up.
+                self.conn.close()
+                if attempt == 2:
+                    log_err("stratus-runtime: Runtime API at %s is unreachable (%s %s): %s: %s"
+                            % (self.address, method, path, type(exc).__name__, exc))
+                    sys.exit(1)
+
+    def _post(self, path, payload, headers=None):
+        resp, data = self._request("POST", path, payload, headers)
+        if not 200 <= resp.status < 300:
+            log_err("stratus-runtime: POST %s rejected with HTTP %d: %s"
+                    % (path, resp.status, data.decode("utf-8", "replace")))
+
+    def next_invocation(self):
+        resp, data = self._request("GET", "/invocation/next")
+        if resp.status != 200:
+            log_err("stratus-runtime: GET /invocation/next failed with HTTP %d: %s"
+                    % (resp.status, data.decode("utf-8", "replace")))
+            sys.exit(1)
+        return resp, data
+
+    def post_response(self, request_id, payload):
+        self._post("/invocation/%s/response" % request_id, payload)
+
+    def post_invocation_error(self, request_id, error):
+        self._post("/invocation/%s/error" % request_id, _error_body(error),
+                   {ERROR_TYPE_HEADER: "Unhandled"})
+
+    def post_init_error(self, error):
+        self._post("/init/error", _error_body(error), {ERROR_TYPE_HEADER: error["errorType"]})
+
+
+def _error_body(error):
+    return json.dumps(error).encode("utf-8")
+
+
+_IMPORTLIB_DIR = os.path.dirname(importlib.__file__) + os.sep
+
+
+def _user_frames(tb):
+    """Traceback entries with this bootstrap's and importlib's frames removed."""
+    own_file = _user_frames.__code__.co_filename
+    return [f for f in traceback.extract_tb(tb)
+            if f.filename != own_file and not f.filename.startswith(_IMPORTLIB_DIR)
+            and not f.filename.startswith("<frozen importlib")]
+
+
+def make_error(error_type, message, tb=None):
+    stack = traceback.format_list(_user_frames(tb)) if tb is not None else []
+    return {"errorMessage": message, "errorType": error_type, "stackTrace": stack}
+
+
+def report_to_stderr(error):
+    text = "[ERROR] %s: %s" % (error["errorType"], error["errorMessage"])
+    if error["stackTrace"]:
+        text += "\nTraceback (most recent call last):\n" + "".join(error["stackTrace"])
+    log_err(text.rstrip("\n"))
+
+
+def load_handler(handler_spec):
+    """Import the user's module and return (handler, None) or (None, error dict)."""
+    module_path, _, func_name = handler_spec.rpartition(".")
+    if not module_path or not func_name or module_path.startswith((".", "/")):
+        return None, make_error(
+            "Runtime.MalformedHandlerName",
+            "Bad handler '%s': expected 'module.function'" % handler_spec)
+    module_name = module_path.replace("/", ".")
+    try:
+        module = importlib.import_module(module_name)
+    except SyntaxError as exc:
+        error = make_error("Runtime.UserCodeSyntaxError",
+                           "Syntax error in module '%s': %s" % (module_name, exc))
+        # One entry: the "File ..., line N" location plus the offending source line.
+        error["stackTrace"] = ["".join(traceback.format_exception_only(type(exc), exc)[:-1])]
+        return None, error
+    except ImportError as exc:
+        return None, make_error("Runtime.ImportModuleError",
+                                "Unable to import module '%s': %s" % (module_name, exc),
+                                exc.__traceback__)
+    except Exception as exc:
+        # Any other exception raised by module-level user code.
+        return None, make_error(type(exc).__name__, str(exc), exc.__traceback__)
+    handler = getattr(module, func_name, None)
+    if handler is None:
+        return None, make_error("Runtime.HandlerNotFound",
+                                "Handler '%s' missing on module '%s'" % (func_name, module_name))
+    return handler, None
+
+
+class CognitoIdentity(object):
+    __slots__ = ("cognito_identity_id", "cognito_identity_pool_id")
+
+
+class Client(object):
+    __slots__ = ("installation_id", "app_title", "app_version_name",
+                 "app_version_code", "app_package_name")
+
+
+class ClientContext(object):
+    __slots__ = ("custom", "env", "client")
+
+
+def _obj_from_dict(cls, data):
+    if data is None:
+        return None
+    obj = cls()
+    for key in cls.__slots__:
+        setattr(obj, key, data.get(key))
+    return obj
+
+
+class LambdaContext(object):
+    """The `context` argument passed to handlers, mirroring AWS Lambda's."""
+
+    # Static per-process attributes, read once from the environment.
+    function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+    function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
+    memory_limit_in_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") or 0)
+    log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
+    log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+
+    def __init__(self, request_id, deadline_ms, function_arn, client_context, cognito_identity):
+        self.aws_request_id = request_id
+        self.invoked_function_arn = function_arn
+        self._deadline_ms = deadline_ms
+        self.client_context = _obj_from_dict(ClientContext, client_context)
+        if self.client_context is not None:
+            self.client_context.client = _obj_from_dict(Client, self.client_context.client)
+        cognito_identity = cognito_identity or {}
+        self.identity = CognitoIdentity()
+        self.identity.cognito_identity_id = cognito_identity.get("cognitoIdentityId")
+        self.identity.cognito_identity_pool_id = cognito_identity.get("cognitoIdentityPoolId")
+
+    def get_remaining_time_in_millis(self):
+        return max(self._deadline_ms - int(time.time() * 1000), 0)
+
+    def __repr__(self):
+        return "LambdaContext(aws_request_id=%r, function_name=%r, invoked_function_arn=%r)" % (
+            self.aws_request_id, self.function_name, self.invoked_function_arn)
+
+
+def _json_header(resp, name):
+    raw = resp.getheader(name)
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def run_invocation(client, handler, resp, body):
+    """Run one invocation and post either its result or its error."""
+    request_id = resp.getheader("Lambda-Runtime-Aws-Request-Id")
+    trace_id = resp.getheader("Lambda-Runtime-Trace-Id")
+    if trace_id:
+        os.environ["_X_AMZN_TRACE_ID"] = trace_id
+    else:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)
+
+    try:
+        deadline_ms = int(resp.getheader("Lambda-Runtime-Deadline-Ms") or 0)
+    except ValueError:
+        deadline_ms = 0
+    context = LambdaContext(request_id, deadline_ms,
+                            resp.getheader("Lambda-Runtime-Invoked-Function-Arn"),
+                            _json_header(resp, "Lambda-Runtime-Client-Context"),
+                            _json_header(resp, "Lambda-Runtime-Cognito-Identity"))
+
+    error = payload = None
+    try:
+        event = json.loads(body) if body else None
+    except ValueError as exc:
+        error = make_error("Runtime.UnmarshalError", "Unable to unmarshal input: %s" % exc)
+    else:
+        try:
+            result = handler(event, context)
+        except Exception as exc:
+            error = make_error(type(exc).__name__, str(exc), exc.__traceback__)
+        else:
+            try:
+                payload = json.dumps(result).encode("utf-8")
+            except (TypeError, ValueError, OverflowError) as exc:
+                error = make_error("Runtime.MarshalError", "Unable to marshal response: %s" % exc)
+
+    if error is not None:
+        report_to_stderr(error)
+        flush_stdio()
+        client.post_invocation_error(request_id, error)
+    else:
+        flush_stdio()
+        client.post_response(request_id, payload)
+
+
+def main():
+    address = os.environ.get("AWS_LAMBDA_RUNTIME_API")
+    if not address:
+        log_err("stratus-runtime: AWS_LAMBDA_RUNTIME_API is not set")
+        sys.exit(1)
+    client = RuntimeApiClient(address)
+
+    # Init phase: make the code directory importable and load the handler.
+    task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+    sys.path.insert(0, task_root)
+    handler, error = load_handler(os.environ.get("_HANDLER", ""))
+    if error is not None:
+        report_to_stderr(error)
+        flush_stdio()
+        client.post_init_error(error)
+        sys.exit(1)
+
+    while True:
+        resp, body = client.next_invocation()
+        run_invocation(client, handler, resp, body)
+
+
+if __name__ == "__main__":
+    main()

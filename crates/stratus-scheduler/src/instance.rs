@@ -1,0 +1,582 @@
+//! One instance: a runtime process, its Runtime API listener, and the tasks
+//! that read its output and notice its exit.
+
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use axum::serve::ListenerExt;
+use bytes::Bytes;
+use stratus_sandbox::Spawned;
+use stratus_store::LogRecord;
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::invocation::{FunctionError, Invocation, seconds};
+use crate::pool::FunctionConfig;
+use crate::scheduler::Ctx;
+
+/// Longest log line kept as one record; longer output is split.
+const MAX_LINE: usize = 256 * 1024;
+/// Most bytes of an invocation's own log lines returned to the caller.
+const MAX_CAPTURE: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub(crate) enum State {
+    Running,
+    Dead(DeathCause),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum DeathCause {
+    /// The runtime reported that it could not initialise.
+    InitError(FunctionError),
+    Exited {
+        status: String,
+        during_init: bool,
+    },
+    /// Stopped by the platform (timeout, retirement, shutdown).
+    Killed,
+}
+
+/// What the runtime answered.
+#[derive(Debug)]
+pub(crate) enum RuntimeResult {
+    Response(Bytes),
+    Error(FunctionError),
+}
+
+/// An event on its way to the runtime.
+pub(crate) struct Dispatch {
+    pub invocation: Invocation,
+    pub timeout: Duration,
+    pub trace_id: String,
+    pub function_arn: String,
+    pub dispatched_tx: oneshot::Sender<Instant>,
+    pub result_tx: oneshot::Sender<RuntimeResult>,
+}
+
+struct InFlight {
+    request_id: String,
+    result_tx: oneshot::Sender<RuntimeResult>,
+}
+
+#[derive(Default)]
+struct Inner {
+    in_flight: Option<InFlight>,
+    last_done: Option<String>,
+    /// Request id that output lines are tagged with.
+    request_id: Option<String>,
+    capture: Option<(Vec<String>, usize)>,
+}
+
+/// State shared by the instance, its Runtime API handlers and its output reader.
+pub(crate) struct Shared {
+    pub next_rx: tokio::sync::Mutex<mpsc::Receiver<Dispatch>>,
+    pub max_response_bytes: usize,
+    inner: Mutex<Inner>,
+    state_tx: watch::Sender<State>,
+    started: Instant,
+    ready_at: OnceLock<Instant>,
+    pid: AtomicU32,
+    log_sync: mpsc::Sender<oneshot::Sender<()>>,
+    instance_id: String,
+    config: Arc<FunctionConfig>,
+    logs: crate::LogSender,
+}
+
+impl Shared {
+    /// The runtime asked for work: initialisation is over.
+    pub fn mark_ready(&self) {
+        let _ = self.ready_at.set(Instant::now());
+    }
+
+    /// Records `invocation` as in flight; false if another one is.
+    pub fn begin(
+        &self,
+        invocation: &Invocation,
+        result_tx: oneshot::Sender<RuntimeResult>,
+    ) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.in_flight.is_some() {
+            return false;
+        }
+        inner.in_flight = Some(InFlight {
+            request_id: invocation.request_id.clone(),
+            result_tx,
+        });
+        inner.request_id = Some(invocation.request_id.clone());
+        inner.capture = invocation.want_logs.then(|| (Vec::new(), 0));
+        true
+    }
+
+    pub fn abandon(&self, request_id: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.request_id == request_id)
+        {
+            inner.in_flight = None;
+            inner.request_id = None;
+        }
+    }
+
+    /// Completes the in-flight invocation `request_id` with `result`, after
+    /// the output written before it has been read and tagged.
+    pub async fn finish(&self, request_id: &str, result: RuntimeResult) -> Result<(), StatusCode> {
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if self.log_sync.send(ack_tx).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_millis(200), ack_rx).await;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match inner.in_flight.take() {
+            Some(f) if f.request_id == request_id => {
+                let _ = f.result_tx.send(result);
+                inner.last_done = Some(f.request_id);
+                inner.request_id = None;
+                Ok(())
+            }
+            other => {
+                inner.in_flight = other;
+                if inner.last_done.as_deref() == Some(request_id) {
+                    Err(StatusCode::FORBIDDEN)
+                } else {
+                    Err(StatusCode::BAD_REQUEST)
+                }
+            }
+        }
+    }
+
+    /// Marks the instance dead (the first cause wins) and kills its processes.
+    pub fn die(&self, cause: DeathCause) {
+        self.state_tx.send_if_modified(|state| match state {
+            State::Running => {
+                *state = State::Dead(cause);
+                true
+            }
+            State::Dead(_) => false,
+        });
+        stratus_sandbox::kill_group(self.pid.load(Ordering::Relaxed));
+    }
+
+    fn log(&self, stream: &'static str, line: String) {
+        let request_id = {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((lines, bytes)) = inner.capture.as_mut() {
+                *bytes += line.len() + 1;
+                lines.push(line.clone());
+                while *bytes > MAX_CAPTURE && lines.len() > 1 {
+                    *bytes -= lines.remove(0).len() + 1;
+                }
+            }
+            inner.request_id.clone()
+        };
+        self.emit(stream, request_id, line, None);
+    }
+
+    pub fn emit(
+        &self,
+        stream: &str,
+        request_id: Option<String>,
+        message: String,
+        fields: Option<serde_json::Value>,
+    ) {
+        self.logs.send(LogRecord {
+            ts_ms: crate::now_ms(),
+            app: self.config.app.clone(),
+            function: self.config.spec.name.clone(),
+            version: self.config.version,
+            instance: self.instance_id.clone(),
+            request_id,
+            stream: stream.to_owned(),
+            message,
+            fields,
+        });
+    }
+}
+
+/// A running instance of a function version.
+pub(crate) struct Instance {
+    pub id: String,
+    pub shared: Arc<Shared>,
+    dispatch_tx: mpsc::Sender<Dispatch>,
+    state_rx: watch::Receiver<State>,
+    api_task: JoinHandle<()>,
+    last_used: Mutex<Instant>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.api_task.abort();
+        self.shared.die(DeathCause::Killed);
+    }
+}
+
+/// Why a run ended without a result from the runtime.
+pub(crate) enum RunFailure {
+    Died(DeathCause),
+    InitTimeout(Duration),
+    Timeout(Duration),
+}
+
+impl Instance {
+    /// Starts the runtime process and its Runtime API listener.
+    pub async fn start(
+        ctx: &Arc<Ctx>,
+        config: &Arc<FunctionConfig>,
+    ) -> Result<Arc<Instance>, FunctionError> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|err| {
+                platform_error(format!("cannot bind the runtime API listener: {err}"))
+            })?;
+        let api_addr = listener
+            .local_addr()
+            .map_err(|err| platform_error(format!("runtime API listener: {err}")))?;
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let (dispatch_tx, dispatch_rx) = mpsc::channel(1);
+        let (state_tx, state_rx) = watch::channel(State::Running);
+        let (log_sync_tx, log_sync_rx) = mpsc::channel(4);
+        let shared = Arc::new(Shared {
+            next_rx: tokio::sync::Mutex::new(dispatch_rx),
+            max_response_bytes: ctx.settings.max_response_bytes,
+            inner: Mutex::new(Inner::default()),
+            state_tx,
+            started: Instant::now(),
+            ready_at: OnceLock::new(),
+            pid: AtomicU32::new(0),
+            log_sync: log_sync_tx,
+            instance_id: id.clone(),
+            config: config.clone(),
+            logs: ctx.logs.clone(),
+        });
+        let router = crate::runtime_api::router(shared.clone());
+        let api_task = tokio::spawn(async move {
+            // Runtimes wait on every answer: never hold small writes back.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let _ = axum::serve(listener, router).await;
+        });
+
+        let spec = ctx.process_spec(config, &api_addr.to_string(), &id);
+        let spawned = match ctx.launcher.spawn(&spec) {
+            Ok(spawned) => spawned,
+            Err(err) => {
+                api_task.abort();
+                return Err(FunctionError::unhandled(
+                    "Runtime.InvalidEntrypoint",
+                    entrypoint_message(config, &err.to_string()),
+                ));
+            }
+        };
+        let Spawned {
+            pid,
+            mut child,
+            stdout,
+            stderr,
+        } = spawned;
+        shared.pid.store(pid, Ordering::Relaxed);
+        tracing::debug!(instance = %id, pid, app = %config.app, function = %config.spec.name, "instance started");
+
+        tokio::spawn(read_output(shared.clone(), stdout, stderr, log_sync_rx));
+        let watcher_shared = shared.clone();
+        let registry = ctx.clone();
+        let watcher_id = id.clone();
+        tokio::spawn(async move {
+            let status = match child.wait().await {
+                Ok(status) => describe_status(status),
+                Err(err) => format!("unknown status ({err})"),
+            };
+            // Children the runtime left behind go with it.
+            stratus_sandbox::kill_group(pid);
+            let during_init = watcher_shared.ready_at.get().is_none();
+            watcher_shared.die(DeathCause::Exited {
+                status,
+                during_init,
+            });
+            registry.unregister(&watcher_id);
+        });
+
+        let instance = Arc::new(Instance {
+            id,
+            shared,
+            dispatch_tx,
+            state_rx,
+            api_task,
+            last_used: Mutex::new(Instant::now()),
+        });
+        ctx.register(&instance);
+        Ok(instance)
+    }
+
+    pub fn is_alive(&self) -> bool {
+        matches!(*self.state_rx.borrow(), State::Running)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.shared.pid.load(Ordering::Relaxed)
+    }
+
+    pub fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    pub fn idle_for(&self) -> Duration {
+        self.last_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+
+    /// Time from process start to the runtime's first request for work.
+    pub fn init_duration(&self) -> Option<Duration> {
+        self.shared
+            .ready_at
+            .get()
+            .map(|t| t.duration_since(self.shared.started))
+    }
+
+    pub fn kill(&self) {
+        self.shared.die(DeathCause::Killed);
+    }
+
+    pub fn terminate(&self) {
+        stratus_sandbox::terminate_group(self.pid());
+    }
+
+    pub fn take_captured(&self) -> Vec<String> {
+        let mut inner = self.shared.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .capture
+            .take()
+            .map(|(lines, _)| lines)
+            .unwrap_or_default()
+    }
+
+    /// Hands `dispatch` to the runtime and waits for its answer, enforcing
+    /// the init timeout until the runtime takes the event and the function
+    /// timeout after. Returns when the event was dispatched and the result.
+    pub async fn run(
+        &self,
+        mut dispatch: Dispatch,
+        init_timeout: Duration,
+    ) -> (Option<Instant>, Result<RuntimeResult, RunFailure>) {
+        let (dispatched_tx, dispatched_rx) = oneshot::channel();
+        let (result_tx, result_rx) = oneshot::channel();
+        dispatch.dispatched_tx = dispatched_tx;
+        dispatch.result_tx = result_tx;
+        let timeout = dispatch.timeout;
+        let mut state = self.state_rx.clone();
+        if self.dispatch_tx.try_send(dispatch).is_err() {
+            return (None, Err(RunFailure::Died(DeathCause::Killed)));
+        }
+        let dispatched_at = tokio::select! {
+            biased;
+            at = dispatched_rx => match at {
+                Ok(at) => at,
+                Err(_) => return (None, Err(RunFailure::Died(wait_dead(&mut state).await))),
+            },
+            cause = wait_dead(&mut state) => return (None, Err(RunFailure::Died(cause))),
+            _ = tokio::time::sleep(init_timeout) => {
+                self.kill();
+                return (None, Err(RunFailure::InitTimeout(init_timeout)));
+            }
+        };
+        let outcome = tokio::select! {
+            biased;
+            result = result_rx => match result {
+                Ok(result) => Ok(result),
+                Err(_) => Err(RunFailure::Died(wait_dead(&mut state).await)),
+            },
+            cause = wait_dead(&mut state) => Err(RunFailure::Died(cause)),
+            _ = tokio::time::sleep_until((dispatched_at + timeout).into()) => {
+                self.kill();
+                Err(RunFailure::Timeout(timeout))
+            }
+        };
+        (Some(dispatched_at), outcome)
+    }
+}
+
+impl Dispatch {
+    pub fn new(
+        invocation: Invocation,
+        timeout: Duration,
+        trace_id: String,
+        function_arn: String,
+    ) -> Dispatch {
+        // The channels are replaced by `Instance::run`.
+        Dispatch {
+            invocation,
+            timeout,
+            trace_id,
+            function_arn,
+            dispatched_tx: oneshot::channel().0,
+            result_tx: oneshot::channel().0,
+        }
+    }
+}
+
+impl RunFailure {
+    pub fn into_error(self) -> FunctionError {
+        match self {
+            RunFailure::Timeout(t) => FunctionError::unhandled(
+                "Sandbox.Timedout",
+                format!("timed out after {}", seconds(t)),
+            ),
+            RunFailure::InitTimeout(t) => FunctionError::unhandled(
+                "Runtime.InitTimeout",
+                format!(
+                    "the runtime did not finish initialising within {}",
+                    seconds(t)
+                ),
+            ),
+            RunFailure::Died(DeathCause::InitError(err)) => err,
+            RunFailure::Died(DeathCause::Exited {
+                status,
+                during_init,
+            }) => FunctionError::unhandled(
+                "Runtime.ExitError",
+                if during_init {
+                    format!(
+                        "the runtime exited during init with {status}; see `stratus logs` for its output"
+                    )
+                } else {
+                    format!("the runtime exited with {status} before responding")
+                },
+            ),
+            RunFailure::Died(DeathCause::Killed) => FunctionError::unhandled(
+                "Runtime.Killed",
+                "the instance was stopped before it responded",
+            ),
+        }
+    }
+}
+
+async fn wait_dead(state: &mut watch::Receiver<State>) -> DeathCause {
+    match state.wait_for(|s| matches!(s, State::Dead(_))).await {
+        Ok(state) => match &*state {
+            State::Dead(cause) => cause.clone(),
+            State::Running => DeathCause::Killed,
+        },
+        Err(_) => DeathCause::Killed,
+    }
+}
+
+fn platform_error(message: String) -> FunctionError {
+    FunctionError::unhandled("Stratus.PlatformError", message)
+}
+
+fn entrypoint_message(config: &FunctionConfig, err: &str) -> String {
+    match config.spec.runtime {
+        stratus_manifest::Runtime::Provided => format!(
+            "{err}; a provided function needs an executable file named `bootstrap` at the root of its code"
+        ),
+        _ => err.to_owned(),
+    }
+}
+
+fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("status {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+/// Reads the process's stdout and stderr line by line until both close.
+/// A message on `sync` makes it read everything already written and
+/// acknowledge, so a result is never reported before its log lines.
+async fn read_output(
+    shared: Arc<Shared>,
+    stdout: pipe::Receiver,
+    stderr: pipe::Receiver,
+    mut sync: mpsc::Receiver<oneshot::Sender<()>>,
+) {
+    let mut out = Stream::new("stdout", stdout);
+    let mut err = Stream::new("stderr", stderr);
+    loop {
+        if out.eof && err.eof {
+            break;
+        }
+        tokio::select! {
+            ready = out.pipe.readable(), if !out.eof => {
+                if ready.is_err() { out.eof = true; }
+                out.drain(&shared, false);
+            }
+            ready = err.pipe.readable(), if !err.eof => {
+                if ready.is_err() { err.eof = true; }
+                err.drain(&shared, false);
+            }
+            ack = sync.recv() => match ack {
+                Some(ack) => {
+                    out.drain(&shared, true);
+                    err.drain(&shared, true);
+                    let _ = ack.send(());
+                }
+                None => {}
+            }
+        }
+    }
+    out.drain(&shared, true);
+    err.drain(&shared, true);
+}
+
+struct Stream {
+    name: &'static str,
+    pipe: pipe::Receiver,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl Stream {
+    fn new(name: &'static str, pipe: pipe::Receiver) -> Stream {
+        Stream {
+            name,
+            pipe,
+            buf: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// Reads what is available without waiting; emits complete lines, and
+    /// the partial last line too when `flush` is set.
+    fn drain(&mut self, shared: &Shared, flush: bool) {
+        let mut chunk = [0u8; 16 * 1024];
+        while !self.eof {
+            match self.pipe.try_read(&mut chunk) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.eof = true,
+            }
+        }
+        let mut start = 0;
+        while let Some(pos) = self.buf[start..].iter().position(|b| *b == b'\n') {
+            self.emit(shared, start, start + pos);
+            start += pos + 1;
+        }
+        while self.buf.len() - start > MAX_LINE {
+            self.emit(shared, start, start + MAX_LINE);
+            start += MAX_LINE;
+        }
+        if (flush || self.eof) && start < self.buf.len() {
+            self.emit(shared, start, self.buf.len());
+            start = self.buf.len();
+        }
+        self.buf.drain(..start);
+    }
+
+    fn emit(&self, shared: &Shared, from: usize, to: usize) {
+        let line = String::from_utf8_lossy(&self.buf[from..to]);
+        let line = line.strip_suffix('\r').unwrap_or(&line);
+        shared.log(self.name, line.to_owned());
+    }
+}

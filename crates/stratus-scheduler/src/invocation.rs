@@ -1,0 +1,183 @@
+//! What goes into an invocation and what comes out.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+/// A request to run a function once.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: String,
+    /// The event, JSON.
+    pub payload: Bytes,
+    /// `Root=1-...` for `Lambda-Runtime-Trace-Id`; generated when absent.
+    pub trace_id: Option<String>,
+    /// Base64 JSON client context, passed through to the runtime.
+    pub client_context: Option<String>,
+    /// Return the invocation's log lines with the outcome.
+    pub want_logs: bool,
+}
+
+impl Invocation {
+    pub fn new(payload: Bytes) -> Invocation {
+        Invocation {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            payload,
+            trace_id: None,
+            client_context: None,
+            want_logs: false,
+        }
+    }
+}
+
+/// An error raised by the function or its runtime: the caller's problem to
+/// read, reported in the Lambda error shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FunctionError {
+    #[serde(rename = "errorType")]
+    pub error_type: String,
+    #[serde(rename = "errorMessage")]
+    pub message: String,
+    #[serde(rename = "stackTrace", skip_serializing_if = "Vec::is_empty")]
+    pub stack_trace: Vec<String>,
+    /// `Handled` when the function reported it, `Unhandled` otherwise.
+    #[serde(skip)]
+    pub kind: &'static str,
+}
+
+impl FunctionError {
+    pub fn unhandled(error_type: &str, message: impl Into<String>) -> FunctionError {
+        FunctionError {
+            error_type: error_type.to_owned(),
+            message: message.into(),
+            stack_trace: Vec::new(),
+            kind: "Unhandled",
+        }
+    }
+
+    /// Reads the error body a runtime posted; anything unparsable is kept as text.
+    pub fn from_runtime(body: &[u8], header_type: Option<&str>) -> FunctionError {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            #[serde(rename = "errorType")]
+            error_type: Option<String>,
+            #[serde(rename = "errorMessage")]
+            message: Option<serde_json::Value>,
+            #[serde(rename = "stackTrace")]
+            stack_trace: Option<serde_json::Value>,
+        }
+        let kind = if header_type == Some("Handled") {
+            "Handled"
+        } else {
+            "Unhandled"
+        };
+        match serde_json::from_slice::<Wire>(body) {
+            Ok(wire) => FunctionError {
+                error_type: wire
+                    .error_type
+                    .or_else(|| header_type.map(str::to_owned))
+                    .unwrap_or_else(|| "Unhandled".to_owned()),
+                message: match wire.message {
+                    Some(serde_json::Value::String(s)) => s,
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                },
+                stack_trace: match wire.stack_trace {
+                    Some(serde_json::Value::Array(items)) => items
+                        .into_iter()
+                        .map(|v| match v {
+                            serde_json::Value::String(s) => s,
+                            other => other.to_string(),
+                        })
+                        .collect(),
+                    Some(serde_json::Value::String(s)) => s.lines().map(str::to_owned).collect(),
+                    _ => Vec::new(),
+                },
+                kind,
+            },
+            Err(_) => FunctionError {
+                error_type: header_type.unwrap_or("Unhandled").to_owned(),
+                message: String::from_utf8_lossy(body).into_owned(),
+                stack_trace: Vec::new(),
+                kind,
+            },
+        }
+    }
+
+    pub fn to_json(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+/// Where an invocation's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Phases {
+    /// Waiting for an instance (queue or start).
+    pub queue_ms: f64,
+    /// From process start to the runtime's first request for work; cold only.
+    pub init_ms: Option<f64>,
+    /// From handing the event to the runtime to its answer.
+    pub duration_ms: f64,
+}
+
+/// The outcome of an invocation that reached a function.
+#[derive(Debug, Clone)]
+pub struct InvokeOutcome {
+    pub request_id: String,
+    pub version: u32,
+    pub instance: String,
+    pub cold: bool,
+    pub phases: Phases,
+    pub max_memory_mb: Option<u64>,
+    /// The function's JSON result, or the error it ended with.
+    pub result: Result<Bytes, FunctionError>,
+    /// The invocation's own log lines, when asked for.
+    pub logs: Vec<String>,
+}
+
+/// Why an invocation did not reach a function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvokeError {
+    NoSuchFunction {
+        app: String,
+        function: String,
+    },
+    /// Every instance is busy and the wait queue is full or waited too long.
+    Throttled {
+        retry_after: Duration,
+        reason: String,
+    },
+    ShuttingDown,
+}
+
+impl std::fmt::Display for InvokeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvokeError::NoSuchFunction { app, function } => write!(
+                f,
+                "function {app}/{function} does not exist; `stratus ls` lists the deployed functions"
+            ),
+            InvokeError::Throttled {
+                retry_after,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "throttled: {reason}; retry after {} s",
+                    retry_after.as_secs().max(1)
+                )
+            }
+            InvokeError::ShuttingDown => {
+                f.write_str("the server is shutting down; retry against a running server")
+            }
+        }
+    }
+}
+
+impl std::error::Error for InvokeError {}
+
+/// Formats a duration as Lambda does in timeout messages: `3.00 s`.
+pub(crate) fn seconds(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}

@@ -1,0 +1,30 @@
+//! The data plane's scheduler: it owns the instance pool of every function
+//! version and turns an invocation into a result.
+//!
+//! An invocation takes a warm instance from the function's [`Pool`], or
+//! starts one through the sandbox's [`Launcher`](stratus_sandbox::Launcher)
+//! when the pool has room, or waits in a bounded queue, or is throttled.
+//! Each instance runs one invocation at a time and talks to the platform
+//! through its own Lambda Runtime API listener ([`runtime_api`]). Output
+//! lines and one report record per invocation go to the log channel; the
+//! scheduler itself never touches the store.
+
+mod instance;
+mod invocation;
+mod logs;
+mod pool;
+mod runtime_api;
+mod scheduler;
+
+pub use invocation::{FunctionError, Invocation, InvokeError, InvokeOutcome, Phases};
+pub use logs::LogSender;
+pub use pool::{FunctionConfig, Pool, PoolStats};
+pub use scheduler::{Scheduler, Settings};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

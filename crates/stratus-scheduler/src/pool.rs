@@ -1,0 +1,364 @@
+//! The instance pool of one function version: warm reuse, bounded scale-out
+//! and a bounded wait queue.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use stratus_manifest::FunctionSpec;
+use tokio::sync::oneshot;
+
+use crate::instance::{Dispatch, Instance, RunFailure, RuntimeResult};
+use crate::invocation::{FunctionError, Invocation, InvokeError, InvokeOutcome, Phases};
+use crate::scheduler::Ctx;
+
+/// Everything needed to run one function of one application version.
+#[derive(Debug, Clone)]
+pub struct FunctionConfig {
+    pub app: String,
+    pub version: u32,
+    pub spec: FunctionSpec,
+    /// The unpacked code package, read-only.
+    pub code_dir: PathBuf,
+}
+
+impl FunctionConfig {
+    /// The Lambda-style function name, `app.function`.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.app, self.spec.name)
+    }
+}
+
+/// Instance counts of a pool, for status displays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PoolStats {
+    pub instances: u32,
+    pub idle: u32,
+    pub waiting: u32,
+}
+
+enum Grant {
+    Warm(Arc<Instance>),
+    /// A free slot: the receiver starts a new instance.
+    Start,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// Idle instances, most recently used last.
+    idle: Vec<Arc<Instance>>,
+    /// Instances that exist or are being started, idle or busy.
+    total: u32,
+    waiters: VecDeque<oneshot::Sender<Grant>>,
+    retired: bool,
+}
+
+pub struct Pool {
+    pub config: Arc<FunctionConfig>,
+    ctx: Arc<Ctx>,
+    state: Mutex<PoolState>,
+}
+
+impl Pool {
+    pub(crate) fn new(ctx: Arc<Ctx>, config: FunctionConfig) -> Pool {
+        Pool {
+            config: Arc::new(config),
+            ctx,
+            state: Mutex::new(PoolState::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let s = self.lock();
+        PoolStats {
+            instances: s.total,
+            idle: s.idle.len() as u32,
+            waiting: s.waiters.len() as u32,
+        }
+    }
+
+    async fn acquire(&self) -> Result<Grant, InvokeError> {
+        let rx = {
+            let mut s = self.lock();
+            while let Some(instance) = s.idle.pop() {
+                if instance.is_alive() {
+                    return Ok(Grant::Warm(instance));
+                }
+                s.total -= 1;
+            }
+            if s.total < self.config.spec.max_instances {
+                s.total += 1;
+                return Ok(Grant::Start);
+            }
+            if s.waiters.len() >= self.ctx.settings.queue_depth {
+                return Err(InvokeError::Throttled {
+                    retry_after: Duration::from_secs(1),
+                    reason: format!(
+                        "all {} instances of {} are busy and {} callers are already waiting",
+                        s.total,
+                        self.config.qualified_name(),
+                        s.waiters.len()
+                    ),
+                });
+            }
+            let (tx, rx) = oneshot::channel();
+            s.waiters.push_back(tx);
+            rx
+        };
+        let mut rx = rx;
+        match tokio::time::timeout(self.ctx.settings.queue_timeout, &mut rx).await {
+            Ok(Ok(grant)) => Ok(grant),
+            Ok(Err(_)) => Err(InvokeError::ShuttingDown),
+            Err(_) => {
+                // A grant sent just as the wait ended must not be lost.
+                rx.close();
+                match rx.try_recv() {
+                    Ok(grant) => Ok(grant),
+                    Err(_) => Err(InvokeError::Throttled {
+                        retry_after: Duration::from_secs(1),
+                        reason: format!(
+                            "no instance of {} became free within {}",
+                            self.config.qualified_name(),
+                            crate::invocation::seconds(self.ctx.settings.queue_timeout)
+                        ),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Returns an instance after use; `None` or a dead instance frees its slot.
+    fn release(&self, instance: Option<Arc<Instance>>) {
+        let mut s = self.lock();
+        match instance {
+            Some(instance) if instance.is_alive() => {
+                instance.touch();
+                let mut grant = Grant::Warm(instance);
+                while let Some(waiter) = s.waiters.pop_front() {
+                    match waiter.send(grant) {
+                        Ok(()) => return,
+                        Err(back) => grant = back,
+                    }
+                }
+                let Grant::Warm(instance) = grant else {
+                    unreachable!()
+                };
+                if s.retired {
+                    s.total -= 1;
+                    instance.kill();
+                } else {
+                    s.idle.push(instance);
+                }
+            }
+            dead => {
+                if let Some(instance) = dead {
+                    instance.kill();
+                }
+                while let Some(waiter) = s.waiters.pop_front() {
+                    if waiter.send(Grant::Start).is_ok() {
+                        return;
+                    }
+                }
+                s.total -= 1;
+            }
+        }
+    }
+
+    /// Stops taking new instances into the pool and stops the idle ones;
+    /// busy ones finish their invocation first.
+    pub(crate) fn retire(&self) {
+        let idle = {
+            let mut s = self.lock();
+            s.retired = true;
+            s.total -= s.idle.len() as u32;
+            std::mem::take(&mut s.idle)
+        };
+        for instance in idle {
+            instance.kill();
+        }
+    }
+
+    /// Stops idle instances unused for longer than `keep_alive`.
+    pub(crate) fn reap(&self, keep_alive: Duration) {
+        let expired: Vec<_> = {
+            let mut s = self.lock();
+            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.idle)
+                .into_iter()
+                .partition(|i| !i.is_alive() || i.idle_for() >= keep_alive);
+            s.idle = keep;
+            s.total -= old.len() as u32;
+            old
+        };
+        for instance in expired {
+            tracing::debug!(instance = %instance.id, "retiring idle instance");
+            instance.kill();
+        }
+    }
+
+    /// Runs one invocation on a warm or new instance.
+    pub async fn invoke(&self, invocation: Invocation) -> Result<InvokeOutcome, InvokeError> {
+        let arrived = Instant::now();
+        let grant = self.acquire().await?;
+        let (instance, cold) = match grant {
+            Grant::Warm(instance) => (instance, false),
+            Grant::Start => match Instance::start(&self.ctx, &self.config).await {
+                Ok(instance) => (instance, true),
+                Err(error) => {
+                    self.release(None);
+                    return Ok(self.failed_start(invocation, arrived, error));
+                }
+            },
+        };
+        let queue = arrived.elapsed();
+        let request_id = invocation.request_id.clone();
+        let want_logs = invocation.want_logs;
+        let trace_id = invocation.trace_id.clone().unwrap_or_else(new_trace_id);
+        let dispatch = Dispatch::new(
+            invocation,
+            self.config.spec.timeout,
+            trace_id,
+            self.ctx.function_arn(&self.config),
+        );
+        let (dispatched_at, outcome) = instance.run(dispatch, self.ctx.settings.init_timeout).await;
+        let duration = dispatched_at.map(|t| t.elapsed()).unwrap_or_default();
+        let max_memory_mb =
+            stratus_sandbox::peak_rss_kib(instance.pid()).map(|kib| kib.div_ceil(1024));
+        let (result, outcome_name) = match outcome {
+            Ok(RuntimeResult::Response(body)) => (Ok(body), "success"),
+            Ok(RuntimeResult::Error(error)) => (Err(error), "error"),
+            Err(failure) => {
+                let name = match failure {
+                    RunFailure::Timeout(_) | RunFailure::InitTimeout(_) => "timeout",
+                    RunFailure::Died(_) => "crash",
+                };
+                let error = failure.into_error();
+                instance.shared.emit(
+                    "platform",
+                    Some(request_id.clone()),
+                    format!("{}: {}", error.error_type, error.message),
+                    None,
+                );
+                (Err(error), name)
+            }
+        };
+        let phases = Phases {
+            queue_ms: ms(queue),
+            init_ms: if cold {
+                instance.init_duration().map(ms)
+            } else {
+                None
+            },
+            duration_ms: ms(duration),
+        };
+        let logs = if want_logs {
+            instance.take_captured()
+        } else {
+            Vec::new()
+        };
+        self.report(
+            &instance.shared,
+            &request_id,
+            cold,
+            phases,
+            max_memory_mb,
+            &result,
+            outcome_name,
+        );
+        let instance_id = instance.id.clone();
+        let healthy = instance.is_alive();
+        self.release(Some(instance).filter(|_| healthy));
+        Ok(InvokeOutcome {
+            request_id,
+            version: self.config.version,
+            instance: instance_id,
+            cold,
+            phases,
+            max_memory_mb,
+            result,
+            logs,
+        })
+    }
+
+    fn failed_start(
+        &self,
+        invocation: Invocation,
+        arrived: Instant,
+        error: FunctionError,
+    ) -> InvokeOutcome {
+        tracing::warn!(function = %self.config.qualified_name(), error = %error.message, "instance failed to start");
+        InvokeOutcome {
+            request_id: invocation.request_id,
+            version: self.config.version,
+            instance: String::new(),
+            cold: true,
+            phases: Phases {
+                queue_ms: ms(arrived.elapsed()),
+                ..Phases::default()
+            },
+            max_memory_mb: None,
+            result: Err(error),
+            logs: Vec::new(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        shared: &crate::instance::Shared,
+        request_id: &str,
+        cold: bool,
+        phases: Phases,
+        max_memory_mb: Option<u64>,
+        result: &Result<bytes::Bytes, FunctionError>,
+        outcome: &str,
+    ) {
+        let billed = phases.duration_ms.ceil().max(1.0) as u64;
+        let memory = self.config.spec.memory_mb;
+        let mut message = format!(
+            "REPORT RequestId: {request_id} Duration: {:.2} ms Billed Duration: {billed} ms Memory Size: {memory} MB",
+            phases.duration_ms
+        );
+        if let Some(used) = max_memory_mb {
+            message.push_str(&format!(" Max Memory Used: {used} MB"));
+        }
+        if let Some(init) = phases.init_ms {
+            message.push_str(&format!(" Init Duration: {init:.2} ms"));
+        }
+        if let Err(error) = result {
+            message.push_str(&format!(" Status: {outcome} ({})", error.error_type));
+        }
+        let fields = serde_json::json!({
+            "duration_ms": phases.duration_ms,
+            "billed_duration_ms": billed,
+            "memory_size_mb": memory,
+            "max_memory_used_mb": max_memory_mb,
+            "init_duration_ms": phases.init_ms,
+            "queue_ms": phases.queue_ms,
+            "cold": cold,
+            "outcome": outcome,
+            "error_type": result.as_ref().err().map(|e| e.error_type.clone()),
+        });
+        shared.emit("report", Some(request_id.to_owned()), message, Some(fields));
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A trace id in the X-Ray format Lambda runtimes expect.
+fn new_trace_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!(
+        "Root=1-{:08x}-{};Parent={};Sampled=0",
+        crate::now_ms() / 1000,
+        &id[..24],
+        &id[16..32]
+    )
+}

@@ -1,0 +1,229 @@
+//! Deploys: package uploads and atomic activation of application versions.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use stratus_archive::sha256_hex;
+use stratus_manifest::Runtime;
+use stratus_store::{NewVersion, PackageRecord};
+
+use crate::AppState;
+use crate::api::ApiError;
+
+/// Where the unpacked code of a package lives.
+pub(crate) fn code_dir(data_dir: &Path, sha256: &str) -> PathBuf {
+    data_dir.join("code").join(sha256)
+}
+
+pub(crate) fn is_sha256(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Validates, unpacks and records an uploaded package. Idempotent.
+pub(crate) async fn put_package(
+    state: &AppState,
+    sha256: &str,
+    body: Bytes,
+) -> Result<PackageRecord, ApiError> {
+    if !is_sha256(sha256) {
+        return Err(ApiError::bad_request(
+            "invalid_package_id",
+            "a package id is the lower-case hex SHA-256 of the archive",
+        ));
+    }
+    let data_dir = state.config.data_dir.clone();
+    let limits = stratus_archive::Limits {
+        max_unpacked_bytes: state.config.limits.max_unpacked_bytes,
+        ..stratus_archive::Limits::default()
+    };
+    let id = sha256.to_owned();
+    let record = tokio::task::spawn_blocking(move || -> Result<PackageRecord, ApiError> {
+        let actual = sha256_hex(&body);
+        if actual != id {
+            return Err(ApiError::bad_request(
+                "checksum_mismatch",
+                format!("the archive's SHA-256 is {actual}, not {id}; upload it again"),
+            ));
+        }
+        let dest = code_dir(&data_dir, &id);
+        let unpacked = if dest.is_dir() {
+            None
+        } else {
+            let tmp = data_dir
+                .join("code")
+                .join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&tmp)
+                .map_err(|e| ApiError::internal("cannot create a package directory", e))?;
+            match stratus_archive::unpack(&body, &tmp, limits) {
+                Ok(unpacked) => {
+                    std::fs::rename(&tmp, &dest)
+                        .map_err(|e| ApiError::internal("cannot store the package", e))?;
+                    Some(unpacked)
+                }
+                Err(err) => {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    return Err(match err {
+                        stratus_archive::ArchiveError::Write(e) => {
+                            ApiError::internal("cannot unpack the package", e)
+                        }
+                        other => ApiError::bad_request("invalid_package", other.to_string()),
+                    });
+                }
+            }
+        };
+        let archive = data_dir.join("packages").join(format!("{id}.tar.gz"));
+        if !archive.exists() {
+            std::fs::write(&archive, &body)
+                .map_err(|e| ApiError::internal("cannot store the package", e))?;
+        }
+        Ok(PackageRecord {
+            sha256: id,
+            size: body.len() as u64,
+            unpacked_bytes: unpacked.map(|u| u.bytes).unwrap_or_default(),
+            files: unpacked.map(|u| u.files as u64).unwrap_or_default(),
+            created_ms: crate::now_ms(),
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal("the package worker failed", e))??;
+    state.store.put_package(record.clone()).await?;
+    Ok(record)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeployRequest {
+    /// The manifest text as written.
+    pub manifest: String,
+    /// How to name the manifest in error messages.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// Package SHA-256 by code directory.
+    pub packages: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct DeployResponse {
+    pub app: String,
+    pub version: u32,
+    /// False when the deploy matched the active version and changed nothing.
+    pub changed: bool,
+    pub functions: Vec<String>,
+}
+
+/// Validates a deploy completely, then records and activates it in one step.
+pub(crate) async fn deploy(
+    state: &AppState,
+    app: &str,
+    req: DeployRequest,
+) -> Result<DeployResponse, ApiError> {
+    let file = req
+        .file
+        .as_deref()
+        .unwrap_or(stratus_manifest::MANIFEST_FILE);
+    let spec = stratus_manifest::parse(file, &req.manifest).map_err(|errors| {
+        ApiError::bad_request(
+            "invalid_manifest",
+            format!(
+                "{file} has {} problem(s); nothing was deployed",
+                errors.0.len()
+            ),
+        )
+        .with_details(errors.0.iter().map(ToString::to_string).collect())
+    })?;
+    if spec.name != app {
+        return Err(ApiError::bad_request(
+            "app_mismatch",
+            format!(
+                "the manifest declares app {:?} but the request is for {app:?}",
+                spec.name
+            ),
+        ));
+    }
+    let mut packages = BTreeMap::new();
+    let mut problems = Vec::new();
+    for dir in spec.code_dirs() {
+        match req.packages.get(dir) {
+            Some(sha) if is_sha256(sha) && code_dir(&state.config.data_dir, sha).is_dir() => {
+                packages.insert(dir.to_owned(), sha.clone());
+            }
+            Some(sha) => problems.push(format!(
+                "the package {sha} for code directory {dir:?} was not uploaded"
+            )),
+            None => problems.push(format!("no package was given for code directory {dir:?}")),
+        }
+    }
+    for function in spec.functions.values() {
+        if function.runtime != Runtime::Provided {
+            continue;
+        }
+        let Some(sha) = packages.get(&function.code) else {
+            continue;
+        };
+        let bootstrap = code_dir(&state.config.data_dir, sha).join("bootstrap");
+        let executable = std::fs::metadata(&bootstrap)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false);
+        if !executable {
+            problems.push(format!(
+                "function {}: a provided function needs an executable file named `bootstrap` in {:?} (chmod +x it)",
+                function.name, function.code
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_deploy",
+            "the deploy is incomplete; nothing was deployed",
+        )
+        .with_details(problems));
+    }
+
+    let _serial = state.deploy_lock.lock().await;
+    if let Some(active) = state.store.active_version(app).await?
+        && active.spec == spec
+        && active.packages == packages
+    {
+        return Ok(DeployResponse {
+            app: app.to_owned(),
+            version: active.version,
+            changed: false,
+            functions: spec.functions.keys().cloned().collect(),
+        });
+    }
+    let functions = spec.functions.keys().cloned().collect();
+    let version = state
+        .store
+        .activate(NewVersion {
+            spec,
+            manifest: req.manifest,
+            packages,
+            created_ms: crate::now_ms(),
+        })
+        .await?;
+    state.scheduler.publish_app(
+        app,
+        crate::function_configs(&state.config.data_dir, &version),
+    );
+    tracing::info!(app, version = version.version, "deployed");
+    Ok(DeployResponse {
+        app: app.to_owned(),
+        version: version.version,
+        changed: true,
+        functions,
+    })
+}
+
+pub(crate) fn status_for_missing_app(app: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("application {app:?} does not exist; `stratus ls` lists the deployed ones"),
+    )
+}

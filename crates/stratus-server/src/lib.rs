@@ -1,0 +1,228 @@
+//! The stratus server: the control plane and the process around the data
+//! plane.
+//!
+//! [`run`] opens the store, publishes every deployed application to the
+//! scheduler, serves the admin API (`/v1`, bearer-token protected) and the
+//! public listener, and on shutdown refuses new work, lets invocations in
+//! flight finish within a bound and stops every instance. Deploys go
+//! through [`deploy`]: validate, unpack, record the version, then swap it
+//! into the scheduler's snapshot.
+
+mod api;
+pub mod config;
+mod deploy;
+mod logwriter;
+mod runtimes;
+mod token;
+
+pub(crate) use stratus_scheduler::now_ms;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use stratus_scheduler::{FunctionConfig, LogSender, Scheduler, Settings};
+use stratus_store::{SqliteStore, Store, VersionRecord};
+use tokio::net::TcpListener;
+
+pub use config::{Limits, ServerConfig};
+
+/// Addresses the server is reachable at, as written to `server.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ServerInfo {
+    pub public: String,
+    pub admin: String,
+}
+
+pub const SERVER_FILE: &str = "server.json";
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// Shared by the admin API handlers.
+pub(crate) struct AppState {
+    pub store: Arc<dyn Store>,
+    pub scheduler: Arc<Scheduler>,
+    pub config: ServerConfig,
+    pub token: String,
+    pub deploy_lock: tokio::sync::Mutex<()>,
+}
+
+/// Binds both listeners from `config`.
+pub async fn bind(config: &ServerConfig) -> anyhow::Result<(TcpListener, TcpListener)> {
+    let public = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {}; choose another with --listen (port 0 picks a free one)",
+            config.listen
+        )
+    })?;
+    let admin = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; choose another with --admin-listen (port 0 picks a free one)",
+                config.admin_listen
+            )
+        })?;
+    Ok((public, admin))
+}
+
+/// Runs the server on already bound listeners until `shutdown` completes.
+/// `ready` receives the addresses once everything is serving.
+pub async fn run(
+    config: ServerConfig,
+    public: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: Option<tokio::sync::oneshot::Sender<ServerInfo>>,
+) -> anyhow::Result<()> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let data_dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
+    let config = ServerConfig {
+        data_dir: data_dir.clone(),
+        ..config
+    };
+    for sub in ["packages", "code", "runtimes"] {
+        std::fs::create_dir_all(data_dir.join(sub))
+            .with_context(|| format!("cannot create {sub} under the data directory"))?;
+    }
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&data_dir.join("stratus.db"))
+            .context("cannot open the database in the data directory")?,
+    );
+    let token = token::load_or_create(&data_dir.join(TOKEN_FILE))?;
+
+    let launcher = Arc::new(stratus_sandbox::ProcessLauncher);
+    tracing::warn!(
+        isolation = stratus_sandbox::Launcher::isolation(launcher.as_ref()),
+        "tenant isolation is off: run only code you trust"
+    );
+    let installed = stratus_runtimes::install(&data_dir.join("runtimes"))
+        .context("cannot install the built-in runtimes")?;
+    let (python, node) = runtimes::locate_interpreters().await;
+
+    let (logs, log_rx) = LogSender::new(64 * 1024);
+    let settings = Settings {
+        python,
+        node,
+        runtimes: installed,
+        region: config.region.clone(),
+        queue_depth: config.limits.queue_depth,
+        queue_timeout: config.limits.queue_timeout,
+        init_timeout: config.limits.init_timeout,
+        keep_alive: config.keep_alive,
+        max_response_bytes: config.limits.max_response_bytes,
+        base_env: runtimes::base_env(),
+    };
+    let scheduler = Scheduler::new(settings, launcher, logs);
+    let writer = logwriter::spawn(
+        store.clone(),
+        log_rx,
+        config.log_retention,
+        config.log_max_bytes,
+    );
+
+    for version in store
+        .active_versions()
+        .await
+        .context("cannot read deployed applications")?
+    {
+        scheduler.publish_app(&version.app, function_configs(&data_dir, &version));
+    }
+
+    let public_addr = public.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let info = ServerInfo {
+        public: url(public_addr),
+        admin: url(admin_addr),
+    };
+    write_server_file(&data_dir, &info)?;
+    tracing::info!(public = %info.public, admin = %info.admin, data_dir = %data_dir.display(), "stratus is serving");
+
+    let state = Arc::new(AppState {
+        store,
+        scheduler: scheduler.clone(),
+        config: config.clone(),
+        token,
+        deploy_lock: tokio::sync::Mutex::new(()),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin_server = axum::serve(admin, api::router(state.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let public_server =
+        axum::serve(public, api::public_router()).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let admin_task = tokio::spawn(async move { admin_server.await });
+    let public_task = tokio::spawn(async move { public_server.await });
+    if let Some(ready) = ready {
+        let _ = ready.send(info);
+    }
+
+    shutdown.await;
+    tracing::info!("shutting down: refusing new work, finishing invocations in flight");
+    let _ = stop_tx.send(true);
+    scheduler.shutdown(config.shutdown_grace).await;
+    let drain = async {
+        let _ = admin_task.await;
+        let _ = public_task.await;
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after shutdown; closing them");
+    }
+    writer.flush_and_stop().await;
+    let _ = std::fs::remove_file(data_dir.join(SERVER_FILE));
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The scheduler's view of a stored version.
+pub(crate) fn function_configs(data_dir: &Path, version: &VersionRecord) -> Vec<FunctionConfig> {
+    version
+        .spec
+        .functions
+        .values()
+        .map(|spec| FunctionConfig {
+            app: version.app.clone(),
+            version: version.version,
+            code_dir: version
+                .packages
+                .get(&spec.code)
+                .map(|sha| deploy::code_dir(data_dir, sha))
+                .unwrap_or_default(),
+            spec: spec.clone(),
+        })
+        .collect()
+}
+
+fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+fn write_server_file(data_dir: &Path, info: &ServerInfo) -> anyhow::Result<()> {
+    let path = data_dir.join(SERVER_FILE);
+    let tmp = data_dir.join(".server.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(info)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,72 @@
+//! Writes log records to the store in batches, off the invocation path, and
+//! applies the retention limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stratus_store::{LogRecord, Store};
+use tokio::sync::{mpsc, oneshot};
+
+const BATCH: usize = 2048;
+
+pub(crate) struct LogWriter {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub(crate) fn spawn(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<LogRecord>,
+    retention: Duration,
+    max_bytes: u64,
+) -> LogWriter {
+    let (stop, mut stop_rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut trim = tokio::time::interval(Duration::from_secs(60));
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 { break; }
+                    write(&*store, &mut batch).await;
+                }
+                _ = trim.tick() => {
+                    let before = crate::now_ms() - retention.as_millis() as i64;
+                    match store.trim_logs(before, max_bytes).await {
+                        Ok(0) => {}
+                        Ok(deleted) => tracing::debug!(deleted, "trimmed logs"),
+                        Err(err) => tracing::warn!(error = %err, "cannot trim logs"),
+                    }
+                }
+                _ = &mut stop_rx => {
+                    // Whatever is already queued is written before stopping.
+                    while let Ok(record) = rx.try_recv() {
+                        batch.push(record);
+                        if batch.len() >= BATCH {
+                            write(&*store, &mut batch).await;
+                        }
+                    }
+                    write(&*store, &mut batch).await;
+                    break;
+                }
+            }
+        }
+    });
+    LogWriter { stop, task }
+}
+
+async fn write(store: &dyn Store, batch: &mut Vec<LogRecord>) {
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(err) = store.append_logs(std::mem::take(batch)).await {
+        tracing::warn!(error = %err, "cannot store log records");
+    }
+}
+
+impl LogWriter {
+    pub async fn flush_and_stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}

@@ -1,0 +1,385 @@
+//! The embedded SQLite backend: one file in the data directory, WAL mode,
+//! schema migrations keyed by `PRAGMA user_version`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::records::{
+    AppRecord, LogQuery, LogRecord, NewVersion, PackageRecord, StoredLog, VersionRecord,
+};
+use crate::{Result, Store, StoreError};
+
+/// Schema migrations, applied in order; index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE apps (
+    name TEXT PRIMARY KEY,
+    active_version INTEGER,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE versions (
+    app TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    manifest TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    packages TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (app, version)
+);
+CREATE TABLE packages (
+    sha256 TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    unpacked_bytes INTEGER NOT NULL,
+    files INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE logs (
+    id INTEGER PRIMARY KEY,
+    ts_ms INTEGER NOT NULL,
+    app TEXT NOT NULL,
+    function TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    instance TEXT NOT NULL,
+    request_id TEXT,
+    stream TEXT NOT NULL,
+    message TEXT NOT NULL,
+    fields TEXT
+);
+CREATE INDEX logs_by_function ON logs (app, function, id);
+CREATE INDEX logs_by_request ON logs (request_id) WHERE request_id IS NOT NULL;
+CREATE INDEX logs_by_time ON logs (ts_ms);
+"#];
+
+/// The SQLite store. Calls run on tokio's blocking pool, one at a time.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|err| StoreError::Worker(err.to_string()))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::NewerSchema {
+            found: current,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn app_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AppRecord> {
+    Ok(AppRecord {
+        name: row.get(0)?,
+        active_version: row.get(1)?,
+        created_ms: row.get(2)?,
+        updated_ms: row.get(3)?,
+    })
+}
+
+const VERSION_COLUMNS: &str = "v.app, v.version, v.spec, v.manifest, v.packages, v.created_ms";
+
+fn version_from_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, u32, String, String, String, i64)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    ))
+}
+
+fn decode_version(raw: (String, u32, String, String, String, i64)) -> Result<VersionRecord> {
+    let (app, version, spec, manifest, packages, created_ms) = raw;
+    Ok(VersionRecord {
+        app,
+        version,
+        spec: serde_json::from_str(&spec)?,
+        manifest,
+        packages: serde_json::from_str(&packages)?,
+        created_ms,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn has_package(&self, sha256: &str) -> Result<bool> {
+        let sha256 = sha256.to_owned();
+        self.call(move |conn| {
+            Ok(conn
+                .query_row("SELECT 1 FROM packages WHERE sha256 = ?1", [sha256], |_| {
+                    Ok(())
+                })
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+
+    async fn put_package(&self, p: PackageRecord) -> Result<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO packages (sha256, size, unpacked_bytes, files, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![p.sha256, p.size as i64, p.unpacked_bytes as i64, p.files as i64, p.created_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_apps(&self) -> Result<Vec<AppRecord>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, active_version, created_ms, updated_ms FROM apps ORDER BY name",
+            )?;
+            let rows = stmt.query_map([], app_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn get_app(&self, app: &str) -> Result<Option<AppRecord>> {
+        let app = app.to_owned();
+        self.call(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT name, active_version, created_ms, updated_ms FROM apps WHERE name = ?1",
+                    [app],
+                    app_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn active_versions(&self) -> Result<Vec<VersionRecord>> {
+        self.call(|conn| {
+            let sql = format!(
+                "SELECT {VERSION_COLUMNS} FROM versions v JOIN apps a ON a.name = v.app AND a.active_version = v.version ORDER BY v.app"
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map([], version_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(decode_version).collect()
+        })
+        .await
+    }
+
+    async fn active_version(&self, app: &str) -> Result<Option<VersionRecord>> {
+        let app = app.to_owned();
+        self.call(move |conn| {
+            let sql = format!(
+                "SELECT {VERSION_COLUMNS} FROM versions v JOIN apps a ON a.name = v.app AND a.active_version = v.version WHERE v.app = ?1"
+            );
+            let raw = conn.query_row(&sql, [app], version_from_row).optional()?;
+            raw.map(decode_version).transpose()
+        })
+        .await
+    }
+
+    async fn activate(&self, new: NewVersion) -> Result<VersionRecord> {
+        self.call(move |conn| {
+            let spec = serde_json::to_string(&new.spec)?;
+            let packages = serde_json::to_string(&new.packages)?;
+            let tx = conn.transaction()?;
+            let app = new.spec.name.clone();
+            tx.execute(
+                "INSERT INTO apps (name, active_version, created_ms, updated_ms) VALUES (?1, NULL, ?2, ?2) ON CONFLICT (name) DO NOTHING",
+                params![app, new.created_ms],
+            )?;
+            let version: u32 = tx.query_row(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE app = ?1",
+                [&app],
+                |row| row.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO versions (app, version, manifest, spec, packages, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![app, version, new.manifest, spec, packages, new.created_ms],
+            )?;
+            tx.execute(
+                "UPDATE apps SET active_version = ?2, updated_ms = ?3 WHERE name = ?1",
+                params![app, version, new.created_ms],
+            )?;
+            tx.commit()?;
+            Ok(VersionRecord {
+                app,
+                version,
+                spec: new.spec,
+                manifest: new.manifest,
+                packages: new.packages,
+                created_ms: new.created_ms,
+            })
+        })
+        .await
+    }
+
+    async fn delete_app(&self, app: &str) -> Result<bool> {
+        let app = app.to_owned();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM versions WHERE app = ?1", [&app])?;
+            let deleted = tx.execute("DELETE FROM apps WHERE name = ?1", [&app])?;
+            tx.commit()?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn append_logs(&self, logs: Vec<LogRecord>) -> Result<()> {
+        if logs.is_empty() {
+            return Ok(());
+        }
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO logs (ts_ms, app, function, version, instance, request_id, stream, message, fields) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?;
+                for log in logs {
+                    let fields = log.fields.as_ref().map(serde_json::to_string).transpose()?;
+                    stmt.execute(params![
+                        log.ts_ms,
+                        log.app,
+                        log.function,
+                        log.version,
+                        log.instance,
+                        log.request_id,
+                        log.stream,
+                        log.message,
+                        fields
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn query_logs(&self, q: LogQuery) -> Result<Vec<StoredLog>> {
+        self.call(move |conn| {
+            let mut sql = String::from(
+                "SELECT id, ts_ms, app, function, version, instance, request_id, stream, message, fields FROM logs WHERE 1 = 1",
+            );
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut arg = |sql: &mut String, clause: &str, value: rusqlite::types::Value| {
+                args.push(value);
+                sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+            };
+            if let Some(app) = q.app {
+                arg(&mut sql, "app =", app.into());
+            }
+            if let Some(function) = q.function {
+                arg(&mut sql, "function =", function.into());
+            }
+            if let Some(request_id) = q.request_id {
+                arg(&mut sql, "request_id =", request_id.into());
+            }
+            if let Some(since) = q.since_ms {
+                arg(&mut sql, "ts_ms >=", since.into());
+            }
+            let ascending = q.after_id.is_some();
+            if let Some(after) = q.after_id {
+                arg(&mut sql, "id >", after.into());
+            }
+            sql.push_str(if ascending { " ORDER BY id ASC" } else { " ORDER BY id DESC" });
+            sql.push_str(&format!(" LIMIT {}", q.limit.max(1)));
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    LogRecord {
+                        ts_ms: row.get(1)?,
+                        app: row.get(2)?,
+                        function: row.get(3)?,
+                        version: row.get(4)?,
+                        instance: row.get(5)?,
+                        request_id: row.get(6)?,
+                        stream: row.get(7)?,
+                        message: row.get(8)?,
+                        fields: None,
+                    },
+                    row.get::<_, Option<String>>(9)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, mut record, fields) = row?;
+                record.fields = fields.as_deref().map(serde_json::from_str).transpose()?;
+                out.push(StoredLog { id, record });
+            }
+            if !ascending {
+                out.reverse();
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn trim_logs(&self, before_ms: i64, max_bytes: u64) -> Result<u64> {
+        self.call(move |conn| {
+            let mut deleted = conn.execute("DELETE FROM logs WHERE ts_ms < ?1", [before_ms])? as u64;
+            let total: i64 = conn.query_row("SELECT COALESCE(SUM(length(message)), 0) FROM logs", [], |r| r.get(0))?;
+            let mut excess = total - max_bytes as i64;
+            while excess > 0 {
+                // Delete the oldest records, a chunk at a time, until under the bound.
+                let (last_id, bytes): (Option<i64>, i64) = conn.query_row(
+                    "SELECT MAX(id), COALESCE(SUM(length(message)), 0) FROM (SELECT id, message FROM logs ORDER BY id LIMIT 1000)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                let Some(last_id) = last_id else { break };
+                deleted += conn.execute("DELETE FROM logs WHERE id <= ?1", [last_id])? as u64;
+                excess -= bytes;
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+}
