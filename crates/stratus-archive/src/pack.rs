@@ -195,6 +195,11 @@ fn walk(
 
 /// Whether a relative symlink at `path` with `target` resolves, lexically,
 /// to a place inside the package root.
+///
+/// `..` may only lead the target. After a normal component it steps back out
+/// of that component, and if that is itself a symlink the lexical depth no
+/// longer says where the target ends up: with `a/up -> ..`, the target
+/// `a/up/..` looks like the root but is its parent.
 pub(crate) fn link_stays_inside(path: &str, target: &str) -> bool {
     let target = Path::new(target);
     if target.is_absolute() {
@@ -202,13 +207,17 @@ pub(crate) fn link_stays_inside(path: &str, target: &str) -> bool {
     }
     // Depth of the link's parent directory below the root.
     let mut depth = path.split('/').count() as i64 - 1;
+    let mut descended = false;
     for component in target.components() {
         match component {
-            Component::Normal(_) => depth += 1,
+            Component::Normal(_) => {
+                depth += 1;
+                descended = true;
+            }
             Component::CurDir => {}
             Component::ParentDir => {
                 depth -= 1;
-                if depth < 0 {
+                if depth < 0 || descended {
                     return false;
                 }
             }

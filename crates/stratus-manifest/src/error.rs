@@ -53,11 +53,11 @@ impl fmt::Display for ManifestErrors {
     }
 }
 
-/// Keys the manifest knows, for "did you mean" hints.
-const KNOWN_KEYS: &[&str] = &[
-    "version",
-    "app",
-    "functions",
+/// Top-level keys, for "did you mean" hints.
+const TOP_KEYS: &[&str] = &["version", "app", "functions"];
+
+/// Keys of a function, for "did you mean" hints.
+const FUNCTION_KEYS: &[&str] = &[
     "runtime",
     "handler",
     "code",
@@ -72,12 +72,22 @@ const FUTURE_KEYS: &[&str] = &["http", "events", "services", "queues", "routes"]
 
 /// Turns a YAML or type error from serde into a located, hinted error.
 pub(crate) fn from_yaml(file: &str, text: &str, err: &serde_norway::Error) -> ManifestError {
-    let full = err.to_string();
+    if is_blank(text) {
+        return ManifestError {
+            file: file.to_owned(),
+            line: None,
+            key: String::new(),
+            message: "the manifest is empty".to_owned(),
+            hint: Some("start from `stratus init NAME --template python`".to_owned()),
+        };
+    }
+    let (mut message, positions) = strip_positions(&err.to_string());
     let mut line = err.location().map(|l| l.line());
-    let mut message = match full.rfind(" at line ") {
-        Some(at) => full[..at].to_owned(),
-        None => full.clone(),
-    };
+    // An error found at the end of the file (an unclosed quote or bracket) is
+    // reported where the unfinished construct began, the second position.
+    if line.is_some_and(|l| l > text.lines().count()) {
+        line = positions.get(1).copied().or(line);
+    }
     // serde_norway prefixes the path of the offending value: "functions.greet: ...".
     let mut key = String::new();
     if let Some((path, rest)) = message.split_once(": ")
@@ -93,9 +103,20 @@ pub(crate) fn from_yaml(file: &str, text: &str, err: &serde_norway::Error) -> Ma
         let field = field.to_owned();
         key = join(&key, &field);
         line = crate::locate::line_of(text, &key).or(line);
+        // Unknown fields come from the top level or from a function.
+        let in_function = key.contains('.');
+        let known = if in_function { FUNCTION_KEYS } else { TOP_KEYS };
         hint = Some(if FUTURE_KEYS.contains(&field.as_str()) {
             format!("`{field}` is not supported by this version of stratus; remove it")
-        } else if let Some(best) = closest(&field, KNOWN_KEYS) {
+        } else if !in_function && FUNCTION_KEYS.contains(&field.as_str()) {
+            format!(
+                "`{field}` is a function setting; indent it under a function's name in `functions:`"
+            )
+        } else if in_function && TOP_KEYS.contains(&field.as_str()) {
+            format!(
+                "`{field}` is a top-level key; move `{field}:` out of the function, with no indentation"
+            )
+        } else if let Some(best) = closest(&field, known) {
             format!("did you mean `{best}`?")
         } else {
             "remove it; see the manifest reference in the README".to_owned()
@@ -105,13 +126,44 @@ pub(crate) fn from_yaml(file: &str, text: &str, err: &serde_norway::Error) -> Ma
         let field = field.to_owned();
         hint = Some(format!("add `{field}:`{}", example_for(&field)));
         key = join(&key, &field);
+        // The mapping that lacks the key, not whichever key serde read first.
+        line = crate::locate::line_of(text, &key).or(line);
         message = format!("`{field}` is required");
+    } else if let Some(field) = between(&message, "duplicate field `", "`")
+        .or_else(|| between(&message, "duplicate key `", "`"))
+    {
+        let field = field.to_owned();
+        key = join(&key, &field);
+        line = crate::locate::repeat_line_of(text, &key)
+            .or_else(|| crate::locate::line_of(text, &key))
+            .or(line);
+        hint = Some("each key may appear only once; remove or rename one of them".to_owned());
+        message = format!("duplicate key `{field}`");
     } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
-        let last = key.rsplit('.').next().unwrap_or("");
-        hint = expected_for(last).map(str::to_owned);
-    } else if text.trim().is_empty() {
-        message = "the manifest is empty".to_owned();
-        hint = Some("start from `stratus init NAME --template python`".to_owned());
+        hint = type_hint(&key).map(str::to_owned);
+        // serde names Rust types ("expected u32", "expected struct RawFunction");
+        // the hint says what is expected in the manifest's terms.
+        if hint.is_some()
+            && let Some((found, _)) = message.split_once(", expected ")
+        {
+            message = found.replace("unit value", "null");
+        }
+    } else if message.contains("more than one document") {
+        message = "the manifest holds more than one YAML document".to_owned();
+        line = second_document_line(text).or(line);
+        hint = Some(
+            "keep one document: remove this `---` and what follows, or merge it into the first"
+                .to_owned(),
+        );
+    } else if key.is_empty() {
+        let tab = line
+            .and_then(|l| text.lines().nth(l.saturating_sub(1)))
+            .is_some_and(|l| l.contains('\t'));
+        hint = Some(if tab {
+            "indent with spaces; YAML does not allow tabs".to_owned()
+        } else {
+            "this is not valid YAML; check the indentation and quoting on this line and the one before".to_owned()
+        });
     }
 
     ManifestError {
@@ -120,6 +172,72 @@ pub(crate) fn from_yaml(file: &str, text: &str, err: &serde_norway::Error) -> Ma
         key,
         message,
         hint,
+    }
+}
+
+/// Whether the manifest holds nothing but blank lines and comments.
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#')
+    })
+}
+
+/// Removes libyaml's positions from "PROBLEM at line L column C, while CONTEXT
+/// at line L column C", returning the text and the lines it named, in order.
+fn strip_positions(full: &str) -> (String, Vec<usize>) {
+    const AT: &str = " at line ";
+    let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let mut message = String::new();
+    let mut lines = Vec::new();
+    let mut rest = full;
+    while let Some(at) = rest.find(AT) {
+        let after = &rest[at + AT.len()..];
+        let n = digits(after);
+        if n == 0 {
+            message.push_str(&rest[..at + AT.len()]);
+            rest = after;
+            continue;
+        }
+        message.push_str(&rest[..at]);
+        lines.extend(after[..n].parse::<usize>().ok());
+        rest = &after[n..];
+        if let Some(column) = rest.strip_prefix(" column ") {
+            rest = &column[digits(column)..];
+        }
+    }
+    message.push_str(rest);
+    (message, lines)
+}
+
+/// The line of the `---` that starts a second document.
+fn second_document_line(text: &str) -> Option<usize> {
+    let mut content = false;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_end();
+        if trimmed == "---" || trimmed.starts_with("--- ") {
+            if content {
+                return Some(i + 1);
+            }
+        } else if !trimmed.trim_start().is_empty() && !trimmed.trim_start().starts_with('#') {
+            content = true;
+        }
+    }
+    None
+}
+
+/// What the value at a key path should be, for type errors.
+fn type_hint(key: &str) -> Option<&'static str> {
+    let parts: Vec<&str> = key.split('.').collect();
+    match parts.as_slice() {
+        [] | [""] | ["."] => Some("a manifest is a mapping with `app:` and `functions:` keys"),
+        ["functions", _] => Some(
+            "a function is a mapping of its settings, e.g. `runtime: python3` indented below its name",
+        ),
+        ["functions", _, "env", _] => Some(
+            "an environment value is a string, number or boolean; write `\"\"` for an empty one",
+        ),
+        [.., last] => expected_for(last),
     }
 }
 

@@ -31,6 +31,34 @@ pub(crate) fn line_of(text: &str, path: &str) -> Option<usize> {
     found
 }
 
+/// The line where the last segment of `path` is written a second time under
+/// the same parent, for duplicate keys in block-style YAML.
+pub(crate) fn repeat_line_of(text: &str, path: &str) -> Option<usize> {
+    let segment = path.rsplit('.').next()?;
+    let first = line_of(text, path)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let first_line = lines[first - 1];
+    let first_trimmed = first_line.trim_start();
+    if key_of(first_trimmed) != Some(segment) {
+        return None;
+    }
+    let indent = first_line.len() - first_trimmed.len();
+    for (i, line) in lines.iter().enumerate().skip(first) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let line_indent = line.len() - trimmed.len();
+        if line_indent < indent {
+            break;
+        }
+        if line_indent == indent && key_of(trimmed) == Some(segment) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 fn key_of(line: &str) -> Option<&str> {
     let (key, _) = line.split_once(':')?;
     let key = key.trim();
@@ -44,7 +72,7 @@ fn key_of(line: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use super::line_of;
+    use super::{line_of, repeat_line_of};
 
     const TEXT: &str = "app: hello\n# comment\nfunctions:\n  greet:\n    runtime: python3\n    env: { A: b }\n  other:\n    memory: 1\n";
 
@@ -55,5 +83,14 @@ mod tests {
         assert_eq!(line_of(TEXT, "functions.other.memory"), Some(8));
         assert_eq!(line_of(TEXT, "functions.greet.env.A"), Some(6));
         assert_eq!(line_of(TEXT, "functions.greet.memory"), Some(4));
+    }
+
+    #[test]
+    fn finds_repeated_keys() {
+        let text = "app: a\nfunctions:\n  greet:\n    memory: 1\n  other: {}\n  greet:\n    memory: 2\napp: b\n";
+        assert_eq!(repeat_line_of(text, "app"), Some(8));
+        assert_eq!(repeat_line_of(text, "functions.greet"), Some(6));
+        assert_eq!(repeat_line_of(text, "functions.other"), None);
+        assert_eq!(repeat_line_of(text, "functions.greet.runtime"), None);
     }
 }

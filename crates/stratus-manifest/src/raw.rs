@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -12,7 +13,7 @@ pub(crate) struct RawManifest {
     /// Manifest format version; only 1 exists.
     pub version: Option<u32>,
     pub app: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub functions: BTreeMap<String, RawFunction>,
 }
 
@@ -24,7 +25,7 @@ pub(crate) struct RawFunction {
     pub code: Option<String>,
     pub memory: Option<u32>,
     pub timeout: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub env: BTreeMap<String, EnvValue>,
     pub max_instances: Option<u32>,
 }
@@ -68,4 +69,36 @@ impl<'de> Deserialize<'de> for EnvValue {
 
         d.deserialize_any(ScalarVisitor)
     }
+}
+
+/// A map that refuses a key given twice, where serde's own map impl would keep
+/// the last value and silently drop the first function or variable.
+fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct UniqueVisitor<V>(PhantomData<V>);
+
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for UniqueVisitor<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+                }
+                let value = map.next_value()?;
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+
+    d.deserialize_map(UniqueVisitor(PhantomData))
 }

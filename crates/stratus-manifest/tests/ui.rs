@@ -217,6 +217,41 @@ fn unknown_key_far_from_any_known() {
 }
 
 #[test]
+fn function_key_at_top_level() {
+    check(
+        "
+        app: hello
+        runtime: python3
+        functions:
+          greet:
+            handler: main.handler
+        ",
+        "
+        stratus.yaml:2: runtime: unknown key `runtime`
+          hint: `runtime` is a function setting; indent it under a function's name in `functions:`
+        ",
+    );
+}
+
+#[test]
+fn top_level_key_in_function() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            version: 1
+        ",
+        "
+        stratus.yaml:6: functions.greet.version: unknown key `version`
+          hint: `version` is a top-level key; move `version:` out of the function, with no indentation
+        ",
+    );
+}
+
+#[test]
 fn future_top_level_key() {
     check(
         "
@@ -347,6 +382,20 @@ fn functions_left_out() {
     );
 }
 
+#[test]
+fn functions_key_without_value() {
+    check(
+        "
+        app: hello
+        functions:
+        ",
+        "
+        stratus.yaml:2: functions: the application declares no functions
+          hint: add one under `functions:`; `stratus init NAME` writes an example
+        ",
+    );
+}
+
 // ---- wrong types ------------------------------------------------------------
 
 #[test]
@@ -361,7 +410,7 @@ fn memory_wrong_type() {
             memory: lots
         ",
         "
-        stratus.yaml:6: functions.greet.memory: invalid type: string \"lots\", expected u32
+        stratus.yaml:6: functions.greet.memory: invalid type: string \"lots\"
           hint: a whole number of MiB between 64 and 10240, e.g. `memory: 256`
         ",
     );
@@ -379,7 +428,7 @@ fn timeout_as_bare_number() {
             timeout: 30
         ",
         "
-        stratus.yaml:6: functions.greet.timeout: invalid type: integer `30`, expected a string
+        stratus.yaml:6: functions.greet.timeout: invalid duration \"30\": time unit needed, for example 30sec or 30ms
           hint: a duration such as `30s`, `2m` or `500ms`, at most 15m
         ",
     );
@@ -398,7 +447,8 @@ fn env_null_value() {
               EMPTY:
         ",
         "
-        stratus.yaml:7: functions.greet.env.EMPTY: invalid type: unit value, expected a string, number or boolean
+        stratus.yaml:7: functions.greet.env.EMPTY: invalid type: null
+          hint: an environment value is a string, number or boolean; write `\"\"` for an empty one
         ",
     );
 }
@@ -412,8 +462,41 @@ fn functions_as_list() {
           - greet
         ",
         "
-        stratus.yaml:3: functions: invalid type: sequence, expected a map
+        stratus.yaml:3: functions: invalid type: sequence
           hint: `functions` maps function names to their settings
+        ",
+    );
+}
+
+#[test]
+fn function_given_as_string() {
+    check(
+        "
+        app: hello
+        functions:
+          greet: python3
+        ",
+        "
+        stratus.yaml:3: functions.greet: invalid type: string \"python3\"
+          hint: a function is a mapping of its settings, e.g. `runtime: python3` indented below its name
+        ",
+    );
+}
+
+#[test]
+fn negative_memory() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            memory: -5
+        ",
+        "
+        stratus.yaml:6: functions.greet.memory: invalid type: integer `-5`
+          hint: a whole number of MiB between 64 and 10240, e.g. `memory: 256`
         ",
     );
 }
@@ -468,7 +551,7 @@ fn bad_timeout_string() {
             timeout: 30 seconds please
         ",
         "
-        stratus.yaml:6: functions.greet.timeout: invalid duration \"30 seconds please\"
+        stratus.yaml:6: functions.greet.timeout: invalid duration \"30 seconds please\": expected number at 11
           hint: a duration such as `30s`, `2m` or `500ms`, at most 15m
         ",
     );
@@ -770,7 +853,8 @@ fn yaml_syntax_error() {
            handler: main.handler
         ",
         "
-        stratus.yaml:5: did not find expected key
+        stratus.yaml:5: did not find expected key, while parsing a block mapping
+          hint: this is not valid YAML; check the indentation and quoting on this line and the one before
         ",
     );
 }
@@ -783,7 +867,8 @@ fn unclosed_quote() {
         functions: {}
         ",
         "
-        stratus.yaml:1: found unexpected end of stream
+        stratus.yaml:1: found unexpected end of stream, while scanning a quoted scalar
+          hint: this is not valid YAML; check the indentation and quoting on this line and the one before
         ",
     );
 }
@@ -801,6 +886,7 @@ fn duplicate_key() {
         ",
         "
         stratus.yaml:6: functions.greet.runtime: duplicate key `runtime`
+          hint: each key may appear only once; remove or rename one of them
         ",
     );
 }
@@ -820,6 +906,7 @@ fn duplicate_function() {
         ",
         "
         stratus.yaml:6: functions.greet: duplicate key `greet`
+          hint: each key may appear only once; remove or rename one of them
         ",
     );
 }
@@ -831,7 +918,110 @@ fn not_a_mapping() {
         - app: hello
         ",
         "
-        stratus.yaml:1: invalid type: sequence, expected struct RawManifest
+        stratus.yaml:1: invalid type: sequence
+          hint: a manifest is a mapping with `app:` and `functions:` keys
+        ",
+    );
+}
+
+#[test]
+fn duplicate_top_level_key() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+        app: other
+        ",
+        "
+        stratus.yaml:6: app: duplicate key `app`
+          hint: each key may appear only once; remove or rename one of them
+        ",
+    );
+}
+
+#[test]
+fn duplicate_env_name() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            env:
+              GREETING: hi
+              GREETING: hello
+        ",
+        "
+        stratus.yaml:8: functions.greet.env.GREETING: duplicate key `GREETING`
+          hint: each key may appear only once; remove or rename one of them
+        ",
+    );
+}
+
+#[test]
+fn duplicate_env_name_flow_style() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            env: { A: 1, A: 2 }
+        ",
+        "
+        stratus.yaml:6: functions.greet.env.A: duplicate key `A`
+          hint: each key may appear only once; remove or rename one of them
+        ",
+    );
+}
+
+#[test]
+fn tab_indentation() {
+    check(
+        "
+        app: hello
+        functions:
+        \tgreet: {}
+        ",
+        "
+        stratus.yaml:3: found character that cannot start any token, while scanning for the next token
+          hint: indent with spaces; YAML does not allow tabs
+        ",
+    );
+}
+
+#[test]
+fn unclosed_flow_mapping() {
+    check(
+        "
+        app: hello
+        functions: { greet: { runtime: python3, handler: main.handler }
+        ",
+        "
+        stratus.yaml:2: did not find expected ',' or '}', while parsing a flow mapping
+          hint: this is not valid YAML; check the indentation and quoting on this line and the one before
+        ",
+    );
+}
+
+#[test]
+fn two_documents() {
+    check(
+        "
+        ---
+        app: hello
+        functions: {}
+        ---
+        app: other
+        ",
+        "
+        stratus.yaml:4: the manifest holds more than one YAML document
+          hint: keep one document: remove this `---` and what follows, or merge it into the first
         ",
     );
 }

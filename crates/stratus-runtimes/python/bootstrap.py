@@ -177,7 +177,8 @@ class LambdaContext(object):
     # Static per-process attributes, read once from the environment.
     function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
     function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
-    memory_limit_in_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") or 0)
+    # A string, as in AWS's own Python runtime (awslambdaric).
+    memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
     log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
     log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
 

@@ -514,13 +514,10 @@ async fn read_output(
                 if ready.is_err() { err.eof = true; }
                 err.drain(&shared, false);
             }
-            ack = sync.recv() => match ack {
-                Some(ack) => {
-                    out.drain(&shared, true);
-                    err.drain(&shared, true);
-                    let _ = ack.send(());
-                }
-                None => {}
+            Some(ack) = sync.recv() => {
+                out.drain(&shared, true);
+                err.drain(&shared, true);
+                let _ = ack.send(());
             }
         }
     }

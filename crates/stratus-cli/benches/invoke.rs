@@ -1,0 +1,662 @@
+//! Invocation latency and throughput through the admin invoke API.
+//!
+//! Starts a real `stratus server` in a temporary data directory, deploys one
+//! application with a no-op function per runtime (python3, nodejs and a
+//! `provided` Rust binary built with `lambda_runtime`), and drives each
+//! function at concurrency 1 and 8 for a fixed wall time. As a reference it
+//! also measures `GET /v1/health` on the same listener: the HTTP floor
+//! without any function.
+//!
+//! Run with `cargo bench -p stratus-cli --bench invoke`;
+//! `STRATUS_BENCH_SECS` sets the seconds per measurement (default 3).
+//! It prints figures only and never asserts on them.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The stratus binary under test.
+const STRATUS: &str = env!("CARGO_BIN_EXE_stratus");
+/// Where `cargo build --example noop_rust` is run from when the example is missing.
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+const CONCURRENCY: [usize; 2] = [1, 8];
+/// Instances each function may run: more than the highest concurrency.
+const MAX_INSTANCES: u32 = 16;
+const WARMUP_CALLS: usize = 20;
+const DEFAULT_SECS: f64 = 3.0;
+/// Upper bound on calls per caller task in one measurement, whatever the time.
+const MAX_CALLS_PER_TASK: usize = 1_000_000;
+/// A caller task gives up after this many failed calls.
+const MAX_ERRORS_PER_TASK: usize = 100;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
+const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+const EXAMPLE_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// The payload every function echoes back.
+const PAYLOAD: &str = r#"{"bench":true,"n":42}"#;
+
+/// (function name = code directory, runtime, handler) of the deployed functions.
+const FUNCTIONS: [(&str, &str, Option<&str>); 3] = [
+    ("python", "python3", Some("main.handler")),
+    ("node", "nodejs", Some("index.handler")),
+    ("rust", "provided", None),
+];
+const APP: &str = "bench";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("invoke bench failed: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let secs = match std::env::var("STRATUS_BENCH_SECS") {
+        Ok(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0 && *s <= 3600.0)
+            .with_context(|| format!("STRATUS_BENCH_SECS={v} is not a number of seconds"))?,
+        Err(_) => DEFAULT_SECS,
+    };
+    let window = Duration::from_secs_f64(secs);
+
+    let noop_rust = locate_noop_rust()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("stratus-bench-")
+        .tempdir()?;
+    let app_dir = tmp.path().join("app");
+    write_app(&app_dir, &noop_rust)?;
+
+    let data_dir = tmp.path().join("data");
+    let server = Server::start(&data_dir, &tmp.path().join("server.log"))?;
+    eprintln!("server: admin {}", server.admin);
+    deploy(&app_dir, &data_dir)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let rows = runtime.block_on(measure_all(&server, window))?;
+    drop(runtime);
+
+    print_table(&rows, secs);
+    // Stop the server (SIGTERM, wait) before the data directory goes away.
+    drop(server);
+    drop(tmp);
+    Ok(())
+}
+
+// --- setup -----------------------------------------------------------------
+
+/// `target/<profile>/examples/noop_rust`, next to the directory this bench
+/// executable lives in (`target/<profile>/deps`); built when missing.
+fn locate_noop_rust() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("cannot find the target directory from the bench executable")?;
+    let candidates = [
+        profile_dir.join("examples").join("noop_rust"),
+        profile_dir
+            .parent()
+            .map(|target| target.join("release").join("examples").join("noop_rust"))
+            .unwrap_or_default(),
+    ];
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("building the noop_rust example ({cargo} build --release --example noop_rust)");
+    let mut child = Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "stratus-cli",
+            "--example",
+            "noop_rust",
+        ])
+        .current_dir(MANIFEST_DIR)
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {cargo}"))?;
+    let status = wait_bounded(&mut child, EXAMPLE_BUILD_TIMEOUT)?
+        .context("building the noop_rust example took too long")?;
+    if !status.success() {
+        bail!("building the noop_rust example failed ({status})");
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .context("the noop_rust example was built but is not in the target directory")
+}
+
+fn write_app(dir: &Path, noop_rust: &Path) -> anyhow::Result<()> {
+    let mut manifest = format!("app: {APP}\nfunctions:\n");
+    for (name, runtime, handler) in FUNCTIONS {
+        writeln!(manifest, "  {name}:\n    runtime: {runtime}")?;
+        if let Some(handler) = handler {
+            writeln!(manifest, "    handler: {handler}")?;
+        }
+        writeln!(
+            manifest,
+            "    code: ./{name}\n    max_instances: {MAX_INSTANCES}"
+        )?;
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("stratus.yaml"), manifest)?;
+
+    let python = dir.join("python");
+    std::fs::create_dir_all(&python)?;
+    std::fs::write(python.join("main.py"), "def handler(e, c):\n    return e\n")?;
+
+    let node = dir.join("node");
+    std::fs::create_dir_all(&node)?;
+    std::fs::write(node.join("index.js"), "exports.handler = async (e) => e;\n")?;
+
+    let rust = dir.join("rust");
+    std::fs::create_dir_all(&rust)?;
+    // fs::copy keeps the permission bits, so bootstrap stays executable.
+    std::fs::copy(noop_rust, rust.join("bootstrap"))
+        .with_context(|| format!("cannot copy {}", noop_rust.display()))?;
+    Ok(())
+}
+
+fn deploy(app_dir: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let mut child = stratus_command()
+        .arg("deploy")
+        .arg(app_dir)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run stratus deploy")?;
+    let status = wait_bounded(&mut child, Duration::from_secs(120))?
+        .context("stratus deploy took more than 2 minutes")?;
+    let mut out = String::new();
+    for pipe in [
+        child.stdout.take().map(read_all),
+        child.stderr.take().map(read_all),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        out.push_str(&pipe);
+    }
+    if !status.success() {
+        bail!("stratus deploy failed ({status}):\n{out}");
+    }
+    eprint!("{out}");
+    Ok(())
+}
+
+fn read_all(mut r: impl std::io::Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
+
+/// The stratus binary, with no ambient connection settings to mislead it.
+fn stratus_command() -> Command {
+    let mut cmd = Command::new(STRATUS);
+    for var in ["STRATUS_URL", "STRATUS_TOKEN", "STRATUS_DATA_DIR"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Waits for `child` at most `limit`; `None` (and the child killed) if it overran.
+fn wait_bounded(
+    child: &mut Child,
+    limit: Duration,
+) -> anyhow::Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `stratus server`; dropping it stops the server (SIGTERM, then
+/// wait, then SIGKILL if it does not stop in time), also on error or panic.
+struct Server {
+    child: Child,
+    admin: String,
+    token: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path, log: &Path) -> anyhow::Result<Server> {
+        let log_file = std::fs::File::create(log)?;
+        let child = stratus_command()
+            .arg("server")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--shutdown-grace",
+                "2s",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .context("cannot start stratus server")?;
+        // From here on the guard owns the process: any early return stops it.
+        let mut server = Server {
+            child,
+            admin: String::new(),
+            token: String::new(),
+        };
+        let server_file = data_dir.join("server.json");
+        let token_file = data_dir.join("admin.token");
+        let deadline = Instant::now() + SERVER_START_TIMEOUT;
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                bail!(
+                    "stratus server exited ({status}) before serving:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            let info = std::fs::read(&server_file)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            let admin = info
+                .as_ref()
+                .and_then(|v| v.get("admin"))
+                .and_then(|v| v.as_str());
+            let token = std::fs::read_to_string(&token_file).ok();
+            if let (Some(admin), Some(token)) = (admin, token) {
+                if !token.trim().is_empty() {
+                    server.admin = admin.trim_end_matches('/').to_owned();
+                    server.token = token.trim().to_owned();
+                    return Ok(server);
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "stratus server wrote no {} within {SERVER_START_TIMEOUT:?}:\n{}",
+                    server_file.display(),
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let pid = self.child.id().to_string();
+        let termed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if termed {
+            let deadline = Instant::now() + SERVER_STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            eprintln!("stratus server did not stop within {SERVER_STOP_TIMEOUT:?}; killing it");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// --- measurement -------------------------------------------------------------
+
+#[derive(Clone)]
+enum Target {
+    /// `GET /v1/health`.
+    Health,
+    /// `POST /v1/apps/{APP}/functions/{name}/invoke`.
+    Invoke(&'static str),
+}
+
+impl Target {
+    fn label(&self) -> String {
+        match self {
+            Target::Health => "GET /v1/health".to_owned(),
+            Target::Invoke(name) => format!("{APP}/{name}"),
+        }
+    }
+}
+
+/// One successful call.
+#[derive(Clone, Copy)]
+struct Sample {
+    client_ms: f64,
+    /// `x-stratus-duration-ms`: the handler as the platform measured it.
+    handler_ms: Option<f64>,
+    /// `x-stratus-queue-ms`: waiting for a free (or new) instance.
+    queue_ms: Option<f64>,
+    /// `x-stratus-init-ms`, on cold calls only.
+    init_ms: Option<f64>,
+    cold: bool,
+}
+
+struct Row {
+    label: String,
+    invoke: bool,
+    concurrency: usize,
+    wall: Duration,
+    samples: Vec<Sample>,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+#[derive(Clone)]
+struct Caller {
+    http: reqwest::Client,
+    base: String,
+    auth: String,
+}
+
+impl Caller {
+    async fn call(&self, target: &Target) -> anyhow::Result<Sample> {
+        let request = match target {
+            Target::Health => self.http.get(format!("{}/v1/health", self.base)),
+            Target::Invoke(name) => self
+                .http
+                .post(format!(
+                    "{}/v1/apps/{APP}/functions/{name}/invoke",
+                    self.base
+                ))
+                .header("content-type", "application/json")
+                .body(PAYLOAD),
+        };
+        let started = Instant::now();
+        let response = request.header("authorization", &self.auth).send().await?;
+        let status = response.status();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let number = |name: &str| header(name).and_then(|v| v.parse::<f64>().ok());
+        let function_error = header("x-stratus-function-error");
+        let handler_ms = number("x-stratus-duration-ms");
+        let queue_ms = number("x-stratus-queue-ms");
+        let init_ms = number("x-stratus-init-ms");
+        let cold = header("x-stratus-cold").as_deref() == Some("true");
+        // Reading the body to the end keeps the connection reusable.
+        let body = response.bytes().await?;
+        let client_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if !status.is_success() {
+            bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+        }
+        if let Some(kind) = function_error {
+            bail!(
+                "function error ({kind}): {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        if matches!(target, Target::Invoke(_)) && handler_ms.is_none() {
+            bail!("no x-stratus-duration-ms header in the response");
+        }
+        Ok(Sample {
+            client_ms,
+            handler_ms,
+            queue_ms,
+            init_ms,
+            cold,
+        })
+    }
+}
+
+/// Runs `concurrency` callers in a loop against `target` until `window` has
+/// passed (or each has made `max_calls` calls).
+async fn load(
+    caller: &Caller,
+    target: &Target,
+    concurrency: usize,
+    window: Duration,
+    max_calls: usize,
+) -> Row {
+    let started = Instant::now();
+    let deadline = started + window;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let caller = caller.clone();
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(4096);
+            let mut errors = 0;
+            let mut first_error = None;
+            for _ in 0..max_calls {
+                if Instant::now() >= deadline || errors >= MAX_ERRORS_PER_TASK {
+                    break;
+                }
+                match caller.call(&target).await {
+                    Ok(sample) => samples.push(sample),
+                    Err(err) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| format!("{err:#}"));
+                    }
+                }
+            }
+            (samples, errors, first_error)
+        }));
+    }
+    let mut row = Row {
+        label: target.label(),
+        invoke: matches!(target, Target::Invoke(_)),
+        concurrency,
+        wall: Duration::ZERO,
+        samples: Vec::new(),
+        errors: 0,
+        first_error: None,
+    };
+    for task in tasks {
+        match task.await {
+            Ok((samples, errors, first_error)) => {
+                row.samples.extend(samples);
+                row.errors += errors;
+                if row.first_error.is_none() {
+                    row.first_error = first_error;
+                }
+            }
+            Err(err) => {
+                row.errors += 1;
+                row.first_error.get_or_insert_with(|| err.to_string());
+            }
+        }
+    }
+    row.wall = started.elapsed();
+    row
+}
+
+async fn measure_all(server: &Server, window: Duration) -> anyhow::Result<Vec<Row>> {
+    // One keep-alive client shared by every caller.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .timeout(REQUEST_TIMEOUT)
+        .build()?;
+    let caller = Caller {
+        http,
+        base: server.admin.clone(),
+        auth: format!("Bearer {}", server.token),
+    };
+    let mut rows = Vec::new();
+
+    // The HTTP floor: the same listener, auth middleware and client, no function.
+    let health = Target::Health;
+    let warm = load(&caller, &health, 1, window, WARMUP_CALLS).await;
+    if warm.samples.is_empty() {
+        bail!(
+            "GET /v1/health failed: {}",
+            warm.first_error.unwrap_or_default()
+        );
+    }
+    for concurrency in CONCURRENCY {
+        eprintln!("measuring {} at concurrency {concurrency}", health.label());
+        rows.push(load(&caller, &health, concurrency, window, MAX_CALLS_PER_TASK).await);
+    }
+
+    for (name, runtime, _) in FUNCTIONS {
+        let target = Target::Invoke(name);
+        // The first call starts an instance: report it, it is not measured below.
+        let first = caller
+            .call(&target)
+            .await
+            .with_context(|| format!("the first call of {APP}/{name} ({runtime}) failed"))?;
+        eprintln!(
+            "{APP}/{name} ({runtime}): first call {:.1} ms (cold: {}, init {} ms, handler {} ms)",
+            first.client_ms,
+            first.cold,
+            fmt_opt(first.init_ms),
+            fmt_opt(first.handler_ms),
+        );
+        let warm = load(&caller, &target, 1, window * 10, WARMUP_CALLS).await;
+        if warm.errors > 0 {
+            bail!(
+                "warming up {APP}/{name} failed: {}",
+                warm.first_error.unwrap_or_default()
+            );
+        }
+        for concurrency in CONCURRENCY {
+            if concurrency > 1 {
+                // Start enough instances first, so that the measured window
+                // is warm (cold calls that still happen are counted).
+                let warm = load(&caller, &target, concurrency, window * 10, 3).await;
+                if warm.samples.is_empty() {
+                    bail!(
+                        "warming up {APP}/{name} at concurrency {concurrency} failed: {}",
+                        warm.first_error.unwrap_or_default()
+                    );
+                }
+            }
+            eprintln!("measuring {APP}/{name} at concurrency {concurrency}");
+            rows.push(load(&caller, &target, concurrency, window, MAX_CALLS_PER_TASK).await);
+        }
+    }
+    Ok(rows)
+}
+
+// --- report ------------------------------------------------------------------
+
+/// The `p`th percentile (nearest rank) of sorted `values`.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+fn sorted(values: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
+}
+
+fn print_table(rows: &[Row], secs: f64) {
+    let floor = |concurrency: usize| {
+        rows.iter()
+            .find(|r| !r.invoke && r.concurrency == concurrency)
+            .and_then(|r| percentile(&sorted(r.samples.iter().map(|s| s.client_ms)), 50.0))
+    };
+    println!();
+    println!(
+        "stratus invoke benchmark: {secs} s per row, payload {} bytes, client and server on this host",
+        PAYLOAD.len()
+    );
+    println!();
+    println!(
+        "{:<16} {:>4} {:>7} {:>9} {:>10} {:>10} {:>11} {:>12} {:>11} {:>9} {:>5} {:>4}",
+        "target",
+        "conc",
+        "calls",
+        "inv/s",
+        "client p50",
+        "client p99",
+        "handler p50",
+        "overhead p50",
+        "- floor p50",
+        "queue p50",
+        "cold",
+        "err",
+    );
+    println!("{}", "-".repeat(124));
+    for row in rows {
+        let client = sorted(row.samples.iter().map(|s| s.client_ms));
+        let handler = sorted(row.samples.iter().filter_map(|s| s.handler_ms));
+        let queue = sorted(row.samples.iter().filter_map(|s| s.queue_ms));
+        let client_p50 = percentile(&client, 50.0);
+        let handler_p50 = percentile(&handler, 50.0);
+        let overhead = client_p50.zip(handler_p50).map(|(c, h)| c - h);
+        let above_floor = if row.invoke {
+            overhead.zip(floor(row.concurrency)).map(|(o, f)| o - f)
+        } else {
+            None
+        };
+        let rate = row.samples.len() as f64 / row.wall.as_secs_f64().max(1e-9);
+        let cold = row.samples.iter().filter(|s| s.cold).count();
+        println!(
+            "{:<16} {:>4} {:>7} {:>9.1} {:>10} {:>10} {:>11} {:>12} {:>11} {:>9} {:>5} {:>4}",
+            row.label,
+            row.concurrency,
+            row.samples.len(),
+            rate,
+            fmt_opt(client_p50),
+            fmt_opt(percentile(&client, 99.0)),
+            fmt_opt(handler_p50),
+            fmt_opt(overhead),
+            fmt_opt(above_floor),
+            fmt_opt(percentile(&queue, 50.0)),
+            cold,
+            row.errors,
+        );
+    }
+    println!();
+    println!("times in ms; inv/s = successful calls / wall time of the row");
+    println!("handler p50 = x-stratus-duration-ms (dispatch to the runtime until its answer)");
+    println!("overhead p50 = client p50 - handler p50");
+    println!("- floor p50 = overhead p50 - client p50 of GET /v1/health at the same concurrency");
+    for row in rows.iter().filter(|r| r.errors > 0) {
+        println!(
+            "{} at concurrency {}: {} errors, first: {}",
+            row.label,
+            row.concurrency,
+            row.errors,
+            row.first_error.as_deref().unwrap_or("?")
+        );
+    }
+}

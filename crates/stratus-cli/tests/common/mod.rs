@@ -1,0 +1,200 @@
+//! A real `stratus server` in a temporary data directory, and the real CLI
+//! to drive it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_stratus");
+
+pub struct Server {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub admin: String,
+    pub token: String,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().join("data");
+        let child = Command::new(BIN)
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start stratus server");
+        let server_file = data_dir.join("server.json");
+        let started = Instant::now();
+        while !server_file.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&server_file).unwrap()).unwrap();
+        let token = std::fs::read_to_string(data_dir.join("admin.token")).unwrap();
+        Server {
+            child: Some(child),
+            dir,
+            data_dir,
+            admin: info["admin"].as_str().unwrap().to_owned(),
+            token: token.trim().to_owned(),
+        }
+    }
+
+    /// Runs `stratus ARGS` against this server, from its temp directory.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_stdin(args, "")
+    }
+
+    pub fn cli_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run stratus");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs the CLI and insists that it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "stratus {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs the CLI and insists that it fails; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            !out.status.success(),
+            "stratus {args:?} should fail: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// `stratus invoke --output json`, parsed.
+    pub fn invoke(&self, target: &str, data: &str) -> serde_json::Value {
+        let out = self.cli(&["invoke", target, "--data", data, "--output", "json"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&text).unwrap_or_else(|_| {
+            panic!(
+                "invoke {target} printed no JSON: {text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM, then waits for the server to exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "server did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Writes `files` (path, content) under `dir`; paths ending in `bootstrap` are made executable.
+pub fn write_app(dir: &Path, files: &[(&str, &str)]) {
+    use std::os::unix::fs::PermissionsExt;
+    for (path, content) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        if path.ends_with("bootstrap") {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+}
+
+/// The real Python interpreter (not a version-manager shim).
+pub fn python() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie ("Z") has exited; it only waits to be reaped.
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
