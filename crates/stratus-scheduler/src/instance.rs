@@ -153,14 +153,18 @@ impl Shared {
 
     /// Marks the instance dead (the first cause wins) and kills its processes.
     pub fn die(&self, cause: DeathCause) {
-        self.state_tx.send_if_modified(|state| match state {
+        let changed = self.state_tx.send_if_modified(|state| match state {
             State::Running => {
                 *state = State::Dead(cause);
                 true
             }
             State::Dead(_) => false,
         });
-        stratus_sandbox::kill_group(self.pid.load(Ordering::Relaxed));
+        // Once the process has been reaped its pid is 0 here, so a pid the
+        // kernel has since reused is never signalled.
+        if changed {
+            stratus_sandbox::kill_group(self.pid.load(Ordering::Relaxed));
+        }
     }
 
     fn log(&self, stream: &'static str, line: String) {
@@ -294,6 +298,7 @@ impl Instance {
             };
             // Children the runtime left behind go with it.
             stratus_sandbox::kill_group(pid);
+            watcher_shared.pid.store(0, Ordering::Relaxed);
             let during_init = watcher_shared.ready_at.get().is_none();
             watcher_shared.die(DeathCause::Exited {
                 status,

@@ -366,17 +366,20 @@ impl Store for SqliteStore {
         self.call(move |conn| {
             let mut deleted = conn.execute("DELETE FROM logs WHERE ts_ms < ?1", [before_ms])? as u64;
             let total: i64 = conn.query_row("SELECT COALESCE(SUM(length(message)), 0) FROM logs", [], |r| r.get(0))?;
-            let mut excess = total - max_bytes as i64;
-            while excess > 0 {
-                // Delete the oldest records, a chunk at a time, until under the bound.
-                let (last_id, bytes): (Option<i64>, i64) = conn.query_row(
-                    "SELECT MAX(id), COALESCE(SUM(length(message)), 0) FROM (SELECT id, message FROM logs ORDER BY id LIMIT 1000)",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
-                let Some(last_id) = last_id else { break };
-                deleted += conn.execute("DELETE FROM logs WHERE id <= ?1", [last_id])? as u64;
-                excess -= bytes;
+            let excess = total - i64::try_from(max_bytes).unwrap_or(i64::MAX);
+            if excess > 0 {
+                // The oldest records whose messages add up to the excess go.
+                let cut: Option<i64> = conn
+                    .query_row(
+                        "SELECT id FROM (SELECT id, SUM(length(message)) OVER (ORDER BY id) AS running FROM logs) \
+                         WHERE running >= ?1 ORDER BY id LIMIT 1",
+                        [excess],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(cut) = cut {
+                    deleted += conn.execute("DELETE FROM logs WHERE id <= ?1", [cut])? as u64;
+                }
             }
             Ok(deleted)
         })
