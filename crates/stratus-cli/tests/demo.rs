@@ -2,30 +2,28 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{BIN, Server};
+use common::{BIN, Server, lines};
 
 #[test]
 fn demo_deploys_the_example_app_and_calls_each_function() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = lines(child.stdout.take().unwrap());
     let mut output = String::new();
     while !output.contains("press Ctrl-C") {
         match rx.recv_timeout(Duration::from_secs(60)) {
@@ -42,10 +40,20 @@ fn demo_deploys_the_example_app_and_calls_each_function() {
     assert!(output.contains(r#""runtime":"sh""#), "{output}");
     assert!(output.contains("stratus logs demo/greet"), "{output}");
     // The state went to ./.stratus, where the CLI finds the server by itself.
-    let ls = Command::new(BIN).arg("ls").current_dir(dir.path()).output().unwrap();
-    assert!(String::from_utf8_lossy(&ls.stdout).contains("demo/wordcount"), "{ls:?}");
+    let ls = Command::new(BIN)
+        .arg("ls")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&ls.stdout).contains("demo/wordcount"),
+        "{ls:?}"
+    );
 
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
@@ -63,13 +71,7 @@ fn logs_follow_prints_new_lines_as_they_arrive() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stdout = follow.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = lines(follow.stdout.take().unwrap());
     std::thread::sleep(Duration::from_millis(300));
     server.invoke("hello/greet", r#"{"name":"Follower"}"#);
     let mut seen = String::new();

@@ -20,18 +20,7 @@ pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<ExitCode
             stratus_server::bind(&config).await?
         }
     };
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(stratus_server::run(
-        config.clone(),
-        public,
-        admin,
-        stratus_server::shutdown_signal(),
-        Some(ready_tx),
-    ));
-    let Ok(info) = ready_rx.await else {
-        server.await??;
-        return Ok(ExitCode::FAILURE);
-    };
+    let (server, info) = super::server::spawn(&config, public, admin).await?;
 
     let data_dir = config.data_dir.canonicalize()?;
     let source = data_dir.join("demo");

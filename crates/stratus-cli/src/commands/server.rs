@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use stratus_server::ServerConfig;
 use stratus_server::config::{DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN};
+use stratus_server::{ServerConfig, ServerInfo};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use crate::client::Connection;
 
@@ -72,6 +74,21 @@ impl ServerArgs {
 pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<ExitCode> {
     let config = args.config(conn);
     let (public, admin) = stratus_server::bind(&config).await?;
+    let (server, info) = spawn(&config, public, admin).await?;
+    println!("stratus is running");
+    println!("  public: {}", info.public);
+    println!("  admin:  {}", info.admin);
+    println!("  data:   {}", config.data_dir.display());
+    server.await??;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the server until SIGINT/SIGTERM and waits until it serves.
+pub async fn spawn(
+    config: &ServerConfig,
+    public: TcpListener,
+    admin: TcpListener,
+) -> anyhow::Result<(JoinHandle<anyhow::Result<()>>, ServerInfo)> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(stratus_server::run(
         config.clone(),
@@ -80,12 +97,12 @@ pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<ExitCode
         stratus_server::shutdown_signal(),
         Some(ready_tx),
     ));
-    if let Ok(info) = ready_rx.await {
-        println!("stratus is running");
-        println!("  public: {}", info.public);
-        println!("  admin:  {}", info.admin);
-        println!("  data:   {}", config.data_dir.display());
+    match ready_rx.await {
+        Ok(info) => Ok((server, info)),
+        // The server stopped before serving: its error says why.
+        Err(_) => Err(server
+            .await?
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("the server stopped during start-up"))),
     }
-    server.await??;
-    Ok(ExitCode::SUCCESS)
 }

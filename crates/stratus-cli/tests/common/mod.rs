@@ -186,6 +186,23 @@ pub fn python() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// Lines of a child's output, as they come.
+pub fn lines(stdout: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie ("Z") has exited; it only waits to be reaped.
