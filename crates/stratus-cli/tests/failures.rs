@@ -283,3 +283,40 @@ async fn graceful_shutdown_finishes_work_and_leaves_no_processes() {
     }
     assert!(!server.data_dir.join("server.json").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_that_hangs_up_does_not_leak_its_instance() {
+    let server = Server::start_with(&["--queue-timeout", "5s"]);
+    let dir = server.path("hangup");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: hangup\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    max_instances: 1\n",
+            ),
+            (
+                "main.py",
+                "import time\ndef handler(e, c):\n    time.sleep(e.get('sleep', 0))\n    return 'done'\n",
+            ),
+        ],
+    );
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    let url = format!("{}/v1/apps/hangup/functions/f/invoke", server.admin);
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let gone = impatient
+            .post(&url)
+            .bearer_auth(&server.token)
+            .body(r#"{"sleep": 1}"#)
+            .send()
+            .await;
+        assert!(gone.is_err(), "the caller timed out");
+    }
+    // The only instance comes back to the pool once those invocations end.
+    let after = server.invoke("hangup/f", "{}");
+    assert_eq!(after["result"], "done", "{after}");
+}

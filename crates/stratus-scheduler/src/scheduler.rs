@@ -43,6 +43,8 @@ pub(crate) struct Ctx {
     pub logs: LogSender,
     instances: Mutex<HashMap<String, Arc<Instance>>>,
     instances_changed: Notify,
+    in_flight: AtomicUsize,
+    all_done: Notify,
 }
 
 impl Ctx {
@@ -153,8 +155,6 @@ type Functions = HashMap<String, HashMap<String, Arc<Pool>>>;
 pub struct Scheduler {
     ctx: Arc<Ctx>,
     functions: RwLock<Arc<Functions>>,
-    in_flight: AtomicUsize,
-    idle: Notify,
     shutting_down: AtomicBool,
 }
 
@@ -167,10 +167,10 @@ impl Scheduler {
                 logs,
                 instances: Mutex::new(HashMap::new()),
                 instances_changed: Notify::new(),
+                in_flight: AtomicUsize::new(0),
+                all_done: Notify::new(),
             }),
             functions: RwLock::new(Arc::new(HashMap::new())),
-            in_flight: AtomicUsize::new(0),
-            idle: Notify::new(),
             shutting_down: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&scheduler);
@@ -269,9 +269,18 @@ impl Scheduler {
                 app: app.to_owned(),
                 function: function.to_owned(),
             })?;
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let _guard = InFlightGuard(self);
-        pool.invoke(invocation).await
+        self.ctx.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlightGuard(self.ctx.clone());
+        // The invocation runs to completion in its own task even if the
+        // caller goes away, so its instance always returns to the pool.
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            pool.invoke(invocation).await
+        });
+        match task.await {
+            Ok(outcome) => outcome,
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        }
     }
 
     /// Refuses new invocations, lets those in flight finish for up to
@@ -279,8 +288,9 @@ impl Scheduler {
     pub async fn shutdown(&self, grace: Duration) {
         self.shutting_down.store(true, Ordering::Release);
         let deadline = Instant::now() + grace;
-        while self.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-            let _ = tokio::time::timeout(Duration::from_millis(50), self.idle.notified()).await;
+        while self.ctx.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(50), self.ctx.all_done.notified()).await;
         }
         let instances = self.ctx.live_instances();
         if instances.is_empty() {
@@ -314,12 +324,13 @@ impl Scheduler {
     }
 }
 
-struct InFlightGuard<'a>(&'a Scheduler);
+/// Counts an invocation in flight until dropped.
+struct InFlightGuard(Arc<Ctx>);
 
-impl Drop for InFlightGuard<'_> {
+impl Drop for InFlightGuard {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
+            self.0.all_done.notify_waiters();
         }
     }
 }
