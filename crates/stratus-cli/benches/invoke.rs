@@ -286,13 +286,13 @@ impl Server {
                 .as_ref()
                 .and_then(|v| v.get("admin"))
                 .and_then(|v| v.as_str());
-            let token = std::fs::read_to_string(&token_file).ok();
+            let token = std::fs::read_to_string(&token_file)
+                .ok()
+                .filter(|t| !t.trim().is_empty());
             if let (Some(admin), Some(token)) = (admin, token) {
-                if !token.trim().is_empty() {
-                    server.admin = admin.trim_end_matches('/').to_owned();
-                    server.token = token.trim().to_owned();
-                    return Ok(server);
-                }
+                server.admin = admin.trim_end_matches('/').to_owned();
+                server.token = token.trim().to_owned();
+                return Ok(server);
             }
             if Instant::now() >= deadline {
                 bail!(
