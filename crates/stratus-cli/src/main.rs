@@ -16,11 +16,19 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    // The launcher is forked while this process is still single-threaded.
+    let launcher = match cli.launcher() {
+        Ok(launcher) => launcher,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(commands::run(cli)) {
+    match runtime.block_on(commands::run(cli, launcher)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, pid_alive, write_app};
+use common::{Server, processes_of, write_app};
 
 const APP: &str = r#"app: fail
 functions:
@@ -38,11 +38,11 @@ const MAIN_PY: &str = r#"import os, time
 def slow(event, context):
     print("sleeping", flush=True)
     time.sleep(event.get("sleep", 5))
-    return os.getpid()
+    return context.log_stream_name
 def crash(event, context):
     if event.get("crash"):
         os._exit(3)
-    return os.getpid()
+    return context.log_stream_name
 def ok(event, context):
     return "ok"
 "#;
@@ -85,18 +85,22 @@ fn timeouts_kill_the_instance_and_the_next_call_gets_a_fresh_one() {
     let server = Server::start();
     deploy_failing_app(&server);
     let warm = server.invoke("fail/slow", r#"{"sleep": 0}"#);
-    let first_pid = warm["result"].as_u64().unwrap() as u32;
+    let first = warm["result"].as_str().unwrap().to_owned();
+    assert!(!processes_of(&first).is_empty());
 
     let timed_out = server.invoke("fail/slow", r#"{"sleep": 5}"#);
     assert_eq!(
         error_of(&timed_out),
         ("Sandbox.Timedout".into(), "timed out after 1.00 s".into())
     );
-    assert!(!pid_alive(first_pid), "the timed-out instance is killed");
+    assert!(
+        processes_of(&first).is_empty(),
+        "the timed-out instance is killed"
+    );
 
     let next = server.invoke("fail/slow", r#"{"sleep": 0}"#);
     assert_eq!(next["cold"], true, "{next}");
-    assert_ne!(next["result"].as_u64().unwrap() as u32, first_pid);
+    assert_ne!(next["result"], first.as_str());
 
     let logs = server.ok(&[
         "logs",
@@ -177,7 +181,7 @@ async fn busy_functions_queue_then_throttle() {
             ),
             (
                 "main.py",
-                "import os, time\ndef handler(e, c):\n    time.sleep(1.5)\n    return os.getpid()\n",
+                "import time\ndef handler(e, c):\n    time.sleep(1.5)\n    return c.log_stream_name\n",
             ),
         ],
     );
@@ -212,8 +216,12 @@ async fn busy_functions_queue_then_throttle() {
     assert_eq!(throttled.len(), 1, "{results:?}");
     assert!(throttled[0].1.is_some(), "429 carries Retry-After");
     assert!(throttled[0].2.contains("throttled"), "{results:?}");
-    let pids: std::collections::HashSet<_> = ok.iter().map(|r| r.2.clone()).collect();
-    assert_eq!(pids.len(), 2, "at most max_instances processes: {pids:?}");
+    let instances: std::collections::HashSet<_> = ok.iter().map(|r| r.2.clone()).collect();
+    assert_eq!(
+        instances.len(),
+        2,
+        "at most max_instances instances: {instances:?}"
+    );
 }
 
 async fn futures_join<F: std::future::Future + Send + 'static>(futures: Vec<F>) -> Vec<F::Output>
@@ -241,20 +249,26 @@ async fn graceful_shutdown_finishes_work_and_leaves_no_processes() {
             ),
             (
                 "main.py",
-                "import os, subprocess, time\nchildren = []\ndef handler(e, c):\n    children.append(subprocess.Popen(['sleep', '300']).pid)\n    time.sleep(e.get('sleep', 0))\n    return {'pid': os.getpid(), 'child': children[-1]}\n",
+                "import subprocess, time\nchildren = []\ndef handler(e, c):\n    children.append(subprocess.Popen(['sleep', '300']))\n    time.sleep(e.get('sleep', 0))\n    return c.log_stream_name\n",
             ),
-            ("index.js", "exports.handler = async () => process.pid;\n"),
+            (
+                "index.js",
+                "exports.handler = async (e, c) => c.logStreamName;\n",
+            ),
         ],
     );
     server.ok(&["deploy", dir.to_str().unwrap()]);
     let py = server.invoke("bye/py", "{}");
     let js = server.invoke("bye/js", "{}");
-    let mut pids = vec![
-        py["result"]["pid"].as_u64().unwrap() as u32,
-        py["result"]["child"].as_u64().unwrap() as u32,
-        js["result"].as_u64().unwrap() as u32,
+    let instances = [
+        py["result"].as_str().unwrap().to_owned(),
+        js["result"].as_str().unwrap().to_owned(),
     ];
-    assert!(pids.iter().all(|p| pid_alive(*p)));
+    assert!(
+        processes_of(&instances[0]).len() >= 2,
+        "the runtime and its child"
+    );
+    assert!(!processes_of(&instances[1]).is_empty());
 
     // An invocation in flight when SIGTERM arrives still completes.
     let http = server.http();
@@ -275,12 +289,16 @@ async fn graceful_shutdown_finishes_work_and_leaves_no_processes() {
     assert!(status.success(), "clean exit: {status:?}");
     let (code, body) = in_flight.await.unwrap();
     assert_eq!(code, 200, "{body}");
-    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
-    pids.push(body["child"].as_u64().unwrap() as u32);
     std::thread::sleep(std::time::Duration::from_millis(200));
-    for pid in pids {
-        assert!(!pid_alive(pid), "process {pid} outlived the server");
+    for instance in &instances {
+        let left = processes_of(instance);
+        assert!(
+            left.is_empty(),
+            "processes of instance {instance} outlived the server: {left:?}"
+        );
     }
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(processes_of(body.as_str().unwrap()).is_empty());
     assert!(!server.data_dir.join("server.json").exists());
 }
 

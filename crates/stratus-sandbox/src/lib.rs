@@ -1,111 +1,117 @@
 //! The sandbox: the one place that creates tenant processes.
 //!
-//! [`Launcher`] is the interface the scheduler uses to start an instance's
-//! process and [`ProcessLauncher`] the implementation without isolation:
-//! each instance is a plain child process in its own process group, with
-//! a cleared environment, its output on pipes, and a parent-death signal so
-//! that it cannot outlive the server. Namespaces, cgroups and seccomp
-//! replace it behind the same interface.
-#![allow(unsafe_code)] // process-group signals and the parent-death signal need libc.
+//! A small single-threaded launcher process is forked from `stratus` before
+//! the async runtime starts ([`launcher::start`]); the server asks it for
+//! processes over a Unix socket ([`LauncherClient`]) and never forks tenant
+//! code itself. With [`Isolation::Namespaces`] each process gets its own
+//! user, pid, mount, uts and ipc namespaces, runs as an unprivileged uid
+//! without capabilities and with `no_new_privs`, and sees a filesystem made
+//! of the host's system directories read-only, its code read-only at its
+//! task root, a private size-limited `/tmp`, and nothing else of the host,
+//! under a seccomp filter that refuses the system calls that reach past it.
+//! With [`Isolation::None`] it is a plain child process in its own process
+//! group. Either way it dies with the launcher, which dies with the server.
+#![allow(unsafe_code)] // fork, clone, mount and friends need libc.
 
-use std::ffi::OsString;
+mod client;
+mod fs;
+pub mod launcher;
+mod seccomp;
+mod spawn;
+mod wire;
+
 use std::io;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::Stdio;
 
-use tokio::net::unix::pipe;
-use tokio::process::{Child, Command};
+use serde::{Deserialize, Serialize};
 
-/// What to start.
-#[derive(Debug, Clone)]
+pub use client::{LauncherClient, Spawned};
+
+/// How tenant processes are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Plain child processes: tenants share the host's users, files and network.
+    None,
+    /// User, pid, mount, uts and ipc namespaces with a private filesystem view.
+    Namespaces,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::None => "none",
+            Isolation::Namespaces => "namespaces",
+        }
+    }
+}
+
+/// What the operator asked for with `--isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolationRequest {
+    /// The strongest the host allows.
+    Auto,
+    Exactly(Isolation),
+}
+
+/// A host path made visible, read-only, inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub host: PathBuf,
+    pub sandbox: PathBuf,
+}
+
+/// What to start. Paths (`program`, `cwd`, arguments) are as the process
+/// sees them: under namespaces that is the sandbox's view, built from
+/// `mounts`; without isolation, `mounts` is ignored and paths are the host's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessSpec {
     pub program: PathBuf,
-    pub args: Vec<OsString>,
-    /// Working directory: the function's code.
+    pub args: Vec<String>,
     pub cwd: PathBuf,
     /// The complete environment; nothing of the server's is inherited.
     pub env: Vec<(String, String)>,
+    pub mounts: Vec<Mount>,
+    /// Size of the private writable `/tmp`, in MiB.
+    pub tmp_mb: u32,
     /// The function's memory size, for launchers that enforce it.
     pub memory_mb: u32,
 }
 
-/// A started process: its output pipes and a handle to wait on it.
-#[derive(Debug)]
-pub struct Spawned {
-    pub pid: u32,
-    pub child: Child,
-    pub stdout: pipe::Receiver,
-    pub stderr: pipe::Receiver,
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "status {code}"),
+            (None, Some(signal)) => write!(f, "signal {signal}"),
+            (None, None) => f.write_str("an unknown status"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("cannot start {program}: {source}")]
-    Spawn { program: String, source: io::Error },
-    #[error("cannot create output pipes: {0}")]
-    Pipe(io::Error),
-}
-
-/// Starts tenant processes.
-pub trait Launcher: Send + Sync + 'static {
-    fn spawn(&self, spec: &ProcessSpec) -> Result<Spawned, SandboxError>;
-    /// A short description of the isolation applied, for start-up messages.
-    fn isolation(&self) -> &'static str;
-}
-
-/// Plain child processes: no isolation between tenants.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ProcessLauncher;
-
-impl Launcher for ProcessLauncher {
-    fn spawn(&self, spec: &ProcessSpec) -> Result<Spawned, SandboxError> {
-        let (stdout_rx, stdout_tx) = io::pipe().map_err(SandboxError::Pipe)?;
-        let (stderr_rx, stderr_tx) = io::pipe().map_err(SandboxError::Pipe)?;
-        let mut command = Command::new(&spec.program);
-        command
-            .args(&spec.args)
-            .current_dir(&spec.cwd)
-            .env_clear()
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(OwnedFd::from(stdout_tx)))
-            .stderr(Stdio::from(OwnedFd::from(stderr_tx)))
-            .process_group(0)
-            .kill_on_drop(true);
-        // SAFETY: the closure runs in the child between fork and exec and only
-        // calls prctl, which is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().map_err(|source| SandboxError::Spawn {
-            program: spec.program.display().to_string(),
-            source,
-        })?;
-        // Dropping the command closes our copies of the pipes' write ends, so
-        // the readers see end-of-file when the process group exits.
-        drop(command);
-        let pid = child.id().unwrap_or_default();
-        let stdout =
-            pipe::Receiver::from_owned_fd(OwnedFd::from(stdout_rx)).map_err(SandboxError::Pipe)?;
-        let stderr =
-            pipe::Receiver::from_owned_fd(OwnedFd::from(stderr_rx)).map_err(SandboxError::Pipe)?;
-        Ok(Spawned {
-            pid,
-            child,
-            stdout,
-            stderr,
-        })
-    }
-
-    fn isolation(&self) -> &'static str {
-        "none: instances are plain child processes that share the host's users, files and network"
-    }
+    #[error("cannot start {program}: {message}")]
+    Spawn { program: String, message: String },
+    #[error("the launcher is gone; restart the server")]
+    LauncherGone,
+    #[error("cannot start the launcher: {0}")]
+    Start(io::Error),
+    #[error(
+        "isolation {requested} is not available here: {reason}; use --isolation none to run without it"
+    )]
+    Unavailable {
+        requested: &'static str,
+        reason: String,
+    },
+    #[error("launcher protocol: {0}")]
+    Protocol(String),
 }
 
 /// Sends `signal` to the process group led by `pid`.
@@ -124,7 +130,8 @@ pub fn signal_group(pid: u32, signal: i32) {
     }
 }
 
-/// Kills the process group led by `pid` at once.
+/// Kills the process group led by `pid` at once. Under namespaces the
+/// leader is the namespace's init, and everything in it dies with it.
 pub fn kill_group(pid: u32) {
     signal_group(pid, libc::SIGKILL);
 }
@@ -136,6 +143,9 @@ pub fn terminate_group(pid: u32) {
 
 /// Peak resident memory of a process in KiB (`VmHWM`), while it runs.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    if pid == 0 {
+        return None;
+    }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

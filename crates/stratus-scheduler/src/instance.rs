@@ -268,7 +268,7 @@ impl Instance {
         });
 
         let spec = ctx.process_spec(config, &api_addr.to_string(), &id);
-        let spawned = match ctx.launcher.spawn(&spec) {
+        let spawned = match ctx.launcher.spawn(&spec).await {
             Ok(spawned) => spawned,
             Err(err) => {
                 api_task.abort();
@@ -280,9 +280,9 @@ impl Instance {
         };
         let Spawned {
             pid,
-            mut child,
             stdout,
             stderr,
+            exited,
         } = spawned;
         shared.pid.store(pid, Ordering::Relaxed);
         tracing::debug!(instance = %id, pid, app = %config.app, function = %config.spec.name, "instance started");
@@ -292,9 +292,9 @@ impl Instance {
         let registry = ctx.clone();
         let watcher_id = id.clone();
         tokio::spawn(async move {
-            let status = match child.wait().await {
-                Ok(status) => describe_status(status),
-                Err(err) => format!("unknown status ({err})"),
+            let status = match exited.await {
+                Ok(status) => status.to_string(),
+                Err(_) => "an unknown status (the launcher is gone)".to_owned(),
             };
             // Children the runtime left behind go with it.
             stratus_sandbox::kill_group(pid);
@@ -348,10 +348,6 @@ impl Instance {
 
     pub fn kill(&self) {
         self.shared.die(DeathCause::Killed);
-    }
-
-    pub fn terminate(&self) {
-        stratus_sandbox::terminate_group(self.pid());
     }
 
     pub fn take_captured(&self) -> Vec<String> {
@@ -483,15 +479,6 @@ fn entrypoint_message(config: &FunctionConfig, err: &str) -> String {
             "{err}; a provided function needs an executable file named `bootstrap` at the root of its code"
         ),
         _ => err.to_owned(),
-    }
-}
-
-fn describe_status(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("status {code}"),
-        (None, Some(signal)) => format!("signal {signal}"),
-        _ => status.to_string(),
     }
 }
 

@@ -13,13 +13,14 @@ mod instance;
 mod invocation;
 mod logs;
 mod pool;
+mod process;
 mod runtime_api;
 mod scheduler;
 
 pub use invocation::{FunctionError, Invocation, InvokeError, InvokeOutcome, Phases};
 pub use logs::LogSender;
 pub use pool::{FunctionConfig, Pool, PoolStats};
-pub use scheduler::{Scheduler, Settings};
+pub use scheduler::{Interpreter, Scheduler, Settings};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -6,9 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use stratus_manifest::Runtime;
 use stratus_runtimes::InstalledRuntimes;
-use stratus_sandbox::{Launcher, ProcessSpec};
+use stratus_sandbox::LauncherClient;
 use tokio::sync::Notify;
 
 use crate::instance::Instance;
@@ -19,8 +18,8 @@ use crate::pool::{FunctionConfig, Pool};
 /// Scheduler settings; every limit here has a default in the server's flags.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub python: PathBuf,
-    pub node: PathBuf,
+    pub python: Interpreter,
+    pub node: Interpreter,
     pub runtimes: InstalledRuntimes,
     pub region: String,
     /// Callers that may wait for a busy function before throttling starts.
@@ -32,14 +31,27 @@ pub struct Settings {
     /// Idle instances are stopped after this long without work.
     pub keep_alive: Duration,
     pub max_response_bytes: usize,
-    /// Variables every instance gets before the function's own (PATH, LANG, ...).
+    /// Size of each instance's private `/tmp` under isolation, in MiB.
+    pub tmp_mb: u32,
+    /// Variables every instance gets before the Lambda ones (LANG, TZ, ...).
     pub base_env: Vec<(String, String)>,
+    /// The server's PATH, for instances without isolation.
+    pub host_path: String,
+}
+
+/// An interpreter the built-in runtimes run on.
+#[derive(Debug, Clone)]
+pub struct Interpreter {
+    pub executable: PathBuf,
+    /// Its installation directory when that lies outside the host's system
+    /// directories (a pyenv or nvm install): shared read-only with sandboxes.
+    pub prefix: Option<PathBuf>,
 }
 
 /// What pools and instances share.
 pub(crate) struct Ctx {
     pub settings: Settings,
-    pub launcher: Arc<dyn Launcher>,
+    pub launcher: Arc<LauncherClient>,
     pub logs: LogSender,
     instances: Mutex<HashMap<String, Arc<Instance>>>,
     instances_changed: Notify,
@@ -74,6 +86,21 @@ impl Ctx {
             .collect()
     }
 
+    pub fn process_spec(
+        &self,
+        config: &FunctionConfig,
+        runtime_api: &str,
+        instance_id: &str,
+    ) -> stratus_sandbox::ProcessSpec {
+        crate::process::spec(
+            &self.settings,
+            self.launcher.isolation(),
+            config,
+            runtime_api,
+            instance_id,
+        )
+    }
+
     pub fn function_arn(&self, config: &FunctionConfig) -> String {
         format!(
             "arn:aws:lambda:{}:000000000000:function:{}",
@@ -81,71 +108,6 @@ impl Ctx {
             config.qualified_name()
         )
     }
-
-    /// The process an instance of `config` runs, with the Lambda environment.
-    pub fn process_spec(
-        &self,
-        config: &FunctionConfig,
-        runtime_api: &str,
-        instance_id: &str,
-    ) -> ProcessSpec {
-        let s = &self.settings;
-        let spec = &config.spec;
-        let code = config.code_dir.display().to_string();
-        let (program, args, runtime_dir) = match spec.runtime {
-            Runtime::Python3 => (
-                s.python.clone(),
-                vec![
-                    "-u".into(),
-                    s.runtimes.python_bootstrap.clone().into_os_string(),
-                ],
-                parent(&s.runtimes.python_bootstrap),
-            ),
-            Runtime::Nodejs => (
-                s.node.clone(),
-                vec![s.runtimes.node_bootstrap.clone().into_os_string()],
-                parent(&s.runtimes.node_bootstrap),
-            ),
-            Runtime::Provided => (config.code_dir.join("bootstrap"), Vec::new(), code.clone()),
-        };
-        let mut env = s.base_env.clone();
-        let lambda = [
-            ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_owned()),
-            ("_HANDLER", spec.handler.clone()),
-            ("LAMBDA_TASK_ROOT", code.clone()),
-            ("LAMBDA_RUNTIME_DIR", runtime_dir),
-            ("AWS_LAMBDA_FUNCTION_NAME", config.qualified_name()),
-            ("AWS_LAMBDA_FUNCTION_VERSION", config.version.to_string()),
-            (
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-                spec.memory_mb.to_string(),
-            ),
-            (
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                format!("/stratus/{}/{}", config.app, spec.name),
-            ),
-            ("AWS_LAMBDA_LOG_STREAM_NAME", instance_id.to_owned()),
-            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
-            ("AWS_EXECUTION_ENV", format!("stratus_{}", spec.runtime)),
-            ("AWS_REGION", s.region.clone()),
-            ("AWS_DEFAULT_REGION", s.region.clone()),
-        ];
-        env.extend(lambda.into_iter().map(|(k, v)| (k.to_owned(), v)));
-        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        ProcessSpec {
-            program,
-            args,
-            cwd: config.code_dir.clone(),
-            env,
-            memory_mb: spec.memory_mb,
-        }
-    }
-}
-
-fn parent(path: &std::path::Path) -> String {
-    path.parent()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default()
 }
 
 type Functions = HashMap<String, HashMap<String, Arc<Pool>>>;
@@ -159,7 +121,11 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(settings: Settings, launcher: Arc<dyn Launcher>, logs: LogSender) -> Arc<Scheduler> {
+    pub fn new(
+        settings: Settings,
+        launcher: Arc<LauncherClient>,
+        logs: LogSender,
+    ) -> Arc<Scheduler> {
         let scheduler = Arc::new(Scheduler {
             ctx: Arc::new(Ctx {
                 settings,
@@ -296,17 +262,15 @@ impl Scheduler {
         if instances.is_empty() {
             return;
         }
+        // Nothing is in flight any more (or the grace is over): runtimes hold
+        // no state worth a graceful stop, and under namespaces the runtime is
+        // its namespace's init, which ignores SIGTERM.
         tracing::info!(instances = instances.len(), "stopping instances");
         for instance in &instances {
-            instance.terminate();
+            instance.kill();
         }
         drop(instances);
-        if !self.wait_for_exit(Duration::from_secs(2)).await {
-            for instance in self.ctx.live_instances() {
-                instance.kill();
-            }
-            self.wait_for_exit(Duration::from_secs(2)).await;
-        }
+        self.wait_for_exit(Duration::from_secs(5)).await;
     }
 
     async fn wait_for_exit(&self, limit: Duration) -> bool {

@@ -11,6 +11,7 @@ pub mod env {
     pub const TOKEN: &str = "STRATUS_TOKEN";
     pub const PYTHON: &str = "STRATUS_PYTHON";
     pub const NODE: &str = "STRATUS_NODE";
+    pub const ISOLATION: &str = "STRATUS_ISOLATION";
 }
 
 pub const DEFAULT_DATA_DIR: &str = ".stratus";
@@ -45,6 +46,8 @@ pub struct Limits {
     pub queue_depth: usize,
     pub queue_timeout: Duration,
     pub init_timeout: Duration,
+    /// Size of each instance's private `/tmp` under isolation, in MiB.
+    pub tmp_mb: u32,
 }
 
 impl Default for Limits {
@@ -57,6 +60,7 @@ impl Default for Limits {
             queue_depth: 100,
             queue_timeout: Duration::from_secs(10),
             init_timeout: Duration::from_secs(10),
+            tmp_mb: 512,
         }
     }
 }

@@ -23,6 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use stratus_sandbox::{Isolation, LauncherClient};
 use stratus_scheduler::{FunctionConfig, LogSender, Scheduler, Settings};
 use stratus_store::{SqliteStore, Store, VersionRecord};
 use tokio::net::TcpListener;
@@ -71,6 +72,7 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<(TcpListener, TcpList
 /// `ready` receives the addresses once everything is serving.
 pub async fn run(
     config: ServerConfig,
+    launcher: LauncherClient,
     public: TcpListener,
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -96,11 +98,19 @@ pub async fn run(
     );
     let token = token::load_or_create(&data_dir.join(TOKEN_FILE))?;
 
-    let launcher = Arc::new(stratus_sandbox::ProcessLauncher);
-    tracing::warn!(
-        isolation = stratus_sandbox::Launcher::isolation(launcher.as_ref()),
-        "tenant isolation is off: run only code you trust"
-    );
+    let launcher = Arc::new(launcher);
+    match launcher.isolation() {
+        Isolation::Namespaces => tracing::info!(
+            isolation = "namespaces",
+            reason = launcher.reason(),
+            "tenant isolation"
+        ),
+        Isolation::None => tracing::warn!(
+            isolation = "none",
+            reason = launcher.reason(),
+            "TENANT ISOLATION IS OFF: functions run as plain processes that share this host's users, files and network; run only code you trust"
+        ),
+    }
     let installed = stratus_runtimes::install(&data_dir.join("runtimes"))
         .context("cannot install the built-in runtimes")?;
     let (python, node) = runtimes::locate_interpreters().await;
@@ -116,7 +126,10 @@ pub async fn run(
         init_timeout: config.limits.init_timeout,
         keep_alive: config.keep_alive,
         max_response_bytes: config.limits.max_response_bytes,
+        tmp_mb: config.limits.tmp_mb,
         base_env: runtimes::base_env(),
+        host_path: std::env::var("PATH")
+            .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned()),
     };
     let scheduler = Scheduler::new(settings, launcher, logs);
     let writer = logwriter::spawn(

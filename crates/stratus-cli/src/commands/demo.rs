@@ -5,11 +5,18 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use stratus_sandbox::launcher::LauncherHandle;
+
 use super::server::ServerArgs;
 use crate::client::{Client, Connection};
 use crate::demo_app;
 
-pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    conn: &Connection,
+    args: ServerArgs,
+    launcher: LauncherHandle,
+) -> anyhow::Result<ExitCode> {
+    let launcher = super::server::connect(&args, launcher)?;
     let mut config = args.config(conn);
     let (public, admin) = match stratus_server::bind(&config).await {
         Ok(listeners) => listeners,
@@ -20,7 +27,7 @@ pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<ExitCode
             stratus_server::bind(&config).await?
         }
     };
-    let (server, info) = super::server::spawn(&config, public, admin).await?;
+    let (server, info) = super::server::spawn(&config, launcher, public, admin).await?;
 
     let data_dir = config.data_dir.canonicalize()?;
     let source = data_dir.join("demo");

@@ -12,6 +12,7 @@ mod server;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use stratus_sandbox::launcher::LauncherHandle;
 
 use crate::client::Connection;
 
@@ -57,11 +58,24 @@ impl Cli {
     }
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+impl Cli {
+    /// Starts the sandbox launcher for the commands that run a server.
+    pub fn launcher(&self) -> anyhow::Result<Option<LauncherHandle>> {
+        match &self.command {
+            Command::Server(args) | Command::Demo(args) => Ok(Some(
+                stratus_sandbox::launcher::start(args.isolation.request(), &self.conn.data_dir)?,
+            )),
+            _ => Ok(None),
+        }
+    }
+}
+
+pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<ExitCode> {
     let conn = cli.conn;
+    let launcher = || launcher.ok_or_else(|| anyhow::anyhow!("the launcher was not started"));
     match cli.command {
-        Command::Server(args) => server::run(&conn, args).await,
-        Command::Demo(args) => demo::run(&conn, args).await,
+        Command::Server(args) => server::run(&conn, args, launcher()?).await,
+        Command::Demo(args) => demo::run(&conn, args, launcher()?).await,
         Command::Init(args) => init::run(args),
         Command::Deploy(args) => deploy::run(&conn, args).await,
         Command::Invoke(args) => invoke::run(&conn, args).await,

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use stratus_sandbox::launcher::LauncherHandle;
+use stratus_sandbox::{Isolation, IsolationRequest, LauncherClient};
 use stratus_server::config::{DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN};
 use stratus_server::{ServerConfig, ServerInfo};
 use tokio::net::TcpListener;
@@ -46,6 +48,12 @@ pub struct ServerArgs {
     /// Oldest logs are deleted beyond this many bytes of messages
     #[arg(long, default_value_t = 512 * 1024 * 1024)]
     pub log_max_bytes: u64,
+    /// How instances are isolated: auto picks the strongest the host allows
+    #[arg(long, value_enum, env = stratus_server::config::env::ISOLATION, default_value_t = IsolationArg::Auto)]
+    pub isolation: IsolationArg,
+    /// Size of each instance's private /tmp under isolation, in MiB
+    #[arg(long, default_value_t = 512)]
+    pub tmp_size: u32,
     /// Region reported to functions (AWS_REGION)
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
@@ -67,14 +75,54 @@ impl ServerArgs {
         config.limits.max_payload_bytes = self.max_payload;
         config.limits.max_unpacked_bytes = self.max_package;
         config.limits.max_package_bytes = self.max_package as usize;
+        config.limits.tmp_mb = self.tmp_size;
         config
     }
 }
 
-pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<ExitCode> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IsolationArg {
+    Auto,
+    Namespaces,
+    None,
+}
+
+impl IsolationArg {
+    pub fn request(self) -> IsolationRequest {
+        match self {
+            IsolationArg::Auto => IsolationRequest::Auto,
+            IsolationArg::Namespaces => IsolationRequest::Exactly(Isolation::Namespaces),
+            IsolationArg::None => IsolationRequest::Exactly(Isolation::None),
+        }
+    }
+}
+
+/// Connects to the launcher and insists on the isolation that was asked for.
+pub fn connect(args: &ServerArgs, handle: LauncherHandle) -> anyhow::Result<LauncherClient> {
+    let launcher = LauncherClient::connect(handle)?;
+    if args.isolation == IsolationArg::Namespaces && launcher.isolation() != Isolation::Namespaces {
+        anyhow::bail!(
+            "--isolation namespaces is not available on this host ({}); use --isolation none to run without isolation",
+            launcher.reason()
+        );
+    }
+    Ok(launcher)
+}
+
+pub async fn run(
+    conn: &Connection,
+    args: ServerArgs,
+    launcher: LauncherHandle,
+) -> anyhow::Result<ExitCode> {
+    let launcher = connect(&args, launcher)?;
     let config = args.config(conn);
     let (public, admin) = stratus_server::bind(&config).await?;
-    let (server, info) = spawn(&config, public, admin).await?;
+    println!(
+        "isolation: {} ({})",
+        launcher.isolation().as_str(),
+        launcher.reason()
+    );
+    let (server, info) = spawn(&config, launcher, public, admin).await?;
     println!("stratus is running");
     println!("  public: {}", info.public);
     println!("  admin:  {}", info.admin);
@@ -86,12 +134,14 @@ pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<ExitCode
 /// Starts the server until SIGINT/SIGTERM and waits until it serves.
 pub async fn spawn(
     config: &ServerConfig,
+    launcher: LauncherClient,
     public: TcpListener,
     admin: TcpListener,
 ) -> anyhow::Result<(JoinHandle<anyhow::Result<()>>, ServerInfo)> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(stratus_server::run(
         config.clone(),
+        launcher,
         public,
         admin,
         stratus_server::shutdown_signal(),

@@ -203,15 +203,37 @@ pub fn lines(stdout: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Re
     rx
 }
 
-pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // A zombie ("Z") has exited; it only waits to be reaped.
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
+/// Host pids of the live processes of an instance: those whose environment
+/// names it as their log stream (children inherit it), zombies excluded.
+pub fn processes_of(instance: &str) -> Vec<u32> {
+    let needle = format!("AWS_LAMBDA_LOG_STREAM_NAME={instance}");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let named = environ
+            .split(|b| *b == 0)
+            .any(|var| var == needle.as_bytes());
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .map(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true);
+        if named && !zombie {
+            pids.push(pid);
+        }
     }
+    pids
 }

@@ -1,0 +1,169 @@
+//! What tenant code can and cannot reach under `--isolation namespaces`.
+//! Each attempt runs inside a function and reports what happened; another
+//! app keeps working throughout.
+
+mod common;
+
+use common::{Server, write_app};
+
+const HOSTILE: &str = r#"import ctypes, os, signal
+
+def attempt(f):
+    try:
+        return "allowed: " + repr(f())[:120]
+    except Exception as e:
+        return "refused: " + type(e).__name__ + ": " + str(e)
+
+def status():
+    return {l.split(":")[0]: l.split(":")[1].strip() for l in open("/proc/self/status") if ":" in l}
+
+def mount():
+    libc = ctypes.CDLL(None, use_errno=True)
+    os.makedirs("/tmp/m", exist_ok=True)
+    if libc.mount(b"none", b"/tmp/m", b"tmpfs", 0, None) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return "mounted"
+
+def unshare():
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return "unshared"
+
+def ptrace():
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.ptrace(0, 0, None, None) != 0:  # PTRACE_TRACEME
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return "traced"
+
+def fill_tmp():
+    with open("/tmp/fill", "wb") as f:
+        for _ in range(64):
+            f.write(b"x" * (1 << 20))
+            f.flush()
+    return "wrote 64 MiB"
+
+def handler(event, context):
+    s = status()
+    return {
+        "uid": s["Uid"].split()[0],
+        "cap_eff": s["CapEff"],
+        "no_new_privs": s["NoNewPrivs"],
+        "pid": os.getpid(),
+        "processes": [p for p in os.listdir("/proc") if p.isdigit()],
+        "shadow": attempt(lambda: open("/etc/shadow").read()),
+        "data_dir": attempt(lambda: os.listdir(os.environ["DATA_DIR"])),
+        "token": attempt(lambda: open(os.environ["DATA_DIR"] + "/admin.token").read()),
+        "other_code": attempt(lambda: os.listdir(os.environ["OTHER_CODE"])),
+        "root_home": attempt(lambda: os.listdir("/root")),
+        "home": attempt(lambda: os.listdir("/home")),
+        "write_task": attempt(lambda: open("/var/task/x", "w")),
+        "write_usr": attempt(lambda: open("/usr/x", "w")),
+        "write_etc": attempt(lambda: open("/etc/passwd", "a")),
+        "tmp": attempt(lambda: open("/tmp/ok", "w").write("fine")),
+        "fill_tmp": attempt(fill_tmp),
+        "kill_server": attempt(lambda: os.kill(int(os.environ["SERVER_PID"]), signal.SIGKILL)),
+        "mount": attempt(mount),
+        "setuid": attempt(lambda: os.setuid(0)),
+        "unshare": attempt(unshare),
+        "ptrace": attempt(ptrace),
+    }
+"#;
+
+#[test]
+fn namespaced_functions_see_nothing_of_the_host_or_each_other() {
+    if std::env::var("STRATUS_ISOLATION").as_deref() == Ok("none") {
+        eprintln!(
+            "STRATUS_ISOLATION=none: this suite checks namespace isolation and does not apply"
+        );
+        return;
+    }
+    let server = Server::start_with(&["--isolation", "namespaces", "--tmp-size", "16"]);
+    let victim = server.path("victim");
+    write_app(
+        &victim,
+        &[
+            (
+                "stratus.yaml",
+                "app: victim\nfunctions:\n  f:\n    runtime: nodejs\n    handler: index.handler\n",
+            ),
+            ("index.js", "exports.handler = async () => 'still here';\n"),
+        ],
+    );
+    server.ok(&["deploy", victim.to_str().unwrap()]);
+    assert_eq!(server.invoke("victim/f", "{}")["result"], "still here");
+    let victim_code = std::fs::read_dir(server.data_dir.join("code"))
+        .unwrap()
+        .flatten()
+        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .unwrap()
+        .path();
+
+    let hostile = server.path("hostile");
+    let manifest = format!(
+        "app: hostile\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    env:\n      DATA_DIR: {}\n      OTHER_CODE: {}\n      SERVER_PID: {}\n",
+        server.data_dir.display(),
+        victim_code.display(),
+        server.pid()
+    );
+    write_app(
+        &hostile,
+        &[("stratus.yaml", &manifest), ("main.py", HOSTILE)],
+    );
+    server.ok(&["deploy", hostile.to_str().unwrap()]);
+    let seen = server.invoke("hostile/f", "{}");
+    let r = &seen["result"];
+    assert!(seen["error"].is_null(), "{seen}");
+    eprintln!("{}", serde_json::to_string_pretty(r).unwrap());
+
+    assert_eq!(r["uid"], "1000", "an unprivileged user: {r}");
+    assert_eq!(r["cap_eff"], "0000000000000000", "no capabilities: {r}");
+    assert_eq!(r["no_new_privs"], "1");
+    assert_eq!(r["pid"], 1, "its own pid namespace");
+    assert_eq!(
+        r["processes"],
+        serde_json::json!(["1"]),
+        "no other process is visible: {r}"
+    );
+    for key in [
+        "shadow",
+        "data_dir",
+        "token",
+        "other_code",
+        "home",
+        "write_task",
+        "write_usr",
+        "write_etc",
+        "kill_server",
+        "mount",
+        "setuid",
+        "unshare",
+        "fill_tmp",
+    ] {
+        let outcome = r[key].as_str().unwrap();
+        assert!(
+            outcome.starts_with("refused"),
+            "{key} must be refused, got: {outcome}"
+        );
+    }
+    assert!(
+        r["fill_tmp"].as_str().unwrap().contains("No space left"),
+        "{r}"
+    );
+    assert!(r["tmp"].as_str().unwrap().starts_with("allowed"), "{r}");
+    let root_home = r["root_home"].as_str().unwrap();
+    assert!(
+        root_home.starts_with("refused")
+            || !root_home.contains("admin.token") && !root_home.contains(".ssh"),
+        "{root_home}"
+    );
+
+    // The other app and the server are unharmed.
+    assert_eq!(server.invoke("victim/f", "{}")["result"], "still here");
+    assert!(
+        std::fs::read_dir(server.data_dir.join("code"))
+            .unwrap()
+            .count()
+            >= 2
+    );
+}

@@ -1,0 +1,210 @@
+//! The launcher process: forked before the async runtime, single-threaded,
+//! it starts every tenant process, reaps them, and reports their exits.
+
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use crate::wire::{self, Reply, Request};
+use crate::{Isolation, IsolationRequest, SandboxError, spawn};
+
+/// The server's end of the launcher, before the async runtime exists.
+#[derive(Debug)]
+pub struct LauncherHandle {
+    pub(crate) sock: OwnedFd,
+    pub(crate) pid: u32,
+}
+
+/// Forks the launcher. Must be called while the process is single-threaded,
+/// before the tokio runtime is built. `state_dir` holds the empty directory
+/// that sandboxes mount their private root on.
+pub fn start(request: IsolationRequest, state_dir: &Path) -> Result<LauncherHandle, SandboxError> {
+    let root = state_dir.join("sandbox-root");
+    std::fs::create_dir_all(&root).map_err(SandboxError::Start)?;
+    let root = root.canonicalize().map_err(SandboxError::Start)?;
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints for socketpair to fill.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(SandboxError::Start(io::Error::last_os_error()));
+    }
+    // SAFETY: socketpair returned two fresh descriptors that we now own.
+    let (server_end, launcher_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the caller guarantees a single-threaded process, so the child
+    // may run arbitrary code until it exits.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(SandboxError::Start(io::Error::last_os_error())),
+        0 => {
+            drop(server_end);
+            let code = match serve(launcher_end, request, root) {
+                Ok(()) => 0,
+                Err(err) => {
+                    eprintln!("stratus launcher: {err}");
+                    1
+                }
+            };
+            // SAFETY: _exit ends the forked child without running the
+            // parent's atexit handlers or destructors twice.
+            unsafe { libc::_exit(code) }
+        }
+        pid => {
+            drop(launcher_end);
+            Ok(LauncherHandle {
+                sock: server_end,
+                pid: pid as u32,
+            })
+        }
+    }
+}
+
+/// The launcher's loop: spawn requests in, spawn replies and exits out.
+fn serve(sock: OwnedFd, request: IsolationRequest, root: PathBuf) -> io::Result<()> {
+    // SAFETY: prctl and the signal-mask calls have no memory preconditions;
+    // the sigset is initialised by sigemptyset before use.
+    let sigfd = unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut mask);
+        libc::sigaddset(&mut mask, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut());
+        // SIGINT from a terminal reaches the whole foreground group; the
+        // server decides when instances stop, not the keyboard.
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        libc::signalfd(-1, &mask, libc::SFD_CLOEXEC)
+    };
+    if sigfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: signalfd returned a fresh descriptor that we now own.
+    let sigfd = unsafe { OwnedFd::from_raw_fd(sigfd) };
+
+    let (isolation, reason) = choose(request, &root);
+    wire::send(sock.as_raw_fd(), &Reply::Ready { isolation, reason }, &[])?;
+
+    let mut children: HashSet<u32> = HashSet::new();
+    loop {
+        let mut polls = [
+            libc::pollfd {
+                fd: sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sigfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: polls is a valid array of two pollfd structs.
+        let n = unsafe { libc::poll(polls.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if polls[1].revents != 0 {
+            drain_signalfd(sigfd.as_raw_fd());
+            reap(sock.as_raw_fd(), &mut children)?;
+        }
+        if polls[0].revents != 0 {
+            match wire::recv::<Request>(sock.as_raw_fd(), 0) {
+                Ok(Some((Request::Spawn { id, spec }, _))) => {
+                    match spawn::spawn(&spec, isolation, &root) {
+                        Ok(child) => {
+                            children.insert(child.pid);
+                            let fds = [child.stdout.as_raw_fd(), child.stderr.as_raw_fd()];
+                            wire::send(
+                                sock.as_raw_fd(),
+                                &Reply::Spawned { id, pid: child.pid },
+                                &fds,
+                            )?;
+                        }
+                        Err(error) => {
+                            wire::send(sock.as_raw_fd(), &Reply::Failed { id, error }, &[])?
+                        }
+                    }
+                }
+                // The server is gone: so are its instances.
+                Ok(None) | Err(_) => {
+                    for pid in &children {
+                        crate::kill_group(*pid);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn drain_signalfd(fd: RawFd) {
+    let mut info = [0u8; 128];
+    // SAFETY: reads into a local buffer of the size given.
+    unsafe { libc::read(fd, info.as_mut_ptr() as *mut libc::c_void, info.len()) };
+}
+
+/// Reaps every exited child and reports it.
+fn reap(sock: RawFd, children: &mut HashSet<u32>) -> io::Result<()> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into a local int.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return Ok(());
+        }
+        let pid = pid as u32;
+        children.remove(&pid);
+        // The leader is gone; whatever it left in its group goes too.
+        crate::kill_group(pid);
+        let status = if libc::WIFEXITED(status) {
+            crate::ExitStatus {
+                code: Some(libc::WEXITSTATUS(status)),
+                signal: None,
+            }
+        } else {
+            crate::ExitStatus {
+                code: None,
+                signal: Some(libc::WTERMSIG(status)),
+            }
+        };
+        wire::send(sock, &Reply::Exited { pid, status }, &[])?;
+    }
+}
+
+/// Picks the isolation to run with, and says why.
+fn choose(request: IsolationRequest, root: &Path) -> (Isolation, String) {
+    match request {
+        IsolationRequest::Exactly(Isolation::None) => {
+            (Isolation::None, "--isolation none was given".into())
+        }
+        IsolationRequest::Exactly(Isolation::Namespaces) => match spawn::probe(root) {
+            Ok(()) => (
+                Isolation::Namespaces,
+                "--isolation namespaces was given".into(),
+            ),
+            Err(reason) => (Isolation::None, format!("unavailable: {reason}")),
+        },
+        IsolationRequest::Auto => match spawn::probe(root) {
+            Ok(()) => (
+                Isolation::Namespaces,
+                "the host allows user, pid, mount, uts and ipc namespaces".into(),
+            ),
+            Err(reason) => (
+                Isolation::None,
+                format!("namespaces are unavailable: {reason}"),
+            ),
+        },
+    }
+}

@@ -1,0 +1,317 @@
+//! Starting one process, in the launcher: a plain fork and exec, or a clone
+//! into fresh namespaces with a private filesystem.
+//!
+//! Everything the child needs is prepared before the fork; a close-on-exec
+//! pipe carries a failure before `execve` back to the launcher, so a spawn
+//! either returns a running process or says exactly what went wrong.
+
+use std::ffi::CString;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::{Isolation, ProcessSpec, fs, seccomp};
+
+/// The uid and gid tenant code runs as inside its user namespace.
+pub(crate) const SANDBOX_ID: u32 = 1000;
+/// The host uid and gid that [`SANDBOX_ID`] maps to: `nobody`/`nogroup`.
+const HOST_ID: u32 = 65534;
+/// The host uid and gid of the namespace's root, which only builds the
+/// filesystem view before tenant code runs: an id no host account has.
+const HOST_SETUP_ID: u32 = 100_000;
+
+pub(crate) struct Child {
+    pub pid: u32,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn cstring(s: impl AsRef<[u8]>) -> Result<CString, String> {
+    CString::new(s.as_ref()).map_err(|_| "an argument or variable contains a NUL byte".to_owned())
+}
+
+/// Everything `execve` needs, allocated before the fork.
+struct Exec {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: CString,
+}
+
+impl Exec {
+    fn new(spec: &ProcessSpec) -> Result<Exec, String> {
+        let program = cstring(spec.program.as_os_str().as_bytes())?;
+        let mut argv = vec![program.clone()];
+        for arg in &spec.args {
+            argv.push(cstring(arg)?);
+        }
+        let envp = spec
+            .env
+            .iter()
+            .map(|(k, v)| cstring(format!("{k}={v}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Exec {
+            program,
+            argv,
+            envp,
+            cwd: cstring(spec.cwd.as_os_str().as_bytes())?,
+        })
+    }
+
+    /// In the child: wires up stdio, changes directory and execs. Returns
+    /// only on failure, with the step that failed.
+    fn exec(&self, stdout: RawFd, stderr: RawFd) -> (&'static str, io::Error) {
+        let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|e| e.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        // SAFETY: the pointers come from live CStrings and the vectors are
+        // NULL-terminated; dup2/open/chdir/execve have no other preconditions.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            if null < 0
+                || libc::dup2(null, 0) < 0
+                || libc::dup2(stdout, 1) < 0
+                || libc::dup2(stderr, 2) < 0
+            {
+                return (
+                    "set up standard input and output",
+                    io::Error::last_os_error(),
+                );
+            }
+            if libc::chdir(self.cwd.as_ptr()) != 0 {
+                return (
+                    "change to the working directory",
+                    io::Error::last_os_error(),
+                );
+            }
+            libc::execve(self.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        }
+        ("execute", io::Error::last_os_error())
+    }
+}
+
+/// Writes a failure to the error pipe and ends the child.
+fn fail(err_fd: RawFd, step: &str, err: io::Error) -> ! {
+    let message = format!("{step}: {err}");
+    // SAFETY: writes a local buffer, then ends the forked child without
+    // running destructors meant for the launcher.
+    unsafe {
+        libc::write(
+            err_fd,
+            message.as_ptr() as *const libc::c_void,
+            message.len(),
+        );
+        libc::_exit(127)
+    }
+}
+
+/// Waits for the child's verdict: end-of-file means `execve` succeeded.
+fn verdict(err_read: OwnedFd, pid: i32) -> Result<(), String> {
+    let mut message = String::new();
+    let _ = std::fs::File::from(err_read).read_to_string(&mut message);
+    if message.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: reaps the child we created, which has exited or is exiting.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    Err(message)
+}
+
+pub(crate) fn spawn(
+    spec: &ProcessSpec,
+    isolation: Isolation,
+    root: &Path,
+) -> Result<Child, String> {
+    let exec = Exec::new(spec)?;
+    let (out_r, out_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
+    let (errs_r, errs_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
+    let pid = match isolation {
+        Isolation::None => spawn_plain(&exec, out_w.as_raw_fd(), errs_w.as_raw_fd())?,
+        Isolation::Namespaces => {
+            spawn_namespaced(&exec, spec, root, out_w.as_raw_fd(), errs_w.as_raw_fd())?
+        }
+    };
+    Ok(Child {
+        pid,
+        stdout: out_r,
+        stderr: errs_r,
+    })
+}
+
+fn spawn_plain(exec: &Exec, stdout: RawFd, stderr: RawFd) -> Result<u32, String> {
+    let (err_r, err_w) = pipe().map_err(|e| e.to_string())?;
+    // SAFETY: the launcher is single-threaded, so the child may run any code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(err_r);
+        // SAFETY: plain syscalls in the child before exec.
+        unsafe {
+            libc::setpgid(0, 0);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            reset_signals();
+        }
+        let (step, err) = exec.exec(stdout, stderr);
+        fail(err_w.as_raw_fd(), step, err);
+    }
+    drop(err_w);
+    verdict(err_r, pid).map(|()| pid as u32)
+}
+
+fn spawn_namespaced(
+    exec: &Exec,
+    spec: &ProcessSpec,
+    root: &Path,
+    stdout: RawFd,
+    stderr: RawFd,
+) -> Result<u32, String> {
+    let mut plan = fs::Plan::new(spec, root)?;
+    let filter = seccomp::program();
+    let (err_r, err_w) = pipe().map_err(|e| e.to_string())?;
+    let (go_r, go_w) = pipe().map_err(|e| e.to_string())?;
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::SIGCHLD;
+    // SAFETY: clone without a new stack behaves like fork; the launcher is
+    // single-threaded, so the child may run any code.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) } as i32;
+    if pid < 0 {
+        return Err(format!("clone: {}", io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(err_r);
+        drop(go_w);
+        let err_fd = err_w.as_raw_fd();
+        // Wait until the launcher has mapped our ids.
+        let mut byte = [0u8; 1];
+        let go = std::fs::File::from(go_r).read(&mut byte);
+        if !matches!(go, Ok(1)) {
+            fail(
+                err_fd,
+                "wait for the id mapping",
+                io::Error::other("the launcher went away"),
+            );
+        }
+        // SAFETY: plain syscalls in the child before exec.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            reset_signals();
+            libc::setpgid(0, 0);
+        }
+        if let Err((step, err)) = plan.open_sources() {
+            fail(err_fd, step, err);
+        }
+        // Become the namespace's root (mapped, so it can create files) to
+        // build the view; tenant code never runs with this id.
+        // SAFETY: plain syscalls; id 0 exists in the user namespace's map.
+        if unsafe { libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 } {
+            fail(
+                err_fd,
+                "become the namespace's root",
+                io::Error::last_os_error(),
+            );
+        }
+        if let Err((step, err)) = plan.apply() {
+            fail(err_fd, step, err);
+        }
+        // SAFETY: plain syscalls; the ids exist in the user namespace's map.
+        unsafe {
+            let hostname = b"stratus";
+            libc::sethostname(hostname.as_ptr() as *const libc::c_char, hostname.len());
+            if libc::setresgid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID) != 0
+                || libc::setresuid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID) != 0
+            {
+                fail(
+                    err_fd,
+                    "drop to the sandbox user",
+                    io::Error::last_os_error(),
+                );
+            }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                fail(err_fd, "set no_new_privs", io::Error::last_os_error());
+            }
+        }
+        if let Err(err) = seccomp::install(&filter) {
+            fail(err_fd, "install the seccomp filter", err);
+        }
+        let (step, err) = exec.exec(stdout, stderr);
+        fail(err_fd, step, err);
+    }
+    drop(err_w);
+    drop(go_r);
+    let mapped = write_id_maps(pid);
+    if let Err(err) = mapped {
+        // SAFETY: kills and reaps the child we created.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        return Err(format!("map the sandbox user: {err}"));
+    }
+    // SAFETY: writes one byte from a local buffer.
+    unsafe { libc::write(go_w.as_raw_fd(), b"g".as_ptr() as *const libc::c_void, 1) };
+    drop(go_w);
+    verdict(err_r, pid).map(|()| pid as u32)
+}
+
+fn write_id_maps(pid: i32) -> io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
+    let map = format!("0 {HOST_SETUP_ID} 1\n{SANDBOX_ID} {HOST_ID} 1\n");
+    std::fs::write(format!("/proc/{pid}/uid_map"), &map)?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), &map)
+}
+
+/// Restores the default disposition and an empty mask for the signals the
+/// launcher changed, so tenant code starts as any process would.
+///
+/// # Safety
+/// Only plain signal syscalls; call in a forked child.
+unsafe fn reset_signals() {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut mask);
+        libc::sigprocmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+    }
+}
+
+/// Starts `/bin/true` in a full sandbox; `Err` says why that is impossible here.
+pub(crate) fn probe(root: &Path) -> Result<(), String> {
+    let spec = ProcessSpec {
+        program: "/bin/true".into(),
+        args: Vec::new(),
+        cwd: "/".into(),
+        env: Vec::new(),
+        mounts: Vec::new(),
+        tmp_mb: 1,
+        memory_mb: 64,
+    };
+    let child = spawn(&spec, Isolation::Namespaces, root)?;
+    let mut status = 0;
+    // SAFETY: reaps the probe child we created.
+    unsafe { libc::waitpid(child.pid as i32, &mut status, 0) };
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else {
+        Err(format!("a test sandbox ended with wait status {status}"))
+    }
+}
