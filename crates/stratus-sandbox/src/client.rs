@@ -40,6 +40,7 @@ pub struct LauncherClient {
     next_id: AtomicU64,
     isolation: Isolation,
     reason: String,
+    limits: String,
     pid: u32,
 }
 
@@ -57,8 +58,15 @@ impl LauncherClient {
     /// the launcher to say which isolation it runs with.
     pub fn connect(handle: LauncherHandle) -> Result<LauncherClient, SandboxError> {
         let fd = handle.sock.as_raw_fd();
-        let (isolation, reason) = match wire::recv::<Reply>(fd, 0) {
-            Ok(Some((Reply::Ready { isolation, reason }, _))) => (isolation, reason),
+        let (isolation, reason, limits) = match wire::recv::<Reply>(fd, 0) {
+            Ok(Some((
+                Reply::Ready {
+                    isolation,
+                    reason,
+                    limits,
+                },
+                _,
+            ))) => (isolation, reason, limits),
             Ok(_) => {
                 return Err(SandboxError::Protocol(
                     "the launcher did not say it was ready".into(),
@@ -84,6 +92,7 @@ impl LauncherClient {
             next_id: AtomicU64::new(1),
             isolation,
             reason,
+            limits,
             pid: handle.pid,
         })
     }
@@ -95,6 +104,11 @@ impl LauncherClient {
     /// Why the launcher runs with this isolation.
     pub fn reason(&self) -> &str {
         &self.reason
+    }
+
+    /// Which resource limits the launcher enforces.
+    pub fn limits(&self) -> &str {
+        &self.limits
     }
 
     /// Starts a process as `spec` describes.
@@ -200,6 +214,7 @@ async fn read_replies(sock: Arc<AsyncFd<OwnedFd>>, state: Arc<Mutex<State>>) {
         let _ = tx.send(ExitStatus {
             code: None,
             signal: Some(libc::SIGKILL),
+            oom_killed: false,
         });
     }
 }

@@ -1,11 +1,12 @@
 //! The launcher process: forked before the async runtime, single-threaded,
 //! it starts every tenant process, reaps them, and reports their exits.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use crate::cgroup::{Cgroups, InstanceGroup};
 use crate::wire::{self, Reply, Request};
 use crate::{Isolation, IsolationRequest, SandboxError, spawn};
 
@@ -68,11 +69,13 @@ pub fn start(request: IsolationRequest, state_dir: &Path) -> Result<LauncherHand
 }
 
 /// The launcher's loop: spawn requests in, spawn replies and exits out.
+/// It outlives the server only until it sees the server's end of the socket
+/// close, however the server ended; then it kills every instance, removes
+/// their cgroups and exits.
 fn serve(sock: OwnedFd, request: IsolationRequest, root: PathBuf) -> io::Result<()> {
-    // SAFETY: prctl and the signal-mask calls have no memory preconditions;
+    // SAFETY: the signal-mask calls have no memory preconditions;
     // the sigset is initialised by sigemptyset before use.
     let sigfd = unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         let mut mask: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut mask);
         libc::sigaddset(&mut mask, libc::SIGCHLD);
@@ -90,9 +93,21 @@ fn serve(sock: OwnedFd, request: IsolationRequest, root: PathBuf) -> io::Result<
     let sigfd = unsafe { OwnedFd::from_raw_fd(sigfd) };
 
     let (isolation, reason) = choose(request, &root);
-    wire::send(sock.as_raw_fd(), &Reply::Ready { isolation, reason }, &[])?;
+    // SAFETY: getpid has no preconditions.
+    let cgroups = Cgroups::detect(unsafe { libc::getpid() } as u32);
+    let limits = cgroups.summary.clone();
+    wire::send(
+        sock.as_raw_fd(),
+        &Reply::Ready {
+            isolation,
+            reason,
+            limits,
+        },
+        &[],
+    )?;
 
-    let mut children: HashSet<u32> = HashSet::new();
+    let mut children: HashMap<u32, InstanceGroup> = HashMap::new();
+    let mut spawned: u64 = 0;
     loop {
         let mut polls = [
             libc::pollfd {
@@ -122,9 +137,10 @@ fn serve(sock: OwnedFd, request: IsolationRequest, root: PathBuf) -> io::Result<
         if polls[0].revents != 0 {
             match wire::recv::<Request>(sock.as_raw_fd(), 0) {
                 Ok(Some((Request::Spawn { id, spec }, _))) => {
-                    match spawn::spawn(&spec, isolation, &root) {
+                    spawned += 1;
+                    match spawn::spawn(&spec, isolation, &root, &cgroups, &format!("i{spawned}")) {
                         Ok(child) => {
-                            children.insert(child.pid);
+                            children.insert(child.pid, child.group);
                             let fds = [child.stdout.as_raw_fd(), child.stderr.as_raw_fd()];
                             wire::send(
                                 sock.as_raw_fd(),
@@ -139,9 +155,13 @@ fn serve(sock: OwnedFd, request: IsolationRequest, root: PathBuf) -> io::Result<
                 }
                 // The server is gone: so are its instances.
                 Ok(None) | Err(_) => {
-                    for pid in &children {
-                        crate::kill_group(*pid);
+                    for (pid, group) in children.drain() {
+                        crate::kill_group(pid);
+                        // SAFETY: reaps a child we created and just killed.
+                        unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), 0) };
+                        group.remove();
                     }
+                    cgroups.remove();
                     return Ok(());
                 }
             }
@@ -156,7 +176,7 @@ fn drain_signalfd(fd: RawFd) {
 }
 
 /// Reaps every exited child and reports it.
-fn reap(sock: RawFd, children: &mut HashSet<u32>) -> io::Result<()> {
+fn reap(sock: RawFd, children: &mut HashMap<u32, InstanceGroup>) -> io::Result<()> {
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes the status into a local int.
@@ -165,18 +185,24 @@ fn reap(sock: RawFd, children: &mut HashSet<u32>) -> io::Result<()> {
             return Ok(());
         }
         let pid = pid as u32;
-        children.remove(&pid);
         // The leader is gone; whatever it left in its group goes too.
         crate::kill_group(pid);
+        let group = children.remove(&pid);
+        let oom_killed = group.as_ref().is_some_and(InstanceGroup::oom_killed);
+        if let Some(group) = group {
+            group.remove();
+        }
         let status = if libc::WIFEXITED(status) {
             crate::ExitStatus {
                 code: Some(libc::WEXITSTATUS(status)),
                 signal: None,
+                oom_killed,
             }
         } else {
             crate::ExitStatus {
                 code: None,
                 signal: Some(libc::WTERMSIG(status)),
+                oom_killed,
             }
         };
         wire::send(sock, &Reply::Exited { pid, status }, &[])?;

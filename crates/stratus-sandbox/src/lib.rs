@@ -10,9 +10,11 @@
 //! task root, a private size-limited `/tmp`, and nothing else of the host,
 //! under a seccomp filter that refuses the system calls that reach past it.
 //! With [`Isolation::None`] it is a plain child process in its own process
-//! group. Either way it dies with the launcher, which dies with the server.
+//! group. Both get cgroup limits where the host offers cgroups: memory,
+//! pids and a CPU weight. Either way it dies with the launcher, which dies with the server.
 #![allow(unsafe_code)] // fork, clone, mount and friends need libc.
 
+mod cgroup;
 mod client;
 mod fs;
 pub mod launcher;
@@ -83,10 +85,16 @@ pub struct ProcessSpec {
 pub struct ExitStatus {
     pub code: Option<i32>,
     pub signal: Option<i32>,
+    /// The kernel killed it, or one of its processes, at its memory limit.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 impl std::fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.oom_killed {
+            return f.write_str("an out-of-memory kill");
+        }
         match (self.code, self.signal) {
             (Some(code), _) => write!(f, "status {code}"),
             (None, Some(signal)) => write!(f, "signal {signal}"),

@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use crate::cgroup::{Cgroups, InstanceGroup};
 use crate::{Isolation, ProcessSpec, fs, seccomp};
 
 /// The uid and gid tenant code runs as inside its user namespace.
@@ -25,6 +26,7 @@ pub(crate) struct Child {
     pub pid: u32,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    pub group: InstanceGroup,
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -133,25 +135,74 @@ pub(crate) fn spawn(
     spec: &ProcessSpec,
     isolation: Isolation,
     root: &Path,
+    cgroups: &Cgroups,
+    name: &str,
 ) -> Result<Child, String> {
     let exec = Exec::new(spec)?;
     let (out_r, out_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
     let (errs_r, errs_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
+    let group = cgroups
+        .create(name, spec.memory_mb)
+        .map_err(|e| format!("cannot create the instance's cgroups: {e}"))?;
+    let (stdout, stderr) = (out_w.as_raw_fd(), errs_w.as_raw_fd());
     let pid = match isolation {
-        Isolation::None => spawn_plain(&exec, out_w.as_raw_fd(), errs_w.as_raw_fd())?,
-        Isolation::Namespaces => {
-            spawn_namespaced(&exec, spec, root, out_w.as_raw_fd(), errs_w.as_raw_fd())?
-        }
+        Isolation::None => spawn_plain(&exec, &group, stdout, stderr),
+        Isolation::Namespaces => spawn_namespaced(&exec, spec, root, &group, stdout, stderr),
     };
-    Ok(Child {
-        pid,
-        stdout: out_r,
-        stderr: errs_r,
-    })
+    match pid {
+        Ok(pid) => Ok(Child {
+            pid,
+            stdout: out_r,
+            stderr: errs_r,
+            group,
+        }),
+        Err(err) => {
+            group.remove();
+            Err(err)
+        }
+    }
 }
 
-fn spawn_plain(exec: &Exec, stdout: RawFd, stderr: RawFd) -> Result<u32, String> {
+/// Kills and reaps a child that did not get to run.
+fn abort(pid: i32) {
+    // SAFETY: kills and reaps the child we created.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
+
+/// Puts a waiting child in its cgroups, then tells it to go on.
+fn release(pid: i32, group: &InstanceGroup, go_w: OwnedFd) -> Result<(), String> {
+    if let Err(err) = group.add(pid) {
+        abort(pid);
+        return Err(format!("cannot move the process into its cgroups: {err}"));
+    }
+    // SAFETY: writes one byte from a local buffer.
+    unsafe { libc::write(go_w.as_raw_fd(), b"g".as_ptr() as *const libc::c_void, 1) };
+    Ok(())
+}
+
+/// In the child: blocks until the launcher says go.
+fn wait_for_go(go_r: OwnedFd, err_fd: RawFd) {
+    let mut byte = [0u8; 1];
+    if !matches!(std::fs::File::from(go_r).read(&mut byte), Ok(1)) {
+        fail(
+            err_fd,
+            "wait for the launcher",
+            io::Error::other("the launcher went away"),
+        );
+    }
+}
+
+fn spawn_plain(
+    exec: &Exec,
+    group: &InstanceGroup,
+    stdout: RawFd,
+    stderr: RawFd,
+) -> Result<u32, String> {
     let (err_r, err_w) = pipe().map_err(|e| e.to_string())?;
+    let (go_r, go_w) = pipe().map_err(|e| e.to_string())?;
     // SAFETY: the launcher is single-threaded, so the child may run any code.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -159,6 +210,8 @@ fn spawn_plain(exec: &Exec, stdout: RawFd, stderr: RawFd) -> Result<u32, String>
     }
     if pid == 0 {
         drop(err_r);
+        drop(go_w);
+        wait_for_go(go_r, err_w.as_raw_fd());
         // SAFETY: plain syscalls in the child before exec.
         unsafe {
             libc::setpgid(0, 0);
@@ -169,6 +222,8 @@ fn spawn_plain(exec: &Exec, stdout: RawFd, stderr: RawFd) -> Result<u32, String>
         fail(err_w.as_raw_fd(), step, err);
     }
     drop(err_w);
+    drop(go_r);
+    release(pid, group, go_w)?;
     verdict(err_r, pid).map(|()| pid as u32)
 }
 
@@ -176,6 +231,7 @@ fn spawn_namespaced(
     exec: &Exec,
     spec: &ProcessSpec,
     root: &Path,
+    group: &InstanceGroup,
     stdout: RawFd,
     stderr: RawFd,
 ) -> Result<u32, String> {
@@ -199,16 +255,8 @@ fn spawn_namespaced(
         drop(err_r);
         drop(go_w);
         let err_fd = err_w.as_raw_fd();
-        // Wait until the launcher has mapped our ids.
-        let mut byte = [0u8; 1];
-        let go = std::fs::File::from(go_r).read(&mut byte);
-        if !matches!(go, Ok(1)) {
-            fail(
-                err_fd,
-                "wait for the id mapping",
-                io::Error::other("the launcher went away"),
-            );
-        }
+        // Wait until the launcher has mapped our ids and set our limits.
+        wait_for_go(go_r, err_fd);
         // SAFETY: plain syscalls in the child before exec.
         unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -256,18 +304,11 @@ fn spawn_namespaced(
     }
     drop(err_w);
     drop(go_r);
-    let mapped = write_id_maps(pid);
-    if let Err(err) = mapped {
-        // SAFETY: kills and reaps the child we created.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
+    if let Err(err) = write_id_maps(pid) {
+        abort(pid);
         return Err(format!("map the sandbox user: {err}"));
     }
-    // SAFETY: writes one byte from a local buffer.
-    unsafe { libc::write(go_w.as_raw_fd(), b"g".as_ptr() as *const libc::c_void, 1) };
-    drop(go_w);
+    release(pid, group, go_w)?;
     verdict(err_r, pid).map(|()| pid as u32)
 }
 
@@ -305,7 +346,7 @@ pub(crate) fn probe(root: &Path) -> Result<(), String> {
         tmp_mb: 1,
         memory_mb: 64,
     };
-    let child = spawn(&spec, Isolation::Namespaces, root)?;
+    let child = spawn(&spec, Isolation::Namespaces, root, &Cgroups::off(), "probe")?;
     let mut status = 0;
     // SAFETY: reaps the probe child we created.
     unsafe { libc::waitpid(child.pid as i32, &mut status, 0) };

@@ -22,6 +22,8 @@ pub(crate) enum Reply {
     Ready {
         isolation: Isolation,
         reason: String,
+        /// Which resource limits are enforced.
+        limits: String,
     },
     /// Carries the stdout and stderr read ends.
     Spawned {

@@ -38,6 +38,8 @@ pub(crate) enum DeathCause {
         status: String,
         during_init: bool,
     },
+    /// Killed by the kernel at its memory limit.
+    OutOfMemory,
     /// Stopped by the platform (timeout, retirement, shutdown).
     Killed,
 }
@@ -292,17 +294,21 @@ impl Instance {
         let registry = ctx.clone();
         let watcher_id = id.clone();
         tokio::spawn(async move {
-            let status = match exited.await {
-                Ok(status) => status.to_string(),
-                Err(_) => "an unknown status (the launcher is gone)".to_owned(),
+            let (status, oom) = match exited.await {
+                Ok(status) => (status.to_string(), status.oom_killed),
+                Err(_) => ("an unknown status (the launcher is gone)".to_owned(), false),
             };
             // Children the runtime left behind go with it.
             stratus_sandbox::kill_group(pid);
             watcher_shared.pid.store(0, Ordering::Relaxed);
             let during_init = watcher_shared.ready_at.get().is_none();
-            watcher_shared.die(DeathCause::Exited {
-                status,
-                during_init,
+            watcher_shared.die(if oom {
+                DeathCause::OutOfMemory
+            } else {
+                DeathCause::Exited {
+                    status,
+                    during_init,
+                }
             });
             registry.unregister(&watcher_id);
         });
@@ -424,8 +430,12 @@ impl Dispatch {
 }
 
 impl RunFailure {
-    pub fn into_error(self) -> FunctionError {
+    pub fn into_error(self, memory_mb: u32) -> FunctionError {
         match self {
+            RunFailure::Died(DeathCause::OutOfMemory) => FunctionError::unhandled(
+                "Runtime.OutOfMemory",
+                format!("out of memory (limit {memory_mb} MiB)"),
+            ),
             RunFailure::Timeout(t) => FunctionError::unhandled(
                 "Sandbox.Timedout",
                 format!("timed out after {}", seconds(t)),

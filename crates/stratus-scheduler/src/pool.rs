@@ -237,7 +237,7 @@ impl Pool {
                     RunFailure::Timeout(_) | RunFailure::InitTimeout(_) => "timeout",
                     RunFailure::Died(_) => "crash",
                 };
-                let error = failure.into_error();
+                let error = failure.into_error(self.config.spec.memory_mb);
                 instance.shared.emit(
                     "platform",
                     Some(request_id.clone()),

@@ -99,6 +99,7 @@ pub async fn run(
     let token = token::load_or_create(&data_dir.join(TOKEN_FILE))?;
 
     let launcher = Arc::new(launcher);
+    tracing::info!(limits = launcher.limits(), "resource limits");
     match launcher.isolation() {
         Isolation::Namespaces => tracing::info!(
             isolation = "namespaces",

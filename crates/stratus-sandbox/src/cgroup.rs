@@ -1,0 +1,248 @@
+//! Resource limits through cgroups, v1 or v2, as the host offers them:
+//! memory (the function's `memory`, no swap beyond it), a pids limit, and
+//! a CPU weight proportional to memory as Lambda does. Every instance gets
+//! its own group under one group per launcher, nested in the server's own
+//! groups so that the server's limits bound its instances too.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Most processes an instance may have.
+pub(crate) const PIDS_MAX: u32 = 256;
+
+#[derive(Debug)]
+enum Backend {
+    /// Per-controller hierarchies (v1), each `None` where unavailable.
+    V1 {
+        memory: Option<PathBuf>,
+        pids: Option<PathBuf>,
+        cpu: Option<PathBuf>,
+    },
+    /// The unified hierarchy (v2).
+    V2 {
+        base: PathBuf,
+    },
+    Off,
+}
+
+#[derive(Debug)]
+pub(crate) struct Cgroups {
+    backend: Backend,
+    /// What is enforced, for start-up messages.
+    pub summary: String,
+}
+
+/// The groups of one instance.
+#[derive(Debug)]
+pub(crate) struct InstanceGroup {
+    dirs: Vec<PathBuf>,
+    /// The file that counts OOM kills, and the key of the count.
+    oom: Option<PathBuf>,
+}
+
+impl Cgroups {
+    /// Finds the hierarchies this process may create groups in.
+    pub fn detect(launcher_pid: u32) -> Cgroups {
+        let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let name = format!("stratus-{launcher_pid}");
+        let v1 = |controller: &str| -> Option<PathBuf> {
+            let mount = mounts.lines().find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 4 && f[2] == "cgroup" && f[3].split(',').any(|o| o == controller))
+                    .then(|| f[1].to_owned())
+            })?;
+            let path = own.lines().find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                controllers
+                    .split(',')
+                    .any(|c| c == controller)
+                    .then(|| path.to_owned())
+            })?;
+            let base = Path::new(&mount)
+                .join(path.trim_start_matches('/'))
+                .join(&name);
+            fs::create_dir_all(&base).ok()?;
+            Some(base)
+        };
+        let (memory, pids, cpu) = (v1("memory"), v1("pids"), v1("cpu"));
+        if memory.is_some() || pids.is_some() {
+            let on: Vec<&str> = [("memory", &memory), ("pids", &pids), ("cpu", &cpu)]
+                .iter()
+                .filter(|(_, p)| p.is_some())
+                .map(|(n, _)| *n)
+                .collect();
+            if let Some(memory) = &memory {
+                // Children's usage counts against their parents.
+                let _ = fs::write(memory.join("memory.use_hierarchy"), "1");
+            }
+            return Cgroups {
+                summary: format!("cgroup v1: {}", on.join(", ")),
+                backend: Backend::V1 { memory, pids, cpu },
+            };
+        }
+        match v2(&mounts, &own, &name) {
+            Ok(base) => Cgroups {
+                summary: "cgroup v2: memory, pids, cpu".to_owned(),
+                backend: Backend::V2 { base },
+            },
+            Err(reason) => Cgroups {
+                summary: format!("off ({reason})"),
+                backend: Backend::Off,
+            },
+        }
+    }
+
+    /// No limits, for the start-up probe.
+    pub fn off() -> Cgroups {
+        Cgroups {
+            backend: Backend::Off,
+            summary: "off".to_owned(),
+        }
+    }
+
+    /// Creates the groups of a new instance with its limits.
+    pub fn create(&self, instance: &str, memory_mb: u32) -> io::Result<InstanceGroup> {
+        let bytes = u64::from(memory_mb) * 1024 * 1024;
+        let shares = memory_mb.max(2);
+        match &self.backend {
+            Backend::Off => Ok(InstanceGroup {
+                dirs: Vec::new(),
+                oom: None,
+            }),
+            Backend::V1 { memory, pids, cpu } => {
+                let mut group = InstanceGroup {
+                    dirs: Vec::new(),
+                    oom: None,
+                };
+                if let Some(base) = memory {
+                    let dir = group.make(base, instance)?;
+                    fs::write(dir.join("memory.limit_in_bytes"), bytes.to_string())?;
+                    let memsw = dir.join("memory.memsw.limit_in_bytes");
+                    if memsw.exists() {
+                        fs::write(memsw, bytes.to_string())?;
+                    }
+                    group.oom = Some(dir.join("memory.oom_control"));
+                }
+                if let Some(base) = pids {
+                    let dir = group.make(base, instance)?;
+                    fs::write(dir.join("pids.max"), PIDS_MAX.to_string())?;
+                }
+                if let Some(base) = cpu {
+                    let dir = group.make(base, instance)?;
+                    fs::write(dir.join("cpu.shares"), shares.to_string())?;
+                }
+                Ok(group)
+            }
+            Backend::V2 { base } => {
+                let mut group = InstanceGroup {
+                    dirs: Vec::new(),
+                    oom: None,
+                };
+                let dir = group.make(base, instance)?;
+                fs::write(dir.join("memory.max"), bytes.to_string())?;
+                let _ = fs::write(dir.join("memory.swap.max"), "0");
+                fs::write(dir.join("pids.max"), PIDS_MAX.to_string())?;
+                let weight = (u64::from(shares) * 100 / 1024).clamp(1, 10_000);
+                let _ = fs::write(dir.join("cpu.weight"), weight.to_string());
+                group.oom = Some(dir.join("memory.events"));
+                Ok(group)
+            }
+        }
+    }
+
+    /// Removes the launcher's own groups; instances' groups must be gone.
+    pub fn remove(&self) {
+        let bases: Vec<&PathBuf> = match &self.backend {
+            Backend::V1 { memory, pids, cpu } => {
+                [memory, pids, cpu].into_iter().flatten().collect()
+            }
+            Backend::V2 { base } => vec![base],
+            Backend::Off => Vec::new(),
+        };
+        for base in bases {
+            let _ = fs::remove_dir(base);
+        }
+    }
+}
+
+fn v2(mounts: &str, own: &str, name: &str) -> Result<PathBuf, String> {
+    let mount = mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && f[2] == "cgroup2").then(|| f[1].to_owned())
+        })
+        .ok_or("no cgroup hierarchy is mounted")?;
+    let path = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("this process is in no cgroup v2 group")?;
+    let parent = Path::new(&mount).join(path.trim_start_matches('/'));
+    let available = fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
+    for controller in ["memory", "pids"] {
+        if !available.split_whitespace().any(|c| c == controller) {
+            return Err(format!(
+                "cgroup v2 has no {controller} controller for {}",
+                parent.display()
+            ));
+        }
+    }
+    let base = parent.join(name);
+    fs::create_dir_all(&base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+    // Controllers reach the launcher's group only if its parent hands them down.
+    for dir in [&parent, &base] {
+        fs::write(dir.join("cgroup.subtree_control"), "+memory +pids +cpu")
+            .or_else(|_| fs::write(dir.join("cgroup.subtree_control"), "+memory +pids"))
+            .map_err(|e| {
+                format!(
+                    "cannot enable the memory and pids controllers below {} ({e}); run stratus in a delegated cgroup",
+                    dir.display()
+                )
+            })?;
+    }
+    Ok(base)
+}
+
+impl InstanceGroup {
+    fn make(&mut self, base: &Path, instance: &str) -> io::Result<PathBuf> {
+        let dir = base.join(instance);
+        fs::create_dir(&dir)?;
+        self.dirs.push(dir.clone());
+        Ok(dir)
+    }
+
+    /// Moves `pid` into every group of the instance.
+    pub fn add(&self, pid: i32) -> io::Result<()> {
+        for dir in &self.dirs {
+            fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel killed something in the group for lack of memory.
+    pub fn oom_killed(&self) -> bool {
+        let Some(file) = &self.oom else { return false };
+        fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("oom_kill "))
+            .any(|n| n.trim().parse::<u64>().unwrap_or(0) > 0)
+    }
+
+    /// Removes the groups, waiting briefly for the last processes to go.
+    pub fn remove(&self) {
+        for dir in self.dirs.iter().rev() {
+            for _ in 0..50 {
+                match fs::remove_dir(dir) {
+                    Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
