@@ -26,6 +26,19 @@ fn init_deploy_invoke_logs_for_each_runtime() {
         let message = first["result"]["message"].as_str().unwrap();
         assert!(message.starts_with("Hello"), "{first}");
         assert!(first["init_ms"].as_f64().unwrap() > 0.0);
+        let phases = &first["phases"];
+        assert!(phases["sandbox_ms"].as_f64().unwrap() > 0.0, "{first}");
+        assert!(
+            phases["runtime_start_ms"].as_f64().unwrap() > 0.0,
+            "{first}"
+        );
+        // The built-in runtimes report the handler's own init; a shell
+        // custom runtime cannot.
+        assert_eq!(
+            phases["handler_init_ms"].is_null(),
+            template == "provided",
+            "{first}"
+        );
 
         let second = server.invoke(&target, r#"{"name":"Ada"}"#);
         assert_eq!(
@@ -65,6 +78,48 @@ fn init_deploy_invoke_logs_for_each_runtime() {
     let ls = server.ok(&["ls"]);
     for app in ["hello-py/greet", "hello-node/greet", "hello-sh/greet"] {
         assert!(ls.contains(app), "{ls}");
+    }
+}
+
+#[test]
+fn the_handlers_own_init_is_reported_apart() {
+    let server = Server::start();
+    let app = server.path("slowinit");
+    write_app(
+        &app,
+        &[
+            (
+                "stratus.yaml",
+                "app: slowinit\nfunctions:\n  py:\n    runtime: python3\n    handler: main.handler\n  js:\n    runtime: nodejs\n    handler: index.handler\n",
+            ),
+            (
+                "main.py",
+                "import time\ntime.sleep(0.4)\ndef handler(e, c):\n    return 1\n",
+            ),
+            (
+                "index.js",
+                "const start = Date.now(); while (Date.now() - start < 400) {}\nexports.handler = async () => 1;\n",
+            ),
+        ],
+    );
+    server.ok(&["deploy", app.to_str().unwrap()]);
+    for target in ["slowinit/py", "slowinit/js"] {
+        let cold = server.invoke(target, "{}");
+        let phases = &cold["phases"];
+        let handler_init = phases["handler_init_ms"].as_f64().unwrap();
+        let runtime_start = phases["runtime_start_ms"].as_f64().unwrap();
+        assert!(handler_init >= 400.0, "{target}: {cold}");
+        assert!(
+            runtime_start < handler_init,
+            "{target}: the runtime's own start is apart: {cold}"
+        );
+        let total = cold["init_ms"].as_f64().unwrap();
+        assert!(
+            (total - handler_init - runtime_start).abs() < 0.01,
+            "{cold}"
+        );
+        let logs = server.ok(&["logs", target, "--output", "json"]);
+        assert!(logs.contains("\"handler_init_ms\""), "{logs}");
     }
 }
 

@@ -65,6 +65,8 @@ const FUNCTION_KEYS: &[&str] = &[
     "timeout",
     "env",
     "max_instances",
+    "min_instances",
+    "keep_alive",
 ];
 
 /// Sections that later manifest features add; named so that users get a clear answer.
@@ -276,6 +278,8 @@ pub(crate) fn expected_for(key: &str) -> Option<&'static str> {
         "timeout" => "a duration such as `30s`, `2m` or `500ms`, at most 15m",
         "env" => "a map of variable names to values, e.g. `env: { GREETING: hi }`",
         "max_instances" => "a whole number between 1 and 1000",
+        "min_instances" => "a whole number of instances kept warm, at most max_instances",
+        "keep_alive" => "a duration such as `10m` or `30s`, between 1s and 24h",
         _ => return None,
     })
 }

@@ -28,6 +28,8 @@ pub(crate) struct RawFunction {
     #[serde(default, deserialize_with = "unique_keys")]
     pub env: BTreeMap<String, EnvValue>,
     pub max_instances: Option<u32>,
+    pub min_instances: Option<u32>,
+    pub keep_alive: Option<String>,
 }
 
 /// An environment value: YAML scalars of any type are taken as their text,

@@ -14,7 +14,9 @@ pub const MIN_MEMORY_MB: u32 = 64;
 pub const MAX_MEMORY_MB: u32 = 10240;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-pub const DEFAULT_MAX_INSTANCES: u32 = 10;
+pub const DEFAULT_MAX_INSTANCES: u32 = 100;
+pub const MIN_KEEP_ALIVE: Duration = Duration::from_secs(1);
+pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_MAX_INSTANCES: u32 = 1000;
 
 const NAME_HINT: &str =
@@ -212,6 +214,42 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         );
     }
 
+    let min_instances = f.min_instances.unwrap_or(0);
+    if min_instances > max_instances {
+        c.error(
+            key("min_instances"),
+            format!("min_instances {min_instances} is more than max_instances {max_instances}"),
+            expected_for("min_instances").map(str::to_owned),
+        );
+    }
+
+    let keep_alive = match f.keep_alive.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) if (MIN_KEEP_ALIVE..=MAX_KEEP_ALIVE).contains(&d) => Some(d),
+        Some(Ok(d)) => {
+            c.error(
+                key("keep_alive"),
+                format!(
+                    "keep_alive {} is out of range",
+                    humantime::format_duration(d)
+                ),
+                expected_for("keep_alive").map(str::to_owned),
+            );
+            None
+        }
+        Some(Err(err)) => {
+            c.error(
+                key("keep_alive"),
+                format!(
+                    "invalid duration {:?}: {err}",
+                    f.keep_alive.unwrap_or_default()
+                ),
+                expected_for("keep_alive").map(str::to_owned),
+            );
+            None
+        }
+    };
+
     let mut env = BTreeMap::new();
     for (var, value) in f.env {
         if !valid_env_name(&var) {
@@ -239,6 +277,8 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         timeout,
         env,
         max_instances,
+        min_instances,
+        keep_alive,
     })
 }
 

@@ -28,6 +28,12 @@ pub struct FunctionSpec {
     pub env: BTreeMap<String, String>,
     /// Most instances that may run at once; callers beyond wait in a bounded queue.
     pub max_instances: u32,
+    /// Instances kept warm even when idle.
+    #[serde(default)]
+    pub min_instances: u32,
+    /// How long an idle instance lives; the server's default when unset.
+    #[serde(default, with = "opt_millis")]
+    pub keep_alive: Option<Duration>,
 }
 
 impl AppSpec {
@@ -81,6 +87,23 @@ pub fn is_valid_name(name: &str) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+mod opt_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|v| v.map(Duration::from_millis))
+    }
 }
 
 mod millis {

@@ -102,8 +102,8 @@ fn full_manifest_with_defaults() {
         "
         app hello
         api nodejs index.handler api 512 120000 3 GREETING=hi
-        greet python3 main.handler greet 128 30000 10 -
-        worker python3 jobs/run.main . 128 30000 10 -
+        greet python3 main.handler greet 128 30000 100 -
+        worker python3 jobs/run.main . 128 30000 100 -
         ",
     );
 }
@@ -119,7 +119,7 @@ fn provided_defaults_to_bootstrap() {
         ",
         "
         app hello
-        native provided bootstrap . 128 30000 10 -
+        native provided bootstrap . 128 30000 100 -
         ",
     );
 }
@@ -143,7 +143,7 @@ fn env_scalars_are_stringified() {
         ",
         "
         app hello
-        greet python3 main.handler . 128 500 10 DEBUG=true,NAME=hi there,PORT=8080,RATIO=0.5,_PRIVATE=x
+        greet python3 main.handler . 128 500 100 DEBUG=true,NAME=hi there,PORT=8080,RATIO=0.5,_PRIVATE=x
         ",
     );
 }
@@ -158,7 +158,7 @@ fn flow_style_env() {
         ",
         "
         app hello
-        greet nodejs index.handler . 128 30000 10 A=b
+        greet nodejs index.handler . 128 30000 100 A=b
         ",
     );
 }
@@ -1063,6 +1063,62 @@ fn several_errors_sorted_by_line() {
           hint: give a directory inside the application, relative to stratus.yaml, e.g. `code: ./greet`
         stratus.yaml:13: functions.alpha.env._HANDLER: _HANDLER is set by the platform and cannot be overridden
           hint: remove it or choose another name
+        ",
+    );
+}
+
+#[test]
+fn warm_pool_settings() {
+    let app = stratus_manifest::parse(
+        "stratus.yaml",
+        "app: hello\nfunctions:\n  greet:\n    runtime: python3\n    handler: main.handler\n    min_instances: 2\n    keep_alive: 5m\n",
+    )
+    .unwrap();
+    let greet = &app.functions["greet"];
+    assert_eq!(greet.min_instances, 2);
+    assert_eq!(greet.keep_alive, Some(std::time::Duration::from_secs(300)));
+    assert_eq!(greet.max_instances, 100);
+}
+
+#[test]
+fn min_instances_above_max() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            max_instances: 2
+            min_instances: 3
+        ",
+        "
+        stratus.yaml:7: functions.greet.min_instances: min_instances 3 is more than max_instances 2
+          hint: a whole number of instances kept warm, at most max_instances
+        ",
+    );
+}
+
+#[test]
+fn keep_alive_out_of_range_and_malformed() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            keep_alive: 2d
+          other:
+            runtime: python3
+            handler: main.handler
+            keep_alive: soon
+        ",
+        "
+        stratus.yaml:6: functions.greet.keep_alive: keep_alive 2days is out of range
+          hint: a duration such as `10m` or `30s`, between 1s and 24h
+        stratus.yaml:10: functions.other.keep_alive: invalid duration \"soon\": expected number at 0
+          hint: a duration such as `10m` or `30s`, between 1s and 24h
         ",
     );
 }

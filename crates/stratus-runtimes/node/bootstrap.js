@@ -359,6 +359,7 @@ process.on('unhandledRejection', (reason) => onFatal(reason, true));
 
 async function main() {
   let handler;
+  const started = process.hrtime.bigint();
   try {
     handler = await loadHandler(env._HANDLER || '');
   } catch (err) {
@@ -373,8 +374,11 @@ async function main() {
   await new Promise((resolve) => setImmediate(resolve));
   if (dying) return;
   phase = 'invoke';
+  // The platform reports the user's own init apart from the runtime's start.
+  let headers = { 'Stratus-Handler-Init-Ms': (Number(process.hrtime.bigint() - started) / 1e6).toFixed(3) };
   for (;;) {
-    const next = await apiRequest('GET', '/invocation/next');
+    const next = await apiRequest('GET', '/invocation/next', undefined, headers);
+    headers = undefined;
     if (next.status !== 200) fatal(`GET /invocation/next failed with HTTP ${next.status}: ${next.body}`);
     await invoke(handler, next);
   }

@@ -73,8 +73,8 @@ class RuntimeApiClient:
             log_err("stratus-runtime: POST %s rejected with HTTP %d: %s"
                     % (path, resp.status, data.decode("utf-8", "replace")))
 
-    def next_invocation(self):
-        resp, data = self._request("GET", "/invocation/next")
+    def next_invocation(self, headers=None):
+        resp, data = self._request("GET", "/invocation/next", headers=headers)
         if resp.status != 200:
             log_err("stratus-runtime: GET /invocation/next failed with HTTP %d: %s"
                     % (resp.status, data.decode("utf-8", "replace")))
@@ -265,15 +265,20 @@ def main():
     # Init phase: make the code directory importable and load the handler.
     task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
     sys.path.insert(0, task_root)
+    started = time.perf_counter()
     handler, error = load_handler(os.environ.get("_HANDLER", ""))
     if error is not None:
         report_to_stderr(error)
         flush_stdio()
         client.post_init_error(error)
         sys.exit(1)
+    # The platform reports the user's own init apart from the runtime's start.
+    init_ms = "%.3f" % ((time.perf_counter() - started) * 1000)
+    headers = {"Stratus-Handler-Init-Ms": init_ms}
 
     while True:
-        resp, body = client.next_invocation()
+        resp, body = client.next_invocation(headers)
+        headers = None
         run_invocation(client, handler, resp, body)
 
 

@@ -82,7 +82,11 @@ pub(crate) struct Shared {
     inner: Mutex<Inner>,
     state_tx: watch::Sender<State>,
     started: Instant,
+    /// When the launcher had the process running.
+    spawned_at: OnceLock<Instant>,
     ready_at: OnceLock<Instant>,
+    /// The user's own init as the runtime measured it, when it says.
+    handler_init_ms: OnceLock<f64>,
     pid: AtomicU32,
     log_sync: mpsc::Sender<oneshot::Sender<()>>,
     instance_id: String,
@@ -92,8 +96,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The runtime asked for work: initialisation is over.
-    pub fn mark_ready(&self) {
+    pub fn mark_ready(&self, handler_init_ms: Option<f64>) {
         let _ = self.ready_at.set(Instant::now());
+        if let Some(ms) = handler_init_ms {
+            let _ = self.handler_init_ms.set(ms);
+        }
     }
 
     /// Records `invocation` as in flight; false if another one is.
@@ -253,7 +260,9 @@ impl Instance {
             inner: Mutex::new(Inner::default()),
             state_tx,
             started: Instant::now(),
+            spawned_at: OnceLock::new(),
             ready_at: OnceLock::new(),
+            handler_init_ms: OnceLock::new(),
             pid: AtomicU32::new(0),
             log_sync: log_sync_tx,
             instance_id: id.clone(),
@@ -287,6 +296,7 @@ impl Instance {
             exited,
         } = spawned;
         shared.pid.store(pid, Ordering::Relaxed);
+        let _ = shared.spawned_at.set(Instant::now());
         tracing::debug!(instance = %id, pid, app = %config.app, function = %config.spec.name, "instance started");
 
         tokio::spawn(read_output(shared.clone(), stdout, stderr, log_sync_rx));
@@ -344,12 +354,16 @@ impl Instance {
             .elapsed()
     }
 
-    /// Time from process start to the runtime's first request for work.
-    pub fn init_duration(&self) -> Option<Duration> {
-        self.shared
-            .ready_at
-            .get()
-            .map(|t| t.duration_since(self.shared.started))
+    /// The cold-start phases of this instance: creating the sandbox,
+    /// starting the runtime, and the user's own init (when the runtime
+    /// reports it). `None` until the runtime first asked for work.
+    pub fn start_phases(&self) -> Option<(f64, f64, Option<f64>)> {
+        let s = &self.shared;
+        let spawned = *s.spawned_at.get()?;
+        let ready = *s.ready_at.get()?;
+        let sandbox = spawned.duration_since(s.started).as_secs_f64() * 1000.0;
+        let init = ready.duration_since(spawned).as_secs_f64() * 1000.0;
+        Some((sandbox, init, s.handler_init_ms.get().copied()))
     }
 
     pub fn kill(&self) {

@@ -115,8 +115,17 @@ impl FunctionError {
 pub struct Phases {
     /// Waiting for an instance (queue or start).
     pub queue_ms: f64,
-    /// From process start to the runtime's first request for work; cold only.
+    /// Creating the sandbox and starting the process; cold only.
+    pub sandbox_ms: Option<f64>,
+    /// From the process's start to the runtime's first request for work:
+    /// the runtime's own start plus the handler's init. Lambda's "Init
+    /// Duration"; cold only.
     pub init_ms: Option<f64>,
+    /// The runtime's own start, the init less the handler's; cold only.
+    pub runtime_start_ms: Option<f64>,
+    /// The user's own import and init code, when the runtime reports it
+    /// (the built-in ones do); cold only.
+    pub handler_init_ms: Option<f64>,
     /// From handing the event to the runtime to its answer.
     pub duration_ms: f64,
 }

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,15 +60,49 @@ pub struct Pool {
     pub config: Arc<FunctionConfig>,
     ctx: Arc<Ctx>,
     state: Mutex<PoolState>,
+    /// Instances of the whole application, every version, for its cap.
+    app_instances: Arc<AtomicU32>,
+    /// When starting a warm instance last failed, to pace retries.
+    warm_failed: Mutex<Option<Instant>>,
 }
 
 impl Pool {
-    pub(crate) fn new(ctx: Arc<Ctx>, config: FunctionConfig) -> Pool {
+    pub(crate) fn new(
+        ctx: Arc<Ctx>,
+        config: FunctionConfig,
+        app_instances: Arc<AtomicU32>,
+    ) -> Pool {
         Pool {
             config: Arc::new(config),
             ctx,
             state: Mutex::new(PoolState::default()),
+            app_instances,
+            warm_failed: Mutex::new(None),
         }
+    }
+
+    /// Takes a slot for a new instance, if the function and the application
+    /// have room.
+    fn take_slot(&self, s: &mut PoolState) -> bool {
+        if s.total >= self.config.spec.max_instances {
+            return false;
+        }
+        let cap = self.ctx.settings.app_max_instances;
+        let taken = self
+            .app_instances
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            });
+        if taken.is_ok() {
+            s.total += 1;
+        }
+        taken.is_ok()
+    }
+
+    /// Gives back `n` slots.
+    fn free_slots(&self, s: &mut PoolState, n: u32) {
+        s.total -= n;
+        self.app_instances.fetch_sub(n, Ordering::AcqRel);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
@@ -90,11 +125,21 @@ impl Pool {
                 if instance.is_alive() {
                     return Ok(Grant::Warm(instance));
                 }
-                s.total -= 1;
+                self.free_slots(&mut s, 1);
             }
-            if s.total < self.config.spec.max_instances {
-                s.total += 1;
+            if self.take_slot(&mut s) {
                 return Ok(Grant::Start);
+            }
+            if s.total == 0 {
+                // Nothing of this function runs that could free up: the
+                // application as a whole is at its cap.
+                return Err(InvokeError::Throttled {
+                    retry_after: Duration::from_secs(1),
+                    reason: format!(
+                        "application {} is at its cap of {} instances",
+                        self.config.app, self.ctx.settings.app_max_instances
+                    ),
+                });
             }
             if s.waiters.len() >= self.ctx.settings.queue_depth {
                 return Err(InvokeError::Throttled {
@@ -150,7 +195,7 @@ impl Pool {
                     unreachable!()
                 };
                 if s.retired {
-                    s.total -= 1;
+                    self.free_slots(&mut s, 1);
                     instance.kill();
                 } else {
                     s.idle.push(instance);
@@ -165,7 +210,7 @@ impl Pool {
                         return;
                     }
                 }
-                s.total -= 1;
+                self.free_slots(&mut s, 1);
             }
         }
     }
@@ -176,7 +221,8 @@ impl Pool {
         let idle = {
             let mut s = self.lock();
             s.retired = true;
-            s.total -= s.idle.len() as u32;
+            let idle = s.idle.len() as u32;
+            self.free_slots(&mut s, idle);
             std::mem::take(&mut s.idle)
         };
         for instance in idle {
@@ -184,20 +230,54 @@ impl Pool {
         }
     }
 
-    /// Stops idle instances unused for longer than `keep_alive`.
-    pub(crate) fn reap(&self, keep_alive: Duration) {
-        let expired: Vec<_> = {
+    /// Stops idle instances unused for longer than the function's keep-alive
+    /// (`default` unless it sets one), keeping `min_instances`, then starts
+    /// instances in the background until `min_instances` exist.
+    pub(crate) fn maintain(self: &Arc<Self>, default: Duration) {
+        let keep_alive = self.config.spec.keep_alive.unwrap_or(default);
+        let min = self.config.spec.min_instances;
+        let (expired, to_start) = {
             let mut s = self.lock();
-            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.idle)
-                .into_iter()
-                .partition(|i| !i.is_alive() || i.idle_for() >= keep_alive);
-            s.idle = keep;
-            s.total -= old.len() as u32;
-            old
+            let mut expired = Vec::new();
+            // Oldest first: the idle stack keeps the most recently used last.
+            let mut i = 0;
+            while i < s.idle.len() {
+                let dead = !s.idle[i].is_alive();
+                if dead || (s.total > min && s.idle[i].idle_for() >= keep_alive) {
+                    expired.push(s.idle.remove(i));
+                    self.free_slots(&mut s, 1);
+                } else {
+                    i += 1;
+                }
+            }
+            let pacing = self
+                .warm_failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(30));
+            let mut to_start = 0;
+            while !s.retired && !pacing && s.total < min && self.take_slot(&mut s) {
+                to_start += 1;
+            }
+            (expired, to_start)
         };
         for instance in expired {
             tracing::debug!(instance = %instance.id, "retiring idle instance");
             instance.kill();
+        }
+        for _ in 0..to_start {
+            let pool = self.clone();
+            tokio::spawn(async move {
+                match Instance::start(&pool.ctx, &pool.config).await {
+                    Ok(instance) => pool.release(Some(instance)),
+                    Err(error) => {
+                        tracing::warn!(function = %pool.config.qualified_name(), error = %error.message, "cannot start a warm instance");
+                        *pool.warm_failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(Instant::now());
+                        pool.release(None);
+                    }
+                }
+            });
         }
     }
 
@@ -205,6 +285,9 @@ impl Pool {
     pub async fn invoke(&self, invocation: Invocation) -> Result<InvokeOutcome, InvokeError> {
         let arrived = Instant::now();
         let grant = self.acquire().await?;
+        // Waiting for a warm instance or a slot; the sandbox and runtime
+        // start of a cold one are phases of their own.
+        let queue = arrived.elapsed();
         let (instance, cold) = match grant {
             Grant::Warm(instance) => (instance, false),
             Grant::Start => match Instance::start(&self.ctx, &self.config).await {
@@ -215,7 +298,6 @@ impl Pool {
                 }
             },
         };
-        let queue = arrived.elapsed();
         let request_id = invocation.request_id.clone();
         let want_logs = invocation.want_logs;
         let trace_id = invocation.trace_id.clone().unwrap_or_else(new_trace_id);
@@ -247,13 +329,13 @@ impl Pool {
                 (Err(error), name)
             }
         };
+        let start = if cold { instance.start_phases() } else { None };
         let phases = Phases {
             queue_ms: ms(queue),
-            init_ms: if cold {
-                instance.init_duration().map(ms)
-            } else {
-                None
-            },
+            sandbox_ms: start.map(|(sandbox, _, _)| sandbox),
+            init_ms: start.map(|(_, init, _)| init),
+            runtime_start_ms: start.map(|(_, init, handler)| init - handler.unwrap_or(0.0)),
+            handler_init_ms: start.and_then(|(_, _, handler)| handler),
             duration_ms: ms(duration),
         };
         let logs = if want_logs {
@@ -330,6 +412,9 @@ impl Pool {
         if let Some(init) = phases.init_ms {
             message.push_str(&format!(" Init Duration: {init:.2} ms"));
         }
+        if let Some(sandbox) = phases.sandbox_ms {
+            message.push_str(&format!(" Sandbox Duration: {sandbox:.2} ms"));
+        }
         if let Err(error) = result {
             message.push_str(&format!(" Status: {outcome} ({})", error.error_type));
         }
@@ -339,6 +424,9 @@ impl Pool {
             "memory_size_mb": memory,
             "max_memory_used_mb": max_memory_mb,
             "init_duration_ms": phases.init_ms,
+            "sandbox_ms": phases.sandbox_ms,
+            "runtime_start_ms": phases.runtime_start_ms,
+            "handler_init_ms": phases.handler_init_ms,
             "queue_ms": phases.queue_ms,
             "cold": cold,
             "outcome": outcome,

@@ -53,8 +53,13 @@ fn accepted() -> Response {
         .into_response()
 }
 
-async fn next(State(shared): State<Arc<Shared>>) -> Response {
-    shared.mark_ready();
+async fn next(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    // Built-in runtimes say how long the user's own init took.
+    let handler_init = headers
+        .get("stratus-handler-init-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<f64>().ok());
+    shared.mark_ready(handler_init);
     loop {
         let dispatch = {
             let mut rx = shared.next_rx.lock().await;

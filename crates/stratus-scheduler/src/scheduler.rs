@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,8 @@ pub struct Settings {
     /// Idle instances are stopped after this long without work.
     pub keep_alive: Duration,
     pub max_response_bytes: usize,
+    /// Most instances of one application, all functions and versions together.
+    pub app_max_instances: u32,
     /// Size of each instance's private `/tmp` under isolation, in MiB.
     pub tmp_mb: u32,
     /// Variables every instance gets before the Lambda ones (LANG, TZ, ...).
@@ -57,9 +59,20 @@ pub(crate) struct Ctx {
     instances_changed: Notify,
     in_flight: AtomicUsize,
     all_done: Notify,
+    app_instances: Mutex<HashMap<String, Arc<AtomicU32>>>,
 }
 
 impl Ctx {
+    /// The instance count of `app`, shared by all its pools.
+    pub fn app_counter(&self, app: &str) -> Arc<AtomicU32> {
+        self.app_instances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(app.to_owned())
+            .or_default()
+            .clone()
+    }
+
     pub fn register(&self, instance: &Arc<Instance>) {
         self.instances
             .lock()
@@ -135,6 +148,7 @@ impl Scheduler {
                 instances_changed: Notify::new(),
                 in_flight: AtomicUsize::new(0),
                 all_done: Notify::new(),
+                app_instances: Mutex::new(HashMap::new()),
             }),
             functions: RwLock::new(Arc::new(HashMap::new())),
             shutting_down: AtomicBool::new(false),
@@ -149,7 +163,7 @@ impl Scheduler {
                 };
                 let keep_alive = scheduler.ctx.settings.keep_alive;
                 for pool in scheduler.snapshot().values().flat_map(|fns| fns.values()) {
-                    pool.reap(keep_alive);
+                    pool.maintain(keep_alive);
                 }
             }
         });
@@ -175,7 +189,11 @@ impl Scheduler {
             .map(|config| {
                 (
                     config.spec.name.clone(),
-                    Arc::new(Pool::new(self.ctx.clone(), config)),
+                    Arc::new(Pool::new(
+                        self.ctx.clone(),
+                        config,
+                        self.ctx.app_counter(app),
+                    )),
                 )
             })
             .collect();

@@ -34,6 +34,9 @@ pub struct Invoked {
     pub cold: bool,
     pub duration_ms: f64,
     pub init_ms: Option<f64>,
+    pub sandbox_ms: Option<f64>,
+    pub runtime_start_ms: Option<f64>,
+    pub handler_init_ms: Option<f64>,
     pub queue_ms: f64,
     pub version: String,
     pub logs: String,
@@ -54,6 +57,13 @@ pub async fn run(conn: &Connection, args: InvokeArgs) -> anyhow::Result<ExitCode
             "duration_ms": invoked.duration_ms,
             "init_ms": invoked.init_ms,
             "queue_ms": invoked.queue_ms,
+            "phases": {
+                "queue_ms": invoked.queue_ms,
+                "sandbox_ms": invoked.sandbox_ms,
+                "runtime_start_ms": invoked.runtime_start_ms,
+                "handler_init_ms": invoked.handler_init_ms,
+                "handler_ms": invoked.duration_ms,
+            },
             "logs": if args.log { Value::String(invoked.logs.clone()) } else { Value::Null },
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -141,6 +151,9 @@ pub async fn invoke(
         cold: header("x-stratus-cold").as_deref() == Some("true"),
         duration_ms: number("x-stratus-duration-ms").unwrap_or_default(),
         init_ms: number("x-stratus-init-ms"),
+        sandbox_ms: number("x-stratus-sandbox-ms"),
+        runtime_start_ms: number("x-stratus-runtime-start-ms"),
+        handler_init_ms: number("x-stratus-handler-init-ms"),
         queue_ms: number("x-stratus-queue-ms").unwrap_or_default(),
         version: header("x-stratus-version").unwrap_or_default(),
         logs,

@@ -51,6 +51,9 @@ pub struct ServerArgs {
     /// How instances are isolated: auto picks the strongest the host allows
     #[arg(long, value_enum, env = stratus_server::config::env::ISOLATION, default_value_t = IsolationArg::Auto)]
     pub isolation: IsolationArg,
+    /// Most instances of one application, all its functions together
+    #[arg(long, default_value_t = 300)]
+    pub app_max_instances: u32,
     /// Size of each instance's private /tmp under isolation, in MiB
     #[arg(long, default_value_t = 512)]
     pub tmp_size: u32,
@@ -76,6 +79,7 @@ impl ServerArgs {
         config.limits.max_unpacked_bytes = self.max_package;
         config.limits.max_package_bytes = self.max_package as usize;
         config.limits.tmp_mb = self.tmp_size;
+        config.limits.app_max_instances = self.app_max_instances;
         config
     }
 }

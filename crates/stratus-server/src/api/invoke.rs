@@ -89,8 +89,16 @@ pub(crate) async fn invoke(
         "x-stratus-queue-ms",
         format!("{:.3}", outcome.phases.queue_ms),
     );
-    if let Some(init) = outcome.phases.init_ms {
-        set("x-stratus-init-ms", format!("{init:.3}"));
+    let p = &outcome.phases;
+    for (name, value) in [
+        ("x-stratus-init-ms", p.init_ms),
+        ("x-stratus-sandbox-ms", p.sandbox_ms),
+        ("x-stratus-runtime-start-ms", p.runtime_start_ms),
+        ("x-stratus-handler-init-ms", p.handler_init_ms),
+    ] {
+        if let Some(ms) = value {
+            set(name, format!("{ms:.3}"));
+        }
     }
     if let Some(mb) = outcome.max_memory_mb {
         set("x-stratus-max-memory-mb", mb.to_string());
