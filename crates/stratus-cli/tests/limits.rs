@@ -29,7 +29,7 @@ def fine(event, context):
 
 #[test]
 fn memory_and_process_bombs_are_contained() {
-    let server = Server::start();
+    let server = Server::start_with(&["--pids-max", "64"]);
     let dir = server.path("bombs");
     write_app(
         &dir,
@@ -56,7 +56,11 @@ fn memory_and_process_bombs_are_contained() {
     let forks = server.invoke("bombs/forks", "{}");
     assert!(forks["error"].is_null(), "{forks}");
     let children = forks["result"]["children"].as_u64().unwrap();
-    assert!(children < 256, "the pids limit stops the bomb: {forks}");
+    assert!(children < 64, "the pids limit stops the bomb: {forks}");
+    assert!(
+        children > 10,
+        "the limit is the configured one, not lower: {forks}"
+    );
     assert_eq!(forks["result"]["stopped_by"], "BlockingIOError", "{forks}");
 
     // The platform and the other functions are unharmed.

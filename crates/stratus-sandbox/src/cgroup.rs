@@ -8,9 +8,6 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Most processes an instance may have.
-pub(crate) const PIDS_MAX: u32 = 256;
-
 #[derive(Debug)]
 enum Backend {
     /// Per-controller hierarchies (v1), each `None` where unavailable.
@@ -104,7 +101,12 @@ impl Cgroups {
     }
 
     /// Creates the groups of a new instance with its limits.
-    pub fn create(&self, instance: &str, memory_mb: u32) -> io::Result<InstanceGroup> {
+    pub fn create(
+        &self,
+        instance: &str,
+        memory_mb: u32,
+        pids_max: u32,
+    ) -> io::Result<InstanceGroup> {
         let bytes = u64::from(memory_mb) * 1024 * 1024;
         let shares = memory_mb.max(2);
         match &self.backend {
@@ -128,7 +130,7 @@ impl Cgroups {
                 }
                 if let Some(base) = pids {
                     let dir = group.make(base, instance)?;
-                    fs::write(dir.join("pids.max"), PIDS_MAX.to_string())?;
+                    fs::write(dir.join("pids.max"), pids_max.to_string())?;
                 }
                 if let Some(base) = cpu {
                     let dir = group.make(base, instance)?;
@@ -144,7 +146,7 @@ impl Cgroups {
                 let dir = group.make(base, instance)?;
                 fs::write(dir.join("memory.max"), bytes.to_string())?;
                 let _ = fs::write(dir.join("memory.swap.max"), "0");
-                fs::write(dir.join("pids.max"), PIDS_MAX.to_string())?;
+                fs::write(dir.join("pids.max"), pids_max.to_string())?;
                 let weight = (u64::from(shares) * 100 / 1024).clamp(1, 10_000);
                 let _ = fs::write(dir.join("cpu.weight"), weight.to_string());
                 group.oom = Some(dir.join("memory.events"));

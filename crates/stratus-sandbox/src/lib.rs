@@ -76,6 +76,8 @@ pub struct ProcessSpec {
     pub mounts: Vec<Mount>,
     /// Size of the private writable `/tmp`, in MiB.
     pub tmp_mb: u32,
+    /// Most processes the instance may have, where cgroups are available.
+    pub pids_max: u32,
     /// The function's memory size, for launchers that enforce it.
     pub memory_mb: u32,
 }

@@ -142,7 +142,7 @@ pub(crate) fn spawn(
     let (out_r, out_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
     let (errs_r, errs_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
     let group = cgroups
-        .create(name, spec.memory_mb)
+        .create(name, spec.memory_mb, spec.pids_max)
         .map_err(|e| format!("cannot create the instance's cgroups: {e}"))?;
     let (stdout, stderr) = (out_w.as_raw_fd(), errs_w.as_raw_fd());
     let pid = match isolation {
@@ -344,6 +344,7 @@ pub(crate) fn probe(root: &Path) -> Result<(), String> {
         env: Vec::new(),
         mounts: Vec::new(),
         tmp_mb: 1,
+        pids_max: 16,
         memory_mb: 64,
     };
     let child = spawn(&spec, Isolation::Namespaces, root, &Cgroups::off(), "probe")?;

@@ -129,6 +129,7 @@ pub(crate) fn spec(
         env,
         mounts,
         tmp_mb: s.tmp_mb,
+        pids_max: s.pids_max,
         memory_mb: function.memory_mb,
     }
 }

@@ -35,6 +35,8 @@ pub struct Settings {
     pub app_max_instances: u32,
     /// Size of each instance's private `/tmp` under isolation, in MiB.
     pub tmp_mb: u32,
+    /// Most processes of one instance, where cgroups are available.
+    pub pids_max: u32,
     /// Variables every instance gets before the Lambda ones (LANG, TZ, ...).
     pub base_env: Vec<(String, String)>,
     /// The server's PATH, for instances without isolation.

@@ -48,6 +48,8 @@ pub struct Limits {
     pub init_timeout: Duration,
     /// Size of each instance's private `/tmp` under isolation, in MiB.
     pub tmp_mb: u32,
+    /// Most processes of one instance.
+    pub pids_max: u32,
     /// Most instances of one application, all its functions together.
     pub app_max_instances: u32,
 }
@@ -63,6 +65,7 @@ impl Default for Limits {
             queue_timeout: Duration::from_secs(10),
             init_timeout: Duration::from_secs(10),
             tmp_mb: 512,
+            pids_max: 256,
             app_max_instances: 300,
         }
     }

@@ -128,6 +128,7 @@ pub async fn run(
         keep_alive: config.keep_alive,
         max_response_bytes: config.limits.max_response_bytes,
         tmp_mb: config.limits.tmp_mb,
+        pids_max: config.limits.pids_max,
         app_max_instances: config.limits.app_max_instances,
         base_env: runtimes::base_env(),
         host_path: std::env::var("PATH")

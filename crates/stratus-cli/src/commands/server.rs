@@ -54,6 +54,9 @@ pub struct ServerArgs {
     /// Most instances of one application, all its functions together
     #[arg(long, default_value_t = 300)]
     pub app_max_instances: u32,
+    /// Most processes of one instance (a cgroup limit)
+    #[arg(long, default_value_t = 256)]
+    pub pids_max: u32,
     /// Size of each instance's private /tmp under isolation, in MiB
     #[arg(long, default_value_t = 512)]
     pub tmp_size: u32,
@@ -79,6 +82,7 @@ impl ServerArgs {
         config.limits.max_unpacked_bytes = self.max_package;
         config.limits.max_package_bytes = self.max_package as usize;
         config.limits.tmp_mb = self.tmp_size;
+        config.limits.pids_max = self.pids_max;
         config.limits.app_max_instances = self.app_max_instances;
         config
     }
