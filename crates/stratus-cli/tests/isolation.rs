@@ -167,3 +167,43 @@ fn namespaced_functions_see_nothing_of_the_host_or_each_other() {
             >= 2
     );
 }
+
+#[test]
+fn network_none_leaves_only_loopback_and_the_runtime_api() {
+    if std::env::var("STRATUS_ISOLATION").as_deref() == Ok("none") {
+        eprintln!("STRATUS_ISOLATION=none: private networks need namespaces");
+        return;
+    }
+    let server = Server::start_with(&["--isolation", "namespaces"]);
+    let admin_port = server.admin.rsplit(':').next().unwrap().to_owned();
+    let dir = server.path("offline");
+    let manifest = format!(
+        "app: offline\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    network: none\n    env:\n      ADMIN_PORT: {admin_port}\n  js:\n    runtime: nodejs\n    handler: index.handler\n    network: none\n"
+    );
+    write_app(
+        &dir,
+        &[
+            ("stratus.yaml", &manifest),
+            (
+                "main.py",
+                "import os, socket\ndef handler(e, c):\n    try:\n        socket.create_connection(('127.0.0.1', int(os.environ['ADMIN_PORT'])), timeout=2)\n        admin = 'connected'\n    except OSError as err:\n        admin = type(err).__name__\n    return {'admin': admin, 'interfaces': [n for _, n in socket.if_nameindex()], 'api': os.environ['AWS_LAMBDA_RUNTIME_API']}\n",
+            ),
+            (
+                "index.js",
+                "exports.handler = async () => 'node offline';\n",
+            ),
+        ],
+    );
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    let r = server.invoke("offline/f", "{}");
+    assert!(r["error"].is_null(), "{r}");
+    assert_eq!(
+        r["result"]["admin"], "ConnectionRefusedError",
+        "the admin listener is out of reach: {r}"
+    );
+    assert_eq!(r["result"]["interfaces"], serde_json::json!(["lo"]));
+    assert_eq!(r["result"]["api"], "127.0.0.1:9001");
+    // Warm calls and other runtimes work the same way.
+    assert_eq!(server.invoke("offline/f", "{}")["cold"], false);
+    assert_eq!(server.invoke("offline/js", "{}")["result"], "node offline");
+}

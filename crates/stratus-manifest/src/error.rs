@@ -67,6 +67,7 @@ const FUNCTION_KEYS: &[&str] = &[
     "max_instances",
     "min_instances",
     "keep_alive",
+    "network",
 ];
 
 /// Sections that later manifest features add; named so that users get a clear answer.
@@ -280,6 +281,9 @@ pub(crate) fn expected_for(key: &str) -> Option<&'static str> {
         "max_instances" => "a whole number between 1 and 1000",
         "min_instances" => "a whole number of instances kept warm, at most max_instances",
         "keep_alive" => "a duration such as `10m` or `30s`, between 1s and 24h",
+        "network" => {
+            "`outbound` (the default: may connect out) or `none` (loopback and the Runtime API only)"
+        }
         _ => return None,
     })
 }

@@ -30,6 +30,7 @@ pub(crate) struct RawFunction {
     pub max_instances: Option<u32>,
     pub min_instances: Option<u32>,
     pub keep_alive: Option<String>,
+    pub network: Option<String>,
 }
 
 /// An environment value: YAML scalars of any type are taken as their text,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::{ManifestError, ManifestErrors, closest, expected_for};
 use crate::locate::line_of;
 use crate::raw::{RawFunction, RawManifest};
-use crate::spec::{AppSpec, FunctionSpec, Runtime, is_valid_name};
+use crate::spec::{AppSpec, FunctionSpec, Network, Runtime, is_valid_name};
 
 pub const DEFAULT_MEMORY_MB: u32 = 128;
 pub const MIN_MEMORY_MB: u32 = 64;
@@ -250,6 +250,19 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         }
     };
 
+    let network = match f.network.as_deref() {
+        None | Some("outbound") => Network::Outbound,
+        Some("none") => Network::None,
+        Some(other) => {
+            c.error(
+                key("network"),
+                format!("unknown network mode {other:?}"),
+                expected_for("network").map(str::to_owned),
+            );
+            Network::Outbound
+        }
+    };
+
     let mut env = BTreeMap::new();
     for (var, value) in f.env {
         if !valid_env_name(&var) {
@@ -279,6 +292,7 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         max_instances,
         min_instances,
         keep_alive,
+        network,
     })
 }
 

@@ -34,6 +34,19 @@ pub struct FunctionSpec {
     /// How long an idle instance lives; the server's default when unset.
     #[serde(default, with = "opt_millis")]
     pub keep_alive: Option<Duration>,
+    #[serde(default)]
+    pub network: Network,
+}
+
+/// What a function may reach over the network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// Connections out, through the host's network.
+    #[default]
+    Outbound,
+    /// Loopback and the Runtime API only.
+    None,
 }
 
 impl AppSpec {

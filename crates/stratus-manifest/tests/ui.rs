@@ -1122,3 +1122,31 @@ fn keep_alive_out_of_range_and_malformed() {
         ",
     );
 }
+
+#[test]
+fn network_modes() {
+    let app = stratus_manifest::parse(
+        "stratus.yaml",
+        "app: hello\nfunctions:\n  a:\n    runtime: python3\n    handler: m.h\n    network: none\n  b:\n    runtime: python3\n    handler: m.h\n",
+    )
+    .unwrap();
+    assert_eq!(app.functions["a"].network, stratus_manifest::Network::None);
+    assert_eq!(
+        app.functions["b"].network,
+        stratus_manifest::Network::Outbound
+    );
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            network: private
+        ",
+        "
+        stratus.yaml:6: functions.greet.network: unknown network mode \"private\"
+          hint: `outbound` (the default: may connect out) or `none` (loopback and the Runtime API only)
+        ",
+    );
+}

@@ -22,6 +22,9 @@ pub struct Spawned {
     pub stderr: pipe::Receiver,
     /// Resolves when the launcher has reaped the process.
     pub exited: oneshot::Receiver<ExitStatus>,
+    /// The Runtime API's listening socket inside the process's private
+    /// network, when it has one.
+    pub runtime_api: Option<std::net::TcpListener>,
 }
 
 type SpawnReply = Result<(u32, Vec<OwnedFd>, oneshot::Receiver<ExitStatus>), String>;
@@ -143,13 +146,19 @@ impl LauncherClient {
             program: spec.program.display().to_string(),
             message,
         })?;
-        if fds.len() != 2 {
+        let expected = if spec.private_network { 3 } else { 2 };
+        if fds.len() != expected {
             crate::kill_group(pid);
             return Err(SandboxError::Protocol(format!(
-                "expected 2 descriptors, got {}",
+                "expected {expected} descriptors, got {}",
                 fds.len()
             )));
         }
+        let runtime_api = if spec.private_network {
+            fds.pop().map(std::net::TcpListener::from)
+        } else {
+            None
+        };
         let stderr = fds.pop().expect("two descriptors");
         let stdout = fds.pop().expect("two descriptors");
         let receiver = |fd: OwnedFd| {
@@ -160,6 +169,7 @@ impl LauncherClient {
             stdout: receiver(stdout)?,
             stderr: receiver(stderr)?,
             exited,
+            runtime_api,
         })
     }
 }

@@ -141,7 +141,8 @@ fn serve(sock: OwnedFd, request: IsolationRequest, root: PathBuf) -> io::Result<
                     match spawn::spawn(&spec, isolation, &root, &cgroups, &format!("i{spawned}")) {
                         Ok(child) => {
                             children.insert(child.pid, child.group);
-                            let fds = [child.stdout.as_raw_fd(), child.stderr.as_raw_fd()];
+                            let mut fds = vec![child.stdout.as_raw_fd(), child.stderr.as_raw_fd()];
+                            fds.extend(child.runtime_api.as_ref().map(|fd| fd.as_raw_fd()));
                             wire::send(
                                 sock.as_raw_fd(),
                                 &Reply::Spawned { id, pid: child.pid },

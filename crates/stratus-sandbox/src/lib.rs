@@ -18,6 +18,7 @@ mod cgroup;
 mod client;
 mod fs;
 pub mod launcher;
+mod net;
 mod seccomp;
 mod spawn;
 mod wire;
@@ -28,6 +29,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use client::{LauncherClient, Spawned};
+pub use net::RUNTIME_API_ADDR;
 
 /// How tenant processes are isolated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +80,10 @@ pub struct ProcessSpec {
     pub tmp_mb: u32,
     /// Most processes the instance may have, where cgroups are available.
     pub pids_max: u32,
+    /// A network namespace of its own with only loopback, the Runtime API
+    /// listening in it at [`RUNTIME_API_ADDR`]. Needs namespaces.
+    #[serde(default)]
+    pub private_network: bool,
     /// The function's memory size, for launchers that enforce it.
     pub memory_mb: u32,
 }

@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::cgroup::{Cgroups, InstanceGroup};
-use crate::{Isolation, ProcessSpec, fs, seccomp};
+use crate::{Isolation, ProcessSpec, fs, net, seccomp, wire};
 
 /// The uid and gid tenant code runs as inside its user namespace.
 pub(crate) const SANDBOX_ID: u32 = 1000;
@@ -27,6 +27,8 @@ pub(crate) struct Child {
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     pub group: InstanceGroup,
+    /// The Runtime API's listening socket inside a private network.
+    pub runtime_api: Option<OwnedFd>,
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -146,15 +148,16 @@ pub(crate) fn spawn(
         .map_err(|e| format!("cannot create the instance's cgroups: {e}"))?;
     let (stdout, stderr) = (out_w.as_raw_fd(), errs_w.as_raw_fd());
     let pid = match isolation {
-        Isolation::None => spawn_plain(&exec, &group, stdout, stderr),
+        Isolation::None => spawn_plain(&exec, &group, stdout, stderr).map(|pid| (pid, None)),
         Isolation::Namespaces => spawn_namespaced(&exec, spec, root, &group, stdout, stderr),
     };
     match pid {
-        Ok(pid) => Ok(Child {
+        Ok((pid, runtime_api)) => Ok(Child {
             pid,
             stdout: out_r,
             stderr: errs_r,
             group,
+            runtime_api,
         }),
         Err(err) => {
             group.remove();
@@ -234,17 +237,27 @@ fn spawn_namespaced(
     group: &InstanceGroup,
     stdout: RawFd,
     stderr: RawFd,
-) -> Result<u32, String> {
+) -> Result<(u32, Option<OwnedFd>), String> {
     let mut plan = fs::Plan::new(spec, root)?;
     let filter = seccomp::program();
     let (err_r, err_w) = pipe().map_err(|e| e.to_string())?;
     let (go_r, go_w) = pipe().map_err(|e| e.to_string())?;
-    let flags = libc::CLONE_NEWUSER
+    // The child hands its Runtime API socket back over this pair.
+    let (fd_r, fd_w) = if spec.private_network {
+        let (a, b) = socket_pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
+        (Some(a), Some(b))
+    } else {
+        (None, None)
+    };
+    let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
         | libc::SIGCHLD;
+    if spec.private_network {
+        flags |= libc::CLONE_NEWNET;
+    }
     // SAFETY: clone without a new stack behaves like fork; the launcher is
     // single-threaded, so the child may run any code.
     let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) } as i32;
@@ -279,6 +292,18 @@ fn spawn_namespaced(
         if let Err((step, err)) = plan.apply() {
             fail(err_fd, step, err);
         }
+        if let Some(fd_w) = &fd_w {
+            if let Err(err) = net::loopback_up() {
+                fail(err_fd, "bring up loopback", err);
+            }
+            let listener = match net::listen_runtime_api() {
+                Ok(listener) => listener,
+                Err(err) => fail(err_fd, "listen for the Runtime API", err),
+            };
+            if let Err(err) = wire::send(fd_w.as_raw_fd(), &(), &[listener.as_raw_fd()]) {
+                fail(err_fd, "hand over the Runtime API socket", err);
+            }
+        }
         // SAFETY: plain syscalls; the ids exist in the user namespace's map.
         unsafe {
             let hostname = b"stratus";
@@ -309,7 +334,37 @@ fn spawn_namespaced(
         return Err(format!("map the sandbox user: {err}"));
     }
     release(pid, group, go_w)?;
-    verdict(err_r, pid).map(|()| pid as u32)
+    drop(fd_w);
+    verdict(err_r, pid)?;
+    let listener = match fd_r {
+        Some(fd_r) => match wire::recv::<()>(fd_r.as_raw_fd(), libc::MSG_DONTWAIT) {
+            Ok(Some(((), mut fds))) if fds.len() == 1 => fds.pop(),
+            _ => {
+                abort(pid);
+                return Err("the sandbox did not hand over its Runtime API socket".to_owned());
+            }
+        },
+        None => None,
+    };
+    Ok((pid as u32, listener))
+}
+
+fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints for socketpair to fill.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair returned two fresh descriptors that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 fn write_id_maps(pid: i32) -> io::Result<()> {
@@ -345,6 +400,7 @@ pub(crate) fn probe(root: &Path) -> Result<(), String> {
         mounts: Vec::new(),
         tmp_mb: 1,
         pids_max: 16,
+        private_network: false,
         memory_mb: 64,
     };
     let child = spawn(&spec, Isolation::Namespaces, root, &Cgroups::off(), "probe")?;

@@ -242,14 +242,22 @@ impl Instance {
         ctx: &Arc<Ctx>,
         config: &Arc<FunctionConfig>,
     ) -> Result<Arc<Instance>, FunctionError> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .map_err(|err| {
-                platform_error(format!("cannot bind the runtime API listener: {err}"))
-            })?;
-        let api_addr = listener
-            .local_addr()
-            .map_err(|err| platform_error(format!("runtime API listener: {err}")))?;
+        // With a private network the Runtime API listens inside it, on a
+        // socket the launcher hands over; otherwise on a host loopback port.
+        let private = ctx.private_network(config);
+        let (listener, api_addr) = if private {
+            (None, stratus_sandbox::RUNTIME_API_ADDR.to_owned())
+        } else {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                .await
+                .map_err(|err| {
+                    platform_error(format!("cannot bind the runtime API listener: {err}"))
+                })?;
+            let addr = listener
+                .local_addr()
+                .map_err(|err| platform_error(format!("runtime API listener: {err}")))?;
+            (Some(listener), addr.to_string())
+        };
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let (dispatch_tx, dispatch_rx) = mpsc::channel(1);
         let (state_tx, state_rx) = watch::channel(State::Running);
@@ -269,20 +277,10 @@ impl Instance {
             config: config.clone(),
             logs: ctx.logs.clone(),
         });
-        let router = crate::runtime_api::router(shared.clone());
-        let api_task = tokio::spawn(async move {
-            // Runtimes wait on every answer: never hold small writes back.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let _ = axum::serve(listener, router).await;
-        });
-
-        let spec = ctx.process_spec(config, &api_addr.to_string(), &id);
+        let spec = ctx.process_spec(config, &api_addr, &id);
         let spawned = match ctx.launcher.spawn(&spec).await {
             Ok(spawned) => spawned,
             Err(err) => {
-                api_task.abort();
                 return Err(FunctionError::unhandled(
                     "Runtime.InvalidEntrypoint",
                     entrypoint_message(config, &err.to_string()),
@@ -294,7 +292,33 @@ impl Instance {
             stdout,
             stderr,
             exited,
+            runtime_api,
         } = spawned;
+        let listener = match (listener, runtime_api) {
+            (Some(listener), _) => Ok(listener),
+            (None, Some(std)) => std
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(std)),
+            (None, None) => Err(std::io::Error::other(
+                "the launcher gave no Runtime API socket",
+            )),
+        };
+        let listener = match listener {
+            Ok(listener) => listener,
+            Err(err) => {
+                stratus_sandbox::kill_group(pid);
+                return Err(platform_error(format!("runtime API listener: {err}")));
+            }
+        };
+        // The runtime may already be connecting: the backlog holds it.
+        let router = crate::runtime_api::router(shared.clone());
+        let api_task = tokio::spawn(async move {
+            // Runtimes wait on every answer: never hold small writes back.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let _ = axum::serve(listener, router).await;
+        });
         shared.pid.store(pid, Ordering::Relaxed);
         let _ = shared.spawned_at.set(Instant::now());
         tracing::debug!(instance = %id, pid, app = %config.app, function = %config.spec.name, "instance started");

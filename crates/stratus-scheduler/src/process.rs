@@ -130,6 +130,7 @@ pub(crate) fn spec(
         mounts,
         tmp_mb: s.tmp_mb,
         pids_max: s.pids_max,
+        private_network: isolated && function.network == stratus_manifest::Network::None,
         memory_mb: function.memory_mb,
     }
 }

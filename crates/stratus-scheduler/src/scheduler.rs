@@ -101,6 +101,12 @@ impl Ctx {
             .collect()
     }
 
+    /// Whether instances of `config` get a network of their own.
+    pub fn private_network(&self, config: &FunctionConfig) -> bool {
+        self.launcher.isolation() == stratus_sandbox::Isolation::Namespaces
+            && config.spec.network == stratus_manifest::Network::None
+    }
+
     pub fn process_spec(
         &self,
         config: &FunctionConfig,
