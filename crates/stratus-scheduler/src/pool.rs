@@ -284,30 +284,46 @@ impl Pool {
     /// Runs one invocation on a warm or new instance.
     pub async fn invoke(&self, invocation: Invocation) -> Result<InvokeOutcome, InvokeError> {
         let arrived = Instant::now();
-        let grant = self.acquire().await?;
-        // Waiting for a warm instance or a slot; the sandbox and runtime
-        // start of a cold one are phases of their own.
-        let queue = arrived.elapsed();
-        let (instance, cold) = match grant {
-            Grant::Warm(instance) => (instance, false),
-            Grant::Start => match Instance::start(&self.ctx, &self.config).await {
-                Ok(instance) => (instance, true),
-                Err(error) => {
-                    self.release(None);
-                    return Ok(self.failed_start(invocation, arrived, error));
-                }
-            },
-        };
         let request_id = invocation.request_id.clone();
         let want_logs = invocation.want_logs;
         let trace_id = invocation.trace_id.clone().unwrap_or_else(new_trace_id);
-        let dispatch = Dispatch::new(
-            invocation,
-            self.config.spec.timeout,
-            trace_id,
-            self.ctx.function_arn(&self.config),
-        );
-        let (dispatched_at, outcome) = instance.run(dispatch, self.ctx.settings.init_timeout).await;
+        let mut stale = 0;
+        let (instance, cold, queue, dispatched_at, outcome) = loop {
+            let grant = self.acquire().await?;
+            // Waiting for a warm instance or a slot; the sandbox and runtime
+            // start of a cold one are phases of their own.
+            let queue = arrived.elapsed();
+            let (instance, cold) = match grant {
+                Grant::Warm(instance) => (instance, false),
+                Grant::Start => match Instance::start(&self.ctx, &self.config).await {
+                    Ok(instance) => (instance, true),
+                    Err(error) => {
+                        self.release(None);
+                        return Ok(self.failed_start(invocation, arrived, error));
+                    }
+                },
+            };
+            let dispatch = Dispatch::new(
+                invocation.clone(),
+                self.config.spec.timeout,
+                trace_id.clone(),
+                self.ctx.function_arn(&self.config),
+            );
+            let (dispatched_at, outcome) =
+                instance.run(dispatch, self.ctx.settings.init_timeout).await;
+            // A warm runtime that exited after its last answer (as one-shot
+            // custom runtimes do) never saw this event: run it elsewhere.
+            if !cold
+                && dispatched_at.is_none()
+                && matches!(outcome, Err(RunFailure::Died(_)))
+                && stale < 3
+            {
+                stale += 1;
+                self.release(None);
+                continue;
+            }
+            break (instance, cold, queue, dispatched_at, outcome);
+        };
         let duration = dispatched_at.map(|t| t.elapsed()).unwrap_or_default();
         let max_memory_mb =
             stratus_sandbox::peak_rss_kib(instance.pid()).map(|kib| kib.div_ceil(1024));

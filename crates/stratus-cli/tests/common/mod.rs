@@ -206,7 +206,15 @@ pub fn lines(stdout: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Re
 /// Host pids of the live processes of an instance: those whose environment
 /// names it as their log stream (children inherit it), zombies excluded.
 pub fn processes_of(instance: &str) -> Vec<u32> {
-    let needle = format!("AWS_LAMBDA_LOG_STREAM_NAME={instance}");
+    processes_with(&format!("AWS_LAMBDA_LOG_STREAM_NAME={instance}"))
+}
+
+/// Host pids of the live processes of any instance of `app.function`.
+pub fn processes_of_function(qualified: &str) -> Vec<u32> {
+    processes_with(&format!("AWS_LAMBDA_FUNCTION_NAME={qualified}"))
+}
+
+fn processes_with(needle: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry
