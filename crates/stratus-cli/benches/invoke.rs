@@ -1,15 +1,22 @@
-//! Invocation latency and throughput through the admin invoke API.
+//! Invocation latency, throughput and cold starts through the admin invoke API.
 //!
-//! Starts a real `stratus server` in a temporary data directory, deploys one
-//! application with a no-op function per runtime (python3, nodejs and a
-//! `provided` Rust binary built with `lambda_runtime`), and drives each
-//! function at concurrency 1 and 8 for a fixed wall time. As a reference it
-//! also measures `GET /v1/health` on the same listener: the HTTP floor
-//! without any function.
+//! Starts a real `stratus server` (isolation `auto`) in a temporary data
+//! directory, deploys one application with a no-op function per runtime
+//! (python3, nodejs and a `provided` Rust binary built with `lambda_runtime`),
+//! and drives each function at concurrency 1 and 16 for a fixed wall time. As
+//! a reference it also measures `GET /v1/health` on the same listener: the
+//! HTTP floor without any function.
+//!
+//! Then cold starts: one more application per runtime with N functions
+//! (`max_instances: 1`, all on one code directory), each called once, one
+//! call at a time, so that every call starts a fresh sandbox and no two
+//! starts compete for the CPU. It reports the phases the platform measured
+//! and, once those instances are idle, their resident memory.
 //!
 //! Run with `cargo bench -p stratus-cli --bench invoke`;
-//! `STRATUS_BENCH_SECS` sets the seconds per measurement (default 3).
-//! It prints figures only and never asserts on them.
+//! `STRATUS_BENCH_SECS` sets the seconds per warm measurement (default 3),
+//! `STRATUS_BENCH_COLD` the functions per runtime of the cold part (default
+//! 200, 0 skips it). It prints figures only and never asserts on them.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -23,11 +30,20 @@ const STRATUS: &str = env!("CARGO_BIN_EXE_stratus");
 /// Where `cargo build --example noop_rust` is run from when the example is missing.
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
-const CONCURRENCY: [usize; 2] = [1, 8];
+const CONCURRENCY: [usize; 2] = [1, 16];
 /// Instances each function may run: more than the highest concurrency.
-const MAX_INSTANCES: u32 = 16;
+const MAX_INSTANCES: u32 = 32;
 const WARMUP_CALLS: usize = 20;
 const DEFAULT_SECS: f64 = 3.0;
+const MAX_SECS: f64 = 3600.0;
+/// Functions per runtime in the cold-start part.
+const DEFAULT_COLD: usize = 200;
+const MAX_COLD: usize = 1000;
+/// The server's default cap on one application's instances; raised when the
+/// cold part needs more.
+const APP_MAX_INSTANCES: usize = 300;
+/// The cold-start budget whose share the report gives, in ms.
+const COLD_BUDGET_MS: f64 = 200.0;
 /// Upper bound on calls per caller task in one measurement, whatever the time.
 const MAX_CALLS_PER_TASK: usize = 1_000_000;
 /// A caller task gives up after this many failed calls.
@@ -48,6 +64,41 @@ const FUNCTIONS: [(&str, &str, Option<&str>); 3] = [
 ];
 const APP: &str = "bench";
 
+/// An application of the cold-start part: N functions of one runtime.
+struct ColdApp {
+    name: &'static str,
+    runtime: &'static str,
+    handler: Option<&'static str>,
+    /// The code file, in the code directory all the functions share.
+    file: &'static str,
+    /// Its text; `None` for the noop_rust binary.
+    source: Option<&'static str>,
+}
+
+const COLD_APPS: [ColdApp; 3] = [
+    ColdApp {
+        name: "cold-python",
+        runtime: "python3",
+        handler: Some("main.handler"),
+        file: "main.py",
+        source: Some("def handler(e, c):\n    return 1\n"),
+    },
+    ColdApp {
+        name: "cold-node",
+        runtime: "nodejs",
+        handler: Some("index.handler"),
+        file: "index.js",
+        source: Some("exports.handler = async () => 1;\n"),
+    },
+    ColdApp {
+        name: "cold-rust",
+        runtime: "provided",
+        handler: None,
+        file: "bootstrap",
+        source: None,
+    },
+];
+
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,39 +110,74 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let secs = match std::env::var("STRATUS_BENCH_SECS") {
-        Ok(v) => v
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s > 0.0 && *s <= 3600.0)
-            .with_context(|| format!("STRATUS_BENCH_SECS={v} is not a number of seconds"))?,
-        Err(_) => DEFAULT_SECS,
-    };
+    let secs = env_number("STRATUS_BENCH_SECS", DEFAULT_SECS, |s| {
+        s.is_finite() && *s > 0.0 && *s <= MAX_SECS
+    })
+    .with_context(|| format!("STRATUS_BENCH_SECS: give seconds, at most {MAX_SECS}"))?;
+    let cold_functions = env_number("STRATUS_BENCH_COLD", DEFAULT_COLD, |n| *n <= MAX_COLD)
+        .with_context(|| {
+            format!("STRATUS_BENCH_COLD: give functions per runtime, 0 to {MAX_COLD}")
+        })?;
     let window = Duration::from_secs_f64(secs);
 
     let noop_rust = locate_noop_rust()?;
     let tmp = tempfile::Builder::new()
         .prefix("stratus-bench-")
         .tempdir()?;
-    let app_dir = tmp.path().join("app");
-    write_app(&app_dir, &noop_rust)?;
+    let mut app_dirs = vec![tmp.path().join("app")];
+    write_app(&app_dirs[0], &noop_rust)?;
+    if cold_functions > 0 {
+        for app in &COLD_APPS {
+            let dir = tmp.path().join(app.name);
+            write_cold_app(&dir, app, cold_functions, &noop_rust)?;
+            app_dirs.push(dir);
+        }
+    }
 
     let data_dir = tmp.path().join("data");
-    let server = Server::start(&data_dir, &tmp.path().join("server.log"))?;
+    let log = tmp.path().join("server.log");
+    let server = Server::start(&data_dir, &log, cold_functions.max(APP_MAX_INSTANCES))?;
     eprintln!("server: admin {}", server.admin);
-    deploy(&app_dir, &data_dir)?;
+    for dir in &app_dirs {
+        deploy(dir, &data_dir)?;
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let rows = runtime.block_on(measure_all(&server, window))?;
+    let (rows, cold) = runtime.block_on(async {
+        let caller = Caller::new(&server)?;
+        let rows = measure_all(&caller, window).await?;
+        let cold = measure_cold(&caller, cold_functions).await?;
+        anyhow::Ok((rows, cold))
+    })?;
     drop(runtime);
 
     print_table(&rows, secs);
+    if !cold.is_empty() {
+        print_cold(&cold, cold_functions, isolation(&log));
+    }
     // Stop the server (SIGTERM, wait) before the data directory goes away.
     drop(server);
     drop(tmp);
     Ok(())
+}
+
+/// The value of the environment variable `name`, or `default` when unset.
+fn env_number<T: std::str::FromStr + std::fmt::Display>(
+    name: &str,
+    default: T,
+    valid: impl Fn(&T) -> bool,
+) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse::<T>()
+            .ok()
+            .filter(|n| valid(n))
+            .with_context(|| format!("{name}={v} is out of range")),
+        Err(_) => Ok(default),
+    }
 }
 
 // --- setup -----------------------------------------------------------------
@@ -140,17 +226,29 @@ fn locate_noop_rust() -> anyhow::Result<PathBuf> {
         .context("the noop_rust example was built but is not in the target directory")
 }
 
+/// One function's entry in a stratus.yaml.
+fn function_entry(
+    manifest: &mut String,
+    name: &str,
+    runtime: &str,
+    handler: Option<&str>,
+    code: &str,
+    max_instances: u32,
+) -> std::fmt::Result {
+    writeln!(manifest, "  {name}:\n    runtime: {runtime}")?;
+    if let Some(handler) = handler {
+        writeln!(manifest, "    handler: {handler}")?;
+    }
+    writeln!(
+        manifest,
+        "    code: ./{code}\n    max_instances: {max_instances}"
+    )
+}
+
 fn write_app(dir: &Path, noop_rust: &Path) -> anyhow::Result<()> {
     let mut manifest = format!("app: {APP}\nfunctions:\n");
     for (name, runtime, handler) in FUNCTIONS {
-        writeln!(manifest, "  {name}:\n    runtime: {runtime}")?;
-        if let Some(handler) = handler {
-            writeln!(manifest, "    handler: {handler}")?;
-        }
-        writeln!(
-            manifest,
-            "    code: ./{name}\n    max_instances: {MAX_INSTANCES}"
-        )?;
+        function_entry(&mut manifest, name, runtime, handler, name, MAX_INSTANCES)?;
     }
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("stratus.yaml"), manifest)?;
@@ -165,9 +263,40 @@ fn write_app(dir: &Path, noop_rust: &Path) -> anyhow::Result<()> {
 
     let rust = dir.join("rust");
     std::fs::create_dir_all(&rust)?;
+    copy_bootstrap(noop_rust, &rust.join("bootstrap"))
+}
+
+fn copy_bootstrap(noop_rust: &Path, to: &Path) -> anyhow::Result<()> {
     // fs::copy keeps the permission bits, so bootstrap stays executable.
-    std::fs::copy(noop_rust, rust.join("bootstrap"))
-        .with_context(|| format!("cannot copy {}", noop_rust.display()))?;
+    std::fs::copy(noop_rust, to).with_context(|| format!("cannot copy {}", noop_rust.display()))?;
+    Ok(())
+}
+
+/// The name of the `i`th function of a cold-start application.
+fn cold_function(i: usize) -> String {
+    format!("f{i:04}")
+}
+
+/// `functions` functions of one runtime with one instance each, all on the
+/// same code directory.
+fn write_cold_app(
+    dir: &Path,
+    app: &ColdApp,
+    functions: usize,
+    noop_rust: &Path,
+) -> anyhow::Result<()> {
+    let mut manifest = format!("app: {}\nfunctions:\n", app.name);
+    for i in 0..functions {
+        let name = cold_function(i);
+        function_entry(&mut manifest, &name, app.runtime, app.handler, "code", 1)?;
+    }
+    let code = dir.join("code");
+    std::fs::create_dir_all(&code)?;
+    std::fs::write(dir.join("stratus.yaml"), manifest)?;
+    match app.source {
+        Some(source) => std::fs::write(code.join(app.file), source)?,
+        None => copy_bootstrap(noop_rust, &code.join(app.file))?,
+    }
     Ok(())
 }
 
@@ -244,7 +373,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(data_dir: &Path, log: &Path) -> anyhow::Result<Server> {
+    fn start(data_dir: &Path, log: &Path, app_max_instances: usize) -> anyhow::Result<Server> {
         let log_file = std::fs::File::create(log)?;
         let child = stratus_command()
             .arg("server")
@@ -257,6 +386,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--shutdown-grace",
                 "2s",
+                "--app-max-instances",
+                &app_max_instances.to_string(),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -339,15 +470,22 @@ impl Drop for Server {
 enum Target {
     /// `GET /v1/health`.
     Health,
-    /// `POST /v1/apps/{APP}/functions/{name}/invoke`.
-    Invoke(&'static str),
+    /// `POST /v1/apps/{app}/functions/{function}/invoke`.
+    Invoke { app: String, function: String },
 }
 
 impl Target {
+    fn invoke(app: &str, function: &str) -> Target {
+        Target::Invoke {
+            app: app.to_owned(),
+            function: function.to_owned(),
+        }
+    }
+
     fn label(&self) -> String {
         match self {
             Target::Health => "GET /v1/health".to_owned(),
-            Target::Invoke(name) => format!("{APP}/{name}"),
+            Target::Invoke { app, function } => format!("{app}/{function}"),
         }
     }
 }
@@ -362,6 +500,13 @@ struct Sample {
     queue_ms: Option<f64>,
     /// `x-stratus-init-ms`, on cold calls only.
     init_ms: Option<f64>,
+    /// `x-stratus-sandbox-ms`: creating the sandbox and starting the process.
+    sandbox_ms: Option<f64>,
+    /// `x-stratus-runtime-start-ms`: process start to the runtime's first
+    /// request for work, less the handler's init.
+    runtime_start_ms: Option<f64>,
+    /// `x-stratus-handler-init-ms`: the user's module init (python3, nodejs).
+    handler_init_ms: Option<f64>,
     cold: bool,
 }
 
@@ -383,13 +528,27 @@ struct Caller {
 }
 
 impl Caller {
+    /// One keep-alive client, shared by every caller.
+    fn new(server: &Server) -> anyhow::Result<Caller> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
+        Ok(Caller {
+            http,
+            base: server.admin.clone(),
+            auth: format!("Bearer {}", server.token),
+        })
+    }
+
     async fn call(&self, target: &Target) -> anyhow::Result<Sample> {
         let request = match target {
             Target::Health => self.http.get(format!("{}/v1/health", self.base)),
-            Target::Invoke(name) => self
+            Target::Invoke { app, function } => self
                 .http
                 .post(format!(
-                    "{}/v1/apps/{APP}/functions/{name}/invoke",
+                    "{}/v1/apps/{app}/functions/{function}/invoke",
                     self.base
                 ))
                 .header("content-type", "application/json")
@@ -410,6 +569,9 @@ impl Caller {
         let handler_ms = number("x-stratus-duration-ms");
         let queue_ms = number("x-stratus-queue-ms");
         let init_ms = number("x-stratus-init-ms");
+        let sandbox_ms = number("x-stratus-sandbox-ms");
+        let runtime_start_ms = number("x-stratus-runtime-start-ms");
+        let handler_init_ms = number("x-stratus-handler-init-ms");
         let cold = header("x-stratus-cold").as_deref() == Some("true");
         // Reading the body to the end keeps the connection reusable.
         let body = response.bytes().await?;
@@ -423,7 +585,7 @@ impl Caller {
                 String::from_utf8_lossy(&body)
             );
         }
-        if matches!(target, Target::Invoke(_)) && handler_ms.is_none() {
+        if matches!(target, Target::Invoke { .. }) && handler_ms.is_none() {
             bail!("no x-stratus-duration-ms header in the response");
         }
         Ok(Sample {
@@ -431,8 +593,41 @@ impl Caller {
             handler_ms,
             queue_ms,
             init_ms,
+            sandbox_ms,
+            runtime_start_ms,
+            handler_init_ms,
             cold,
         })
+    }
+
+    /// (instances, idle instances) of all the functions of `app`, from
+    /// `GET /v1/apps/{app}`.
+    async fn instances(&self, app: &str) -> anyhow::Result<(u64, u64)> {
+        let response = self
+            .http
+            .get(format!("{}/v1/apps/{app}", self.base))
+            .header("authorization", &self.auth)
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "GET /v1/apps/{app}: HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let described: serde_json::Value = serde_json::from_slice(&body)?;
+        let functions = described["functions"]
+            .as_array()
+            .with_context(|| format!("GET /v1/apps/{app} lists no functions"))?;
+        let count = |field: &str| {
+            functions
+                .iter()
+                .filter_map(|f| f["instances"][field].as_u64())
+                .sum()
+        };
+        Ok((count("instances"), count("idle")))
     }
 }
 
@@ -472,7 +667,7 @@ async fn load(
     }
     let mut row = Row {
         label: target.label(),
-        invoke: matches!(target, Target::Invoke(_)),
+        invoke: matches!(target, Target::Invoke { .. }),
         concurrency,
         wall: Duration::ZERO,
         samples: Vec::new(),
@@ -498,23 +693,12 @@ async fn load(
     row
 }
 
-async fn measure_all(server: &Server, window: Duration) -> anyhow::Result<Vec<Row>> {
-    // One keep-alive client shared by every caller.
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .tcp_nodelay(true)
-        .timeout(REQUEST_TIMEOUT)
-        .build()?;
-    let caller = Caller {
-        http,
-        base: server.admin.clone(),
-        auth: format!("Bearer {}", server.token),
-    };
+async fn measure_all(caller: &Caller, window: Duration) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
 
     // The HTTP floor: the same listener, auth middleware and client, no function.
     let health = Target::Health;
-    let warm = load(&caller, &health, 1, window, WARMUP_CALLS).await;
+    let warm = load(caller, &health, 1, window, WARMUP_CALLS).await;
     if warm.samples.is_empty() {
         bail!(
             "GET /v1/health failed: {}",
@@ -523,11 +707,11 @@ async fn measure_all(server: &Server, window: Duration) -> anyhow::Result<Vec<Ro
     }
     for concurrency in CONCURRENCY {
         eprintln!("measuring {} at concurrency {concurrency}", health.label());
-        rows.push(load(&caller, &health, concurrency, window, MAX_CALLS_PER_TASK).await);
+        rows.push(load(caller, &health, concurrency, window, MAX_CALLS_PER_TASK).await);
     }
 
     for (name, runtime, _) in FUNCTIONS {
-        let target = Target::Invoke(name);
+        let target = Target::invoke(APP, name);
         // The first call starts an instance: report it, it is not measured below.
         let first = caller
             .call(&target)
@@ -540,7 +724,7 @@ async fn measure_all(server: &Server, window: Duration) -> anyhow::Result<Vec<Ro
             fmt_opt(first.init_ms),
             fmt_opt(first.handler_ms),
         );
-        let warm = load(&caller, &target, 1, window * 10, WARMUP_CALLS).await;
+        let warm = load(caller, &target, 1, window * 10, WARMUP_CALLS).await;
         if warm.errors > 0 {
             bail!(
                 "warming up {APP}/{name} failed: {}",
@@ -551,7 +735,7 @@ async fn measure_all(server: &Server, window: Duration) -> anyhow::Result<Vec<Ro
             if concurrency > 1 {
                 // Start enough instances first, so that the measured window
                 // is warm (cold calls that still happen are counted).
-                let warm = load(&caller, &target, concurrency, window * 10, 3).await;
+                let warm = load(caller, &target, concurrency, window * 10, 3).await;
                 if warm.samples.is_empty() {
                     bail!(
                         "warming up {APP}/{name} at concurrency {concurrency} failed: {}",
@@ -560,10 +744,204 @@ async fn measure_all(server: &Server, window: Duration) -> anyhow::Result<Vec<Ro
                 }
             }
             eprintln!("measuring {APP}/{name} at concurrency {concurrency}");
-            rows.push(load(&caller, &target, concurrency, window, MAX_CALLS_PER_TASK).await);
+            rows.push(load(caller, &target, concurrency, window, MAX_CALLS_PER_TASK).await);
         }
     }
     Ok(rows)
+}
+
+// --- cold starts -------------------------------------------------------------
+
+/// The figures of one cold call, in ms.
+#[derive(Clone, Copy)]
+struct ColdSample {
+    client: f64,
+    queue: f64,
+    sandbox: f64,
+    runtime_start: f64,
+    /// 0 when the runtime does not report it (`provided`).
+    handler_init: f64,
+    handler: f64,
+}
+
+impl ColdSample {
+    /// `None` unless the call was cold and reported its start phases.
+    fn of(sample: &Sample) -> Option<ColdSample> {
+        if !sample.cold {
+            return None;
+        }
+        Some(ColdSample {
+            client: sample.client_ms,
+            queue: sample.queue_ms?,
+            sandbox: sample.sandbox_ms?,
+            runtime_start: sample.runtime_start_ms?,
+            handler_init: sample.handler_init_ms.unwrap_or(0.0),
+            handler: sample.handler_ms?,
+        })
+    }
+
+    /// The platform's part of the cold start: from the request to the
+    /// handler entered, the user's init excluded, the HTTP round trip included.
+    fn platform(&self) -> f64 {
+        self.client - self.handler_init - self.handler
+    }
+
+    /// Sandbox and runtime start: what starting an instance costs.
+    fn start(&self) -> f64 {
+        self.sandbox + self.runtime_start
+    }
+
+    /// The platform's part less its measured phases: HTTP round trip,
+    /// routing, scheduling and handing the event to the runtime.
+    fn rest(&self) -> f64 {
+        self.platform() - self.queue - self.start()
+    }
+}
+
+/// One figure of a cold call.
+type Figure = fn(&ColdSample) -> f64;
+
+/// The rows of the cold-start table: a label and the figure it reports.
+const COLD_FIGURES: [(&str, Figure); 9] = [
+    ("platform part", ColdSample::platform),
+    ("  queue", |s| s.queue),
+    ("  sandbox + runtime start", ColdSample::start),
+    ("    sandbox", |s| s.sandbox),
+    ("    runtime start", |s| s.runtime_start),
+    ("  rest: HTTP, dispatch", ColdSample::rest),
+    ("handler init", |s| s.handler_init),
+    ("handler", |s| s.handler),
+    ("client", |s| s.client),
+];
+
+/// What the live processes of an application's instances hold.
+#[derive(Default)]
+struct ProcessMemory {
+    processes: usize,
+    rss_kib: u64,
+    pss_kib: u64,
+}
+
+/// The cold calls of one runtime, and the memory of the instances they left.
+struct ColdRow {
+    app: &'static str,
+    runtime: &'static str,
+    samples: Vec<ColdSample>,
+    /// Calls that answered without being cold starts.
+    not_cold: usize,
+    errors: usize,
+    first_error: Option<String>,
+    wall: Duration,
+    /// (instances, idle instances) the server lists after the calls.
+    instances: (u64, u64),
+    memory: ProcessMemory,
+}
+
+/// Calls every function of every cold-start application once, one call at a
+/// time, then measures the instances those calls left idle.
+async fn measure_cold(caller: &Caller, functions: usize) -> anyhow::Result<Vec<ColdRow>> {
+    if functions == 0 {
+        return Ok(Vec::new());
+    }
+    let mut rows = Vec::new();
+    for app in &COLD_APPS {
+        eprintln!(
+            "cold starts: {functions} functions of {} ({})",
+            app.name, app.runtime
+        );
+        rows.push(cold_calls(caller, app, functions).await);
+    }
+    for row in &mut rows {
+        row.instances = caller.instances(row.app).await?;
+        row.memory = app_memory(row.app);
+    }
+    Ok(rows)
+}
+
+async fn cold_calls(caller: &Caller, app: &ColdApp, functions: usize) -> ColdRow {
+    let mut row = ColdRow {
+        app: app.name,
+        runtime: app.runtime,
+        samples: Vec::with_capacity(functions),
+        not_cold: 0,
+        errors: 0,
+        first_error: None,
+        wall: Duration::ZERO,
+        instances: (0, 0),
+        memory: ProcessMemory::default(),
+    };
+    let started = Instant::now();
+    for i in 0..functions {
+        if row.errors >= MAX_ERRORS_PER_TASK {
+            break;
+        }
+        let target = Target::invoke(app.name, &cold_function(i));
+        match caller.call(&target).await {
+            Ok(sample) => match ColdSample::of(&sample) {
+                Some(cold) => row.samples.push(cold),
+                None => row.not_cold += 1,
+            },
+            Err(err) => {
+                row.errors += 1;
+                row.first_error
+                    .get_or_insert_with(|| format!("{}: {err:#}", target.label()));
+            }
+        }
+    }
+    row.wall = started.elapsed();
+    row
+}
+
+/// Resident memory of the live processes whose environment names a function
+/// of `app` (`AWS_LAMBDA_FUNCTION_NAME=<app>.<function>`). Reading other
+/// users' `environ` needs root, as the bench runs; otherwise it finds none.
+fn app_memory(app: &str) -> ProcessMemory {
+    // Application names hold no '.', so the prefix names this app only.
+    let needle = format!("AWS_LAMBDA_FUNCTION_NAME={app}.");
+    let mut memory = ProcessMemory::default();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return memory;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_none()
+        {
+            continue;
+        }
+        let dir = entry.path();
+        let named = std::fs::read(dir.join("environ")).is_ok_and(|environ| {
+            environ
+                .split(|b| *b == 0)
+                .any(|var| var.starts_with(needle.as_bytes()))
+        });
+        // A zombie has no VmRSS line.
+        let Some(rss) = named
+            .then(|| proc_kib(&dir.join("status"), "VmRSS:"))
+            .flatten()
+        else {
+            continue;
+        };
+        memory.processes += 1;
+        memory.rss_kib += rss;
+        memory.pss_kib += proc_kib(&dir.join("smaps_rollup"), "Pss:").unwrap_or(0);
+    }
+    memory
+}
+
+/// A `Field:   123 kB` line of a /proc file, in KiB.
+fn proc_kib(file: &Path, field: &str) -> Option<u64> {
+    std::fs::read_to_string(file)
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix(field))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
 }
 
 // --- report ------------------------------------------------------------------
@@ -659,4 +1037,128 @@ fn print_table(rows: &[Row], secs: f64) {
             row.first_error.as_deref().unwrap_or("?")
         );
     }
+}
+
+/// The isolation the server reported at start, from its log.
+fn isolation(log: &Path) -> &'static str {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    if text.contains("TENANT ISOLATION IS OFF") {
+        "none"
+    } else if text.contains("tenant isolation") {
+        "namespaces"
+    } else {
+        "unknown"
+    }
+}
+
+fn print_cold(rows: &[ColdRow], functions: usize, isolation: &str) {
+    println!();
+    println!(
+        "cold starts: {functions} functions per runtime (max_instances 1), each called once, \
+         one call at a time; isolation {isolation}"
+    );
+    println!();
+    println!(
+        "{:<9} {:<26} {:>5} {:>9} {:>9} {:>9} {:>9}",
+        "runtime", "figure", "n", "p50", "p90", "p99", "max"
+    );
+    println!("{}", "-".repeat(82));
+    for row in rows {
+        for (i, (label, figure)) in COLD_FIGURES.iter().enumerate() {
+            let values = sorted(row.samples.iter().map(figure));
+            let pct = |p| fmt_opt(percentile(&values, p));
+            println!(
+                "{:<9} {:<26} {:>5} {:>9} {:>9} {:>9} {:>9}",
+                if i == 0 { row.runtime } else { "" },
+                label,
+                values.len(),
+                pct(50.0),
+                pct(90.0),
+                pct(99.0),
+                pct(100.0),
+            );
+        }
+    }
+    println!();
+    for row in rows {
+        print_cold_summary(row);
+    }
+    println!();
+    println!("times in ms, sorted samples, nearest rank");
+    println!("platform part = client - handler init - handler: request received until the handler");
+    println!("  is entered, the user's init excluded, the HTTP round trip included");
+    println!("sandbox = creating the sandbox and starting the process (x-stratus-sandbox-ms)");
+    println!("runtime start = process start to the runtime's first request for work, less the");
+    println!("  handler init (x-stratus-runtime-start-ms); for provided it includes all of main()");
+    println!("rest = platform part - queue - sandbox - runtime start: HTTP, routing, dispatch");
+    println!(
+        "handler init = the user's module init as the runtime reported it (none for provided)"
+    );
+    print_memory(rows);
+}
+
+fn print_cold_summary(row: &ColdRow) {
+    let fast = row
+        .samples
+        .iter()
+        .filter(|s| s.platform() < COLD_BUDGET_MS)
+        .count();
+    let share = 100.0 * fast as f64 / row.samples.len().max(1) as f64;
+    println!(
+        "{}: {} cold starts in {:.1} s, {share:.1}% with the platform part under {COLD_BUDGET_MS} ms; \
+         {} not cold, {} errors",
+        row.runtime,
+        row.samples.len(),
+        row.wall.as_secs_f64(),
+        row.not_cold,
+        row.errors,
+    );
+    if let Some(err) = &row.first_error {
+        println!("  first error: {err}");
+    }
+}
+
+fn print_memory(rows: &[ColdRow]) {
+    let mib = |kib: u64, per: u64| {
+        if per == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1}", kib as f64 / 1024.0 / per as f64)
+        }
+    };
+    println!();
+    println!("memory per idle warm instance, after the cold calls");
+    println!();
+    println!(
+        "{:<9} {:>9} {:>6} {:>9} {:>14} {:>14} {:>13}",
+        "runtime",
+        "instances",
+        "idle",
+        "processes",
+        "RSS MiB/inst",
+        "PSS MiB/inst",
+        "RSS total MiB"
+    );
+    println!("{}", "-".repeat(80));
+    for row in rows {
+        let (instances, idle) = row.instances;
+        println!(
+            "{:<9} {:>9} {:>6} {:>9} {:>14} {:>14} {:>13}",
+            row.runtime,
+            instances,
+            idle,
+            row.memory.processes,
+            mib(row.memory.rss_kib, instances),
+            mib(row.memory.pss_kib, instances),
+            mib(row.memory.rss_kib, 1),
+        );
+    }
+    println!();
+    println!(
+        "instances and idle from GET /v1/apps/{{app}}; processes: those whose environment has"
+    );
+    println!("AWS_LAMBDA_FUNCTION_NAME=<app>.<function>; RSS = sum of their VmRSS / instances");
+    println!(
+        "(shared pages counted in each); PSS = the same with shared pages split between sharers"
+    );
 }
