@@ -24,22 +24,7 @@ pub fn start(request: IsolationRequest, state_dir: &Path) -> Result<LauncherHand
     let root = state_dir.join("sandbox-root");
     std::fs::create_dir_all(&root).map_err(SandboxError::Start)?;
     let root = root.canonicalize().map_err(SandboxError::Start)?;
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid array of two ints for socketpair to fill.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(SandboxError::Start(io::Error::last_os_error()));
-    }
-    // SAFETY: socketpair returned two fresh descriptors that we now own.
-    let (server_end, launcher_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (server_end, launcher_end) = spawn::socket_pair().map_err(SandboxError::Start)?;
     // SAFETY: the caller guarantees a single-threaded process, so the child
     // may run arbitrary code until it exits.
     let pid = unsafe { libc::fork() };

@@ -349,7 +349,8 @@ fn spawn_namespaced(
     Ok((pid as u32, listener))
 }
 
-fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A connected `SOCK_SEQPACKET` pair, close-on-exec.
+pub(crate) fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two ints for socketpair to fill.
     let rc = unsafe {
