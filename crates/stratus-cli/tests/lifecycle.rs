@@ -471,3 +471,28 @@ fn raw_tar(path: &str, kind: u8, data: &[u8], link: &str) -> Vec<u8> {
     gz.write_all(&tar).unwrap();
     gz.finish().unwrap()
 }
+
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused() {
+    let server = Server::start();
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another stratus server is already using"),
+        "{stderr}"
+    );
+    // The first one is unharmed.
+    assert!(server.ok(&["ls"]).contains("no applications"));
+}

@@ -88,6 +88,8 @@ pub async fn run(
         data_dir: data_dir.clone(),
         ..config
     };
+    // One server per data directory: the lock is held until this returns.
+    let _lock = lock_data_dir(&data_dir)?;
     for sub in ["packages", "code", "runtimes"] {
         std::fs::create_dir_all(data_dir.join(sub))
             .with_context(|| format!("cannot create {sub} under the data directory"))?;
@@ -217,6 +219,22 @@ pub(crate) fn function_configs(data_dir: &Path, version: &VersionRecord) -> Vec<
             spec: spec.clone(),
         })
         .collect()
+}
+
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("server.lock");
+    let file = std::fs::File::create(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another stratus server is already using {}; stop it or choose another --data-dir",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(err)) => {
+            Err(err).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 fn url(addr: SocketAddr) -> String {
