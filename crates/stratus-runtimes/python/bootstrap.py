@@ -2,18 +2,23 @@
 
 Speaks the AWS Lambda Runtime API (2018-06-01) over one persistent keep-alive
 HTTP connection and runs the user's handler one invocation at a time, forever.
-Started by the platform as `python3 -u bootstrap.py` with cwd = LAMBDA_TASK_ROOT.
+Started by the platform as `python3 -u -S bootstrap.py` with cwd = LAMBDA_TASK_ROOT.
 Standard library only; works on CPython 3.8+.
 """
 
-import http.client
 import importlib
 import json
 import os
 import socket
 import sys
 import time
-import traceback
+
+if sys.flags.no_site:
+    # Started with -S for speed: site-packages stay importable, but their
+    # .pth start-up hooks do not run.
+    import site
+
+    sys.path.extend(p for p in site.getsitepackages() if p not in sys.path)
 
 API_PREFIX = "/2018-06-01/runtime"
 ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
@@ -32,36 +37,105 @@ def flush_stdio():
             pass
 
 
-class _NoDelayConnection(http.client.HTTPConnection):
-    """HTTPConnection with Nagle disabled, also after automatic reconnects."""
+class _Response(object):
+    """Status and headers of a Runtime API answer."""
 
-    def connect(self):
-        super().connect()
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    __slots__ = ("status", "headers")
+
+    def __init__(self, status, headers):
+        self.status = status
+        self.headers = headers
+
+    def getheader(self, name, default=None):
+        return self.headers.get(name.lower(), default)
 
 
 class RuntimeApiClient:
-    """Minimal client for the Runtime API; reuses a single TCP connection."""
+    """Minimal HTTP/1.1 client for the Runtime API over one keep-alive socket.
+
+    Hand-written on `socket` rather than `http.client`, whose imports (the
+    email package) cost more than the rest of the runtime's start."""
 
     def __init__(self, address):
+        host, _, port = address.rpartition(":")
         self.address = address
-        # No timeout: /next is a long poll that may block indefinitely.
-        self.conn = _NoDelayConnection(address)
+        self.host = host.strip("[]")
+        self.port = int(port)
+        self.sock = None
+        self.buf = b""
+
+    def _connect(self):
+        sock = socket.create_connection((self.host, self.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self.buf = b""
+
+    def _read_until(self, marker):
+        while True:
+            i = self.buf.find(marker)
+            if i >= 0:
+                out, self.buf = self.buf[:i], self.buf[i + len(marker):]
+                return out
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the Runtime API closed the connection")
+            self.buf += chunk
+
+    def _read_exact(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(max(65536, n - len(self.buf)))
+            if not chunk:
+                raise ConnectionError("the Runtime API closed the connection")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def _roundtrip(self, method, path, body, headers):
+        if self.sock is None:
+            self._connect()
+        lines = ["%s %s%s HTTP/1.1" % (method, API_PREFIX, path), "Host: " + self.address]
+        for name, value in (headers or {}).items():
+            lines.append("%s: %s" % (name, value))
+        if body is not None:
+            lines.append("Content-Type: application/json")
+            lines.append("Content-Length: %d" % len(body))
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.sock.sendall(head + body if body else head)
+
+        status_line, _, rest = self._read_until(b"\r\n\r\n").decode("latin-1").partition("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        answer = {}
+        for line in rest.split("\r\n"):
+            name, sep, value = line.partition(":")
+            if sep:
+                answer[name.strip().lower()] = value.strip()
+        if answer.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int(self._read_until(b"\r\n").split(b";")[0], 16)
+                if size == 0:
+                    self._read_until(b"\r\n")
+                    break
+                parts.append(self._read_exact(size))
+                self._read_exact(2)
+            data = b"".join(parts)
+        else:
+            data = self._read_exact(int(answer.get("content-length", "0")))
+        if answer.get("connection", "").lower() == "close":
+            self.sock.close()
+            self.sock = None
+        return _Response(status, answer), data
 
     def _request(self, method, path, body=None, headers=None):
-        hdrs = dict(headers or {})
-        if body is not None:
-            hdrs["Content-Type"] = "application/json"
         for attempt in (1, 2):
             try:
-                self.conn.request(method, API_PREFIX + path, body=body, headers=hdrs)
-                resp = self.conn.getresponse()
-                # Always drain the body so the connection can be reused.
-                return resp, resp.read()
-            except (OSError, http.client.HTTPException) as exc:
+                return self._roundtrip(method, path, body, headers)
+            except OSError as exc:
                 # The server may have closed an idle keep-alive connection:
                 # drop it and reconnect exactly once before giving up.
-                self.conn.close()
+                if self.sock is not None:
+                    self.sock.close()
+                self.sock = None
                 if attempt == 2:
                     log_err("stratus-runtime: Runtime API at %s is unreachable (%s %s): %s: %s"
                             % (self.address, method, path, type(exc).__name__, exc))
@@ -101,6 +175,8 @@ _IMPORTLIB_DIR = os.path.dirname(importlib.__file__) + os.sep
 
 def _user_frames(tb):
     """Traceback entries with this bootstrap's and importlib's frames removed."""
+    import traceback  # only errors need it; imported late to start faster
+
     own_file = _user_frames.__code__.co_filename
     return [f for f in traceback.extract_tb(tb)
             if f.filename != own_file and not f.filename.startswith(_IMPORTLIB_DIR)
@@ -108,6 +184,8 @@ def _user_frames(tb):
 
 
 def make_error(error_type, message, tb=None):
+    import traceback
+
     stack = traceback.format_list(_user_frames(tb)) if tb is not None else []
     return {"errorMessage": message, "errorType": error_type, "stackTrace": stack}
 
@@ -133,6 +211,8 @@ def load_handler(handler_spec):
         error = make_error("Runtime.UserCodeSyntaxError",
                            "Syntax error in module '%s': %s" % (module_name, exc))
         # One entry: the "File ..., line N" location plus the offending source line.
+        import traceback
+
         error["stackTrace"] = ["".join(traceback.format_exception_only(type(exc), exc)[:-1])]
         return None, error
     except ImportError as exc:

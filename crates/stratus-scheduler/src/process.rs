@@ -49,7 +49,14 @@ pub(crate) fn spec(
     let (program, args) = match (function.runtime, bootstrap, interpreter) {
         (Runtime::Python3, Some(b), Some(i)) => (
             i.executable.clone(),
-            vec!["-u".to_owned(), bootstrap_path(b).display().to_string()],
+            // -S: no site start-up hooks (.pth files), which can cost
+            // tens of milliseconds; the bootstrap still puts site-packages
+            // on sys.path.
+            vec![
+                "-u".to_owned(),
+                "-S".to_owned(),
+                bootstrap_path(b).display().to_string(),
+            ],
         ),
         (Runtime::Nodejs, Some(b), Some(i)) => (
             i.executable.clone(),
