@@ -31,8 +31,8 @@ fn launcher_of(server: u32) -> u32 {
         .expect("the launcher is a child of the server")
 }
 
-/// Instance cgroups left under the launcher's own groups.
-fn instance_cgroups(launcher: u32) -> Vec<std::path::PathBuf> {
+/// The launcher's own cgroups, one per hierarchy.
+fn launcher_cgroups(launcher: u32) -> Vec<std::path::PathBuf> {
     let name = format!("stratus-{launcher}");
     let mut bases = Vec::new();
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
@@ -55,6 +55,11 @@ fn instance_cgroups(launcher: u32) -> Vec<std::path::PathBuf> {
         }
     }
     bases
+}
+
+/// Instance cgroups left under the launcher's own groups.
+fn instance_cgroups(launcher: u32) -> Vec<std::path::PathBuf> {
+    launcher_cgroups(launcher)
         .iter()
         .flat_map(|b| std::fs::read_dir(b).into_iter().flatten().flatten())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -121,4 +126,46 @@ async fn three_hundred_cold_starts_leave_nothing_behind() {
         fds_after <= fds_before + 4,
         "the server's descriptors grew from {fds_before} to {fds_after}"
     );
+}
+
+#[test]
+fn a_killed_server_takes_its_instances_and_cgroups_with_it() {
+    let mut server = Server::start();
+    let dir = server.path("orphans");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: orphans\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            (
+                "main.py",
+                "import subprocess\ndef handler(e, c):\n    subprocess.Popen(['sleep', '300'])\n    return c.log_stream_name\n",
+            ),
+        ],
+    );
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    server.invoke("orphans/f", "{}");
+    let launcher = launcher_of(server.pid());
+    assert!(common::processes_of_function("orphans.f").len() >= 2);
+    assert!(
+        !launcher_cgroups(launcher).is_empty() || !std::path::Path::new("/sys/fs/cgroup").exists()
+    );
+
+    server.kill();
+    let started = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{launcher}")).exists()
+        && started.elapsed().as_secs() < 10
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{launcher}")).exists(),
+        "the launcher outlived the server"
+    );
+    let left = common::processes_of_function("orphans.f");
+    assert!(left.is_empty(), "instances outlived the server: {left:?}");
+    let groups = launcher_cgroups(launcher);
+    assert!(groups.is_empty(), "cgroups outlived the server: {groups:?}");
 }

@@ -234,17 +234,25 @@ impl InstanceGroup {
             .any(|n| n.trim().parse::<u64>().unwrap_or(0) > 0)
     }
 
-    /// Removes the groups, waiting briefly for the last processes to go.
-    pub fn remove(&self) {
-        for dir in self.dirs.iter().rev() {
-            for _ in 0..50 {
-                match fs::remove_dir(dir) {
-                    Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
-                        std::thread::sleep(std::time::Duration::from_millis(2));
-                    }
-                    _ => break,
-                }
+    /// Kills every process still in the groups, including any that left
+    /// the instance's process group.
+    pub fn kill_all(&self) {
+        for dir in &self.dirs {
+            let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
+    }
+
+    /// Removes the groups that are empty; true when none is left. Dying
+    /// processes keep a group busy for a moment, so callers try again.
+    pub fn remove(&mut self) -> bool {
+        self.dirs.retain(|dir| match fs::remove_dir(dir) {
+            Ok(()) => false,
+            Err(err) => err.kind() != io::ErrorKind::NotFound,
+        });
+        self.dirs.is_empty()
     }
 }

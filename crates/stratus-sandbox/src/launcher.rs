@@ -92,67 +92,99 @@ fn serve(sock: OwnedFd, request: IsolationRequest, root: PathBuf) -> io::Result<
     )?;
 
     let mut children: HashMap<u32, InstanceGroup> = HashMap::new();
+    // Groups of exited instances whose last processes are still dying.
+    let mut draining: Vec<InstanceGroup> = Vec::new();
     let mut spawned: u64 = 0;
-    loop {
-        let mut polls = [
-            libc::pollfd {
-                fd: sock.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sigfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: polls is a valid array of two pollfd structs.
-        let n = unsafe { libc::poll(polls.as_mut_ptr(), 2, -1) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
+    // Runs until the server's end closes or a reply cannot be sent; either
+    // way the server is gone, and so must its instances be.
+    let outcome = (|| -> io::Result<()> {
+        loop {
+            let mut polls = [
+                libc::pollfd {
+                    fd: sock.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: sigfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let timeout = if draining.is_empty() { -1 } else { 50 };
+            // SAFETY: polls is a valid array of two pollfd structs.
+            let n = unsafe { libc::poll(polls.as_mut_ptr(), 2, timeout) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
             }
-            return Err(err);
-        }
-        if polls[1].revents != 0 {
-            drain_signalfd(sigfd.as_raw_fd());
-            reap(sock.as_raw_fd(), &mut children)?;
-        }
-        if polls[0].revents != 0 {
-            match wire::recv::<Request>(sock.as_raw_fd(), 0) {
-                Ok(Some((Request::Spawn { id, spec }, _))) => {
-                    spawned += 1;
-                    match spawn::spawn(&spec, isolation, &root, &cgroups, &format!("i{spawned}")) {
-                        Ok(child) => {
-                            children.insert(child.pid, child.group);
-                            let mut fds = vec![child.stdout.as_raw_fd(), child.stderr.as_raw_fd()];
-                            fds.extend(child.runtime_api.as_ref().map(|fd| fd.as_raw_fd()));
-                            wire::send(
-                                sock.as_raw_fd(),
-                                &Reply::Spawned { id, pid: child.pid },
-                                &fds,
-                            )?;
-                        }
-                        Err(error) => {
-                            wire::send(sock.as_raw_fd(), &Reply::Failed { id, error }, &[])?
+            if polls[1].revents != 0 {
+                drain_signalfd(sigfd.as_raw_fd());
+                reap(sock.as_raw_fd(), &mut children, &mut draining)?;
+            }
+            draining.retain_mut(|group| !group.remove());
+            if polls[0].revents != 0 {
+                match wire::recv::<Request>(sock.as_raw_fd(), 0) {
+                    Ok(Some((Request::Spawn { id, spec }, _))) => {
+                        spawned += 1;
+                        match spawn::spawn(
+                            &spec,
+                            isolation,
+                            &root,
+                            &cgroups,
+                            &format!("i{spawned}"),
+                        ) {
+                            Ok(child) => {
+                                children.insert(child.pid, child.group);
+                                let mut fds =
+                                    vec![child.stdout.as_raw_fd(), child.stderr.as_raw_fd()];
+                                fds.extend(child.runtime_api.as_ref().map(|fd| fd.as_raw_fd()));
+                                wire::send(
+                                    sock.as_raw_fd(),
+                                    &Reply::Spawned { id, pid: child.pid },
+                                    &fds,
+                                )?;
+                            }
+                            Err(error) => {
+                                wire::send(sock.as_raw_fd(), &Reply::Failed { id, error }, &[])?
+                            }
                         }
                     }
-                }
-                // The server is gone: so are its instances.
-                Ok(None) | Err(_) => {
-                    for (pid, group) in children.drain() {
-                        crate::kill_group(pid);
-                        // SAFETY: reaps a child we created and just killed.
-                        unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), 0) };
-                        group.remove();
-                    }
-                    cgroups.remove();
-                    return Ok(());
+                    // The server is gone: so are its instances.
+                    Ok(None) | Err(_) => return Ok(()),
                 }
             }
         }
+    })();
+    shut_down(&mut children, &mut draining, &cgroups);
+    outcome
+}
+
+/// Kills every instance, reaps it and removes its cgroups, giving dying
+/// processes a few seconds to leave their groups.
+fn shut_down(
+    children: &mut HashMap<u32, InstanceGroup>,
+    draining: &mut Vec<InstanceGroup>,
+    cgroups: &Cgroups,
+) {
+    for (pid, group) in children.drain() {
+        crate::kill_group(pid);
+        group.kill_all();
+        // SAFETY: reaps a child we created and just killed.
+        unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), 0) };
+        draining.push(group);
     }
+    for _ in 0..250 {
+        draining.retain_mut(|group| !group.remove());
+        if draining.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cgroups.remove();
 }
 
 fn drain_signalfd(fd: RawFd) {
@@ -162,7 +194,11 @@ fn drain_signalfd(fd: RawFd) {
 }
 
 /// Reaps every exited child and reports it.
-fn reap(sock: RawFd, children: &mut HashMap<u32, InstanceGroup>) -> io::Result<()> {
+fn reap(
+    sock: RawFd,
+    children: &mut HashMap<u32, InstanceGroup>,
+    draining: &mut Vec<InstanceGroup>,
+) -> io::Result<()> {
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes the status into a local int.
@@ -175,8 +211,11 @@ fn reap(sock: RawFd, children: &mut HashMap<u32, InstanceGroup>) -> io::Result<(
         crate::kill_group(pid);
         let group = children.remove(&pid);
         let oom_killed = group.as_ref().is_some_and(InstanceGroup::oom_killed);
-        if let Some(group) = group {
-            group.remove();
+        if let Some(mut group) = group {
+            group.kill_all();
+            if !group.remove() {
+                draining.push(group);
+            }
         }
         let status = if libc::WIFEXITED(status) {
             crate::ExitStatus {

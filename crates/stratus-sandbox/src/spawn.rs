@@ -160,6 +160,8 @@ pub(crate) fn spawn(
             runtime_api,
         }),
         Err(err) => {
+            let mut group = group;
+            group.kill_all();
             group.remove();
             Err(err)
         }

@@ -150,6 +150,13 @@ impl Server {
         }
     }
 
+    /// SIGKILL: the server gets no chance to clean up.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     pub fn http(&self) -> reqwest::Client {
         reqwest::Client::new()
     }
