@@ -35,9 +35,4 @@ impl LogSender {
             }
         }
     }
-
-    /// Records dropped so far because the writer was behind.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
 }

@@ -178,10 +178,6 @@ impl Scheduler {
         scheduler
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.ctx.settings
-    }
-
     fn snapshot(&self) -> Arc<Functions> {
         self.functions
             .read()
@@ -205,24 +201,24 @@ impl Scheduler {
                 )
             })
             .collect();
-        let old = {
-            let mut guard = self.functions.write().unwrap_or_else(|p| p.into_inner());
-            let mut next = Functions::clone(&guard);
-            let old = next.insert(app.to_owned(), pools);
-            *guard = Arc::new(next);
-            old
-        };
-        for pool in old.into_iter().flat_map(|fns| fns.into_values()) {
-            pool.retire();
-        }
+        self.swap_app(app, Some(pools));
     }
 
     /// Takes `app` out of service; invocations in flight finish.
     pub fn remove_app(&self, app: &str) {
+        self.swap_app(app, None);
+    }
+
+    /// Publishes a snapshot with `app`'s pools replaced (or removed), then
+    /// retires the pools it replaced.
+    fn swap_app(&self, app: &str, pools: Option<HashMap<String, Arc<Pool>>>) {
         let old = {
             let mut guard = self.functions.write().unwrap_or_else(|p| p.into_inner());
             let mut next = Functions::clone(&guard);
-            let old = next.remove(app);
+            let old = match pools {
+                Some(pools) => next.insert(app.to_owned(), pools),
+                None => next.remove(app),
+            };
             *guard = Arc::new(next);
             old
         };
