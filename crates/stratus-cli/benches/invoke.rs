@@ -9,14 +9,17 @@
 //!
 //! Then cold starts: one more application per runtime with N functions
 //! (`max_instances: 1`, all on one code directory), each called once, one
-//! call at a time, so that every call starts a fresh sandbox and no two
+//! call at a time, so that every call starts a fresh instance and no two
 //! starts compete for the CPU. It reports the phases the platform measured
 //! and, once those instances are idle, their resident memory.
 //!
 //! Run with `cargo bench -p stratus-cli --bench invoke`;
 //! `STRATUS_BENCH_SECS` sets the seconds per warm measurement (default 3),
 //! `STRATUS_BENCH_COLD` the functions per runtime of the cold part (default
-//! 200, 0 skips it). It prints figures only and never asserts on them.
+//! 200, 0 skips it), `STRATUS_BENCH_COLD_PAUSE_MS` the pause before each
+//! cold call (default 150: time for the pool of prestarted sandboxes to
+//! refill; 0 shows back-to-back starts outrunning it). It prints figures
+//! only and never asserts on them.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -38,6 +41,8 @@ const DEFAULT_SECS: f64 = 3.0;
 const MAX_SECS: f64 = 3600.0;
 /// Functions per runtime in the cold-start part.
 const DEFAULT_COLD: usize = 200;
+/// Pause before each cold call, for the prestarted pool to refill.
+const DEFAULT_COLD_PAUSE_MS: u64 = 150;
 const MAX_COLD: usize = 1000;
 /// The server's default cap on one application's instances; raised when the
 /// cold part needs more.
@@ -119,6 +124,11 @@ fn run() -> anyhow::Result<()> {
             format!("STRATUS_BENCH_COLD: give functions per runtime, 0 to {MAX_COLD}")
         })?;
     let window = Duration::from_secs_f64(secs);
+    let pause = env_number("STRATUS_BENCH_COLD_PAUSE_MS", DEFAULT_COLD_PAUSE_MS, |ms| {
+        *ms <= 10_000
+    })
+    .context("STRATUS_BENCH_COLD_PAUSE_MS: give milliseconds, at most 10000")?;
+    let pause = Duration::from_millis(pause);
 
     let noop_rust = locate_noop_rust()?;
     let tmp = tempfile::Builder::new()
@@ -148,14 +158,14 @@ fn run() -> anyhow::Result<()> {
     let (rows, cold) = runtime.block_on(async {
         let caller = Caller::new(&server)?;
         let rows = measure_all(&caller, window).await?;
-        let cold = measure_cold(&caller, cold_functions).await?;
+        let cold = measure_cold(&caller, cold_functions, pause).await?;
         anyhow::Ok((rows, cold))
     })?;
     drop(runtime);
 
     print_table(&rows, secs);
     if !cold.is_empty() {
-        print_cold(&cold, cold_functions, isolation(&log));
+        print_cold(&cold, cold_functions, pause, isolation(&log));
     }
     // Stop the server (SIGTERM, wait) before the data directory goes away.
     drop(server);
@@ -491,7 +501,7 @@ impl Target {
 }
 
 /// One successful call.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Sample {
     client_ms: f64,
     /// `x-stratus-duration-ms`: the handler as the platform measured it.
@@ -508,6 +518,10 @@ struct Sample {
     /// `x-stratus-handler-init-ms`: the user's module init (python3, nodejs).
     handler_init_ms: Option<f64>,
     cold: bool,
+    /// `x-stratus-prestarted`: the cold start took a sandbox made ahead.
+    prestarted: bool,
+    /// `x-stratus-instance`.
+    instance: String,
 }
 
 struct Row {
@@ -573,6 +587,8 @@ impl Caller {
         let runtime_start_ms = number("x-stratus-runtime-start-ms");
         let handler_init_ms = number("x-stratus-handler-init-ms");
         let cold = header("x-stratus-cold").as_deref() == Some("true");
+        let prestarted = header("x-stratus-prestarted").as_deref() == Some("true");
+        let instance = header("x-stratus-instance").unwrap_or_default();
         // Reading the body to the end keeps the connection reusable.
         let body = response.bytes().await?;
         let client_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -597,6 +613,8 @@ impl Caller {
             runtime_start_ms,
             handler_init_ms,
             cold,
+            prestarted,
+            instance,
         })
     }
 
@@ -762,6 +780,7 @@ struct ColdSample {
     /// 0 when the runtime does not report it (`provided`).
     handler_init: f64,
     handler: f64,
+    prestarted: bool,
 }
 
 impl ColdSample {
@@ -777,6 +796,7 @@ impl ColdSample {
             runtime_start: sample.runtime_start_ms?,
             handler_init: sample.handler_init_ms.unwrap_or(0.0),
             handler: sample.handler_ms?,
+            prestarted: sample.prestarted,
         })
     }
 
@@ -834,12 +854,18 @@ struct ColdRow {
     wall: Duration,
     /// (instances, idle instances) the server lists after the calls.
     instances: (u64, u64),
+    /// The instances the calls started.
+    instance_ids: Vec<String>,
     memory: ProcessMemory,
 }
 
 /// Calls every function of every cold-start application once, one call at a
-/// time, then measures the instances those calls left idle.
-async fn measure_cold(caller: &Caller, functions: usize) -> anyhow::Result<Vec<ColdRow>> {
+/// time and `pause` apart, then measures the instances those calls left idle.
+async fn measure_cold(
+    caller: &Caller,
+    functions: usize,
+    pause: Duration,
+) -> anyhow::Result<Vec<ColdRow>> {
     if functions == 0 {
         return Ok(Vec::new());
     }
@@ -849,16 +875,16 @@ async fn measure_cold(caller: &Caller, functions: usize) -> anyhow::Result<Vec<C
             "cold starts: {functions} functions of {} ({})",
             app.name, app.runtime
         );
-        rows.push(cold_calls(caller, app, functions).await);
+        rows.push(cold_calls(caller, app, functions, pause).await);
     }
     for row in &mut rows {
         row.instances = caller.instances(row.app).await?;
-        row.memory = app_memory(row.app);
+        row.memory = instance_memory(&row.instance_ids);
     }
     Ok(rows)
 }
 
-async fn cold_calls(caller: &Caller, app: &ColdApp, functions: usize) -> ColdRow {
+async fn cold_calls(caller: &Caller, app: &ColdApp, functions: usize, pause: Duration) -> ColdRow {
     let mut row = ColdRow {
         app: app.name,
         runtime: app.runtime,
@@ -868,6 +894,7 @@ async fn cold_calls(caller: &Caller, app: &ColdApp, functions: usize) -> ColdRow
         first_error: None,
         wall: Duration::ZERO,
         instances: (0, 0),
+        instance_ids: Vec::with_capacity(functions),
         memory: ProcessMemory::default(),
     };
     let started = Instant::now();
@@ -875,12 +902,18 @@ async fn cold_calls(caller: &Caller, app: &ColdApp, functions: usize) -> ColdRow
         if row.errors >= MAX_ERRORS_PER_TASK {
             break;
         }
+        // Time for the platform to refill its pool of prestarted sandboxes,
+        // as it does between the arrivals of ordinary traffic.
+        tokio::time::sleep(pause).await;
         let target = Target::invoke(app.name, &cold_function(i));
         match caller.call(&target).await {
-            Ok(sample) => match ColdSample::of(&sample) {
-                Some(cold) => row.samples.push(cold),
-                None => row.not_cold += 1,
-            },
+            Ok(sample) => {
+                row.instance_ids.push(sample.instance.clone());
+                match ColdSample::of(&sample) {
+                    Some(cold) => row.samples.push(cold),
+                    None => row.not_cold += 1,
+                }
+            }
             Err(err) => {
                 row.errors += 1;
                 row.first_error
@@ -892,12 +925,14 @@ async fn cold_calls(caller: &Caller, app: &ColdApp, functions: usize) -> ColdRow
     row
 }
 
-/// Resident memory of the live processes whose environment names a function
-/// of `app` (`AWS_LAMBDA_FUNCTION_NAME=<app>.<function>`). Reading other
+/// Resident memory of the live processes whose environment names one of
+/// `instances` (`AWS_LAMBDA_LOG_STREAM_NAME=<instance>`). Reading other
 /// users' `environ` needs root, as the bench runs; otherwise it finds none.
-fn app_memory(app: &str) -> ProcessMemory {
-    // Application names hold no '.', so the prefix names this app only.
-    let needle = format!("AWS_LAMBDA_FUNCTION_NAME={app}.");
+fn instance_memory(instances: &[String]) -> ProcessMemory {
+    let needles: std::collections::HashSet<Vec<u8>> = instances
+        .iter()
+        .map(|i| format!("AWS_LAMBDA_LOG_STREAM_NAME={i}").into_bytes())
+        .collect();
     let mut memory = ProcessMemory::default();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return memory;
@@ -912,11 +947,8 @@ fn app_memory(app: &str) -> ProcessMemory {
             continue;
         }
         let dir = entry.path();
-        let named = std::fs::read(dir.join("environ")).is_ok_and(|environ| {
-            environ
-                .split(|b| *b == 0)
-                .any(|var| var.starts_with(needle.as_bytes()))
-        });
+        let named = std::fs::read(dir.join("environ"))
+            .is_ok_and(|environ| environ.split(|b| *b == 0).any(|var| needles.contains(var)));
         // A zombie has no VmRSS line.
         let Some(rss) = named
             .then(|| proc_kib(&dir.join("status"), "VmRSS:"))
@@ -1051,11 +1083,12 @@ fn isolation(log: &Path) -> &'static str {
     }
 }
 
-fn print_cold(rows: &[ColdRow], functions: usize, isolation: &str) {
+fn print_cold(rows: &[ColdRow], functions: usize, pause: Duration, isolation: &str) {
     println!();
     println!(
         "cold starts: {functions} functions per runtime (max_instances 1), each called once, \
-         one call at a time; isolation {isolation}"
+         one call at a time, {} ms apart; isolation {isolation}",
+        pause.as_millis()
     );
     println!();
     println!(
@@ -1087,9 +1120,10 @@ fn print_cold(rows: &[ColdRow], functions: usize, isolation: &str) {
     println!("times in ms, sorted samples, nearest rank");
     println!("platform part = client - handler init - handler: request received until the handler");
     println!("  is entered, the user's init excluded, the HTTP round trip included");
-    println!("sandbox = creating the sandbox and starting the process (x-stratus-sandbox-ms)");
-    println!("runtime start = process start to the runtime's first request for work, less the");
-    println!("  handler init (x-stratus-runtime-start-ms); for provided it includes all of main()");
+    println!("sandbox = taking a prestarted sandbox, or making one (x-stratus-sandbox-ms)");
+    println!("runtime start = activation (code attached, environment handed over) to the");
+    println!("  runtime's first request for work, less the handler init");
+    println!("  (x-stratus-runtime-start-ms); for provided it includes exec and all of main()");
     println!("rest = platform part - queue - sandbox - runtime start: HTTP, routing, dispatch");
     println!(
         "handler init = the user's module init as the runtime reported it (none for provided)"
@@ -1104,9 +1138,10 @@ fn print_cold_summary(row: &ColdRow) {
         .filter(|s| s.platform() < COLD_BUDGET_MS)
         .count();
     let share = 100.0 * fast as f64 / row.samples.len().max(1) as f64;
+    let prestarted = row.samples.iter().filter(|s| s.prestarted).count();
     println!(
-        "{}: {} cold starts in {:.1} s, {share:.1}% with the platform part under {COLD_BUDGET_MS} ms; \
-         {} not cold, {} errors",
+        "{}: {} cold starts in {:.1} s ({prestarted} from a prestarted sandbox), {share:.1}% with \
+         the platform part under {COLD_BUDGET_MS} ms; {} not cold, {} errors",
         row.runtime,
         row.samples.len(),
         row.wall.as_secs_f64(),

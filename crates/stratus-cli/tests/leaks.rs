@@ -1,5 +1,6 @@
 //! Hundreds of cold starts leave nothing behind: no processes, no cgroups,
-//! no descriptors in the server.
+//! no mounts, no descriptors in the server. `STRATUS_LEAK_STARTS` sets the
+//! number of cold starts (default 300).
 
 mod common;
 
@@ -67,8 +68,32 @@ fn instance_cgroups(launcher: u32) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// When process `pid` started (field 22 of its stat), to tell it from a
+/// later process with the same pid.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(19)
+        .map(str::to_owned)
+}
+
+/// Mounts of code slots left in the launcher's mount namespace.
+fn slot_mounts(launcher: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{launcher}/mountinfo"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("sandbox-slots"))
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn three_hundred_cold_starts_leave_nothing_behind() {
+async fn hundreds_of_cold_starts_leave_nothing_behind() {
+    let starts: usize = std::env::var("STRATUS_LEAK_STARTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300);
     let server = Server::start();
     let dir = server.path("leak");
     write_app(
@@ -97,8 +122,9 @@ async fn three_hundred_cold_starts_leave_nothing_behind() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let fds_before = fd_count(server.pid());
 
-    let mut cold = 0;
-    for _ in 0..300 {
+    let (mut cold, mut prestarted) = (0, 0);
+    let mut instances = Vec::new();
+    for _ in 0..starts {
         let r = http
             .post(&url)
             .bearer_auth(&server.token)
@@ -109,18 +135,43 @@ async fn three_hundred_cold_starts_leave_nothing_behind() {
         if r.headers()["x-stratus-cold"] == "true" {
             cold += 1;
         }
+        if r.headers()["x-stratus-prestarted"] == "true" {
+            prestarted += 1;
+        }
+        instances.push(
+            r.headers()["x-stratus-instance"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
         assert_eq!(r.text().await.unwrap(), "\"once\"");
     }
-    assert_eq!(cold, 300, "every call started a new instance");
+    assert_eq!(cold, starts, "every call started a new instance");
+    assert!(prestarted > 0, "no call used a prestarted sandbox");
 
+    // Removing the app lets go of its prestarted sandboxes too.
+    server.ok(&["rm", "leak"]);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let left = common::processes_of_function("leak.f");
-    assert!(left.is_empty(), "instances left processes behind: {left:?}");
+    for instance in &instances {
+        let left = common::processes_of(instance);
+        assert!(
+            left.is_empty(),
+            "instance {instance} left processes behind: {left:?}"
+        );
+    }
     let groups = instance_cgroups(launcher);
     assert!(
         groups.is_empty(),
         "instances left cgroups behind: {groups:?}"
     );
+    assert_eq!(slot_mounts(launcher), 0, "code slots are still mounted");
+    let slots: Vec<_> = std::fs::read_dir(server.data_dir.join("sandbox-slots"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(slots.is_empty(), "slot directories left behind: {slots:?}");
     let fds_after = fd_count(server.pid());
     assert!(
         fds_after <= fds_before + 4,
@@ -146,13 +197,25 @@ fn a_killed_server_takes_its_instances_and_cgroups_with_it() {
         ],
     );
     server.ok(&["deploy", dir.to_str().unwrap()]);
-    server.invoke("orphans/f", "{}");
+    let instance = server.invoke("orphans/f", "{}")["result"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let launcher = launcher_of(server.pid());
-    assert!(common::processes_of_function("orphans.f").len() >= 2);
+    assert!(common::processes_of(&instance).len() >= 2);
     assert!(
         !launcher_cgroups(launcher).is_empty() || !std::path::Path::new("/sys/fs/cgroup").exists()
     );
 
+    // Everything the launcher made: the instance and the prestarted sandboxes.
+    let children: Vec<(u32, String)> =
+        std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter_map(|pid| Some((pid, start_time(pid)?)))
+            .collect();
+    assert!(children.len() >= 2, "an instance and prestarted sandboxes");
     server.kill();
     let started = std::time::Instant::now();
     while std::path::Path::new(&format!("/proc/{launcher}")).exists()
@@ -164,8 +227,16 @@ fn a_killed_server_takes_its_instances_and_cgroups_with_it() {
         !std::path::Path::new(&format!("/proc/{launcher}")).exists(),
         "the launcher outlived the server"
     );
-    let left = common::processes_of_function("orphans.f");
+    let left = common::processes_of(&instance);
     assert!(left.is_empty(), "instances outlived the server: {left:?}");
+    let survivors: Vec<_> = children
+        .iter()
+        .filter(|(pid, started)| start_time(*pid).as_ref() == Some(started))
+        .collect();
+    assert!(
+        survivors.is_empty(),
+        "the launcher's children (instances, prestarted sandboxes) outlived it: {survivors:?}"
+    );
     let groups = launcher_cgroups(launcher);
     assert!(groups.is_empty(), "cgroups outlived the server: {groups:?}");
 }

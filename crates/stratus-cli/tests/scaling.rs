@@ -137,7 +137,8 @@ async fn idle_instances_retire_down_to_min_instances() {
         "a min instance serves the first call warm: {first}"
     );
 
-    let results = invoke_all(&server, "warm", "f", 5, r#"{"sleep": 1}"#).await;
+    // Long enough that all five overlap even on a loaded machine.
+    let results = invoke_all(&server, "warm", "f", 5, r#"{"sleep": 3}"#).await;
     assert!(results.iter().all(|r| r.0 == 200));
     assert_eq!(instances(&server, "warm", "f").await, 5);
     // After the 2 s keep-alive the extra instances go; two stay.

@@ -16,6 +16,39 @@ const util = require('util');
 const API_PREFIX = '/2018-06-01/runtime';
 const env = process.env;
 
+// A runtime started before its function was known (the platform set
+// STRATUS_ACTIVATION_FD) waits here for it: one JSON line with the function's
+// complete environment and working directory.
+function awaitActivation() {
+  const fd = Number(env.STRATUS_ACTIVATION_FD);
+  const chunks = [];
+  const buf = Buffer.alloc(65536);
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    let n;
+    try {
+      n = fs.readSync(fd, buf, 0, buf.length, null);
+    } catch (err) {
+      if (err.code !== 'EAGAIN') throw err;
+      Atomics.wait(pause, 0, 0, 1);
+      continue;
+    }
+    if (n === 0) fatal('the platform went away before activation');
+    chunks.push(Buffer.from(buf.subarray(0, n)));
+    // One line, not to end of file: processes the platform forks meanwhile
+    // may hold the writing end for a moment.
+    if (buf[n - 1] === 0x0a) break;
+  }
+  fs.closeSync(fd);
+  const message = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  // Touch only what changes: a change to TZ, say, makes Node reload its
+  // time-zone data.
+  const next = new Map(message.env);
+  for (const key of Object.keys(env)) if (!next.has(key)) delete env[key];
+  for (const [key, value] of next) if (env[key] !== value) env[key] = value;
+  process.chdir(message.cwd);
+}
+
 // ---------------------------------------------------------------------------
 // Synchronous logging: console output goes straight to fd 1/2 so everything a
 // handler logged is written before its response is posted, in order.
@@ -60,18 +93,54 @@ async function flushStdio() {
   }
 }
 
+// A runtime started ahead of demand runs one request through the same client
+// against a throwaway local server while it waits, so that the first real
+// call does not pay for compiling the HTTP code paths, and loads the built-in
+// modules that handlers commonly use.
+const PRELOAD = ['crypto', 'events', 'os', 'querystring', 'stream', 'zlib'];
+async function prime() {
+  for (const name of PRELOAD) require(name);
+  // The first change to process.env is slow (it builds its interceptors).
+  env.STRATUS_PRIME = '1';
+  delete env.STRATUS_PRIME;
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.end('{}'));
+  });
+  try {
+    await new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', resolve);
+    });
+    useApi(`127.0.0.1:${server.address().port}`);
+    await request('GET', '/invocation/next', undefined, { 'Stratus-Prime': '1' });
+    await request('POST', '/invocation/prime/response', '{}');
+  } catch (_) {
+    // Priming is an optimisation only.
+  } finally {
+    if (api) api.agent.destroy();
+    server.close();
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Runtime API client: a single keep-alive socket, reconnecting once on errors.
 // ---------------------------------------------------------------------------
-const apiAddress = env.AWS_LAMBDA_RUNTIME_API || fatal('AWS_LAMBDA_RUNTIME_API is not set');
-const portSep = apiAddress.lastIndexOf(':');
-const apiHost = apiAddress.slice(0, portSep).replace(/^\[(.*)\]$/, '$1');
-const apiPort = Number(apiAddress.slice(portSep + 1));
-const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+let api;
+function useApi(address) {
+  const portSep = address.lastIndexOf(':');
+  api = {
+    address,
+    host: address.slice(0, portSep).replace(/^\[(.*)\]$/, '$1'),
+    port: Number(address.slice(portSep + 1)),
+    agent: new http.Agent({ keepAlive: true, maxSockets: 1 }),
+  };
+}
 
 function request(method, apiPath, body, headers) {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: apiHost, port: apiPort, method, path: API_PREFIX + apiPath, agent, headers },
+    const { host, port, agent } = api;
+    const req = http.request({ host, port, method, path: API_PREFIX + apiPath, agent, headers },
       (res) => {
         const chunks = [];
         res.on('data', (chunk) => chunks.push(chunk));
@@ -93,7 +162,7 @@ async function apiRequest(method, apiPath, body, headers) {
     try {
       return await request(method, apiPath, body, headers);
     } catch (err) {
-      return fatal(`Runtime API at ${apiAddress} is unreachable (${method} ${apiPath}): ${err.message}`);
+      return fatal(`Runtime API at ${api.address} is unreachable (${method} ${apiPath}): ${err.message}`);
     }
   }
 }
@@ -358,6 +427,11 @@ process.on('uncaughtException', (err) => onFatal(err, false));
 process.on('unhandledRejection', (reason) => onFatal(reason, true));
 
 async function main() {
+  if (env.STRATUS_ACTIVATION_FD !== undefined) {
+    if (env.STRATUS_PRESTARTED) await prime();
+    awaitActivation();
+  }
+  useApi(env.AWS_LAMBDA_RUNTIME_API || fatal('AWS_LAMBDA_RUNTIME_API is not set'));
   let handler;
   const started = process.hrtime.bigint();
   try {

@@ -20,6 +20,48 @@ if sys.flags.no_site:
 
     sys.path.extend(p for p in site.getsitepackages() if p not in sys.path)
 
+# Standard-library modules that handlers commonly import, loaded by a runtime
+# started ahead of demand while it waits, so that the handler's own import
+# finds them ready.
+PRELOAD = ("base64", "datetime", "decimal", "hashlib", "logging", "random", "re",
+           "traceback", "typing", "urllib.parse", "uuid")
+
+
+def await_activation():
+    """A runtime started before its function was known (the platform set
+    STRATUS_ACTIVATION_FD) waits here for it: one JSON line with the
+    function's complete environment and working directory."""
+    fd = os.environ.get("STRATUS_ACTIVATION_FD")
+    if fd is None:
+        return
+    if os.environ.get("STRATUS_PRESTARTED"):
+        for name in PRELOAD:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+        # The resolver's first call loads its configuration and modules.
+        try:
+            socket.getaddrinfo("127.0.0.1", 9001, 0, socket.SOCK_STREAM)
+        except OSError:
+            pass
+    # One line, not to end of file: processes the platform forks meanwhile
+    # may hold the writing end for a moment.
+    fd = int(fd)
+    chunks = []
+    while not chunks or not chunks[-1].endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            log_err("stratus-runtime: the platform went away before activation")
+            sys.exit(1)
+        chunks.append(chunk)
+    os.close(fd)
+    message = json.loads(b"".join(chunks))
+    os.environ.clear()
+    os.environ.update(dict(message["env"]))
+    os.chdir(message["cwd"])
+
+
 API_PREFIX = "/2018-06-01/runtime"
 ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
 
@@ -35,6 +77,9 @@ def flush_stdio():
             stream.flush()
         except Exception:
             pass
+
+
+await_activation()
 
 
 class _Response(object):

@@ -36,6 +36,10 @@ pub(crate) struct InstanceGroup {
     dirs: Vec<PathBuf>,
     /// The file that counts OOM kills, and the key of the count.
     oom: Option<PathBuf>,
+    /// The groups that hold the memory limit and the CPU weight.
+    memory: Option<PathBuf>,
+    cpu: Option<PathBuf>,
+    v2: bool,
 }
 
 impl Cgroups {
@@ -107,52 +111,41 @@ impl Cgroups {
         memory_mb: u32,
         pids_max: u32,
     ) -> io::Result<InstanceGroup> {
-        let bytes = u64::from(memory_mb) * 1024 * 1024;
-        let shares = memory_mb.max(2);
+        let mut group = InstanceGroup {
+            dirs: Vec::new(),
+            oom: None,
+            memory: None,
+            cpu: None,
+            v2: false,
+        };
         match &self.backend {
-            Backend::Off => Ok(InstanceGroup {
-                dirs: Vec::new(),
-                oom: None,
-            }),
+            Backend::Off => {}
             Backend::V1 { memory, pids, cpu } => {
-                let mut group = InstanceGroup {
-                    dirs: Vec::new(),
-                    oom: None,
-                };
                 if let Some(base) = memory {
                     let dir = group.make(base, instance)?;
-                    fs::write(dir.join("memory.limit_in_bytes"), bytes.to_string())?;
-                    let memsw = dir.join("memory.memsw.limit_in_bytes");
-                    if memsw.exists() {
-                        fs::write(memsw, bytes.to_string())?;
-                    }
                     group.oom = Some(dir.join("memory.oom_control"));
+                    group.memory = Some(dir);
                 }
                 if let Some(base) = pids {
                     let dir = group.make(base, instance)?;
                     fs::write(dir.join("pids.max"), pids_max.to_string())?;
                 }
                 if let Some(base) = cpu {
-                    let dir = group.make(base, instance)?;
-                    fs::write(dir.join("cpu.shares"), shares.to_string())?;
+                    group.cpu = Some(group.make(base, instance)?);
                 }
-                Ok(group)
             }
             Backend::V2 { base } => {
-                let mut group = InstanceGroup {
-                    dirs: Vec::new(),
-                    oom: None,
-                };
                 let dir = group.make(base, instance)?;
-                fs::write(dir.join("memory.max"), bytes.to_string())?;
                 let _ = fs::write(dir.join("memory.swap.max"), "0");
                 fs::write(dir.join("pids.max"), pids_max.to_string())?;
-                let weight = (u64::from(shares) * 100 / 1024).clamp(1, 10_000);
-                let _ = fs::write(dir.join("cpu.weight"), weight.to_string());
                 group.oom = Some(dir.join("memory.events"));
-                Ok(group)
+                group.memory = Some(dir.clone());
+                group.cpu = Some(dir);
+                group.v2 = true;
             }
         }
+        group.set_memory(memory_mb)?;
+        Ok(group)
     }
 
     /// Removes the launcher's own groups; instances' groups must be gone.
@@ -214,6 +207,59 @@ impl InstanceGroup {
         fs::create_dir(&dir)?;
         self.dirs.push(dir.clone());
         Ok(dir)
+    }
+
+    /// Sets the memory limit (no swap beyond it) and a CPU weight
+    /// proportional to it.
+    pub fn set_memory(&self, memory_mb: u32) -> io::Result<()> {
+        let bytes = u64::from(memory_mb) * 1024 * 1024;
+        let shares = memory_mb.max(2);
+        if self.v2 {
+            if let Some(dir) = &self.memory {
+                fs::write(dir.join("memory.max"), bytes.to_string())?;
+                let weight = (u64::from(shares) * 100 / 1024).clamp(1, 10_000);
+                let _ = fs::write(dir.join("cpu.weight"), weight.to_string());
+            }
+            return Ok(());
+        }
+        if let Some(dir) = &self.memory {
+            let limit = dir.join("memory.limit_in_bytes");
+            let memsw = dir.join("memory.memsw.limit_in_bytes");
+            let current: u64 = fs::read_to_string(&limit)?
+                .trim()
+                .parse()
+                .unwrap_or(u64::MAX);
+            // The memory+swap limit may never be below the memory limit:
+            // raise it first when growing, lower it last when shrinking.
+            let memsw = memsw.exists().then_some(memsw);
+            if bytes > current
+                && let Some(memsw) = &memsw
+            {
+                fs::write(memsw, bytes.to_string())?;
+            }
+            fs::write(&limit, bytes.to_string())?;
+            if let Some(memsw) = &memsw {
+                fs::write(memsw, bytes.to_string())?;
+            }
+        }
+        if let Some(dir) = &self.cpu {
+            fs::write(dir.join("cpu.shares"), shares.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The least CPU weight there is: a process made ahead of demand
+    /// starts without taking CPU from instances at work. Activation sets
+    /// the function's weight with its memory.
+    pub fn set_idle(&self) {
+        if let Some(dir) = &self.cpu {
+            let (file, weight) = if self.v2 {
+                ("cpu.weight", "1")
+            } else {
+                ("cpu.shares", "2")
+            };
+            let _ = fs::write(dir.join(file), weight);
+        }
     }
 
     /// Moves `pid` into every group of the instance.

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::launcher::LauncherHandle;
 use crate::wire::{self, Reply, Request};
-use crate::{ExitStatus, Isolation, ProcessSpec, SandboxError};
+use crate::{Activation, ExitStatus, Isolation, ProcessSpec, SandboxError};
 
 /// A started process: its output pipes and its end.
 #[derive(Debug)]
@@ -27,11 +27,21 @@ pub struct Spawned {
     pub runtime_api: Option<std::net::TcpListener>,
 }
 
-type SpawnReply = Result<(u32, Vec<OwnedFd>, oneshot::Receiver<ExitStatus>), String>;
+/// The launcher's answer to one request.
+enum Answer {
+    Spawned {
+        pid: u32,
+        fds: Vec<OwnedFd>,
+        exited: oneshot::Receiver<ExitStatus>,
+    },
+    Activated,
+}
+
+type Pending = oneshot::Sender<Result<Answer, String>>;
 
 #[derive(Default)]
 struct State {
-    pending: HashMap<u64, oneshot::Sender<SpawnReply>>,
+    pending: HashMap<u64, Pending>,
     exits: HashMap<u32, oneshot::Sender<ExitStatus>>,
     gone: bool,
 }
@@ -44,6 +54,7 @@ pub struct LauncherClient {
     isolation: Isolation,
     reason: String,
     limits: String,
+    prestart: bool,
     pid: u32,
 }
 
@@ -61,15 +72,16 @@ impl LauncherClient {
     /// the launcher to say which isolation it runs with.
     pub fn connect(handle: LauncherHandle) -> Result<LauncherClient, SandboxError> {
         let fd = handle.sock.as_raw_fd();
-        let (isolation, reason, limits) = match wire::recv::<Reply>(fd, 0) {
+        let (isolation, reason, limits, prestart) = match wire::recv::<Reply>(fd, 0) {
             Ok(Some((
                 Reply::Ready {
                     isolation,
                     reason,
                     limits,
+                    prestart,
                 },
                 _,
-            ))) => (isolation, reason, limits),
+            ))) => (isolation, reason, limits, prestart),
             Ok(_) => {
                 return Err(SandboxError::Protocol(
                     "the launcher did not say it was ready".into(),
@@ -96,6 +108,7 @@ impl LauncherClient {
             isolation,
             reason,
             limits,
+            prestart,
             pid: handle.pid,
         })
     }
@@ -114,9 +127,18 @@ impl LauncherClient {
         &self.limits
     }
 
-    /// Starts a process as `spec` describes.
-    pub async fn spawn(&self, spec: &ProcessSpec) -> Result<Spawned, SandboxError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+    /// Whether a process can be made before its code is known
+    /// ([`ProcessSpec::code`] `None`) and get it on activation.
+    pub fn prestart(&self) -> bool {
+        self.prestart
+    }
+
+    /// Sends `request` (whose id is `id`) and waits for its answer.
+    async fn ask(
+        &self,
+        id: u64,
+        request: &Request,
+    ) -> Result<Result<Answer, String>, SandboxError> {
         let (tx, rx) = oneshot::channel();
         {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -125,27 +147,46 @@ impl LauncherClient {
             }
             state.pending.insert(id, tx);
         }
-        let request = Request::Spawn {
-            id,
-            spec: spec.clone(),
-        };
         loop {
             let mut guard = self
                 .sock
                 .writable()
                 .await
                 .map_err(|_| SandboxError::LauncherGone)?;
-            match guard.try_io(|fd| wire::send(fd.get_ref().as_raw_fd(), &request, &[])) {
+            match guard.try_io(|fd| wire::send(fd.get_ref().as_raw_fd(), request, &[])) {
                 Ok(Ok(())) => break,
                 Ok(Err(_)) => return Err(SandboxError::LauncherGone),
                 Err(_would_block) => continue,
             }
         }
-        let reply = rx.await.map_err(|_| SandboxError::LauncherGone)?;
-        let (pid, mut fds, exited) = reply.map_err(|message| SandboxError::Spawn {
-            program: spec.program.display().to_string(),
-            message,
-        })?;
+        rx.await.map_err(|_| SandboxError::LauncherGone)
+    }
+
+    /// Makes a process as `spec` describes; with [`Start::Now`] its program
+    /// runs at once, waiting for [`LauncherClient::activate`].
+    ///
+    /// [`Start::Now`]: crate::Start::Now
+    pub async fn spawn(&self, spec: &ProcessSpec) -> Result<Spawned, SandboxError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let request = Request::Spawn {
+            id,
+            spec: spec.clone(),
+        };
+        let answer = self
+            .ask(id, &request)
+            .await?
+            .map_err(|message| SandboxError::Spawn {
+                program: spec.program.display().to_string(),
+                message,
+            })?;
+        let Answer::Spawned {
+            pid,
+            mut fds,
+            exited,
+        } = answer
+        else {
+            return Err(SandboxError::Protocol("expected a spawned process".into()));
+        };
         let expected = if spec.private_network { 3 } else { 2 };
         if fds.len() != expected {
             crate::kill_group(pid);
@@ -171,6 +212,26 @@ impl LauncherClient {
             exited,
             runtime_api,
         })
+    }
+
+    /// Hands process `pid` its function. On failure the process is killed.
+    pub async fn activate(&self, pid: u32, activation: &Activation) -> Result<(), SandboxError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let request = Request::Activate {
+            id,
+            pid,
+            activation: activation.clone(),
+        };
+        match self.ask(id, &request).await? {
+            Ok(Answer::Activated) => Ok(()),
+            Ok(Answer::Spawned { .. }) => {
+                Err(SandboxError::Protocol("expected an activation".into()))
+            }
+            Err(message) => Err(SandboxError::Spawn {
+                program: activation.program.display().to_string(),
+                message,
+            }),
+        }
     }
 }
 
@@ -198,9 +259,18 @@ async fn read_replies(sock: Arc<AsyncFd<OwnedFd>>, state: Arc<Mutex<State>>) {
                 let (exit_tx, exit_rx) = oneshot::channel();
                 state.exits.insert(pid, exit_tx);
                 if let Some(tx) = state.pending.remove(&id)
-                    && let Err(Ok((pid, _, _))) = tx.send(Ok((pid, fds, exit_rx)))
+                    && let Err(Ok(Answer::Spawned { pid, .. })) = tx.send(Ok(Answer::Spawned {
+                        pid,
+                        fds,
+                        exited: exit_rx,
+                    }))
                 {
                     crate::kill_group(pid);
+                }
+            }
+            (Reply::Activated { id }, _) => {
+                if let Some(tx) = state.pending.remove(&id) {
+                    let _ = tx.send(Ok(Answer::Activated));
                 }
             }
             (Reply::Failed { id, error }, _) => {

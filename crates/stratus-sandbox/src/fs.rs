@@ -61,7 +61,7 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    pub fn new(spec: &ProcessSpec, root: &Path) -> Result<Plan, String> {
+    pub fn new(spec: &ProcessSpec, root: &Path, slot: Option<&Path>) -> Result<Plan, String> {
         let mut links = Vec::new();
         let mut binds = Vec::new();
         for dir in SYSTEM_DIRS {
@@ -93,7 +93,11 @@ impl Plan {
                 });
             }
         }
-        for mount in &spec.mounts {
+        let code = spec.code.as_deref().or(slot).map(|host| crate::Mount {
+            host: host.to_owned(),
+            sandbox: spec.task_root.clone(),
+        });
+        for mount in spec.mounts.iter().chain(&code) {
             if !mount.sandbox.is_absolute()
                 || mount.sandbox.components().any(|c| c.as_os_str() == "..")
             {
@@ -149,11 +153,13 @@ impl Plan {
     /// Builds the view and pivots into it. In the child, before exec.
     pub fn apply(&self) -> Result<(), (&'static str, io::Error)> {
         let root = &self.root;
+        // Slaves, not private: code attached to the launcher's slot later
+        // must still arrive here, while nothing goes back.
         mount(
             None,
             Path::new("/"),
             None,
-            libc::MS_REC | libc::MS_PRIVATE,
+            libc::MS_REC | libc::MS_SLAVE,
             None,
         )
         .map_err(|e| ("make mounts private", e))?;

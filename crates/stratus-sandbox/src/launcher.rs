@@ -7,8 +7,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::{Cgroups, InstanceGroup};
-use crate::wire::{self, Reply, Request};
-use crate::{Isolation, IsolationRequest, SandboxError, spawn};
+use crate::slot::{self, Slots};
+use crate::wire::{self, ActivationMessage, Reply, Request};
+use crate::{Activation, Isolation, IsolationRequest, ProcessSpec, SandboxError, spawn};
 
 /// The server's end of the launcher, before the async runtime exists.
 #[derive(Debug)]
@@ -19,11 +20,13 @@ pub struct LauncherHandle {
 
 /// Forks the launcher. Must be called while the process is single-threaded,
 /// before the tokio runtime is built. `state_dir` holds the empty directory
-/// that sandboxes mount their private root on.
+/// that sandboxes mount their private root on, and the slots that code is
+/// attached to.
 pub fn start(request: IsolationRequest, state_dir: &Path) -> Result<LauncherHandle, SandboxError> {
     let root = state_dir.join("sandbox-root");
     std::fs::create_dir_all(&root).map_err(SandboxError::Start)?;
     let root = root.canonicalize().map_err(SandboxError::Start)?;
+    let slots = root.with_file_name("sandbox-slots");
     let (server_end, launcher_end) = spawn::socket_pair().map_err(SandboxError::Start)?;
     // SAFETY: the caller guarantees a single-threaded process, so the child
     // may run arbitrary code until it exits.
@@ -32,7 +35,7 @@ pub fn start(request: IsolationRequest, state_dir: &Path) -> Result<LauncherHand
         -1 => Err(SandboxError::Start(io::Error::last_os_error())),
         0 => {
             drop(server_end);
-            let code = match serve(launcher_end, request, root) {
+            let code = match serve(launcher_end, request, root, slots) {
                 Ok(()) => 0,
                 Err(err) => {
                     eprintln!("stratus launcher: {err}");
@@ -57,7 +60,12 @@ pub fn start(request: IsolationRequest, state_dir: &Path) -> Result<LauncherHand
 /// It outlives the server only until it sees the server's end of the socket
 /// close, however the server ended; then it kills every instance, removes
 /// their cgroups and exits.
-fn serve(sock: OwnedFd, request: IsolationRequest, root: PathBuf) -> io::Result<()> {
+fn serve(
+    sock: OwnedFd,
+    request: IsolationRequest,
+    root: PathBuf,
+    slots: PathBuf,
+) -> io::Result<()> {
     // SAFETY: the signal-mask calls have no memory preconditions;
     // the sigset is initialised by sigemptyset before use.
     let sigfd = unsafe {
@@ -69,6 +77,8 @@ fn serve(sock: OwnedFd, request: IsolationRequest, root: PathBuf) -> io::Result<
         // server decides when instances stop, not the keyboard.
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        // A process that dies before reading its activation must not end us.
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         libc::signalfd(-1, &mask, libc::SFD_CLOEXEC)
     };
     if sigfd < 0 {
@@ -77,7 +87,25 @@ fn serve(sock: OwnedFd, request: IsolationRequest, root: PathBuf) -> io::Result<
     // SAFETY: signalfd returned a fresh descriptor that we now own.
     let sigfd = unsafe { OwnedFd::from_raw_fd(sigfd) };
 
+    // Slots need mounts of the launcher's own, out of the host's sight.
+    let own_mounts = slot::private_mounts();
     let (isolation, reason) = choose(request, &root);
+    let slots = match (isolation, own_mounts) {
+        (Isolation::None, _) => None,
+        (Isolation::Namespaces, Err(err)) => {
+            eprintln!("stratus launcher: sandboxes start on demand only: no private mounts: {err}");
+            None
+        }
+        (Isolation::Namespaces, Ok(())) if !slot::supported() => None,
+        (Isolation::Namespaces, Ok(())) => match Slots::new(slots) {
+            Ok(slots) => Some(slots),
+            Err(err) => {
+                eprintln!("stratus launcher: sandboxes start on demand only: {err}");
+                None
+            }
+        },
+    };
+    let prestart = isolation == Isolation::None || slots.is_some();
     // SAFETY: getpid has no preconditions.
     let cgroups = Cgroups::detect(unsafe { libc::getpid() } as u32);
     let limits = cgroups.summary.clone();
@@ -87,11 +115,12 @@ fn serve(sock: OwnedFd, request: IsolationRequest, root: PathBuf) -> io::Result<
             isolation,
             reason,
             limits,
+            prestart,
         },
         &[],
     )?;
 
-    let mut children: HashMap<u32, InstanceGroup> = HashMap::new();
+    let mut children: HashMap<u32, Tenant> = HashMap::new();
     // Groups of exited instances whose last processes are still dying.
     let mut draining: Vec<InstanceGroup> = Vec::new();
     let mut spawned: u64 = 0;
@@ -130,28 +159,38 @@ fn serve(sock: OwnedFd, request: IsolationRequest, root: PathBuf) -> io::Result<
                 match wire::recv::<Request>(sock.as_raw_fd(), 0) {
                     Ok(Some((Request::Spawn { id, spec }, _))) => {
                         spawned += 1;
-                        match spawn::spawn(
-                            &spec,
-                            isolation,
-                            &root,
-                            &cgroups,
-                            &format!("i{spawned}"),
-                        ) {
-                            Ok(child) => {
-                                children.insert(child.pid, child.group);
-                                let mut fds =
-                                    vec![child.stdout.as_raw_fd(), child.stderr.as_raw_fd()];
-                                fds.extend(child.runtime_api.as_ref().map(|fd| fd.as_raw_fd()));
-                                wire::send(
-                                    sock.as_raw_fd(),
-                                    &Reply::Spawned { id, pid: child.pid },
-                                    &fds,
-                                )?;
+                        let name = format!("i{spawned}");
+                        match make(&spec, isolation, &root, slots.as_ref(), &cgroups, &name) {
+                            Ok((pid, fds, tenant)) => {
+                                children.insert(pid, tenant);
+                                let fds: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+                                wire::send(sock.as_raw_fd(), &Reply::Spawned { id, pid }, &fds)?;
                             }
                             Err(error) => {
                                 wire::send(sock.as_raw_fd(), &Reply::Failed { id, error }, &[])?
                             }
                         }
+                    }
+                    Ok(Some((
+                        Request::Activate {
+                            id,
+                            pid,
+                            activation,
+                        },
+                        _,
+                    ))) => {
+                        let outcome = match children.get_mut(&pid) {
+                            Some(tenant) => tenant.activate(&activation),
+                            None => Err("the process has already exited".to_owned()),
+                        };
+                        let reply = match outcome {
+                            Ok(()) => Reply::Activated { id },
+                            Err(error) => {
+                                crate::kill_group(pid);
+                                Reply::Failed { id, error }
+                            }
+                        };
+                        wire::send(sock.as_raw_fd(), &reply, &[])?;
                     }
                     // The server is gone: so are its instances.
                     Ok(None) | Err(_) => return Ok(()),
@@ -163,19 +202,114 @@ fn serve(sock: OwnedFd, request: IsolationRequest, root: PathBuf) -> io::Result<
     outcome
 }
 
+/// A process the launcher made, until it is reaped.
+struct Tenant {
+    group: InstanceGroup,
+    /// Where its activation is written; taken when it is.
+    control: Option<OwnedFd>,
+    /// The error pipe of a process that waits to exec on activation.
+    waiting: Option<OwnedFd>,
+    /// The slot its code is attached to on activation.
+    slot: Option<PathBuf>,
+}
+
+/// Makes a process, with a slot for its code when the code comes later.
+/// Returns its pid and the descriptors for the server: stdout, stderr and
+/// the Runtime API's socket in a private network.
+fn make(
+    spec: &ProcessSpec,
+    isolation: Isolation,
+    root: &Path,
+    slots: Option<&Slots>,
+    cgroups: &Cgroups,
+    name: &str,
+) -> Result<(u32, Vec<OwnedFd>, Tenant), String> {
+    let slot = match (isolation, &spec.code, slots) {
+        (Isolation::Namespaces, None, Some(slots)) => Some(
+            slots
+                .create(name)
+                .map_err(|e| format!("cannot make a slot for the code: {e}"))?,
+        ),
+        (Isolation::Namespaces, None, None) => {
+            return Err("this host cannot attach code to a sandbox made without it".to_owned());
+        }
+        _ => None,
+    };
+    match spawn::spawn(spec, isolation, root, slot.as_deref(), cgroups, name) {
+        Ok(child) => {
+            let mut fds = vec![child.stdout, child.stderr];
+            fds.extend(child.runtime_api);
+            let tenant = Tenant {
+                group: child.group,
+                control: Some(child.control),
+                waiting: child.waiting,
+                slot,
+            };
+            Ok((child.pid, fds, tenant))
+        }
+        Err(err) => {
+            if let Some(slot) = &slot {
+                slot::release(slot);
+            }
+            Err(err)
+        }
+    }
+}
+
+impl Tenant {
+    /// Attaches the code, sets the memory, and hands over the rest.
+    fn activate(&mut self, activation: &Activation) -> Result<(), String> {
+        let control = self
+            .control
+            .take()
+            .ok_or("the process was activated already")?;
+        if let Some(slot) = &self.slot {
+            slot::attach(&activation.code, slot).map_err(|e| {
+                format!(
+                    "cannot show {} in the sandbox: {e}",
+                    activation.code.display()
+                )
+            })?;
+        }
+        self.group
+            .set_memory(activation.memory_mb)
+            .map_err(|e| format!("cannot set the memory limit: {e}"))?;
+        let message = ActivationMessage {
+            env: activation.env.clone(),
+            cwd: activation.cwd.clone(),
+            program: activation.program.clone(),
+        };
+        let mut bytes = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
+        bytes.push(b'\n');
+        spawn::write_activation(control, &bytes)?;
+        match self.waiting.take() {
+            Some(errors) => spawn::exec_verdict(errors),
+            None => Ok(()),
+        }
+    }
+
+    /// Kills what is left of it and lets go of its slot.
+    fn end(&mut self) {
+        self.group.kill_all();
+        if let Some(slot) = self.slot.take() {
+            slot::release(&slot);
+        }
+    }
+}
+
 /// Kills every instance, reaps it and removes its cgroups, giving dying
 /// processes a few seconds to leave their groups.
 fn shut_down(
-    children: &mut HashMap<u32, InstanceGroup>,
+    children: &mut HashMap<u32, Tenant>,
     draining: &mut Vec<InstanceGroup>,
     cgroups: &Cgroups,
 ) {
-    for (pid, group) in children.drain() {
+    for (pid, mut tenant) in children.drain() {
         crate::kill_group(pid);
-        group.kill_all();
+        tenant.end();
         // SAFETY: reaps a child we created and just killed.
         unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), 0) };
-        draining.push(group);
+        draining.push(tenant.group);
     }
     for _ in 0..250 {
         draining.retain_mut(|group| !group.remove());
@@ -196,7 +330,7 @@ fn drain_signalfd(fd: RawFd) {
 /// Reaps every exited child and reports it.
 fn reap(
     sock: RawFd,
-    children: &mut HashMap<u32, InstanceGroup>,
+    children: &mut HashMap<u32, Tenant>,
     draining: &mut Vec<InstanceGroup>,
 ) -> io::Result<()> {
     loop {
@@ -209,12 +343,12 @@ fn reap(
         let pid = pid as u32;
         // The leader is gone; whatever it left in its group goes too.
         crate::kill_group(pid);
-        let group = children.remove(&pid);
-        let oom_killed = group.as_ref().is_some_and(InstanceGroup::oom_killed);
-        if let Some(mut group) = group {
-            group.kill_all();
-            if !group.remove() {
-                draining.push(group);
+        let tenant = children.remove(&pid);
+        let oom_killed = tenant.as_ref().is_some_and(|t| t.group.oom_killed());
+        if let Some(mut tenant) = tenant {
+            tenant.end();
+            if !tenant.group.remove() {
+                draining.push(tenant.group);
             }
         }
         let status = if libc::WIFEXITED(status) {

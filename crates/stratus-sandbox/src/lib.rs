@@ -20,6 +20,7 @@ mod fs;
 pub mod launcher;
 mod net;
 mod seccomp;
+mod slot;
 mod spawn;
 mod wire;
 
@@ -65,17 +66,46 @@ pub struct Mount {
     pub sandbox: PathBuf,
 }
 
+/// When a new process runs its program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Start {
+    /// At once. The program reads its [`Activation`] from descriptor
+    /// [`ACTIVATION_FD`] when it is ready for one: a runtime started ahead
+    /// of demand, waiting to be handed a function.
+    Now,
+    /// Only once activated, with the activation's environment, directory
+    /// and program: a sandbox made ahead of demand for a program that is
+    /// not known yet (a `provided` function's `bootstrap`).
+    OnActivation,
+}
+
+/// The descriptor on which a process started with [`Start::Now`] receives
+/// its activation: one line of JSON, then end of file.
+pub const ACTIVATION_FD: i32 = 3;
+
 /// What to start. Paths (`program`, `cwd`, arguments) are as the process
 /// sees them: under namespaces that is the sandbox's view, built from
 /// `mounts`; without isolation, `mounts` is ignored and paths are the host's.
+///
+/// A process is made in two steps: [`LauncherClient::spawn`] builds its
+/// sandbox (and, with [`Start::Now`], starts its program), and
+/// [`LauncherClient::activate`] hands it a function: code, environment and
+/// memory. The first step can happen long before the function is known.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub cwd: PathBuf,
-    /// The complete environment; nothing of the server's is inherited.
+    /// The environment the program starts with; nothing of the server's
+    /// is inherited.
     pub env: Vec<(String, String)>,
     pub mounts: Vec<Mount>,
+    /// Where the function's code appears inside the sandbox once activated.
+    pub task_root: PathBuf,
+    /// The code, when it is known now: shown at `task_root` from the start.
+    /// Otherwise it is attached on activation.
+    pub code: Option<PathBuf>,
+    pub start: Start,
     /// Size of the private writable `/tmp`, in MiB.
     pub tmp_mb: u32,
     /// Most processes the instance may have, where cgroups are available.
@@ -84,7 +114,22 @@ pub struct ProcessSpec {
     /// listening in it at [`RUNTIME_API_ADDR`]. Needs namespaces.
     #[serde(default)]
     pub private_network: bool,
-    /// The function's memory size, for launchers that enforce it.
+    /// The memory limit until activation sets the function's own.
+    pub memory_mb: u32,
+}
+
+/// Hands a made process its function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activation {
+    /// The function's code on the host, shown read-only at the spec's
+    /// `task_root` unless it was given at spawn.
+    pub code: PathBuf,
+    /// The complete environment of the function.
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    /// The program to run, for [`Start::OnActivation`].
+    pub program: PathBuf,
+    /// The function's memory size: its memory limit and CPU weight.
     pub memory_mb: u32,
 }
 

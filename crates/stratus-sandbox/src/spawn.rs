@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::cgroup::{Cgroups, InstanceGroup};
-use crate::{Isolation, ProcessSpec, fs, net, seccomp, wire};
+use crate::{ACTIVATION_FD, Isolation, ProcessSpec, Start, fs, net, seccomp, wire};
 
 /// The uid and gid tenant code runs as inside its user namespace.
 pub(crate) const SANDBOX_ID: u32 = 1000;
@@ -29,6 +29,11 @@ pub(crate) struct Child {
     pub group: InstanceGroup,
     /// The Runtime API's listening socket inside a private network.
     pub runtime_api: Option<OwnedFd>,
+    /// Where the activation is written.
+    pub control: OwnedFd,
+    /// For a child waiting to exec on activation: its error pipe, which
+    /// says whether the exec worked.
+    pub waiting: Option<OwnedFd>,
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -54,14 +59,18 @@ struct Exec {
 }
 
 impl Exec {
-    fn new(spec: &ProcessSpec) -> Result<Exec, String> {
-        let program = cstring(spec.program.as_os_str().as_bytes())?;
+    fn new(
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        cwd: &Path,
+    ) -> Result<Exec, String> {
+        let program = cstring(program.as_os_str().as_bytes())?;
         let mut argv = vec![program.clone()];
-        for arg in &spec.args {
+        for arg in args {
             argv.push(cstring(arg)?);
         }
-        let envp = spec
-            .env
+        let envp = env
             .iter()
             .map(|(k, v)| cstring(format!("{k}={v}")))
             .collect::<Result<_, _>>()?;
@@ -69,13 +78,32 @@ impl Exec {
             program,
             argv,
             envp,
-            cwd: cstring(spec.cwd.as_os_str().as_bytes())?,
+            cwd: cstring(cwd.as_os_str().as_bytes())?,
         })
     }
 
-    /// In the child: wires up stdio, changes directory and execs. Returns
-    /// only on failure, with the step that failed.
-    fn exec(&self, stdout: RawFd, stderr: RawFd) -> (&'static str, io::Error) {
+    /// In the child, for [`Start::OnActivation`]: reads the activation to
+    /// its end and makes it the program to run.
+    fn from_activation(
+        spec: &ProcessSpec,
+        control: OwnedFd,
+    ) -> Result<Exec, (&'static str, io::Error)> {
+        let bytes = read_line(control).map_err(|e| ("read the activation", e))?;
+        let message: wire::ActivationMessage = serde_json::from_slice(&bytes)
+            .map_err(|e| ("read the activation", io::Error::other(e)))?;
+        Exec::new(&message.program, &spec.args, &message.env, &message.cwd)
+            .map_err(|e| ("read the activation", io::Error::other(e)))
+    }
+
+    /// In the child: wires up stdio (and the activation descriptor, when
+    /// given), changes directory and execs. Returns only on failure, with
+    /// the step that failed.
+    fn exec(
+        &self,
+        stdout: RawFd,
+        stderr: RawFd,
+        activation: Option<RawFd>,
+    ) -> (&'static str, io::Error) {
         let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
         argv.push(std::ptr::null());
         let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|e| e.as_ptr()).collect();
@@ -94,6 +122,16 @@ impl Exec {
                     io::Error::last_os_error(),
                 );
             }
+            if let Some(fd) = activation {
+                let ok = if fd == ACTIVATION_FD {
+                    libc::fcntl(fd, libc::F_SETFD, 0) == 0
+                } else {
+                    libc::dup2(fd, ACTIVATION_FD) >= 0
+                };
+                if !ok {
+                    return ("pass the activation descriptor", io::Error::last_os_error());
+                }
+            }
             if libc::chdir(self.cwd.as_ptr()) != 0 {
                 return (
                     "change to the working directory",
@@ -103,6 +141,26 @@ impl Exec {
             libc::execve(self.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
         }
         ("execute", io::Error::last_os_error())
+    }
+}
+
+/// Reads one line. Not to end of file: processes forked while this one
+/// waited hold copies of the writing end until they exec.
+fn read_line(fd: OwnedFd) -> io::Result<Vec<u8>> {
+    let mut file = std::fs::File::from(fd);
+    let mut line = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        let n = match file.read(&mut chunk) {
+            Ok(0) => return Err(io::Error::other("the launcher went away")),
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        line.extend_from_slice(&chunk[..n]);
+        if line.last() == Some(&b'\n') {
+            return Ok(line);
+        }
     }
 }
 
@@ -121,43 +179,143 @@ fn fail(err_fd: RawFd, step: &str, err: io::Error) -> ! {
     }
 }
 
-/// Waits for the child's verdict: end-of-file means `execve` succeeded.
-fn verdict(err_read: OwnedFd, pid: i32) -> Result<(), String> {
+/// What a child sends on its error pipe when it is ready and waits for
+/// its activation.
+const WAITING: u8 = 0;
+
+/// Waits for the child's verdict: end-of-file means `execve` succeeded,
+/// [`WAITING`] that it waits for its activation (and the pipe is handed
+/// back, to learn later how its exec went), anything else what failed.
+fn verdict(err_read: OwnedFd, pid: i32) -> Result<Option<OwnedFd>, String> {
+    let mut first = [0u8; 1];
+    let mut file = std::fs::File::from(err_read);
+    let n = loop {
+        match file.read(&mut first) {
+            Ok(n) => break n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break 0,
+        }
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    if first[0] == WAITING {
+        return Ok(Some(OwnedFd::from(file)));
+    }
+    let mut message = vec![first[0]];
+    let _ = file.read_to_end(&mut message);
+    // SAFETY: reaps the child we created, which has exited or is exiting.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    Err(String::from_utf8_lossy(&message).into_owned())
+}
+
+/// Writes an activation to the process's control pipe and closes it.
+pub(crate) fn write_activation(control: OwnedFd, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    // A pipe holds 64 KiB; the process reads only once it is whole, so a
+    // larger environment needs a larger pipe, or the launcher would block.
+    if bytes.len() > 64 * 1024 {
+        // SAFETY: fcntl on a descriptor we own.
+        let rc =
+            unsafe { libc::fcntl(control.as_raw_fd(), libc::F_SETPIPE_SZ, bytes.len() as i32) };
+        if rc < 0 {
+            return Err(format!(
+                "the environment ({} bytes) is too large to hand over: {}",
+                bytes.len(),
+                io::Error::last_os_error()
+            ));
+        }
+    }
+    std::fs::File::from(control)
+        .write_all(bytes)
+        .map_err(|e| format!("the process ended before its activation: {e}"))
+}
+
+/// After activating a child that waited to exec: how the exec went.
+pub(crate) fn exec_verdict(err_read: OwnedFd) -> Result<(), String> {
     let mut message = String::new();
     let _ = std::fs::File::from(err_read).read_to_string(&mut message);
     if message.is_empty() {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(message)
     }
-    // SAFETY: reaps the child we created, which has exited or is exiting.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-    Err(message)
 }
 
+/// In the child, for [`Start::OnActivation`]: says it is ready, waits for
+/// its activation, and execs what it says. Returns only on failure.
+fn exec_on_activation(
+    spec: &ProcessSpec,
+    control: OwnedFd,
+    err_fd: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+) -> ! {
+    // SAFETY: writes one byte from a local buffer.
+    unsafe { libc::write(err_fd, [WAITING].as_ptr() as *const libc::c_void, 1) };
+    let exec = match Exec::from_activation(spec, control) {
+        Ok(exec) => exec,
+        Err((step, err)) => fail(err_fd, step, err),
+    };
+    let (step, err) = exec.exec(stdout, stderr, None);
+    fail(err_fd, step, err)
+}
+
+/// In the child: runs the program now or on activation, as the spec says.
+fn run(
+    spec: &ProcessSpec,
+    exec: &Exec,
+    control: OwnedFd,
+    err_fd: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+) -> ! {
+    if spec.start == Start::OnActivation {
+        exec_on_activation(spec, control, err_fd, stdout, stderr);
+    }
+    let (step, err) = exec.exec(stdout, stderr, Some(control.as_raw_fd()));
+    fail(err_fd, step, err)
+}
+
+/// Makes a process as `spec` says. `slot`, when given, is the shared
+/// mount point that the code is attached to later; it is shown at the
+/// spec's task root.
 pub(crate) fn spawn(
     spec: &ProcessSpec,
     isolation: Isolation,
     root: &Path,
+    slot: Option<&Path>,
     cgroups: &Cgroups,
     name: &str,
 ) -> Result<Child, String> {
-    let exec = Exec::new(spec)?;
+    let exec = Exec::new(&spec.program, &spec.args, &spec.env, &spec.cwd)?;
     let (out_r, out_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
     let (errs_r, errs_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
+    let (control_r, control_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
     let group = cgroups
         .create(name, spec.memory_mb, spec.pids_max)
         .map_err(|e| format!("cannot create the instance's cgroups: {e}"))?;
-    let (stdout, stderr) = (out_w.as_raw_fd(), errs_w.as_raw_fd());
-    let pid = match isolation {
-        Isolation::None => spawn_plain(&exec, &group, stdout, stderr).map(|pid| (pid, None)),
-        Isolation::Namespaces => spawn_namespaced(&exec, spec, root, &group, stdout, stderr),
+    if spec.code.is_none() {
+        group.set_idle();
+    }
+    let io = ChildIo {
+        stdout: out_w,
+        stderr: errs_w,
+        control: control_r,
     };
-    match pid {
-        Ok((pid, runtime_api)) => Ok(Child {
+    let started = match isolation {
+        Isolation::None => spawn_plain(&exec, spec, &group, io).map(|(pid, w)| (pid, w, None)),
+        Isolation::Namespaces => spawn_namespaced(&exec, spec, root, slot, &group, io),
+    };
+    match started {
+        Ok((pid, waiting, runtime_api)) => Ok(Child {
             pid,
             stdout: out_r,
             stderr: errs_r,
             group,
             runtime_api,
+            control: control_w,
+            waiting,
         }),
         Err(err) => {
             let mut group = group;
@@ -166,6 +324,14 @@ pub(crate) fn spawn(
             Err(err)
         }
     }
+}
+
+/// The child's ends of its pipes.
+struct ChildIo {
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    /// Where the activation arrives.
+    control: OwnedFd,
 }
 
 /// Kills and reaps a child that did not get to run.
@@ -202,10 +368,10 @@ fn wait_for_go(go_r: OwnedFd, err_fd: RawFd) {
 
 fn spawn_plain(
     exec: &Exec,
+    spec: &ProcessSpec,
     group: &InstanceGroup,
-    stdout: RawFd,
-    stderr: RawFd,
-) -> Result<u32, String> {
+    io: ChildIo,
+) -> Result<(u32, Option<OwnedFd>), String> {
     let (err_r, err_w) = pipe().map_err(|e| e.to_string())?;
     let (go_r, go_w) = pipe().map_err(|e| e.to_string())?;
     // SAFETY: the launcher is single-threaded, so the child may run any code.
@@ -223,24 +389,27 @@ fn spawn_plain(
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             reset_signals();
         }
-        let (step, err) = exec.exec(stdout, stderr);
-        fail(err_w.as_raw_fd(), step, err);
+        let (stdout, stderr) = (io.stdout.as_raw_fd(), io.stderr.as_raw_fd());
+        run(spec, exec, io.control, err_w.as_raw_fd(), stdout, stderr);
     }
     drop(err_w);
     drop(go_r);
+    drop(io);
     release(pid, group, go_w)?;
-    verdict(err_r, pid).map(|()| pid as u32)
+    verdict(err_r, pid).map(|waiting| (pid as u32, waiting))
 }
+
+type Started = (u32, Option<OwnedFd>, Option<OwnedFd>);
 
 fn spawn_namespaced(
     exec: &Exec,
     spec: &ProcessSpec,
     root: &Path,
+    slot: Option<&Path>,
     group: &InstanceGroup,
-    stdout: RawFd,
-    stderr: RawFd,
-) -> Result<(u32, Option<OwnedFd>), String> {
-    let mut plan = fs::Plan::new(spec, root)?;
+    io: ChildIo,
+) -> Result<Started, String> {
+    let mut plan = fs::Plan::new(spec, root, slot)?;
     let filter = seccomp::program();
     let (err_r, err_w) = pipe().map_err(|e| e.to_string())?;
     let (go_r, go_w) = pipe().map_err(|e| e.to_string())?;
@@ -326,18 +495,19 @@ fn spawn_namespaced(
         if let Err(err) = seccomp::install(&filter) {
             fail(err_fd, "install the seccomp filter", err);
         }
-        let (step, err) = exec.exec(stdout, stderr);
-        fail(err_fd, step, err);
+        let (stdout, stderr) = (io.stdout.as_raw_fd(), io.stderr.as_raw_fd());
+        run(spec, exec, io.control, err_fd, stdout, stderr);
     }
     drop(err_w);
     drop(go_r);
+    drop(io);
     if let Err(err) = write_id_maps(pid) {
         abort(pid);
         return Err(format!("map the sandbox user: {err}"));
     }
     release(pid, group, go_w)?;
     drop(fd_w);
-    verdict(err_r, pid)?;
+    let waiting = verdict(err_r, pid)?;
     let listener = match fd_r {
         Some(fd_r) => match wire::recv::<()>(fd_r.as_raw_fd(), libc::MSG_DONTWAIT) {
             Ok(Some(((), mut fds))) if fds.len() == 1 => fds.pop(),
@@ -348,7 +518,7 @@ fn spawn_namespaced(
         },
         None => None,
     };
-    Ok((pid as u32, listener))
+    Ok((pid as u32, waiting, listener))
 }
 
 /// A connected `SOCK_SEQPACKET` pair, close-on-exec.
@@ -390,6 +560,7 @@ unsafe fn reset_signals() {
         libc::sigprocmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
         libc::signal(libc::SIGINT, libc::SIG_DFL);
         libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -401,12 +572,22 @@ pub(crate) fn probe(root: &Path) -> Result<(), String> {
         cwd: "/".into(),
         env: Vec::new(),
         mounts: Vec::new(),
+        task_root: "/var/task".into(),
+        code: None,
+        start: Start::Now,
         tmp_mb: 1,
         pids_max: 16,
         private_network: false,
         memory_mb: 64,
     };
-    let child = spawn(&spec, Isolation::Namespaces, root, &Cgroups::off(), "probe")?;
+    let child = spawn(
+        &spec,
+        Isolation::Namespaces,
+        root,
+        None,
+        &Cgroups::off(),
+        "probe",
+    )?;
     let mut status = 0;
     // SAFETY: reaps the probe child we created.
     unsafe { libc::waitpid(child.pid as i32, &mut status, 0) };

@@ -6,14 +6,30 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ExitStatus, Isolation, ProcessSpec};
+use crate::{Activation, ExitStatus, Isolation, ProcessSpec};
 
 /// Largest message; a spec with a large environment fits.
 pub(crate) const MAX_MESSAGE: usize = 1 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
-    Spawn { id: u64, spec: ProcessSpec },
+    Spawn {
+        id: u64,
+        spec: ProcessSpec,
+    },
+    Activate {
+        id: u64,
+        pid: u32,
+        activation: Activation,
+    },
+}
+
+/// What a made process reads on activation.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ActivationMessage {
+    pub env: Vec<(String, String)>,
+    pub cwd: std::path::PathBuf,
+    pub program: std::path::PathBuf,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -24,11 +40,16 @@ pub(crate) enum Reply {
         reason: String,
         /// Which resource limits are enforced.
         limits: String,
+        /// Whether code can be attached to a sandbox made without it.
+        prestart: bool,
     },
     /// Carries the stdout and stderr read ends.
     Spawned {
         id: u64,
         pid: u32,
+    },
+    Activated {
+        id: u64,
     },
     Failed {
         id: u64,

@@ -17,7 +17,10 @@ use tokio::task::JoinHandle;
 
 use crate::invocation::{FunctionError, Invocation, seconds};
 use crate::pool::FunctionConfig;
+use crate::prewarm::Prewarm;
+use crate::process::{self, Kind};
 use crate::scheduler::Ctx;
+use stratus_sandbox::Activation;
 
 /// Longest log line kept as one record; longer output is split.
 const MAX_LINE: usize = 256 * 1024;
@@ -87,6 +90,8 @@ pub(crate) struct Shared {
     ready_at: OnceLock<Instant>,
     /// The user's own init as the runtime measured it, when it says.
     handler_init_ms: OnceLock<f64>,
+    /// The process was made ahead of demand.
+    prestarted: bool,
     pid: AtomicU32,
     log_sync: mpsc::Sender<oneshot::Sender<()>>,
     instance_id: String,
@@ -229,6 +234,38 @@ impl Drop for Instance {
     }
 }
 
+/// How an instance started.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StartPhases {
+    /// Making the sandbox, or activating one made ahead.
+    pub sandbox_ms: f64,
+    /// From then to the runtime's first request for work.
+    pub init_ms: f64,
+    /// The user's own init, when the runtime reports it.
+    pub handler_init_ms: Option<f64>,
+    pub prestarted: bool,
+}
+
+/// A fresh instance id.
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// Makes a process for `config` alone and activates it.
+async fn start_own(
+    ctx: &Ctx,
+    kind: Kind,
+    config: &FunctionConfig,
+    activation: &Activation,
+    shared: &Shared,
+) -> Result<Spawned, stratus_sandbox::SandboxError> {
+    let spec = ctx.process_spec(kind, Some((config, &activation.env)), &shared.instance_id);
+    let spawned = ctx.launcher.spawn(&spec).await?;
+    let _ = shared.spawned_at.set(Instant::now());
+    ctx.launcher.activate(spawned.pid, activation).await?;
+    Ok(spawned)
+}
+
 /// Why a run ended without a result from the runtime.
 pub(crate) enum RunFailure {
     Died(DeathCause),
@@ -244,7 +281,7 @@ impl Instance {
     ) -> Result<Arc<Instance>, FunctionError> {
         // With a private network the Runtime API listens inside it, on a
         // socket the launcher hands over; otherwise on a host loopback port.
-        let private = ctx.private_network(config);
+        let private = Kind::of(ctx.launcher.isolation(), config).private_network;
         let (listener, api_addr) = if private {
             (None, stratus_sandbox::RUNTIME_API_ADDR.to_owned())
         } else {
@@ -258,7 +295,14 @@ impl Instance {
                 .map_err(|err| platform_error(format!("runtime API listener: {err}")))?;
             (Some(listener), addr.to_string())
         };
-        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let isolation = ctx.launcher.isolation();
+        let kind = Kind::of(isolation, config);
+        let prestarted = if process::needs_own_start(config) || !ctx.launcher.prestart() {
+            None
+        } else {
+            ctx.prewarm.take(kind)
+        };
+        let id = prestarted.as_ref().map_or_else(new_id, |p| p.id.clone());
         let (dispatch_tx, dispatch_rx) = mpsc::channel(1);
         let (state_tx, state_rx) = watch::channel(State::Running);
         let (log_sync_tx, log_sync_rx) = mpsc::channel(4);
@@ -271,14 +315,34 @@ impl Instance {
             spawned_at: OnceLock::new(),
             ready_at: OnceLock::new(),
             handler_init_ms: OnceLock::new(),
+            prestarted: prestarted.is_some(),
             pid: AtomicU32::new(0),
             log_sync: log_sync_tx,
             instance_id: id.clone(),
             config: config.clone(),
             logs: ctx.logs.clone(),
         });
-        let spec = ctx.process_spec(config, &api_addr, &id);
-        let spawned = match ctx.launcher.spawn(&spec).await {
+        let activation = process::activation(&ctx.settings, isolation, config, &api_addr, &id);
+        // The runtime starts work the moment it reads its activation: the
+        // sandbox phase ends when the activation is sent.
+        let spawned = match prestarted {
+            Some(p) => {
+                let _ = shared.spawned_at.set(Instant::now());
+                match ctx.launcher.activate(p.spawned.pid, &activation).await {
+                    Ok(()) => Ok(p.spawned),
+                    // It died waiting: start one of the function's own.
+                    Err(err) => {
+                        tracing::warn!(error = %err, "a prestarted process could not be activated");
+                        start_own(ctx, kind, config, &activation, &shared).await
+                    }
+                }
+            }
+            None => start_own(ctx, kind, config, &activation, &shared).await,
+        };
+        // Refill only now: the launcher does one thing at a time, and this
+        // activation goes first.
+        Prewarm::maintain(ctx);
+        let spawned = match spawned {
             Ok(spawned) => spawned,
             Err(err) => {
                 return Err(FunctionError::unhandled(
@@ -320,7 +384,6 @@ impl Instance {
             let _ = axum::serve(listener, router).await;
         });
         shared.pid.store(pid, Ordering::Relaxed);
-        let _ = shared.spawned_at.set(Instant::now());
         tracing::debug!(instance = %id, pid, app = %config.app, function = %config.spec.name, "instance started");
 
         tokio::spawn(read_output(shared.clone(), stdout, stderr, log_sync_rx));
@@ -381,13 +444,16 @@ impl Instance {
     /// The cold-start phases of this instance: creating the sandbox,
     /// starting the runtime, and the user's own init (when the runtime
     /// reports it). `None` until the runtime first asked for work.
-    pub fn start_phases(&self) -> Option<(f64, f64, Option<f64>)> {
+    pub fn start_phases(&self) -> Option<StartPhases> {
         let s = &self.shared;
         let spawned = *s.spawned_at.get()?;
         let ready = *s.ready_at.get()?;
-        let sandbox = spawned.duration_since(s.started).as_secs_f64() * 1000.0;
-        let init = ready.duration_since(spawned).as_secs_f64() * 1000.0;
-        Some((sandbox, init, s.handler_init_ms.get().copied()))
+        Some(StartPhases {
+            sandbox_ms: spawned.duration_since(s.started).as_secs_f64() * 1000.0,
+            init_ms: ready.duration_since(spawned).as_secs_f64() * 1000.0,
+            handler_init_ms: s.handler_init_ms.get().copied(),
+            prestarted: s.prestarted,
+        })
     }
 
     pub fn kill(&self) {

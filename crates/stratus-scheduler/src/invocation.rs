@@ -126,6 +126,8 @@ pub struct Phases {
     /// The user's own import and init code, when the runtime reports it
     /// (the built-in ones do); cold only.
     pub handler_init_ms: Option<f64>,
+    /// Whether the instance's process was made ahead of demand; cold only.
+    pub prestarted: Option<bool>,
     /// From handing the event to the runtime to its answer.
     pub duration_ms: f64,
 }

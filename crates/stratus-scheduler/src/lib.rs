@@ -13,6 +13,7 @@ mod instance;
 mod invocation;
 mod logs;
 mod pool;
+mod prewarm;
 mod process;
 mod runtime_api;
 mod scheduler;

@@ -348,10 +348,11 @@ impl Pool {
         let start = if cold { instance.start_phases() } else { None };
         let phases = Phases {
             queue_ms: ms(queue),
-            sandbox_ms: start.map(|(sandbox, _, _)| sandbox),
-            init_ms: start.map(|(_, init, _)| init),
-            runtime_start_ms: start.map(|(_, init, handler)| init - handler.unwrap_or(0.0)),
-            handler_init_ms: start.and_then(|(_, _, handler)| handler),
+            sandbox_ms: start.map(|s| s.sandbox_ms),
+            init_ms: start.map(|s| s.init_ms),
+            runtime_start_ms: start.map(|s| s.init_ms - s.handler_init_ms.unwrap_or(0.0)),
+            handler_init_ms: start.and_then(|s| s.handler_init_ms),
+            prestarted: start.map(|s| s.prestarted),
             duration_ms: ms(duration),
         };
         let logs = if want_logs {
@@ -443,6 +444,7 @@ impl Pool {
             "sandbox_ms": phases.sandbox_ms,
             "runtime_start_ms": phases.runtime_start_ms,
             "handler_init_ms": phases.handler_init_ms,
+            "prestarted": phases.prestarted,
             "queue_ms": phases.queue_ms,
             "cold": cold,
             "outcome": outcome,

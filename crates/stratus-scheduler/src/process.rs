@@ -1,5 +1,7 @@
-//! What an instance's process is: program, arguments, the Lambda
-//! environment, and under isolation the filesystem view it gets.
+//! What an instance's process is, in two parts: the sandbox and runtime it
+//! starts with, which depend only on its [`Kind`] and can be made ahead of
+//! demand, and the [`Activation`] that makes it a given function: code,
+//! the Lambda environment and memory.
 //!
 //! Under namespaces a function sees the Lambda layout: its code at
 //! `/var/task`, the runtime at `/var/runtime`, and the interpreter at its
@@ -8,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use stratus_manifest::Runtime;
-use stratus_sandbox::{Isolation, Mount, ProcessSpec};
+use stratus_sandbox::{ACTIVATION_FD, Activation, Isolation, Mount, ProcessSpec, Start};
 
 use crate::pool::FunctionConfig;
 use crate::scheduler::Settings;
@@ -16,37 +18,113 @@ use crate::scheduler::Settings;
 const TASK_ROOT: &str = "/var/task";
 const RUNTIME_DIR: &str = "/var/runtime";
 const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// Memory of a process made ahead of demand, until activation sets the
+/// function's: room for any runtime to start without reclaim.
+const PRESTART_MEMORY_MB: u32 = 512;
 
+/// What a process made ahead of demand can become: any function of this
+/// runtime and network mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Kind {
+    pub runtime: Runtime,
+    pub private_network: bool,
+}
+
+impl Kind {
+    pub fn of(isolation: Isolation, config: &FunctionConfig) -> Kind {
+        Kind {
+            runtime: config.spec.runtime,
+            private_network: isolation == Isolation::Namespaces
+                && config.spec.network == stratus_manifest::Network::None,
+        }
+    }
+}
+
+/// Where things are, as the process sees them.
+struct Layout {
+    task_root: PathBuf,
+    runtime_dir: Option<PathBuf>,
+    host_runtime_dir: Option<PathBuf>,
+    path: String,
+}
+
+fn layout(s: &Settings, isolation: Isolation, runtime: Runtime, code: &Path) -> Layout {
+    let bootstrap = bootstrap(s, runtime);
+    let host_runtime_dir = bootstrap.and_then(|b| b.parent()).map(Path::to_path_buf);
+    if isolation != Isolation::Namespaces {
+        return Layout {
+            task_root: code.to_owned(),
+            runtime_dir: host_runtime_dir.clone(),
+            host_runtime_dir,
+            path: s.host_path.clone(),
+        };
+    }
+    let mut path = SYSTEM_PATH.to_owned();
+    for i in [&s.python, &s.node] {
+        if let Some(dir) = i.executable.parent() {
+            path = format!("{}:{path}", dir.display());
+        }
+    }
+    Layout {
+        task_root: PathBuf::from(TASK_ROOT),
+        runtime_dir: host_runtime_dir
+            .as_ref()
+            .map(|_| PathBuf::from(RUNTIME_DIR)),
+        host_runtime_dir,
+        path,
+    }
+}
+
+fn bootstrap(s: &Settings, runtime: Runtime) -> Option<&PathBuf> {
+    match runtime {
+        Runtime::Python3 => Some(&s.runtimes.python_bootstrap),
+        Runtime::Nodejs => Some(&s.runtimes.node_bootstrap),
+        Runtime::Provided => None,
+    }
+}
+
+/// Whether `config` must start its process with its own environment:
+/// variables that the interpreter reads only at start (`PYTHONPATH`,
+/// `NODE_OPTIONS`, `LD_PRELOAD`, ...) rule out a runtime started ahead.
+pub(crate) fn needs_own_start(config: &FunctionConfig) -> bool {
+    let prefixes: &[&str] = match config.spec.runtime {
+        Runtime::Python3 => &["PYTHON", "LD_"],
+        Runtime::Nodejs => &["NODE_", "UV_", "LD_"],
+        Runtime::Provided => &[],
+    };
+    config
+        .spec
+        .env
+        .keys()
+        .any(|k| prefixes.iter().any(|p| k.starts_with(p)))
+}
+
+/// The process for `kind`. With `config`, for that function alone: its
+/// code from the start, and its environment when it needs its own start.
 pub(crate) fn spec(
     s: &Settings,
     isolation: Isolation,
-    config: &FunctionConfig,
-    runtime_api: &str,
+    kind: Kind,
+    function: Option<(&FunctionConfig, &[(String, String)])>,
     instance_id: &str,
 ) -> ProcessSpec {
-    let function = &config.spec;
-    let isolated = isolation == Isolation::Namespaces;
-    let (bootstrap, interpreter) = match function.runtime {
-        Runtime::Python3 => (Some(&s.runtimes.python_bootstrap), Some(&s.python)),
-        Runtime::Nodejs => (Some(&s.runtimes.node_bootstrap), Some(&s.node)),
-        Runtime::Provided => (None, None),
-    };
-    let host_runtime_dir = bootstrap.and_then(|b| b.parent()).map(Path::to_path_buf);
-    let (task_root, runtime_dir) = if isolated {
-        (
-            PathBuf::from(TASK_ROOT),
-            host_runtime_dir
-                .as_ref()
-                .map(|_| PathBuf::from(RUNTIME_DIR)),
-        )
-    } else {
-        (config.code_dir.clone(), host_runtime_dir.clone())
-    };
-    let bootstrap_path = |b: &Path| match &runtime_dir {
+    let code = function.map(|(config, _)| config.code_dir.clone());
+    let l = layout(
+        s,
+        isolation,
+        kind.runtime,
+        code.as_deref().unwrap_or(Path::new("/")),
+    );
+    let bootstrap_path = |b: &Path| match &l.runtime_dir {
         Some(dir) => dir.join(b.file_name().unwrap_or_default()),
         None => b.to_path_buf(),
     };
-    let (program, args) = match (function.runtime, bootstrap, interpreter) {
+    let interpreter = match kind.runtime {
+        Runtime::Python3 => Some(&s.python),
+        Runtime::Nodejs => Some(&s.node),
+        Runtime::Provided => None,
+    };
+    let (program, args, start) = match (kind.runtime, bootstrap(s, kind.runtime), interpreter) {
         (Runtime::Python3, Some(b), Some(i)) => (
             i.executable.clone(),
             // -S: no site start-up hooks (.pth files), which can cost
@@ -57,26 +135,23 @@ pub(crate) fn spec(
                 "-S".to_owned(),
                 bootstrap_path(b).display().to_string(),
             ],
+            Start::Now,
         ),
         (Runtime::Nodejs, Some(b), Some(i)) => (
             i.executable.clone(),
             vec![bootstrap_path(b).display().to_string()],
+            Start::Now,
         ),
-        _ => (task_root.join("bootstrap"), Vec::new()),
+        _ => (
+            l.task_root.join("bootstrap"),
+            Vec::new(),
+            Start::OnActivation,
+        ),
     };
 
     let mut mounts = Vec::new();
-    let mut path = if isolated {
-        SYSTEM_PATH.to_owned()
-    } else {
-        s.host_path.clone()
-    };
-    if isolated {
-        mounts.push(Mount {
-            host: config.code_dir.clone(),
-            sandbox: task_root.clone(),
-        });
-        if let (Some(host), Some(sandbox)) = (&host_runtime_dir, &runtime_dir) {
+    if isolation == Isolation::Namespaces {
+        if let (Some(host), Some(sandbox)) = (&l.host_runtime_dir, &l.runtime_dir) {
             mounts.push(Mount {
                 host: host.clone(),
                 sandbox: sandbox.clone(),
@@ -90,24 +165,70 @@ pub(crate) fn spec(
                 sandbox: prefix.clone(),
             });
         }
-        for i in [&s.python, &s.node] {
-            if let Some(dir) = i.executable.parent() {
-                path = format!("{}:{path}", dir.display());
-            }
-        }
     }
+    let mut env = match function {
+        Some((_, env)) => env.to_vec(),
+        None => {
+            let mut env = s.base_env.clone();
+            env.push(("PATH".to_owned(), l.path.clone()));
+            // Names the instance it will be, for whoever looks at processes.
+            env.push((
+                "AWS_LAMBDA_LOG_STREAM_NAME".to_owned(),
+                instance_id.to_owned(),
+            ));
+            // Tells the runtime it waits for an unknown function: worth
+            // loading the modules that functions commonly import.
+            env.push(("STRATUS_PRESTARTED".to_owned(), "1".to_owned()));
+            env
+        }
+    };
+    if start == Start::Now {
+        env.push((
+            "STRATUS_ACTIVATION_FD".to_owned(),
+            ACTIVATION_FD.to_string(),
+        ));
+    }
+    ProcessSpec {
+        program,
+        args,
+        cwd: if start == Start::Now {
+            PathBuf::from("/")
+        } else {
+            l.task_root.clone()
+        },
+        env,
+        mounts,
+        task_root: l.task_root,
+        code: code.filter(|_| isolation == Isolation::Namespaces),
+        start,
+        tmp_mb: s.tmp_mb,
+        pids_max: s.pids_max,
+        private_network: kind.private_network,
+        memory_mb: function.map_or(PRESTART_MEMORY_MB, |(c, _)| c.spec.memory_mb),
+    }
+}
 
+/// What makes a process of the right kind an instance of `config`.
+pub(crate) fn activation(
+    s: &Settings,
+    isolation: Isolation,
+    config: &FunctionConfig,
+    runtime_api: &str,
+    instance_id: &str,
+) -> Activation {
+    let function = &config.spec;
+    let l = layout(s, isolation, function.runtime, &config.code_dir);
     let mut env = s.base_env.clone();
-    env.push(("PATH".to_owned(), path));
+    env.push(("PATH".to_owned(), l.path.clone()));
     let lambda = [
         ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_owned()),
         ("_HANDLER", function.handler.clone()),
-        ("LAMBDA_TASK_ROOT", task_root.display().to_string()),
+        ("LAMBDA_TASK_ROOT", l.task_root.display().to_string()),
         (
             "LAMBDA_RUNTIME_DIR",
-            runtime_dir
+            l.runtime_dir
                 .as_ref()
-                .unwrap_or(&task_root)
+                .unwrap_or(&l.task_root)
                 .display()
                 .to_string(),
         ),
@@ -129,15 +250,11 @@ pub(crate) fn spec(
     ];
     env.extend(lambda.into_iter().map(|(k, v)| (k.to_owned(), v)));
     env.extend(function.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    ProcessSpec {
-        program,
-        args,
-        cwd: task_root,
+    Activation {
+        code: config.code_dir.clone(),
         env,
-        mounts,
-        tmp_mb: s.tmp_mb,
-        pids_max: s.pids_max,
-        private_network: isolated && function.network == stratus_manifest::Network::None,
+        cwd: l.task_root.clone(),
+        program: l.task_root.join("bootstrap"),
         memory_mb: function.memory_mb,
     }
 }

@@ -1,6 +1,6 @@
 //! The scheduler: the snapshot of deployed functions and their pools.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -14,6 +14,8 @@ use crate::instance::Instance;
 use crate::invocation::{Invocation, InvokeError, InvokeOutcome};
 use crate::logs::LogSender;
 use crate::pool::{FunctionConfig, Pool};
+use crate::prewarm::Prewarm;
+use crate::process::Kind;
 
 /// Scheduler settings; every limit here has a default in the server's flags.
 #[derive(Debug, Clone)]
@@ -37,6 +39,9 @@ pub struct Settings {
     pub tmp_mb: u32,
     /// Most processes of one instance, where cgroups are available.
     pub pids_max: u32,
+    /// Most processes made ahead of demand per runtime and network mode;
+    /// 0 makes every instance start from nothing.
+    pub prestart_max: usize,
     /// Variables every instance gets before the Lambda ones (LANG, TZ, ...).
     pub base_env: Vec<(String, String)>,
     /// The server's PATH, for instances without isolation.
@@ -57,6 +62,7 @@ pub(crate) struct Ctx {
     pub settings: Settings,
     pub launcher: Arc<LauncherClient>,
     pub logs: LogSender,
+    pub prewarm: Prewarm,
     instances: Mutex<HashMap<String, Arc<Instance>>>,
     instances_changed: Notify,
     in_flight: AtomicUsize,
@@ -101,23 +107,19 @@ impl Ctx {
             .collect()
     }
 
-    /// Whether instances of `config` get a network of their own.
-    pub fn private_network(&self, config: &FunctionConfig) -> bool {
-        self.launcher.isolation() == stratus_sandbox::Isolation::Namespaces
-            && config.spec.network == stratus_manifest::Network::None
-    }
-
+    /// The process for `kind`, for one function with its environment or
+    /// for any, made ahead of demand.
     pub fn process_spec(
         &self,
-        config: &FunctionConfig,
-        runtime_api: &str,
+        kind: Kind,
+        function: Option<(&FunctionConfig, &[(String, String)])>,
         instance_id: &str,
     ) -> stratus_sandbox::ProcessSpec {
         crate::process::spec(
             &self.settings,
             self.launcher.isolation(),
-            config,
-            runtime_api,
+            kind,
+            function,
             instance_id,
         )
     }
@@ -149,6 +151,11 @@ impl Scheduler {
     ) -> Arc<Scheduler> {
         let scheduler = Arc::new(Scheduler {
             ctx: Arc::new(Ctx {
+                prewarm: Prewarm::new(if launcher.prestart() {
+                    settings.prestart_max
+                } else {
+                    0
+                }),
                 settings,
                 launcher,
                 logs,
@@ -173,6 +180,7 @@ impl Scheduler {
                 for pool in scheduler.snapshot().values().flat_map(|fns| fns.values()) {
                     pool.maintain(keep_alive);
                 }
+                Prewarm::maintain(&scheduler.ctx);
             }
         });
         scheduler
@@ -219,9 +227,16 @@ impl Scheduler {
                 Some(pools) => next.insert(app.to_owned(), pools),
                 None => next.remove(app),
             };
+            let kinds: HashSet<Kind> = next
+                .values()
+                .flat_map(|fns| fns.values())
+                .map(|pool| Kind::of(self.ctx.launcher.isolation(), &pool.config))
+                .collect();
+            self.ctx.prewarm.set_wanted(&kinds);
             *guard = Arc::new(next);
             old
         };
+        Prewarm::maintain(&self.ctx);
         for pool in old.into_iter().flat_map(|fns| fns.into_values()) {
             pool.retire();
         }
@@ -275,6 +290,7 @@ impl Scheduler {
     /// `grace`, then stops every instance and waits for them to exit.
     pub async fn shutdown(&self, grace: Duration) {
         self.shutting_down.store(true, Ordering::Release);
+        self.ctx.prewarm.stop();
         let deadline = Instant::now() + grace;
         while self.ctx.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             let _ =

@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub region: String,
     pub keep_alive: Duration,
+    /// Most processes made ahead of demand per runtime and network mode.
+    pub prestart: usize,
     pub log_retention: Duration,
     pub log_max_bytes: u64,
 }
@@ -81,6 +83,7 @@ impl ServerConfig {
             limits: Limits::default(),
             region: "us-east-1".to_owned(),
             keep_alive: Duration::from_secs(600),
+            prestart: 8,
             log_retention: Duration::from_secs(7 * 24 * 3600),
             log_max_bytes: 512 * 1024 * 1024,
         }

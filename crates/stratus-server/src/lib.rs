@@ -132,6 +132,7 @@ pub async fn run(
         tmp_mb: config.limits.tmp_mb,
         pids_max: config.limits.pids_max,
         app_max_instances: config.limits.app_max_instances,
+        prestart_max: config.prestart,
         base_env: runtimes::base_env(),
         host_path: std::env::var("PATH")
             .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned()),

@@ -37,6 +37,8 @@ pub struct Invoked {
     pub sandbox_ms: Option<f64>,
     pub runtime_start_ms: Option<f64>,
     pub handler_init_ms: Option<f64>,
+    /// Cold starts only: whether the sandbox was made ahead of demand.
+    pub prestarted: Option<bool>,
     pub queue_ms: f64,
     pub version: String,
     pub logs: String,
@@ -63,6 +65,7 @@ pub async fn run(conn: &Connection, args: InvokeArgs) -> anyhow::Result<ExitCode
                 "runtime_start_ms": invoked.runtime_start_ms,
                 "handler_init_ms": invoked.handler_init_ms,
                 "handler_ms": invoked.duration_ms,
+                "prestarted": invoked.prestarted,
             },
             "logs": if args.log { Value::String(invoked.logs.clone()) } else { Value::Null },
         });
@@ -154,6 +157,7 @@ pub async fn invoke(
         sandbox_ms: number("x-stratus-sandbox-ms"),
         runtime_start_ms: number("x-stratus-runtime-start-ms"),
         handler_init_ms: number("x-stratus-handler-init-ms"),
+        prestarted: header("x-stratus-prestarted").map(|v| v == "true"),
         queue_ms: number("x-stratus-queue-ms").unwrap_or_default(),
         version: header("x-stratus-version").unwrap_or_default(),
         logs,

@@ -27,6 +27,10 @@ pub struct ServerArgs {
     /// Idle instances stop after this long without work
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub keep_alive: Duration,
+    /// Most sandboxes made ahead of demand per runtime and network mode,
+    /// runtime started, for cold starts to take; 0 turns this off
+    #[arg(long, default_value_t = 8)]
+    pub prestart: usize,
     /// Callers that may wait for a busy function before it throttles
     #[arg(long, default_value_t = 100)]
     pub queue_depth: usize,
@@ -72,6 +76,7 @@ impl ServerArgs {
         config.admin_listen = self.admin_listen;
         config.shutdown_grace = self.shutdown_grace;
         config.keep_alive = self.keep_alive;
+        config.prestart = self.prestart;
         config.region = self.region.clone();
         config.log_retention = self.log_retention;
         config.log_max_bytes = self.log_max_bytes;
@@ -129,6 +134,15 @@ pub async fn run(
         "isolation: {} ({})",
         launcher.isolation().as_str(),
         launcher.reason()
+    );
+    println!(
+        "prestart: {}",
+        match (config.prestart, launcher.prestart()) {
+            (0, _) => "off (--prestart 0)".to_owned(),
+            (n, true) => format!("up to {n} sandboxes per runtime, made ahead of demand"),
+            (_, false) =>
+                "off (this kernel cannot attach code to a made sandbox; Linux 5.12+ can)".to_owned(),
+        }
     );
     let (server, info) = spawn(&config, launcher, public, admin).await?;
     println!("stratus is running");

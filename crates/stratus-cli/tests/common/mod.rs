@@ -221,7 +221,8 @@ pub fn processes_of_function(qualified: &str) -> Vec<u32> {
     processes_with(&format!("AWS_LAMBDA_FUNCTION_NAME={qualified}"))
 }
 
-fn processes_with(needle: &str) -> Vec<u32> {
+/// Host pids of the live processes whose environment holds `needle`.
+pub fn processes_with(needle: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry

@@ -100,6 +100,9 @@ pub(crate) async fn invoke(
             set(name, format!("{ms:.3}"));
         }
     }
+    if let Some(prestarted) = p.prestarted {
+        set("x-stratus-prestarted", prestarted.to_string());
+    }
     if let Some(mb) = outcome.max_memory_mb {
         set("x-stratus-max-memory-mb", mb.to_string());
     }
