@@ -100,18 +100,40 @@ fn namespaced_functions_see_nothing_of_the_host_or_each_other() {
         .path();
 
     let hostile = server.path("hostile");
-    let manifest = format!(
-        "app: hostile\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    env:\n      DATA_DIR: {}\n      OTHER_CODE: {}\n      SERVER_PID: {}\n",
+    // `f` takes a prestarted sandbox; `own` (an interpreter variable in its
+    // env) starts its own: both paths must hold.
+    let env = format!(
+        "    env:\n      DATA_DIR: {}\n      OTHER_CODE: {}\n      SERVER_PID: {}\n",
         server.data_dir.display(),
         victim_code.display(),
         server.pid()
+    );
+    let manifest = format!(
+        "app: hostile\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n{env}  own:\n    runtime: python3\n    handler: main.handler\n{env}      PYTHONDONTWRITEBYTECODE: \"1\"\n"
     );
     write_app(
         &hostile,
         &[("stratus.yaml", &manifest), ("main.py", HOSTILE)],
     );
     server.ok(&["deploy", hostile.to_str().unwrap()]);
-    let seen = server.invoke("hostile/f", "{}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    for (function, prestarted) in [("f", true), ("own", false)] {
+        let seen = server.invoke(&format!("hostile/{function}"), "{}");
+        assert_eq!(seen["phases"]["prestarted"], prestarted, "{seen}");
+        assert_hostile_python_contained(&seen);
+    }
+
+    // The other app and the server are unharmed.
+    assert_eq!(server.invoke("victim/f", "{}")["result"], "still here");
+    assert!(
+        std::fs::read_dir(server.data_dir.join("code"))
+            .unwrap()
+            .count()
+            >= 2
+    );
+}
+
+fn assert_hostile_python_contained(seen: &serde_json::Value) {
     let r = &seen["result"];
     assert!(seen["error"].is_null(), "{seen}");
     eprintln!("{}", serde_json::to_string_pretty(r).unwrap());
@@ -157,15 +179,100 @@ fn namespaced_functions_see_nothing_of_the_host_or_each_other() {
             || !root_home.contains("admin.token") && !root_home.contains(".ssh"),
         "{root_home}"
     );
+}
 
-    // The other app and the server are unharmed.
-    assert_eq!(server.invoke("victim/f", "{}")["result"], "still here");
+/// Builds `tests/hostile.c` as a static binary: a custom runtime that
+/// attacks its sandbox from native code, with no interpreter in between.
+fn build_hostile(to: &std::path::Path) {
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile.c");
+    let out = std::process::Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(to)
+        .arg(source)
+        .output()
+        .expect("run cc: the static hostile suite needs a C compiler and static libc (libc6-dev)");
     assert!(
-        std::fs::read_dir(server.data_dir.join("code"))
-            .unwrap()
-            .count()
-            >= 2
+        out.status.success(),
+        "cc -static failed (static libc is in libc6-dev): {}",
+        String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_static_hostile_binary_is_contained() {
+    let isolated = std::env::var("STRATUS_ISOLATION").as_deref() != Ok("none");
+    let server = Server::start_with(&["--pids-max", "64"]);
+    let victim = server.path("victim");
+    write_app(
+        &victim,
+        &[
+            (
+                "stratus.yaml",
+                "app: victim\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            ("main.py", "def handler(e, c):\n    return 'still here'\n"),
+        ],
+    );
+    server.ok(&["deploy", victim.to_str().unwrap()]);
+    let victim_code = std::fs::read_dir(server.data_dir.join("code"))
+        .unwrap()
+        .flatten()
+        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .unwrap()
+        .path();
+    let hostile = server.path("native");
+    std::fs::create_dir_all(&hostile).unwrap();
+    build_hostile(&hostile.join("bootstrap"));
+    let manifest = format!(
+        "app: native\nfunctions:\n  f:\n    runtime: provided\n    memory: 128\n    env:\n      DATA_DIR: {}\n      OTHER_CODE: {}\n      SERVER_PID: {}\n",
+        server.data_dir.display(),
+        victim_code.display(),
+        server.pid()
+    );
+    write_app(&hostile, &[("stratus.yaml", &manifest)]);
+    server.ok(&["deploy", hostile.to_str().unwrap()]);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+
+    if isolated {
+        let seen = server.invoke("native/f", "{}");
+        let r = &seen["result"];
+        assert!(seen["error"].is_null(), "{seen}");
+        eprintln!("{}", serde_json::to_string_pretty(r).unwrap());
+        assert_eq!(r["uid"], 1000, "{r}");
+        assert_eq!(r["pid"], 1, "{r}");
+        for (key, outcome) in r.as_object().unwrap() {
+            if key == "uid" || key == "pid" {
+                continue;
+            }
+            assert!(
+                outcome.as_str().unwrap().starts_with("refused"),
+                "{key} must be refused, got: {outcome}"
+            );
+        }
+    }
+
+    // Bombs are stopped by the instance's limits, with or without namespaces.
+    let forked = server.invoke("native/f", r#"{"bomb":"fork"}"#);
+    let stopped = forked["result"]["fork_bomb"].as_str().unwrap_or_default();
+    assert!(
+        stopped.starts_with("stopped after")
+            && stopped.contains("Resource temporarily unavailable"),
+        "{forked}"
+    );
+    let made: u32 = stopped
+        .trim_start_matches("stopped after ")
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(made < 64, "the pids limit holds: {forked}");
+    let exhausted = server.invoke("native/f", r#"{"bomb":"memory"}"#);
+    assert_eq!(
+        exhausted["error"]["errorMessage"], "out of memory (limit 128 MiB)",
+        "{exhausted}"
+    );
+    assert_eq!(server.invoke("victim/f", "{}")["result"], "still here");
 }
 
 #[test]

@@ -24,6 +24,9 @@ use stratus_sandbox::Activation;
 
 /// Longest log line kept as one record; longer output is split.
 const MAX_LINE: usize = 256 * 1024;
+/// Longest the refill of prestarted sandboxes waits for a new instance to
+/// finish starting.
+const REFILL_DELAY_MAX: Duration = Duration::from_secs(1);
 /// Most bytes of an invocation's own log lines returned to the caller.
 const MAX_CAPTURE: usize = 64 * 1024;
 
@@ -88,6 +91,8 @@ pub(crate) struct Shared {
     /// When the launcher had the process running.
     spawned_at: OnceLock<Instant>,
     ready_at: OnceLock<Instant>,
+    /// Notified when the runtime first asks for work.
+    ready: tokio::sync::Notify,
     /// The user's own init as the runtime measured it, when it says.
     handler_init_ms: OnceLock<f64>,
     /// The process was made ahead of demand.
@@ -102,7 +107,9 @@ pub(crate) struct Shared {
 impl Shared {
     /// The runtime asked for work: initialisation is over.
     pub fn mark_ready(&self, handler_init_ms: Option<f64>) {
-        let _ = self.ready_at.set(Instant::now());
+        if self.ready_at.set(Instant::now()).is_ok() {
+            self.ready.notify_one();
+        }
         if let Some(ms) = handler_init_ms {
             let _ = self.handler_init_ms.set(ms);
         }
@@ -314,6 +321,7 @@ impl Instance {
             started: Instant::now(),
             spawned_at: OnceLock::new(),
             ready_at: OnceLock::new(),
+            ready: tokio::sync::Notify::new(),
             handler_init_ms: OnceLock::new(),
             prestarted: prestarted.is_some(),
             pid: AtomicU32::new(0),
@@ -339,9 +347,13 @@ impl Instance {
             }
             None => start_own(ctx, kind, config, &activation, &shared).await,
         };
-        // Refill only now: the launcher does one thing at a time, and this
-        // activation goes first.
-        Prewarm::maintain(ctx);
+        // Refill once this instance has started: making a sandbox (mounts,
+        // cgroups, an interpreter's start) competes with its start.
+        let (refill_ctx, refill_shared) = (ctx.clone(), shared.clone());
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(REFILL_DELAY_MAX, refill_shared.ready.notified()).await;
+            Prewarm::maintain(&refill_ctx);
+        });
         let spawned = match spawned {
             Ok(spawned) => spawned,
             Err(err) => {
