@@ -92,12 +92,7 @@ fn namespaced_functions_see_nothing_of_the_host_or_each_other() {
     );
     server.ok(&["deploy", victim.to_str().unwrap()]);
     assert_eq!(server.invoke("victim/f", "{}")["result"], "still here");
-    let victim_code = std::fs::read_dir(server.data_dir.join("code"))
-        .unwrap()
-        .flatten()
-        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .unwrap()
-        .path();
+    let victim_code = only_code_dir(&server);
 
     let hostile = server.path("hostile");
     // `f` takes a prestarted sandbox; `own` (an interpreter variable in its
@@ -181,6 +176,16 @@ fn assert_hostile_python_contained(seen: &serde_json::Value) {
     );
 }
 
+/// The code directory of the one app deployed so far.
+fn only_code_dir(server: &Server) -> std::path::PathBuf {
+    std::fs::read_dir(server.data_dir.join("code"))
+        .unwrap()
+        .flatten()
+        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .unwrap()
+        .path()
+}
+
 /// Builds `tests/hostile.c` as a static binary: a custom runtime that
 /// attacks its sandbox from native code, with no interpreter in between.
 fn build_hostile(to: &std::path::Path) {
@@ -214,12 +219,7 @@ fn a_static_hostile_binary_is_contained() {
         ],
     );
     server.ok(&["deploy", victim.to_str().unwrap()]);
-    let victim_code = std::fs::read_dir(server.data_dir.join("code"))
-        .unwrap()
-        .flatten()
-        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .unwrap()
-        .path();
+    let victim_code = only_code_dir(&server);
     let hostile = server.path("native");
     std::fs::create_dir_all(&hostile).unwrap();
     build_hostile(&hostile.join("bootstrap"));
