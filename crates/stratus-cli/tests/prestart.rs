@@ -86,7 +86,6 @@ fn prestarted_sandboxes_become_exactly_their_function() {
             ("marker.txt", "N"),
         ],
     );
-    settle();
     let isolated = !std::env::var("STRATUS_ISOLATION").is_ok_and(|v| v == "none");
     for (app, marker, files) in [
         ("pa", "A", vec!["main.py", "marker.txt", "stratus.yaml"]),
@@ -96,6 +95,8 @@ fn prestarted_sandboxes_become_exactly_their_function() {
             vec!["main.py", "marker.txt", "only_b.txt", "stratus.yaml"],
         ),
     ] {
+        // Each cold start takes the pool's sandbox; it refills in between.
+        settle();
         let out = server.invoke(&format!("{app}/f"), "{}");
         assert_eq!(out["cold"], true, "{out}");
         assert_eq!(out["phases"]["prestarted"], true, "{out}");
@@ -129,6 +130,7 @@ fn prestarted_sandboxes_become_exactly_their_function() {
             }
         }
     }
+    settle();
     let out = server.invoke("pn/f", "{}");
     assert_eq!(out["phases"]["prestarted"], true, "{out}");
     let r = &out["result"];
