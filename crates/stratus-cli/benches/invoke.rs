@@ -1192,7 +1192,9 @@ fn print_memory(rows: &[ColdRow]) {
     println!(
         "instances and idle from GET /v1/apps/{{app}}; processes: those whose environment has"
     );
-    println!("AWS_LAMBDA_FUNCTION_NAME=<app>.<function>; RSS = sum of their VmRSS / instances");
+    println!(
+        "AWS_LAMBDA_LOG_STREAM_NAME=<an instance the calls started>; RSS = sum of their VmRSS / instances"
+    );
     println!(
         "(shared pages counted in each); PSS = the same with shared pages split between sharers"
     );
