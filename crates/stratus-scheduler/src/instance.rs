@@ -286,10 +286,11 @@ impl Instance {
         ctx: &Arc<Ctx>,
         config: &Arc<FunctionConfig>,
     ) -> Result<Arc<Instance>, FunctionError> {
+        let isolation = ctx.launcher.isolation();
+        let kind = Kind::of(isolation, config);
         // With a private network the Runtime API listens inside it, on a
         // socket the launcher hands over; otherwise on a host loopback port.
-        let private = Kind::of(ctx.launcher.isolation(), config).private_network;
-        let (listener, api_addr) = if private {
+        let (listener, api_addr) = if kind.private_network {
             (None, stratus_sandbox::RUNTIME_API_ADDR.to_owned())
         } else {
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
@@ -302,9 +303,7 @@ impl Instance {
                 .map_err(|err| platform_error(format!("runtime API listener: {err}")))?;
             (Some(listener), addr.to_string())
         };
-        let isolation = ctx.launcher.isolation();
-        let kind = Kind::of(isolation, config);
-        let prestarted = if process::needs_own_start(config) || !ctx.launcher.prestart() {
+        let prestarted = if process::needs_own_start(config) {
             None
         } else {
             ctx.prewarm.take(kind)

@@ -85,7 +85,9 @@ impl Prewarm {
         self.pools.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A live process of `kind`, if one is ready; counts the demand.
+    /// A live process of `kind`, if one is ready; counts the demand. Always
+    /// `None` when pre-starting is off, or the launcher cannot attach code
+    /// to a made sandbox (then the pools are built with `max` 0).
     pub fn take(&self, kind: Kind) -> Option<Prestarted> {
         if !self.enabled() {
             return None;
@@ -105,7 +107,7 @@ impl Prewarm {
     pub fn set_wanted(&self, kinds: &HashSet<Kind>) {
         let mut pools = self.lock();
         for kind in kinds {
-            pools.entry(*kind).or_default().wanted = true;
+            pools.entry(*kind).or_default();
         }
         for (kind, pool) in pools.iter_mut() {
             pool.wanted = kinds.contains(kind);
