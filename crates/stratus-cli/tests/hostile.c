@@ -45,6 +45,22 @@ static const char *env_or(const char *name, const char *fallback) {
     return v ? v : fallback;
 }
 
+/* Connects to 127.0.0.1:port; -1 with errno on failure. */
+static int connect_local(int port) {
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        int err = errno;
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
 static void attacks(void) {
     char path[4096];
     const char *data_dir = env_or("DATA_DIR", "/nonexistent");
@@ -58,6 +74,7 @@ static void attacks(void) {
     TRY("write_usr", open("/usr/x", O_WRONLY | O_CREAT, 0644));
     TRY("write_etc", open("/etc/passwd", O_WRONLY | O_APPEND));
     TRY("kill_server", kill(atoi(env_or("SERVER_PID", "0")) ?: 999999, SIGKILL));
+    TRY("admin", connect_local(atoi(env_or("ADMIN_PORT", "1"))));
     mkdir("/tmp/m", 0755);
     TRY("mount", mount("none", "/tmp/m", "tmpfs", 0, NULL));
     TRY("setuid", setuid(0));

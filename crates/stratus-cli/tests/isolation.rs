@@ -224,10 +224,11 @@ fn a_static_hostile_binary_is_contained() {
     std::fs::create_dir_all(&hostile).unwrap();
     build_hostile(&hostile.join("bootstrap"));
     let manifest = format!(
-        "app: native\nfunctions:\n  f:\n    runtime: provided\n    memory: 128\n    env:\n      DATA_DIR: {}\n      OTHER_CODE: {}\n      SERVER_PID: {}\n",
+        "app: native\nfunctions:\n  f:\n    runtime: provided\n    memory: 128\n    env:\n      DATA_DIR: {}\n      OTHER_CODE: {}\n      SERVER_PID: {}\n      ADMIN_PORT: {}\n",
         server.data_dir.display(),
         victim_code.display(),
-        server.pid()
+        server.pid(),
+        server.admin.rsplit(':').next().unwrap()
     );
     write_app(&hostile, &[("stratus.yaml", &manifest)]);
     server.ok(&["deploy", hostile.to_str().unwrap()]);
@@ -313,4 +314,174 @@ fn network_none_leaves_only_loopback_and_the_runtime_api() {
     // Warm calls and other runtimes work the same way.
     assert_eq!(server.invoke("offline/f", "{}")["cold"], false);
     assert_eq!(server.invoke("offline/js", "{}")["result"], "node offline");
+}
+
+const NETWORK_PROBE: &str = r#"import ctypes, os, socket
+
+def connect(host, port, family=socket.AF_INET):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.connect((host, port))
+        return "connected"
+    except OSError as err:
+        return type(err).__name__
+    finally:
+        s.close()
+
+def abstract(name):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect("\0" + name)
+        return "connected"
+    except OSError as err:
+        return type(err).__name__
+    finally:
+        s.close()
+
+def handler(event, context):
+    own_host, own_port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+    if "other" not in event:
+        return {"api": os.environ["AWS_LAMBDA_RUNTIME_API"]}
+    other_host, other_port = event["other"].split(":")
+    return {
+        "own_api": connect(own_host, int(own_port)),
+        "other_api": connect(other_host, int(other_port)),
+        "admin": connect("127.0.0.1", event["admin"]),
+        "admin_mapped": connect("::ffff:127.0.0.1", event["admin"], socket.AF_INET6),
+        "host_service": connect("127.0.0.1", event["service"]),
+        "public": connect("127.0.0.1", event["public"]),
+        "abstract": abstract(event["abstract"]),
+    }
+"#;
+
+/// `network: outbound` (the default) shares the host's network, fenced:
+/// the platform's admin listener and other instances' Runtime APIs are out
+/// of reach, anything else is not.
+#[test]
+fn outbound_reaches_out_but_not_the_platform_or_other_instances() {
+    if std::env::var("STRATUS_ISOLATION").as_deref() == Ok("none") {
+        eprintln!("STRATUS_ISOLATION=none: the network fence needs namespaces");
+        return;
+    }
+    let server = Server::start_with(&["--isolation", "namespaces"]);
+    let info: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(server.data_dir.join("server.json")).unwrap(),
+    )
+    .unwrap();
+    let port_of = |url: &str| -> u16 { url.rsplit(':').next().unwrap().parse().unwrap() };
+    let (admin, public) = (
+        port_of(&server.admin),
+        port_of(info["public"].as_str().unwrap()),
+    );
+    // A service on the host, and an abstract socket of a host process.
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let abstract_name = format!("stratus-test-{}", std::process::id());
+    let abstract_addr =
+        <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
+            &abstract_name,
+        )
+        .unwrap();
+    let _abstract = std::os::unix::net::UnixListener::bind_addr(&abstract_addr).unwrap();
+
+    let dir = server.path("probe");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: probe\nfunctions:\n  victim:\n    runtime: python3\n    handler: main.handler\n  f:\n    runtime: python3\n    handler: main.handler\n  own:\n    runtime: python3\n    handler: main.handler\n    env:\n      PYTHONDONTWRITEBYTECODE: \"1\"\n",
+            ),
+            ("main.py", NETWORK_PROBE),
+        ],
+    );
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    let victim = server.invoke("probe/victim", "{}");
+    let victim_api = victim["result"]["api"].as_str().unwrap().to_owned();
+    assert!(victim_api.starts_with("127.90.0.1:"), "{victim}");
+    let event = serde_json::json!({
+        "other": victim_api,
+        "admin": admin,
+        "public": public,
+        "service": service.local_addr().unwrap().port(),
+        "abstract": abstract_name,
+    })
+    .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for (function, prestarted) in [("f", true), ("own", false)] {
+        let r = server.invoke(&format!("probe/{function}"), &event);
+        assert_eq!(r["phases"]["prestarted"], prestarted, "{r}");
+        let seen = &r["result"];
+        for (what, expected) in [
+            ("own_api", "connected"),
+            ("other_api", "PermissionError"),
+            ("admin", "PermissionError"),
+            ("admin_mapped", "PermissionError"),
+            ("host_service", "connected"),
+            ("public", "connected"),
+            ("abstract", "PermissionError"),
+        ] {
+            assert_eq!(seen[what], expected, "{function}: {what}: {r}");
+        }
+    }
+    // The victim still has its Runtime API, and is still the warm instance.
+    let again = server.invoke("probe/victim", "{}");
+    assert_eq!(again["cold"], false, "{again}");
+    assert_eq!(again["result"]["api"], victim_api.as_str());
+}
+
+/// Without namespaces, Landlock (ABI 6 and later) still keeps tenant code
+/// from signalling anything outside its instance: not the server, not
+/// the launcher. Its own children it may signal as usual.
+#[test]
+fn without_namespaces_tenants_cannot_signal_the_platform() {
+    let server = Server::start_with(&["--isolation", "none"]);
+    let dir = server.path("signals");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: signals\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            (
+                "main.py",
+                r#"import ctypes, os, signal, subprocess
+
+def attempt(pid):
+    try:
+        os.kill(pid, 0)
+        return "allowed"
+    except OSError as err:
+        return type(err).__name__
+
+def handler(event, context):
+    abi = ctypes.CDLL(None, use_errno=True).syscall(444, None, 0, 1)
+    child = subprocess.Popen(["sleep", "30"])
+    own_child = attempt(child.pid)
+    child.kill()
+    child.wait()
+    return {
+        "abi": abi,
+        "server": attempt(event["server"]),
+        "launcher": attempt(os.getppid()),
+        "own_child": own_child,
+    }
+"#,
+            ),
+        ],
+    );
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    let r = server.invoke(
+        "signals/f",
+        &serde_json::json!({ "server": server.pid() }).to_string(),
+    );
+    let seen = &r["result"];
+    assert_eq!(seen["own_child"], "allowed", "{r}");
+    if seen["abi"].as_i64().unwrap_or(0) < 6 {
+        eprintln!("Landlock ABI {} cannot scope signals: {r}", seen["abi"]);
+        return;
+    }
+    assert_eq!(seen["server"], "PermissionError", "{r}");
+    assert_eq!(seen["launcher"], "PermissionError", "{r}");
 }

@@ -28,6 +28,10 @@ pub(crate) struct Cgroups {
     backend: Backend,
     /// What is enforced, for start-up messages.
     pub summary: String,
+    /// The launcher's cgroup v2 group, where the network guard attaches,
+    /// when instances are to get a group in it. With v1 controllers it is
+    /// a group of its own in the v2 hierarchy, where there is one.
+    guard: Option<PathBuf>,
 }
 
 /// The groups of one instance.
@@ -40,6 +44,8 @@ pub(crate) struct InstanceGroup {
     memory: Option<PathBuf>,
     cpu: Option<PathBuf>,
     v2: bool,
+    /// The cgroup id of the instance's v2 group, for the network guard.
+    pub net_id: Option<u64>,
 }
 
 impl Cgroups {
@@ -82,17 +88,34 @@ impl Cgroups {
             return Cgroups {
                 summary: format!("cgroup v1: {}", on.join(", ")),
                 backend: Backend::V1 { memory, pids, cpu },
+                guard: v2_group(&mounts, &own, &name).ok(),
             };
         }
         match v2(&mounts, &own, &name) {
             Ok(base) => Cgroups {
                 summary: "cgroup v2: memory, pids, cpu".to_owned(),
+                guard: Some(base.clone()),
                 backend: Backend::V2 { base },
             },
             Err(reason) => Cgroups {
                 summary: format!("off ({reason})"),
                 backend: Backend::Off,
+                guard: v2_group(&mounts, &own, &name).ok(),
             },
+        }
+    }
+
+    /// The launcher's cgroup v2 group, for the network guard.
+    pub fn guard_group(&self) -> Option<&Path> {
+        self.guard.as_deref()
+    }
+
+    /// Instances need no v2 group for the network guard: it is off.
+    pub fn without_guard(&mut self) {
+        if let Some(group) = self.guard.take()
+            && !matches!(self.backend, Backend::V2 { .. })
+        {
+            let _ = fs::remove_dir(group);
         }
     }
 
@@ -101,6 +124,7 @@ impl Cgroups {
         Cgroups {
             backend: Backend::Off,
             summary: "off".to_owned(),
+            guard: None,
         }
     }
 
@@ -117,6 +141,7 @@ impl Cgroups {
             memory: None,
             cpu: None,
             v2: false,
+            net_id: None,
         };
         match &self.backend {
             Backend::Off => {}
@@ -144,6 +169,13 @@ impl Cgroups {
                 group.v2 = true;
             }
         }
+        if let Some(base) = &self.guard {
+            let dir = match &group.memory {
+                Some(dir) if group.v2 => dir.clone(),
+                _ => group.make(base, instance)?,
+            };
+            group.net_id = Some(crate::netguard::cgroup_id(&dir)?);
+        }
         group.set_memory(memory_mb)?;
         Ok(group)
     }
@@ -157,13 +189,26 @@ impl Cgroups {
             Backend::V2 { base } => vec![base],
             Backend::Off => Vec::new(),
         };
-        for base in bases {
+        let guard = self
+            .guard
+            .as_ref()
+            .filter(|_| !matches!(self.backend, Backend::V2 { .. }));
+        for base in bases.into_iter().chain(guard) {
             let _ = fs::remove_dir(base);
         }
     }
 }
 
-fn v2(mounts: &str, own: &str, name: &str) -> Result<PathBuf, String> {
+/// Creates the launcher's group in the v2 hierarchy, with no controllers.
+fn v2_group(mounts: &str, own: &str, name: &str) -> Result<PathBuf, String> {
+    let parent = v2_parent(mounts, own)?;
+    let base = parent.join(name);
+    fs::create_dir_all(&base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+    Ok(base)
+}
+
+/// This process's group in the v2 hierarchy.
+fn v2_parent(mounts: &str, own: &str) -> Result<PathBuf, String> {
     let mount = mounts
         .lines()
         .find_map(|l| {
@@ -175,7 +220,11 @@ fn v2(mounts: &str, own: &str, name: &str) -> Result<PathBuf, String> {
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
         .ok_or("this process is in no cgroup v2 group")?;
-    let parent = Path::new(&mount).join(path.trim_start_matches('/'));
+    Ok(Path::new(&mount).join(path.trim_start_matches('/')))
+}
+
+fn v2(mounts: &str, own: &str, name: &str) -> Result<PathBuf, String> {
+    let parent = v2_parent(mounts, own)?;
     let available = fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
     for controller in ["memory", "pids"] {
         if !available.split_whitespace().any(|c| c == controller) {

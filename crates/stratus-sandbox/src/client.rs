@@ -11,7 +11,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 use crate::launcher::LauncherHandle;
-use crate::wire::{self, Reply, Request};
+use crate::wire::{self, Facts, Reply, Request};
 use crate::{Activation, ExitStatus, Isolation, ProcessSpec, SandboxError};
 
 /// A started process: its output pipes and its end.
@@ -34,7 +34,7 @@ enum Answer {
         fds: Vec<OwnedFd>,
         exited: oneshot::Receiver<ExitStatus>,
     },
-    Activated,
+    Done,
 }
 
 type Pending = oneshot::Sender<Result<Answer, String>>;
@@ -51,17 +51,14 @@ pub struct LauncherClient {
     sock: Arc<AsyncFd<OwnedFd>>,
     state: Arc<Mutex<State>>,
     next_id: AtomicU64,
-    isolation: Isolation,
-    reason: String,
-    limits: String,
-    prestart: bool,
+    facts: Facts,
     pid: u32,
 }
 
 impl std::fmt::Debug for LauncherClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LauncherClient")
-            .field("isolation", &self.isolation)
+            .field("isolation", &self.facts.isolation)
             .field("pid", &self.pid)
             .finish_non_exhaustive()
     }
@@ -72,16 +69,8 @@ impl LauncherClient {
     /// the launcher to say which isolation it runs with.
     pub fn connect(handle: LauncherHandle) -> Result<LauncherClient, SandboxError> {
         let fd = handle.sock.as_raw_fd();
-        let (isolation, reason, limits, prestart) = match wire::recv::<Reply>(fd, 0) {
-            Ok(Some((
-                Reply::Ready {
-                    isolation,
-                    reason,
-                    limits,
-                    prestart,
-                },
-                _,
-            ))) => (isolation, reason, limits, prestart),
+        let facts = match wire::recv::<Reply>(fd, 0) {
+            Ok(Some((Reply::Ready(facts), _))) => facts,
             Ok(_) => {
                 return Err(SandboxError::Protocol(
                     "the launcher did not say it was ready".into(),
@@ -105,32 +94,40 @@ impl LauncherClient {
             sock,
             state,
             next_id: AtomicU64::new(1),
-            isolation,
-            reason,
-            limits,
-            prestart,
+            facts,
             pid: handle.pid,
         })
     }
 
     pub fn isolation(&self) -> Isolation {
-        self.isolation
+        self.facts.isolation
     }
 
     /// Why the launcher runs with this isolation.
     pub fn reason(&self) -> &str {
-        &self.reason
+        &self.facts.reason
     }
 
     /// Which resource limits the launcher enforces.
     pub fn limits(&self) -> &str {
-        &self.limits
+        &self.facts.limits
+    }
+
+    /// What keeps instances on the host's network from the platform's own
+    /// listeners and from each other.
+    pub fn network(&self) -> &str {
+        &self.facts.network
+    }
+
+    /// What Landlock enforces.
+    pub fn landlock(&self) -> &str {
+        &self.facts.landlock
     }
 
     /// Whether a process can be made before its code is known
     /// ([`ProcessSpec::code`] `None`) and get it on activation.
     pub fn prestart(&self) -> bool {
-        self.prestart
+        self.facts.prestart
     }
 
     /// Sends `request` (whose id is `id`) and waits for its answer.
@@ -223,7 +220,7 @@ impl LauncherClient {
             activation: activation.clone(),
         };
         match self.ask(id, &request).await? {
-            Ok(Answer::Activated) => Ok(()),
+            Ok(Answer::Done) => Ok(()),
             Ok(Answer::Spawned { .. }) => {
                 Err(SandboxError::Protocol("expected an activation".into()))
             }
@@ -231,6 +228,22 @@ impl LauncherClient {
                 program: activation.program.display().to_string(),
                 message,
             }),
+        }
+    }
+}
+
+impl LauncherClient {
+    /// Makes the platform's listeners at `addresses` unreachable from
+    /// outbound instances. Call before any instance starts.
+    pub async fn reserve(&self, addresses: &[std::net::SocketAddr]) -> Result<(), SandboxError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let request = Request::Reserve {
+            id,
+            addresses: addresses.to_vec(),
+        };
+        match self.ask(id, &request).await? {
+            Ok(_) => Ok(()),
+            Err(message) => Err(SandboxError::Protocol(message)),
         }
     }
 }
@@ -268,9 +281,9 @@ async fn read_replies(sock: Arc<AsyncFd<OwnedFd>>, state: Arc<Mutex<State>>) {
                     crate::kill_group(pid);
                 }
             }
-            (Reply::Activated { id }, _) => {
+            (Reply::Done { id }, _) => {
                 if let Some(tx) = state.pending.remove(&id) {
-                    let _ = tx.send(Ok(Answer::Activated));
+                    let _ = tx.send(Ok(Answer::Done));
                 }
             }
             (Reply::Failed { id, error }, _) => {
@@ -283,7 +296,7 @@ async fn read_replies(sock: Arc<AsyncFd<OwnedFd>>, state: Arc<Mutex<State>>) {
                     let _ = tx.send(status);
                 }
             }
-            (Reply::Ready { .. }, _) => {}
+            (Reply::Ready(_), _) => {}
         }
     }
     tracing::error!("the launcher exited; no new instances can start");

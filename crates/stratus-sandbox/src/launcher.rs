@@ -7,9 +7,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::{Cgroups, InstanceGroup};
+use crate::netguard::NetGuard;
 use crate::slot::{self, Slots};
-use crate::wire::{self, ActivationMessage, Reply, Request};
-use crate::{Activation, Isolation, IsolationRequest, ProcessSpec, SandboxError, spawn};
+use crate::wire::{self, ActivationMessage, Facts, Reply, Request};
+use crate::{Activation, Isolation, IsolationRequest, ProcessSpec, SandboxError, landlock, spawn};
 
 /// The server's end of the launcher, before the async runtime exists.
 #[derive(Debug)]
@@ -107,16 +108,20 @@ fn serve(
     };
     let prestart = isolation == Isolation::None || slots.is_some();
     // SAFETY: getpid has no preconditions.
-    let cgroups = Cgroups::detect(unsafe { libc::getpid() } as u32);
+    let mut cgroups = Cgroups::detect(unsafe { libc::getpid() } as u32);
     let limits = cgroups.summary.clone();
+    let (guard, network) = guard(isolation, &mut cgroups);
+    let landlock = landlock::summary(isolation == Isolation::Namespaces);
     wire::send(
         sock.as_raw_fd(),
-        &Reply::Ready {
+        &Reply::Ready(Facts {
             isolation,
             reason,
             limits,
             prestart,
-        },
+            network,
+            landlock,
+        }),
         &[],
     )?;
 
@@ -152,7 +157,12 @@ fn serve(
             }
             if polls[1].revents != 0 {
                 drain_signalfd(sigfd.as_raw_fd());
-                reap(sock.as_raw_fd(), &mut children, &mut draining)?;
+                reap(
+                    sock.as_raw_fd(),
+                    &mut children,
+                    &mut draining,
+                    guard.as_ref(),
+                )?;
             }
             draining.retain_mut(|group| !group.remove());
             if polls[0].revents != 0 {
@@ -180,15 +190,29 @@ fn serve(
                         _,
                     ))) => {
                         let outcome = match children.get_mut(&pid) {
-                            Some(tenant) => tenant.activate(&activation),
+                            Some(tenant) => tenant.activate(&activation, guard.as_ref()),
                             None => Err("the process has already exited".to_owned()),
                         };
                         let reply = match outcome {
-                            Ok(()) => Reply::Activated { id },
+                            Ok(()) => Reply::Done { id },
                             Err(error) => {
                                 crate::kill_group(pid);
                                 Reply::Failed { id, error }
                             }
+                        };
+                        wire::send(sock.as_raw_fd(), &reply, &[])?;
+                    }
+                    Ok(Some((Request::Reserve { id, addresses }, _))) => {
+                        let outcome = match &guard {
+                            Some(guard) => addresses
+                                .iter()
+                                .try_for_each(|addr| guard.reserve(*addr))
+                                .map_err(|e| format!("cannot reserve an address: {e}")),
+                            None => Ok(()),
+                        };
+                        let reply = match outcome {
+                            Ok(()) => Reply::Done { id },
+                            Err(error) => Reply::Failed { id, error },
                         };
                         wire::send(sock.as_raw_fd(), &reply, &[])?;
                     }
@@ -200,6 +224,29 @@ fn serve(
     })();
     shut_down(&mut children, &mut draining, &cgroups);
     outcome
+}
+
+/// Attaches the network guard where there are namespaces to keep tenants
+/// from undoing it; says what fences outbound instances.
+fn guard(isolation: Isolation, cgroups: &mut Cgroups) -> (Option<NetGuard>, String) {
+    let attached = match (isolation, cgroups.guard_group()) {
+        (Isolation::None, _) => Err("no isolation".to_owned()),
+        (_, None) => Err("no cgroup v2 hierarchy to attach to".to_owned()),
+        (_, Some(group)) => NetGuard::attach(group),
+    };
+    match attached {
+        Ok(guard) => (
+            Some(guard),
+            "outbound instances cannot connect to the admin listener or to other instances' Runtime APIs (cgroup BPF)".to_owned(),
+        ),
+        Err(reason) => {
+            cgroups.without_guard();
+            (
+                None,
+                format!("outbound instances can reach the admin listener and other instances' Runtime APIs on loopback: {reason}"),
+            )
+        }
+    }
 }
 
 /// A process the launcher made, until it is reaped.
@@ -258,7 +305,11 @@ fn make(
 
 impl Tenant {
     /// Attaches the code, sets the memory, and hands over the rest.
-    fn activate(&mut self, activation: &Activation) -> Result<(), String> {
+    fn activate(
+        &mut self,
+        activation: &Activation,
+        guard: Option<&NetGuard>,
+    ) -> Result<(), String> {
         let control = self
             .control
             .take()
@@ -274,6 +325,13 @@ impl Tenant {
         self.group
             .set_memory(activation.memory_mb)
             .map_err(|e| format!("cannot set the memory limit: {e}"))?;
+        if let (Some(guard), Some(id), Some(port)) =
+            (guard, self.group.net_id, activation.runtime_api_port)
+        {
+            guard
+                .admit(id, port)
+                .map_err(|e| format!("cannot admit the instance to its Runtime API: {e}"))?;
+        }
         let message = ActivationMessage {
             env: activation.env.clone(),
             cwd: activation.cwd.clone(),
@@ -289,8 +347,11 @@ impl Tenant {
     }
 
     /// Kills what is left of it and lets go of its slot.
-    fn end(&mut self) {
+    fn end(&mut self, guard: Option<&NetGuard>) {
         self.group.kill_all();
+        if let (Some(guard), Some(id)) = (guard, self.group.net_id) {
+            guard.forget(id);
+        }
         if let Some(slot) = self.slot.take() {
             slot::release(&slot);
         }
@@ -306,7 +367,7 @@ fn shut_down(
 ) {
     for (pid, mut tenant) in children.drain() {
         crate::kill_group(pid);
-        tenant.end();
+        tenant.end(None);
         // SAFETY: reaps a child we created and just killed.
         unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), 0) };
         draining.push(tenant.group);
@@ -332,6 +393,7 @@ fn reap(
     sock: RawFd,
     children: &mut HashMap<u32, Tenant>,
     draining: &mut Vec<InstanceGroup>,
+    guard: Option<&NetGuard>,
 ) -> io::Result<()> {
     loop {
         let mut status = 0;
@@ -346,7 +408,7 @@ fn reap(
         let tenant = children.remove(&pid);
         let oom_killed = tenant.as_ref().is_some_and(|t| t.group.oom_killed());
         if let Some(mut tenant) = tenant {
-            tenant.end();
+            tenant.end(guard);
             if !tenant.group.remove() {
                 draining.push(tenant.group);
             }

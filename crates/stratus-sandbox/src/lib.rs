@@ -17,8 +17,10 @@
 mod cgroup;
 mod client;
 mod fs;
+mod landlock;
 pub mod launcher;
 mod net;
+mod netguard;
 mod seccomp;
 mod slot;
 mod spawn;
@@ -31,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{LauncherClient, Spawned};
 pub use net::RUNTIME_API_ADDR;
+pub use netguard::RUNTIME_API_HOST;
 
 /// How tenant processes are isolated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +134,10 @@ pub struct Activation {
     pub program: PathBuf,
     /// The function's memory size: its memory limit and CPU weight.
     pub memory_mb: u32,
+    /// The port of its Runtime API at [`RUNTIME_API_HOST`], when it shares
+    /// the host's network: the only one there it may reach.
+    #[serde(default)]
+    pub runtime_api_port: Option<u16>,
 }
 
 /// How a process ended.

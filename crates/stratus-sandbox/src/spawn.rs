@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::cgroup::{Cgroups, InstanceGroup};
-use crate::{ACTIVATION_FD, Isolation, ProcessSpec, Start, fs, net, seccomp, wire};
+use crate::{ACTIVATION_FD, Isolation, ProcessSpec, Start, fs, landlock, net, seccomp, wire};
 
 /// The uid and gid tenant code runs as inside its user namespace.
 pub(crate) const SANDBOX_ID: u32 = 1000;
@@ -388,6 +388,16 @@ fn spawn_plain(
             libc::setpgid(0, 0);
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             reset_signals();
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                fail(
+                    err_w.as_raw_fd(),
+                    "set no_new_privs",
+                    io::Error::last_os_error(),
+                );
+            }
+        }
+        if let Err(err) = landlock::restrict(false) {
+            fail(err_w.as_raw_fd(), "restrict with Landlock", err);
         }
         let (stdout, stderr) = (io.stdout.as_raw_fd(), io.stderr.as_raw_fd());
         run(spec, exec, io.control, err_w.as_raw_fd(), stdout, stderr);
@@ -491,6 +501,9 @@ fn spawn_namespaced(
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 fail(err_fd, "set no_new_privs", io::Error::last_os_error());
             }
+        }
+        if let Err(err) = landlock::restrict(true) {
+            fail(err_fd, "restrict with Landlock", err);
         }
         if let Err(err) = seccomp::install(&filter) {
             fail(err_fd, "install the seccomp filter", err);

@@ -22,6 +22,11 @@ pub(crate) enum Request {
         pid: u32,
         activation: Activation,
     },
+    /// Listeners of the platform that outbound instances may not reach.
+    Reserve {
+        id: u64,
+        addresses: Vec<std::net::SocketAddr>,
+    },
 }
 
 /// What a made process reads on activation.
@@ -32,23 +37,33 @@ pub(crate) struct ActivationMessage {
     pub program: std::path::PathBuf,
 }
 
+/// What the launcher runs with.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Facts {
+    pub isolation: Isolation,
+    /// Why this isolation.
+    pub reason: String,
+    /// Which resource limits are enforced.
+    pub limits: String,
+    /// Whether code can be attached to a sandbox made without it.
+    pub prestart: bool,
+    /// What fences the network of instances that share the host's.
+    pub network: String,
+    /// What Landlock adds.
+    pub landlock: String,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Reply {
     /// Sent once, first: what the launcher runs with.
-    Ready {
-        isolation: Isolation,
-        reason: String,
-        /// Which resource limits are enforced.
-        limits: String,
-        /// Whether code can be attached to a sandbox made without it.
-        prestart: bool,
-    },
+    Ready(Facts),
     /// Carries the stdout and stderr read ends.
     Spawned {
         id: u64,
         pid: u32,
     },
-    Activated {
+    /// An activation or reservation took effect.
+    Done {
         id: u64,
     },
     Failed {

@@ -289,11 +289,12 @@ impl Instance {
         let isolation = ctx.launcher.isolation();
         let kind = Kind::of(isolation, config);
         // With a private network the Runtime API listens inside it, on a
-        // socket the launcher hands over; otherwise on a host loopback port.
+        // socket the launcher hands over; otherwise on a host loopback
+        // address kept for Runtime APIs, each instance allowed only its own.
         let (listener, api_addr) = if kind.private_network {
             (None, stratus_sandbox::RUNTIME_API_ADDR.to_owned())
         } else {
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            let listener = tokio::net::TcpListener::bind((stratus_sandbox::RUNTIME_API_HOST, 0))
                 .await
                 .map_err(|err| {
                     platform_error(format!("cannot bind the runtime API listener: {err}"))

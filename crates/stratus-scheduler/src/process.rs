@@ -216,6 +216,9 @@ pub(crate) fn activation(
     runtime_api: &str,
     instance_id: &str,
 ) -> Activation {
+    let runtime_api_port = runtime_api
+        .strip_prefix(&format!("{}:", stratus_sandbox::RUNTIME_API_HOST))
+        .and_then(|port| port.parse().ok());
     let function = &config.spec;
     let l = layout(s, isolation, function.runtime, &config.code_dir);
     let mut env = s.base_env.clone();
@@ -256,5 +259,6 @@ pub(crate) fn activation(
         cwd: l.task_root.clone(),
         program: l.task_root.join("bootstrap"),
         memory_mb: function.memory_mb,
+        runtime_api_port,
     }
 }

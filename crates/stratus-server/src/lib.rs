@@ -101,7 +101,18 @@ pub async fn run(
     let token = token::load_or_create(&data_dir.join(TOKEN_FILE))?;
 
     let launcher = Arc::new(launcher);
+    // Before any instance starts: none may reach the admin listener.
+    let admin_addr = admin.local_addr().context("the admin listener")?;
+    launcher
+        .reserve(&[admin_addr])
+        .await
+        .context("cannot fence the admin listener off from instances")?;
     tracing::info!(limits = launcher.limits(), "resource limits");
+    tracing::info!(
+        network = launcher.network(),
+        landlock = launcher.landlock(),
+        "tenant fences"
+    );
     match launcher.isolation() {
         Isolation::Namespaces => tracing::info!(
             isolation = "namespaces",

@@ -135,6 +135,8 @@ pub async fn run(
         launcher.isolation().as_str(),
         launcher.reason()
     );
+    println!("network: {}", launcher.network());
+    println!("{}", launcher.landlock());
     println!(
         "prestart: {}",
         match (config.prestart, launcher.prestart()) {
