@@ -91,8 +91,8 @@ pub(crate) struct Shared {
     /// When the launcher had the process running.
     spawned_at: OnceLock<Instant>,
     ready_at: OnceLock<Instant>,
-    /// Notified when the runtime first asks for work.
-    ready: tokio::sync::Notify,
+    /// Notified when the instance answers a request.
+    settled: tokio::sync::Notify,
     /// The user's own init as the runtime measured it, when it says.
     handler_init_ms: OnceLock<f64>,
     /// The process was made ahead of demand.
@@ -107,9 +107,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// The runtime asked for work: initialisation is over.
     pub fn mark_ready(&self, handler_init_ms: Option<f64>) {
-        if self.ready_at.set(Instant::now()).is_ok() {
-            self.ready.notify_one();
-        }
+        let _ = self.ready_at.set(Instant::now());
         if let Some(ms) = handler_init_ms {
             let _ = self.handler_init_ms.set(ms);
         }
@@ -159,6 +157,7 @@ impl Shared {
                 let _ = f.result_tx.send(result);
                 inner.last_done = Some(f.request_id);
                 inner.request_id = None;
+                self.settled.notify_one();
                 Ok(())
             }
             other => {
@@ -321,7 +320,7 @@ impl Instance {
             started: Instant::now(),
             spawned_at: OnceLock::new(),
             ready_at: OnceLock::new(),
-            ready: tokio::sync::Notify::new(),
+            settled: tokio::sync::Notify::new(),
             handler_init_ms: OnceLock::new(),
             prestarted: prestarted.is_some(),
             pid: AtomicU32::new(0),
@@ -347,11 +346,12 @@ impl Instance {
             }
             None => start_own(ctx, kind, config, &activation, &shared).await,
         };
-        // Refill once this instance has started: making a sandbox (mounts,
-        // cgroups, an interpreter's start) competes with its start.
+        // Refill once this instance has answered its first request: making
+        // a sandbox (mounts, cgroups, an interpreter's start) competes with
+        // its start and with that request.
         let (refill_ctx, refill_shared) = (ctx.clone(), shared.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(REFILL_DELAY_MAX, refill_shared.ready.notified()).await;
+            let _ = tokio::time::timeout(REFILL_DELAY_MAX, refill_shared.settled.notified()).await;
             Prewarm::maintain(&refill_ctx);
         });
         let spawned = match spawned {
