@@ -202,7 +202,17 @@ fn a_killed_server_takes_its_instances_and_cgroups_with_it() {
         .unwrap()
         .to_owned();
     let launcher = launcher_of(server.pid());
-    assert!(common::processes_of(&instance).len() >= 2);
+    // The runtime and the child it started.
+    let started = std::time::Instant::now();
+    while common::processes_of(&instance).len() < 2 && started.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        common::processes_of(&instance).len() >= 2,
+        "instance {instance}: {:?}; the function's processes: {:?}",
+        common::processes_of(&instance),
+        common::processes_of_function("orphans.f")
+    );
     assert!(
         !launcher_cgroups(launcher).is_empty() || !std::path::Path::new("/sys/fs/cgroup").exists()
     );
