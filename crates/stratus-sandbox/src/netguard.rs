@@ -49,7 +49,7 @@ const BPF_F_ALLOW_MULTI: u32 = 2;
 /// The loaded programs and their map, while the launcher lives.
 pub(crate) struct NetGuard {
     map: OwnedFd,
-    _programs: [OwnedFd; 2],
+    _programs: Vec<OwnedFd>,
 }
 
 impl NetGuard {
@@ -88,10 +88,9 @@ impl NetGuard {
                 .map_err(|e| format!("cannot attach a BPF program to {}: {e}", group.display()))?;
             programs.push(prog);
         }
-        let [v4, v6]: [OwnedFd; 2] = programs.try_into().map_err(|_| "two programs")?;
         Ok(NetGuard {
             map,
-            _programs: [v4, v6],
+            _programs: programs,
         })
     }
 

@@ -290,8 +290,8 @@ impl Instance {
         // With a private network the Runtime API listens inside it, on a
         // socket the launcher hands over; otherwise on a host loopback
         // address kept for Runtime APIs, each instance allowed only its own.
-        let (listener, api_addr) = if kind.private_network {
-            (None, stratus_sandbox::RUNTIME_API_ADDR.to_owned())
+        let (listener, api_addr, api_port) = if kind.private_network {
+            (None, stratus_sandbox::RUNTIME_API_ADDR.to_owned(), None)
         } else {
             let listener = tokio::net::TcpListener::bind((stratus_sandbox::RUNTIME_API_HOST, 0))
                 .await
@@ -301,7 +301,7 @@ impl Instance {
             let addr = listener
                 .local_addr()
                 .map_err(|err| platform_error(format!("runtime API listener: {err}")))?;
-            (Some(listener), addr.to_string())
+            (Some(listener), addr.to_string(), Some(addr.port()))
         };
         let prestarted = if process::needs_own_start(config) {
             None
@@ -329,7 +329,8 @@ impl Instance {
             config: config.clone(),
             logs: ctx.logs.clone(),
         });
-        let activation = process::activation(&ctx.settings, isolation, config, &api_addr, &id);
+        let activation =
+            process::activation(&ctx.settings, isolation, config, (&api_addr, api_port), &id);
         // The runtime starts work the moment it reads its activation: the
         // sandbox phase ends when the activation is sent.
         let spawned = match prestarted {

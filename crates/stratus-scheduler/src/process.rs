@@ -208,17 +208,16 @@ pub(crate) fn spec(
     }
 }
 
-/// What makes a process of the right kind an instance of `config`.
+/// What makes a process of the right kind an instance of `config`. The
+/// Runtime API is its address, and its port on the host's network when it
+/// listens there.
 pub(crate) fn activation(
     s: &Settings,
     isolation: Isolation,
     config: &FunctionConfig,
-    runtime_api: &str,
+    (runtime_api, runtime_api_port): (&str, Option<u16>),
     instance_id: &str,
 ) -> Activation {
-    let runtime_api_port = runtime_api
-        .strip_prefix(&format!("{}:", stratus_sandbox::RUNTIME_API_HOST))
-        .and_then(|port| port.parse().ok());
     let function = &config.spec;
     let l = layout(s, isolation, function.runtime, &config.code_dir);
     let mut env = s.base_env.clone();
