@@ -3,59 +3,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use common::{Server, python, write_app};
+use common::{Server, copy_dir, example, pip_install, python, write_app};
 
 /// `awslambdaric`, installed once from PyPI into `target/test-deps`.
 fn awslambdaric() -> PathBuf {
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-deps/awslambdaric");
-    let marker = target.join(".installed");
-    if !marker.exists() {
-        let status = Command::new(python())
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--target",
-            ])
-            .arg(&target)
-            .arg("awslambdaric")
-            .status()
-            .expect("pip");
-        assert!(status.success(), "pip install awslambdaric failed");
-        std::fs::write(&marker, "").unwrap();
-    }
-    target
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-/// The `lambda_fixture` example binary, built by `cargo test` beside the tests.
-fn lambda_fixture() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let path = dir.join("lambda_fixture");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "stratus-cli", "--example", "lambda_fixture"])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    path
+    pip_install("awslambdaric", &["awslambdaric"])
 }
 
 #[test]
@@ -120,7 +74,7 @@ fn a_lambda_runtime_rust_binary_runs_as_a_provided_function() {
             "app: rust\nfunctions:\n  f:\n    runtime: provided\n    memory: 512\n",
         )],
     );
-    std::fs::copy(lambda_fixture(), dir.join("bootstrap")).unwrap();
+    std::fs::copy(example("lambda_fixture"), dir.join("bootstrap")).unwrap();
     server.ok(&["deploy", dir.to_str().unwrap()]);
 
     let ok = server.invoke("rust/f", r#"{"op": "ok", "n": 42}"#);

@@ -195,6 +195,18 @@ pub struct Route<T> {
     pub target: T,
 }
 
+impl<T: fmt::Display> Route<T> {
+    fn describe(&self) -> String {
+        match &self.methods {
+            None => format!("{} (any method) {}", self.pattern, self.target),
+            Some(methods) => {
+                let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+                format!("{} ({}) {}", self.pattern, names.join(", "), self.target)
+            }
+        }
+    }
+}
+
 impl<T> Route<T> {
     fn takes(&self, method: &Method) -> bool {
         match &self.methods {
@@ -220,16 +232,6 @@ impl<T> Route<T> {
         match &self.methods {
             None => format!("ANY {}", self.pattern),
             Some(_) => format!("{method} {}", self.pattern),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match &self.methods {
-            None => format!("{} (any method)", self.pattern),
-            Some(methods) => {
-                let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
-                format!("{} ({})", self.pattern, names.join(", "))
-            }
         }
     }
 }
@@ -261,8 +263,9 @@ impl<T> Default for RouteTable<T> {
     }
 }
 
-impl<T> RouteTable<T> {
-    /// Builds a table, refusing routes that overlap.
+impl<T: fmt::Display> RouteTable<T> {
+    /// Builds a table, refusing routes that overlap; the error names both
+    /// routes and their targets.
     pub fn new(mut routes: Vec<Route<T>>) -> Result<RouteTable<T>, RouteError> {
         for (i, a) in routes.iter().enumerate() {
             if let Some(b) = routes[i + 1..].iter().find(|b| a.overlaps(b)) {
@@ -275,7 +278,9 @@ impl<T> RouteTable<T> {
         routes.sort_by(|a, b| a.pattern.ranks().cmp(b.pattern.ranks()));
         Ok(RouteTable { routes })
     }
+}
 
+impl<T> RouteTable<T> {
     pub fn routes(&self) -> &[Route<T>] {
         &self.routes
     }
@@ -386,7 +391,7 @@ mod tests {
         let err = table(&[("/users/{id}", None), ("/users/{name}", Some(&["GET"]))]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "routes /users/{id} (any method) and /users/{name} (GET) overlap: both match the same requests; change one of them"
+            "routes /users/{id} (any method) /users/{id} and /users/{name} (GET) /users/{name} overlap: both match the same requests; change one of them"
         );
         assert!(table(&[("/a", Some(&["GET"])), ("/a", Some(&["POST"]))]).is_ok());
         assert!(table(&[("/a/*", None), ("/a/{x}", None)]).is_ok());

@@ -68,10 +68,24 @@ const FUNCTION_KEYS: &[&str] = &[
     "min_instances",
     "keep_alive",
     "network",
+    "http",
+];
+
+/// Keys of a function's `http:`.
+const HTTP_KEYS: &[&str] = &["path", "methods", "auth", "cors", "streaming"];
+
+/// Keys of `cors:`.
+const CORS_KEYS: &[&str] = &[
+    "origins",
+    "credentials",
+    "methods",
+    "headers",
+    "expose_headers",
+    "max_age",
 ];
 
 /// Sections that later manifest features add; named so that users get a clear answer.
-const FUTURE_KEYS: &[&str] = &["http", "events", "services", "queues", "routes"];
+const FUTURE_KEYS: &[&str] = &["events", "services", "queues", "routes"];
 
 /// Turns a YAML or type error from serde into a located, hinted error.
 pub(crate) fn from_yaml(file: &str, text: &str, err: &serde_norway::Error) -> ManifestError {
@@ -108,7 +122,13 @@ pub(crate) fn from_yaml(file: &str, text: &str, err: &serde_norway::Error) -> Ma
         line = crate::locate::line_of(text, &key).or(line);
         // Unknown fields come from the top level or from a function.
         let in_function = key.contains('.');
-        let known = if in_function { FUNCTION_KEYS } else { TOP_KEYS };
+        let parent = key.rsplit('.').nth(1).unwrap_or("");
+        let known = match parent {
+            "http" => HTTP_KEYS,
+            "cors" => CORS_KEYS,
+            _ if in_function => FUNCTION_KEYS,
+            _ => TOP_KEYS,
+        };
         hint = Some(if FUTURE_KEYS.contains(&field.as_str()) {
             format!("`{field}` is not supported by this version of stratus; remove it")
         } else if !in_function && FUNCTION_KEYS.contains(&field.as_str()) {
@@ -284,6 +304,20 @@ pub(crate) fn expected_for(key: &str) -> Option<&'static str> {
         "network" => {
             "`outbound` (the default: may connect out) or `none` (loopback and the Runtime API only)"
         }
+        "http" => {
+            "routes on the public listener, e.g. `http: { path: /api/*, methods: [GET, POST] }`"
+        }
+        "path" => "a route such as `/hello`, `/users/{id}` or `/api/*`, or a list of them",
+        "methods" => "a list of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, or `ANY`",
+        "auth" => {
+            "`none` (anyone) or `key` (callers present an app key from `stratus keys create`)"
+        }
+        "cors" => "e.g. `cors: { origins: [\"https://example.com\"], credentials: false }`",
+        "origins" => "a list of origins such as `https://example.com`, or `*` for any",
+        "credentials" => "`true` or `false`",
+        "streaming" => "`true` to stream the response, `false` (the default) to buffer it",
+        "headers" | "expose_headers" => "a list of header names, e.g. `[x-request-id]`",
+        "max_age" => "a duration such as `10m`, at most 24h",
         _ => return None,
     })
 }

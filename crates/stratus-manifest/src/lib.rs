@@ -13,7 +13,9 @@ mod resolve;
 mod spec;
 
 pub use error::{ManifestError, ManifestErrors};
-pub use spec::{AppSpec, FunctionSpec, Network, Runtime, is_valid_name};
+pub use spec::{
+    AppSpec, CorsSpec, FunctionSpec, HttpAuth, HttpSpec, Network, Runtime, is_valid_name,
+};
 
 /// The file name `stratus deploy` looks for in an application directory.
 pub const MANIFEST_FILE: &str = "stratus.yaml";

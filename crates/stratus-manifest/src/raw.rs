@@ -31,6 +31,46 @@ pub(crate) struct RawFunction {
     pub min_instances: Option<u32>,
     pub keep_alive: Option<String>,
     pub network: Option<String>,
+    pub http: Option<RawHttp>,
+}
+
+/// `http:` on a function: the routes that reach it on the public listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp {
+    pub path: Option<OneOrMany>,
+    pub methods: Option<OneOrMany>,
+    pub auth: Option<String>,
+    pub cors: Option<RawCors>,
+    pub streaming: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCors {
+    pub origins: Option<OneOrMany>,
+    pub credentials: Option<bool>,
+    pub methods: Option<OneOrMany>,
+    pub headers: Option<OneOrMany>,
+    pub expose_headers: Option<OneOrMany>,
+    pub max_age: Option<String>,
+}
+
+/// A string or a list of strings: `path: /a` and `path: [/a, /b]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
 }
 
 /// An environment value: YAML scalars of any type are taken as their text,

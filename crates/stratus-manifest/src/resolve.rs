@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use crate::error::{ManifestError, ManifestErrors, closest, expected_for};
 use crate::locate::line_of;
-use crate::raw::{RawFunction, RawManifest};
-use crate::spec::{AppSpec, FunctionSpec, Network, Runtime, is_valid_name};
+use crate::raw::{RawCors, RawFunction, RawHttp, RawManifest};
+use crate::spec::{
+    AppSpec, CorsSpec, FunctionSpec, HttpAuth, HttpSpec, Network, Runtime, is_valid_name,
+};
 
 pub const DEFAULT_MEMORY_MB: u32 = 128;
 pub const MIN_MEMORY_MB: u32 = 64;
@@ -93,6 +95,8 @@ pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpe
             functions.insert(name, spec);
         }
     }
+
+    check_routes(&mut c, &functions);
 
     if c.errors.is_empty() {
         Ok(AppSpec {
@@ -281,6 +285,8 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         env.insert(var, value.0);
     }
 
+    let http = f.http.map(|raw| resolve_http(c, name, raw));
+
     (c.errors.len() == before).then(|| FunctionSpec {
         name: name.to_owned(),
         runtime: runtime.expect("checked above"),
@@ -293,7 +299,203 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         min_instances,
         keep_alive,
         network,
+        http,
     })
+}
+
+/// The methods a route may name.
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+fn resolve_http(c: &mut Checker<'_>, name: &str, raw: RawHttp) -> HttpSpec {
+    let key = |field: &str| format!("functions.{name}.http.{field}");
+    let paths = raw.path.map(|p| p.into_vec()).unwrap_or_default();
+    if paths.is_empty() {
+        c.error(
+            key("path"),
+            "an HTTP function needs at least one route".into(),
+            Some("add `path: /api/*` (or a list of paths) under `http:`".into()),
+        );
+    }
+    for path in &paths {
+        if let Err(err) = stratus_gateway::route::Pattern::parse(path) {
+            c.error(
+                key("path"),
+                err.to_string(),
+                expected_for("path").map(str::to_owned),
+            );
+        }
+    }
+    let methods = methods(c, &key("methods"), raw.methods.map(|m| m.into_vec()));
+    let auth = match raw.auth.as_deref() {
+        None | Some("none") => HttpAuth::None,
+        Some("key") => HttpAuth::Key,
+        Some(other) => {
+            c.error(
+                key("auth"),
+                format!("unknown auth mode {other:?}"),
+                expected_for("auth").map(str::to_owned),
+            );
+            HttpAuth::None
+        }
+    };
+    let cors = raw.cors.map(|cors| resolve_cors(c, name, cors));
+    HttpSpec {
+        paths,
+        methods,
+        auth,
+        cors,
+        streaming: raw.streaming.unwrap_or(false),
+    }
+}
+
+/// Upper-cases and checks a method list; `ANY` or `*` (alone) means every method.
+fn methods(c: &mut Checker<'_>, key: &str, given: Option<Vec<String>>) -> Vec<String> {
+    let given = given.unwrap_or_default();
+    if given.len() == 1 && matches!(given[0].as_str(), "ANY" | "any" | "*") {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for method in given {
+        let upper = method.to_ascii_uppercase();
+        if !METHODS.contains(&upper.as_str()) {
+            c.error(
+                key.to_owned(),
+                format!("unknown HTTP method {method:?}"),
+                expected_for("methods").map(str::to_owned),
+            );
+        } else if !out.contains(&upper) {
+            out.push(upper);
+        }
+    }
+    out
+}
+
+fn resolve_cors(c: &mut Checker<'_>, name: &str, raw: RawCors) -> CorsSpec {
+    let key = |field: &str| format!("functions.{name}.http.cors.{field}");
+    let origins = raw.origins.map(|o| o.into_vec()).unwrap_or_default();
+    if origins.is_empty() {
+        c.error(
+            key("origins"),
+            "CORS needs the origins it allows".into(),
+            expected_for("origins").map(str::to_owned),
+        );
+    }
+    for origin in &origins {
+        if origin != "*" && !valid_origin(origin) {
+            c.error(
+                key("origins"),
+                format!("{origin:?} is not an origin"),
+                expected_for("origins").map(str::to_owned),
+            );
+        }
+    }
+    let credentials = raw.credentials.unwrap_or(false);
+    if credentials && origins.iter().any(|o| o == "*") {
+        c.error(
+            key("credentials"),
+            "browsers refuse credentials with the origin `*`".into(),
+            Some("list the origins that may send credentials, or set `credentials: false`".into()),
+        );
+    }
+    let methods = methods(c, &key("methods"), raw.methods.map(|m| m.into_vec()));
+    let mut headers = Vec::new();
+    let mut expose_headers = Vec::new();
+    for (field, given, out) in [
+        ("headers", raw.headers, &mut headers),
+        ("expose_headers", raw.expose_headers, &mut expose_headers),
+    ] {
+        for header in given.map(|h| h.into_vec()).unwrap_or_default() {
+            if header.is_empty() || !header.bytes().all(is_token_byte) {
+                c.error(
+                    key(field),
+                    format!("{header:?} is not a header name"),
+                    Some("header names are letters, digits and `-`, e.g. `x-request-id`".into()),
+                );
+            } else {
+                out.push(header.to_ascii_lowercase());
+            }
+        }
+    }
+    let max_age_secs = match raw.max_age.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) if d <= Duration::from_secs(24 * 3600) => Some(d.as_secs()),
+        Some(Ok(_)) => {
+            c.error(
+                key("max_age"),
+                "max_age is longer than 24h, which browsers ignore".into(),
+                expected_for("max_age").map(str::to_owned),
+            );
+            None
+        }
+        Some(Err(err)) => {
+            c.error(
+                key("max_age"),
+                format!("invalid duration: {err}"),
+                expected_for("max_age").map(str::to_owned),
+            );
+            None
+        }
+    };
+    CorsSpec {
+        origins,
+        credentials,
+        methods,
+        headers,
+        expose_headers,
+        max_age_secs,
+    }
+}
+
+/// `scheme://host[:port]`, nothing after.
+fn valid_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', ' ', '@'])
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Routes of different functions must not overlap: which one a request
+/// reaches would be a guess.
+fn check_routes(c: &mut Checker<'_>, functions: &BTreeMap<String, FunctionSpec>) {
+    use stratus_gateway::route::{Pattern, Route, RouteError, RouteTable};
+    let mut routes = Vec::new();
+    for f in functions.values() {
+        let before = routes.len();
+        let Some(http) = &f.http else { continue };
+        let methods = (!http.methods.is_empty()).then(|| {
+            http.methods
+                .iter()
+                .filter_map(|m| m.parse().ok())
+                .collect::<Vec<_>>()
+        });
+        for path in &http.paths {
+            if let Ok(pattern) = Pattern::parse(path) {
+                routes.push(Route {
+                    pattern,
+                    methods: methods.clone(),
+                    target: format!("of function {}", f.name),
+                });
+            }
+        }
+        // The first function whose routes overlap an earlier one's is named.
+        if let Err(err @ RouteError::Overlap { .. }) = RouteTable::new(routes.clone()) {
+            c.error(
+                format!("functions.{}.http.path", f.name),
+                err.to_string(),
+                Some("give each route a distinct path or distinct methods".into()),
+            );
+            routes.truncate(before);
+        }
+    }
 }
 
 fn alias(runtime: &str) -> Option<&'static str> {

@@ -36,6 +36,50 @@ pub struct FunctionSpec {
     pub keep_alive: Option<Duration>,
     #[serde(default)]
     pub network: Network,
+    /// Routes on the public listener, for an HTTP function.
+    #[serde(default)]
+    pub http: Option<HttpSpec>,
+}
+
+/// How an HTTP function is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpSpec {
+    /// Route patterns: exact paths, `{param}` segments, a trailing `*`.
+    pub paths: Vec<String>,
+    /// Upper-case method names; empty for any method.
+    pub methods: Vec<String>,
+    pub auth: HttpAuth,
+    pub cors: Option<CorsSpec>,
+    /// The function streams its response (Lambda's response streaming mode).
+    #[serde(default)]
+    pub streaming: bool,
+}
+
+/// Who may call an HTTP function.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpAuth {
+    /// Anyone who can reach the public listener.
+    #[default]
+    None,
+    /// Callers that present one of the app's keys.
+    Key,
+}
+
+/// Cross-origin access from browsers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorsSpec {
+    /// Allowed origins (`https://example.com`), or `*` for any.
+    pub origins: Vec<String>,
+    pub credentials: bool,
+    /// Methods a preflight allows; empty for the route's own.
+    pub methods: Vec<String>,
+    /// Request headers a preflight allows; empty to allow those asked for.
+    pub headers: Vec<String>,
+    /// Response headers scripts may read.
+    pub expose_headers: Vec<String>,
+    /// How long browsers may cache a preflight, in seconds.
+    pub max_age_secs: Option<u64>,
 }
 
 /// What a function may reach over the network.

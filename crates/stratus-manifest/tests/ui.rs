@@ -47,6 +47,36 @@ fn render(app: &stratus_manifest::AppSpec) -> String {
             env
         )
         .unwrap();
+        if let Some(http) = &f.http {
+            let methods = if http.methods.is_empty() {
+                "ANY".to_owned()
+            } else {
+                http.methods.join(",")
+            };
+            write!(
+                out,
+                "  http {} {} auth={:?}",
+                http.paths.join(","),
+                methods,
+                http.auth
+            )
+            .unwrap();
+            if let Some(cors) = &http.cors {
+                write!(
+                    out,
+                    " cors={} credentials={} headers={} max_age={:?}",
+                    cors.origins.join(","),
+                    cors.credentials,
+                    cors.headers.join(","),
+                    cors.max_age_secs
+                )
+                .unwrap();
+            }
+            if http.streaming {
+                out.push_str(" streaming");
+            }
+            out.push('\n');
+        }
     }
     out
 }
@@ -265,7 +295,7 @@ fn future_top_level_key() {
         ",
         "
         stratus.yaml:2: http: unknown key `http`
-          hint: `http` is not supported by this version of stratus; remove it
+          hint: `http` is a function setting; indent it under a function's name in `functions:`
         ",
     );
 }
@@ -1147,6 +1177,125 @@ fn network_modes() {
         "
         stratus.yaml:6: functions.greet.network: unknown network mode \"private\"
           hint: `outbound` (the default: may connect out) or `none` (loopback and the Runtime API only)
+        ",
+    );
+}
+
+// ---- http ---------------------------------------------------------------------
+
+#[test]
+fn http_routes_methods_auth_and_cors() {
+    check(
+        "
+        app: shop
+        functions:
+          api:
+            runtime: nodejs
+            handler: index.handler
+            http:
+              path: /api/*
+              methods: [get, POST]
+              auth: key
+              cors: { origins: [\"https://example.com\"], credentials: true, headers: [X-Trace], max_age: 10m }
+          pets:
+            runtime: python3
+            handler: main.handler
+            http:
+              path: [/pets, \"/pets/{id}\"]
+              streaming: true
+          home:
+            runtime: python3
+            handler: main.handler
+            http: { path: /api, methods: ANY }
+        ",
+        "
+        app shop
+        api nodejs index.handler . 128 30000 100 -
+          http /api/* GET,POST auth=Key cors=https://example.com credentials=true headers=x-trace max_age=Some(600)
+        home python3 main.handler . 128 30000 100 -
+          http /api ANY auth=None
+        pets python3 main.handler . 128 30000 100 -
+          http /pets,/pets/{id} ANY auth=None streaming
+        ",
+    );
+}
+
+#[test]
+fn overlapping_routes_are_refused_naming_both() {
+    check(
+        "
+        app: shop
+        functions:
+          a:
+            runtime: python3
+            handler: main.handler
+            http: { path: \"/users/{id}\", methods: [GET] }
+          b:
+            runtime: python3
+            handler: main.handler
+            http:
+              path: \"/users/{name}\"
+        ",
+        "
+        stratus.yaml:11: functions.b.http.path: routes /users/{id} (GET) of function a and /users/{name} (any method) of function b overlap: both match the same requests; change one of them
+          hint: give each route a distinct path or distinct methods
+        ",
+    );
+}
+
+#[test]
+fn bad_http_settings_are_each_reported() {
+    check(
+        "
+        app: shop
+        functions:
+          a:
+            runtime: python3
+            handler: main.handler
+            http:
+              path: api/
+              methods: [GET, FETCH]
+              auth: token
+              cors:
+                origins: [\"*\", example.com]
+                credentials: true
+          b:
+            runtime: python3
+            handler: main.handler
+            http: { methods: [GET] }
+        ",
+        r#"
+        stratus.yaml:7: functions.a.http.path: route "api/": must start with /
+          hint: a route such as `/hello`, `/users/{id}` or `/api/*`, or a list of them
+        stratus.yaml:8: functions.a.http.methods: unknown HTTP method "FETCH"
+          hint: a list of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, or `ANY`
+        stratus.yaml:9: functions.a.http.auth: unknown auth mode "token"
+          hint: `none` (anyone) or `key` (callers present an app key from `stratus keys create`)
+        stratus.yaml:11: functions.a.http.cors.origins: "example.com" is not an origin
+          hint: a list of origins such as `https://example.com`, or `*` for any
+        stratus.yaml:12: functions.a.http.cors.credentials: browsers refuse credentials with the origin `*`
+          hint: list the origins that may send credentials, or set `credentials: false`
+        stratus.yaml:16: functions.b.http.path: an HTTP function needs at least one route
+          hint: add `path: /api/*` (or a list of paths) under `http:`
+        "#,
+    );
+}
+
+#[test]
+fn unknown_http_key_gets_a_suggestion() {
+    check(
+        "
+        app: shop
+        functions:
+          a:
+            runtime: python3
+            handler: main.handler
+            http:
+              paths: /x
+        ",
+        "
+        stratus.yaml:7: functions.a.http.paths: unknown key `paths`
+          hint: did you mean `path`?
         ",
     );
 }

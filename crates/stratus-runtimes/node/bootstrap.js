@@ -304,6 +304,92 @@ async function loadHandler(spec) {
 }
 
 // ---------------------------------------------------------------------------
+// Response streaming, as Lambda's Node.js runtime offers it:
+//   exports.handler = awslambda.streamifyResponse(async (event, responseStream, context) => {
+//     responseStream = awslambda.HttpResponseStream.from(responseStream, { statusCode: 200 });
+//     responseStream.write('...'); responseStream.end();
+//   });
+// The body goes to the Runtime API as it is written, in a chunked POST in
+// streaming mode; an error part-way is reported in the trailers.
+// ---------------------------------------------------------------------------
+const STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
+const HTTP_INTEGRATION = 'application/vnd.awslambda.http-integration-response';
+globalThis.awslambda = {
+  streamifyResponse(handler) {
+    handler[STREAMING] = 'response';
+    return handler;
+  },
+  HttpResponseStream: class HttpResponseStream {
+    static from(responseStream, prelude) {
+      responseStream.setContentType(HTTP_INTEGRATION);
+      responseStream.write(JSON.stringify(prelude || {}));
+      responseStream.write(Buffer.alloc(8));
+      return responseStream;
+    }
+  },
+};
+
+function openResponseStream(id) {
+  const { host, port, agent } = api;
+  const req = http.request({ host, port, method: 'POST', agent,
+    path: `${API_PREFIX}/invocation/${id}/response`,
+    headers: { 'Lambda-Runtime-Function-Response-Mode': 'streaming', 'Transfer-Encoding': 'chunked',
+      'Content-Type': 'application/octet-stream',
+      Trailer: 'Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body' } });
+  req.setNoDelay(true);
+  const answered = new Promise((resolve) => {
+    req.on('response', (res) => { res.resume(); res.on('end', resolve); res.on('error', resolve); });
+    req.on('error', (err) => {
+      if (req.stratusAborted) return resolve();
+      writeFully(2, `stratus-runtime: streaming the response failed: ${err.message}\n`);
+      resolve();
+    });
+  });
+  const { Writable } = require('stream');
+  const responseStream = new Writable({
+    write(chunk, encoding, callback) { req.write(chunk, encoding, callback); },
+    final(callback) { req.end(); callback(); },
+  });
+  responseStream.setContentType = (type) => req.setHeader('Content-Type', type);
+  return { req, responseStream, answered };
+}
+
+async function invokeStreaming(handler, next, inv) {
+  const { req, responseStream, answered } = openResponseStream(inv.id);
+  let failure = null;
+  try {
+    const event = JSON.parse(next.body);
+    const context = { awsRequestId: inv.id, functionName: env.AWS_LAMBDA_FUNCTION_NAME,
+      functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
+      invokedFunctionArn: next.headers['lambda-runtime-invoked-function-arn'],
+      getRemainingTimeInMillis: () =>
+        Math.max((Number(next.headers['lambda-runtime-deadline-ms']) || 0) - Date.now(), 0) };
+    await handler(event, responseStream, context);
+  } catch (err) {
+    failure = toErrorBody(err);
+  }
+  inv.settled = true;
+  if (failure) {
+    logError(failure);
+    await flushStdio();
+    if (!req.headersSent) {
+      // Nothing was sent yet: report it as an ordinary error.
+      req.stratusAborted = true;
+      req.destroy();
+      inv.posting = postInvokeError(inv.id, failure);
+      return inv.posting;
+    }
+    req.addTrailers({ 'Lambda-Runtime-Function-Error-Type': failure.errorType,
+      'Lambda-Runtime-Function-Error-Body': Buffer.from(JSON.stringify(failure)).toString('base64') });
+    if (!responseStream.writableEnded) responseStream.end();
+  } else if (!responseStream.writableEnded) {
+    responseStream.end();
+  }
+  inv.posting = answered;
+  return answered;
+}
+
+// ---------------------------------------------------------------------------
 // Invocation
 // ---------------------------------------------------------------------------
 let phase = 'init';
@@ -381,6 +467,11 @@ async function invoke(handler, next) {
   const trace = next.headers['lambda-runtime-trace-id'];
   if (trace) env._X_AMZN_TRACE_ID = trace;
   else delete env._X_AMZN_TRACE_ID;
+  if (handler[STREAMING] === 'response') {
+    await invokeStreaming(handler, next, inv);
+    current = null;
+    return;
+  }
 
   const outcome = await runHandler(handler, inv, next);
   let payload;

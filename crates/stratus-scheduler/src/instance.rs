@@ -55,6 +55,12 @@ pub(crate) enum DeathCause {
 pub(crate) enum RuntimeResult {
     Response(Bytes),
     Error(FunctionError),
+    /// The runtime is streaming its response; `done` says when the post
+    /// ended, with the error the runtime reported in its trailers, if any.
+    Stream {
+        stream: crate::ResponseStream,
+        done: oneshot::Receiver<Option<FunctionError>>,
+    },
 }
 
 /// An event on its way to the runtime.
@@ -147,16 +153,17 @@ impl Shared {
     /// Completes the in-flight invocation `request_id` with `result`, after
     /// the output written before it has been read and tagged.
     pub async fn finish(&self, request_id: &str, result: RuntimeResult) -> Result<(), StatusCode> {
-        let (ack_tx, ack_rx) = oneshot::channel();
-        if self.log_sync.send(ack_tx).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_millis(200), ack_rx).await;
-        }
+        self.sync_output().await;
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match inner.in_flight.take() {
             Some(f) if f.request_id == request_id => {
+                // A streamed response's output is still the invocation's
+                // until the stream ends (`end_stream`).
+                if !matches!(result, RuntimeResult::Stream { .. }) {
+                    inner.request_id = None;
+                }
                 let _ = f.result_tx.send(result);
                 inner.last_done = Some(f.request_id);
-                inner.request_id = None;
                 self.settled.notify_one();
                 Ok(())
             }
@@ -168,6 +175,24 @@ impl Shared {
                     Err(StatusCode::BAD_REQUEST)
                 }
             }
+        }
+    }
+
+    /// Waits (briefly) until the output written so far has been read and
+    /// tagged.
+    async fn sync_output(&self) {
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if self.log_sync.send(ack_tx).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_millis(200), ack_rx).await;
+        }
+    }
+
+    /// A streamed response has ended: output no longer belongs to it.
+    pub async fn end_stream(&self, request_id: &str) {
+        self.sync_output().await;
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.request_id.as_deref() == Some(request_id) && inner.in_flight.is_none() {
+            inner.request_id = None;
         }
     }
 
@@ -231,7 +256,13 @@ pub(crate) struct Instance {
     state_rx: watch::Receiver<State>,
     api_task: JoinHandle<()>,
     last_used: Mutex<Instant>,
+    /// The last reading of the process's peak memory, and when it was made.
+    peak_rss: Mutex<Option<(Instant, u64)>>,
 }
+
+/// How long a reading of an instance's peak memory is reused: reading
+/// `/proc` on every invocation costs more than a fast invocation itself.
+const PEAK_RSS_REUSE: Duration = Duration::from_millis(100);
 
 impl Drop for Instance {
     fn drop(&mut self) {
@@ -430,6 +461,7 @@ impl Instance {
             state_rx,
             api_task,
             last_used: Mutex::new(Instant::now()),
+            peak_rss: Mutex::new(None),
         });
         ctx.register(&instance);
         Ok(instance)
@@ -441,6 +473,21 @@ impl Instance {
 
     pub fn pid(&self) -> u32 {
         self.shared.pid.load(Ordering::Relaxed)
+    }
+
+    /// The process's peak resident memory (VmHWM) in KiB, read at most
+    /// every `PEAK_RSS_REUSE` and in between as last read: a peak only
+    /// grows, so the figure lags a fast-growing function by that much.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let mut last = self.peak_rss.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, kib)) = *last
+            && at.elapsed() < PEAK_RSS_REUSE
+        {
+            return Some(kib);
+        }
+        let kib = stratus_sandbox::peak_rss_kib(self.pid())?;
+        *last = Some((Instant::now(), kib));
+        Some(kib)
     }
 
     pub fn touch(&self) {

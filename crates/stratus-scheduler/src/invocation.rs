@@ -132,8 +132,25 @@ pub struct Phases {
     pub duration_ms: f64,
 }
 
+/// A response the function streams (the Runtime API's streaming response
+/// mode): chunks as the runtime posts them, then, if the function failed
+/// part-way, the error it reported.
+#[derive(Debug)]
+pub struct ResponseStream {
+    /// The `Content-Type` the runtime posted with:
+    /// `application/vnd.awslambda.http-integration-response` when the body
+    /// starts with an HTTP prelude.
+    pub content_type: Option<String>,
+    pub body: tokio::sync::mpsc::Receiver<Result<Bytes, FunctionError>>,
+}
+
+/// The `Content-Type` of a streamed body that begins with a JSON prelude
+/// (status, headers, cookies) and eight NUL bytes.
+pub const HTTP_INTEGRATION_CONTENT_TYPE: &str =
+    "application/vnd.awslambda.http-integration-response";
+
 /// The outcome of an invocation that reached a function.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct InvokeOutcome {
     pub request_id: String,
     pub version: u32,
@@ -141,8 +158,12 @@ pub struct InvokeOutcome {
     pub cold: bool,
     pub phases: Phases,
     pub max_memory_mb: Option<u64>,
-    /// The function's JSON result, or the error it ended with.
+    /// The function's JSON result, or the error it ended with. Empty when
+    /// the response is streamed.
     pub result: Result<Bytes, FunctionError>,
+    /// The response body, when the function streams it; the invocation
+    /// ends when the stream does.
+    pub stream: Option<ResponseStream>,
     /// The invocation's own log lines, when asked for.
     pub logs: Vec<String>,
 }

@@ -18,7 +18,10 @@ mod process;
 mod runtime_api;
 mod scheduler;
 
-pub use invocation::{FunctionError, Invocation, InvokeError, InvokeOutcome, Phases};
+pub use invocation::{
+    FunctionError, HTTP_INTEGRATION_CONTENT_TYPE, Invocation, InvokeError, InvokeOutcome, Phases,
+    ResponseStream,
+};
 pub use logs::LogSender;
 pub use pool::{FunctionConfig, Pool, PoolStats};
 pub use scheduler::{Interpreter, Scheduler, Settings};

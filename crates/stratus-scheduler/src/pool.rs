@@ -281,8 +281,14 @@ impl Pool {
         }
     }
 
-    /// Runs one invocation on a warm or new instance.
-    pub async fn invoke(&self, invocation: Invocation) -> Result<InvokeOutcome, InvokeError> {
+    /// Runs one invocation on a warm or new instance. `keep` is dropped
+    /// when the invocation has ended, which for a streamed response is
+    /// after this returns.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        invocation: Invocation,
+        keep: impl Send + 'static,
+    ) -> Result<InvokeOutcome, InvokeError> {
         let arrived = Instant::now();
         let request_id = invocation.request_id.clone();
         let want_logs = invocation.want_logs;
@@ -324,12 +330,12 @@ impl Pool {
             }
             break (instance, cold, queue, dispatched_at, outcome);
         };
-        let duration = dispatched_at.map(|t| t.elapsed()).unwrap_or_default();
-        let max_memory_mb =
-            stratus_sandbox::peak_rss_kib(instance.pid()).map(|kib| kib.div_ceil(1024));
-        let (result, outcome_name) = match outcome {
-            Ok(RuntimeResult::Response(body)) => (Ok(body), "success"),
-            Ok(RuntimeResult::Error(error)) => (Err(error), "error"),
+        let (result, outcome_name, stream) = match outcome {
+            Ok(RuntimeResult::Response(body)) => (Ok(body), "success", None),
+            Ok(RuntimeResult::Error(error)) => (Err(error), "error", None),
+            Ok(RuntimeResult::Stream { stream, done }) => {
+                (Ok(bytes::Bytes::new()), "success", Some((stream, done)))
+            }
             Err(failure) => {
                 let name = match failure {
                     RunFailure::Timeout(_) | RunFailure::InitTimeout(_) => "timeout",
@@ -342,46 +348,124 @@ impl Pool {
                     format!("{}: {}", error.error_type, error.message),
                     None,
                 );
-                (Err(error), name)
+                (Err(error), name, None)
             }
         };
-        let start = if cold { instance.start_phases() } else { None };
-        let phases = Phases {
-            queue_ms: ms(queue),
+        let ended = Ended {
+            instance,
+            request_id,
+            cold,
+            queue,
+            dispatched_at,
+            want_logs,
+        };
+        let Some((stream, done)) = stream else {
+            let (phases, max_memory_mb, logs) = self.conclude(&ended, &result, outcome_name);
+            drop(keep);
+            return Ok(InvokeOutcome {
+                request_id: ended.request_id,
+                version: self.config.version,
+                instance: ended.instance.id.clone(),
+                cold,
+                phases,
+                max_memory_mb,
+                result,
+                stream: None,
+                logs,
+            });
+        };
+        // The body is still coming: the instance stays busy, and the
+        // function's timeout still runs, until the runtime's post ends.
+        let outcome = InvokeOutcome {
+            request_id: ended.request_id.clone(),
+            version: self.config.version,
+            instance: ended.instance.id.clone(),
+            cold,
+            phases: self.phases(&ended),
+            max_memory_mb: None,
+            result: Ok(bytes::Bytes::new()),
+            stream: Some(stream),
+            logs: Vec::new(),
+        };
+        let pool = self.clone();
+        let timeout = self.config.spec.timeout;
+        tokio::spawn(async move {
+            let _keep = keep;
+            let deadline = ended.dispatched_at.unwrap_or_else(Instant::now) + timeout;
+            let (result, name) = tokio::select! {
+                ended = done => match ended {
+                    Ok(None) => (Ok(bytes::Bytes::new()), "success"),
+                    Ok(Some(error)) => (Err(error), "error"),
+                    Err(_) => (
+                        Err(FunctionError::unhandled(
+                            "Runtime.ExitError",
+                            "the runtime stopped before it finished streaming the response",
+                        )),
+                        "crash",
+                    ),
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    ended.instance.kill();
+                    let error = RunFailure::Timeout(timeout).into_error(pool.config.spec.memory_mb);
+                    ended.instance.shared.emit(
+                        "platform",
+                        Some(ended.request_id.clone()),
+                        format!("{}: {} while streaming the response", error.error_type, error.message),
+                        None,
+                    );
+                    (Err(error), "timeout")
+                }
+            };
+            pool.conclude(&ended, &result, name);
+        });
+        Ok(outcome)
+    }
+
+    fn phases(&self, ended: &Ended) -> Phases {
+        let duration = ended.dispatched_at.map(|t| t.elapsed()).unwrap_or_default();
+        let start = if ended.cold {
+            ended.instance.start_phases()
+        } else {
+            None
+        };
+        Phases {
+            queue_ms: ms(ended.queue),
             sandbox_ms: start.map(|s| s.sandbox_ms),
             init_ms: start.map(|s| s.init_ms),
             runtime_start_ms: start.map(|s| s.init_ms - s.handler_init_ms.unwrap_or(0.0)),
             handler_init_ms: start.and_then(|s| s.handler_init_ms),
             prestarted: start.map(|s| s.prestarted),
             duration_ms: ms(duration),
-        };
-        let logs = if want_logs {
+        }
+    }
+
+    /// Reports an invocation that has ended and gives its instance back.
+    fn conclude(
+        &self,
+        ended: &Ended,
+        result: &Result<bytes::Bytes, FunctionError>,
+        outcome_name: &str,
+    ) -> (Phases, Option<u64>, Vec<String>) {
+        let phases = self.phases(ended);
+        let instance = &ended.instance;
+        let max_memory_mb = instance.peak_rss_kib().map(|kib| kib.div_ceil(1024));
+        let logs = if ended.want_logs {
             instance.take_captured()
         } else {
             Vec::new()
         };
         self.report(
             &instance.shared,
-            &request_id,
-            cold,
-            phases,
-            max_memory_mb,
-            &result,
-            outcome_name,
-        );
-        let instance_id = instance.id.clone();
-        let healthy = instance.is_alive();
-        self.release(Some(instance).filter(|_| healthy));
-        Ok(InvokeOutcome {
-            request_id,
-            version: self.config.version,
-            instance: instance_id,
-            cold,
+            &ended.request_id,
+            ended.cold,
             phases,
             max_memory_mb,
             result,
-            logs,
-        })
+            outcome_name,
+        );
+        let healthy = instance.is_alive();
+        self.release(Some(instance.clone()).filter(|_| healthy));
+        (phases, max_memory_mb, logs)
     }
 
     fn failed_start(
@@ -402,6 +486,7 @@ impl Pool {
             },
             max_memory_mb: None,
             result: Err(error),
+            stream: None,
             logs: Vec::new(),
         }
     }
@@ -452,6 +537,16 @@ impl Pool {
         });
         shared.emit("report", Some(request_id.to_owned()), message, Some(fields));
     }
+}
+
+/// An invocation whose runtime has answered or failed.
+struct Ended {
+    instance: Arc<Instance>,
+    request_id: String,
+    cold: bool,
+    queue: Duration,
+    dispatched_at: Option<Instant>,
+    want_logs: bool,
 }
 
 fn ms(d: Duration) -> f64 {

@@ -20,6 +20,12 @@ use crate::instance::{DeathCause, RuntimeResult, Shared};
 use crate::invocation::FunctionError;
 
 const ERROR_TYPE_HEADER: &str = "lambda-runtime-function-error-type";
+/// Trailer with the base64 error report of a stream that failed part-way.
+const ERROR_BODY_TRAILER: &str = "lambda-runtime-function-error-body";
+const RESPONSE_MODE_HEADER: &str = "lambda-runtime-function-response-mode";
+/// Chunks of a streamed response held between the runtime and the caller
+/// before the runtime's post waits for the caller to read.
+const STREAM_BUFFER_CHUNKS: usize = 16;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -113,8 +119,15 @@ async fn read_body(shared: &Shared, body: Body) -> Result<Bytes, usize> {
 async fn response(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if headers
+        .get(RESPONSE_MODE_HEADER)
+        .is_some_and(|mode| mode.as_bytes().eq_ignore_ascii_case(b"streaming"))
+    {
+        return stream_response(&shared, &id, &headers, body).await;
+    }
     let result = match read_body(&shared, body).await {
         Ok(bytes) => RuntimeResult::Response(bytes),
         Err(limit) => RuntimeResult::Error(FunctionError::unhandled(
@@ -132,6 +145,79 @@ async fn response(
         Ok(()) => accepted(),
         Err(status) => invalid_id(status),
     }
+}
+
+/// A response in streaming mode: the caller gets the chunks as they come;
+/// an error the function hits part-way arrives in the trailers.
+async fn stream_response(shared: &Shared, id: &str, headers: &HeaderMap, body: Body) -> Response {
+    use http_body_util::BodyExt;
+
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER_CHUNKS);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let stream = crate::ResponseStream {
+        content_type: headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: rx,
+    };
+    let result = RuntimeResult::Stream {
+        stream,
+        done: done_rx,
+    };
+    if let Err(status) = shared.finish(id, result).await {
+        return invalid_id(status);
+    }
+    let mut body = body;
+    let mut caller_gone = false;
+    let mut failure = None;
+    loop {
+        let error = match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if !caller_gone && !data.is_empty() {
+                        // A caller that went away stops reading; the rest
+                        // of the body is drained so the runtime can go on.
+                        caller_gone = tx.send(Ok(data)).await.is_err();
+                    }
+                    continue;
+                }
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) => trailer_error(&trailers),
+                    Err(_) => None,
+                },
+            },
+            Some(Err(err)) => Some(FunctionError::unhandled(
+                "Runtime.StreamError",
+                format!("the runtime's response stream broke off: {err}"),
+            )),
+        };
+        if let Some(error) = error {
+            let _ = tx.send(Err(error.clone())).await;
+            failure = Some(error);
+            break;
+        }
+    }
+    drop(tx);
+    shared.end_stream(id).await;
+    let _ = done_tx.send(failure);
+    accepted()
+}
+
+/// The error a runtime reports in the trailers of a streamed response.
+fn trailer_error(trailers: &HeaderMap) -> Option<FunctionError> {
+    use base64::Engine;
+    let error_type = trailers.get(ERROR_TYPE_HEADER)?.to_str().ok();
+    let body = trailers
+        .get(ERROR_BODY_TRAILER)
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_bytes())
+                .ok()
+        })
+        .unwrap_or_default();
+    Some(FunctionError::from_runtime(&body, error_type))
 }
 
 async fn error(

@@ -186,6 +186,11 @@ impl Scheduler {
         scheduler
     }
 
+    /// The largest result a function may return.
+    pub fn max_response_bytes(&self) -> usize {
+        self.ctx.settings.max_response_bytes
+    }
+
     fn snapshot(&self) -> Arc<Functions> {
         self.functions
             .read()
@@ -276,10 +281,7 @@ impl Scheduler {
         let guard = InFlightGuard(self.ctx.clone());
         // The invocation runs to completion in its own task even if the
         // caller goes away, so its instance always returns to the pool.
-        let task = tokio::spawn(async move {
-            let _guard = guard;
-            pool.invoke(invocation).await
-        });
+        let task = tokio::spawn(async move { pool.invoke(invocation, guard).await });
         match task.await {
             Ok(outcome) => outcome,
             Err(err) => std::panic::resume_unwind(err.into_panic()),

@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub prestart: usize,
     pub log_retention: Duration,
     pub log_max_bytes: u64,
+    /// The public listener's domain and limits.
+    pub http: crate::HttpSettings,
 }
 
 /// Request and capacity limits.
@@ -86,6 +88,7 @@ impl ServerConfig {
             prestart: 8,
             log_retention: Duration::from_secs(7 * 24 * 3600),
             log_max_bytes: 512 * 1024 * 1024,
+            http: crate::HttpSettings::default(),
         }
     }
 }

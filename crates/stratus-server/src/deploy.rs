@@ -115,6 +115,35 @@ pub(crate) struct DeployResponse {
     /// False when the deploy matched the active version and changed nothing.
     pub changed: bool,
     pub functions: Vec<String>,
+    /// `METHODS URL -> function` for each HTTP route.
+    pub routes: Vec<String>,
+}
+
+/// Where each HTTP route of `spec` is reached.
+fn routes(state: &AppState, spec: &stratus_manifest::AppSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in spec.functions.values() {
+        let Some(http) = &f.http else { continue };
+        let methods = if http.methods.is_empty() {
+            "ANY".to_owned()
+        } else {
+            http.methods.join(",")
+        };
+        for path in &http.paths {
+            out.push(format!(
+                "{methods} {}/{}{path} -> {}{}",
+                state.public_url,
+                spec.name,
+                f.name,
+                if http.auth == stratus_manifest::HttpAuth::Key {
+                    " (key)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    out
 }
 
 /// Validates a deploy completely, then records and activates it in one step.
@@ -195,9 +224,11 @@ pub(crate) async fn deploy(
             version: active.version,
             changed: false,
             functions: spec.functions.keys().cloned().collect(),
+            routes: routes(state, &spec),
         });
     }
     let functions = spec.functions.keys().cloned().collect();
+    let routes = routes(state, &spec);
     let version = state
         .store
         .activate(NewVersion {
@@ -207,16 +238,19 @@ pub(crate) async fn deploy(
             created_ms: crate::now_ms(),
         })
         .await?;
+    // Functions first, then the routes that lead to them.
     state.scheduler.publish_app(
         app,
         crate::function_configs(&state.config.data_dir, &version),
     );
+    state.directory.publish(&version);
     tracing::info!(app, version = version.version, "deployed");
     Ok(DeployResponse {
         app: app.to_owned(),
         version: version.version,
         changed: true,
         functions,
+        routes,
     })
 }
 

@@ -12,6 +12,7 @@ mod api;
 pub mod config;
 mod deploy;
 mod logwriter;
+mod public;
 mod runtimes;
 mod token;
 
@@ -29,6 +30,7 @@ use stratus_store::{SqliteStore, Store, VersionRecord};
 use tokio::net::TcpListener;
 
 pub use config::{Limits, ServerConfig};
+pub use public::HttpSettings;
 
 /// Addresses the server is reachable at, as written to `server.json`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -47,6 +49,10 @@ pub(crate) struct AppState {
     pub config: ServerConfig,
     pub token: String,
     pub deploy_lock: tokio::sync::Mutex<()>,
+    /// Routes and keys of the public listener.
+    pub directory: Arc<public::Directory>,
+    /// The public listener's URL, for the routes a deploy reports.
+    pub public_url: String,
 }
 
 /// Binds both listeners from `config`.
@@ -148,7 +154,7 @@ pub async fn run(
         host_path: std::env::var("PATH")
             .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned()),
     };
-    let scheduler = Scheduler::new(settings, launcher, logs);
+    let scheduler = Scheduler::new(settings, launcher, logs.clone());
     let writer = logwriter::spawn(
         store.clone(),
         log_rx,
@@ -156,13 +162,21 @@ pub async fn run(
         config.log_max_bytes,
     );
 
+    let directory = Arc::new(public::Directory::default());
     for version in store
         .active_versions()
         .await
         .context("cannot read deployed applications")?
     {
         scheduler.publish_app(&version.app, function_configs(&data_dir, &version));
+        directory.publish(&version);
     }
+    directory.load_keys(
+        &store
+            .list_keys(None)
+            .await
+            .context("cannot read app keys")?,
+    );
 
     let public_addr = public.local_addr()?;
     let admin_addr = admin.local_addr()?;
@@ -179,6 +193,15 @@ pub async fn run(
         config: config.clone(),
         token,
         deploy_lock: tokio::sync::Mutex::new(()),
+        directory: directory.clone(),
+        public_url: info.public.clone(),
+    });
+    let gateway = Arc::new(public::Gateway {
+        directory,
+        scheduler: scheduler.clone(),
+        logs,
+        settings: config.http.clone(),
+        port: public_addr.port(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -186,10 +209,9 @@ pub async fn run(
     };
     let admin_server = axum::serve(admin, api::router(state.clone()))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let public_server =
-        axum::serve(public, api::public_router()).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let public_server = public::serve(gateway, public, stopped(stop_rx.clone()));
     let admin_task = tokio::spawn(async move { admin_server.await });
-    let public_task = tokio::spawn(async move { public_server.await });
+    let public_task = tokio::spawn(public_server);
     if let Some(ready) = ready {
         let _ = ready.send(info);
     }

@@ -8,6 +8,10 @@ use stratus_store::{LogRecord, Store};
 use tokio::sync::{mpsc, oneshot};
 
 const BATCH: usize = 2048;
+/// When records keep coming (the last write was less than this long ago),
+/// the writer waits this long for more before writing, so that a busy
+/// server commits a few large batches rather than one per invocation.
+const LINGER: Duration = Duration::from_millis(10);
 
 pub(crate) struct LogWriter {
     stop: oneshot::Sender<()>,
@@ -24,11 +28,22 @@ pub(crate) fn spawn(
     let task = tokio::spawn(async move {
         let mut trim = tokio::time::interval(Duration::from_secs(60));
         let mut batch = Vec::with_capacity(BATCH);
+        let mut last_write = tokio::time::Instant::now() - LINGER;
         loop {
             tokio::select! {
                 n = rx.recv_many(&mut batch, BATCH) => {
                     if n == 0 { break; }
+                    if last_write.elapsed() < LINGER && batch.len() < BATCH {
+                        tokio::time::sleep(LINGER).await;
+                        while batch.len() < BATCH {
+                            match rx.try_recv() {
+                                Ok(record) => batch.push(record),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     write(&*store, &mut batch).await;
+                    last_write = tokio::time::Instant::now();
                 }
                 _ = trim.tick() => {
                     let before = crate::now_ms() - retention.as_millis() as i64;

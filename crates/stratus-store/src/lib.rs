@@ -1,4 +1,5 @@
-//! Platform state: applications, their versions, code packages and logs.
+//! Platform state: applications, their versions, code packages, app keys
+//! and logs.
 //!
 //! [`Store`] is the one interface the rest of the platform uses; this crate
 //! holds the records it speaks in and the embedded SQLite backend
@@ -12,7 +13,7 @@ mod sqlite;
 use async_trait::async_trait;
 
 pub use records::{
-    AppRecord, LogQuery, LogRecord, NewVersion, PackageRecord, StoredLog, VersionRecord,
+    AppRecord, KeyRecord, LogQuery, LogRecord, NewVersion, PackageRecord, StoredLog, VersionRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -48,6 +49,13 @@ pub trait Store: Send + Sync + 'static {
     async fn activate(&self, version: NewVersion) -> Result<VersionRecord>;
     /// Removes an application and its versions; false if it did not exist.
     async fn delete_app(&self, app: &str) -> Result<bool>;
+
+    /// Records an app key; only its SHA-256 is kept.
+    async fn create_key(&self, key: KeyRecord) -> Result<()>;
+    /// The keys of `app`, or of every app.
+    async fn list_keys(&self, app: Option<&str>) -> Result<Vec<KeyRecord>>;
+    /// Revokes a key; false if `app` has no key `id`.
+    async fn delete_key(&self, app: &str, id: &str) -> Result<bool>;
 
     async fn append_logs(&self, logs: Vec<LogRecord>) -> Result<()>;
     async fn query_logs(&self, query: LogQuery) -> Result<Vec<StoredLog>>;

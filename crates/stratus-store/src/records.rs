@@ -43,6 +43,17 @@ pub struct VersionRecord {
     pub created_ms: i64,
 }
 
+/// An app key: callers of the app's `auth: key` routes present the secret,
+/// which is never stored; the SHA-256 of the whole key is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub id: String,
+    pub app: String,
+    pub name: String,
+    pub sha256: String,
+    pub created_ms: i64,
+}
+
 /// One log line of an instance, or one report record of an invocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogRecord {

@@ -8,12 +8,13 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::records::{
-    AppRecord, LogQuery, LogRecord, NewVersion, PackageRecord, StoredLog, VersionRecord,
+    AppRecord, KeyRecord, LogQuery, LogRecord, NewVersion, PackageRecord, StoredLog, VersionRecord,
 };
 use crate::{Result, Store, StoreError};
 
 /// Schema migrations, applied in order; index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE apps (
     name TEXT PRIMARY KEY,
     active_version INTEGER,
@@ -51,7 +52,18 @@ CREATE TABLE logs (
 CREATE INDEX logs_by_function ON logs (app, function, id);
 CREATE INDEX logs_by_request ON logs (request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX logs_by_time ON logs (ts_ms);
-"#];
+"#,
+    r#"
+CREATE TABLE app_keys (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX app_keys_by_app ON app_keys (app);
+"#,
+];
 
 /// The SQLite store. Calls run on tokio's blocking pool, one at a time.
 #[derive(Clone)]
@@ -263,8 +275,53 @@ impl Store for SqliteStore {
         self.call(move |conn| {
             let tx = conn.transaction()?;
             tx.execute("DELETE FROM versions WHERE app = ?1", [&app])?;
+            tx.execute("DELETE FROM app_keys WHERE app = ?1", [&app])?;
             let deleted = tx.execute("DELETE FROM apps WHERE name = ?1", [&app])?;
             tx.commit()?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn create_key(&self, key: KeyRecord) -> Result<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO app_keys (id, app, name, sha256, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key.id, key.app, key.name, key.sha256, key.created_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_keys(&self, app: Option<&str>) -> Result<Vec<KeyRecord>> {
+        let app = app.map(str::to_owned);
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, app, name, sha256, created_ms FROM app_keys \
+                 WHERE ?1 IS NULL OR app = ?1 ORDER BY app, created_ms, id",
+            )?;
+            let rows = stmt.query_map([app], |row| {
+                Ok(KeyRecord {
+                    id: row.get(0)?,
+                    app: row.get(1)?,
+                    name: row.get(2)?,
+                    sha256: row.get(3)?,
+                    created_ms: row.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn delete_key(&self, app: &str, id: &str) -> Result<bool> {
+        let (app, id) = (app.to_owned(), id.to_owned());
+        self.call(move |conn| {
+            let deleted = conn.execute(
+                "DELETE FROM app_keys WHERE app = ?1 AND id = ?2",
+                params![app, id],
+            )?;
             Ok(deleted > 0)
         })
         .await

@@ -24,6 +24,8 @@ pub struct Deployed {
     pub version: u32,
     pub changed: bool,
     pub functions: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<String>,
 }
 
 pub async fn run(conn: &Connection, args: DeployArgs) -> anyhow::Result<ExitCode> {
@@ -41,6 +43,9 @@ pub async fn run(conn: &Connection, args: DeployArgs) -> anyhow::Result<ExitCode
             "{} is unchanged at version {}",
             deployed.app, deployed.version
         );
+    }
+    for route in &deployed.routes {
+        println!("  {route}");
     }
     Ok(ExitCode::SUCCESS)
 }

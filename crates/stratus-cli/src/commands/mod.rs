@@ -4,6 +4,7 @@ mod demo;
 mod deploy;
 mod init;
 mod invoke;
+mod keys;
 mod logs;
 mod ls;
 mod rm;
@@ -38,6 +39,8 @@ pub enum Command {
     Deploy(deploy::DeployArgs),
     /// Invoke a function and print its result
     Invoke(invoke::InvokeArgs),
+    /// Manage the keys callers present to `auth: key` routes
+    Keys(keys::KeysArgs),
     /// Show the logs of an application or function
     Logs(logs::LogsArgs),
     /// List deployed applications and their functions
@@ -79,6 +82,7 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Init(args) => init::run(args),
         Command::Deploy(args) => deploy::run(&conn, args).await,
         Command::Invoke(args) => invoke::run(&conn, args).await,
+        Command::Keys(args) => keys::run(&conn, args).await,
         Command::Logs(args) => logs::run(&conn, args).await,
         Command::Ls(args) => ls::run(&conn, args).await,
         Command::Rm(args) => rm::run(&conn, args).await,

@@ -64,6 +64,21 @@ pub struct ServerArgs {
     /// Size of each instance's private /tmp under isolation, in MiB
     #[arg(long, default_value_t = 512)]
     pub tmp_size: u32,
+    /// Apps are reached at APP.DOMAIN on the public listener, as well as under /APP/
+    #[arg(long, default_value = "localhost")]
+    pub domain: String,
+    /// Largest HTTP request body buffered for a function, in bytes (413 beyond)
+    #[arg(long, default_value_t = 6 * 1024 * 1024)]
+    pub max_body: usize,
+    /// Largest HTTP request line and headers, in bytes (431 beyond)
+    #[arg(long, default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+    /// Longest HTTP path and query, in bytes (414 beyond)
+    #[arg(long, default_value_t = 8 * 1024)]
+    pub max_url_bytes: usize,
+    /// How long a client may take to send a request's headers
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
     /// Region reported to functions (AWS_REGION)
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
@@ -89,6 +104,11 @@ impl ServerArgs {
         config.limits.tmp_mb = self.tmp_size;
         config.limits.pids_max = self.pids_max;
         config.limits.app_max_instances = self.app_max_instances;
+        config.http.domain = self.domain.trim_matches('.').to_ascii_lowercase();
+        config.http.max_body_bytes = self.max_body;
+        config.http.max_header_bytes = self.max_header_bytes;
+        config.http.max_url_bytes = self.max_url_bytes;
+        config.http.header_timeout = self.header_timeout;
         config
     }
 }

@@ -13,6 +13,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub data_dir: PathBuf,
     pub admin: String,
+    /// The public listener, `http://127.0.0.1:PORT`.
+    pub public: String,
     pub token: String,
 }
 
@@ -57,6 +59,7 @@ impl Server {
             dir,
             data_dir,
             admin: info["admin"].as_str().unwrap().to_owned(),
+            public: info["public"].as_str().unwrap().to_owned(),
             token: token.trim().to_owned(),
         }
     }
@@ -182,6 +185,93 @@ pub fn write_app(dir: &Path, files: &[(&str, &str)]) {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
     }
+}
+
+/// Installs `packages` from PyPI once into `target/test-deps/NAME`.
+pub fn pip_install(name: &str, packages: &[&str]) -> PathBuf {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/test-deps")
+        .join(name);
+    let marker = target.join(".installed");
+    if !marker.exists() {
+        let _ = std::fs::remove_dir_all(&target);
+        let status = Command::new(python())
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(&target)
+            .args(packages)
+            .status()
+            .expect("pip");
+        assert!(status.success(), "pip install {packages:?} failed");
+        std::fs::write(&marker, "").unwrap();
+    }
+    target
+}
+
+/// Installs `packages` from npm once into `target/test-deps/NAME/node_modules`.
+pub fn npm_install(name: &str, packages: &[&str]) -> PathBuf {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/test-deps")
+        .join(name);
+    let marker = target.join(".installed");
+    if !marker.exists() {
+        let _ = std::fs::remove_dir_all(&target);
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("package.json"), "{\"private\": true}").unwrap();
+        let status = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&target)
+            .args(packages)
+            .status()
+            .expect("npm");
+        assert!(status.success(), "npm install {packages:?} failed");
+        std::fs::write(&marker, "").unwrap();
+    }
+    target.join("node_modules")
+}
+
+/// The example binary `name` (`lambda_fixture`, `http_fixture`), built by
+/// `cargo test` beside the tests, or built now when missing.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "stratus-cli", "--example", name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot build the {name} example");
+    }
+    path
+}
+
+/// Copies the directory `from` to `to` (`cp -a`).
+pub fn copy_dir(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
 }
 
 /// The real Python interpreter (not a version-manager shim).

@@ -84,6 +84,7 @@ pub(crate) async fn remove(
     if !state.store.delete_app(&app).await? {
         return Err(deploy::status_for_missing_app(&app));
     }
+    state.directory.remove(&app);
     state.scheduler.remove_app(&app);
     tracing::info!(app, "removed");
     Ok(Json(json!({ "app": app, "removed": true })).into_response())

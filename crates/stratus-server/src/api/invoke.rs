@@ -60,15 +60,29 @@ pub(crate) async fn invoke(
     invocation.trace_id = header(&headers, "x-amzn-trace-id");
     invocation.client_context = header(&headers, "x-amz-client-context");
 
-    let outcome = state
+    let mut outcome = state
         .scheduler
         .invoke(&app, &function, invocation)
         .await
         .map_err(invoke_error)?;
 
-    let mut response = match &outcome.result {
-        Ok(body) => (StatusCode::OK, body.clone()).into_response(),
-        Err(error) => (StatusCode::OK, error.to_json()).into_response(),
+    let stream = outcome.stream.take();
+    let content_type = match &stream {
+        Some(stream) => stream
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".to_owned()),
+        None => "application/json".to_owned(),
+    };
+    let mut response = match (&outcome.result, stream) {
+        // A streamed response is passed on as it comes.
+        (_, Some(stream)) => axum::body::Body::new(crate::public::ChannelBody {
+            first: None,
+            rx: stream.body,
+        })
+        .into_response(),
+        (Ok(body), None) => (StatusCode::OK, body.clone()).into_response(),
+        (Err(error), None) => (StatusCode::OK, error.to_json()).into_response(),
     };
     let h = response.headers_mut();
     let mut set = |name: &'static str, value: String| {
@@ -76,7 +90,7 @@ pub(crate) async fn invoke(
             h.insert(name, value);
         }
     };
-    set("content-type", "application/json".into());
+    set("content-type", content_type);
     set("x-stratus-request-id", outcome.request_id.clone());
     set("x-stratus-version", outcome.version.to_string());
     set("x-stratus-instance", outcome.instance.clone());

@@ -3,6 +3,7 @@
 mod apps;
 mod error;
 mod invoke;
+mod keys;
 mod logs;
 
 use std::sync::Arc;
@@ -34,6 +35,11 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/apps/{app}/functions/{function}/invoke",
             post(invoke::invoke),
+        )
+        .route("/v1/apps/{app}/keys", get(keys::list).post(keys::create))
+        .route(
+            "/v1/apps/{app}/keys/{id}",
+            axum::routing::delete(keys::remove),
         )
         .route("/v1/logs", get(logs::query))
         .fallback(|| async {
@@ -70,23 +76,4 @@ async fn require_token(
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The public listener. HTTP functions and services add routes here; until an
-/// application declares one, every request is answered 404 with a request id.
-pub(crate) fn public_router() -> Router {
-    Router::new().fallback(|| async {
-        let id = uuid::Uuid::new_v4().to_string();
-        let mut response = (
-            StatusCode::NOT_FOUND,
-            axum::Json(
-                serde_json::json!({ "message": "no route matches this request", "requestId": id }),
-            ),
-        )
-            .into_response();
-        if let Ok(value) = id.parse() {
-            response.headers_mut().insert("x-stratus-request-id", value);
-        }
-        response
-    })
 }

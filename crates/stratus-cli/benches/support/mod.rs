@@ -1,0 +1,259 @@
+//! What the benchmarks share: the stratus binary, a server they start and
+//! stop, deploys, example binaries and percentiles.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The stratus binary under test.
+pub const STRATUS: &str = env!("CARGO_BIN_EXE_stratus");
+
+/// Where `cargo build --example NAME` is run from when an example is missing.
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub const EXAMPLE_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// The value of the environment variable `name`, or `default` when unset.
+pub fn env_number<T: std::str::FromStr + std::fmt::Display>(
+    name: &str,
+    default: T,
+    valid: impl Fn(&T) -> bool,
+) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse::<T>()
+            .ok()
+            .filter(|n| valid(n))
+            .with_context(|| format!("{name}={v} is out of range")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// `target/<profile>/examples/NAME`, next to the directory this bench
+/// executable lives in (`target/<profile>/deps`); built when missing.
+pub fn locate_example(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("cannot find the target directory from the bench executable")?;
+    let candidates = [
+        profile_dir.join("examples").join(name),
+        profile_dir
+            .parent()
+            .map(|target| target.join("release").join("examples").join(name))
+            .unwrap_or_default(),
+    ];
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("building the {name} example ({cargo} build --release --example {name})");
+    let mut child = Command::new(&cargo)
+        .args(["build", "--release", "-p", "stratus-cli", "--example", name])
+        .current_dir(MANIFEST_DIR)
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {cargo}"))?;
+    let status = wait_bounded(&mut child, EXAMPLE_BUILD_TIMEOUT)?
+        .with_context(|| format!("building the {name} example took too long"))?;
+    if !status.success() {
+        bail!("building the {name} example failed ({status})");
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .with_context(|| format!("the {name} example was built but is not in the target directory"))
+}
+
+pub fn deploy(app_dir: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let mut child = stratus_command()
+        .arg("deploy")
+        .arg(app_dir)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run stratus deploy")?;
+    let status = wait_bounded(&mut child, Duration::from_secs(120))?
+        .context("stratus deploy took more than 2 minutes")?;
+    let mut out = String::new();
+    for pipe in [
+        child.stdout.take().map(read_all),
+        child.stderr.take().map(read_all),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        out.push_str(&pipe);
+    }
+    if !status.success() {
+        bail!("stratus deploy failed ({status}):\n{out}");
+    }
+    eprint!("{out}");
+    Ok(())
+}
+
+pub fn read_all(mut r: impl std::io::Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
+
+/// The stratus binary, with no ambient connection settings to mislead it.
+pub fn stratus_command() -> Command {
+    let mut cmd = Command::new(STRATUS);
+    for var in ["STRATUS_URL", "STRATUS_TOKEN", "STRATUS_DATA_DIR"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Waits for `child` at most `limit`; `None` (and the child killed) if it overran.
+pub fn wait_bounded(
+    child: &mut Child,
+    limit: Duration,
+) -> anyhow::Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `stratus server`; dropping it stops the server (SIGTERM, then
+/// wait, then SIGKILL if it does not stop in time), also on error or panic.
+pub struct Server {
+    child: Child,
+    pub admin: String,
+    pub public: String,
+    pub token: String,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path, log: &Path, extra: &[&str]) -> anyhow::Result<Server> {
+        let log_file = std::fs::File::create(log)?;
+        let child = stratus_command()
+            .arg("server")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--shutdown-grace",
+                "2s",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .context("cannot start stratus server")?;
+        // From here on the guard owns the process: any early return stops it.
+        let mut server = Server {
+            child,
+            admin: String::new(),
+            public: String::new(),
+            token: String::new(),
+        };
+        let server_file = data_dir.join("server.json");
+        let token_file = data_dir.join("admin.token");
+        let deadline = Instant::now() + SERVER_START_TIMEOUT;
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                bail!(
+                    "stratus server exited ({status}) before serving:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            let info = std::fs::read(&server_file)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            let field = |name: &str| {
+                info.as_ref()
+                    .and_then(|v| v.get(name))
+                    .and_then(|v| v.as_str())
+                    .map(|s| s.trim_end_matches('/').to_owned())
+            };
+            let (admin, public) = (field("admin"), field("public"));
+            let token = std::fs::read_to_string(&token_file)
+                .ok()
+                .filter(|t| !t.trim().is_empty());
+            if let (Some(admin), Some(public), Some(token)) = (admin, public, token) {
+                server.admin = admin;
+                server.public = public;
+                server.token = token.trim().to_owned();
+                return Ok(server);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "stratus server wrote no {} within {SERVER_START_TIMEOUT:?}:\n{}",
+                    server_file.display(),
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let pid = self.child.id().to_string();
+        let termed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if termed {
+            let deadline = Instant::now() + SERVER_STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            eprintln!("stratus server did not stop within {SERVER_STOP_TIMEOUT:?}; killing it");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `p`th percentile (nearest rank) of sorted `values`.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+pub fn sorted(values: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
