@@ -19,11 +19,19 @@ pub const FILES: &[(&str, &str, bool)] = &[
         false,
     ),
     (
+        "web/main.py",
+        include_str!("../../../examples/demo/web/main.py"),
+        false,
+    ),
+    (
         "echo/bootstrap",
         include_str!("../../../examples/demo/echo/bootstrap"),
         true,
     ),
 ];
+
+/// The path the demo requests from its HTTP function, under `/demo`.
+pub const HTTP_PATH: &str = "/hello/Ada";
 
 /// Example calls: (function, event).
 pub const CALLS: &[(&str, &str)] = &[

@@ -38,6 +38,10 @@ fn demo_deploys_the_example_app_and_calls_each_function() {
     assert!(output.contains(r#""message":"Hello, Ada!""#), "{output}");
     assert!(output.contains(r#""words":11"#), "{output}");
     assert!(output.contains(r#""runtime":"sh""#), "{output}");
+    assert!(
+        output.contains(r#"200 {"message": "Hello, Ada!", "method": "GET", "path": "/hello/Ada"}"#),
+        "{output}"
+    );
     assert!(output.contains("stratus logs demo/greet"), "{output}");
     // The state went to ./.stratus, where the CLI finds the server by itself.
     let ls = Command::new(BIN)

@@ -913,3 +913,95 @@ fn a_deploy_under_load_drops_nothing() {
     }
     assert!(total > 20, "only {total} requests were made");
 }
+
+#[test]
+fn https_with_http2_by_alpn_when_a_certificate_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    let server = Server::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(server.public.starts_with("https://"), "{}", server.public);
+    write_app(
+        &server.path("t"),
+        &[
+            (
+                "stratus.yaml",
+                "app: t\nfunctions:\n  echo:\n    runtime: python3\n    handler: main.echo\n    http: { path: \"/echo/{id}\" }\n",
+            ),
+            ("main.py", PY_APP),
+        ],
+    );
+    deploy(&server, "t");
+    for (flag, status_line, protocol) in [
+        ("--http2", "HTTP/2 200", "HTTP/2.0"),
+        ("--http1.1", "HTTP/1.1 200", "HTTP/1.1"),
+    ] {
+        let out = Command::new("curl")
+            .args(["-s", "-i", flag, "--cacert"])
+            .arg(&cert)
+            .arg(format!("{}/t/echo/1", server.public))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with(status_line), "{text}");
+        assert!(
+            text.contains(&format!("\"protocol\": \"{protocol}\"")),
+            "{text}"
+        );
+        assert!(text.contains("\"x-forwarded-proto\": \"https\""), "{text}");
+    }
+    // Plain HTTP on the TLS port is not answered as HTTP.
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(server.public.replace("https://", "http://") + "/t/echo/1")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "000");
+}
+
+#[test]
+fn a_bad_certificate_stops_the_server_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let out = Command::new(common::BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--tls-cert")
+        .arg(&empty)
+        .arg("--tls-key")
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot serve HTTPS") && stderr.contains("holds no PEM certificate"),
+        "{stderr}"
+    );
+}

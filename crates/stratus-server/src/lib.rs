@@ -30,7 +30,7 @@ use stratus_store::{SqliteStore, Store, VersionRecord};
 use tokio::net::TcpListener;
 
 pub use config::{Limits, ServerConfig};
-pub use public::HttpSettings;
+pub use public::{HttpSettings, TlsFiles};
 
 /// Addresses the server is reachable at, as written to `server.json`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -178,10 +178,20 @@ pub async fn run(
             .context("cannot read app keys")?,
     );
 
+    let tls = config
+        .http
+        .tls
+        .as_ref()
+        .map(TlsFiles::load)
+        .transpose()
+        .context("cannot serve HTTPS; fix --tls-cert and --tls-key or leave them out")?;
     let public_addr = public.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let info = ServerInfo {
-        public: url(public_addr),
+        public: match tls {
+            Some(_) => format!("https://{public_addr}"),
+            None => url(public_addr),
+        },
         admin: url(admin_addr),
     };
     write_server_file(&data_dir, &info)?;
@@ -202,6 +212,7 @@ pub async fn run(
         logs,
         settings: config.http.clone(),
         port: public_addr.port(),
+        tls,
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

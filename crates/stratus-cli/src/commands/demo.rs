@@ -62,6 +62,13 @@ pub async fn run(
                 .unwrap_or_default(),
         );
     }
+    let url = format!("{}/{}{}", info.public, deployed.app, demo_app::HTTP_PATH);
+    let response = reqwest::get(&url).await?;
+    println!(
+        "$ curl {url}\n{} {}\n",
+        response.status().as_u16(),
+        response.text().await?
+    );
     let data_flag = if config.data_dir.as_os_str() == stratus_server::config::DEFAULT_DATA_DIR {
         String::new()
     } else {
@@ -72,6 +79,10 @@ pub async fn run(
     );
     println!("  stratus{data_flag} invoke demo/greet --data '{{\"name\":\"Grace\"}}' --log");
     println!("  stratus{data_flag} logs demo/greet");
+    println!(
+        "  curl -H 'Host: demo.localhost' {}/hello/Grace",
+        info.public
+    );
     println!(
         "  stratus{data_flag} init hello --template python && stratus{data_flag} deploy hello/"
     );

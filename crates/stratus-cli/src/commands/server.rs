@@ -79,6 +79,13 @@ pub struct ServerArgs {
     /// How long a client may take to send a request's headers
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
+    /// Serve the public listener over HTTPS with this PEM certificate chain
+    /// (HTTP/2 and HTTP/1.1 by ALPN); needs --tls-key
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Region reported to functions (AWS_REGION)
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
@@ -109,6 +116,11 @@ impl ServerArgs {
         config.http.max_header_bytes = self.max_header_bytes;
         config.http.max_url_bytes = self.max_url_bytes;
         config.http.header_timeout = self.header_timeout;
+        config.http.tls = self
+            .tls_cert
+            .clone()
+            .zip(self.tls_key.clone())
+            .map(|(cert, key)| stratus_server::TlsFiles { cert, key });
         config
     }
 }

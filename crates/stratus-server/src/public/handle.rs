@@ -258,7 +258,14 @@ async fn route(
         }
     };
     add("x-forwarded-for", &forwarded_for);
-    add("x-forwarded-proto", "http");
+    add(
+        "x-forwarded-proto",
+        if gateway.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+    );
     add("x-forwarded-port", &gateway.port.to_string());
     if let Some(prefix) = located.prefix {
         add("x-forwarded-prefix", prefix);

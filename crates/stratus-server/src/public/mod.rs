@@ -1,5 +1,6 @@
 //! The public listener: HTTP functions at `{app}.{domain}` and under
-//! `/{app}/`, over HTTP/1.1 (keep-alive, pipelining) and HTTP/2 (h2c).
+//! `/{app}/`, over HTTP/1.1 (keep-alive, pipelining) and HTTP/2 (h2c, or
+//! over TLS with ALPN when a certificate is configured).
 //!
 //! Connections are served by hyper directly, not through a router: the
 //! listener's limits (header size and read timeout) are connection
@@ -12,8 +13,11 @@ mod routes;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -34,8 +38,57 @@ pub struct HttpSettings {
     pub max_header_bytes: usize,
     /// Longest path and query (414 beyond).
     pub max_url_bytes: usize,
-    /// How long a client may take to send a request's headers.
+    /// How long a client may take to send a request's headers (and to
+    /// finish the TLS handshake).
     pub header_timeout: Duration,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Reads the files into a server configuration offering HTTP/2 and
+    /// HTTP/1.1 by ALPN.
+    pub fn load(&self) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let certs = CertificateDer::pem_file_iter(&self.cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .with_context(|| {
+                format!(
+                    "cannot read the certificate chain {} (PEM)",
+                    self.cert.display()
+                )
+            })?;
+        if certs.is_empty() {
+            anyhow::bail!("{} holds no PEM certificate", self.cert.display());
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .with_context(|| format!("cannot read the private key {} (PEM)", self.key.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS set-up")?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .with_context(|| {
+                format!(
+                    "the key {} does not go with the certificate {}",
+                    self.key.display(),
+                    self.cert.display()
+                )
+            })?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
 }
 
 impl Default for HttpSettings {
@@ -46,6 +99,7 @@ impl Default for HttpSettings {
             max_header_bytes: 32 * 1024,
             max_url_bytes: 8 * 1024,
             header_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -58,6 +112,8 @@ pub(crate) struct Gateway {
     pub settings: HttpSettings,
     /// The listener's port, for `x-forwarded-port`.
     pub port: u16,
+    /// HTTPS, when a certificate is configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Serves `listener` until `stop` resolves, then lets requests in flight
@@ -78,6 +134,7 @@ pub(crate) async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(gateway.settings.max_header_bytes as u32);
+    let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(stop);
     loop {
@@ -94,15 +151,44 @@ pub(crate) async fn serve(
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
-        let service = hyper::service::service_fn(move |request| {
+        let service = {
             let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(handle::handle(&gateway, request, peer).await) }
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+            hyper::service::service_fn(move |request| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, Infallible>(handle::handle(&gateway, request, peer).await) }
+            })
+        };
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = gateway.tls.clone();
+        let handshake_timeout = gateway.settings.header_timeout;
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            let result =
+                match tls {
+                    None => {
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                    Some(acceptor) => {
+                        let stream =
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(err)) => {
+                                    tracing::debug!(%peer, %err, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                };
+            if let Err(err) = result {
                 tracing::debug!(%peer, %err, "public connection ended with an error");
             }
         });
