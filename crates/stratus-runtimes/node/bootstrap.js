@@ -118,39 +118,122 @@ async function prime() {
   } catch (_) {
     // Priming is an optimisation only.
   } finally {
-    if (api) api.agent.destroy();
+    if (api) closeApi();
     server.close();
   }
 }
 
 // ---------------------------------------------------------------------------
-// Runtime API client: a single keep-alive socket, reconnecting once on errors.
+// Runtime API client: one keep-alive socket speaking HTTP/1.1 by hand (Node's
+// http client costs more per request than the rest of an invocation),
+// reconnecting once on errors. Streamed responses use the http module.
 // ---------------------------------------------------------------------------
+const net = require('net');
 let api;
 function useApi(address) {
   const portSep = address.lastIndexOf(':');
+  if (api) closeApi();
   api = {
     address,
     host: address.slice(0, portSep).replace(/^\[(.*)\]$/, '$1'),
     port: Number(address.slice(portSep + 1)),
     agent: new http.Agent({ keepAlive: true, maxSockets: 1 }),
+    sock: null,
+    buf: null,
+    pending: null, // { resolve, reject } of the request awaiting its answer
   };
+}
+
+function closeApi() {
+  api.agent.destroy();
+  if (api.sock) api.sock.destroy();
+  api.sock = null;
+}
+
+function connectApi() {
+  const sock = net.connect({ host: api.host, port: api.port });
+  sock.setNoDelay(true);
+  api.sock = sock;
+  api.buf = null;
+  sock.on('data', (chunk) => {
+    if (sock !== api.sock) return;
+    api.buf = api.buf ? Buffer.concat([api.buf, chunk]) : chunk;
+    parseAnswer();
+  });
+  const broken = (err) => {
+    if (sock !== api.sock) return;
+    api.sock = null;
+    const pending = api.pending;
+    api.pending = null;
+    if (pending) pending.reject(err || new Error('the Runtime API closed the connection'));
+  };
+  sock.on('error', broken);
+  sock.on('close', () => broken());
+}
+
+// Completes the pending request once its whole answer is in the buffer.
+function parseAnswer() {
+  const buf = api.buf;
+  if (!api.pending || !buf) return;
+  const headEnd = buf.indexOf('\r\n\r\n');
+  if (headEnd < 0) return;
+  const lines = buf.toString('latin1', 0, headEnd).split('\r\n');
+  const status = Number(lines[0].split(' ')[1]);
+  const headers = {};
+  for (let i = 1; i < lines.length; i++) {
+    const colon = lines[i].indexOf(':');
+    if (colon > 0) headers[lines[i].slice(0, colon).trim().toLowerCase()] = lines[i].slice(colon + 1).trim();
+  }
+  let body;
+  let end;
+  if ((headers['transfer-encoding'] || '').toLowerCase() === 'chunked') {
+    const parts = [];
+    let at = headEnd + 4;
+    for (;;) {
+      const lineEnd = buf.indexOf('\r\n', at);
+      if (lineEnd < 0) return;
+      const size = parseInt(buf.toString('latin1', at, lineEnd), 16);
+      if (size === 0) {
+        if (buf.length < lineEnd + 4) return;
+        end = lineEnd + 4;
+        break;
+      }
+      if (buf.length < lineEnd + 2 + size + 2) return;
+      parts.push(buf.subarray(lineEnd + 2, lineEnd + 2 + size));
+      at = lineEnd + 2 + size + 2;
+    }
+    body = Buffer.concat(parts);
+  } else {
+    const length = Number(headers['content-length'] || 0);
+    if (buf.length < headEnd + 4 + length) return;
+    body = buf.subarray(headEnd + 4, headEnd + 4 + length);
+    end = headEnd + 4 + length;
+  }
+  api.buf = end < buf.length ? buf.subarray(end) : null;
+  const pending = api.pending;
+  api.pending = null;
+  if ((headers.connection || '').toLowerCase() === 'close') {
+    const sock = api.sock;
+    api.sock = null;
+    sock.destroy();
+  }
+  pending.resolve({ status, headers, body: body.toString('utf8') });
 }
 
 function request(method, apiPath, body, headers) {
   return new Promise((resolve, reject) => {
-    const { host, port, agent } = api;
-    const req = http.request({ host, port, method, path: API_PREFIX + apiPath, agent, headers },
-      (res) => {
-        const chunks = [];
-        res.on('data', (chunk) => chunks.push(chunk));
-        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers,
-          body: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
-      });
-    req.on('error', reject);
-    req.setNoDelay(true);
-    req.end(body);
+    if (!api.sock) connectApi();
+    let head = `${method} ${API_PREFIX}${apiPath} HTTP/1.1\r\nHost: ${api.address}\r\n`;
+    for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
+    if (body !== undefined) {
+      const bytes = Buffer.from(body, 'utf8');
+      head += `Content-Length: ${bytes.length}\r\n\r\n`;
+      api.pending = { resolve, reject };
+      api.sock.write(Buffer.concat([Buffer.from(head, 'latin1'), bytes]));
+    } else {
+      api.pending = { resolve, reject };
+      api.sock.write(head + '\r\n', 'latin1');
+    }
   });
 }
 
@@ -168,8 +251,7 @@ async function apiRequest(method, apiPath, body, headers) {
 }
 
 async function post(apiPath, payload, extraHeaders) {
-  const headers = { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload),
-    ...extraHeaders };
+  const headers = { 'Content-Type': 'application/json', ...extraHeaders };
   const res = await apiRequest('POST', apiPath, payload, headers);
   if (res.status < 200 || res.status > 299) {
     writeFully(2, `stratus-runtime: POST ${apiPath} rejected with HTTP ${res.status}: ${res.body}\n`);

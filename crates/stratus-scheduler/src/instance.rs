@@ -104,7 +104,9 @@ pub(crate) struct Shared {
     /// The process was made ahead of demand.
     prestarted: bool,
     pid: AtomicU32,
-    log_sync: mpsc::Sender<oneshot::Sender<()>>,
+    /// The process's stdout and stderr, read by the output task and, to
+    /// catch up before a result is reported, by the Runtime API handlers.
+    output: OnceLock<Mutex<Output>>,
     instance_id: String,
     config: Arc<FunctionConfig>,
     logs: crate::LogSender,
@@ -153,7 +155,7 @@ impl Shared {
     /// Completes the in-flight invocation `request_id` with `result`, after
     /// the output written before it has been read and tagged.
     pub async fn finish(&self, request_id: &str, result: RuntimeResult) -> Result<(), StatusCode> {
-        self.sync_output().await;
+        self.sync_output();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match inner.in_flight.take() {
             Some(f) if f.request_id == request_id => {
@@ -180,16 +182,45 @@ impl Shared {
 
     /// Waits (briefly) until the output written so far has been read and
     /// tagged.
-    async fn sync_output(&self) {
-        let (ack_tx, ack_rx) = oneshot::channel();
-        if self.log_sync.send(ack_tx).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_millis(200), ack_rx).await;
+    fn sync_output(&self) {
+        let Some(output) = self.output.get() else {
+            return;
+        };
+        let mut output = output.lock().unwrap_or_else(|p| p.into_inner());
+        output.out.drain(self, true);
+        output.err.drain(self, true);
+    }
+
+    /// Reads what the process has written so far to the chosen streams
+    /// without waiting and emits the complete lines; `last` emits the rest
+    /// too and ends the streams (they broke).
+    fn drain_output(&self, stdout: bool, stderr: bool, last: bool) {
+        let Some(output) = self.output.get() else {
+            return;
+        };
+        let mut guard = output.lock().unwrap_or_else(|p| p.into_inner());
+        let output = &mut *guard;
+        for (chosen, stream) in [(stdout, &mut output.out), (stderr, &mut output.err)] {
+            if chosen {
+                stream.drain(self, last);
+                stream.eof |= last;
+            }
+        }
+    }
+
+    fn output_ended(&self) -> (bool, bool) {
+        match self.output.get() {
+            Some(output) => {
+                let output = output.lock().unwrap_or_else(|p| p.into_inner());
+                (output.out.eof, output.err.eof)
+            }
+            None => (true, true),
         }
     }
 
     /// A streamed response has ended: output no longer belongs to it.
-    pub async fn end_stream(&self, request_id: &str) {
-        self.sync_output().await;
+    pub fn end_stream(&self, request_id: &str) {
+        self.sync_output();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if inner.request_id.as_deref() == Some(request_id) && inner.in_flight.is_none() {
             inner.request_id = None;
@@ -342,7 +373,6 @@ impl Instance {
         let id = prestarted.as_ref().map_or_else(new_id, |p| p.id.clone());
         let (dispatch_tx, dispatch_rx) = mpsc::channel(1);
         let (state_tx, state_rx) = watch::channel(State::Running);
-        let (log_sync_tx, log_sync_rx) = mpsc::channel(4);
         let shared = Arc::new(Shared {
             next_rx: tokio::sync::Mutex::new(dispatch_rx),
             max_response_bytes: ctx.settings.max_response_bytes,
@@ -355,7 +385,7 @@ impl Instance {
             handler_init_ms: OnceLock::new(),
             prestarted: prestarted.is_some(),
             pid: AtomicU32::new(0),
-            log_sync: log_sync_tx,
+            output: OnceLock::new(),
             instance_id: id.clone(),
             config: config.clone(),
             logs: ctx.logs.clone(),
@@ -430,7 +460,12 @@ impl Instance {
         shared.pid.store(pid, Ordering::Relaxed);
         tracing::debug!(instance = %id, pid, app = %config.app, function = %config.spec.name, "instance started");
 
-        tokio::spawn(read_output(shared.clone(), stdout, stderr, log_sync_rx));
+        let (stdout, stderr) = (Arc::new(stdout), Arc::new(stderr));
+        let _ = shared.output.set(Mutex::new(Output {
+            out: Stream::new("stdout", stdout.clone()),
+            err: Stream::new("stderr", stderr.clone()),
+        }));
+        tokio::spawn(read_output(shared.clone(), stdout, stderr));
         let watcher_shared = shared.clone();
         let registry = ctx.clone();
         let watcher_id = id.clone();
@@ -657,49 +692,45 @@ fn entrypoint_message(config: &FunctionConfig, err: &str) -> String {
 }
 
 /// Reads the process's stdout and stderr line by line until both close.
-/// A message on `sync` makes it read everything already written and
-/// acknowledge, so a result is never reported before its log lines.
+/// The Runtime API handlers drain the same streams before they report a
+/// result, so a result is never reported before its log lines.
 async fn read_output(
     shared: Arc<Shared>,
-    stdout: pipe::Receiver,
-    stderr: pipe::Receiver,
-    mut sync: mpsc::Receiver<oneshot::Sender<()>>,
+    stdout: Arc<pipe::Receiver>,
+    stderr: Arc<pipe::Receiver>,
 ) {
-    let mut out = Stream::new("stdout", stdout);
-    let mut err = Stream::new("stderr", stderr);
     loop {
-        if out.eof && err.eof {
+        let (out_eof, err_eof) = shared.output_ended();
+        if out_eof && err_eof {
             break;
         }
         tokio::select! {
-            ready = out.pipe.readable(), if !out.eof => {
-                if ready.is_err() { out.eof = true; }
-                out.drain(&shared, false);
+            ready = stdout.readable(), if !out_eof => {
+                shared.drain_output(true, false, ready.is_err());
             }
-            ready = err.pipe.readable(), if !err.eof => {
-                if ready.is_err() { err.eof = true; }
-                err.drain(&shared, false);
-            }
-            Some(ack) = sync.recv() => {
-                out.drain(&shared, true);
-                err.drain(&shared, true);
-                let _ = ack.send(());
+            ready = stderr.readable(), if !err_eof => {
+                shared.drain_output(false, true, ready.is_err());
             }
         }
     }
-    out.drain(&shared, true);
-    err.drain(&shared, true);
+    shared.sync_output();
+}
+
+/// Both output streams of an instance.
+struct Output {
+    out: Stream,
+    err: Stream,
 }
 
 struct Stream {
     name: &'static str,
-    pipe: pipe::Receiver,
+    pipe: Arc<pipe::Receiver>,
     buf: Vec<u8>,
     eof: bool,
 }
 
 impl Stream {
-    fn new(name: &'static str, pipe: pipe::Receiver) -> Stream {
+    fn new(name: &'static str, pipe: Arc<pipe::Receiver>) -> Stream {
         Stream {
             name,
             pipe,

@@ -200,7 +200,7 @@ async fn stream_response(shared: &Shared, id: &str, headers: &HeaderMap, body: B
         }
     }
     drop(tx);
-    shared.end_stream(id).await;
+    shared.end_stream(id);
     let _ = done_tx.send(failure);
     accepted()
 }
