@@ -49,9 +49,11 @@ fn demo_deploys_the_example_app_and_calls_each_function() {
         .current_dir(dir.path())
         .output()
         .unwrap();
+    let listed = String::from_utf8_lossy(&ls.stdout);
+    assert!(listed.contains("demo/wordcount"), "{listed}");
     assert!(
-        String::from_utf8_lossy(&ls.stdout).contains("demo/wordcount"),
-        "{ls:?}"
+        listed.contains("GET /demo/hello GET /demo/hello/{name}"),
+        "{listed}"
     );
 
     Command::new("kill")

@@ -53,6 +53,7 @@ pub(crate) struct AppState {
     pub directory: Arc<public::Directory>,
     /// The public listener's URL, for the routes a deploy reports.
     pub public_url: String,
+    pub log_flush: logwriter::LogFlush,
 }
 
 /// Binds both listeners from `config`.
@@ -205,6 +206,7 @@ pub async fn run(
         deploy_lock: tokio::sync::Mutex::new(()),
         directory: directory.clone(),
         public_url: info.public.clone(),
+        log_flush: writer.flush.clone(),
     });
     let gateway = Arc::new(public::Gateway {
         directory,

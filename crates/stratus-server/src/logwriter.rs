@@ -16,6 +16,22 @@ const LINGER: Duration = Duration::from_millis(10);
 pub(crate) struct LogWriter {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    pub flush: LogFlush,
+}
+
+/// Asks the writer to store what it has been sent so far: a log query made
+/// after a response sees the records sent before that response.
+#[derive(Clone)]
+pub(crate) struct LogFlush(mpsc::Sender<oneshot::Sender<()>>);
+
+impl LogFlush {
+    /// Waits (at most a second) until records sent before the call are stored.
+    pub async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.0.send(ack).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), done).await;
+        }
+    }
 }
 
 pub(crate) fn spawn(
@@ -25,6 +41,7 @@ pub(crate) fn spawn(
     max_bytes: u64,
 ) -> LogWriter {
     let (stop, mut stop_rx) = oneshot::channel();
+    let (flush_tx, mut flush_rx) = mpsc::channel::<oneshot::Sender<()>>(64);
     let task = tokio::spawn(async move {
         let mut trim = tokio::time::interval(Duration::from_secs(60));
         let mut batch = Vec::with_capacity(BATCH);
@@ -44,6 +61,16 @@ pub(crate) fn spawn(
                     }
                     write(&*store, &mut batch).await;
                     last_write = tokio::time::Instant::now();
+                }
+                Some(ack) = flush_rx.recv() => {
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(record) => batch.push(record),
+                            Err(_) => break,
+                        }
+                    }
+                    write(&*store, &mut batch).await;
+                    let _ = ack.send(());
                 }
                 _ = trim.tick() => {
                     let before = crate::now_ms() - retention.as_millis() as i64;
@@ -67,7 +94,11 @@ pub(crate) fn spawn(
             }
         }
     });
-    LogWriter { stop, task }
+    LogWriter {
+        stop,
+        task,
+        flush: LogFlush(flush_tx),
+    }
 }
 
 async fn write(store: &dyn Store, batch: &mut Vec<LogRecord>) {

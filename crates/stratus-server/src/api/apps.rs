@@ -102,9 +102,25 @@ fn describe(state: &AppState, version: &stratus_store::VersionRecord) -> serde_j
                 .find(|p| p.config.spec.name == f.name)
                 .map(|p| p.stats())
                 .unwrap_or_default();
+            let routes: Vec<String> = f
+                .http
+                .iter()
+                .flat_map(|http| {
+                    let methods = if http.methods.is_empty() {
+                        "ANY".to_owned()
+                    } else {
+                        http.methods.join(",")
+                    };
+                    http.paths
+                        .iter()
+                        .map(move |path| format!("{methods} /{}{path}", version.app))
+                })
+                .collect();
             json!({
                 "name": f.name,
                 "runtime": f.runtime,
+                "routes": routes,
+                "auth": f.http.as_ref().map(|h| h.auth),
                 "handler": f.handler,
                 "memory_mb": f.memory_mb,
                 "timeout_ms": f.timeout.as_millis() as u64,

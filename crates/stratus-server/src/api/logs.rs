@@ -36,6 +36,11 @@ pub(crate) async fn query(
             "a function filter needs an app filter too",
         ));
     }
+    // Records sent before this query (say, before the response a client
+    // just read) are stored first. Following (`after_id`) polls anyway.
+    if params.after_id.is_none() {
+        state.log_flush.flush().await;
+    }
     let records = state
         .store
         .query_logs(LogQuery {
