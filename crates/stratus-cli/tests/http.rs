@@ -70,6 +70,14 @@ exports.raw = awslambda.streamifyResponse(async (event, responseStream) => {
   responseStream.write('one ');
   responseStream.end('two');
 });
+exports.hangs = awslambda.streamifyResponse(async (event, responseStream) => {
+  responseStream.write('started ');
+  await new Promise((resolve) => setTimeout(resolve, 5000));
+  responseStream.end('never');
+});
+exports.callback = (event, context, callback) => {
+  setTimeout(() => callback(null, { statusCode: 200, body: 'called back' }), 20);
+};
 exports.breaks = awslambda.streamifyResponse(async (event, responseStream) => {
   responseStream.write('partial ');
   await new Promise((resolve) => setTimeout(resolve, 100));
@@ -521,7 +529,7 @@ functions:
     let id = check(get("/e/broken"), 502, "not a valid HTTP response");
     let logs = server.ok(&["logs", "e/broken", "--request-id", &id]);
     assert!(
-        logs.contains("statusCode must be a number from 100 to 599"),
+        logs.contains("statusCode must be a number from 200 to 599"),
         "{logs}"
     );
     check(get("/e/slow?s=3"), 504, "did not answer in time");
@@ -742,6 +750,20 @@ functions:
     runtime: nodejs
     handler: main.breaks
     http: { path: /breaks, streaming: true }
+  hangs:
+    runtime: nodejs
+    handler: main.hangs
+    timeout: 1s
+    http: { path: /hangs, streaming: true }
+  hangs-buffered:
+    runtime: nodejs
+    handler: main.hangs
+    timeout: 1s
+    http: { path: /hangs-buffered }
+  callback:
+    runtime: nodejs
+    handler: main.callback
+    http: { path: /callback }
 "#,
             ),
             ("main.js", NODE_APP),
@@ -797,6 +819,39 @@ functions:
     );
     let logs = server.ok(&["logs", "s/breaks", "--request-id", &id]);
     assert!(logs.contains("broke off"), "{logs}");
+
+    // A stream that outlives the function's timeout is cut off; buffered,
+    // it is a 504.
+    let started = Instant::now();
+    let response = http
+        .get(format!("{}/s/hangs", server.public))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.text().is_err(),
+        "a timed-out stream must not look complete"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let response = http
+        .get(format!("{}/s/hangs-buffered", server.public))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 504);
+
+    // A callback handler answers once its event loop is empty, as on Lambda.
+    let started = Instant::now();
+    let response = http
+        .get(format!("{}/s/callback", server.public))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().unwrap(), "called back");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

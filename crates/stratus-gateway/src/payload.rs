@@ -227,7 +227,7 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// Maps a function's result (the JSON its runtime posted) to a response.
 ///
-/// A JSON object with `statusCode` is a response: `statusCode` (100–599),
+/// A JSON object with `statusCode` is a response: `statusCode` (200–599),
 /// `headers` (values strings, numbers or booleans), `cookies` (each its
 /// own `Set-Cookie`), `body` (a string) and `isBase64Encoded`. Any other
 /// JSON value is the body of a `200` with `content-type: application/json`,
@@ -247,11 +247,11 @@ pub fn response(result: &[u8]) -> Result<HttpResponse, Malformed> {
     };
     let status = fields["statusCode"]
         .as_u64()
-        .filter(|s| (100..=599).contains(s))
+        .filter(|s| (200..=599).contains(s))
         .and_then(|s| StatusCode::from_u16(s as u16).ok())
         .ok_or_else(|| {
             Malformed(format!(
-                "statusCode must be a number from 100 to 599, not {}",
+                "statusCode must be a number from 200 to 599 (interim 1xx responses cannot be returned), not {}",
                 fields["statusCode"]
             ))
         })?;

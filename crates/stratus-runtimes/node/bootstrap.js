@@ -139,7 +139,9 @@ function useApi(address) {
     port: Number(address.slice(portSep + 1)),
     agent: new http.Agent({ keepAlive: true, maxSockets: 1 }),
     sock: null,
-    buf: null,
+    chunks: [], // what has arrived and is not yet consumed
+    size: 0,
+    head: null, // the parsed head of the answer being received
     pending: null, // { resolve, reject } of the request awaiting its answer
   };
 }
@@ -154,48 +156,84 @@ function connectApi() {
   const sock = net.connect({ host: api.host, port: api.port });
   sock.setNoDelay(true);
   api.sock = sock;
-  api.buf = null;
+  api.chunks = [];
+  api.size = 0;
+  api.head = null;
   sock.on('data', (chunk) => {
     if (sock !== api.sock) return;
-    api.buf = api.buf ? Buffer.concat([api.buf, chunk]) : chunk;
+    api.chunks.push(chunk);
+    api.size += chunk.length;
     parseAnswer();
   });
   const broken = (err) => {
     if (sock !== api.sock) return;
-    api.sock = null;
-    const pending = api.pending;
-    api.pending = null;
-    if (pending) pending.reject(err || new Error('the Runtime API closed the connection'));
+    failApi(err || new Error('the Runtime API closed the connection'));
   };
   sock.on('error', broken);
   sock.on('close', () => broken());
 }
 
-// Completes the pending request once its whole answer is in the buffer.
+// Drops the connection and fails the request waiting on it.
+function failApi(err) {
+  const sock = api.sock;
+  api.sock = null;
+  if (sock) sock.destroy();
+  const pending = api.pending;
+  api.pending = null;
+  if (pending) pending.reject(err);
+}
+
+// What has arrived, as one buffer (joined only when needed).
+function received() {
+  if (api.chunks.length > 1) api.chunks = [Buffer.concat(api.chunks, api.size)];
+  return api.chunks[0];
+}
+
+// Completes the pending request once its whole answer has arrived.
 function parseAnswer() {
-  const buf = api.buf;
-  if (!api.pending || !buf) return;
-  const headEnd = buf.indexOf('\r\n\r\n');
-  if (headEnd < 0) return;
-  const lines = buf.toString('latin1', 0, headEnd).split('\r\n');
-  const status = Number(lines[0].split(' ')[1]);
-  const headers = {};
-  for (let i = 1; i < lines.length; i++) {
-    const colon = lines[i].indexOf(':');
-    if (colon > 0) headers[lines[i].slice(0, colon).trim().toLowerCase()] = lines[i].slice(colon + 1).trim();
+  if (!api.pending || api.size === 0) return;
+  if (!api.head) {
+    const buf = received();
+    const headEnd = buf.indexOf('\r\n\r\n');
+    if (headEnd < 0) {
+      if (buf.length > 65536) failApi(new Error('the Runtime API sent an oversized header'));
+      return;
+    }
+    const lines = buf.toString('latin1', 0, headEnd).split('\r\n');
+    const headers = {};
+    for (let i = 1; i < lines.length; i++) {
+      const colon = lines[i].indexOf(':');
+      if (colon > 0) headers[lines[i].slice(0, colon).trim().toLowerCase()] = lines[i].slice(colon + 1).trim();
+    }
+    api.head = { status: Number(lines[0].split(' ')[1]), headers, start: headEnd + 4,
+      chunked: (headers['transfer-encoding'] || '').toLowerCase() === 'chunked',
+      length: Number(headers['content-length'] || 0) };
   }
+  const head = api.head;
   let body;
   let end;
-  if ((headers['transfer-encoding'] || '').toLowerCase() === 'chunked') {
+  if (!head.chunked) {
+    if (api.size < head.start + head.length) return;
+    const buf = received();
+    body = buf.subarray(head.start, head.start + head.length);
+    end = head.start + head.length;
+  } else {
+    const buf = received();
     const parts = [];
-    let at = headEnd + 4;
+    let at = head.start;
     for (;;) {
       const lineEnd = buf.indexOf('\r\n', at);
       if (lineEnd < 0) return;
       const size = parseInt(buf.toString('latin1', at, lineEnd), 16);
+      if (!Number.isFinite(size) || size < 0) {
+        failApi(new Error('the Runtime API sent a malformed chunk'));
+        return;
+      }
       if (size === 0) {
-        if (buf.length < lineEnd + 4) return;
-        end = lineEnd + 4;
+        // Trailers, if any, end with an empty line.
+        const trailerEnd = buf.indexOf('\r\n\r\n', lineEnd);
+        if (trailerEnd < 0) return;
+        end = trailerEnd + 4;
         break;
       }
       if (buf.length < lineEnd + 2 + size + 2) return;
@@ -203,37 +241,40 @@ function parseAnswer() {
       at = lineEnd + 2 + size + 2;
     }
     body = Buffer.concat(parts);
-  } else {
-    const length = Number(headers['content-length'] || 0);
-    if (buf.length < headEnd + 4 + length) return;
-    body = buf.subarray(headEnd + 4, headEnd + 4 + length);
-    end = headEnd + 4 + length;
   }
-  api.buf = end < buf.length ? buf.subarray(end) : null;
+  const buf = api.chunks[0];
+  api.chunks = end < buf.length ? [buf.subarray(end)] : [];
+  api.size = buf.length - end;
+  api.head = null;
   const pending = api.pending;
   api.pending = null;
-  if ((headers.connection || '').toLowerCase() === 'close') {
+  if ((head.headers.connection || '').toLowerCase() === 'close') {
     const sock = api.sock;
     api.sock = null;
     sock.destroy();
+  } else {
+    // Idle between requests, the socket must not keep the event loop
+    // alive: callback handlers wait for it to empty.
+    api.sock.unref();
   }
-  pending.resolve({ status, headers, body: body.toString('utf8') });
+  pending.resolve({ status: head.status, headers: head.headers, body: body.toString('utf8') });
 }
 
 function request(method, apiPath, body, headers) {
   return new Promise((resolve, reject) => {
     if (!api.sock) connectApi();
+    api.sock.ref();
     let head = `${method} ${API_PREFIX}${apiPath} HTTP/1.1\r\nHost: ${api.address}\r\n`;
     for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
+    api.pending = { resolve, reject };
     if (body !== undefined) {
       const bytes = Buffer.from(body, 'utf8');
       head += `Content-Length: ${bytes.length}\r\n\r\n`;
-      api.pending = { resolve, reject };
       api.sock.write(Buffer.concat([Buffer.from(head, 'latin1'), bytes]));
     } else {
-      api.pending = { resolve, reject };
       api.sock.write(head + '\r\n', 'latin1');
     }
+    parseAnswer();
   });
 }
 
@@ -437,7 +478,8 @@ function openResponseStream(id) {
 }
 
 async function invokeStreaming(handler, next, inv) {
-  const { req, responseStream, answered } = openResponseStream(inv.id);
+  inv.stream = openResponseStream(inv.id);
+  const { responseStream } = inv.stream;
   let failure = null;
   try {
     const event = JSON.parse(next.body);
@@ -450,24 +492,44 @@ async function invokeStreaming(handler, next, inv) {
   } catch (err) {
     failure = toErrorBody(err);
   }
+  if (inv.settled) return inv.posting; // a fatal error already ended it
   inv.settled = true;
   if (failure) {
     logError(failure);
-    await flushStdio();
-    if (!req.headersSent) {
-      // Nothing was sent yet: report it as an ordinary error.
-      req.stratusAborted = true;
-      req.destroy();
-      inv.posting = postInvokeError(inv.id, failure);
-      return inv.posting;
-    }
-    req.addTrailers({ 'Lambda-Runtime-Function-Error-Type': failure.errorType,
-      'Lambda-Runtime-Function-Error-Body': Buffer.from(JSON.stringify(failure)).toString('base64') });
-    if (!responseStream.writableEnded) responseStream.end();
-  } else if (!responseStream.writableEnded) {
-    responseStream.end();
+    inv.posting = failStream(inv, failure);
+    return inv.posting;
   }
-  inv.posting = answered;
+  if (!responseStream.writableEnded) responseStream.end();
+  inv.posting = inv.stream.answered;
+  return inv.posting;
+}
+
+// Ends a streamed response with `error`: as an ordinary error report when
+// nothing was sent yet, else in the trailers of the chunked post.
+async function failStream(inv, error) {
+  const { req, responseStream, answered } = inv.stream;
+  await flushStdio();
+  if (!req.headersSent) {
+    req.stratusAborted = true;
+    req.destroy();
+    return postInvokeError(inv.id, error);
+  }
+  if (responseStream.writableEnded) {
+    // The body was complete before the failure: there is no way left to
+    // report it but the log.
+    return answered;
+  }
+  const latin1 = (text) => String(text).replace(/[^\x20-\x7e]/g, '?');
+  try {
+    req.addTrailers({ 'Lambda-Runtime-Function-Error-Type': latin1(error.errorType),
+      'Lambda-Runtime-Function-Error-Body': Buffer.from(JSON.stringify(error)).toString('base64') });
+  } catch (_) {
+    // Trailers refused: ending the post without its final chunk still
+    // tells the platform the stream broke off.
+    req.destroy();
+    return answered;
+  }
+  responseStream.end();
   return answered;
 }
 
@@ -586,6 +648,9 @@ async function onFatal(err, isRejection) {
   try {
     if (phase === 'init') {
       await postInitError(error);
+    } else if (current && current.stream && !current.settled) {
+      current.settled = true;
+      await failStream(current, error);
     } else if (current && !current.settled) {
       current.settled = true;
       await postInvokeError(current.id, error);

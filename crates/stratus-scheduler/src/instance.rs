@@ -24,6 +24,8 @@ use stratus_sandbox::Activation;
 
 /// Longest log line kept as one record; longer output is split.
 const MAX_LINE: usize = 256 * 1024;
+/// Most bytes of output read from one stream in one round.
+const MAX_DRAIN: usize = 1024 * 1024;
 /// Longest the refill of prestarted sandboxes waits for a new instance to
 /// finish starting.
 const REFILL_DELAY_MAX: Duration = Duration::from_secs(1);
@@ -60,6 +62,8 @@ pub(crate) enum RuntimeResult {
     Stream {
         stream: crate::ResponseStream,
         done: oneshot::Receiver<Option<FunctionError>>,
+        /// For the pool to end the stream with a timeout's error.
+        abort: mpsc::Sender<crate::StreamChunk>,
     },
 }
 
@@ -743,15 +747,29 @@ impl Stream {
     /// the partial last line too when `flush` is set.
     fn drain(&mut self, shared: &Shared, flush: bool) {
         let mut chunk = [0u8; 16 * 1024];
+        let mut read = 0;
+        // A process that writes without pause is read in bounded rounds, so
+        // no caller is held here for long; the rest is read next round.
+        let mut caught_up = false;
         while !self.eof {
+            if read >= MAX_DRAIN {
+                break;
+            }
             match self.pipe.try_read(&mut chunk) {
                 Ok(0) => self.eof = true,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    read += n;
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    caught_up = true;
+                    break;
+                }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => self.eof = true,
             }
         }
+        let flush = flush && caught_up;
         let mut start = 0;
         while let Some(pos) = self.buf[start..].iter().position(|b| *b == b'\n') {
             self.emit(shared, start, start + pos);

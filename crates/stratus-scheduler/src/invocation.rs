@@ -132,16 +132,26 @@ pub struct Phases {
     pub duration_ms: f64,
 }
 
+/// One piece of a streamed response.
+#[derive(Debug)]
+pub enum StreamChunk {
+    Data(Bytes),
+    /// The function finished its response.
+    End,
+    /// The function failed part-way (its error, a timeout, a crash).
+    Failed(FunctionError),
+}
+
 /// A response the function streams (the Runtime API's streaming response
-/// mode): chunks as the runtime posts them, then, if the function failed
-/// part-way, the error it reported.
+/// mode): chunks as the runtime posts them, then `End` or `Failed`. A
+/// stream whose channel closes without either was cut off.
 #[derive(Debug)]
 pub struct ResponseStream {
     /// The `Content-Type` the runtime posted with:
     /// `application/vnd.awslambda.http-integration-response` when the body
     /// starts with an HTTP prelude.
     pub content_type: Option<String>,
-    pub body: tokio::sync::mpsc::Receiver<Result<Bytes, FunctionError>>,
+    pub body: tokio::sync::mpsc::Receiver<StreamChunk>,
 }
 
 /// The `Content-Type` of a streamed body that begins with a JSON prelude

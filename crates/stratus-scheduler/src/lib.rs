@@ -20,7 +20,7 @@ mod scheduler;
 
 pub use invocation::{
     FunctionError, HTTP_INTEGRATION_CONTENT_TYPE, Invocation, InvokeError, InvokeOutcome, Phases,
-    ResponseStream,
+    ResponseStream, StreamChunk,
 };
 pub use logs::LogSender;
 pub use pool::{FunctionConfig, Pool, PoolStats};

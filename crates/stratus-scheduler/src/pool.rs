@@ -333,9 +333,15 @@ impl Pool {
         let (result, outcome_name, stream) = match outcome {
             Ok(RuntimeResult::Response(body)) => (Ok(body), "success", None),
             Ok(RuntimeResult::Error(error)) => (Err(error), "error", None),
-            Ok(RuntimeResult::Stream { stream, done }) => {
-                (Ok(bytes::Bytes::new()), "success", Some((stream, done)))
-            }
+            Ok(RuntimeResult::Stream {
+                stream,
+                done,
+                abort,
+            }) => (
+                Ok(bytes::Bytes::new()),
+                "success",
+                Some((stream, done, abort)),
+            ),
             Err(failure) => {
                 let name = match failure {
                     RunFailure::Timeout(_) | RunFailure::InitTimeout(_) => "timeout",
@@ -359,7 +365,7 @@ impl Pool {
             dispatched_at,
             want_logs,
         };
-        let Some((stream, done)) = stream else {
+        let Some((stream, done, abort)) = stream else {
             let (phases, max_memory_mb, logs) = self.conclude(&ended, &result, outcome_name);
             drop(keep);
             return Ok(InvokeOutcome {
@@ -405,8 +411,12 @@ impl Pool {
                     ),
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {
-                    ended.instance.kill();
                     let error = RunFailure::Timeout(timeout).into_error(pool.config.spec.memory_mb);
+                    // The caller hears of the timeout before the kill cuts
+                    // the runtime's post off.
+                    let failed = crate::StreamChunk::Failed(error.clone());
+                    let _ = tokio::time::timeout(Duration::from_secs(1), abort.send(failed)).await;
+                    ended.instance.kill();
                     ended.instance.shared.emit(
                         "platform",
                         Some(ended.request_id.clone()),

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 
 use crate::instance::{DeathCause, RuntimeResult, Shared};
-use crate::invocation::FunctionError;
+use crate::invocation::{FunctionError, StreamChunk};
 
 const ERROR_TYPE_HEADER: &str = "lambda-runtime-function-error-type";
 /// Trailer with the base64 error report of a stream that failed part-way.
@@ -164,6 +164,7 @@ async fn stream_response(shared: &Shared, id: &str, headers: &HeaderMap, body: B
     let result = RuntimeResult::Stream {
         stream,
         done: done_rx,
+        abort: tx.clone(),
     };
     if let Err(status) = shared.finish(id, result).await {
         return invalid_id(status);
@@ -179,7 +180,7 @@ async fn stream_response(shared: &Shared, id: &str, headers: &HeaderMap, body: B
                     if !caller_gone && !data.is_empty() {
                         // A caller that went away stops reading; the rest
                         // of the body is drained so the runtime can go on.
-                        caller_gone = tx.send(Ok(data)).await.is_err();
+                        caller_gone = tx.send(StreamChunk::Data(data)).await.is_err();
                     }
                     continue;
                 }
@@ -194,10 +195,13 @@ async fn stream_response(shared: &Shared, id: &str, headers: &HeaderMap, body: B
             )),
         };
         if let Some(error) = error {
-            let _ = tx.send(Err(error.clone())).await;
+            let _ = tx.send(StreamChunk::Failed(error.clone())).await;
             failure = Some(error);
             break;
         }
+    }
+    if failure.is_none() {
+        let _ = tx.send(StreamChunk::End).await;
     }
     drop(tx);
     shared.end_stream(id);

@@ -79,6 +79,9 @@ pub struct ServerArgs {
     /// How long a client may take to send a request's headers
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
+    /// How long a client may take to send a request's body (408 beyond)
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
     /// Serve the public listener over HTTPS with this PEM certificate chain
     /// (HTTP/2 and HTTP/1.1 by ALPN); needs --tls-key
     #[arg(long, requires = "tls_key")]
@@ -116,6 +119,7 @@ impl ServerArgs {
         config.http.max_header_bytes = self.max_header_bytes;
         config.http.max_url_bytes = self.max_url_bytes;
         config.http.header_timeout = self.header_timeout;
+        config.http.body_timeout = self.body_timeout;
         config.http.tls = self
             .tls_cert
             .clone()

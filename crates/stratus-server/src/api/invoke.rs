@@ -76,11 +76,10 @@ pub(crate) async fn invoke(
     };
     let mut response = match (&outcome.result, stream) {
         // A streamed response is passed on as it comes.
-        (_, Some(stream)) => axum::body::Body::new(crate::public::ChannelBody {
-            first: None,
-            rx: stream.body,
-        })
-        .into_response(),
+        (_, Some(stream)) => {
+            axum::body::Body::new(crate::public::ChannelBody::new(Bytes::new(), stream.body))
+                .into_response()
+        }
         (Ok(body), None) => (StatusCode::OK, body.clone()).into_response(),
         (Err(error), None) => (StatusCode::OK, error.to_json()).into_response(),
     };

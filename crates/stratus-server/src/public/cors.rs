@@ -20,6 +20,16 @@ fn allow_origin(cors: &CorsSpec, origin: &HeaderValue) -> Option<HeaderValue> {
 /// Adds CORS headers to an actual response when its request came with an
 /// allowed `Origin`.
 pub(crate) fn decorate(cors: &CorsSpec, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
+    for name in [
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        header::ACCESS_CONTROL_MAX_AGE,
+    ] {
+        headers.remove(name);
+    }
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
     let Some(allowed) = origin.and_then(|o| allow_origin(cors, o)) else {
         return;
@@ -62,7 +72,11 @@ pub(crate) fn preflight(
     } else {
         vec![requested.to_string()]
     };
-    if !methods.iter().any(|m| m == requested.as_str()) {
+    // HEAD goes wherever GET does.
+    let allowed_method = |m: &String| {
+        m == requested.as_str() || (*requested == Method::HEAD && m == Method::GET.as_str())
+    };
+    if !methods.iter().any(allowed_method) {
         return Err(Refused::Method);
     }
     let asked: Vec<String> = request_headers

@@ -20,7 +20,7 @@ use stratus_gateway::route::Lookup;
 use stratus_manifest::HttpAuth;
 use stratus_scheduler::{
     FunctionError, HTTP_INTEGRATION_CONTENT_TYPE, Invocation, InvokeError, InvokeOutcome,
-    ResponseStream,
+    ResponseStream, StreamChunk,
 };
 use stratus_store::LogRecord;
 
@@ -235,9 +235,24 @@ async fn route(
         check_key(gateway, &located.name, &parts.headers, request_id).map_err(with_cors)?;
     }
 
-    let body = read_body(body, &parts.headers, settings.max_body_bytes, request_id)
-        .await
-        .map_err(with_cors)?;
+    let body = match tokio::time::timeout(
+        settings.body_timeout,
+        read_body(body, &parts.headers, settings.max_body_bytes, request_id),
+    )
+    .await
+    {
+        Ok(body) => body.map_err(with_cors)?,
+        Err(_) => {
+            return Err(with_cors(reply(
+                StatusCode::REQUEST_TIMEOUT,
+                request_id,
+                format!(
+                    "the request body did not arrive within {}",
+                    humantime_secs(settings.body_timeout)
+                ),
+            )));
+        }
+    };
 
     // What an API gateway in front of a function adds.
     let peer_ip = addr_ip(peer);
@@ -249,6 +264,8 @@ async fn route(
         Some(earlier) => format!("{earlier}, {peer_ip}"),
         None => peer_ip.clone(),
     };
+    // Only the gateway says under which prefix a request came.
+    parts.headers.remove("x-forwarded-prefix");
     let authority = (!parts.headers.contains_key(header::HOST))
         .then(|| parts.uri.authority().map(|a| a.to_string()))
         .flatten();
@@ -297,7 +314,9 @@ async fn route(
         .and_then(|v| v.to_str().ok())
         .and_then(xray_from_traceparent);
 
-    let outcome = invoke(gateway, &located.name, &target, invocation, request_id).await?;
+    let outcome = invoke(gateway, &located.name, &target, invocation, request_id)
+        .await
+        .map_err(with_cors)?;
     Ok(with_cors(
         respond(gateway, &located.name, &target, outcome, request_id).await,
     ))
@@ -376,6 +395,10 @@ async fn read_body(
             format!("the request body could not be read: {err}"),
         )),
     }
+}
+
+fn humantime_secs(d: std::time::Duration) -> String {
+    format!("{} s", d.as_secs_f64())
 }
 
 /// `traceparent` (W3C) as the X-Ray trace header Lambda runtimes read, so
@@ -549,13 +572,14 @@ async fn streamed(
     let (mut response, first) = if integration {
         let split = loop {
             match rx.recv().await {
-                Some(Ok(chunk)) => head.extend_from_slice(&chunk),
-                Some(Err(error)) => return Err(Streamed::Failed(error)),
-                None => {
+                Some(StreamChunk::Data(chunk)) => head.extend_from_slice(&chunk),
+                Some(StreamChunk::Failed(error)) => return Err(Streamed::Failed(error)),
+                Some(StreamChunk::End) => {
                     return Err(Streamed::Malformed(
                         "the stream ended before the prelude's eight NUL bytes".into(),
                     ));
                 }
+                None => return Err(Streamed::Failed(cut_off())),
             }
             if let Some(at) = head.windows(8).position(|w| w == PRELUDE_END) {
                 break at;
@@ -581,24 +605,27 @@ async fn streamed(
         (response, Bytes::new())
     };
     if target.streaming {
-        *response.body_mut() = Body::new(ChannelBody {
-            first: (!first.is_empty()).then_some(first),
-            rx,
-        });
+        *response.body_mut() = Body::new(ChannelBody::new(first, rx));
         return Ok(response);
     }
     // A route that does not stream gets the whole body at once, as Lambda's
     // buffered invoke mode does.
     let limit = gateway.scheduler.max_response_bytes();
     let mut body = BytesMut::from(&first[..]);
-    while let Some(chunk) = rx.recv().await {
-        let chunk = chunk.map_err(Streamed::Failed)?;
-        if body.len() + chunk.len() > limit {
-            return Err(Streamed::Malformed(format!(
-                "the response is larger than the limit of {limit} bytes; set `streaming: true` on the route to stream it"
-            )));
+    loop {
+        match rx.recv().await {
+            Some(StreamChunk::Data(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(Streamed::Malformed(format!(
+                        "the response is larger than the limit of {limit} bytes; set `streaming: true` on the route to stream it"
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Some(StreamChunk::End) => break,
+            Some(StreamChunk::Failed(error)) => return Err(Streamed::Failed(error)),
+            None => return Err(Streamed::Failed(cut_off())),
         }
-        body.extend_from_slice(&chunk);
     }
     *response.body_mut() = Body::from(body.freeze());
     Ok(response)
@@ -625,12 +652,31 @@ fn prelude(json: &[u8]) -> Result<Response<Body>, Streamed> {
     Ok(response)
 }
 
+/// A stream that ended without its end: the runtime was cut off.
+fn cut_off() -> FunctionError {
+    FunctionError::unhandled(
+        "Runtime.ExitError",
+        "the runtime stopped before it finished streaming the response",
+    )
+}
+
 /// A response body fed by the function's stream as the runtime posts it.
-/// An error part-way ends the response abruptly, so the client sees an
-/// incomplete body rather than a complete-looking one.
+/// An error part-way, or a stream cut off, ends the response abruptly, so
+/// the client sees an incomplete body rather than a complete-looking one.
 pub(crate) struct ChannelBody {
-    pub first: Option<Bytes>,
-    pub rx: tokio::sync::mpsc::Receiver<Result<Bytes, FunctionError>>,
+    first: Option<Bytes>,
+    rx: tokio::sync::mpsc::Receiver<StreamChunk>,
+    ended: bool,
+}
+
+impl ChannelBody {
+    pub fn new(first: Bytes, rx: tokio::sync::mpsc::Receiver<StreamChunk>) -> ChannelBody {
+        ChannelBody {
+            first: (!first.is_empty()).then_some(first),
+            rx,
+            ended: false,
+        }
+    }
 }
 
 impl http_body::Body for ChannelBody {
@@ -641,16 +687,38 @@ impl http_body::Body for ChannelBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        if let Some(first) = self.first.take() {
-            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(first))));
+        use std::task::Poll;
+        if self.ended {
+            return Poll::Ready(None);
         }
-        self.rx.poll_recv(cx).map(|chunk| {
-            chunk.map(|chunk| {
-                chunk.map(http_body::Frame::data).map_err(|error| {
-                    std::io::Error::other(format!("{}: {}", error.error_type, error.message))
-                })
-            })
-        })
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(first))));
+        }
+        let failed = |error: &FunctionError| {
+            std::io::Error::other(format!("{}: {}", error.error_type, error.message))
+        };
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(StreamChunk::Data(data))) => {
+                Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+            }
+            Poll::Ready(Some(StreamChunk::End)) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(StreamChunk::Failed(error))) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(failed(&error))))
+            }
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(failed(&cut_off()))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
     }
 }
 

@@ -41,6 +41,8 @@ pub struct HttpSettings {
     /// How long a client may take to send a request's headers (and to
     /// finish the TLS handshake).
     pub header_timeout: Duration,
+    /// How long a client may take to send a request's body (408 beyond).
+    pub body_timeout: Duration,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<TlsFiles>,
 }
@@ -99,6 +101,7 @@ impl Default for HttpSettings {
             max_header_bytes: 32 * 1024,
             max_url_bytes: 8 * 1024,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
             tls: None,
         }
     }
