@@ -142,7 +142,7 @@ function useApi(address) {
     chunks: [], // what has arrived and is not yet consumed
     size: 0,
     head: null, // the parsed head of the answer being received
-    pending: null, // { resolve, reject } of the request awaiting its answer
+    pending: [], // { resolve, reject } of the requests awaiting answers, in order
   };
 }
 
@@ -179,8 +179,8 @@ function failApi(err) {
   api.sock = null;
   if (sock) sock.destroy();
   const pending = api.pending;
-  api.pending = null;
-  if (pending) pending.reject(err);
+  api.pending = [];
+  for (const waiter of pending) waiter.reject(err);
 }
 
 // What has arrived, as one buffer (joined only when needed).
@@ -189,15 +189,19 @@ function received() {
   return api.chunks[0];
 }
 
-// Completes the pending request once its whole answer has arrived.
+// Completes the pending requests, in order, as their answers arrive.
 function parseAnswer() {
-  if (!api.pending || api.size === 0) return;
+  while (api.pending.length && api.size > 0 && parseOneAnswer());
+}
+
+// Completes the oldest pending request if its whole answer has arrived.
+function parseOneAnswer() {
   if (!api.head) {
     const buf = received();
     const headEnd = buf.indexOf('\r\n\r\n');
     if (headEnd < 0) {
       if (buf.length > 65536) failApi(new Error('the Runtime API sent an oversized header'));
-      return;
+      return false;
     }
     const lines = buf.toString('latin1', 0, headEnd).split('\r\n');
     const headers = {};
@@ -213,7 +217,7 @@ function parseAnswer() {
   let body;
   let end;
   if (!head.chunked) {
-    if (api.size < head.start + head.length) return;
+    if (api.size < head.start + head.length) return false;
     const buf = received();
     body = buf.subarray(head.start, head.start + head.length);
     end = head.start + head.length;
@@ -223,20 +227,20 @@ function parseAnswer() {
     let at = head.start;
     for (;;) {
       const lineEnd = buf.indexOf('\r\n', at);
-      if (lineEnd < 0) return;
+      if (lineEnd < 0) return false;
       const size = parseInt(buf.toString('latin1', at, lineEnd), 16);
       if (!Number.isFinite(size) || size < 0) {
         failApi(new Error('the Runtime API sent a malformed chunk'));
-        return;
+        return false;
       }
       if (size === 0) {
         // Trailers, if any, end with an empty line.
         const trailerEnd = buf.indexOf('\r\n\r\n', lineEnd);
-        if (trailerEnd < 0) return;
+        if (trailerEnd < 0) return false;
         end = trailerEnd + 4;
         break;
       }
-      if (buf.length < lineEnd + 2 + size + 2) return;
+      if (buf.length < lineEnd + 2 + size + 2) return false;
       parts.push(buf.subarray(lineEnd + 2, lineEnd + 2 + size));
       at = lineEnd + 2 + size + 2;
     }
@@ -246,18 +250,18 @@ function parseAnswer() {
   api.chunks = end < buf.length ? [buf.subarray(end)] : [];
   api.size = buf.length - end;
   api.head = null;
-  const pending = api.pending;
-  api.pending = null;
+  const waiter = api.pending.shift();
+  const answer = { status: head.status, headers: head.headers, body: body.toString('utf8') };
   if ((head.headers.connection || '').toLowerCase() === 'close') {
-    const sock = api.sock;
-    api.sock = null;
-    sock.destroy();
-  } else {
+    // Requests still queued on this connection fail and are asked again.
+    failApi(new Error('the Runtime API closed the connection'));
+  } else if (!api.pending.length) {
     // Idle between requests, the socket must not keep the event loop
     // alive: callback handlers wait for it to empty.
     api.sock.unref();
   }
-  pending.resolve({ status: head.status, headers: head.headers, body: body.toString('utf8') });
+  waiter.resolve(answer);
+  return true;
 }
 
 function request(method, apiPath, body, headers) {
@@ -266,7 +270,7 @@ function request(method, apiPath, body, headers) {
     api.sock.ref();
     let head = `${method} ${API_PREFIX}${apiPath} HTTP/1.1\r\nHost: ${api.address}\r\n`;
     for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
-    api.pending = { resolve, reject };
+    api.pending.push({ resolve, reject });
     if (body !== undefined) {
       const bytes = Buffer.from(body, 'utf8');
       head += `Content-Length: ${bytes.length}\r\n\r\n`;
@@ -299,7 +303,32 @@ async function post(apiPath, payload, extraHeaders) {
   }
 }
 
-const postResponse = (id, payload) => post(`/invocation/${id}/response`, payload);
+// Posts an answer and, right behind it on the same connection (HTTP/1.1
+// pipelining), the request for the next event, so the platform can hand
+// this runtime its next event without another round trip. Returns
+// { next }: that request's promise, or null when the next event must be
+// asked for anew (wrapped, so that awaiting this does not await it).
+async function postThenNext(apiPath, payload, extraHeaders) {
+  const headers = { 'Content-Type': 'application/json', ...extraHeaders };
+  let answer;
+  let next = null;
+  try {
+    const posted = request('POST', apiPath, payload, headers);
+    next = request('GET', '/invocation/next', undefined, undefined);
+    next.catch(() => {});
+    answer = await posted;
+  } catch (_) {
+    // The connection broke: post alone, then ask for the next event anew.
+    next = null;
+    answer = await apiRequest('POST', apiPath, payload, headers);
+  }
+  if (answer.status < 200 || answer.status > 299) {
+    writeFully(2, `stratus-runtime: POST ${apiPath} rejected with HTTP ${answer.status}: ${answer.body}\n`);
+  }
+  return { next };
+}
+
+let prefetchedNext = null;
 const postInvokeError = (id, error) => post(`/invocation/${id}/error`, JSON.stringify(error),
   { 'Lambda-Runtime-Function-Error-Type': 'Unhandled' });
 const postInitError = (error) => post('/init/error', JSON.stringify(error),
@@ -629,7 +658,13 @@ async function invoke(handler, next) {
     }
   }
   if (error) logError(error);
-  inv.posting = flushStdio().then(() => (error ? postInvokeError(inv.id, error) : postResponse(inv.id, payload)));
+  inv.posting = flushStdio().then(async () => {
+    const posted = error
+      ? await postThenNext(`/invocation/${inv.id}/error`, JSON.stringify(error),
+        { 'Lambda-Runtime-Function-Error-Type': 'Unhandled' })
+      : await postThenNext(`/invocation/${inv.id}/response`, payload);
+    prefetchedNext = posted.next;
+  });
   await inv.posting;
   current = null;
 }
@@ -689,7 +724,9 @@ async function main() {
   // The platform reports the user's own init apart from the runtime's start.
   let headers = { 'Stratus-Handler-Init-Ms': (Number(process.hrtime.bigint() - started) / 1e6).toFixed(3) };
   for (;;) {
-    const next = await apiRequest('GET', '/invocation/next', undefined, headers);
+    let next = prefetchedNext && await prefetchedNext.catch(() => null);
+    prefetchedNext = null;
+    if (!next) next = await apiRequest('GET', '/invocation/next', undefined, headers);
     headers = undefined;
     if (next.status !== 200) fatal(`GET /invocation/next failed with HTTP ${next.status}: ${next.body}`);
     await invoke(handler, next);

@@ -108,6 +108,8 @@ class RuntimeApiClient:
         self.port = int(port)
         self.sock = None
         self.buf = b""
+        # A request for the next event went out with the last answer.
+        self.next_sent = False
 
     def _connect(self):
         sock = socket.create_connection((self.host, self.port))
@@ -135,9 +137,7 @@ class RuntimeApiClient:
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    def _roundtrip(self, method, path, body, headers):
-        if self.sock is None:
-            self._connect()
+    def _encode(self, method, path, body, headers):
         lines = ["%s %s%s HTTP/1.1" % (method, API_PREFIX, path), "Host: " + self.address]
         for name, value in (headers or {}).items():
             lines.append("%s: %s" % (name, value))
@@ -145,8 +145,9 @@ class RuntimeApiClient:
             lines.append("Content-Type: application/json")
             lines.append("Content-Length: %d" % len(body))
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.sock.sendall(head + body if body else head)
+        return head + body if body else head
 
+    def _receive(self):
         status_line, _, rest = self._read_until(b"\r\n\r\n").decode("latin-1").partition("\r\n")
         status = int(status_line.split(" ", 2)[1])
         answer = {}
@@ -171,11 +172,26 @@ class RuntimeApiClient:
             self.sock = None
         return _Response(status, answer), data
 
-    def _request(self, method, path, body=None, headers=None):
+    def _roundtrip(self, method, path, body, headers, then_next=False):
+        if self.sock is None:
+            self._connect()
+        message = self._encode(method, path, body, headers)
+        if then_next:
+            # The request for the next event goes out with the answer
+            # (HTTP/1.1 pipelining): the platform may hand this runtime its
+            # next event without waiting for another round trip.
+            message += self._encode("GET", "/invocation/next", None, None)
+        self.sock.sendall(message)
+        answer = self._receive()
+        self.next_sent = then_next and self.sock is not None
+        return answer
+
+    def _request(self, method, path, body=None, headers=None, then_next=False):
         for attempt in (1, 2):
             try:
-                return self._roundtrip(method, path, body, headers)
+                return self._roundtrip(method, path, body, headers, then_next and attempt == 1)
             except OSError as exc:
+                self.next_sent = False
                 # The server may have closed an idle keep-alive connection:
                 # drop it and reconnect exactly once before giving up.
                 if self.sock is not None:
@@ -186,14 +202,24 @@ class RuntimeApiClient:
                             % (self.address, method, path, type(exc).__name__, exc))
                     sys.exit(1)
 
-    def _post(self, path, payload, headers=None):
-        resp, data = self._request("POST", path, payload, headers)
+    def _post(self, path, payload, headers=None, then_next=False):
+        resp, data = self._request("POST", path, payload, headers, then_next)
         if not 200 <= resp.status < 300:
             log_err("stratus-runtime: POST %s rejected with HTTP %d: %s"
                     % (path, resp.status, data.decode("utf-8", "replace")))
 
     def next_invocation(self, headers=None):
-        resp, data = self._request("GET", "/invocation/next", headers=headers)
+        resp = None
+        if self.next_sent:
+            self.next_sent = False
+            try:
+                resp, data = self._receive()
+            except OSError:
+                if self.sock is not None:
+                    self.sock.close()
+                self.sock = None
+        if resp is None:
+            resp, data = self._request("GET", "/invocation/next", headers=headers)
         if resp.status != 200:
             log_err("stratus-runtime: GET /invocation/next failed with HTTP %d: %s"
                     % (resp.status, data.decode("utf-8", "replace")))
@@ -201,11 +227,11 @@ class RuntimeApiClient:
         return resp, data
 
     def post_response(self, request_id, payload):
-        self._post("/invocation/%s/response" % request_id, payload)
+        self._post("/invocation/%s/response" % request_id, payload, then_next=True)
 
     def post_invocation_error(self, request_id, error):
         self._post("/invocation/%s/error" % request_id, _error_body(error),
-                   {ERROR_TYPE_HEADER: "Unhandled"})
+                   {ERROR_TYPE_HEADER: "Unhandled"}, then_next=True)
 
     def post_init_error(self, error):
         self._post("/init/error", _error_body(error), {ERROR_TYPE_HEADER: error["errorType"]})
