@@ -1060,3 +1060,43 @@ fn a_bad_certificate_stops_the_server_with_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn connections_past_the_cap_wait_their_turn() {
+    let server = Server::start_with(&["--max-connections", "1", "--header-timeout", "1s"]);
+    write_app(
+        &server.path("c"),
+        &[
+            (
+                "stratus.yaml",
+                "app: c\nfunctions:\n  plain:\n    runtime: python3\n    handler: main.plain\n    http: { path: /plain }\n",
+            ),
+            ("main.py", PY_APP),
+        ],
+    );
+    deploy(&server, "c");
+    let url = format!("{}/c/plain", server.public);
+    // Warm, and alone: answered at once.
+    let response = client().get(&url).send().unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // A client that holds the one connection slot without finishing its
+    // headers makes the next one wait until it is cut off.
+    let addr = server.public.trim_start_matches("http://").to_owned();
+    let mut holder = TcpStream::connect(&addr).unwrap();
+    holder
+        .write_all(b"GET /c/plain HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let response = reqwest::blocking::Client::new().get(&url).send().unwrap();
+    let waited = started.elapsed();
+    assert_eq!(response.status(), 200);
+    assert!(
+        waited >= Duration::from_millis(600),
+        "served at once ({waited:?}) past a cap of one connection"
+    );
+    drop(holder);
+}

@@ -82,6 +82,10 @@ pub struct ServerArgs {
     /// How long a client may take to send a request's body (408 beyond)
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub body_timeout: Duration,
+    /// Most client connections the public listener serves at once; more
+    /// wait to be accepted
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
     /// Serve the public listener over HTTPS with this PEM certificate chain
     /// (HTTP/2 and HTTP/1.1 by ALPN); needs --tls-key
     #[arg(long, requires = "tls_key")]
@@ -120,6 +124,7 @@ impl ServerArgs {
         config.http.max_url_bytes = self.max_url_bytes;
         config.http.header_timeout = self.header_timeout;
         config.http.body_timeout = self.body_timeout;
+        config.http.max_connections = self.max_connections;
         config.http.tls = self
             .tls_cert
             .clone()

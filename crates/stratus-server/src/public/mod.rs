@@ -43,6 +43,8 @@ pub struct HttpSettings {
     pub header_timeout: Duration,
     /// How long a client may take to send a request's body (408 beyond).
     pub body_timeout: Duration,
+    /// Most client connections served at once; more wait to be accepted.
+    pub max_connections: usize,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<TlsFiles>,
 }
@@ -102,6 +104,7 @@ impl Default for HttpSettings {
             max_url_bytes: 8 * 1024,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
+            max_connections: 1024,
             tls: None,
         }
     }
@@ -139,8 +142,20 @@ pub(crate) async fn serve(
         .max_header_list_size(gateway.settings.max_header_bytes as u32);
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Each connection holds a permit: past the cap, new ones wait in the
+    // kernel's backlog instead of each buffering a request body.
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        gateway.settings.max_connections.max(1),
+    ));
     tokio::pin!(stop);
     loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -166,6 +181,7 @@ pub(crate) async fn serve(
         let tls = gateway.tls.clone();
         let handshake_timeout = gateway.settings.header_timeout;
         tokio::spawn(async move {
+            let _permit = permit;
             let result =
                 match tls {
                     None => {
