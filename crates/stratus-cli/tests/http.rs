@@ -128,6 +128,13 @@ fn deploy(server: &Server, dir: &str) -> String {
     server.ok(&["deploy", server.path(dir).to_str().unwrap()])
 }
 
+/// Writes `files` into the directory `dir` of the server's temp dir and
+/// deploys it; returns what `stratus deploy` printed.
+fn deploy_app(server: &Server, dir: &str, files: &[(&str, &str)]) -> String {
+    write_app(&server.path(dir), files);
+    deploy(server, dir)
+}
+
 #[test]
 fn each_runtime_gets_the_request_and_shapes_the_response() {
     let server = Server::start();
@@ -453,8 +460,9 @@ fn errors_have_a_status_a_short_body_and_the_request_id() {
         "--queue-timeout",
         "5s",
     ]);
-    write_app(
-        &server.path("e"),
+    deploy_app(
+        &server,
+        "e",
         &[
             (
                 "stratus.yaml",
@@ -483,7 +491,6 @@ functions:
             ("main.py", PY_APP),
         ],
     );
-    deploy(&server, "e");
     let http = client();
     let check = |response: reqwest::blocking::Response, status: u16, says: &str| {
         assert_eq!(response.status(), status, "{says}");
@@ -578,8 +585,9 @@ functions:
 #[test]
 fn keys_guard_routes_and_cors_answers_browsers() {
     let server = Server::start();
-    write_app(
-        &server.path("k"),
+    deploy_app(
+        &server,
+        "k",
         &[
             (
                 "stratus.yaml",
@@ -601,7 +609,6 @@ functions:
             ("main.py", PY_APP),
         ],
     );
-    deploy(&server, "k");
     let http = client();
     let closed = format!("{}/k/closed", server.public);
 
@@ -704,11 +711,7 @@ functions:
 fn overlapping_routes_are_refused_and_nothing_is_deployed() {
     let server = Server::start();
     let ok = "app: o\nfunctions:\n  a:\n    runtime: python3\n    handler: main.plain\n    http: { path: /a }\n";
-    write_app(
-        &server.path("o"),
-        &[("stratus.yaml", ok), ("main.py", PY_APP)],
-    );
-    deploy(&server, "o");
+    deploy_app(&server, "o", &[("stratus.yaml", ok), ("main.py", PY_APP)]);
     let clash = "app: o\nfunctions:\n  a:\n    runtime: python3\n    handler: main.plain\n    http: { path: \"/users/{id}\" }\n  b:\n    runtime: python3\n    handler: main.plain\n    http: { path: \"/users/{name}\", methods: [GET] }\n";
     write_app(&server.path("o"), &[("stratus.yaml", clash)]);
     let err = server.fails(&["deploy", server.path("o").to_str().unwrap()]);
@@ -727,8 +730,9 @@ fn overlapping_routes_are_refused_and_nothing_is_deployed() {
 #[test]
 fn streamed_responses_arrive_as_they_are_written() {
     let server = Server::start();
-    write_app(
-        &server.path("s"),
+    deploy_app(
+        &server,
+        "s",
         &[
             (
                 "stratus.yaml",
@@ -769,7 +773,6 @@ functions:
             ("main.js", NODE_APP),
         ],
     );
-    deploy(&server, "s");
     let http = client();
 
     let started = Instant::now();
@@ -857,8 +860,9 @@ functions:
 #[test]
 fn http2_pipelining_and_expect_continue() {
     let server = Server::start();
-    write_app(
-        &server.path("p"),
+    deploy_app(
+        &server,
+        "p",
         &[
             (
                 "stratus.yaml",
@@ -867,7 +871,6 @@ fn http2_pipelining_and_expect_continue() {
             ("main.py", PY_APP),
         ],
     );
-    deploy(&server, "p");
 
     // h2c with prior knowledge, by curl.
     let out = Command::new("curl")
@@ -911,11 +914,11 @@ fn a_deploy_under_load_drops_nothing() {
     let server = Server::start();
     let version = |n: u32| format!("def plain(event, context):\n    return {{'version': {n}}}\n");
     let yaml = "app: d\nfunctions:\n  v:\n    runtime: python3\n    handler: main.plain\n    http: { path: /v }\n";
-    write_app(
-        &server.path("d"),
+    deploy_app(
+        &server,
+        "d",
         &[("stratus.yaml", yaml), ("main.py", &version(1))],
     );
-    deploy(&server, "d");
     let url = format!("{}/d/v", server.public);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Callers that have been answered by the last version.
@@ -994,8 +997,9 @@ fn https_with_http2_by_alpn_when_a_certificate_is_configured() {
         key.to_str().unwrap(),
     ]);
     assert!(server.public.starts_with("https://"), "{}", server.public);
-    write_app(
-        &server.path("t"),
+    deploy_app(
+        &server,
+        "t",
         &[
             (
                 "stratus.yaml",
@@ -1004,7 +1008,6 @@ fn https_with_http2_by_alpn_when_a_certificate_is_configured() {
             ("main.py", PY_APP),
         ],
     );
-    deploy(&server, "t");
     for (flag, status_line, protocol) in [
         ("--http2", "HTTP/2 200", "HTTP/2.0"),
         ("--http1.1", "HTTP/1.1 200", "HTTP/1.1"),
@@ -1064,8 +1067,9 @@ fn a_bad_certificate_stops_the_server_with_a_clear_error() {
 #[test]
 fn connections_past_the_cap_wait_their_turn() {
     let server = Server::start_with(&["--max-connections", "1", "--header-timeout", "1s"]);
-    write_app(
-        &server.path("c"),
+    deploy_app(
+        &server,
+        "c",
         &[
             (
                 "stratus.yaml",
@@ -1074,7 +1078,6 @@ fn connections_past_the_cap_wait_their_turn() {
             ("main.py", PY_APP),
         ],
     );
-    deploy(&server, "c");
     let url = format!("{}/c/plain", server.public);
     // Warm, and alone: answered at once.
     let response = client().get(&url).send().unwrap();

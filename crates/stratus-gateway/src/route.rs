@@ -236,6 +236,12 @@ impl<T> Route<T> {
     }
 }
 
+/// The methods a route takes, from their names: `None` (any method) for
+/// none; names that are not methods are left out.
+pub fn methods_from(names: &[String]) -> Option<Vec<Method>> {
+    (!names.is_empty()).then(|| names.iter().filter_map(|m| m.parse().ok()).collect())
+}
+
 /// What a table says about a request.
 #[derive(Debug)]
 pub enum Lookup<'a, T> {

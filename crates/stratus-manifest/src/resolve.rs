@@ -467,16 +467,12 @@ fn is_token_byte(b: u8) -> bool {
 /// reaches would be a guess.
 fn check_routes(c: &mut Checker<'_>, functions: &BTreeMap<String, FunctionSpec>) {
     use stratus_gateway::route::{Pattern, Route, RouteError, RouteTable};
+
     let mut routes = Vec::new();
     for f in functions.values() {
         let before = routes.len();
         let Some(http) = &f.http else { continue };
-        let methods = (!http.methods.is_empty()).then(|| {
-            http.methods
-                .iter()
-                .filter_map(|m| m.parse().ok())
-                .collect::<Vec<_>>()
-        });
+        let methods = stratus_gateway::route::methods_from(&http.methods);
         for path in &http.paths {
             if let Ok(pattern) = Pattern::parse(path) {
                 routes.push(Route {

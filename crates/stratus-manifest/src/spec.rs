@@ -55,6 +55,17 @@ pub struct HttpSpec {
     pub streaming: bool,
 }
 
+impl HttpSpec {
+    /// `GET,POST`, or `ANY` for a route that takes every method.
+    pub fn methods_label(&self) -> String {
+        if self.methods.is_empty() {
+            "ANY".to_owned()
+        } else {
+            self.methods.join(",")
+        }
+    }
+}
+
 /// Who may call an HTTP function.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

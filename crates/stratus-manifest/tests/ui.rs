@@ -48,11 +48,7 @@ fn render(app: &stratus_manifest::AppSpec) -> String {
         )
         .unwrap();
         if let Some(http) = &f.http {
-            let methods = if http.methods.is_empty() {
-                "ANY".to_owned()
-            } else {
-                http.methods.join(",")
-            };
+            let methods = http.methods_label();
             write!(
                 out,
                 "  http {} {} auth={:?}",

@@ -124,11 +124,7 @@ fn routes(state: &AppState, spec: &stratus_manifest::AppSpec) -> Vec<String> {
     let mut out = Vec::new();
     for f in spec.functions.values() {
         let Some(http) = &f.http else { continue };
-        let methods = if http.methods.is_empty() {
-            "ANY".to_owned()
-        } else {
-            http.methods.join(",")
-        };
+        let methods = http.methods_label();
         for path in &http.paths {
             out.push(format!(
                 "{methods} {}/{}{path} -> {}{}",

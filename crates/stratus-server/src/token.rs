@@ -13,10 +13,8 @@ pub(crate) fn load_or_create(path: &Path) -> anyhow::Result<String> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
     }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
+    let token = random_hex(32)
         .map_err(|err| anyhow::anyhow!("no randomness for the admin token: {err}"))?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -27,4 +25,11 @@ pub(crate) fn load_or_create(path: &Path) -> anyhow::Result<String> {
     file.write_all(token.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(token)
+}
+
+/// `bytes` random bytes from the operating system, as lower-case hex.
+pub(crate) fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -187,35 +187,9 @@ pub fn write_app(dir: &Path, files: &[(&str, &str)]) {
     }
 }
 
-/// Installs `packages` from PyPI once into `target/test-deps/NAME`.
-pub fn pip_install(name: &str, packages: &[&str]) -> PathBuf {
-    let target = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/test-deps")
-        .join(name);
-    let marker = target.join(".installed");
-    if !marker.exists() {
-        let _ = std::fs::remove_dir_all(&target);
-        let status = Command::new(python())
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--target",
-            ])
-            .arg(&target)
-            .args(packages)
-            .status()
-            .expect("pip");
-        assert!(status.success(), "pip install {packages:?} failed");
-        std::fs::write(&marker, "").unwrap();
-    }
-    target
-}
-
-/// Installs `packages` from npm once into `target/test-deps/NAME/node_modules`.
-pub fn npm_install(name: &str, packages: &[&str]) -> PathBuf {
+/// `target/test-deps/NAME`, filled once by `install` (which gets the empty
+/// directory) and marked done, so later runs reuse it.
+fn test_deps(name: &str, install: impl FnOnce(&Path) -> Command) -> PathBuf {
     let target = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../target/test-deps")
         .join(name);
@@ -223,17 +197,43 @@ pub fn npm_install(name: &str, packages: &[&str]) -> PathBuf {
     if !marker.exists() {
         let _ = std::fs::remove_dir_all(&target);
         std::fs::create_dir_all(&target).unwrap();
-        std::fs::write(target.join("package.json"), "{\"private\": true}").unwrap();
-        let status = Command::new("npm")
-            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&target)
-            .args(packages)
-            .status()
-            .expect("npm");
-        assert!(status.success(), "npm install {packages:?} failed");
+        let mut command = install(&target);
+        let status = command.status().expect("the installer");
+        assert!(status.success(), "{command:?} failed");
         std::fs::write(&marker, "").unwrap();
     }
-    target.join("node_modules")
+    target
+}
+
+/// Installs `packages` from PyPI once into `target/test-deps/NAME`.
+pub fn pip_install(name: &str, packages: &[&str]) -> PathBuf {
+    test_deps(name, |target| {
+        let mut pip = Command::new(python());
+        pip.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+        ])
+        .arg(target)
+        .args(packages);
+        pip
+    })
+}
+
+/// Installs `packages` from npm once into `target/test-deps/NAME/node_modules`.
+pub fn npm_install(name: &str, packages: &[&str]) -> PathBuf {
+    test_deps(name, |target| {
+        std::fs::write(target.join("package.json"), "{\"private\": true}").unwrap();
+        let mut npm = Command::new("npm");
+        npm.args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(target)
+            .args(packages);
+        npm
+    })
+    .join("node_modules")
 }
 
 /// The example binary `name` (`lambda_fixture`, `http_fixture`), built by

@@ -106,11 +106,7 @@ fn describe(state: &AppState, version: &stratus_store::VersionRecord) -> serde_j
                 .http
                 .iter()
                 .flat_map(|http| {
-                    let methods = if http.methods.is_empty() {
-                        "ANY".to_owned()
-                    } else {
-                        http.methods.join(",")
-                    };
+                    let methods = http.methods_label();
                     http.paths
                         .iter()
                         .map(move |path| format!("{methods} /{}{path}", version.app))

@@ -28,9 +28,7 @@ struct CreateKey {
 }
 
 fn random_hex(bytes: usize) -> Result<String, ApiError> {
-    let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).map_err(|e| ApiError::internal("no randomness for a key", e))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    crate::token::random_hex(bytes).map_err(|e| ApiError::internal("no randomness for a key", e))
 }
 
 fn public(key: &KeyRecord) -> serde_json::Value {

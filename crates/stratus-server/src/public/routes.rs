@@ -57,8 +57,7 @@ impl Directory {
         let mut routes = Vec::new();
         for f in version.spec.functions.values() {
             let Some(http) = &f.http else { continue };
-            let methods = (!http.methods.is_empty())
-                .then(|| http.methods.iter().filter_map(|m| m.parse().ok()).collect());
+            let methods = stratus_gateway::route::methods_from(&http.methods);
             let target = Arc::new(Target {
                 function: f.name.clone(),
                 auth: http.auth,
