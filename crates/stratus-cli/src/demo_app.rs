@@ -24,6 +24,11 @@ pub const FILES: &[(&str, &str, bool)] = &[
         false,
     ),
     (
+        "site/server.js",
+        include_str!("../../../examples/demo/site/server.js"),
+        false,
+    ),
+    (
         "echo/bootstrap",
         include_str!("../../../examples/demo/echo/bootstrap"),
         true,
@@ -32,6 +37,9 @@ pub const FILES: &[(&str, &str, bool)] = &[
 
 /// The path the demo requests from its HTTP function, under `/demo`.
 pub const HTTP_PATH: &str = "/hello/Ada";
+
+/// The path the demo requests from its service, under `/demo`.
+pub const SERVICE_PATH: &str = "/site/welcome";
 
 /// Example calls: (function, event).
 pub const CALLS: &[(&str, &str)] = &[

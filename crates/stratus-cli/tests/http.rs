@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{Server, copy_dir, example, npm_install, pip_install, write_app};
+use common::{
+    Server, client, copy_dir, deploy, example, npm_install, pip_install, request_id, write_app,
+};
 use serde_json::Value;
 
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -105,27 +107,6 @@ functions:
     http: {{ path: /plain }}
 "#
     )
-}
-
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-fn request_id(response: &reqwest::blocking::Response) -> String {
-    response
-        .headers()
-        .get("x-stratus-request-id")
-        .expect("every response carries x-stratus-request-id")
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn deploy(server: &Server, dir: &str) -> String {
-    server.ok(&["deploy", server.path(dir).to_str().unwrap()])
 }
 
 /// Writes `files` into the directory `dir` of the server's temp dir and

@@ -54,7 +54,7 @@ impl fmt::Display for ManifestErrors {
 }
 
 /// Top-level keys, for "did you mean" hints.
-const TOP_KEYS: &[&str] = &["version", "app", "functions"];
+const TOP_KEYS: &[&str] = &["version", "app", "functions", "services"];
 
 /// Keys of a function, for "did you mean" hints.
 const FUNCTION_KEYS: &[&str] = &[
@@ -85,7 +85,24 @@ const CORS_KEYS: &[&str] = &[
 ];
 
 /// Sections that later manifest features add; named so that users get a clear answer.
-const FUTURE_KEYS: &[&str] = &["events", "services", "queues", "routes"];
+const FUTURE_KEYS: &[&str] = &["events", "queues", "routes"];
+
+/// Keys of a service.
+const SERVICE_KEYS: &[&str] = &[
+    "code",
+    "command",
+    "port",
+    "http",
+    "readiness",
+    "concurrency",
+    "min_instances",
+    "max_instances",
+    "idle_timeout",
+    "memory",
+    "queue_depth",
+    "drain_grace",
+    "env",
+];
 
 /// Turns a YAML or type error from serde into a located, hinted error.
 pub(crate) fn from_yaml(file: &str, text: &str, err: &serde_norway::Error) -> ManifestError {
@@ -126,6 +143,8 @@ pub(crate) fn from_yaml(file: &str, text: &str, err: &serde_norway::Error) -> Ma
         let known = match parent {
             "http" => HTTP_KEYS,
             "cors" => CORS_KEYS,
+            "readiness" => &["path", "timeout"],
+            _ if key.starts_with("services.") => SERVICE_KEYS,
             _ if in_function => FUNCTION_KEYS,
             _ => TOP_KEYS,
         };

@@ -14,7 +14,8 @@ mod spec;
 
 pub use error::{ManifestError, ManifestErrors};
 pub use spec::{
-    AppSpec, CorsSpec, FunctionSpec, HttpAuth, HttpSpec, Network, Runtime, is_valid_name,
+    AppSpec, CorsSpec, FunctionSpec, HttpAuth, HttpSpec, Network, Readiness, Runtime,
+    SCF_BOOTSTRAP, SCF_PORT, ServiceCommand, ServiceSpec, is_valid_name,
 };
 
 /// The file name `stratus deploy` looks for in an application directory.

@@ -15,6 +15,43 @@ pub(crate) struct RawManifest {
     pub app: String,
     #[serde(default, deserialize_with = "unique_keys")]
     pub functions: BTreeMap<String, RawFunction>,
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub services: BTreeMap<String, RawService>,
+}
+
+/// A long-running web app: an ordinary server process behind the gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawService {
+    pub code: Option<String>,
+    pub command: Option<RawCommand>,
+    pub port: Option<u16>,
+    pub http: Option<RawHttp>,
+    pub readiness: Option<RawReadiness>,
+    pub concurrency: Option<u32>,
+    pub min_instances: Option<u32>,
+    pub max_instances: Option<u32>,
+    pub idle_timeout: Option<String>,
+    pub memory: Option<u32>,
+    pub queue_depth: Option<u32>,
+    pub drain_grace: Option<String>,
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub env: BTreeMap<String, EnvValue>,
+}
+
+/// `command: [argv...]`, or one string for the shell.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawCommand {
+    Shell(String),
+    Exec(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReadiness {
+    pub path: Option<String>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use crate::error::{ManifestError, ManifestErrors, closest, expected_for};
 use crate::locate::line_of;
-use crate::raw::{RawCors, RawFunction, RawHttp, RawManifest};
+use crate::raw::{RawCommand, RawCors, RawFunction, RawHttp, RawManifest, RawService};
 use crate::spec::{
-    AppSpec, CorsSpec, FunctionSpec, HttpAuth, HttpSpec, Network, Runtime, is_valid_name,
+    AppSpec, CorsSpec, FunctionSpec, HttpAuth, HttpSpec, Network, Readiness, Runtime,
+    ServiceCommand, ServiceSpec, is_valid_name,
 };
 
 pub const DEFAULT_MEMORY_MB: u32 = 128;
@@ -20,6 +21,13 @@ pub const DEFAULT_MAX_INSTANCES: u32 = 100;
 pub const MIN_KEEP_ALIVE: Duration = Duration::from_secs(1);
 pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_MAX_INSTANCES: u32 = 1000;
+pub const SERVICE_DEFAULT_MEMORY_MB: u32 = 512;
+pub const SERVICE_DEFAULT_CONCURRENCY: u32 = 100;
+pub const SERVICE_DEFAULT_MAX_INSTANCES: u32 = 10;
+pub const SERVICE_DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+pub const SERVICE_DEFAULT_QUEUE_DEPTH: u32 = 1000;
+pub const SERVICE_DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(30);
+pub const SERVICE_DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(30);
 
 const NAME_HINT: &str =
     "use lowercase letters, digits and '-', starting with a letter, at most 40 characters";
@@ -81,12 +89,21 @@ pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpe
             Some(NAME_HINT.into()),
         );
     }
-    if raw.functions.is_empty() {
+    if raw.functions.is_empty() && raw.services.is_empty() {
         c.error(
             "functions".into(),
-            "the application declares no functions".into(),
+            "the application declares no functions and no services".into(),
             Some("add one under `functions:`; `stratus init NAME` writes an example".into()),
         );
+    }
+    for name in raw.services.keys() {
+        if raw.functions.contains_key(name) {
+            c.error(
+                format!("services.{name}"),
+                format!("{name} is both a function and a service"),
+                Some("functions and services share one set of names; rename one".into()),
+            );
+        }
     }
 
     let mut functions = BTreeMap::new();
@@ -95,13 +112,20 @@ pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpe
             functions.insert(name, spec);
         }
     }
+    let mut services = BTreeMap::new();
+    for (name, s) in raw.services {
+        if let Some(spec) = resolve_service(&mut c, &name, s) {
+            services.insert(name, spec);
+        }
+    }
 
-    check_routes(&mut c, &functions);
+    check_routes(&mut c, &functions, &services);
 
     if c.errors.is_empty() {
         Ok(AppSpec {
             name: raw.app,
             functions,
+            services,
         })
     } else {
         c.errors.sort_by_key(|e| e.line);
@@ -285,7 +309,9 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         env.insert(var, value.0);
     }
 
-    let http = f.http.map(|raw| resolve_http(c, name, raw));
+    let http = f
+        .http
+        .map(|raw| resolve_http(c, &format!("functions.{name}"), raw));
 
     (c.errors.len() == before).then(|| FunctionSpec {
         name: name.to_owned(),
@@ -306,13 +332,14 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
 /// The methods a route may name.
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
-fn resolve_http(c: &mut Checker<'_>, name: &str, raw: RawHttp) -> HttpSpec {
-    let key = |field: &str| format!("functions.{name}.http.{field}");
+/// `http:` of the function or service at `owner` (`functions.NAME`).
+fn resolve_http(c: &mut Checker<'_>, owner: &str, raw: RawHttp) -> HttpSpec {
+    let key = |field: &str| format!("{owner}.http.{field}");
     let paths = raw.path.map(|p| p.into_vec()).unwrap_or_default();
     if paths.is_empty() {
         c.error(
             key("path"),
-            "an HTTP function needs at least one route".into(),
+            "`http:` needs at least one route".into(),
             Some("add `path: /api/*` (or a list of paths) under `http:`".into()),
         );
     }
@@ -338,7 +365,7 @@ fn resolve_http(c: &mut Checker<'_>, name: &str, raw: RawHttp) -> HttpSpec {
             HttpAuth::None
         }
     };
-    let cors = raw.cors.map(|cors| resolve_cors(c, name, cors));
+    let cors = raw.cors.map(|cors| resolve_cors(c, owner, cors));
     HttpSpec {
         paths,
         methods,
@@ -370,8 +397,8 @@ fn methods(c: &mut Checker<'_>, key: &str, given: Option<Vec<String>>) -> Vec<St
     out
 }
 
-fn resolve_cors(c: &mut Checker<'_>, name: &str, raw: RawCors) -> CorsSpec {
-    let key = |field: &str| format!("functions.{name}.http.cors.{field}");
+fn resolve_cors(c: &mut Checker<'_>, owner: &str, raw: RawCors) -> CorsSpec {
+    let key = |field: &str| format!("{owner}.http.cors.{field}");
     let origins = raw.origins.map(|o| o.into_vec()).unwrap_or_default();
     if origins.is_empty() {
         c.error(
@@ -463,33 +490,266 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Routes of different functions must not overlap: which one a request
-/// reaches would be a guess.
-fn check_routes(c: &mut Checker<'_>, functions: &BTreeMap<String, FunctionSpec>) {
+/// Routes of different functions and services must not overlap: which
+/// one a request reaches would be a guess.
+fn check_routes(
+    c: &mut Checker<'_>,
+    functions: &BTreeMap<String, FunctionSpec>,
+    services: &BTreeMap<String, ServiceSpec>,
+) {
     use stratus_gateway::route::{Pattern, Route, RouteError, RouteTable};
 
+    let owners = functions
+        .values()
+        .filter_map(|f| Some(("function", "functions", &f.name, f.http.as_ref()?)))
+        .chain(
+            services
+                .values()
+                .map(|s| ("service", "services", &s.name, &s.http)),
+        );
     let mut routes = Vec::new();
-    for f in functions.values() {
+    for (kind, section, name, http) in owners {
         let before = routes.len();
-        let Some(http) = &f.http else { continue };
         let methods = stratus_gateway::route::methods_from(&http.methods);
         for path in &http.paths {
             if let Ok(pattern) = Pattern::parse(path) {
                 routes.push(Route {
                     pattern,
                     methods: methods.clone(),
-                    target: format!("of function {}", f.name),
+                    target: format!("of {kind} {name}"),
                 });
             }
         }
-        // The first function whose routes overlap an earlier one's is named.
+        // The first owner whose routes overlap an earlier one's is named.
         if let Err(err @ RouteError::Overlap { .. }) = RouteTable::new(routes.clone()) {
             c.error(
-                format!("functions.{}.http.path", f.name),
+                format!("{section}.{name}.http.path"),
                 err.to_string(),
                 Some("give each route a distinct path or distinct methods".into()),
             );
             routes.truncate(before);
+        }
+    }
+}
+
+fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<ServiceSpec> {
+    let owner = format!("services.{name}");
+    let key = |field: &str| format!("{owner}.{field}");
+    let before = c.errors.len();
+
+    if !is_valid_name(name) {
+        c.error(
+            owner.clone(),
+            format!("invalid service name {name:?}"),
+            Some(NAME_HINT.into()),
+        );
+    }
+    let code = match normalise_code(s.code.as_deref().unwrap_or(".")) {
+        Ok(code) => code,
+        Err(message) => {
+            c.error(
+                key("code"),
+                message,
+                Some("give a directory inside the application, relative to stratus.yaml, e.g. `code: ./web`".into()),
+            );
+            String::new()
+        }
+    };
+    let command = match s.command {
+        None => None,
+        Some(RawCommand::Exec(argv)) if argv.is_empty() || argv[0].is_empty() => {
+            c.error(
+                key("command"),
+                "the command is empty".into(),
+                Some(
+                    "name a program and its arguments, e.g. `command: [\"node\", \"server.js\"]`"
+                        .into(),
+                ),
+            );
+            None
+        }
+        Some(RawCommand::Exec(argv)) => Some(ServiceCommand::Exec(argv)),
+        Some(RawCommand::Shell(line)) if line.trim().is_empty() => {
+            c.error(
+                key("command"),
+                "the command is empty".into(),
+                Some("name a program and its arguments, e.g. `command: node server.js`".into()),
+            );
+            None
+        }
+        Some(RawCommand::Shell(line)) => Some(ServiceCommand::Shell(line)),
+    };
+    if s.port == Some(0) {
+        c.error(
+            key("port"),
+            "port 0 is not a port".into(),
+            Some("leave `port` out to have the platform choose one and pass it as $PORT".into()),
+        );
+    }
+    let http = match s.http {
+        Some(raw) => resolve_http(c, &owner, raw),
+        None => HttpSpec {
+            paths: vec!["/*".to_owned()],
+            methods: Vec::new(),
+            auth: HttpAuth::None,
+            cors: None,
+            streaming: false,
+        },
+    };
+    if http.streaming {
+        c.error(
+            key("http.streaming"),
+            "a service's responses always stream".into(),
+            Some("remove `streaming:`; it applies to functions".into()),
+        );
+    }
+    let readiness = match s.readiness {
+        None => Readiness {
+            path: None,
+            timeout: SERVICE_DEFAULT_READINESS_TIMEOUT,
+        },
+        Some(r) => {
+            if let Some(path) = &r.path
+                && (!path.starts_with('/') || path.contains(char::is_whitespace))
+            {
+                c.error(
+                    key("readiness.path"),
+                    format!("{path:?} is not a path"),
+                    Some("a path starts with `/`, e.g. `path: /healthz`".into()),
+                );
+            }
+            Readiness {
+                path: r.path,
+                timeout: duration(
+                    c,
+                    &key("readiness.timeout"),
+                    r.timeout.as_deref(),
+                    SERVICE_DEFAULT_READINESS_TIMEOUT,
+                    (Duration::from_secs(1), Duration::from_secs(600)),
+                ),
+            }
+        }
+    };
+    let concurrency = s.concurrency.unwrap_or(SERVICE_DEFAULT_CONCURRENCY);
+    if !(1..=10_000).contains(&concurrency) {
+        c.error(
+            key("concurrency"),
+            format!("concurrency {concurrency} is out of range"),
+            Some("requests in flight per instance, from 1 to 10000".into()),
+        );
+    }
+    let max_instances = s.max_instances.unwrap_or(SERVICE_DEFAULT_MAX_INSTANCES);
+    if !(1..=MAX_MAX_INSTANCES).contains(&max_instances) {
+        c.error(
+            key("max_instances"),
+            format!("max_instances {max_instances} is out of range"),
+            expected_for("max_instances").map(str::to_owned),
+        );
+    }
+    let min_instances = s.min_instances.unwrap_or(0);
+    if min_instances > max_instances {
+        c.error(
+            key("min_instances"),
+            format!("min_instances {min_instances} is more than max_instances {max_instances}"),
+            expected_for("min_instances").map(str::to_owned),
+        );
+    }
+    let memory_mb = s.memory.unwrap_or(SERVICE_DEFAULT_MEMORY_MB);
+    if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&memory_mb) {
+        c.error(
+            key("memory"),
+            format!("memory {memory_mb} MiB is out of range"),
+            expected_for("memory").map(str::to_owned),
+        );
+    }
+    let queue_depth = s.queue_depth.unwrap_or(SERVICE_DEFAULT_QUEUE_DEPTH);
+    if queue_depth > 100_000 {
+        c.error(
+            key("queue_depth"),
+            format!("queue_depth {queue_depth} is out of range"),
+            Some("requests that may wait for capacity, from 0 to 100000".into()),
+        );
+    }
+    let idle_timeout = duration(
+        c,
+        &key("idle_timeout"),
+        s.idle_timeout.as_deref(),
+        SERVICE_DEFAULT_IDLE_TIMEOUT,
+        (MIN_KEEP_ALIVE, MAX_KEEP_ALIVE),
+    );
+    let drain_grace = duration(
+        c,
+        &key("drain_grace"),
+        s.drain_grace.as_deref(),
+        SERVICE_DEFAULT_DRAIN_GRACE,
+        (Duration::ZERO, Duration::from_secs(3600)),
+    );
+    let mut env = BTreeMap::new();
+    for (var, value) in s.env {
+        if !valid_env_name(&var) {
+            c.error(
+                format!("{owner}.env.{var}"),
+                format!("invalid environment variable name {var:?}"),
+                Some("use letters, digits and '_', not starting with a digit".into()),
+            );
+        } else if var == "PORT" {
+            c.error(
+                format!("{owner}.env.{var}"),
+                "PORT is set by the platform".into(),
+                Some("set `port:` on the service instead".into()),
+            );
+        }
+        env.insert(var, value.0);
+    }
+
+    (c.errors.len() == before).then(|| ServiceSpec {
+        name: name.to_owned(),
+        code,
+        command,
+        port: s.port,
+        http,
+        readiness,
+        concurrency,
+        min_instances,
+        max_instances,
+        idle_timeout,
+        memory_mb,
+        queue_depth,
+        drain_grace,
+        env,
+    })
+}
+
+/// A duration setting within `range`, or `default` when not given.
+fn duration(
+    c: &mut Checker<'_>,
+    key: &str,
+    given: Option<&str>,
+    default: Duration,
+    (min, max): (Duration, Duration),
+) -> Duration {
+    let Some(text) = given else { return default };
+    match humantime::parse_duration(text) {
+        Ok(d) if (min..=max).contains(&d) => d,
+        Ok(_) => {
+            c.error(
+                key.to_owned(),
+                format!("{text} is out of range"),
+                Some(format!(
+                    "give a duration from {} to {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                )),
+            );
+            default
+        }
+        Err(err) => {
+            c.error(
+                key.to_owned(),
+                format!("invalid duration {text:?}: {err}"),
+                Some("for example `30s`, `5m` or `1h`".into()),
+            );
+            default
         }
     }
 }

@@ -11,6 +11,66 @@ use serde::{Deserialize, Serialize};
 pub struct AppSpec {
     pub name: String,
     pub functions: BTreeMap<String, FunctionSpec>,
+    /// Long-running web apps behind the gateway.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceSpec>,
+}
+
+/// One service: an ordinary web server process (Flask, Express, any
+/// binary that listens on a port) that the gateway proxies to, scaled by
+/// the requests in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// Code directory relative to the manifest, normalised.
+    pub code: String,
+    /// What to run; `None` runs `./scf_bootstrap` (SCF web functions).
+    pub command: Option<ServiceCommand>,
+    /// The port the app listens on; `None` lets the platform choose and
+    /// pass it as `$PORT`.
+    pub port: Option<u16>,
+    pub http: HttpSpec,
+    pub readiness: Readiness,
+    /// Requests in flight per instance before another starts.
+    pub concurrency: u32,
+    pub min_instances: u32,
+    pub max_instances: u32,
+    #[serde(with = "millis")]
+    pub idle_timeout: Duration,
+    pub memory_mb: u32,
+    /// Requests that may wait for capacity before 429.
+    pub queue_depth: u32,
+    /// How long WebSockets and long requests may go on once their instance
+    /// is draining.
+    #[serde(with = "millis")]
+    pub drain_grace: Duration,
+    pub env: BTreeMap<String, String>,
+}
+
+/// The port of an SCF web function's `scf_bootstrap`.
+pub const SCF_PORT: u16 = 9000;
+/// The program a service runs when it names none.
+pub const SCF_BOOTSTRAP: &str = "scf_bootstrap";
+
+/// A service's program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceCommand {
+    /// A program and its arguments, found on `PATH`; `$VAR` and `${VAR}`
+    /// of the service's environment are expanded in the arguments.
+    Exec(Vec<String>),
+    /// A line for `/bin/sh -c`.
+    Shell(String),
+}
+
+/// When a new instance may take requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// An HTTP path that answers 2xx or 3xx when ready; `None`: the port
+    /// accepts connections.
+    pub path: Option<String>,
+    #[serde(with = "millis")]
+    pub timeout: Duration,
 }
 
 /// One function of an application, with every default filled in.
@@ -107,7 +167,12 @@ pub enum Network {
 impl AppSpec {
     /// The distinct code directories of the application, in a stable order.
     pub fn code_dirs(&self) -> Vec<&str> {
-        let mut dirs: Vec<&str> = self.functions.values().map(|f| f.code.as_str()).collect();
+        let mut dirs: Vec<&str> = self
+            .functions
+            .values()
+            .map(|f| f.code.as_str())
+            .chain(self.services.values().map(|s| s.code.as_str()))
+            .collect();
         dirs.sort_unstable();
         dirs.dedup();
         dirs

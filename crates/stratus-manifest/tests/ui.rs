@@ -74,6 +74,29 @@ fn render(app: &stratus_manifest::AppSpec) -> String {
             out.push('\n');
         }
     }
+    for s in app.services.values() {
+        writeln!(
+            out,
+            "service {} code={} command={:?} port={:?} http={} {} ready={:?}/{} concurrency={} instances={}..{} idle={} memory={} queue={} drain={} env={:?}",
+            s.name,
+            s.code,
+            s.command,
+            s.port,
+            s.http.paths.join(","),
+            s.http.methods_label(),
+            s.readiness.path,
+            s.readiness.timeout.as_secs(),
+            s.concurrency,
+            s.min_instances,
+            s.max_instances,
+            s.idle_timeout.as_secs(),
+            s.memory_mb,
+            s.queue_depth,
+            s.drain_grace.as_secs(),
+            s.env,
+        )
+        .unwrap();
+    }
     out
 }
 
@@ -389,7 +412,7 @@ fn no_functions() {
         functions: {}
         ",
         "
-        stratus.yaml:2: functions: the application declares no functions
+        stratus.yaml:2: functions: the application declares no functions and no services
           hint: add one under `functions:`; `stratus init NAME` writes an example
         ",
     );
@@ -402,7 +425,7 @@ fn functions_left_out() {
         app: hello
         ",
         "
-        stratus.yaml: functions: the application declares no functions
+        stratus.yaml: functions: the application declares no functions and no services
           hint: add one under `functions:`; `stratus init NAME` writes an example
         ",
     );
@@ -416,7 +439,7 @@ fn functions_key_without_value() {
         functions:
         ",
         "
-        stratus.yaml:2: functions: the application declares no functions
+        stratus.yaml:2: functions: the application declares no functions and no services
           hint: add one under `functions:`; `stratus init NAME` writes an example
         ",
     );
@@ -1271,7 +1294,7 @@ fn bad_http_settings_are_each_reported() {
           hint: a list of origins such as `https://example.com`, or `*` for any
         stratus.yaml:12: functions.a.http.cors.credentials: browsers refuse credentials with the origin `*`
           hint: list the origins that may send credentials, or set `credentials: false`
-        stratus.yaml:16: functions.b.http.path: an HTTP function needs at least one route
+        stratus.yaml:16: functions.b.http.path: `http:` needs at least one route
           hint: add `path: /api/*` (or a list of paths) under `http:`
         "#,
     );
@@ -1293,5 +1316,117 @@ fn unknown_http_key_gets_a_suggestion() {
         stratus.yaml:7: functions.a.http.paths: unknown key `paths`
           hint: did you mean `path`?
         ",
+    );
+}
+
+#[test]
+fn services_with_defaults_and_settings() {
+    check(
+        r#"
+        app: shop
+        services:
+          web:
+            code: ./web
+            command: ["python3", "-m", "gunicorn", "-b", "0.0.0.0:$PORT", "app:app"]
+            http: { path: /* }
+            readiness: { path: /healthz, timeout: 20s }
+            concurrency: 50
+            min_instances: 1
+            max_instances: 4
+            idle_timeout: 2m
+            memory: 256
+            queue_depth: 10
+            drain_grace: 5s
+            env: { MODE: prod }
+          scf:
+            code: ./scf
+            http: { path: /scf/*, methods: [GET] }
+          sh:
+            command: node server.js
+            http: { path: /sh }
+        "#,
+        r#"
+        app shop
+        service scf code=scf command=None port=None http=/scf/* GET ready=None/30 concurrency=100 instances=0..10 idle=300 memory=512 queue=1000 drain=30 env={}
+        service sh code=. command=Some(Shell("node server.js")) port=None http=/sh ANY ready=None/30 concurrency=100 instances=0..10 idle=300 memory=512 queue=1000 drain=30 env={}
+        service web code=web command=Some(Exec(["python3", "-m", "gunicorn", "-b", "0.0.0.0:$PORT", "app:app"])) port=None http=/* ANY ready=Some("/healthz")/20 concurrency=50 instances=1..4 idle=120 memory=256 queue=10 drain=5 env={"MODE": "prod"}
+        "#,
+    );
+}
+
+#[test]
+fn unknown_service_key_gets_a_suggestion() {
+    check(
+        "
+        app: shop
+        functions:
+          web:
+            runtime: python3
+            handler: main.handler
+        services:
+          web:
+            command: []
+            port: 0
+            readiness: { path: healthz }
+            concurrency: 0
+            min_instances: 3
+            max_instances: 2
+            drain_grace: soon
+            env: { PORT: 1 }
+          api:
+            http: { path: /* }
+            portt: 1
+        ",
+        "
+        stratus.yaml:18: services.api.portt: unknown key `portt`
+          hint: did you mean `port`?
+        ",
+    );
+}
+
+#[test]
+fn service_values_are_checked() {
+    check(
+        r#"
+        app: shop
+        functions:
+          web:
+            runtime: python3
+            handler: main.handler
+            http: { path: /api/* }
+        services:
+          web:
+            command: []
+            port: 0
+            readiness: { path: healthz }
+            concurrency: 0
+            min_instances: 3
+            max_instances: 2
+            drain_grace: soon
+            env: { PORT: 1 }
+          site:
+            command: node server.js
+            http: { path: "/api/*" }
+        "#,
+        r#"
+        stratus.yaml:8: services.web: web is both a function and a service
+          hint: functions and services share one set of names; rename one
+        stratus.yaml:9: services.web.command: the command is empty
+          hint: name a program and its arguments, e.g. `command: ["node", "server.js"]`
+        stratus.yaml:10: services.web.port: port 0 is not a port
+          hint: leave `port` out to have the platform choose one and pass it as $PORT
+        stratus.yaml:11: services.web.readiness.path: "healthz" is not a path
+          hint: a path starts with `/`, e.g. `path: /healthz`
+        stratus.yaml:12: services.web.concurrency: concurrency 0 is out of range
+          hint: requests in flight per instance, from 1 to 10000
+        stratus.yaml:13: services.web.min_instances: min_instances 3 is more than max_instances 2
+          hint: a whole number of instances kept warm, at most max_instances
+        stratus.yaml:15: services.web.drain_grace: invalid duration "soon": expected number at 0
+          hint: for example `30s`, `5m` or `1h`
+        stratus.yaml:16: services.web.env.PORT: PORT is set by the platform
+          hint: set `port:` on the service instead
+        stratus.yaml:19: services.site.http.path: routes /api/* (any method) of function web and /api/* (any method) of service site overlap: both match the same requests; change one of them
+          hint: give each route a distinct path or distinct methods
+        "#,
     );
 }

@@ -119,6 +119,14 @@ impl LauncherClient {
         &self.facts.network
     }
 
+    /// Whether services are fenced: each listens only at its
+    /// [`Activation::service_addr`], whatever it binds, which only the
+    /// platform can reach. When not, services bind where they ask (reach
+    /// them on `127.0.0.1`), and [`LauncherClient::network`] says why.
+    pub fn service_fence(&self) -> bool {
+        self.facts.service_fence
+    }
+
     /// What Landlock enforces.
     pub fn landlock(&self) -> &str {
         &self.facts.landlock

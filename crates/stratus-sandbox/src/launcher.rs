@@ -111,6 +111,7 @@ fn serve(
     let mut cgroups = Cgroups::detect(unsafe { libc::getpid() } as u32);
     let limits = cgroups.summary.clone();
     let (guard, network) = guard(isolation, &mut cgroups);
+    let service_fence = guard.as_ref().is_some_and(|g| g.services().is_ok());
     let landlock = landlock::summary(isolation == Isolation::Namespaces);
     wire::send(
         sock.as_raw_fd(),
@@ -120,6 +121,7 @@ fn serve(
             limits,
             prestart,
             network,
+            service_fence,
             landlock,
         }),
         &[],
@@ -235,15 +237,26 @@ fn guard(isolation: Isolation, cgroups: &mut Cgroups) -> (Option<NetGuard>, Stri
         (_, Some(group)) => NetGuard::attach(group),
     };
     match attached {
-        Ok(guard) => (
-            Some(guard),
-            "outbound instances cannot connect to the admin listener or to other instances' Runtime APIs (cgroup BPF)".to_owned(),
-        ),
+        Ok(guard) => {
+            let message = match guard.services() {
+                Ok(()) => format!(
+                    "outbound instances cannot connect to the admin listener, to other instances' Runtime APIs or to services, which listen only at their own addresses in {}/{} (cgroup BPF)",
+                    crate::SERVICE_NET,
+                    crate::SERVICE_PREFIX
+                ),
+                Err(reason) => format!(
+                    "outbound instances cannot connect to the admin listener or to other instances' Runtime APIs (cgroup BPF); services listen where they ask, within instances' reach: {reason}"
+                ),
+            };
+            (Some(guard), message)
+        }
         Err(reason) => {
             cgroups.without_guard();
             (
                 None,
-                format!("outbound instances can reach the admin listener and other instances' Runtime APIs on loopback: {reason}"),
+                format!(
+                    "outbound instances can reach the admin listener, other instances' Runtime APIs and services on loopback: {reason}"
+                ),
             )
         }
     }
@@ -325,12 +338,15 @@ impl Tenant {
         self.group
             .set_memory(activation.memory_mb)
             .map_err(|e| format!("cannot set the memory limit: {e}"))?;
-        if let (Some(guard), Some(id), Some(port)) =
-            (guard, self.group.net_id, activation.runtime_api_port)
+        // Before the activation is written: a service may bind as soon as
+        // it has it. Without a guard services go unfenced, and the server
+        // knows it from `service_fence`.
+        if let (Some(guard), Some(id)) = (guard, self.group.net_id)
+            && (activation.runtime_api_port.is_some() || activation.service_addr.is_some())
         {
             guard
-                .admit(id, port)
-                .map_err(|e| format!("cannot admit the instance to its Runtime API: {e}"))?;
+                .admit(id, activation.runtime_api_port, activation.service_addr)
+                .map_err(|e| format!("cannot admit the instance to the network fence: {e}"))?;
         }
         let message = ActivationMessage {
             env: activation.env.clone(),

@@ -33,7 +33,9 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{LauncherClient, Spawned};
 pub use net::RUNTIME_API_ADDR;
-pub use netguard::RUNTIME_API_HOST;
+pub use netguard::{
+    RUNTIME_API_HOST, SERVICE_ADDRS, SERVICE_NET, SERVICE_PREFIX, service_addr, service_listening,
+};
 
 /// How tenant processes are isolated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +140,13 @@ pub struct Activation {
     /// the host's network: the only one there it may reach.
     #[serde(default)]
     pub runtime_api_port: Option<u16>,
+    /// This instance is a service: every bind it makes to a port is moved
+    /// to this address, one of [`SERVICE_NET`] that no other live instance
+    /// holds ([`service_addr`]), where only the platform reaches it.
+    /// Honoured only where [`LauncherClient::service_fence`] says so;
+    /// elsewhere the service binds where it asks.
+    #[serde(default)]
+    pub service_addr: Option<std::net::Ipv4Addr>,
 }
 
 /// How a process ended.

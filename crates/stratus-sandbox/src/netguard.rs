@@ -10,24 +10,98 @@
 //! - a connection to the Runtime API address ([`RUNTIME_API_HOST`]) on any
 //!   port but the instance's own. Every outbound instance's Runtime API
 //!   listens there, so no instance reaches another's, whenever it was
-//!   bound.
+//!   bound;
+//! - a connection to the service network ([`SERVICE_NET`]) but to the
+//!   instance's own service address.
 //!
-//! Only connections made in the host's network namespace are judged: a
-//! `network: none` instance has a loopback of its own, where
+//! Two more (`bind4` and `bind6`) fence services, instances that listen:
+//! every bind a service makes to a port is moved to its own address in
+//! [`SERVICE_NET`], whatever address it asked for, so only processes
+//! outside the launcher's group (the gateway) reach it, and no other host
+//! does: the address is loopback's. An IPv6 bind becomes a bind to the
+//! IPv4-mapped form of that address, so a dual-stack listener (Node's
+//! default, `::`) still takes the gateway's IPv4 connections. A bind to
+//! port 0 (a client's source port, such as Java's `DatagramSocket()`) is
+//! left where it asked: moved to loopback, it could not reach out. No
+//! instance binds an address of [`SERVICE_NET`] but its own, so none can
+//! listen where the gateway expects a service.
+//!
+//! Only connections and binds made in the host's network namespace are
+//! judged: a `network: none` instance has a loopback of its own, where
 //! `127.0.0.1:9001` is its Runtime API whatever the host listens on.
 //!
-//! One hash map holds both: the reserved addresses, and each instance's
-//! cgroup id with its own Runtime API port. Tenant code cannot change
-//! either: the `bpf` system call is refused in the sandbox.
+//! One hash map holds it all: the reserved addresses, and each instance's
+//! cgroup id with its own Runtime API port and service address. Tenant
+//! code cannot change either: the `bpf` system call is refused in the
+//! sandbox.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 /// Where outbound instances' Runtime APIs listen: an address of the
 /// loopback network that nothing else uses.
 pub const RUNTIME_API_HOST: Ipv4Addr = Ipv4Addr::new(127, 90, 0, 1);
+
+/// Where services listen when the fence is in force: one address of this
+/// loopback network per instance, `/16` ([`SERVICE_PREFIX`]).
+pub const SERVICE_NET: Ipv4Addr = Ipv4Addr::new(127, 91, 0, 0);
+/// The length of [`SERVICE_NET`]'s prefix.
+pub const SERVICE_PREFIX: u8 = 16;
+/// How many addresses [`service_addr`] hands out before it comes round
+/// again: 256 blocks of 254 (no `.0` or `.255`, which read as network and
+/// broadcast addresses to people and some programs).
+pub const SERVICE_ADDRS: u32 = 256 * 254;
+
+/// The `n`th service address, taken modulo [`SERVICE_ADDRS`]:
+/// `127.91.0.1`, `127.91.0.2`, ..., `127.91.0.254`, `127.91.1.1`, ...
+///
+/// Two live instances must never share one: each could reach the other,
+/// and, listening on the same port with `SO_REUSEPORT` (tenants share a
+/// host uid), share its connections. A counter that comes round must skip
+/// addresses still held.
+pub fn service_addr(n: u32) -> Ipv4Addr {
+    let n = n % SERVICE_ADDRS;
+    let [a, b, _, _] = SERVICE_NET.octets();
+    Ipv4Addr::new(a, b, (n / 254) as u8, (n % 254 + 1) as u8)
+}
+
+/// Whether a TCP socket listens at exactly `addr` in this network
+/// namespace (an IPv4 socket, or an IPv6 one bound to the IPv4-mapped
+/// address), as `/proc/net/tcp` and `/proc/net/tcp6` say.
+///
+/// Under the fence only the service that owns an address of
+/// [`SERVICE_NET`] can listen there, and a connection goes to the most
+/// specific listener. But with no listener at `addr`, a connection to it
+/// reaches any listener on `0.0.0.0` or `::` at that port, such as another
+/// tenant's: a readiness check that only connects could take that
+/// tenant for the service. Check this first.
+pub fn service_listening(addr: SocketAddrV4) -> bool {
+    let (ip, port) = (u32::from_ne_bytes(addr.ip().octets()), addr.port());
+    // The kernel prints each 32-bit word of the address as it lies in
+    // memory, then the port as a number.
+    let v4 = format!("{ip:08X}:{port:04X}");
+    let v6 = format!("0000000000000000{MAPPED:08X}{ip:08X}:{port:04X}");
+    [("/proc/net/tcp", v4), ("/proc/net/tcp6", v6)]
+        .iter()
+        .any(|(file, local)| {
+            std::fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .any(|line| {
+                    let mut fields = line.split_whitespace().skip(1);
+                    let (Some(at), Some(_remote), Some(state)) =
+                        (fields.next(), fields.next(), fields.next())
+                    else {
+                        return false;
+                    };
+                    // 0A: TCP_LISTEN.
+                    at == local && state == "0A"
+                })
+        })
+}
 
 /// How many instances and reserved addresses the map holds.
 const MAP_ENTRIES: u32 = 65_536;
@@ -40,8 +114,11 @@ const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_DETACH: libc::c_long = 9;
 const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+const BPF_CGROUP_INET4_BIND: u32 = 8;
+const BPF_CGROUP_INET6_BIND: u32 = 9;
 const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 const BPF_CGROUP_INET6_CONNECT: u32 = 11;
 const BPF_F_ALLOW_MULTI: u32 = 2;
@@ -50,16 +127,31 @@ const BPF_F_ALLOW_MULTI: u32 = 2;
 pub(crate) struct NetGuard {
     map: OwnedFd,
     _programs: Vec<OwnedFd>,
+    /// Whether `bind4` and `bind6` are in force, or why not.
+    services: Result<(), String>,
+}
+
+/// A map value: what one instance may reach, or (any value) a reserved
+/// address. Both fields as the programs compare them, in network order.
+#[repr(C)]
+struct Entry {
+    /// The port of its Runtime API at [`RUNTIME_API_HOST`], in the low 16
+    /// bits as `user_port` holds it; 0: none.
+    runtime_api_port: u32,
+    /// Its service address; 0: not a service.
+    service_ip: u32,
 }
 
 impl NetGuard {
     /// Loads the programs and attaches them to the cgroup v2 group `group`.
+    /// The connect programs must take; the bind programs may not, and then
+    /// services are unfenced ([`NetGuard::services`]).
     pub fn attach(group: &Path) -> Result<NetGuard, String> {
         let map = bpf_fd(BPF_MAP_CREATE, &{
             let mut attr = Attr::default();
             attr.u32(0, BPF_MAP_TYPE_HASH);
             attr.u32(4, 8); // key: u64
-            attr.u32(8, 4); // value: u32
+            attr.u32(8, std::mem::size_of::<Entry>() as u32);
             attr.u32(12, MAP_ENTRIES);
             attr
         })
@@ -67,31 +159,42 @@ impl NetGuard {
         let cgroup = std::fs::File::open(group)
             .map_err(|e| format!("cannot open {}: {e}", group.display()))?;
         let netns = netns_cookie();
+        let map_fd = map.as_raw_fd();
         let mut programs = Vec::new();
         for (attach_type, insns) in [
-            (
-                BPF_CGROUP_INET4_CONNECT,
-                program(Family::V4, map.as_raw_fd(), netns),
-            ),
-            (
-                BPF_CGROUP_INET6_CONNECT,
-                program(Family::V6, map.as_raw_fd(), netns),
-            ),
+            (BPF_CGROUP_INET4_CONNECT, connect(Family::V4, map_fd, netns)),
+            (BPF_CGROUP_INET6_CONNECT, connect(Family::V6, map_fd, netns)),
         ] {
             let prog = load(&insns, attach_type)?;
-            let mut attr = Attr::default();
-            attr.u32(0, cgroup.as_raw_fd() as u32);
-            attr.u32(4, prog.as_raw_fd() as u32);
-            attr.u32(8, attach_type);
-            attr.u32(12, BPF_F_ALLOW_MULTI);
-            bpf(BPF_PROG_ATTACH, &attr)
+            attach(&cgroup, &prog, attach_type)
                 .map_err(|e| format!("cannot attach a BPF program to {}: {e}", group.display()))?;
             programs.push(prog);
         }
+        // Both or neither: a service fenced on one family only would be
+        // reachable on the other.
+        let services = (|| {
+            let bind4 = load(&bind(Family::V4, map_fd, netns), BPF_CGROUP_INET4_BIND)?;
+            let bind6 = load(&bind(Family::V6, map_fd, netns), BPF_CGROUP_INET6_BIND)?;
+            attach(&cgroup, &bind4, BPF_CGROUP_INET4_BIND)
+                .map_err(|e| format!("cannot attach a BPF program: {e}"))?;
+            if let Err(e) = attach(&cgroup, &bind6, BPF_CGROUP_INET6_BIND) {
+                detach(&cgroup, &bind4, BPF_CGROUP_INET4_BIND);
+                return Err(format!("cannot attach a BPF program: {e}"));
+            }
+            programs.extend([bind4, bind6]);
+            Ok(())
+        })();
         Ok(NetGuard {
             map,
             _programs: programs,
+            services,
         })
+    }
+
+    /// Whether services' binds are moved to their own addresses, or why
+    /// not.
+    pub fn services(&self) -> Result<(), &str> {
+        self.services.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
     /// Refuses connections to a listener of the platform at `addr`.
@@ -108,12 +211,39 @@ impl NetGuard {
             },
         };
         let key = RESERVED | (u64::from(ip) << 16) | u64::from(addr.port().to_be());
-        self.update(key, 1)
+        self.update(
+            key,
+            &Entry {
+                runtime_api_port: 1,
+                service_ip: 0,
+            },
+        )
     }
 
-    /// Lets the instance in cgroup `cgroup_id` reach its own Runtime API.
-    pub fn admit(&self, cgroup_id: u64, runtime_api_port: u16) -> io::Result<()> {
-        self.update(cgroup_id, u32::from(runtime_api_port.to_be()))
+    /// Lets the instance in cgroup `cgroup_id` reach its own Runtime API,
+    /// and makes it a service that listens at `service` (which must be in
+    /// [`SERVICE_NET`]).
+    pub fn admit(
+        &self,
+        cgroup_id: u64,
+        runtime_api_port: Option<u16>,
+        service: Option<Ipv4Addr>,
+    ) -> io::Result<()> {
+        if let Some(ip) = service
+            && !in_service_net(ip)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the service address {ip} is not in {SERVICE_NET}/{SERVICE_PREFIX}"),
+            ));
+        }
+        self.update(
+            cgroup_id,
+            &Entry {
+                runtime_api_port: runtime_api_port.map_or(0, |p| u32::from(p.to_be())),
+                service_ip: service.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
+            },
+        )
     }
 
     /// Forgets an instance that has ended.
@@ -124,13 +254,36 @@ impl NetGuard {
         let _ = bpf(BPF_MAP_DELETE_ELEM, &attr);
     }
 
-    fn update(&self, key: u64, value: u32) -> io::Result<()> {
+    fn update(&self, key: u64, value: &Entry) -> io::Result<()> {
         let mut attr = Attr::default();
         attr.u32(0, self.map.as_raw_fd() as u32);
         attr.u64(8, &key as *const u64 as u64);
-        attr.u64(16, &value as *const u32 as u64);
+        attr.u64(16, value as *const Entry as u64);
         bpf(BPF_MAP_UPDATE_ELEM, &attr).map(drop)
     }
+}
+
+fn in_service_net(ip: Ipv4Addr) -> bool {
+    u32::from(ip) >> (32 - SERVICE_PREFIX) == u32::from(SERVICE_NET) >> (32 - SERVICE_PREFIX)
+}
+
+fn attach(cgroup: &std::fs::File, prog: &OwnedFd, attach_type: u32) -> io::Result<()> {
+    let mut attr = Attr::default();
+    attr.u32(0, cgroup.as_raw_fd() as u32);
+    attr.u32(4, prog.as_raw_fd() as u32);
+    attr.u32(8, attach_type);
+    attr.u32(12, BPF_F_ALLOW_MULTI);
+    bpf(BPF_PROG_ATTACH, &attr).map(drop)
+}
+
+/// Undoes [`attach`]: a program stays attached to its group for as long
+/// as the group lives, whoever holds its descriptor.
+fn detach(cgroup: &std::fs::File, prog: &OwnedFd, attach_type: u32) {
+    let mut attr = Attr::default();
+    attr.u32(0, cgroup.as_raw_fd() as u32);
+    attr.u32(4, prog.as_raw_fd() as u32);
+    attr.u32(8, attach_type);
+    let _ = bpf(BPF_PROG_DETACH, &attr);
 }
 
 /// A `union bpf_attr`, zeroed past the fields set.
@@ -225,10 +378,12 @@ const MOV64_REG: u8 = 0xbf;
 const MOV64_IMM: u8 = 0xb7;
 const MOV32_IMM: u8 = 0xb4;
 const LDX_W: u8 = 0x61;
+const STX_W: u8 = 0x63;
 const STX_DW: u8 = 0x7b;
 const LSH64_IMM: u8 = 0x67;
 const OR64_REG: u8 = 0x4f;
 const ADD64_IMM: u8 = 0x07;
+const AND32_IMM: u8 = 0x54;
 const JEQ_IMM: u8 = 0x15;
 const JNE_IMM: u8 = 0x55;
 const JNE_REG: u8 = 0x5d;
@@ -336,57 +491,99 @@ fn netns_cookie() -> Option<u64> {
     }
 }
 
-/// The program for one address family: r7 holds the destination IPv4
-/// address as the kernel stores it (IPv6 loopback counts as 127.0.0.1,
-/// and mapped IPv4 addresses as themselves), r8 the port. With `netns`,
-/// connections made in other network namespaces pass unjudged.
-fn program(family: Family, map_fd: i32, netns: Option<u64>) -> Vec<Insn> {
-    let loopback = u32::from_ne_bytes(Ipv4Addr::LOCALHOST.octets()) as i32;
-    let runtime_api = u32::from_ne_bytes(RUNTIME_API_HOST.octets()) as i32;
-    let mut a = Asm {
-        insns: Vec::new(),
-        fixups: Vec::new(),
-        labels: Vec::new(),
-    };
-    a.op(MOV64_REG, 6, 1, 0, 0);
-    if let Some(cookie) = netns {
-        a.op(CALL, 0, 0, 0, HELPER_NETNS_COOKIE);
-        a.op(LD_IMM64, 1, 0, 0, cookie as u32 as i32);
-        a.op(0, 0, 0, 0, (cookie >> 32) as u32 as i32);
-        a.jump(JNE_REG, 0, 1, 0, "allow");
-        a.op(MOV64_REG, 1, 6, 0, 0);
-    }
-    a.op(LDX_W, 8, 6, USER_PORT, 0);
-    match family {
-        Family::V4 => a.op(LDX_W, 7, 6, USER_IP4, 0),
-        Family::V6 => {
-            // No IPv4 address stands for a native IPv6 one.
-            a.op(MOV32_IMM, 7, 0, 0, -1);
-            a.op(LDX_W, 1, 6, USER_IP6, 0);
-            a.op(LDX_W, 2, 6, USER_IP6 + 4, 0);
-            a.op(OR64_REG, 1, 2, 0, 0);
-            a.jump(JNE_IMM, 1, 0, 0, "addressed");
-            a.op(LDX_W, 3, 6, USER_IP6 + 8, 0);
-            a.op(LDX_W, 4, 6, USER_IP6 + 12, 0);
-            // ::1
-            a.jump(JNE_IMM, 3, 0, 0, "mapped");
-            a.jump(JNE_IMM, 4, 0, 1 << 24, "addressed");
-            a.op(MOV32_IMM, 7, 0, 0, loopback);
-            a.jump(JA, 0, 0, 0, "addressed");
-            // ::ffff:a.b.c.d
-            a.label("mapped");
-            a.op(
-                MOV32_IMM,
-                5,
-                0,
-                0,
-                u32::from_ne_bytes([0, 0, 0xff, 0xff]) as i32,
-            );
-            a.jump(JNE_REG, 3, 5, 0, "addressed");
-            a.op(MOV64_REG, 7, 4, 0, 0);
-            a.label("addressed");
+impl Asm {
+    fn new() -> Asm {
+        Asm {
+            insns: Vec::new(),
+            fixups: Vec::new(),
+            labels: Vec::new(),
         }
     }
+
+    /// Starts a program: r6 holds the context, r8 the port, r7 the IPv4
+    /// address as the kernel stores it (IPv6 loopback counts as 127.0.0.1,
+    /// mapped IPv4 addresses as themselves, and other IPv6 addresses as
+    /// 255.255.255.255, which is neither reserved nor a Runtime API's nor
+    /// a service's). With `netns`, sockets of other network namespaces
+    /// pass unjudged.
+    fn prologue(&mut self, family: Family, netns: Option<u64>) {
+        let loopback = u32::from_ne_bytes(Ipv4Addr::LOCALHOST.octets()) as i32;
+        self.op(MOV64_REG, 6, 1, 0, 0);
+        if let Some(cookie) = netns {
+            self.op(CALL, 0, 0, 0, HELPER_NETNS_COOKIE);
+            self.op(LD_IMM64, 1, 0, 0, cookie as u32 as i32);
+            self.op(0, 0, 0, 0, (cookie >> 32) as u32 as i32);
+            self.jump(JNE_REG, 0, 1, 0, "allow");
+            self.op(MOV64_REG, 1, 6, 0, 0);
+        }
+        self.op(LDX_W, 8, 6, USER_PORT, 0);
+        match family {
+            Family::V4 => self.op(LDX_W, 7, 6, USER_IP4, 0),
+            Family::V6 => {
+                // No IPv4 address stands for a native IPv6 one.
+                self.op(MOV32_IMM, 7, 0, 0, -1);
+                self.op(LDX_W, 1, 6, USER_IP6, 0);
+                self.op(LDX_W, 2, 6, USER_IP6 + 4, 0);
+                self.op(OR64_REG, 1, 2, 0, 0);
+                self.jump(JNE_IMM, 1, 0, 0, "addressed");
+                self.op(LDX_W, 3, 6, USER_IP6 + 8, 0);
+                self.op(LDX_W, 4, 6, USER_IP6 + 12, 0);
+                // ::1
+                self.jump(JNE_IMM, 3, 0, 0, "mapped");
+                self.jump(JNE_IMM, 4, 0, 1 << 24, "addressed");
+                self.op(MOV32_IMM, 7, 0, 0, loopback);
+                self.jump(JA, 0, 0, 0, "addressed");
+                // ::ffff:a.b.c.d
+                self.label("mapped");
+                self.op(MOV32_IMM, 5, 0, 0, MAPPED as i32);
+                self.jump(JNE_REG, 3, 5, 0, "addressed");
+                self.op(MOV64_REG, 7, 4, 0, 0);
+                self.label("addressed");
+            }
+        }
+    }
+
+    /// r9 = the current instance's service address, 0 when it is none;
+    /// clobbers r0–r5.
+    fn own_service_ip(&mut self, map_fd: i32) {
+        self.op(CALL, 0, 0, 0, HELPER_CURRENT_CGROUP_ID);
+        self.op(MOV64_REG, 9, 0, 0, 0);
+        self.lookup(map_fd, 9);
+        self.op(MOV64_IMM, 9, 0, 0, 0);
+        self.jump(JEQ_IMM, 0, 0, 0, "looked up");
+        self.op(LDX_W, 9, 0, 4, 0);
+        self.label("looked up");
+    }
+
+    /// Jumps to `label` unless r7 is in [`SERVICE_NET`]; clobbers r1.
+    fn unless_service_net(&mut self, label: &'static str) {
+        let mask = u32::from_ne_bytes([255, 255, 0, 0]) as i32;
+        let net = u32::from_ne_bytes(SERVICE_NET.octets()) as i32;
+        self.op(MOV64_REG, 1, 7, 0, 0);
+        self.op(AND32_IMM, 1, 0, 0, mask);
+        self.jump(JNE_IMM, 1, 0, net, label);
+    }
+
+    /// The verdicts every program ends with.
+    fn verdicts(&mut self) {
+        self.label("allow");
+        self.op(MOV64_IMM, 0, 0, 0, 1);
+        self.op(EXIT, 0, 0, 0, 0);
+        self.label("deny");
+        self.op(MOV64_IMM, 0, 0, 0, 0);
+        self.op(EXIT, 0, 0, 0, 0);
+    }
+}
+
+/// The first 32 bits of `::ffff:0:0/96` past its 64 zero bits, as the
+/// kernel stores them.
+const MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+/// The connect program for one address family.
+fn connect(family: Family, map_fd: i32, netns: Option<u64>) -> Vec<Insn> {
+    let runtime_api = u32::from_ne_bytes(RUNTIME_API_HOST.octets()) as i32;
+    let mut a = Asm::new();
+    a.prologue(family, netns);
     // A reserved address and port?
     a.op(MOV64_REG, 9, 7, 0, 0);
     a.op(LSH64_IMM, 9, 0, 0, 16);
@@ -395,6 +592,13 @@ fn program(family: Family, map_fd: i32, netns: Option<u64>) -> Vec<Insn> {
     // A port reserved on every address?
     a.op(MOV64_REG, 9, 8, 0, 0);
     a.deny_if_reserved(map_fd);
+    // A service: only the instance's own address, so that a service may
+    // check on itself.
+    a.unless_service_net("not a service");
+    a.own_service_ip(map_fd);
+    a.jump(JNE_REG, 7, 9, 0, "deny");
+    a.jump(JA, 0, 0, 0, "allow");
+    a.label("not a service");
     // A Runtime API: only the instance's own.
     a.op(MOV32_IMM, 1, 0, 0, runtime_api);
     a.jump(JNE_REG, 7, 1, 0, "allow");
@@ -404,12 +608,37 @@ fn program(family: Family, map_fd: i32, netns: Option<u64>) -> Vec<Insn> {
     a.jump(JEQ_IMM, 0, 0, 0, "deny");
     a.op(LDX_W, 1, 0, 0, 0);
     a.jump(JNE_REG, 1, 8, 0, "deny");
-    a.label("allow");
-    a.op(MOV64_IMM, 0, 0, 0, 1);
-    a.op(EXIT, 0, 0, 0, 0);
-    a.label("deny");
-    a.op(MOV64_IMM, 0, 0, 0, 0);
-    a.op(EXIT, 0, 0, 0, 0);
+    a.verdicts();
+    a.finish()
+}
+
+/// The bind program for one address family: a service's bind to a port
+/// goes to its own address; nobody binds another's.
+fn bind(family: Family, map_fd: i32, netns: Option<u64>) -> Vec<Insn> {
+    let mut a = Asm::new();
+    a.prologue(family, netns);
+    a.own_service_ip(map_fd);
+    // In the service network only its own address, for a service; none
+    // for anyone else (r9 is 0, r7 is not).
+    a.unless_service_net("elsewhere");
+    a.jump(JNE_REG, 7, 9, 0, "deny");
+    a.label("elsewhere");
+    a.jump(JEQ_IMM, 9, 0, 0, "allow");
+    a.jump(JEQ_IMM, 8, 0, 0, "allow");
+    match family {
+        Family::V4 => a.op(STX_W, 6, 9, USER_IP4, 0),
+        Family::V6 => {
+            // ::ffff:a.b.c.d, which a socket that is not IPv6-only binds
+            // as a.b.c.d.
+            a.op(MOV64_IMM, 1, 0, 0, 0);
+            a.op(STX_W, 6, 1, USER_IP6, 0);
+            a.op(STX_W, 6, 1, USER_IP6 + 4, 0);
+            a.op(MOV32_IMM, 1, 0, 0, MAPPED as i32);
+            a.op(STX_W, 6, 1, USER_IP6 + 8, 0);
+            a.op(STX_W, 6, 9, USER_IP6 + 12, 0);
+        }
+    }
+    a.verdicts();
     a.finish()
 }
 

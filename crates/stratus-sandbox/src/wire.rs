@@ -49,6 +49,9 @@ pub(crate) struct Facts {
     pub prestart: bool,
     /// What fences the network of instances that share the host's.
     pub network: String,
+    /// Whether services' binds are moved to their service addresses.
+    #[serde(default)]
+    pub service_fence: bool,
     /// What Landlock adds.
     pub landlock: String,
 }

@@ -17,6 +17,7 @@ mod prewarm;
 mod process;
 mod runtime_api;
 mod scheduler;
+mod service;
 
 pub use invocation::{
     FunctionError, HTTP_INTEGRATION_CONTENT_TYPE, Invocation, InvokeError, InvokeOutcome, Phases,
@@ -25,6 +26,10 @@ pub use invocation::{
 pub use logs::LogSender;
 pub use pool::{FunctionConfig, Pool, PoolStats};
 pub use scheduler::{Interpreter, Scheduler, Settings};
+pub use service::{
+    CLOSE_WAIT, Lease, Phase, Service, ServiceConfig, ServiceError, ServiceErrorRecord,
+    ServiceStatus,
+};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -259,5 +259,128 @@ pub(crate) fn activation(
         program: l.task_root.join("bootstrap"),
         memory_mb: function.memory_mb,
         runtime_api_port,
+        service_addr: None,
+    }
+}
+
+/// The process of one instance of a service: its command under `/bin/sh`
+/// (for the `PATH` lookup, or its shell line), in its code directory, with
+/// `PORT` and its own environment, and the activation that starts it.
+pub(crate) fn service(
+    s: &Settings,
+    isolation: Isolation,
+    config: &crate::service::ServiceConfig,
+    port: u16,
+    service_addr: Option<std::net::Ipv4Addr>,
+    instance_id: &str,
+) -> (ProcessSpec, Activation) {
+    let spec = &config.spec;
+    let l = layout(s, isolation, Runtime::Provided, &config.code_dir);
+    let mut env = s.base_env.clone();
+    env.push(("PATH".to_owned(), l.path.clone()));
+    env.push(("PORT".to_owned(), port.to_string()));
+    env.push(("STRATUS_APP".to_owned(), config.app.clone()));
+    env.push(("STRATUS_SERVICE".to_owned(), spec.name.clone()));
+    env.push(("STRATUS_VERSION".to_owned(), config.version.to_string()));
+    env.push(("STRATUS_INSTANCE".to_owned(), instance_id.to_owned()));
+    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut args = vec!["-c".to_owned()];
+    match &spec.command {
+        Some(stratus_manifest::ServiceCommand::Shell(line)) => args.push(format!("exec {line}")),
+        Some(stratus_manifest::ServiceCommand::Exec(argv)) => {
+            // `exec "$0" "$@"`: the shell finds the program on PATH and
+            // passes the arguments through untouched.
+            args.push("exec \"$0\" \"$@\"".to_owned());
+            args.extend(argv.iter().map(|a| expand(a, &env)));
+        }
+        None => args.push(format!("exec ./{}", stratus_manifest::SCF_BOOTSTRAP)),
+    }
+    let mut mounts = Vec::new();
+    if isolation == Isolation::Namespaces {
+        for prefix in [&s.python.prefix, &s.node.prefix].into_iter().flatten() {
+            mounts.push(Mount {
+                host: prefix.clone(),
+                sandbox: prefix.clone(),
+            });
+        }
+    }
+    let program = PathBuf::from("/bin/sh");
+    let process = ProcessSpec {
+        program: program.clone(),
+        args,
+        cwd: l.task_root.clone(),
+        env: env.clone(),
+        mounts,
+        task_root: l.task_root.clone(),
+        code: Some(config.code_dir.clone()).filter(|_| isolation == Isolation::Namespaces),
+        start: Start::OnActivation,
+        tmp_mb: s.tmp_mb,
+        pids_max: s.pids_max,
+        private_network: false,
+        memory_mb: spec.memory_mb,
+    };
+    let activation = Activation {
+        code: config.code_dir.clone(),
+        env,
+        cwd: l.task_root,
+        program,
+        memory_mb: spec.memory_mb,
+        runtime_api_port: None,
+        service_addr,
+    };
+    (process, activation)
+}
+
+/// Expands `$NAME` and `${NAME}` from `env`; anything else, and unknown
+/// names, stay as written.
+fn expand(arg: &str, env: &[(String, String)]) -> String {
+    let lookup = |name: &str| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, len) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => (&braced[..end], end + 2),
+                None => ("", 0),
+            }
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], end)
+        };
+        match lookup(name).filter(|_| !name.is_empty()) {
+            Some(value) => {
+                out.push_str(value);
+                rest = &after[len..];
+            }
+            None => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand;
+
+    #[test]
+    fn expands_known_variables_only() {
+        let env = vec![("PORT".to_owned(), "8080".to_owned())];
+        assert_eq!(expand("0.0.0.0:$PORT", &env), "0.0.0.0:8080");
+        assert_eq!(expand("${PORT}x", &env), "8080x");
+        assert_eq!(expand("$HOME/$PORT$", &env), "$HOME/8080$");
+        assert_eq!(expand("${NOPE", &env), "${NOPE");
     }
 }

@@ -16,6 +16,7 @@ use crate::logs::LogSender;
 use crate::pool::{FunctionConfig, Pool};
 use crate::prewarm::Prewarm;
 use crate::process::Kind;
+use crate::service::{Addresses, Service, ServiceConfig};
 
 /// Scheduler settings; every limit here has a default in the server's flags.
 #[derive(Debug, Clone)]
@@ -134,12 +135,16 @@ impl Ctx {
 }
 
 type Functions = HashMap<String, HashMap<String, Arc<Pool>>>;
+type Services = HashMap<String, HashMap<String, Arc<Service>>>;
 
 /// Owns every function's pool. Deploys swap in a new snapshot; invocations
 /// read it without waiting on anything else.
 pub struct Scheduler {
     ctx: Arc<Ctx>,
     functions: RwLock<Arc<Functions>>,
+    services: RwLock<Arc<Services>>,
+    /// Counts the addresses given to service instances.
+    service_addresses: Arc<Addresses>,
     shutting_down: AtomicBool,
 }
 
@@ -166,6 +171,8 @@ impl Scheduler {
                 app_instances: Mutex::new(HashMap::new()),
             }),
             functions: RwLock::new(Arc::new(HashMap::new())),
+            services: RwLock::new(Arc::new(HashMap::new())),
+            service_addresses: Arc::new(Addresses::default()),
             shutting_down: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&scheduler);
@@ -179,6 +186,11 @@ impl Scheduler {
                 let keep_alive = scheduler.ctx.settings.keep_alive;
                 for pool in scheduler.snapshot().values().flat_map(|fns| fns.values()) {
                     pool.maintain(keep_alive);
+                }
+                if !scheduler.shutting_down.load(Ordering::Acquire) {
+                    for service in scheduler.services().values().flat_map(|s| s.values()) {
+                        service.maintain();
+                    }
                 }
                 Prewarm::maintain(&scheduler.ctx);
             }
@@ -198,9 +210,55 @@ impl Scheduler {
             .clone()
     }
 
-    /// Makes `functions` the live version of `app`; the pools of the version
-    /// it replaces finish their invocations in flight, then stop.
-    pub fn publish_app(&self, app: &str, functions: Vec<FunctionConfig>) {
+    fn services(&self) -> Arc<Services> {
+        self.services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The live version of service `name` of `app`.
+    pub fn service(&self, app: &str, name: &str) -> Option<Arc<Service>> {
+        self.services().get(app)?.get(name).cloned()
+    }
+
+    /// The live services of `app`, by name.
+    pub fn app_services(&self, app: &str) -> Vec<Arc<Service>> {
+        let mut services: Vec<_> = self
+            .services()
+            .get(app)
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        services.sort_by(|a: &Arc<Service>, b| a.config.spec.name.cmp(&b.config.spec.name));
+        services
+    }
+
+    /// Makes `functions` and `services` the live version of `app`; the
+    /// pools of the version it replaces finish their invocations in
+    /// flight, then stop, and its services drain.
+    pub fn publish_app(
+        &self,
+        app: &str,
+        functions: Vec<FunctionConfig>,
+        services: Vec<ServiceConfig>,
+    ) {
+        let services: HashMap<String, Arc<Service>> = services
+            .into_iter()
+            .map(|config| {
+                (
+                    config.spec.name.clone(),
+                    Arc::new(Service::new(
+                        self.ctx.clone(),
+                        config,
+                        self.service_addresses.clone(),
+                    )),
+                )
+            })
+            .collect();
+        for service in services.values() {
+            service.maintain();
+        }
+        self.swap_services(app, Some(services));
         let pools: HashMap<String, Arc<Pool>> = functions
             .into_iter()
             .map(|config| {
@@ -220,6 +278,23 @@ impl Scheduler {
     /// Takes `app` out of service; invocations in flight finish.
     pub fn remove_app(&self, app: &str) {
         self.swap_app(app, None);
+        self.swap_services(app, None);
+    }
+
+    fn swap_services(&self, app: &str, services: Option<HashMap<String, Arc<Service>>>) {
+        let old = {
+            let mut guard = self.services.write().unwrap_or_else(|p| p.into_inner());
+            let mut next = Services::clone(&guard);
+            let old = match services {
+                Some(services) => next.insert(app.to_owned(), services),
+                None => next.remove(app),
+            };
+            *guard = Arc::new(next);
+            old
+        };
+        for service in old.into_iter().flat_map(|s| s.into_values()) {
+            service.retire();
+        }
     }
 
     /// Publishes a snapshot with `app`'s pools replaced (or removed), then
@@ -294,9 +369,25 @@ impl Scheduler {
         self.shutting_down.store(true, Ordering::Release);
         self.ctx.prewarm.stop();
         let deadline = Instant::now() + grace;
-        while self.ctx.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        // Services drain alongside: requests in flight finish, then each
+        // instance gets SIGTERM.
+        let services: Vec<_> = self
+            .services()
+            .values()
+            .flat_map(|s| s.values().cloned())
+            .collect();
+        for service in &services {
+            service.retire();
+        }
+        while (self.ctx.in_flight.load(Ordering::Acquire) > 0
+            || services.iter().any(|s| s.has_instances()))
+            && Instant::now() < deadline
+        {
             let _ =
                 tokio::time::timeout(Duration::from_millis(50), self.ctx.all_done.notified()).await;
+        }
+        for service in &services {
+            service.kill_all();
         }
         let instances = self.ctx.live_instances();
         if instances.is_empty() {

@@ -115,6 +115,8 @@ pub(crate) struct DeployResponse {
     /// False when the deploy matched the active version and changed nothing.
     pub changed: bool,
     pub functions: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
     /// `METHODS URL -> function` for each HTTP route.
     pub routes: Vec<String>,
 }
@@ -122,15 +124,19 @@ pub(crate) struct DeployResponse {
 /// Where each HTTP route of `spec` is reached.
 fn routes(state: &AppState, spec: &stratus_manifest::AppSpec) -> Vec<String> {
     let mut out = Vec::new();
-    for f in spec.functions.values() {
-        let Some(http) = &f.http else { continue };
+    let owners = spec
+        .functions
+        .values()
+        .filter_map(|f| Some((&f.name, f.http.as_ref()?)))
+        .chain(spec.services.values().map(|s| (&s.name, &s.http)));
+    for (name, http) in owners {
         let methods = http.methods_label();
         for path in &http.paths {
             out.push(format!(
                 "{methods} {}/{}{path} -> {}{}",
                 state.public_url,
                 spec.name,
-                f.name,
+                name,
                 if http.auth == stratus_manifest::HttpAuth::Key {
                     " (key)"
                 } else {
@@ -202,6 +208,26 @@ pub(crate) async fn deploy(
             ));
         }
     }
+    for service in spec.services.values() {
+        if service.command.is_some() {
+            continue;
+        }
+        let Some(sha) = packages.get(&service.code) else {
+            continue;
+        };
+        let bootstrap = code_dir(&state.config.data_dir, sha).join(stratus_manifest::SCF_BOOTSTRAP);
+        let executable = std::fs::metadata(&bootstrap)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false);
+        if !executable {
+            problems.push(format!(
+                "service {}: give it a `command:`, or put an executable `{}` in {:?} (chmod +x it)",
+                service.name,
+                stratus_manifest::SCF_BOOTSTRAP,
+                service.code
+            ));
+        }
+    }
     if !problems.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_deploy",
@@ -220,10 +246,12 @@ pub(crate) async fn deploy(
             version: active.version,
             changed: false,
             functions: spec.functions.keys().cloned().collect(),
+            services: spec.services.keys().cloned().collect(),
             routes: routes(state, &spec),
         });
     }
     let functions = spec.functions.keys().cloned().collect();
+    let services = spec.services.keys().cloned().collect();
     let routes = routes(state, &spec);
     let version = state
         .store
@@ -238,6 +266,7 @@ pub(crate) async fn deploy(
     state.scheduler.publish_app(
         app,
         crate::function_configs(&state.config.data_dir, &version),
+        crate::service_configs(&state.config.data_dir, &version),
     );
     state.directory.publish(&version);
     tracing::info!(app, version = version.version, "deployed");
@@ -246,6 +275,7 @@ pub(crate) async fn deploy(
         version: version.version,
         changed: true,
         functions,
+        services,
         routes,
     })
 }

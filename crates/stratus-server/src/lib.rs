@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use stratus_sandbox::{Isolation, LauncherClient};
-use stratus_scheduler::{FunctionConfig, LogSender, Scheduler, Settings};
+use stratus_scheduler::{FunctionConfig, LogSender, Scheduler, ServiceConfig, Settings};
 use stratus_store::{SqliteStore, Store, VersionRecord};
 use tokio::net::TcpListener;
 
@@ -169,7 +169,11 @@ pub async fn run(
         .await
         .context("cannot read deployed applications")?
     {
-        scheduler.publish_app(&version.app, function_configs(&data_dir, &version));
+        scheduler.publish_app(
+            &version.app,
+            function_configs(&data_dir, &version),
+            service_configs(&data_dir, &version),
+        );
         directory.publish(&version);
     }
     directory.load_keys(
@@ -215,6 +219,7 @@ pub async fn run(
         settings: config.http.clone(),
         port: public_addr.port(),
         tls,
+        proxy: public::Clients::new(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -249,6 +254,21 @@ pub async fn run(
     Ok(())
 }
 
+/// The scheduler's view of a stored version's services.
+pub(crate) fn service_configs(data_dir: &Path, version: &VersionRecord) -> Vec<ServiceConfig> {
+    version
+        .spec
+        .services
+        .values()
+        .map(|spec| ServiceConfig {
+            app: version.app.clone(),
+            version: version.version,
+            code_dir: code_dir_of(data_dir, version, &spec.code),
+            spec: spec.clone(),
+        })
+        .collect()
+}
+
 /// The scheduler's view of a stored version.
 pub(crate) fn function_configs(data_dir: &Path, version: &VersionRecord) -> Vec<FunctionConfig> {
     version
@@ -258,14 +278,19 @@ pub(crate) fn function_configs(data_dir: &Path, version: &VersionRecord) -> Vec<
         .map(|spec| FunctionConfig {
             app: version.app.clone(),
             version: version.version,
-            code_dir: version
-                .packages
-                .get(&spec.code)
-                .map(|sha| deploy::code_dir(data_dir, sha))
-                .unwrap_or_default(),
+            code_dir: code_dir_of(data_dir, version, &spec.code),
             spec: spec.clone(),
         })
         .collect()
+}
+
+/// Where the package of code directory `code` of `version` is unpacked.
+fn code_dir_of(data_dir: &Path, version: &VersionRecord, code: &str) -> std::path::PathBuf {
+    version
+        .packages
+        .get(code)
+        .map(|sha| deploy::code_dir(data_dir, sha))
+        .unwrap_or_default()
 }
 
 fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {

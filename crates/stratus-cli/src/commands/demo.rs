@@ -45,7 +45,7 @@ pub async fn run(
         "deployed {} version {} from examples/demo ({})\n",
         deployed.app,
         deployed.version,
-        deployed.functions.join(", ")
+        deployed.contents()
     );
     for (function, event) in demo_app::CALLS {
         let invoked =
@@ -63,6 +63,13 @@ pub async fn run(
         );
     }
     let url = format!("{}/{}{}", info.public, deployed.app, demo_app::HTTP_PATH);
+    let response = reqwest::get(&url).await?;
+    println!(
+        "$ curl {url}\n{} {}\n",
+        response.status().as_u16(),
+        response.text().await?
+    );
+    let url = format!("{}/{}{}", info.public, deployed.app, demo_app::SERVICE_PATH);
     let response = reqwest::get(&url).await?;
     println!(
         "$ curl {url}\n{} {}\n",
@@ -87,6 +94,7 @@ pub async fn run(
         "  stratus{data_flag} init hello --template python && stratus{data_flag} deploy hello/"
     );
     println!("  stratus{data_flag} ls");
+    println!("  stratus{data_flag} status demo");
     println!("press Ctrl-C to stop");
     server.await??;
     Ok(ExitCode::SUCCESS)

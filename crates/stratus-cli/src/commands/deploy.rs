@@ -25,7 +25,21 @@ pub struct Deployed {
     pub changed: bool,
     pub functions: Vec<String>,
     #[serde(default)]
+    pub services: Vec<String>,
+    #[serde(default)]
     pub routes: Vec<String>,
+}
+
+impl Deployed {
+    /// `greet, hello, service site`.
+    pub fn contents(&self) -> String {
+        self.functions
+            .iter()
+            .cloned()
+            .chain(self.services.iter().map(|s| format!("service {s}")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 pub async fn run(conn: &Connection, args: DeployArgs) -> anyhow::Result<ExitCode> {
@@ -36,7 +50,7 @@ pub async fn run(conn: &Connection, args: DeployArgs) -> anyhow::Result<ExitCode
             "deployed {} version {} ({})",
             deployed.app,
             deployed.version,
-            deployed.functions.join(", ")
+            deployed.contents()
         );
     } else {
         println!(

@@ -9,6 +9,7 @@ mod logs;
 mod ls;
 mod rm;
 mod server;
+mod status;
 
 use std::process::ExitCode;
 
@@ -47,6 +48,8 @@ pub enum Command {
     Ls(ls::LsArgs),
     /// Remove an application
     Rm(rm::RmArgs),
+    /// Show every function and service with its instances and recent errors
+    Status(status::StatusArgs),
 }
 
 impl Cli {
@@ -86,5 +89,6 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Logs(args) => logs::run(&conn, args).await,
         Command::Ls(args) => ls::run(&conn, args).await,
         Command::Rm(args) => rm::run(&conn, args).await,
+        Command::Status(args) => status::run(&conn, args).await,
     }
 }

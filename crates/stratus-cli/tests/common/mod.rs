@@ -174,6 +174,30 @@ impl Drop for Server {
     }
 }
 
+/// A blocking HTTP client with a timeout that no test should reach.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The request id the gateway put on `response`.
+pub fn request_id(response: &reqwest::blocking::Response) -> String {
+    response
+        .headers()
+        .get("x-stratus-request-id")
+        .expect("every response carries x-stratus-request-id")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `stratus deploy` of `dir`, a directory in the server's temp directory.
+pub fn deploy(server: &Server, dir: &str) -> String {
+    server.ok(&["deploy", server.path(dir).to_str().unwrap()])
+}
+
 /// Writes `files` (path, content) under `dir`; paths ending in `bootstrap` are made executable.
 pub fn write_app(dir: &Path, files: &[(&str, &str)]) {
     use std::os::unix::fs::PermissionsExt;
@@ -190,6 +214,9 @@ pub fn write_app(dir: &Path, files: &[(&str, &str)]) {
 /// `target/test-deps/NAME`, filled once by `install` (which gets the empty
 /// directory) and marked done, so later runs reuse it.
 fn test_deps(name: &str, install: impl FnOnce(&Path) -> Command) -> PathBuf {
+    // Tests of one binary run in parallel: one installs while the others wait.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     let target = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../target/test-deps")
         .join(name);

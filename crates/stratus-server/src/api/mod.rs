@@ -5,6 +5,7 @@ mod error;
 mod invoke;
 mod keys;
 mod logs;
+mod status;
 
 use std::sync::Arc;
 
@@ -42,6 +43,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             axum::routing::delete(keys::remove),
         )
         .route("/v1/logs", get(logs::query))
+        .route("/v1/status", get(status::status))
         .fallback(|| async {
             ApiError::not_found("no such admin API endpoint; the README lists them")
         })

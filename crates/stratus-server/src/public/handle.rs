@@ -24,10 +24,10 @@ use stratus_scheduler::{
 };
 use stratus_store::LogRecord;
 
-use super::routes::{AppRoutes, Target};
+use super::routes::{AppRoutes, Target, TargetKind};
 use super::{Gateway, addr_ip, cors};
 
-const REQUEST_ID: &str = "x-stratus-request-id";
+pub(crate) const REQUEST_ID: &str = "x-stratus-request-id";
 const KEY_HEADER: &str = "x-stratus-key";
 
 pub(crate) async fn handle(
@@ -46,7 +46,11 @@ pub(crate) async fn handle(
 }
 
 /// A short JSON answer from the gateway itself.
-fn reply(status: StatusCode, request_id: &str, message: impl Into<String>) -> Response<Body> {
+pub(crate) fn reply(
+    status: StatusCode,
+    request_id: &str,
+    message: impl Into<String>,
+) -> Response<Body> {
     let body = serde_json::json!({ "message": message.into(), "requestId": request_id });
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
@@ -233,6 +237,35 @@ async fn route(
 
     if target.auth == HttpAuth::Key {
         check_key(gateway, &located.name, &parts.headers, request_id).map_err(with_cors)?;
+    }
+
+    if target.kind == TargetKind::Service {
+        let path_in_app = located.path.to_owned();
+        // The host as the client wrote it, port included.
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| host.clone());
+        let forward = super::proxy::Forward {
+            app: &located.name,
+            service: &target.function,
+            path: &path_in_app,
+            prefix: located.prefix,
+            host: &authority,
+            peer,
+            request_id,
+        };
+        return Ok(with_cors(
+            super::proxy::forward(gateway, forward, parts, body).await,
+        ));
     }
 
     let body = match tokio::time::timeout(

@@ -9,7 +9,9 @@
 
 mod cors;
 mod handle;
+mod proxy;
 mod routes;
+mod websocket;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +27,7 @@ use stratus_scheduler::{LogSender, Scheduler};
 use tokio::net::TcpListener;
 
 pub(crate) use handle::ChannelBody;
+pub(crate) use proxy::Clients;
 pub(crate) use routes::Directory;
 
 /// The public listener's limits and names.
@@ -120,6 +123,8 @@ pub(crate) struct Gateway {
     pub port: u16,
     /// HTTPS, when a certificate is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Clients that reach services' instances.
+    pub proxy: Clients,
 }
 
 /// Serves `listener` until `stop` resolves, then lets requests in flight
@@ -185,7 +190,8 @@ pub(crate) async fn serve(
             let result =
                 match tls {
                     None => {
-                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         watcher.watch(connection.into_owned()).await
                     }
                     Some(acceptor) => {
@@ -203,7 +209,8 @@ pub(crate) async fn serve(
                                     return;
                                 }
                             };
-                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         watcher.watch(connection.into_owned()).await
                     }
                 };

@@ -13,15 +13,28 @@ use stratus_store::{KeyRecord, VersionRecord};
 /// Where a route leads.
 #[derive(Debug)]
 pub(crate) struct Target {
+    /// The function's or the service's name.
     pub function: String,
+    pub kind: TargetKind,
     pub auth: HttpAuth,
     pub cors: Option<CorsSpec>,
     pub streaming: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TargetKind {
+    /// Invoked with a payload format 2.0 event.
+    Function,
+    /// Proxied to one of its instances.
+    Service,
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "of function {}", self.function)
+        match self.kind {
+            TargetKind::Function => write!(f, "of function {}", self.function),
+            TargetKind::Service => write!(f, "of service {}", self.function),
+        }
     }
 }
 
@@ -55,11 +68,23 @@ impl Directory {
     /// Replaces `version.app`'s routes with those of `version`.
     pub fn publish(&self, version: &VersionRecord) {
         let mut routes = Vec::new();
-        for f in version.spec.functions.values() {
-            let Some(http) = &f.http else { continue };
+        let owners = version
+            .spec
+            .functions
+            .values()
+            .filter_map(|f| Some((&f.name, TargetKind::Function, f.http.as_ref()?)))
+            .chain(
+                version
+                    .spec
+                    .services
+                    .values()
+                    .map(|s| (&s.name, TargetKind::Service, &s.http)),
+            );
+        for (name, kind, http) in owners {
             let methods = stratus_gateway::route::methods_from(&http.methods);
             let target = Arc::new(Target {
-                function: f.name.clone(),
+                function: name.clone(),
+                kind,
                 auth: http.auth,
                 cors: http.cors.clone(),
                 streaming: http.streaming,

@@ -1,0 +1,94 @@
+//! `stratus status [APP]`.
+
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::client::{Client, Connection};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// Only this application
+    pub app: Option<String>,
+    /// Print JSON instead of a table
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub output: String,
+}
+
+pub async fn run(conn: &Connection, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(conn)?;
+    let path = match &args.app {
+        Some(app) => format!("/v1/status?app={app}"),
+        None => "/v1/status".to_owned(),
+    };
+    let body = client.get_json(&path).await?;
+    if args.output == "json" {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let apps = body["apps"].as_array().cloned().unwrap_or_default();
+    if apps.is_empty() {
+        println!("no applications; deploy one with `stratus deploy DIR`");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let count = |v: &Value| v.as_u64().unwrap_or(0);
+    println!(
+        "{:<28} {:<9} {:>7}  {:<40} {:>8}",
+        "NAME", "KIND", "VERSION", "INSTANCES", "RESTARTS"
+    );
+    let mut errors = Vec::new();
+    for app in &apps {
+        let name = app["app"].as_str().unwrap_or("");
+        for f in app["functions"].as_array().into_iter().flatten() {
+            let i = &f["instances"];
+            println!(
+                "{:<28} {:<9} {:>7}  {:<40} {:>8}",
+                format!("{name}/{}", f["name"].as_str().unwrap_or("")),
+                "function",
+                count(&f["version"]),
+                format!(
+                    "{} busy, {} idle, {} waiting",
+                    count(&i["busy"]),
+                    count(&i["idle"]),
+                    count(&f["waiting"])
+                ),
+                "-",
+            );
+        }
+        for s in app["services"].as_array().into_iter().flatten() {
+            let i = &s["instances"];
+            let full = format!("{name}/{}", s["name"].as_str().unwrap_or(""));
+            let mut state = format!(
+                "{} ready, {} starting, {} draining",
+                count(&i["ready"]),
+                count(&i["starting"]),
+                count(&i["draining"])
+            );
+            if let Some(ms) = s["backoff_ms"].as_u64() {
+                state.push_str(&format!(", backing off {:.1}s", ms as f64 / 1000.0));
+            }
+            println!(
+                "{:<28} {:<9} {:>7}  {:<40} {:>8}",
+                full,
+                "service",
+                count(&s["version"]),
+                state,
+                count(&s["restarts"]),
+            );
+            for e in s["errors"].as_array().into_iter().flatten() {
+                errors.push(format!(
+                    "  {full} {}: {}",
+                    e["instance"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or("")
+                ));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        println!("\nrecent errors:");
+        for line in errors.iter().rev().take(10).rev() {
+            println!("{line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,500 @@
+//! The service fence, for real: two launchers, one under namespaces with
+//! the cgroup BPF fence and one without isolation, run Python processes
+//! that bind, listen and connect, and this process (outside the
+//! launchers' groups, as the gateway is) checks what reaches what.
+//!
+//! Needs root and a cgroup v2 hierarchy, as the server's own isolation
+//! suite does; with `STRATUS_ISOLATION=none` only the unfenced half runs.
+//! Its own `main`: the launchers are forked while the process is still
+//! single-threaded.
+#![allow(unsafe_code)] // waitpid, to reap the launchers at the end.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use stratus_sandbox::{
+    Activation, Isolation, IsolationRequest, LauncherClient, Mount, ProcessSpec, Start, launcher,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Binds, listens and connects as its arguments say, prints one line of
+/// JSON with what happened, and waits to be killed.
+const PROBE: &str = r#"
+import errno, json, socket, sys, time
+
+keep = []
+
+def attempt(f):
+    try:
+        return "ok " + str(f())
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+
+def listen(family, host, port, v6only=None):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    keep.append(s)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if v6only is not None:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+    s.bind((host, port))
+    s.listen(16)
+    return s.getsockname()[0]
+
+def bind(family, host, port):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    keep.append(s)
+    s.bind((host, port))
+    return s.getsockname()[0]
+
+def connect(host, port, family=socket.AF_INET):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.connect((host, port))
+    finally:
+        s.close()
+    return "connected"
+
+A4, A6 = socket.AF_INET, socket.AF_INET6
+mode, args = sys.argv[1], sys.argv[2:]
+if mode == "service":
+    own, other = args[0], args[1]
+    p4, plo, p6, p6lo, p6only, pfree = map(int, args[2:])
+    seen = {
+        "bind4_any": attempt(lambda: listen(A4, "0.0.0.0", p4)),
+        "bind4_loopback": attempt(lambda: listen(A4, "127.0.0.1", plo)),
+        "bind6_any": attempt(lambda: listen(A6, "::", p6, 0)),
+        "bind6_loopback": attempt(lambda: listen(A6, "::1", p6lo, 0)),
+        "bind6_v6only": attempt(lambda: listen(A6, "::", p6only, 1)),
+        "bind_ephemeral": attempt(lambda: bind(A4, "0.0.0.0", 0)),
+        "bind_other": attempt(lambda: bind(A4, other, pfree)),
+        "bind_other_mapped": attempt(lambda: bind(A6, "::ffff:" + other, pfree)),
+        "self": attempt(lambda: connect(own, p4)),
+        "self_mapped": attempt(lambda: connect("::ffff:" + own, p6, A6)),
+        "self_other_port": attempt(lambda: connect(own, pfree)),
+        "other_service": attempt(lambda: connect(other, p4)),
+        "loopback": attempt(lambda: connect("127.0.0.1", p4)),
+    }
+elif mode == "neighbour":
+    service = args[0]
+    p4, p6, pfree = map(int, args[1:])
+    seen = {
+        "service": attempt(lambda: connect(service, p4)),
+        "service_mapped": attempt(lambda: connect("::ffff:" + service, p6, A6)),
+        "squat": attempt(lambda: bind(A4, service, pfree)),
+        "squat_mapped": attempt(lambda: bind(A6, "::ffff:" + service, pfree)),
+        "squat_source": attempt(lambda: bind(A4, service, 0)),
+        "listen_any": attempt(lambda: listen(A4, "0.0.0.0", pfree)),
+    }
+elif mode == "runtime":
+    own_api, other_api, admin, host = map(int, args)
+    seen = {
+        "own_api": attempt(lambda: connect("127.90.0.1", own_api)),
+        "other_api": attempt(lambda: connect("127.90.0.1", other_api)),
+        "admin": attempt(lambda: connect("127.0.0.1", admin)),
+        "admin_mapped": attempt(lambda: connect("::ffff:127.0.0.1", admin, A6)),
+        "admin_v6_loopback": attempt(lambda: connect("::1", admin, A6)),
+        "host_service": attempt(lambda: connect("127.0.0.1", host)),
+    }
+else:
+    p4 = int(args[0])
+    seen = {"bind4_any": attempt(lambda: listen(A4, "0.0.0.0", p4))}
+print(json.dumps(seen), flush=True)
+time.sleep(600)
+"#;
+
+/// Node's default: `listen(port)` with no host binds `::`.
+const NODE_SERVER: &str = r#"
+const server = require("http").createServer((req, res) => res.end("hello from node"));
+server.listen(Number(process.argv[1]), () => console.log(JSON.stringify(server.address())));
+"#;
+
+/// An interpreter, and the directory to show in the sandbox for it.
+struct Interpreter {
+    executable: PathBuf,
+    prefix: PathBuf,
+}
+
+/// The real interpreter, wherever it is installed (pyenv puts it under
+/// `/root`, which the sandbox shows only when asked).
+fn interpreter(name: &str, script: &str) -> Option<Interpreter> {
+    let out = std::process::Command::new(name)
+        .args([if name == "node" { "-e" } else { "-c" }, script])
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut lines = text.lines();
+    Some(Interpreter {
+        executable: lines.next()?.into(),
+        prefix: lines.next()?.into(),
+    })
+}
+
+fn python() -> Interpreter {
+    interpreter(
+        "python3",
+        "import sys; print(sys.executable); print(sys.base_prefix)",
+    )
+    .expect("python3 runs")
+}
+
+fn node() -> Option<Interpreter> {
+    interpreter(
+        "node",
+        "const p = require('path'); console.log(process.execPath); console.log(p.dirname(p.dirname(process.execPath)))",
+    )
+}
+
+/// A port nothing listens on now, on any address.
+fn free_port() -> u16 {
+    TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What one connection from outside the fence gets: "connected" or the
+/// error's kind.
+fn reach(addr: SocketAddr) -> String {
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        Ok(_) => "connected".to_owned(),
+        Err(err) => format!("{:?}", err.kind()),
+    }
+}
+
+/// What an instance is: the fence's view of it.
+#[derive(Clone, Copy, Default)]
+struct As {
+    service_addr: Option<Ipv4Addr>,
+    runtime_api_port: Option<u16>,
+}
+
+/// Starts the probe (its `mode` first in `args`) as an instance; returns
+/// its pid and what it printed.
+async fn probe(
+    client: &LauncherClient,
+    python: &Interpreter,
+    code: &Path,
+    who: As,
+    args: &[String],
+) -> Result<(u32, Value), String> {
+    let mut argv = vec!["-c".to_owned(), PROBE.to_owned()];
+    argv.extend(args.iter().cloned());
+    run(client, python, code, who, argv).await
+}
+
+/// Starts `interpreter` with `args` as an instance; returns its pid and
+/// the first line it printed, as JSON.
+async fn run(
+    client: &LauncherClient,
+    interpreter: &Interpreter,
+    code: &Path,
+    who: As,
+    args: Vec<String>,
+) -> Result<(u32, Value), String> {
+    // /usr is in every sandbox already.
+    let mounts = (!interpreter.prefix.starts_with("/usr"))
+        .then(|| Mount {
+            host: interpreter.prefix.clone(),
+            sandbox: interpreter.prefix.clone(),
+        })
+        .into_iter()
+        .collect();
+    let spec = ProcessSpec {
+        program: interpreter.executable.clone(),
+        args,
+        cwd: "/".into(),
+        env: Vec::new(),
+        mounts,
+        task_root: "/var/task".into(),
+        code: Some(code.to_owned()),
+        start: Start::OnActivation,
+        tmp_mb: 16,
+        pids_max: 32,
+        private_network: false,
+        memory_mb: 256,
+    };
+    let spawned = client.spawn(&spec).await.map_err(|e| e.to_string())?;
+    let activation = Activation {
+        code: code.to_owned(),
+        env: Vec::new(),
+        cwd: "/".into(),
+        program: interpreter.executable.clone(),
+        memory_mb: 256,
+        runtime_api_port: who.runtime_api_port,
+        service_addr: who.service_addr,
+    };
+    client
+        .activate(spawned.pid, &activation)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    let mut stdout = BufReader::new(spawned.stdout);
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line))
+        .await
+        .map_err(|_| "the instance said nothing in 30s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let seen = serde_json::from_str(&line).map_err(|e| format!("{e}: {line:?}"))?;
+    Ok((spawned.pid, seen))
+}
+
+fn expect(who: &str, seen: &Value, expected: &[(&str, &str)]) {
+    eprintln!("{who}: {seen}");
+    for (what, want) in expected {
+        assert_eq!(seen[what], *want, "{who}: {what}: {seen}");
+    }
+}
+
+async fn fenced(
+    client: &LauncherClient,
+    python: &Interpreter,
+    node: Option<&Interpreter>,
+    code: &Path,
+) {
+    println!("network: {}", client.network());
+    assert!(client.service_fence(), "{}", client.network());
+    // Addresses of this run, apart from any other run's.
+    let n = std::process::id() % (stratus_sandbox::SERVICE_ADDRS - 4);
+    let (own, other) = (
+        stratus_sandbox::service_addr(n),
+        stratus_sandbox::service_addr(n + 1),
+    );
+    let [p4, plo, p6, p6lo, p6only, pfree] = std::array::from_fn(|_| free_port());
+    let ports = |ps: &[u16]| ps.iter().map(u16::to_string).collect::<Vec<_>>();
+    let mut args = vec!["service".to_owned(), own.to_string(), other.to_string()];
+    args.extend(ports(&[p4, plo, p6, p6lo, p6only, pfree]));
+    let service = As {
+        service_addr: Some(own),
+        ..As::default()
+    };
+    let (service, seen) = probe(client, python, code, service, &args).await.unwrap();
+    let at = format!("ok {own}");
+    let mapped = format!("ok ::ffff:{own}");
+    expect(
+        "service",
+        &seen,
+        &[
+            ("bind4_any", &at),
+            ("bind4_loopback", &at),
+            ("bind6_any", &mapped),
+            ("bind6_loopback", &mapped),
+            // A mapped address on an IPv6-only socket: the kernel's EINVAL.
+            ("bind6_v6only", "EINVAL"),
+            ("bind_ephemeral", "ok 0.0.0.0"),
+            ("bind_other", "EPERM"),
+            ("bind_other_mapped", "EPERM"),
+            ("self", "ok connected"),
+            ("self_mapped", "ok connected"),
+            ("self_other_port", "ECONNREFUSED"),
+            ("other_service", "EPERM"),
+            ("loopback", "ECONNREFUSED"),
+        ],
+    );
+
+    // The gateway, outside the launcher's group, reaches it at its
+    // address only.
+    let v4 = |ip: Ipv4Addr, port| SocketAddr::from((ip, port));
+    let v6 = |port| SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+    for (addr, want) in [
+        (v4(own, p4), "connected"),
+        (v4(own, plo), "connected"),
+        (v4(own, p6), "connected"),
+        (v4(own, p6lo), "connected"),
+        (v4(Ipv4Addr::LOCALHOST, p4), "ConnectionRefused"),
+        (v4(Ipv4Addr::LOCALHOST, plo), "ConnectionRefused"),
+        (v4(Ipv4Addr::LOCALHOST, p6), "ConnectionRefused"),
+        (v6(p6), "ConnectionRefused"),
+        (v6(p6lo), "ConnectionRefused"),
+    ] {
+        assert_eq!(reach(addr), want, "the gateway to {addr}");
+    }
+    for port in [p4, plo, p6, p6lo] {
+        assert!(stratus_sandbox::service_listening(SocketAddrV4::new(
+            own, port
+        )));
+    }
+    assert!(!stratus_sandbox::service_listening(SocketAddrV4::new(
+        Ipv4Addr::LOCALHOST,
+        p4
+    )));
+
+    // Another instance reaches none of it, and cannot take its address.
+    let mut args = vec!["neighbour".to_owned(), own.to_string()];
+    args.extend(ports(&[p4, p6, pfree]));
+    let (neighbour, seen) = probe(client, python, code, As::default(), &args)
+        .await
+        .unwrap();
+    expect(
+        "neighbour",
+        &seen,
+        &[
+            ("service", "EPERM"),
+            ("service_mapped", "EPERM"),
+            ("squat", "EPERM"),
+            ("squat_mapped", "EPERM"),
+            ("squat_source", "EPERM"),
+            ("listen_any", "ok 0.0.0.0"),
+        ],
+    );
+    // Its listener on every address answers at the service's address on a
+    // port the service does not listen on: why readiness checks ask
+    // service_listening rather than connect.
+    assert_eq!(reach(v4(own, pfree)), "connected");
+    assert!(!stratus_sandbox::service_listening(SocketAddrV4::new(
+        own, pfree
+    )));
+
+    // An address outside the service network is the server's mistake.
+    let elsewhere = As {
+        service_addr: Some(Ipv4Addr::new(10, 0, 0, 1)),
+        ..As::default()
+    };
+    let args = ["plain".to_owned(), free_port().to_string()];
+    let err = probe(client, python, code, elsewhere, &args)
+        .await
+        .unwrap_err();
+    assert!(err.contains("not in 127.91.0.0/16"), "{err}");
+    stratus_sandbox::kill_group(service);
+    stratus_sandbox::kill_group(neighbour);
+
+    // The fence of functions holds as before, for a function and for a
+    // service that has a Runtime API too.
+    let listen = |ip: Ipv4Addr| TcpListener::bind((ip, 0)).unwrap();
+    let (own_api, other_api) = (
+        listen(stratus_sandbox::RUNTIME_API_HOST),
+        listen(stratus_sandbox::RUNTIME_API_HOST),
+    );
+    let (admin, host) = (listen(Ipv4Addr::LOCALHOST), listen(Ipv4Addr::LOCALHOST));
+    client
+        .reserve(&[admin.local_addr().unwrap()])
+        .await
+        .unwrap();
+    let port = |l: &TcpListener| l.local_addr().unwrap().port();
+    let mut args = vec!["runtime".to_owned()];
+    args.extend(ports(&[
+        port(&own_api),
+        port(&other_api),
+        port(&admin),
+        port(&host),
+    ]));
+    let function = As {
+        runtime_api_port: Some(port(&own_api)),
+        ..As::default()
+    };
+    let both = As {
+        service_addr: Some(stratus_sandbox::service_addr(n + 2)),
+        ..function
+    };
+    for (who, what) in [(function, "function"), (both, "service with a Runtime API")] {
+        let (pid, seen) = probe(client, python, code, who, &args).await.unwrap();
+        expect(
+            what,
+            &seen,
+            &[
+                ("own_api", "ok connected"),
+                ("other_api", "EPERM"),
+                ("admin", "EPERM"),
+                ("admin_mapped", "EPERM"),
+                ("admin_v6_loopback", "EPERM"),
+                ("host_service", "ok connected"),
+            ],
+        );
+        stratus_sandbox::kill_group(pid);
+    }
+
+    // Node's own default, `listen(port)`, binds `::`: the gateway reaches
+    // it at the service's address over IPv4, nobody at loopback.
+    if let Some(node) = node {
+        let (ip, port) = (stratus_sandbox::service_addr(n + 3), free_port());
+        let who = As {
+            service_addr: Some(ip),
+            ..As::default()
+        };
+        let args = vec!["-e".to_owned(), NODE_SERVER.to_owned(), port.to_string()];
+        let (pid, seen) = run(client, node, code, who, args).await.unwrap();
+        eprintln!("node: {seen}");
+        assert_eq!(seen["address"], format!("::ffff:{ip}"), "{seen}");
+        let answer = http_get(v4(ip, port));
+        assert!(answer.ends_with("hello from node"), "{answer}");
+        assert_eq!(reach(v4(Ipv4Addr::LOCALHOST, port)), "ConnectionRefused");
+        assert_eq!(reach(v6(port)), "ConnectionRefused");
+        assert!(stratus_sandbox::service_listening(SocketAddrV4::new(
+            ip, port
+        )));
+        stratus_sandbox::kill_group(pid);
+    } else {
+        eprintln!("no node here: Node's default listen is not checked");
+    }
+}
+
+fn http_get(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    tcp.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// Without the fence a service still runs, and binds where it asks.
+async fn unfenced(client: &LauncherClient, python: &Interpreter, code: &Path) {
+    println!("network: {}", client.network());
+    assert!(!client.service_fence());
+    let port = free_port();
+    let who = As {
+        service_addr: Some(stratus_sandbox::service_addr(0)),
+        ..As::default()
+    };
+    let args = ["plain".to_owned(), port.to_string()];
+    let (pid, seen) = probe(client, python, code, who, &args).await.unwrap();
+    expect("unfenced service", &seen, &[("bind4_any", "ok 0.0.0.0")]);
+    assert_eq!(
+        reach(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        "connected"
+    );
+    stratus_sandbox::kill_group(pid);
+}
+
+fn main() {
+    let with_fence = std::env::var("STRATUS_ISOLATION").as_deref() != Ok("none");
+    let (python, node) = (python(), node());
+    let state = std::env::temp_dir().join(format!("stratus-service-fence-{}", std::process::id()));
+    let code = state.join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    // Both forked now, while this process has one thread.
+    let fenced_launcher = with_fence.then(|| {
+        launcher::start(
+            IsolationRequest::Exactly(Isolation::Namespaces),
+            &state.join("fenced"),
+        )
+        .unwrap()
+    });
+    let open_launcher = launcher::start(
+        IsolationRequest::Exactly(Isolation::None),
+        &state.join("open"),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        if let Some(handle) = fenced_launcher {
+            let client = LauncherClient::connect(handle).unwrap();
+            fenced(&client, &python, node.as_ref(), &code).await;
+        } else {
+            eprintln!("STRATUS_ISOLATION=none: the fence needs namespaces; checking without it");
+        }
+        let client = LauncherClient::connect(open_launcher).unwrap();
+        unfenced(&client, &python, &code).await;
+    });
+    // Closing the launchers' sockets ends them; they remove their groups.
+    drop(runtime);
+    // SAFETY: waitpid writes nothing; the launchers are our only children.
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } > 0 {}
+    let _ = std::fs::remove_dir_all(&state);
+    println!("service fence: ok");
+}

@@ -1,0 +1,817 @@
+//! Services: ordinary web servers (Flask, Express, any binary listening on
+//! a port) run in sandboxes and reached through the gateway.
+//!
+//! A [`Service`] is one version of one service: its instances, scaled by
+//! the requests in flight. A request takes a [`Lease`] on the least busy
+//! ready instance below the service's `concurrency`; when there is none,
+//! it starts another (up to `max_instances`) and waits, in a queue bounded
+//! by `queue_depth` and the server's queue timeout, for one to become
+//! ready. An instance is ready when its port accepts connections, or its
+//! readiness path answers. Idle instances above `min_instances` retire
+//! after `idle_timeout`; retiring drains: no new requests, those in flight
+//! finish, long-lived ones (WebSockets) are told to end after
+//! `drain_grace`. An instance that exits is replaced; one that keeps
+//! failing to start or dies soon after backs off exponentially, and while
+//! none can run, requests are answered at once rather than held.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use stratus_manifest::ServiceSpec;
+use stratus_store::LogRecord;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::{Notify, watch};
+
+use crate::scheduler::Ctx;
+
+/// Errors kept for `stratus status`.
+const MAX_ERRORS: usize = 10;
+/// The first pause after a failed start; it doubles up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// An instance that dies sooner than this after it became ready counts
+/// as a failed start for the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// How long a stopping instance has after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long the closing handshake of a drained WebSocket may take.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// Longest log line kept as one record.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Everything needed to run one service of one application version.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub app: String,
+    pub version: u32,
+    pub spec: ServiceSpec,
+    /// The unpacked code package, read-only.
+    pub code_dir: PathBuf,
+}
+
+/// Why a request got no instance.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("service {0} is at capacity; retry later")]
+    Throttled(String, Duration),
+    #[error("service {service} cannot start: {reason}")]
+    Unavailable { service: String, reason: String },
+    /// The version was replaced while the request waited: route it again.
+    #[error("the service was redeployed")]
+    Retired,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Starting,
+    Ready,
+    Draining,
+    Dead,
+}
+
+/// One running process of a service.
+pub struct ServiceInstance {
+    pub id: String,
+    /// Where the gateway reaches it.
+    pub addr: SocketAddr,
+    pid: AtomicU32,
+    phase: watch::Sender<Phase>,
+    in_flight: AtomicUsize,
+    last_used: Mutex<Instant>,
+    ready_at: Mutex<Option<Instant>>,
+}
+
+impl ServiceInstance {
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    fn set_phase(&self, next: Phase) -> bool {
+        self.phase.send_if_modified(|phase| {
+            // Dead is final; Draining only gives way to Dead.
+            let allowed = match (*phase, next) {
+                (Phase::Dead, _) => false,
+                (Phase::Draining, p) => p == Phase::Dead,
+                (current, p) => current != p,
+            };
+            if allowed {
+                *phase = next;
+            }
+            allowed
+        })
+    }
+}
+
+#[derive(Default)]
+struct State {
+    instances: Vec<Arc<ServiceInstance>>,
+    /// Requests waiting for capacity.
+    waiting: usize,
+    restarts: u32,
+    /// Failed starts (or early deaths) in a row, for the backoff.
+    failures: u32,
+    backoff_until: Option<Instant>,
+    errors: VecDeque<ServiceErrorRecord>,
+}
+
+impl State {
+    fn count(&self, phase: Phase) -> usize {
+        self.instances.iter().filter(|i| i.phase() == phase).count()
+    }
+
+    fn live(&self) -> usize {
+        self.count(Phase::Starting) + self.count(Phase::Ready)
+    }
+
+    fn backing_off(&self) -> bool {
+        self.backoff_until.is_some_and(|t| Instant::now() < t)
+    }
+}
+
+/// An error of a service, as `stratus status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceErrorRecord {
+    pub ts_ms: i64,
+    pub instance: String,
+    pub message: String,
+}
+
+/// A service's state for `stratus status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub version: u32,
+    pub ready: usize,
+    pub starting: usize,
+    pub draining: usize,
+    pub in_flight: usize,
+    pub waiting: usize,
+    pub restarts: u32,
+    pub min_instances: u32,
+    pub max_instances: u32,
+    /// Milliseconds until the next start is allowed, when backing off.
+    pub backoff_ms: Option<u64>,
+    pub errors: Vec<ServiceErrorRecord>,
+    pub instance_list: Vec<InstanceStatus>,
+}
+
+/// One instance of a service, for `stratus status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    pub id: String,
+    pub phase: Phase,
+    /// Where the gateway reaches it.
+    pub addr: SocketAddr,
+    pub in_flight: usize,
+}
+
+/// One version of one service.
+pub struct Service {
+    ctx: Arc<Ctx>,
+    pub config: Arc<ServiceConfig>,
+    state: Mutex<State>,
+    /// Capacity changed: an instance became ready or died, a lease ended.
+    changed: Notify,
+    retired: AtomicBool,
+    /// Where service instances of this server get their addresses.
+    addresses: Arc<Addresses>,
+}
+
+/// The addresses of live service instances: two never share one, also
+/// once the counter has gone round the network.
+#[derive(Default)]
+pub(crate) struct Addresses {
+    next: AtomicU32,
+    taken: Mutex<std::collections::HashSet<Ipv4Addr>>,
+}
+
+impl Addresses {
+    fn take(&self) -> Ipv4Addr {
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let ip = stratus_sandbox::service_addr(self.next.fetch_add(1, Ordering::Relaxed));
+            if taken.insert(ip) {
+                return ip;
+            }
+        }
+    }
+
+    fn release(&self, ip: Ipv4Addr) {
+        self.taken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ip);
+    }
+}
+
+/// A request's hold on one instance; dropping it frees the slot.
+pub struct Lease {
+    service: Arc<Service>,
+    instance: Arc<ServiceInstance>,
+}
+
+impl Lease {
+    pub fn addr(&self) -> SocketAddr {
+        self.instance.addr
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.instance.id
+    }
+
+    pub fn drain_grace(&self) -> Duration {
+        self.service.config.spec.drain_grace
+    }
+
+    /// Completes when the instance starts draining (or dies).
+    pub fn draining(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.instance.phase.subscribe();
+        async move {
+            let _ = rx
+                .wait_for(|p| matches!(p, Phase::Draining | Phase::Dead))
+                .await;
+        }
+    }
+
+    /// Completes when the instance has died.
+    pub fn died(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.instance.phase.subscribe();
+        async move {
+            let _ = rx.wait_for(|p| *p == Phase::Dead).await;
+        }
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.instance.phase() == Phase::Dead
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        *self
+            .instance
+            .last_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.instance.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.service.changed.notify_waiters();
+    }
+}
+
+impl Service {
+    pub(crate) fn new(ctx: Arc<Ctx>, config: ServiceConfig, addresses: Arc<Addresses>) -> Service {
+        Service {
+            ctx,
+            config: Arc::new(config),
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+            retired: AtomicBool::new(false),
+            addresses,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn name(&self) -> String {
+        format!("{}/{}", self.config.app, self.config.spec.name)
+    }
+
+    /// A lease on an instance with room for one more request, starting
+    /// instances as the demand needs and waiting for one within bounds.
+    pub async fn acquire(self: &Arc<Self>) -> Result<Lease, ServiceError> {
+        let spec = &self.config.spec;
+        let concurrency = spec.concurrency as usize;
+        // A request that waits for an instance to start waits as long as
+        // the start may take.
+        let patience = self.ctx.settings.queue_timeout.max(spec.readiness.timeout);
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut queued = false;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut s = self.lock();
+                if self.retired.load(Ordering::Acquire) {
+                    break Err(ServiceError::Retired);
+                }
+                let best = s
+                    .instances
+                    .iter()
+                    .filter(|i| i.phase() == Phase::Ready)
+                    .map(|i| (i.in_flight.load(Ordering::Acquire), i))
+                    .filter(|(n, _)| *n < concurrency)
+                    .min_by_key(|(n, _)| *n)
+                    .map(|(_, i)| i.clone());
+                if let Some(instance) = best {
+                    instance.in_flight.fetch_add(1, Ordering::AcqRel);
+                    if queued {
+                        s.waiting -= 1;
+                    }
+                    break Ok(Lease {
+                        service: self.clone(),
+                        instance,
+                    });
+                }
+                if s.live() == 0 && s.backing_off() {
+                    let reason = s
+                        .errors
+                        .back()
+                        .map_or_else(|| "it keeps failing".to_owned(), |e| e.message.clone());
+                    if queued {
+                        s.waiting -= 1;
+                    }
+                    break Err(ServiceError::Unavailable {
+                        service: self.name(),
+                        reason,
+                    });
+                }
+                if !queued {
+                    if s.waiting >= spec.queue_depth as usize {
+                        break Err(ServiceError::Throttled(self.name(), Duration::from_secs(1)));
+                    }
+                    s.waiting += 1;
+                    queued = true;
+                }
+                // Enough instances starting for everyone waiting?
+                let starting = s.count(Phase::Starting);
+                if starting * concurrency < s.waiting
+                    && s.live() < spec.max_instances as usize
+                    && !s.backing_off()
+                {
+                    self.start(&mut s);
+                }
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    self.lock().waiting -= 1;
+                    break Err(ServiceError::Throttled(self.name(), Duration::from_secs(1)));
+                }
+            }
+        }
+    }
+
+    /// Starts one instance; it counts as starting at once.
+    fn start(self: &Arc<Self>, s: &mut State) {
+        let fenced = self.ctx.launcher.service_fence();
+        let ip = if fenced {
+            self.addresses.take()
+        } else {
+            Ipv4Addr::LOCALHOST
+        };
+        let port = match (self.config.spec.port, &self.config.spec.command) {
+            (Some(port), _) => port,
+            (None, None) => stratus_manifest::SCF_PORT,
+            (None, Some(_)) => free_port(ip).unwrap_or(0),
+        };
+        let instance = Arc::new(ServiceInstance {
+            id: crate::instance::new_id(),
+            addr: SocketAddr::from((ip, port)),
+            pid: AtomicU32::new(0),
+            phase: watch::channel(Phase::Starting).0,
+            in_flight: AtomicUsize::new(0),
+            last_used: Mutex::new(Instant::now()),
+            ready_at: Mutex::new(None),
+        });
+        s.instances.push(instance.clone());
+        let service = self.clone();
+        tokio::spawn(async move {
+            let addresses = service.addresses.clone();
+            service
+                .run_instance(instance, fenced.then_some(ip), port)
+                .await;
+            if fenced {
+                addresses.release(ip);
+            }
+        });
+    }
+
+    async fn run_instance(
+        self: Arc<Self>,
+        instance: Arc<ServiceInstance>,
+        service_addr: Option<Ipv4Addr>,
+        port: u16,
+    ) {
+        let config = &self.config;
+        let (spec, activation) = crate::process::service(
+            &self.ctx.settings,
+            self.ctx.launcher.isolation(),
+            config,
+            port,
+            service_addr,
+            &instance.id,
+        );
+        let started = Instant::now();
+        let spawned = match self.ctx.launcher.spawn(&spec).await {
+            Ok(spawned) => spawned,
+            Err(err) => return self.failed(&instance, format!("cannot start: {err}"), true),
+        };
+        let pid = spawned.pid;
+        instance.pid.store(pid, Ordering::Relaxed);
+        if instance.phase() != Phase::Starting {
+            // Retired while it was being made.
+            stratus_sandbox::kill_group(pid);
+            return self.remove(&instance);
+        }
+        if let Err(err) = self.ctx.launcher.activate(pid, &activation).await {
+            stratus_sandbox::kill_group(pid);
+            return self.failed(&instance, format!("cannot start: {err}"), true);
+        }
+        tokio::spawn(read_output(
+            self.clone(),
+            instance.id.clone(),
+            "stdout",
+            spawned.stdout,
+        ));
+        tokio::spawn(read_output(
+            self.clone(),
+            instance.id.clone(),
+            "stderr",
+            spawned.stderr,
+        ));
+        let exited = spawned.exited;
+        tokio::pin!(exited);
+        let ready = tokio::select! {
+            ready = self.wait_ready(&instance) => ready,
+            status = &mut exited => {
+                let status = status.map_or_else(|_| "an unknown status".to_owned(), |s| s.to_string());
+                stratus_sandbox::kill_group(pid);
+                instance.pid.store(0, Ordering::Relaxed);
+                if instance.phase() != Phase::Starting {
+                    return self.remove(&instance);
+                }
+                return self.failed(&instance, format!("exited with {status} before it was ready"), true);
+            }
+        };
+        if let Err(message) = ready {
+            stratus_sandbox::kill_group(pid);
+            let _ = exited.await;
+            instance.pid.store(0, Ordering::Relaxed);
+            if instance.phase() != Phase::Starting {
+                return self.remove(&instance);
+            }
+            return self.failed(&instance, message, true);
+        }
+        *instance.ready_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        if instance.set_phase(Phase::Ready) {
+            tracing::debug!(service = %self.name(), instance = %instance.id, ms = started.elapsed().as_millis() as u64, "service instance ready");
+            self.lock().failures = 0;
+        }
+        self.changed.notify_waiters();
+        if instance.phase() == Phase::Draining {
+            // Retired while it started: nobody will use it.
+            stratus_sandbox::terminate_group(pid);
+        }
+        let status = exited.await;
+        stratus_sandbox::kill_group(pid);
+        instance.pid.store(0, Ordering::Relaxed);
+        let was_draining = instance.phase() == Phase::Draining;
+        if was_draining {
+            self.remove(&instance);
+            return;
+        }
+        let status = status.map_or_else(|_| "an unknown status".to_owned(), |s| s.to_string());
+        let early = instance
+            .ready_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < STABLE_AFTER);
+        self.failed(&instance, format!("exited with {status}"), early);
+    }
+
+    /// Polls the instance until it is ready, or says why it is not.
+    async fn wait_ready(&self, instance: &ServiceInstance) -> Result<(), String> {
+        let readiness = &self.config.spec.readiness;
+        let deadline = Instant::now() + readiness.timeout;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            if instance.phase() != Phase::Starting {
+                return Err("stopped before it was ready".to_owned());
+            }
+            let own = match instance.addr {
+                // With no listener at its own address, a connection there
+                // would reach any wildcard listener on the port, another
+                // tenant's included: only the instance can bind its address.
+                SocketAddr::V4(v4) if *v4.ip() != Ipv4Addr::LOCALHOST => {
+                    stratus_sandbox::service_listening(v4)
+                }
+                _ => true,
+            };
+            let check = match &readiness.path {
+                _ if !own => Err(format!("nothing listens on {}", instance.addr)),
+                None => tokio::net::TcpStream::connect(instance.addr)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("port {}: {e}", instance.addr.port())),
+                Some(path) => probe(instance.addr, path).await,
+            };
+            match check {
+                Ok(()) => return Ok(()),
+                Err(last) if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "not ready within {}s: {last}",
+                        readiness.timeout.as_secs()
+                    ));
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// An instance failed to start or died: it goes, the error is kept,
+    /// and repeated failures back off the next start.
+    fn failed(&self, instance: &Arc<ServiceInstance>, message: String, counts: bool) {
+        let was_ready = instance
+            .ready_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        instance.set_phase(Phase::Dead);
+        tracing::warn!(service = %self.name(), instance = %instance.id, "{message}");
+        self.emit(
+            &instance.id,
+            "platform",
+            format!("instance {}: {message}", instance.id),
+        );
+        {
+            let mut s = self.lock();
+            s.instances.retain(|i| !Arc::ptr_eq(i, instance));
+            if was_ready {
+                s.restarts += 1;
+            }
+            if counts {
+                s.failures += 1;
+                let pause = FIRST_BACKOFF
+                    .saturating_mul(1 << s.failures.saturating_sub(1).min(10))
+                    .min(MAX_BACKOFF);
+                s.backoff_until = Some(Instant::now() + pause);
+            }
+            s.errors.push_back(ServiceErrorRecord {
+                ts_ms: crate::now_ms(),
+                instance: instance.id.clone(),
+                message,
+            });
+            while s.errors.len() > MAX_ERRORS {
+                s.errors.pop_front();
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn remove(&self, instance: &Arc<ServiceInstance>) {
+        instance.set_phase(Phase::Dead);
+        self.lock().instances.retain(|i| !Arc::ptr_eq(i, instance));
+        self.changed.notify_waiters();
+    }
+
+    /// Stops taking requests on `instance`, lets those in flight finish
+    /// (long-lived ones get `drain_grace`, then their close), then stops it.
+    fn drain(self: &Arc<Self>, instance: &Arc<ServiceInstance>) {
+        if !instance.set_phase(Phase::Draining) {
+            return;
+        }
+        let service = self.clone();
+        let instance = instance.clone();
+        tokio::spawn(async move {
+            let limit = service.config.spec.drain_grace + CLOSE_WAIT;
+            let deadline = Instant::now() + limit;
+            while instance.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                let notified = service.changed.notified();
+                let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+            }
+            let pid = instance.pid.load(Ordering::Relaxed);
+            stratus_sandbox::terminate_group(pid);
+            let mut phase = instance.phase.subscribe();
+            let gone = phase.wait_for(|p| *p == Phase::Dead);
+            if tokio::time::timeout(STOP_GRACE, gone).await.is_err() {
+                stratus_sandbox::kill_group(instance.pid.load(Ordering::Relaxed));
+            }
+        });
+        self.changed.notify_waiters();
+    }
+
+    /// Takes the version out of service: waiting requests are routed
+    /// again, every instance drains.
+    pub(crate) fn retire(self: &Arc<Self>) {
+        self.retired.store(true, Ordering::Release);
+        let instances = self.lock().instances.clone();
+        for instance in &instances {
+            if instance.phase() == Phase::Starting {
+                // Nobody waits for it any more.
+                stratus_sandbox::kill_group(instance.pid.load(Ordering::Relaxed));
+                instance.set_phase(Phase::Draining);
+            } else {
+                self.drain(instance);
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Keeps `min_instances` running and retires instances idle past
+    /// `idle_timeout`. Called every second.
+    pub(crate) fn maintain(self: &Arc<Self>) {
+        if self.retired.load(Ordering::Acquire) {
+            return;
+        }
+        let spec = &self.config.spec;
+        let mut s = self.lock();
+        let mut live = s.live();
+        while live < spec.min_instances as usize && !s.backing_off() {
+            self.start(&mut s);
+            live += 1;
+        }
+        let idle: Vec<_> = s
+            .instances
+            .iter()
+            .filter(|i| {
+                i.phase() == Phase::Ready
+                    && i.in_flight.load(Ordering::Acquire) == 0
+                    && i.last_used
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .elapsed()
+                        >= spec.idle_timeout
+            })
+            .cloned()
+            .collect();
+        drop(s);
+        for instance in idle {
+            if live <= spec.min_instances as usize {
+                break;
+            }
+            self.drain(&instance);
+            live -= 1;
+        }
+    }
+
+    pub fn status(&self) -> ServiceStatus {
+        let s = self.lock();
+        ServiceStatus {
+            name: self.config.spec.name.clone(),
+            version: self.config.version,
+            ready: s.count(Phase::Ready),
+            starting: s.count(Phase::Starting),
+            draining: s.count(Phase::Draining),
+            in_flight: s
+                .instances
+                .iter()
+                .map(|i| i.in_flight.load(Ordering::Acquire))
+                .sum(),
+            waiting: s.waiting,
+            restarts: s.restarts,
+            min_instances: self.config.spec.min_instances,
+            max_instances: self.config.spec.max_instances,
+            backoff_ms: s
+                .backoff_until
+                .and_then(|t| t.checked_duration_since(Instant::now()))
+                .map(|d| d.as_millis() as u64),
+            errors: s.errors.iter().cloned().collect(),
+            instance_list: s
+                .instances
+                .iter()
+                .map(|i| InstanceStatus {
+                    id: i.id.clone(),
+                    phase: i.phase(),
+                    addr: i.addr,
+                    in_flight: i.in_flight.load(Ordering::Acquire),
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn has_instances(&self) -> bool {
+        !self.lock().instances.is_empty()
+    }
+
+    /// Kills every instance at once (server shutdown).
+    pub(crate) fn kill_all(&self) {
+        for instance in self.lock().instances.iter() {
+            stratus_sandbox::kill_group(instance.pid.load(Ordering::Relaxed));
+        }
+    }
+
+    /// Writes a record to the service's log.
+    pub fn emit(&self, instance: &str, stream: &str, message: String) {
+        self.log(instance, stream, None, message, None);
+    }
+
+    pub fn log(
+        &self,
+        instance: &str,
+        stream: &str,
+        request_id: Option<String>,
+        message: String,
+        fields: Option<serde_json::Value>,
+    ) {
+        self.ctx.logs.send(LogRecord {
+            ts_ms: crate::now_ms(),
+            app: self.config.app.clone(),
+            function: self.config.spec.name.clone(),
+            version: self.config.version,
+            instance: instance.to_owned(),
+            request_id,
+            stream: stream.to_owned(),
+            message,
+            fields,
+        });
+    }
+}
+
+/// A port free on `ip` now, for an instance to listen on.
+fn free_port(ip: Ipv4Addr) -> Option<u16> {
+    std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .ok()
+}
+
+/// One readiness request: ready on a 2xx or 3xx status.
+async fn probe(addr: SocketAddr, path: &str) -> Result<(), String> {
+    let attempt = async {
+        let mut tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("port {}: {e}", addr.port()))?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: stratus-readiness\r\nConnection: close\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("readiness {path}: {e}"))?;
+        let mut head = [0u8; 12];
+        tcp.read_exact(&mut head)
+            .await
+            .map_err(|e| format!("readiness {path}: {e}"))?;
+        match std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|s| s.parse::<u16>().ok())
+        {
+            Some(status) if (200..400).contains(&status) => Ok(()),
+            Some(status) => Err(format!("readiness {path} answered {status}")),
+            None => Err(format!("readiness {path}: not an HTTP answer")),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("readiness {path}: no answer within 2s")))
+}
+
+/// Copies an instance's output into the log, one record per line.
+async fn read_output(
+    service: Arc<Service>,
+    instance: String,
+    stream: &'static str,
+    mut pipe: pipe::Receiver,
+) {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => n,
+        };
+        if n == 0 {
+            if !buf.is_empty() {
+                service.emit(
+                    &instance,
+                    stream,
+                    String::from_utf8_lossy(&buf).into_owned(),
+                );
+            }
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut start = 0;
+        while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
+            let line = &buf[start..start + pos];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            service.emit(
+                &instance,
+                stream,
+                String::from_utf8_lossy(line).into_owned(),
+            );
+            start += pos + 1;
+        }
+        while buf.len() - start > MAX_LINE {
+            let line = &buf[start..start + MAX_LINE];
+            service.emit(
+                &instance,
+                stream,
+                String::from_utf8_lossy(line).into_owned(),
+            );
+            start += MAX_LINE;
+        }
+        buf.drain(..start);
+    }
+}
