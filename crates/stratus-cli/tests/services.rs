@@ -1253,3 +1253,155 @@ fn idle_instances_retire_and_busy_ones_scale_out() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[test]
+fn status_shows_functions_with_their_recent_errors() {
+    let server = Server::start();
+    write_app(
+        &server.path("mixed"),
+        &[
+            (
+                "stratus.yaml",
+                "app: mixed\nfunctions:\n  fails:\n    runtime: python3\n    handler: main.handler\nservices:\n  web:\n    command: [node, server.js]\n    http: { path: /* }\n",
+            ),
+            (
+                "main.py",
+                "def handler(event, context):\n    raise ValueError('no thanks')\n",
+            ),
+            ("server.js", PLAIN_SERVER),
+        ],
+    );
+    deploy(&server, "mixed");
+    let result = server.invoke("mixed/fails", "{}");
+    let request = result["request_id"].as_str().unwrap_or_default().to_owned();
+    assert!(!request.is_empty(), "{result}");
+
+    let status: Value =
+        serde_json::from_str(&server.ok(&["status", "mixed", "--output", "json"])).unwrap();
+    let app = &status["apps"][0];
+    let fails = &app["functions"][0];
+    assert_eq!(fails["name"], "fails", "{status}");
+    assert_eq!(count(&fails["instances"]["idle"]), 1, "{status}");
+    let error = &fails["errors"][0];
+    assert_eq!(error["request_id"], request.as_str(), "{status}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ValueError") && m.contains("no thanks")),
+        "{status}"
+    );
+    assert_eq!(app["services"][0]["name"], "web", "{status}");
+    assert_eq!(
+        count(&app["services"][0]["instances"]["ready"]),
+        0,
+        "{status}"
+    );
+
+    let text = server.ok(&["status"]);
+    assert!(text.contains("mixed/fails"), "{text}");
+    assert!(text.contains("mixed/web"), "{text}");
+    assert!(
+        text.contains("recent errors") && text.contains("no thanks"),
+        "{text}"
+    );
+    let missing = server.fails(&["status", "nope"]);
+    assert!(missing.contains("does not exist"), "{missing}");
+}
+
+#[test]
+fn callers_that_give_up_while_queued_free_their_places() {
+    let server = Server::start();
+    write_app(
+        &server.path("slowstart"),
+        &[
+            (
+                "stratus.yaml",
+                "app: slowstart\nservices:\n  web:\n    command: [node, server.js]\n    http: { path: /* }\n    queue_depth: 3\n    env: { START_DELAY_MS: 2500 }\n",
+            ),
+            ("server.js", PLAIN_SERVER),
+        ],
+    );
+    deploy(&server, "slowstart");
+    // Five callers in turn, each giving up while the instance starts: each
+    // held a place in a queue of three for a moment.
+    let impatient = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        let gave_up = impatient
+            .get(format!("{}/slowstart/hello/x", server.public))
+            .send();
+        assert!(gave_up.is_err(), "answered before the start: {gave_up:?}");
+    }
+    let web = eventually(Duration::from_secs(5), || {
+        let web = service_status(&server, "slowstart", "web");
+        if count(&web["waiting"]) == 0 {
+            Ok(web)
+        } else {
+            Err(format!("{web}"))
+        }
+    });
+    // One start served them all: giving up did not start more.
+    let live = count(&web["instances"]["ready"]) + count(&web["instances"]["starting"]);
+    assert_eq!(live, 1, "{web}");
+    // The queue has its places back: three patient callers all get in.
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let url = format!("{}/slowstart/hello/y", server.public);
+            std::thread::spawn(move || client().get(url).send().unwrap().status().as_u16())
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(statuses, [200, 200, 200]);
+}
+
+#[test]
+fn a_forged_host_or_a_stalled_upload_is_refused() {
+    let server = Server::start_with(&["--body-timeout", "1s"]);
+    write_app(
+        &server.path("guarded"),
+        &[
+            (
+                "stratus.yaml",
+                "app: guarded\nservices:\n  web:\n    command: [node, server.js]\n    http: { path: /* }\n",
+            ),
+            ("server.js", PLAIN_SERVER),
+        ],
+    );
+    deploy(&server, "guarded");
+    let raw = |request: &str| {
+        let mut tcp = std::net::TcpStream::connect(authority(&server)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(request.as_bytes()).unwrap();
+        let mut reader = std::io::BufReader::new(tcp);
+        read_response(&mut reader)
+    };
+    // A Host that would reshape the instance's request path.
+    let forged = raw(
+        "GET /guarded/hello HTTP/1.1\r\nHost: x/admin?\r\ncontent-type: application/grpc\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(forged.status, 400);
+    let quoted =
+        raw("GET /guarded/hello HTTP/1.1\r\nHost: a\";proto=https\r\nConnection: close\r\n\r\n");
+    assert_eq!(quoted.status, 400);
+
+    // An upload that stops part-way is cut off after --body-timeout.
+    let mut tcp = std::net::TcpStream::connect(authority(&server)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    tcp.write_all(
+        b"POST /guarded/upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .unwrap();
+    let mut reader = std::io::BufReader::new(tcp);
+    let stalled = read_response(&mut reader);
+    assert_eq!(stalled.status, 408);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // And the instance is free again.
+    let response = client()
+        .get(format!("{}/guarded/hello/after", server.public))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

@@ -663,11 +663,11 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
         );
     }
     let queue_depth = s.queue_depth.unwrap_or(SERVICE_DEFAULT_QUEUE_DEPTH);
-    if queue_depth > 100_000 {
+    if !(1..=100_000).contains(&queue_depth) {
         c.error(
             key("queue_depth"),
             format!("queue_depth {queue_depth} is out of range"),
-            Some("requests that may wait for capacity, from 0 to 100000".into()),
+            Some("requests that may wait for capacity (and for an instance to start), from 1 to 100000".into()),
         );
     }
     let idle_timeout = duration(

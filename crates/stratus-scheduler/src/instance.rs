@@ -111,7 +111,7 @@ pub(crate) struct Shared {
     /// The process's stdout and stderr, read by the output task and, to
     /// catch up before a result is reported, by the Runtime API handlers.
     output: OnceLock<Mutex<Output>>,
-    instance_id: String,
+    pub instance_id: String,
     config: Arc<FunctionConfig>,
     logs: crate::LogSender,
 }

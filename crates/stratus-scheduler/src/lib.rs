@@ -27,8 +27,7 @@ pub use logs::LogSender;
 pub use pool::{FunctionConfig, Pool, PoolStats};
 pub use scheduler::{Interpreter, Scheduler, Settings};
 pub use service::{
-    CLOSE_WAIT, Lease, Phase, Service, ServiceConfig, ServiceError, ServiceErrorRecord,
-    ServiceStatus,
+    CLOSE_WAIT, Lease, Phase, RecentError, Service, ServiceConfig, ServiceError, ServiceStatus,
 };
 
 /// Milliseconds since the Unix epoch.

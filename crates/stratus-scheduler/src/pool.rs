@@ -64,6 +64,7 @@ pub struct Pool {
     app_instances: Arc<AtomicU32>,
     /// When starting a warm instance last failed, to pace retries.
     warm_failed: Mutex<Option<Instant>>,
+    errors: crate::service::RecentErrors,
 }
 
 impl Pool {
@@ -78,6 +79,7 @@ impl Pool {
             state: Mutex::new(PoolState::default()),
             app_instances,
             warm_failed: Mutex::new(None),
+            errors: Default::default(),
         }
     }
 
@@ -107,6 +109,11 @@ impl Pool {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The function's last errors, oldest first.
+    pub fn recent_errors(&self) -> Vec<crate::RecentError> {
+        self.errors.list()
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -529,6 +536,11 @@ impl Pool {
         }
         if let Err(error) = result {
             message.push_str(&format!(" Status: {outcome} ({})", error.error_type));
+            self.errors.push(
+                &shared.instance_id,
+                Some(request_id),
+                format!("{}: {}", error.error_type, error.message),
+            );
         }
         let fields = serde_json::json!({
             "duration_ms": phases.duration_ms,

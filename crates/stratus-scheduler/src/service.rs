@@ -118,7 +118,6 @@ struct State {
     /// Failed starts (or early deaths) in a row, for the backoff.
     failures: u32,
     backoff_until: Option<Instant>,
-    errors: VecDeque<ServiceErrorRecord>,
 }
 
 impl State {
@@ -135,12 +134,50 @@ impl State {
     }
 }
 
-/// An error of a service, as `stratus status` shows it.
+/// An error of a function or service, as `stratus status` shows it.
 #[derive(Debug, Clone, Serialize)]
-pub struct ServiceErrorRecord {
+pub struct RecentError {
     pub ts_ms: i64,
     pub instance: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     pub message: String,
+}
+
+/// The last few errors, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct RecentErrors(Mutex<VecDeque<RecentError>>);
+
+impl RecentErrors {
+    pub fn push(&self, instance: &str, request_id: Option<&str>, message: String) {
+        let mut errors = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        errors.push_back(RecentError {
+            ts_ms: crate::now_ms(),
+            instance: instance.to_owned(),
+            request_id: request_id.map(str::to_owned),
+            message,
+        });
+        while errors.len() > MAX_ERRORS {
+            errors.pop_front();
+        }
+    }
+
+    pub fn list(&self) -> Vec<RecentError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn last(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .back()
+            .map(|e| e.message.clone())
+    }
 }
 
 /// A service's state for `stratus status`.
@@ -158,7 +195,7 @@ pub struct ServiceStatus {
     pub max_instances: u32,
     /// Milliseconds until the next start is allowed, when backing off.
     pub backoff_ms: Option<u64>,
-    pub errors: Vec<ServiceErrorRecord>,
+    pub errors: Vec<RecentError>,
     pub instance_list: Vec<InstanceStatus>,
 }
 
@@ -179,6 +216,7 @@ pub struct Service {
     state: Mutex<State>,
     /// Capacity changed: an instance became ready or died, a lease ended.
     changed: Notify,
+    errors: RecentErrors,
     retired: AtomicBool,
     /// Where service instances of this server get their addresses.
     addresses: Arc<Addresses>,
@@ -208,6 +246,28 @@ impl Addresses {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&ip);
+    }
+}
+
+/// A request's place in a service's queue.
+struct QueueSlot<'a> {
+    service: &'a Service,
+    held: bool,
+}
+
+impl QueueSlot<'_> {
+    fn release(&mut self, s: &mut State) {
+        if std::mem::take(&mut self.held) {
+            s.waiting -= 1;
+        }
+    }
+}
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.service.lock().waiting -= 1;
+        }
     }
 }
 
@@ -272,8 +332,21 @@ impl Service {
             config: Arc::new(config),
             state: Mutex::new(State::default()),
             changed: Notify::new(),
+            errors: RecentErrors::default(),
             retired: AtomicBool::new(false),
             addresses,
+        }
+    }
+
+    /// `max_instances`, or 1 where instances share one address and the
+    /// service's port is fixed: a second could not bind it, and would find
+    /// the first listening there instead.
+    fn max_instances(&self) -> usize {
+        let fixed_port = self.config.spec.port.is_some() || self.config.spec.command.is_none();
+        if fixed_port && !self.ctx.launcher.service_fence() {
+            1
+        } else {
+            self.config.spec.max_instances as usize
         }
     }
 
@@ -294,15 +367,21 @@ impl Service {
         // the start may take.
         let patience = self.ctx.settings.queue_timeout.max(spec.readiness.timeout);
         let deadline = tokio::time::Instant::now() + patience;
-        let mut queued = false;
+        // Holds the request's place in the queue; a caller that goes away
+        // (the client hung up) gives it back when this future is dropped.
+        let mut slot = QueueSlot {
+            service: self,
+            held: false,
+        };
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
+            let wake_at = {
                 let mut s = self.lock();
                 if self.retired.load(Ordering::Acquire) {
-                    break Err(ServiceError::Retired);
+                    slot.release(&mut s);
+                    return Err(ServiceError::Retired);
                 }
                 let best = s
                     .instances
@@ -314,55 +393,63 @@ impl Service {
                     .map(|(_, i)| i.clone());
                 if let Some(instance) = best {
                     instance.in_flight.fetch_add(1, Ordering::AcqRel);
-                    if queued {
-                        s.waiting -= 1;
-                    }
-                    break Ok(Lease {
+                    slot.release(&mut s);
+                    return Ok(Lease {
                         service: self.clone(),
                         instance,
                     });
                 }
                 if s.live() == 0 && s.backing_off() {
-                    let reason = s
+                    slot.release(&mut s);
+                    let reason = self
                         .errors
-                        .back()
-                        .map_or_else(|| "it keeps failing".to_owned(), |e| e.message.clone());
-                    if queued {
-                        s.waiting -= 1;
-                    }
-                    break Err(ServiceError::Unavailable {
+                        .last()
+                        .unwrap_or_else(|| "it keeps failing".to_owned());
+                    return Err(ServiceError::Unavailable {
                         service: self.name(),
                         reason,
                     });
                 }
-                if !queued {
+                if !slot.held {
                     if s.waiting >= spec.queue_depth as usize {
-                        break Err(ServiceError::Throttled(self.name(), Duration::from_secs(1)));
+                        return Err(ServiceError::Throttled(self.name(), Duration::from_secs(1)));
                     }
                     s.waiting += 1;
-                    queued = true;
+                    slot.held = true;
                 }
                 // Enough instances starting for everyone waiting?
                 let starting = s.count(Phase::Starting);
                 if starting * concurrency < s.waiting
-                    && s.live() < spec.max_instances as usize
+                    && s.live() < self.max_instances()
                     && !s.backing_off()
                 {
                     self.start(&mut s);
                 }
-            }
+                // A start held back by the backoff may go ahead when it ends.
+                match s.backoff_until.filter(|_| s.backing_off()) {
+                    Some(until) => deadline.min(tokio::time::Instant::from_std(until)),
+                    None => deadline,
+                }
+            };
             tokio::select! {
                 () = &mut notified => {}
-                () = tokio::time::sleep_until(deadline) => {
-                    self.lock().waiting -= 1;
-                    break Err(ServiceError::Throttled(self.name(), Duration::from_secs(1)));
+                () = tokio::time::sleep_until(wake_at) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        slot.release(&mut self.lock());
+                        return Err(ServiceError::Throttled(self.name(), Duration::from_secs(1)));
+                    }
                 }
             }
         }
     }
 
-    /// Starts one instance; it counts as starting at once.
+    /// Starts one instance; it counts as starting at once. Called with
+    /// the state locked, which `retire` takes after setting its flag, so
+    /// a retired version never starts one it would not stop.
     fn start(self: &Arc<Self>, s: &mut State) {
+        if self.retired.load(Ordering::Acquire) {
+            return;
+        }
         let fenced = self.ctx.launcher.service_fence();
         let ip = if fenced {
             self.addresses.take()
@@ -463,16 +550,26 @@ impl Service {
             return self.failed(&instance, message, true);
         }
         *instance.ready_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        if instance.set_phase(Phase::Ready) {
-            tracing::debug!(service = %self.name(), instance = %instance.id, ms = started.elapsed().as_millis() as u64, "service instance ready");
-            self.lock().failures = 0;
+        {
+            let _s = self.lock();
+            if instance.set_phase(Phase::Ready) {
+                tracing::debug!(service = %self.name(), instance = %instance.id, ms = started.elapsed().as_millis() as u64, "service instance ready");
+            }
         }
         self.changed.notify_waiters();
         if instance.phase() == Phase::Draining {
             // Retired while it started: nobody will use it.
             stratus_sandbox::terminate_group(pid);
         }
-        let status = exited.await;
+        // Only an instance that stays up ends the backoff: one that dies
+        // soon after it became ready counts as a failed start.
+        let status = tokio::select! {
+            status = &mut exited => status,
+            () = tokio::time::sleep(STABLE_AFTER) => {
+                self.lock().failures = 0;
+                exited.await
+            }
+        };
         stratus_sandbox::kill_group(pid);
         instance.pid.store(0, Ordering::Relaxed);
         let was_draining = instance.phase() == Phase::Draining;
@@ -551,22 +648,16 @@ impl Service {
             if was_ready {
                 s.restarts += 1;
             }
-            if counts {
+            // Starts that fail together (a burst, min_instances) count once.
+            if counts && !s.backing_off() {
                 s.failures += 1;
                 let pause = FIRST_BACKOFF
                     .saturating_mul(1 << s.failures.saturating_sub(1).min(10))
                     .min(MAX_BACKOFF);
                 s.backoff_until = Some(Instant::now() + pause);
             }
-            s.errors.push_back(ServiceErrorRecord {
-                ts_ms: crate::now_ms(),
-                instance: instance.id.clone(),
-                message,
-            });
-            while s.errors.len() > MAX_ERRORS {
-                s.errors.pop_front();
-            }
         }
+        self.errors.push(&instance.id, None, message);
         self.changed.notify_waiters();
     }
 
@@ -578,9 +669,17 @@ impl Service {
 
     /// Stops taking requests on `instance`, lets those in flight finish
     /// (long-lived ones get `drain_grace`, then their close), then stops it.
-    fn drain(self: &Arc<Self>, instance: &Arc<ServiceInstance>) {
-        if !instance.set_phase(Phase::Draining) {
-            return;
+    fn drain(self: &Arc<Self>, instance: &Arc<ServiceInstance>, only_if_idle: bool) {
+        {
+            // Under the lock that `acquire` leases under: no request can
+            // be leased this instance once it drains.
+            let _s = self.lock();
+            if only_if_idle && instance.in_flight.load(Ordering::Acquire) > 0 {
+                return;
+            }
+            if !instance.set_phase(Phase::Draining) {
+                return;
+            }
         }
         let service = self.clone();
         let instance = instance.clone();
@@ -610,10 +709,10 @@ impl Service {
         for instance in &instances {
             if instance.phase() == Phase::Starting {
                 // Nobody waits for it any more.
-                stratus_sandbox::kill_group(instance.pid.load(Ordering::Relaxed));
                 instance.set_phase(Phase::Draining);
+                stratus_sandbox::kill_group(instance.pid.load(Ordering::Relaxed));
             } else {
-                self.drain(instance);
+                self.drain(instance, false);
             }
         }
         self.changed.notify_waiters();
@@ -628,7 +727,8 @@ impl Service {
         let spec = &self.config.spec;
         let mut s = self.lock();
         let mut live = s.live();
-        while live < spec.min_instances as usize && !s.backing_off() {
+        let min = (spec.min_instances as usize).min(self.max_instances());
+        while live < min && !s.backing_off() {
             self.start(&mut s);
             live += 1;
         }
@@ -651,7 +751,7 @@ impl Service {
             if live <= spec.min_instances as usize {
                 break;
             }
-            self.drain(&instance);
+            self.drain(&instance, true);
             live -= 1;
         }
     }
@@ -677,7 +777,7 @@ impl Service {
                 .backoff_until
                 .and_then(|t| t.checked_duration_since(Instant::now()))
                 .map(|d| d.as_millis() as u64),
-            errors: s.errors.iter().cloned().collect(),
+            errors: self.errors.list(),
             instance_list: s
                 .instances
                 .iter()

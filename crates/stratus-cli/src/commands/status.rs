@@ -36,7 +36,7 @@ pub async fn run(conn: &Connection, args: StatusArgs) -> anyhow::Result<ExitCode
         "{:<28} {:<9} {:>7}  {:<40} {:>8}",
         "NAME", "KIND", "VERSION", "INSTANCES", "RESTARTS"
     );
-    let mut errors = Vec::new();
+    let mut errors: Vec<(i64, String)> = Vec::new();
     for app in &apps {
         let name = app["app"].as_str().unwrap_or("");
         for f in app["functions"].as_array().into_iter().flatten() {
@@ -54,6 +54,10 @@ pub async fn run(conn: &Connection, args: StatusArgs) -> anyhow::Result<ExitCode
                 ),
                 "-",
             );
+            errors.extend(error_lines(
+                &format!("{name}/{}", f["name"].as_str().unwrap_or("")),
+                &f["errors"],
+            ));
         }
         for s in app["services"].as_array().into_iter().flatten() {
             let i = &s["instances"];
@@ -75,20 +79,42 @@ pub async fn run(conn: &Connection, args: StatusArgs) -> anyhow::Result<ExitCode
                 state,
                 count(&s["restarts"]),
             );
-            for e in s["errors"].as_array().into_iter().flatten() {
-                errors.push(format!(
-                    "  {full} {}: {}",
-                    e["instance"].as_str().unwrap_or(""),
-                    e["message"].as_str().unwrap_or("")
-                ));
-            }
+            errors.extend(error_lines(&full, &s["errors"]));
         }
     }
     if !errors.is_empty() {
+        errors.sort();
         println!("\nrecent errors:");
-        for line in errors.iter().rev().take(10).rev() {
+        for (_, line) in errors.iter().rev().take(10).rev() {
             println!("{line}");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `(time, line)` for each error of `name`, for one list in time order.
+fn error_lines(name: &str, errors: &Value) -> Vec<(i64, String)> {
+    errors
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let ts = e["ts_ms"].as_i64().unwrap_or(0);
+            let when = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ts.max(0) as u64),
+            );
+            let request = e["request_id"]
+                .as_str()
+                .map(|r| format!(" request {r}"))
+                .unwrap_or_default();
+            (
+                ts,
+                format!(
+                    "  {when} {name} instance {}{request}: {}",
+                    e["instance"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or("")
+                ),
+            )
+        })
+        .collect()
 }

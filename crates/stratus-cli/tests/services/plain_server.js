@@ -17,6 +17,10 @@ const server = http.createServer((req, res) => {
   if (url.pathname === '/crash') {
     console.error(`crashing on purpose, request=${id}`);
     process.exit(1);
+  } else if (url.pathname === '/upload') {
+    let size = 0;
+    req.on('data', (chunk) => { size += chunk.length; });
+    req.on('end', () => reply(200, { size }));
   } else if (url.pathname === '/slow') {
     setTimeout(() => reply(200, { slept: true, boot }), Number(url.searchParams.get('ms') || 1000));
   } else {
@@ -24,4 +28,8 @@ const server = http.createServer((req, res) => {
   }
 });
 server.keepAliveTimeout = 65000;
-server.listen(Number(process.env.PORT), '0.0.0.0', () => console.log(`plain listening on ${process.env.PORT}`));
+// START_DELAY_MS: a slow start, for requests that wait for one.
+setTimeout(
+  () => server.listen(Number(process.env.PORT), '0.0.0.0', () => console.log(`plain listening on ${process.env.PORT}`)),
+  Number(process.env.START_DELAY_MS || 0),
+);

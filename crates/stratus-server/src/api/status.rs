@@ -48,6 +48,7 @@ pub(crate) async fn status(
                         "waiting": stats.waiting,
                         "min_instances": pool.config.spec.min_instances,
                         "max_instances": pool.config.spec.max_instances,
+                        "errors": pool.recent_errors(),
                     })
                 })
                 .collect();

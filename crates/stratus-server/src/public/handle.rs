@@ -254,6 +254,17 @@ async fn route(
                     .map(str::to_owned)
             })
             .unwrap_or_else(|| host.clone());
+        // It becomes the instance's `Host`, gRPC's `:authority` and part of
+        // `Forwarded`: only a well-formed host and port may pass.
+        if authority.parse::<axum::http::uri::Authority>().is_err()
+            || authority.contains(['@', '"'])
+        {
+            return Err(with_cors(reply(
+                StatusCode::BAD_REQUEST,
+                request_id,
+                "the Host header is not a valid host",
+            )));
+        }
         let forward = super::proxy::Forward {
             app: &located.name,
             service: &target.function,

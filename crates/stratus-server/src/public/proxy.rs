@@ -34,13 +34,17 @@ use stratus_scheduler::{Lease, Service, ServiceError};
 use super::handle::{REQUEST_ID, reply};
 use super::{Gateway, addr_ip};
 
+/// How long both sides of a WebSocket handshake may take to hand over
+/// their connections after the `101`.
+const UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The HTTP clients that reach instances.
 pub(crate) struct Clients {
-    http1: Client<HttpConnector, Incoming>,
+    http1: Client<HttpConnector, IdleBody>,
     /// One multiplexed HTTP/2 connection per instance, made on first use.
     /// (hyper's pooled client would take the `:authority` from the
     /// instance's address; the app must see the client's.)
-    h2c: std::sync::Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>,
+    h2c: std::sync::Mutex<HashMap<SocketAddr, http2::SendRequest<IdleBody>>>,
 }
 
 impl Clients {
@@ -49,7 +53,9 @@ impl Clients {
         connector.set_nodelay(true);
         connector.enforce_http(true);
         let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            // Below the keep-alive of common app servers (Node's is 5 s), so
+            // the pool seldom picks a connection the app is closing.
+            .pool_idle_timeout(std::time::Duration::from_secs(4))
             .build(connector.clone());
         Clients {
             http1,
@@ -57,9 +63,16 @@ impl Clients {
         }
     }
 
+    fn forget_h2c(&self, addr: SocketAddr) {
+        self.h2c
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&addr);
+    }
+
     /// A sender on the HTTP/2 connection to `addr`, connecting when there
     /// is none or it closed.
-    async fn h2c(&self, addr: SocketAddr) -> Result<http2::SendRequest<Incoming>, String> {
+    async fn h2c(&self, addr: SocketAddr) -> Result<http2::SendRequest<IdleBody>, String> {
         let cached = self
             .h2c
             .lock()
@@ -123,11 +136,13 @@ pub(crate) async fn forward(
     };
     let (service, lease) = lease;
     let websocket = is_websocket(&parts.headers);
+    // `application/grpc`, `+proto` and the like; gRPC-Web is HTTP/1.1.
     let grpc = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
+        .and_then(|v| v.strip_prefix("application/grpc"))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']));
     let on_upgrade = websocket
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
@@ -145,6 +160,20 @@ pub(crate) async fn forward(
         .is_some_and(|v| v.contains("trailers"));
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
+    if parts.version == hyper::Version::HTTP_2 && !grpc {
+        // HTTP/2 clients send each cookie as a field of its own; an
+        // HTTP/1.1 request carries one `Cookie` (RFC 9113 8.2.3).
+        let cookies: Vec<String> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        if cookies.len() > 1
+            && let Ok(joined) = HeaderValue::from_str(&cookies.join("; "))
+        {
+            headers.insert(header::COOKIE, joined);
+        }
+    }
     // `Expect` is answered here: hyper sends `100 Continue` when the body
     // is first read, which is when it starts flowing to the instance.
     headers.remove(header::EXPECT);
@@ -187,7 +216,7 @@ pub(crate) async fn forward(
         return upgrade(request, lease, on_upgrade, record).await;
     }
 
-    let mut request = Request::new(body);
+    let mut request = Request::new(IdleBody::new(body, gateway.settings.body_timeout));
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
@@ -218,6 +247,19 @@ pub(crate) async fn forward(
             let dead = tokio::time::timeout(std::time::Duration::from_millis(500), lease.died())
                 .await
                 .is_ok();
+            if err.contains(BodyStalled::MESSAGE) {
+                drop(lease);
+                record.status = StatusCode::REQUEST_TIMEOUT.as_u16();
+                record.finish(None);
+                return reply(
+                    StatusCode::REQUEST_TIMEOUT,
+                    f.request_id,
+                    format!(
+                        "the request body stalled for {} s",
+                        gateway.settings.body_timeout.as_secs()
+                    ),
+                );
+            }
             let message = if dead {
                 "the service instance exited before it answered".to_owned()
             } else {
@@ -234,17 +276,19 @@ async fn send(
     gateway: &Gateway,
     grpc: bool,
     addr: SocketAddr,
-    mut request: Request<Incoming>,
+    mut request: Request<IdleBody>,
 ) -> Result<Response<Incoming>, String> {
     if grpc {
         *request.version_mut() = hyper::Version::HTTP_2;
         // `:authority` carries the host.
         request.headers_mut().remove(header::HOST);
         let mut sender = gateway.proxy.h2c(addr).await?;
-        sender
-            .send_request(request)
-            .await
-            .map_err(|e| error_chain(&e))
+        let answer = sender.send_request(request).await;
+        if answer.is_err() {
+            // A connection the app closed (GOAWAY) is not used again.
+            gateway.proxy.forget_h2c(addr);
+        }
+        answer.map_err(|e| error_chain(&e))
     } else {
         gateway
             .proxy
@@ -429,9 +473,19 @@ async fn upgrade(
     let upstream_upgrade = hyper::upgrade::on(&mut response);
     let (parts, _) = response.into_parts();
     tokio::spawn(async move {
-        let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
-            (Ok(client), Ok(upstream)) => (client, upstream),
-            _ => return,
+        let upgraded = tokio::time::timeout(UPGRADE_TIMEOUT, async {
+            tokio::join!(client_upgrade, upstream_upgrade)
+        })
+        .await;
+        let (client, upstream) = match upgraded {
+            Ok((Ok(client), Ok(upstream))) => (client, upstream),
+            _ => {
+                drop(lease);
+                record.finish(Some(serde_json::json!({
+                    "end": "the connection did not switch protocols",
+                })));
+                return;
+            }
         };
         let end = super::websocket::relay(
             TokioIo::new(client),
@@ -547,6 +601,71 @@ impl HttpBody for LeaseBody {
             self.end();
         }
         polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client's request body on its way to the instance, cut off when it
+/// stalls for longer than `--body-timeout`: a slow upload holds a lease, so
+/// a few stalled clients could otherwise pin a service's capacity.
+pub(crate) struct IdleBody {
+    inner: Incoming,
+    idle: std::time::Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleBody {
+    fn new(inner: Incoming, idle: std::time::Duration) -> IdleBody {
+        IdleBody {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BodyStalled;
+
+impl BodyStalled {
+    const MESSAGE: &str = "the request body stalled";
+}
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(Self::MESSAGE)
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
+impl HttpBody for IdleBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled)))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 
     fn is_end_stream(&self) -> bool {
