@@ -1304,6 +1304,13 @@ fn status_shows_functions_with_their_recent_errors() {
         text.contains("recent errors") && text.contains("no thanks"),
         "{text}"
     );
+    let ls = server.ok(&["ls"]);
+    assert!(
+        ls.lines().any(|l| l.starts_with("mixed/web")
+            && l.contains("service")
+            && l.contains("ANY /mixed/*")),
+        "{ls}"
+    );
     let missing = server.fails(&["status", "nope"]);
     assert!(missing.contains("does not exist"), "{missing}");
 }

@@ -25,7 +25,7 @@ pub async fn run(conn: &Connection, args: LsArgs) -> anyhow::Result<ExitCode> {
     }
     println!(
         "{:<24} {:>7}  {:<10} {:>7} {:>8} {:>9}  ROUTES",
-        "FUNCTION", "VERSION", "RUNTIME", "MEMORY", "TIMEOUT", "INSTANCES"
+        "NAME", "VERSION", "RUNTIME", "MEMORY", "TIMEOUT", "INSTANCES"
     );
     for app in apps {
         for f in app["functions"].as_array().cloned().unwrap_or_default() {
@@ -45,6 +45,26 @@ pub async fn run(conn: &Connection, args: LsArgs) -> anyhow::Result<ExitCode> {
                 f["memory_mb"],
                 f["timeout_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
                 f["instances"]["instances"],
+                routes.join(" "),
+            );
+        }
+        for s in app["services"].as_array().cloned().unwrap_or_default() {
+            let routes: Vec<&str> = s["routes"]
+                .as_array()
+                .map(|r| r.iter().filter_map(|r| r.as_str()).collect())
+                .unwrap_or_default();
+            println!(
+                "{:<24} {:>7}  {:<10} {:>5}MB {:>8} {:>9}  {}",
+                format!(
+                    "{}/{}",
+                    app["name"].as_str().unwrap_or(""),
+                    s["name"].as_str().unwrap_or("")
+                ),
+                app["version"],
+                "service",
+                s["memory_mb"],
+                "-",
+                s["instances"],
                 routes.join(" "),
             );
         }

@@ -125,10 +125,40 @@ fn describe(state: &AppState, version: &stratus_store::VersionRecord) -> serde_j
             })
         })
         .collect();
+    let live = state.scheduler.app_services(&version.app);
+    let services: Vec<_> = version
+        .spec
+        .services
+        .values()
+        .map(|s| {
+            let status = live
+                .iter()
+                .find(|l| l.config.spec.name == s.name)
+                .map(|l| l.status());
+            let methods = s.http.methods_label();
+            let routes: Vec<String> = s
+                .http
+                .paths
+                .iter()
+                .map(|path| format!("{methods} /{}{path}", version.app))
+                .collect();
+            json!({
+                "name": s.name,
+                "routes": routes,
+                "auth": s.http.auth,
+                "memory_mb": s.memory_mb,
+                "concurrency": s.concurrency,
+                "min_instances": s.min_instances,
+                "max_instances": s.max_instances,
+                "instances": status.map_or(0, |st| st.ready + st.starting + st.draining),
+            })
+        })
+        .collect();
     json!({
         "name": version.app,
         "version": version.version,
         "deployed_ms": version.created_ms,
         "functions": functions,
+        "services": services,
     })
 }
