@@ -14,17 +14,53 @@
 //! - a connection to the service network ([`SERVICE_NET`]) but to the
 //!   instance's own service address.
 //!
+//! A connection to the unspecified address is judged as one to
+//! `127.0.0.1`, for every rule above. The kernel sends `::` to `::1` (or
+//! to `::ffff:127.0.0.1` from a socket bound to an IPv4-mapped address),
+//! and `::1` counts as `127.0.0.1`, as it does when an address is
+//! reserved. It sends `0.0.0.0` and `::ffff:0.0.0.0` to the address the
+//! socket is bound to, and to `127.0.0.1` only when it is bound to none:
+//! so the programs also rewrite them to `127.0.0.1` (`::ffff:127.0.0.1`),
+//! where they judged them. Otherwise a socket bound to
+//! [`RUNTIME_API_HOST`] at port 0 would reach every instance's Runtime API
+//! at `0.0.0.0`.
+//!
 //! Two more (`bind4` and `bind6`) fence services, instances that listen:
-//! every bind a service makes to a port is moved to its own address in
-//! [`SERVICE_NET`], whatever address it asked for, so only processes
-//! outside the launcher's group (the gateway) reach it, and no other host
-//! does: the address is loopback's. An IPv6 bind becomes a bind to the
-//! IPv4-mapped form of that address, so a dual-stack listener (Node's
-//! default, `::`) still takes the gateway's IPv4 connections. A bind to
-//! port 0 (a client's source port, such as Java's `DatagramSocket()`) is
-//! left where it asked: moved to loopback, it could not reach out. No
+//! every bind a service makes to a port with a stream (TCP) socket is
+//! moved to its own address in [`SERVICE_NET`], whatever address it asked
+//! for, so only processes outside the launcher's group (the gateway)
+//! reach it, and no other host does: the address is loopback's. An IPv6
+//! bind becomes a bind to the IPv4-mapped form of that address, so a
+//! dual-stack listener (Node's default, `::`) still takes the gateway's
+//! IPv4 connections. A bind to port 0 (a client's source port) is left
+//! where it asked: moved to loopback, it could not reach out. No
 //! instance binds an address of [`SERVICE_NET`] but its own, so none can
 //! listen where the gateway expects a service.
+//!
+//! Nor on every address: a listener on `0.0.0.0:P` (or a dual-stack one
+//! on `[::]:P`) would make a service's bind of its address at port `P`
+//! fail with `EADDRINUSE`, and whenever the service's own listener is
+//! gone (a crash, a restart), take the connections the gateway makes to
+//! it. So an instance that is not a service (a function, or a process not
+//! yet activated, which has no entry) that binds a port on every address
+//! (`0.0.0.0`, `::` or `::ffff:0.0.0.0`) gets loopback instead:
+//! `127.0.0.1`, or for an IPv6 socket `::ffff:127.0.0.1`, like services,
+//! so that a dual-stack listener still takes IPv4 connections from
+//! `127.0.0.1` (it no longer takes IPv6 ones, to `::1`; an IPv6-only
+//! socket fails with `EINVAL`, which `::1` would have spared it, but a
+//! dual-stack one would then lose IPv4, and the program cannot tell the
+//! two apart). Its binds to other addresses, and to port 0, stay where
+//! they asked.
+//!
+//! Datagram (UDP) sockets' binds stay where they asked, a service's as
+//! well as a function's: a socket on a fixed port on `0.0.0.0` may be how
+//! an instance talks to other hosts, which it could not do from a
+//! loopback address. The gateway proxies no UDP, and the ports are not
+//! TCP's, so no listener of a service is at stake; a service's UDP socket
+//! on every address is reachable from other hosts, like a function's, and
+//! one on its own address would not be fenced either: only `connect` is
+//! judged, and a datagram sent with `sendto` never connects. Nobody binds
+//! another's address of [`SERVICE_NET`], with any socket.
 //!
 //! Only connections and binds made in the host's network namespace are
 //! judged: a `network: none` instance has a loopback of its own, where
@@ -74,9 +110,11 @@ pub fn service_addr(n: u32) -> Ipv4Addr {
 /// Under the fence only the service that owns an address of
 /// [`SERVICE_NET`] can listen there, and a connection goes to the most
 /// specific listener. But with no listener at `addr`, a connection to it
-/// reaches any listener on `0.0.0.0` or `::` at that port, such as another
-/// tenant's: a readiness check that only connects could take that
-/// tenant for the service. Check this first.
+/// reaches any listener on `0.0.0.0` or `::` at that port: any process's
+/// of the host's outside the fence, and a tenant's on a port the kernel
+/// picked (a bind to port 0, or `listen` with no bind), which the fence
+/// leaves on every address. A readiness check that only connects could
+/// take it for the service. Check this first.
 pub fn service_listening(addr: SocketAddrV4) -> bool {
     let (ip, port) = (u32::from_ne_bytes(addr.ip().octets()), addr.port());
     // The kernel prints each 32-bit word of the address as it lies in
@@ -400,6 +438,7 @@ const HELPER_NETNS_COOKIE: i32 = 122;
 const USER_IP4: i16 = 4;
 const USER_IP6: i16 = 8;
 const USER_PORT: i16 = 24;
+const SOCK_TYPE: i16 = 32;
 
 #[derive(Clone, Copy)]
 enum Family {
@@ -502,10 +541,10 @@ impl Asm {
 
     /// Starts a program: r6 holds the context, r8 the port, r7 the IPv4
     /// address as the kernel stores it (IPv6 loopback counts as 127.0.0.1,
-    /// mapped IPv4 addresses as themselves, and other IPv6 addresses as
-    /// 255.255.255.255, which is neither reserved nor a Runtime API's nor
-    /// a service's). With `netns`, sockets of other network namespaces
-    /// pass unjudged.
+    /// the unspecified address `::` as 0.0.0.0, mapped IPv4 addresses as
+    /// themselves, and other IPv6 addresses as 255.255.255.255, which is
+    /// neither reserved nor a Runtime API's nor a service's). With
+    /// `netns`, sockets of other network namespaces pass unjudged.
     fn prologue(&mut self, family: Family, netns: Option<u64>) {
         let loopback = u32::from_ne_bytes(Ipv4Addr::LOCALHOST.octets()) as i32;
         self.op(MOV64_REG, 6, 1, 0, 0);
@@ -528,8 +567,13 @@ impl Asm {
                 self.jump(JNE_IMM, 1, 0, 0, "addressed");
                 self.op(LDX_W, 3, 6, USER_IP6 + 8, 0);
                 self.op(LDX_W, 4, 6, USER_IP6 + 12, 0);
-                // ::1
                 self.jump(JNE_IMM, 3, 0, 0, "mapped");
+                // ::
+                self.jump(JNE_IMM, 4, 0, 0, "specified");
+                self.op(MOV32_IMM, 7, 0, 0, 0);
+                self.jump(JA, 0, 0, 0, "addressed");
+                // ::1
+                self.label("specified");
                 self.jump(JNE_IMM, 4, 0, 1 << 24, "addressed");
                 self.op(MOV32_IMM, 7, 0, 0, loopback);
                 self.jump(JA, 0, 0, 0, "addressed");
@@ -582,8 +626,26 @@ const MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 /// The connect program for one address family.
 fn connect(family: Family, map_fd: i32, netns: Option<u64>) -> Vec<Insn> {
     let runtime_api = u32::from_ne_bytes(RUNTIME_API_HOST.octets()) as i32;
+    let loopback = u32::from_ne_bytes(Ipv4Addr::LOCALHOST.octets()) as i32;
     let mut a = Asm::new();
     a.prologue(family, netns);
+    // The unspecified address (0.0.0.0, `::`, `::ffff:0.0.0.0`) is
+    // loopback's, judged as 127.0.0.1 like `::1`.
+    a.jump(JNE_IMM, 7, 0, 0, "destination");
+    a.op(MOV32_IMM, 7, 0, 0, loopback);
+    // And 127.0.0.1 it is: the kernel would send 0.0.0.0 to the address
+    // the socket is bound to, which could be the Runtime API's. `::` it
+    // sends to loopback itself.
+    match family {
+        Family::V4 => a.op(STX_W, 6, 7, USER_IP4, 0),
+        Family::V6 => {
+            a.op(LDX_W, 1, 6, USER_IP6 + 8, 0);
+            a.op(MOV32_IMM, 2, 0, 0, MAPPED as i32);
+            a.jump(JNE_REG, 1, 2, 0, "destination");
+            a.op(STX_W, 6, 7, USER_IP6 + 12, 0);
+        }
+    }
+    a.label("destination");
     // A reserved address and port?
     a.op(MOV64_REG, 9, 7, 0, 0);
     a.op(LSH64_IMM, 9, 0, 0, 16);
@@ -612,9 +674,12 @@ fn connect(family: Family, map_fd: i32, netns: Option<u64>) -> Vec<Insn> {
     a.finish()
 }
 
-/// The bind program for one address family: a service's bind to a port
-/// goes to its own address; nobody binds another's.
+/// The bind program for one address family: a service's bind of a
+/// stream socket to a port goes to its own address; anyone else's to a
+/// port on every address goes to loopback; nobody binds another's service
+/// address, with any socket.
 fn bind(family: Family, map_fd: i32, netns: Option<u64>) -> Vec<Insn> {
+    let loopback = u32::from_ne_bytes(Ipv4Addr::LOCALHOST.octets()) as i32;
     let mut a = Asm::new();
     a.prologue(family, netns);
     a.own_service_ip(map_fd);
@@ -623,13 +688,26 @@ fn bind(family: Family, map_fd: i32, netns: Option<u64>) -> Vec<Insn> {
     a.unless_service_net("elsewhere");
     a.jump(JNE_REG, 7, 9, 0, "deny");
     a.label("elsewhere");
-    a.jump(JEQ_IMM, 9, 0, 0, "allow");
+    // Datagram sockets (and any but stream ones) stay where they asked.
+    a.op(LDX_W, 1, 6, SOCK_TYPE, 0);
+    a.jump(JNE_IMM, 1, 0, libc::SOCK_STREAM, "allow");
+    // Port 0: a client's source port, left where it asked.
     a.jump(JEQ_IMM, 8, 0, 0, "allow");
+    a.jump(JNE_IMM, 9, 0, 0, "move");
+    // Not a service (with or without an entry): every address (0.0.0.0,
+    // `::`, `::ffff:0.0.0.0`) becomes loopback, where no connection meant
+    // for a service's address lands; other addresses stay.
+    a.jump(JNE_IMM, 7, 0, 0, "allow");
+    a.op(MOV32_IMM, 9, 0, 0, loopback);
+    // r9: where the bind goes.
+    a.label("move");
     match family {
         Family::V4 => a.op(STX_W, 6, 9, USER_IP4, 0),
         Family::V6 => {
             // ::ffff:a.b.c.d, which a socket that is not IPv6-only binds
-            // as a.b.c.d.
+            // as a.b.c.d: a listener on `::` that becomes ::1 would no
+            // longer take IPv4 connections, to 127.0.0.1 or a service's
+            // address.
             a.op(MOV64_IMM, 1, 0, 0, 0);
             a.op(STX_W, 6, 1, USER_IP6, 0);
             a.op(STX_W, 6, 1, USER_IP6 + 4, 0);
