@@ -1412,3 +1412,49 @@ fn a_forged_host_or_a_stalled_upload_is_refused() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[test]
+fn a_server_shutdown_closes_live_websockets_with_going_away() {
+    // The shutdown grace is shorter than the service's drain_grace: the
+    // close comes within the server's, leaving time for the handshake.
+    let mut server = Server::start_with(&["--shutdown-grace", "6s"]);
+    let modules = ws_modules();
+    let dir = server.path("stopping");
+    copy_modules(&modules, &dir);
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: stopping\nservices:\n  echo:\n    command: [node, server.js]\n    drain_grace: 1m\n    env: { VERSION: v1 }\n    http: { path: /* }\n",
+            ),
+            ("server.js", WS_SERVER),
+        ],
+    );
+    deploy(&server, "stopping");
+    let ws_base = server.public.replacen("http://", "ws://", 1);
+    let mut live = WsClient::connect(&modules, &format!("{ws_base}/stopping/live"), &[]);
+    assert_eq!(live.echo("hi"), "v1:hi");
+
+    let stopping = Instant::now();
+    // SIGTERM, without waiting for the exit: the close comes before it.
+    Command::new("kill")
+        .arg(server.pid().to_string())
+        .status()
+        .unwrap();
+    let (close, closed_at, before) = live.closed(Duration::from_secs(10));
+    let status = server.stop();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(close["code"], 1001, "{close} after {before:?}");
+    assert!(
+        before.iter().any(|e| e["ev"] == "socket-end")
+            && !before.iter().any(|e| e["ev"] == "socket-error"),
+        "{before:?}"
+    );
+    // Within the shutdown grace less the time kept for the handshake.
+    assert!(
+        closed_at - stopping < Duration::from_secs(4),
+        "closed {:?} after the stop began",
+        closed_at - stopping
+    );
+}

@@ -293,7 +293,7 @@ impl Scheduler {
             old
         };
         for service in old.into_iter().flat_map(|s| s.into_values()) {
-            service.retire();
+            service.retire(None);
         }
     }
 
@@ -376,8 +376,10 @@ impl Scheduler {
             .values()
             .flat_map(|s| s.values().cloned())
             .collect();
+        // WebSockets get their close with time left for the handshake.
+        let websocket_grace = grace.saturating_sub(crate::service::CLOSE_WAIT);
         for service in &services {
-            service.retire();
+            service.retire(Some(websocket_grace));
         }
         while (self.ctx.in_flight.load(Ordering::Acquire) > 0
             || services.iter().any(|s| s.has_instances()))

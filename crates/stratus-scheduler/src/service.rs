@@ -86,6 +86,8 @@ pub struct ServiceInstance {
     in_flight: AtomicUsize,
     last_used: Mutex<Instant>,
     ready_at: Mutex<Option<Instant>>,
+    /// Once draining: when long-lived requests on it must end.
+    drain_until: Mutex<Option<Instant>>,
 }
 
 impl ServiceInstance {
@@ -286,17 +288,25 @@ impl Lease {
         &self.instance.id
     }
 
-    pub fn drain_grace(&self) -> Duration {
-        self.service.config.spec.drain_grace
-    }
-
-    /// Completes when the instance starts draining (or dies).
-    pub fn draining(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut rx = self.instance.phase.subscribe();
+    /// Completes when long-lived requests on the instance must end: its
+    /// drain began and the grace it was given is over (or it died).
+    pub fn ending(&self) -> impl Future<Output = ()> + Send + 'static {
+        let instance = self.instance.clone();
         async move {
-            let _ = rx
+            let mut rx = instance.phase.subscribe();
+            let phase = rx
                 .wait_for(|p| matches!(p, Phase::Draining | Phase::Dead))
-                .await;
+                .await
+                .map(|p| *p);
+            if phase.is_ok_and(|p| p == Phase::Draining) {
+                let until = *instance
+                    .drain_until
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if let Some(until) = until {
+                    tokio::time::sleep_until(until.into()).await;
+                }
+            }
         }
     }
 
@@ -469,6 +479,7 @@ impl Service {
             in_flight: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
             ready_at: Mutex::new(None),
+            drain_until: Mutex::new(None),
         });
         s.instances.push(instance.clone());
         let service = self.clone();
@@ -669,7 +680,12 @@ impl Service {
 
     /// Stops taking requests on `instance`, lets those in flight finish
     /// (long-lived ones get `drain_grace`, then their close), then stops it.
-    fn drain(self: &Arc<Self>, instance: &Arc<ServiceInstance>, only_if_idle: bool) {
+    fn drain(
+        self: &Arc<Self>,
+        instance: &Arc<ServiceInstance>,
+        only_if_idle: bool,
+        grace: Duration,
+    ) {
         {
             // Under the lock that `acquire` leases under: no request can
             // be leased this instance once it drains.
@@ -677,6 +693,10 @@ impl Service {
             if only_if_idle && instance.in_flight.load(Ordering::Acquire) > 0 {
                 return;
             }
+            *instance
+                .drain_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + grace);
             if !instance.set_phase(Phase::Draining) {
                 return;
             }
@@ -684,7 +704,7 @@ impl Service {
         let service = self.clone();
         let instance = instance.clone();
         tokio::spawn(async move {
-            let limit = service.config.spec.drain_grace + CLOSE_WAIT;
+            let limit = grace + CLOSE_WAIT;
             let deadline = Instant::now() + limit;
             while instance.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
                 let notified = service.changed.notified();
@@ -702,8 +722,12 @@ impl Service {
     }
 
     /// Takes the version out of service: waiting requests are routed
-    /// again, every instance drains.
-    pub(crate) fn retire(self: &Arc<Self>) {
+    /// again, every instance drains, long-lived requests for `grace` at
+    /// most (the service's `drain_grace` when `None`).
+    pub(crate) fn retire(self: &Arc<Self>, grace: Option<Duration>) {
+        let grace = grace.map_or(self.config.spec.drain_grace, |g| {
+            g.min(self.config.spec.drain_grace)
+        });
         self.retired.store(true, Ordering::Release);
         let instances = self.lock().instances.clone();
         for instance in &instances {
@@ -712,7 +736,7 @@ impl Service {
                 instance.set_phase(Phase::Draining);
                 stratus_sandbox::kill_group(instance.pid.load(Ordering::Relaxed));
             } else {
-                self.drain(instance, false);
+                self.drain(instance, false, grace);
             }
         }
         self.changed.notify_waiters();
@@ -751,7 +775,7 @@ impl Service {
             if live <= spec.min_instances as usize {
                 break;
             }
-            self.drain(&instance, true);
+            self.drain(&instance, true, spec.drain_grace);
             live -= 1;
         }
     }

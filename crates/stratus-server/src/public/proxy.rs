@@ -490,8 +490,8 @@ async fn upgrade(
         let end = super::websocket::relay(
             TokioIo::new(client),
             TokioIo::new(upstream),
-            lease.draining(),
-            lease.drain_grace(),
+            lease.ending(),
+            std::time::Duration::ZERO,
             stratus_scheduler::CLOSE_WAIT,
         )
         .await;
