@@ -1458,3 +1458,36 @@ fn a_server_shutdown_closes_live_websockets_with_going_away() {
         closed_at - stopping
     );
 }
+
+#[test]
+fn services_count_toward_the_application_cap() {
+    let server = Server::start_with(&["--app-max-instances", "1", "--queue-timeout", "1s"]);
+    write_app(
+        &server.path("capped"),
+        &[
+            (
+                "stratus.yaml",
+                "app: capped\nservices:\n  web:\n    command: [node, server.js]\n    http: { path: /* }\n    concurrency: 1\n    max_instances: 3\n    readiness: { timeout: 1s }\n",
+            ),
+            ("server.js", PLAIN_SERVER),
+        ],
+    );
+    deploy(&server, "capped");
+    let url = format!("{}/capped/slow?ms=2500", server.public);
+    let threads: Vec<_> = (0..2)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300 * i));
+                client().get(url).send().unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    statuses.sort_unstable();
+    // The second would need a second instance, which the cap refuses.
+    assert_eq!(statuses, [200, 429]);
+    let web = service_status(&server, "capped", "web");
+    assert_eq!(count(&web["instances"]["ready"]), 1, "{web}");
+    assert_eq!(count(&web["instances"]["starting"]), 0, "{web}");
+}

@@ -251,6 +251,7 @@ impl Scheduler {
                         self.ctx.clone(),
                         config,
                         self.service_addresses.clone(),
+                        self.ctx.app_counter(app),
                     )),
                 )
             })

@@ -222,6 +222,8 @@ pub struct Service {
     retired: AtomicBool,
     /// Where service instances of this server get their addresses.
     addresses: Arc<Addresses>,
+    /// Instances of the whole application, functions' too, for its cap.
+    app_instances: Arc<AtomicU32>,
 }
 
 /// The addresses of live service instances: two never share one, also
@@ -336,7 +338,12 @@ impl Drop for Lease {
 }
 
 impl Service {
-    pub(crate) fn new(ctx: Arc<Ctx>, config: ServiceConfig, addresses: Arc<Addresses>) -> Service {
+    pub(crate) fn new(
+        ctx: Arc<Ctx>,
+        config: ServiceConfig,
+        addresses: Arc<Addresses>,
+        app_instances: Arc<AtomicU32>,
+    ) -> Service {
         Service {
             ctx,
             config: Arc::new(config),
@@ -345,6 +352,7 @@ impl Service {
             errors: RecentErrors::default(),
             retired: AtomicBool::new(false),
             addresses,
+            app_instances,
         }
     }
 
@@ -460,6 +468,16 @@ impl Service {
         if self.retired.load(Ordering::Acquire) {
             return;
         }
+        let cap = self.ctx.settings.app_max_instances;
+        let taken = self
+            .app_instances
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            });
+        if taken.is_err() {
+            // The application is at its cap: requests wait for a slot.
+            return;
+        }
         let fenced = self.ctx.launcher.service_fence();
         let ip = if fenced {
             self.addresses.take()
@@ -486,11 +504,14 @@ impl Service {
         tokio::spawn(async move {
             let addresses = service.addresses.clone();
             service
+                .clone()
                 .run_instance(instance, fenced.then_some(ip), port)
                 .await;
             if fenced {
                 addresses.release(ip);
             }
+            service.app_instances.fetch_sub(1, Ordering::AcqRel);
+            service.changed.notify_waiters();
         });
     }
 
