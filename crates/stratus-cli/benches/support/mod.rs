@@ -149,8 +149,20 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path, log: &Path, extra: &[&str]) -> anyhow::Result<Server> {
+        Server::start_with_env(data_dir, log, extra, &[])
+    }
+
+    /// [`Server::start`] with `env` added to the server's environment
+    /// (`RUST_LOG`, say).
+    pub fn start_with_env(
+        data_dir: &Path,
+        log: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
         let log_file = std::fs::File::create(log)?;
         let child = stratus_command()
+            .envs(env.iter().copied())
             .arg("server")
             .arg("--data-dir")
             .arg(data_dir)
