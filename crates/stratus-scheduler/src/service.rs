@@ -114,8 +114,6 @@ impl ServiceInstance {
 #[derive(Default)]
 struct State {
     instances: Vec<Arc<ServiceInstance>>,
-    /// Requests waiting for capacity.
-    waiting: usize,
     restarts: u32,
     /// Failed starts (or early deaths) in a row, for the backoff.
     failures: u32,
@@ -218,6 +216,8 @@ pub struct Service {
     state: Mutex<State>,
     /// Capacity changed: an instance became ready or died, a lease ended.
     changed: Notify,
+    /// Requests waiting for capacity; changed with the state locked.
+    waiting: AtomicUsize,
     errors: RecentErrors,
     retired: AtomicBool,
     /// Where service instances of this server get their addresses.
@@ -260,9 +260,11 @@ struct QueueSlot<'a> {
 }
 
 impl QueueSlot<'_> {
-    fn release(&mut self, s: &mut State) {
+    /// Gives the place back; `_s` proves the state is locked, under which
+    /// the count changes.
+    fn release(&mut self, _s: &mut State) {
         if std::mem::take(&mut self.held) {
-            s.waiting -= 1;
+            self.service.waiting.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -270,7 +272,8 @@ impl QueueSlot<'_> {
 impl Drop for QueueSlot<'_> {
     fn drop(&mut self) {
         if self.held {
-            self.service.lock().waiting -= 1;
+            let mut s = self.service.lock();
+            self.release(&mut s);
         }
     }
 }
@@ -332,8 +335,14 @@ impl Drop for Lease {
             .last_used
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        self.instance.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.service.changed.notify_waiters();
+        self.instance.in_flight.fetch_sub(1, Ordering::SeqCst);
+        // Waking is for requests in the queue and for a drain waiting for
+        // the instance to be idle; most releases have neither.
+        if self.service.waiting.load(Ordering::SeqCst) > 0
+            || self.instance.phase() == Phase::Draining
+        {
+            self.service.changed.notify_waiters();
+        }
     }
 }
 
@@ -349,6 +358,7 @@ impl Service {
             config: Arc::new(config),
             state: Mutex::new(State::default()),
             changed: Notify::new(),
+            waiting: AtomicUsize::new(0),
             errors: RecentErrors::default(),
             retired: AtomicBool::new(false),
             addresses,
@@ -391,6 +401,10 @@ impl Service {
             service: self,
             held: false,
         };
+        // The common case: a ready instance has room.
+        if let Some(lease) = self.try_lease(&mut self.lock(), concurrency) {
+            return Ok(lease);
+        }
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -401,21 +415,9 @@ impl Service {
                     slot.release(&mut s);
                     return Err(ServiceError::Retired);
                 }
-                let best = s
-                    .instances
-                    .iter()
-                    .filter(|i| i.phase() == Phase::Ready)
-                    .map(|i| (i.in_flight.load(Ordering::Acquire), i))
-                    .filter(|(n, _)| *n < concurrency)
-                    .min_by_key(|(n, _)| *n)
-                    .map(|(_, i)| i.clone());
-                if let Some(instance) = best {
-                    instance.in_flight.fetch_add(1, Ordering::AcqRel);
+                if let Some(lease) = self.try_lease(&mut s, concurrency) {
                     slot.release(&mut s);
-                    return Ok(Lease {
-                        service: self.clone(),
-                        instance,
-                    });
+                    return Ok(lease);
                 }
                 if s.live() == 0 && s.backing_off() {
                     slot.release(&mut s);
@@ -429,15 +431,23 @@ impl Service {
                     });
                 }
                 if !slot.held {
-                    if s.waiting >= spec.queue_depth as usize {
+                    if self.waiting.load(Ordering::Acquire) >= spec.queue_depth as usize {
                         return Err(ServiceError::Throttled(self.name(), Duration::from_secs(1)));
                     }
-                    s.waiting += 1;
+                    self.waiting.fetch_add(1, Ordering::SeqCst);
                     slot.held = true;
+                    // A lease released since the look above saw no one
+                    // waiting and woke no one: look again. (Both sides
+                    // write, then read the other's count, sequentially
+                    // consistent: one of them sees the other.)
+                    if let Some(lease) = self.try_lease(&mut s, concurrency) {
+                        slot.release(&mut s);
+                        return Ok(lease);
+                    }
                 }
                 // Enough instances starting for everyone waiting?
                 let starting = s.count(Phase::Starting);
-                if starting * concurrency < s.waiting
+                if starting * concurrency < self.waiting.load(Ordering::Acquire)
                     && s.live() < self.max_instances()
                     && !s.backing_off()
                 {
@@ -459,6 +469,23 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// A lease on the least busy ready instance with room, if any.
+    fn try_lease(self: &Arc<Self>, s: &mut State, concurrency: usize) -> Option<Lease> {
+        let instance = s
+            .instances
+            .iter()
+            .filter(|i| i.phase() == Phase::Ready)
+            .map(|i| (i.in_flight.load(Ordering::SeqCst), i))
+            .filter(|(n, _)| *n < concurrency)
+            .min_by_key(|(n, _)| *n)
+            .map(|(_, i)| i.clone())?;
+        instance.in_flight.fetch_add(1, Ordering::AcqRel);
+        Some(Lease {
+            service: self.clone(),
+            instance,
+        })
     }
 
     /// Starts one instance; it counts as starting at once. Called with
@@ -622,7 +649,8 @@ impl Service {
     async fn wait_ready(&self, instance: &ServiceInstance) -> Result<(), String> {
         let readiness = &self.config.spec.readiness;
         let deadline = Instant::now() + readiness.timeout;
-        let mut pause = Duration::from_millis(2);
+        // Apps start in milliseconds: look often at first, then less.
+        let mut pause = Duration::from_millis(1);
         loop {
             if instance.phase() != Phase::Starting {
                 return Err("stopped before it was ready".to_owned());
@@ -638,6 +666,8 @@ impl Service {
             };
             let check = match &readiness.path {
                 _ if !own => Err(format!("nothing listens on {}", instance.addr)),
+                // Its own address is listening: connections are accepted.
+                None if instance.addr.ip() != std::net::IpAddr::V4(Ipv4Addr::LOCALHOST) => Ok(()),
                 None => tokio::net::TcpStream::connect(instance.addr)
                     .await
                     .map(drop)
@@ -655,7 +685,7 @@ impl Service {
                 Err(_) => {}
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
+            pause = (pause + Duration::from_millis(1)).min(Duration::from_millis(20));
         }
     }
 
@@ -814,7 +844,7 @@ impl Service {
                 .iter()
                 .map(|i| i.in_flight.load(Ordering::Acquire))
                 .sum(),
-            waiting: s.waiting,
+            waiting: self.waiting.load(Ordering::Acquire),
             restarts: s.restarts,
             min_instances: self.config.spec.min_instances,
             max_instances: self.config.spec.max_instances,
