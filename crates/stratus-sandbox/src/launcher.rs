@@ -10,7 +10,9 @@ use crate::cgroup::{Cgroups, InstanceGroup};
 use crate::netguard::NetGuard;
 use crate::slot::{self, Slots};
 use crate::wire::{self, ActivationMessage, Facts, Reply, Request};
-use crate::{Activation, Isolation, IsolationRequest, ProcessSpec, SandboxError, landlock, spawn};
+use crate::{
+    Activation, Isolation, IsolationRequest, ProcessSpec, SandboxError, init, landlock, spawn,
+};
 
 /// The server's end of the launcher, before the async runtime exists.
 #[derive(Debug)]
@@ -271,6 +273,8 @@ struct Tenant {
     waiting: Option<OwnedFd>,
     /// The slot its code is attached to on activation.
     slot: Option<PathBuf>,
+    /// Where its init leaves the program's wait status.
+    init_status: Option<OwnedFd>,
 }
 
 /// Makes a process, with a slot for its code when the code comes later.
@@ -304,6 +308,7 @@ fn make(
                 control: Some(child.control),
                 waiting: child.waiting,
                 slot,
+                init_status: child.init_status,
             };
             Ok((child.pid, fds, tenant))
         }
@@ -423,6 +428,12 @@ fn reap(
         crate::kill_group(pid);
         let tenant = children.remove(&pid);
         let oom_killed = tenant.as_ref().is_some_and(|t| t.group.oom_killed());
+        // With an init, how its program ended; the init can only exit.
+        let status = tenant
+            .as_ref()
+            .and_then(|t| t.init_status.as_ref())
+            .and_then(init::program_status)
+            .unwrap_or(status);
         if let Some(mut tenant) = tenant {
             tenant.end(guard);
             if !tenant.group.remove() {

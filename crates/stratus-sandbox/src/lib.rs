@@ -17,6 +17,7 @@
 mod cgroup;
 mod client;
 mod fs;
+mod init;
 mod landlock;
 pub mod launcher;
 mod net;
@@ -121,6 +122,20 @@ pub struct ProcessSpec {
     pub private_network: bool,
     /// The memory limit until activation sets the function's own.
     pub memory_mb: u32,
+    /// Under namespaces, a minimal init (as `docker run --init` gives) is
+    /// the pid namespace's first process instead of the program, which
+    /// runs as its child in a process group of its own. A namespace's
+    /// first process gets signals from outside it only if it handles them
+    /// and must reap the namespace's orphans; a program not written to be
+    /// an init does neither, and so a SIGTERM from [`terminate_group`]
+    /// would not reach a web server without a handler. The init passes on
+    /// SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the
+    /// program's process group, reaps every orphan, and ends when the
+    /// program does, with its [`ExitStatus`]. Without isolation the
+    /// program leads its process group and gets its signals as it is, and
+    /// this changes nothing.
+    #[serde(default)]
+    pub init: bool,
 }
 
 /// Hands a made process its function.
@@ -149,7 +164,9 @@ pub struct Activation {
     pub service_addr: Option<std::net::Ipv4Addr>,
 }
 
-/// How a process ended.
+/// How a process ended. For one with an init ([`ProcessSpec::init`]), how
+/// its program ended, unless the init was killed first (as
+/// [`kill_group`] kills it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitStatus {
     pub code: Option<i32>,
@@ -208,12 +225,16 @@ pub fn signal_group(pid: u32, signal: i32) {
 }
 
 /// Kills the process group led by `pid` at once. Under namespaces the
-/// leader is the namespace's init, and everything in it dies with it.
+/// leader is the namespace's init (the program, or the init that runs it
+/// with [`ProcessSpec::init`]), and everything in it dies with it.
 pub fn kill_group(pid: u32) {
     signal_group(pid, libc::SIGKILL);
 }
 
-/// Asks the process group led by `pid` to stop.
+/// Asks the process group led by `pid` to stop. Under namespaces a
+/// program without a handler for SIGTERM gets it only with
+/// [`ProcessSpec::init`]: the namespace's first process, which leads the
+/// group, gets no signal from outside that it does not handle.
 pub fn terminate_group(pid: u32) {
     signal_group(pid, libc::SIGTERM);
 }

@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::cgroup::{Cgroups, InstanceGroup};
-use crate::{ACTIVATION_FD, Isolation, ProcessSpec, Start, fs, landlock, net, seccomp, wire};
+use crate::{ACTIVATION_FD, Isolation, ProcessSpec, Start, fs, init, landlock, net, seccomp, wire};
 
 /// The uid and gid tenant code runs as inside its user namespace.
 pub(crate) const SANDBOX_ID: u32 = 1000;
@@ -34,6 +34,8 @@ pub(crate) struct Child {
     /// For a child waiting to exec on activation: its error pipe, which
     /// says whether the exec worked.
     pub waiting: Option<OwnedFd>,
+    /// Where its init, when it has one, leaves the program's wait status.
+    pub init_status: Option<OwnedFd>,
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -292,8 +294,13 @@ pub(crate) fn spawn(
     let (out_r, out_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
     let (errs_r, errs_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
     let (control_r, control_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
+    // Only a namespace has an init to replace; elsewhere the program leads
+    // its process group and gets its signals as it is.
+    let with_init = spec.init && isolation == Isolation::Namespaces;
+    // The init is one more process, not one less for the program.
+    let pids_max = spec.pids_max.saturating_add(u32::from(with_init));
     let group = cgroups
-        .create(name, spec.memory_mb, spec.pids_max)
+        .create(name, spec.memory_mb, pids_max)
         .map_err(|e| format!("cannot create the instance's cgroups: {e}"))?;
     if spec.code.is_none() {
         group.set_idle();
@@ -304,18 +311,24 @@ pub(crate) fn spawn(
         control: control_r,
     };
     let started = match isolation {
-        Isolation::None => spawn_plain(&exec, spec, &group, io).map(|(pid, w)| (pid, w, None)),
+        Isolation::None => spawn_plain(&exec, spec, &group, io).map(|(pid, waiting)| Started {
+            pid,
+            waiting,
+            runtime_api: None,
+            init_status: None,
+        }),
         Isolation::Namespaces => spawn_namespaced(&exec, spec, root, slot, &group, io),
     };
     match started {
-        Ok((pid, waiting, runtime_api)) => Ok(Child {
-            pid,
+        Ok(started) => Ok(Child {
+            pid: started.pid,
             stdout: out_r,
             stderr: errs_r,
             group,
-            runtime_api,
+            runtime_api: started.runtime_api,
             control: control_w,
-            waiting,
+            waiting: started.waiting,
+            init_status: started.init_status,
         }),
         Err(err) => {
             let mut group = group;
@@ -409,7 +422,16 @@ fn spawn_plain(
     verdict(err_r, pid).map(|waiting| (pid as u32, waiting))
 }
 
-type Started = (u32, Option<OwnedFd>, Option<OwnedFd>);
+/// A process made in its namespaces.
+struct Started {
+    pid: u32,
+    /// Its error pipe, while it waits to exec on activation.
+    waiting: Option<OwnedFd>,
+    /// The Runtime API's listening socket inside a private network.
+    runtime_api: Option<OwnedFd>,
+    /// Where its init leaves the program's wait status.
+    init_status: Option<OwnedFd>,
+}
 
 fn spawn_namespaced(
     exec: &Exec,
@@ -427,6 +449,18 @@ fn spawn_namespaced(
     let (fd_r, fd_w) = if spec.private_network {
         let (a, b) = socket_pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
         (Some(a), Some(b))
+    } else {
+        (None, None)
+    };
+    // The init hands the program's wait status back over this pipe.
+    let (status_r, status_w) = if spec.init {
+        let (r, w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(r.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(r.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        (Some(r), Some(w))
     } else {
         (None, None)
     };
@@ -508,12 +542,23 @@ fn spawn_namespaced(
         if let Err(err) = seccomp::install(&filter) {
             fail(err_fd, "install the seccomp filter", err);
         }
+        // With an init, this process stays behind as it, and the program
+        // runs in a child made here: after everything above, which the
+        // child keeps, and before anything the program itself gets (its
+        // activation, its descriptors, its exec), which the child does as
+        // this process would have.
+        if let Some(status_w) = &status_w
+            && let Err(err) = init::fork_program(status_w.as_raw_fd())
+        {
+            fail(err_fd, "start the program under its init", err);
+        }
         let (stdout, stderr) = (io.stdout.as_raw_fd(), io.stderr.as_raw_fd());
         run(spec, exec, io.control, err_fd, stdout, stderr);
     }
     drop(err_w);
     drop(go_r);
     drop(io);
+    drop(status_w);
     if let Err(err) = write_id_maps(pid) {
         abort(pid);
         return Err(format!("map the sandbox user: {err}"));
@@ -531,7 +576,12 @@ fn spawn_namespaced(
         },
         None => None,
     };
-    Ok((pid as u32, waiting, listener))
+    Ok(Started {
+        pid: pid as u32,
+        waiting,
+        runtime_api: listener,
+        init_status: status_r,
+    })
 }
 
 /// A connected `SOCK_SEQPACKET` pair, close-on-exec.
@@ -592,6 +642,7 @@ pub(crate) fn probe(root: &Path) -> Result<(), String> {
         pids_max: 16,
         private_network: false,
         memory_mb: 64,
+        init: false,
     };
     let child = spawn(
         &spec,

@@ -277,6 +277,7 @@ async fn run(
         pids_max: 32,
         private_network: false,
         memory_mb: 256,
+        init: false,
     };
     let spawned = client.spawn(&spec).await.map_err(|e| e.to_string())?;
     let activation = Activation {

@@ -205,6 +205,7 @@ pub(crate) fn spec(
         pids_max: s.pids_max,
         private_network: kind.private_network,
         memory_mb: function.map_or(PRESTART_MEMORY_MB, |(c, _)| c.spec.memory_mb),
+        init: false,
     }
 }
 
@@ -318,6 +319,10 @@ pub(crate) fn service(
         pids_max: s.pids_max,
         private_network: false,
         memory_mb: spec.memory_mb,
+        // A web app is rarely written to be a namespace's init: with one
+        // of ours it gets the SIGTERM a drain sends, and its orphans are
+        // reaped.
+        init: true,
     };
     let activation = Activation {
         code: config.code_dir.clone(),
