@@ -37,7 +37,9 @@
 //! `1,16`), `STRATUS_BENCH_COLD` the cold-start rounds (default 20, 0 skips
 //! them), `STRATUS_BENCH_NGINX` the nginx binary (default `/usr/sbin/nginx`,
 //! else `nginx` on PATH; without one the nginx columns are left out) and
-//! `STRATUS_BENCH_NGINX_WORKERS` its `worker_processes` (default `auto`).
+//! `STRATUS_BENCH_NGINX_WORKERS` its `worker_processes` (default `auto`),
+//! and `STRATUS_BENCH_ACCESS_LOG=0` turns the services' per-request log
+//! records off (nginx's access log is off).
 //! It prints figures only and never asserts on them.
 
 use std::io::{Read, Write};
@@ -248,15 +250,23 @@ fn copy_executable(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `STRATUS_BENCH_ACCESS_LOG=0` deploys the services with `access_log:
+/// false`: no log record per request.
+fn access_log() -> bool {
+    std::env::var("STRATUS_BENCH_ACCESS_LOG").map_or(true, |v| v != "0")
+}
+
 fn http_manifest() -> String {
+    let access_log = access_log();
     format!(
-        "app: {HTTP_APP}\nservices:\n  web:\n    command: [./hello_http, --direct, $PORT]\n    concurrency: 1000\n    min_instances: 1\n    max_instances: 1\n    http: {{ path: /* }}\n"
+        "app: {HTTP_APP}\nservices:\n  web:\n    command: [./hello_http, --direct, $PORT]\n    concurrency: 1000\n    min_instances: 1\n    max_instances: 1\n    access_log: {access_log}\n    http: {{ path: /* }}\n"
     )
 }
 
 fn grpc_manifest() -> String {
     format!(
-        "app: {GRPC_APP}\nservices:\n  greeter:\n    command: [node, server.js]\n    concurrency: 1000\n    min_instances: 1\n    max_instances: 1\n    http: {{ path: /* }}\n"
+        "app: {GRPC_APP}\nservices:\n  greeter:\n    command: [node, server.js]\n    concurrency: 1000\n    min_instances: 1\n    max_instances: 1\n    access_log: {}\n    http: {{ path: /* }}\n",
+        access_log()
     )
 }
 
@@ -1136,6 +1146,10 @@ fn run() -> anyhow::Result<()> {
     println!();
     println!(
         "HTTP services: stratus isolation {isolation}, {cores} cores shared by the load generator, the proxies and the apps"
+    );
+    println!(
+        "stratus access_log: {} (a log record stored per request); nginx access_log off",
+        if access_log() { "on" } else { "off" }
     );
     let nginx_label = match (&nginx, &nginx_run) {
         (Ok(n), Ok(_)) => format!(

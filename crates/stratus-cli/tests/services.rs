@@ -1144,6 +1144,41 @@ fn service_output_and_requests_are_in_the_logs() {
         by_id.iter().all(|r| r["request_id"] == id.as_str()),
         "{by_id:#?}"
     );
+
+    // `access_log: false`: the app's own output, no request records.
+    write_app(
+        &server.path("quiet"),
+        &[
+            (
+                "stratus.yaml",
+                "app: quiet\nservices:\n  web:\n    command: [node, server.js]\n    http: { path: /* }\n    access_log: false\n",
+            ),
+            ("server.js", PLAIN_SERVER),
+        ],
+    );
+    deploy(&server, "quiet");
+    let response = client()
+        .get(format!("{}/quiet/hello/q", server.public))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let id = request_id(&response);
+    let records = eventually(Duration::from_secs(10), || {
+        let records = log_records(&server, "quiet/web", &[]);
+        if records.iter().any(|r| {
+            r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&format!("request={id}")))
+        }) {
+            Ok(records)
+        } else {
+            Err(format!("{records:#?}"))
+        }
+    });
+    assert!(
+        !records.iter().any(|r| r["stream"] == "request"),
+        "{records:#?}"
+    );
 }
 
 /// The fence is in force when the server runs with namespaces (the

@@ -101,6 +101,7 @@ const SERVICE_KEYS: &[&str] = &[
     "memory",
     "queue_depth",
     "drain_grace",
+    "access_log",
     "env",
 ];
 

@@ -35,6 +35,7 @@ pub(crate) struct RawService {
     pub memory: Option<u32>,
     pub queue_depth: Option<u32>,
     pub drain_grace: Option<String>,
+    pub access_log: Option<bool>,
     #[serde(default, deserialize_with = "unique_keys")]
     pub env: BTreeMap<String, EnvValue>,
 }

@@ -716,6 +716,7 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
         memory_mb,
         queue_depth,
         drain_grace,
+        access_log: s.access_log.unwrap_or(true),
         env,
     })
 }

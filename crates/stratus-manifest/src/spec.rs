@@ -44,7 +44,14 @@ pub struct ServiceSpec {
     /// is draining.
     #[serde(with = "millis")]
     pub drain_grace: Duration,
+    /// A log record for every proxied request.
+    #[serde(default = "yes")]
+    pub access_log: bool,
     pub env: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The port of an SCF web function's `scf_bootstrap`.

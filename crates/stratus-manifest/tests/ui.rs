@@ -77,7 +77,7 @@ fn render(app: &stratus_manifest::AppSpec) -> String {
     for s in app.services.values() {
         writeln!(
             out,
-            "service {} code={} command={:?} port={:?} http={} {} ready={:?}/{} concurrency={} instances={}..{} idle={} memory={} queue={} drain={} env={:?}",
+            "service {} code={} command={:?} port={:?} http={} {} ready={:?}/{} concurrency={} instances={}..{} idle={} memory={} queue={} drain={} access_log={} env={:?}",
             s.name,
             s.code,
             s.command,
@@ -93,6 +93,7 @@ fn render(app: &stratus_manifest::AppSpec) -> String {
             s.memory_mb,
             s.queue_depth,
             s.drain_grace.as_secs(),
+            s.access_log,
             s.env,
         )
         .unwrap();
@@ -1337,6 +1338,7 @@ fn services_with_defaults_and_settings() {
             memory: 256
             queue_depth: 10
             drain_grace: 5s
+            access_log: false
             env: { MODE: prod }
           scf:
             code: ./scf
@@ -1347,9 +1349,9 @@ fn services_with_defaults_and_settings() {
         "#,
         r#"
         app shop
-        service scf code=scf command=None port=None http=/scf/* GET ready=None/30 concurrency=100 instances=0..10 idle=300 memory=512 queue=1000 drain=30 env={}
-        service sh code=. command=Some(Shell("node server.js")) port=None http=/sh ANY ready=None/30 concurrency=100 instances=0..10 idle=300 memory=512 queue=1000 drain=30 env={}
-        service web code=web command=Some(Exec(["python3", "-m", "gunicorn", "-b", "0.0.0.0:$PORT", "app:app"])) port=None http=/* ANY ready=Some("/healthz")/20 concurrency=50 instances=1..4 idle=120 memory=256 queue=10 drain=5 env={"MODE": "prod"}
+        service scf code=scf command=None port=None http=/scf/* GET ready=None/30 concurrency=100 instances=0..10 idle=300 memory=512 queue=1000 drain=30 access_log=true env={}
+        service sh code=. command=Some(Shell("node server.js")) port=None http=/sh ANY ready=None/30 concurrency=100 instances=0..10 idle=300 memory=512 queue=1000 drain=30 access_log=true env={}
+        service web code=web command=Some(Exec(["python3", "-m", "gunicorn", "-b", "0.0.0.0:$PORT", "app:app"])) port=None http=/* ANY ready=Some("/healthz")/20 concurrency=50 instances=1..4 idle=120 memory=256 queue=10 drain=5 access_log=false env={"MODE": "prod"}
         "#,
     );
 }

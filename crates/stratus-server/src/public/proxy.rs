@@ -543,6 +543,9 @@ struct Record {
 
 impl Record {
     fn finish(self, more: Option<serde_json::Value>) {
+        if !self.service.config.spec.access_log && self.status < 500 {
+            return;
+        }
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let mut fields = serde_json::json!({
             "method": self.method,
