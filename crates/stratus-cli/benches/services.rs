@@ -1348,7 +1348,7 @@ fn print_cold(cold: &Cold, ready: &[f64]) {
         COLD_POLL.as_millis()
     );
     println!(
-        "  start→ready: of the platform total, the scheduler's own log of each instance from spawning its sandbox to its first successful readiness check (whole ms; readiness polled at 0, 2, 6, 14, 30 ms..., then every 50 ms); {} of {} rounds found",
+        "  start→ready: of the platform total, the scheduler's own log of each instance from spawning its sandbox to its first successful readiness check (whole ms; readiness looked at 1, 2, 3 ms... apart, then every 20 ms); {} of {} rounds found",
         ready.len(),
         cold.total.len()
     );

@@ -357,6 +357,7 @@ impl Tenant {
             env: activation.env.clone(),
             cwd: activation.cwd.clone(),
             program: activation.program.clone(),
+            args: activation.args.clone(),
         };
         let mut bytes = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
         bytes.push(b'\n');

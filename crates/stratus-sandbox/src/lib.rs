@@ -151,6 +151,10 @@ pub struct Activation {
     pub program: PathBuf,
     /// The function's memory size: its memory limit and CPU weight.
     pub memory_mb: u32,
+    /// The program's arguments, for [`Start::OnActivation`], in place of
+    /// the spec's: a sandbox made ahead of demand does not know them.
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
     /// The port of its Runtime API at [`RUNTIME_API_HOST`], when it shares
     /// the host's network: the only one there it may reach.
     #[serde(default)]

@@ -93,7 +93,8 @@ impl Exec {
         let bytes = read_line(control).map_err(|e| ("read the activation", e))?;
         let message: wire::ActivationMessage = serde_json::from_slice(&bytes)
             .map_err(|e| ("read the activation", io::Error::other(e)))?;
-        Exec::new(&message.program, &spec.args, &message.env, &message.cwd)
+        let args = message.args.as_ref().unwrap_or(&spec.args);
+        Exec::new(&message.program, args, &message.env, &message.cwd)
             .map_err(|e| ("read the activation", io::Error::other(e)))
     }
 

@@ -35,6 +35,8 @@ pub(crate) struct ActivationMessage {
     pub env: Vec<(String, String)>,
     pub cwd: std::path::PathBuf,
     pub program: std::path::PathBuf,
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
 }
 
 /// What the launcher runs with.

@@ -125,6 +125,7 @@ impl Setup {
             cwd: spec.cwd.clone(),
             program: spec.program.clone(),
             memory_mb: spec.memory_mb,
+            args: None,
             runtime_api_port: None,
             service_addr: None,
         }

@@ -286,6 +286,7 @@ async fn run(
         cwd: "/".into(),
         program: interpreter.executable.clone(),
         memory_mb: 256,
+        args: None,
         runtime_api_port: who.runtime_api_port,
         service_addr: who.service_addr,
     };

@@ -23,19 +23,30 @@ const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 const PRESTART_MEMORY_MB: u32 = 512;
 
 /// What a process made ahead of demand can become: any function of this
-/// runtime and network mode.
+/// runtime and network mode, or any service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Kind {
     pub runtime: Runtime,
     pub private_network: bool,
+    /// A service's sandbox: its program runs under an init.
+    pub service: bool,
 }
 
 impl Kind {
+    /// Every service's: a sandbox that waits for its program, as a
+    /// `provided` function's does.
+    pub const SERVICE: Kind = Kind {
+        runtime: Runtime::Provided,
+        private_network: false,
+        service: true,
+    };
+
     pub fn of(isolation: Isolation, config: &FunctionConfig) -> Kind {
         Kind {
             runtime: config.spec.runtime,
             private_network: isolation == Isolation::Namespaces
                 && config.spec.network == stratus_manifest::Network::None,
+            service: false,
         }
     }
 }
@@ -205,7 +216,7 @@ pub(crate) fn spec(
         pids_max: s.pids_max,
         private_network: kind.private_network,
         memory_mb: function.map_or(PRESTART_MEMORY_MB, |(c, _)| c.spec.memory_mb),
-        init: false,
+        init: kind.service,
     }
 }
 
@@ -259,6 +270,7 @@ pub(crate) fn activation(
         cwd: l.task_root.clone(),
         program: l.task_root.join("bootstrap"),
         memory_mb: function.memory_mb,
+        args: None,
         runtime_api_port,
         service_addr: None,
     }
@@ -308,7 +320,7 @@ pub(crate) fn service(
     let program = PathBuf::from("/bin/sh");
     let process = ProcessSpec {
         program: program.clone(),
-        args,
+        args: args.clone(),
         cwd: l.task_root.clone(),
         env: env.clone(),
         mounts,
@@ -330,6 +342,8 @@ pub(crate) fn service(
         cwd: l.task_root,
         program,
         memory_mb: spec.memory_mb,
+        // A sandbox made ahead of demand learns them only now.
+        args: Some(args),
         runtime_api_port: None,
         service_addr,
     };

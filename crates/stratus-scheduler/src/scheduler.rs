@@ -282,6 +282,22 @@ impl Scheduler {
         self.swap_services(app, None);
     }
 
+    /// Tells the pools of processes made ahead of demand which kinds the
+    /// deployed functions and services need, and refills them.
+    fn refresh_wanted(&self) {
+        let mut kinds: HashSet<Kind> = self
+            .snapshot()
+            .values()
+            .flat_map(|fns| fns.values())
+            .map(|pool| Kind::of(self.ctx.launcher.isolation(), &pool.config))
+            .collect();
+        if self.services().values().any(|s| !s.is_empty()) {
+            kinds.insert(Kind::SERVICE);
+        }
+        self.ctx.prewarm.set_wanted(&kinds);
+        Prewarm::maintain(&self.ctx);
+    }
+
     fn swap_services(&self, app: &str, services: Option<HashMap<String, Arc<Service>>>) {
         let old = {
             let mut guard = self.services.write().unwrap_or_else(|p| p.into_inner());
@@ -293,6 +309,7 @@ impl Scheduler {
             *guard = Arc::new(next);
             old
         };
+        self.refresh_wanted();
         for service in old.into_iter().flat_map(|s| s.into_values()) {
             service.retire(None);
         }
@@ -308,16 +325,10 @@ impl Scheduler {
                 Some(pools) => next.insert(app.to_owned(), pools),
                 None => next.remove(app),
             };
-            let kinds: HashSet<Kind> = next
-                .values()
-                .flat_map(|fns| fns.values())
-                .map(|pool| Kind::of(self.ctx.launcher.isolation(), &pool.config))
-                .collect();
-            self.ctx.prewarm.set_wanted(&kinds);
             *guard = Arc::new(next);
             old
         };
-        Prewarm::maintain(&self.ctx);
+        self.refresh_wanted();
         for pool in old.into_iter().flat_map(|fns| fns.into_values()) {
             pool.retire();
         }

@@ -28,6 +28,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{Notify, watch};
 
+use crate::prewarm::Prewarm;
+use crate::process::Kind;
 use crate::scheduler::Ctx;
 
 /// Errors kept for `stratus status`.
@@ -558,7 +560,24 @@ impl Service {
             &instance.id,
         );
         let started = Instant::now();
-        let spawned = match self.ctx.launcher.spawn(&spec).await {
+        // A sandbox made ahead of demand, when there is one: only the
+        // code, environment and program are left to hand over.
+        let spawned = match self.ctx.prewarm.take(Kind::SERVICE) {
+            Some(prestarted) => {
+                let pid = prestarted.spawned.pid;
+                match self.ctx.launcher.activate(pid, &activation).await {
+                    Ok(()) => Ok(prestarted.spawned),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "a prestarted sandbox could not be activated");
+                        self.spawn_own(&spec, &activation).await
+                    }
+                }
+            }
+            None => self.spawn_own(&spec, &activation).await,
+        };
+        // Refill while this instance starts its app.
+        Prewarm::maintain(&self.ctx);
+        let spawned = match spawned {
             Ok(spawned) => spawned,
             Err(err) => return self.failed(&instance, format!("cannot start: {err}"), true),
         };
@@ -568,10 +587,6 @@ impl Service {
             // Retired while it was being made.
             stratus_sandbox::kill_group(pid);
             return self.remove(&instance);
-        }
-        if let Err(err) = self.ctx.launcher.activate(pid, &activation).await {
-            stratus_sandbox::kill_group(pid);
-            return self.failed(&instance, format!("cannot start: {err}"), true);
         }
         tokio::spawn(read_output(
             self.clone(),
@@ -643,6 +658,20 @@ impl Service {
             .unwrap_or_else(|p| p.into_inner())
             .is_some_and(|t| t.elapsed() < STABLE_AFTER);
         self.failed(&instance, format!("exited with {status}"), early);
+    }
+
+    /// Makes a sandbox for this instance alone and starts its program.
+    async fn spawn_own(
+        &self,
+        spec: &stratus_sandbox::ProcessSpec,
+        activation: &stratus_sandbox::Activation,
+    ) -> Result<stratus_sandbox::Spawned, stratus_sandbox::SandboxError> {
+        let spawned = self.ctx.launcher.spawn(spec).await?;
+        if let Err(err) = self.ctx.launcher.activate(spawned.pid, activation).await {
+            stratus_sandbox::kill_group(spawned.pid);
+            return Err(err);
+        }
+        Ok(spawned)
     }
 
     /// Polls the instance until it is ready, or says why it is not.
