@@ -1,11 +1,13 @@
-//! Platform state: applications, their versions, code packages, app keys
-//! and logs.
+//! Platform state: applications, their versions, code packages, app keys,
+//! logs and the durable event queue.
 //!
 //! [`Store`] is the one interface the rest of the platform uses; this crate
 //! holds the records it speaks in and the embedded SQLite backend
 //! ([`SqliteStore`], the default). A PostgreSQL backend for several nodes
 //! implements the same trait. The hot path never calls the store: the server
-//! keeps in-memory snapshots and writes logs in batches.
+//! keeps in-memory snapshots and writes logs in batches. The one exception
+//! is by design: an asynchronous invocation is acknowledged only once its
+//! event is committed, which is why the event methods take batches.
 
 mod records;
 mod sqlite;
@@ -13,7 +15,8 @@ mod sqlite;
 use async_trait::async_trait;
 
 pub use records::{
-    AppRecord, KeyRecord, LogQuery, LogRecord, NewVersion, PackageRecord, StoredLog, VersionRecord,
+    AppRecord, DeadLetter, EventCounts, EventRecord, KeyRecord, LogQuery, LogRecord, NewEvent,
+    NewVersion, PackageRecord, Settlement, StoredLog, VersionRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -47,7 +50,8 @@ pub trait Store: Send + Sync + 'static {
     async fn active_version(&self, app: &str) -> Result<Option<VersionRecord>>;
     /// Records a new version and makes it the active one, in one transaction.
     async fn activate(&self, version: NewVersion) -> Result<VersionRecord>;
-    /// Removes an application and its versions; false if it did not exist.
+    /// Removes an application with its versions, keys, queued events and
+    /// dead letters; false if it did not exist.
     async fn delete_app(&self, app: &str) -> Result<bool>;
 
     /// Records an app key; only its SHA-256 is kept.
@@ -62,4 +66,64 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes logs older than `before_ms`, then the oldest until at most
     /// `max_bytes` of messages remain. Returns the number deleted.
     async fn trim_logs(&self, before_ms: i64, max_bytes: u64) -> Result<u64>;
+
+    /// Queues events in one transaction: once this returns they survive a
+    /// crash of the server (not a power loss: the WAL is not synced on
+    /// every commit), so it is what an acknowledgement waits for. Returns
+    /// their ids in order. An event whose app, function and request id
+    /// match one still queued or in flight is not added again: its id is
+    /// that event's (also within one call). Delivered and dead events do
+    /// not count, so a retry by a client after delivery is a new event.
+    async fn enqueue_events(&self, events: Vec<NewEvent>) -> Result<Vec<i64>>;
+    /// Claims up to `limit` events that are due at `now_ms` (never claimed,
+    /// retried with a `not_before_ms` that has passed, or claimed by a
+    /// claimer whose lease ran out: delivery is at least once), leasing
+    /// them until `now_ms + lease_ms` and counting an attempt. Those due
+    /// longest are taken first; they are returned in id order.
+    async fn claim_events(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        lease_ms: i64,
+    ) -> Result<Vec<EventRecord>>;
+    /// Applies the outcomes of deliveries in one transaction. Returns how
+    /// many applied; the others were stale (see [`Settlement`]).
+    async fn settle_events(&self, settlements: Vec<Settlement>) -> Result<u64>;
+    /// When the next event becomes claimable (perhaps already), counting
+    /// leases that run out; `None` if there are no events.
+    async fn next_due_ms(&self) -> Result<Option<i64>>;
+    /// Queued, in-flight and dead events of each function of `app`, or of
+    /// every app, leaving out functions with none.
+    async fn count_events(&self, app: Option<&str>, now_ms: i64) -> Result<Vec<EventCounts>>;
+
+    /// Dead letters of `app` (and `function`), oldest first, after
+    /// `after_id` if given.
+    async fn list_dead_letters(
+        &self,
+        app: &str,
+        function: Option<&str>,
+        after_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>>;
+    async fn get_dead_letter(&self, app: &str, id: i64) -> Result<Option<DeadLetter>>;
+    /// Queues the dead letters of `app` (and `function`; only `ids` if
+    /// given) again as new events, due at `now_ms` with no attempts and
+    /// `created_ms` = `now_ms` (so their age starts over), in one
+    /// transaction. A dead letter whose twin (same request id) is already
+    /// queued again is merged into it. Returns how many left the dead
+    /// letters.
+    async fn redrive_dead_letters(
+        &self,
+        app: &str,
+        function: Option<&str>,
+        ids: Option<Vec<i64>>,
+        now_ms: i64,
+    ) -> Result<u64>;
+    /// Deletes dead letters, selected as for redriving; returns how many.
+    async fn delete_dead_letters(
+        &self,
+        app: &str,
+        function: Option<&str>,
+        ids: Option<Vec<i64>>,
+    ) -> Result<u64>;
 }

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::records::{
-    AppRecord, KeyRecord, LogQuery, LogRecord, NewVersion, PackageRecord, StoredLog, VersionRecord,
+    AppRecord, DeadLetter, EventCounts, EventRecord, KeyRecord, LogQuery, LogRecord, NewEvent,
+    NewVersion, PackageRecord, Settlement, StoredLog, VersionRecord,
 };
 use crate::{Result, Store, StoreError};
 
@@ -62,6 +63,45 @@ CREATE TABLE app_keys (
     created_ms INTEGER NOT NULL
 );
 CREATE INDEX app_keys_by_app ON app_keys (app);
+"#,
+    // The event queue. Ids are AUTOINCREMENT because the queue is often
+    // empty, and a plain rowid would then start again at 1: a settlement
+    // that arrives late, or a dead letter's event_id, would name another
+    // event. `not_before_ms` is when an event may next be claimed, and a
+    // claim moves it to the end of the lease, so one index finds new
+    // events, due retries and lapsed leases alike, and its first entry is
+    // when the dispatcher must next wake. The unique key makes enqueueing
+    // idempotent and, led by app, serves deleting and counting by app.
+    r#"
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    function TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    request_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    not_before_ms INTEGER NOT NULL,
+    lease_until_ms INTEGER,
+    last_error TEXT,
+    UNIQUE (app, function, request_id)
+);
+CREATE INDEX events_due ON events (not_before_ms);
+CREATE TABLE dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id INTEGER NOT NULL,
+    app TEXT NOT NULL,
+    function TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    request_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    failed_ms INTEGER NOT NULL,
+    error TEXT NOT NULL
+);
+CREATE INDEX dead_letters_by_function ON dead_letters (app, function, id);
 "#,
 ];
 
@@ -157,6 +197,89 @@ fn decode_version(raw: (String, u32, String, String, String, i64)) -> Result<Ver
         packages: serde_json::from_str(&packages)?,
         created_ms,
     })
+}
+
+const EVENT_COLUMNS: &str = "id, app, function, payload, request_id, source, attempts, created_ms, not_before_ms, lease_until_ms, last_error";
+
+fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
+    Ok(EventRecord {
+        id: row.get(0)?,
+        app: row.get(1)?,
+        function: row.get(2)?,
+        payload: row.get(3)?,
+        request_id: row.get(4)?,
+        source: row.get(5)?,
+        attempts: row.get(6)?,
+        created_ms: row.get(7)?,
+        not_before_ms: row.get(8)?,
+        lease_until_ms: row.get(9)?,
+        last_error: row.get(10)?,
+    })
+}
+
+const DEAD_LETTER_COLUMNS: &str = "id, event_id, app, function, payload, request_id, source, attempts, created_ms, failed_ms, error";
+
+fn dead_letter_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {
+    Ok(DeadLetter {
+        id: row.get(0)?,
+        event_id: row.get(1)?,
+        app: row.get(2)?,
+        function: row.get(3)?,
+        payload: row.get(4)?,
+        request_id: row.get(5)?,
+        source: row.get(6)?,
+        attempts: row.get(7)?,
+        created_ms: row.get(8)?,
+        failed_ms: row.get(9)?,
+        error: row.get(10)?,
+    })
+}
+
+/// Queues events inside the caller's transaction; see
+/// [`Store::enqueue_events`].
+fn insert_events(tx: &rusqlite::Transaction<'_>, events: Vec<NewEvent>) -> Result<Vec<i64>> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO events (app, function, payload, request_id, source, created_ms, not_before_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (app, function, request_id) DO NOTHING RETURNING id",
+    )?;
+    let mut existing = tx.prepare_cached(
+        "SELECT id FROM events WHERE app = ?1 AND function = ?2 AND request_id = ?3",
+    )?;
+    let mut ids = Vec::with_capacity(events.len());
+    for e in events {
+        let inserted: Option<i64> = insert
+            .query_row(
+                params![
+                    e.app,
+                    e.function,
+                    e.payload,
+                    e.request_id,
+                    e.source,
+                    e.created_ms,
+                    e.not_before_ms
+                ],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let id = match inserted {
+            Some(id) => id,
+            None => {
+                existing.query_row(params![e.app, e.function, e.request_id], |row| row.get(0))?
+            }
+        };
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// The dead letters `redrive_dead_letters` and `delete_dead_letters` act on:
+/// ?1 app, ?2 function or NULL, ?3 a JSON array of ids or NULL.
+const DEAD_LETTER_SELECTION: &str = "app = ?1 AND (?2 IS NULL OR function = ?2) \
+     AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3)))";
+
+fn ids_json(ids: Option<Vec<i64>>) -> Result<Option<String>> {
+    Ok(ids.map(|ids| serde_json::to_string(&ids)).transpose()?)
 }
 
 #[async_trait]
@@ -276,6 +399,8 @@ impl Store for SqliteStore {
             let tx = conn.transaction()?;
             tx.execute("DELETE FROM versions WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM app_keys WHERE app = ?1", [&app])?;
+            tx.execute("DELETE FROM events WHERE app = ?1", [&app])?;
+            tx.execute("DELETE FROM dead_letters WHERE app = ?1", [&app])?;
             let deleted = tx.execute("DELETE FROM apps WHERE name = ?1", [&app])?;
             tx.commit()?;
             Ok(deleted > 0)
@@ -439,6 +564,227 @@ impl Store for SqliteStore {
                 }
             }
             Ok(deleted)
+        })
+        .await
+    }
+
+    async fn enqueue_events(&self, events: Vec<NewEvent>) -> Result<Vec<i64>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let ids = insert_events(&tx, events)?;
+            tx.commit()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn claim_events(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        lease_ms: i64,
+    ) -> Result<Vec<EventRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // A lease of zero would leave the events claimable at once.
+        let until = now_ms.saturating_add(lease_ms.max(1));
+        self.call(move |conn| {
+            // One statement, so atomic without a transaction of its own.
+            let sql = format!(
+                "UPDATE events SET attempts = attempts + 1, lease_until_ms = ?2, not_before_ms = ?2 \
+                 WHERE id IN (SELECT id FROM events WHERE not_before_ms <= ?1 ORDER BY not_before_ms, id LIMIT ?3) \
+                 RETURNING {EVENT_COLUMNS}"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut claimed = stmt
+                .query_map(params![now_ms, until, limit], event_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // RETURNING comes in no promised order.
+            claimed.sort_unstable_by_key(|e| e.id);
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn settle_events(&self, settlements: Vec<Settlement>) -> Result<u64> {
+        if settlements.is_empty() {
+            return Ok(0);
+        }
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let mut applied = 0;
+            for settlement in settlements {
+                let then = match settlement {
+                    Settlement::Done { id, attempt, then } => {
+                        let mut stmt =
+                            tx.prepare_cached("DELETE FROM events WHERE id = ?1 AND attempts = ?2")?;
+                        (stmt.execute(params![id, attempt])? > 0).then_some(then)
+                    }
+                    Settlement::Retry { id, attempt, not_before_ms, error } => {
+                        let mut stmt = tx.prepare_cached(
+                            "UPDATE events SET lease_until_ms = NULL, not_before_ms = ?3, last_error = ?4 \
+                             WHERE id = ?1 AND attempts = ?2",
+                        )?;
+                        (stmt.execute(params![id, attempt, not_before_ms, error])? > 0)
+                            .then(Vec::new)
+                    }
+                    Settlement::Dead { id, attempt, failed_ms, error, then } => {
+                        let mut stmt = tx.prepare_cached(
+                            "INSERT INTO dead_letters (event_id, app, function, payload, request_id, source, attempts, created_ms, failed_ms, error) \
+                             SELECT id, app, function, payload, request_id, source, attempts, created_ms, ?3, ?4 \
+                             FROM events WHERE id = ?1 AND attempts = ?2",
+                        )?;
+                        let moved = stmt.execute(params![id, attempt, failed_ms, error])? > 0;
+                        if moved {
+                            tx.prepare_cached("DELETE FROM events WHERE id = ?1")?
+                                .execute([id])?;
+                        }
+                        moved.then_some(then)
+                    }
+                };
+                if let Some(then) = then {
+                    applied += 1;
+                    insert_events(&tx, then)?;
+                }
+            }
+            tx.commit()?;
+            Ok(applied)
+        })
+        .await
+    }
+
+    async fn next_due_ms(&self) -> Result<Option<i64>> {
+        self.call(|conn| {
+            Ok(
+                conn.query_row("SELECT MIN(not_before_ms) FROM events", [], |row| {
+                    row.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+
+    async fn count_events(&self, app: Option<&str>, now_ms: i64) -> Result<Vec<EventCounts>> {
+        let app = app.map(str::to_owned);
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT app, function, SUM(queued), SUM(in_flight), SUM(dead) FROM ( \
+                   SELECT app, function, \
+                          COUNT(*) FILTER (WHERE lease_until_ms IS NULL OR lease_until_ms <= ?2) AS queued, \
+                          COUNT(*) FILTER (WHERE lease_until_ms > ?2) AS in_flight, \
+                          0 AS dead \
+                   FROM events WHERE ?1 IS NULL OR app = ?1 GROUP BY app, function \
+                   UNION ALL \
+                   SELECT app, function, 0, 0, COUNT(*) \
+                   FROM dead_letters WHERE ?1 IS NULL OR app = ?1 GROUP BY app, function \
+                 ) GROUP BY app, function ORDER BY app, function",
+            )?;
+            let rows = stmt.query_map(params![app, now_ms], |row| {
+                Ok(EventCounts {
+                    app: row.get(0)?,
+                    function: row.get(1)?,
+                    queued: row.get(2)?,
+                    in_flight: row.get(3)?,
+                    dead: row.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        app: &str,
+        function: Option<&str>,
+        after_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>> {
+        let (app, function) = (app.to_owned(), function.map(str::to_owned));
+        self.call(move |conn| {
+            // Two statements rather than `?2 IS NULL OR`, so that a
+            // function's letters are read in index order, without a sort.
+            let function_clause = if function.is_some() {
+                "function = ?2"
+            } else {
+                "?2 IS NULL"
+            };
+            let sql = format!(
+                "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters \
+                 WHERE app = ?1 AND {function_clause} AND id > ?3 ORDER BY id LIMIT ?4"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![app, function, after_id.unwrap_or(0), limit.max(1)],
+                dead_letter_from_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn get_dead_letter(&self, app: &str, id: i64) -> Result<Option<DeadLetter>> {
+        let app = app.to_owned();
+        self.call(move |conn| {
+            let sql = format!(
+                "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = ?1 AND app = ?2"
+            );
+            Ok(conn
+                .query_row(&sql, params![id, app], dead_letter_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        app: &str,
+        function: Option<&str>,
+        ids: Option<Vec<i64>>,
+        now_ms: i64,
+    ) -> Result<u64> {
+        let (app, function, ids) = (app.to_owned(), function.map(str::to_owned), ids_json(ids)?);
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            // The last error stays with the event, so that it is not lost
+            // with the dead letter. A twin already queued is the same
+            // event: the conflict merges them.
+            tx.execute(
+                &format!(
+                    "INSERT INTO events (app, function, payload, request_id, source, created_ms, not_before_ms, last_error) \
+                     SELECT app, function, payload, request_id, source, ?4, ?4, error FROM dead_letters \
+                     WHERE {DEAD_LETTER_SELECTION} ORDER BY id \
+                     ON CONFLICT (app, function, request_id) DO NOTHING"
+                ),
+                params![app, function, ids, now_ms],
+            )?;
+            let moved = tx.execute(
+                &format!("DELETE FROM dead_letters WHERE {DEAD_LETTER_SELECTION}"),
+                params![app, function, ids],
+            )?;
+            tx.commit()?;
+            Ok(moved as u64)
+        })
+        .await
+    }
+
+    async fn delete_dead_letters(
+        &self,
+        app: &str,
+        function: Option<&str>,
+        ids: Option<Vec<i64>>,
+    ) -> Result<u64> {
+        let (app, function, ids) = (app.to_owned(), function.map(str::to_owned), ids_json(ids)?);
+        self.call(move |conn| {
+            let deleted = conn.execute(
+                &format!("DELETE FROM dead_letters WHERE {DEAD_LETTER_SELECTION}"),
+                params![app, function, ids],
+            )?;
+            Ok(deleted as u64)
         })
         .await
     }

@@ -1,0 +1,485 @@
+//! The event queue of the SQLite backend through the `Store` trait.
+
+use stratus_store::{EventCounts, NewEvent, Settlement, SqliteStore, Store};
+
+fn event(app: &str, function: &str, request_id: &str, not_before_ms: i64) -> NewEvent {
+    NewEvent {
+        app: app.into(),
+        function: function.into(),
+        payload: format!("{{\"n\":\"{request_id}\"}}").into_bytes(),
+        request_id: request_id.into(),
+        source: "invoke".into(),
+        created_ms: 1,
+        not_before_ms,
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(&dir.path().join("db")).unwrap()
+}
+
+fn counts(app: &str, function: &str, queued: u64, in_flight: u64, dead: u64) -> EventCounts {
+    EventCounts {
+        app: app.into(),
+        function: function.into(),
+        queued,
+        in_flight,
+        dead,
+    }
+}
+
+#[tokio::test]
+async fn delivered_events_leave_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert_eq!(store.next_due_ms().await.unwrap(), None);
+    let ids = store
+        .enqueue_events(vec![event("a", "f", "r1", 10), event("a", "f", "r2", 10)])
+        .await
+        .unwrap();
+    assert!(ids[0] < ids[1]);
+    assert_eq!(store.next_due_ms().await.unwrap(), Some(10));
+
+    let claimed = store.claim_events(10, 10, 1_000).await.unwrap();
+    assert_eq!(claimed.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    let first = &claimed[0];
+    assert_eq!(
+        (
+            first.app.as_str(),
+            first.function.as_str(),
+            first.source.as_str()
+        ),
+        ("a", "f", "invoke")
+    );
+    assert_eq!(first.payload, b"{\"n\":\"r1\"}");
+    assert_eq!(first.attempts, 1);
+    assert_eq!(first.lease_until_ms, Some(1_010));
+    assert_eq!(
+        store.count_events(None, 10).await.unwrap(),
+        [counts("a", "f", 0, 2, 0)]
+    );
+
+    let settled = store
+        .settle_events(claimed.iter().map(Settlement::done).collect())
+        .await
+        .unwrap();
+    assert_eq!(settled, 2);
+    assert!(
+        store
+            .claim_events(i64::MAX / 2, 10, 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_due_ms().await.unwrap(), None);
+    assert!(store.count_events(None, 10).await.unwrap().is_empty());
+
+    // Ids are never reused, even once the queue is empty.
+    let again = store
+        .enqueue_events(vec![event("a", "f", "r3", 10)])
+        .await
+        .unwrap();
+    assert!(again[0] > ids[1]);
+}
+
+#[tokio::test]
+async fn claims_respect_not_before_and_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let ids = store
+        .enqueue_events(vec![
+            event("a", "f", "late", 50),
+            event("a", "f", "early", 10),
+            event("a", "g", "middle", 20),
+        ])
+        .await
+        .unwrap();
+
+    assert!(store.claim_events(9, 10, 100).await.unwrap().is_empty());
+    // The one due longest goes first.
+    let one = store.claim_events(30, 1, 100).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].request_id, "early");
+    let rest = store.claim_events(30, 10, 100).await.unwrap();
+    assert_eq!(
+        rest.iter()
+            .map(|e| e.request_id.as_str())
+            .collect::<Vec<_>>(),
+        ["middle"],
+        "a leased event is not claimed again, nor one not yet due"
+    );
+    assert!(store.claim_events(30, 10, 100).await.unwrap().is_empty());
+    // The next wake-up is the undelivered "late" event, before the leases run out.
+    assert_eq!(store.next_due_ms().await.unwrap(), Some(50));
+    assert_eq!(
+        store.count_events(Some("a"), 30).await.unwrap(),
+        [counts("a", "f", 1, 1, 0), counts("a", "g", 0, 1, 0)]
+    );
+
+    // At 130 both leases have run out (their claimer died): they are claimed
+    // again with another attempt, together with "late".
+    let late = store.claim_events(60, 10, 100).await.unwrap();
+    assert_eq!(late[0].request_id, "late");
+    assert_eq!(store.next_due_ms().await.unwrap(), Some(130));
+    assert_eq!(
+        store.count_events(Some("a"), 130).await.unwrap(),
+        [counts("a", "f", 1, 1, 0), counts("a", "g", 1, 0, 0)],
+        "a lapsed lease counts as queued"
+    );
+    let reclaimed = store.claim_events(130, 10, 100).await.unwrap();
+    assert_eq!(
+        reclaimed
+            .iter()
+            .map(|e| (e.id, e.attempts))
+            .collect::<Vec<_>>(),
+        [(ids[1], 2), (ids[2], 2)]
+    );
+
+    // The first claimer comes back late: its outcome no longer counts, the
+    // current claimer's does.
+    let stale = store
+        .settle_events(vec![
+            Settlement::done(&one[0]),
+            Settlement::retry(&rest[0], 0, "late"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(stale, 0);
+    assert!(store.claim_events(150, 10, 100).await.unwrap().is_empty());
+    let settled = store
+        .settle_events(reclaimed.iter().map(Settlement::done).collect())
+        .await
+        .unwrap();
+    assert_eq!(settled, 2);
+    // An expired lease nobody took over is still its claimer's to settle.
+    assert_eq!(
+        store
+            .settle_events(vec![Settlement::done(&late[0])])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.next_due_ms().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn failed_events_are_retried_then_dead_lettered_and_redriven() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .enqueue_events(vec![event("a", "f", "r1", 0), event("a", "g", "r2", 0)])
+        .await
+        .unwrap();
+    let claimed = store.claim_events(0, 10, 100).await.unwrap();
+    store
+        .settle_events(vec![
+            Settlement::retry(&claimed[0], 500, "timeout"),
+            Settlement::retry(&claimed[1], 500, "exit 1"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.next_due_ms().await.unwrap(), Some(500));
+    assert!(store.claim_events(499, 10, 100).await.unwrap().is_empty());
+    let second = store.claim_events(500, 10, 100).await.unwrap();
+    assert_eq!(second.len(), 2);
+    assert_eq!(second[0].attempts, 2);
+    assert_eq!(second[0].last_error.as_deref(), Some("timeout"));
+
+    store
+        .settle_events(vec![
+            Settlement::dead(&second[0], 600, "timeout again"),
+            Settlement::dead(&second[1], 601, "exit 2"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.next_due_ms().await.unwrap(), None);
+    assert_eq!(
+        store.count_events(None, 700).await.unwrap(),
+        [counts("a", "f", 0, 0, 1), counts("a", "g", 0, 0, 1)]
+    );
+    let dead = store.list_dead_letters("a", None, None, 10).await.unwrap();
+    assert_eq!(dead.len(), 2);
+    let d = &dead[0];
+    assert_eq!(
+        (
+            d.event_id,
+            d.function.as_str(),
+            d.request_id.as_str(),
+            d.attempts
+        ),
+        (second[0].id, "f", "r1", 2)
+    );
+    assert_eq!((d.failed_ms, d.error.as_str()), (600, "timeout again"));
+    assert_eq!(d.payload, second[0].payload);
+    assert_eq!(
+        store
+            .list_dead_letters("a", Some("g"), None, 10)
+            .await
+            .unwrap()[0]
+            .error,
+        "exit 2"
+    );
+    assert_eq!(
+        store
+            .list_dead_letters("a", None, Some(d.id), 10)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "paged after an id"
+    );
+    assert!(
+        store
+            .list_dead_letters("b", None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.get_dead_letter("a", d.id).await.unwrap().as_ref(),
+        Some(d)
+    );
+    assert_eq!(
+        store.get_dead_letter("b", d.id).await.unwrap(),
+        None,
+        "scoped by app"
+    );
+
+    // Redriving by id, and only the app's own.
+    assert_eq!(
+        store
+            .redrive_dead_letters("b", None, Some(vec![d.id]), 1_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .redrive_dead_letters("a", Some("f"), Some(vec![d.id, 9_999]), 1_000)
+            .await
+            .unwrap(),
+        1
+    );
+    let redriven = store.claim_events(1_000, 10, 100).await.unwrap();
+    assert_eq!(redriven.len(), 1);
+    let r = &redriven[0];
+    assert!(r.id > second[1].id, "a redriven event is a new one");
+    assert_eq!(
+        (r.request_id.as_str(), r.attempts, r.created_ms),
+        ("r1", 1, 1_000)
+    );
+    assert_eq!(r.last_error.as_deref(), Some("timeout again"));
+    assert_eq!(r.payload, d.payload);
+    store
+        .settle_events(vec![Settlement::done(r)])
+        .await
+        .unwrap();
+
+    // A dead letter whose request was queued again meanwhile merges into it.
+    let requeued = store
+        .enqueue_events(vec![event("a", "g", "r2", 0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .redrive_dead_letters("a", None, None, 1_000)
+            .await
+            .unwrap(),
+        1
+    );
+    let merged = store.claim_events(1_000, 10, 100).await.unwrap();
+    assert_eq!(merged.iter().map(|e| e.id).collect::<Vec<_>>(), requeued);
+    assert!(
+        store
+            .list_dead_letters("a", None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Deleting dead letters.
+    store
+        .settle_events(vec![Settlement::dead(&merged[0], 2_000, "no")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .delete_dead_letters("a", Some("f"), None)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .delete_dead_letters("a", Some("g"), None)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.count_events(None, 2_000).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn settlements_queue_their_destinations_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .enqueue_events(vec![event("a", "f", "r1", 0), event("a", "f", "r2", 0)])
+        .await
+        .unwrap();
+    let claimed = store.claim_events(0, 10, 100).await.unwrap();
+    let mut success = event("a", "next", "r1", 5);
+    success.source = "function:f".into();
+    let failure = event("a", "on-failure", "r2", 5);
+    let applied = store
+        .settle_events(vec![
+            Settlement::Done {
+                id: claimed[0].id,
+                attempt: 1,
+                then: vec![success],
+            },
+            Settlement::Dead {
+                id: claimed[1].id,
+                attempt: 1,
+                failed_ms: 5,
+                error: "boom".into(),
+                then: vec![failure],
+            },
+            // Stale: its destination is not queued.
+            Settlement::Done {
+                id: claimed[0].id,
+                attempt: 1,
+                then: vec![event("a", "stale", "r1", 5)],
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(applied, 2);
+    let next = store.claim_events(5, 10, 100).await.unwrap();
+    assert_eq!(
+        next.iter()
+            .map(|e| (e.function.as_str(), e.source.as_str()))
+            .collect::<Vec<_>>(),
+        [("next", "function:f"), ("on-failure", "invoke")]
+    );
+}
+
+#[tokio::test]
+async fn enqueueing_is_idempotent_while_the_event_is_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let first = store
+        .enqueue_events(vec![
+            event("a", "f", "r1", 0),
+            event("a", "f", "r1", 0),
+            // The same request id for another function or app is another event.
+            event("a", "g", "r1", 0),
+            event("b", "f", "r1", 0),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(first[0], first[1], "a duplicate within one call");
+    assert_eq!(
+        first
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        3
+    );
+    let mut retried = event("a", "f", "r1", 0);
+    retried.payload = b"different".to_vec();
+    assert_eq!(
+        store.enqueue_events(vec![retried.clone()]).await.unwrap()[0],
+        first[0]
+    );
+
+    // Still the same event while it is in flight.
+    let claimed = store.claim_events(0, 10, 100).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert_eq!(
+        claimed[0].payload, b"{\"n\":\"r1\"}",
+        "the first payload is kept"
+    );
+    assert_eq!(
+        store.enqueue_events(vec![retried.clone()]).await.unwrap()[0],
+        first[0]
+    );
+
+    // Once delivered, the same request id is a new event.
+    store
+        .settle_events(vec![Settlement::done(&claimed[0])])
+        .await
+        .unwrap();
+    let after = store.enqueue_events(vec![retried]).await.unwrap();
+    assert!(after[0] > first[3]);
+}
+
+#[tokio::test]
+async fn deleting_an_app_removes_its_events_and_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .enqueue_events(vec![
+            event("a", "f", "r1", 0),
+            event("a", "f", "r2", 0),
+            event("a", "f", "r3", 100),
+            event("b", "f", "r1", 100),
+        ])
+        .await
+        .unwrap();
+    let claimed = store.claim_events(0, 10, 100).await.unwrap();
+    store
+        .settle_events(vec![Settlement::dead(&claimed[0], 1, "x")])
+        .await
+        .unwrap();
+    // delete_app reports whether the app existed; its events go either way.
+    assert!(!store.delete_app("a").await.unwrap());
+    assert_eq!(
+        store.count_events(None, 0).await.unwrap(),
+        [counts("b", "f", 1, 0, 0)]
+    );
+    // The claimer of the deleted app's event settles into nothing.
+    assert_eq!(
+        store
+            .settle_events(vec![Settlement::dead(&claimed[1], 1, "x")])
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        store
+            .list_dead_letters("a", None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn accepted_events_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let ids = store
+        .enqueue_events(
+            (0..100)
+                .map(|i| event("a", "f", &format!("r{i}"), 0))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    // One is claimed by a dispatcher that then dies with the server. The
+    // connection is never closed, as under `kill -9`: no checkpoint, the
+    // WAL is left for the next opener to recover.
+    let claimed = store.claim_events(0, 1, 1_000).await.unwrap();
+    std::mem::forget(store);
+
+    let store = open(&dir);
+    assert_eq!(
+        store.claim_events(10, 1_000, 1_000).await.unwrap().len(),
+        99
+    );
+    let lapsed = store.claim_events(1_000, 1_000, 1_000).await.unwrap();
+    assert_eq!(lapsed.len(), 1);
+    assert_eq!((lapsed[0].id, lapsed[0].attempts), (claimed[0].id, 2));
+    assert_eq!(lapsed[0].id, ids[0]);
+}
