@@ -69,6 +69,8 @@ const FUNCTION_KEYS: &[&str] = &[
     "keep_alive",
     "network",
     "http",
+    "retries",
+    "max_event_age",
 ];
 
 /// Keys of a function's `http:`.

@@ -70,6 +70,8 @@ pub(crate) struct RawFunction {
     pub keep_alive: Option<String>,
     pub network: Option<String>,
     pub http: Option<RawHttp>,
+    pub retries: Option<u32>,
+    pub max_event_age: Option<String>,
 }
 
 /// `http:` on a function: the routes that reach it on the public listener.

@@ -21,6 +21,7 @@ pub const DEFAULT_MAX_INSTANCES: u32 = 100;
 pub const MIN_KEEP_ALIVE: Duration = Duration::from_secs(1);
 pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_MAX_INSTANCES: u32 = 1000;
+pub const MAX_RETRIES: u32 = 10;
 pub const SERVICE_DEFAULT_MEMORY_MB: u32 = 512;
 pub const SERVICE_DEFAULT_CONCURRENCY: u32 = 100;
 pub const SERVICE_DEFAULT_MAX_INSTANCES: u32 = 10;
@@ -313,6 +314,24 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         .http
         .map(|raw| resolve_http(c, &format!("functions.{name}"), raw));
 
+    let retries = f.retries.unwrap_or(crate::spec::DEFAULT_RETRIES);
+    if retries > MAX_RETRIES {
+        c.error(
+            key("retries"),
+            format!("retries {retries} is out of range"),
+            Some(format!(
+                "further attempts after a failed one, from 0 to {MAX_RETRIES}"
+            )),
+        );
+    }
+    let max_event_age = duration(
+        c,
+        &key("max_event_age"),
+        f.max_event_age.as_deref(),
+        crate::spec::DEFAULT_MAX_EVENT_AGE,
+        (Duration::from_secs(60), crate::spec::DEFAULT_MAX_EVENT_AGE),
+    );
+
     (c.errors.len() == before).then(|| FunctionSpec {
         name: name.to_owned(),
         runtime: runtime.expect("checked above"),
@@ -326,6 +345,8 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         keep_alive,
         network,
         http,
+        retries,
+        max_event_age,
     })
 }
 

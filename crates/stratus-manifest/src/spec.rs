@@ -106,6 +106,25 @@ pub struct FunctionSpec {
     /// Routes on the public listener, for an HTTP function.
     #[serde(default)]
     pub http: Option<HttpSpec>,
+    /// Further attempts at an event after a failed one.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// An event older than this is not attempted again.
+    #[serde(default = "default_max_event_age", with = "millis")]
+    pub max_event_age: Duration,
+}
+
+/// Attempts after the first, for an event whose function failed.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// How long an event may wait for a successful attempt.
+pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(6 * 3600);
+
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+
+fn default_max_event_age() -> Duration {
+    DEFAULT_MAX_EVENT_AGE
 }
 
 /// How an HTTP function is reached.

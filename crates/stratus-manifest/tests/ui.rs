@@ -1432,3 +1432,45 @@ fn service_values_are_checked() {
         "#,
     );
 }
+
+#[test]
+fn event_settings_are_checked() {
+    check(
+        "
+        app: shop
+        functions:
+          a:
+            runtime: python3
+            handler: main.handler
+            retries: 11
+            max_event_age: 10s
+          b:
+            runtime: python3
+            handler: main.handler
+            retries: 0
+            max_event_age: 2h
+            retires: 1
+        ",
+        "
+        stratus.yaml:13: functions.b.retires: unknown key `retires`
+          hint: did you mean `retries`?
+        ",
+    );
+    check(
+        "
+        app: shop
+        functions:
+          a:
+            runtime: python3
+            handler: main.handler
+            retries: 11
+            max_event_age: 10s
+        ",
+        "
+        stratus.yaml:6: functions.a.retries: retries 11 is out of range
+          hint: further attempts after a failed one, from 0 to 10
+        stratus.yaml:7: functions.a.max_event_age: 10s is out of range
+          hint: give a duration from 1m to 6h
+        ",
+    );
+}

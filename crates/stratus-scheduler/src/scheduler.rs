@@ -198,6 +198,11 @@ impl Scheduler {
         scheduler
     }
 
+    /// Whether the scheduler refuses new work.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
     /// The largest result a function may return.
     pub fn max_response_bytes(&self) -> usize {
         self.ctx.settings.max_response_bytes

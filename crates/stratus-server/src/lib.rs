@@ -11,6 +11,7 @@
 mod api;
 pub mod config;
 mod deploy;
+mod events;
 mod logwriter;
 mod public;
 mod runtimes;
@@ -54,6 +55,8 @@ pub(crate) struct AppState {
     /// The public listener's URL, for the routes a deploy reports.
     pub public_url: String,
     pub log_flush: logwriter::LogFlush,
+    /// Asynchronous invocations.
+    pub events: Arc<events::Events>,
 }
 
 /// Binds both listeners from `config`.
@@ -202,7 +205,10 @@ pub async fn run(
     write_server_file(&data_dir, &info)?;
     tracing::info!(public = %info.public, admin = %info.admin, data_dir = %data_dir.display(), "stratus is serving");
 
+    let events = events::Events::new(store.clone(), scheduler.clone());
+    let events_task = tokio::spawn(events.clone().run());
     let state = Arc::new(AppState {
+        events: events.clone(),
         store,
         scheduler: scheduler.clone(),
         config: config.clone(),
@@ -237,7 +243,9 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: refusing new work, finishing invocations in flight");
     let _ = stop_tx.send(true);
+    events.stop();
     scheduler.shutdown(config.shutdown_grace).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), events_task).await;
     let drain = async {
         let _ = admin_task.await;
         let _ = public_task.await;

@@ -92,6 +92,10 @@ pub trait Store: Send + Sync + 'static {
     /// When the next event becomes claimable (perhaps already), counting
     /// leases that run out; `None` if there are no events.
     async fn next_due_ms(&self) -> Result<Option<i64>>;
+    /// Ends every lease at once, making the events claimable from `now_ms`:
+    /// for a node starting up, whose claims of an earlier run died with it.
+    /// Returns how many events were leased.
+    async fn release_leases(&self, now_ms: i64) -> Result<u64>;
     /// Queued, in-flight and dead events of each function of `app`, or of
     /// every app, leaving out functions with none.
     async fn count_events(&self, app: Option<&str>, now_ms: i64) -> Result<Vec<EventCounts>>;

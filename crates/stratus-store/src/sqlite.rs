@@ -668,6 +668,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn release_leases(&self, now_ms: i64) -> Result<u64> {
+        self.call(move |conn| {
+            let n = conn.execute(
+                "UPDATE events SET lease_until_ms = NULL, not_before_ms = MIN(not_before_ms, ?1) \
+                 WHERE lease_until_ms IS NOT NULL",
+                [now_ms],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn count_events(&self, app: Option<&str>, now_ms: i64) -> Result<Vec<EventCounts>> {
         let app = app.map(str::to_owned);
         self.call(move |conn| {

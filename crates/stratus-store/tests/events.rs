@@ -483,3 +483,25 @@ async fn accepted_events_survive_reopening() {
     assert_eq!((lapsed[0].id, lapsed[0].attempts), (claimed[0].id, 2));
     assert_eq!(lapsed[0].id, ids[0]);
 }
+
+#[tokio::test]
+async fn a_restarted_node_releases_the_leases_of_its_last_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .enqueue_events(vec![event("a", "f", "r1", 0), event("a", "f", "r2", 0)])
+        .await
+        .unwrap();
+    let claimed = store.claim_events(0, 1, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    // Leased for a minute: not claimable at 10 ms, until the leases go.
+    assert_eq!(store.claim_events(10, 10, 60_000).await.unwrap().len(), 1);
+    assert_eq!(store.release_leases(20).await.unwrap(), 2);
+    let again = store.claim_events(20, 10, 60_000).await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert!(
+        again
+            .iter()
+            .any(|e| e.id == claimed[0].id && e.attempts == 2)
+    );
+}

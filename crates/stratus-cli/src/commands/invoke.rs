@@ -23,6 +23,10 @@ pub struct InvokeArgs {
     /// `json` prints result, error, request id, duration and cold/warm as one object
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     pub output: String,
+    /// Queue the event and return once it is stored: it is delivered at
+    /// least once, retried on failure, and dead-lettered when retries run out
+    #[arg(long = "async", conflicts_with = "log")]
+    pub r#async: bool,
 }
 
 /// What an invocation returned, as the CLI shows it.
@@ -48,6 +52,30 @@ pub async fn run(conn: &Connection, args: InvokeArgs) -> anyhow::Result<ExitCode
     let (app, function) = split_target(&args.target)?;
     let payload = read_payload(args.data.as_deref())?;
     let client = Client::connect(conn)?;
+    if args.r#async {
+        let response = client
+            .send(
+                client
+                    .request(
+                        Method::POST,
+                        &format!("/v1/apps/{app}/functions/{function}/invoke"),
+                    )
+                    .header("x-stratus-invocation-type", "Event")
+                    .header("content-type", "application/json")
+                    .body(payload),
+            )
+            .await?;
+        let status = response.status().as_u16();
+        let accepted: Value = response.json().await?;
+        let request_id = accepted["request_id"].as_str().unwrap_or_default();
+        if args.output == "json" {
+            let out = json!({ "request_id": request_id, "status": status });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            println!("accepted {request_id}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let invoked = invoke(&client, app, function, payload, args.log).await?;
     if args.output == "json" {
         let out = json!({

@@ -2,6 +2,7 @@
 
 mod demo;
 mod deploy;
+mod dlq;
 mod init;
 mod invoke;
 mod keys;
@@ -38,8 +39,10 @@ pub enum Command {
     Init(init::InitArgs),
     /// Package and deploy the application in a directory
     Deploy(deploy::DeployArgs),
-    /// Invoke a function and print its result
+    /// Invoke a function and print its result, or queue an event (--async)
     Invoke(invoke::InvokeArgs),
+    /// List, show and redrive dead letters: events whose retries ran out
+    Dlq(dlq::DlqArgs),
     /// Manage the keys callers present to `auth: key` routes
     Keys(keys::KeysArgs),
     /// Show the logs of an application or function
@@ -85,6 +88,7 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Init(args) => init::run(args),
         Command::Deploy(args) => deploy::run(&conn, args).await,
         Command::Invoke(args) => invoke::run(&conn, args).await,
+        Command::Dlq(args) => dlq::run(&conn, args).await,
         Command::Keys(args) => keys::run(&conn, args).await,
         Command::Logs(args) => logs::run(&conn, args).await,
         Command::Ls(args) => ls::run(&conn, args).await,

@@ -19,6 +19,47 @@ use crate::AppState;
 
 /// Most bytes of log tail returned in `x-stratus-log-result`, as Lambda does.
 const LOG_TAIL_BYTES: usize = 4096;
+/// `Event` asks for an asynchronous invocation.
+const INVOCATION_TYPE: &str = "x-stratus-invocation-type";
+/// Largest payload of an asynchronous invocation, as on Lambda.
+const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// Stores the event and answers 202 once it is committed.
+async fn invoke_async(
+    state: &AppState,
+    app: &str,
+    function: &str,
+    payload: Bytes,
+) -> Result<Response, ApiError> {
+    if state.scheduler.pool(app, function).is_none() {
+        return Err(invoke_error(InvokeError::NoSuchFunction {
+            app: app.to_owned(),
+            function: function.to_owned(),
+        }));
+    }
+    if payload.len() > MAX_EVENT_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the payload is larger than the asynchronous limit of {MAX_EVENT_BYTES} bytes; invoke synchronously or pass a reference to the data"
+            ),
+        ));
+    }
+    let request_id = state
+        .events
+        .enqueue(app, function, payload, "invoke")
+        .await?;
+    let mut response = (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "request_id": request_id })),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-stratus-request-id", value);
+    }
+    Ok(response)
+}
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct InvokeParams {
@@ -55,6 +96,9 @@ pub(crate) async fn invoke(
         }
         payload
     };
+    if header(&headers, INVOCATION_TYPE).is_some_and(|t| t.eq_ignore_ascii_case("event")) {
+        return invoke_async(&state, &app, &function, payload).await;
+    }
     let mut invocation = Invocation::new(payload);
     invocation.want_logs = matches!(params.log.as_deref(), Some("tail" | "true" | "1"));
     invocation.trace_id = header(&headers, "x-amzn-trace-id");

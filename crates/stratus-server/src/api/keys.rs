@@ -35,7 +35,7 @@ fn public(key: &KeyRecord) -> serde_json::Value {
     json!({ "id": key.id, "app": key.app, "name": key.name, "created_ms": key.created_ms })
 }
 
-async fn require_app(state: &AppState, app: &str) -> Result<(), ApiError> {
+pub(crate) async fn require_app(state: &AppState, app: &str) -> Result<(), ApiError> {
     match state.store.get_app(app).await? {
         Some(_) => Ok(()),
         None => Err(status_for_missing_app(app)),

@@ -1,6 +1,7 @@
 //! The admin API (`/v1`, bearer token) and the public listener's router.
 
 mod apps;
+mod dlq;
 mod error;
 mod invoke;
 mod keys;
@@ -44,6 +45,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/logs", get(logs::query))
         .route("/v1/status", get(status::status))
+        .route("/v1/apps/{app}/dlq", get(dlq::list))
+        .route("/v1/apps/{app}/dlq/redrive", post(dlq::redrive))
+        .route("/v1/apps/{app}/dlq/{id}", get(dlq::show))
         .fallback(|| async {
             ApiError::not_found("no such admin API endpoint; the README lists them")
         })

@@ -28,6 +28,10 @@ pub(crate) async fn status(
         },
         None => state.store.active_versions().await?,
     };
+    let counts = state
+        .store
+        .count_events(query.app.as_deref(), crate::now_ms())
+        .await?;
     let apps: Vec<_> = versions
         .iter()
         .map(|version| {
@@ -37,7 +41,15 @@ pub(crate) async fn status(
                 .iter()
                 .map(|pool| {
                     let stats = pool.stats();
+                    let events = counts
+                        .iter()
+                        .find(|c| c.app == version.app && c.function == pool.config.spec.name);
                     json!({
+                        "events": {
+                            "queued": events.map_or(0, |c| c.queued),
+                            "in_flight": events.map_or(0, |c| c.in_flight),
+                            "dead": events.map_or(0, |c| c.dead),
+                        },
                         "name": pool.config.spec.name,
                         "version": pool.config.version,
                         "runtime": pool.config.spec.runtime,

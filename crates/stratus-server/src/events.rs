@@ -1,0 +1,254 @@
+//! Asynchronous invocation: events accepted durably, then delivered to
+//! their functions at least once, with retries and dead letters.
+//!
+//! An event is acknowledged only once the store has committed it. The
+//! dispatcher claims due events with a lease, runs each through the
+//! scheduler as an invocation with the event's request id (the same on
+//! every attempt), and settles it: delivered events leave the queue;
+//! failed ones come back after a backoff (about 1 s, 2 s, 4 s ..., with
+//! jitter, at most 5 minutes) while the function's `retries` and
+//! `max_event_age` allow, and then move to the dead letters, from which
+//! they can be redriven. A node that dies mid-delivery leaves its leases
+//! behind; the next start releases them, so those events run again: the
+//! window for duplicates is the events in flight at the crash.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use stratus_scheduler::{Invocation, InvokeError, Scheduler, StreamChunk};
+use stratus_store::{EventRecord, NewEvent, Settlement, Store};
+use tokio::sync::{Notify, Semaphore};
+
+/// Events delivered at once.
+const MAX_IN_FLIGHT: usize = 256;
+/// Longest a claimed event is kept from other claimers: longer than any
+/// function's timeout (15 minutes), with a margin.
+const LEASE_MS: i64 = 16 * 60 * 1000;
+/// The first retry's pause; it doubles up to `MAX_BACKOFF_MS`.
+const FIRST_BACKOFF_MS: i64 = 1000;
+const MAX_BACKOFF_MS: i64 = 5 * 60 * 1000;
+/// Longest the dispatcher sleeps without looking at the queue.
+const IDLE_LOOK: Duration = Duration::from_secs(1);
+
+/// The queue of asynchronous invocations and its dispatcher.
+pub(crate) struct Events {
+    store: Arc<dyn Store>,
+    scheduler: Arc<Scheduler>,
+    wake: Notify,
+    slots: Arc<Semaphore>,
+    stopping: AtomicBool,
+}
+
+impl Events {
+    pub fn new(store: Arc<dyn Store>, scheduler: Arc<Scheduler>) -> Arc<Events> {
+        Arc::new(Events {
+            store,
+            scheduler,
+            wake: Notify::new(),
+            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// Stores an event for `app`/`function` and returns its request id;
+    /// when this returns, the event will be delivered.
+    pub async fn enqueue(
+        &self,
+        app: &str,
+        function: &str,
+        payload: Bytes,
+        source: &str,
+    ) -> stratus_store::Result<String> {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let now = crate::now_ms();
+        self.store
+            .enqueue_events(vec![NewEvent {
+                app: app.to_owned(),
+                function: function.to_owned(),
+                payload: payload.to_vec(),
+                request_id: request_id.clone(),
+                source: source.to_owned(),
+                created_ms: now,
+                not_before_ms: now,
+            }])
+            .await?;
+        self.wake.notify_one();
+        Ok(request_id)
+    }
+
+    /// Wakes the dispatcher: events were redriven.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Stops claiming events; deliveries in flight finish with the
+    /// scheduler's shutdown, and those cut short run again after a restart.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Delivers events until stopped. Leases left by an earlier run of
+    /// this node are released first.
+    pub async fn run(self: Arc<Self>) {
+        match self.store.release_leases(crate::now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "redelivering events in flight at the last stop"),
+            Err(err) => tracing::error!(%err, "cannot release the leases of the last run"),
+        }
+        while !self.stopping.load(Ordering::Acquire) {
+            let free = self.slots.available_permits();
+            if free == 0 {
+                // Every slot is busy: wait for one.
+                if let Ok(permit) = self.slots.acquire().await {
+                    drop(permit);
+                }
+                continue;
+            }
+            let now = crate::now_ms();
+            let wanted = free.min(64) as u32;
+            let claimed = match self.store.claim_events(now, wanted, LEASE_MS).await {
+                Ok(claimed) => claimed,
+                Err(err) => {
+                    tracing::error!(%err, "cannot claim events");
+                    tokio::time::sleep(IDLE_LOOK).await;
+                    continue;
+                }
+            };
+            let full = claimed.len() as u32 == wanted;
+            for event in claimed {
+                let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let this = self.clone();
+                tokio::spawn(async move {
+                    this.deliver(event).await;
+                    drop(permit);
+                });
+            }
+            if full {
+                continue;
+            }
+            // Sleep until the next event is due, or one arrives.
+            let pause = match self.store.next_due_ms().await {
+                Ok(Some(due)) => Duration::from_millis((due - crate::now_ms()).max(1) as u64),
+                _ => IDLE_LOOK,
+            };
+            let _ = tokio::time::timeout(pause.min(IDLE_LOOK), self.wake.notified()).await;
+        }
+    }
+
+    async fn deliver(&self, event: EventRecord) {
+        let Some(pool) = self.scheduler.pool(&event.app, &event.function) else {
+            let error = format!("function {}/{} no longer exists", event.app, event.function);
+            return self
+                .settle(Settlement::dead(&event, crate::now_ms(), error))
+                .await;
+        };
+        let (retries, max_age) = (pool.config.spec.retries, pool.config.spec.max_event_age);
+        drop(pool);
+        let mut invocation = Invocation::new(Bytes::from(event.payload.clone()));
+        invocation.request_id = event.request_id.clone();
+        let error = match self
+            .scheduler
+            .invoke(&event.app, &event.function, invocation)
+            .await
+        {
+            Ok(mut outcome) => match (outcome.result, outcome.stream.take()) {
+                (Ok(_), None) => None,
+                (Ok(_), Some(mut stream)) => {
+                    // Nobody reads an asynchronous result; a stream still
+                    // tells whether the function succeeded.
+                    let mut failed = None;
+                    while let Some(chunk) = stream.body.recv().await {
+                        match chunk {
+                            StreamChunk::Data(_) => {}
+                            StreamChunk::End => break,
+                            StreamChunk::Failed(err) => {
+                                failed = Some(format!("{}: {}", err.error_type, err.message));
+                                break;
+                            }
+                        }
+                    }
+                    failed
+                }
+                (Err(err), _) => Some(format!("{}: {}", err.error_type, err.message)),
+            },
+            Err(InvokeError::ShuttingDown) => {
+                // Left leased: the next start runs it again.
+                return;
+            }
+            Err(InvokeError::NoSuchFunction { app, function }) => {
+                let error = format!("function {app}/{function} no longer exists");
+                return self
+                    .settle(Settlement::dead(&event, crate::now_ms(), error))
+                    .await;
+            }
+            Err(err @ InvokeError::Throttled { .. }) => Some(err.to_string()),
+        };
+        let Some(error) = error else {
+            return self.settle(Settlement::done(&event)).await;
+        };
+        if self.scheduler.is_shutting_down() {
+            // Cut short by the shutdown, most likely: run it again after.
+            return;
+        }
+        let now = crate::now_ms();
+        let next = now + backoff_ms(event.attempts);
+        let too_old = next - event.created_ms > max_age.as_millis() as i64;
+        let settlement = if event.attempts > retries || too_old {
+            let why = if too_old && event.attempts <= retries {
+                format!("{error} (older than max_event_age, not retried)")
+            } else {
+                error
+            };
+            Settlement::dead(&event, now, why)
+        } else {
+            Settlement::retry(&event, next, error)
+        };
+        self.settle(settlement).await;
+    }
+
+    async fn settle(&self, settlement: Settlement) {
+        if let Err(err) = self.store.settle_events(vec![settlement]).await {
+            // The lease runs out and the event is delivered again.
+            tracing::error!(%err, "cannot settle an event");
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// The pause before the attempt after `attempts` failed ones: doubling
+/// from a second, at most five minutes, with up to a quarter of jitter
+/// either way so that retries of a burst spread out.
+fn backoff_ms(attempts: u32) -> i64 {
+    let base = FIRST_BACKOFF_MS
+        .saturating_mul(1 << attempts.saturating_sub(1).min(20))
+        .min(MAX_BACKOFF_MS);
+    let mut bytes = [0u8; 2];
+    let jitter = match getrandom::fill(&mut bytes) {
+        Ok(()) => f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX) - 0.5,
+        Err(_) => 0.0,
+    };
+    base + (base as f64 * jitter / 2.0) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff_ms;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_five_minutes() {
+        for (attempts, base) in [(1, 1000), (2, 2000), (3, 4000), (12, 300_000)] {
+            for _ in 0..50 {
+                let pause = backoff_ms(attempts);
+                assert!(
+                    pause >= base * 3 / 4 && pause <= base * 5 / 4,
+                    "{attempts}: {pause}"
+                );
+            }
+        }
+    }
+}
