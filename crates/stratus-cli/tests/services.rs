@@ -18,7 +18,8 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Server, client, copy_dir, deploy, lines, npm_install, pip_install, request_id, write_app,
+    Server, client, copy_dir, count, deploy, eventually, lines, log_records, npm_install,
+    pip_install, request_id, write_app,
 };
 use serde_json::{Value, json};
 
@@ -89,19 +90,6 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// Calls `check` until it gives a value or `within` passes; then fails
-/// with the last reason it gave.
-fn eventually<T>(within: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        match check() {
-            Ok(value) => return value,
-            Err(why) if Instant::now() >= deadline => panic!("not within {within:?}: {why}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-}
-
 /// The entry of `service` of `app` in `stratus status APP --output json`.
 fn service_status(server: &Server, app: &str, service: &str) -> Value {
     let out = server.ok(&["status", app, "--output", "json"]);
@@ -121,24 +109,6 @@ fn service_status(server: &Server, app: &str, service: &str) -> Value {
         .find(|s| s["name"] == service)
         .unwrap_or_else(|| panic!("no service {service} in {entry}"))
         .clone()
-}
-
-fn count(value: &Value) -> u64 {
-    value
-        .as_u64()
-        .unwrap_or_else(|| panic!("not a count: {value}"))
-}
-
-/// Every record of `stratus logs TARGET ARGS --output json`.
-fn log_records(server: &Server, target: &str, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec!["logs", target, "--output", "json", "--limit", "1000"];
-    args.extend_from_slice(extra);
-    server
-        .ok(&args)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
 }
 
 /// A field of a structured log record (under `fields`, or at the top).

@@ -16,6 +16,28 @@ pub struct Server {
     /// The public listener, `http://127.0.0.1:PORT`.
     pub public: String,
     pub token: String,
+    /// The arguments `start_with` was given, for `restart`.
+    extra: Vec<String>,
+}
+
+/// Spawns `stratus server` on `data_dir` with ephemeral listeners.
+fn spawn_server(data_dir: &Path, extra: &[String], stderr: Stdio) -> Child {
+    Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start stratus server")
 }
 
 impl Server {
@@ -26,22 +48,8 @@ impl Server {
     pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
-        let child = Command::new(BIN)
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start stratus server");
+        let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+        let child = spawn_server(&data_dir, &extra, Stdio::null());
         let server_file = data_dir.join("server.json");
         let started = Instant::now();
         while !server_file.exists() {
@@ -61,7 +69,69 @@ impl Server {
             admin: info["admin"].as_str().unwrap().to_owned(),
             public: info["public"].as_str().unwrap().to_owned(),
             token: token.trim().to_owned(),
+            extra,
         }
+    }
+
+    /// Starts a new server process on the same data directory, with the
+    /// same arguments, after `stop` or `kill` (as an operator would after a
+    /// crash), and refreshes `admin`, `public` and `token`. A server killed
+    /// with SIGKILL leaves its `server.json` behind, so this waits for the
+    /// new server to write its own (a new file: `server.json` is replaced by
+    /// a rename). While the old server's processes still hold the data
+    /// directory's lock the new one exits; it is started again.
+    pub fn restart(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        assert!(
+            self.child.is_none(),
+            "stop or kill the server before restarting it"
+        );
+        let server_file = self.data_dir.join("server.json");
+        let inode = || std::fs::metadata(&server_file).ok().map(|m| m.ino());
+        let stale = inode();
+        let log_path = self.dir.path().join("restart.log");
+        let spawn = |extra: &[String]| {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .unwrap();
+            spawn_server(&self.data_dir, extra, Stdio::from(log))
+        };
+        let started = Instant::now();
+        let mut child = spawn(&self.extra);
+        loop {
+            let now = inode();
+            if now.is_some() && now != stale {
+                break;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                assert!(
+                    started.elapsed() < Duration::from_secs(15),
+                    "the restarted server exited ({status}): {log}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+                child = spawn(&self.extra);
+                continue;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the restarted server did not start: {}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&server_file).unwrap()).unwrap();
+        let token = std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap();
+        self.admin = info["admin"].as_str().unwrap().to_owned();
+        self.public = info["public"].as_str().unwrap().to_owned();
+        self.token = token.trim().to_owned();
+        self.child = Some(child);
     }
 
     /// Runs `stratus ARGS` against this server, from its temp directory.
@@ -369,4 +439,36 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
         }
     }
     pids
+}
+
+/// Calls `check` until it gives a value or `within` passes; then fails
+/// with the last reason it gave.
+pub fn eventually<T>(within: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(why) if Instant::now() >= deadline => panic!("not within {within:?}: {why}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// Every record of `stratus logs TARGET ARGS --output json` (at most 10000).
+pub fn log_records(server: &Server, target: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["logs", target, "--output", "json", "--limit", "10000"];
+    args.extend_from_slice(extra);
+    server
+        .ok(&args)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// A JSON count, or a failure naming what it was.
+pub fn count(value: &serde_json::Value) -> u64 {
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("not a count: {value}"))
 }
