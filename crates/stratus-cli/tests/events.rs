@@ -843,3 +843,49 @@ fn status_counts_queued_and_dead_events() {
         "{letters:?}"
     );
 }
+
+#[test]
+fn a_backlog_waits_for_the_function_instead_of_being_throttled() {
+    // One instance and a one-second queue: a dispatcher that sent all six
+    // at once would see most of them throttled, and with `retries: 0`
+    // they would go straight to the dead letters.
+    let server = Server::start_with(&["--queue-timeout", "1s"]);
+    write_app(
+        &server.path("backlog"),
+        &[
+            (
+                "stratus.yaml",
+                "app: backlog\nfunctions:\n  slow:\n    runtime: python3\n    handler: main.handler\n    max_instances: 1\n    retries: 0\n",
+            ),
+            (
+                "main.py",
+                "import time\n\ndef handler(event, context):\n    time.sleep(0.5)\n    print('done', context.aws_request_id)\n    return {}\n",
+            ),
+        ],
+    );
+    deploy(&server, "backlog");
+    let ids: Vec<String> = (0..6)
+        .map(|i| invoke_async(&server, "backlog/slow", &format!("{{\"n\":{i}}}")))
+        .collect();
+    eventually(Duration::from_secs(20), || {
+        let (queued, in_flight, dead) = event_counts(&server, "backlog/slow");
+        if queued + in_flight == 0 {
+            Ok(dead)
+        } else {
+            Err(format!(
+                "queued {queued}, in flight {in_flight}, dead {dead}"
+            ))
+        }
+    });
+    let (_, _, dead) = event_counts(&server, "backlog/slow");
+    assert_eq!(dead, 0, "{:#?}", dead_letters(&server, "backlog/slow"));
+    let records = log_records(&server, "backlog/slow", &[]);
+    for id in &ids {
+        assert!(
+            records
+                .iter()
+                .any(|r| r["message"].as_str() == Some(&format!("done {id}"))),
+            "{id} was not delivered"
+        );
+    }
+}

@@ -12,8 +12,9 @@
 //! behind; the next start releases them, so those events run again: the
 //! window for duplicates is the events in flight at the crash.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,12 +33,19 @@ const MAX_BACKOFF_MS: i64 = 5 * 60 * 1000;
 /// Longest the dispatcher sleeps without looking at the queue.
 const IDLE_LOOK: Duration = Duration::from_secs(1);
 
+/// A function's `max_instances` and the deliveries it allows at once.
+type FunctionSlots = (u32, Arc<Semaphore>);
+
 /// The queue of asynchronous invocations and its dispatcher.
 pub(crate) struct Events {
     store: Arc<dyn Store>,
     scheduler: Arc<Scheduler>,
     wake: Notify,
     slots: Arc<Semaphore>,
+    /// Deliveries per function at once: at most its `max_instances`, so
+    /// that the dispatcher itself never throttles a function (a throttled
+    /// attempt would use up one of its retries).
+    per_function: Mutex<HashMap<(String, String), FunctionSlots>>,
     stopping: AtomicBool,
 }
 
@@ -48,6 +56,7 @@ impl Events {
             scheduler,
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            per_function: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
         })
     }
@@ -148,7 +157,12 @@ impl Events {
                 .await;
         };
         let (retries, max_age) = (pool.config.spec.retries, pool.config.spec.max_event_age);
+        let limit =
+            self.function_slots(&event.app, &event.function, pool.config.spec.max_instances);
         drop(pool);
+        let Ok(_turn) = limit.acquire_owned().await else {
+            return;
+        };
         let mut invocation = Invocation::new(Bytes::from(event.payload.clone()));
         invocation.request_id = event.request_id.clone();
         let error = match self
@@ -209,6 +223,19 @@ impl Events {
             Settlement::retry(&event, next, error)
         };
         self.settle(settlement).await;
+    }
+
+    /// The semaphore of `app`/`function`, sized by its `max_instances`
+    /// (made anew when a deploy changes that).
+    fn function_slots(&self, app: &str, function: &str, max: u32) -> Arc<Semaphore> {
+        let mut map = self.per_function.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map
+            .entry((app.to_owned(), function.to_owned()))
+            .or_insert_with(|| (max, Arc::new(Semaphore::new(max as usize))));
+        if entry.0 != max {
+            *entry = (max, Arc::new(Semaphore::new(max as usize)));
+        }
+        entry.1.clone()
     }
 
     async fn settle(&self, settlement: Settlement) {
