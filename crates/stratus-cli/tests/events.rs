@@ -889,3 +889,103 @@ fn a_backlog_waits_for_the_function_instead_of_being_throttled() {
         );
     }
 }
+
+#[test]
+fn destinations_chain_functions_on_success_and_on_failure() {
+    let server = Server::start();
+    write_app(
+        &server.path("chain"),
+        &[
+            (
+                "stratus.yaml",
+                "app: chain\nfunctions:\n  first:\n    runtime: python3\n    handler: main.first\n    on_success: second\n  second:\n    runtime: python3\n    handler: main.second\n    on_success: third\n  third:\n    runtime: python3\n    handler: main.third\n  fails:\n    runtime: python3\n    handler: main.fails\n    retries: 0\n    on_failure: third\n",
+            ),
+            (
+                "main.py",
+                r#"import json
+
+def first(event, context):
+    return {"step": 1, "order": event["order"]}
+
+def second(event, context):
+    # A destination record: the first function's result is its responsePayload.
+    return {"step": 2, "order": event["responsePayload"]["order"], "from": event["requestContext"]["requestId"]}
+
+def third(event, context):
+    print("THIRD " + json.dumps(event, sort_keys=True))
+    return {}
+
+def fails(event, context):
+    raise RuntimeError("out of stock")
+"#,
+            ),
+        ],
+    );
+    deploy(&server, "chain");
+    let first = invoke_async(&server, "chain/first", r#"{"order":"A-7"}"#);
+    let failed = invoke_async(&server, "chain/fails", r#"{"order":"B-8"}"#);
+
+    let records = eventually(Duration::from_secs(20), || {
+        let seen: Vec<Value> = log_records(&server, "chain/third", &[])
+            .iter()
+            .filter_map(|r| r["message"].as_str()?.strip_prefix("THIRD "))
+            .map(|json| serde_json::from_str(json).unwrap())
+            .collect();
+        if seen.len() >= 2 {
+            Ok(seen)
+        } else {
+            Err(format!("{seen:#?}"))
+        }
+    });
+    // first → second → third: third gets second's record, whose result
+    // carries what first returned.
+    let success = records
+        .iter()
+        .find(|r| r["requestContext"]["condition"] == "Success")
+        .unwrap_or_else(|| panic!("{records:#?}"));
+    assert_eq!(success["version"], "1.0");
+    assert_eq!(success["responsePayload"]["step"], 2, "{success}");
+    assert_eq!(success["responsePayload"]["order"], "A-7", "{success}");
+    assert_eq!(
+        success["responsePayload"]["from"],
+        first.as_str(),
+        "{success}"
+    );
+    assert!(
+        success["requestContext"]["functionArn"]
+            .as_str()
+            .is_some_and(|a| a.ends_with(":function:chain.second")),
+        "{success}"
+    );
+    // fails → third on failure, with the event and the error.
+    let failure = records
+        .iter()
+        .find(|r| r["requestContext"]["condition"] == "RetriesExhausted")
+        .unwrap_or_else(|| panic!("{records:#?}"));
+    assert_eq!(failure["requestContext"]["requestId"], failed.as_str());
+    assert_eq!(failure["requestContext"]["approximateInvokeCount"], 1);
+    assert_eq!(failure["requestPayload"]["order"], "B-8");
+    assert_eq!(failure["responseContext"]["functionError"], "Unhandled");
+    assert_eq!(failure["responsePayload"]["errorType"], "RuntimeError");
+    assert_eq!(failure["responsePayload"]["errorMessage"], "out of stock");
+    // The failed event is a dead letter as well.
+    assert_eq!(dead_letters(&server, "chain/fails").len(), 1);
+
+    // A destination must be another function of the app.
+    write_app(
+        &server.path("loop"),
+        &[
+            (
+                "stratus.yaml",
+                "app: loop\nfunctions:\n  a:\n    runtime: python3\n    handler: main.a\n    on_failure: a\n  b:\n    runtime: python3\n    handler: main.a\n    on_success: nowhere\n",
+            ),
+            ("main.py", "def a(event, context):\n    return {}\n"),
+        ],
+    );
+    let refused = server.fails(&["deploy", server.path("loop").to_str().unwrap()]);
+    assert!(
+        refused.contains("cannot be its own destination"),
+        "{refused}"
+    );
+    assert!(refused.contains("no function \"nowhere\""), "{refused}");
+}

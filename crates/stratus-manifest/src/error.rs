@@ -71,6 +71,8 @@ const FUNCTION_KEYS: &[&str] = &[
     "http",
     "retries",
     "max_event_age",
+    "on_success",
+    "on_failure",
 ];
 
 /// Keys of a function's `http:`.

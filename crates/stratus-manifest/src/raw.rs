@@ -72,6 +72,8 @@ pub(crate) struct RawFunction {
     pub http: Option<RawHttp>,
     pub retries: Option<u32>,
     pub max_event_age: Option<String>,
+    pub on_success: Option<String>,
+    pub on_failure: Option<String>,
 }
 
 /// `http:` on a function: the routes that reach it on the public listener.

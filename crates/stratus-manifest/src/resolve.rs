@@ -121,6 +121,7 @@ pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpe
     }
 
     check_routes(&mut c, &functions, &services);
+    check_destinations(&mut c, &functions);
 
     if c.errors.is_empty() {
         Ok(AppSpec {
@@ -347,6 +348,8 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         http,
         retries,
         max_event_age,
+        on_success: f.on_success,
+        on_failure: f.on_failure,
     })
 }
 
@@ -549,6 +552,33 @@ fn check_routes(
                 Some("give each route a distinct path or distinct methods".into()),
             );
             routes.truncate(before);
+        }
+    }
+}
+
+/// `on_success` and `on_failure` name another function of the app.
+fn check_destinations(c: &mut Checker<'_>, functions: &BTreeMap<String, FunctionSpec>) {
+    for f in functions.values() {
+        for (field, to) in [("on_success", &f.on_success), ("on_failure", &f.on_failure)] {
+            let Some(to) = to else { continue };
+            let key = format!("functions.{}.{field}", f.name);
+            if *to == f.name {
+                c.error(
+                    key,
+                    format!("function {} cannot be its own destination", f.name),
+                    Some("a destination is another function of the app; chaining a function to itself would never end".into()),
+                );
+            } else if !functions.contains_key(to) {
+                let names: Vec<&str> = functions.keys().map(String::as_str).collect();
+                c.error(
+                    key,
+                    format!("there is no function {to:?} in this app"),
+                    Some(match closest(to, &names) {
+                        Some(best) => format!("did you mean `{best}`?"),
+                        None => format!("name one of: {}", names.join(", ")),
+                    }),
+                );
+            }
         }
     }
 }

@@ -112,6 +112,14 @@ pub struct FunctionSpec {
     /// An event older than this is not attempted again.
     #[serde(default = "default_max_event_age", with = "millis")]
     pub max_event_age: Duration,
+    /// The function that receives a record of each asynchronous event
+    /// this one handled successfully.
+    #[serde(default)]
+    pub on_success: Option<String>,
+    /// The function that receives a record of each asynchronous event
+    /// this one failed for good.
+    #[serde(default)]
+    pub on_failure: Option<String>,
 }
 
 /// Attempts after the first, for an event whose function failed.

@@ -1474,3 +1474,27 @@ fn event_settings_are_checked() {
         ",
     );
 }
+
+#[test]
+fn destinations_name_other_functions() {
+    check(
+        "
+        app: shop
+        functions:
+          orders:
+            runtime: python3
+            handler: main.handler
+            on_success: notfy
+            on_failure: orders
+          notify:
+            runtime: python3
+            handler: main.handler
+        ",
+        "
+        stratus.yaml:6: functions.orders.on_success: there is no function \"notfy\" in this app
+          hint: did you mean `notify`?
+        stratus.yaml:7: functions.orders.on_failure: function orders cannot be its own destination
+          hint: a destination is another function of the app; chaining a function to itself would never end
+        ",
+    );
+}

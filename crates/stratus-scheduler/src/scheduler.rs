@@ -198,6 +198,14 @@ impl Scheduler {
         scheduler
     }
 
+    /// The Lambda-style ARN of `app`/`function`.
+    pub fn function_arn(&self, app: &str, function: &str) -> String {
+        format!(
+            "arn:aws:lambda:{}:000000000000:function:{app}.{function}",
+            self.ctx.settings.region
+        )
+    }
+
     /// Whether the scheduler refuses new work.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)

@@ -156,39 +156,44 @@ impl Events {
                 .settle(Settlement::dead(&event, crate::now_ms(), error))
                 .await;
         };
-        let (retries, max_age) = (pool.config.spec.retries, pool.config.spec.max_event_age);
-        let limit =
-            self.function_slots(&event.app, &event.function, pool.config.spec.max_instances);
+        let spec = &pool.config.spec;
+        let (retries, max_age) = (spec.retries, spec.max_event_age);
+        let destinations = (spec.on_success.clone(), spec.on_failure.clone());
+        let limit = self.function_slots(&event.app, &event.function, spec.max_instances);
+        let function_arn = self.scheduler.function_arn(&event.app, &event.function);
         drop(pool);
         let Ok(_turn) = limit.acquire_owned().await else {
             return;
         };
         let mut invocation = Invocation::new(Bytes::from(event.payload.clone()));
         invocation.request_id = event.request_id.clone();
-        let error = match self
+        // The function's result, or its error as (type, message).
+        let attempt: Result<serde_json::Value, (String, String)> = match self
             .scheduler
             .invoke(&event.app, &event.function, invocation)
             .await
         {
             Ok(mut outcome) => match (outcome.result, outcome.stream.take()) {
-                (Ok(_), None) => None,
+                (Ok(body), None) => Ok(serde_json::from_slice(&body).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())
+                })),
                 (Ok(_), Some(mut stream)) => {
                     // Nobody reads an asynchronous result; a stream still
                     // tells whether the function succeeded.
-                    let mut failed = None;
+                    let mut ended = Ok(serde_json::Value::Null);
                     while let Some(chunk) = stream.body.recv().await {
                         match chunk {
                             StreamChunk::Data(_) => {}
                             StreamChunk::End => break,
                             StreamChunk::Failed(err) => {
-                                failed = Some(format!("{}: {}", err.error_type, err.message));
+                                ended = Err((err.error_type, err.message));
                                 break;
                             }
                         }
                     }
-                    failed
+                    ended
                 }
-                (Err(err), _) => Some(format!("{}: {}", err.error_type, err.message)),
+                (Err(err), _) => Err((err.error_type, err.message)),
             },
             Err(InvokeError::ShuttingDown) => {
                 // Left leased: the next start runs it again.
@@ -200,29 +205,78 @@ impl Events {
                     .settle(Settlement::dead(&event, crate::now_ms(), error))
                     .await;
             }
-            Err(err @ InvokeError::Throttled { .. }) => Some(err.to_string()),
+            Err(err @ InvokeError::Throttled { .. }) => {
+                Err(("Stratus.Throttled".to_owned(), err.to_string()))
+            }
         };
-        let Some(error) = error else {
-            return self.settle(Settlement::done(&event)).await;
+        let record = |condition: &str, response: serde_json::Value, error: bool| {
+            destination_record(&event, &function_arn, condition, response, error)
+        };
+        let (error_type, message) = match attempt {
+            Ok(response) => {
+                let then = destinations
+                    .0
+                    .iter()
+                    .map(|to| self.chained(&event, to, record("Success", response.clone(), false)))
+                    .collect();
+                return self
+                    .settle(Settlement::Done {
+                        id: event.id,
+                        attempt: event.attempts,
+                        then,
+                    })
+                    .await;
+            }
+            Err(error) => error,
         };
         if self.scheduler.is_shutting_down() {
             // Cut short by the shutdown, most likely: run it again after.
             return;
         }
+        let error = format!("{error_type}: {message}");
         let now = crate::now_ms();
         let next = now + backoff_ms(event.attempts);
         let too_old = next - event.created_ms > max_age.as_millis() as i64;
         let settlement = if event.attempts > retries || too_old {
-            let why = if too_old && event.attempts <= retries {
-                format!("{error} (older than max_event_age, not retried)")
+            let (why, condition) = if too_old && event.attempts <= retries {
+                (
+                    format!("{error} (older than max_event_age, not retried)"),
+                    "EventAgeExceeded",
+                )
             } else {
-                error
+                (error, "RetriesExhausted")
             };
-            Settlement::dead(&event, now, why)
+            let response = serde_json::json!({ "errorType": error_type, "errorMessage": message });
+            let then = destinations
+                .1
+                .iter()
+                .map(|to| self.chained(&event, to, record(condition, response.clone(), true)))
+                .collect();
+            Settlement::Dead {
+                id: event.id,
+                attempt: event.attempts,
+                failed_ms: now,
+                error: why,
+                then,
+            }
         } else {
             Settlement::retry(&event, next, error)
         };
         self.settle(settlement).await;
+    }
+
+    /// The event a destination `to` receives about `event`.
+    fn chained(&self, event: &EventRecord, to: &str, record: serde_json::Value) -> NewEvent {
+        let now = crate::now_ms();
+        NewEvent {
+            app: event.app.clone(),
+            function: to.to_owned(),
+            payload: record.to_string().into_bytes(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            source: format!("destination:{}", event.function),
+            created_ms: now,
+            not_before_ms: now,
+        }
     }
 
     /// The semaphore of `app`/`function`, sized by its `max_instances`
@@ -245,6 +299,42 @@ impl Events {
         }
         self.wake.notify_one();
     }
+}
+
+/// What a destination receives, in the shape of Lambda's destination
+/// records: the request (its id, the function, why, how many attempts),
+/// the event as sent, and the function's result or error.
+fn destination_record(
+    event: &EventRecord,
+    function_arn: &str,
+    condition: &str,
+    response: serde_json::Value,
+    error: bool,
+) -> serde_json::Value {
+    let request: serde_json::Value = serde_json::from_slice(&event.payload).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&event.payload).into_owned())
+    });
+    let mut response_context = serde_json::json!({
+        "statusCode": 200,
+        "executedVersion": "$LATEST",
+    });
+    if error {
+        response_context["functionError"] = serde_json::json!("Unhandled");
+    }
+    let timestamp = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    serde_json::json!({
+        "version": "1.0",
+        "timestamp": timestamp,
+        "requestContext": {
+            "requestId": event.request_id,
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": event.attempts,
+        },
+        "requestPayload": request,
+        "responseContext": response_context,
+        "responsePayload": response,
+    })
 }
 
 /// The pause before the attempt after `attempts` failed ones: doubling
