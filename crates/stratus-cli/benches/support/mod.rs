@@ -148,6 +148,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The server's process id (for reading its CPU time from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start(data_dir: &Path, log: &Path, extra: &[&str]) -> anyhow::Result<Server> {
         Server::start_with_env(data_dir, log, extra, &[])
     }
