@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use stratus_scheduler::{Invocation, InvokeError, Scheduler, StreamChunk};
-use stratus_store::{EventRecord, NewEvent, Settlement, Store};
-use tokio::sync::{Notify, Semaphore};
+use stratus_store::{EventRecord, NewEvent, Settlement, Store, StoreError};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 /// Events delivered at once.
 const MAX_IN_FLIGHT: usize = 256;
@@ -47,10 +47,20 @@ pub(crate) struct Events {
     /// attempt would use up one of its retries).
     per_function: Mutex<HashMap<(String, String), FunctionSlots>>,
     stopping: AtomicBool,
+    /// Events on their way into the store, committed together.
+    accept: mpsc::Sender<Accept>,
 }
+
+/// An event to store, and who waits for its commit.
+type Accept = (NewEvent, oneshot::Sender<Result<(), String>>);
+
+/// Most events committed in one transaction.
+const MAX_COMMIT: usize = 512;
 
 impl Events {
     pub fn new(store: Arc<dyn Store>, scheduler: Arc<Scheduler>) -> Arc<Events> {
+        let (accept, pending) = mpsc::channel(4 * MAX_COMMIT);
+        tokio::spawn(commit(store.clone(), pending));
         Arc::new(Events {
             store,
             scheduler,
@@ -58,6 +68,7 @@ impl Events {
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             per_function: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            accept,
         })
     }
 
@@ -72,17 +83,25 @@ impl Events {
     ) -> stratus_store::Result<String> {
         let request_id = uuid::Uuid::new_v4().to_string();
         let now = crate::now_ms();
-        self.store
-            .enqueue_events(vec![NewEvent {
-                app: app.to_owned(),
-                function: function.to_owned(),
-                payload: payload.to_vec(),
-                request_id: request_id.clone(),
-                source: source.to_owned(),
-                created_ms: now,
-                not_before_ms: now,
-            }])
-            .await?;
+        let event = NewEvent {
+            app: app.to_owned(),
+            function: function.to_owned(),
+            payload: payload.to_vec(),
+            request_id: request_id.clone(),
+            source: source.to_owned(),
+            created_ms: now,
+            not_before_ms: now,
+        };
+        let (done_tx, done_rx) = oneshot::channel();
+        let gone = || StoreError::Worker("the event writer stopped".to_owned());
+        self.accept
+            .send((event, done_tx))
+            .await
+            .map_err(|_| gone())?;
+        done_rx
+            .await
+            .map_err(|_| gone())?
+            .map_err(StoreError::Worker)?;
         self.wake.notify_one();
         Ok(request_id)
     }
@@ -298,6 +317,24 @@ impl Events {
             tracing::error!(%err, "cannot settle an event");
         }
         self.wake.notify_one();
+    }
+}
+
+/// Commits accepted events, as many together as have arrived while the
+/// last commit ran: under load one transaction carries many callers'
+/// events, and each caller hears back only after it committed.
+async fn commit(store: Arc<dyn Store>, mut pending: mpsc::Receiver<Accept>) {
+    let mut batch = Vec::with_capacity(MAX_COMMIT);
+    while pending.recv_many(&mut batch, MAX_COMMIT).await > 0 {
+        let (events, waiters): (Vec<NewEvent>, Vec<_>) = batch.drain(..).unzip();
+        let result = store
+            .enqueue_events(events)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string());
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
     }
 }
 
