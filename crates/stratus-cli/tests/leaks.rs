@@ -217,14 +217,23 @@ fn a_killed_server_takes_its_instances_and_cgroups_with_it() {
         !launcher_cgroups(launcher).is_empty() || !std::path::Path::new("/sys/fs/cgroup").exists()
     );
 
-    // Everything the launcher made: the instance and the prestarted sandboxes.
-    let children: Vec<(u32, String)> =
+    // Everything the launcher made: the instance and the prestarted
+    // sandboxes, which refill in the background once the instance has
+    // answered (later when the machine is busy).
+    let launched = || -> Vec<(u32, String)> {
         std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children"))
             .unwrap_or_default()
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
             .filter_map(|pid| Some((pid, start_time(pid)?)))
-            .collect();
+            .collect()
+    };
+    let started = std::time::Instant::now();
+    let mut children = launched();
+    while children.len() < 2 && started.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        children = launched();
+    }
     assert!(children.len() >= 2, "an instance and prestarted sandboxes");
     server.kill();
     let started = std::time::Instant::now();
