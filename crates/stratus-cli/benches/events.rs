@@ -58,7 +58,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use support::{Server, deploy, env_number, locate_example, percentile, sorted};
+use support::{Server, TaskResult, deploy, env_number, locate_example, percentile, sorted};
 
 mod support;
 
@@ -470,23 +470,6 @@ impl Admin {
 }
 
 // --- closed-loop load over hyper -----------------------------------------------
-
-/// What one connection saw.
-#[derive(Default)]
-struct TaskResult {
-    latencies: Vec<f64>,
-    errors: usize,
-    first_error: Option<String>,
-}
-
-impl TaskResult {
-    fn error(&mut self, why: impl std::fmt::Display) {
-        self.errors += 1;
-        if self.first_error.is_none() {
-            self.first_error = Some(why.to_string());
-        }
-    }
-}
 
 /// What a closed-loop load saw: 202s, their latencies, the rest as errors.
 struct Acks {

@@ -54,7 +54,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{Server, deploy, env_number, locate_example, percentile, read_all, sorted};
+use support::{
+    Server, TaskResult, deploy, env_number, locate_example, percentile, read_all, sorted,
+};
 
 mod support;
 
@@ -510,23 +512,6 @@ impl Figures {
             self.requests as f64 / self.secs
         } else {
             0.0
-        }
-    }
-}
-
-/// What one connection or stream saw.
-#[derive(Default)]
-struct TaskResult {
-    latencies: Vec<f64>,
-    errors: usize,
-    first_error: Option<String>,
-}
-
-impl TaskResult {
-    fn error(&mut self, why: impl std::fmt::Display) {
-        self.errors += 1;
-        if self.first_error.is_none() {
-            self.first_error = Some(why.to_string());
         }
     }
 }

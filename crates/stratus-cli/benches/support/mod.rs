@@ -274,3 +274,21 @@ pub fn sorted(values: impl Iterator<Item = f64>) -> Vec<f64> {
     v.sort_by(f64::total_cmp);
     v
 }
+
+/// What one connection (or stream) of a closed-loop load saw: the latency
+/// of each answer, in milliseconds, and the failures, the first named.
+#[derive(Debug, Default)]
+pub struct TaskResult {
+    pub latencies: Vec<f64>,
+    pub errors: usize,
+    pub first_error: Option<String>,
+}
+
+impl TaskResult {
+    pub fn error(&mut self, why: impl std::fmt::Display) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(why.to_string());
+        }
+    }
+}
