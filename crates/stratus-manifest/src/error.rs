@@ -54,7 +54,7 @@ impl fmt::Display for ManifestErrors {
 }
 
 /// Top-level keys, for "did you mean" hints.
-const TOP_KEYS: &[&str] = &["version", "app", "functions", "services"];
+const TOP_KEYS: &[&str] = &["version", "app", "functions", "services", "queues"];
 
 /// Keys of a function, for "did you mean" hints.
 const FUNCTION_KEYS: &[&str] = &[
@@ -73,6 +73,18 @@ const FUNCTION_KEYS: &[&str] = &[
     "max_event_age",
     "on_success",
     "on_failure",
+    "events",
+];
+
+/// Keys of one entry of a function's `events:`.
+const TRIGGER_KEYS: &[&str] = &[
+    "schedule",
+    "timezone",
+    "catch_up",
+    "queue",
+    "batch_size",
+    "batch_window",
+    "cloudevents",
 ];
 
 /// Keys of a function's `http:`.
@@ -89,7 +101,7 @@ const CORS_KEYS: &[&str] = &[
 ];
 
 /// Sections that later manifest features add; named so that users get a clear answer.
-const FUTURE_KEYS: &[&str] = &["events", "queues", "routes"];
+const FUTURE_KEYS: &[&str] = &["routes"];
 
 /// Keys of a service.
 const SERVICE_KEYS: &[&str] = &[
@@ -120,7 +132,9 @@ pub(crate) fn from_yaml(file: &str, text: &str, err: &serde_norway::Error) -> Ma
             hint: Some("start from `stratus init NAME --template python`".to_owned()),
         };
     }
-    let (mut message, positions) = strip_positions(&err.to_string());
+    let (message, positions) = strip_positions(&err.to_string());
+    // serde names list items `events[2]`; keys here are dotted throughout.
+    let mut message = message.replace(']', "").replace('[', ".");
     let mut line = err.location().map(|l| l.line());
     // An error found at the end of the file (an unclosed quote or bracket) is
     // reported where the unfinished construct began, the second position.
@@ -149,6 +163,9 @@ pub(crate) fn from_yaml(file: &str, text: &str, err: &serde_norway::Error) -> Ma
             "http" => HTTP_KEYS,
             "cors" => CORS_KEYS,
             "readiness" => &["path", "timeout"],
+            "cloudevents" => &["type", "source"],
+            _ if key.starts_with("queues.") => &["visibility_timeout", "retention"],
+            _ if key.contains(".events.") => TRIGGER_KEYS,
             _ if key.starts_with("services.") => SERVICE_KEYS,
             _ if in_function => FUNCTION_KEYS,
             _ => TOP_KEYS,
@@ -342,6 +359,25 @@ pub(crate) fn expected_for(key: &str) -> Option<&'static str> {
         "streaming" => "`true` to stream the response, `false` (the default) to buffer it",
         "headers" | "expose_headers" => "a list of header names, e.g. `[x-request-id]`",
         "max_age" => "a duration such as `10m`, at most 24h",
+        "events" => {
+            "a list of triggers, e.g. `events: [{ schedule: \"0 3 * * *\" }, { queue: orders }]`"
+        }
+        "queues" => {
+            "a map of queue names to settings, e.g. `queues: { orders: { visibility_timeout: 30s } }`"
+        }
+        "schedule" => "five cron fields such as `\"0 3 * * *\"`, or `rate(5 minutes)`",
+        "timezone" => "an IANA time zone such as `Asia/Shanghai` or `UTC` (the default)",
+        "catch_up" => {
+            "`skip` (the default: missed slots do not run) or `once` (the latest runs once)"
+        }
+        "queue" => "the name of a queue declared under `queues:`",
+        "batch_size" => "a whole number of messages from 1 to 100 (default 10)",
+        "batch_window" => "a duration such as `2s`, at most 5m (default 0: no waiting)",
+        "visibility_timeout" => {
+            "a duration such as `30s`, from 1s to 12h, at least the consumer's timeout"
+        }
+        "retention" => "a duration such as `4d`, from 1m to 14d",
+        "cloudevents" => "filters such as `cloudevents: { type: com.example.order.* }`",
         _ => return None,
     })
 }

@@ -10,12 +10,14 @@ mod error;
 mod locate;
 mod raw;
 mod resolve;
+pub mod schedule;
 mod spec;
 
 pub use error::{ManifestError, ManifestErrors};
 pub use spec::{
-    AppSpec, CorsSpec, FunctionSpec, HttpAuth, HttpSpec, Network, Readiness, Runtime,
-    SCF_BOOTSTRAP, SCF_PORT, ServiceCommand, ServiceSpec, is_valid_name,
+    AppSpec, CatchUp, CloudEventsTrigger, CorsSpec, FunctionSpec, HttpAuth, HttpSpec, Network,
+    QueueSpec, QueueTrigger, Readiness, Runtime, SCF_BOOTSTRAP, SCF_PORT, ScheduleTrigger,
+    ServiceCommand, ServiceSpec, Trigger, is_valid_name,
 };
 
 /// The file name `stratus deploy` looks for in an application directory.

@@ -8,21 +8,52 @@ pub(crate) fn line_of(text: &str, path: &str) -> Option<usize> {
     let mut found = None;
     let mut parent_indent: Option<usize> = None;
     let mut start = 0;
+    // The line of the list item last matched, whose own `- key:` is
+    // inside the item.
+    let mut item_line = None;
     let lines: Vec<&str> = text.lines().collect();
     'segments: for segment in path.split('.').filter(|s| !s.is_empty()) {
+        let index: Option<usize> = segment.parse().ok();
+        let mut items = 0;
+        let mut dash_indent = None;
         for (i, line) in lines.iter().enumerate().skip(start) {
             let trimmed = line.trim_start();
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
             let indent = line.len() - trimmed.len();
+            let item = trimmed.strip_prefix("- ").map(str::trim_start);
+            if item_line == Some(i) && item.is_none() {
+                // A bare `-`: the item's keys are on the lines below.
+                continue;
+            }
+            let (indent, content) = match item {
+                Some(rest) if item_line == Some(i) => (indent + 2, rest),
+                _ => (indent, trimmed),
+            };
             if parent_indent.is_some_and(|p| indent <= p) {
                 break;
             }
-            if key_of(trimmed) == Some(segment) {
+            if let Some(n) = index {
+                // The n-th `- ` at the list's own indentation.
+                if (item.is_some() || trimmed == "-") && dash_indent.is_none_or(|d| d == indent) {
+                    dash_indent = Some(indent);
+                    if items == n {
+                        found = Some(i + 1);
+                        parent_indent = Some(indent);
+                        start = i;
+                        item_line = Some(i);
+                        continue 'segments;
+                    }
+                    items += 1;
+                }
+                continue;
+            }
+            if key_of(content) == Some(segment) {
                 found = Some(i + 1);
                 parent_indent = Some(indent);
                 start = i + 1;
+                item_line = None;
                 continue 'segments;
             }
         }
@@ -83,6 +114,19 @@ mod tests {
         assert_eq!(line_of(TEXT, "functions.other.memory"), Some(8));
         assert_eq!(line_of(TEXT, "functions.greet.env.A"), Some(6));
         assert_eq!(line_of(TEXT, "functions.greet.memory"), Some(4));
+    }
+
+    #[test]
+    fn finds_keys_in_list_items() {
+        let text = "f:\n  events:\n    - schedule: a\n      timezone: b\n    - queue: q\n\n    -\n      queue: r\n  other: 1\n";
+        assert_eq!(line_of(text, "f.events.0"), Some(3));
+        assert_eq!(line_of(text, "f.events.0.schedule"), Some(3));
+        assert_eq!(line_of(text, "f.events.0.timezone"), Some(4));
+        assert_eq!(line_of(text, "f.events.1.queue"), Some(5));
+        assert_eq!(line_of(text, "f.events.1.timezone"), Some(5));
+        assert_eq!(line_of(text, "f.events.2.queue"), Some(8));
+        assert_eq!(line_of(text, "f.events.3"), Some(2));
+        assert_eq!(line_of(text, "f.other"), Some(9));
     }
 
     #[test]

@@ -17,6 +17,38 @@ pub(crate) struct RawManifest {
     pub functions: BTreeMap<String, RawFunction>,
     #[serde(default, deserialize_with = "unique_keys")]
     pub services: BTreeMap<String, RawService>,
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub queues: BTreeMap<String, Option<RawQueue>>,
+}
+
+/// A named queue of the app.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQueue {
+    pub visibility_timeout: Option<String>,
+    pub retention: Option<String>,
+}
+
+/// One entry of a function's `events:`: what runs it besides invocations.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTrigger {
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub catch_up: Option<String>,
+    pub queue: Option<String>,
+    pub batch_size: Option<u32>,
+    pub batch_window: Option<String>,
+    pub cloudevents: Option<RawCloudEvents>,
+}
+
+/// Which ingested CloudEvents reach a function.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCloudEvents {
+    #[serde(rename = "type")]
+    pub types: Option<OneOrMany>,
+    pub source: Option<OneOrMany>,
 }
 
 /// A long-running web app: an ordinary server process behind the gateway.
@@ -74,6 +106,7 @@ pub(crate) struct RawFunction {
     pub max_event_age: Option<String>,
     pub on_success: Option<String>,
     pub on_failure: Option<String>,
+    pub events: Option<Vec<RawTrigger>>,
 }
 
 /// `http:` on a function: the routes that reach it on the public listener.

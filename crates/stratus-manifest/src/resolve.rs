@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use crate::error::{ManifestError, ManifestErrors, closest, expected_for};
 use crate::locate::line_of;
-use crate::raw::{RawCommand, RawCors, RawFunction, RawHttp, RawManifest, RawService};
+use crate::raw::{
+    RawCommand, RawCors, RawFunction, RawHttp, RawManifest, RawQueue, RawService, RawTrigger,
+};
 use crate::spec::{
-    AppSpec, CorsSpec, FunctionSpec, HttpAuth, HttpSpec, Network, Readiness, Runtime,
-    ServiceCommand, ServiceSpec, is_valid_name,
+    AppSpec, CatchUp, CloudEventsTrigger, CorsSpec, FunctionSpec, HttpAuth, HttpSpec, Network,
+    QueueSpec, QueueTrigger, Readiness, Runtime, ScheduleTrigger, ServiceCommand, ServiceSpec,
+    Trigger, is_valid_name,
 };
 
 pub const DEFAULT_MEMORY_MB: u32 = 128;
@@ -29,6 +32,13 @@ pub const SERVICE_DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub const SERVICE_DEFAULT_QUEUE_DEPTH: u32 = 1000;
 pub const SERVICE_DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(30);
 pub const SERVICE_DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_BATCH_SIZE: u32 = 10;
+pub const MAX_BATCH_SIZE: u32 = 100;
+pub const MAX_BATCH_WINDOW: Duration = Duration::from_secs(300);
+pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const MAX_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(4 * 24 * 3600);
+pub const MAX_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 
 const NAME_HINT: &str =
     "use lowercase letters, digits and '-', starting with a letter, at most 40 characters";
@@ -45,6 +55,8 @@ const RESERVED_ENV: &[&str] = &[
     "AWS_LAMBDA_LOG_GROUP_NAME",
     "AWS_LAMBDA_LOG_STREAM_NAME",
     "AWS_EXECUTION_ENV",
+    "STRATUS_API_URL",
+    "STRATUS_API_TOKEN",
 ];
 
 struct Checker<'a> {
@@ -120,14 +132,23 @@ pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpe
         }
     }
 
+    let mut queues = BTreeMap::new();
+    for (name, q) in raw.queues {
+        if let Some(spec) = resolve_queue(&mut c, &name, q.unwrap_or_default()) {
+            queues.insert(name, spec);
+        }
+    }
+
     check_routes(&mut c, &functions, &services);
-    check_destinations(&mut c, &functions);
+    check_destinations(&mut c, &functions, &queues);
+    check_queue_triggers(&mut c, &functions, &queues);
 
     if c.errors.is_empty() {
         Ok(AppSpec {
             name: raw.app,
             functions,
             services,
+            queues,
         })
     } else {
         c.errors.sort_by_key(|e| e.line);
@@ -333,6 +354,14 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         (Duration::from_secs(60), crate::spec::DEFAULT_MAX_EVENT_AGE),
     );
 
+    let events = f
+        .events
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, raw)| resolve_trigger(c, &format!("functions.{name}.events.{i}"), raw))
+        .collect();
+
     (c.errors.len() == before).then(|| FunctionSpec {
         name: name.to_owned(),
         runtime: runtime.expect("checked above"),
@@ -350,7 +379,208 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         max_event_age,
         on_success: f.on_success,
         on_failure: f.on_failure,
+        events,
     })
+}
+
+/// One entry of `events:`: exactly one of `schedule`, `queue` and
+/// `cloudevents`, with only the settings of its kind.
+fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Trigger> {
+    let key = |field: &str| format!("{owner}.{field}");
+    let kinds = [
+        ("schedule", t.schedule.is_some()),
+        ("queue", t.queue.is_some()),
+        ("cloudevents", t.cloudevents.is_some()),
+    ];
+    let given: Vec<&str> = kinds.iter().filter(|k| k.1).map(|k| k.0).collect();
+    if given.len() != 1 {
+        c.error(
+            owner.to_owned(),
+            if given.is_empty() {
+                "this trigger names no source".to_owned()
+            } else {
+                format!("this trigger names {} sources", given.join(" and "))
+            },
+            Some("give each entry of `events:` one of `schedule:`, `queue:` or `cloudevents:`; list several entries for several sources".into()),
+        );
+        return None;
+    }
+    let stray = |c: &mut Checker<'_>, field: &str, set: bool, kind: &str| {
+        if set {
+            c.error(
+                key(field),
+                format!("`{field}` does not apply to a {} trigger", given[0]),
+                Some(format!(
+                    "`{field}` is a setting of `{kind}` triggers; remove it"
+                )),
+            );
+        }
+    };
+    let before = c.errors.len();
+    if given[0] != "schedule" {
+        stray(c, "timezone", t.timezone.is_some(), "schedule");
+        stray(c, "catch_up", t.catch_up.is_some(), "schedule");
+    }
+    if given[0] != "queue" {
+        stray(c, "batch_size", t.batch_size.is_some(), "queue");
+        stray(c, "batch_window", t.batch_window.is_some(), "queue");
+    }
+    let trigger = if let Some(expression) = t.schedule {
+        let timezone = t.timezone.unwrap_or_else(|| "UTC".to_owned());
+        match crate::schedule::Schedule::parse(&expression, &timezone) {
+            Ok(_) => {}
+            Err(err @ crate::schedule::ScheduleError::Zone(_)) => c.error(
+                key("timezone"),
+                err.to_string(),
+                expected_for("timezone").map(str::to_owned),
+            ),
+            Err(err) => c.error(
+                key("schedule"),
+                err.to_string(),
+                expected_for("schedule").map(str::to_owned),
+            ),
+        }
+        let catch_up = match t.catch_up.as_deref() {
+            None | Some("skip") => CatchUp::Skip,
+            Some("once") => CatchUp::Once,
+            Some(other) => {
+                c.error(
+                    key("catch_up"),
+                    format!("unknown catch-up policy {other:?}"),
+                    expected_for("catch_up").map(str::to_owned),
+                );
+                CatchUp::Skip
+            }
+        };
+        Trigger::Schedule(ScheduleTrigger {
+            expression: expression.trim().to_owned(),
+            timezone,
+            catch_up,
+        })
+    } else if let Some(queue) = t.queue {
+        let batch_size = t.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+        if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
+            c.error(
+                key("batch_size"),
+                format!("batch_size {batch_size} is out of range"),
+                expected_for("batch_size").map(str::to_owned),
+            );
+        }
+        let batch_window = duration(
+            c,
+            &key("batch_window"),
+            t.batch_window.as_deref(),
+            Duration::ZERO,
+            (Duration::ZERO, MAX_BATCH_WINDOW),
+        );
+        Trigger::Queue(QueueTrigger {
+            queue,
+            batch_size,
+            batch_window,
+        })
+    } else {
+        let filters = t.cloudevents.expect("one source is given");
+        let types = filters.types.map(|t| t.into_vec()).unwrap_or_default();
+        let sources = filters.source.map(|s| s.into_vec()).unwrap_or_default();
+        for (field, patterns) in [("type", &types), ("source", &sources)] {
+            if patterns
+                .iter()
+                .any(|p| p.is_empty() || p.trim_end_matches('*').contains('*'))
+            {
+                c.error(
+                    key(&format!("cloudevents.{field}")),
+                    format!("invalid {field} filter {patterns:?}"),
+                    Some(
+                        "give exact values, or a prefix ending in `*` such as `com.example.*`"
+                            .into(),
+                    ),
+                );
+            }
+        }
+        Trigger::CloudEvents(CloudEventsTrigger { types, sources })
+    };
+    (c.errors.len() == before).then_some(trigger)
+}
+
+fn resolve_queue(c: &mut Checker<'_>, name: &str, q: RawQueue) -> Option<QueueSpec> {
+    let key = |field: &str| format!("queues.{name}.{field}");
+    let before = c.errors.len();
+    if !is_valid_name(name) {
+        c.error(
+            format!("queues.{name}"),
+            format!("invalid queue name {name:?}"),
+            Some(NAME_HINT.into()),
+        );
+    }
+    let visibility_timeout = duration(
+        c,
+        &key("visibility_timeout"),
+        q.visibility_timeout.as_deref(),
+        DEFAULT_VISIBILITY_TIMEOUT,
+        (Duration::from_secs(1), MAX_VISIBILITY_TIMEOUT),
+    );
+    let retention = duration(
+        c,
+        &key("retention"),
+        q.retention.as_deref(),
+        DEFAULT_RETENTION,
+        (Duration::from_secs(60), MAX_RETENTION),
+    );
+    (c.errors.len() == before).then(|| QueueSpec {
+        name: name.to_owned(),
+        visibility_timeout,
+        retention,
+    })
+}
+
+/// A `queue` trigger names a declared queue, which has one consumer, and
+/// whose visibility timeout covers the consumer's timeout (otherwise a
+/// batch still being handled would be delivered a second time).
+fn check_queue_triggers(
+    c: &mut Checker<'_>,
+    functions: &BTreeMap<String, FunctionSpec>,
+    queues: &BTreeMap<String, QueueSpec>,
+) {
+    let mut consumers: BTreeMap<&str, &str> = BTreeMap::new();
+    for f in functions.values() {
+        for (i, trigger) in f.events.iter().enumerate() {
+            let Trigger::Queue(t) = trigger else { continue };
+            let key = format!("functions.{}.events.{i}.queue", f.name);
+            let Some(queue) = queues.get(&t.queue) else {
+                let names: Vec<&str> = queues.keys().map(String::as_str).collect();
+                c.error(
+                    key,
+                    format!("there is no queue {:?} in this app", t.queue),
+                    Some(match closest(&t.queue, &names) {
+                        Some(best) => format!("did you mean `{best}`?"),
+                        None => format!(
+                            "declare it: `queues: {{ {}: {{ visibility_timeout: 30s }} }}` at the top level",
+                            t.queue
+                        ),
+                    }),
+                );
+                continue;
+            };
+            if let Some(other) = consumers.insert(&t.queue, &f.name) {
+                c.error(
+                    key,
+                    format!("queue {} already has a consumer, function {other}", t.queue),
+                    Some("a queue has one consumer; declare a queue for each function that should see the messages".into()),
+                );
+            } else if queue.visibility_timeout < f.timeout {
+                c.error(
+                    format!("queues.{}.visibility_timeout", t.queue),
+                    format!(
+                        "the visibility timeout {} is shorter than the timeout {} of its consumer, function {}",
+                        humantime::format_duration(queue.visibility_timeout),
+                        humantime::format_duration(f.timeout),
+                        f.name
+                    ),
+                    Some("a batch would be delivered again while it is still being handled; raise `visibility_timeout` or lower the function's `timeout`".into()),
+                );
+            }
+        }
+    }
 }
 
 /// The methods a route may name.
@@ -556,8 +786,13 @@ fn check_routes(
     }
 }
 
-/// `on_success` and `on_failure` name another function of the app.
-fn check_destinations(c: &mut Checker<'_>, functions: &BTreeMap<String, FunctionSpec>) {
+/// `on_success` and `on_failure` name another function of the app, or
+/// one of its queues.
+fn check_destinations(
+    c: &mut Checker<'_>,
+    functions: &BTreeMap<String, FunctionSpec>,
+    queues: &BTreeMap<String, QueueSpec>,
+) {
     for f in functions.values() {
         for (field, to) in [("on_success", &f.on_success), ("on_failure", &f.on_failure)] {
             let Some(to) = to else { continue };
@@ -568,11 +803,21 @@ fn check_destinations(c: &mut Checker<'_>, functions: &BTreeMap<String, Function
                     format!("function {} cannot be its own destination", f.name),
                     Some("a destination is another function of the app; chaining a function to itself would never end".into()),
                 );
-            } else if !functions.contains_key(to) {
-                let names: Vec<&str> = functions.keys().map(String::as_str).collect();
+            } else if functions.contains_key(to) && queues.contains_key(to) {
                 c.error(
                     key,
-                    format!("there is no function {to:?} in this app"),
+                    format!("{to:?} is both a function and a queue of this app"),
+                    Some("rename the queue or the function so the destination is clear".into()),
+                );
+            } else if !functions.contains_key(to) && !queues.contains_key(to) {
+                let names: Vec<&str> = functions
+                    .keys()
+                    .chain(queues.keys())
+                    .map(String::as_str)
+                    .collect();
+                c.error(
+                    key,
+                    format!("there is no function or queue {to:?} in this app"),
                     Some(match closest(to, &names) {
                         Some(best) => format!("did you mean `{best}`?"),
                         None => format!("name one of: {}", names.join(", ")),

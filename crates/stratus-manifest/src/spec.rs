@@ -14,6 +14,100 @@ pub struct AppSpec {
     /// Long-running web apps behind the gateway.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceSpec>,
+    /// Named queues: functions consume them through `queue` triggers.
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueSpec>,
+}
+
+/// A queue the app declares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSpec {
+    pub name: String,
+    /// How long a received batch stays hidden from other receivers before
+    /// its messages may be delivered again.
+    #[serde(with = "millis")]
+    pub visibility_timeout: Duration,
+    /// How long a message waits for a successful delivery before it moves
+    /// to the dead letters.
+    #[serde(with = "millis")]
+    pub retention: Duration,
+}
+
+/// What runs a function besides invocations: one entry of its `events:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Trigger {
+    /// A cron expression or a rate, in a time zone.
+    Schedule(ScheduleTrigger),
+    /// Batches of messages from one of the app's queues.
+    Queue(QueueTrigger),
+    /// CloudEvents posted to the app's ingest endpoint, by type and source.
+    CloudEvents(CloudEventsTrigger),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleTrigger {
+    /// Five cron fields, an `@daily`-style macro, or `rate(N unit)`.
+    pub expression: String,
+    /// An IANA time zone; cron fields are local times there.
+    pub timezone: String,
+    pub catch_up: CatchUp,
+}
+
+impl ScheduleTrigger {
+    /// The parsed schedule; validated when the manifest was.
+    pub fn schedule(&self) -> Result<crate::schedule::Schedule, crate::schedule::ScheduleError> {
+        crate::schedule::Schedule::parse(&self.expression, &self.timezone)
+    }
+
+    /// What identifies the schedule's slots across deploys: changing the
+    /// expression or zone starts a new series.
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.expression, self.timezone)
+    }
+}
+
+/// What a schedule does about slots that passed while no node ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    /// Missed slots are not run.
+    #[default]
+    Skip,
+    /// The latest missed slot runs once.
+    Once,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueTrigger {
+    pub queue: String,
+    /// Most messages in one invocation.
+    pub batch_size: u32,
+    /// How long to gather a batch before delivering a smaller one.
+    #[serde(with = "millis")]
+    pub batch_window: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudEventsTrigger {
+    /// Event types that match (`*` at the end matches a prefix); empty for any.
+    pub types: Vec<String>,
+    /// Sources that match, likewise.
+    pub sources: Vec<String>,
+}
+
+impl CloudEventsTrigger {
+    /// Whether an event of `kind` from `source` reaches the function.
+    pub fn matches(&self, kind: &str, source: &str) -> bool {
+        fn any(patterns: &[String], value: &str) -> bool {
+            patterns.is_empty()
+                || patterns.iter().any(|p| match p.strip_suffix('*') {
+                    Some(prefix) => value.starts_with(prefix),
+                    None => p == value,
+                })
+        }
+        any(&self.types, kind) && any(&self.sources, source)
+    }
 }
 
 /// One service: an ordinary web server process (Flask, Express, any
@@ -112,14 +206,17 @@ pub struct FunctionSpec {
     /// An event older than this is not attempted again.
     #[serde(default = "default_max_event_age", with = "millis")]
     pub max_event_age: Duration,
-    /// The function that receives a record of each asynchronous event
-    /// this one handled successfully.
+    /// The function or queue that receives a record of each asynchronous
+    /// event this one handled successfully.
     #[serde(default)]
     pub on_success: Option<String>,
-    /// The function that receives a record of each asynchronous event
-    /// this one failed for good.
+    /// The function or queue that receives a record of each asynchronous
+    /// event this one failed for good.
     #[serde(default)]
     pub on_failure: Option<String>,
+    /// What runs it besides invocations.
+    #[serde(default)]
+    pub events: Vec<Trigger>,
 }
 
 /// Attempts after the first, for an event whose function failed.

@@ -73,6 +73,24 @@ fn render(app: &stratus_manifest::AppSpec) -> String {
             }
             out.push('\n');
         }
+        for trigger in &f.events {
+            writeln!(out, "  event {trigger:?}").unwrap();
+        }
+        for (field, to) in [("on_success", &f.on_success), ("on_failure", &f.on_failure)] {
+            if let Some(to) = to {
+                writeln!(out, "  {field} {to}").unwrap();
+            }
+        }
+    }
+    for q in app.queues.values() {
+        writeln!(
+            out,
+            "queue {} visibility={}s retention={}s",
+            q.name,
+            q.visibility_timeout.as_secs(),
+            q.retention.as_secs()
+        )
+        .unwrap();
     }
     for s in app.services.values() {
         writeln!(
@@ -316,25 +334,6 @@ fn future_top_level_key() {
         "
         stratus.yaml:2: http: unknown key `http`
           hint: `http` is a function setting; indent it under a function's name in `functions:`
-        ",
-    );
-}
-
-#[test]
-fn future_function_key() {
-    check(
-        "
-        app: hello
-        functions:
-          greet:
-            runtime: python3
-            handler: main.handler
-            events:
-              - schedule: 5m
-        ",
-        "
-        stratus.yaml:6: functions.greet.events: unknown key `events`
-          hint: `events` is not supported by this version of stratus; remove it
         ",
     );
 }
@@ -1491,10 +1490,170 @@ fn destinations_name_other_functions() {
             handler: main.handler
         ",
         "
-        stratus.yaml:6: functions.orders.on_success: there is no function \"notfy\" in this app
+        stratus.yaml:6: functions.orders.on_success: there is no function or queue \"notfy\" in this app
           hint: did you mean `notify`?
         stratus.yaml:7: functions.orders.on_failure: function orders cannot be its own destination
           hint: a destination is another function of the app; chaining a function to itself would never end
+        ",
+    );
+}
+
+#[test]
+fn triggers_and_queues_with_defaults_and_settings() {
+    check(
+        "
+        app: shop
+        functions:
+          nightly:
+            runtime: python3
+            handler: jobs.nightly
+            events:
+              - schedule: \"0 3 * * *\"
+                timezone: Asia/Shanghai
+                catch_up: once
+              - schedule: rate(5 minutes)
+          orders:
+            runtime: python3
+            handler: main.handler
+            on_failure: failed
+            events:
+              - queue: orders
+                batch_size: 25
+                batch_window: 2s
+              - cloudevents:
+                  type: [com.example.order.*, com.example.refund]
+        queues:
+          orders: { visibility_timeout: 1m }
+          failed:
+        ",
+        "
+        app shop
+        nightly python3 jobs.nightly . 128 30000 100 -
+          event Schedule(ScheduleTrigger { expression: \"0 3 * * *\", timezone: \"Asia/Shanghai\", catch_up: Once })
+          event Schedule(ScheduleTrigger { expression: \"rate(5 minutes)\", timezone: \"UTC\", catch_up: Skip })
+        orders python3 main.handler . 128 30000 100 -
+          event Queue(QueueTrigger { queue: \"orders\", batch_size: 25, batch_window: 2s })
+          event CloudEvents(CloudEventsTrigger { types: [\"com.example.order.*\", \"com.example.refund\"], sources: [] })
+          on_failure failed
+        queue failed visibility=30s retention=345600s
+        queue orders visibility=60s retention=345600s
+        ",
+    );
+}
+
+#[test]
+fn schedule_triggers_are_checked() {
+    check(
+        "
+        app: shop
+        functions:
+          a:
+            runtime: python3
+            handler: main.handler
+            events:
+              - schedule: \"@daily\"
+              - shedule: \"@daily\"
+        ",
+        "
+        stratus.yaml:8: functions.a.events.1.shedule: unknown key `shedule`
+          hint: did you mean `schedule`?
+        ",
+    );
+    check(
+        "
+        app: shop
+        functions:
+          a:
+            runtime: python3
+            handler: main.handler
+            events:
+              - schedule: 5m
+              - schedule: \"0 3 * * *\"
+                timezone: Mars/Olympus
+              - schedule: \"61 * * * *\"
+                catch_up: always
+              - schedule: \"@daily\"
+                batch_size: 3
+              - {}
+              - { schedule: \"@daily\", queue: q }
+        ",
+        "
+        stratus.yaml:7: functions.a.events.0.schedule: \"5m\" has 1 fields; a cron expression has five: minute hour day-of-month month day-of-week, such as \"0 3 * * *\" (03:00 every day), or write rate(5 minutes)
+          hint: five cron fields such as `\"0 3 * * *\"`, or `rate(5 minutes)`
+        stratus.yaml:9: functions.a.events.1.timezone: unknown time zone \"Mars/Olympus\"
+          hint: an IANA time zone such as `Asia/Shanghai` or `UTC` (the default)
+        stratus.yaml:10: functions.a.events.2.schedule: minute field \"61\": 61 is outside 0-59
+          hint: five cron fields such as `\"0 3 * * *\"`, or `rate(5 minutes)`
+        stratus.yaml:11: functions.a.events.2.catch_up: unknown catch-up policy \"always\"
+          hint: `skip` (the default: missed slots do not run) or `once` (the latest runs once)
+        stratus.yaml:13: functions.a.events.3.batch_size: `batch_size` does not apply to a schedule trigger
+          hint: `batch_size` is a setting of `queue` triggers; remove it
+        stratus.yaml:14: functions.a.events.4: this trigger names no source
+          hint: give each entry of `events:` one of `schedule:`, `queue:` or `cloudevents:`; list several entries for several sources
+        stratus.yaml:15: functions.a.events.5: this trigger names schedule and queue sources
+          hint: give each entry of `events:` one of `schedule:`, `queue:` or `cloudevents:`; list several entries for several sources
+        ",
+    );
+}
+
+#[test]
+fn queue_triggers_are_checked() {
+    check(
+        "
+        app: shop
+        functions:
+          a:
+            runtime: python3
+            handler: main.handler
+            timeout: 2m
+            events:
+              - queue: orders
+          b:
+            runtime: python3
+            handler: main.handler
+            on_success: order
+            events:
+              - queue: ordres
+              - queue: orders
+        queues:
+          orders: {}
+          Bad_Name: { retention: 30d }
+          other:
+        ",
+        "
+        stratus.yaml:12: functions.b.on_success: there is no function or queue \"order\" in this app
+          hint: did you mean `orders`?
+        stratus.yaml:14: functions.b.events.0.queue: there is no queue \"ordres\" in this app
+          hint: did you mean `orders`?
+        stratus.yaml:15: functions.b.events.1.queue: queue orders already has a consumer, function a
+          hint: a queue has one consumer; declare a queue for each function that should see the messages
+        stratus.yaml:17: queues.orders.visibility_timeout: the visibility timeout 30s is shorter than the timeout 2m of its consumer, function a
+          hint: a batch would be delivered again while it is still being handled; raise `visibility_timeout` or lower the function's `timeout`
+        stratus.yaml:18: queues.Bad_Name: invalid queue name \"Bad_Name\"
+          hint: use lowercase letters, digits and '-', starting with a letter, at most 40 characters
+        stratus.yaml:18: queues.Bad_Name.retention: 30d is out of range
+          hint: give a duration from 1m to 14days
+        ",
+    );
+    check(
+        "
+        app: shop
+        functions:
+          a:
+            runtime: python3
+            handler: main.handler
+            events:
+              - queue: orders
+                batch_size: 0
+                batch_window: 10m
+        queues:
+          orders: {}
+        ",
+        "
+        stratus.yaml:8: functions.a.events.0.batch_size: batch_size 0 is out of range
+          hint: a whole number of messages from 1 to 100 (default 10)
+        stratus.yaml:9: functions.a.events.0.batch_window: 10m is out of range
+          hint: give a duration from 0s to 5m
         ",
     );
 }

@@ -13,7 +13,7 @@ pub struct Invocation {
     pub payload: Bytes,
     /// `Root=1-...` for `Lambda-Runtime-Trace-Id`; generated when absent.
     pub trace_id: Option<String>,
-    /// Base64 JSON client context, passed through to the runtime.
+    /// The client context (JSON) for `Lambda-Runtime-Client-Context`.
     pub client_context: Option<String>,
     /// Return the invocation's log lines with the outcome.
     pub want_logs: bool,

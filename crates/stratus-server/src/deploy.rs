@@ -265,10 +265,11 @@ pub(crate) async fn deploy(
     // Functions first, then the routes that lead to them.
     state.scheduler.publish_app(
         app,
-        crate::function_configs(&state.config.data_dir, &version),
+        crate::function_configs(&state.config.data_dir, &version, &state.api),
         crate::service_configs(&state.config.data_dir, &version),
     );
     state.directory.publish(&version);
+    state.triggers.reconcile(app, Some(&version.spec));
     tracing::info!(app, version = version.version, "deployed");
     Ok(DeployResponse {
         app: app.to_owned(),

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use stratus_scheduler::{Invocation, InvokeError, Scheduler, StreamChunk};
-use stratus_store::{EventRecord, NewEvent, Settlement, Store, StoreError};
+use stratus_store::{EventRecord, FollowUp, NewEvent, NewMessage, Settlement, Store, StoreError};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 /// Events delivered at once.
@@ -82,6 +82,21 @@ impl Events {
         source: &str,
     ) -> stratus_store::Result<String> {
         let request_id = uuid::Uuid::new_v4().to_string();
+        self.enqueue_as(app, function, payload, source, request_id)
+            .await
+    }
+
+    /// As [`Events::enqueue`], under a request id of the caller's: an
+    /// event with the same id still queued for the function is not queued
+    /// twice.
+    pub async fn enqueue_as(
+        &self,
+        app: &str,
+        function: &str,
+        payload: Bytes,
+        source: &str,
+        request_id: String,
+    ) -> stratus_store::Result<String> {
         let now = crate::now_ms();
         let event = NewEvent {
             app: app.to_owned(),
@@ -184,48 +199,21 @@ impl Events {
         let Ok(_turn) = limit.acquire_owned().await else {
             return;
         };
-        let mut invocation = Invocation::new(Bytes::from(event.payload.clone()));
-        invocation.request_id = event.request_id.clone();
-        // The function's result, or its error as (type, message).
-        let attempt: Result<serde_json::Value, (String, String)> = match self
-            .scheduler
-            .invoke(&event.app, &event.function, invocation)
-            .await
+        let attempt = match attempt(
+            &self.scheduler,
+            &event.app,
+            &event.function,
+            Bytes::from(event.payload.clone()),
+            &event.request_id,
+        )
+        .await
         {
-            Ok(mut outcome) => match (outcome.result, outcome.stream.take()) {
-                (Ok(body), None) => Ok(serde_json::from_slice(&body).unwrap_or_else(|_| {
-                    serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())
-                })),
-                (Ok(_), Some(mut stream)) => {
-                    // Nobody reads an asynchronous result; a stream still
-                    // tells whether the function succeeded.
-                    let mut ended = Ok(serde_json::Value::Null);
-                    while let Some(chunk) = stream.body.recv().await {
-                        match chunk {
-                            StreamChunk::Data(_) => {}
-                            StreamChunk::End => break,
-                            StreamChunk::Failed(err) => {
-                                ended = Err((err.error_type, err.message));
-                                break;
-                            }
-                        }
-                    }
-                    ended
-                }
-                (Err(err), _) => Err((err.error_type, err.message)),
-            },
-            Err(InvokeError::ShuttingDown) => {
-                // Left leased: the next start runs it again.
-                return;
-            }
-            Err(InvokeError::NoSuchFunction { app, function }) => {
-                let error = format!("function {app}/{function} no longer exists");
+            Attempt::Ran(result) => result,
+            Attempt::Stopping => return,
+            Attempt::Gone(error) => {
                 return self
                     .settle(Settlement::dead(&event, crate::now_ms(), error))
                     .await;
-            }
-            Err(err @ InvokeError::Throttled { .. }) => {
-                Err(("Stratus.Throttled".to_owned(), err.to_string()))
             }
         };
         let record = |condition: &str, response: serde_json::Value, error: bool| {
@@ -284,17 +272,32 @@ impl Events {
         self.settle(settlement).await;
     }
 
-    /// The event a destination `to` receives about `event`.
-    fn chained(&self, event: &EventRecord, to: &str, record: serde_json::Value) -> NewEvent {
+    /// What a destination `to` (a function of the app, or else one of its
+    /// queues) receives about `event`.
+    fn chained(&self, event: &EventRecord, to: &str, record: serde_json::Value) -> FollowUp {
         let now = crate::now_ms();
-        NewEvent {
-            app: event.app.clone(),
-            function: to.to_owned(),
-            payload: record.to_string().into_bytes(),
-            request_id: uuid::Uuid::new_v4().to_string(),
-            source: format!("destination:{}", event.function),
-            created_ms: now,
-            not_before_ms: now,
+        let id = uuid::Uuid::new_v4().to_string();
+        let source = format!("destination:{}", event.function);
+        if self.scheduler.pool(&event.app, to).is_some() {
+            FollowUp::Event(NewEvent {
+                app: event.app.clone(),
+                function: to.to_owned(),
+                payload: record.to_string().into_bytes(),
+                request_id: id,
+                source,
+                created_ms: now,
+                not_before_ms: now,
+            })
+        } else {
+            FollowUp::Message(NewMessage {
+                app: event.app.clone(),
+                queue: to.to_owned(),
+                body: record.to_string().into_bytes(),
+                message_id: id,
+                source,
+                sent_ms: now,
+                visible_ms: now,
+            })
         }
     }
 
@@ -317,6 +320,61 @@ impl Events {
             tracing::error!(%err, "cannot settle an event");
         }
         self.wake.notify_one();
+    }
+}
+
+/// How one delivery went.
+pub(crate) enum Attempt {
+    /// The function ran: its result, or its error as (type, message).
+    Ran(Result<serde_json::Value, (String, String)>),
+    /// The server is shutting down: the delivery did not happen.
+    Stopping,
+    /// The function no longer exists.
+    Gone(String),
+}
+
+/// Runs `function` of `app` on `payload` as a delivery of an event, with
+/// the event's `request_id`.
+pub(crate) async fn attempt(
+    scheduler: &Scheduler,
+    app: &str,
+    function: &str,
+    payload: Bytes,
+    request_id: &str,
+) -> Attempt {
+    let mut invocation = Invocation::new(payload);
+    invocation.request_id = request_id.to_owned();
+    match scheduler.invoke(app, function, invocation).await {
+        Ok(mut outcome) => Attempt::Ran(match (outcome.result, outcome.stream.take()) {
+            (Ok(body), None) => Ok(serde_json::from_slice(&body).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())
+            })),
+            (Ok(_), Some(mut stream)) => {
+                // Nobody reads an asynchronous result; a stream still
+                // tells whether the function succeeded.
+                let mut ended = Ok(serde_json::Value::Null);
+                while let Some(chunk) = stream.body.recv().await {
+                    match chunk {
+                        StreamChunk::Data(_) => {}
+                        StreamChunk::End => break,
+                        StreamChunk::Failed(err) => {
+                            ended = Err((err.error_type, err.message));
+                            break;
+                        }
+                    }
+                }
+                ended
+            }
+            (Err(err), _) => Err((err.error_type, err.message)),
+        }),
+        // Left leased: the next start runs it again.
+        Err(InvokeError::ShuttingDown) => Attempt::Stopping,
+        Err(InvokeError::NoSuchFunction { app, function }) => {
+            Attempt::Gone(format!("function {app}/{function} no longer exists"))
+        }
+        Err(err @ InvokeError::Throttled { .. }) => {
+            Attempt::Ran(Err(("Stratus.Throttled".to_owned(), err.to_string())))
+        }
     }
 }
 
@@ -377,7 +435,7 @@ fn destination_record(
 /// The pause before the attempt after `attempts` failed ones: doubling
 /// from a second, at most five minutes, with up to a quarter of jitter
 /// either way so that retries of a burst spread out.
-fn backoff_ms(attempts: u32) -> i64 {
+pub(crate) fn backoff_ms(attempts: u32) -> i64 {
     let base = FIRST_BACKOFF_MS
         .saturating_mul(1 << attempts.saturating_sub(1).min(20))
         .min(MAX_BACKOFF_MS);

@@ -16,6 +16,7 @@ mod logwriter;
 mod public;
 mod runtimes;
 mod token;
+mod triggers;
 
 pub(crate) use stratus_scheduler::now_ms;
 
@@ -57,6 +58,12 @@ pub(crate) struct AppState {
     pub log_flush: logwriter::LogFlush,
     /// Asynchronous invocations.
     pub events: Arc<events::Events>,
+    /// AWS credentials, for Lambda's Invoke API.
+    pub aws_credentials: api::AwsCredentials,
+    /// Schedules, queues and the other sources of events.
+    pub triggers: triggers::Triggers,
+    /// The admin API as functions see it.
+    pub api: PlatformApi,
 }
 
 /// Binds both listeners from `config`.
@@ -167,17 +174,25 @@ pub async fn run(
     );
 
     let directory = Arc::new(public::Directory::default());
-    for version in store
+    // Functions reach the platform API on a listener of its own.
+    let platform = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("cannot listen for the platform API on 127.0.0.1")?;
+    let api = PlatformApi {
+        url: url(platform.local_addr()?),
+        admin_token: token.clone(),
+    };
+    let deployed = store
         .active_versions()
         .await
-        .context("cannot read deployed applications")?
-    {
+        .context("cannot read deployed applications")?;
+    for version in &deployed {
         scheduler.publish_app(
             &version.app,
-            function_configs(&data_dir, &version),
-            service_configs(&data_dir, &version),
+            function_configs(&data_dir, version, &api),
+            service_configs(&data_dir, version),
         );
-        directory.publish(&version);
+        directory.publish(version);
     }
     directory.load_keys(
         &store
@@ -207,7 +222,28 @@ pub async fn run(
 
     let events = events::Events::new(store.clone(), scheduler.clone());
     let events_task = tokio::spawn(events.clone().run());
+    let aws_credentials = api::AwsCredentials::new(
+        store
+            .list_aws_credentials(None)
+            .await
+            .context("cannot read AWS credentials")?,
+    );
+    let wake_events = events.clone();
+    let triggers = triggers::Triggers::new(
+        triggers::schedule::Schedules::new(
+            store.clone(),
+            Arc::new(triggers::SystemClock),
+            Arc::new(move || wake_events.wake()),
+        ),
+        triggers::queue::Queues::new(store.clone(), scheduler.clone()),
+    );
+    for version in &deployed {
+        triggers.reconcile(&version.app, Some(&version.spec));
+    }
     let state = Arc::new(AppState {
+        api,
+        triggers,
+        aws_credentials,
         events: events.clone(),
         store,
         scheduler: scheduler.clone(),
@@ -234,7 +270,11 @@ pub async fn run(
     let admin_server = axum::serve(admin, api::router(state.clone()))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
     let public_server = public::serve(gateway, public, stopped(stop_rx.clone()));
-    let admin_task = tokio::spawn(async move { admin_server.await });
+    let platform_server = axum::serve(platform, api::platform_router(state.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let admin_task = tokio::spawn(async move {
+        let _ = tokio::join!(admin_server, platform_server);
+    });
     let public_task = tokio::spawn(public_server);
     if let Some(ready) = ready {
         let _ = ready.send(info);
@@ -244,6 +284,7 @@ pub async fn run(
     tracing::info!("shutting down: refusing new work, finishing invocations in flight");
     let _ = stop_tx.send(true);
     events.stop();
+    state.triggers.stop();
     scheduler.shutdown(config.shutdown_grace).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), events_task).await;
     let drain = async {
@@ -278,16 +319,35 @@ pub(crate) fn service_configs(data_dir: &Path, version: &VersionRecord) -> Vec<S
 }
 
 /// The scheduler's view of a stored version.
-pub(crate) fn function_configs(data_dir: &Path, version: &VersionRecord) -> Vec<FunctionConfig> {
+/// What functions are told of the platform's API, in their environment:
+/// `STRATUS_API_URL`, and `STRATUS_API_TOKEN`, which lets them invoke the
+/// app's functions, send to its queues and ingest its CloudEvents.
+#[derive(Debug, Clone)]
+pub(crate) struct PlatformApi {
+    pub url: String,
+    pub admin_token: String,
+}
+
+pub(crate) fn function_configs(
+    data_dir: &Path,
+    version: &VersionRecord,
+    api: &PlatformApi,
+) -> Vec<FunctionConfig> {
+    let token = api::app_token(&api.admin_token, &version.app);
     version
         .spec
         .functions
         .values()
-        .map(|spec| FunctionConfig {
-            app: version.app.clone(),
-            version: version.version,
-            code_dir: code_dir_of(data_dir, version, &spec.code),
-            spec: spec.clone(),
+        .map(|spec| {
+            let mut spec = spec.clone();
+            spec.env.insert("STRATUS_API_URL".into(), api.url.clone());
+            spec.env.insert("STRATUS_API_TOKEN".into(), token.clone());
+            FunctionConfig {
+                app: version.app.clone(),
+                version: version.version,
+                code_dir: code_dir_of(data_dir, version, &spec.code),
+                spec,
+            }
         })
         .collect()
 }

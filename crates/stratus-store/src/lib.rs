@@ -1,5 +1,5 @@
 //! Platform state: applications, their versions, code packages, app keys,
-//! logs and the durable event queue.
+//! AWS credentials, logs and the durable event queue.
 //!
 //! [`Store`] is the one interface the rest of the platform uses; this crate
 //! holds the records it speaks in and the embedded SQLite backend
@@ -15,8 +15,9 @@ mod sqlite;
 use async_trait::async_trait;
 
 pub use records::{
-    AppRecord, DeadLetter, EventCounts, EventRecord, KeyRecord, LogQuery, LogRecord, NewEvent,
-    NewVersion, PackageRecord, Settlement, StoredLog, VersionRecord,
+    AppRecord, AwsCredentialRecord, DeadLetter, EventCounts, EventRecord, FollowUp, KeyRecord,
+    LogQuery, LogRecord, MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion,
+    PackageRecord, QueueCounts, Settlement, StoredLog, VersionRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -50,8 +51,8 @@ pub trait Store: Send + Sync + 'static {
     async fn active_version(&self, app: &str) -> Result<Option<VersionRecord>>;
     /// Records a new version and makes it the active one, in one transaction.
     async fn activate(&self, version: NewVersion) -> Result<VersionRecord>;
-    /// Removes an application with its versions, keys, queued events and
-    /// dead letters; false if it did not exist.
+    /// Removes an application with its versions, keys, AWS credentials,
+    /// queued events and dead letters; false if it did not exist.
     async fn delete_app(&self, app: &str) -> Result<bool>;
 
     /// Records an app key; only its SHA-256 is kept.
@@ -60,6 +61,15 @@ pub trait Store: Send + Sync + 'static {
     async fn list_keys(&self, app: Option<&str>) -> Result<Vec<KeyRecord>>;
     /// Revokes a key; false if `app` has no key `id`.
     async fn delete_key(&self, app: &str, id: &str) -> Result<bool>;
+
+    /// Records an AWS credential; its secret is kept (see
+    /// [`AwsCredentialRecord`]).
+    async fn create_aws_credential(&self, credential: AwsCredentialRecord) -> Result<()>;
+    /// The AWS credentials of `app`, or of every app.
+    async fn list_aws_credentials(&self, app: Option<&str>) -> Result<Vec<AwsCredentialRecord>>;
+    async fn get_aws_credential(&self, access_key_id: &str) -> Result<Option<AwsCredentialRecord>>;
+    /// Revokes a credential; false if `app` has no credential `access_key_id`.
+    async fn delete_aws_credential(&self, app: &str, access_key_id: &str) -> Result<bool>;
 
     async fn append_logs(&self, logs: Vec<LogRecord>) -> Result<()>;
     async fn query_logs(&self, query: LogQuery) -> Result<Vec<StoredLog>>;
@@ -123,6 +133,50 @@ pub trait Store: Send + Sync + 'static {
         ids: Option<Vec<i64>>,
         now_ms: i64,
     ) -> Result<u64>;
+    /// Sends messages to queues in one transaction; returns their ids.
+    async fn send_messages(&self, messages: Vec<NewMessage>) -> Result<Vec<i64>>;
+    /// Receives up to `limit` visible messages of `app`'s `queue`, oldest
+    /// first, hiding them until `now_ms + visibility_ms` and counting a
+    /// receipt.
+    async fn receive_messages(
+        &self,
+        app: &str,
+        queue: &str,
+        now_ms: i64,
+        limit: u32,
+        visibility_ms: i64,
+    ) -> Result<Vec<MessageRecord>>;
+    /// Applies the outcomes of deliveries of messages in one transaction;
+    /// returns how many applied.
+    async fn settle_messages(&self, settlements: Vec<MessageSettlement>) -> Result<u64>;
+    /// When the next message of `app`'s `queue` becomes visible (perhaps
+    /// already); `None` if the queue is empty.
+    async fn next_visible_ms(&self, app: &str, queue: &str) -> Result<Option<i64>>;
+    /// Messages of each queue of `app`, or of every app, leaving out empty
+    /// queues.
+    async fn count_messages(&self, app: Option<&str>, now_ms: i64) -> Result<Vec<QueueCounts>>;
+
+    /// Records that a schedule of `app`/`function` fired its slot
+    /// `slot_ms` and queues `event`, in one transaction, unless that slot
+    /// or a later one was already recorded: of several nodes or restarts
+    /// firing the same slot, one wins. Returns whether this call won.
+    /// `event` may be `None` to record a slot skipped on purpose.
+    async fn fire_schedule(
+        &self,
+        app: &str,
+        function: &str,
+        schedule: &str,
+        slot_ms: i64,
+        event: Option<NewEvent>,
+    ) -> Result<bool>;
+    /// The last slot recorded for a schedule of `app`/`function`.
+    async fn last_schedule_slot(
+        &self,
+        app: &str,
+        function: &str,
+        schedule: &str,
+    ) -> Result<Option<i64>>;
+
     /// Deletes dead letters, selected as for redriving; returns how many.
     async fn delete_dead_letters(
         &self,

@@ -54,6 +54,31 @@ pub struct KeyRecord {
     pub created_ms: i64,
 }
 
+/// An AWS-style credential of an app, for the Lambda Invoke API. Unlike an
+/// app key's, its secret is stored as it is: Signature Version 4 proves
+/// that a caller knows the secret by an HMAC computed with it, so the
+/// server must compute the same HMAC.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsCredentialRecord {
+    /// `AKST` and 16 upper-case letters and digits, like an AWS access key id.
+    pub access_key_id: String,
+    pub app: String,
+    pub name: String,
+    pub secret: String,
+    pub created_ms: i64,
+}
+
+impl std::fmt::Debug for AwsCredentialRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredentialRecord")
+            .field("access_key_id", &self.access_key_id)
+            .field("app", &self.app)
+            .field("name", &self.name)
+            .field("created_ms", &self.created_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One log line of an instance, or one report record of an invocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogRecord {
@@ -154,7 +179,7 @@ pub struct DeadLetter {
 /// `attempt` is the claimed record's `attempts`: a settlement applies only
 /// if the event has not been claimed again since (its lease ran out and
 /// another claimer took it), so one claim decides the outcome, never two.
-/// `then` holds the events it leads to (destinations), queued in the same
+/// `then` holds the events and messages it leads to (destinations), queued in the same
 /// transaction so that a crash can neither lose them nor keep them after
 /// the event itself is retried; they are queued only if the settlement
 /// applies.
@@ -164,7 +189,7 @@ pub enum Settlement {
     Done {
         id: i64,
         attempt: u32,
-        then: Vec<NewEvent>,
+        then: Vec<FollowUp>,
     },
     /// Failed, to be claimed again from `not_before_ms`.
     Retry {
@@ -179,8 +204,87 @@ pub enum Settlement {
         attempt: u32,
         failed_ms: i64,
         error: String,
-        then: Vec<NewEvent>,
+        then: Vec<FollowUp>,
     },
+}
+
+/// What a settled event leads to: an event for a function, or a message
+/// for a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowUp {
+    Event(NewEvent),
+    Message(NewMessage),
+}
+
+/// A message about to be sent to one of an app's queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub app: String,
+    pub queue: String,
+    pub body: Vec<u8>,
+    /// Given to the consumer with the message, the same on every delivery.
+    pub message_id: String,
+    /// Who sent it: `send`, `destination:FUNCTION`, ...
+    pub source: String,
+    pub sent_ms: i64,
+    /// It is not received before this time.
+    pub visible_ms: i64,
+}
+
+/// A queued or received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    /// Never reused.
+    pub id: i64,
+    pub app: String,
+    pub queue: String,
+    pub body: Vec<u8>,
+    pub message_id: String,
+    pub source: String,
+    /// Receipts so far, this one included; a settlement quotes it back.
+    pub receives: u32,
+    pub sent_ms: i64,
+    /// When it may next be received; for a received message, when its
+    /// visibility timeout runs out.
+    pub visible_ms: i64,
+    pub last_error: Option<String>,
+}
+
+/// The outcome of one delivery of a received message; as with
+/// [`Settlement`], it applies only if the message was not received again
+/// since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageSettlement {
+    /// Handled: the message is deleted.
+    Done { id: i64, receives: u32 },
+    /// Failed: it may be received again from `visible_ms`.
+    Retry {
+        id: i64,
+        receives: u32,
+        visible_ms: i64,
+        error: String,
+    },
+    /// Failed for good: it moves to the dead letters of `function`, its
+    /// consumer, with `queue:QUEUE` as its source, and a redrive sends it
+    /// back to the queue.
+    Dead {
+        id: i64,
+        receives: u32,
+        function: String,
+        failed_ms: i64,
+        error: String,
+    },
+}
+
+/// How many messages one queue holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueCounts {
+    pub app: String,
+    pub queue: String,
+    /// Waiting to be received, whether visible yet or not.
+    pub queued: u64,
+    /// Received, within their visibility timeout.
+    pub in_flight: u64,
 }
 
 impl Settlement {

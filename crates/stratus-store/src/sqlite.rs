@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::records::{
-    AppRecord, DeadLetter, EventCounts, EventRecord, KeyRecord, LogQuery, LogRecord, NewEvent,
-    NewVersion, PackageRecord, Settlement, StoredLog, VersionRecord,
+    AppRecord, AwsCredentialRecord, DeadLetter, EventCounts, EventRecord, FollowUp, KeyRecord,
+    LogQuery, LogRecord, MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion,
+    PackageRecord, QueueCounts, Settlement, StoredLog, VersionRecord,
 };
 use crate::{Result, Store, StoreError};
 
@@ -102,6 +103,45 @@ CREATE TABLE dead_letters (
     error TEXT NOT NULL
 );
 CREATE INDEX dead_letters_by_function ON dead_letters (app, function, id);
+"#,
+    // AWS credentials for the Lambda Invoke API. The secret is stored as it
+    // is, unlike an app key's: Signature Version 4 is an HMAC keyed by (a
+    // key derived from) the secret, so verifying one needs the secret.
+    r#"
+CREATE TABLE aws_credentials (
+    access_key_id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    name TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX aws_credentials_by_app ON aws_credentials (app);
+"#,
+    // Queues: messages wait until visible, are received in batches with a
+    // visibility timeout, and are deleted once handled. Schedules: the
+    // last slot each fired, which makes firing once per slot across nodes
+    // and restarts a compare-and-set.
+    r#"
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    body BLOB NOT NULL,
+    message_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    receives INTEGER NOT NULL DEFAULT 0,
+    sent_ms INTEGER NOT NULL,
+    visible_ms INTEGER NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX messages_visible ON messages (app, queue, visible_ms);
+CREATE TABLE schedule_slots (
+    app TEXT NOT NULL,
+    function TEXT NOT NULL,
+    schedule TEXT NOT NULL,
+    slot_ms INTEGER NOT NULL,
+    PRIMARY KEY (app, function, schedule)
+);
 "#,
 ];
 
@@ -217,6 +257,18 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
     })
 }
 
+const AWS_CREDENTIAL_COLUMNS: &str = "access_key_id, app, name, secret, created_ms";
+
+fn aws_credential_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AwsCredentialRecord> {
+    Ok(AwsCredentialRecord {
+        access_key_id: row.get(0)?,
+        app: row.get(1)?,
+        name: row.get(2)?,
+        secret: row.get(3)?,
+        created_ms: row.get(4)?,
+    })
+}
+
 const DEAD_LETTER_COLUMNS: &str = "id, event_id, app, function, payload, request_id, source, attempts, created_ms, failed_ms, error";
 
 fn dead_letter_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {
@@ -271,6 +323,60 @@ fn insert_events(tx: &rusqlite::Transaction<'_>, events: Vec<NewEvent>) -> Resul
         ids.push(id);
     }
     Ok(ids)
+}
+
+fn insert_messages(tx: &rusqlite::Transaction<'_>, messages: Vec<NewMessage>) -> Result<Vec<i64>> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO messages (app, queue, body, message_id, source, sent_ms, visible_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+    )?;
+    let mut ids = Vec::with_capacity(messages.len());
+    for m in messages {
+        ids.push(insert.query_row(
+            params![
+                m.app,
+                m.queue,
+                m.body,
+                m.message_id,
+                m.source,
+                m.sent_ms,
+                m.visible_ms
+            ],
+            |row| row.get(0),
+        )?);
+    }
+    Ok(ids)
+}
+
+fn insert_follow_ups(tx: &rusqlite::Transaction<'_>, then: Vec<FollowUp>) -> Result<()> {
+    let (mut events, mut messages) = (Vec::new(), Vec::new());
+    for follow_up in then {
+        match follow_up {
+            FollowUp::Event(e) => events.push(e),
+            FollowUp::Message(m) => messages.push(m),
+        }
+    }
+    insert_events(tx, events)?;
+    insert_messages(tx, messages)?;
+    Ok(())
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, app, queue, body, message_id, source, receives, sent_ms, visible_ms, last_error";
+
+fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRecord> {
+    Ok(MessageRecord {
+        id: row.get(0)?,
+        app: row.get(1)?,
+        queue: row.get(2)?,
+        body: row.get(3)?,
+        message_id: row.get(4)?,
+        source: row.get(5)?,
+        receives: row.get(6)?,
+        sent_ms: row.get(7)?,
+        visible_ms: row.get(8)?,
+        last_error: row.get(9)?,
+    })
 }
 
 /// The dead letters `redrive_dead_letters` and `delete_dead_letters` act on:
@@ -399,8 +505,11 @@ impl Store for SqliteStore {
             let tx = conn.transaction()?;
             tx.execute("DELETE FROM versions WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM app_keys WHERE app = ?1", [&app])?;
+            tx.execute("DELETE FROM aws_credentials WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM events WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM dead_letters WHERE app = ?1", [&app])?;
+            tx.execute("DELETE FROM messages WHERE app = ?1", [&app])?;
+            tx.execute("DELETE FROM schedule_slots WHERE app = ?1", [&app])?;
             let deleted = tx.execute("DELETE FROM apps WHERE name = ?1", [&app])?;
             tx.commit()?;
             Ok(deleted > 0)
@@ -445,6 +554,56 @@ impl Store for SqliteStore {
         self.call(move |conn| {
             let deleted = conn.execute(
                 "DELETE FROM app_keys WHERE app = ?1 AND id = ?2",
+                params![app, id],
+            )?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn create_aws_credential(&self, c: AwsCredentialRecord) -> Result<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO aws_credentials (access_key_id, app, name, secret, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![c.access_key_id, c.app, c.name, c.secret, c.created_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_aws_credentials(&self, app: Option<&str>) -> Result<Vec<AwsCredentialRecord>> {
+        let app = app.map(str::to_owned);
+        self.call(move |conn| {
+            let sql = format!(
+                "SELECT {AWS_CREDENTIAL_COLUMNS} FROM aws_credentials \
+                 WHERE ?1 IS NULL OR app = ?1 ORDER BY app, created_ms, access_key_id"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map([app], aws_credential_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn get_aws_credential(&self, access_key_id: &str) -> Result<Option<AwsCredentialRecord>> {
+        let id = access_key_id.to_owned();
+        self.call(move |conn| {
+            let sql = format!(
+                "SELECT {AWS_CREDENTIAL_COLUMNS} FROM aws_credentials WHERE access_key_id = ?1"
+            );
+            Ok(conn
+                .query_row(&sql, [id], aws_credential_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn delete_aws_credential(&self, app: &str, access_key_id: &str) -> Result<bool> {
+        let (app, id) = (app.to_owned(), access_key_id.to_owned());
+        self.call(move |conn| {
+            let deleted = conn.execute(
+                "DELETE FROM aws_credentials WHERE app = ?1 AND access_key_id = ?2",
                 params![app, id],
             )?;
             Ok(deleted > 0)
@@ -648,7 +807,7 @@ impl Store for SqliteStore {
                 };
                 if let Some(then) = then {
                     applied += 1;
-                    insert_events(&tx, then)?;
+                    insert_follow_ups(&tx, then)?;
                 }
             }
             tx.commit()?;
@@ -769,8 +928,17 @@ impl Store for SqliteStore {
                 &format!(
                     "INSERT INTO events (app, function, payload, request_id, source, created_ms, not_before_ms, last_error) \
                      SELECT app, function, payload, request_id, source, ?4, ?4, error FROM dead_letters \
-                     WHERE {DEAD_LETTER_SELECTION} ORDER BY id \
+                     WHERE {DEAD_LETTER_SELECTION} AND source NOT LIKE 'queue:%' ORDER BY id \
                      ON CONFLICT (app, function, request_id) DO NOTHING"
+                ),
+                params![app, function, ids, now_ms],
+            )?;
+            // A queue's message goes back to its queue.
+            tx.execute(
+                &format!(
+                    "INSERT INTO messages (app, queue, body, message_id, source, sent_ms, visible_ms, last_error) \
+                     SELECT app, substr(source, 7), payload, request_id, 'redrive', ?4, ?4, error FROM dead_letters \
+                     WHERE {DEAD_LETTER_SELECTION} AND source LIKE 'queue:%' ORDER BY id"
                 ),
                 params![app, function, ids, now_ms],
             )?;
@@ -780,6 +948,169 @@ impl Store for SqliteStore {
             )?;
             tx.commit()?;
             Ok(moved as u64)
+        })
+        .await
+    }
+
+    async fn send_messages(&self, messages: Vec<NewMessage>) -> Result<Vec<i64>> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let ids = insert_messages(&tx, messages)?;
+            tx.commit()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn receive_messages(
+        &self,
+        app: &str,
+        queue: &str,
+        now_ms: i64,
+        limit: u32,
+        visibility_ms: i64,
+    ) -> Result<Vec<MessageRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (app, queue) = (app.to_owned(), queue.to_owned());
+        let until = now_ms.saturating_add(visibility_ms.max(1));
+        self.call(move |conn| {
+            let sql = format!(
+                "UPDATE messages SET receives = receives + 1, visible_ms = ?4 \
+                 WHERE id IN (SELECT id FROM messages WHERE app = ?1 AND queue = ?2 AND visible_ms <= ?3 \
+                              ORDER BY visible_ms, id LIMIT ?5) \
+                 RETURNING {MESSAGE_COLUMNS}"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut received = stmt
+                .query_map(params![app, queue, now_ms, until, limit], message_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            received.sort_unstable_by_key(|m| m.id);
+            Ok(received)
+        })
+        .await
+    }
+
+    async fn settle_messages(&self, settlements: Vec<MessageSettlement>) -> Result<u64> {
+        if settlements.is_empty() {
+            return Ok(0);
+        }
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let mut applied = 0;
+            for settlement in settlements {
+                let changed = match settlement {
+                    MessageSettlement::Done { id, receives } => tx
+                        .prepare_cached("DELETE FROM messages WHERE id = ?1 AND receives = ?2")?
+                        .execute(params![id, receives])?,
+                    MessageSettlement::Retry { id, receives, visible_ms, error } => tx
+                        .prepare_cached(
+                            "UPDATE messages SET visible_ms = ?3, last_error = ?4 \
+                             WHERE id = ?1 AND receives = ?2",
+                        )?
+                        .execute(params![id, receives, visible_ms, error])?,
+                    MessageSettlement::Dead { id, receives, function, failed_ms, error } => {
+                        let moved = tx
+                            .prepare_cached(
+                                "INSERT INTO dead_letters (event_id, app, function, payload, request_id, source, attempts, created_ms, failed_ms, error) \
+                                 SELECT id, app, ?3, body, message_id, 'queue:' || queue, receives, sent_ms, ?4, ?5 \
+                                 FROM messages WHERE id = ?1 AND receives = ?2",
+                            )?
+                            .execute(params![id, receives, function, failed_ms, error])?;
+                        if moved > 0 {
+                            tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?
+                                .execute([id])?;
+                        }
+                        moved
+                    }
+                };
+                applied += changed as u64;
+            }
+            tx.commit()?;
+            Ok(applied)
+        })
+        .await
+    }
+
+    async fn next_visible_ms(&self, app: &str, queue: &str) -> Result<Option<i64>> {
+        let (app, queue) = (app.to_owned(), queue.to_owned());
+        self.call(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT MIN(visible_ms) FROM messages WHERE app = ?1 AND queue = ?2",
+                )?
+                .query_row(params![app, queue], |row| row.get(0))?)
+        })
+        .await
+    }
+
+    async fn count_messages(&self, app: Option<&str>, now_ms: i64) -> Result<Vec<QueueCounts>> {
+        let app = app.map(str::to_owned);
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT app, queue, COUNT(*) FILTER (WHERE receives = 0 OR visible_ms <= ?2), \
+                        COUNT(*) FILTER (WHERE receives > 0 AND visible_ms > ?2) \
+                 FROM messages WHERE ?1 IS NULL OR app = ?1 GROUP BY app, queue ORDER BY app, queue",
+            )?;
+            let rows = stmt.query_map(params![app, now_ms], |row| {
+                Ok(QueueCounts {
+                    app: row.get(0)?,
+                    queue: row.get(1)?,
+                    queued: row.get(2)?,
+                    in_flight: row.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn fire_schedule(
+        &self,
+        app: &str,
+        function: &str,
+        schedule: &str,
+        slot_ms: i64,
+        event: Option<NewEvent>,
+    ) -> Result<bool> {
+        let (app, function, schedule) = (app.to_owned(), function.to_owned(), schedule.to_owned());
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let won = tx
+                .prepare_cached(
+                    "INSERT INTO schedule_slots (app, function, schedule, slot_ms) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (app, function, schedule) DO UPDATE SET slot_ms = excluded.slot_ms \
+                     WHERE slot_ms < excluded.slot_ms",
+                )?
+                .execute(params![app, function, schedule, slot_ms])?
+                > 0;
+            if won {
+                insert_events(&tx, event.into_iter().collect())?;
+            }
+            tx.commit()?;
+            Ok(won)
+        })
+        .await
+    }
+
+    async fn last_schedule_slot(
+        &self,
+        app: &str,
+        function: &str,
+        schedule: &str,
+    ) -> Result<Option<i64>> {
+        let (app, function, schedule) = (app.to_owned(), function.to_owned(), schedule.to_owned());
+        self.call(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT slot_ms FROM schedule_slots WHERE app = ?1 AND function = ?2 AND schedule = ?3",
+                )?
+                .query_row(params![app, function, schedule], |row| row.get(0))
+                .optional()?)
         })
         .await
     }

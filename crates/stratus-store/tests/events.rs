@@ -1,6 +1,6 @@
 //! The event queue of the SQLite backend through the `Store` trait.
 
-use stratus_store::{EventCounts, NewEvent, Settlement, SqliteStore, Store};
+use stratus_store::{EventCounts, FollowUp, NewEvent, Settlement, SqliteStore, Store};
 
 fn event(app: &str, function: &str, request_id: &str, not_before_ms: i64) -> NewEvent {
     NewEvent {
@@ -336,20 +336,20 @@ async fn settlements_queue_their_destinations_atomically() {
             Settlement::Done {
                 id: claimed[0].id,
                 attempt: 1,
-                then: vec![success],
+                then: vec![FollowUp::Event(success)],
             },
             Settlement::Dead {
                 id: claimed[1].id,
                 attempt: 1,
                 failed_ms: 5,
                 error: "boom".into(),
-                then: vec![failure],
+                then: vec![FollowUp::Event(failure)],
             },
             // Stale: its destination is not queued.
             Settlement::Done {
                 id: claimed[0].id,
                 attempt: 1,
-                then: vec![event("a", "stale", "r1", 5)],
+                then: vec![FollowUp::Event(event("a", "stale", "r1", 5))],
             },
         ])
         .await

@@ -1,5 +1,6 @@
 //! `stratus keys create|ls|rm APP`: the keys callers present to an app's
-//! `auth: key` routes.
+//! `auth: key` routes, and (`--aws`) the AWS credentials they sign Lambda
+//! Invoke API requests with.
 
 use std::process::ExitCode;
 
@@ -21,18 +22,31 @@ pub enum KeysCommand {
         /// What the key is for, shown by `stratus keys ls`
         #[arg(long)]
         name: Option<String>,
+        /// Create an AWS credential (access key id and secret access key) for
+        /// the Lambda Invoke API instead, printed in the form of ~/.aws/credentials
+        #[arg(long)]
+        aws: bool,
+        /// Print the server's JSON answer instead
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        output: String,
     },
-    /// List an application's keys (their ids and names, not the secrets)
+    /// List an application's keys and AWS credentials (ids and names, not the secrets)
     Ls { app: String },
-    /// Revoke a key, by its id or the whole key
+    /// Revoke a key or an AWS credential, by its id (an access key id for a
+    /// credential) or the whole key
     Rm { app: String, key: String },
 }
 
 pub async fn run(conn: &Connection, args: KeysArgs) -> anyhow::Result<ExitCode> {
     let client = Client::connect(conn)?;
     match args.command {
-        KeysCommand::Create { app, name } => {
-            let body = serde_json::json!({ "name": name });
+        KeysCommand::Create {
+            app,
+            name,
+            aws,
+            output,
+        } => {
+            let body = serde_json::json!({ "name": name, "aws": aws });
             let response = client
                 .send(
                     client
@@ -41,12 +55,26 @@ pub async fn run(conn: &Connection, args: KeysArgs) -> anyhow::Result<ExitCode> 
                 )
                 .await?;
             let created: serde_json::Value = response.json().await?;
-            let key = created["key"].as_str().unwrap_or_default();
-            println!("{key}");
-            eprintln!(
-                "key {} of app {app} created; it is shown only now. Callers send it as `x-stratus-key: KEY` or `Authorization: Bearer KEY`.",
-                created["id"].as_str().unwrap_or_default()
-            );
+            let text = |field: &str| created[field].as_str().unwrap_or_default().to_owned();
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+            } else if aws {
+                println!("aws_access_key_id = {}", text("access_key_id"));
+                println!("aws_secret_access_key = {}", text("secret_access_key"));
+            } else {
+                println!("{}", text("key"));
+            }
+            if aws {
+                eprintln!(
+                    "AWS credential {} of app {app} created; the secret is shown only now. Point an AWS SDK at the admin URL (endpoint_url) with any region to invoke {app}'s functions as APP.FN.",
+                    text("access_key_id")
+                );
+            } else {
+                eprintln!(
+                    "key {} of app {app} created; it is shown only now. Callers send it as `x-stratus-key: KEY` or `Authorization: Bearer KEY`.",
+                    text("id")
+                );
+            }
         }
         KeysCommand::Ls { app } => {
             let listed = client.get_json(&format!("/v1/apps/{app}/keys")).await?;
@@ -54,7 +82,7 @@ pub async fn run(conn: &Connection, args: KeysArgs) -> anyhow::Result<ExitCode> 
             if keys.is_empty() {
                 eprintln!("app {app} has no keys; `stratus keys create {app}` makes one");
             } else {
-                println!("{:<10} {:<24} NAME", "ID", "CREATED");
+                println!("{:<4} {:<20} {:<24} NAME", "KIND", "ID", "CREATED");
                 for key in keys {
                     let created = key["created_ms"]
                         .as_i64()
@@ -65,7 +93,8 @@ pub async fn run(conn: &Connection, args: KeysArgs) -> anyhow::Result<ExitCode> 
                         .map(|t| humantime::format_rfc3339_seconds(t).to_string())
                         .unwrap_or_default();
                     println!(
-                        "{:<10} {:<24} {}",
+                        "{:<4} {:<20} {:<24} {}",
+                        key["kind"].as_str().unwrap_or_default(),
                         key["id"].as_str().unwrap_or_default(),
                         created,
                         key["name"].as_str().unwrap_or_default()
@@ -78,10 +107,13 @@ pub async fn run(conn: &Connection, args: KeysArgs) -> anyhow::Result<ExitCode> 
                 .send(client.request(Method::DELETE, &format!("/v1/apps/{app}/keys/{key}")))
                 .await?;
             let removed: serde_json::Value = response.json().await?;
-            println!(
-                "revoked key {} of app {app}",
-                removed["id"].as_str().unwrap_or_default()
-            );
+            let id = removed["id"].as_str().unwrap_or_default();
+            let what = if id.starts_with("AKST") {
+                "AWS credential"
+            } else {
+                "key"
+            };
+            println!("revoked {what} {id} of app {app}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@ mod invoke;
 mod keys;
 mod logs;
 mod ls;
+mod queue;
 mod rm;
 mod server;
 mod status;
@@ -49,6 +50,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// List deployed applications and their functions
     Ls(ls::LsArgs),
+    /// Send messages to an application's queues and list them
+    Queue(queue::QueueArgs),
     /// Remove an application
     Rm(rm::RmArgs),
     /// Show every function and service with its instances and recent errors
@@ -92,6 +95,7 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Keys(args) => keys::run(&conn, args).await,
         Command::Logs(args) => logs::run(&conn, args).await,
         Command::Ls(args) => ls::run(&conn, args).await,
+        Command::Queue(args) => queue::run(&conn, args).await,
         Command::Rm(args) => rm::run(&conn, args).await,
         Command::Status(args) => status::run(&conn, args).await,
     }

@@ -140,24 +140,14 @@ impl Server {
     }
 
     pub fn cli_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        use std::io::Write;
-        let mut child = Command::new(BIN)
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run stratus");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        output_with_stdin(
+            Command::new(BIN)
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .args(args)
+                .current_dir(self.dir.path()),
+            stdin,
+        )
     }
 
     /// Runs the CLI and insists that it succeeds; returns stdout.
@@ -242,6 +232,24 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs `command` with `stdin` as its standard input, and collects its output.
+pub fn output_with_stdin(command: &mut Command, stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// A blocking HTTP client with a timeout that no test should reach.

@@ -85,7 +85,9 @@ pub(crate) async fn remove(
         return Err(deploy::status_for_missing_app(&app));
     }
     state.directory.remove(&app);
+    state.aws_credentials.remove_app(&app);
     state.scheduler.remove_app(&app);
+    state.triggers.reconcile(&app, None);
     tracing::info!(app, "removed");
     Ok(Json(json!({ "app": app, "removed": true })).into_response())
 }

@@ -3,6 +3,9 @@
 //! As with Lambda's Invoke API, a function that fails still answers 200; the
 //! body is then the error in Lambda's shape and `x-stratus-function-error`
 //! says so. Statuses other than 200 mean the invocation did not run.
+//! The parts of an invocation that do not depend on the wire format (the
+//! payload's limits, queueing an event, the outcome's body, the log tail)
+//! are shared with Lambda's own Invoke API in `lambda.rs`.
 
 use std::sync::Arc;
 
@@ -12,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
-use stratus_scheduler::{Invocation, InvokeError};
+use stratus_scheduler::{Invocation, InvokeError, InvokeOutcome};
 
 use super::ApiError;
 use crate::AppState;
@@ -24,13 +27,14 @@ const INVOCATION_TYPE: &str = "x-stratus-invocation-type";
 /// Largest payload of an asynchronous invocation, as on Lambda.
 const MAX_EVENT_BYTES: usize = 256 * 1024;
 
-/// Stores the event and answers 202 once it is committed.
-async fn invoke_async(
+/// Stores an event for `app`/`function` and returns its request id once
+/// it is committed.
+pub(super) async fn enqueue(
     state: &AppState,
     app: &str,
     function: &str,
     payload: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<String, ApiError> {
     if state.scheduler.pool(app, function).is_none() {
         return Err(invoke_error(InvokeError::NoSuchFunction {
             app: app.to_owned(),
@@ -46,19 +50,122 @@ async fn invoke_async(
             ),
         ));
     }
-    let request_id = state
+    Ok(state
         .events
         .enqueue(app, function, payload, "invoke")
-        .await?;
+        .await?)
+}
+
+/// Stores the event and answers 202 once it is committed.
+async fn invoke_async(
+    state: &AppState,
+    app: &str,
+    function: &str,
+    payload: Bytes,
+) -> Result<Response, ApiError> {
+    let request_id = enqueue(state, app, function, payload).await?;
     let mut response = (
         StatusCode::ACCEPTED,
         axum::Json(serde_json::json!({ "request_id": request_id })),
     )
         .into_response();
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-stratus-request-id", value);
-    }
+    set_header(response.headers_mut(), "x-stratus-request-id", request_id);
     Ok(response)
+}
+
+/// Reads an invocation's body, up to the synchronous limit.
+pub(super) async fn read_body(state: &AppState, body: axum::body::Body) -> Result<Bytes, ApiError> {
+    let limit = state.config.limits.max_payload_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the payload is larger than the synchronous limit of {limit} bytes"),
+        )
+    })
+}
+
+/// A payload must be JSON; an empty one is `{}`.
+pub(super) fn json_payload(payload: Bytes) -> Result<Bytes, ApiError> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Bytes::from_static(b"{}"));
+    }
+    match serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+        Ok(_) => Ok(payload),
+        Err(err) => Err(ApiError::bad_request(
+            "invalid_payload",
+            format!(
+                "the payload is not valid JSON ({err}); send a JSON document such as {{\"name\":\"Ada\"}}"
+            ),
+        )),
+    }
+}
+
+/// A synchronous invocation of `payload`, with the trace id and client
+/// context the caller sent, as Lambda's Invoke API takes them.
+pub(super) fn invocation(payload: Bytes, headers: &HeaderMap, want_logs: bool) -> Invocation {
+    let mut invocation = Invocation::new(payload);
+    invocation.want_logs = want_logs;
+    invocation.trace_id = header(headers, "x-amzn-trace-id");
+    invocation.client_context = client_context(headers);
+    invocation
+}
+
+/// `x-amz-client-context`, which Lambda's Invoke API takes as base64 JSON,
+/// as the JSON that the Runtime API hands runtimes. A value that is not
+/// base64 JSON passes as it is.
+fn client_context(headers: &HeaderMap) -> Option<String> {
+    let given = header(headers, "x-amz-client-context")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(given.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|json| serde_json::from_str::<serde::de::IgnoredAny>(json).is_ok());
+    Some(decoded.unwrap_or(given))
+}
+
+/// A 200 whose body is the outcome's result, its error, or its stream as
+/// it comes, with the content type to match.
+pub(super) fn outcome_response(outcome: &mut InvokeOutcome) -> Response {
+    let stream = outcome.stream.take();
+    let content_type = match &stream {
+        Some(stream) => stream
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".to_owned()),
+        None => "application/json".to_owned(),
+    };
+    let mut response = match (&outcome.result, stream) {
+        (_, Some(stream)) => {
+            axum::body::Body::new(crate::public::ChannelBody::new(Bytes::new(), stream.body))
+                .into_response()
+        }
+        (Ok(body), None) => (StatusCode::OK, body.clone()).into_response(),
+        (Err(error), None) => (StatusCode::OK, error.to_json()).into_response(),
+    };
+    set_header(response.headers_mut(), "content-type", content_type);
+    response
+}
+
+/// The last 4 KB of an invocation's log lines, base64, as Lambda's
+/// `LogResult`.
+pub(super) fn log_tail(logs: &[String]) -> String {
+    let mut tail = logs.join("\n");
+    if !tail.is_empty() {
+        tail.push('\n');
+    }
+    let start = tail.len().saturating_sub(LOG_TAIL_BYTES);
+    let start = (start..tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(tail.len());
+    base64::engine::general_purpose::STANDARD.encode(&tail[start..])
+}
+
+/// Sets a header, leaving out a value that is not a valid one.
+pub(super) fn set_header(headers: &mut HeaderMap, name: &'static str, value: String) {
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(name, value);
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,65 +182,21 @@ pub(crate) async fn invoke(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let limit = state.config.limits.max_payload_bytes;
-    let payload = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the payload is larger than the synchronous limit of {limit} bytes"),
-        )
-    })?;
-    let payload = if payload.iter().all(u8::is_ascii_whitespace) {
-        Bytes::from_static(b"{}")
-    } else {
-        if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
-            return Err(ApiError::bad_request(
-                "invalid_payload",
-                format!(
-                    "the payload is not valid JSON ({err}); send a JSON document such as {{\"name\":\"Ada\"}}"
-                ),
-            ));
-        }
-        payload
-    };
+    let payload = json_payload(read_body(&state, body).await?)?;
     if header(&headers, INVOCATION_TYPE).is_some_and(|t| t.eq_ignore_ascii_case("event")) {
         return invoke_async(&state, &app, &function, payload).await;
     }
-    let mut invocation = Invocation::new(payload);
-    invocation.want_logs = matches!(params.log.as_deref(), Some("tail" | "true" | "1"));
-    invocation.trace_id = header(&headers, "x-amzn-trace-id");
-    invocation.client_context = header(&headers, "x-amz-client-context");
-
+    let want_logs = matches!(params.log.as_deref(), Some("tail" | "true" | "1"));
+    let invocation = invocation(payload, &headers, want_logs);
     let mut outcome = state
         .scheduler
         .invoke(&app, &function, invocation)
         .await
         .map_err(invoke_error)?;
 
-    let stream = outcome.stream.take();
-    let content_type = match &stream {
-        Some(stream) => stream
-            .content_type
-            .clone()
-            .unwrap_or_else(|| "application/octet-stream".to_owned()),
-        None => "application/json".to_owned(),
-    };
-    let mut response = match (&outcome.result, stream) {
-        // A streamed response is passed on as it comes.
-        (_, Some(stream)) => {
-            axum::body::Body::new(crate::public::ChannelBody::new(Bytes::new(), stream.body))
-                .into_response()
-        }
-        (Ok(body), None) => (StatusCode::OK, body.clone()).into_response(),
-        (Err(error), None) => (StatusCode::OK, error.to_json()).into_response(),
-    };
+    let mut response = outcome_response(&mut outcome);
     let h = response.headers_mut();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            h.insert(name, value);
-        }
-    };
-    set("content-type", content_type);
+    let mut set = |name: &'static str, value: String| set_header(h, name, value);
     set("x-stratus-request-id", outcome.request_id.clone());
     set("x-stratus-version", outcome.version.to_string());
     set("x-stratus-instance", outcome.instance.clone());
@@ -166,31 +229,20 @@ pub(crate) async fn invoke(
     if let Err(error) = &outcome.result {
         set("x-stratus-function-error", error.kind.to_owned());
     }
-    if !outcome.logs.is_empty() || matches!(params.log.as_deref(), Some("tail" | "true" | "1")) {
-        let mut tail = outcome.logs.join("\n");
-        if !tail.is_empty() {
-            tail.push('\n');
-        }
-        let start = tail.len().saturating_sub(LOG_TAIL_BYTES);
-        let start = (start..tail.len())
-            .find(|i| tail.is_char_boundary(*i))
-            .unwrap_or(tail.len());
-        set(
-            "x-stratus-log-result",
-            base64::engine::general_purpose::STANDARD.encode(&tail[start..]),
-        );
+    if want_logs || !outcome.logs.is_empty() {
+        set("x-stratus-log-result", log_tail(&outcome.logs));
     }
     Ok(response)
 }
 
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
 }
 
-fn invoke_error(err: InvokeError) -> ApiError {
+pub(super) fn invoke_error(err: InvokeError) -> ApiError {
     match &err {
         InvokeError::NoSuchFunction { .. } => ApiError::not_found(err.to_string()),
         InvokeError::Throttled { retry_after, .. } => {

@@ -1,11 +1,17 @@
-//! The admin API (`/v1`, bearer token) and the public listener's router.
+//! The admin API (`/v1`, bearer token), Lambda's Invoke API beside it
+//! (Signature Version 4), and the public listener's router.
 
 mod apps;
+mod cloudevents;
+mod credentials;
 mod dlq;
 mod error;
 mod invoke;
 mod keys;
+mod lambda;
 mod logs;
+mod queues;
+mod sigv4;
 mod status;
 
 use std::sync::Arc;
@@ -17,6 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 
+pub(crate) use credentials::AwsCredentials;
 pub(crate) use error::ApiError;
 
 use crate::AppState;
@@ -48,36 +55,130 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/apps/{app}/dlq", get(dlq::list))
         .route("/v1/apps/{app}/dlq/redrive", post(dlq::redrive))
         .route("/v1/apps/{app}/dlq/{id}", get(dlq::show))
+        .route("/v1/apps/{app}/queues", get(queues::list))
+        .route("/v1/apps/{app}/queues/{queue}/messages", post(queues::send))
+        .route("/v1/apps/{app}/cloudevents", post(cloudevents::ingest))
         .fallback(|| async {
             ApiError::not_found("no such admin API endpoint; the README lists them")
         })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        // Lambda's Invoke API authenticates its callers itself.
+        .merge(lambda::router())
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 
-/// Every admin request carries `Authorization: Bearer TOKEN`.
-async fn require_token(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let given = request
+/// The platform API that functions call, at `STRATUS_API_URL`: only the
+/// endpoints that act for one app, and only with that app's credentials.
+/// It listens apart from the admin API, which instances cannot reach.
+pub(crate) fn platform_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/v1/apps/{app}/functions/{function}/invoke",
+            post(invoke::invoke),
+        )
+        .route(
+            "/v1/apps/{app}/queues/{queue}/messages",
+            post(queues::send),
+        )
+        .route("/v1/apps/{app}/cloudevents", post(cloudevents::ingest))
+        .fallback(|| async {
+            ApiError::not_found(
+                "the platform API has only /v1/apps/APP/functions/FN/invoke, /v1/apps/APP/queues/QUEUE/messages and /v1/apps/APP/cloudevents",
+            )
+        })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_app_credentials,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+fn bearer(request: &Request) -> &str {
+    request
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), state.token.as_bytes()) {
+        .unwrap_or("")
+}
+
+/// Whether `given` is a credential of the app the request acts for.
+fn acts_for_app(state: &AppState, request: &Request, given: &str) -> bool {
+    app_scoped(request.method(), request.uri().path()).is_some_and(|app| {
+        let key = stratus_archive::sha256_hex(given.as_bytes());
+        state.directory.has_key(app, &key)
+            || constant_time_eq(given.as_bytes(), app_token(&state.token, app).as_bytes())
+    })
+}
+
+async fn require_app_credentials(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if acts_for_app(&state, &request, bearer(&request)) {
         next.run(request).await
     } else {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing or wrong admin token: send `Authorization: Bearer TOKEN` with the token from DATA_DIR/admin.token",
+            "send `Authorization: Bearer $STRATUS_API_TOKEN`, or a key of the app; they act for their own app only",
         )
         .into_response()
     }
+}
+
+/// Every admin request carries `Authorization: Bearer TOKEN` with the
+/// admin token. A few endpoints that act for one app (invoking its
+/// functions, sending to its queues, ingesting its CloudEvents) also take
+/// that app's credentials: one of its keys (`stratus keys create`), or the
+/// token the platform gives its functions (`STRATUS_API_TOKEN`).
+async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let given = bearer(&request);
+    let admin = constant_time_eq(given.as_bytes(), state.token.as_bytes());
+    if admin || acts_for_app(&state, &request, given) {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong admin token: send `Authorization: Bearer TOKEN` with the token from DATA_DIR/admin.token (or, to invoke, send to queues or ingest events, a key of the app)",
+        )
+        .into_response()
+    }
+}
+
+/// The app an endpoint acts for, if an app's own credentials may call it.
+fn app_scoped<'a>(method: &axum::http::Method, path: &'a str) -> Option<&'a str> {
+    if method != axum::http::Method::POST {
+        return None;
+    }
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["", "v1", "apps", app, "functions", _, "invoke"]
+        | ["", "v1", "apps", app, "queues", _, "messages"]
+        | ["", "v1", "apps", app, "cloudevents"] => Some(app),
+        _ => None,
+    }
+}
+
+/// The token of `app`'s functions: an HMAC of the app's name keyed by the
+/// admin token, so it is never stored and changes with the admin token.
+pub(crate) fn app_token(admin_token: &str, app: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(admin_token.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(b"stratus app token\n");
+    mac.update(app.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("st_{hex}")
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

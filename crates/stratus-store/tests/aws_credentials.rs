@@ -1,0 +1,107 @@
+//! AWS credentials through the `Store` trait: created, found by access key
+//! id, listed per app, revoked only by their own app, and removed with it.
+
+use std::collections::BTreeMap;
+
+use stratus_store::{AwsCredentialRecord, NewVersion, SqliteStore, Store};
+
+fn credential(id: &str, app: &str, created_ms: i64) -> AwsCredentialRecord {
+    AwsCredentialRecord {
+        access_key_id: id.into(),
+        app: app.into(),
+        name: format!("{id} of {app}"),
+        secret: format!("secret-of-{id}"),
+        created_ms,
+    }
+}
+
+async fn create(store: &SqliteStore, id: &str, app: &str, created_ms: i64) {
+    store
+        .create_aws_credential(credential(id, app, created_ms))
+        .await
+        .unwrap();
+}
+
+fn version(app: &str) -> NewVersion {
+    let text = format!("app: {app}\nfunctions:\n  f:\n    runtime: python3\n    handler: m.h\n");
+    NewVersion {
+        spec: stratus_manifest::parse("stratus.yaml", &text).unwrap(),
+        manifest: text,
+        packages: BTreeMap::from([(".".to_owned(), "a".repeat(64))]),
+        created_ms: 1,
+    }
+}
+
+fn ids(credentials: &[AwsCredentialRecord]) -> Vec<&str> {
+    credentials
+        .iter()
+        .map(|c| c.access_key_id.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn credentials_are_kept_with_their_secret_and_listed_per_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+    create(&store, "AKST2", "a", 20).await;
+    create(&store, "AKST1", "a", 10).await;
+    create(&store, "AKST3", "b", 5).await;
+
+    let found = store.get_aws_credential("AKST1").await.unwrap().unwrap();
+    assert_eq!(found, credential("AKST1", "a", 10));
+    assert!(store.get_aws_credential("AKST9").await.unwrap().is_none());
+
+    // Oldest first within an app; every app's when none is given.
+    let listed = store.list_aws_credentials(Some("a")).await.unwrap();
+    assert_eq!(ids(&listed), ["AKST1", "AKST2"]);
+    let all = store.list_aws_credentials(None).await.unwrap();
+    assert_eq!(ids(&all), ["AKST1", "AKST2", "AKST3"]);
+
+    // An access key id is unique across apps.
+    assert!(
+        store
+            .create_aws_credential(credential("AKST1", "b", 30))
+            .await
+            .is_err()
+    );
+
+    // The Debug form leaves the secret out.
+    let debug = format!("{found:?}");
+    assert!(
+        debug.contains("AKST1") && !debug.contains("secret-of"),
+        "{debug}"
+    );
+
+    // Credentials survive a reopen.
+    drop(store);
+    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+    assert_eq!(store.list_aws_credentials(None).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_credential_is_revoked_only_by_its_own_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+    create(&store, "AKST1", "a", 1).await;
+    assert!(!store.delete_aws_credential("b", "AKST1").await.unwrap());
+    assert!(store.get_aws_credential("AKST1").await.unwrap().is_some());
+    assert!(store.delete_aws_credential("a", "AKST1").await.unwrap());
+    assert!(!store.delete_aws_credential("a", "AKST1").await.unwrap());
+    assert!(store.get_aws_credential("AKST1").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn deleting_an_app_deletes_its_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+    store.activate(version("a")).await.unwrap();
+    store.activate(version("b")).await.unwrap();
+    create(&store, "AKST1", "a", 1).await;
+    create(&store, "AKST2", "b", 1).await;
+    assert!(store.delete_app("a").await.unwrap());
+    assert!(store.get_aws_credential("AKST1").await.unwrap().is_none());
+    assert_eq!(
+        ids(&store.list_aws_credentials(None).await.unwrap()),
+        ["AKST2"]
+    );
+}
