@@ -987,5 +987,5 @@ def fails(event, context):
         refused.contains("cannot be its own destination"),
         "{refused}"
     );
-    assert!(refused.contains("no function \"nowhere\""), "{refused}");
+    assert!(refused.contains("no function or queue \"nowhere\""), "{refused}");
 }
