@@ -987,5 +987,8 @@ def fails(event, context):
         refused.contains("cannot be its own destination"),
         "{refused}"
     );
-    assert!(refused.contains("no function or queue \"nowhere\""), "{refused}");
+    assert!(
+        refused.contains("no function or queue \"nowhere\""),
+        "{refused}"
+    );
 }
