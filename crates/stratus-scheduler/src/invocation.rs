@@ -44,6 +44,21 @@ pub struct FunctionError {
     /// `Handled` when the function reported it, `Unhandled` otherwise.
     #[serde(skip)]
     pub kind: &'static str,
+    /// What failed, for those who answer for it (a gateway's status code).
+    #[serde(skip)]
+    pub class: ErrorClass,
+}
+
+/// What an invocation's error is due to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The function or its runtime failed, or answered with an error.
+    #[default]
+    Function,
+    /// The function or its runtime did not answer in time.
+    Timeout,
+    /// The platform could not run it.
+    Platform,
 }
 
 impl FunctionError {
@@ -53,6 +68,24 @@ impl FunctionError {
             message: message.into(),
             stack_trace: Vec::new(),
             kind: "Unhandled",
+            class: ErrorClass::Function,
+        }
+    }
+
+    /// The function did not answer within its timeout (or its runtime
+    /// within the init timeout).
+    pub fn timeout(error_type: &str, message: impl Into<String>) -> FunctionError {
+        FunctionError {
+            class: ErrorClass::Timeout,
+            ..FunctionError::unhandled(error_type, message)
+        }
+    }
+
+    /// The platform failed to run the function.
+    pub fn platform(error_type: &str, message: impl Into<String>) -> FunctionError {
+        FunctionError {
+            class: ErrorClass::Platform,
+            ..FunctionError::unhandled(error_type, message)
         }
     }
 
@@ -95,12 +128,14 @@ impl FunctionError {
                     _ => Vec::new(),
                 },
                 kind,
+                class: ErrorClass::Function,
             },
             Err(_) => FunctionError {
                 error_type: header_type.unwrap_or("Unhandled").to_owned(),
                 message: String::from_utf8_lossy(body).into_owned(),
                 stack_trace: Vec::new(),
                 kind,
+                class: ErrorClass::Function,
             },
         }
     }

@@ -1,34 +1,50 @@
 //! The data plane's scheduler: it owns the instance pool of every function
-//! version and turns an invocation into a result.
+//! version and the instances of every service, and turns an invocation
+//! into a result.
 //!
 //! An invocation takes a warm instance from the function's [`Pool`], or
-//! starts one through the sandbox's [`Launcher`](stratus_sandbox::Launcher)
-//! when the pool has room, or waits in a bounded queue, or is throttled.
-//! Each instance runs one invocation at a time and talks to the platform
-//! through its own Lambda Runtime API listener ([`runtime_api`]). Output
-//! lines and one report record per invocation go to the log channel; the
-//! scheduler itself never touches the store.
+//! starts one through the [`Launch`] seam when the pool has room, or
+//! waits in a bounded queue, or is throttled. Each instance runs one
+//! invocation at a time and talks to the platform through its own Lambda
+//! Runtime API listener. A request for a [`Service`] takes a [`Lease`] on
+//! one of its instances. Output lines and one report record per
+//! invocation go to the [`Logs`](stratus_logs::Logs) seam; the scheduler
+//! itself never touches the store.
+//!
+//! The modules form layers, each using only those below it:
+//! `scheduler` → `function`, `service` → `sandboxed` → `prewarm`,
+//! `process`, `output` → `launch`, `capacity`, `recent`, `config`,
+//! `settings`, `invocation` (the leaves).
 
-mod instance;
+mod capacity;
+mod config;
+#[cfg(test)]
+mod fake;
+mod function;
 mod invocation;
-mod logs;
-mod pool;
+mod launch;
+mod output;
 mod prewarm;
 mod process;
-mod runtime_api;
+mod recent;
+mod sandboxed;
 mod scheduler;
 mod service;
+mod settings;
 
+pub use config::{FunctionConfig, ServiceConfig};
+pub use function::{Pool, PoolStats};
 pub use invocation::{
-    FunctionError, HTTP_INTEGRATION_CONTENT_TYPE, Invocation, InvokeError, InvokeOutcome, Phases,
-    ResponseStream, StreamChunk,
+    ErrorClass, FunctionError, HTTP_INTEGRATION_CONTENT_TYPE, Invocation, InvokeError,
+    InvokeOutcome, Phases, ResponseStream, StreamChunk,
 };
-pub use logs::LogSender;
-pub use pool::{FunctionConfig, Pool, PoolStats};
-pub use scheduler::{Interpreter, Scheduler, Settings};
+pub use launch::{Launch, Signal};
+pub use recent::RecentError;
+pub use scheduler::Scheduler;
 pub use service::{
-    CLOSE_WAIT, Lease, Phase, RecentError, Service, ServiceConfig, ServiceError, ServiceStatus,
+    CLOSE_WAIT, Lease, Phase, Service, ServiceError, ServiceInstance, ServiceStatus,
 };
+pub use settings::{Interpreter, Settings};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -36,4 +52,9 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
+}
+
+/// A fresh instance id.
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }

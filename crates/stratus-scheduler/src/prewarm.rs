@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use stratus_sandbox::Spawned;
 use tokio::sync::oneshot::error::TryRecvError;
 
+use crate::launch::{Launch, Signal};
 use crate::process::Kind;
-use crate::scheduler::Ctx;
+use crate::settings::Settings;
 
 /// Cold starts this recent size the pools.
 const DEMAND_WINDOW: Duration = Duration::from_secs(60);
@@ -66,15 +67,25 @@ pub(crate) struct Prewarm {
     max: usize,
     pools: Mutex<HashMap<Kind, KindPool>>,
     stopped: AtomicBool,
+    launcher: Arc<dyn Launch>,
+    settings: Arc<Settings>,
 }
 
 impl Prewarm {
-    pub fn new(max: usize) -> Prewarm {
-        Prewarm {
-            max,
+    /// Pools of at most `settings.prestart_max` processes per kind, or
+    /// none where the launcher cannot attach code to a made sandbox.
+    pub fn new(launcher: Arc<dyn Launch>, settings: Arc<Settings>) -> Arc<Prewarm> {
+        Arc::new(Prewarm {
+            max: if launcher.can_prestart() {
+                settings.prestart_max
+            } else {
+                0
+            },
             pools: Mutex::new(HashMap::new()),
             stopped: AtomicBool::new(false),
-        }
+            launcher,
+            settings,
+        })
     }
 
     pub fn enabled(&self) -> bool {
@@ -119,15 +130,15 @@ impl Prewarm {
         self.stopped.store(true, Ordering::Release);
         for pool in self.lock().values_mut() {
             for p in pool.ready.drain(..) {
-                stratus_sandbox::kill_group(p.spawned.pid);
+                self.launcher.signal(p.spawned.pid, Signal::Kill);
             }
         }
     }
 
     /// Drops dead processes and the surplus over each pool's target, and
     /// starts what is missing.
-    pub fn maintain(ctx: &Arc<Ctx>) {
-        let this = &ctx.prewarm;
+    pub fn maintain(self: &Arc<Self>) {
+        let this = self;
         if !this.enabled() || this.stopped.load(Ordering::Acquire) {
             return;
         }
@@ -145,7 +156,7 @@ impl Prewarm {
                 let target = pool.target(this.max);
                 while pool.ready.len() > target {
                     if let Some(p) = pool.ready.pop_back() {
-                        stratus_sandbox::kill_group(p.spawned.pid);
+                        this.launcher.signal(p.spawned.pid, Signal::Kill);
                     }
                 }
                 while pool.ready.len() + pool.starting < target && pool.starting < PARALLEL_STARTS {
@@ -155,22 +166,28 @@ impl Prewarm {
             }
         }
         for kind in starts {
-            let ctx = ctx.clone();
+            let this = this.clone();
             tokio::spawn(async move {
-                let id = crate::instance::new_id();
-                let spec = ctx.process_spec(kind, None, &id);
-                let made = ctx.launcher.spawn(&spec).await;
+                let id = crate::new_id();
+                let spec = crate::process::spec(
+                    &this.settings,
+                    this.launcher.isolation(),
+                    kind,
+                    None,
+                    &id,
+                );
+                let made = this.launcher.spawn(&spec).await;
                 let retry = {
-                    let mut pools = ctx.prewarm.lock();
+                    let mut pools = this.lock();
                     let pool = pools.entry(kind).or_default();
                     pool.starting -= 1;
                     match made {
-                        Ok(spawned) if !ctx.prewarm.stopped.load(Ordering::Acquire) => {
+                        Ok(spawned) if !this.stopped.load(Ordering::Acquire) => {
                             pool.ready.push_back(Prestarted { id, spawned });
                             true
                         }
                         Ok(spawned) => {
-                            stratus_sandbox::kill_group(spawned.pid);
+                            this.launcher.signal(spawned.pid, Signal::Kill);
                             false
                         }
                         Err(err) => {
@@ -180,7 +197,7 @@ impl Prewarm {
                     }
                 };
                 if retry {
-                    Prewarm::maintain(&ctx);
+                    this.maintain();
                 }
             });
         }
@@ -189,4 +206,102 @@ impl Prewarm {
 
 fn alive(p: &mut Prestarted) -> bool {
     matches!(p.spawned.exited.try_recv(), Err(TryRecvError::Empty))
+}
+
+#[cfg(test)]
+impl Prewarm {
+    /// Processes of `kind` ready to be taken.
+    fn ready(&self, kind: Kind) -> usize {
+        self.lock().get(&kind).map_or(0, |pool| pool.ready.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use stratus_manifest::Runtime;
+
+    use super::Prewarm;
+    use crate::fake::{self, Counts, FakeLauncher, Program};
+    use crate::launch::Launch;
+    use crate::process::Kind;
+
+    const KIND: Kind = Kind {
+        runtime: Runtime::Provided,
+        private_network: false,
+        service: false,
+    };
+
+    fn prewarm(launcher: &Arc<FakeLauncher>, max: usize) -> Arc<Prewarm> {
+        let mut settings = fake::settings();
+        settings.prestart_max = max;
+        Prewarm::new(launcher.clone(), Arc::new(settings))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pools_follow_the_last_minutes_cold_starts_within_their_bounds() {
+        let launcher = FakeLauncher::new(Program::Exit(0), true);
+        let prewarm = prewarm(&launcher, 3);
+        prewarm.set_wanted(&HashSet::from([KIND]));
+        prewarm.maintain();
+        // A wanted kind keeps one ready with no demand yet.
+        assert!(fake::eventually(Duration::from_secs(2), || prewarm.ready(KIND) == 1).await);
+
+        // Three cold starts: the first takes the one there, and the pool
+        // grows to match.
+        assert!(prewarm.take(KIND).is_some());
+        assert!(prewarm.take(KIND).is_none());
+        assert!(prewarm.take(KIND).is_none());
+        prewarm.maintain();
+        assert!(fake::eventually(Duration::from_secs(2), || prewarm.ready(KIND) == 3).await);
+
+        // More demand does not pass the maximum.
+        for _ in 0..5 {
+            prewarm.take(KIND);
+        }
+        prewarm.maintain();
+        assert!(fake::eventually(Duration::from_secs(2), || prewarm.ready(KIND) == 3).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(prewarm.ready(KIND), 3);
+
+        // A kind no longer wanted is let go, its processes killed.
+        let kills = Counts::get(&launcher.counts.kills);
+        prewarm.set_wanted(&HashSet::new());
+        prewarm.maintain();
+        assert_eq!(prewarm.ready(KIND), 0);
+        assert_eq!(Counts::get(&launcher.counts.kills), kills + 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_process_that_died_waiting_is_replaced() {
+        let launcher = FakeLauncher::new(Program::Exit(0), true);
+        let prewarm = prewarm(&launcher, 2);
+        prewarm.set_wanted(&HashSet::from([KIND]));
+        prewarm.maintain();
+        assert!(fake::eventually(Duration::from_secs(2), || prewarm.ready(KIND) == 1).await);
+        let pid = launcher.pids()[0];
+        launcher.signal(pid, crate::launch::Signal::Kill);
+        prewarm.maintain();
+        assert!(
+            fake::eventually(Duration::from_secs(2), || prewarm.ready(KIND) == 1
+                && launcher.pids() != [pid])
+            .await
+        );
+        let taken = prewarm.take(KIND).expect("a live process");
+        assert_ne!(taken.spawned.pid, pid);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_is_made_ahead_where_code_cannot_be_attached_later() {
+        let launcher = FakeLauncher::new(Program::Exit(0), false);
+        let prewarm = prewarm(&launcher, 4);
+        prewarm.set_wanted(&HashSet::from([KIND]));
+        prewarm.maintain();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(prewarm.take(KIND).is_none());
+        assert_eq!(Counts::get(&launcher.counts.spawns), 0);
+    }
 }

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use stratus_manifest::Runtime;
 use stratus_sandbox::{ACTIVATION_FD, Activation, Isolation, Mount, ProcessSpec, Start};
 
-use crate::pool::FunctionConfig;
-use crate::scheduler::Settings;
+use crate::config::{FunctionConfig, ServiceConfig};
+use crate::settings::Settings;
 
 const TASK_ROOT: &str = "/var/task";
 const RUNTIME_DIR: &str = "/var/runtime";
@@ -282,7 +282,7 @@ pub(crate) fn activation(
 pub(crate) fn service(
     s: &Settings,
     isolation: Isolation,
-    config: &crate::service::ServiceConfig,
+    config: &ServiceConfig,
     port: u16,
     service_addr: Option<std::net::Ipv4Addr>,
     instance_id: &str,

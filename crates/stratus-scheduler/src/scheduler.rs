@@ -1,209 +1,97 @@
-//! The scheduler: the snapshot of deployed functions and their pools.
+//! The scheduler: the snapshot of deployed functions and services, and
+//! the way in for invocations, deploys and shutdown.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use stratus_runtimes::InstalledRuntimes;
-use stratus_sandbox::LauncherClient;
+use stratus_logs::Logs;
 use tokio::sync::Notify;
 
-use crate::instance::Instance;
+use crate::capacity::Capacities;
+use crate::config::{FunctionConfig, ServiceConfig};
+use crate::function::{self, Pool};
 use crate::invocation::{Invocation, InvokeError, InvokeOutcome};
-use crate::logs::LogSender;
-use crate::pool::{FunctionConfig, Pool};
-use crate::prewarm::Prewarm;
+use crate::launch::Launch;
 use crate::process::Kind;
-use crate::service::{Addresses, Service, ServiceConfig};
+use crate::sandboxed::Sandboxes;
+use crate::service::{self, CLOSE_WAIT, Service};
+use crate::settings::Settings;
 
-/// Scheduler settings; every limit here has a default in the server's flags.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub python: Interpreter,
-    pub node: Interpreter,
-    pub runtimes: InstalledRuntimes,
-    pub region: String,
-    /// Callers that may wait for a busy function before throttling starts.
-    pub queue_depth: usize,
-    /// Longest a caller waits for an instance before it is throttled.
-    pub queue_timeout: Duration,
-    /// Longest a runtime may take to initialise before its first event.
-    pub init_timeout: Duration,
-    /// Idle instances are stopped after this long without work.
-    pub keep_alive: Duration,
-    pub max_response_bytes: usize,
-    /// Most instances of one application, all functions and versions together.
-    pub app_max_instances: u32,
-    /// Size of each instance's private `/tmp` under isolation, in MiB.
-    pub tmp_mb: u32,
-    /// Most processes of one instance, where cgroups are available.
-    pub pids_max: u32,
-    /// Most processes made ahead of demand per runtime and network mode;
-    /// 0 makes every instance start from nothing.
-    pub prestart_max: usize,
-    /// Variables every instance gets before the Lambda ones (LANG, TZ, ...).
-    pub base_env: Vec<(String, String)>,
-    /// The server's PATH, for instances without isolation.
-    pub host_path: String,
-}
-
-/// An interpreter the built-in runtimes run on.
-#[derive(Debug, Clone)]
-pub struct Interpreter {
-    pub executable: PathBuf,
-    /// Its installation directory when that lies outside the host's system
-    /// directories (a pyenv or nvm install): shared read-only with sandboxes.
-    pub prefix: Option<PathBuf>,
-}
-
-/// What pools and instances share.
-pub(crate) struct Ctx {
-    pub settings: Settings,
-    pub launcher: Arc<LauncherClient>,
-    pub logs: LogSender,
-    pub prewarm: Prewarm,
-    instances: Mutex<HashMap<String, Arc<Instance>>>,
-    instances_changed: Notify,
-    in_flight: AtomicUsize,
-    all_done: Notify,
-    app_instances: Mutex<HashMap<String, Arc<AtomicU32>>>,
-}
-
-impl Ctx {
-    /// The instance count of `app`, shared by all its pools.
-    pub fn app_counter(&self, app: &str) -> Arc<AtomicU32> {
-        self.app_instances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(app.to_owned())
-            .or_default()
-            .clone()
-    }
-
-    pub fn register(&self, instance: &Arc<Instance>) {
-        self.instances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(instance.id.clone(), instance.clone());
-    }
-
-    pub fn unregister(&self, id: &str) {
-        let removed = self
-            .instances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-        drop(removed);
-        self.instances_changed.notify_waiters();
-    }
-
-    fn live_instances(&self) -> Vec<Arc<Instance>> {
-        self.instances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    /// The process for `kind`, for one function with its environment or
-    /// for any, made ahead of demand.
-    pub fn process_spec(
-        &self,
-        kind: Kind,
-        function: Option<(&FunctionConfig, &[(String, String)])>,
-        instance_id: &str,
-    ) -> stratus_sandbox::ProcessSpec {
-        crate::process::spec(
-            &self.settings,
-            self.launcher.isolation(),
-            kind,
-            function,
-            instance_id,
-        )
-    }
-
-    pub fn function_arn(&self, config: &FunctionConfig) -> String {
-        format!(
-            "arn:aws:lambda:{}:000000000000:function:{}",
-            self.settings.region,
-            config.qualified_name()
-        )
-    }
-}
+/// How often pools, services and the prestart pools are looked after.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
+/// How long shutdown waits for killed instances to exit.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
 
 type Functions = HashMap<String, HashMap<String, Arc<Pool>>>;
 type Services = HashMap<String, HashMap<String, Arc<Service>>>;
 
-/// Owns every function's pool. Deploys swap in a new snapshot; invocations
-/// read it without waiting on anything else.
+/// Owns every function's pool and every service. Deploys swap in a new
+/// snapshot; invocations read it without waiting on anything else.
 pub struct Scheduler {
-    ctx: Arc<Ctx>,
+    sandboxes: Arc<Sandboxes>,
+    functions_ctx: Arc<function::Context>,
+    services_ctx: Arc<service::Context>,
+    capacities: Capacities,
     functions: RwLock<Arc<Functions>>,
     services: RwLock<Arc<Services>>,
-    /// Counts the addresses given to service instances.
-    service_addresses: Arc<Addresses>,
+    in_flight: Arc<InFlight>,
     shutting_down: AtomicBool,
 }
 
 impl Scheduler {
     pub fn new(
         settings: Settings,
-        launcher: Arc<LauncherClient>,
-        logs: LogSender,
+        launcher: Arc<dyn Launch>,
+        logs: Arc<dyn Logs>,
     ) -> Arc<Scheduler> {
+        let capacities = Capacities::new(settings.app_max_instances);
+        let sandboxes = Sandboxes::new(settings, launcher, logs);
         let scheduler = Arc::new(Scheduler {
-            ctx: Arc::new(Ctx {
-                prewarm: Prewarm::new(if launcher.prestart() {
-                    settings.prestart_max
-                } else {
-                    0
-                }),
-                settings,
-                launcher,
-                logs,
-                instances: Mutex::new(HashMap::new()),
-                instances_changed: Notify::new(),
-                in_flight: AtomicUsize::new(0),
-                all_done: Notify::new(),
-                app_instances: Mutex::new(HashMap::new()),
-            }),
+            functions_ctx: function::Context::new(sandboxes.clone()),
+            services_ctx: service::Context::new(sandboxes.clone()),
+            sandboxes,
+            capacities,
             functions: RwLock::new(Arc::new(HashMap::new())),
             services: RwLock::new(Arc::new(HashMap::new())),
-            service_addresses: Arc::new(Addresses::default()),
+            in_flight: Arc::new(InFlight::default()),
             shutting_down: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&scheduler);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(MAINTAIN_EVERY);
             loop {
                 tick.tick().await;
                 let Some(scheduler) = weak.upgrade() else {
                     break;
                 };
-                let keep_alive = scheduler.ctx.settings.keep_alive;
-                for pool in scheduler.snapshot().values().flat_map(|fns| fns.values()) {
-                    pool.maintain(keep_alive);
-                }
-                if !scheduler.shutting_down.load(Ordering::Acquire) {
-                    for service in scheduler.services().values().flat_map(|s| s.values()) {
-                        service.maintain();
-                    }
-                }
-                Prewarm::maintain(&scheduler.ctx);
+                scheduler.maintain();
             }
         });
         scheduler
     }
 
+    /// Stops idle instances past their keep-alive, keeps `min_instances`
+    /// and refills the prestart pools.
+    fn maintain(&self) {
+        let keep_alive = self.sandboxes.settings.keep_alive;
+        for pool in self.snapshot().values().flat_map(|fns| fns.values()) {
+            pool.maintain(keep_alive);
+        }
+        if !self.is_shutting_down() {
+            for service in self.services().values().flat_map(|s| s.values()) {
+                service.maintain();
+            }
+        }
+        self.sandboxes.prewarm.maintain();
+    }
+
     /// The Lambda-style ARN of `app`/`function`.
     pub fn function_arn(&self, app: &str, function: &str) -> String {
-        format!(
-            "arn:aws:lambda:{}:000000000000:function:{app}.{function}",
-            self.ctx.settings.region
-        )
+        self.sandboxes
+            .settings
+            .function_arn(&format!("{app}.{function}"))
     }
 
     /// Whether the scheduler refuses new work.
@@ -213,7 +101,7 @@ impl Scheduler {
 
     /// The largest result a function may return.
     pub fn max_response_bytes(&self) -> usize {
-        self.ctx.settings.max_response_bytes
+        self.sandboxes.settings.max_response_bytes
     }
 
     fn snapshot(&self) -> Arc<Functions> {
@@ -255,16 +143,16 @@ impl Scheduler {
         functions: Vec<FunctionConfig>,
         services: Vec<ServiceConfig>,
     ) {
+        let capacity = self.capacities.of(app);
         let services: HashMap<String, Arc<Service>> = services
             .into_iter()
             .map(|config| {
                 (
                     config.spec.name.clone(),
                     Arc::new(Service::new(
-                        self.ctx.clone(),
+                        self.services_ctx.clone(),
                         config,
-                        self.service_addresses.clone(),
-                        self.ctx.app_counter(app),
+                        capacity.clone(),
                     )),
                 )
             })
@@ -279,49 +167,41 @@ impl Scheduler {
                 (
                     config.spec.name.clone(),
                     Arc::new(Pool::new(
-                        self.ctx.clone(),
+                        self.functions_ctx.clone(),
                         config,
-                        self.ctx.app_counter(app),
+                        capacity.clone(),
                     )),
                 )
             })
             .collect();
-        self.swap_app(app, Some(pools));
+        self.swap_functions(app, Some(pools));
     }
 
     /// Takes `app` out of service; invocations in flight finish.
     pub fn remove_app(&self, app: &str) {
-        self.swap_app(app, None);
+        self.swap_functions(app, None);
         self.swap_services(app, None);
     }
 
     /// Tells the pools of processes made ahead of demand which kinds the
     /// deployed functions and services need, and refills them.
     fn refresh_wanted(&self) {
+        let isolation = self.sandboxes.launcher.isolation();
         let mut kinds: HashSet<Kind> = self
             .snapshot()
             .values()
             .flat_map(|fns| fns.values())
-            .map(|pool| Kind::of(self.ctx.launcher.isolation(), &pool.config))
+            .map(|pool| Kind::of(isolation, &pool.config))
             .collect();
         if self.services().values().any(|s| !s.is_empty()) {
             kinds.insert(Kind::SERVICE);
         }
-        self.ctx.prewarm.set_wanted(&kinds);
-        Prewarm::maintain(&self.ctx);
+        self.sandboxes.prewarm.set_wanted(&kinds);
+        self.sandboxes.prewarm.maintain();
     }
 
     fn swap_services(&self, app: &str, services: Option<HashMap<String, Arc<Service>>>) {
-        let old = {
-            let mut guard = self.services.write().unwrap_or_else(|p| p.into_inner());
-            let mut next = Services::clone(&guard);
-            let old = match services {
-                Some(services) => next.insert(app.to_owned(), services),
-                None => next.remove(app),
-            };
-            *guard = Arc::new(next);
-            old
-        };
+        let old = swap(&self.services, app, services);
         self.refresh_wanted();
         for service in old.into_iter().flat_map(|s| s.into_values()) {
             service.retire(None);
@@ -330,17 +210,8 @@ impl Scheduler {
 
     /// Publishes a snapshot with `app`'s pools replaced (or removed), then
     /// retires the pools it replaced.
-    fn swap_app(&self, app: &str, pools: Option<HashMap<String, Arc<Pool>>>) {
-        let old = {
-            let mut guard = self.functions.write().unwrap_or_else(|p| p.into_inner());
-            let mut next = Functions::clone(&guard);
-            let old = match pools {
-                Some(pools) => next.insert(app.to_owned(), pools),
-                None => next.remove(app),
-            };
-            *guard = Arc::new(next);
-            old
-        };
+    fn swap_functions(&self, app: &str, pools: Option<HashMap<String, Arc<Pool>>>) {
+        let old = swap(&self.functions, app, pools);
         self.refresh_wanted();
         for pool in old.into_iter().flat_map(|fns| fns.into_values()) {
             pool.retire();
@@ -368,7 +239,7 @@ impl Scheduler {
         function: &str,
         invocation: Invocation,
     ) -> Result<InvokeOutcome, InvokeError> {
-        if self.shutting_down.load(Ordering::Acquire) {
+        if self.is_shutting_down() {
             return Err(InvokeError::ShuttingDown);
         }
         let pool = self
@@ -377,8 +248,7 @@ impl Scheduler {
                 app: app.to_owned(),
                 function: function.to_owned(),
             })?;
-        self.ctx.in_flight.fetch_add(1, Ordering::AcqRel);
-        let guard = InFlightGuard(self.ctx.clone());
+        let guard = self.in_flight.enter();
         // The invocation runs to completion in its own task even if the
         // caller goes away, so its instance always returns to the pool.
         let task = tokio::spawn(async move { pool.invoke(invocation, guard).await });
@@ -392,7 +262,7 @@ impl Scheduler {
     /// `grace`, then stops every instance and waits for them to exit.
     pub async fn shutdown(&self, grace: Duration) {
         self.shutting_down.store(true, Ordering::Release);
-        self.ctx.prewarm.stop();
+        self.sandboxes.prewarm.stop();
         let deadline = Instant::now() + grace;
         // Services drain alongside: requests in flight finish, then each
         // instance gets SIGTERM.
@@ -402,56 +272,68 @@ impl Scheduler {
             .flat_map(|s| s.values().cloned())
             .collect();
         // WebSockets get their close with time left for the handshake.
-        let websocket_grace = grace.saturating_sub(crate::service::CLOSE_WAIT);
+        let websocket_grace = grace.saturating_sub(CLOSE_WAIT);
         for service in &services {
             service.retire(Some(websocket_grace));
         }
-        while (self.ctx.in_flight.load(Ordering::Acquire) > 0
-            || services.iter().any(|s| s.has_instances()))
+        while (self.in_flight.count() > 0 || services.iter().any(|s| s.has_instances()))
             && Instant::now() < deadline
         {
-            let _ =
-                tokio::time::timeout(Duration::from_millis(50), self.ctx.all_done.notified()).await;
+            self.in_flight.wait(Duration::from_millis(50)).await;
         }
         for service in &services {
             service.kill_all();
         }
-        let instances = self.ctx.live_instances();
-        if instances.is_empty() {
-            return;
-        }
-        // Nothing is in flight any more (or the grace is over): runtimes hold
-        // no state worth a graceful stop, and under namespaces the runtime is
-        // its namespace's init, which ignores SIGTERM.
-        tracing::info!(instances = instances.len(), "stopping instances");
-        for instance in &instances {
-            instance.kill();
-        }
-        drop(instances);
-        self.wait_for_exit(Duration::from_secs(5)).await;
+        self.functions_ctx.kill_all(EXIT_WAIT).await;
+    }
+}
+
+/// Replaces `app`'s entry of the snapshot (or removes it) and returns
+/// what was there: readers never wait on a writer and never see a
+/// half-made change.
+fn swap<T: Clone>(
+    snapshot: &RwLock<Arc<HashMap<String, T>>>,
+    app: &str,
+    entry: Option<T>,
+) -> Option<T> {
+    let mut guard = snapshot.write().unwrap_or_else(|p| p.into_inner());
+    let mut next = HashMap::clone(&guard);
+    let old = match entry {
+        Some(entry) => next.insert(app.to_owned(), entry),
+        None => next.remove(app),
+    };
+    *guard = Arc::new(next);
+    old
+}
+
+/// Counts invocations in flight, for shutdown.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    all_done: Notify,
+}
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.clone())
     }
 
-    async fn wait_for_exit(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            let notified = self.ctx.instances_changed.notified();
-            if self.ctx.live_instances().is_empty() {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
-        }
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    async fn wait(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.all_done.notified()).await;
     }
 }
 
 /// Counts an invocation in flight until dropped.
-struct InFlightGuard(Arc<Ctx>);
+struct InFlightGuard(Arc<InFlight>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.all_done.notify_waiters();
         }
     }

@@ -12,7 +12,6 @@ mod api;
 pub mod config;
 mod deploy;
 mod events;
-mod logwriter;
 mod public;
 mod runtimes;
 mod token;
@@ -26,8 +25,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use stratus_logs::{Logs, Retention, StoreLogs};
 use stratus_sandbox::{Isolation, LauncherClient};
-use stratus_scheduler::{FunctionConfig, LogSender, Scheduler, ServiceConfig, Settings};
+use stratus_scheduler::{FunctionConfig, Scheduler, ServiceConfig, Settings};
 use stratus_store::{SqliteStore, Store, VersionRecord};
 use tokio::net::TcpListener;
 
@@ -42,6 +42,8 @@ pub struct ServerInfo {
 }
 
 pub const SERVER_FILE: &str = "server.json";
+/// Log records that may wait for the writer before new ones are dropped.
+const LOG_BUFFER: usize = 64 * 1024;
 pub const TOKEN_FILE: &str = "admin.token";
 
 /// Shared by the admin API handlers.
@@ -55,7 +57,8 @@ pub(crate) struct AppState {
     pub directory: Arc<public::Directory>,
     /// The public listener's URL, for the routes a deploy reports.
     pub public_url: String,
-    pub log_flush: logwriter::LogFlush,
+    /// Every log line and record, to store and to read.
+    pub logs: Arc<dyn Logs>,
     /// Asynchronous invocations.
     pub events: Arc<events::Events>,
     /// AWS credentials, for Lambda's Invoke API.
@@ -146,7 +149,15 @@ pub async fn run(
         .context("cannot install the built-in runtimes")?;
     let (python, node) = runtimes::locate_interpreters().await;
 
-    let (logs, log_rx) = LogSender::new(64 * 1024);
+    let store_logs = StoreLogs::start(
+        store.clone(),
+        LOG_BUFFER,
+        Retention {
+            max_age: config.log_retention,
+            max_bytes: config.log_max_bytes,
+        },
+    );
+    let logs: Arc<dyn Logs> = store_logs.clone();
     let settings = Settings {
         python,
         node,
@@ -166,12 +177,6 @@ pub async fn run(
             .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned()),
     };
     let scheduler = Scheduler::new(settings, launcher, logs.clone());
-    let writer = logwriter::spawn(
-        store.clone(),
-        log_rx,
-        config.log_retention,
-        config.log_max_bytes,
-    );
 
     let directory = Arc::new(public::Directory::default());
     // Functions reach the platform API on a listener of its own.
@@ -252,7 +257,7 @@ pub async fn run(
         deploy_lock: tokio::sync::Mutex::new(()),
         directory: directory.clone(),
         public_url: info.public.clone(),
-        log_flush: writer.flush.clone(),
+        logs: logs.clone(),
     });
     let gateway = Arc::new(public::Gateway {
         directory,
@@ -297,7 +302,7 @@ pub async fn run(
     {
         tracing::warn!("connections still open after shutdown; closing them");
     }
-    writer.flush_and_stop().await;
+    store_logs.stop().await;
     let _ = std::fs::remove_file(data_dir.join(SERVER_FILE));
     tracing::info!("stopped");
     Ok(())

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 
 pub use records::{
     AppRecord, AwsCredentialRecord, DeadLetter, EventCounts, EventRecord, FollowUp, KeyRecord,
-    LogQuery, LogRecord, MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion,
-    PackageRecord, QueueCounts, Settlement, StoredLog, VersionRecord,
+    LogQuery, LogRecord, LogStream, MessageRecord, MessageSettlement, NewEvent, NewMessage,
+    NewVersion, PackageRecord, QueueCounts, Settlement, StoredLog, VersionRecord,
 };
 pub use sqlite::SqliteStore;
 

@@ -88,11 +88,58 @@ pub struct LogRecord {
     pub version: u32,
     pub instance: String,
     pub request_id: Option<String>,
-    /// `stdout`, `stderr`, `platform` or `report`.
-    pub stream: String,
+    pub stream: LogStream,
     pub message: String,
-    /// Structured fields of a report record.
+    /// Structured fields of a report or request record.
     pub fields: Option<serde_json::Value>,
+}
+
+/// Where a log record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// A line the instance wrote to its standard output.
+    Stdout,
+    /// A line the instance wrote to its standard error.
+    Stderr,
+    /// What the platform says about an instance or a request: a crash,
+    /// a timeout, a result that is not a response.
+    Platform,
+    /// The `REPORT` record of one invocation.
+    Report,
+    /// The record of one request proxied to a service.
+    Request,
+}
+
+impl LogStream {
+    pub const ALL: [LogStream; 5] = [
+        LogStream::Stdout,
+        LogStream::Stderr,
+        LogStream::Platform,
+        LogStream::Report,
+        LogStream::Request,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+            LogStream::Platform => "platform",
+            LogStream::Report => "report",
+            LogStream::Request => "request",
+        }
+    }
+}
+
+impl std::str::FromStr for LogStream {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogStream, String> {
+        LogStream::ALL
+            .into_iter()
+            .find(|stream| stream.as_str() == s)
+            .ok_or_else(|| format!("unknown log stream {s:?}"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -631,7 +631,7 @@ impl Store for SqliteStore {
                         log.version,
                         log.instance,
                         log.request_id,
-                        log.stream,
+                        log.stream.as_str(),
                         log.message,
                         fields
                     ])?;
@@ -682,7 +682,13 @@ impl Store for SqliteStore {
                         version: row.get(4)?,
                         instance: row.get(5)?,
                         request_id: row.get(6)?,
-                        stream: row.get(7)?,
+                        stream: row.get::<_, String>(7)?.parse().map_err(|err: String| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                7,
+                                rusqlite::types::Type::Text,
+                                err.into(),
+                            )
+                        })?,
                         message: row.get(8)?,
                         fields: None,
                     },

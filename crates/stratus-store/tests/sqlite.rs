@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use stratus_store::{LogQuery, LogRecord, NewVersion, SqliteStore, Store};
+use stratus_store::{LogQuery, LogRecord, LogStream, NewVersion, SqliteStore, Store};
 
 fn spec(app: &str, memory: u32) -> stratus_manifest::AppSpec {
     let text = format!(
@@ -28,7 +28,7 @@ fn log(ts_ms: i64, function: &str, message: &str) -> LogRecord {
         version: 1,
         instance: "i".into(),
         request_id: Some(format!("r{ts_ms}")),
-        stream: "stdout".into(),
+        stream: LogStream::Stdout,
         message: message.into(),
         fields: (function == "g").then(|| serde_json::json!({ "cold": true })),
     }

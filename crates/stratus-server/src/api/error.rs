@@ -57,6 +57,12 @@ impl From<stratus_store::StoreError> for ApiError {
     }
 }
 
+impl From<stratus_logs::LogsError> for ApiError {
+    fn from(err: stratus_logs::LogsError) -> ApiError {
+        ApiError::internal("the log store failed", err)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({ "error": { "code": self.code, "message": self.message } });

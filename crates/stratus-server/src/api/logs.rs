@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use serde::Deserialize;
 use serde_json::json;
-use stratus_store::LogQuery;
+use stratus_logs::LogQuery;
 
 use super::ApiError;
 use crate::AppState;
@@ -25,6 +25,8 @@ pub(crate) struct LogParams {
 }
 
 const MAX_LIMIT: u32 = 10_000;
+/// Longest a query waits for the records sent before it to be stored.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(crate) async fn query(
     State(state): State<Arc<AppState>>,
@@ -39,11 +41,11 @@ pub(crate) async fn query(
     // Records sent before this query (say, before the response a client
     // just read) are stored first. Following (`after_id`) polls anyway.
     if params.after_id.is_none() {
-        state.log_flush.flush().await;
+        let _ = tokio::time::timeout(FLUSH_WAIT, state.logs.flush()).await;
     }
     let records = state
-        .store
-        .query_logs(LogQuery {
+        .logs
+        .query(LogQuery {
             app: params.app,
             function: params.function,
             request_id: params.request_id,

@@ -49,6 +49,7 @@ pub(crate) fn decorate(cors: &CorsSpec, origin: Option<&HeaderValue>, headers: &
 }
 
 /// Why a preflight is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refused {
     Origin,
     Method,

@@ -17,12 +17,12 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use stratus_gateway::payload::{self, HttpRequest};
 use stratus_gateway::route::Lookup;
+use stratus_logs::{LogRecord, LogStream};
 use stratus_manifest::HttpAuth;
 use stratus_scheduler::{
     FunctionError, HTTP_INTEGRATION_CONTENT_TYPE, Invocation, InvokeError, InvokeOutcome,
     ResponseStream, StreamChunk,
 };
-use stratus_store::LogRecord;
 
 use super::routes::{AppRoutes, Target, TargetKind};
 use super::{Gateway, addr_ip, cors};
@@ -534,14 +534,14 @@ fn log_malformed(
     outcome: &InvokeOutcome,
     reason: String,
 ) {
-    gateway.logs.send(LogRecord {
+    gateway.logs.append(LogRecord {
         ts_ms: crate::now_ms(),
         app: app.to_owned(),
         function: target.function.clone(),
         version: outcome.version,
         instance: outcome.instance.clone(),
         request_id: Some(outcome.request_id.clone()),
-        stream: "platform".to_owned(),
+        stream: LogStream::Platform,
         message: reason,
         fields: None,
     });

@@ -23,7 +23,8 @@ use anyhow::Context;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use stratus_scheduler::{LogSender, Scheduler};
+use stratus_logs::Logs;
+use stratus_scheduler::Scheduler;
 use tokio::net::TcpListener;
 
 pub(crate) use handle::ChannelBody;
@@ -117,7 +118,7 @@ impl Default for HttpSettings {
 pub(crate) struct Gateway {
     pub directory: Arc<Directory>,
     pub scheduler: Arc<Scheduler>,
-    pub logs: LogSender,
+    pub logs: Arc<dyn Logs>,
     pub settings: HttpSettings,
     /// The listener's port, for `x-forwarded-port`.
     pub port: u16,

@@ -29,6 +29,7 @@ use hyper::client::conn::http2;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use stratus_logs::LogStream;
 use stratus_scheduler::{Lease, Service, ServiceError};
 
 use super::handle::{REQUEST_ID, reply};
@@ -512,7 +513,7 @@ fn failed(mut record: Record, request_id: &str, message: String) -> Response<Bod
     record.status = StatusCode::BAD_GATEWAY.as_u16();
     record.service.emit(
         &record.instance,
-        "platform",
+        LogStream::Platform,
         format!("{request_id}: {message}"),
     );
     record.finish(None);
@@ -560,7 +561,7 @@ impl Record {
         }
         self.service.log(
             &self.instance,
-            "request",
+            LogStream::Request,
             Some(self.request_id),
             format!("{} {} {} {ms:.1} ms", self.method, self.path, self.status),
             Some(fields),

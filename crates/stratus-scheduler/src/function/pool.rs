@@ -2,35 +2,22 @@
 //! and a bounded wait queue.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use stratus_manifest::FunctionSpec;
+use stratus_logs::LogStream;
 use tokio::sync::oneshot;
 
-use crate::instance::{Dispatch, Instance, RunFailure, RuntimeResult};
-use crate::invocation::{FunctionError, Invocation, InvokeError, InvokeOutcome, Phases};
-use crate::scheduler::Ctx;
-
-/// Everything needed to run one function of one application version.
-#[derive(Debug, Clone)]
-pub struct FunctionConfig {
-    pub app: String,
-    pub version: u32,
-    pub spec: FunctionSpec,
-    /// The unpacked code package, read-only.
-    pub code_dir: PathBuf,
-}
-
-impl FunctionConfig {
-    /// The Lambda-style function name, `app.function`.
-    pub fn qualified_name(&self) -> String {
-        format!("{}.{}", self.app, self.spec.name)
-    }
-}
+use super::Context;
+use super::exchange::{Dispatch, RuntimeResult, Shared};
+use super::instance::{Instance, RunFailure};
+use crate::capacity::AppCapacity;
+use crate::config::FunctionConfig;
+use crate::invocation::{
+    FunctionError, Invocation, InvokeError, InvokeOutcome, Phases, StreamChunk, seconds,
+};
+use crate::recent::{RecentError, RecentErrors};
 
 /// Instance counts of a pool, for status displays.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -58,26 +45,22 @@ struct PoolState {
 
 pub struct Pool {
     pub config: Arc<FunctionConfig>,
-    ctx: Arc<Ctx>,
+    ctx: Arc<Context>,
     state: Mutex<PoolState>,
-    /// Instances of the whole application, every version, for its cap.
-    app_instances: Arc<AtomicU32>,
+    /// The whole application's instances, every version, for its cap.
+    capacity: AppCapacity,
     /// When starting a warm instance last failed, to pace retries.
     warm_failed: Mutex<Option<Instant>>,
-    errors: crate::service::RecentErrors,
+    errors: RecentErrors,
 }
 
 impl Pool {
-    pub(crate) fn new(
-        ctx: Arc<Ctx>,
-        config: FunctionConfig,
-        app_instances: Arc<AtomicU32>,
-    ) -> Pool {
+    pub(crate) fn new(ctx: Arc<Context>, config: FunctionConfig, capacity: AppCapacity) -> Pool {
         Pool {
             config: Arc::new(config),
             ctx,
             state: Mutex::new(PoolState::default()),
-            app_instances,
+            capacity,
             warm_failed: Mutex::new(None),
             errors: Default::default(),
         }
@@ -89,22 +72,17 @@ impl Pool {
         if s.total >= self.config.spec.max_instances {
             return false;
         }
-        let cap = self.ctx.settings.app_max_instances;
-        let taken = self
-            .app_instances
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < cap).then_some(n + 1)
-            });
-        if taken.is_ok() {
+        let taken = self.capacity.try_take();
+        if taken {
             s.total += 1;
         }
-        taken.is_ok()
+        taken
     }
 
     /// Gives back `n` slots.
     fn free_slots(&self, s: &mut PoolState, n: u32) {
         s.total -= n;
-        self.app_instances.fetch_sub(n, Ordering::AcqRel);
+        self.capacity.give_back(n);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
@@ -112,7 +90,7 @@ impl Pool {
     }
 
     /// The function's last errors, oldest first.
-    pub fn recent_errors(&self) -> Vec<crate::RecentError> {
+    pub fn recent_errors(&self) -> Vec<RecentError> {
         self.errors.list()
     }
 
@@ -144,11 +122,12 @@ impl Pool {
                     retry_after: Duration::from_secs(1),
                     reason: format!(
                         "application {} is at its cap of {} instances",
-                        self.config.app, self.ctx.settings.app_max_instances
+                        self.config.app,
+                        self.capacity.max()
                     ),
                 });
             }
-            if s.waiters.len() >= self.ctx.settings.queue_depth {
+            if s.waiters.len() >= self.ctx.sandboxes.settings.queue_depth {
                 return Err(InvokeError::Throttled {
                     retry_after: Duration::from_secs(1),
                     reason: format!(
@@ -164,7 +143,7 @@ impl Pool {
             rx
         };
         let mut rx = rx;
-        match tokio::time::timeout(self.ctx.settings.queue_timeout, &mut rx).await {
+        match tokio::time::timeout(self.ctx.sandboxes.settings.queue_timeout, &mut rx).await {
             Ok(Ok(grant)) => Ok(grant),
             Ok(Err(_)) => Err(InvokeError::ShuttingDown),
             Err(_) => {
@@ -177,7 +156,7 @@ impl Pool {
                         reason: format!(
                             "no instance of {} became free within {}",
                             self.config.qualified_name(),
-                            crate::invocation::seconds(self.ctx.settings.queue_timeout)
+                            seconds(self.ctx.sandboxes.settings.queue_timeout)
                         ),
                     }),
                 }
@@ -275,7 +254,7 @@ impl Pool {
         for _ in 0..to_start {
             let pool = self.clone();
             tokio::spawn(async move {
-                match Instance::start(&pool.ctx, &pool.config).await {
+                match pool.ctx.start(&pool.config).await {
                     Ok(instance) => pool.release(Some(instance)),
                     Err(error) => {
                         tracing::warn!(function = %pool.config.qualified_name(), error = %error.message, "cannot start a warm instance");
@@ -308,7 +287,7 @@ impl Pool {
             let queue = arrived.elapsed();
             let (instance, cold) = match grant {
                 Grant::Warm(instance) => (instance, false),
-                Grant::Start => match Instance::start(&self.ctx, &self.config).await {
+                Grant::Start => match self.ctx.start(&self.config).await {
                     Ok(instance) => (instance, true),
                     Err(error) => {
                         self.release(None);
@@ -320,10 +299,14 @@ impl Pool {
                 invocation.clone(),
                 self.config.spec.timeout,
                 trace_id.clone(),
-                self.ctx.function_arn(&self.config),
+                self.ctx
+                    .sandboxes
+                    .settings
+                    .function_arn(&self.config.qualified_name()),
             );
-            let (dispatched_at, outcome) =
-                instance.run(dispatch, self.ctx.settings.init_timeout).await;
+            let (dispatched_at, outcome) = instance
+                .run(dispatch, self.ctx.sandboxes.settings.init_timeout)
+                .await;
             // A warm runtime that exited after its last answer (as one-shot
             // custom runtimes do) never saw this event: run it elsewhere.
             if !cold
@@ -356,7 +339,7 @@ impl Pool {
                 };
                 let error = failure.into_error(self.config.spec.memory_mb);
                 instance.shared.emit(
-                    "platform",
+                    LogStream::Platform,
                     Some(request_id.clone()),
                     format!("{}: {}", error.error_type, error.message),
                     None,
@@ -421,11 +404,11 @@ impl Pool {
                     let error = RunFailure::Timeout(timeout).into_error(pool.config.spec.memory_mb);
                     // The caller hears of the timeout before the kill cuts
                     // the runtime's post off.
-                    let failed = crate::StreamChunk::Failed(error.clone());
+                    let failed = StreamChunk::Failed(error.clone());
                     let _ = tokio::time::timeout(Duration::from_secs(1), abort.send(failed)).await;
                     ended.instance.kill();
                     ended.instance.shared.emit(
-                        "platform",
+                        LogStream::Platform,
                         Some(ended.request_id.clone()),
                         format!("{}: {} while streaming the response", error.error_type, error.message),
                         None,
@@ -511,7 +494,7 @@ impl Pool {
     #[allow(clippy::too_many_arguments)]
     fn report(
         &self,
-        shared: &crate::instance::Shared,
+        shared: &Shared,
         request_id: &str,
         cold: bool,
         phases: Phases,
@@ -557,7 +540,12 @@ impl Pool {
             "outcome": outcome,
             "error_type": result.as_ref().err().map(|e| e.error_type.clone()),
         });
-        shared.emit("report", Some(request_id.to_owned()), message, Some(fields));
+        shared.emit(
+            LogStream::Report,
+            Some(request_id.to_owned()),
+            message,
+            Some(fields),
+        );
     }
 }
 

@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 
-use crate::instance::{DeathCause, RuntimeResult, Shared};
-use crate::invocation::{FunctionError, StreamChunk};
+use super::exchange::{DeathCause, RuntimeResult, Shared};
+use crate::invocation::{FunctionError, ResponseStream, StreamChunk};
 
 const ERROR_TYPE_HEADER: &str = "lambda-runtime-function-error-type";
 /// Trailer with the base64 error report of a stream that failed part-way.
@@ -136,7 +136,7 @@ async fn response(
         )),
     };
     let too_large = matches!(result, RuntimeResult::Error(_));
-    match shared.finish(&id, result).await {
+    match shared.finish(&id, result) {
         Ok(()) if too_large => api_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
@@ -154,7 +154,7 @@ async fn stream_response(shared: &Shared, id: &str, headers: &HeaderMap, body: B
 
     let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER_CHUNKS);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let stream = crate::ResponseStream {
+    let stream = ResponseStream {
         content_type: headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
@@ -166,7 +166,7 @@ async fn stream_response(shared: &Shared, id: &str, headers: &HeaderMap, body: B
         done: done_rx,
         abort: tx.clone(),
     };
-    if let Err(status) = shared.finish(id, result).await {
+    if let Err(status) = shared.finish(id, result) {
         return invalid_id(status);
     }
     let mut body = body;
@@ -238,7 +238,7 @@ async fn error(
             format!("the error report is larger than {limit} bytes"),
         ),
     };
-    match shared.finish(&id, RuntimeResult::Error(error)).await {
+    match shared.finish(&id, RuntimeResult::Error(error)) {
         Ok(()) => accepted(),
         Err(status) => invalid_id(status),
     }

@@ -1,0 +1,138 @@
+//! One suite, every backend of the log seam: what a record counts as
+//! stored, and what queries see.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stratus_logs::{LogQuery, LogRecord, LogStream, Logs, MemoryLogs, Retention, StoreLogs};
+use stratus_store::SqliteStore;
+
+fn record(function: &str, request: &str, stream: LogStream, message: &str) -> LogRecord {
+    LogRecord {
+        // Now: the writer's retention would trim anything older.
+        ts_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+        app: "app".into(),
+        function: function.into(),
+        version: 1,
+        instance: "i1".into(),
+        request_id: Some(request.into()),
+        stream,
+        message: message.into(),
+        fields: (stream == LogStream::Report).then(|| serde_json::json!({ "cold": true })),
+    }
+}
+
+fn query() -> LogQuery {
+    LogQuery {
+        limit: 100,
+        ..LogQuery::default()
+    }
+}
+
+async fn check(logs: Arc<dyn Logs>) {
+    logs.append(record("f", "r1", LogStream::Stdout, "one"));
+    logs.append(record("f", "r1", LogStream::Report, "REPORT r1"));
+    logs.append(record("g", "r2", LogStream::Stderr, "two"));
+    logs.append(record("f", "r3", LogStream::Platform, "three"));
+    // Stored once a flush begun after the appends has returned.
+    logs.flush().await.expect("flushed");
+
+    let all = logs.query(query()).await.unwrap();
+    let messages: Vec<&str> = all.iter().map(|s| s.record.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        ["one", "REPORT r1", "two", "three"],
+        "oldest first"
+    );
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ids grow");
+    assert_eq!(all[1].record.stream, LogStream::Report);
+    assert_eq!(
+        all[1].record.fields,
+        Some(serde_json::json!({ "cold": true }))
+    );
+
+    let of_f = logs
+        .query(LogQuery {
+            app: Some("app".into()),
+            function: Some("f".into()),
+            ..query()
+        })
+        .await
+        .unwrap();
+    assert_eq!(of_f.len(), 3);
+    let of_r1 = logs
+        .query(LogQuery {
+            request_id: Some("r1".into()),
+            ..query()
+        })
+        .await
+        .unwrap();
+    assert_eq!(of_r1.len(), 2);
+
+    // A limit keeps the newest; following (`after_id`) the oldest after it.
+    let newest = logs
+        .query(LogQuery {
+            limit: 2,
+            ..query()
+        })
+        .await
+        .unwrap();
+    let newest: Vec<&str> = newest.iter().map(|s| s.record.message.as_str()).collect();
+    assert_eq!(newest, ["two", "three"]);
+    let after = logs
+        .query(LogQuery {
+            after_id: Some(all[0].id),
+            limit: 2,
+            ..query()
+        })
+        .await
+        .unwrap();
+    let after: Vec<&str> = after.iter().map(|s| s.record.message.as_str()).collect();
+    assert_eq!(after, ["REPORT r1", "two"]);
+    assert_eq!(logs.dropped(), 0);
+}
+
+#[tokio::test]
+async fn memory() {
+    check(Arc::new(MemoryLogs::default())).await;
+}
+
+#[tokio::test]
+async fn store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
+    let logs = StoreLogs::start(
+        store,
+        1024,
+        Retention {
+            max_age: Duration::from_secs(3600),
+            max_bytes: 1 << 30,
+        },
+    );
+    check(logs.clone()).await;
+    logs.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_buffer_drops_and_counts_rather_than_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
+    let retention = Retention {
+        max_age: Duration::from_secs(3600),
+        max_bytes: 1 << 30,
+    };
+    // On a current-thread runtime the writer cannot run between appends.
+    let logs = StoreLogs::start(store, 4, retention);
+    for i in 0..10 {
+        logs.append(record("f", "r", LogStream::Stdout, &i.to_string()));
+    }
+    assert_eq!(logs.dropped(), 6);
+    logs.flush().await.unwrap();
+    assert_eq!(logs.query(query()).await.unwrap().len(), 4);
+    logs.stop().await;
+    // After a stop, nothing more is taken in.
+    assert!(logs.flush().await.is_err());
+}

@@ -1,0 +1,301 @@
+//! What an instance and its Runtime API handlers share: the event in
+//! flight and its result, the instance's life, and the tagging of its
+//! output with the request it belongs to.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use stratus_logs::{LogRecord, LogStream, Logs};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::FunctionConfig;
+use crate::invocation::{FunctionError, Invocation, ResponseStream, StreamChunk};
+use crate::launch::Process;
+use crate::output::{LineSink, Output};
+
+/// Most bytes of an invocation's own log lines returned to the caller.
+const MAX_CAPTURE: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub(crate) enum State {
+    Running,
+    Dead(DeathCause),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum DeathCause {
+    /// The runtime reported that it could not initialise.
+    InitError(FunctionError),
+    Exited {
+        status: String,
+        during_init: bool,
+    },
+    /// Killed by the kernel at its memory limit.
+    OutOfMemory,
+    /// Stopped by the platform (timeout, retirement, shutdown).
+    Killed,
+}
+
+/// What the runtime answered.
+#[derive(Debug)]
+pub(crate) enum RuntimeResult {
+    Response(Bytes),
+    Error(FunctionError),
+    /// The runtime is streaming its response; `done` says when the post
+    /// ended, with the error the runtime reported in its trailers, if any.
+    Stream {
+        stream: ResponseStream,
+        done: oneshot::Receiver<Option<FunctionError>>,
+        /// For the pool to end the stream with a timeout's error.
+        abort: mpsc::Sender<StreamChunk>,
+    },
+}
+
+/// An event on its way to the runtime.
+pub(crate) struct Dispatch {
+    pub invocation: Invocation,
+    pub timeout: Duration,
+    pub trace_id: String,
+    pub function_arn: String,
+    pub dispatched_tx: oneshot::Sender<Instant>,
+    pub result_tx: oneshot::Sender<RuntimeResult>,
+}
+
+impl Dispatch {
+    pub fn new(
+        invocation: Invocation,
+        timeout: Duration,
+        trace_id: String,
+        function_arn: String,
+    ) -> Dispatch {
+        // The channels are replaced by `Instance::run`.
+        Dispatch {
+            invocation,
+            timeout,
+            trace_id,
+            function_arn,
+            dispatched_tx: oneshot::channel().0,
+            result_tx: oneshot::channel().0,
+        }
+    }
+}
+
+struct InFlight {
+    request_id: String,
+    result_tx: oneshot::Sender<RuntimeResult>,
+}
+
+#[derive(Default)]
+struct Inner {
+    in_flight: Option<InFlight>,
+    last_done: Option<String>,
+    /// Request id that output lines are tagged with.
+    request_id: Option<String>,
+    capture: Option<(Vec<String>, usize)>,
+}
+
+/// State shared by the instance, its Runtime API handlers and its output reader.
+pub(crate) struct Shared {
+    pub next_rx: tokio::sync::Mutex<mpsc::Receiver<Dispatch>>,
+    pub max_response_bytes: usize,
+    inner: Mutex<Inner>,
+    state_tx: watch::Sender<State>,
+    /// When the instance was asked for.
+    pub started: Instant,
+    /// When its process was handed its function.
+    pub activated_at: OnceLock<Instant>,
+    pub ready_at: OnceLock<Instant>,
+    /// Notified when the instance answers a request.
+    pub settled: tokio::sync::Notify,
+    /// The user's own init as the runtime measured it, when it says.
+    pub handler_init_ms: OnceLock<f64>,
+    /// The process was made ahead of demand.
+    pub prestarted: bool,
+    pub process: OnceLock<Arc<Process>>,
+    /// The process's stdout and stderr, read by the output task and, to
+    /// catch up before a result is reported, by the Runtime API handlers.
+    pub output: OnceLock<Arc<Output>>,
+    pub instance_id: String,
+    config: Arc<FunctionConfig>,
+    logs: Arc<dyn Logs>,
+}
+
+impl Shared {
+    pub fn new(
+        instance_id: String,
+        config: Arc<FunctionConfig>,
+        logs: Arc<dyn Logs>,
+        max_response_bytes: usize,
+        prestarted: bool,
+    ) -> (Arc<Shared>, mpsc::Sender<Dispatch>, watch::Receiver<State>) {
+        let (dispatch_tx, dispatch_rx) = mpsc::channel(1);
+        let (state_tx, state_rx) = watch::channel(State::Running);
+        let shared = Arc::new(Shared {
+            next_rx: tokio::sync::Mutex::new(dispatch_rx),
+            max_response_bytes,
+            inner: Mutex::new(Inner::default()),
+            state_tx,
+            started: Instant::now(),
+            activated_at: OnceLock::new(),
+            ready_at: OnceLock::new(),
+            settled: tokio::sync::Notify::new(),
+            handler_init_ms: OnceLock::new(),
+            prestarted,
+            process: OnceLock::new(),
+            output: OnceLock::new(),
+            instance_id,
+            config,
+            logs,
+        });
+        (shared, dispatch_tx, state_rx)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The runtime asked for work: initialisation is over.
+    pub fn mark_ready(&self, handler_init_ms: Option<f64>) {
+        let _ = self.ready_at.set(Instant::now());
+        if let Some(ms) = handler_init_ms {
+            let _ = self.handler_init_ms.set(ms);
+        }
+    }
+
+    /// Records `invocation` as in flight; false if another one is.
+    pub fn begin(
+        &self,
+        invocation: &Invocation,
+        result_tx: oneshot::Sender<RuntimeResult>,
+    ) -> bool {
+        let mut inner = self.lock();
+        if inner.in_flight.is_some() {
+            return false;
+        }
+        inner.in_flight = Some(InFlight {
+            request_id: invocation.request_id.clone(),
+            result_tx,
+        });
+        inner.request_id = Some(invocation.request_id.clone());
+        inner.capture = invocation.want_logs.then(|| (Vec::new(), 0));
+        true
+    }
+
+    pub fn abandon(&self, request_id: &str) {
+        let mut inner = self.lock();
+        if inner
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.request_id == request_id)
+        {
+            inner.in_flight = None;
+            inner.request_id = None;
+        }
+    }
+
+    /// Completes the in-flight invocation `request_id` with `result`, after
+    /// the output written before it has been read and tagged.
+    pub fn finish(&self, request_id: &str, result: RuntimeResult) -> Result<(), StatusCode> {
+        self.catch_up_output();
+        let mut inner = self.lock();
+        match inner.in_flight.take() {
+            Some(f) if f.request_id == request_id => {
+                // A streamed response's output is still the invocation's
+                // until the stream ends (`end_stream`).
+                if !matches!(result, RuntimeResult::Stream { .. }) {
+                    inner.request_id = None;
+                }
+                let _ = f.result_tx.send(result);
+                inner.last_done = Some(f.request_id);
+                self.settled.notify_one();
+                Ok(())
+            }
+            other => {
+                inner.in_flight = other;
+                if inner.last_done.as_deref() == Some(request_id) {
+                    Err(StatusCode::FORBIDDEN)
+                } else {
+                    Err(StatusCode::BAD_REQUEST)
+                }
+            }
+        }
+    }
+
+    /// Reads and tags the output written so far.
+    fn catch_up_output(&self) {
+        if let Some(output) = self.output.get() {
+            output.catch_up(self);
+        }
+    }
+
+    /// A streamed response has ended: output no longer belongs to it.
+    pub fn end_stream(&self, request_id: &str) {
+        self.catch_up_output();
+        let mut inner = self.lock();
+        if inner.request_id.as_deref() == Some(request_id) && inner.in_flight.is_none() {
+            inner.request_id = None;
+        }
+    }
+
+    /// Marks the instance dead (the first cause wins) and kills its processes.
+    pub fn die(&self, cause: DeathCause) {
+        let changed = self.state_tx.send_if_modified(|state| match state {
+            State::Running => {
+                *state = State::Dead(cause);
+                true
+            }
+            State::Dead(_) => false,
+        });
+        if changed && let Some(process) = self.process.get() {
+            process.kill();
+        }
+    }
+
+    /// The lines captured for the invocation that asked for them.
+    pub fn take_captured(&self) -> Vec<String> {
+        self.lock()
+            .capture
+            .take()
+            .map(|(lines, _)| lines)
+            .unwrap_or_default()
+    }
+
+    pub fn emit(
+        &self,
+        stream: LogStream,
+        request_id: Option<String>,
+        message: String,
+        fields: Option<serde_json::Value>,
+    ) {
+        self.logs.append(LogRecord {
+            ts_ms: crate::now_ms(),
+            app: self.config.app.clone(),
+            function: self.config.spec.name.clone(),
+            version: self.config.version,
+            instance: self.instance_id.clone(),
+            request_id,
+            stream,
+            message,
+            fields,
+        });
+    }
+}
+
+impl LineSink for Shared {
+    fn line(&self, stream: LogStream, line: String) {
+        let request_id = {
+            let mut inner = self.lock();
+            if let Some((lines, bytes)) = inner.capture.as_mut() {
+                *bytes += line.len() + 1;
+                lines.push(line.clone());
+                while *bytes > MAX_CAPTURE && lines.len() > 1 {
+                    *bytes -= lines.remove(0).len() + 1;
+                }
+            }
+            inner.request_id.clone()
+        };
+        self.emit(stream, request_id, line, None);
+    }
+}

@@ -1,0 +1,283 @@
+//! The pools' admission, hand-off, keep-alive and logs, on the fake
+//! launcher.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use stratus_logs::LogStream;
+use tokio::sync::Semaphore;
+
+use crate::fake::{self, Counts, FakeLauncher, Program, Reply};
+use crate::{Invocation, InvokeError, Launch, Scheduler};
+
+fn invoke(
+    scheduler: &Arc<Scheduler>,
+    function: &str,
+    payload: &str,
+) -> tokio::task::JoinHandle<Result<crate::InvokeOutcome, InvokeError>> {
+    let scheduler = scheduler.clone();
+    let (function, payload) = (function.to_owned(), payload.to_owned());
+    tokio::spawn(async move {
+        scheduler
+            .invoke("app", &function, Invocation::new(Bytes::from(payload)))
+            .await
+    })
+}
+
+/// Waits until `n` processes have been handed their function.
+async fn activated(launcher: &FakeLauncher, n: usize) {
+    assert!(
+        fake::eventually(Duration::from_secs(5), || {
+            Counts::get(&launcher.counts.activations) == n
+        })
+        .await
+    );
+}
+
+fn waiting(scheduler: &Scheduler, function: &str) -> u32 {
+    scheduler.pool("app", function).unwrap().stats().waiting
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_beyond_the_instances_wait_and_beyond_the_queue_are_throttled() {
+    let gate = Arc::new(Semaphore::new(0));
+    let launcher = FakeLauncher::new(Program::Function(fake::gated(gate.clone())), false);
+    let (scheduler, _) = fake::scheduler(fake::settings(), &launcher);
+    scheduler.publish_app("app", vec![fake::function("app", "f", 2)], vec![]);
+
+    let calls: Vec<_> = (0..6)
+        .map(|i| invoke(&scheduler, "f", &i.to_string()))
+        .collect();
+    assert!(fake::eventually(Duration::from_secs(5), || waiting(&scheduler, "f") == 4).await);
+    assert_eq!(scheduler.pool("app", "f").unwrap().stats().instances, 2);
+    // The queue (depth 4) is full: the next caller is turned away at once.
+    match invoke(&scheduler, "f", "x").await.unwrap() {
+        Err(InvokeError::Throttled { reason, .. }) => {
+            assert!(reason.contains("4 callers are already waiting"), "{reason}")
+        }
+        other => panic!("expected a throttle, got {other:?}"),
+    }
+    gate.add_permits(6);
+    for (i, call) in calls.into_iter().enumerate() {
+        let outcome = call.await.unwrap().expect("invoked");
+        assert_eq!(outcome.result.unwrap(), i.to_string().as_bytes());
+    }
+    // Two instances served all six, warm after their first.
+    assert_eq!(Counts::get(&launcher.counts.spawns), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_waits_no_longer_than_the_queue_timeout() {
+    let gate = Arc::new(Semaphore::new(0));
+    let launcher = FakeLauncher::new(Program::Function(fake::gated(gate.clone())), false);
+    let mut settings = fake::settings();
+    settings.queue_timeout = Duration::from_millis(300);
+    let (scheduler, _) = fake::scheduler(settings, &launcher);
+    scheduler.publish_app("app", vec![fake::function("app", "f", 1)], vec![]);
+
+    let busy = invoke(&scheduler, "f", "1");
+    activated(&launcher, 1).await;
+    let started = tokio::time::Instant::now();
+    match invoke(&scheduler, "f", "2").await.unwrap() {
+        Err(InvokeError::Throttled { reason, .. }) => {
+            assert!(reason.contains("became free within 0.30 s"), "{reason}")
+        }
+        other => panic!("expected a throttle, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    gate.add_permits(1);
+    busy.await.unwrap().unwrap().result.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slot_of_an_instance_that_dies_goes_to_the_next_waiter() {
+    let gate = Arc::new(Semaphore::new(0));
+    let launcher = FakeLauncher::new(Program::Function(fake::gated(gate.clone())), false);
+    let (scheduler, _) = fake::scheduler(fake::settings(), &launcher);
+    scheduler.publish_app("app", vec![fake::function("app", "f", 1)], vec![]);
+
+    let first = invoke(&scheduler, "f", "1");
+    activated(&launcher, 1).await;
+    let second = invoke(&scheduler, "f", "2");
+    assert!(fake::eventually(Duration::from_secs(5), || waiting(&scheduler, "f") == 1).await);
+    let pids = launcher.pids();
+    assert_eq!(pids.len(), 1);
+    launcher.signal(pids[0], crate::Signal::Kill);
+
+    let failed = first.await.unwrap().expect("reached the function");
+    let error = failed.result.unwrap_err();
+    assert_eq!(error.error_type, "Runtime.ExitError", "{error:?}");
+    // The waiter got the freed slot and started an instance of its own.
+    gate.add_permits(1);
+    let outcome = second.await.unwrap().expect("invoked");
+    assert_eq!(outcome.result.unwrap(), "2".as_bytes());
+    assert!(outcome.cold);
+    assert_eq!(Counts::get(&launcher.counts.spawns), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_application_cap_holds_across_its_functions() {
+    let gate = Arc::new(Semaphore::new(0));
+    let launcher = FakeLauncher::new(Program::Function(fake::gated(gate.clone())), false);
+    let mut settings = fake::settings();
+    settings.app_max_instances = 1;
+    let (scheduler, _) = fake::scheduler(settings, &launcher);
+    scheduler.publish_app(
+        "app",
+        vec![fake::function("app", "f", 5), fake::function("app", "g", 5)],
+        vec![],
+    );
+    let busy = invoke(&scheduler, "f", "1");
+    activated(&launcher, 1).await;
+    match invoke(&scheduler, "g", "2").await.unwrap() {
+        Err(InvokeError::Throttled { reason, .. }) => {
+            assert!(reason.contains("at its cap of 1 instances"), "{reason}")
+        }
+        other => panic!("expected a throttle, got {other:?}"),
+    }
+    gate.add_permits(1);
+    busy.await.unwrap().unwrap().result.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_instances_stop_after_their_keep_alive_down_to_min_instances() {
+    let gate = Arc::new(Semaphore::new(0));
+    let launcher = FakeLauncher::new(Program::Function(fake::gated(gate.clone())), false);
+    let (scheduler, _) = fake::scheduler(fake::settings(), &launcher);
+    let mut config = fake::function("app", "f", 5);
+    config.spec.min_instances = 1;
+    config.spec.keep_alive = Some(Duration::from_millis(200));
+    scheduler.publish_app("app", vec![config], vec![]);
+    let instances = || scheduler.pool("app", "f").unwrap().stats().instances;
+    // min_instances starts one without a caller.
+    assert!(fake::eventually(Duration::from_secs(5), || launcher.live() == 1).await);
+
+    let calls: Vec<_> = (0..3)
+        .map(|i| invoke(&scheduler, "f", &i.to_string()))
+        .collect();
+    assert!(fake::eventually(Duration::from_secs(5), || instances() == 3).await);
+    gate.add_permits(3);
+    for call in calls {
+        call.await.unwrap().unwrap().result.unwrap();
+    }
+    assert_eq!(scheduler.pool("app", "f").unwrap().stats().idle, 3);
+    // Past the keep-alive, the upkeep stops two and keeps the minimum.
+    assert!(fake::eventually(Duration::from_secs(5), || instances() == 1).await);
+    assert!(fake::eventually(Duration::from_secs(5), || launcher.live() == 1).await);
+    assert_eq!(Counts::get(&launcher.counts.kills), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_stored_under_its_request_before_the_report() {
+    let launcher = FakeLauncher::new(Program::Function(fake::echo()), false);
+    let (scheduler, logs) = fake::scheduler(fake::settings(), &launcher);
+    scheduler.publish_app("app", vec![fake::function("app", "f", 1)], vec![]);
+    let outcome = invoke(&scheduler, "f", "hello").await.unwrap().unwrap();
+    let records = logs.all();
+    let line = records
+        .iter()
+        .position(|r| r.stream == LogStream::Stdout && r.message == "handling hello")
+        .expect("the handler's line");
+    let report = records
+        .iter()
+        .position(|r| r.stream == LogStream::Report)
+        .expect("a report");
+    assert!(line < report, "{records:?}");
+    assert_eq!(
+        records[line].request_id.as_deref(),
+        Some(outcome.request_id.as_str())
+    );
+    assert_eq!(
+        records[report].request_id.as_deref(),
+        Some(outcome.request_id.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_invocation_is_classed_as_a_timeout_and_its_instance_goes() {
+    let launcher = FakeLauncher::new(
+        Program::Function(fake::gated(Arc::new(Semaphore::new(0)))),
+        false,
+    );
+    let (scheduler, logs) = fake::scheduler(fake::settings(), &launcher);
+    let mut config = fake::function("app", "f", 1);
+    config.spec.timeout = Duration::from_millis(200);
+    scheduler.publish_app("app", vec![config], vec![]);
+    let outcome = invoke(&scheduler, "f", "1").await.unwrap().unwrap();
+    let error = outcome.result.unwrap_err();
+    assert_eq!(error.class, crate::ErrorClass::Timeout);
+    assert_eq!(error.error_type, "Sandbox.Timedout");
+    assert!(fake::eventually(Duration::from_secs(5), || launcher.live() == 0).await);
+    assert!(
+        logs.all()
+            .iter()
+            .any(|r| r.stream == LogStream::Platform && r.message.starts_with("Sandbox.Timedout"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_that_exits_between_events_is_replaced_for_the_next() {
+    // A one-shot runtime: answers, then its next event finds it gone.
+    let launcher = FakeLauncher::new(Program::Function(fake::always(Reply::Exit(0))), false);
+    let (scheduler, _) = fake::scheduler(fake::settings(), &launcher);
+    scheduler.publish_app("app", vec![fake::function("app", "f", 1)], vec![]);
+    let outcome = invoke(&scheduler, "f", "1").await.unwrap().unwrap();
+    let error = outcome.result.unwrap_err();
+    assert_eq!(error.error_type, "Runtime.ExitError");
+    launcher.set_program(Program::Function(fake::echo()));
+    let outcome = invoke(&scheduler, "f", "2").await.unwrap().unwrap();
+    assert_eq!(outcome.result.unwrap(), "2".as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_invocations_in_flight_finish_then_stops_every_instance() {
+    let gate = Arc::new(Semaphore::new(0));
+    let launcher = FakeLauncher::new(Program::Function(fake::gated(gate.clone())), false);
+    let (scheduler, _) = fake::scheduler(fake::settings(), &launcher);
+    scheduler.publish_app("app", vec![fake::function("app", "f", 2)], vec![]);
+    let busy = invoke(&scheduler, "f", "1");
+    activated(&launcher, 1).await;
+    let stopping = {
+        let scheduler = scheduler.clone();
+        tokio::spawn(async move { scheduler.shutdown(Duration::from_secs(5)).await })
+    };
+    assert!(fake::eventually(Duration::from_secs(1), || scheduler.is_shutting_down()).await);
+    assert!(matches!(
+        invoke(&scheduler, "f", "2").await.unwrap(),
+        Err(InvokeError::ShuttingDown)
+    ));
+    gate.add_permits(1);
+    busy.await.unwrap().unwrap().result.unwrap();
+    stopping.await.unwrap();
+    assert_eq!(launcher.live(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_error_is_the_functions_and_its_instance_stays_warm() {
+    let launcher = FakeLauncher::new(
+        Program::Function(fake::always(Reply::Error("ValueError"))),
+        false,
+    );
+    let (scheduler, logs) = fake::scheduler(fake::settings(), &launcher);
+    scheduler.publish_app("app", vec![fake::function("app", "f", 1)], vec![]);
+    for _ in 0..2 {
+        let outcome = invoke(&scheduler, "f", "1").await.unwrap().unwrap();
+        let error = outcome.result.unwrap_err();
+        assert_eq!(error.error_type, "ValueError");
+        assert_eq!(error.class, crate::ErrorClass::Function);
+    }
+    assert_eq!(Counts::get(&launcher.counts.spawns), 1);
+    let pool = scheduler.pool("app", "f").unwrap();
+    assert_eq!(pool.recent_errors().len(), 2);
+    let report = logs
+        .all()
+        .into_iter()
+        .find(|r| r.stream == LogStream::Report)
+        .unwrap();
+    assert!(
+        report.message.contains("Status: error (ValueError)"),
+        "{}",
+        report.message
+    );
+}

@@ -1,0 +1,119 @@
+//! One running process of a service, and its phase.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::launch::Process;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Starting,
+    Ready,
+    Draining,
+    Dead,
+}
+
+/// One running process of a service.
+pub struct ServiceInstance {
+    pub id: String,
+    /// Where the gateway reaches it.
+    pub addr: SocketAddr,
+    pub(crate) process: OnceLock<Arc<Process>>,
+    phase: watch::Sender<Phase>,
+    /// Requests holding a lease on it.
+    pub(crate) in_flight: AtomicUsize,
+    last_used: Mutex<Instant>,
+    ready_at: Mutex<Option<Instant>>,
+    /// Once draining: when long-lived requests on it must end.
+    drain_until: Mutex<Option<Instant>>,
+}
+
+impl ServiceInstance {
+    pub(crate) fn new(id: String, addr: SocketAddr) -> ServiceInstance {
+        ServiceInstance {
+            id,
+            addr,
+            process: OnceLock::new(),
+            phase: watch::channel(Phase::Starting).0,
+            in_flight: AtomicUsize::new(0),
+            last_used: Mutex::new(Instant::now()),
+            ready_at: Mutex::new(None),
+            drain_until: Mutex::new(None),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
+    /// Moves to `next` if the phases allow it: Dead is final, Draining only
+    /// gives way to Dead.
+    pub(crate) fn set_phase(&self, next: Phase) -> bool {
+        self.phase.send_if_modified(|phase| {
+            let allowed = match (*phase, next) {
+                (Phase::Dead, _) => false,
+                (Phase::Draining, p) => p == Phase::Dead,
+                (current, p) => current != p,
+            };
+            if allowed {
+                *phase = next;
+            }
+            allowed
+        })
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn touch(&self) {
+        *lock(&self.last_used) = Instant::now();
+    }
+
+    pub(crate) fn idle_for(&self) -> std::time::Duration {
+        lock(&self.last_used).elapsed()
+    }
+
+    pub(crate) fn mark_ready(&self) {
+        *lock(&self.ready_at) = Some(Instant::now());
+    }
+
+    /// When it became ready, if it did.
+    pub(crate) fn ready_at(&self) -> Option<Instant> {
+        *lock(&self.ready_at)
+    }
+
+    pub(crate) fn set_drain_until(&self, until: Instant) {
+        *lock(&self.drain_until) = Some(until);
+    }
+
+    pub(crate) fn drain_until(&self) -> Option<Instant> {
+        *lock(&self.drain_until)
+    }
+
+    pub(crate) fn kill(&self) {
+        if let Some(process) = self.process.get() {
+            process.kill();
+        }
+    }
+
+    pub(crate) fn terminate(&self) {
+        if let Some(process) = self.process.get() {
+            process.terminate();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
