@@ -1,6 +1,8 @@
 //! What tenant code can and cannot reach under `--isolation namespaces`.
 //! Each attempt runs inside a function and reports what happened; another
 //! app keeps working throughout.
+//!
+//! Runs in both isolation modes: what tenants reach is the point of this suite.
 
 mod common;
 

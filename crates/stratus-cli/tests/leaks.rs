@@ -1,6 +1,8 @@
 //! Hundreds of cold starts leave nothing behind: no processes, no cgroups,
 //! no mounts, no descriptors in the server. `STRATUS_LEAK_STARTS` sets the
 //! number of cold starts (default 300).
+//!
+//! Runs in both isolation modes: processes, cgroups and mounts are made differently.
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! init → deploy → invoke → logs through the real binary, for every runtime,
 //! and the ways deploys and invocations refuse bad input.
+//!
+//! Runs in both isolation modes: each runtime starts in a sandbox or as a plain process.
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Resource limits: a function that exhausts its memory or its process
 //! budget is stopped, the caller learns why, and everything else carries on.
+//!
+//! Runs in both isolation modes: the limits are enforced around a sandbox or a plain process.
 
 mod common;
 

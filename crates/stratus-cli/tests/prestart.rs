@@ -2,6 +2,8 @@
 //! the function it is handed, with that function's code, environment and
 //! memory, and nothing of any other; functions that need their own start
 //! get one; `--prestart 0` turns it off.
+//!
+//! Runs in both isolation modes: prestarted sandboxes are made differently.
 
 mod common;
 

@@ -51,12 +51,13 @@ call("POST", "/invocation/%s/response" % rid, json.dumps(seen))
 
 status, headers, body = call("GET", "/invocation/next")
 rid = headers["lambda-runtime-aws-request-id"]
-call("POST", "/invocation/%s/response" % rid, b"x" * (6 * 1024 * 1024 + 1))
+call("POST", "/invocation/%s/response" % rid, b"x" * (1024 * 1024 + 1))
 "#;
 
 #[test]
 fn the_runtime_api_speaks_lambdas_contract() {
-    let server = Server::start();
+    // A result limit below the default, which the last answer passes.
+    let server = Server::start_with(&["--max-response", "1048576"]);
     let dir = server.path("probe");
     let bootstrap = format!("#!{}\n{PROBE}", python());
     write_app(
@@ -139,6 +140,12 @@ fn the_runtime_api_speaks_lambdas_contract() {
     let too_large = server.invoke("probe/f", "{}");
     assert_eq!(
         too_large["error"]["errorType"], "Function.ResponseSizeTooLarge",
+        "{too_large}"
+    );
+    assert!(
+        too_large["error"]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("limit of 1048576 bytes")),
         "{too_large}"
     );
 }

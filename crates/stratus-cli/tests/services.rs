@@ -6,6 +6,8 @@
 //! The fixture apps and client scripts live in `tests/services/`; each was
 //! checked against the app run directly (PORT set, no gateway), so a failure
 //! here is the platform's.
+//!
+//! Runs in both isolation modes: services are fenced only under namespaces.
 
 mod common;
 

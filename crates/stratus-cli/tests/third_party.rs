@@ -1,5 +1,7 @@
 //! Unmodified runtime clients written by others, as `provided` functions:
 //! `awslambdaric` from PyPI and a Rust binary built with `lambda_runtime`.
+//!
+//! Runs in both isolation modes: the runtimes see a sandbox's filesystem or the host's.
 
 mod common;
 

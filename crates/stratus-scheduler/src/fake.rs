@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{FunctionConfig, ServiceConfig};
 use crate::launch::{Launch, Signal};
-use crate::settings::{Interpreter, Settings};
+use crate::settings::{Interpreter, Limits, Settings};
 
 /// What a fake function does with one event.
 #[derive(Debug, Clone)]
@@ -381,15 +381,17 @@ pub(crate) fn settings() -> Settings {
             node_bootstrap: PathBuf::from("/nonexistent/bootstrap.js"),
         },
         region: "us-east-1".into(),
-        queue_depth: 4,
-        queue_timeout: Duration::from_secs(2),
-        init_timeout: Duration::from_secs(2),
-        keep_alive: Duration::from_secs(600),
-        max_response_bytes: 1024 * 1024,
-        app_max_instances: 100,
-        tmp_mb: 16,
-        pids_max: 16,
-        prestart_max: 0,
+        limits: Limits {
+            queue_depth: 4,
+            queue_timeout: Duration::from_secs(2),
+            init_timeout: Duration::from_secs(2),
+            keep_alive: Duration::from_secs(600),
+            max_response_bytes: 1024 * 1024,
+            app_max_instances: 100,
+            tmp_mb: 16,
+            pids_max: 16,
+            prestart_max: 0,
+        },
         base_env: Vec::new(),
         host_path: "/usr/bin:/bin".into(),
     }

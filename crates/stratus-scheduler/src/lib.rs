@@ -17,10 +17,12 @@
 //! `settings`, `invocation` (the leaves).
 
 mod capacity;
+mod clock;
 mod config;
 #[cfg(test)]
 mod fake;
 mod function;
+mod ids;
 mod invocation;
 mod launch;
 mod output;
@@ -32,6 +34,7 @@ mod scheduler;
 mod service;
 mod settings;
 
+pub use clock::now_ms;
 pub use config::{FunctionConfig, ServiceConfig};
 pub use function::{Pool, PoolStats};
 pub use invocation::{
@@ -44,17 +47,4 @@ pub use scheduler::Scheduler;
 pub use service::{
     CLOSE_WAIT, Lease, Phase, Service, ServiceError, ServiceInstance, ServiceStatus,
 };
-pub use settings::{Interpreter, Settings};
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
-/// A fresh instance id.
-pub(crate) fn new_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
-}
+pub use settings::{Interpreter, Limits, Settings};

@@ -72,12 +72,12 @@ pub(crate) struct Prewarm {
 }
 
 impl Prewarm {
-    /// Pools of at most `settings.prestart_max` processes per kind, or
+    /// Pools of at most `settings.limits.prestart_max` processes per kind, or
     /// none where the launcher cannot attach code to a made sandbox.
     pub fn new(launcher: Arc<dyn Launch>, settings: Arc<Settings>) -> Arc<Prewarm> {
         Arc::new(Prewarm {
             max: if launcher.can_prestart() {
-                settings.prestart_max
+                settings.limits.prestart_max
             } else {
                 0
             },
@@ -168,7 +168,7 @@ impl Prewarm {
         for kind in starts {
             let this = this.clone();
             tokio::spawn(async move {
-                let id = crate::new_id();
+                let id = crate::ids::new_id();
                 let spec = crate::process::spec(
                     &this.settings,
                     this.launcher.isolation(),
@@ -237,7 +237,7 @@ mod tests {
 
     fn prewarm(launcher: &Arc<FakeLauncher>, max: usize) -> Arc<Prewarm> {
         let mut settings = fake::settings();
-        settings.prestart_max = max;
+        settings.limits.prestart_max = max;
         Prewarm::new(launcher.clone(), Arc::new(settings))
     }
 

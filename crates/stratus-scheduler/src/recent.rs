@@ -26,7 +26,7 @@ impl RecentErrors {
     pub fn push(&self, instance: &str, request_id: Option<&str>, message: String) {
         let mut errors = self.lock();
         errors.push_back(RecentError {
-            ts_ms: crate::now_ms(),
+            ts_ms: crate::clock::now_ms(),
             instance: instance.to_owned(),
             request_id: request_id.map(str::to_owned),
             message,

@@ -71,7 +71,7 @@ impl Sandboxes {
         Reserved {
             id: prestarted
                 .as_ref()
-                .map_or_else(crate::new_id, |p| p.id.clone()),
+                .map_or_else(crate::ids::new_id, |p| p.id.clone()),
             prestarted,
         }
     }

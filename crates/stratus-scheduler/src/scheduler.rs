@@ -46,7 +46,7 @@ impl Scheduler {
         launcher: Arc<dyn Launch>,
         logs: Arc<dyn Logs>,
     ) -> Arc<Scheduler> {
-        let capacities = Capacities::new(settings.app_max_instances);
+        let capacities = Capacities::new(settings.limits.app_max_instances);
         let sandboxes = Sandboxes::new(settings, launcher, logs);
         let scheduler = Arc::new(Scheduler {
             functions_ctx: function::Context::new(sandboxes.clone()),
@@ -75,7 +75,7 @@ impl Scheduler {
     /// Stops idle instances past their keep-alive, keeps `min_instances`
     /// and refills the prestart pools.
     fn maintain(&self) {
-        let keep_alive = self.sandboxes.settings.keep_alive;
+        let keep_alive = self.sandboxes.settings.limits.keep_alive;
         for pool in self.snapshot().values().flat_map(|fns| fns.values()) {
             pool.maintain(keep_alive);
         }
@@ -101,7 +101,7 @@ impl Scheduler {
 
     /// The largest result a function may return.
     pub fn max_response_bytes(&self) -> usize {
-        self.sandboxes.settings.max_response_bytes
+        self.sandboxes.settings.limits.max_response_bytes
     }
 
     fn snapshot(&self) -> Arc<Functions> {

@@ -1,40 +1,61 @@
-//! The scheduler's settings: what the server's flags say about the data
-//! plane, and where the interpreters are.
+//! The scheduler's settings: the data plane's limits, which are the
+//! server's flags (with the `clap` feature), and what the server found
+//! out about the host.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use stratus_runtimes::InstalledRuntimes;
 
-/// Scheduler settings. Their defaults are the server's flags'.
+/// Scheduler settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub python: Interpreter,
     pub node: Interpreter,
     pub runtimes: InstalledRuntimes,
+    /// Reported to functions (`AWS_REGION`) and in their ARNs.
     pub region: String,
-    /// Callers that may wait for a busy function before throttling starts.
-    pub queue_depth: usize,
-    /// Longest a caller waits for an instance before it is throttled.
-    pub queue_timeout: Duration,
-    /// Longest a runtime may take to initialise before its first event.
-    pub init_timeout: Duration,
-    /// Idle instances are stopped after this long without work.
-    pub keep_alive: Duration,
-    pub max_response_bytes: usize,
-    /// Most instances of one application, all functions and versions together.
-    pub app_max_instances: u32,
-    /// Size of each instance's private `/tmp` under isolation, in MiB.
-    pub tmp_mb: u32,
-    /// Most processes of one instance, where cgroups are available.
-    pub pids_max: u32,
-    /// Most processes made ahead of demand per runtime and network mode;
-    /// 0 makes every instance start from nothing.
-    pub prestart_max: usize,
+    pub limits: Limits,
     /// Variables every instance gets before the Lambda ones (LANG, TZ, ...).
     pub base_env: Vec<(String, String)>,
     /// The server's PATH, for instances without isolation.
     pub host_path: String,
+}
+
+/// The data plane's limits. Each default is written here once, as the
+/// server's flag.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[cfg_attr(feature = "clap", group(id = "data_plane_limits"))]
+pub struct Limits {
+    /// Callers that may wait for a busy function before it throttles
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 100))]
+    pub queue_depth: usize,
+    /// Longest a caller waits for a free instance before it is throttled
+    #[cfg_attr(feature = "clap", arg(long, default_value = "10s", value_parser = humantime::parse_duration))]
+    pub queue_timeout: Duration,
+    /// Longest a runtime may take to initialise
+    #[cfg_attr(feature = "clap", arg(long, default_value = "10s", value_parser = humantime::parse_duration))]
+    pub init_timeout: Duration,
+    /// Idle instances stop after this long without work
+    #[cfg_attr(feature = "clap", arg(long, default_value = "10m", value_parser = humantime::parse_duration))]
+    pub keep_alive: Duration,
+    /// Largest result a function may return, in bytes
+    #[cfg_attr(feature = "clap", arg(long = "max-response", default_value_t = 6 * 1024 * 1024))]
+    pub max_response_bytes: usize,
+    /// Most instances of one application, all its functions and services together
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 300))]
+    pub app_max_instances: u32,
+    /// Size of each instance's private /tmp under isolation, in MiB
+    #[cfg_attr(feature = "clap", arg(long = "tmp-size", default_value_t = 512))]
+    pub tmp_mb: u32,
+    /// Most processes of one instance (a cgroup limit)
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 256))]
+    pub pids_max: u32,
+    /// Most sandboxes made ahead of demand per runtime and network mode,
+    /// runtime started, for cold starts to take; 0 turns this off
+    #[cfg_attr(feature = "clap", arg(long = "prestart", default_value_t = 8))]
+    pub prestart_max: usize,
 }
 
 /// An interpreter the built-in runtimes run on.

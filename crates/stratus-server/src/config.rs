@@ -1,4 +1,7 @@
-//! Server settings, with their defaults.
+//! Server settings. Each is a flag of `stratus server`, and its default is
+//! written once, here (or, for the data plane's limits, in
+//! `stratus_scheduler::Limits`, and for the public listener's, in
+//! [`HttpSettings`](crate::HttpSettings)).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,77 +21,79 @@ pub const DEFAULT_DATA_DIR: &str = ".stratus";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServerConfig {
+    /// Where the server keeps its state; set by the CLI's --data-dir.
+    #[arg(skip)]
     pub data_dir: PathBuf,
+    /// Public listener, for application traffic
+    #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// Admin listener, for the control API
+    #[arg(long, default_value = DEFAULT_ADMIN_LISTEN)]
     pub admin_listen: SocketAddr,
-    /// How long invocations in flight may run on after SIGINT/SIGTERM.
+    /// How long invocations in flight may finish after SIGINT/SIGTERM
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
-    pub limits: Limits,
+    /// Region reported to functions (AWS_REGION)
+    #[arg(long, default_value = "us-east-1")]
     pub region: String,
-    pub keep_alive: Duration,
-    /// Most processes made ahead of demand per runtime and network mode.
-    pub prestart: usize,
+    /// Logs older than this are deleted
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     pub log_retention: Duration,
+    /// Oldest logs are deleted beyond this many bytes of messages
+    #[arg(long, default_value_t = 512 * 1024 * 1024)]
     pub log_max_bytes: u64,
+    #[command(flatten, next_help_heading = "Limits")]
+    pub limits: Limits,
+    #[command(flatten, next_help_heading = "Instances")]
+    pub data_plane: stratus_scheduler::Limits,
     /// The public listener's domain and limits.
+    #[command(flatten, next_help_heading = "Public listener")]
     pub http: crate::HttpSettings,
 }
 
-/// Request and capacity limits.
-#[derive(Debug, Clone)]
+/// The control plane's limits.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "control_plane_limits")]
 pub struct Limits {
-    /// Largest synchronous invocation payload (413 beyond).
+    /// Largest synchronous invocation payload, in bytes (413 beyond)
+    #[arg(long = "max-payload", default_value_t = 6 * 1024 * 1024)]
     pub max_payload_bytes: usize,
-    /// Largest result a function may return.
-    pub max_response_bytes: usize,
-    /// Largest uploaded code package, compressed.
+    /// Largest uploaded code package, compressed, in bytes
+    #[arg(long = "max-package", default_value_t = 250 * 1024 * 1024)]
     pub max_package_bytes: usize,
-    /// Largest code package once unpacked.
+    /// Largest code package once unpacked, in bytes
+    #[arg(long = "max-unpacked", default_value_t = 250 * 1024 * 1024)]
     pub max_unpacked_bytes: u64,
-    pub queue_depth: usize,
-    pub queue_timeout: Duration,
-    pub init_timeout: Duration,
-    /// Size of each instance's private `/tmp` under isolation, in MiB.
-    pub tmp_mb: u32,
-    /// Most processes of one instance.
-    pub pids_max: u32,
-    /// Most instances of one application, all its functions together.
-    pub app_max_instances: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_payload_bytes: 6 * 1024 * 1024,
-            max_response_bytes: 6 * 1024 * 1024,
-            max_package_bytes: 250 * 1024 * 1024,
-            max_unpacked_bytes: 250 * 1024 * 1024,
-            queue_depth: 100,
-            queue_timeout: Duration::from_secs(10),
-            init_timeout: Duration::from_secs(10),
-            tmp_mb: 512,
-            pids_max: 256,
-            app_max_instances: 300,
-        }
-    }
 }
 
 impl ServerConfig {
+    /// Every default, with the state in `data_dir`.
     pub fn new(data_dir: PathBuf) -> ServerConfig {
-        ServerConfig {
-            data_dir,
-            listen: DEFAULT_LISTEN.parse().expect("valid default"),
-            admin_listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default"),
-            shutdown_grace: Duration::from_secs(10),
-            limits: Limits::default(),
-            region: "us-east-1".to_owned(),
-            keep_alive: Duration::from_secs(600),
-            prestart: 8,
-            log_retention: Duration::from_secs(7 * 24 * 3600),
-            log_max_bytes: 512 * 1024 * 1024,
-            http: crate::HttpSettings::default(),
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: ServerConfig,
         }
+        let mut config = <Defaults as clap::Parser>::parse_from(["stratus"]).config;
+        config.data_dir = data_dir;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerConfig;
+
+    #[test]
+    fn the_defaults_are_the_flags_defaults() {
+        let config = ServerConfig::new("data".into());
+        assert_eq!(config.listen.to_string(), super::DEFAULT_LISTEN);
+        assert_eq!(config.data_plane.queue_depth, 100);
+        assert_eq!(config.data_plane.max_response_bytes, 6 * 1024 * 1024);
+        assert_eq!(config.limits.max_unpacked_bytes, 250 * 1024 * 1024);
+        assert_eq!(config.http.domain, "localhost");
+        assert!(config.http.tls().is_none());
     }
 }

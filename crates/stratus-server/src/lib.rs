@@ -163,15 +163,7 @@ pub async fn run(
         node,
         runtimes: installed,
         region: config.region.clone(),
-        queue_depth: config.limits.queue_depth,
-        queue_timeout: config.limits.queue_timeout,
-        init_timeout: config.limits.init_timeout,
-        keep_alive: config.keep_alive,
-        max_response_bytes: config.limits.max_response_bytes,
-        tmp_mb: config.limits.tmp_mb,
-        pids_max: config.limits.pids_max,
-        app_max_instances: config.limits.app_max_instances,
-        prestart_max: config.prestart,
+        limits: config.data_plane.clone(),
         base_env: runtimes::base_env(),
         host_path: std::env::var("PATH")
             .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned()),
@@ -208,7 +200,7 @@ pub async fn run(
 
     let tls = config
         .http
-        .tls
+        .tls()
         .as_ref()
         .map(TlsFiles::load)
         .transpose()
@@ -261,7 +253,7 @@ pub async fn run(
     });
     let gateway = Arc::new(public::Gateway {
         directory,
-        scheduler: scheduler.clone(),
+        backend: scheduler.clone(),
         logs,
         settings: config.http.clone(),
         port: public_addr.port(),

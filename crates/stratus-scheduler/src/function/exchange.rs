@@ -270,7 +270,7 @@ impl Shared {
         fields: Option<serde_json::Value>,
     ) {
         self.logs.append(LogRecord {
-            ts_ms: crate::now_ms(),
+            ts_ms: crate::clock::now_ms(),
             app: self.config.app.clone(),
             function: self.config.spec.name.clone(),
             version: self.config.version,

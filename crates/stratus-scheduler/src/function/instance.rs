@@ -11,7 +11,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::exchange::{DeathCause, Dispatch, RuntimeResult, Shared, State};
-use super::registry::Registry;
 use crate::config::FunctionConfig;
 use crate::invocation::{FunctionError, seconds};
 use crate::output::Output;
@@ -64,11 +63,12 @@ pub(crate) enum RunFailure {
 }
 
 impl Instance {
-    /// Starts the runtime process and its Runtime API listener.
+    /// Starts the runtime process and its Runtime API listener;
+    /// `on_exit` is told the instance's id once its process has exited.
     pub async fn start(
         sandboxes: &Arc<Sandboxes>,
-        registry: &Arc<Registry>,
         config: &Arc<FunctionConfig>,
+        on_exit: Box<dyn FnOnce(&str) + Send>,
     ) -> Result<Arc<Instance>, FunctionError> {
         let settings = &sandboxes.settings;
         let isolation = sandboxes.launcher.isolation();
@@ -95,7 +95,7 @@ impl Instance {
             id.clone(),
             config.clone(),
             sandboxes.logs.clone(),
-            settings.max_response_bytes,
+            settings.limits.max_response_bytes,
             reserved.prestarted(),
         );
         let activation =
@@ -162,7 +162,7 @@ impl Instance {
         let output = Output::new(started.stdout, started.stderr);
         let _ = shared.output.set(output.clone());
         tokio::spawn(output.read(shared.clone()));
-        let (watcher, registry_ref, watcher_id) = (shared.clone(), registry.clone(), id.clone());
+        let (watcher, watcher_id) = (shared.clone(), id.clone());
         let exited = started.exited;
         tokio::spawn(async move {
             let status = process.wait(exited).await;
@@ -175,7 +175,7 @@ impl Instance {
                     during_init,
                 }
             });
-            registry_ref.unregister(&watcher_id);
+            on_exit(&watcher_id);
         });
 
         let instance = Arc::new(Instance {
@@ -187,7 +187,6 @@ impl Instance {
             last_used: Mutex::new(Instant::now()),
             peak_rss: Mutex::new(None),
         });
-        registry.register(&instance);
         Ok(instance)
     }
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use stratus_logs::LogStream;
 use tokio::sync::oneshot;
 
-use super::Context;
+use super::context::Context;
 use super::exchange::{Dispatch, RuntimeResult, Shared};
 use super::instance::{Instance, RunFailure};
 use crate::capacity::AppCapacity;
@@ -127,7 +127,7 @@ impl Pool {
                     ),
                 });
             }
-            if s.waiters.len() >= self.ctx.sandboxes.settings.queue_depth {
+            if s.waiters.len() >= self.ctx.sandboxes.settings.limits.queue_depth {
                 return Err(InvokeError::Throttled {
                     retry_after: Duration::from_secs(1),
                     reason: format!(
@@ -143,7 +143,8 @@ impl Pool {
             rx
         };
         let mut rx = rx;
-        match tokio::time::timeout(self.ctx.sandboxes.settings.queue_timeout, &mut rx).await {
+        match tokio::time::timeout(self.ctx.sandboxes.settings.limits.queue_timeout, &mut rx).await
+        {
             Ok(Ok(grant)) => Ok(grant),
             Ok(Err(_)) => Err(InvokeError::ShuttingDown),
             Err(_) => {
@@ -156,7 +157,7 @@ impl Pool {
                         reason: format!(
                             "no instance of {} became free within {}",
                             self.config.qualified_name(),
-                            seconds(self.ctx.sandboxes.settings.queue_timeout)
+                            seconds(self.ctx.sandboxes.settings.limits.queue_timeout)
                         ),
                     }),
                 }
@@ -305,7 +306,7 @@ impl Pool {
                     .function_arn(&self.config.qualified_name()),
             );
             let (dispatched_at, outcome) = instance
-                .run(dispatch, self.ctx.sandboxes.settings.init_timeout)
+                .run(dispatch, self.ctx.sandboxes.settings.limits.init_timeout)
                 .await;
             // A warm runtime that exited after its last answer (as one-shot
             // custom runtimes do) never saw this event: run it elsewhere.
@@ -568,7 +569,7 @@ fn new_trace_id() -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!(
         "Root=1-{:08x}-{};Parent={};Sampled=0",
-        crate::now_ms() / 1000,
+        crate::clock::now_ms() / 1000,
         &id[..24],
         &id[16..32]
     )

@@ -79,7 +79,7 @@ async fn next(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response
             );
         };
         let now = Instant::now();
-        let deadline_ms = crate::now_ms() + dispatch.timeout.as_millis() as i64;
+        let deadline_ms = crate::clock::now_ms() + dispatch.timeout.as_millis() as i64;
         let request_id = dispatch.invocation.request_id.clone();
         if !shared.begin(&dispatch.invocation, dispatch.result_tx) {
             continue;

@@ -72,7 +72,7 @@ async fn a_caller_waits_no_longer_than_the_queue_timeout() {
     let gate = Arc::new(Semaphore::new(0));
     let launcher = FakeLauncher::new(Program::Function(fake::gated(gate.clone())), false);
     let mut settings = fake::settings();
-    settings.queue_timeout = Duration::from_millis(300);
+    settings.limits.queue_timeout = Duration::from_millis(300);
     let (scheduler, _) = fake::scheduler(settings, &launcher);
     scheduler.publish_app("app", vec![fake::function("app", "f", 1)], vec![]);
 
@@ -121,7 +121,7 @@ async fn the_application_cap_holds_across_its_functions() {
     let gate = Arc::new(Semaphore::new(0));
     let launcher = FakeLauncher::new(Program::Function(fake::gated(gate.clone())), false);
     let mut settings = fake::settings();
-    settings.app_max_instances = 1;
+    settings.limits.app_max_instances = 1;
     let (scheduler, _) = fake::scheduler(settings, &launcher);
     scheduler.publish_app(
         "app",

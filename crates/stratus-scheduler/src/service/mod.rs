@@ -199,6 +199,7 @@ impl Service {
             .ctx
             .sandboxes
             .settings
+            .limits
             .queue_timeout
             .max(spec.readiness.timeout);
         let deadline = tokio::time::Instant::now() + patience;
@@ -610,7 +611,7 @@ impl Service {
         fields: Option<serde_json::Value>,
     ) {
         self.ctx.sandboxes.logs.append(LogRecord {
-            ts_ms: crate::now_ms(),
+            ts_ms: crate::clock::now_ms(),
             app: self.config.app.clone(),
             function: self.config.spec.name.clone(),
             version: self.config.version,

@@ -61,7 +61,7 @@ async fn a_lease_given_back_always_wakes_a_waiter() {
     // the queue timeout and get it throttled.
     let launcher = FakeLauncher::new(serving(), false);
     let mut settings = fake::settings();
-    settings.queue_timeout = Duration::from_secs(5);
+    settings.limits.queue_timeout = Duration::from_secs(5);
     let (scheduler, _) = fake::scheduler(settings, &launcher);
     let mut config = fake::service("app", "web", 1, 1);
     config.spec.queue_depth = 64;

@@ -6,127 +6,41 @@
 //! listener's limits (header size and read timeout) are connection
 //! settings, and the per-request path is the part of every invocation the
 //! gateway adds, so it stays short.
+//!
+//! Within: `handle` takes a request from host or prefix to the route and
+//! hands it to `function` (an invocation) or `proxy` (a service); every
+//! answer of the gateway's own is a `GatewayError` (`error`); the
+//! headers a proxy adds are written in `forwarded`; the data plane is
+//! reached through the `Backend` trait of `gateway`.
 
+mod clients;
 mod cors;
+mod error;
+mod forwarded;
+mod function;
+mod gateway;
 mod handle;
 mod proxy;
 mod routes;
+mod settings;
+#[cfg(test)]
+mod tests;
 mod websocket;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-
+use axum::body::Body;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use stratus_logs::Logs;
-use stratus_scheduler::Scheduler;
 use tokio::net::TcpListener;
 
-pub(crate) use handle::ChannelBody;
-pub(crate) use proxy::Clients;
+pub(crate) use clients::Clients;
+pub(crate) use function::ChannelBody;
+pub(crate) use gateway::Gateway;
 pub(crate) use routes::Directory;
-
-/// The public listener's limits and names.
-#[derive(Debug, Clone)]
-pub struct HttpSettings {
-    /// Apps are reached at `{app}.{domain}` as well as under `/{app}/`.
-    pub domain: String,
-    /// Largest request body buffered for a function (413 beyond).
-    pub max_body_bytes: usize,
-    /// Largest request line and headers together (431 beyond).
-    pub max_header_bytes: usize,
-    /// Longest path and query (414 beyond).
-    pub max_url_bytes: usize,
-    /// How long a client may take to send a request's headers (and to
-    /// finish the TLS handshake).
-    pub header_timeout: Duration,
-    /// How long a client may take to send a request's body (408 beyond).
-    pub body_timeout: Duration,
-    /// Most client connections served at once; more wait to be accepted.
-    pub max_connections: usize,
-    /// Serve HTTPS with this certificate chain and key (PEM files).
-    pub tls: Option<TlsFiles>,
-}
-
-/// A PEM certificate chain and its private key.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl TlsFiles {
-    /// Reads the files into a server configuration offering HTTP/2 and
-    /// HTTP/1.1 by ALPN.
-    pub fn load(&self) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
-        use tokio_rustls::rustls;
-        use tokio_rustls::rustls::pki_types::pem::PemObject;
-        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-        let certs = CertificateDer::pem_file_iter(&self.cert)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .with_context(|| {
-                format!(
-                    "cannot read the certificate chain {} (PEM)",
-                    self.cert.display()
-                )
-            })?;
-        if certs.is_empty() {
-            anyhow::bail!("{} holds no PEM certificate", self.cert.display());
-        }
-        let key = PrivateKeyDer::from_pem_file(&self.key)
-            .with_context(|| format!("cannot read the private key {} (PEM)", self.key.display()))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .context("TLS set-up")?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .with_context(|| {
-                format!(
-                    "the key {} does not go with the certificate {}",
-                    self.key.display(),
-                    self.cert.display()
-                )
-            })?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-    }
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        HttpSettings {
-            domain: "localhost".to_owned(),
-            max_body_bytes: 6 * 1024 * 1024,
-            max_header_bytes: 32 * 1024,
-            max_url_bytes: 8 * 1024,
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(60),
-            max_connections: 1024,
-            tls: None,
-        }
-    }
-}
-
-/// What every request on the public listener shares.
-pub(crate) struct Gateway {
-    pub directory: Arc<Directory>,
-    pub scheduler: Arc<Scheduler>,
-    pub logs: Arc<dyn Logs>,
-    pub settings: HttpSettings,
-    /// The listener's port, for `x-forwarded-port`.
-    pub port: u16,
-    /// HTTPS, when a certificate is configured.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    /// Clients that reach services' instances.
-    pub proxy: Clients,
-}
+pub use settings::{HttpSettings, TlsFiles};
 
 /// Serves `listener` until `stop` resolves, then lets requests in flight
 /// finish.
@@ -179,7 +93,10 @@ pub(crate) async fn serve(
             let gateway = gateway.clone();
             hyper::service::service_fn(move |request| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(handle::handle(&gateway, request, peer).await) }
+                async move {
+                    let request = request.map(Body::new);
+                    Ok::<_, Infallible>(handle::handle(&gateway, request, peer).await)
+                }
             })
         };
         let watcher = graceful.watcher();
@@ -222,14 +139,4 @@ pub(crate) async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
-}
-
-pub(crate) fn addr_ip(addr: SocketAddr) -> String {
-    match addr.ip() {
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
-        },
-        ip => ip.to_string(),
-    }
 }

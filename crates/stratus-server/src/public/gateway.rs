@@ -1,0 +1,84 @@
+//! What every request on the public listener shares, and the seam
+//! through which it reaches the data plane.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use stratus_logs::Logs;
+use stratus_scheduler::{
+    Invocation, InvokeError, InvokeOutcome, Lease, Scheduler, Service, ServiceError,
+};
+
+use super::clients::Clients;
+use super::routes::Directory;
+use super::settings::HttpSettings;
+
+/// What the gateway needs of the data plane: functions to invoke and
+/// services to lease instances of. The scheduler in the server; a fake in
+/// the gateway's tests.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync {
+    async fn invoke(
+        &self,
+        app: &str,
+        function: &str,
+        invocation: Invocation,
+    ) -> Result<InvokeOutcome, InvokeError>;
+
+    /// A lease on an instance of the live version of `app`'s service
+    /// `name`; `None` when there is no such service.
+    async fn lease(
+        &self,
+        app: &str,
+        name: &str,
+    ) -> Option<Result<(Arc<Service>, Lease), ServiceError>>;
+
+    /// The largest result a function may return.
+    fn max_response_bytes(&self) -> usize;
+}
+
+#[async_trait]
+impl Backend for Scheduler {
+    async fn invoke(
+        &self,
+        app: &str,
+        function: &str,
+        invocation: Invocation,
+    ) -> Result<InvokeOutcome, InvokeError> {
+        Scheduler::invoke(self, app, function, invocation).await
+    }
+
+    async fn lease(
+        &self,
+        app: &str,
+        name: &str,
+    ) -> Option<Result<(Arc<Service>, Lease), ServiceError>> {
+        let service = self.service(app, name)?;
+        Some(service.acquire().await.map(|lease| (service, lease)))
+    }
+
+    fn max_response_bytes(&self) -> usize {
+        Scheduler::max_response_bytes(self)
+    }
+}
+
+/// What every request on the public listener shares.
+pub(crate) struct Gateway {
+    pub directory: Arc<Directory>,
+    pub backend: Arc<dyn Backend>,
+    pub logs: Arc<dyn Logs>,
+    pub settings: HttpSettings,
+    /// The listener's port, for `x-forwarded-port`.
+    pub port: u16,
+    /// HTTPS, when a certificate is configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Clients that reach services' instances.
+    pub proxy: Clients,
+}
+
+impl Gateway {
+    /// The scheme clients reached the listener with.
+    pub fn proto(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+}
