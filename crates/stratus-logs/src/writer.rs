@@ -114,16 +114,20 @@ async fn write_loop(
                 if n == 0 { break; }
                 if last_write.elapsed() < LINGER && batch.len() < BATCH {
                     tokio::time::sleep(LINGER).await;
-                    take_ready(&mut rx, &mut batch);
+                    take_ready(&mut rx, &mut batch, BATCH);
                 }
                 let _ = write(&*store, &mut batch).await;
                 last_write = tokio::time::Instant::now();
             }
             Some(ack) = flush_rx.recv() => {
-                // Everything sent before the flush is in the channel now.
+                // Every record appended before the flush is in the channel
+                // now: write those, not the ones that keep coming after.
+                let mut owed = rx.len();
                 let mut result = Ok(());
                 loop {
-                    take_ready(&mut rx, &mut batch);
+                    let before = batch.len();
+                    take_ready(&mut rx, &mut batch, owed);
+                    owed -= batch.len() - before;
                     if batch.is_empty() {
                         break;
                     }
@@ -144,7 +148,7 @@ async fn write_loop(
             _ = &mut stop_rx => {
                 // Whatever is already queued is written before stopping.
                 loop {
-                    take_ready(&mut rx, &mut batch);
+                    take_ready(&mut rx, &mut batch, BATCH);
                     if batch.is_empty() || write(&*store, &mut batch).await.is_err() {
                         break;
                     }
@@ -155,9 +159,11 @@ async fn write_loop(
     }
 }
 
-/// Moves records already waiting into `batch`, up to a batch.
-fn take_ready(rx: &mut mpsc::Receiver<LogRecord>, batch: &mut Vec<LogRecord>) {
-    while batch.len() < BATCH {
+/// Moves up to `at_most` records already waiting into `batch`, up to a
+/// batch.
+fn take_ready(rx: &mut mpsc::Receiver<LogRecord>, batch: &mut Vec<LogRecord>, at_most: usize) {
+    let limit = BATCH.min(batch.len() + at_most);
+    while batch.len() < limit {
         match rx.try_recv() {
             Ok(record) => batch.push(record),
             Err(_) => break,

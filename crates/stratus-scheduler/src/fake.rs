@@ -67,18 +67,31 @@ struct FakeProcess {
     task: Option<JoinHandle<()>>,
 }
 
-/// Counts of what was asked of the launcher.
+/// Counts of what was asked of the launcher; signals count only when
+/// they reach a live process.
 #[derive(Debug, Default)]
 pub(crate) struct Counts {
-    pub spawns: AtomicUsize,
-    pub activations: AtomicUsize,
-    pub terminates: AtomicUsize,
-    pub kills: AtomicUsize,
+    spawns: AtomicUsize,
+    activations: AtomicUsize,
+    terminates: AtomicUsize,
+    kills: AtomicUsize,
 }
 
 impl Counts {
-    pub fn get(counter: &AtomicUsize) -> usize {
-        counter.load(Ordering::SeqCst)
+    pub fn spawns(&self) -> usize {
+        self.spawns.load(Ordering::SeqCst)
+    }
+
+    pub fn activations(&self) -> usize {
+        self.activations.load(Ordering::SeqCst)
+    }
+
+    pub fn terminates(&self) -> usize {
+        self.terminates.load(Ordering::SeqCst)
+    }
+
+    pub fn kills(&self) -> usize {
+        self.kills.load(Ordering::SeqCst)
     }
 }
 

@@ -225,7 +225,7 @@ mod tests {
     use stratus_manifest::Runtime;
 
     use super::Prewarm;
-    use crate::fake::{self, Counts, FakeLauncher, Program};
+    use crate::fake::{self, FakeLauncher, Program};
     use crate::launch::Launch;
     use crate::process::Kind;
 
@@ -268,11 +268,11 @@ mod tests {
         assert_eq!(prewarm.ready(KIND), 3);
 
         // A kind no longer wanted is let go, its processes killed.
-        let kills = Counts::get(&launcher.counts.kills);
+        let kills = launcher.counts.kills();
         prewarm.set_wanted(&HashSet::new());
         prewarm.maintain();
         assert_eq!(prewarm.ready(KIND), 0);
-        assert_eq!(Counts::get(&launcher.counts.kills), kills + 3);
+        assert_eq!(launcher.counts.kills(), kills + 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,6 +302,6 @@ mod tests {
         prewarm.maintain();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(prewarm.take(KIND).is_none());
-        assert_eq!(Counts::get(&launcher.counts.spawns), 0);
+        assert_eq!(launcher.counts.spawns(), 0);
     }
 }

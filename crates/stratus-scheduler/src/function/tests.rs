@@ -8,7 +8,7 @@ use bytes::Bytes;
 use stratus_logs::LogStream;
 use tokio::sync::Semaphore;
 
-use crate::fake::{self, Counts, FakeLauncher, Program, Reply};
+use crate::fake::{self, FakeLauncher, Program, Reply};
 use crate::{Invocation, InvokeError, Launch, Scheduler};
 
 fn invoke(
@@ -29,7 +29,7 @@ fn invoke(
 async fn activated(launcher: &FakeLauncher, n: usize) {
     assert!(
         fake::eventually(Duration::from_secs(5), || {
-            Counts::get(&launcher.counts.activations) == n
+            launcher.counts.activations() == n
         })
         .await
     );
@@ -64,7 +64,7 @@ async fn callers_beyond_the_instances_wait_and_beyond_the_queue_are_throttled() 
         assert_eq!(outcome.result.unwrap(), i.to_string().as_bytes());
     }
     // Two instances served all six, warm after their first.
-    assert_eq!(Counts::get(&launcher.counts.spawns), 2);
+    assert_eq!(launcher.counts.spawns(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +113,7 @@ async fn the_slot_of_an_instance_that_dies_goes_to_the_next_waiter() {
     let outcome = second.await.unwrap().expect("invoked");
     assert_eq!(outcome.result.unwrap(), "2".as_bytes());
     assert!(outcome.cold);
-    assert_eq!(Counts::get(&launcher.counts.spawns), 2);
+    assert_eq!(launcher.counts.spawns(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +165,7 @@ async fn idle_instances_stop_after_their_keep_alive_down_to_min_instances() {
     // Past the keep-alive, the upkeep stops two and keeps the minimum.
     assert!(fake::eventually(Duration::from_secs(5), || instances() == 1).await);
     assert!(fake::eventually(Duration::from_secs(5), || launcher.live() == 1).await);
-    assert_eq!(Counts::get(&launcher.counts.kills), 2);
+    assert_eq!(launcher.counts.kills(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,7 +267,7 @@ async fn a_function_error_is_the_functions_and_its_instance_stays_warm() {
         assert_eq!(error.error_type, "ValueError");
         assert_eq!(error.class, crate::ErrorClass::Function);
     }
-    assert_eq!(Counts::get(&launcher.counts.spawns), 1);
+    assert_eq!(launcher.counts.spawns(), 1);
     let pool = scheduler.pool("app", "f").unwrap();
     assert_eq!(pool.recent_errors().len(), 2);
     let report = logs

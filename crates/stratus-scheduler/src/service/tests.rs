@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::fake::{self, Counts, FakeLauncher, Program};
+use crate::fake::{self, FakeLauncher, Program};
 use crate::{Scheduler, Service, ServiceError};
 
 fn publish(scheduler: &Scheduler, config: crate::ServiceConfig) -> Arc<Service> {
@@ -51,7 +51,7 @@ async fn requests_scale_instances_out_by_concurrency_and_the_queue_is_bounded() 
         drop(lease);
     }
     assert_eq!(served, 4);
-    assert_eq!(Counts::get(&launcher.counts.spawns), 2);
+    assert_eq!(launcher.counts.spawns(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +90,7 @@ async fn a_lease_given_back_always_wakes_a_waiter() {
         "a caller waited for the timeout: {:?}",
         started.elapsed()
     );
-    assert_eq!(Counts::get(&launcher.counts.spawns), 1);
+    assert_eq!(launcher.counts.spawns(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,22 +109,13 @@ async fn a_retired_version_drains_only_once_its_leases_are_given_back() {
     ));
     assert_eq!(service.status().draining, 1);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        Counts::get(&launcher.counts.terminates),
-        0,
-        "stopped under a lease"
-    );
+    assert_eq!(launcher.counts.terminates(), 0, "stopped under a lease");
     // The grace for long-lived requests (200 ms) ends their lease's wait.
     tokio::time::timeout(Duration::from_secs(2), ending)
         .await
         .expect("told to end within the drain grace");
     drop(lease);
-    assert!(
-        fake::eventually(Duration::from_secs(2), || Counts::get(
-            &launcher.counts.terminates
-        ) == 1)
-        .await
-    );
+    assert!(fake::eventually(Duration::from_secs(2), || launcher.counts.terminates() == 1).await);
     assert!(fake::eventually(Duration::from_secs(2), || !service.has_instances()).await);
 }
 
@@ -148,7 +139,7 @@ async fn a_service_that_keeps_failing_backs_off_and_answers_at_once() {
     assert_eq!(status.errors.len(), 1);
     // While it backs off, nothing else starts.
     assert!(service.acquire().await.is_err());
-    assert_eq!(Counts::get(&launcher.counts.spawns), 1);
+    assert_eq!(launcher.counts.spawns(), 1);
 
     // Fixed, it serves once the backoff (500 ms at first) is over.
     launcher.set_program(serving());

@@ -2,7 +2,6 @@
 //! format 2.0 event made of it, the function invoked, and its result (or
 //! its stream) mapped back to HTTP.
 
-use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use axum::body::Body;
@@ -19,32 +18,28 @@ use stratus_scheduler::{
 
 use super::error::GatewayError;
 use super::forwarded::{self, Audience, Forwarding};
-use super::gateway::Gateway;
+use super::gateway::{Gateway, Routed};
 use super::routes::Target;
 
 /// A request routed to a function.
 pub(crate) struct Call<'a> {
-    pub app: &'a str,
-    pub target: &'a Target,
-    /// The path within the app.
-    pub path: &'a str,
-    pub prefix: Option<&'a str>,
+    pub to: Routed<'a>,
+    pub route: &'a Target,
     /// The host the client addressed, lower-case, without the port.
     pub host: &'a str,
     pub route_key: &'a str,
     pub params: &'a [(String, String)],
-    pub peer: SocketAddr,
-    pub request_id: &'a str,
 }
 
 /// Invokes the function with the request as its event and maps its
 /// result to the response.
 pub(crate) async fn call(
     gateway: &Gateway,
-    c: Call<'_>,
+    call: Call<'_>,
     mut parts: Parts,
     body: Body,
 ) -> Result<Response<Body>, GatewayError> {
+    let (c, to) = (&call, &call.to);
     let settings = &gateway.settings;
     let body = tokio::time::timeout(
         settings.body_timeout,
@@ -62,32 +57,32 @@ pub(crate) async fn call(
     forwarded::apply(
         &mut parts.headers,
         &Forwarding {
-            peer: c.peer,
+            peer: to.peer,
             proto: gateway.proto(),
             port: gateway.port,
             authority: authority.as_deref(),
-            prefix: c.prefix,
+            prefix: to.prefix,
         },
         Audience::Function,
     );
-    let peer_ip = forwarded::peer_ip(c.peer);
+    let peer_ip = forwarded::peer_ip(to.peer);
     let event = payload::event(&HttpRequest {
         method: &parts.method,
-        raw_path: c.path,
+        raw_path: to.path,
         raw_query: parts.uri.query().unwrap_or(""),
         headers: &parts.headers,
         body: &body,
         protocol: protocol(parts.version),
         source_ip: &peer_ip,
         domain_name: c.host,
-        api_id: c.app,
-        request_id: c.request_id,
+        api_id: to.app,
+        request_id: to.request_id,
         route_key: c.route_key,
         path_parameters: c.params,
         time: SystemTime::now(),
     });
     let mut invocation = Invocation::new(Bytes::from(event.to_string()));
-    invocation.request_id = c.request_id.to_owned();
+    invocation.request_id = to.request_id.to_owned();
     invocation.trace_id = parts
         .headers
         .get("traceparent")
@@ -96,10 +91,10 @@ pub(crate) async fn call(
 
     let outcome = gateway
         .backend
-        .invoke(c.app, &c.target.function, invocation)
+        .invoke(to.app, to.target, invocation)
         .await
         .map_err(GatewayError::Invoke)?;
-    respond(gateway, c.app, c.target, outcome).await
+    respond(gateway, to.app, c.route, outcome).await
 }
 
 fn protocol(version: Version) -> &'static str {

@@ -1,6 +1,7 @@
 //! What every request on the public listener shares, and the seam
 //! through which it reaches the data plane.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -60,6 +61,19 @@ impl Backend for Scheduler {
     fn max_response_bytes(&self) -> usize {
         Scheduler::max_response_bytes(self)
     }
+}
+
+/// A request matched to a route of an app.
+pub(crate) struct Routed<'a> {
+    pub app: &'a str,
+    /// The function or service the route leads to.
+    pub target: &'a str,
+    /// The path within the app.
+    pub path: &'a str,
+    /// The prefix the app was reached under (`/APP`), if any.
+    pub prefix: Option<&'a str>,
+    pub peer: SocketAddr,
+    pub request_id: &'a str,
 }
 
 /// What every request on the public listener shares.

@@ -14,7 +14,7 @@ use super::cors;
 use super::error::GatewayError;
 use super::forwarded::REQUEST_ID;
 use super::function::{self, Call};
-use super::gateway::Gateway;
+use super::gateway::{Gateway, Routed};
 use super::proxy::{self, Forward};
 use super::routes::{AppRoutes, TargetKind};
 
@@ -159,31 +159,27 @@ async fn route(
         if target.auth == HttpAuth::Key {
             check_key(gateway, &located.name, &parts.headers)?;
         }
+        let to = Routed {
+            app: &located.name,
+            target: &target.function,
+            path: located.path,
+            prefix: located.prefix,
+            peer,
+            request_id,
+        };
         match target.kind {
             TargetKind::Service => {
-                let authority = authority(&parts, &host)?;
-                let forward = Forward {
-                    app: &located.name,
-                    service: &target.function,
-                    path: located.path,
-                    prefix: located.prefix,
-                    host: &authority,
-                    peer,
-                    request_id,
-                };
+                let host = authority(&parts, &host)?;
+                let forward = Forward { to, host: &host };
                 proxy::forward(gateway, forward, parts, body).await
             }
             TargetKind::Function => {
                 let call = Call {
-                    app: &located.name,
-                    target: &target,
-                    path: located.path,
-                    prefix: located.prefix,
+                    to,
+                    route: &target,
                     host: &host,
                     route_key: &route_key,
                     params: &params,
-                    peer,
-                    request_id,
                 };
                 function::call(gateway, call, parts, body).await
             }

@@ -12,7 +12,6 @@
 //! been sent (or the WebSocket session ends), which is what the service's
 //! concurrency counts and what draining waits for.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -31,23 +30,17 @@ use stratus_scheduler::{Lease, Service, ServiceError};
 use super::clients::{IdleBody, SendError, error_chain};
 use super::error::GatewayError;
 use super::forwarded::{self, Audience, Forwarding};
-use super::gateway::Gateway;
+use super::gateway::{Gateway, Routed};
 
 /// How long both sides of a WebSocket handshake may take to hand over
 /// their connections after the `101`.
 const UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// What the gateway knows of a request for a service.
+/// A request routed to a service.
 pub(crate) struct Forward<'a> {
-    pub app: &'a str,
-    pub service: &'a str,
-    /// The path within the app.
-    pub path: &'a str,
-    pub prefix: Option<&'a str>,
+    pub to: Routed<'a>,
     /// The host (and port) the client addressed, as it wrote it.
     pub host: &'a str,
-    pub peer: SocketAddr,
-    pub request_id: &'a str,
 }
 
 /// Headers that belong to one connection, not to the request (RFC 9110
@@ -66,12 +59,13 @@ const HOP_BY_HOP: &[HeaderName] = &[
 /// answer.
 pub(crate) async fn forward(
     gateway: &Gateway,
-    f: Forward<'_>,
+    forward: Forward<'_>,
     mut parts: Parts,
     body: Body,
 ) -> Result<Response<Body>, GatewayError> {
+    let (f, to) = (&forward, &forward.to);
     let started = Instant::now();
-    let (service, lease) = lease(gateway, f.app, f.service).await?;
+    let (service, lease) = lease(gateway, to.app, to.target).await?;
     let websocket = is_websocket(&parts.headers);
     // `application/grpc`, `+proto` and the like; gRPC-Web is HTTP/1.1.
     let grpc = parts
@@ -84,7 +78,7 @@ pub(crate) async fn forward(
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
     let method = parts.method.clone();
-    let path = f.path.to_owned();
+    let path = to.path.to_owned();
     let query = parts.uri.query().map(str::to_owned);
     let path_and_query = match &query {
         Some(q) => format!("{path}?{q}"),
@@ -120,14 +114,14 @@ pub(crate) async fn forward(
     forwarded::apply(
         &mut headers,
         &Forwarding {
-            peer: f.peer,
+            peer: to.peer,
             proto: gateway.proto(),
             port: gateway.port,
             authority: Some(f.host),
-            prefix: f.prefix,
+            prefix: to.prefix,
         },
         Audience::Service {
-            request_id: f.request_id,
+            request_id: to.request_id,
         },
     );
     // HTTP/1.1 goes through the pooled client, which connects to the
@@ -144,7 +138,7 @@ pub(crate) async fn forward(
     let record = Record {
         service: service.clone(),
         instance: lease.instance_id().to_owned(),
-        request_id: f.request_id.to_owned(),
+        request_id: to.request_id.to_owned(),
         method: method.to_string(),
         path: path.clone(),
         started,
