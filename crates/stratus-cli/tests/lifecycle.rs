@@ -502,3 +502,40 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
     // The first one is unharmed.
     assert!(server.ok(&["ls"]).contains("no applications"));
 }
+
+#[test]
+fn what_an_upload_cut_short_by_a_crash_left_is_removed_at_start() {
+    let mut server = Server::start();
+    let app = server.path("crashy");
+    write_app(
+        &app,
+        &[
+            (
+                "stratus.yaml",
+                "app: crashy\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            ("main.py", "def handler(e, c):\n    return 'still here'\n"),
+        ],
+    );
+    server.ok(&["deploy", app.to_str().unwrap()]);
+    server.kill();
+    // As a crash in the middle of two uploads leaves them.
+    let partial_code = server.data_dir.join("code/.tmp-0123456789abcdef");
+    std::fs::create_dir_all(partial_code.join("lib")).unwrap();
+    std::fs::write(partial_code.join("lib/half.py"), "x = 1").unwrap();
+    let partial_archive = server.data_dir.join("packages/.tmp-fedcba9876543210");
+    std::fs::write(&partial_archive, b"\x1f\x8b truncated").unwrap();
+
+    server.restart();
+    assert!(!partial_code.exists(), "the partial unpack is still there");
+    assert!(
+        !partial_archive.exists(),
+        "the partial archive is still there"
+    );
+    assert_eq!(server.invoke("crashy/f", "{}")["result"], "still here");
+    let code: Vec<_> = std::fs::read_dir(server.data_dir.join("code"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(code.len(), 1, "{code:?}");
+}

@@ -213,6 +213,9 @@ pub struct HttpResponse {
 #[error("malformed HTTP function result: {0}")]
 pub struct Malformed(pub String);
 
+/// Most header fields (headers and cookies together) a result may set.
+pub const MAX_RESPONSE_FIELDS: usize = 1024;
+
 /// Headers the gateway sets itself: a function's are dropped.
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -277,7 +280,7 @@ pub fn response(result: &[u8]) -> Result<HttpResponse, Malformed> {
                 let value = HeaderValue::from_str(&value).map_err(|_| {
                     Malformed(format!("header {name}: {value:?} is not a header value"))
                 })?;
-                headers.append(name, value);
+                append(&mut headers, name, value)?;
             }
         }
         Some(other) => return Err(Malformed(format!("headers must be an object, not {other}"))),
@@ -290,7 +293,7 @@ pub fn response(result: &[u8]) -> Result<HttpResponse, Malformed> {
                     .as_str()
                     .and_then(|c| HeaderValue::from_str(c).ok())
                     .ok_or_else(|| Malformed(format!("{cookie} is not a cookie")))?;
-                headers.append(SET_COOKIE, value);
+                append(&mut headers, SET_COOKIE, value)?;
             }
         }
         Some(other) => return Err(Malformed(format!("cookies must be a list, not {other}"))),
@@ -339,9 +342,49 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// Adds a field to a result's headers, within [`MAX_RESPONSE_FIELDS`].
+fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) -> Result<(), Malformed> {
+    if headers.len() >= MAX_RESPONSE_FIELDS {
+        return Err(Malformed(format!(
+            "the result sets more than {MAX_RESPONSE_FIELDS} headers and cookies"
+        )));
+    }
+    headers
+        .try_append(name, value)
+        .map(drop)
+        .map_err(|_| Malformed("the result sets too many headers".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_many_headers_or_cookies_are_malformed_not_a_panic() {
+        let headers: serde_json::Map<String, Value> = (0..40_000)
+            .map(|i| (format!("x-h{i}"), Value::from("v")))
+            .collect();
+        let result = serde_json::json!({ "statusCode": 200, "headers": headers });
+        let error = response(result.to_string().as_bytes()).unwrap_err();
+        assert!(error.0.contains("more than 1024 headers"), "{error}");
+        let cookies: Vec<Value> = (0..40_000)
+            .map(|i| Value::from(format!("c{i}=1")))
+            .collect();
+        let result = serde_json::json!({ "statusCode": 200, "cookies": cookies });
+        let error = response(result.to_string().as_bytes()).unwrap_err();
+        assert!(error.0.contains("more than 1024 headers"), "{error}");
+        let ok: serde_json::Map<String, Value> = (0..MAX_RESPONSE_FIELDS)
+            .map(|i| (format!("x-h{i}"), Value::from("v")))
+            .collect();
+        let result = serde_json::json!({ "statusCode": 200, "headers": ok });
+        assert_eq!(
+            response(result.to_string().as_bytes())
+                .unwrap()
+                .headers
+                .len(),
+            1024
+        );
+    }
 
     #[test]
     fn request_times_read_as_api_gateway_writes_them() {

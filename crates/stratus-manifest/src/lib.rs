@@ -22,6 +22,10 @@ pub use spec::{
 
 /// The file name `stratus deploy` looks for in an application directory.
 pub const MANIFEST_FILE: &str = "stratus.yaml";
+/// The largest environment of one function or service, names and values
+/// together. (Lambda's is 4 KiB; this leaves room for certificates and
+/// keys passed whole, and keeps every instance's start message small.)
+pub const MAX_ENV_BYTES: usize = 64 * 1024;
 
 /// Parses and validates a manifest. `file` names the source in error messages.
 pub fn parse(file: &str, text: &str) -> Result<AppSpec, ManifestErrors> {

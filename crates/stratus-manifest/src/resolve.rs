@@ -331,6 +331,7 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         }
         env.insert(var, value.0);
     }
+    check_env_size(c, &format!("functions.{name}.env"), &env);
 
     let http = f
         .http
@@ -997,6 +998,7 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
         }
         env.insert(var, value.0);
     }
+    check_env_size(c, &format!("{owner}.env"), &env);
 
     (c.errors.len() == before).then(|| ServiceSpec {
         name: name.to_owned(),
@@ -1084,6 +1086,21 @@ fn handler_example(runtime: Runtime) -> &'static str {
     match runtime {
         Runtime::Python3 => "main.handler",
         _ => "index.handler",
+    }
+}
+
+/// Refuses an environment larger than [`crate::MAX_ENV_BYTES`] in total.
+fn check_env_size(c: &mut Checker<'_>, key: &str, env: &BTreeMap<String, String>) {
+    let bytes: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > crate::MAX_ENV_BYTES {
+        c.error(
+            key.to_owned(),
+            format!(
+                "the environment is {bytes} bytes, more than the limit of {} (names and values together)",
+                crate::MAX_ENV_BYTES
+            ),
+            Some("keep large values in files of the code directory and read them at start".into()),
+        );
     }
 }
 

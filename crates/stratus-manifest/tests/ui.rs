@@ -829,6 +829,35 @@ fn invalid_env_name() {
 }
 
 #[test]
+fn an_environment_over_the_limit_is_refused_where_it_is_declared() {
+    let big = "x".repeat(40 * 1024);
+    check(
+        &format!(
+            "
+            app: hello
+            functions:
+              greet:
+                runtime: python3
+                handler: main.handler
+                env:
+                  A: {big}
+                  B: {big}
+            services:
+              web:
+                command: [web]
+                http: {{ path: /* }}
+                env:
+                  C: {big}
+            "
+        ),
+        "
+        stratus.yaml:6: functions.greet.env: the environment is 81922 bytes, more than the limit of 65536 (names and values together)
+          hint: keep large values in files of the code directory and read them at start
+        ",
+    );
+}
+
+#[test]
 fn reserved_env_name() {
     check(
         "

@@ -160,7 +160,21 @@ impl LauncherClient {
                 .map_err(|_| SandboxError::LauncherGone)?;
             match guard.try_io(|fd| wire::send(fd.get_ref().as_raw_fd(), request, &[])) {
                 Ok(Ok(())) => break,
-                Ok(Err(_)) => return Err(SandboxError::LauncherGone),
+                Ok(Err(err)) => {
+                    self.state
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .pending
+                        .remove(&id);
+                    // Too large for one message is the request's fault; the
+                    // launcher is fine.
+                    if err.raw_os_error() == Some(libc::EMSGSIZE) {
+                        return Err(SandboxError::Protocol(format!(
+                            "the request is too large for the launcher ({err}); make the function's environment smaller"
+                        )));
+                    }
+                    return Err(SandboxError::LauncherGone);
+                }
                 Err(_would_block) => continue,
             }
         }

@@ -19,6 +19,37 @@ pub(crate) fn code_dir(data_dir: &Path, sha256: &str) -> PathBuf {
     data_dir.join("code").join(sha256)
 }
 
+/// The prefix of what an upload writes before it is complete: an unpack
+/// directory under `code/`, an archive under `packages/`. Renamed into
+/// place when done, so a crash leaves only these.
+const PARTIAL: &str = ".tmp-";
+
+fn partial_name() -> String {
+    format!("{PARTIAL}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Removes what uploads cut short by a crash left under `code/` and
+/// `packages/`; returns how many entries went.
+pub(crate) fn remove_partial_uploads(data_dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for sub in ["code", "packages"] {
+        for entry in std::fs::read_dir(data_dir.join(sub))? {
+            let entry = entry?;
+            if !entry.file_name().to_string_lossy().starts_with(PARTIAL) {
+                continue;
+            }
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 pub(crate) fn is_sha256(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
@@ -55,9 +86,7 @@ pub(crate) async fn put_package(
         let unpacked = if dest.is_dir() {
             None
         } else {
-            let tmp = data_dir
-                .join("code")
-                .join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+            let tmp = data_dir.join("code").join(partial_name());
             std::fs::create_dir_all(&tmp)
                 .map_err(|e| ApiError::internal("cannot create a package directory", e))?;
             match stratus_archive::unpack(&body, &tmp, limits) {
@@ -79,8 +108,15 @@ pub(crate) async fn put_package(
         };
         let archive = data_dir.join("packages").join(format!("{id}.tar.gz"));
         if !archive.exists() {
-            std::fs::write(&archive, &body)
-                .map_err(|e| ApiError::internal("cannot store the package", e))?;
+            // Whole or not at all: a crash mid-write must not leave a
+            // truncated archive under the final name.
+            let tmp = data_dir.join("packages").join(partial_name());
+            std::fs::write(&tmp, &body)
+                .and_then(|()| std::fs::rename(&tmp, &archive))
+                .map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp);
+                    ApiError::internal("cannot store the package", e)
+                })?;
         }
         Ok(PackageRecord {
             sha256: id,

@@ -114,6 +114,11 @@ pub async fn run(
         std::fs::create_dir_all(data_dir.join(sub))
             .with_context(|| format!("cannot create {sub} under the data directory"))?;
     }
+    let removed = deploy::remove_partial_uploads(&data_dir)
+        .context("cannot remove what interrupted uploads left in the data directory")?;
+    if removed > 0 {
+        tracing::info!(removed, "removed what interrupted uploads left behind");
+    }
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&data_dir.join("stratus.db"))
             .context("cannot open the database in the data directory")?,

@@ -181,6 +181,23 @@ pub(crate) fn app_token(admin_token: &str, app: &str) -> String {
     format!("st_{hex}")
 }
 
+/// Whether two secrets are equal, in time that depends on their lengths
+/// only (`subtle`, which keeps the optimizer from cutting it short).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn secrets_are_equal_only_when_every_byte_and_the_length_agree() {
+        assert!(constant_time_eq(b"st_abc", b"st_abc"));
+        assert!(!constant_time_eq(b"st_abc", b"st_abd"));
+        assert!(!constant_time_eq(b"st_abc", b"st_ab"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
 }

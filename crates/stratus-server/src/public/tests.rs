@@ -396,6 +396,19 @@ async fn each_way_an_invocation_fails_has_its_status() {
             502,
             "not a valid HTTP response",
         ),
+        (
+            // More fields than an HTTP header map holds: a 502, not a panic.
+            Box::new(|_| {
+                let headers: serde_json::Map<String, serde_json::Value> = (0..40_000)
+                    .map(|i| (format!("x-h{i}"), "v".into()))
+                    .collect();
+                Ok(outcome(Ok(
+                    serde_json::json!({ "statusCode": 200, "headers": headers }),
+                )))
+            }),
+            502,
+            "not a valid HTTP response",
+        ),
     ];
     for (answer, status, says) in cases {
         *s.backend.answer.lock().unwrap() = answer;
