@@ -216,3 +216,36 @@ async fn an_application_cap_holds_across_its_functions() {
     );
     busy.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_an_idle_instance_of_another_function_gives_way() {
+    let server = Server::start_with(&["--app-max-instances", "2"]);
+    let dir = server.path("crowded");
+    let function =
+        |name: &str| format!("  {name}:\n    runtime: python3\n    handler: main.handler\n");
+    let manifest = format!(
+        "app: crowded\nfunctions:\n{}{}{}",
+        function("a"),
+        function("b"),
+        function("c")
+    );
+    write_app(&dir, &[("stratus.yaml", &manifest), ("main.py", SLEEPER)]);
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    // a and b each leave an idle instance: the application is at its cap,
+    // and nothing is busy.
+    for name in ["a", "b"] {
+        assert_eq!(
+            server.invoke(&format!("crowded/{name}"), "{}")["error"],
+            serde_json::Value::Null
+        );
+    }
+    assert_eq!(instances(&server, "crowded", "a").await, 1);
+    let answer = server.invoke("crowded/c", "{}");
+    assert!(answer["error"].is_null(), "c was refused: {answer}");
+    assert_eq!(
+        instances(&server, "crowded", "a").await,
+        0,
+        "a's idle instance gave way"
+    );
+    assert_eq!(instances(&server, "crowded", "b").await, 1);
+}

@@ -3,16 +3,69 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// What holds idle instances of an application and can give one up to
+/// make room for another of its functions.
+pub(crate) trait Idle: Send + Sync {
+    /// How long its longest-idle instance that may go has been idle.
+    fn longest_idle(&self) -> Option<Duration>;
+    /// Stops that instance and gives its place back; false if there was
+    /// none by now.
+    fn evict_longest_idle(&self) -> bool;
+}
 
 /// One application's share of instances. Clones count together.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct AppCapacity {
     used: Arc<AtomicU32>,
     max: u32,
+    holders: Arc<Mutex<Vec<Weak<dyn Idle>>>>,
+}
+
+impl std::fmt::Debug for AppCapacity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppCapacity")
+            .field("used", &self.used)
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AppCapacity {
+    /// Lets `holder`'s idle instances give way to the application's others.
+    pub fn register(&self, holder: Weak<dyn Idle>) {
+        let mut holders = self.holders.lock().unwrap_or_else(|p| p.into_inner());
+        holders.retain(|h| h.strong_count() > 0);
+        holders.push(holder);
+    }
+
+    /// Whether every place is taken.
+    pub fn is_full(&self) -> bool {
+        self.used.load(Ordering::Acquire) >= self.max
+    }
+
+    /// Stops the application's longest-idle instance held by anyone but
+    /// `asking`, so that `asking` can start one; false if none is idle.
+    pub fn make_room(&self, asking: &dyn Idle) -> bool {
+        let holders: Vec<Arc<dyn Idle>> = self
+            .holders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|h| !std::ptr::addr_eq(Arc::as_ptr(h), asking as *const dyn Idle))
+            .collect();
+        let mut by_idle: Vec<(Duration, Arc<dyn Idle>)> = holders
+            .into_iter()
+            .filter_map(|h| Some((h.longest_idle()?, h)))
+            .collect();
+        by_idle.sort_by_key(|(idle, _)| std::cmp::Reverse(*idle));
+        // The longest idle first; one that was taken meanwhile yields to the next.
+        by_idle.into_iter().any(|(_, h)| h.evict_longest_idle())
+    }
+
     /// Takes one instance's place, if the application has room.
     pub fn try_take(&self) -> bool {
         self.used
@@ -60,6 +113,7 @@ impl Capacities {
             .or_insert_with(|| AppCapacity {
                 used: Arc::new(AtomicU32::new(0)),
                 max: self.max,
+                holders: Arc::default(),
             })
             .clone()
     }

@@ -166,11 +166,7 @@ impl Scheduler {
             .map(|config| {
                 (
                     config.spec.name.clone(),
-                    Arc::new(Pool::new(
-                        self.functions_ctx.clone(),
-                        config,
-                        capacity.clone(),
-                    )),
+                    Pool::new(self.functions_ctx.clone(), config, capacity.clone()),
                 )
             })
             .collect();

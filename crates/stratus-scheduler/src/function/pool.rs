@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::context::Context;
 use super::exchange::{Dispatch, RuntimeResult, Shared};
 use super::instance::{Instance, RunFailure};
-use crate::capacity::AppCapacity;
+use crate::capacity::{AppCapacity, Idle};
 use crate::config::FunctionConfig;
 use crate::invocation::{
     FunctionError, Invocation, InvokeError, InvokeOutcome, Phases, StreamChunk, seconds,
@@ -55,15 +55,24 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn new(ctx: Arc<Context>, config: FunctionConfig, capacity: AppCapacity) -> Pool {
-        Pool {
+    /// A pool whose idle instances may give way to the application's
+    /// other functions when the application is at its cap.
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        config: FunctionConfig,
+        capacity: AppCapacity,
+    ) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
             config: Arc::new(config),
             ctx,
             state: Mutex::new(PoolState::default()),
             capacity,
             warm_failed: Mutex::new(None),
             errors: Default::default(),
-        }
+        });
+        let holder: Arc<dyn Idle> = pool.clone();
+        pool.capacity.register(Arc::downgrade(&holder));
+        pool
     }
 
     /// Takes a slot for a new instance, if the function and the application
@@ -104,7 +113,8 @@ impl Pool {
     }
 
     async fn acquire(&self) -> Result<Grant, InvokeError> {
-        let rx = {
+        let mut made_room = false;
+        let rx = loop {
             let mut s = self.lock();
             while let Some(instance) = s.idle.pop() {
                 if instance.is_alive() {
@@ -115,32 +125,37 @@ impl Pool {
             if self.take_slot(&mut s) {
                 return Ok(Grant::Start);
             }
+            // The function has room but the application has none: an idle
+            // instance of another of its functions gives way, once.
+            if !made_room && s.total < self.config.spec.max_instances {
+                drop(s);
+                made_room = true;
+                self.capacity.make_room(self);
+                continue;
+            }
             if s.total == 0 {
                 // Nothing of this function runs that could free up: the
-                // application as a whole is at its cap.
+                // application as a whole is at its cap, all of it busy.
                 return Err(InvokeError::Throttled {
                     retry_after: Duration::from_secs(1),
-                    reason: format!(
-                        "application {} is at its cap of {} instances",
-                        self.config.app,
-                        self.capacity.max()
-                    ),
+                    reason: self.at_cap(),
                 });
             }
             if s.waiters.len() >= self.ctx.sandboxes.settings.limits.queue_depth {
                 return Err(InvokeError::Throttled {
                     retry_after: Duration::from_secs(1),
                     reason: format!(
-                        "all {} instances of {} are busy and {} callers are already waiting",
+                        "all {} instances of {} are busy and {} callers are already waiting{}",
                         s.total,
                         self.config.qualified_name(),
-                        s.waiters.len()
+                        s.waiters.len(),
+                        self.cap_note(&s),
                     ),
                 });
             }
             let (tx, rx) = oneshot::channel();
             s.waiters.push_back(tx);
-            rx
+            break rx;
         };
         let mut rx = rx;
         match tokio::time::timeout(self.ctx.sandboxes.settings.limits.queue_timeout, &mut rx).await
@@ -155,13 +170,32 @@ impl Pool {
                     Err(_) => Err(InvokeError::Throttled {
                         retry_after: Duration::from_secs(1),
                         reason: format!(
-                            "no instance of {} became free within {}",
+                            "no instance of {} became free within {}{}",
                             self.config.qualified_name(),
-                            seconds(self.ctx.sandboxes.settings.limits.queue_timeout)
+                            seconds(self.ctx.sandboxes.settings.limits.queue_timeout),
+                            self.cap_note(&self.lock()),
                         ),
                     }),
                 }
             }
+        }
+    }
+
+    fn at_cap(&self) -> String {
+        format!(
+            "application {} is at its cap of {} instances, all of them busy",
+            self.config.app,
+            self.capacity.max()
+        )
+    }
+
+    /// Why the function could not scale out, when the application's cap
+    /// is the reason.
+    fn cap_note(&self, s: &PoolState) -> String {
+        if s.total < self.config.spec.max_instances && self.capacity.is_full() {
+            format!("; {}", self.at_cap())
+        } else {
+            String::new()
         }
     }
 
@@ -547,6 +581,33 @@ impl Pool {
             message,
             Some(fields),
         );
+    }
+}
+
+impl Idle for Pool {
+    fn longest_idle(&self) -> Option<Duration> {
+        let s = self.lock();
+        // Instances kept for `min_instances` stay.
+        if s.total <= self.config.spec.min_instances {
+            return None;
+        }
+        // The idle stack keeps the most recently used last.
+        s.idle.first().map(|instance| instance.idle_for())
+    }
+
+    fn evict_longest_idle(&self) -> bool {
+        let instance = {
+            let mut s = self.lock();
+            if s.idle.is_empty() || s.total <= self.config.spec.min_instances {
+                return false;
+            }
+            let instance = s.idle.remove(0);
+            self.free_slots(&mut s, 1);
+            instance
+        };
+        tracing::debug!(instance = %instance.id, function = %self.config.qualified_name(), "an idle instance gives way to another function of its application");
+        instance.kill();
+        true
     }
 }
 

@@ -281,3 +281,69 @@ async fn a_function_error_is_the_functions_and_its_instance_stays_warm() {
         report.message
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_instances_of_other_functions_give_way_at_the_application_cap() {
+    let gate = Arc::new(Semaphore::new(0));
+    let launcher = FakeLauncher::new(Program::Function(fake::echo()), false);
+    let mut settings = fake::settings();
+    settings.limits.app_max_instances = 2;
+    let (scheduler, _) = fake::scheduler(settings, &launcher);
+    let functions = ["f", "g", "h"].map(|name| fake::function("app", name, 5));
+    scheduler.publish_app("app", functions.to_vec(), vec![]);
+    // f and g each leave an idle instance: the application is at its cap.
+    invoke(&scheduler, "f", "1").await.unwrap().unwrap();
+    invoke(&scheduler, "g", "2").await.unwrap().unwrap();
+    assert_eq!(launcher.live(), 2);
+
+    // h starts in the place of the longest idle, f's.
+    let outcome = invoke(&scheduler, "h", "3").await.unwrap().unwrap();
+    assert_eq!(outcome.result.unwrap(), "3".as_bytes());
+    assert!(outcome.cold);
+    assert_eq!(launcher.counts.kills(), 1);
+    assert_eq!(scheduler.pool("app", "f").unwrap().stats().instances, 0);
+    assert_eq!(scheduler.pool("app", "g").unwrap().stats().instances, 1);
+
+    // When every instance is busy, the cap is named as the reason.
+    launcher.set_program(Program::Function(fake::gated(gate.clone())));
+    let busy = [invoke(&scheduler, "f", "4"), invoke(&scheduler, "f", "5")];
+    assert!(
+        fake::eventually(Duration::from_secs(5), || {
+            let f = scheduler.pool("app", "f").unwrap().stats();
+            f.instances == 2 && f.idle == 0
+        })
+        .await
+    );
+    match invoke(&scheduler, "g", "6").await.unwrap() {
+        Err(InvokeError::Throttled { reason, .. }) => {
+            assert!(
+                reason.contains("at its cap of 2 instances, all of them busy"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected a throttle, got {other:?}"),
+    }
+    gate.add_permits(2);
+    for call in busy {
+        call.await.unwrap().unwrap().result.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_kept_for_min_instances_do_not_give_way() {
+    let launcher = FakeLauncher::new(Program::Function(fake::echo()), false);
+    let mut settings = fake::settings();
+    settings.limits.app_max_instances = 1;
+    let (scheduler, _) = fake::scheduler(settings, &launcher);
+    let mut kept = fake::function("app", "kept", 5);
+    kept.spec.min_instances = 1;
+    scheduler.publish_app("app", vec![kept, fake::function("app", "other", 5)], vec![]);
+    assert!(fake::eventually(Duration::from_secs(5), || launcher.live() == 1).await);
+    match invoke(&scheduler, "other", "1").await.unwrap() {
+        Err(InvokeError::Throttled { reason, .. }) => {
+            assert!(reason.contains("at its cap of 1 instances"), "{reason}")
+        }
+        other => panic!("expected a throttle, got {other:?}"),
+    }
+    assert_eq!(launcher.counts.kills(), 0);
+}

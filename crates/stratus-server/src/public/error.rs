@@ -144,9 +144,9 @@ impl GatewayError {
             BodyUnreadable(err) => format!("the request body could not be read: {err}"),
             // Only a deploy racing the request gets here.
             Invoke(err @ InvokeError::NoSuchFunction { .. }) => err.to_string(),
-            Invoke(InvokeError::Throttled { .. }) => {
-                "too many requests: every instance is busy and the queue is full; retry later"
-                    .to_owned()
+            // The reason names the function or its application's cap.
+            Invoke(InvokeError::Throttled { reason, .. }) => {
+                format!("too many requests: {reason}; retry later")
             }
             Invoke(InvokeError::ShuttingDown) => {
                 "the server is shutting down; retry shortly".to_owned()
