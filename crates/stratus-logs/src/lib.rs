@@ -34,6 +34,10 @@ pub enum LogsError {
     Store(#[from] stratus_store::StoreError),
     #[error("the log writer has stopped")]
     Stopped,
+    /// A write that a flush waited for failed (the store said why in the
+    /// server's log).
+    #[error("log records could not be stored")]
+    Unstored,
 }
 
 /// Where log records go and where they are read back.

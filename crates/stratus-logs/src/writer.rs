@@ -120,8 +120,14 @@ async fn write_loop(
                 last_write = tokio::time::Instant::now();
             }
             Some(ack) = flush_rx.recv() => {
-                // Every record appended before the flush is in the channel
-                // now: write those, not the ones that keep coming after.
+                // Flushes asked for meanwhile share this write (a group
+                // commit): every record appended before any of them is in
+                // the channel now. Write those, not the ones that keep
+                // coming after.
+                let mut acks = vec![ack];
+                while let Ok(ack) = flush_rx.try_recv() {
+                    acks.push(ack);
+                }
                 let mut owed = rx.len();
                 let mut result = Ok(());
                 loop {
@@ -135,7 +141,12 @@ async fn write_loop(
                         result = Err(err);
                     }
                 }
-                let _ = ack.send(result);
+                for ack in acks {
+                    let _ = ack.send(match &result {
+                        Ok(()) => Ok(()),
+                        Err(_) => Err(LogsError::Unstored),
+                    });
+                }
             }
             _ = trim.tick() => {
                 let before = now_ms() - retention.max_age.as_millis() as i64;

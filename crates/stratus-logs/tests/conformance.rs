@@ -92,6 +92,29 @@ async fn check(logs: Arc<dyn Logs>) {
         .unwrap();
     let after: Vec<&str> = after.iter().map(|s| s.record.message.as_str()).collect();
     assert_eq!(after, ["REPORT r1", "two"]);
+
+    // Flushes at once each see their own record stored.
+    let flushes: Vec<_> = (0..8)
+        .map(|i| {
+            let logs = logs.clone();
+            tokio::spawn(async move {
+                logs.append(record("h", &format!("c{i}"), LogStream::Stdout, "at once"));
+                logs.flush().await
+            })
+        })
+        .collect();
+    for flush in flushes {
+        flush.await.unwrap().expect("flushed");
+    }
+    let of_h = logs
+        .query(LogQuery {
+            function: Some("h".into()),
+            app: Some("app".into()),
+            ..query()
+        })
+        .await
+        .unwrap();
+    assert_eq!(of_h.len(), 8);
     assert_eq!(logs.dropped(), 0);
 }
 

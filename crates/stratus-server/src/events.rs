@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use stratus_logs::Logs;
 use stratus_scheduler::{Invocation, InvokeError, Scheduler, StreamChunk};
 use stratus_store::{EventRecord, FollowUp, NewEvent, NewMessage, Settlement, Store, StoreError};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
@@ -40,6 +41,7 @@ type FunctionSlots = (u32, Arc<Semaphore>);
 pub(crate) struct Events {
     store: Arc<dyn Store>,
     scheduler: Arc<Scheduler>,
+    logs: Arc<dyn Logs>,
     wake: Notify,
     slots: Arc<Semaphore>,
     /// Deliveries per function at once: at most its `max_instances`, so
@@ -58,12 +60,17 @@ type Accept = (NewEvent, oneshot::Sender<Result<(), String>>);
 const MAX_COMMIT: usize = 512;
 
 impl Events {
-    pub fn new(store: Arc<dyn Store>, scheduler: Arc<Scheduler>) -> Arc<Events> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        scheduler: Arc<Scheduler>,
+        logs: Arc<dyn Logs>,
+    ) -> Arc<Events> {
         let (accept, pending) = mpsc::channel(4 * MAX_COMMIT);
         tokio::spawn(commit(store.clone(), pending));
         Arc::new(Events {
             store,
             scheduler,
+            logs,
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             per_function: Mutex::new(HashMap::new()),
@@ -201,6 +208,7 @@ impl Events {
         };
         let attempt = match attempt(
             &self.scheduler,
+            &*self.logs,
             &event.app,
             &event.function,
             Bytes::from(event.payload.clone()),
@@ -327,15 +335,37 @@ impl Events {
 pub(crate) enum Attempt {
     /// The function ran: its result, or its error as (type, message).
     Ran(Result<serde_json::Value, (String, String)>),
-    /// The server is shutting down: the delivery did not happen.
+    /// The server is shutting down: the delivery did not happen, or its
+    /// log lines could not be stored. Either way it is left to be run
+    /// again.
     Stopping,
     /// The function no longer exists.
     Gone(String),
 }
 
 /// Runs `function` of `app` on `payload` as a delivery of an event, with
-/// the event's `request_id`.
+/// the event's `request_id`. A delivery that ran returns only once its log
+/// lines and report are stored, so that what settles it never outlives
+/// them at a crash.
 pub(crate) async fn attempt(
+    scheduler: &Scheduler,
+    logs: &dyn Logs,
+    app: &str,
+    function: &str,
+    payload: Bytes,
+    request_id: &str,
+) -> Attempt {
+    let ran = run(scheduler, app, function, payload, request_id).await;
+    if matches!(ran, Attempt::Ran(_))
+        && let Err(err) = logs.flush().await
+    {
+        tracing::warn!(%err, request_id, "an attempt's log lines are not stored; it is left to run again");
+        return Attempt::Stopping;
+    }
+    ran
+}
+
+async fn run(
     scheduler: &Scheduler,
     app: &str,
     function: &str,

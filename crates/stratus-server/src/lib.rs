@@ -222,7 +222,7 @@ pub async fn run(
     write_server_file(&data_dir, &info)?;
     tracing::info!(public = %info.public, admin = %info.admin, data_dir = %data_dir.display(), "stratus is serving");
 
-    let events = events::Events::new(store.clone(), scheduler.clone());
+    let events = events::Events::new(store.clone(), scheduler.clone(), logs.clone());
     let events_task = tokio::spawn(events.clone().run());
     let aws_credentials = api::AwsCredentials::new(
         store
@@ -237,7 +237,7 @@ pub async fn run(
             Arc::new(triggers::SystemClock),
             Arc::new(move || wake_events.wake()),
         ),
-        triggers::queue::Queues::new(store.clone(), scheduler.clone()),
+        triggers::queue::Queues::new(store.clone(), scheduler.clone(), logs.clone()),
     );
     for version in &deployed {
         triggers.reconcile(&version.app, Some(&version.spec));

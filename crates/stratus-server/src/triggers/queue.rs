@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
+use stratus_logs::Logs;
 use stratus_manifest::{AppSpec, Trigger};
 use stratus_scheduler::Scheduler;
 use stratus_store::{MessageRecord, MessageSettlement, NewMessage, Store};
@@ -60,6 +61,7 @@ struct Running {
 pub(crate) struct Queues {
     store: Arc<dyn Store>,
     scheduler: Arc<Scheduler>,
+    logs: Arc<dyn Logs>,
     /// Consumers by app and queue.
     running: Mutex<HashMap<(String, String), Running>>,
     /// The queues each app declares.
@@ -76,10 +78,15 @@ pub(crate) enum SendError {
 }
 
 impl Queues {
-    pub fn new(store: Arc<dyn Store>, scheduler: Arc<Scheduler>) -> Arc<Queues> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        scheduler: Arc<Scheduler>,
+        logs: Arc<dyn Logs>,
+    ) -> Arc<Queues> {
         Arc::new(Queues {
             store,
             scheduler,
+            logs,
             running: Mutex::new(HashMap::new()),
             declared: Mutex::new(HashMap::new()),
         })
@@ -203,6 +210,7 @@ impl Source for Queues {
             let worker = Worker {
                 store: self.store.clone(),
                 scheduler: self.scheduler.clone(),
+                logs: self.logs.clone(),
                 consumer: consumer.clone(),
                 wake: wake.clone(),
             };
@@ -229,6 +237,7 @@ impl Source for Queues {
 struct Worker {
     store: Arc<dyn Store>,
     scheduler: Arc<Scheduler>,
+    logs: Arc<dyn Logs>,
     consumer: Consumer,
     wake: Arc<Notify>,
 }
@@ -316,23 +325,30 @@ impl Worker {
         let payload = Bytes::from(json!({ "Records": records }).to_string());
         let request_id = uuid::Uuid::new_v4().to_string();
         // The ids of the messages that failed, and why.
-        let (failed, error): (HashSet<&str>, String) =
-            match attempt(&self.scheduler, &c.app, &c.function, payload, &request_id).await {
-                // The messages come back when their visibility runs out.
-                Attempt::Stopping | Attempt::Gone(_) => return,
-                Attempt::Ran(Ok(response)) => match partial_failures(&response, &batch) {
-                    Some(ids) => (ids, "reported in batchItemFailures".to_owned()),
-                    None => (
-                        batch.iter().map(|m| m.message_id.as_str()).collect(),
-                        "the response's batchItemFailures names a message not in the batch"
-                            .to_owned(),
-                    ),
-                },
-                Attempt::Ran(Err((kind, message))) => (
+        let (failed, error): (HashSet<&str>, String) = match attempt(
+            &self.scheduler,
+            &*self.logs,
+            &c.app,
+            &c.function,
+            payload,
+            &request_id,
+        )
+        .await
+        {
+            // The messages come back when their visibility runs out.
+            Attempt::Stopping | Attempt::Gone(_) => return,
+            Attempt::Ran(Ok(response)) => match partial_failures(&response, &batch) {
+                Some(ids) => (ids, "reported in batchItemFailures".to_owned()),
+                None => (
                     batch.iter().map(|m| m.message_id.as_str()).collect(),
-                    format!("{kind}: {message}"),
+                    "the response's batchItemFailures names a message not in the batch".to_owned(),
                 ),
-            };
+            },
+            Attempt::Ran(Err((kind, message))) => (
+                batch.iter().map(|m| m.message_id.as_str()).collect(),
+                format!("{kind}: {message}"),
+            ),
+        };
         let now = crate::now_ms();
         let retention = c.retention.as_millis() as i64;
         let settlements: Vec<MessageSettlement> = batch
