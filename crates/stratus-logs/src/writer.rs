@@ -1,5 +1,10 @@
 //! Log records batched into the store, off the invocation path, with the
 //! retention limits applied.
+//!
+//! A flush forces no write of its own: the writer counts the records it
+//! has written, in the order they were appended, and a flush waits until
+//! that count reaches the number appended before it began. Many flushes
+//! at once so cost one batch, written at the writer's own pace.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -8,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use stratus_store::{LogQuery, LogRecord, Store, StoredLog};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{Logs, LogsError};
 
@@ -29,14 +34,22 @@ pub struct Retention {
     pub max_bytes: u64,
 }
 
-type Flushed = oneshot::Sender<Result<(), LogsError>>;
+/// How far the writer got: records written (or lost to a failed write),
+/// and how many writes failed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    written: u64,
+    failures: u64,
+}
 
 /// [`Logs`] on a [`Store`]: appended records go through a bounded channel
 /// to a task that writes them in batches.
 pub struct StoreLogs {
     store: Arc<dyn Store>,
     records: mpsc::Sender<LogRecord>,
-    flushes: mpsc::Sender<Flushed>,
+    /// Records taken into the channel, in the order the writer sees them.
+    sent: AtomicU64,
+    progress: watch::Receiver<Progress>,
     dropped: AtomicU64,
     stop: Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
 }
@@ -46,13 +59,18 @@ impl StoreLogs {
     /// `append` drops them.
     pub fn start(store: Arc<dyn Store>, capacity: usize, retention: Retention) -> Arc<StoreLogs> {
         let (records, rx) = mpsc::channel(capacity.max(1));
-        let (flushes, flush_rx) = mpsc::channel(64);
+        let (progress_tx, progress) = watch::channel(Progress::default());
         let (stop, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(write_loop(store.clone(), rx, flush_rx, stop_rx, retention));
+        let writer = Writer {
+            store: store.clone(),
+            progress: progress_tx,
+        };
+        let task = tokio::spawn(writer.run(rx, stop_rx, retention));
         Arc::new(StoreLogs {
             store,
             records,
-            flushes,
+            sent: AtomicU64::new(0),
+            progress,
             dropped: AtomicU64::new(0),
             stop: Mutex::new(Some((stop, task))),
         })
@@ -72,21 +90,31 @@ impl StoreLogs {
 #[async_trait]
 impl Logs for StoreLogs {
     fn append(&self, record: LogRecord) {
-        if self.records.try_send(record).is_err() {
-            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if dropped.is_power_of_two() {
-                tracing::warn!(dropped, "log writer is behind; dropping log records");
-            }
+        // Counted only once it is in the channel: a flush that begins
+        // after this returns waits for it.
+        if self.records.try_send(record).is_ok() {
+            self.sent.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if dropped.is_power_of_two() {
+            tracing::warn!(dropped, "log writer is behind; dropping log records");
         }
     }
 
     async fn flush(&self) -> Result<(), LogsError> {
-        let (ack, done) = oneshot::channel();
-        self.flushes
-            .send(ack)
+        let target = self.sent.load(Ordering::Acquire);
+        let mut progress = self.progress.clone();
+        let failures = progress.borrow().failures;
+        let reached = progress
+            .wait_for(|p| p.written >= target)
             .await
             .map_err(|_| LogsError::Stopped)?;
-        done.await.map_err(|_| LogsError::Stopped)?
+        if reached.failures == failures {
+            Ok(())
+        } else {
+            Err(LogsError::Unstored)
+        }
     }
 
     async fn query(&self, query: LogQuery) -> Result<Vec<StoredLog>, LogsError> {
@@ -98,101 +126,84 @@ impl Logs for StoreLogs {
     }
 }
 
-async fn write_loop(
+struct Writer {
     store: Arc<dyn Store>,
-    mut rx: mpsc::Receiver<LogRecord>,
-    mut flush_rx: mpsc::Receiver<Flushed>,
-    mut stop_rx: oneshot::Receiver<()>,
-    retention: Retention,
-) {
-    let mut trim = tokio::time::interval(TRIM_EVERY);
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut last_write = tokio::time::Instant::now() - LINGER;
-    loop {
-        tokio::select! {
-            n = rx.recv_many(&mut batch, BATCH) => {
-                if n == 0 { break; }
-                if last_write.elapsed() < LINGER && batch.len() < BATCH {
-                    tokio::time::sleep(LINGER).await;
-                    take_ready(&mut rx, &mut batch, BATCH);
-                }
-                let _ = write(&*store, &mut batch).await;
-                last_write = tokio::time::Instant::now();
-            }
-            Some(ack) = flush_rx.recv() => {
-                // Flushes asked for meanwhile share this write (a group
-                // commit): every record appended before any of them is in
-                // the channel now. Write those, not the ones that keep
-                // coming after.
-                let mut acks = vec![ack];
-                while let Ok(ack) = flush_rx.try_recv() {
-                    acks.push(ack);
-                }
-                let mut owed = rx.len();
-                let mut result = Ok(());
-                loop {
-                    let before = batch.len();
-                    take_ready(&mut rx, &mut batch, owed);
-                    owed -= batch.len() - before;
-                    if batch.is_empty() {
-                        break;
+    progress: watch::Sender<Progress>,
+}
+
+impl Writer {
+    async fn run(
+        self,
+        mut rx: mpsc::Receiver<LogRecord>,
+        mut stop_rx: oneshot::Receiver<()>,
+        retention: Retention,
+    ) {
+        let mut trim = tokio::time::interval(TRIM_EVERY);
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut last_write = tokio::time::Instant::now() - LINGER;
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 { break; }
+                    if last_write.elapsed() < LINGER && batch.len() < BATCH {
+                        tokio::time::sleep(LINGER).await;
+                        take_ready(&mut rx, &mut batch);
                     }
-                    if let Err(err) = write(&*store, &mut batch).await {
-                        result = Err(err);
+                    self.write(&mut batch).await;
+                    last_write = tokio::time::Instant::now();
+                }
+                _ = trim.tick() => {
+                    let before = now_ms() - retention.max_age.as_millis() as i64;
+                    match self.store.trim_logs(before, retention.max_bytes).await {
+                        Ok(0) => {}
+                        Ok(deleted) => tracing::debug!(deleted, "trimmed logs"),
+                        Err(err) => tracing::warn!(error = %err, "cannot trim logs"),
                     }
                 }
-                for ack in acks {
-                    let _ = ack.send(match &result {
-                        Ok(()) => Ok(()),
-                        Err(_) => Err(LogsError::Unstored),
-                    });
-                }
-            }
-            _ = trim.tick() => {
-                let before = now_ms() - retention.max_age.as_millis() as i64;
-                match store.trim_logs(before, retention.max_bytes).await {
-                    Ok(0) => {}
-                    Ok(deleted) => tracing::debug!(deleted, "trimmed logs"),
-                    Err(err) => tracing::warn!(error = %err, "cannot trim logs"),
-                }
-            }
-            _ = &mut stop_rx => {
-                // Whatever is already queued is written before stopping.
-                loop {
-                    take_ready(&mut rx, &mut batch, BATCH);
-                    if batch.is_empty() || write(&*store, &mut batch).await.is_err() {
-                        break;
+                _ = &mut stop_rx => {
+                    // Whatever is already queued is written before stopping.
+                    loop {
+                        take_ready(&mut rx, &mut batch);
+                        if batch.is_empty() {
+                            break;
+                        }
+                        self.write(&mut batch).await;
                     }
+                    break;
                 }
-                break;
             }
         }
     }
+
+    /// Writes `batch` and counts it as written, or as lost when the store
+    /// fails.
+    async fn write(&self, batch: &mut Vec<LogRecord>) {
+        if batch.is_empty() {
+            return;
+        }
+        let count = batch.len() as u64;
+        let failed = match self.store.append_logs(std::mem::take(batch)).await {
+            Ok(()) => 0,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot store log records");
+                1
+            }
+        };
+        self.progress.send_modify(|p| {
+            p.written += count;
+            p.failures += failed;
+        });
+    }
 }
 
-/// Moves up to `at_most` records already waiting into `batch`, up to a
-/// batch.
-fn take_ready(rx: &mut mpsc::Receiver<LogRecord>, batch: &mut Vec<LogRecord>, at_most: usize) {
-    let limit = BATCH.min(batch.len() + at_most);
-    while batch.len() < limit {
+/// Moves records already waiting into `batch`, up to a batch.
+fn take_ready(rx: &mut mpsc::Receiver<LogRecord>, batch: &mut Vec<LogRecord>) {
+    while batch.len() < BATCH {
         match rx.try_recv() {
             Ok(record) => batch.push(record),
             Err(_) => break,
         }
     }
-}
-
-async fn write(store: &dyn Store, batch: &mut Vec<LogRecord>) -> Result<(), LogsError> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    store
-        .append_logs(std::mem::take(batch))
-        .await
-        .map_err(|err| {
-            tracing::warn!(error = %err, "cannot store log records");
-            LogsError::Store(err)
-        })
 }
 
 fn now_ms() -> i64 {

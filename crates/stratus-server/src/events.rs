@@ -203,19 +203,21 @@ impl Events {
         let limit = self.function_slots(&event.app, &event.function, spec.max_instances);
         let function_arn = self.scheduler.function_arn(&event.app, &event.function);
         drop(pool);
-        let Ok(_turn) = limit.acquire_owned().await else {
+        let Ok(turn) = limit.acquire_owned().await else {
             return;
         };
-        let attempt = match attempt(
+        let ran = attempt(
             &self.scheduler,
-            &*self.logs,
             &event.app,
             &event.function,
             Bytes::from(event.payload.clone()),
             &event.request_id,
         )
-        .await
-        {
+        .await;
+        // The function is done: the next event may go to it while this
+        // one waits for its logs.
+        drop(turn);
+        let attempt = match logged(&*self.logs, ran).await {
             Attempt::Ran(result) => result,
             Attempt::Stopping => return,
             Attempt::Gone(error) => {
@@ -343,29 +345,22 @@ pub(crate) enum Attempt {
     Gone(String),
 }
 
-/// Runs `function` of `app` on `payload` as a delivery of an event, with
-/// the event's `request_id`. A delivery that ran returns only once its log
-/// lines and report are stored, so that what settles it never outlives
-/// them at a crash.
-pub(crate) async fn attempt(
-    scheduler: &Scheduler,
-    logs: &dyn Logs,
-    app: &str,
-    function: &str,
-    payload: Bytes,
-    request_id: &str,
-) -> Attempt {
-    let ran = run(scheduler, app, function, payload, request_id).await;
+/// `ran`, once the log lines and report of a delivery that ran are
+/// stored: what settles it must never outlive them at a crash. If they
+/// cannot be stored, the delivery is left to run again.
+pub(crate) async fn logged(logs: &dyn Logs, ran: Attempt) -> Attempt {
     if matches!(ran, Attempt::Ran(_))
         && let Err(err) = logs.flush().await
     {
-        tracing::warn!(%err, request_id, "an attempt's log lines are not stored; it is left to run again");
+        tracing::warn!(%err, "an attempt's log lines are not stored; it is left to run again");
         return Attempt::Stopping;
     }
     ran
 }
 
-async fn run(
+/// Runs `function` of `app` on `payload` as a delivery of an event, with
+/// the event's `request_id`; settle it only once it is [`logged`].
+pub(crate) async fn attempt(
     scheduler: &Scheduler,
     app: &str,
     function: &str,

@@ -30,7 +30,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{Source, cloudevent};
-use crate::events::{Attempt, attempt, backoff_ms};
+use crate::events::{Attempt, attempt, backoff_ms, logged};
 
 /// The CloudEvents `type` of a queue's messages.
 pub(crate) const EVENT_TYPE: &str = "stratus.queue.message";
@@ -325,16 +325,8 @@ impl Worker {
         let payload = Bytes::from(json!({ "Records": records }).to_string());
         let request_id = uuid::Uuid::new_v4().to_string();
         // The ids of the messages that failed, and why.
-        let (failed, error): (HashSet<&str>, String) = match attempt(
-            &self.scheduler,
-            &*self.logs,
-            &c.app,
-            &c.function,
-            payload,
-            &request_id,
-        )
-        .await
-        {
+        let ran = attempt(&self.scheduler, &c.app, &c.function, payload, &request_id).await;
+        let (failed, error): (HashSet<&str>, String) = match logged(&*self.logs, ran).await {
             // The messages come back when their visibility runs out.
             Attempt::Stopping | Attempt::Gone(_) => return,
             Attempt::Ran(Ok(response)) => match partial_failures(&response, &batch) {
