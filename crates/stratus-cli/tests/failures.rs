@@ -338,3 +338,67 @@ async fn a_caller_that_hangs_up_does_not_leak_its_instance() {
     let after = server.invoke("hangup/f", "{}");
     assert_eq!(after["result"], "done", "{after}");
 }
+
+/// An event nested deeper than a runtime's parser can go is that event's
+/// unmarshal error (Python's recursion limit); either way the instance
+/// lives on and serves the next one.
+#[test]
+fn an_event_nested_too_deep_fails_alone() {
+    let server = Server::start();
+    let dir = server.path("deep");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: deep\nfunctions:\n  py:\n    runtime: python3\n    handler: main.handler\n  js:\n    runtime: nodejs\n    handler: index.handler\n",
+            ),
+            (
+                "main.py",
+                "def handler(event, context):\n    return 'fine'\n",
+            ),
+            ("index.js", "exports.handler = async () => 'fine';\n"),
+        ],
+    );
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let http = common::client();
+    let invoke = |function: &str, body: String| {
+        let response = http
+            .post(format!(
+                "{}/v1/apps/deep/functions/{function}/invoke",
+                server.admin
+            ))
+            .bearer_auth(&server.token)
+            .body(body)
+            .send()
+            .unwrap();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let (error, instance) = (
+            header("x-stratus-function-error"),
+            header("x-stratus-instance"),
+        );
+        let body: serde_json::Value = response.json().unwrap();
+        (error, instance, body)
+    };
+    for function in ["py", "js"] {
+        let (error, first, body) = invoke(function, deep.clone());
+        // Python's parser recurses and gives up; V8's does not.
+        if function == "py" {
+            assert_eq!(error.as_deref(), Some("Unhandled"), "{function}: {body}");
+            assert_eq!(
+                body["errorType"], "Runtime.UnmarshalError",
+                "{function}: {body}"
+            );
+        }
+        let (error, next, body) = invoke(function, "{}".to_owned());
+        assert_eq!(error, None, "{function}: {body}");
+        assert_eq!(body, "fine");
+        assert_eq!(first, next, "{function}: the instance died");
+    }
+}

@@ -384,7 +384,8 @@ def run_invocation(client, handler, resp, body):
     error = payload = None
     try:
         event = json.loads(body) if body else None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: nested deeper than the interpreter's stack.
         error = make_error("Runtime.UnmarshalError", "Unable to unmarshal input: %s" % exc)
     else:
         try:
@@ -394,7 +395,7 @@ def run_invocation(client, handler, resp, body):
         else:
             try:
                 payload = json.dumps(result).encode("utf-8")
-            except (TypeError, ValueError, OverflowError) as exc:
+            except (TypeError, ValueError, OverflowError, RecursionError) as exc:
                 error = make_error("Runtime.MarshalError", "Unable to marshal response: %s" % exc)
 
     if error is not None:
