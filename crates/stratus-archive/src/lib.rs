@@ -8,6 +8,7 @@
 //! links out of the tree, devices, duplicate entries and oversized contents
 //! are refused before anything is visible at the destination.
 
+mod guard;
 mod ignore;
 mod pack;
 mod unpack;
@@ -70,6 +71,8 @@ pub enum ArchiveError {
     TooManyEntries { limit: usize },
     #[error("writing the unpacked package: {0}")]
     Write(io::Error),
+    #[error("{0}; packages need no such header (pack with `stratus deploy`)")]
+    Extension(String),
 }
 
 /// Lower-case hex SHA-256 of `bytes`, the identity of a package.

@@ -8,6 +8,7 @@ use std::path::{Component, Path};
 
 use flate2::read::GzDecoder;
 
+use crate::guard::{Guard, Refused, refusal};
 use crate::pack::link_stays_inside;
 use crate::{ArchiveError, Limits};
 
@@ -23,13 +24,26 @@ pub struct Unpacked {
 /// On error `dest` may hold part of the archive; callers unpack into a
 /// temporary directory and rename it into place only on success.
 pub fn unpack(archive: &[u8], dest: &Path, limits: Limits) -> Result<Unpacked, ArchiveError> {
-    let mut tar = tar::Archive::new(GzDecoder::new(archive));
+    // Headers and padding take at most two blocks an entry, beyond the
+    // files' own bytes.
+    let stream_limit = limits
+        .max_unpacked_bytes
+        .saturating_add(1024 * limits.max_entries as u64)
+        .saturating_add(1024 * 1024);
+    let mut tar = tar::Archive::new(Guard::new(GzDecoder::new(archive), stream_limit));
+    let corrupt = |err: io::Error| match refusal(&err) {
+        Some(Refused::Decompressed { .. }) => ArchiveError::TooLarge {
+            limit: limits.max_unpacked_bytes,
+        },
+        Some(refused @ Refused::Extension { .. }) => ArchiveError::Extension(refused.to_string()),
+        None => ArchiveError::Corrupt(err),
+    };
     let mut seen = HashSet::new();
     let mut links: Vec<String> = Vec::new();
     let mut total = Unpacked { files: 0, bytes: 0 };
-    let entries = tar.entries().map_err(ArchiveError::Corrupt)?;
+    let entries = tar.entries().map_err(corrupt)?;
     for entry in entries {
-        let mut entry = entry.map_err(ArchiveError::Corrupt)?;
+        let mut entry = entry.map_err(corrupt)?;
         if seen.len() >= limits.max_entries {
             return Err(ArchiveError::TooManyEntries {
                 limit: limits.max_entries,
@@ -71,8 +85,7 @@ pub fn unpack(archive: &[u8], dest: &Path, limits: Limits) -> Result<Unpacked, A
                 }
                 let mut file = fs::File::create(&target).map_err(ArchiveError::Write)?;
                 // Bounded by the declared size: a lying header cannot write more.
-                let written = io::copy(&mut (&mut entry).take(size), &mut file)
-                    .map_err(ArchiveError::Corrupt)?;
+                let written = copy(&mut (&mut entry).take(size), &mut file, corrupt)?;
                 total.bytes += written;
                 total.files += 1;
                 let mode = if executable { 0o755 } else { 0o644 };
@@ -127,4 +140,25 @@ fn checked_path(raw: &str) -> Result<String, ArchiveError> {
         }
     }
     Ok(parts.join("/"))
+}
+
+/// Copies `from` into `to`: a failure to read is the archive's
+/// (`on_read`), a failure to write the destination's (a full disk).
+fn copy(
+    from: &mut impl Read,
+    to: &mut impl io::Write,
+    on_read: impl Fn(io::Error) -> ArchiveError,
+) -> Result<u64, ArchiveError> {
+    let mut buf = [0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(on_read(err)),
+        };
+        to.write_all(&buf[..n]).map_err(ArchiveError::Write)?;
+        total += n as u64;
+    }
 }

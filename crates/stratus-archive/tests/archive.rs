@@ -638,3 +638,71 @@ fn garbage_is_corrupt() {
     }
     sandbox.assert_nothing_outside();
 }
+
+/// A gzip-compressed stream of `tar` bytes as they are.
+fn gzip(tar: &[u8]) -> Vec<u8> {
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(tar).unwrap();
+    gz.finish().unwrap()
+}
+
+fn header(kind: EntryType, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.as_old_mut().name[..11].copy_from_slice(b"././@LongLi");
+    header.set_entry_type(kind);
+    header.set_mode(0o644);
+    header.set_size(size);
+    header.set_mtime(0);
+    header.set_cksum();
+    header
+}
+
+#[test]
+fn extension_headers_are_bounded_before_they_are_read() {
+    let sandbox = Sandbox::new();
+    // A GNU long name claiming a gigabyte, its data not even there: the
+    // `tar` crate would try to read it all into memory.
+    let claimed = gzip(header(EntryType::GNULongName, 1 << 30).as_bytes());
+    let err = sandbox.unpack(&claimed, Limits::default()).unwrap_err();
+    assert!(matches!(err, ArchiveError::Extension(_)), "{err:?}");
+    assert!(err.to_string().contains("more than 65536"), "{err}");
+
+    // A pax header of 100 KB, there in full.
+    let mut tar = header(EntryType::XHeader, 100_000).as_bytes().to_vec();
+    tar.extend(std::iter::repeat_n(b'a', 100_352));
+    tar.extend_from_slice(&[0; 1024]);
+    let err = sandbox.unpack(&gzip(&tar), Limits::default()).unwrap_err();
+    assert!(matches!(err, ArchiveError::Extension(_)), "{err:?}");
+
+    // A long path takes a GNU long name of a few hundred bytes: fine.
+    let long = format!("{}/{}/main.py", "d".repeat(150), "e".repeat(150));
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut file = tar::Header::new_gnu();
+    file.set_mode(0o644);
+    file.set_size(3);
+    builder.append_data(&mut file, &long, &b"x=1"[..]).unwrap();
+    let bytes = gzip(&builder.into_inner().unwrap());
+    let unpacked = sandbox.unpack(&bytes, Limits::default()).unwrap();
+    assert_eq!(unpacked.files, 1);
+    assert_eq!(fs::read_to_string(sandbox.dest.join(&long)).unwrap(), "x=1");
+    sandbox.assert_nothing_outside();
+}
+
+#[test]
+fn every_decompressed_byte_counts_toward_the_limit() {
+    let sandbox = Sandbox::new();
+    // A directory entry that carries 10 MB of data, which the unpacker
+    // skips: the files' own bytes are nothing, the stream is not.
+    let mut dir = header(EntryType::Directory, 10_000_000);
+    dir.as_old_mut().name[..11].copy_from_slice(b"somewhere/\0");
+    dir.set_cksum();
+    let mut tar = dir.as_bytes().to_vec();
+    tar.extend(std::iter::repeat_n(0u8, 10_000_384));
+    tar.extend_from_slice(&[0; 1024]);
+    let limits = Limits {
+        max_unpacked_bytes: 1_000_000,
+        max_entries: 10,
+    };
+    let err = sandbox.unpack(&gzip(&tar), limits).unwrap_err();
+    assert!(matches!(err, ArchiveError::TooLarge { .. }), "{err:?}");
+}

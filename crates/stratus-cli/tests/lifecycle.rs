@@ -539,3 +539,62 @@ fn what_an_upload_cut_short_by_a_crash_left_is_removed_at_start() {
         .collect();
     assert_eq!(code.len(), 1, "{code:?}");
 }
+
+/// Unmounts a file system the test mounted, however the test ends.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_during_an_upload_is_said_as_such() {
+    let mut server = Server::start();
+    server.stop();
+    // Where packages are unpacked: a 1 MiB file system of its own.
+    let code = server.data_dir.join("code");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&code)
+        .output()
+        .expect("run mount");
+    if !mounted.status.success() {
+        eprintln!(
+            "cannot mount a small file system here ({}); the full-disk case is not checked",
+            String::from_utf8_lossy(&mounted.stderr).trim()
+        );
+        return;
+    }
+    let _unmount = Mounted(code.clone());
+    server.restart();
+    let app = server.path("big");
+    // 3 MB of digits that do not compress to nothing.
+    let digits: String = (0..400_000u64)
+        .map(|i| format!("{:07}", i.wrapping_mul(2_654_435_761) % 10_000_000))
+        .collect();
+    write_app(
+        &app,
+        &[
+            (
+                "stratus.yaml",
+                "app: big\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            ("main.py", "def handler(e, c):\n    return 1\n"),
+            ("data.txt", &digits),
+        ],
+    );
+    let out = server.fails(&["deploy", app.to_str().unwrap()]);
+    assert!(out.contains("the server's disk is full"), "{out}");
+    assert!(!out.contains("corrupt"), "{out}");
+    // Nothing half-unpacked stays behind.
+    let left: Vec<_> = std::fs::read_dir(&code)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

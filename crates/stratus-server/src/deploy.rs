@@ -50,6 +50,22 @@ pub(crate) fn remove_partial_uploads(data_dir: &Path) -> std::io::Result<usize> 
     Ok(removed)
 }
 
+/// A failure to write the package: a full disk (or quota) is said as
+/// such, 507; anything else is the server's own failure.
+fn stored(context: &str, err: std::io::Error) -> ApiError {
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+    if matches!(err.kind(), StorageFull | QuotaExceeded) {
+        return ApiError::new(
+            axum::http::StatusCode::INSUFFICIENT_STORAGE,
+            "storage_full",
+            format!(
+                "{context}: the server's disk is full ({err}); free space in its data directory and deploy again"
+            ),
+        );
+    }
+    ApiError::internal(context, err)
+}
+
 pub(crate) fn is_sha256(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
@@ -88,18 +104,18 @@ pub(crate) async fn put_package(
         } else {
             let tmp = data_dir.join("code").join(partial_name());
             std::fs::create_dir_all(&tmp)
-                .map_err(|e| ApiError::internal("cannot create a package directory", e))?;
+                .map_err(|e| stored("cannot create a package directory", e))?;
             match stratus_archive::unpack(&body, &tmp, limits) {
                 Ok(unpacked) => {
                     std::fs::rename(&tmp, &dest)
-                        .map_err(|e| ApiError::internal("cannot store the package", e))?;
+                        .map_err(|e| stored("cannot store the package", e))?;
                     Some(unpacked)
                 }
                 Err(err) => {
                     let _ = std::fs::remove_dir_all(&tmp);
                     return Err(match err {
                         stratus_archive::ArchiveError::Write(e) => {
-                            ApiError::internal("cannot unpack the package", e)
+                            stored("cannot unpack the package", e)
                         }
                         other => ApiError::bad_request("invalid_package", other.to_string()),
                     });
@@ -115,7 +131,7 @@ pub(crate) async fn put_package(
                 .and_then(|()| std::fs::rename(&tmp, &archive))
                 .map_err(|e| {
                     let _ = std::fs::remove_file(&tmp);
-                    ApiError::internal("cannot store the package", e)
+                    stored("cannot store the package", e)
                 })?;
         }
         Ok(PackageRecord {
