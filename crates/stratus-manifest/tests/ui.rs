@@ -858,6 +858,39 @@ fn an_environment_over_the_limit_is_refused_where_it_is_declared() {
 }
 
 #[test]
+fn a_manifest_too_large_or_nested_too_deep_is_refused_before_parsing() {
+    let deep = format!(
+        "app: hello\nfunctions: {}{}\n",
+        "[".repeat(70_000),
+        "]".repeat(70_000)
+    );
+    let started = std::time::Instant::now();
+    let errors = stratus_manifest::parse("stratus.yaml", &deep).unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        "stratus.yaml:2: collections are nested more than 32 deep\n  hint: flatten the structure; no setting needs this depth"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+
+    let large = format!("app: hello\n# {}\n", "x".repeat(1024 * 1024));
+    let errors = stratus_manifest::parse("stratus.yaml", &large).unwrap_err();
+    assert!(errors.to_string().contains("more than 1048576"), "{errors}");
+
+    // Brackets in comments do not count; a little real nesting is fine.
+    check(
+        "
+        app: hello   # [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[
+        functions:
+          greet: { runtime: python3, handler: main.handler, env: { A: '[x]' } }
+        ",
+        "
+        app hello
+        greet python3 main.handler . 128 30000 100 A=[x]
+        ",
+    );
+}
+
+#[test]
 fn reserved_env_name() {
     check(
         "

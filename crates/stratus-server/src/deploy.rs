@@ -210,7 +210,14 @@ pub(crate) async fn deploy(
         .file
         .as_deref()
         .unwrap_or(stratus_manifest::MANIFEST_FILE);
-    let spec = stratus_manifest::parse(file, &req.manifest).map_err(|errors| {
+    // Off the async workers: a hostile manifest must not stall requests.
+    let parsed = {
+        let (file, manifest) = (file.to_owned(), req.manifest.clone());
+        tokio::task::spawn_blocking(move || stratus_manifest::parse(&file, &manifest))
+            .await
+            .map_err(|e| ApiError::internal("the manifest parser failed", e))?
+    };
+    let spec = parsed.map_err(|errors| {
         ApiError::bad_request(
             "invalid_manifest",
             format!(
