@@ -11,6 +11,14 @@ use common::{Server, write_app};
 const SLEEPER: &str = "import time\ndef handler(e, c):\n    time.sleep(e.get('sleep', 0))\n    return c.log_stream_name\n";
 
 async fn instances(server: &Server, app: &str, function: &str) -> u64 {
+    stats(server, app, function).await["instances"]
+        .as_u64()
+        .unwrap()
+}
+
+/// The pool's counts of `function`: instances (started or starting), idle
+/// and waiting.
+async fn stats(server: &Server, app: &str, function: &str) -> serde_json::Value {
     let body: serde_json::Value = server
         .http()
         .get(format!("{}/v1/apps/{app}", server.admin))
@@ -26,7 +34,7 @@ async fn instances(server: &Server, app: &str, function: &str) -> u64 {
         .unwrap()
         .iter()
         .find(|f| f["name"] == function)
-        .map(|f| f["instances"]["instances"].as_u64().unwrap())
+        .map(|f| f["instances"].clone())
         .unwrap()
 }
 
@@ -126,11 +134,20 @@ async fn idle_instances_retire_down_to_min_instances() {
         ],
     );
     server.ok(&["deploy", dir.to_str().unwrap()]);
-    // Started in the background, before any call.
+    // Started in the background, before any call: counted at once, idle
+    // once their runtimes are up.
     assert_eq!(
         wait_for(&server, "warm", "f", 2, Duration::from_secs(15)).await,
         2
     );
+    let started = Instant::now();
+    while stats(&server, "warm", "f").await["idle"] != 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the min instances never became idle"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let first = server.invoke("warm/f", "{}");
     assert_eq!(
         first["cold"], false,
