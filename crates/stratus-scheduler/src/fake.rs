@@ -396,8 +396,9 @@ pub(crate) fn settings() -> Settings {
         region: "us-east-1".into(),
         limits: Limits {
             queue_depth: 4,
-            queue_timeout: Duration::from_secs(2),
-            init_timeout: Duration::from_secs(2),
+            // Generous: a loaded machine must not turn waits into failures.
+            queue_timeout: Duration::from_secs(5),
+            init_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(600),
             max_response_bytes: 1024 * 1024,
             app_max_instances: 100,
@@ -418,7 +419,7 @@ pub(crate) fn function(app: &str, name: &str, max_instances: u32) -> FunctionCon
         "handler": "handler",
         "code": ".",
         "memory_mb": 128,
-        "timeout": 2000,
+        "timeout": 10000,
         "env": {},
         "max_instances": max_instances,
     }))
@@ -444,7 +445,7 @@ pub(crate) fn service(
         "command": { "exec": ["fake"] },
         "port": null,
         "http": { "paths": ["/*"], "methods": [], "auth": "none", "cors": null },
-        "readiness": { "path": null, "timeout": 2000 },
+        "readiness": { "path": null, "timeout": 10000 },
         "concurrency": concurrency,
         "min_instances": 0,
         "max_instances": max_instances,

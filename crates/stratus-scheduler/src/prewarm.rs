@@ -248,7 +248,7 @@ mod tests {
         prewarm.set_wanted(&HashSet::from([KIND]));
         prewarm.maintain();
         // A wanted kind keeps one ready with no demand yet.
-        assert!(fake::eventually(Duration::from_secs(2), || prewarm.ready(KIND) == 1).await);
+        assert!(fake::eventually(Duration::from_secs(5), || prewarm.ready(KIND) == 1).await);
 
         // Three cold starts: the first takes the one there, and the pool
         // grows to match.
@@ -256,14 +256,14 @@ mod tests {
         assert!(prewarm.take(KIND).is_none());
         assert!(prewarm.take(KIND).is_none());
         prewarm.maintain();
-        assert!(fake::eventually(Duration::from_secs(2), || prewarm.ready(KIND) == 3).await);
+        assert!(fake::eventually(Duration::from_secs(5), || prewarm.ready(KIND) == 3).await);
 
         // More demand does not pass the maximum.
         for _ in 0..5 {
             prewarm.take(KIND);
         }
         prewarm.maintain();
-        assert!(fake::eventually(Duration::from_secs(2), || prewarm.ready(KIND) == 3).await);
+        assert!(fake::eventually(Duration::from_secs(5), || prewarm.ready(KIND) == 3).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(prewarm.ready(KIND), 3);
 
@@ -281,12 +281,12 @@ mod tests {
         let prewarm = prewarm(&launcher, 2);
         prewarm.set_wanted(&HashSet::from([KIND]));
         prewarm.maintain();
-        assert!(fake::eventually(Duration::from_secs(2), || prewarm.ready(KIND) == 1).await);
+        assert!(fake::eventually(Duration::from_secs(5), || prewarm.ready(KIND) == 1).await);
         let pid = launcher.pids()[0];
         launcher.signal(pid, crate::launch::Signal::Kill);
         prewarm.maintain();
         assert!(
-            fake::eventually(Duration::from_secs(2), || prewarm.ready(KIND) == 1
+            fake::eventually(Duration::from_secs(5), || prewarm.ready(KIND) == 1
                 && launcher.pids() != [pid])
             .await
         );

@@ -113,7 +113,8 @@ impl Pool {
     }
 
     async fn acquire(&self) -> Result<Grant, InvokeError> {
-        let mut made_room = false;
+        // Whether the application had no idle instance to give way.
+        let mut no_room = false;
         let rx = loop {
             let mut s = self.lock();
             while let Some(instance) = s.idle.pop() {
@@ -126,11 +127,12 @@ impl Pool {
                 return Ok(Grant::Start);
             }
             // The function has room but the application has none: an idle
-            // instance of another of its functions gives way, once.
-            if !made_room && s.total < self.config.spec.max_instances {
+            // instance of another of its functions gives way. (A slot freed
+            // so may go to another caller first; then the next gives way,
+            // as long as any is idle.)
+            if !no_room && s.total < self.config.spec.max_instances {
                 drop(s);
-                made_room = true;
-                self.capacity.make_room(self);
+                no_room = !self.capacity.make_room(self);
                 continue;
             }
             if s.total == 0 {

@@ -150,8 +150,10 @@ async fn idle_instances_stop_after_their_keep_alive_down_to_min_instances() {
     config.spec.keep_alive = Some(Duration::from_millis(200));
     scheduler.publish_app("app", vec![config], vec![]);
     let instances = || scheduler.pool("app", "f").unwrap().stats().instances;
-    // min_instances starts one without a caller.
-    assert!(fake::eventually(Duration::from_secs(5), || launcher.live() == 1).await);
+    // min_instances starts one without a caller; it is idle once up.
+    let idle = || scheduler.pool("app", "f").unwrap().stats().idle;
+    assert!(fake::eventually(Duration::from_secs(5), || idle() == 1).await);
+    assert_eq!(launcher.live(), 1);
 
     let calls: Vec<_> = (0..3)
         .map(|i| invoke(&scheduler, "f", &i.to_string()))

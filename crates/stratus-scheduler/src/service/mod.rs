@@ -396,15 +396,16 @@ impl Service {
             return self.failed(&instance, message, true);
         }
         instance.mark_ready();
-        {
+        let ready = {
             let _s = self.lock();
-            if instance.set_phase(Phase::Ready) {
-                tracing::debug!(service = %self.name(), instance = %instance.id, ms = started_at.elapsed().as_millis() as u64, "service instance ready");
-            }
-        }
-        self.notify();
-        if instance.phase() == Phase::Draining {
-            // Retired while it started: nobody will use it.
+            instance.set_phase(Phase::Ready)
+        };
+        if ready {
+            tracing::debug!(service = %self.name(), instance = %instance.id, ms = started_at.elapsed().as_millis() as u64, "service instance ready");
+            self.notify();
+        } else if instance.phase() == Phase::Draining {
+            // Retired while it started: nobody was given it. (Once it is
+            // ready, a drain stops it, after its leases.)
             process.terminate();
         }
         // Only an instance that stays up ends the backoff: one that dies
