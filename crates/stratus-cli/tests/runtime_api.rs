@@ -12,10 +12,20 @@ host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
 conn = http.client.HTTPConnection(host, int(port))
 
 def call(method, path, body=None, headers=None):
-    conn.request(method, "/2018-06-01/runtime" + path, body=body, headers=headers or {})
-    r = conn.getresponse()
-    data = r.read()
-    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+    global conn
+    for attempt in (0, 1):
+        try:
+            conn.request(method, "/2018-06-01/runtime" + path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            data = r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            # A server may close a keep-alive connection after an error
+            # answer; a client opens another, as runtime clients do.
+            if attempt:
+                raise
+            conn.close()
+            conn = http.client.HTTPConnection(host, int(port))
 
 seen = {"env": {k: os.environ.get(k) for k in [
     "_HANDLER", "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION",
@@ -76,7 +86,8 @@ fn the_runtime_api_speaks_lambdas_contract() {
     assert_eq!(
         first["result"],
         serde_json::json!({ "first": true }),
-        "{first}"
+        "{first}\nlogs:\n{}",
+        server.cli(&["logs", "probe/f"]).stdout.escape_ascii()
     );
     let failed = server.invoke("probe/f", "{}");
     assert_eq!(failed["error"]["errorType"], "Custom.Failure");
