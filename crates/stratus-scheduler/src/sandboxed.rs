@@ -10,7 +10,7 @@ use stratus_sandbox::{Activation, ExitStatus, ProcessSpec, SandboxError, Spawned
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
-use crate::launch::{Launch, Process};
+use crate::launch::{Launch, Process, Signal};
 use crate::prewarm::{Prestarted, Prewarm};
 use crate::process::Kind;
 use crate::settings::Settings;
@@ -95,9 +95,9 @@ impl Sandboxes {
         }
         let spawned = self.launcher.spawn(&spec()).await?;
         let activated_at = Instant::now();
-        let process = Process::new(self.launcher.clone(), spawned.pid);
         if let Err(err) = self.launcher.activate(spawned.pid, activation).await {
-            process.kill();
+            // Not reaped yet: its pid is still its own.
+            self.launcher.signal(spawned.pid, Signal::Kill);
             return Err(err);
         }
         Ok(self.started(spawned, activated_at))
