@@ -130,6 +130,100 @@ fn namespaced_functions_see_nothing_of_the_host_or_each_other() {
     );
 }
 
+/// A data directory under a parent only root may enter (as `mktemp -d`
+/// makes one) is isolated as any other: the default `auto` does not give
+/// up on namespaces because the sandbox root is hard to reach.
+#[test]
+fn a_data_dir_under_a_private_parent_is_isolated_by_default() {
+    use std::os::unix::fs::PermissionsExt;
+    if std::env::var("STRATUS_ISOLATION").as_deref() == Ok("none") {
+        eprintln!("STRATUS_ISOLATION=none: this test checks namespace isolation");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let server = Server::start_in(dir, &["--isolation", "auto"]);
+    let app = server.path("hostile");
+    let manifest = format!(
+        "app: hostile\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    env:\n      DATA_DIR: {}\n      OTHER_CODE: /\n      SERVER_PID: {}\n",
+        server.data_dir.display(),
+        server.pid()
+    );
+    write_app(&app, &[("stratus.yaml", &manifest), ("main.py", HOSTILE)]);
+    server.ok(&["deploy", app.to_str().unwrap()]);
+    let seen = server.invoke("hostile/f", "{}");
+    assert_eq!(seen["result"]["uid"], "1000", "{seen}");
+    for key in ["shadow", "token", "data_dir", "kill_server"] {
+        let outcome = seen["result"][key].as_str().unwrap_or_default();
+        assert!(outcome.starts_with("refused"), "{key}: {seen}");
+    }
+}
+
+/// Isolation that cannot be had stops the server with the reason and the
+/// way out, unless the operator asked for `auto`, and the host (here: a
+/// server that is not root) cannot have it: then it runs, and says so.
+#[test]
+fn isolation_that_cannot_be_had_is_refused_or_announced() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        eprintln!("not root: cannot start a server as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let bin = dir.path().join("stratus");
+    std::fs::copy(common::BIN, &bin).unwrap();
+    let as_nobody = |isolation: &str, data: &str| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(&bin)
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--isolation", isolation, "--data-dir"])
+            .arg(dir.path().join(data))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run setpriv (util-linux)")
+    };
+    let refused = as_nobody("namespaces", "a").wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "--isolation namespaces: cannot isolate tenants here: the server does not run as root"
+        ) && stderr.contains("--isolation none"),
+        "{stderr}"
+    );
+
+    let auto = as_nobody("auto", "b");
+    let server_file = dir.path().join("b/server.json");
+    let started = std::time::Instant::now();
+    while !server_file.exists() && started.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        server_file.exists(),
+        "auto runs where the host cannot isolate"
+    );
+    std::process::Command::new("kill")
+        .arg(auto.id().to_string())
+        .status()
+        .unwrap();
+    let out = auto.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TENANT ISOLATION IS OFF")
+            && stderr.contains("the server does not run as root"),
+        "{stderr}"
+    );
+}
+
 fn assert_hostile_python_contained(seen: &serde_json::Value) {
     let r = &seen["result"];
     assert!(seen["error"].is_null(), "{seen}");

@@ -367,3 +367,70 @@ fn signatures_and_credentials_are_checked() {
     let body: Value = response.json().unwrap();
     assert_eq!(body["Type"], "User", "{body}");
 }
+
+/// The data directory is the owner's only, and an AWS secret is stored
+/// sealed with the data directory's key: neither the database nor its
+/// journal holds it. A secret an earlier version stored in the clear is
+/// sealed at the next start, and every credential keeps working.
+#[test]
+fn secrets_are_sealed_at_rest_in_a_private_data_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut server, credential) = start();
+    let data_dir = server.data_dir.clone();
+    let mode = |name: &str| {
+        std::fs::metadata(data_dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(""), 0o700, "the data directory");
+    for file in ["stratus.db", "stratus.db-wal", "admin.token", "secrets.key"] {
+        assert_eq!(mode(file), 0o600, "{file}");
+    }
+    let stored = |server: &Server| {
+        ["stratus.db", "stratus.db-wal"]
+            .iter()
+            .flat_map(|f| std::fs::read(server.data_dir.join(f)).unwrap_or_default())
+            .collect::<Vec<u8>>()
+    };
+    let contains = |haystack: &[u8], needle: &str| {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    };
+    assert!(!contains(&stored(&server), &credential.secret));
+
+    // As an earlier version stored it: in the clear.
+    server.stop();
+    let legacy = Credential {
+        key: "AKSTLEGACY0000000001".into(),
+        secret: "legacy-secret-stored-in-the-clear-000000".into(),
+    };
+    let insert = format!(
+        "import sqlite3\nc = sqlite3.connect({:?})\nc.execute(\"INSERT INTO aws_credentials (access_key_id, app, name, secret, created_ms) VALUES (?, 'lam', 'old', ?, 0)\", ({:?}, {:?}))\nc.commit()\n",
+        server.data_dir.join("stratus.db").to_str().unwrap(),
+        legacy.key,
+        legacy.secret
+    );
+    let out = Command::new(python())
+        .args(["-c", &insert])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    server.restart();
+    assert_eq!(mode("stratus.db"), 0o600);
+    for credential in [&credential, &legacy] {
+        let answer = Lambda::new(&server, credential).invoke(json!({
+            "FunctionName": "lam.echo",
+            "Payload": "{}",
+        }));
+        assert_eq!(answer["StatusCode"], 200, "{answer}");
+    }
+    // A checkpoint moves the journal into the database file.
+    server.stop();
+    assert!(
+        !contains(&stored(&server), &legacy.secret),
+        "sealed at start"
+    );
+}

@@ -71,6 +71,12 @@ impl LauncherClient {
         let fd = handle.sock.as_raw_fd();
         let facts = match wire::recv::<Reply>(fd, 0) {
             Ok(Some((Reply::Ready(facts), _))) => facts,
+            Ok(Some((Reply::Refused(refusal), _))) => {
+                return Err(SandboxError::Unavailable {
+                    requested: refusal.requested,
+                    reason: refusal.reason,
+                });
+            }
             Ok(_) => {
                 return Err(SandboxError::Protocol(
                     "the launcher did not say it was ready".into(),
@@ -318,7 +324,7 @@ async fn read_replies(sock: Arc<AsyncFd<OwnedFd>>, state: Arc<Mutex<State>>) {
                     let _ = tx.send(status);
                 }
             }
-            (Reply::Ready(_), _) => {}
+            (Reply::Ready(_) | Reply::Refused(_), _) => {}
         }
     }
     tracing::error!("the launcher exited; no new instances can start");

@@ -66,7 +66,7 @@ impl Plan {
         let mut binds = Vec::new();
         for dir in SYSTEM_DIRS {
             let host = Path::new(dir);
-            let target = root.join(&dir[1..]);
+            let target = PathBuf::from(&dir[1..]);
             match std::fs::symlink_metadata(host) {
                 Ok(meta) if meta.file_type().is_symlink() => {
                     if let Ok(to) = std::fs::read_link(host) {
@@ -86,7 +86,7 @@ impl Plan {
             let host = Path::new("/etc").join(entry);
             if host.exists() {
                 binds.push(Bind {
-                    target: root.join("etc").join(entry),
+                    target: Path::new("etc").join(entry),
                     host,
                     writable: false,
                     source: None,
@@ -108,7 +108,11 @@ impl Plan {
             }
             binds.push(Bind {
                 host: mount.host.clone(),
-                target: root.join(mount.sandbox.strip_prefix("/").unwrap_or(&mount.sandbox)),
+                target: mount
+                    .sandbox
+                    .strip_prefix("/")
+                    .unwrap_or(&mount.sandbox)
+                    .to_owned(),
                 writable: false,
                 source: None,
             });
@@ -116,7 +120,7 @@ impl Plan {
         for device in DEVICES {
             binds.push(Bind {
                 host: Path::new("/dev").join(device),
-                target: root.join("dev").join(device),
+                target: Path::new("dev").join(device),
                 writable: true,
                 source: None,
             });
@@ -150,9 +154,12 @@ impl Plan {
         Ok(())
     }
 
-    /// Builds the view and pivots into it. In the child, before exec.
-    pub fn apply(&self) -> Result<(), (&'static str, io::Error)> {
-        let root = &self.root;
+    /// Mounts the sandbox's root and enters it. In the child, while it
+    /// still has the launcher's host ids: the root may lie under a
+    /// directory only the host's root can traverse (a data dir made by
+    /// `mktemp -d`), which the namespace's own root, an id no host account
+    /// has, could not. Everything after this works relative to the root.
+    pub fn enter_root(&self) -> Result<(), (&'static str, io::Error)> {
         // Slaves, not private: code attached to the launcher's slot later
         // must still arrive here, while nothing goes back.
         mount(
@@ -163,14 +170,22 @@ impl Plan {
             None,
         )
         .map_err(|e| ("make mounts private", e))?;
+        // Owned by the namespace's root, which builds the view in it.
         mount(
             Some("tmpfs"),
-            root,
+            &self.root,
             Some("tmpfs"),
             libc::MS_NOSUID | libc::MS_NODEV,
-            Some("mode=0755,size=4m"),
+            Some("mode=0755,uid=0,gid=0,size=4m"),
         )
         .map_err(|e| ("mount the sandbox root", e))?;
+        std::env::set_current_dir(&self.root).map_err(|e| ("enter the sandbox root", e))
+    }
+
+    /// Builds the view in the root [`Plan::enter_root`] entered, and pivots
+    /// into it. In the child, as the namespace's root, before exec.
+    pub fn apply(&self) -> Result<(), (&'static str, io::Error)> {
+        let root = Path::new(".");
         for dir in ["etc", "proc", "dev", "tmp", "var", ".old-root"] {
             std::fs::create_dir_all(root.join(dir))
                 .map_err(|e| ("create the sandbox's directories", e))?;
@@ -226,7 +241,7 @@ impl Plan {
         .map_err(|e| ("mount /tmp", e))?;
 
         let new_root = cpath(root);
-        let old_root = cpath(&root.join(".old-root"));
+        let old_root = cpath(Path::new(".old-root"));
         // SAFETY: pivot_root, chdir and umount2 take valid C strings.
         unsafe {
             if libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), old_root.as_ptr()) != 0 {

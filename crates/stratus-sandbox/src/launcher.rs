@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use crate::cgroup::{Cgroups, InstanceGroup};
 use crate::netguard::NetGuard;
 use crate::slot::{self, Slots};
-use crate::wire::{self, ActivationMessage, Facts, Reply, Request};
+use crate::spawn::ProbeError;
+use crate::wire::{self, ActivationMessage, Facts, Refusal, Reply, Request};
 use crate::{
     Activation, Isolation, IsolationRequest, ProcessSpec, SandboxError, init, landlock, spawn,
 };
@@ -26,6 +27,7 @@ pub struct LauncherHandle {
 /// that sandboxes mount their private root on, and the slots that code is
 /// attached to.
 pub fn start(request: IsolationRequest, state_dir: &Path) -> Result<LauncherHandle, SandboxError> {
+    create_private_dir(state_dir).map_err(SandboxError::Start)?;
     let root = state_dir.join("sandbox-root");
     std::fs::create_dir_all(&root).map_err(SandboxError::Start)?;
     let root = root.canonicalize().map_err(SandboxError::Start)?;
@@ -56,6 +58,18 @@ pub fn start(request: IsolationRequest, state_dir: &Path) -> Result<LauncherHand
                 pid: pid as u32,
             })
         }
+    }
+}
+
+/// Creates `dir`, mode 0700, unless it exists; its parents as usual.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        other => other,
     }
 }
 
@@ -92,7 +106,10 @@ fn serve(
 
     // Slots need mounts of the launcher's own, out of the host's sight.
     let own_mounts = slot::private_mounts();
-    let (isolation, reason) = choose(request, &root);
+    let (isolation, reason) = match choose(request, &root) {
+        Ok(chosen) => chosen,
+        Err(refusal) => return wire::send(sock.as_raw_fd(), &Reply::Refused(refusal), &[]),
+    };
     let slots = match (isolation, own_mounts) {
         (Isolation::None, _) => None,
         (Isolation::Namespaces, Err(err)) => {
@@ -458,28 +475,43 @@ fn reap(
     }
 }
 
-/// Picks the isolation to run with, and says why.
-fn choose(request: IsolationRequest, root: &Path) -> (Isolation, String) {
+/// Picks the isolation to run with, and says why; `Err` refuses to run
+/// with less than was asked for. `auto` falls back to none only where the
+/// host cannot have sandboxes, never because setting one up failed.
+fn choose(request: IsolationRequest, root: &Path) -> Result<(Isolation, String), Refusal> {
+    let refuse = |requested: &str, reason: String| Refusal {
+        requested: requested.to_owned(),
+        reason,
+    };
     match request {
         IsolationRequest::Exactly(Isolation::None) => {
-            (Isolation::None, "--isolation none was given".into())
+            Ok((Isolation::None, "--isolation none was given".into()))
         }
         IsolationRequest::Exactly(Isolation::Namespaces) => match spawn::probe(root) {
-            Ok(()) => (
+            Ok(()) => Ok((
                 Isolation::Namespaces,
                 "--isolation namespaces was given".into(),
-            ),
-            Err(reason) => (Isolation::None, format!("unavailable: {reason}")),
+            )),
+            Err(ProbeError::Unsupported(reason) | ProbeError::Failed(reason)) => {
+                Err(refuse("namespaces", reason))
+            }
         },
         IsolationRequest::Auto => match spawn::probe(root) {
-            Ok(()) => (
+            Ok(()) => Ok((
                 Isolation::Namespaces,
                 "the host allows user, pid, mount, uts and ipc namespaces".into(),
-            ),
-            Err(reason) => (
+            )),
+            Err(ProbeError::Unsupported(reason)) => Ok((
                 Isolation::None,
                 format!("namespaces are unavailable: {reason}"),
-            ),
+            )),
+            Err(ProbeError::Failed(reason)) => Err(refuse(
+                "auto",
+                format!(
+                    "the host has namespaces, but a test sandbox under {} failed: {reason}",
+                    root.display()
+                ),
+            )),
         },
     }
 }

@@ -202,12 +202,9 @@ pub enum SandboxError {
     #[error("cannot start the launcher: {0}")]
     Start(io::Error),
     #[error(
-        "isolation {requested} is not available here: {reason}; use --isolation none to run without it"
+        "--isolation {requested}: cannot isolate tenants here: {reason}. Fix the cause, or run with --isolation none to run tenant code without isolation"
     )]
-    Unavailable {
-        requested: &'static str,
-        reason: String,
-    },
+    Unavailable { requested: String, reason: String },
     #[error("launcher protocol: {0}")]
     Protocol(String),
 }

@@ -492,7 +492,7 @@ fn spawn_namespaced(
             reset_signals();
             libc::setpgid(0, 0);
         }
-        if let Err((step, err)) = plan.open_sources() {
+        if let Err((step, err)) = plan.open_sources().and_then(|()| plan.enter_root()) {
             fail(err_fd, step, err);
         }
         // Become the namespace's root (mapped, so it can create files) to
@@ -628,8 +628,52 @@ unsafe fn reset_signals() {
     }
 }
 
-/// Starts `/bin/true` in a full sandbox; `Err` says why that is impossible here.
-pub(crate) fn probe(root: &Path) -> Result<(), String> {
+/// Why a test sandbox did not start.
+#[derive(Debug)]
+pub(crate) enum ProbeError {
+    /// The host cannot have namespaced sandboxes: the kernel lacks (or
+    /// forbids) the namespaces, or the server is not root.
+    Unsupported(String),
+    /// The kernel has what sandboxes need, yet one failed to start: a
+    /// problem to fix, never a reason to run without isolation.
+    Failed(String),
+}
+
+/// Whether this kernel lets the launcher make the namespaces a sandbox
+/// lives in; `Err` says why not.
+fn namespaces_supported() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("the server does not run as root, which namespaced sandboxes need".into());
+    }
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::SIGCHLD;
+    // SAFETY: clone without a new stack behaves like fork; the child only
+    // calls _exit.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) } as i32;
+    if pid < 0 {
+        return Err(format!(
+            "the kernel refuses user, pid, mount, uts and ipc namespaces: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    if pid == 0 {
+        // SAFETY: ends the child without running anything of the parent's.
+        unsafe { libc::_exit(0) }
+    }
+    // SAFETY: reaps the child we created.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    Ok(())
+}
+
+/// Starts `/bin/true` in a full sandbox; `Err` says why that is impossible
+/// here, and whether the host or the setup is to blame.
+pub(crate) fn probe(root: &Path) -> Result<(), ProbeError> {
+    namespaces_supported().map_err(ProbeError::Unsupported)?;
     let spec = ProcessSpec {
         program: "/bin/true".into(),
         args: Vec::new(),
@@ -652,13 +696,16 @@ pub(crate) fn probe(root: &Path) -> Result<(), String> {
         None,
         &Cgroups::off(),
         "probe",
-    )?;
+    )
+    .map_err(ProbeError::Failed)?;
     let mut status = 0;
     // SAFETY: reaps the probe child we created.
     unsafe { libc::waitpid(child.pid as i32, &mut status, 0) };
     if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
         Ok(())
     } else {
-        Err(format!("a test sandbox ended with wait status {status}"))
+        Err(ProbeError::Failed(format!(
+            "a test sandbox ended with wait status {status}"
+        )))
     }
 }

@@ -58,10 +58,20 @@ pub(crate) struct Facts {
     pub landlock: String,
 }
 
+/// Why the launcher will not run with the isolation asked for.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Refusal {
+    /// `--isolation` as given.
+    pub requested: String,
+    pub reason: String,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Reply {
     /// Sent once, first: what the launcher runs with.
     Ready(Facts),
+    /// Sent instead of `Ready`, and the launcher exits.
+    Refused(Refusal),
     /// Carries the stdout and stderr read ends.
     Spawned {
         id: u64,

@@ -14,6 +14,7 @@ mod deploy;
 mod events;
 mod public;
 mod runtimes;
+mod secrets;
 mod token;
 mod triggers;
 
@@ -21,6 +22,7 @@ pub(crate) use stratus_scheduler::now_ms;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -63,6 +65,8 @@ pub(crate) struct AppState {
     pub events: Arc<events::Events>,
     /// AWS credentials, for Lambda's Invoke API.
     pub aws_credentials: api::AwsCredentials,
+    /// Seals secrets before they are stored.
+    pub(crate) sealer: secrets::Sealer,
     /// Schedules, queues and the other sources of events.
     pub triggers: triggers::Triggers,
     /// The admin API as functions see it.
@@ -104,6 +108,9 @@ pub async fn run(
     let data_dir = data_dir
         .canonicalize()
         .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
+    // It holds the admin token, keys and tenants' code: the owner's only.
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private (mode 0700)", data_dir.display()))?;
     let config = ServerConfig {
         data_dir: data_dir.clone(),
         ..config
@@ -224,12 +231,8 @@ pub async fn run(
 
     let events = events::Events::new(store.clone(), scheduler.clone(), logs.clone());
     let events_task = tokio::spawn(events.clone().run());
-    let aws_credentials = api::AwsCredentials::new(
-        store
-            .list_aws_credentials(None)
-            .await
-            .context("cannot read AWS credentials")?,
-    );
+    let sealer = secrets::Sealer::load_or_create(&data_dir.join(secrets::KEY_FILE))?;
+    let aws_credentials = api::AwsCredentials::new(open_aws_credentials(&*store, &sealer).await?);
     let wake_events = events.clone();
     let triggers = triggers::Triggers::new(
         triggers::schedule::Schedules::new(
@@ -246,6 +249,7 @@ pub async fn run(
         api,
         triggers,
         aws_credentials,
+        sealer,
         events: events.clone(),
         store,
         scheduler: scheduler.clone(),
@@ -401,4 +405,40 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// The stored AWS credentials with their secrets opened. Secrets an
+/// earlier version stored in the clear are sealed now; one that does not
+/// open is left stored, unusable, and said so.
+async fn open_aws_credentials(
+    store: &dyn Store,
+    sealer: &secrets::Sealer,
+) -> anyhow::Result<Vec<stratus_store::AwsCredentialRecord>> {
+    let stored = store
+        .list_aws_credentials(None)
+        .await
+        .context("cannot read AWS credentials")?;
+    let mut opened = Vec::with_capacity(stored.len());
+    for mut credential in stored {
+        match sealer.open(&credential.access_key_id, &credential.secret) {
+            Ok((secret, in_the_clear)) => {
+                if in_the_clear {
+                    let sealed = sealer.seal(&credential.access_key_id, &secret)?;
+                    store
+                        .set_aws_secret(&credential.access_key_id, &sealed)
+                        .await
+                        .context("cannot seal a stored AWS secret")?;
+                }
+                credential.secret = secret;
+                opened.push(credential);
+            }
+            Err(err) => tracing::error!(
+                access_key_id = %credential.access_key_id,
+                app = %credential.app,
+                "{err}; this credential cannot sign requests until the original {} is back, or it is replaced",
+                secrets::KEY_FILE
+            ),
+        }
+    }
+    Ok(opened)
 }

@@ -33,6 +33,11 @@ pub enum StoreError {
         "the database was written by a newer stratus (schema {found}, this build knows {known}); upgrade stratus"
     )]
     NewerSchema { found: i64, known: i64 },
+    #[error("cannot make {path} readable by its owner only: {err}")]
+    Permissions {
+        path: std::path::PathBuf,
+        err: std::io::Error,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -68,6 +73,9 @@ pub trait Store: Send + Sync + 'static {
     /// The AWS credentials of `app`, or of every app.
     async fn list_aws_credentials(&self, app: Option<&str>) -> Result<Vec<AwsCredentialRecord>>;
     async fn get_aws_credential(&self, access_key_id: &str) -> Result<Option<AwsCredentialRecord>>;
+    /// Replaces the stored secret of a credential (to re-seal it); false if
+    /// there is no credential `access_key_id`.
+    async fn set_aws_secret(&self, access_key_id: &str, secret: &str) -> Result<bool>;
     /// Revokes a credential; false if `app` has no credential `access_key_id`.
     async fn delete_aws_credential(&self, app: &str, access_key_id: &str) -> Result<bool>;
 

@@ -55,9 +55,10 @@ pub struct KeyRecord {
 }
 
 /// An AWS-style credential of an app, for the Lambda Invoke API. Unlike an
-/// app key's, its secret is stored as it is: Signature Version 4 proves
+/// app key's, its secret must be recoverable: Signature Version 4 proves
 /// that a caller knows the secret by an HMAC computed with it, so the
-/// server must compute the same HMAC.
+/// server must compute the same HMAC. The server stores it sealed with a
+/// key of the data directory's own; the store keeps whatever it is given.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AwsCredentialRecord {
     /// `AKST` and 16 upper-case letters and digits, like an AWS access key id.

@@ -159,7 +159,10 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
+    /// Opens (or creates) the database at `path`, readable by its owner
+    /// only, as are the journal files SQLite makes beside it.
     pub fn open(path: &Path) -> Result<SqliteStore> {
+        owner_only(path)?;
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -183,6 +186,34 @@ impl SqliteStore {
         .await
         .map_err(|err| StoreError::Worker(err.to_string()))?
     }
+}
+
+/// Creates `path` empty with mode 0600 unless it exists, and takes every
+/// other permission from it and the journal files beside it. SQLite gives
+/// the journal files the database's mode.
+fn owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let permissions = |err: std::io::Error| StoreError::Permissions {
+        path: path.to_owned(),
+        err,
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(permissions)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(permissions(err));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -595,6 +626,18 @@ impl Store for SqliteStore {
             Ok(conn
                 .query_row(&sql, [id], aws_credential_from_row)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn set_aws_secret(&self, access_key_id: &str, secret: &str) -> Result<bool> {
+        let (id, secret) = (access_key_id.to_owned(), secret.to_owned());
+        self.call(move |conn| {
+            let updated = conn.execute(
+                "UPDATE aws_credentials SET secret = ?2 WHERE access_key_id = ?1",
+                params![id, secret],
+            )?;
+            Ok(updated > 0)
         })
         .await
     }

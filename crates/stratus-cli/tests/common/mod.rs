@@ -46,7 +46,11 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Server::start_in(tempfile::tempdir().expect("temp dir"), extra)
+    }
+
+    /// Starts a server whose data directory is `data` in `dir`.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
         let data_dir = dir.path().join("data");
         let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
         let child = spawn_server(&data_dir, &extra, Stdio::null());

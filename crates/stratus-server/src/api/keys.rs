@@ -118,9 +118,16 @@ pub(crate) async fn create(
     require_app(&state, &app).await?;
     if request.aws {
         let credential = new_aws_credential(&app, name)?;
+        let sealed = state
+            .sealer
+            .seal(&credential.access_key_id, &credential.secret)
+            .map_err(|err| ApiError::internal("seal the secret", err))?;
         state
             .store
-            .create_aws_credential(credential.clone())
+            .create_aws_credential(AwsCredentialRecord {
+                secret: sealed,
+                ..credential.clone()
+            })
             .await?;
         let mut body = public_aws(&credential);
         body["secret_access_key"] = json!(credential.secret);
