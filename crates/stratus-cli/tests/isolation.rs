@@ -52,7 +52,7 @@ def handler(event, context):
         "cap_eff": s["CapEff"],
         "no_new_privs": s["NoNewPrivs"],
         "pid": os.getpid(),
-        "processes": [p for p in os.listdir("/proc") if p.isdigit()],
+        "processes": sorted(p for p in os.listdir("/proc") if p.isdigit()),
         "shadow": attempt(lambda: open("/etc/shadow").read()),
         "data_dir": attempt(lambda: os.listdir(os.environ["DATA_DIR"])),
         "token": attempt(lambda: open(os.environ["DATA_DIR"] + "/admin.token").read()),
@@ -232,11 +232,11 @@ fn assert_hostile_python_contained(seen: &serde_json::Value) {
     assert_eq!(r["uid"], "1000", "an unprivileged user: {r}");
     assert_eq!(r["cap_eff"], "0000000000000000", "no capabilities: {r}");
     assert_eq!(r["no_new_privs"], "1");
-    assert_eq!(r["pid"], 1, "its own pid namespace");
+    assert_eq!(r["pid"], 2, "its own pid namespace, under its init: {r}");
     assert_eq!(
         r["processes"],
-        serde_json::json!(["1"]),
-        "no other process is visible: {r}"
+        serde_json::json!(["1", "2"]),
+        "no other process than its init is visible: {r}"
     );
     for key in [
         "shadow",
@@ -336,7 +336,7 @@ fn a_static_hostile_binary_is_contained() {
         assert!(seen["error"].is_null(), "{seen}");
         eprintln!("{}", serde_json::to_string_pretty(r).unwrap());
         assert_eq!(r["uid"], 1000, "{r}");
-        assert_eq!(r["pid"], 1, "{r}");
+        assert_eq!(r["pid"], 2, "under its init: {r}");
         for (key, outcome) in r.as_object().unwrap() {
             if key == "uid" || key == "pid" {
                 continue;
@@ -370,6 +370,37 @@ fn a_static_hostile_binary_is_contained() {
         "{exhausted}"
     );
     assert_eq!(server.invoke("victim/f", "{}")["result"], "still here");
+}
+
+/// A handler whose subprocesses leave orphans behind: its init reaps them,
+/// so they do not pile up as zombies toward the pids limit.
+#[test]
+fn a_function_s_orphans_are_reaped() {
+    if std::env::var("STRATUS_ISOLATION").as_deref() == Ok("none") {
+        eprintln!("STRATUS_ISOLATION=none: orphans go to the host's init");
+        return;
+    }
+    let server = Server::start_with(&["--isolation", "namespaces", "--pids-max", "32"]);
+    let app = server.path("orphans");
+    write_app(
+        &app,
+        &[
+            (
+                "stratus.yaml",
+                "app: orphans\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            (
+                "main.py",
+                "import os, subprocess, time\n\ndef zombies():\n    n = 0\n    for p in os.listdir('/proc'):\n        if p.isdigit():\n            try:\n                n += ' Z ' in open('/proc/%s/stat' % p).read()\n            except OSError:\n                pass\n    return n\n\ndef handler(event, context):\n    for _ in range(40):\n        subprocess.run(['/bin/sh', '-c', '/bin/true & exit 0'])\n    time.sleep(0.3)\n    return {'zombies': zombies(), 'pid': os.getpid()}\n",
+            ),
+        ],
+    );
+    server.ok(&["deploy", app.to_str().unwrap()]);
+    for _ in 0..2 {
+        let seen = server.invoke("orphans/f", "{}");
+        assert!(seen["error"].is_null(), "{seen}");
+        assert_eq!(seen["result"]["zombies"], 0, "{seen}");
+    }
 }
 
 #[test]

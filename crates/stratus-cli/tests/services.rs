@@ -748,7 +748,8 @@ fn grpc_calls_reach_a_grpc_js_server_with_their_trailers() {
 
 #[test]
 fn a_burst_at_a_cold_service_is_served() {
-    let server = Server::start();
+    // 500 clients, all from 127.0.0.1 here: past the default cap per address.
+    let server = Server::start_with(&["--max-connections-per-address", "0"]);
     write_app(
         &server.path("burst"),
         &[

@@ -65,6 +65,10 @@ pub enum IsolationRequest {
     Exactly(Isolation),
 }
 
+fn default_max_files() -> u32 {
+    1024
+}
+
 /// A host path made visible, read-only, inside the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
@@ -116,6 +120,10 @@ pub struct ProcessSpec {
     pub tmp_mb: u32,
     /// Most processes the instance may have, where cgroups are available.
     pub pids_max: u32,
+    /// Most open files (descriptors, sockets among them) of each of the
+    /// instance's processes: `RLIMIT_NOFILE`, soft and hard.
+    #[serde(default = "default_max_files")]
+    pub max_files: u32,
     /// A network namespace of its own with only loopback, the Runtime API
     /// listening in it at [`RUNTIME_API_ADDR`]. Needs namespaces.
     #[serde(default)]

@@ -273,6 +273,14 @@ fn run(
     stdout: RawFd,
     stderr: RawFd,
 ) -> ! {
+    let files = libc::rlimit {
+        rlim_cur: libc::rlim_t::from(spec.max_files),
+        rlim_max: libc::rlim_t::from(spec.max_files),
+    };
+    // SAFETY: setrlimit reads a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &files) } != 0 {
+        fail(err_fd, "limit open files", io::Error::last_os_error());
+    }
     if spec.start == Start::OnActivation {
         exec_on_activation(spec, control, err_fd, stdout, stderr);
     }
@@ -685,6 +693,7 @@ pub(crate) fn probe(root: &Path) -> Result<(), ProbeError> {
         start: Start::Now,
         tmp_mb: 1,
         pids_max: 16,
+        max_files: 64,
         private_network: false,
         memory_mb: 64,
         init: false,

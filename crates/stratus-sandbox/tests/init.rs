@@ -105,6 +105,7 @@ impl Setup {
             start: Start::OnActivation,
             tmp_mb: 16,
             pids_max: 32,
+            max_files: 1024,
             private_network: false,
             memory_mb: 128,
             init,

@@ -275,6 +275,7 @@ async fn run(
         start: Start::OnActivation,
         tmp_mb: 16,
         pids_max: 32,
+        max_files: 1024,
         private_network: false,
         memory_mb: 256,
         init: false,

@@ -404,6 +404,7 @@ pub(crate) fn settings() -> Settings {
             app_max_instances: 100,
             tmp_mb: 16,
             pids_max: 16,
+            instance_max_files: 1024,
             prestart_max: 0,
         },
         base_env: Vec::new(),

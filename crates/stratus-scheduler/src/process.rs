@@ -28,7 +28,7 @@ const PRESTART_MEMORY_MB: u32 = 512;
 pub(crate) struct Kind {
     pub runtime: Runtime,
     pub private_network: bool,
-    /// A service's sandbox: its program runs under an init.
+    /// A service's sandbox rather than a function's.
     pub service: bool,
 }
 
@@ -214,9 +214,12 @@ pub(crate) fn spec(
         start,
         tmp_mb: s.limits.tmp_mb,
         pids_max: s.limits.pids_max,
+        max_files: s.limits.instance_max_files,
         private_network: kind.private_network,
         memory_mb: function.map_or(PRESTART_MEMORY_MB, |(c, _)| c.spec.memory_mb),
-        init: kind.service,
+        // Handlers spawn subprocesses too: their orphans are reaped as a
+        // service's are, not left as zombies until the instance ends.
+        init: true,
     }
 }
 
@@ -329,6 +332,7 @@ pub(crate) fn service(
         start: Start::OnActivation,
         tmp_mb: s.limits.tmp_mb,
         pids_max: s.limits.pids_max,
+        max_files: s.limits.instance_max_files,
         private_network: false,
         memory_mb: spec.memory_mb,
         // A web app is rarely written to be a namespace's init: with one

@@ -52,6 +52,10 @@ pub struct Limits {
     /// Most processes of one instance (a cgroup limit)
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 256))]
     pub pids_max: u32,
+    /// Most open files and sockets of each process of an instance
+    /// (RLIMIT_NOFILE), well below the server's own
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 1024))]
+    pub instance_max_files: u32,
     /// Most sandboxes made ahead of demand per runtime and network mode,
     /// runtime started, for cold starts to take; 0 turns this off
     #[cfg_attr(feature = "clap", arg(long = "prestart", default_value_t = 8))]

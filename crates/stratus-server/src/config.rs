@@ -66,6 +66,16 @@ pub struct Limits {
     /// Largest code package once unpacked, in bytes
     #[arg(long = "max-unpacked", default_value_t = 250 * 1024 * 1024)]
     pub max_unpacked_bytes: u64,
+    /// Most connections the admin listener serves at once
+    #[arg(long, default_value_t = 256)]
+    pub admin_max_connections: usize,
+    /// Most connections the platform API (STRATUS_API_URL) serves at once
+    #[arg(long, default_value_t = 1024)]
+    pub platform_max_connections: usize,
+    /// Most platform API connections one app's instances may hold at once
+    /// (429 beyond)
+    #[arg(long, default_value_t = 128)]
+    pub platform_max_connections_per_app: usize,
 }
 
 impl ServerConfig {

@@ -12,6 +12,7 @@ mod api;
 pub mod config;
 mod deploy;
 mod events;
+mod listener;
 mod public;
 mod runtimes;
 mod secrets;
@@ -273,11 +274,31 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let admin_server = axum::serve(admin, api::router(state.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let admin_server = listener::serve(
+        "admin",
+        admin,
+        config.http.limits(config.limits.admin_max_connections),
+        None,
+        stopped(stop_rx.clone()),
+        api::admin_connections(api::router(state.clone())),
+    );
     let public_server = public::serve(gateway, public, stopped(stop_rx.clone()));
-    let platform_server = axum::serve(platform, api::platform_router(state.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let platform_server = listener::serve(
+        "platform",
+        platform,
+        listener::Limits {
+            // Instances share the host's loopback address: the cap per app
+            // stands in for the cap per address.
+            per_address: 0,
+            ..config.http.limits(config.limits.platform_max_connections)
+        },
+        None,
+        stopped(stop_rx.clone()),
+        api::platform_connections(
+            api::platform_router(state.clone()),
+            config.limits.platform_max_connections_per_app,
+        ),
+    );
     let admin_task = tokio::spawn(async move {
         let _ = tokio::join!(admin_server, platform_server);
     });

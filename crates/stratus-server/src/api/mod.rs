@@ -3,6 +3,7 @@
 
 mod apps;
 mod cloudevents;
+mod connections;
 mod credentials;
 mod dlq;
 mod error;
@@ -23,6 +24,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 
+pub(crate) use connections::{admin_connections, platform_connections};
 pub(crate) use credentials::AwsCredentials;
 pub(crate) use error::ApiError;
 

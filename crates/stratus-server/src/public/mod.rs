@@ -27,13 +27,9 @@ mod settings;
 mod tests;
 mod websocket;
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 pub(crate) use clients::Clients;
@@ -49,94 +45,14 @@ pub(crate) async fn serve(
     listener: TcpListener,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(gateway.settings.header_timeout)
-        .max_buf_size(gateway.settings.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(gateway.settings.max_header_bytes as u32);
-    let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    // Each connection holds a permit: past the cap, new ones wait in the
-    // kernel's backlog instead of each buffering a request body.
-    let permits = Arc::new(tokio::sync::Semaphore::new(
-        gateway.settings.max_connections.max(1),
-    ));
-    tokio::pin!(stop);
-    loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = &mut stop => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of descriptors and the like: back off, keep serving.
-                    tracing::warn!(%err, "public listener cannot accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut stop => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let service = {
+    let limits = gateway.settings.limits(gateway.settings.max_connections);
+    let tls = gateway.tls.clone();
+    crate::listener::serve("public", listener, limits, tls, stop, move |peer| {
+        let gateway = gateway.clone();
+        move |request: hyper::Request<hyper::body::Incoming>| {
             let gateway = gateway.clone();
-            hyper::service::service_fn(move |request| {
-                let gateway = gateway.clone();
-                async move {
-                    let request = request.map(Body::new);
-                    Ok::<_, Infallible>(handle::handle(&gateway, request, peer).await)
-                }
-            })
-        };
-        let watcher = graceful.watcher();
-        let builder = builder.clone();
-        let tls = gateway.tls.clone();
-        let handshake_timeout = gateway.settings.header_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            let result =
-                match tls {
-                    None => {
-                        let connection =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(connection.into_owned()).await
-                    }
-                    Some(acceptor) => {
-                        let stream =
-                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                                .await
-                            {
-                                Ok(Ok(stream)) => stream,
-                                Ok(Err(err)) => {
-                                    tracing::debug!(%peer, %err, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    return;
-                                }
-                            };
-                        let connection =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(connection.into_owned()).await
-                    }
-                };
-            if let Err(err) = result {
-                tracing::debug!(%peer, %err, "public connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
+            async move { handle::handle(&gateway, request.map(Body::new), peer).await }
+        }
+    })
+    .await
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 /// The public listener's limits and names; each default is written here
-/// once, as the flag's.
+/// once, as the flag's. The timeouts and the per-address cap hold for the
+/// admin listener and the platform API too.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpSettings {
     /// Apps are reached at APP.DOMAIN on the public listener, as well as under /APP/
@@ -23,9 +24,19 @@ pub struct HttpSettings {
     #[arg(long, default_value_t = 8 * 1024)]
     pub max_url_bytes: usize,
     /// How long a client may take to send a request's headers (and to
-    /// finish the TLS handshake)
+    /// finish the TLS handshake); a new connection must send its first
+    /// request within this, on every listener
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
+    /// How long a connection may stay open with no request in flight, on
+    /// every listener
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Most connections one client address may hold on the public and
+    /// admin listeners (0: no cap); more are closed as they arrive. Raise it
+    /// behind a proxy that connects from one address
+    #[arg(long, default_value_t = 256)]
+    pub max_connections_per_address: usize,
     /// How long a client may take to send a request's body (408 beyond)
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub body_timeout: Duration,
@@ -43,6 +54,17 @@ pub struct HttpSettings {
 }
 
 impl HttpSettings {
+    /// A listener's limits: these settings with `max_connections`.
+    pub(crate) fn limits(&self, max_connections: usize) -> crate::listener::Limits {
+        crate::listener::Limits {
+            max_connections,
+            per_address: self.max_connections_per_address,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_header_bytes: self.max_header_bytes,
+        }
+    }
+
     /// The certificate and key to serve HTTPS with, when both are set.
     pub fn tls(&self) -> Option<TlsFiles> {
         self.tls_cert

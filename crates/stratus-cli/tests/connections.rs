@@ -1,0 +1,189 @@
+//! No client and no tenant holds the server's connections: every listener
+//! (public, admin, the platform API functions call) closes connections that
+//! send nothing, only the HTTP/2 preface, or stay idle, caps connections
+//! per client address (per app on the platform API), and an instance's
+//! descriptors are capped well below the server's.
+//!
+//! Runs in both isolation modes: the limits are the listeners' and the
+//! instance's own.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{Server, write_app};
+
+fn addr(url: &str) -> SocketAddr {
+    url.trim_start_matches("http://").parse().unwrap()
+}
+
+/// Whether the server closed `stream` within `within`: reads until EOF, a
+/// reset, or the time is up.
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fn get(stream: &mut TcpStream, host: &str) -> String {
+    write!(stream, "GET /v1/health HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn silent_preface_only_and_idle_connections_are_closed_on_every_listener() {
+    let server = Server::start_with(&["--header-timeout", "1s", "--idle-timeout", "2s"]);
+    for url in [&server.public, &server.admin] {
+        let to = addr(url);
+        let started = Instant::now();
+        let mut silent = TcpStream::connect(to).unwrap();
+        let mut preface = TcpStream::connect(to).unwrap();
+        preface.write_all(HTTP2_PREFACE).unwrap();
+        // An HTTP/2 connection with its settings but no stream.
+        let mut no_stream = TcpStream::connect(to).unwrap();
+        no_stream.write_all(HTTP2_PREFACE).unwrap();
+        no_stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+        // A keep-alive connection after one request.
+        let mut idle = TcpStream::connect(to).unwrap();
+        assert!(get(&mut idle, "localhost").starts_with("HTTP/1.1"));
+        for (what, stream) in [
+            ("silent", &mut silent),
+            ("preface only", &mut preface),
+            ("no stream", &mut no_stream),
+        ] {
+            assert!(
+                closed_within(stream, Duration::from_secs(5)),
+                "{url}: a connection that sent {what} stays open"
+            );
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "closed only after the header timeout"
+        );
+        assert!(
+            closed_within(&mut idle, Duration::from_secs(6)),
+            "{url}: an idle keep-alive connection stays open"
+        );
+    }
+}
+
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let server = Server::start_with(&["--max-connections-per-address", "20"]);
+    let to = addr(&server.public);
+    let mut held: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(to).unwrap()).collect();
+    // Past the cap, a connection from the same address is closed at once.
+    let mut extra = TcpStream::connect(to).unwrap();
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(3)),
+        "the 21st connection of one address is served"
+    );
+    // Those held are served.
+    assert!(get(&mut held[0], "localhost").starts_with("HTTP/1.1"));
+    // When one ends, its address may connect again.
+    drop(held.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = TcpStream::connect(to).unwrap();
+    assert!(get(&mut again, "localhost").starts_with("HTTP/1.1"));
+}
+
+const PLATFORM: &str = r#"import http.client, json, os, socket, urllib.parse
+
+def echo(event, context):
+    return "echo"
+
+def hog(event, context):
+    url = urllib.parse.urlparse(os.environ["STRATUS_API_URL"])
+    app = os.environ["APP"]
+    statuses, held = [], []
+    for _ in range(event["connections"]):
+        c = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        c.request("POST", "/v1/apps/%s/functions/echo/invoke" % app, body="{}",
+                  headers={"Authorization": "Bearer " + os.environ["STRATUS_API_TOKEN"]})
+        r = c.getresponse()
+        body = r.read()
+        statuses.append(r.status if r.status != 429 else json.loads(body)["error"]["code"])
+        held.append(c)
+    return statuses
+
+def files(event, context):
+    opened = []
+    try:
+        while len(opened) < 100000:
+            opened.append(socket.socket())
+    except OSError as e:
+        return {"opened": len(opened), "error": e.strerror}
+    return {"opened": len(opened), "error": None}
+"#;
+
+#[test]
+fn one_app_cannot_take_the_platform_api_or_the_server_s_descriptors() {
+    let server = Server::start_with(&[
+        "--platform-max-connections-per-app",
+        "5",
+        "--instance-max-files",
+        "200",
+    ]);
+    for app in ["hog", "other"] {
+        let dir = server.path(app);
+        let manifest = format!(
+            "app: {app}\nfunctions:\n  echo:\n    runtime: python3\n    handler: main.echo\n  hog:\n    runtime: python3\n    handler: main.hog\n    timeout: 60s\n    env:\n      APP: {app}\n  files:\n    runtime: python3\n    handler: main.files\n"
+        );
+        write_app(&dir, &[("stratus.yaml", &manifest), ("main.py", PLATFORM)]);
+        server.ok(&["deploy", dir.to_str().unwrap()]);
+    }
+    let hog = server.invoke("hog/hog", r#"{"connections": 8}"#);
+    let statuses = hog["result"].as_array().unwrap_or_else(|| panic!("{hog}"));
+    assert_eq!(
+        statuses[..5],
+        [200, 200, 200, 200, 200].map(serde_json::Value::from),
+        "{hog}"
+    );
+    assert!(
+        statuses[5..].iter().all(|s| s == "too_many_connections"),
+        "{hog}"
+    );
+    // The connections have closed with the instance's call; another app
+    // is served throughout.
+    let other = server.invoke("other/hog", r#"{"connections": 3}"#);
+    assert_eq!(
+        other["result"],
+        serde_json::json!([200, 200, 200]),
+        "{other}"
+    );
+
+    let files = server.invoke("hog/files", "{}");
+    let opened = files["result"]["opened"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{files}"));
+    assert!(opened < 200, "{files}");
+    assert_eq!(files["result"]["error"], "Too many open files", "{files}");
+}
