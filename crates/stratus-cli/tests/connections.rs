@@ -187,3 +187,91 @@ fn one_app_cannot_take_the_platform_api_or_the_server_s_descriptors() {
     assert!(opened < 200, "{files}");
     assert_eq!(files["result"]["error"], "Too many open files", "{files}");
 }
+
+/// Request bodies buffered for functions are bounded in total: past the
+/// budget a request is answered 503 with Retry-After at once, and served
+/// again once the bodies in flight are done.
+#[test]
+fn buffered_request_bodies_are_bounded_in_total() {
+    let server = Server::start_with(&["--max-buffered-bodies", "1000000", "--max-body", "800000"]);
+    let dir = server.path("up");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: up\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    http: { path: /size, methods: [POST] }\n",
+            ),
+            (
+                "main.py",
+                "import base64\ndef handler(event, context):\n    body = event.get('body') or ''\n    if event.get('isBase64Encoded'):\n        body = base64.b64decode(body)\n    return str(len(body))\n",
+            ),
+        ],
+    );
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    let to = addr(&server.public);
+    let post = |stream: &mut TcpStream, length: usize| {
+        write!(
+            stream,
+            "POST /up/size HTTP/1.1\r\nHost: localhost\r\nContent-Length: {length}\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .unwrap();
+    };
+    // A whole response: its head, and as many bytes as it says it has.
+    let response = |stream: &mut TcpStream| {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let n = stream.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_owned)
+                    })
+                    .and_then(|l| l.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if n == 0 || body.len() >= length {
+                    return text;
+                }
+            }
+            assert!(n > 0, "the connection closed: {text}");
+        }
+    };
+    // An upload of 700 kB that has sent only part of its body.
+    let mut slow = TcpStream::connect(to).unwrap();
+    post(&mut slow, 700_000);
+    slow.write_all(&[b'a'; 1000]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut second = TcpStream::connect(to).unwrap();
+    post(&mut second, 400_000);
+    let refused = response(&mut second);
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    assert!(refused.contains("--max-buffered-bodies"), "{refused}");
+    // The slow upload completes and is served; then there is room again.
+    slow.write_all(&vec![b'a'; 699_000]).unwrap();
+    let served = response(&mut slow);
+    assert!(
+        served.starts_with("HTTP/1.1 200") && served.ends_with("\"700000\""),
+        "{served}"
+    );
+    let mut third = TcpStream::connect(to).unwrap();
+    post(&mut third, 400_000);
+    third.write_all(&vec![b'b'; 400_000]).unwrap();
+    let served = response(&mut third);
+    assert!(
+        served.starts_with("HTTP/1.1 200") && served.ends_with("\"400000\""),
+        "{served}"
+    );
+}

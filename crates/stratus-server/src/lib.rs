@@ -269,6 +269,7 @@ pub async fn run(
         port: public_addr.port(),
         tls,
         proxy: public::Clients::new(),
+        bodies: public::BodyBudget::new(config.http.max_buffered_body_bytes),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -55,6 +55,10 @@ pub(crate) enum GatewayError {
         limit: Duration,
     },
     BodyUnreadable(String),
+    /// Request bodies being buffered already take the whole budget.
+    BodiesOverBudget {
+        budget: usize,
+    },
     /// The scheduler could not run the function.
     Invoke(InvokeError),
     /// The function ran and failed (or did not answer in time).
@@ -96,6 +100,7 @@ impl GatewayError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Invoke(InvokeError::ShuttingDown)
+            | BodiesOverBudget { .. }
             | ServiceUnavailable { .. }
             | ServiceReplaced { .. } => StatusCode::SERVICE_UNAVAILABLE,
             FunctionFailed(ErrorClass::Timeout) => StatusCode::GATEWAY_TIMEOUT,
@@ -142,6 +147,9 @@ impl GatewayError {
                 format!("the request body stalled for {} s", limit.as_secs())
             }
             BodyUnreadable(err) => format!("the request body could not be read: {err}"),
+            BodiesOverBudget { budget } => format!(
+                "the server is buffering {budget} bytes of request bodies, the most it may (--max-buffered-bodies); retry shortly"
+            ),
             // Only a deploy racing the request gets here.
             Invoke(err @ InvokeError::NoSuchFunction { .. }) => err.to_string(),
             // The reason names the function or its application's cap.
@@ -189,7 +197,7 @@ impl GatewayError {
                     HeaderValue::from(retry_after.as_secs().max(1)),
                 );
             }
-            GatewayError::ServiceUnavailable { .. } => {
+            GatewayError::ServiceUnavailable { .. } | GatewayError::BodiesOverBudget { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

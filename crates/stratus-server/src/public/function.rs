@@ -6,9 +6,8 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Response, Version, header};
+use axum::http::{HeaderValue, Response, Version, header};
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use stratus_gateway::payload::{self, HttpRequest};
 use stratus_logs::{LogRecord, LogStream};
 use stratus_scheduler::{
@@ -41,9 +40,12 @@ pub(crate) async fn call(
 ) -> Result<Response<Body>, GatewayError> {
     let (c, to) = (&call, &call.to);
     let settings = &gateway.settings;
-    let body = tokio::time::timeout(
+    // The bytes stay counted until the function has answered.
+    let (body, _held) = tokio::time::timeout(
         settings.body_timeout,
-        read_body(body, &parts.headers, settings.max_body_bytes),
+        gateway
+            .bodies
+            .read(body, &parts.headers, settings.max_body_bytes),
     )
     .await
     .map_err(|_| GatewayError::BodyTimeout {
@@ -103,22 +105,6 @@ fn protocol(version: Version) -> &'static str {
         Version::HTTP_2 => "HTTP/2.0",
         Version::HTTP_3 => "HTTP/3.0",
         _ => "HTTP/1.1",
-    }
-}
-
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
-    let too_large = || GatewayError::BodyTooLarge { limit };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(err) => Err(GatewayError::BodyUnreadable(err.to_string())),
     }
 }
 

@@ -10,6 +10,7 @@ use stratus_scheduler::{
     Invocation, InvokeError, InvokeOutcome, Lease, Scheduler, Service, ServiceError,
 };
 
+use super::budget::BodyBudget;
 use super::clients::Clients;
 use super::routes::Directory;
 use super::settings::HttpSettings;
@@ -88,6 +89,8 @@ pub(crate) struct Gateway {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Clients that reach services' instances.
     pub proxy: Clients,
+    /// The bytes of request bodies buffered for functions at once.
+    pub bodies: BodyBudget,
 }
 
 impl Gateway {

@@ -13,6 +13,7 @@
 //! headers a proxy adds are written in `forwarded`; the data plane is
 //! reached through the `Backend` trait of `gateway`.
 
+mod budget;
 mod clients;
 mod cors;
 mod error;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use tokio::net::TcpListener;
 
+pub(crate) use budget::BodyBudget;
 pub(crate) use clients::Clients;
 pub(crate) use function::ChannelBody;
 pub(crate) use gateway::Gateway;

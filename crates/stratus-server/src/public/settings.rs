@@ -17,6 +17,10 @@ pub struct HttpSettings {
     /// Largest HTTP request body buffered for a function, in bytes (413 beyond)
     #[arg(long = "max-body", default_value_t = 6 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Most bytes of request bodies buffered for functions at once, across
+    /// every connection (503 with Retry-After beyond)
+    #[arg(long = "max-buffered-bodies", default_value_t = 256 * 1024 * 1024)]
+    pub max_buffered_body_bytes: usize,
     /// Largest HTTP request line and headers, in bytes (431 beyond)
     #[arg(long, default_value_t = 32 * 1024)]
     pub max_header_bytes: usize,

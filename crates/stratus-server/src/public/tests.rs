@@ -156,6 +156,7 @@ fn setup() -> Setup {
         port: 8080,
         tls: None,
         proxy: Clients::new(),
+        bodies: super::BodyBudget::new(1 << 20),
     };
     Setup {
         gateway,
