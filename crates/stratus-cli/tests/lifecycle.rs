@@ -598,3 +598,74 @@ fn a_full_disk_during_an_upload_is_said_as_such() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// An app may declare at most `--app-max-functions` functions and
+/// services, and the app listing comes in pages that `stratus ls` follows.
+#[test]
+fn functions_per_app_are_capped_and_listings_come_in_pages() {
+    let server = Server::start_with(&["--app-max-functions", "3"]);
+    let functions = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("  f{i}:\n    runtime: python3\n    handler: main.handler\n"))
+            .collect()
+    };
+    let big = server.path("big");
+    write_app(
+        &big,
+        &[
+            (
+                "stratus.yaml",
+                &format!("app: big\nfunctions:\n{}", functions(4)),
+            ),
+            ("main.py", "def handler(e, c):\n    return 1\n"),
+        ],
+    );
+    let refused = server.fails(&["deploy", big.to_str().unwrap()]);
+    assert!(
+        refused.contains("declares 4 functions and services, more than the 3")
+            && refused.contains("--app-max-functions"),
+        "{refused}"
+    );
+    for app in ["a1", "a2", "a3"] {
+        let dir = server.path(app);
+        write_app(
+            &dir,
+            &[
+                (
+                    "stratus.yaml",
+                    &format!("app: {app}\nfunctions:\n{}", functions(3)),
+                ),
+                ("main.py", "def handler(e, c):\n    return 1\n"),
+            ],
+        );
+        server.ok(&["deploy", dir.to_str().unwrap()]);
+    }
+    let http = common::client();
+    let page = |query: &str| -> serde_json::Value {
+        http.get(format!("{}/v1/apps?{query}", server.admin))
+            .bearer_auth(&server.token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let names = |page: &serde_json::Value| -> Vec<String> {
+        page["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = page("limit=2");
+    assert_eq!(names(&first), ["a1", "a2"], "{first}");
+    assert_eq!(first["next"], "a2");
+    let second = page("limit=2&after=a2");
+    assert_eq!(names(&second), ["a3"], "{second}");
+    assert!(second["next"].is_null(), "{second}");
+    let bad = page("limit=0");
+    assert_eq!(bad["error"]["code"], "invalid_limit", "{bad}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&server.ok(&["ls", "--output", "json"])).unwrap();
+    assert_eq!(names(&listed), ["a1", "a2", "a3"]);
+}

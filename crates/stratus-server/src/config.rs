@@ -66,6 +66,9 @@ pub struct Limits {
     /// Largest code package once unpacked, in bytes
     #[arg(long = "max-unpacked", default_value_t = 250 * 1024 * 1024)]
     pub max_unpacked_bytes: u64,
+    /// Most functions and services one app may declare
+    #[arg(long, default_value_t = 1000)]
+    pub app_max_functions: usize,
     /// Most connections the admin listener serves at once
     #[arg(long, default_value_t = 256)]
     pub admin_max_connections: usize,

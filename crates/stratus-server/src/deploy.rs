@@ -236,6 +236,16 @@ pub(crate) async fn deploy(
             ),
         ));
     }
+    let max = state.config.limits.app_max_functions;
+    let declared = spec.functions.len() + spec.services.len();
+    if declared > max {
+        return Err(ApiError::bad_request(
+            "too_many_functions",
+            format!(
+                "app {app} declares {declared} functions and services, more than the {max} one app may have (--app-max-functions); split it into several apps"
+            ),
+        ));
+    }
     let mut packages = BTreeMap::new();
     let mut problems = Vec::new();
     for dir in spec.code_dirs() {

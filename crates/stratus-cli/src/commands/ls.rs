@@ -13,12 +13,24 @@ pub struct LsArgs {
 
 pub async fn run(conn: &Connection, args: LsArgs) -> anyhow::Result<ExitCode> {
     let client = Client::connect(conn)?;
-    let body = client.get_json("/v1/apps").await?;
+    // Every page of the listing.
+    let mut apps = Vec::new();
+    let mut path = "/v1/apps?limit=1000".to_owned();
+    loop {
+        let page = client.get_json(&path).await?;
+        apps.extend(page["apps"].as_array().cloned().unwrap_or_default());
+        match page["next"].as_str() {
+            Some(next) => path = format!("/v1/apps?limit=1000&after={}", urlencoded(next)),
+            None => break,
+        }
+    }
     if args.output == "json" {
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "apps": apps }))?
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    let apps = body["apps"].as_array().cloned().unwrap_or_default();
     if apps.is_empty() {
         println!("no applications; deploy one with `stratus deploy DIR`");
         return Ok(ExitCode::SUCCESS);
@@ -70,4 +82,15 @@ pub async fn run(conn: &Connection, args: LsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An app name for a query string: names are lower-case letters, digits
+/// and hyphens, which need no escaping; anything else is escaped anyway.
+fn urlencoded(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

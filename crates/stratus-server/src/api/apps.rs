@@ -58,12 +58,41 @@ pub(crate) async fn deploy(
     Ok(Json(response).into_response())
 }
 
-pub(crate) async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let mut apps = Vec::new();
-    for version in state.store.active_versions().await? {
-        apps.push(describe(&state, &version));
+/// A page of the app listing: `limit` apps (default 100, at most 1000)
+/// by name, after the app `after`; `next` names the last one when more
+/// may follow.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Page {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+const PAGE_DEFAULT: usize = 100;
+const PAGE_MAX: usize = 1000;
+
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(page): axum::extract::Query<Page>,
+) -> Result<Response, ApiError> {
+    let limit = page.limit.unwrap_or(PAGE_DEFAULT);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit is from 1 to {PAGE_MAX}"),
+        ));
     }
-    Ok(Json(json!({ "apps": apps })).into_response())
+    let mut versions = state.store.active_versions().await?;
+    versions.sort_by(|a, b| a.app.cmp(&b.app));
+    let start = match &page.after {
+        Some(after) => versions.partition_point(|v| v.app <= *after),
+        None => 0,
+    };
+    let page: Vec<_> = versions.iter().skip(start).take(limit).collect();
+    let next = (start + page.len() < versions.len())
+        .then(|| page.last().map(|v| v.app.clone()))
+        .flatten();
+    let apps: Vec<_> = page.iter().map(|v| describe(&state, v)).collect();
+    Ok(Json(json!({ "apps": apps, "next": next })).into_response())
 }
 
 pub(crate) async fn show(
@@ -93,17 +122,18 @@ pub(crate) async fn remove(
 }
 
 fn describe(state: &AppState, version: &stratus_store::VersionRecord) -> serde_json::Value {
-    let pools = state.scheduler.app_pools(&version.app);
+    let pools: std::collections::HashMap<String, _> = state
+        .scheduler
+        .app_pools(&version.app)
+        .into_iter()
+        .map(|p| (p.config.spec.name.clone(), p))
+        .collect();
     let functions: Vec<_> = version
         .spec
         .functions
         .values()
         .map(|f| {
-            let stats = pools
-                .iter()
-                .find(|p| p.config.spec.name == f.name)
-                .map(|p| p.stats())
-                .unwrap_or_default();
+            let stats = pools.get(&f.name).map(|p| p.stats()).unwrap_or_default();
             let routes: Vec<String> = f
                 .http
                 .iter()
@@ -127,16 +157,18 @@ fn describe(state: &AppState, version: &stratus_store::VersionRecord) -> serde_j
             })
         })
         .collect();
-    let live = state.scheduler.app_services(&version.app);
+    let live: std::collections::HashMap<String, _> = state
+        .scheduler
+        .app_services(&version.app)
+        .into_iter()
+        .map(|l| (l.config.spec.name.clone(), l))
+        .collect();
     let services: Vec<_> = version
         .spec
         .services
         .values()
         .map(|s| {
-            let status = live
-                .iter()
-                .find(|l| l.config.spec.name == s.name)
-                .map(|l| l.status());
+            let status = live.get(&s.name).map(|l| l.status());
             let methods = s.http.methods_label();
             let routes: Vec<String> = s
                 .http
