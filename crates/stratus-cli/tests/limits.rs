@@ -73,3 +73,62 @@ fn memory_and_process_bombs_are_contained() {
         "{again}"
     );
 }
+
+/// Output without newlines, from several instances at once, costs the
+/// server little memory: each instance's lines pass at its log rate, the
+/// rest is dropped, and its log says how much.
+#[test]
+fn a_flood_of_output_is_rate_limited_and_bounded_in_memory() {
+    let server = Server::start_with(&["--instance-log-rate", "1048576"]);
+    let dir = server.path("flood");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: flood\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    timeout: 60s\n",
+            ),
+            (
+                "main.py",
+                "import sys\ndef handler(event, context):\n    chunk = 'x' * (1 << 20)\n    for _ in range(event['mib']):\n        sys.stdout.write(chunk)\n    sys.stdout.flush()\n    return 'done'\n",
+            ),
+        ],
+    );
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    let peak = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    };
+    let before = peak();
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                let seen = server.invoke("flood/f", r#"{"mib": 200}"#);
+                assert_eq!(seen["result"], "done", "{seen}");
+            });
+        }
+    });
+    let after = peak();
+    eprintln!(
+        "server peak memory: {} MiB before, {} MiB after 800 MiB of output",
+        before / 1024,
+        after / 1024
+    );
+    assert!(
+        after < before + 256 * 1024,
+        "the server's peak memory grew from {before} kB to {after} kB"
+    );
+    let records = common::log_records(&server, "flood/f", &[]);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["message"].as_str().is_some_and(|m| m.contains(
+                "of output dropped: over this instance's log rate of 1048576 bytes per second"
+            ))),
+        "the log says what was dropped"
+    );
+}

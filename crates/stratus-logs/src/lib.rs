@@ -26,7 +26,7 @@ use async_trait::async_trait;
 
 pub use memory::MemoryLogs;
 pub use stratus_store::{LogQuery, LogRecord, LogStream, StoredLog};
-pub use writer::{Retention, StoreLogs};
+pub use writer::{Buffer, Retention, StoreLogs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogsError {

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,6 +34,27 @@ pub struct Retention {
     pub max_bytes: u64,
 }
 
+/// What may wait for the writer before `append` drops records: so many
+/// records, and so many bytes of them.
+#[derive(Debug, Clone, Copy)]
+pub struct Buffer {
+    pub records: usize,
+    pub bytes: usize,
+}
+
+/// The bytes a record holds while it waits: its strings and a little for
+/// the rest.
+fn size_of(record: &LogRecord) -> usize {
+    const FIXED: usize = 128;
+    FIXED
+        + record.message.len()
+        + record.app.len()
+        + record.function.len()
+        + record.instance.len()
+        + record.request_id.as_ref().map_or(0, String::len)
+        + record.fields.as_ref().map_or(0, |f| f.to_string().len())
+}
+
 /// How far the writer got: records written (or lost to a failed write),
 /// and how many writes failed.
 #[derive(Debug, Clone, Copy, Default)]
@@ -51,19 +72,24 @@ pub struct StoreLogs {
     sent: AtomicU64,
     progress: watch::Receiver<Progress>,
     dropped: AtomicU64,
+    /// Bytes of the records waiting for the writer, and the most there may be.
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
     stop: Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
 }
 
 impl StoreLogs {
-    /// Starts the writer; `capacity` records may wait for it before
-    /// `append` drops them.
-    pub fn start(store: Arc<dyn Store>, capacity: usize, retention: Retention) -> Arc<StoreLogs> {
-        let (records, rx) = mpsc::channel(capacity.max(1));
+    /// Starts the writer; what `buffer` allows may wait for it before
+    /// `append` drops records.
+    pub fn start(store: Arc<dyn Store>, buffer: Buffer, retention: Retention) -> Arc<StoreLogs> {
+        let (records, rx) = mpsc::channel(buffer.records.max(1));
         let (progress_tx, progress) = watch::channel(Progress::default());
         let (stop, stop_rx) = oneshot::channel();
+        let waiting = Arc::new(AtomicUsize::new(0));
         let writer = Writer {
             store: store.clone(),
             progress: progress_tx,
+            waiting: waiting.clone(),
         };
         let task = tokio::spawn(writer.run(rx, stop_rx, retention));
         Arc::new(StoreLogs {
@@ -72,6 +98,8 @@ impl StoreLogs {
             sent: AtomicU64::new(0),
             progress,
             dropped: AtomicU64::new(0),
+            waiting,
+            max_waiting: buffer.bytes,
             stop: Mutex::new(Some((stop, task))),
         })
     }
@@ -92,10 +120,13 @@ impl Logs for StoreLogs {
     fn append(&self, record: LogRecord) {
         // Counted only once it is in the channel: a flush that begins
         // after this returns waits for it.
-        if self.records.try_send(record).is_ok() {
+        let size = size_of(&record);
+        let before = self.waiting.fetch_add(size, Ordering::AcqRel);
+        if before + size <= self.max_waiting && self.records.try_send(record).is_ok() {
             self.sent.fetch_add(1, Ordering::AcqRel);
             return;
         }
+        self.waiting.fetch_sub(size, Ordering::AcqRel);
         let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if dropped.is_power_of_two() {
             tracing::warn!(dropped, "log writer is behind; dropping log records");
@@ -129,6 +160,7 @@ impl Logs for StoreLogs {
 struct Writer {
     store: Arc<dyn Store>,
     progress: watch::Sender<Progress>,
+    waiting: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -182,6 +214,7 @@ impl Writer {
             return;
         }
         let count = batch.len() as u64;
+        let bytes: usize = batch.iter().map(size_of).sum();
         let failed = match self.store.append_logs(std::mem::take(batch)).await {
             Ok(()) => 0,
             Err(err) => {
@@ -189,6 +222,7 @@ impl Writer {
                 1
             }
         };
+        self.waiting.fetch_sub(bytes, Ordering::AcqRel);
         self.progress.send_modify(|p| {
             p.written += count;
             p.failures += failed;

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use stratus_logs::{LogQuery, LogRecord, LogStream, Logs, MemoryLogs, Retention, StoreLogs};
+use stratus_logs::{
+    Buffer, LogQuery, LogRecord, LogStream, Logs, MemoryLogs, Retention, StoreLogs,
+};
 use stratus_store::SqliteStore;
 
 fn record(function: &str, request: &str, stream: LogStream, message: &str) -> LogRecord {
@@ -129,7 +131,10 @@ async fn store() {
     let store = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
     let logs = StoreLogs::start(
         store,
-        1024,
+        Buffer {
+            records: 1024,
+            bytes: 1 << 20,
+        },
         Retention {
             max_age: Duration::from_secs(3600),
             max_bytes: 1 << 30,
@@ -148,7 +153,11 @@ async fn a_full_buffer_drops_and_counts_rather_than_waits() {
         max_bytes: 1 << 30,
     };
     // On a current-thread runtime the writer cannot run between appends.
-    let logs = StoreLogs::start(store, 4, retention);
+    let buffer = Buffer {
+        records: 4,
+        bytes: 1 << 20,
+    };
+    let logs = StoreLogs::start(store.clone(), buffer, retention);
     for i in 0..10 {
         logs.append(record("f", "r", LogStream::Stdout, &i.to_string()));
     }
@@ -159,4 +168,29 @@ async fn a_full_buffer_drops_and_counts_rather_than_waits() {
     // After a stop, nothing more is taken in: it is dropped and counted.
     logs.append(record("f", "r", LogStream::Stdout, "late"));
     assert_eq!(logs.dropped(), 7);
+
+    // Bounded in bytes too: a few large records fill it, and once written
+    // there is room again.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
+    let buffer = Buffer {
+        records: 1000,
+        bytes: 3 << 20,
+    };
+    let logs = StoreLogs::start(store, buffer, retention);
+    let big = "x".repeat(1 << 20);
+    for _ in 0..5 {
+        logs.append(record("f", "r", LogStream::Stdout, &big));
+    }
+    assert_eq!(
+        logs.dropped(),
+        3,
+        "two records of 1 MiB fit in 3 MiB, not three"
+    );
+    logs.flush().await.unwrap();
+    logs.append(record("f", "r", LogStream::Stdout, &big));
+    assert_eq!(logs.dropped(), 3, "written records leave room");
+    logs.flush().await.unwrap();
+    assert_eq!(logs.query(query()).await.unwrap().len(), 3);
+    logs.stop().await;
 }

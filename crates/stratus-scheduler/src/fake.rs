@@ -405,6 +405,7 @@ pub(crate) fn settings() -> Settings {
             tmp_mb: 16,
             pids_max: 16,
             instance_max_files: 1024,
+            instance_log_rate: 1 << 30,
             prestart_max: 0,
         },
         base_env: Vec::new(),

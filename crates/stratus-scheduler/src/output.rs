@@ -5,9 +5,15 @@
 //! Anyone else may catch up at once ([`Output::catch_up`]): a function's
 //! Runtime API handlers do before they report a result, so a result is
 //! never reported before the lines written before it.
+//!
+//! An instance's lines pass a byte budget ([`Bucket`]: the instance's log
+//! rate per second, a second's worth in reserve); lines past it are
+//! dropped, and a platform line says how many once lines pass again (or
+//! the output ends).
 
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use stratus_logs::LogStream;
 use tokio::net::unix::pipe;
@@ -27,10 +33,13 @@ pub(crate) trait LineSink: Send + Sync {
 pub(crate) struct Output {
     streams: Mutex<[Stream; 2]>,
     pipes: [Arc<pipe::Receiver>; 2],
+    bucket: Mutex<Bucket>,
 }
 
 impl Output {
-    pub fn new(stdout: pipe::Receiver, stderr: pipe::Receiver) -> Arc<Output> {
+    /// Output read from `stdout` and `stderr`, at most `rate` bytes of
+    /// lines per second.
+    pub fn new(stdout: pipe::Receiver, stderr: pipe::Receiver, rate: u64) -> Arc<Output> {
         let pipes = [Arc::new(stdout), Arc::new(stderr)];
         Arc::new(Output {
             streams: Mutex::new([
@@ -38,7 +47,35 @@ impl Output {
                 Stream::new(LogStream::Stderr, pipes[1].clone()),
             ]),
             pipes,
+            bucket: Mutex::new(Bucket::new(rate, Instant::now())),
         })
+    }
+
+    /// Passes `line` on to `sink` within the budget.
+    fn emit(&self, sink: &dyn LineSink, stream: LogStream, line: String) {
+        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        match bucket.admit(Instant::now(), line.len()) {
+            Admitted::No => {}
+            Admitted::Yes(dropped) => {
+                drop(bucket);
+                if let Some(dropped) = dropped {
+                    sink.line(LogStream::Platform, dropped.message());
+                }
+                sink.line(stream, line);
+            }
+        }
+    }
+
+    /// Says what the budget dropped that nothing has said yet.
+    fn report_dropped(&self, sink: &dyn LineSink) {
+        let dropped = self
+            .bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_dropped();
+        if let Some(dropped) = dropped {
+            sink.line(LogStream::Platform, dropped.message());
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, [Stream; 2]> {
@@ -49,7 +86,7 @@ impl Output {
     /// line, a partial last one too.
     pub fn catch_up(&self, sink: &dyn LineSink) {
         for stream in self.lock().iter_mut() {
-            stream.drain(sink, true);
+            stream.drain(self, sink, true);
         }
     }
 
@@ -69,10 +106,11 @@ impl Output {
             };
             let (index, broken) = which;
             let mut streams = self.lock();
-            streams[index].drain(&*sink, broken);
+            streams[index].drain(&self, &*sink, broken);
             streams[index].eof |= broken;
         }
         self.catch_up(&*sink);
+        self.report_dropped(&*sink);
     }
 }
 
@@ -95,7 +133,7 @@ impl Stream {
 
     /// Reads what is available without waiting; emits complete lines, and
     /// the partial last line too when `flush` is set and all was read.
-    fn drain(&mut self, sink: &dyn LineSink, flush: bool) {
+    fn drain(&mut self, output: &Output, sink: &dyn LineSink, flush: bool) {
         let mut chunk = [0u8; 16 * 1024];
         let mut read = 0;
         // A process that writes without pause is read in bounded rounds, so
@@ -117,7 +155,7 @@ impl Stream {
             }
         }
         let name = self.name;
-        let mut emit = |line: String| sink.line(name, line);
+        let mut emit = |line: String| output.emit(sink, name, line);
         self.splitter
             .lines((flush && caught_up) || self.eof, &mut emit);
     }
@@ -159,9 +197,114 @@ impl Splitter {
     }
 }
 
+/// An instance's byte budget for log lines: `rate` bytes a second, up to a
+/// second's worth saved up. A line longer than that passes when the budget
+/// is full, and leaves a debt.
+#[derive(Debug)]
+pub(crate) struct Bucket {
+    rate: u64,
+    tokens: i64,
+    at: Instant,
+    dropped: Dropped,
+}
+
+/// Lines dropped since the last report.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Dropped {
+    lines: u64,
+    bytes: u64,
+    rate: u64,
+}
+
+impl Dropped {
+    fn message(&self) -> String {
+        format!(
+            "stratus: {} lines ({} bytes) of output dropped: over this instance's log rate of {} bytes per second (--instance-log-rate)",
+            self.lines, self.bytes, self.rate
+        )
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admitted {
+    /// Pass the line, after reporting what was dropped before it.
+    Yes(Option<Dropped>),
+    No,
+}
+
+impl Bucket {
+    pub fn new(rate: u64, now: Instant) -> Bucket {
+        Bucket {
+            rate,
+            tokens: rate as i64,
+            at: now,
+            dropped: Dropped {
+                rate,
+                ..Dropped::default()
+            },
+        }
+    }
+
+    pub fn admit(&mut self, now: Instant, bytes: usize) -> Admitted {
+        let full = self.rate as i64;
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * self.rate as f64;
+        self.tokens = (self.tokens + earned as i64).min(full);
+        self.at = now;
+        if self.tokens >= (bytes as i64).min(full) {
+            self.tokens -= bytes as i64;
+            Admitted::Yes(self.take_dropped())
+        } else {
+            self.dropped.lines += 1;
+            self.dropped.bytes += bytes as u64;
+            Admitted::No
+        }
+    }
+
+    fn take_dropped(&mut self) -> Option<Dropped> {
+        (self.dropped.lines > 0).then(|| {
+            std::mem::replace(
+                &mut self.dropped,
+                Dropped {
+                    rate: self.rate,
+                    ..Dropped::default()
+                },
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{MAX_LINE, Splitter};
+    use super::{Admitted, Bucket, MAX_LINE, Splitter};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_budget_passes_its_rate_and_says_what_it_dropped() {
+        let t0 = Instant::now();
+        let mut bucket = Bucket::new(1000, t0);
+        assert_eq!(bucket.admit(t0, 600), Admitted::Yes(None));
+        assert_eq!(bucket.admit(t0, 300), Admitted::Yes(None));
+        assert_eq!(bucket.admit(t0, 300), Admitted::No);
+        // What is left passes, after saying what was dropped.
+        let Admitted::Yes(Some(dropped)) = bucket.admit(t0, 50) else {
+            panic!("what is left passes");
+        };
+        assert_eq!((dropped.lines, dropped.bytes), (1, 300));
+        assert!(dropped.message().contains("1 lines (300 bytes)"));
+        assert_eq!(bucket.admit(t0, 100), Admitted::No);
+        assert_eq!(bucket.admit(t0, 100), Admitted::No);
+        // Half a second earns half the rate back.
+        let t1 = t0 + Duration::from_millis(500);
+        let Admitted::Yes(Some(dropped)) = bucket.admit(t1, 400) else {
+            panic!("the budget refilled");
+        };
+        assert_eq!((dropped.lines, dropped.bytes), (2, 200));
+        // Never more than a second's worth saved up; a longer line passes
+        // when the budget is full, and leaves a debt.
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!(bucket.admit(t2, 5000), Admitted::Yes(None));
+        assert_eq!(bucket.admit(t2 + Duration::from_secs(1), 10), Admitted::No);
+    }
 
     fn split(pieces: &[&[u8]], flush: bool) -> Vec<String> {
         let mut splitter = Splitter::default();

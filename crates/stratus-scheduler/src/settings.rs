@@ -56,6 +56,11 @@ pub struct Limits {
     /// (RLIMIT_NOFILE), well below the server's own
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 1024))]
     pub instance_max_files: u32,
+    /// Bytes of log lines one instance may write per second (a second's
+    /// worth may come at once); lines past it are dropped, and its log
+    /// says how many
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 2 * 1024 * 1024))]
+    pub instance_log_rate: u64,
     /// Most sandboxes made ahead of demand per runtime and network mode,
     /// runtime started, for cold starts to take; 0 turns this off
     #[cfg_attr(feature = "clap", arg(long = "prestart", default_value_t = 8))]

@@ -44,6 +44,10 @@ pub struct ServerConfig {
     /// Oldest logs are deleted beyond this many bytes of messages
     #[arg(long, default_value_t = 512 * 1024 * 1024)]
     pub log_max_bytes: u64,
+    /// Most bytes of log records held in memory waiting to be stored;
+    /// records past it are dropped and counted
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub log_buffer_bytes: usize,
     #[command(flatten, next_help_heading = "Limits")]
     pub limits: Limits,
     #[command(flatten, next_help_heading = "Instances")]

@@ -164,7 +164,10 @@ pub async fn run(
 
     let store_logs = StoreLogs::start(
         store.clone(),
-        LOG_BUFFER,
+        stratus_logs::Buffer {
+            records: LOG_BUFFER,
+            bytes: config.log_buffer_bytes,
+        },
         Retention {
             max_age: config.log_retention,
             max_bytes: config.log_max_bytes,

@@ -159,7 +159,11 @@ impl Instance {
         });
         tracing::debug!(instance = %id, app = %config.app, function = %config.spec.name, "instance started");
 
-        let output = Output::new(started.stdout, started.stderr);
+        let output = Output::new(
+            started.stdout,
+            started.stderr,
+            settings.limits.instance_log_rate,
+        );
         let _ = shared.output.set(output.clone());
         tokio::spawn(output.read(shared.clone()));
         let (watcher, watcher_id) = (shared.clone(), id.clone());

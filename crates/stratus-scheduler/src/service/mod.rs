@@ -370,7 +370,11 @@ impl Service {
             process.kill();
             return self.remove(&instance);
         }
-        let output = Output::new(started.stdout, started.stderr);
+        let output = Output::new(
+            started.stdout,
+            started.stderr,
+            sandboxes.settings.limits.instance_log_rate,
+        );
         tokio::spawn(output.read(Arc::new(Lines {
             service: self.clone(),
             instance: instance.id.clone(),
