@@ -669,3 +669,33 @@ fn functions_per_app_are_capped_and_listings_come_in_pages() {
         serde_json::from_str(&server.ok(&["ls", "--output", "json"])).unwrap();
     assert_eq!(names(&listed), ["a1", "a2", "a3"]);
 }
+
+/// An idle function instance is frozen until its next event, as Lambda
+/// does: a background thread its handler started makes no progress
+/// between invocations.
+#[test]
+fn an_idle_instance_s_background_work_waits_for_its_next_event() {
+    let server = Server::start();
+    let dir = server.path("daemon");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: daemon\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            (
+                "main.py",
+                "import threading, time\ncount = 0\nstarted = False\n\ndef tick():\n    global count\n    while True:\n        count += 1\n        time.sleep(0.01)\n\ndef handler(event, context):\n    global started\n    if not started:\n        started = True\n        threading.Thread(target=tick, daemon=True).start()\n    return count\n",
+            ),
+        ],
+    );
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    let first = server.invoke("daemon/f", "{}")["result"].as_u64().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let second = server.invoke("daemon/f", "{}");
+    assert_eq!(second["cold"], false, "{second}");
+    let ticks = second["result"].as_u64().unwrap() - first;
+    // Unfrozen, it would have ticked about 150 times.
+    assert!(ticks < 40, "the idle instance kept running: {ticks} ticks");
+}

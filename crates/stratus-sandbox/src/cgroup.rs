@@ -46,6 +46,8 @@ pub(crate) struct InstanceGroup {
     v2: bool,
     /// The cgroup id of the instance's v2 group, for the network guard.
     pub net_id: Option<u64>,
+    /// The instance's v2 `cgroup.freeze`, where it has a v2 group.
+    pub freezer: Option<PathBuf>,
 }
 
 impl Cgroups {
@@ -105,18 +107,10 @@ impl Cgroups {
         }
     }
 
-    /// The launcher's cgroup v2 group, for the network guard.
+    /// The launcher's cgroup v2 group, for the network guard and the
+    /// freezer.
     pub fn guard_group(&self) -> Option<&Path> {
         self.guard.as_deref()
-    }
-
-    /// Instances need no v2 group for the network guard: it is off.
-    pub fn without_guard(&mut self) {
-        if let Some(group) = self.guard.take()
-            && !matches!(self.backend, Backend::V2 { .. })
-        {
-            let _ = fs::remove_dir(group);
-        }
     }
 
     /// No limits, for the start-up probe.
@@ -142,6 +136,7 @@ impl Cgroups {
             cpu: None,
             v2: false,
             net_id: None,
+            freezer: None,
         };
         match &self.backend {
             Backend::Off => {}
@@ -175,6 +170,7 @@ impl Cgroups {
                 _ => group.make(base, instance)?,
             };
             group.net_id = Some(crate::netguard::cgroup_id(&dir)?);
+            group.freezer = Some(dir.join("cgroup.freeze"));
         }
         group.set_memory(memory_mb)?;
         Ok(group)

@@ -43,6 +43,8 @@ type Pending = oneshot::Sender<Result<Answer, String>>;
 struct State {
     pending: HashMap<u64, Pending>,
     exits: HashMap<u32, oneshot::Sender<ExitStatus>>,
+    /// Each running process's `cgroup.freeze`, where it has one.
+    freezers: HashMap<u32, std::path::PathBuf>,
     gone: bool,
 }
 
@@ -136,6 +138,28 @@ impl LauncherClient {
     /// What Landlock enforces.
     pub fn landlock(&self) -> &str {
         &self.facts.landlock
+    }
+
+    /// Whether processes can be frozen ([`LauncherClient::freeze`]).
+    pub fn can_freeze(&self) -> bool {
+        self.facts.freezer
+    }
+
+    /// Freezes process `pid`'s cgroup, or thaws it: a frozen process runs
+    /// nothing until thawed (signals that kill still end it). Written
+    /// directly, without a round trip to the launcher; a process that has
+    /// exited, or has no group of its own, is left as it is.
+    pub fn freeze(&self, pid: u32, frozen: bool) {
+        let path = {
+            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.freezers.get(&pid).cloned()
+        };
+        if let Some(path) = path
+            && let Err(err) = std::fs::write(&path, if frozen { "1" } else { "0" })
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(pid, frozen, %err, "cannot freeze or thaw an instance");
+        }
     }
 
     /// Whether a process can be made before its code is known
@@ -295,10 +319,13 @@ async fn read_replies(sock: Arc<AsyncFd<OwnedFd>>, state: Arc<Mutex<State>>) {
         };
         let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
         match message {
-            (Reply::Spawned { id, pid }, fds) => {
+            (Reply::Spawned { id, pid, freezer }, fds) => {
                 // Registered before anyone can see the pid, so no exit is missed.
                 let (exit_tx, exit_rx) = oneshot::channel();
                 state.exits.insert(pid, exit_tx);
+                if let Some(freezer) = freezer {
+                    state.freezers.insert(pid, freezer);
+                }
                 if let Some(tx) = state.pending.remove(&id)
                     && let Err(Ok(Answer::Spawned { pid, .. })) = tx.send(Ok(Answer::Spawned {
                         pid,
@@ -320,6 +347,7 @@ async fn read_replies(sock: Arc<AsyncFd<OwnedFd>>, state: Arc<Mutex<State>>) {
                 }
             }
             (Reply::Exited { pid, status }, _) => {
+                state.freezers.remove(&pid);
                 if let Some(tx) = state.exits.remove(&pid) {
                     let _ = tx.send(status);
                 }

@@ -127,9 +127,9 @@ fn serve(
     };
     let prestart = isolation == Isolation::None || slots.is_some();
     // SAFETY: getpid has no preconditions.
-    let mut cgroups = Cgroups::detect(unsafe { libc::getpid() } as u32);
+    let cgroups = Cgroups::detect(unsafe { libc::getpid() } as u32);
     let limits = cgroups.summary.clone();
-    let (guard, network) = guard(isolation, &mut cgroups);
+    let (guard, network) = guard(isolation, &cgroups);
     let service_fence = guard.as_ref().is_some_and(|g| g.services().is_ok());
     let landlock = landlock::summary(isolation == Isolation::Namespaces);
     wire::send(
@@ -142,6 +142,7 @@ fn serve(
             network,
             service_fence,
             landlock,
+            freezer: cgroups.guard_group().is_some(),
         }),
         &[],
     )?;
@@ -193,9 +194,11 @@ fn serve(
                         let name = format!("i{spawned}");
                         match make(&spec, isolation, &root, slots.as_ref(), &cgroups, &name) {
                             Ok((pid, fds, tenant)) => {
+                                let freezer = tenant.group.freezer.clone();
                                 children.insert(pid, tenant);
                                 let fds: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
-                                wire::send(sock.as_raw_fd(), &Reply::Spawned { id, pid }, &fds)?;
+                                let reply = Reply::Spawned { id, pid, freezer };
+                                wire::send(sock.as_raw_fd(), &reply, &fds)?;
                             }
                             Err(error) => {
                                 wire::send(sock.as_raw_fd(), &Reply::Failed { id, error }, &[])?
@@ -249,7 +252,7 @@ fn serve(
 
 /// Attaches the network guard where there are namespaces to keep tenants
 /// from undoing it; says what fences outbound instances.
-fn guard(isolation: Isolation, cgroups: &mut Cgroups) -> (Option<NetGuard>, String) {
+fn guard(isolation: Isolation, cgroups: &Cgroups) -> (Option<NetGuard>, String) {
     let attached = match (isolation, cgroups.guard_group()) {
         (Isolation::None, _) => Err("no isolation".to_owned()),
         (_, None) => Err("no cgroup v2 hierarchy to attach to".to_owned()),
@@ -270,7 +273,8 @@ fn guard(isolation: Isolation, cgroups: &mut Cgroups) -> (Option<NetGuard>, Stri
             (Some(guard), message)
         }
         Err(reason) => {
-            cgroups.without_guard();
+            // Instances keep their v2 group all the same: it is where they
+            // are frozen while idle.
             (
                 None,
                 format!(

@@ -56,6 +56,9 @@ pub(crate) struct Facts {
     pub service_fence: bool,
     /// What Landlock adds.
     pub landlock: String,
+    /// Whether instances have a v2 group to be frozen in.
+    #[serde(default)]
+    pub freezer: bool,
 }
 
 /// Why the launcher will not run with the isolation asked for.
@@ -76,6 +79,9 @@ pub(crate) enum Reply {
     Spawned {
         id: u64,
         pid: u32,
+        /// The instance's `cgroup.freeze`, where it has one.
+        #[serde(default)]
+        freezer: Option<std::path::PathBuf>,
     },
     /// An activation or reservation took effect.
     Done {

@@ -96,6 +96,9 @@ impl Counts {
 }
 
 pub(crate) struct FakeLauncher {
+    /// Processes frozen now; a frozen function's runtime fails any event
+    /// it is given, as a real frozen one would never take it.
+    frozen: Arc<Mutex<std::collections::HashSet<u32>>>,
     next_pid: AtomicU32,
     /// Shared with each process's task, which reports its own exit.
     processes: Arc<Processes>,
@@ -109,6 +112,7 @@ impl FakeLauncher {
     /// whether processes may be made ahead of demand.
     pub fn new(program: Program, prestart: bool) -> Arc<FakeLauncher> {
         Arc::new(FakeLauncher {
+            frozen: Arc::default(),
             // Far above any real pid, so a stray signal could hit nothing.
             next_pid: AtomicU32::new(1 << 30),
             processes: Arc::new(Processes::default()),
@@ -126,6 +130,11 @@ impl FakeLauncher {
     /// Processes that have not exited.
     pub fn live(&self) -> usize {
         self.processes.lock().len()
+    }
+
+    /// Pids of the processes frozen now.
+    pub fn frozen(&self) -> Vec<u32> {
+        self.frozen.lock().unwrap().iter().copied().collect()
     }
 
     /// Pids of the processes that have not exited.
@@ -215,8 +224,11 @@ impl Launch for FakeLauncher {
                 message: "the process is gone".into(),
             })?;
         let processes = self.processes.clone();
+        let frozen = self.frozen.clone();
+        let is_frozen: Arc<dyn Fn() -> bool + Send + Sync> =
+            Arc::new(move || frozen.lock().unwrap().contains(&pid));
         let task = tokio::spawn(async move {
-            let code = run(program, env, stdout).await;
+            let code = run(program, env, stdout, is_frozen).await;
             processes.exit(
                 pid,
                 ExitStatus {
@@ -269,10 +281,27 @@ impl Launch for FakeLauncher {
     fn peak_rss_kib(&self, _pid: u32) -> Option<u64> {
         Some(1024)
     }
+
+    fn freeze(&self, pid: u32, frozen: bool) {
+        if !self.processes.lock().contains_key(&pid) {
+            return;
+        }
+        let mut set = self.frozen.lock().unwrap();
+        if frozen {
+            set.insert(pid);
+        } else {
+            set.remove(&pid);
+        }
+    }
 }
 
 /// Runs `program` until it exits; returns its exit status.
-async fn run(program: Program, env: HashMap<String, String>, mut stdout: pipe::Sender) -> i32 {
+async fn run(
+    program: Program,
+    env: HashMap<String, String>,
+    mut stdout: pipe::Sender,
+    is_frozen: Arc<dyn Fn() -> bool + Send + Sync>,
+) -> i32 {
     match program {
         Program::Exit(code) => code,
         Program::Service { after } => {
@@ -327,7 +356,12 @@ async fn run(program: Program, env: HashMap<String, String>, mut stdout: pipe::S
                 };
                 let line = format!("handling {}\n", String::from_utf8_lossy(&payload));
                 let _ = stdout.write_all(line.as_bytes()).await;
-                let posted = match handler(payload).await {
+                let reply = if is_frozen() {
+                    Reply::Error("Frozen")
+                } else {
+                    handler(payload).await
+                };
+                let posted = match reply {
                     Reply::Ok(body) => {
                         client
                             .post(format!("{base}/invocation/{id}/response"))

@@ -50,6 +50,11 @@ pub trait Launch: Send + Sync + 'static {
 
     /// The process's peak resident memory in KiB, while it runs.
     fn peak_rss_kib(&self, pid: u32) -> Option<u64>;
+
+    /// Freezes the instance `pid` leads (it runs nothing, its background
+    /// threads included, until thawed), or thaws it. A no-op where
+    /// instances have no group to freeze. Call through [`Process`].
+    fn freeze(&self, pid: u32, frozen: bool);
 }
 
 #[async_trait]
@@ -83,6 +88,10 @@ impl Launch for LauncherClient {
 
     fn peak_rss_kib(&self, pid: u32) -> Option<u64> {
         stratus_sandbox::peak_rss_kib(pid)
+    }
+
+    fn freeze(&self, pid: u32, frozen: bool) {
+        LauncherClient::freeze(self, pid, frozen)
     }
 }
 
@@ -118,8 +127,20 @@ impl Process {
         self.signal(Signal::Kill);
     }
 
+    /// Asks it to stop; a frozen process is thawed first, or it could not
+    /// handle the signal.
     pub fn terminate(&self) {
-        self.signal(Signal::Terminate);
+        if let Some(pid) = *self.lock() {
+            self.launcher.freeze(pid, false);
+            self.launcher.signal(pid, Signal::Terminate);
+        }
+    }
+
+    /// Freezes or thaws it, until it is reaped.
+    pub fn freeze(&self, frozen: bool) {
+        if let Some(pid) = *self.lock() {
+            self.launcher.freeze(pid, frozen);
+        }
     }
 
     /// Its exit has been seen: signal it no more.

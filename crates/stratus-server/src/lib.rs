@@ -146,6 +146,11 @@ pub async fn run(
         landlock = launcher.landlock(),
         "tenant fences"
     );
+    if !launcher.can_freeze() {
+        tracing::warn!(
+            "idle function instances keep running between events: no cgroup v2 hierarchy to freeze them in"
+        );
+    }
     match launcher.isolation() {
         Isolation::Namespaces => tracing::info!(
             isolation = "namespaces",

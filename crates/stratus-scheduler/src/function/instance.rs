@@ -243,6 +243,14 @@ impl Instance {
         self.shared.die(DeathCause::Killed);
     }
 
+    /// Freezes an idle instance until its next event, as Lambda does: its
+    /// background work waits too. Or thaws it for that event.
+    pub fn freeze(&self, frozen: bool) {
+        if let Some(process) = self.shared.process.get() {
+            process.freeze(frozen);
+        }
+    }
+
     pub fn take_captured(&self) -> Vec<String> {
         self.shared.take_captured()
     }

@@ -221,6 +221,9 @@ impl Pool {
                     self.free_slots(&mut s, 1);
                     instance.kill();
                 } else {
+                    // Frozen before anyone can take it, so a thaw that
+                    // follows a take always comes after.
+                    instance.freeze(true);
                     s.idle.push(instance);
                 }
             }
@@ -323,7 +326,10 @@ impl Pool {
             // start of a cold one are phases of their own.
             let queue = arrived.elapsed();
             let (instance, cold) = match grant {
-                Grant::Warm(instance) => (instance, false),
+                Grant::Warm(instance) => {
+                    instance.freeze(false);
+                    (instance, false)
+                }
                 Grant::Start => match self.ctx.start(&self.config).await {
                     Ok(instance) => (instance, true),
                     Err(error) => {

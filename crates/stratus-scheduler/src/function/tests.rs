@@ -349,3 +349,20 @@ async fn instances_kept_for_min_instances_do_not_give_way() {
     }
     assert_eq!(launcher.counts.kills(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_instance_is_frozen_until_its_next_event() {
+    let launcher = FakeLauncher::new(Program::Function(fake::echo()), false);
+    let (scheduler, _) = fake::scheduler(fake::settings(), &launcher);
+    scheduler.publish_app("app", vec![fake::function("app", "f", 2)], vec![]);
+    for i in 0..3 {
+        let outcome = invoke(&scheduler, "f", &i.to_string())
+            .await
+            .unwrap()
+            .expect("invoked");
+        // A frozen runtime that was given the event would fail it.
+        assert_eq!(outcome.result.unwrap(), i.to_string().as_bytes());
+        assert_eq!(launcher.frozen(), launcher.pids(), "idle, so frozen");
+    }
+    assert_eq!(launcher.counts.spawns(), 1);
+}
