@@ -48,6 +48,10 @@ pub struct ServerConfig {
     /// records past it are dropped and counted
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub log_buffer_bytes: usize,
+    /// Start even on a database that this data directory was not used with
+    /// (emptied, removed or replaced), and go on with it
+    #[arg(long)]
+    pub accept_empty_store: bool,
     #[command(flatten, next_help_heading = "Limits")]
     pub limits: Limits,
     #[command(flatten, next_help_heading = "Instances")]

@@ -54,7 +54,7 @@ pub(crate) struct Events {
 }
 
 /// An event to store, and who waits for its commit.
-type Accept = (NewEvent, oneshot::Sender<Result<(), String>>);
+type Accept = (NewEvent, oneshot::Sender<Result<(), StoreError>>);
 
 /// Most events committed in one transaction.
 const MAX_COMMIT: usize = 512;
@@ -120,10 +120,7 @@ impl Events {
             .send((event, done_tx))
             .await
             .map_err(|_| gone())?;
-        done_rx
-            .await
-            .map_err(|_| gone())?
-            .map_err(StoreError::Worker)?;
+        done_rx.await.map_err(|_| gone())??;
         self.wake.notify_one();
         Ok(request_id)
     }
@@ -410,13 +407,12 @@ async fn commit(store: Arc<dyn Store>, mut pending: mpsc::Receiver<Accept>) {
     let mut batch = Vec::with_capacity(MAX_COMMIT);
     while pending.recv_many(&mut batch, MAX_COMMIT).await > 0 {
         let (events, waiters): (Vec<NewEvent>, Vec<_>) = batch.drain(..).unzip();
-        let result = store
-            .enqueue_events(events)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string());
+        let result = store.enqueue_events(events).await.map(drop);
         for waiter in waiters {
-            let _ = waiter.send(result.clone());
+            let _ = waiter.send(match &result {
+                Ok(()) => Ok(()),
+                Err(err) => Err(err.duplicate()),
+            });
         }
     }
 }

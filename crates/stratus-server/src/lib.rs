@@ -131,6 +131,7 @@ pub async fn run(
         SqliteStore::open(&data_dir.join("stratus.db"))
             .context("cannot open the database in the data directory")?,
     );
+    check_store_identity(&*store, &data_dir, config.accept_empty_store).await?;
     let token = token::load_or_create(&data_dir.join(TOKEN_FILE))?;
 
     let launcher = Arc::new(launcher);
@@ -471,4 +472,68 @@ async fn open_aws_credentials(
         }
     }
     Ok(opened)
+}
+
+/// The file in the data directory that names the store it was used with.
+pub const STORE_ID_FILE: &str = "store.id";
+
+/// Refuses to start on a store that is not the one this data directory was
+/// used with: emptied (a zero-length file), removed (made anew) or
+/// replaced by another. `accept_empty` takes the store as it is, and the
+/// data directory remembers it from then on.
+async fn check_store_identity(
+    store: &dyn Store,
+    data_dir: &Path,
+    accept: bool,
+) -> anyhow::Result<()> {
+    let path = data_dir.join(STORE_ID_FILE);
+    let candidate = token::random_hex(16)
+        .map_err(|err| anyhow::anyhow!("no randomness for the store's identity: {err}"))?;
+    let identity = store
+        .identity(&candidate)
+        .await
+        .context("cannot read the store's identity")?;
+    let fresh = identity == candidate;
+    let remembered = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text.trim().to_owned()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    };
+    match remembered {
+        Some(remembered) if remembered == identity => return Ok(()),
+        Some(_) if !accept => {
+            let what = if fresh {
+                "is new and empty, but this data directory was used with another one: the database file was removed, emptied or replaced"
+            } else {
+                "is not the one this data directory was used with: the database file was replaced"
+            };
+            anyhow::bail!(
+                "the database {} {what}. Put the right file back (or `stratus restore` a backup) and start again; or start with --accept-empty-store to go on with this database, and lose what the other held",
+                data_dir.join("stratus.db").display()
+            );
+        }
+        Some(_) => tracing::warn!(
+            "--accept-empty-store: going on with a database this data directory was not used with"
+        ),
+        None => {}
+    }
+    write_private(&path, identity.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes `bytes` to `path` (mode 0600) through a temporary file and a
+/// rename, so the file is whole or absent.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

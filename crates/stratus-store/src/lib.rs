@@ -33,6 +33,10 @@ pub enum StoreError {
         "the database was written by a newer stratus (schema {found}, this build knows {known}); upgrade stratus"
     )]
     NewerSchema { found: i64, known: i64 },
+    #[error(
+        "the database file {path} was removed or replaced while the server ran; restore it and restart the server"
+    )]
+    Lost { path: std::path::PathBuf },
     #[error("cannot make {path} readable by its owner only: {err}")]
     Permissions {
         path: std::path::PathBuf,
@@ -40,11 +44,27 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The same error for another waiter on one batch: a lost store stays
+    /// what it is, anything else keeps its message.
+    pub fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::Lost { path } => StoreError::Lost { path: path.clone() },
+            other => StoreError::Worker(other.to_string()),
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Durable platform state. Every method is one atomic step.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The store's identity: `candidate` on first call ever, what was
+    /// stored then on every later one. A data directory remembers it, to
+    /// notice a database that was emptied, replaced or removed.
+    async fn identity(&self, candidate: &str) -> Result<String>;
+
     /// Whether a package with this SHA-256 is recorded.
     async fn has_package(&self, sha256: &str) -> Result<bool>;
     async fn put_package(&self, package: PackageRecord) -> Result<()>;

@@ -143,12 +143,70 @@ CREATE TABLE schedule_slots (
     PRIMARY KEY (app, function, schedule)
 );
 "#,
+    // Facts about the store itself, such as the identity that ties it to
+    // its data directory.
+    r#"
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#,
 ];
 
 /// The SQLite store. Calls run on tokio's blocking pool, one at a time.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// The database file as it was opened, to notice it removed or
+    /// replaced under the running server.
+    file: Arc<FileIdentity>,
+}
+
+/// A file by path and by what the path named at open.
+#[derive(Debug)]
+struct FileIdentity {
+    path: std::path::PathBuf,
+    dev: u64,
+    ino: u64,
+    /// Set once it was found gone or replaced; from then on every call fails.
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Result<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).map_err(|err| StoreError::Permissions {
+            path: path.to_owned(),
+            err,
+        })?;
+        Ok(FileIdentity {
+            path: path.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            lost: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the path still names the file that was opened.
+    fn check(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        use std::sync::atomic::Ordering;
+        let same = !self.lost.load(Ordering::Relaxed)
+            && std::fs::metadata(&self.path)
+                .is_ok_and(|meta| meta.dev() == self.dev && meta.ino() == self.ino);
+        if same {
+            return Ok(());
+        }
+        if !self.lost.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                path = %self.path.display(),
+                "the database file was removed or replaced while the server ran: every write is refused from now on, so that nothing more is acknowledged and lost; put the file back (or restore a backup) and restart the server"
+            );
+        }
+        Err(StoreError::Lost {
+            path: self.path.clone(),
+        })
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -163,6 +221,7 @@ impl SqliteStore {
     /// only, as are the journal files SQLite makes beside it.
     pub fn open(path: &Path) -> Result<SqliteStore> {
         owner_only(path)?;
+        let file = Arc::new(FileIdentity::of(path)?);
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -171,6 +230,7 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            file,
         })
     }
 
@@ -178,9 +238,12 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let conn = self.conn.clone();
+        let (conn, file) = (self.conn.clone(), self.file.clone());
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Checked under the lock, just before the work: nothing is
+            // acknowledged after the file went away.
+            file.check()?;
             f(&mut conn)
         })
         .await
@@ -626,6 +689,22 @@ impl Store for SqliteStore {
             Ok(conn
                 .query_row(&sql, [id], aws_credential_from_row)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn identity(&self, candidate: &str) -> Result<String> {
+        let candidate = candidate.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('identity', ?1)",
+                [candidate],
+            )?;
+            Ok(
+                conn.query_row("SELECT value FROM meta WHERE key = 'identity'", [], |row| {
+                    row.get(0)
+                })?,
+            )
         })
         .await
     }

@@ -53,7 +53,14 @@ impl ApiError {
 
 impl From<stratus_store::StoreError> for ApiError {
     fn from(err: stratus_store::StoreError) -> ApiError {
-        ApiError::internal("the store failed", err)
+        match err {
+            err @ stratus_store::StoreError::Lost { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_lost",
+                err.to_string(),
+            ),
+            err => ApiError::internal("the store failed", err),
+        }
     }
 }
 
