@@ -131,3 +131,32 @@ async fn logs_are_queried_followed_and_trimmed() {
     );
     assert_eq!(left.last().unwrap().record.ts_ms, 9);
 }
+
+#[tokio::test]
+async fn the_identity_is_kept_and_a_lost_file_stops_every_call() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(store.identity("first").await.unwrap(), "first");
+    assert_eq!(store.identity("second").await.unwrap(), "first");
+    store.activate(version("a", 128)).await.unwrap();
+
+    std::fs::remove_file(&path).unwrap();
+    let lost = store.activate(version("b", 128)).await.unwrap_err();
+    assert!(
+        matches!(lost, stratus_store::StoreError::Lost { .. }),
+        "{lost}"
+    );
+    // Even once a file is back at the path: it is not the one opened.
+    std::fs::write(&path, b"").unwrap();
+    assert!(store.list_apps().await.is_err());
+    assert!(matches!(
+        lost.duplicate(),
+        stratus_store::StoreError::Lost { .. }
+    ));
+}
