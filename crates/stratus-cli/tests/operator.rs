@@ -1,7 +1,8 @@
 //! An operator's mistakes lose nothing silently: a database removed or
 //! replaced under the running server stops every write with the reason,
 //! and a server refuses to start on a database its data directory was not
-//! used with, unless told `--accept-empty-store`.
+//! used with, unless told `--accept-empty-store`. A backup taken while
+//! the server is busy restores into a server that serves the same state.
 
 mod common;
 
@@ -144,4 +145,69 @@ fn an_emptied_or_replaced_database_is_refused_at_start_unless_accepted() {
     std::fs::write(&db, b"").unwrap();
     let (ok, stderr) = start_expecting_exit(&server, &["--accept-empty-store"]);
     assert!(ok && stderr == "still running", "{stderr}");
+}
+
+/// A backup taken while the server is busy restores into a new data
+/// directory that serves the same apps, keys and queued events.
+#[test]
+fn a_backup_taken_under_load_restores_and_serves() {
+    let server = Server::start();
+    deploy_hello(&server, "kept");
+    let key = server.ok(&["keys", "create", "kept", "--output", "json"]);
+    let key: serde_json::Value = serde_json::from_str(&key).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let accepted = std::sync::atomic::AtomicUsize::new(0);
+    let backup = server.path("backup");
+    std::thread::scope(|scope| {
+        // Load: asynchronous invocations, each written to the store.
+        scope.spawn(|| {
+            let http = common::client();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let response = http
+                    .post(format!("{}/v1/apps/kept/functions/f/invoke", server.admin))
+                    .bearer_auth(&server.token)
+                    .header("x-stratus-invocation-type", "Event")
+                    .body("{}")
+                    .send()
+                    .unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let out = server.ok(&["backup", backup.to_str().unwrap()]);
+        assert!(out.contains("backed up"), "{out}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert!(accepted.load(std::sync::atomic::Ordering::Relaxed) > 10);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    // Into a data directory that holds state: refused.
+    let refused = server.fails(&["restore", backup.to_str().unwrap()]);
+    assert!(refused.contains("already holds state"), "{refused}");
+
+    // Into a new one: it starts and serves what the old one had.
+    let dir = tempfile::tempdir().unwrap();
+    let restored_dir = dir.path().join("data");
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&restored_dir)
+        .args(["restore", backup.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = Server::start_in(dir, &[]);
+    assert_eq!(restored.token, server.token, "the admin token came along");
+    assert_eq!(restored.invoke("kept/f", "{}")["result"], "hi");
+    let keys = restored.ok(&["keys", "ls", "kept"]);
+    assert!(keys.contains(key["id"].as_str().unwrap()), "{keys}");
 }

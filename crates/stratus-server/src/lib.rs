@@ -9,6 +9,7 @@
 //! into the scheduler's snapshot.
 
 mod api;
+pub mod backup;
 pub mod config;
 mod deploy;
 mod events;

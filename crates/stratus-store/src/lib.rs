@@ -19,7 +19,7 @@ pub use records::{
     LogQuery, LogRecord, LogStream, MessageRecord, MessageSettlement, NewEvent, NewMessage,
     NewVersion, PackageRecord, QueueCounts, Settlement, StoredLog, VersionRecord,
 };
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, snapshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

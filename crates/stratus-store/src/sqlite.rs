@@ -251,6 +251,21 @@ impl SqliteStore {
     }
 }
 
+/// Writes a consistent copy of the database at `db` to `to` (which must
+/// not exist, in a directory only its owner may enter), as of one moment,
+/// while a server may be writing to it: `VACUUM INTO` reads in one
+/// transaction. The copy is then made mode 0600.
+pub fn snapshot(db: &Path, to: &Path) -> Result<()> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.execute("VACUUM INTO ?1", [to.to_string_lossy()])?;
+    owner_only(to)
+}
+
 /// Creates `path` empty with mode 0600 unless it exists, and takes every
 /// other permission from it and the journal files beside it. SQLite gives
 /// the journal files the database's mode.

@@ -1,5 +1,6 @@
 //! The subcommands, one file each.
 
+mod backup;
 mod demo;
 mod deploy;
 mod dlq;
@@ -38,6 +39,11 @@ pub enum Command {
     Demo(server::ServerArgs),
     /// Create an application directory from a template
     Init(init::InitArgs),
+    /// Copy the data directory's state (database, packages, code, keys) to
+    /// a new directory, consistently, while the server runs
+    Backup(backup::BackupArgs),
+    /// Copy a backup into a new or empty data directory
+    Restore(backup::RestoreArgs),
     /// Package and deploy the application in a directory
     Deploy(deploy::DeployArgs),
     /// Invoke a function and print its result, or queue an event (--async)
@@ -89,6 +95,8 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Server(args) => server::run(&conn, args, launcher()?).await,
         Command::Demo(args) => demo::run(&conn, args, launcher()?).await,
         Command::Init(args) => init::run(args),
+        Command::Backup(args) => backup::backup(&conn, args),
+        Command::Restore(args) => backup::restore(&conn, args),
         Command::Deploy(args) => deploy::run(&conn, args).await,
         Command::Invoke(args) => invoke::run(&conn, args).await,
         Command::Dlq(args) => dlq::run(&conn, args).await,
