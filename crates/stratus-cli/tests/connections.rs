@@ -275,3 +275,73 @@ fn buffered_request_bodies_are_bounded_in_total() {
         "{served}"
     );
 }
+
+/// An app's queues and asynchronous events are bounded in count and in
+/// bytes: past its quota a send or an asynchronous invocation is refused
+/// with 429 and the reason, and other apps are not held to it.
+#[test]
+fn queued_messages_and_events_are_held_to_per_app_quotas() {
+    let server = Server::start_with(&[
+        "--app-max-queued-messages",
+        "3",
+        "--app-max-queued-event-bytes",
+        "1000",
+    ]);
+    for app in ["greedy", "modest"] {
+        let dir = server.path(app);
+        write_app(
+            &dir,
+            &[
+                (
+                    "stratus.yaml",
+                    &format!(
+                        "app: {app}\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\nqueues:\n  q: {{}}\n"
+                    ),
+                ),
+                ("main.py", "def handler(e, c):\n    return 1\n"),
+            ],
+        );
+        server.ok(&["deploy", dir.to_str().unwrap()]);
+    }
+    let http = common::client();
+    let send = |app: &str| {
+        http.post(format!("{}/v1/apps/{app}/queues/q/messages", server.admin))
+            .bearer_auth(&server.token)
+            .body("message")
+            .send()
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(send("greedy").status(), 200);
+    }
+    let refused = send("greedy");
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--app-max-queued-messages"),
+        "{body}"
+    );
+    assert_eq!(
+        send("modest").status(),
+        200,
+        "other apps are not held to it"
+    );
+
+    let event = |app: &str, bytes: usize| {
+        http.post(format!("{}/v1/apps/{app}/functions/f/invoke", server.admin))
+            .bearer_auth(&server.token)
+            .header("x-stratus-invocation-type", "Event")
+            .body(format!("\"{}\"", "x".repeat(bytes)))
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(event("greedy", 600), 202);
+    assert_eq!(event("greedy", 600), 429, "past the bytes");
+    assert_eq!(event("modest", 600), 202);
+}

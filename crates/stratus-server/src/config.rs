@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub accept_empty_store: bool,
     #[command(flatten, next_help_heading = "Limits")]
     pub limits: Limits,
+    #[command(flatten, next_help_heading = "Quotas")]
+    pub quotas: crate::QuotaSettings,
     #[command(flatten, next_help_heading = "Instances")]
     pub data_plane: stratus_scheduler::Limits,
     /// The public listener's domain and limits.

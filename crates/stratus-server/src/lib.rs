@@ -15,6 +15,7 @@ mod deploy;
 mod events;
 mod listener;
 mod public;
+mod quotas;
 mod runtimes;
 mod secrets;
 mod token;
@@ -37,6 +38,7 @@ use tokio::net::TcpListener;
 
 pub use config::{Limits, ServerConfig};
 pub use public::{HttpSettings, TlsFiles};
+pub use quotas::QuotaSettings;
 
 /// Addresses the server is reachable at, as written to `server.json`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -69,6 +71,8 @@ pub(crate) struct AppState {
     pub aws_credentials: api::AwsCredentials,
     /// Seals secrets before they are stored.
     pub(crate) sealer: secrets::Sealer,
+    /// What each app may hold queued.
+    pub(crate) quotas: Arc<quotas::Quotas>,
     /// Schedules, queues and the other sources of events.
     pub triggers: triggers::Triggers,
     /// The admin API as functions see it.
@@ -242,6 +246,9 @@ pub async fn run(
 
     let events = events::Events::new(store.clone(), scheduler.clone(), logs.clone());
     let events_task = tokio::spawn(events.clone().run());
+    let quotas = quotas::Quotas::new(config.quotas.clone());
+    quotas.refresh(&*store).await;
+    let quotas_task = quotas.start(store.clone());
     let sealer = secrets::Sealer::load_or_create(&data_dir.join(secrets::KEY_FILE))?;
     let aws_credentials = api::AwsCredentials::new(open_aws_credentials(&*store, &sealer).await?);
     let wake_events = events.clone();
@@ -261,6 +268,7 @@ pub async fn run(
         triggers,
         aws_credentials,
         sealer,
+        quotas: quotas.clone(),
         events: events.clone(),
         store,
         scheduler: scheduler.clone(),
@@ -335,6 +343,7 @@ pub async fn run(
     {
         tracing::warn!("connections still open after shutdown; closing them");
     }
+    quotas_task.abort();
     store_logs.stop().await;
     let _ = std::fs::remove_file(data_dir.join(SERVER_FILE));
     tracing::info!("stopped");

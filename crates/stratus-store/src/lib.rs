@@ -55,6 +55,16 @@ impl StoreError {
     }
 }
 
+/// What one app holds waiting in the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub app: String,
+    pub events: u64,
+    pub event_bytes: u64,
+    pub messages: u64,
+    pub message_bytes: u64,
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Durable platform state. Every method is one atomic step.
@@ -183,6 +193,9 @@ pub trait Store: Send + Sync + 'static {
     /// Messages of each queue of `app`, or of every app, leaving out empty
     /// queues.
     async fn count_messages(&self, app: Option<&str>, now_ms: i64) -> Result<Vec<QueueCounts>>;
+    /// What each app holds waiting: asynchronous events not yet settled
+    /// and queued messages not yet deleted, counted and in bytes.
+    async fn backlogs(&self) -> Result<Vec<Backlog>>;
 
     /// Records that a schedule of `app`/`function` fired its slot
     /// `slot_ms` and queues `event`, in one transaction, unless that slot

@@ -12,7 +12,7 @@ use crate::records::{
     LogQuery, LogRecord, MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion,
     PackageRecord, QueueCounts, Settlement, StoredLog, VersionRecord,
 };
-use crate::{Result, Store, StoreError};
+use crate::{Backlog, Result, Store, StoreError};
 
 /// Schema migrations, applied in order; index + 1 is the schema version.
 const MIGRATIONS: &[&str] = &[
@@ -704,6 +704,37 @@ impl Store for SqliteStore {
             Ok(conn
                 .query_row(&sql, [id], aws_credential_from_row)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn backlogs(&self) -> Result<Vec<Backlog>> {
+        self.call(|conn| {
+            let mut by_app: std::collections::BTreeMap<String, Backlog> = Default::default();
+            for (table, column, is_events) in [("events", "payload", true), ("messages", "body", false)] {
+                let sql = format!(
+                    "SELECT app, COUNT(*), COALESCE(SUM(LENGTH({column})), 0) FROM {table} GROUP BY app"
+                );
+                let mut stmt = conn.prepare(&sql)?;
+                let rows = stmt.query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                })?;
+                for row in rows {
+                    let (app, count, bytes) = row?;
+                    let entry = by_app.entry(app.clone()).or_insert_with(|| Backlog {
+                        app,
+                        ..Backlog::default()
+                    });
+                    if is_events {
+                        entry.events = count as u64;
+                        entry.event_bytes = bytes as u64;
+                    } else {
+                        entry.messages = count as u64;
+                        entry.message_bytes = bytes as u64;
+                    }
+                }
+            }
+            Ok(by_app.into_values().collect())
         })
         .await
     }

@@ -160,3 +160,57 @@ async fn the_identity_is_kept_and_a_lost_file_stops_every_call() {
         stratus_store::StoreError::Lost { .. }
     ));
 }
+
+#[tokio::test]
+async fn backlogs_count_each_app_s_events_and_messages_in_bytes() {
+    use stratus_store::{Backlog, NewEvent, NewMessage};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+    let event = |app: &str, id: &str, bytes: usize| NewEvent {
+        app: app.into(),
+        function: "f".into(),
+        payload: vec![b'x'; bytes],
+        request_id: id.into(),
+        source: "invoke".into(),
+        created_ms: 1,
+        not_before_ms: 1,
+    };
+    store
+        .enqueue_events(vec![
+            event("a", "1", 10),
+            event("a", "2", 5),
+            event("b", "1", 7),
+        ])
+        .await
+        .unwrap();
+    store
+        .send_messages(vec![NewMessage {
+            app: "b".into(),
+            queue: "q".into(),
+            body: vec![b'y'; 20],
+            message_id: "m".into(),
+            source: "send".into(),
+            sent_ms: 1,
+            visible_ms: 1,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.backlogs().await.unwrap(),
+        vec![
+            Backlog {
+                app: "a".into(),
+                events: 2,
+                event_bytes: 15,
+                ..Backlog::default()
+            },
+            Backlog {
+                app: "b".into(),
+                events: 1,
+                event_bytes: 7,
+                messages: 1,
+                message_bytes: 20,
+            },
+        ]
+    );
+}

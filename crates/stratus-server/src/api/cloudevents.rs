@@ -104,6 +104,12 @@ pub(crate) async fn ingest(
         routed.push((event, to, payload));
     }
 
+    let (count, bytes) = routed.iter().fold((0, 0), |(n, b), (_, to, payload)| {
+        (n + to.len() as u64, b + (to.len() * payload.len()) as u64)
+    });
+    state
+        .quotas
+        .admit(&app, crate::quotas::Kind::Events, count, bytes)?;
     let mut accepted = Vec::new();
     for (event, to, payload) in routed {
         let request_id = request_id(text(event, "source"), text(event, "id"));

@@ -45,6 +45,12 @@ impl ApiError {
         )
     }
 
+    /// Says, in `Retry-After`, when to try again.
+    pub fn retrying_after(mut self, secs: u64) -> ApiError {
+        self.retry_after = Some(secs);
+        self
+    }
+
     pub fn with_details(mut self, details: Vec<String>) -> ApiError {
         self.details = details;
         self

@@ -19,6 +19,7 @@ use stratus_scheduler::{Invocation, InvokeError, InvokeOutcome};
 
 use super::ApiError;
 use crate::AppState;
+use crate::quotas::Kind;
 
 /// Most bytes of log tail returned in `x-stratus-log-result`, as Lambda does.
 const LOG_TAIL_BYTES: usize = 4096;
@@ -50,6 +51,9 @@ pub(super) async fn enqueue(
             ),
         ));
     }
+    state
+        .quotas
+        .admit(app, Kind::Events, 1, payload.len() as u64)?;
     Ok(state
         .events
         .enqueue(app, function, payload, "invoke")

@@ -51,6 +51,13 @@ pub(crate) async fn send_to(
     bodies: Vec<Bytes>,
     source: &str,
 ) -> Result<Vec<String>, ApiError> {
+    let bytes = bodies.iter().map(|b| b.len() as u64).sum();
+    state.quotas.admit(
+        app,
+        crate::quotas::Kind::Messages,
+        bodies.len() as u64,
+        bytes,
+    )?;
     match state.triggers.queues.send(app, queue, bodies, source).await {
         Ok(ids) => Ok(ids),
         Err(SendError::NoSuchQueue { .. }) => {
