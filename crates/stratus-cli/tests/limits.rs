@@ -132,3 +132,191 @@ fn a_flood_of_output_is_rate_limited_and_bounded_in_memory() {
         "the log says what was dropped"
     );
 }
+
+const NOISY: &str = "import sys\ndef handler(event, context):\n    line = 'y' * 10000 + '\\n'\n    for _ in range(event['lines']):\n        sys.stdout.write(line)\n    sys.stdout.flush()\n    return 'done'\n";
+
+/// Bytes of log messages stored for `target`.
+fn stored_log_bytes(server: &Server, target: &str) -> usize {
+    common::log_records(server, target, &[])
+        .iter()
+        .filter_map(|r| r["message"].as_str().map(str::len))
+        .sum()
+}
+
+/// The log budget holds on write, per app and in total, and trimmed logs
+/// give their space back: the database file shrinks.
+#[test]
+fn the_log_budget_holds_per_app_and_the_database_shrinks() {
+    let server = Server::start_with(&[
+        "--log-max-bytes",
+        "4000000",
+        "--log-max-bytes-per-app",
+        "1000000",
+        "--instance-log-rate",
+        "1000000000",
+    ]);
+    for app in ["noisy", "quiet"] {
+        let dir = server.path(app);
+        write_app(
+            &dir,
+            &[
+                (
+                    "stratus.yaml",
+                    &format!(
+                        "app: {app}\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    timeout: 60s\n"
+                    ),
+                ),
+                ("main.py", NOISY),
+            ],
+        );
+        server.ok(&["deploy", dir.to_str().unwrap()]);
+    }
+    assert_eq!(
+        server.invoke("quiet/f", r#"{"lines": 20}"#)["result"],
+        "done"
+    );
+    let size = || -> u64 {
+        ["stratus.db", "stratus.db-wal"]
+            .iter()
+            .map(|f| std::fs::metadata(server.data_dir.join(f)).map_or(0, |m| m.len()))
+            .sum()
+    };
+    let mut peak = 0;
+    for _ in 0..5 {
+        assert_eq!(
+            server.invoke("noisy/f", r#"{"lines": 2000}"#)["result"],
+            "done"
+        );
+        peak = peak.max(size());
+    }
+    // 100 MB were written; the app keeps its own megabyte.
+    let settled = common::eventually(std::time::Duration::from_secs(20), || {
+        let bytes = stored_log_bytes(&server, "noisy/f");
+        if bytes <= 1_100_000 {
+            Ok(bytes)
+        } else {
+            Err(format!("noisy/f holds {bytes} bytes of logs"))
+        }
+    });
+    eprintln!(
+        "noisy/f keeps {settled} bytes of logs; the database peaked at {peak} bytes and is {} now",
+        size()
+    );
+    assert!(
+        stored_log_bytes(&server, "quiet/f") >= 200_000,
+        "the quiet app keeps its logs"
+    );
+    // Past the budget by at most what arrives between two trims.
+    assert!(peak < 64_000_000, "the database grew to {peak} bytes");
+    common::eventually(std::time::Duration::from_secs(20), || {
+        let now = size();
+        if now < 12_000_000 {
+            Ok(())
+        } else {
+            Err(format!("the database is still {now} bytes"))
+        }
+    });
+}
+
+/// On a full disk the server keeps serving: the reserve is given up, logs
+/// are trimmed to make room, and a restart on the full disk starts,
+/// saying it runs degraded.
+#[test]
+fn a_full_disk_is_survived_and_a_restart_on_it_starts() {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        eprintln!("not root: cannot mount a small file system for the data directory");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let unmount = Unmount(small.clone());
+    let data_dir = small.join("data");
+    let mut server = Server::start_at(
+        dir,
+        data_dir,
+        &[
+            "--disk-reserve",
+            "4000000",
+            "--log-max-bytes",
+            "1000000000",
+            "--log-max-bytes-per-app",
+            "1000000000",
+            "--instance-log-rate",
+            "1000000000",
+        ],
+    );
+    let app = server.path("noisy");
+    write_app(
+        &app,
+        &[
+            (
+                "stratus.yaml",
+                "app: noisy\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    timeout: 60s\n",
+            ),
+            ("main.py", NOISY),
+        ],
+    );
+    server.ok(&["deploy", app.to_str().unwrap()]);
+    // 80 MB of logs onto a 40 MB disk, and the function goes on answering.
+    for _ in 0..8 {
+        assert_eq!(
+            server.invoke("noisy/f", r#"{"lines": 1000}"#)["result"],
+            "done"
+        );
+    }
+    common::eventually(std::time::Duration::from_secs(20), || {
+        let stored = stored_log_bytes(&server, "noisy/f");
+        if stored > 0 {
+            Ok(())
+        } else {
+            Err("no logs kept".into())
+        }
+    });
+    assert_eq!(
+        server.invoke("noisy/f", r#"{"lines": 1}"#)["result"],
+        "done"
+    );
+    // Once there is room, the reserve is back.
+    let reserve = server.data_dir.join("reserve");
+    common::eventually(std::time::Duration::from_secs(90), || {
+        if reserve.exists() {
+            Ok(())
+        } else {
+            Err("the reserve is not back".into())
+        }
+    });
+    // Fill what is left, as another writer on the disk would.
+    let filler = server.data_dir.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "count=100"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    server.stop();
+    server.restart();
+    assert_eq!(
+        server.invoke("noisy/f", r#"{"lines": 1}"#)["result"],
+        "done"
+    );
+    let log = std::fs::read_to_string(server.dir.path().join("restart.log")).unwrap_or_default();
+    assert!(log.contains("DEGRADED"), "{log}");
+    server.stop();
+    drop(unmount);
+}

@@ -20,11 +20,13 @@
 //! for tests and for tools that need no store.
 
 mod memory;
+mod reserve;
 mod writer;
 
 use async_trait::async_trait;
 
 pub use memory::MemoryLogs;
+pub use reserve::{Reserve, free_bytes};
 pub use stratus_store::{LogQuery, LogRecord, LogStream, StoredLog};
 pub use writer::{Buffer, Retention, StoreLogs};
 

@@ -12,26 +12,46 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use stratus_store::{LogQuery, LogRecord, Store, StoredLog};
+use stratus_store::{LogBudget, LogQuery, LogRecord, Store, StoredLog};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{Logs, LogsError};
+use crate::{Logs, LogsError, Reserve};
 
 const BATCH: usize = 2048;
 /// When records keep coming (the last write was less than this long ago),
 /// the writer waits this long for more before writing, so that a busy
 /// server commits a few large batches rather than one per invocation.
 const LINGER: Duration = Duration::from_millis(10);
-/// How often old records are trimmed.
+/// How often old records are trimmed, at the least.
 const TRIM_EVERY: Duration = Duration::from_secs(60);
+/// Records are also trimmed once this share of the budget (and at least
+/// [`TRIM_AFTER_MIN`]) was written since the last trim, so no writer gets
+/// far past the budget between trims.
+const TRIM_AFTER_SHARE: u64 = 10;
+const TRIM_AFTER_MIN: u64 = 1 << 20;
+/// Most bytes of records stored in one transaction.
+const APPEND_BYTES: usize = 2 << 20;
+/// How often, while records are written, the reserve is looked after.
+const ROOM_EVERY: Duration = Duration::from_secs(1);
 
 /// How long records are kept.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
     /// Records older than this are deleted.
     pub max_age: Duration,
-    /// The oldest records are deleted beyond this many bytes of messages.
+    /// The oldest records are deleted beyond this many bytes in all.
     pub max_bytes: u64,
+    /// An app's oldest records are deleted beyond this many bytes of its own.
+    pub max_bytes_per_app: u64,
+}
+
+impl Retention {
+    fn budget(&self) -> LogBudget {
+        LogBudget {
+            total: self.max_bytes,
+            per_app: self.max_bytes_per_app,
+        }
+    }
 }
 
 /// What may wait for the writer before `append` drops records: so many
@@ -81,7 +101,14 @@ pub struct StoreLogs {
 impl StoreLogs {
     /// Starts the writer; what `buffer` allows may wait for it before
     /// `append` drops records.
-    pub fn start(store: Arc<dyn Store>, buffer: Buffer, retention: Retention) -> Arc<StoreLogs> {
+    /// On a full disk, `reserve` (when given) is released so that trimming
+    /// can make room.
+    pub fn start(
+        store: Arc<dyn Store>,
+        buffer: Buffer,
+        retention: Retention,
+        reserve: Option<Reserve>,
+    ) -> Arc<StoreLogs> {
         let (records, rx) = mpsc::channel(buffer.records.max(1));
         let (progress_tx, progress) = watch::channel(Progress::default());
         let (stop, stop_rx) = oneshot::channel();
@@ -90,8 +117,10 @@ impl StoreLogs {
             store: store.clone(),
             progress: progress_tx,
             waiting: waiting.clone(),
+            retention,
+            reserve,
         };
-        let task = tokio::spawn(writer.run(rx, stop_rx, retention));
+        let task = tokio::spawn(writer.run(rx, stop_rx));
         Arc::new(StoreLogs {
             store,
             records,
@@ -161,18 +190,18 @@ struct Writer {
     store: Arc<dyn Store>,
     progress: watch::Sender<Progress>,
     waiting: Arc<AtomicUsize>,
+    retention: Retention,
+    reserve: Option<Reserve>,
 }
 
 impl Writer {
-    async fn run(
-        self,
-        mut rx: mpsc::Receiver<LogRecord>,
-        mut stop_rx: oneshot::Receiver<()>,
-        retention: Retention,
-    ) {
+    async fn run(self, mut rx: mpsc::Receiver<LogRecord>, mut stop_rx: oneshot::Receiver<()>) {
         let mut trim = tokio::time::interval(TRIM_EVERY);
         let mut batch = Vec::with_capacity(BATCH);
         let mut last_write = tokio::time::Instant::now() - LINGER;
+        let trim_after = (self.retention.max_bytes / TRIM_AFTER_SHARE).max(TRIM_AFTER_MIN);
+        let mut since_trim = 0u64;
+        let mut last_room = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 n = rx.recv_many(&mut batch, BATCH) => {
@@ -181,16 +210,20 @@ impl Writer {
                         tokio::time::sleep(LINGER).await;
                         take_ready(&mut rx, &mut batch);
                     }
-                    self.write(&mut batch).await;
+                    since_trim += self.write(&mut batch).await;
                     last_write = tokio::time::Instant::now();
+                    if last_room.elapsed() >= ROOM_EVERY {
+                        last_room = last_write;
+                        self.make_room(now_ms() - self.retention.max_age.as_millis() as i64).await;
+                    }
+                    if since_trim >= trim_after {
+                        since_trim = 0;
+                        self.trim(self.retention.budget()).await;
+                    }
                 }
                 _ = trim.tick() => {
-                    let before = now_ms() - retention.max_age.as_millis() as i64;
-                    match self.store.trim_logs(before, retention.max_bytes).await {
-                        Ok(0) => {}
-                        Ok(deleted) => tracing::debug!(deleted, "trimmed logs"),
-                        Err(err) => tracing::warn!(error = %err, "cannot trim logs"),
-                    }
+                    since_trim = 0;
+                    self.trim(self.retention.budget()).await;
                 }
                 _ = &mut stop_rx => {
                     // Whatever is already queued is written before stopping.
@@ -207,15 +240,131 @@ impl Writer {
         }
     }
 
-    /// Writes `batch` and counts it as written, or as lost when the store
-    /// fails.
-    async fn write(&self, batch: &mut Vec<LogRecord>) {
-        if batch.is_empty() {
+    /// Stores `batch` a few megabytes at a time, each in a transaction of
+    /// its own: a large transaction needs as much room in the journal.
+    /// `stored` is how many of the batch are stored, and where to go on.
+    async fn append(
+        &self,
+        batch: &[LogRecord],
+        stored: &mut usize,
+    ) -> Result<(), stratus_store::StoreError> {
+        while *stored < batch.len() {
+            let start = *stored;
+            let mut end = start;
+            let mut bytes = 0;
+            while end < batch.len() && (end == start || bytes < APPEND_BYTES) {
+                bytes += size_of(&batch[end]);
+                end += 1;
+            }
+            self.store.append_logs(batch[start..end].to_vec()).await?;
+            *stored = end;
+        }
+        Ok(())
+    }
+
+    /// Trims to `budget`; on a full disk, releases the reserve first so
+    /// that the trim can run. Then makes the reserve again where there is
+    /// room.
+    async fn trim(&self, budget: LogBudget) {
+        let before = now_ms() - self.retention.max_age.as_millis() as i64;
+        let mut result = self.store.trim_logs(before, budget).await;
+        if let Err(err) = &result
+            && err.is_disk_full()
+            && self.release_reserve()
+        {
+            result = self.store.trim_logs(before, budget).await;
+        }
+        match result {
+            Ok(trimmed) if trimmed.records > 0 => tracing::debug!(
+                records = trimmed.records,
+                bytes = trimmed.bytes,
+                reclaimed = trimmed.reclaimed,
+                "trimmed logs"
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "cannot trim logs"),
+        }
+        self.make_room(before).await;
+    }
+
+    /// Puts the reserve back in place, trimming logs to make room for it
+    /// where the disk filled up within the log budget.
+    async fn make_room(&self, before: i64) {
+        let Some(reserve) = &self.reserve else {
             return;
+        };
+        if reserve.held() {
+            return;
+        }
+        if !reserve.restore() {
+            // Room for the reserve, and as much again.
+            let wanted = reserve.bytes().saturating_mul(2);
+            let (Some(free), Ok(stored)) = (reserve.free(), self.store.log_bytes().await) else {
+                return;
+            };
+            let cut = wanted.saturating_sub(free);
+            if cut == 0 || stored == 0 {
+                return;
+            }
+            let budget = self.retention.budget();
+            let trimmed = self
+                .store
+                .trim_logs(
+                    before,
+                    LogBudget {
+                        total: budget.total.min(stored.saturating_sub(cut)),
+                        per_app: budget.per_app,
+                    },
+                )
+                .await;
+            if let Err(err) = trimmed {
+                tracing::warn!(error = %err, "cannot trim logs to make room on the disk");
+            }
+            if !reserve.restore() {
+                return;
+            }
+        }
+        tracing::info!("the disk has room again: the reserve is back in place");
+    }
+
+    fn release_reserve(&self) -> bool {
+        let released = self.reserve.as_ref().is_some_and(Reserve::release);
+        if released {
+            tracing::warn!(
+                "the disk is full: released the reserve and trimming logs to half of what is stored, to make room"
+            );
+        }
+        released
+    }
+
+    /// Writes `batch` and counts it as written, or as lost when the store
+    /// fails; returns the bytes written. On a full disk, makes room (the
+    /// reserve, and logs trimmed to half their budget) and tries once more.
+    async fn write(&self, batch: &mut Vec<LogRecord>) -> u64 {
+        if batch.is_empty() {
+            return 0;
         }
         let count = batch.len() as u64;
         let bytes: usize = batch.iter().map(size_of).sum();
-        let failed = match self.store.append_logs(std::mem::take(batch)).await {
+        let mut done = 0;
+        let mut result = self.append(batch, &mut done).await;
+        if let Err(err) = &result
+            && err.is_disk_full()
+        {
+            self.release_reserve();
+            // Half of what is stored, whatever the budget: the disk filled
+            // before the budget did.
+            let stored = self.store.log_bytes().await.unwrap_or(0);
+            let budget = self.retention.budget();
+            self.trim(LogBudget {
+                total: budget.total.min(stored) / 2,
+                per_app: budget.per_app.min(stored) / 2,
+            })
+            .await;
+            result = self.append(batch, &mut done).await;
+        }
+        batch.clear();
+        let failed = match result {
             Ok(()) => 0,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot store log records");
@@ -227,6 +376,7 @@ impl Writer {
             p.written += count;
             p.failures += failed;
         });
+        if failed == 0 { bytes as u64 } else { 0 }
     }
 }
 

@@ -138,7 +138,9 @@ async fn store() {
         Retention {
             max_age: Duration::from_secs(3600),
             max_bytes: 1 << 30,
+            max_bytes_per_app: 1 << 30,
         },
+        None,
     );
     check(logs.clone()).await;
     logs.stop().await;
@@ -151,13 +153,14 @@ async fn a_full_buffer_drops_and_counts_rather_than_waits() {
     let retention = Retention {
         max_age: Duration::from_secs(3600),
         max_bytes: 1 << 30,
+        max_bytes_per_app: 1 << 30,
     };
     // On a current-thread runtime the writer cannot run between appends.
     let buffer = Buffer {
         records: 4,
         bytes: 1 << 20,
     };
-    let logs = StoreLogs::start(store.clone(), buffer, retention);
+    let logs = StoreLogs::start(store.clone(), buffer, retention, None);
     for i in 0..10 {
         logs.append(record("f", "r", LogStream::Stdout, &i.to_string()));
     }
@@ -177,7 +180,7 @@ async fn a_full_buffer_drops_and_counts_rather_than_waits() {
         records: 1000,
         bytes: 3 << 20,
     };
-    let logs = StoreLogs::start(store, buffer, retention);
+    let logs = StoreLogs::start(store, buffer, retention, None);
     let big = "x".repeat(1 << 20);
     for _ in 0..5 {
         logs.append(record("f", "r", LogStream::Stdout, &big));

@@ -44,6 +44,14 @@ pub struct ServerConfig {
     /// Oldest logs are deleted beyond this many bytes of messages
     #[arg(long, default_value_t = 512 * 1024 * 1024)]
     pub log_max_bytes: u64,
+    /// An app's oldest logs are deleted beyond this many bytes of its own
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub log_max_bytes_per_app: u64,
+    /// Bytes kept free in reserve on the data directory's disk (a file,
+    /// DATA_DIR/reserve), given up when the disk fills so that logs can be
+    /// trimmed to make room; 0 keeps none
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub disk_reserve: u64,
     /// Most bytes of log records held in memory waiting to be stored;
     /// records past it are dropped and counted
     #[arg(long, default_value_t = 64 * 1024 * 1024)]

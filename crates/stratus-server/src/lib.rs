@@ -132,6 +132,17 @@ pub async fn run(
     if removed > 0 {
         tracing::info!(removed, "removed what interrupted uploads left behind");
     }
+    // On a disk too full to start, the reserve makes room.
+    let reserve = stratus_logs::Reserve::new(data_dir.join(RESERVE_FILE), config.disk_reserve);
+    let free = stratus_logs::free_bytes(&data_dir);
+    if free.is_some_and(|free| free < config.disk_reserve.max(MIN_FREE_AT_START)) {
+        let released = reserve.release();
+        tracing::warn!(
+            free = free.unwrap_or(0),
+            released,
+            "DEGRADED: the data directory's disk is (nearly) full; logs are trimmed to make room, and deploys and other writes may fail until there is room"
+        );
+    }
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&data_dir.join("stratus.db"))
             .context("cannot open the database in the data directory")?,
@@ -182,7 +193,9 @@ pub async fn run(
         Retention {
             max_age: config.log_retention,
             max_bytes: config.log_max_bytes,
+            max_bytes_per_app: config.log_max_bytes_per_app,
         },
+        (config.disk_reserve > 0).then_some(reserve),
     );
     let logs: Arc<dyn Logs> = store_logs.clone();
     let settings = Settings {
@@ -483,6 +496,11 @@ async fn open_aws_credentials(
     }
     Ok(opened)
 }
+
+/// The file that holds the disk space kept in reserve.
+pub const RESERVE_FILE: &str = "reserve";
+/// Below this much free space at start, the reserve is given up.
+const MIN_FREE_AT_START: u64 = 16 * 1024 * 1024;
 
 /// The file in the data directory that names the store it was used with.
 pub const STORE_ID_FILE: &str = "store.id";

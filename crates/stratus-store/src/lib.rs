@@ -45,6 +45,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the disk (or the database's size limit) is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull
+        )
+    }
+
     /// The same error for another waiter on one batch: a lost store stays
     /// what it is, anything else keeps its message.
     pub fn duplicate(&self) -> StoreError {
@@ -53,6 +62,21 @@ impl StoreError {
             other => StoreError::Worker(other.to_string()),
         }
     }
+}
+
+/// How many bytes of log records may be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBudget {
+    pub total: u64,
+    pub per_app: u64,
+}
+
+/// What a trim deleted, and the bytes the files gave back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    pub records: u64,
+    pub bytes: u64,
+    pub reclaimed: u64,
 }
 
 /// What one app holds waiting in the store.
@@ -111,9 +135,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn append_logs(&self, logs: Vec<LogRecord>) -> Result<()>;
     async fn query_logs(&self, query: LogQuery) -> Result<Vec<StoredLog>>;
-    /// Deletes logs older than `before_ms`, then the oldest until at most
-    /// `max_bytes` of messages remain. Returns the number deleted.
-    async fn trim_logs(&self, before_ms: i64, max_bytes: u64) -> Result<u64>;
+    /// Deletes logs older than `before_ms`, then each app's oldest until
+    /// its own fit `budget.per_app`, then the oldest of all until all fit
+    /// `budget.total` (a record counts its message and fields), and gives
+    /// the space back to the file system.
+    async fn trim_logs(&self, before_ms: i64, budget: LogBudget) -> Result<Trimmed>;
+    /// Bytes of log records stored, as the budget counts them.
+    async fn log_bytes(&self) -> Result<u64>;
 
     /// Queues events in one transaction: once this returns they survive a
     /// crash of the server (not a power loss: the WAL is not synced on

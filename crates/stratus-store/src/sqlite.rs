@@ -12,7 +12,7 @@ use crate::records::{
     LogQuery, LogRecord, MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion,
     PackageRecord, QueueCounts, Settlement, StoredLog, VersionRecord,
 };
-use crate::{Backlog, Result, Store, StoreError};
+use crate::{Backlog, LogBudget, Result, Store, StoreError, Trimmed};
 
 /// Schema migrations, applied in order; index + 1 is the schema version.
 const MIGRATIONS: &[&str] = &[
@@ -151,7 +151,27 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 );
 "#,
+    // Bytes of log records per app, kept with every insert and delete, so
+    // the log budget is checked without a scan; and the oldest records of
+    // one app found by index.
+    r#"
+CREATE TABLE log_usage (
+    app TEXT PRIMARY KEY,
+    bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO log_usage (app, bytes)
+    SELECT app, SUM(octet_length(message) + COALESCE(octet_length(fields), 0)) FROM logs GROUP BY app;
+CREATE INDEX logs_by_app ON logs (app, id);
+"#,
 ];
+
+/// Bytes a log record counts for toward the budget.
+const LOG_SIZE: &str = "octet_length(message) + COALESCE(octet_length(fields), 0)";
+/// Log records deleted in one transaction while trimming: small, so that
+/// on a nearly full disk each fits the journal, which is emptied after it.
+const TRIM_CHUNK: i64 = 1000;
+/// Pages given back to the file system in one step.
+const RECLAIM_STEP: i64 = 256;
 
 /// The SQLite store. Calls run on tokio's blocking pool, one at a time.
 #[derive(Clone)]
@@ -223,6 +243,19 @@ impl SqliteStore {
         owner_only(path)?;
         let file = Arc::new(FileIdentity::of(path)?);
         let mut conn = Connection::open(path)?;
+        // Free pages go back to the file system when logs are trimmed. A
+        // new database gets this before its first table; an older one is
+        // rewritten once.
+        let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+        if mode != 2 {
+            let tables: i64 =
+                conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))?;
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+            if tables > 0 {
+                tracing::info!(path = %path.display(), "rewriting the database once, so that trimmed logs give their space back");
+                conn.execute_batch("VACUUM")?;
+            }
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -291,6 +324,97 @@ fn owner_only(path: &Path) -> Result<()> {
             _ => {}
         }
     }
+    Ok(())
+}
+
+/// Runs a `DELETE ... RETURNING app, size` on the logs and takes what it
+/// deleted off the apps' usage, in one transaction; the bytes deleted.
+fn delete_logs(conn: &mut Connection, sql: &str, trimmed: &mut Trimmed) -> Result<i64> {
+    delete_logs_with(conn, sql, &[], trimmed)
+}
+
+fn delete_logs_of(
+    conn: &mut Connection,
+    sql: &str,
+    app: &str,
+    trimmed: &mut Trimmed,
+) -> Result<i64> {
+    delete_logs_with(conn, sql, &[&app], trimmed)
+}
+
+fn delete_logs_with(
+    conn: &mut Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+    trimmed: &mut Trimmed,
+) -> Result<i64> {
+    let tx = conn.transaction()?;
+    let mut by_app: std::collections::HashMap<String, i64> = Default::default();
+    let mut records = 0u64;
+    {
+        let mut stmt = tx.prepare(sql)?;
+        let mut rows = stmt.query(params)?;
+        while let Some(row) = rows.next()? {
+            let (app, size): (String, i64) = (row.get(0)?, row.get(1)?);
+            *by_app.entry(app).or_default() += size;
+            records += 1;
+        }
+    }
+    let mut freed = 0;
+    for (app, bytes) in by_app {
+        tx.execute(
+            "UPDATE log_usage SET bytes = MAX(bytes - ?2, 0) WHERE app = ?1",
+            params![app, bytes],
+        )?;
+        freed += bytes;
+    }
+    tx.execute("DELETE FROM log_usage WHERE bytes = 0", [])?;
+    tx.commit()?;
+    if records > 0 {
+        checkpoint(conn)?;
+    }
+    trimmed.records += records;
+    trimmed.bytes += freed as u64;
+    Ok(freed)
+}
+
+/// Gives the free pages of the database back to the file system and
+/// truncates the journal: the files shrink. A step at a time, each
+/// followed by a checkpoint, so that it needs little room of its own on a
+/// full disk. Returns the bytes given back.
+fn reclaim(conn: &mut Connection) -> Result<u64> {
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let incremental: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    let mut reclaimed = 0;
+    if incremental == 2 {
+        loop {
+            let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            if free == 0 {
+                break;
+            }
+            // Each step of the statement frees one page: run it to the end.
+            let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({RECLAIM_STEP})"))?;
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
+            drop(rows);
+            drop(stmt);
+            checkpoint(conn)?;
+            let left: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            reclaimed += (free - left).max(0) as u64 * page_size as u64;
+            if left >= free {
+                break;
+            }
+        }
+    }
+    checkpoint(conn)?;
+    Ok(reclaimed)
+}
+
+/// Copies the journal into the database and truncates it.
+fn checkpoint(conn: &Connection) -> Result<()> {
+    let _: (i64, i64, i64) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
     Ok(())
 }
 
@@ -790,8 +914,16 @@ impl Store for SqliteStore {
                     "INSERT INTO logs (ts_ms, app, function, version, instance, request_id, stream, message, fields) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?;
+                let mut usage: std::collections::HashMap<String, i64> = Default::default();
                 for log in logs {
                     let fields = log.fields.as_ref().map(serde_json::to_string).transpose()?;
+                    let size = log.message.len() + fields.as_ref().map_or(0, String::len);
+                    match usage.get_mut(log.app.as_str()) {
+                        Some(bytes) => *bytes += size as i64,
+                        None => {
+                            usage.insert(log.app.clone(), size as i64);
+                        }
+                    }
                     stmt.execute(params![
                         log.ts_ms,
                         log.app,
@@ -803,6 +935,13 @@ impl Store for SqliteStore {
                         log.message,
                         fields
                     ])?;
+                }
+                let mut add = tx.prepare_cached(
+                    "INSERT INTO log_usage (app, bytes) VALUES (?1, ?2) \
+                     ON CONFLICT (app) DO UPDATE SET bytes = bytes + excluded.bytes",
+                )?;
+                for (app, bytes) in usage {
+                    add.execute(params![app, bytes])?;
                 }
             }
             tx.commit()?;
@@ -877,26 +1016,72 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn trim_logs(&self, before_ms: i64, max_bytes: u64) -> Result<u64> {
+    async fn log_bytes(&self) -> Result<u64> {
+        self.call(|conn| {
+            let bytes: i64 =
+                conn.query_row("SELECT COALESCE(SUM(bytes), 0) FROM log_usage", [], |r| {
+                    r.get(0)
+                })?;
+            Ok(bytes.max(0) as u64)
+        })
+        .await
+    }
+
+    async fn trim_logs(&self, before_ms: i64, budget: LogBudget) -> Result<Trimmed> {
         self.call(move |conn| {
-            let mut deleted = conn.execute("DELETE FROM logs WHERE ts_ms < ?1", [before_ms])? as u64;
-            let total: i64 = conn.query_row("SELECT COALESCE(SUM(length(message)), 0) FROM logs", [], |r| r.get(0))?;
-            let excess = total - i64::try_from(max_bytes).unwrap_or(i64::MAX);
-            if excess > 0 {
-                // The oldest records whose messages add up to the excess go.
-                let cut: Option<i64> = conn
-                    .query_row(
-                        "SELECT id FROM (SELECT id, SUM(length(message)) OVER (ORDER BY id) AS running FROM logs) \
-                         WHERE running >= ?1 ORDER BY id LIMIT 1",
-                        [excess],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if let Some(cut) = cut {
-                    deleted += conn.execute("DELETE FROM logs WHERE id <= ?1", [cut])? as u64;
+            let mut trimmed = Trimmed::default();
+            let by_age = format!(
+                "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE ts_ms < {before_ms} LIMIT {TRIM_CHUNK}) \
+                 RETURNING app, {LOG_SIZE}"
+            );
+            while delete_logs(conn, &by_age, &mut trimmed)? > 0 {}
+            // Each app over its own share first, its oldest first: a noisy
+            // app loses its own records before anyone else's.
+            let over: Vec<(String, i64)> = {
+                let mut stmt = conn.prepare("SELECT app, bytes FROM log_usage WHERE bytes > ?1")?;
+                let rows = stmt.query_map([budget.per_app.min(i64::MAX as u64) as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for (app, mut bytes) in over {
+                while bytes > budget.per_app as i64 {
+                    let oldest = format!(
+                        "DELETE FROM logs WHERE app = ?1 AND id <= (SELECT COALESCE(MAX(id), 0) FROM \
+                         (SELECT id, {LOG_SIZE} AS size, SUM({LOG_SIZE}) OVER (ORDER BY id) AS running FROM \
+                          (SELECT id, message, fields FROM logs WHERE app = ?1 ORDER BY id LIMIT {TRIM_CHUNK})) \
+                         WHERE running - size < {excess}) RETURNING app, {LOG_SIZE}",
+                        excess = bytes - budget.per_app as i64
+                    );
+                    let freed = delete_logs_of(conn, &oldest, &app, &mut trimmed)?;
+                    if freed == 0 {
+                        break;
+                    }
+                    bytes -= freed;
                 }
             }
-            Ok(deleted)
+            // Then the oldest of all, until all fit.
+            loop {
+                let total: i64 =
+                    conn.query_row("SELECT COALESCE(SUM(bytes), 0) FROM log_usage", [], |r| r.get(0))?;
+                if total <= budget.total.min(i64::MAX as u64) as i64 {
+                    break;
+                }
+                let oldest = format!(
+                    "DELETE FROM logs WHERE id <= (SELECT COALESCE(MAX(id), 0) FROM \
+                     (SELECT id, {LOG_SIZE} AS size, SUM({LOG_SIZE}) OVER (ORDER BY id) AS running FROM \
+                      (SELECT id, message, fields FROM logs ORDER BY id LIMIT {TRIM_CHUNK})) \
+                     WHERE running - size < {excess}) RETURNING app, {LOG_SIZE}",
+                    excess = total - budget.total as i64
+                );
+                if delete_logs(conn, &oldest, &mut trimmed)? == 0 {
+                    break;
+                }
+            }
+            if trimmed.records > 0 {
+                trimmed.reclaimed = reclaim(conn)?;
+            }
+            Ok(trimmed)
         })
         .await
     }

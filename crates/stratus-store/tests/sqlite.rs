@@ -120,14 +120,23 @@ async fn logs_are_queried_followed_and_trimmed() {
     assert_eq!(since.len(), 2);
 
     // By age: records before ts 2 go.
-    assert_eq!(store.trim_logs(2, u64::MAX).await.unwrap(), 2);
-    // By size: 8 records of 10 bytes remain; at most 35 bytes keeps the newest.
-    store.trim_logs(0, 35).await.unwrap();
+    let budget = |total, per_app| stratus_store::LogBudget { total, per_app };
+    assert_eq!(
+        store
+            .trim_logs(2, budget(u64::MAX, u64::MAX))
+            .await
+            .unwrap()
+            .records,
+        2
+    );
+    // By size: 8 records remain, of 10 bytes and of 10 bytes with 13 of
+    // fields in turn; at most 35 bytes keeps the newest two (10 + 23).
+    store.trim_logs(0, budget(35, u64::MAX)).await.unwrap();
     let left = store.query_logs(all(100)).await.unwrap();
     assert_eq!(
         left.len(),
-        3,
-        "80 bytes trimmed to at most 35 keeps the newest three"
+        2,
+        "132 bytes trimmed to at most 35 keeps the newest two"
     );
     assert_eq!(left.last().unwrap().record.ts_ms, 9);
 }
@@ -212,5 +221,71 @@ async fn backlogs_count_each_app_s_events_and_messages_in_bytes() {
                 message_bytes: 20,
             },
         ]
+    );
+}
+
+#[tokio::test]
+async fn each_app_is_trimmed_to_its_share_and_the_file_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let store = SqliteStore::open(&path).unwrap();
+    let big = "x".repeat(10_000);
+    let of = |app: &str, ts_ms: i64| LogRecord {
+        app: app.into(),
+        ..log(ts_ms, "f", &big)
+    };
+    for chunk in 0..10 {
+        let records: Vec<_> = (0..100).map(|i| of("a", chunk * 100 + i)).collect();
+        store.append_logs(records).await.unwrap();
+    }
+    store
+        .append_logs(vec![of("b", 5000), of("b", 5001)])
+        .await
+        .unwrap();
+    let size = || -> u64 {
+        ["db", "db-wal"]
+            .iter()
+            .map(|f| std::fs::metadata(dir.path().join(f)).map_or(0, |m| m.len()))
+            .sum()
+    };
+    let grown = size();
+    assert!(grown > 10_000_000, "{grown}");
+
+    let budget = stratus_store::LogBudget {
+        total: 1_000_000,
+        per_app: 100_000,
+    };
+    let trimmed = store.trim_logs(0, budget).await.unwrap();
+    let left = store
+        .query_logs(LogQuery {
+            app: None,
+            function: None,
+            request_id: None,
+            since_ms: None,
+            after_id: None,
+            limit: 10_000,
+        })
+        .await
+        .unwrap();
+    let bytes = |app: &str| -> usize {
+        left.iter()
+            .filter(|r| r.record.app == app)
+            .map(|r| r.record.message.len())
+            .sum()
+    };
+    assert_eq!(bytes("a"), 100_000, "a keeps its newest share");
+    assert_eq!(bytes("b"), 20_000, "b is within its share");
+    assert_eq!(
+        left.iter()
+            .filter(|r| r.record.app == "a")
+            .map(|r| r.record.ts_ms)
+            .min(),
+        Some(990)
+    );
+    assert!(trimmed.reclaimed > 5_000_000, "{trimmed:?}");
+    let shrunk = size();
+    assert!(
+        shrunk < grown / 4,
+        "the file shrank from {grown} to {shrunk}"
     );
 }

@@ -52,6 +52,12 @@ impl Server {
     /// Starts a server whose data directory is `data` in `dir`.
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
         let data_dir = dir.path().join("data");
+        Server::start_at(dir, data_dir, extra)
+    }
+
+    /// Starts a server whose data directory is `data_dir`, with `dir` as
+    /// its temporary directory.
+    pub fn start_at(dir: tempfile::TempDir, data_dir: PathBuf, extra: &[&str]) -> Server {
         let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
         let child = spawn_server(&data_dir, &extra, Stdio::null());
         let server_file = data_dir.join("server.json");
