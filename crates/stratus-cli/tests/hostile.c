@@ -61,6 +61,21 @@ static int connect_local(int port) {
     return 0;
 }
 
+/* Reads a file; refused (ENODATA) when it reads as empty, as a masked one does. */
+static long read_file(const char *path) {
+    char buf[256];
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf);
+    int err = errno;
+    close(fd);
+    if (n <= 0) {
+        errno = n == 0 ? ENODATA : err;
+        return -1;
+    }
+    return n;
+}
+
 static void attacks(void) {
     char path[4096];
     const char *data_dir = env_or("DATA_DIR", "/nonexistent");
@@ -87,6 +102,13 @@ static void attacks(void) {
     TRY("chroot", chroot("/tmp"));
     TRY("mknod", mknod("/tmp/mem", S_IFCHR | 0600, makedev(1, 1)));
     TRY("raw_socket", socket(AF_INET, SOCK_RAW, IPPROTO_ICMP));
+    TRY("io_uring", syscall(__NR_io_uring_setup, 8, calloc(1, 256)));
+    TRY("netlink_diag", socket(AF_NETLINK, SOCK_RAW, 4 /* NETLINK_SOCK_DIAG */));
+    TRY("netlink_audit", socket(AF_NETLINK, SOCK_RAW, 9 /* NETLINK_AUDIT */));
+    TRY("packet_socket", socket(17 /* AF_PACKET */, SOCK_RAW, 0));
+    TRY("vsock", socket(40 /* AF_VSOCK */, SOCK_STREAM, 0));
+    TRY("kallsyms", read_file("/proc/kallsyms"));
+    TRY("kcore", read_file("/proc/kcore"));
 }
 
 /* Forks until refused, then kills what it made (each by pid: without

@@ -40,6 +40,18 @@ const ETC_ENTRIES: &[&str] = &[
     "services",
 ];
 
+/// Files of `/proc` that tell about the host's kernel: each reads as empty.
+const MASKED_PROC: &[&str] = &[
+    "kallsyms",
+    "kcore",
+    "keys",
+    "key-users",
+    "timer_list",
+    "sched_debug",
+    "latency_stats",
+    "sysrq-trigger",
+];
+
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// One bind mount to make, read-only unless `writable`.
@@ -231,6 +243,15 @@ impl Plan {
             None,
         )
         .map_err(|e| ("mount /proc", e))?;
+        // What of the kernel /proc shows to anyone: masked, as container
+        // runtimes do.
+        for masked in MASKED_PROC {
+            let target = root.join("proc").join(masked);
+            if target.is_file() {
+                mount(Some("dev/null"), &target, None, libc::MS_BIND, None)
+                    .map_err(|e| ("mask a file of /proc", e))?;
+            }
+        }
         mount(
             Some("tmpfs"),
             &root.join("tmp"),
