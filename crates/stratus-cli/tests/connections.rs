@@ -345,3 +345,51 @@ fn queued_messages_and_events_are_held_to_per_app_quotas() {
     assert_eq!(event("greedy", 600), 429, "past the bytes");
     assert_eq!(event("modest", 600), 202);
 }
+
+/// A runtime that opens hundreds of connections to its own Runtime API
+/// holds only a few of the server's descriptors: past the instance's cap,
+/// they wait in the kernel's backlog.
+#[test]
+fn a_runtime_cannot_spend_the_server_s_descriptors_on_its_runtime_api() {
+    let server = Server::start();
+    let dir = server.path("greedy");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: greedy\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    timeout: 30s\n",
+            ),
+            (
+                "main.py",
+                "import os, socket\nheld = []\ndef handler(event, context):\n    host, port = os.environ['AWS_LAMBDA_RUNTIME_API'].rsplit(':', 1)\n    for _ in range(event['connections']):\n        try:\n            held.append(socket.create_connection((host, int(port)), timeout=0.2))\n        except OSError:\n            break\n    return len(held)\n",
+            ),
+        ],
+    );
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    let descriptors = || {
+        std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(
+        server.invoke("greedy/f", r#"{"connections": 1}"#)["result"],
+        1
+    );
+    let before = descriptors();
+    let seen = server.invoke("greedy/f", r#"{"connections": 400}"#);
+    let held = seen["result"].as_u64().unwrap_or_else(|| panic!("{seen}"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let after = descriptors();
+    eprintln!("server descriptors: {before} before, {after} with {held} connections opened");
+    assert!(held > 100, "{seen}");
+    assert!(
+        after < before + 100,
+        "the server holds {after} descriptors, {before} before"
+    );
+    // The instance still answers: its own connections keep their places.
+    assert_eq!(
+        server.invoke("greedy/f", r#"{"connections": 0}"#)["result"],
+        held
+    );
+}

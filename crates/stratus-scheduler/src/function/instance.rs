@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt;
 use stratus_sandbox::SandboxError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -151,10 +150,7 @@ impl Instance {
         // The runtime may already be connecting: the backlog holds it.
         let router = super::runtime_api::router(shared.clone());
         let api_task = tokio::spawn(async move {
-            // Runtimes wait on every answer: never hold small writes back.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
+            let listener = super::capped::Capped::new(listener, super::capped::MAX_CONNECTIONS);
             let _ = axum::serve(listener, router).await;
         });
         tracing::debug!(instance = %id, app = %config.app, function = %config.spec.name, "instance started");

@@ -5,9 +5,10 @@
 //! Within: `pool` (admission, warm reuse, the wait queue, keep-alive)
 //! starts instances through `context`, which keeps every live one in
 //! `registry` for shutdown; `instance` (one runtime process and its
-//! listener) serves `runtime_api` over the state both share in
-//! `exchange`.
+//! listener, capped in connections by `capped`) serves `runtime_api`
+//! over the state both share in `exchange`.
 
+mod capped;
 mod context;
 mod exchange;
 mod instance;
