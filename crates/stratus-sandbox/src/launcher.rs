@@ -262,7 +262,7 @@ fn guard(isolation: Isolation, cgroups: &Cgroups) -> (Option<NetGuard>, String) 
         Ok(guard) => {
             let message = match guard.services() {
                 Ok(()) => format!(
-                    "outbound instances cannot connect to the admin listener, to other instances' Runtime APIs or to services, which listen only at their own addresses in {}/{} (cgroup BPF)",
+                    "outbound instances cannot connect to the admin listener, to other instances' Runtime APIs or to services, which listen only at their own addresses in {}/{} (cgroup BPF); binds on every address go to loopback, UDP's too, but a listen with no bind (at a port the kernel picks) is not fenced",
                     crate::SERVICE_NET,
                     crate::SERVICE_PREFIX
                 ),

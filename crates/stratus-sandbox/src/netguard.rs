@@ -52,15 +52,16 @@
 //! two apart). Its binds to other addresses, and to port 0, stay where
 //! they asked.
 //!
-//! Datagram (UDP) sockets' binds stay where they asked, a service's as
-//! well as a function's: a socket on a fixed port on `0.0.0.0` may be how
-//! an instance talks to other hosts, which it could not do from a
-//! loopback address. The gateway proxies no UDP, and the ports are not
-//! TCP's, so no listener of a service is at stake; a service's UDP socket
-//! on every address is reachable from other hosts, like a function's, and
-//! one on its own address would not be fenced either: only `connect` is
-//! judged, and a datagram sent with `sendto` never connects. Nobody binds
-//! another's address of [`SERVICE_NET`], with any socket.
+//! Datagram (UDP) sockets bound to a fixed port on every address, a
+//! service's as well as a function's, are moved to loopback
+//! (`127.0.0.1`, or `::ffff:127.0.0.1` for an IPv6 socket), so that no
+//! other host reaches them; the gateway proxies no UDP. Binds to port 0
+//! (a client's) and to a given address stay where they asked. Nobody
+//! binds another's address of [`SERVICE_NET`], with any socket. What the
+//! bind hooks do not see are implicit binds: `listen` on a socket never
+//! bound, or bound to port 0, listens on every address at a port the
+//! kernel picks; fencing those needs the BPF LSM `socket_listen` hook,
+//! which this fence does not use yet.
 //!
 //! Only connections and binds made in the host's network namespace are
 //! judged: a `network: none` instance has a loopback of its own, where
@@ -688,8 +689,10 @@ fn bind(family: Family, map_fd: i32, netns: Option<u64>) -> Vec<Insn> {
     a.unless_service_net("elsewhere");
     a.jump(JNE_REG, 7, 9, 0, "deny");
     a.label("elsewhere");
-    // Datagram sockets (and any but stream ones) stay where they asked.
+    // Datagram sockets have rules of their own; any but stream and
+    // datagram ones stay where they asked.
     a.op(LDX_W, 1, 6, SOCK_TYPE, 0);
+    a.jump(JEQ_IMM, 1, 0, libc::SOCK_DGRAM, "datagram");
     a.jump(JNE_IMM, 1, 0, libc::SOCK_STREAM, "allow");
     // Port 0: a client's source port, left where it asked.
     a.jump(JEQ_IMM, 8, 0, 0, "allow");
@@ -697,6 +700,14 @@ fn bind(family: Family, map_fd: i32, netns: Option<u64>) -> Vec<Insn> {
     // Not a service (with or without an entry): every address (0.0.0.0,
     // `::`, `::ffff:0.0.0.0`) becomes loopback, where no connection meant
     // for a service's address lands; other addresses stay.
+    a.jump(JNE_IMM, 7, 0, 0, "allow");
+    a.op(MOV32_IMM, 9, 0, 0, loopback);
+    a.jump(JA, 0, 0, 0, "move");
+    // A datagram socket on a fixed port on every address, a service's as
+    // well as a function's, gets loopback: no other host reaches it. Port
+    // 0 (a client's) and any other address stay.
+    a.label("datagram");
+    a.jump(JEQ_IMM, 8, 0, 0, "allow");
     a.jump(JNE_IMM, 7, 0, 0, "allow");
     a.op(MOV32_IMM, 9, 0, 0, loopback);
     // r9: where the bind goes.

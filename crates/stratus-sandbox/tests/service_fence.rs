@@ -555,7 +555,7 @@ async fn squatter(client: &LauncherClient, python: &Interpreter, code: &Path, ip
         step("loopback6", "listen", "::1", plo6),
         step("ephemeral", "bind", "0.0.0.0", 0),
         step("ephemeral6", "bind", "::", 0),
-        // UDP: a fixed port on every address, to talk to other hosts.
+        // UDP: a fixed port on every address.
         step("udp_any", "udp", "0.0.0.0", pudp),
         step("udp_any6", "udp", "::", pudp6),
         step("self4", "connect", "127.0.0.1", p4),
@@ -578,9 +578,9 @@ async fn squatter(client: &LauncherClient, python: &Interpreter, code: &Path, ip
             ("loopback6", "ok ::1"),
             ("ephemeral", "ok 0.0.0.0"),
             ("ephemeral6", "ok ::"),
-            // Only stream sockets are moved.
-            ("udp_any", "ok 0.0.0.0"),
-            ("udp_any6", "ok ::"),
+            // Datagram sockets too: no other host reaches them.
+            ("udp_any", "ok 127.0.0.1"),
+            ("udp_any6", "ok ::ffff:127.0.0.1"),
             ("self4", "ok connected"),
             // The dual-stack listener takes IPv4 from 127.0.0.1, no
             // longer IPv6 to ::1.
@@ -639,10 +639,9 @@ async fn squatter(client: &LauncherClient, python: &Interpreter, code: &Path, ip
             ("any4", &format!("ok {ip}")),
             ("any6", &own_mapped),
             ("any_mapped", &own_mapped),
-            // UDP stays where it asked, for a service too: the gateway
-            // proxies none, and a socket on its own address could not
-            // reach other hosts.
-            ("udp_any", "ok 0.0.0.0"),
+            // UDP on every address gets loopback, for a service too: the
+            // gateway proxies none, and no other host may reach it.
+            ("udp_any", "ok 127.0.0.1"),
             ("udp_own", &format!("ok {ip}")),
         ],
     );
