@@ -232,7 +232,7 @@ fn a_full_disk_is_survived_and_a_restart_on_it_starts() {
     let small = dir.path().join("small");
     std::fs::create_dir(&small).unwrap();
     let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=80m", "tmpfs"])
         .arg(&small)
         .status()
         .unwrap();
@@ -253,7 +253,7 @@ fn a_full_disk_is_survived_and_a_restart_on_it_starts() {
         data_dir,
         &[
             "--disk-reserve",
-            "4000000",
+            "16000000",
             "--log-max-bytes",
             "1000000000",
             "--log-max-bytes-per-app",
@@ -274,32 +274,48 @@ fn a_full_disk_is_survived_and_a_restart_on_it_starts() {
         ],
     );
     server.ok(&["deploy", app.to_str().unwrap()]);
-    // 80 MB of logs onto a 40 MB disk, and the function goes on answering.
-    for _ in 0..8 {
+    // 160 MB of logs onto an 80 MB disk, and the function goes on
+    // answering. The reserve, a fifth of the disk, is well above the 4 MB
+    // the journal grows to between checkpoints, which a trim may need.
+    for _ in 0..16 {
         assert_eq!(
             server.invoke("noisy/f", r#"{"lines": 1000}"#)["result"],
             "done"
         );
     }
-    common::eventually(std::time::Duration::from_secs(20), || {
-        let stored = stored_log_bytes(&server, "noisy/f");
-        if stored > 0 {
+    // Once there is room, the reserve is back (logs give way if they
+    // must), and logs are stored again.
+    let reserve = server.data_dir.join("reserve");
+    common::eventually(std::time::Duration::from_secs(90), || {
+        if reserve.exists() {
             Ok(())
         } else {
-            Err("no logs kept".into())
+            let ls = std::process::Command::new("ls")
+                .arg("-la")
+                .arg(&server.data_dir)
+                .output()
+                .unwrap();
+            let df = std::process::Command::new("df")
+                .arg(&server.data_dir)
+                .output()
+                .unwrap();
+            Err(format!(
+                "the reserve is not back: {} {}",
+                String::from_utf8_lossy(&ls.stdout),
+                String::from_utf8_lossy(&df.stdout)
+            ))
         }
     });
     assert_eq!(
         server.invoke("noisy/f", r#"{"lines": 1}"#)["result"],
         "done"
     );
-    // Once there is room, the reserve is back.
-    let reserve = server.data_dir.join("reserve");
-    common::eventually(std::time::Duration::from_secs(90), || {
-        if reserve.exists() {
+    common::eventually(std::time::Duration::from_secs(20), || {
+        let stored = stored_log_bytes(&server, "noisy/f");
+        if stored > 0 {
             Ok(())
         } else {
-            Err("the reserve is not back".into())
+            Err("no logs kept".into())
         }
     });
     // Fill what is left, as another writer on the disk would.

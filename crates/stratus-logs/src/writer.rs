@@ -31,6 +31,11 @@ const TRIM_AFTER_SHARE: u64 = 10;
 const TRIM_AFTER_MIN: u64 = 1 << 20;
 /// Most bytes of records stored in one transaction.
 const APPEND_BYTES: usize = 2 << 20;
+/// Records written since the last trim are trimmed this long after the
+/// last write, so that a burst leaves nothing past the budget for long.
+const TRIM_AFTER_BURST: Duration = Duration::from_secs(1);
+/// How often the reserve is looked after while nothing is written.
+const ROOM_CHECK: Duration = Duration::from_secs(5);
 /// How often, while records are written, the reserve is looked after.
 const ROOM_EVERY: Duration = Duration::from_secs(1);
 
@@ -202,6 +207,7 @@ impl Writer {
         let trim_after = (self.retention.max_bytes / TRIM_AFTER_SHARE).max(TRIM_AFTER_MIN);
         let mut since_trim = 0u64;
         let mut last_room = tokio::time::Instant::now();
+        let mut room = tokio::time::interval(ROOM_CHECK);
         loop {
             tokio::select! {
                 n = rx.recv_many(&mut batch, BATCH) => {
@@ -222,6 +228,15 @@ impl Writer {
                     }
                 }
                 _ = trim.tick() => {
+                    since_trim = 0;
+                    self.trim(self.retention.budget()).await;
+                }
+                // A reserve given up comes back as soon as there is room.
+                _ = room.tick() => {
+                    self.make_room(now_ms() - self.retention.max_age.as_millis() as i64).await;
+                }
+                // A burst has ended: what it wrote past the budget goes now.
+                () = tokio::time::sleep(TRIM_AFTER_BURST), if since_trim > 0 => {
                     since_trim = 0;
                     self.trim(self.retention.budget()).await;
                 }
@@ -347,7 +362,22 @@ impl Writer {
         let count = batch.len() as u64;
         let bytes: usize = batch.iter().map(size_of).sum();
         let mut done = 0;
-        let mut result = self.append(batch, &mut done).await;
+        // Logs never take the last of the disk: with the reserve given up,
+        // they make room for it first, and are dropped while they cannot.
+        let mut result = match &self.reserve {
+            Some(reserve) if !reserve.held() => {
+                self.make_room(now_ms() - self.retention.max_age.as_millis() as i64)
+                    .await;
+                if reserve.held() {
+                    self.append(batch, &mut done).await
+                } else {
+                    Err(stratus_store::StoreError::Worker(
+                        "the disk is full: log records dropped until there is room".into(),
+                    ))
+                }
+            }
+            _ => self.append(batch, &mut done).await,
+        };
         if let Err(err) = &result
             && err.is_disk_full()
         {
@@ -361,7 +391,13 @@ impl Writer {
                 per_app: budget.per_app.min(stored) / 2,
             })
             .await;
-            result = self.append(batch, &mut done).await;
+            // The rest only once the reserve is back: logs must not take
+            // the room a trim needs.
+            self.make_room(now_ms() - self.retention.max_age.as_millis() as i64)
+                .await;
+            if self.reserve.as_ref().is_none_or(Reserve::held) {
+                result = self.append(batch, &mut done).await;
+            }
         }
         batch.clear();
         let failed = match result {

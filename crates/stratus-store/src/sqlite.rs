@@ -169,7 +169,7 @@ CREATE INDEX logs_by_app ON logs (app, id);
 const LOG_SIZE: &str = "octet_length(message) + COALESCE(octet_length(fields), 0)";
 /// Log records deleted in one transaction while trimming: small, so that
 /// on a nearly full disk each fits the journal, which is emptied after it.
-const TRIM_CHUNK: i64 = 1000;
+const TRIM_CHUNK: i64 = 200;
 /// Pages given back to the file system in one step.
 const RECLAIM_STEP: i64 = 256;
 
