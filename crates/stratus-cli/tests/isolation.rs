@@ -612,3 +612,333 @@ def handler(event, context):
     assert_eq!(seen["server"], "PermissionError", "{r}");
     assert_eq!(seen["launcher"], "PermissionError", "{r}");
 }
+
+/// Connects (or, for `udp`, sends a datagram) to each target of the
+/// event, and to the platform API when it was given one; says what
+/// happened.
+const EGRESS_PROBE: &str = r#"import os, socket
+
+def attempt(kind, host, port):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
+    s.settimeout(3)
+    try:
+        if kind == "udp":
+            s.sendto(b"x", (host, port))
+            return "sent"
+        s.connect((host, port))
+        return "connected"
+    except OSError as e:
+        return type(e).__name__
+    finally:
+        s.close()
+
+def probe(targets):
+    seen = {k: attempt(*v) for k, v in targets.items()}
+    if "STRATUS_API_URL" in os.environ:
+        host, port = os.environ["STRATUS_API_URL"].split("//")[1].rsplit(":", 1)
+        seen["platform_api"] = attempt("tcp", host, int(port))
+    return seen
+
+def handler(event, context):
+    return probe(event["targets"])
+"#;
+
+/// The same probe as a service: `GET /?targets=JSON`.
+const EGRESS_SERVICE: &str = r#"import http.server, json, os, urllib.parse
+from main import probe
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        body = json.dumps(probe(json.loads(query["targets"][0]))).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// A network namespace of the test's own, joined to the host by a veth
+/// pair, with a TCP server on ports 8000 and 8001 of each of its
+/// addresses; removed on drop.
+struct RemoteHosts {
+    netns: String,
+    host: String,
+    subnet: String,
+    server: std::process::Child,
+}
+
+impl RemoteHosts {
+    fn start() -> RemoteHosts {
+        let id = std::process::id();
+        let (netns, veth, peer) = (
+            format!("stratus-egress-{id}"),
+            format!("segh{}", id % 100_000),
+            format!("segn{}", id % 100_000),
+        );
+        let subnet = format!("10.213.{}", id % 250);
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &netns])
+            .output();
+        ip(&["netns", "add", &netns]);
+        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", &netns]);
+        ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &veth]);
+        ip(&["link", "set", &veth, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &netns, "ip"];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        inside(&["link", "set", "lo", "up"]);
+        inside(&["addr", "add", &format!("{subnet}.2/24"), "dev", &peer]);
+        inside(&["addr", "add", &format!("{subnet}.3/24"), "dev", &peer]);
+        inside(&["link", "set", &peer, "up"]);
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", &netns, &common::python(), "-c"])
+            .arg(
+                "import socket, threading\n\
+                 def serve(port):\n    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n    s.bind(('0.0.0.0', port)); s.listen(64)\n    while True: s.accept()[0].close()\n\
+                 for p in (8000, 8001): threading.Thread(target=serve, args=(p,), daemon=True).start()\n\
+                 print('ready', flush=True)\nthreading.Event().wait()\n",
+            )
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut hosts = RemoteHosts {
+            netns,
+            host: veth,
+            subnet,
+            server,
+        };
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(hosts.server.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
+        hosts
+    }
+
+    fn addr(&self, n: u8) -> String {
+        format!("{}.{n}", self.subnet)
+    }
+}
+
+impl Drop for RemoteHosts {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        for args in [
+            vec!["link", "del", &self.host],
+            vec!["netns", "del", &self.netns],
+        ] {
+            let _ = std::process::Command::new("ip").args(args).output();
+        }
+    }
+}
+
+/// A name server for one name, `remote.egress.test`, whose A record
+/// (TTL 1 s) is whatever `answer` holds; every other name does not exist.
+fn name_server(answer: std::sync::Arc<std::sync::Mutex<std::net::Ipv4Addr>>) -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((len, from)) = socket.recv_from(&mut buf) {
+            let query = &buf[..len];
+            if len < 17 {
+                continue;
+            }
+            // The question: its name, then type and class.
+            let mut at = 12;
+            let mut labels = Vec::new();
+            while at < len && query[at] != 0 {
+                let l = query[at] as usize;
+                labels.push(String::from_utf8_lossy(&query[at + 1..at + 1 + l]).into_owned());
+                at += 1 + l;
+            }
+            let end = at + 5;
+            let qtype = u16::from_be_bytes([query[at + 1], query[at + 2]]);
+            let known = labels.join(".") == "remote.egress.test";
+            let mut reply = query[..end].to_vec();
+            reply[2] = 0x81;
+            reply[3] = if known { 0x80 } else { 0x83 };
+            reply[6..12].fill(0);
+            if known && qtype == 1 {
+                reply[7] = 1;
+                reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4]);
+                reply.extend_from_slice(&answer.lock().unwrap().octets());
+            }
+            let _ = socket.send_to(&reply, from);
+        }
+    });
+    port
+}
+
+/// `network: { outbound: [...], loopback: ... }` narrows where a function
+/// or a service may connect, by TCP and UDP, to destinations named by
+/// address or by a host name, which is resolved again as its TTL runs
+/// out; the platform's own endpoints stay reachable. Without the fence
+/// such an instance does not start, rather than reach everywhere.
+#[test]
+fn egress_rules_narrow_where_instances_connect() {
+    let none = std::env::var("STRATUS_ISOLATION").as_deref() == Ok("none");
+    let remote = RemoteHosts::start();
+    let answer = std::sync::Arc::new(std::sync::Mutex::new(
+        remote.addr(2).parse::<std::net::Ipv4Addr>().unwrap(),
+    ));
+    let dns = name_server(answer.clone());
+    let isolation = if none { "none" } else { "namespaces" };
+    let server = Server::start_with(&[
+        "--isolation",
+        isolation,
+        "--resolver",
+        &format!("127.0.0.1:{dns}"),
+    ]);
+    let listed_loopback = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_loopback = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (l1, l2) = (
+        listed_loopback.local_addr().unwrap().port(),
+        other_loopback.local_addr().unwrap().port(),
+    );
+    let info: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(server.data_dir.join("server.json")).unwrap(),
+    )
+    .unwrap();
+    let public: u16 = info["public"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (two, three) = (remote.addr(2), remote.addr(3));
+    let listed = format!(
+        "{{ outbound: [\"remote.egress.test:8000\", \"{three}:8001\", \"127.0.0.1:{l1}\"] }}"
+    );
+    let dir = server.path("egress");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                &format!(
+                    "app: egress\nfunctions:\n  open:\n    runtime: python3\n    handler: main.handler\n  listed:\n    runtime: python3\n    handler: main.handler\n    network: {listed}\n  noloop:\n    runtime: python3\n    handler: main.handler\n    network: {{ loopback: false }}\nservices:\n  web:\n    command: [python3, web.py]\n    http: {{ path: /probe }}\n    network: {listed}\n"
+                ),
+            ),
+            ("main.py", EGRESS_PROBE),
+            ("web.py", EGRESS_SERVICE),
+        ],
+    );
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    let targets = |list: &[(&str, &str, &str, u16)]| {
+        let map: serde_json::Map<String, serde_json::Value> = list
+            .iter()
+            .map(|(k, kind, host, port)| ((*k).to_owned(), serde_json::json!([kind, host, port])))
+            .collect();
+        serde_json::json!({ "targets": map }).to_string()
+    };
+    let all = targets(&[
+        ("name_8000", "tcp", &two, 8000),
+        ("name_8001", "tcp", &two, 8001),
+        ("three_8001", "tcp", &three, 8001),
+        ("three_8000", "tcp", &three, 8000),
+        ("loopback_listed", "tcp", "127.0.0.1", l1),
+        ("loopback_other", "tcp", "127.0.0.1", l2),
+        ("loopback_v6", "tcp", "::1", l2),
+        ("public", "tcp", "127.0.0.1", public),
+        ("udp_listed", "udp", &three, 8001),
+        ("udp_other", "udp", &three, 9999),
+    ]);
+    let open = server.invoke("egress/open", &all);
+    for what in [
+        "name_8000",
+        "name_8001",
+        "three_8000",
+        "loopback_other",
+        "public",
+        "platform_api",
+    ] {
+        assert_eq!(open["result"][what], "connected", "open: {what}: {open}");
+    }
+    assert_eq!(open["result"]["udp_other"], "sent", "{open}");
+
+    if none {
+        // Nothing here can narrow the network: the instance does not start.
+        let out = server.cli(&["invoke", "egress/listed", "--data", &all]);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains("cannot narrow"), "{said}");
+        return;
+    }
+
+    let listed = server.invoke("egress/listed", &all);
+    let noloop = server.invoke("egress/noloop", &all);
+    let service = common::client()
+        .get(format!("{}/egress/probe", server.public))
+        .query(&[(
+            "targets",
+            serde_json::from_str::<serde_json::Value>(&all).unwrap()["targets"].to_string(),
+        )])
+        .send()
+        .unwrap();
+    assert_eq!(service.status(), 200);
+    let service: serde_json::Value = service.json().unwrap();
+    for (what, from_list, without_loopback) in [
+        ("name_8000", "connected", "connected"),
+        ("name_8001", "PermissionError", "connected"),
+        ("three_8001", "connected", "connected"),
+        ("three_8000", "PermissionError", "connected"),
+        ("loopback_listed", "connected", "PermissionError"),
+        ("loopback_other", "PermissionError", "PermissionError"),
+        ("loopback_v6", "PermissionError", "PermissionError"),
+        ("public", "connected", "connected"),
+        ("platform_api", "connected", "connected"),
+        ("udp_listed", "sent", "sent"),
+        ("udp_other", "PermissionError", "sent"),
+    ] {
+        assert_eq!(
+            listed["result"][what], from_list,
+            "listed: {what}: {listed}"
+        );
+        // Services are not given the platform API.
+        if what != "platform_api" {
+            assert_eq!(service[what], from_list, "service: {what}: {service}");
+        }
+        assert_eq!(
+            noloop["result"][what], without_loopback,
+            "noloop: {what}: {noloop}"
+        );
+    }
+
+    // The name moves to the other address: once its TTL has run out, the
+    // fence follows it, for the warm instance too.
+    *answer.lock().unwrap() = three.parse().unwrap();
+    let moved = targets(&[("old", "tcp", &two, 8000), ("new", "tcp", &three, 8000)]);
+    common::eventually(std::time::Duration::from_secs(15), || {
+        let r = server.invoke("egress/listed", &moved);
+        match (r["result"]["old"].as_str(), r["result"]["new"].as_str()) {
+            (Some("PermissionError"), Some("connected")) => Ok(()),
+            _ => Err(format!("not followed yet: {r}")),
+        }
+    });
+}

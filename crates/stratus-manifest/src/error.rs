@@ -119,6 +119,7 @@ const SERVICE_KEYS: &[&str] = &[
     "drain_grace",
     "access_log",
     "env",
+    "network",
 ];
 
 /// Turns a YAML or type error from serde into a located, hinted error.
@@ -343,7 +344,7 @@ pub(crate) fn expected_for(key: &str) -> Option<&'static str> {
         "min_instances" => "a whole number of instances kept warm, at most max_instances",
         "keep_alive" => "a duration such as `10m` or `30s`, between 1s and 24h",
         "network" => {
-            "`outbound` (the default: may connect out) or `none` (loopback and the Runtime API only)"
+            "`outbound` (the default: may connect out), `none` (loopback and the Runtime API only), or `{ outbound: [HOST:PORT, ...], loopback: false }` (only there)"
         }
         "http" => {
             "routes on the public listener, e.g. `http: { path: /api/*, methods: [GET, POST] }`"

@@ -70,6 +70,22 @@ pub(crate) struct RawService {
     pub access_log: Option<bool>,
     #[serde(default, deserialize_with = "unique_keys")]
     pub env: BTreeMap<String, EnvValue>,
+    pub network: Option<RawNetwork>,
+}
+
+/// `network: outbound | none | { outbound: [HOST:PORT, ...], loopback: BOOL }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawNetwork {
+    Mode(String),
+    Rules(RawEgress),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEgress {
+    pub outbound: Option<Vec<String>>,
+    pub loopback: Option<bool>,
 }
 
 /// `command: [argv...]`, or one string for the shell.
@@ -100,7 +116,7 @@ pub(crate) struct RawFunction {
     pub max_instances: Option<u32>,
     pub min_instances: Option<u32>,
     pub keep_alive: Option<String>,
-    pub network: Option<String>,
+    pub network: Option<RawNetwork>,
     pub http: Option<RawHttp>,
     pub retries: Option<u32>,
     pub max_event_age: Option<String>,

@@ -7,12 +7,13 @@ use std::time::Duration;
 use crate::error::{ManifestError, ManifestErrors, closest, expected_for};
 use crate::locate::line_of;
 use crate::raw::{
-    RawCommand, RawCors, RawFunction, RawHttp, RawManifest, RawQueue, RawService, RawTrigger,
+    RawCommand, RawCors, RawEgress, RawFunction, RawHttp, RawManifest, RawNetwork, RawQueue,
+    RawService, RawTrigger,
 };
 use crate::spec::{
-    AppSpec, CatchUp, CloudEventsTrigger, CorsSpec, FunctionSpec, HttpAuth, HttpSpec, Network,
-    QueueSpec, QueueTrigger, Readiness, Runtime, ScheduleTrigger, ServiceCommand, ServiceSpec,
-    Trigger, is_valid_name,
+    AppSpec, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, FunctionSpec, HttpAuth,
+    HttpSpec, Network, QueueSpec, QueueTrigger, Readiness, Runtime, ScheduleTrigger,
+    ServiceCommand, ServiceSpec, Trigger, is_valid_name,
 };
 
 pub const DEFAULT_MEMORY_MB: u32 = 128;
@@ -301,18 +302,7 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         }
     };
 
-    let network = match f.network.as_deref() {
-        None | Some("outbound") => Network::Outbound,
-        Some("none") => Network::None,
-        Some(other) => {
-            c.error(
-                key("network"),
-                format!("unknown network mode {other:?}"),
-                expected_for("network").map(str::to_owned),
-            );
-            Network::Outbound
-        }
-    };
+    let network = network(c, &key("network"), f.network, false);
 
     let mut env = BTreeMap::new();
     for (var, value) in f.env {
@@ -1000,6 +990,7 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
     }
     check_env_size(c, &format!("{owner}.env"), &env);
 
+    let network = network(c, &key("network"), s.network, true);
     (c.errors.len() == before).then(|| ServiceSpec {
         name: name.to_owned(),
         code,
@@ -1016,7 +1007,116 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
         drain_grace,
         access_log: s.access_log.unwrap_or(true),
         env,
+        network,
     })
+}
+
+/// Most destinations one `network.outbound` list may name.
+pub const MAX_DESTINATIONS: usize = 64;
+
+/// `network:` of a function, or of a service (which the gateway must
+/// reach, so never `none`).
+fn network(c: &mut Checker<'_>, key: &str, raw: Option<RawNetwork>, service: bool) -> Network {
+    let rules = match raw {
+        None => return Network::Outbound,
+        Some(RawNetwork::Mode(mode)) => match mode.as_str() {
+            "outbound" => return Network::Outbound,
+            "none" if !service => return Network::None,
+            "none" => {
+                c.error(
+                    key.to_owned(),
+                    "a service cannot have `network: none`: the gateway reaches it over the host's loopback".into(),
+                    Some("leave it out, or narrow where it may connect: `network: { outbound: [HOST:PORT, ...] }`".into()),
+                );
+                return Network::Outbound;
+            }
+            other => {
+                c.error(
+                    key.to_owned(),
+                    format!("unknown network mode {other:?}"),
+                    expected_for("network").map(str::to_owned),
+                );
+                return Network::Outbound;
+            }
+        },
+        Some(RawNetwork::Rules(rules)) => rules,
+    };
+    let RawEgress { outbound, loopback } = rules;
+    let to = outbound.map(|list| {
+        if list.len() > MAX_DESTINATIONS {
+            c.error(
+                format!("{key}.outbound"),
+                format!("{} destinations; at most {MAX_DESTINATIONS} may be listed", list.len()),
+                Some("name fewer hosts, e.g. with a `*.example.com:443` pattern".into()),
+            );
+        }
+        let mut to: Vec<Destination> = list
+            .iter()
+            .filter_map(|entry| match parse_destination(entry) {
+                Ok(dest) => Some(dest),
+                Err(message) => {
+                    c.error(
+                        format!("{key}.outbound"),
+                        format!("{entry:?}: {message}"),
+                        Some("`HOST:PORT`: an IP address (`[::1]:80` for IPv6), a DNS name, or `*.example.com`, and a port, e.g. `api.example.com:443`".into()),
+                    );
+                    None
+                }
+            })
+            .collect();
+        to.sort();
+        to.dedup();
+        to
+    });
+    Network::Limited(Egress {
+        to,
+        // A list says what is reachable: loopback only when asked for.
+        loopback: loopback.unwrap_or(false),
+    })
+}
+
+/// `HOST:PORT` as [`Destination`] holds it.
+fn parse_destination(entry: &str) -> Result<Destination, String> {
+    let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
+        let (host, port) = rest
+            .split_once("]:")
+            .ok_or("an IPv6 address goes in brackets, then `:` and the port")?;
+        host.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("{host:?} is not an IPv6 address"))?;
+        (host.to_owned(), port)
+    } else {
+        let (host, port) = entry.rsplit_once(':').ok_or("no port: add `:PORT`")?;
+        if host.contains(':') {
+            return Err("an IPv6 address goes in brackets, e.g. `[2001:db8::1]:443`".into());
+        }
+        (host.trim_end_matches('.').to_ascii_lowercase(), port)
+    };
+    let port = match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err(format!("{port:?} is not a port between 1 and 65535")),
+        Ok(port) => port,
+    };
+    if host.parse::<std::net::IpAddr>().is_err() {
+        let name = host.strip_prefix("*.").unwrap_or(&host);
+        if !is_dns_name(name) {
+            return Err(format!("{host:?} is not an IP address or a DNS name"));
+        }
+    }
+    Ok(Destination { host, port })
+}
+
+/// Letters, digits and hyphens in labels of 1 to 63 characters, not
+/// starting or ending with a hyphen, at most 253 in all.
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// A duration setting within `range`, or `default` when not given.

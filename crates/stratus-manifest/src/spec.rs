@@ -142,6 +142,10 @@ pub struct ServiceSpec {
     #[serde(default = "yes")]
     pub access_log: bool,
     pub env: BTreeMap<String, String>,
+    /// What it may connect to: [`Network::Outbound`] or narrower, never
+    /// [`Network::None`] (the gateway must reach it).
+    #[serde(default)]
+    pub network: Network,
 }
 
 fn yes() -> bool {
@@ -284,15 +288,51 @@ pub struct CorsSpec {
     pub max_age_secs: Option<u64>,
 }
 
-/// What a function may reach over the network.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What a function or service may reach over the network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
-    /// Connections out, through the host's network.
+    /// Connections out, through the host's network, to anywhere but the
+    /// platform's own listeners and other instances: the host's loopback
+    /// services included.
     #[default]
     Outbound,
     /// Loopback and the Runtime API only.
     None,
+    /// Connections out through the host's network, narrowed.
+    Limited(Egress),
+}
+
+/// Where an instance with [`Network::Limited`] may connect. The
+/// platform's own endpoints it is given (the platform API, the public
+/// listener) and the host's name servers stay reachable whatever this
+/// says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Egress {
+    /// Only these destinations; `None`: anywhere (but loopback, unless
+    /// `loopback`).
+    pub to: Option<Vec<Destination>>,
+    /// Anywhere on loopback (127.0.0.0/8 and `::1`) as well.
+    pub loopback: bool,
+}
+
+/// One allowed destination: `HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Destination {
+    /// An IP address, a DNS name, or `*.` and a DNS name: lower case,
+    /// without brackets or a final dot.
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
 }
 
 impl AppSpec {

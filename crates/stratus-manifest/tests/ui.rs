@@ -1257,7 +1257,7 @@ fn network_modes() {
         ",
         "
         stratus.yaml:6: functions.greet.network: unknown network mode \"private\"
-          hint: `outbound` (the default: may connect out) or `none` (loopback and the Runtime API only)
+          hint: `outbound` (the default: may connect out), `none` (loopback and the Runtime API only), or `{ outbound: [HOST:PORT, ...], loopback: false }` (only there)
         ",
     );
 }
@@ -1716,6 +1716,87 @@ fn queue_triggers_are_checked() {
           hint: a whole number of messages from 1 to 100 (default 10)
         stratus.yaml:9: functions.a.events.0.batch_window: 10m is out of range
           hint: give a duration from 0s to 5m
+        ",
+    );
+}
+
+#[test]
+fn network_allowlists() {
+    let app = stratus_manifest::parse(
+        "stratus.yaml",
+        "app: hello
+functions:
+  a:
+    runtime: python3
+    handler: m.h
+    network: { outbound: [\"API.example.com.:443\", \"10.0.0.1:5432\", \"[2001:db8::1]:80\", \"*.s3.example.com:443\", \"10.0.0.1:5432\"] }
+  b:
+    runtime: python3
+    handler: m.h
+    network: { loopback: true }
+services:
+  web:
+    command: [./server]
+    network:
+      outbound: [\"db.internal:5432\"]
+      loopback: true
+",
+    )
+    .unwrap();
+    let dest = |host: &str, port| stratus_manifest::Destination {
+        host: host.into(),
+        port,
+    };
+    assert_eq!(
+        app.functions["a"].network,
+        stratus_manifest::Network::Limited(stratus_manifest::Egress {
+            to: Some(vec![
+                dest("*.s3.example.com", 443),
+                dest("10.0.0.1", 5432),
+                dest("2001:db8::1", 80),
+                dest("api.example.com", 443),
+            ]),
+            loopback: false,
+        })
+    );
+    assert_eq!(
+        app.functions["b"].network,
+        stratus_manifest::Network::Limited(stratus_manifest::Egress {
+            to: None,
+            loopback: true,
+        })
+    );
+    assert_eq!(
+        app.services["web"].network,
+        stratus_manifest::Network::Limited(stratus_manifest::Egress {
+            to: Some(vec![dest("db.internal", 5432)]),
+            loopback: true,
+        })
+    );
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            network: { outbound: [\"example.com\", \"example.com:0\", \"2001:db8::1:80\", \"exa mple.com:80\"] }
+        services:
+          web:
+            command: [./server]
+            network: none
+        ",
+        "
+        stratus.yaml:6: functions.greet.network.outbound: \"example.com\": no port: add `:PORT`
+          hint: `HOST:PORT`: an IP address (`[::1]:80` for IPv6), a DNS name, or `*.example.com`, and a port, e.g. `api.example.com:443`
+        stratus.yaml:6: functions.greet.network.outbound: \"example.com:0\": \"0\" is not a port between 1 and 65535
+          hint: `HOST:PORT`: an IP address (`[::1]:80` for IPv6), a DNS name, or `*.example.com`, and a port, e.g. `api.example.com:443`
+        stratus.yaml:6: functions.greet.network.outbound: \"2001:db8::1:80\": an IPv6 address goes in brackets, e.g. `[2001:db8::1]:443`
+          hint: `HOST:PORT`: an IP address (`[::1]:80` for IPv6), a DNS name, or `*.example.com`, and a port, e.g. `api.example.com:443`
+        stratus.yaml:6: functions.greet.network.outbound: \"exa mple.com:80\": \"exa mple.com\" is not an IP address or a DNS name
+          hint: `HOST:PORT`: an IP address (`[::1]:80` for IPv6), a DNS name, or `*.example.com`, and a port, e.g. `api.example.com:443`
+        stratus.yaml:10: services.web.network: a service cannot have `network: none`: the gateway reaches it over the host's loopback
+          hint: leave it out, or narrow where it may connect: `network: { outbound: [HOST:PORT, ...] }`
         ",
     );
 }

@@ -140,6 +140,19 @@ impl LauncherClient {
         &self.facts.landlock
     }
 
+    /// Whether an instance on the host's network can be held to an
+    /// [`crate::EgressRule`].
+    pub fn egress_fence(&self) -> bool {
+        self.facts.egress_fence
+    }
+
+    /// Whether a `listen` on every address at a port the kernel picks (a
+    /// socket never bound, or bound to port 0) is refused on the host's
+    /// network.
+    pub fn listen_fence(&self) -> bool {
+        self.facts.listen_fence
+    }
+
     /// Whether processes can be frozen ([`LauncherClient::freeze`]).
     pub fn can_freeze(&self) -> bool {
         self.facts.freezer
@@ -288,12 +301,49 @@ impl LauncherClient {
     /// Makes the platform's listeners at `addresses` unreachable from
     /// outbound instances. Call before any instance starts.
     pub async fn reserve(&self, addresses: &[std::net::SocketAddr]) -> Result<(), SandboxError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let request = Request::Reserve {
+        self.settle(|id| Request::Reserve {
             id,
             addresses: addresses.to_vec(),
-        };
-        match self.ask(id, &request).await? {
+        })
+        .await
+    }
+}
+
+impl LauncherClient {
+    /// Lets every instance reach the platform's endpoints at `addresses`,
+    /// whatever its egress rule. Replaces the earlier set.
+    pub async fn platform_endpoints(
+        &self,
+        addresses: &[std::net::SocketAddr],
+    ) -> Result<(), SandboxError> {
+        self.settle(|id| Request::Platform {
+            id,
+            addresses: addresses.to_vec(),
+        })
+        .await
+    }
+
+    /// Makes `addresses` the destinations of egress policy `policy`, for
+    /// instances whose [`crate::EgressRule`] names it. Replaces the earlier
+    /// set.
+    pub async fn set_egress(
+        &self,
+        policy: u32,
+        addresses: &[std::net::SocketAddr],
+    ) -> Result<(), SandboxError> {
+        self.settle(|id| Request::Egress {
+            id,
+            policy,
+            addresses: addresses.to_vec(),
+        })
+        .await
+    }
+
+    /// Sends the request `make` builds with a new id, and waits until the
+    /// launcher has done it.
+    async fn settle(&self, make: impl FnOnce(u64) -> Request) -> Result<(), SandboxError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        match self.ask(id, &make(id)).await? {
             Ok(_) => Ok(()),
             Err(message) => Err(SandboxError::Protocol(message)),
         }

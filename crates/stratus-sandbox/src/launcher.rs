@@ -131,6 +131,8 @@ fn serve(
     let limits = cgroups.summary.clone();
     let (guard, network) = guard(isolation, &cgroups);
     let service_fence = guard.as_ref().is_some_and(|g| g.services().is_ok());
+    let egress_fence = guard.as_ref().is_some_and(|g| g.egress().is_ok());
+    let listen_fence = guard.as_ref().is_some_and(|g| g.listen().is_ok());
     let landlock = landlock::summary(isolation == Isolation::Namespaces);
     wire::send(
         sock.as_raw_fd(),
@@ -141,6 +143,8 @@ fn serve(
             prestart,
             network,
             service_fence,
+            egress_fence,
+            listen_fence,
             landlock,
             freezer: cgroups.guard_group().is_some(),
         }),
@@ -240,6 +244,50 @@ fn serve(
                         };
                         wire::send(sock.as_raw_fd(), &reply, &[])?;
                     }
+                    Ok(Some((Request::Platform { id, addresses }, _))) => {
+                        let outcome = match &guard {
+                            Some(guard) => guard.set_egress(0, &addresses).map_err(|e| {
+                                format!("cannot let instances reach the platform: {e}")
+                            }),
+                            None => Ok(()),
+                        };
+                        let reply = match outcome {
+                            Ok(()) => Reply::Done { id },
+                            Err(error) => Reply::Failed { id, error },
+                        };
+                        wire::send(sock.as_raw_fd(), &reply, &[])?;
+                    }
+                    Ok(Some((
+                        Request::Egress {
+                            id,
+                            policy,
+                            addresses,
+                        },
+                        _,
+                    ))) => {
+                        let outcome = match &guard {
+                            _ if policy == 0 || policy > crate::MAX_EGRESS_POLICY => Err(format!(
+                                "egress policy {policy} is not between 1 and {}",
+                                crate::MAX_EGRESS_POLICY
+                            )),
+                            Some(guard) if guard.egress().is_ok() => guard
+                                .set_egress(policy, &addresses)
+                                .map_err(|e| format!("cannot set egress policy {policy}: {e}")),
+                            Some(guard) => Err(format!(
+                                "egress rules cannot be enforced here: {}",
+                                guard.egress().err().unwrap_or_default()
+                            )),
+                            None => Err(
+                                "egress rules cannot be enforced here: there is no network fence"
+                                    .to_owned(),
+                            ),
+                        };
+                        let reply = match outcome {
+                            Ok(()) => Reply::Done { id },
+                            Err(error) => Reply::Failed { id, error },
+                        };
+                        wire::send(sock.as_raw_fd(), &reply, &[])?;
+                    }
                     // The server is gone: so are its instances.
                     Ok(None) | Err(_) => return Ok(()),
                 }
@@ -260,16 +308,29 @@ fn guard(isolation: Isolation, cgroups: &Cgroups) -> (Option<NetGuard>, String) 
     };
     match attached {
         Ok(guard) => {
+            let egress = match guard.egress() {
+                Ok(()) => "; egress rules (network.outbound) hold for TCP and UDP".to_owned(),
+                Err(reason) => format!(
+                    "; egress rules (network.outbound) cannot be enforced, and instances that have them do not start: {reason}"
+                ),
+            };
+            let listen = match guard.listen() {
+                Ok(()) => "a listen with no bind (at a port the kernel picks) is refused (BPF LSM)"
+                    .to_owned(),
+                Err(reason) => format!(
+                    "but a listen with no bind (at a port the kernel picks) is not fenced: {reason}"
+                ),
+            };
             let message = match guard.services() {
                 Ok(()) => format!(
-                    "outbound instances cannot connect to the admin listener, to other instances' Runtime APIs or to services, which listen only at their own addresses in {}/{} (cgroup BPF); binds on every address go to loopback, UDP's too, but a listen with no bind (at a port the kernel picks) is not fenced",
+                    "outbound instances cannot connect to the admin listener, to other instances' Runtime APIs or to services, which listen only at their own addresses in {}/{} (cgroup BPF); binds on every address go to loopback, UDP's too; {listen}",
                     crate::SERVICE_NET,
                     crate::SERVICE_PREFIX
                 ),
                 Err(reason) => format!(
                     "outbound instances cannot connect to the admin listener or to other instances' Runtime APIs (cgroup BPF); services listen where they ask, within instances' reach: {reason}"
                 ),
-            };
+            } + &egress;
             (Some(guard), message)
         }
         Err(reason) => {
@@ -367,12 +428,25 @@ impl Tenant {
         // Before the activation is written: a service may bind as soon as
         // it has it. Without a guard services go unfenced, and the server
         // knows it from `service_fence`.
-        if let (Some(guard), Some(id)) = (guard, self.group.net_id)
-            && (activation.runtime_api_port.is_some() || activation.service_addr.is_some())
-        {
-            guard
-                .admit(id, activation.runtime_api_port, activation.service_addr)
-                .map_err(|e| format!("cannot admit the instance to the network fence: {e}"))?;
+        let fenced = activation.runtime_api_port.is_some()
+            || activation.service_addr.is_some()
+            || activation.egress.is_some();
+        match (guard, self.group.net_id) {
+            (Some(guard), Some(id)) if fenced => guard
+                .admit(
+                    id,
+                    activation.runtime_api_port,
+                    activation.service_addr,
+                    activation.egress,
+                )
+                .map_err(|e| format!("cannot admit the instance to the network fence: {e}"))?,
+            // Never silently wider than asked.
+            _ if activation.egress.is_some() => {
+                return Err(
+                    "this host cannot narrow where an instance may connect (no network fence); remove the function's `network.outbound` list and `loopback: false`, or run the server with namespaces and cgroup v2".to_owned(),
+                );
+            }
+            _ => {}
         }
         let message = ActivationMessage {
             env: activation.env.clone(),

@@ -14,6 +14,7 @@
 //! pids and a CPU weight. Either way it dies with the launcher, which dies with the server.
 #![allow(unsafe_code)] // fork, clone, mount and friends need libc.
 
+mod btf;
 mod cgroup;
 mod client;
 mod fs;
@@ -174,7 +175,28 @@ pub struct Activation {
     /// elsewhere the service binds where it asks.
     #[serde(default)]
     pub service_addr: Option<std::net::Ipv4Addr>,
+    /// Where it may connect, when it shares the host's network and that is
+    /// narrower than anywhere: honoured only where
+    /// [`LauncherClient::egress_fence`] says so, and the server must not
+    /// start such an instance elsewhere.
+    #[serde(default)]
+    pub egress: Option<EgressRule>,
 }
+
+/// Where an instance on the host's network may connect, beyond the
+/// platform's endpoints ([`LauncherClient::platform_endpoints`]): the
+/// destinations of its policy ([`LauncherClient::set_egress`]) when
+/// `listed`, anywhere but loopback otherwise; and anywhere on loopback
+/// when `loopback`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EgressRule {
+    /// The policy whose destinations apply, from 1 to [`MAX_EGRESS_POLICY`].
+    pub policy: u32,
+    pub listed: bool,
+    pub loopback: bool,
+}
+
+pub use netguard::{MAX_EGRESS_DESTINATIONS, MAX_EGRESS_POLICY};
 
 /// How a process ended. For one with an init ([`ProcessSpec::init`]), how
 /// its program ended, unless the init was killed first (as

@@ -72,6 +72,7 @@
 //! code cannot change either: the `bpf` system call is refused in the
 //! sandbox.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -144,6 +145,16 @@ pub fn service_listening(addr: SocketAddrV4) -> bool {
 
 /// How many instances and reserved addresses the map holds.
 const MAP_ENTRIES: u32 = 65_536;
+/// How many destinations the egress map holds, every policy's and the
+/// platform's together.
+pub const MAX_EGRESS_DESTINATIONS: u32 = 65_536;
+/// The largest egress policy number: it shares a word with two flags.
+pub const MAX_EGRESS_POLICY: u32 = (1 << 24) - 1;
+/// In [`Entry::egress`]: only the policy's destinations (and the
+/// platform's) are reachable.
+const EGRESS_LISTED: u32 = 1 << 31;
+/// In [`Entry::egress`]: anywhere on loopback is reachable.
+const EGRESS_LOOPBACK: u32 = 1 << 30;
 /// Marks a reserved address's key; instances' keys are cgroup ids, far
 /// below it.
 const RESERVED: u64 = 1 << 48;
@@ -160,14 +171,58 @@ const BPF_CGROUP_INET4_BIND: u32 = 8;
 const BPF_CGROUP_INET6_BIND: u32 = 9;
 const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 const BPF_CGROUP_INET6_CONNECT: u32 = 11;
+const BPF_CGROUP_UDP4_SENDMSG: u32 = 14;
+const BPF_CGROUP_UDP6_SENDMSG: u32 = 15;
 const BPF_F_ALLOW_MULTI: u32 = 2;
+const BPF_PROG_TYPE_LSM: u32 = 29;
+const BPF_LSM_CGROUP: u32 = 43;
 
-/// The loaded programs and their map, while the launcher lives.
+/// The loaded programs and their maps, while the launcher lives.
 pub(crate) struct NetGuard {
     map: OwnedFd,
+    /// Egress destinations: [`AllowKey`]s, of policies and (policy 0) of
+    /// the platform.
+    allow: OwnedFd,
+    /// What `allow` holds, by policy, to replace a policy's set.
+    allowed: std::cell::RefCell<std::collections::HashMap<u32, HashSet<AllowKey>>>,
     _programs: Vec<OwnedFd>,
     /// Whether `bind4` and `bind6` are in force, or why not.
     services: Result<(), String>,
+    /// Whether `sendmsg4` and `sendmsg6` are in force, so that egress
+    /// rules hold for datagrams too, or why not.
+    egress: Result<(), String>,
+    /// Whether `listen` on every address is refused, or why not.
+    listen: Result<(), String>,
+}
+
+/// A key of the egress map: a policy's destination.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct AllowKey {
+    /// 0: the platform's, reachable under every policy.
+    policy: u32,
+    /// As `user_port` holds it.
+    port: u32,
+    /// The IPv6 address, IPv4 ones in their mapped form (`::ffff:a.b.c.d`),
+    /// as the kernel stores it.
+    addr: [u8; 16],
+}
+
+impl AllowKey {
+    fn new(policy: u32, addr: SocketAddr) -> AllowKey {
+        let ip = match addr.ip() {
+            IpAddr::V4(ip) => ip.to_ipv6_mapped(),
+            // As the programs judge it: `::1` as 127.0.0.1, mapped
+            // addresses as themselves.
+            IpAddr::V6(ip) if ip.is_loopback() => Ipv4Addr::LOCALHOST.to_ipv6_mapped(),
+            IpAddr::V6(ip) => ip,
+        };
+        AllowKey {
+            policy,
+            port: u32::from(addr.port().to_be()),
+            addr: ip.octets(),
+        }
+    }
 }
 
 /// A map value: what one instance may reach, or (any value) a reserved
@@ -179,6 +234,9 @@ struct Entry {
     runtime_api_port: u32,
     /// Its service address; 0: not a service.
     service_ip: u32,
+    /// Its egress policy with [`EGRESS_LISTED`] and [`EGRESS_LOOPBACK`];
+    /// 0: anywhere.
+    egress: u32,
 }
 
 impl NetGuard {
@@ -195,14 +253,24 @@ impl NetGuard {
             attr
         })
         .map_err(|e| format!("cannot create a BPF map: {e}"))?;
+        let allow = bpf_fd(BPF_MAP_CREATE, &{
+            let mut attr = Attr::default();
+            attr.u32(0, BPF_MAP_TYPE_HASH);
+            attr.u32(4, std::mem::size_of::<AllowKey>() as u32);
+            attr.u32(8, 4);
+            attr.u32(12, MAX_EGRESS_DESTINATIONS);
+            attr
+        })
+        .map_err(|e| format!("cannot create a BPF map: {e}"))?;
         let cgroup = std::fs::File::open(group)
             .map_err(|e| format!("cannot open {}: {e}", group.display()))?;
         let netns = netns_cookie();
-        let map_fd = map.as_raw_fd();
+        let maps = (map.as_raw_fd(), allow.as_raw_fd());
+        let map_fd = maps.0;
         let mut programs = Vec::new();
         for (attach_type, insns) in [
-            (BPF_CGROUP_INET4_CONNECT, connect(Family::V4, map_fd, netns)),
-            (BPF_CGROUP_INET6_CONNECT, connect(Family::V6, map_fd, netns)),
+            (BPF_CGROUP_INET4_CONNECT, connect(Family::V4, maps, netns)),
+            (BPF_CGROUP_INET6_CONNECT, connect(Family::V6, maps, netns)),
         ] {
             let prog = load(&insns, attach_type)?;
             attach(&cgroup, &prog, attach_type)
@@ -223,11 +291,89 @@ impl NetGuard {
             programs.extend([bind4, bind6]);
             Ok(())
         })();
+        // Datagrams sent without a connect are judged as connections are.
+        let egress = (|| {
+            let send4 = load(&connect(Family::V4, maps, netns), BPF_CGROUP_UDP4_SENDMSG)?;
+            let send6 = load(&connect(Family::V6, maps, netns), BPF_CGROUP_UDP6_SENDMSG)?;
+            attach(&cgroup, &send4, BPF_CGROUP_UDP4_SENDMSG)
+                .map_err(|e| format!("cannot attach a BPF program: {e}"))?;
+            if let Err(e) = attach(&cgroup, &send6, BPF_CGROUP_UDP6_SENDMSG) {
+                detach(&cgroup, &send4, BPF_CGROUP_UDP4_SENDMSG);
+                return Err(format!("cannot attach a BPF program: {e}"));
+            }
+            programs.extend([send4, send6]);
+            Ok(())
+        })();
+        // Only where binds on every address are moved: otherwise every
+        // listener there would be refused.
+        let listen = match &services {
+            Err(_) => Err("binds are not fenced".to_owned()),
+            Ok(()) => {
+                (|| {
+                    let cookie = netns
+                        .ok_or("the kernel does not say which network namespace a socket is in")?;
+                    let btf = crate::btf::Btf::vmlinux()
+                        .map_err(|e| format!("cannot read the kernel's BTF: {e}"))?;
+                    let (insns, hook) = listen(&btf, cookie)?;
+                    let prog = load_as(BPF_PROG_TYPE_LSM, &insns, BPF_LSM_CGROUP, hook)
+                        .map_err(|e| format!("{e} (a BPF LSM program, attached by BTF)"))?;
+                    attach(&cgroup, &prog, BPF_LSM_CGROUP).map_err(|e| {
+                    format!("cannot attach a BPF LSM program (is `bpf` among the kernel's LSMs?): {e}")
+                })?;
+                    programs.push(prog);
+                    Ok(())
+                })()
+            }
+        };
         Ok(NetGuard {
             map,
+            allow,
+            allowed: Default::default(),
             _programs: programs,
             services,
+            egress,
+            listen,
         })
+    }
+
+    /// Whether a `listen` on every address (a socket never bound, or bound
+    /// to port 0) is refused, or why not.
+    pub fn listen(&self) -> Result<(), &str> {
+        self.listen.as_ref().map(|_| ()).map_err(String::as_str)
+    }
+
+    /// Whether egress rules hold, or why not.
+    pub fn egress(&self) -> Result<(), &str> {
+        self.egress.as_ref().map(|_| ()).map_err(String::as_str)
+    }
+
+    /// Makes `addresses` the destinations of egress policy `policy` (0: the
+    /// platform's, which every policy reaches).
+    pub fn set_egress(&self, policy: u32, addresses: &[SocketAddr]) -> io::Result<()> {
+        let new: HashSet<AllowKey> = addresses
+            .iter()
+            .map(|addr| AllowKey::new(policy, *addr))
+            .collect();
+        let mut allowed = self.allowed.borrow_mut();
+        let old = allowed.entry(policy).or_default();
+        let added: Vec<AllowKey> = new.difference(old).copied().collect();
+        for key in &added {
+            let mut attr = Attr::default();
+            attr.u32(0, self.allow.as_raw_fd() as u32);
+            attr.u64(8, key as *const AllowKey as u64);
+            attr.u64(16, &1u32 as *const u32 as u64);
+            bpf(BPF_MAP_UPDATE_ELEM, &attr)?;
+            old.insert(*key);
+        }
+        let gone: Vec<AllowKey> = old.difference(&new).copied().collect();
+        for key in gone {
+            let mut attr = Attr::default();
+            attr.u32(0, self.allow.as_raw_fd() as u32);
+            attr.u64(8, &key as *const AllowKey as u64);
+            let _ = bpf(BPF_MAP_DELETE_ELEM, &attr);
+            old.remove(&key);
+        }
+        Ok(())
     }
 
     /// Whether services' binds are moved to their own addresses, or why
@@ -255,19 +401,43 @@ impl NetGuard {
             &Entry {
                 runtime_api_port: 1,
                 service_ip: 0,
+                egress: 0,
             },
         )
     }
 
     /// Lets the instance in cgroup `cgroup_id` reach its own Runtime API,
-    /// and makes it a service that listens at `service` (which must be in
-    /// [`SERVICE_NET`]).
+    /// makes it a service that listens at `service` (which must be in
+    /// [`SERVICE_NET`]), and holds it to `egress`.
     pub fn admit(
         &self,
         cgroup_id: u64,
         runtime_api_port: Option<u16>,
         service: Option<Ipv4Addr>,
+        egress: Option<crate::EgressRule>,
     ) -> io::Result<()> {
+        let egress = match egress {
+            None => 0,
+            Some(rule) if rule.policy == 0 || rule.policy > MAX_EGRESS_POLICY => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "egress policy {} is not between 1 and {MAX_EGRESS_POLICY}",
+                        rule.policy
+                    ),
+                ));
+            }
+            Some(rule) => {
+                if let Err(reason) = self.egress() {
+                    return Err(io::Error::other(format!(
+                        "egress rules cannot be enforced here: {reason}"
+                    )));
+                }
+                rule.policy
+                    | if rule.listed { EGRESS_LISTED } else { 0 }
+                    | if rule.loopback { EGRESS_LOOPBACK } else { 0 }
+            }
+        };
         if let Some(ip) = service
             && !in_service_net(ip)
         {
@@ -281,6 +451,7 @@ impl NetGuard {
             &Entry {
                 runtime_api_port: runtime_api_port.map_or(0, |p| u32::from(p.to_be())),
                 service_ip: service.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
+                egress,
             },
         )
     }
@@ -370,10 +541,21 @@ fn bpf_fd(cmd: libc::c_long, attr: &Attr) -> io::Result<OwnedFd> {
 }
 
 fn load(insns: &[Insn], attach_type: u32) -> Result<OwnedFd, String> {
+    load_as(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, insns, attach_type, 0)
+}
+
+/// Loads a program of `prog_type`; `btf_id`: the kernel function it
+/// attaches to, for LSM programs.
+fn load_as(
+    prog_type: u32,
+    insns: &[Insn],
+    attach_type: u32,
+    btf_id: u32,
+) -> Result<OwnedFd, String> {
     let license = c"Dual MIT/GPL";
     let mut log = vec![0u8; 16 * 1024];
     let mut attr = Attr::default();
-    attr.u32(0, BPF_PROG_TYPE_CGROUP_SOCK_ADDR);
+    attr.u32(0, prog_type);
     attr.u32(4, insns.len() as u32);
     attr.u64(8, insns.as_ptr() as u64);
     attr.u64(16, license.as_ptr() as u64);
@@ -381,6 +563,7 @@ fn load(insns: &[Insn], attach_type: u32) -> Result<OwnedFd, String> {
     attr.u32(28, log.len() as u32);
     attr.u64(32, log.as_mut_ptr() as u64);
     attr.u32(68, attach_type);
+    attr.u32(108, btf_id);
     bpf_fd(BPF_PROG_LOAD, &attr).map_err(|e| {
         let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
         let log = String::from_utf8_lossy(&log[..end]);
@@ -417,6 +600,8 @@ const MOV64_REG: u8 = 0xbf;
 const MOV64_IMM: u8 = 0xb7;
 const MOV32_IMM: u8 = 0xb4;
 const LDX_W: u8 = 0x61;
+const LDX_H: u8 = 0x69;
+const LDX_DW: u8 = 0x79;
 const STX_W: u8 = 0x63;
 const STX_DW: u8 = 0x7b;
 const LSH64_IMM: u8 = 0x67;
@@ -477,9 +662,14 @@ impl Asm {
     /// r0 = lookup(map, the u64 in register `key`); clobbers r1–r5.
     fn lookup(&mut self, map_fd: i32, key: u8) {
         self.op(STX_DW, 10, key, -8, 0);
+        self.lookup_at(map_fd, -8);
+    }
+
+    /// r0 = lookup(map, the key on the stack at `offset`); clobbers r1–r5.
+    fn lookup_at(&mut self, map_fd: i32, offset: i32) {
         self.map(1, map_fd);
         self.op(MOV64_REG, 2, 10, 0, 0);
-        self.op(ADD64_IMM, 2, 0, 0, -8);
+        self.op(ADD64_IMM, 2, 0, 0, offset);
         self.op(CALL, 0, 0, 0, HELPER_MAP_LOOKUP);
     }
 
@@ -624,8 +814,10 @@ impl Asm {
 /// kernel stores them.
 const MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
-/// The connect program for one address family.
-fn connect(family: Family, map_fd: i32, netns: Option<u64>) -> Vec<Insn> {
+/// The connect program for one address family, also judging datagrams
+/// sent without a connect (`sendmsg`). `maps`: the instances' map and the
+/// egress map.
+fn connect(family: Family, (map_fd, allow_fd): (i32, i32), netns: Option<u64>) -> Vec<Insn> {
     let runtime_api = u32::from_ne_bytes(RUNTIME_API_HOST.octets()) as i32;
     let loopback = u32::from_ne_bytes(Ipv4Addr::LOCALHOST.octets()) as i32;
     let mut a = Asm::new();
@@ -664,16 +856,75 @@ fn connect(family: Family, map_fd: i32, netns: Option<u64>) -> Vec<Insn> {
     a.label("not a service");
     // A Runtime API: only the instance's own.
     a.op(MOV32_IMM, 1, 0, 0, runtime_api);
-    a.jump(JNE_REG, 7, 1, 0, "allow");
+    a.jump(JNE_REG, 7, 1, 0, "egress");
     a.op(CALL, 0, 0, 0, HELPER_CURRENT_CGROUP_ID);
     a.op(MOV64_REG, 9, 0, 0, 0);
     a.lookup(map_fd, 9);
     a.jump(JEQ_IMM, 0, 0, 0, "deny");
     a.op(LDX_W, 1, 0, 0, 0);
     a.jump(JNE_REG, 1, 8, 0, "deny");
+    a.jump(JA, 0, 0, 0, "allow");
+    // Anywhere else: as the instance's egress rule says.
+    a.label("egress");
+    a.op(CALL, 0, 0, 0, HELPER_CURRENT_CGROUP_ID);
+    a.op(MOV64_REG, 9, 0, 0, 0);
+    a.lookup(map_fd, 9);
+    a.jump(JEQ_IMM, 0, 0, 0, "allow");
+    a.op(LDX_W, 9, 0, 8, 0);
+    a.jump(JEQ_IMM, 9, 0, 0, "allow");
+    // Loopback (127.0.0.0/8, `::1` as 127.0.0.1): all of it, or only what
+    // is listed.
+    a.op(MOV64_REG, 1, 7, 0, 0);
+    a.op(AND32_IMM, 1, 0, 0, 0xff);
+    a.jump(JNE_IMM, 1, 0, 127, "remote");
+    a.op(MOV64_REG, 1, 9, 0, 0);
+    a.op(AND32_IMM, 1, 0, 0, EGRESS_LOOPBACK as i32);
+    a.jump(JNE_IMM, 1, 0, 0, "allow");
+    a.jump(JA, 0, 0, 0, "listed");
+    // Elsewhere: anywhere, or only what is listed.
+    a.label("remote");
+    a.op(MOV64_REG, 1, 9, 0, 0);
+    a.op(AND32_IMM, 1, 0, 0, EGRESS_LISTED as i32);
+    a.jump(JEQ_IMM, 1, 0, 0, "allow");
+    // The key (policy, port, address) at fp-40.
+    a.label("listed");
+    a.op(MOV64_REG, 1, 9, 0, 0);
+    a.op(AND32_IMM, 1, 0, 0, MAX_EGRESS_POLICY as i32);
+    a.op(STX_W, 10, 1, ALLOW_KEY, 0);
+    a.op(STX_W, 10, 8, ALLOW_KEY + 4, 0);
+    if let Family::V6 = family {
+        // A native IPv6 address (r7 all ones) as it is.
+        a.op(MOV32_IMM, 1, 0, 0, -1);
+        a.jump(JNE_REG, 7, 1, 0, "v4");
+        for word in 0..4 {
+            a.op(LDX_W, 1, 6, USER_IP6 + 4 * word, 0);
+            a.op(STX_W, 10, 1, ALLOW_KEY + 8 + 4 * word, 0);
+        }
+        a.jump(JA, 0, 0, 0, "keyed");
+    }
+    // An IPv4 address (or `::1`, or a mapped one) in its mapped form.
+    a.label("v4");
+    a.op(MOV64_IMM, 1, 0, 0, 0);
+    a.op(STX_W, 10, 1, ALLOW_KEY + 8, 0);
+    a.op(STX_W, 10, 1, ALLOW_KEY + 12, 0);
+    a.op(MOV32_IMM, 1, 0, 0, MAPPED as i32);
+    a.op(STX_W, 10, 1, ALLOW_KEY + 16, 0);
+    a.op(STX_W, 10, 7, ALLOW_KEY + 20, 0);
+    a.label("keyed");
+    a.lookup_at(allow_fd, ALLOW_KEY.into());
+    a.jump(JNE_IMM, 0, 0, 0, "allow");
+    // The platform's endpoints: policy 0.
+    a.op(MOV64_IMM, 1, 0, 0, 0);
+    a.op(STX_W, 10, 1, ALLOW_KEY, 0);
+    a.lookup_at(allow_fd, ALLOW_KEY.into());
+    a.jump(JNE_IMM, 0, 0, 0, "allow");
+    a.jump(JA, 0, 0, 0, "deny");
     a.verdicts();
     a.finish()
 }
+
+/// Where the connect program builds an [`AllowKey`] on its stack.
+const ALLOW_KEY: i16 = -40;
 
 /// The bind program for one address family: a service's bind of a
 /// stream socket to a port goes to its own address; anyone else's to a
@@ -729,6 +980,64 @@ fn bind(family: Family, map_fd: i32, netns: Option<u64>) -> Vec<Insn> {
     }
     a.verdicts();
     a.finish()
+}
+
+/// The BPF LSM program on `socket_listen`, and the hook's BTF id: in the
+/// host's network namespace, a TCP socket that would listen on every
+/// address is refused (`EPERM`). Binds on every address at a fixed port
+/// were moved already ([`bind`]); what is left there at `listen` is a
+/// socket never bound, or bound to port 0, which the kernel gives a port
+/// on every address that no bind hook sees.
+fn listen(btf: &crate::btf::Btf, netns: u64) -> Result<(Vec<Insn>, u32), String> {
+    use crate::btf::{KIND_FUNC, KIND_STRUCT};
+    let missing = |what: &str| format!("the kernel's BTF has no {what}");
+    let hook = btf
+        .find(KIND_FUNC, "bpf_lsm_socket_listen")
+        .ok_or_else(|| missing("socket_listen LSM hook"))?;
+    let strukt = |name: &str| {
+        btf.find(KIND_STRUCT, name)
+            .ok_or_else(|| missing(&format!("struct {name}")))
+    };
+    let field = |id: u32, name: &str| {
+        btf.offset(id, name)
+            .map(|o| o as i16)
+            .ok_or_else(|| missing(&format!("field {name}")))
+    };
+    let (socket, sock, common, net) = (
+        strukt("socket")?,
+        strukt("sock")?,
+        strukt("sock_common")?,
+        strukt("net")?,
+    );
+    let at_common = field(sock, "__sk_common")?;
+    let off_sk = field(socket, "sk")?;
+    // `possible_net_t skc_net`: a struct whose one field is the pointer.
+    let off_net = at_common + field(common, "skc_net")?;
+    let off_family = at_common + field(common, "skc_family")?;
+    let off_saddr = at_common + field(common, "skc_rcv_saddr")?;
+    let off_cookie = field(net, "net_cookie")?;
+    let mut a = Asm::new();
+    a.op(MOV64_REG, 6, 1, 0, 0);
+    a.op(LDX_DW, 1, 6, 0, 0); // struct socket *
+    a.op(LDX_DW, 2, 1, off_sk, 0); // struct sock *
+    a.jump(JEQ_IMM, 2, 0, 0, "allow");
+    a.op(LDX_DW, 3, 2, off_net, 0); // struct net *
+    a.jump(JEQ_IMM, 3, 0, 0, "allow");
+    a.op(LDX_DW, 4, 3, off_cookie, 0);
+    a.op(LD_IMM64, 5, 0, 0, netns as u32 as i32);
+    a.op(0, 0, 0, 0, (netns >> 32) as u32 as i32);
+    a.jump(JNE_REG, 4, 5, 0, "allow");
+    a.op(LDX_H, 4, 2, off_family, 0);
+    a.jump(JEQ_IMM, 4, 0, libc::AF_INET, "judge");
+    a.jump(JNE_IMM, 4, 0, libc::AF_INET6, "allow");
+    // Every address: 0.0.0.0, and for IPv6 sockets `::` (whose IPv4
+    // address is 0.0.0.0; one bound to another IPv6 address has
+    // 127.0.0.6 there).
+    a.label("judge");
+    a.op(LDX_W, 4, 2, off_saddr, 0);
+    a.jump(JNE_IMM, 4, 0, 0, "allow");
+    a.verdicts();
+    Ok((a.finish(), hook))
 }
 
 /// The cgroup id of a cgroup v2 group: its directory's inode number.

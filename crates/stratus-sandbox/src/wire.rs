@@ -27,6 +27,18 @@ pub(crate) enum Request {
         id: u64,
         addresses: Vec<std::net::SocketAddr>,
     },
+    /// Endpoints of the platform that every instance may reach, whatever
+    /// its egress rule; replaces the earlier set.
+    Platform {
+        id: u64,
+        addresses: Vec<std::net::SocketAddr>,
+    },
+    /// The destinations of an egress policy; replaces the earlier set.
+    Egress {
+        id: u64,
+        policy: u32,
+        addresses: Vec<std::net::SocketAddr>,
+    },
 }
 
 /// What a made process reads on activation.
@@ -54,6 +66,13 @@ pub(crate) struct Facts {
     /// Whether services' binds are moved to their service addresses.
     #[serde(default)]
     pub service_fence: bool,
+    /// Whether instances' connections can be narrowed to egress rules.
+    #[serde(default)]
+    pub egress_fence: bool,
+    /// Whether a listen on every address at a port the kernel picks is
+    /// refused.
+    #[serde(default)]
+    pub listen_fence: bool,
     /// What Landlock adds.
     pub landlock: String,
     /// Whether instances have a v2 group to be frozen in.

@@ -129,6 +129,7 @@ impl Setup {
             args: None,
             runtime_api_port: None,
             service_addr: None,
+            egress: None,
         }
     }
 }

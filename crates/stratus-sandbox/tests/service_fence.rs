@@ -45,6 +45,14 @@ def listen(family, host, port, v6only=None):
     listening.append(s)
     return s.getsockname()[0]
 
+def implicit(family):
+    # A listen with no bind: every address, at a port the kernel picks.
+    s = socket.socket(family, socket.SOCK_STREAM)
+    keep.append(s)
+    s.listen(16)
+    listening.append(s)
+    return s.getsockname()[0]
+
 def bind(family, host, port, kind=socket.SOCK_STREAM):
     s = socket.socket(family, kind)
     keep.append(s)
@@ -84,6 +92,8 @@ if mode == "steps":
             seen[key] = attempt(lambda: bind(family, host, port))
         elif what == "udp":
             seen[key] = attempt(lambda: bind(family, host, port, socket.SOCK_DGRAM))
+        elif what == "implicit":
+            seen[key] = attempt(lambda: implicit(family))
         else:
             seen[key] = attempt(lambda: connect(host, port, family))
 elif mode == "service":
@@ -290,6 +300,7 @@ async fn run(
         args: None,
         runtime_api_port: who.runtime_api_port,
         service_addr: who.service_addr,
+        egress: None,
     };
     client
         .activate(spawned.pid, &activation)
@@ -558,6 +569,13 @@ async fn squatter(client: &LauncherClient, python: &Interpreter, code: &Path, ip
         // UDP: a fixed port on every address.
         step("udp_any", "udp", "0.0.0.0", pudp),
         step("udp_any6", "udp", "::", pudp6),
+        // A listen on every address at a port the kernel picks: with no
+        // bind, or after a bind to port 0.
+        step("implicit", "implicit", "0.0.0.0", 0),
+        step("implicit6", "implicit", "::", 0),
+        step("ephemeral_listen", "listen", "0.0.0.0", 0),
+        step("ephemeral_listen6", "listen", "::", 0),
+        step("loopback_ephemeral_listen", "listen", "127.0.0.1", 0),
         step("self4", "connect", "127.0.0.1", p4),
         step("self6_from_v4", "connect", "127.0.0.1", p6),
         step("self6_from_v6", "connect", "::1", p6),
@@ -581,6 +599,7 @@ async fn squatter(client: &LauncherClient, python: &Interpreter, code: &Path, ip
             // Datagram sockets too: no other host reaches them.
             ("udp_any", "ok 127.0.0.1"),
             ("udp_any6", "ok ::ffff:127.0.0.1"),
+            ("loopback_ephemeral_listen", "ok 127.0.0.1"),
             ("self4", "ok connected"),
             // The dual-stack listener takes IPv4 from 127.0.0.1, no
             // longer IPv6 to ::1.
@@ -588,6 +607,30 @@ async fn squatter(client: &LauncherClient, python: &Interpreter, code: &Path, ip
             ("self6_from_v6", "ECONNREFUSED"),
         ],
     );
+    // A listen on every address at a port the kernel picks: refused
+    // where the BPF LSM fence could be attached; where the kernel refuses
+    // it, the launcher says so, and such listeners are on every address.
+    let implicit: &[(&str, &str)] = if client.listen_fence() {
+        &[
+            ("implicit", "EPERM"),
+            ("implicit6", "EPERM"),
+            ("ephemeral_listen", "EPERM"),
+            ("ephemeral_listen6", "EPERM"),
+        ]
+    } else {
+        assert!(
+            client.network().contains("is not fenced: "),
+            "{}",
+            client.network()
+        );
+        &[
+            ("implicit", "ok 0.0.0.0"),
+            ("implicit6", "ok ::"),
+            ("ephemeral_listen", "ok 0.0.0.0"),
+            ("ephemeral_listen6", "ok ::"),
+        ]
+    };
+    expect("implicit listeners", &seen, implicit);
     // As the kernel says, and as the host sees it.
     let mapped = "::ffff:127.0.0.1";
     for (port, at) in [

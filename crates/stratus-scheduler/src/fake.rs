@@ -105,6 +105,10 @@ pub(crate) struct FakeLauncher {
     behaviour: Mutex<Behaviour>,
     pub counts: Counts,
     prestart: bool,
+    /// Whether it claims to hold instances to egress rules.
+    pub egress_fence: std::sync::atomic::AtomicBool,
+    /// Each egress policy's destinations, as last set.
+    pub egress: Mutex<std::collections::HashMap<u32, Vec<std::net::SocketAddr>>>,
 }
 
 impl FakeLauncher {
@@ -119,6 +123,8 @@ impl FakeLauncher {
             behaviour: Mutex::new(Arc::new(move |_: &Activation| program.clone())),
             counts: Counts::default(),
             prestart,
+            egress_fence: true.into(),
+            egress: Mutex::default(),
         })
     }
 
@@ -185,6 +191,22 @@ impl Launch for FakeLauncher {
 
     fn service_fence(&self) -> bool {
         false
+    }
+
+    fn egress_fence(&self) -> bool {
+        self.egress_fence.load(Ordering::SeqCst)
+    }
+
+    async fn set_egress(
+        &self,
+        policy: u32,
+        addresses: &[std::net::SocketAddr],
+    ) -> Result<(), SandboxError> {
+        self.egress
+            .lock()
+            .unwrap()
+            .insert(policy, addresses.to_vec());
+        Ok(())
     }
 
     async fn spawn(&self, _spec: &ProcessSpec) -> Result<Spawned, SandboxError> {
@@ -444,6 +466,7 @@ pub(crate) fn settings() -> Settings {
         },
         base_env: Vec::new(),
         host_path: "/usr/bin:/bin".into(),
+        name_servers: None,
     }
 }
 

@@ -37,6 +37,19 @@ pub trait Launch: Send + Sync + 'static {
     /// activation names, whatever it binds.
     fn service_fence(&self) -> bool;
 
+    /// Whether an instance can be held to an [`EgressRule`] in its
+    /// activation.
+    ///
+    /// [`EgressRule`]: stratus_sandbox::EgressRule
+    fn egress_fence(&self) -> bool;
+
+    /// Makes `addresses` the destinations of egress policy `policy`.
+    async fn set_egress(
+        &self,
+        policy: u32,
+        addresses: &[std::net::SocketAddr],
+    ) -> Result<(), SandboxError>;
+
     /// Makes a process as `spec` describes.
     async fn spawn(&self, spec: &ProcessSpec) -> Result<Spawned, SandboxError>;
 
@@ -69,6 +82,18 @@ impl Launch for LauncherClient {
 
     fn service_fence(&self) -> bool {
         LauncherClient::service_fence(self)
+    }
+
+    fn egress_fence(&self) -> bool {
+        LauncherClient::egress_fence(self)
+    }
+
+    async fn set_egress(
+        &self,
+        policy: u32,
+        addresses: &[std::net::SocketAddr],
+    ) -> Result<(), SandboxError> {
+        LauncherClient::set_egress(self, policy, addresses).await
     }
 
     async fn spawn(&self, spec: &ProcessSpec) -> Result<Spawned, SandboxError> {

@@ -19,6 +19,7 @@
 mod capacity;
 mod clock;
 mod config;
+pub mod egress;
 #[cfg(test)]
 mod fake;
 mod function;

@@ -276,6 +276,7 @@ pub(crate) fn activation(
         args: None,
         runtime_api_port,
         service_addr: None,
+        egress: None,
     }
 }
 
@@ -350,6 +351,7 @@ pub(crate) fn service(
         args: Some(args),
         runtime_api_port: None,
         service_addr,
+        egress: None,
     };
     (process, activation)
 }

@@ -10,6 +10,7 @@ use stratus_sandbox::{Activation, ExitStatus, ProcessSpec, SandboxError, Spawned
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
+use crate::egress::{EgressPolicies, Resolver};
 use crate::launch::{Launch, Process, Signal};
 use crate::prewarm::{Prestarted, Prewarm};
 use crate::process::Kind;
@@ -21,6 +22,7 @@ pub(crate) struct Sandboxes {
     pub launcher: Arc<dyn Launch>,
     pub prewarm: Arc<Prewarm>,
     pub logs: Arc<dyn Logs>,
+    pub egress: EgressPolicies,
 }
 
 /// An instance about to start: its id, and the process made ahead of
@@ -56,8 +58,10 @@ impl Sandboxes {
         logs: Arc<dyn Logs>,
     ) -> Arc<Sandboxes> {
         let settings = Arc::new(settings);
+        let resolver = Arc::new(Resolver::new(settings.name_servers.clone()));
         Arc::new(Sandboxes {
             prewarm: Prewarm::new(launcher.clone(), settings.clone()),
+            egress: EgressPolicies::new(launcher.clone(), resolver),
             settings,
             launcher,
             logs,
@@ -73,6 +77,14 @@ impl Sandboxes {
                 .as_ref()
                 .map_or_else(crate::ids::new_id, |p| p.id.clone()),
             prestarted,
+        }
+    }
+
+    /// Lets go of a reserved instance that will not start: its process
+    /// made ahead of demand, if it had one, is killed.
+    pub fn discard(&self, reserved: Reserved) {
+        if let Some(p) = reserved.prestarted {
+            self.launcher.signal(p.spawned.pid, Signal::Kill);
         }
     }
 

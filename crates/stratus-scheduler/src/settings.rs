@@ -20,6 +20,9 @@ pub struct Settings {
     pub base_env: Vec<(String, String)>,
     /// The server's PATH, for instances without isolation.
     pub host_path: String,
+    /// Name servers that resolve egress rules' hosts; `None`: those of
+    /// `/etc/resolv.conf`.
+    pub name_servers: Option<Vec<std::net::SocketAddr>>,
 }
 
 /// The data plane's limits. Each default is written here once, as the

@@ -60,6 +60,11 @@ pub struct ServerConfig {
     /// (emptied, removed or replaced), and go on with it
     #[arg(long)]
     pub accept_empty_store: bool,
+    /// Name server (ADDR:PORT) that resolves the hosts of egress rules
+    /// (`network.outbound`), with their TTLs; repeat for more. Default:
+    /// the nameservers of /etc/resolv.conf
+    #[arg(long = "resolver", value_name = "ADDR:PORT")]
+    pub resolvers: Vec<SocketAddr>,
     #[command(flatten, next_help_heading = "Limits")]
     pub limits: Limits,
     #[command(flatten, next_help_heading = "Quotas")]

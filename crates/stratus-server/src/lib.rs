@@ -207,8 +207,9 @@ pub async fn run(
         base_env: runtimes::base_env(),
         host_path: std::env::var("PATH")
             .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned()),
+        name_servers: (!config.resolvers.is_empty()).then(|| config.resolvers.clone()),
     };
-    let scheduler = Scheduler::new(settings, launcher, logs.clone());
+    let scheduler = Scheduler::new(settings, launcher.clone(), logs.clone());
 
     let directory = Arc::new(public::Directory::default());
     // Functions reach the platform API on a listener of its own.
@@ -219,6 +220,21 @@ pub async fn run(
         url: url(platform.local_addr()?),
         admin_token: token.clone(),
     };
+    // Reachable whatever an instance's egress rule says: the platform
+    // API, the public listener, and the name servers instances resolve
+    // names with.
+    let endpoints: Vec<std::net::SocketAddr> = [platform.local_addr()?, public.local_addr()?]
+        .into_iter()
+        .map(|addr| match addr.ip().is_unspecified() {
+            true => (std::net::Ipv4Addr::LOCALHOST, addr.port()).into(),
+            false => addr,
+        })
+        .chain(stratus_scheduler::egress::dns::system_name_servers())
+        .collect();
+    launcher
+        .platform_endpoints(&endpoints)
+        .await
+        .context("cannot let instances reach the platform's endpoints")?;
     let deployed = store
         .active_versions()
         .await

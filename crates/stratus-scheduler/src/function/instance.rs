@@ -88,6 +88,22 @@ impl Instance {
                 .map_err(|err| platform_error(format!("runtime API listener: {err}")))?;
             (Some(listener), addr.to_string(), Some(addr.port()))
         };
+        // Before a sandbox is taken: an instance that cannot be fenced as
+        // asked does not start.
+        let egress = if kind.private_network {
+            None
+        } else {
+            sandboxes
+                .egress
+                .rule(&config.spec.network)
+                .await
+                .map_err(|err| {
+                    FunctionError::unhandled(
+                        "Runtime.NetworkUnavailable",
+                        format!("cannot start {}: {err}", config.qualified_name()),
+                    )
+                })?
+        };
         let reserved = sandboxes.reserve(kind, !process::needs_own_start(config));
         let id = reserved.id.clone();
         let (shared, dispatch_tx, state_rx) = Shared::new(
@@ -97,8 +113,9 @@ impl Instance {
             settings.limits.max_response_bytes,
             reserved.prestarted(),
         );
-        let activation =
+        let mut activation =
             process::activation(settings, isolation, config, (&api_addr, api_port), &id);
+        activation.egress = egress;
         let started = sandboxes
             .start(
                 reserved,

@@ -345,7 +345,7 @@ impl Service {
         service_addr: Option<Ipv4Addr>,
     ) {
         let sandboxes = &self.ctx.sandboxes;
-        let (spec, activation) = crate::process::service(
+        let (spec, mut activation) = crate::process::service(
             &sandboxes.settings,
             sandboxes.launcher.isolation(),
             &self.config,
@@ -353,6 +353,13 @@ impl Service {
             service_addr,
             &instance.id,
         );
+        activation.egress = match sandboxes.egress.rule(&self.config.spec.network).await {
+            Ok(rule) => rule,
+            Err(err) => {
+                sandboxes.discard(reserved);
+                return self.failed(&instance, format!("cannot start: {err}"), true);
+            }
+        };
         let started_at = Instant::now();
         // A sandbox made ahead of demand, when there is one: only the
         // code, environment and program are left to hand over.
