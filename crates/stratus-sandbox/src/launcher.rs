@@ -238,11 +238,7 @@ fn serve(
                                 .map_err(|e| format!("cannot reserve an address: {e}")),
                             None => Ok(()),
                         };
-                        let reply = match outcome {
-                            Ok(()) => Reply::Done { id },
-                            Err(error) => Reply::Failed { id, error },
-                        };
-                        wire::send(sock.as_raw_fd(), &reply, &[])?;
+                        wire::send(sock.as_raw_fd(), &settled(id, outcome), &[])?;
                     }
                     Ok(Some((Request::Platform { id, addresses }, _))) => {
                         let outcome = match &guard {
@@ -251,11 +247,7 @@ fn serve(
                             }),
                             None => Ok(()),
                         };
-                        let reply = match outcome {
-                            Ok(()) => Reply::Done { id },
-                            Err(error) => Reply::Failed { id, error },
-                        };
-                        wire::send(sock.as_raw_fd(), &reply, &[])?;
+                        wire::send(sock.as_raw_fd(), &settled(id, outcome), &[])?;
                     }
                     Ok(Some((
                         Request::Egress {
@@ -282,11 +274,7 @@ fn serve(
                                     .to_owned(),
                             ),
                         };
-                        let reply = match outcome {
-                            Ok(()) => Reply::Done { id },
-                            Err(error) => Reply::Failed { id, error },
-                        };
-                        wire::send(sock.as_raw_fd(), &reply, &[])?;
+                        wire::send(sock.as_raw_fd(), &settled(id, outcome), &[])?;
                     }
                     // The server is gone: so are its instances.
                     Ok(None) | Err(_) => return Ok(()),
@@ -296,6 +284,14 @@ fn serve(
     })();
     shut_down(&mut children, &mut draining, &cgroups);
     outcome
+}
+
+/// The reply to request `id`, done or failed.
+fn settled(id: u64, outcome: Result<(), String>) -> Reply {
+    match outcome {
+        Ok(()) => Reply::Done { id },
+        Err(error) => Reply::Failed { id, error },
+    }
 }
 
 /// Attaches the network guard where there are namespaces to keep tenants

@@ -357,20 +357,13 @@ impl NetGuard {
         let mut allowed = self.allowed.borrow_mut();
         let old = allowed.entry(policy).or_default();
         let added: Vec<AllowKey> = new.difference(old).copied().collect();
-        for key in &added {
-            let mut attr = Attr::default();
-            attr.u32(0, self.allow.as_raw_fd() as u32);
-            attr.u64(8, key as *const AllowKey as u64);
-            attr.u64(16, &1u32 as *const u32 as u64);
-            bpf(BPF_MAP_UPDATE_ELEM, &attr)?;
-            old.insert(*key);
+        for key in added {
+            map_update(&self.allow, &key, &1u32)?;
+            old.insert(key);
         }
         let gone: Vec<AllowKey> = old.difference(&new).copied().collect();
         for key in gone {
-            let mut attr = Attr::default();
-            attr.u32(0, self.allow.as_raw_fd() as u32);
-            attr.u64(8, &key as *const AllowKey as u64);
-            let _ = bpf(BPF_MAP_DELETE_ELEM, &attr);
+            map_delete(&self.allow, &key);
             old.remove(&key);
         }
         Ok(())
@@ -458,19 +451,29 @@ impl NetGuard {
 
     /// Forgets an instance that has ended.
     pub fn forget(&self, cgroup_id: u64) {
-        let mut attr = Attr::default();
-        attr.u32(0, self.map.as_raw_fd() as u32);
-        attr.u64(8, &cgroup_id as *const u64 as u64);
-        let _ = bpf(BPF_MAP_DELETE_ELEM, &attr);
+        map_delete(&self.map, &cgroup_id);
     }
 
     fn update(&self, key: u64, value: &Entry) -> io::Result<()> {
-        let mut attr = Attr::default();
-        attr.u32(0, self.map.as_raw_fd() as u32);
-        attr.u64(8, &key as *const u64 as u64);
-        attr.u64(16, value as *const Entry as u64);
-        bpf(BPF_MAP_UPDATE_ELEM, &attr).map(drop)
+        map_update(&self.map, &key, value)
     }
+}
+
+/// Sets `key` to `value` in `map`; both must be of the map's sizes.
+fn map_update<K, V>(map: &OwnedFd, key: &K, value: &V) -> io::Result<()> {
+    let mut attr = Attr::default();
+    attr.u32(0, map.as_raw_fd() as u32);
+    attr.u64(8, key as *const K as u64);
+    attr.u64(16, value as *const V as u64);
+    bpf(BPF_MAP_UPDATE_ELEM, &attr).map(drop)
+}
+
+/// Removes `key` from `map`, if it is there.
+fn map_delete<K>(map: &OwnedFd, key: &K) {
+    let mut attr = Attr::default();
+    attr.u32(0, map.as_raw_fd() as u32);
+    attr.u64(8, key as *const K as u64);
+    let _ = bpf(BPF_MAP_DELETE_ELEM, &attr);
 }
 
 fn in_service_net(ip: Ipv4Addr) -> bool {

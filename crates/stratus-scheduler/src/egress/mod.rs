@@ -65,21 +65,23 @@ impl EgressPolicies {
         }
         let policy = {
             let mut policies = self.policies.lock().unwrap_or_else(|p| p.into_inner());
-            let next = policies.len() as u32 + 1;
-            if next > MAX_EGRESS_POLICY && !policies.contains_key(egress) {
-                return Err(format!(
-                    "this node holds {MAX_EGRESS_POLICY} distinct egress rules already"
-                ));
-            }
-            policies
-                .entry(egress.clone())
-                .or_insert_with(|| {
-                    Arc::new(Policy {
-                        id: next,
+            match policies.get(egress) {
+                Some(policy) => policy.clone(),
+                None => {
+                    let id = policies.len() as u32 + 1;
+                    if id > MAX_EGRESS_POLICY {
+                        return Err(format!(
+                            "this node holds {MAX_EGRESS_POLICY} distinct egress rules already"
+                        ));
+                    }
+                    let policy = Arc::new(Policy {
+                        id,
                         ready: OnceCell::new(),
-                    })
-                })
-                .clone()
+                    });
+                    policies.insert(egress.clone(), policy.clone());
+                    policy
+                }
+            }
         };
         policy
             .ready
