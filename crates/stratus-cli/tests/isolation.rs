@@ -466,6 +466,20 @@ def abstract(name):
     finally:
         s.close()
 
+def listen(host=None):
+    # With no host, a listen with no bind: on every address, at a port
+    # the kernel picks.
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if host is not None:
+            s.bind((host, 0))
+        s.listen(8)
+        return "listening on " + s.getsockname()[0]
+    except OSError as err:
+        return type(err).__name__
+    finally:
+        s.close()
+
 def handler(event, context):
     own_host, own_port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
     if "other" not in event:
@@ -479,12 +493,15 @@ def handler(event, context):
         "host_service": connect("127.0.0.1", event["service"]),
         "public": connect("127.0.0.1", event["public"]),
         "abstract": abstract(event["abstract"]),
+        "implicit_listen": listen(),
+        "loopback_listen": listen("127.0.0.1"),
     }
 "#;
 
 /// `network: outbound` (the default) shares the host's network, fenced:
 /// the platform's admin listener and other instances' Runtime APIs are out
-/// of reach, anything else is not.
+/// of reach, anything else is not; a listener on every address at a port
+/// the kernel picks is refused, one on loopback is not.
 #[test]
 fn outbound_reaches_out_but_not_the_platform_or_other_instances() {
     if std::env::var("STRATUS_ISOLATION").as_deref() == Ok("none") {
@@ -547,6 +564,8 @@ fn outbound_reaches_out_but_not_the_platform_or_other_instances() {
             ("host_service", "connected"),
             ("public", "connected"),
             ("abstract", "PermissionError"),
+            ("implicit_listen", "PermissionError"),
+            ("loopback_listen", "listening on 127.0.0.1"),
         ] {
             assert_eq!(seen[what], expected, "{function}: {what}: {r}");
         }

@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::{Cgroups, InstanceGroup};
+use crate::listen;
 use crate::netguard::NetGuard;
 use crate::slot::{self, Slots};
 use crate::spawn::ProbeError;
@@ -129,10 +130,10 @@ fn serve(
     // SAFETY: getpid has no preconditions.
     let cgroups = Cgroups::detect(unsafe { libc::getpid() } as u32);
     let limits = cgroups.summary.clone();
-    let (guard, network) = guard(isolation, &cgroups);
+    let (guard, network, listen_notify) = guard(isolation, &cgroups);
     let service_fence = guard.as_ref().is_some_and(|g| g.services().is_ok());
     let egress_fence = guard.as_ref().is_some_and(|g| g.egress().is_ok());
-    let listen_fence = guard.as_ref().is_some_and(|g| g.listen().is_ok());
+    let listen_fence = listen_notify || guard.as_ref().is_some_and(|g| g.listen().is_ok());
     let landlock = landlock::summary(isolation == Isolation::Namespaces);
     wire::send(
         sock.as_raw_fd(),
@@ -158,28 +159,39 @@ fn serve(
     // Runs until the server's end closes or a reply cannot be sent; either
     // way the server is gone, and so must its instances be.
     let outcome = (|| -> io::Result<()> {
+        let mut polls: Vec<libc::pollfd> = Vec::new();
         loop {
-            let mut polls = [
-                libc::pollfd {
-                    fd: sock.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: sigfd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
+            let pollin = |fd: RawFd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            polls.clear();
+            polls.extend([pollin(sock.as_raw_fd()), pollin(sigfd.as_raw_fd())]);
+            // Listens that wait for an answer.
+            polls.extend(
+                children
+                    .values()
+                    .filter_map(|t| t.listen_notify.as_ref())
+                    .map(|fd| pollin(fd.as_raw_fd())),
+            );
             let timeout = if draining.is_empty() { -1 } else { 50 };
-            // SAFETY: polls is a valid array of two pollfd structs.
-            let n = unsafe { libc::poll(polls.as_mut_ptr(), 2, timeout) };
+            // SAFETY: polls is a valid array of pollfd structs of this length.
+            let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, timeout) };
             if n < 0 {
                 let err = io::Error::last_os_error();
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(err);
+            }
+            for poll in &polls[2..] {
+                if poll.revents & libc::POLLIN != 0 {
+                    answer_listen(&mut children, poll.fd);
+                } else if poll.revents != 0 {
+                    // Every process under the filter is gone.
+                    forget_listen(&mut children, poll.fd);
+                }
             }
             if polls[1].revents != 0 {
                 drain_signalfd(sigfd.as_raw_fd());
@@ -196,7 +208,16 @@ fn serve(
                     Ok(Some((Request::Spawn { id, spec }, _))) => {
                         spawned += 1;
                         let name = format!("i{spawned}");
-                        match make(&spec, isolation, &root, slots.as_ref(), &cgroups, &name) {
+                        let made = make(
+                            &spec,
+                            isolation,
+                            &root,
+                            slots.as_ref(),
+                            &cgroups,
+                            &name,
+                            listen_notify,
+                        );
+                        match made {
                             Ok((pid, fds, tenant)) => {
                                 let freezer = tenant.group.freezer.clone();
                                 children.insert(pid, tenant);
@@ -294,9 +315,41 @@ fn settled(id: u64, outcome: Result<(), String>) -> Reply {
     }
 }
 
+/// Answers a `listen` waiting at the notification descriptor `fd`.
+fn answer_listen(children: &mut HashMap<u32, Tenant>, fd: RawFd) {
+    let tenant = children.values().find(|t| {
+        t.listen_notify
+            .as_ref()
+            .is_some_and(|n| n.as_raw_fd() == fd)
+    });
+    if let Some(notify) = tenant.and_then(|t| t.listen_notify.as_ref())
+        && let Err(err) = listen::answer(notify)
+    {
+        eprintln!("stratus launcher: cannot answer a listen: {err}");
+        forget_listen(children, fd);
+    }
+}
+
+/// Stops watching the notification descriptor `fd`: nobody is left to
+/// call, or it cannot be read. A process still under the filter then
+/// gets `ENOSYS` from `listen`, never a listen the fence did not judge.
+fn forget_listen(children: &mut HashMap<u32, Tenant>, fd: RawFd) {
+    for tenant in children.values_mut() {
+        if tenant
+            .listen_notify
+            .as_ref()
+            .is_some_and(|n| n.as_raw_fd() == fd)
+        {
+            tenant.listen_notify = None;
+        }
+    }
+}
+
 /// Attaches the network guard where there are namespaces to keep tenants
-/// from undoing it; says what fences outbound instances.
-fn guard(isolation: Isolation, cgroups: &Cgroups) -> (Option<NetGuard>, String) {
+/// from undoing it; says what fences outbound instances, and whether
+/// instances on the host's network hand their `listen` calls to the
+/// launcher ([`listen`]) since no BPF LSM program refuses them.
+fn guard(isolation: Isolation, cgroups: &Cgroups) -> (Option<NetGuard>, String, bool) {
     let attached = match (isolation, cgroups.guard_group()) {
         (Isolation::None, _) => Err("no isolation".to_owned()),
         (_, None) => Err("no cgroup v2 hierarchy to attach to".to_owned()),
@@ -310,10 +363,23 @@ fn guard(isolation: Isolation, cgroups: &Cgroups) -> (Option<NetGuard>, String) 
                     "; egress rules (network.outbound) cannot be enforced, and instances that have them do not start: {reason}"
                 ),
             };
-            let listen = match guard.listen() {
-                Ok(()) => "a listen with no bind (at a port the kernel picks) is refused (BPF LSM)"
-                    .to_owned(),
-                Err(reason) => format!(
+            // The BPF LSM program where the kernel takes it; else, where
+            // binds are fenced, the launcher judges each listen.
+            let notify = match (guard.listen(), guard.services()) {
+                (Ok(()), _) => Ok(false),
+                (Err(_), Ok(())) => listen::supported().map(|()| true),
+                (Err(reason), Err(_)) => Err(reason.to_owned()),
+            };
+            let listen = match (&notify, guard.listen()) {
+                (Ok(false), _) => {
+                    "a listen with no bind (at a port the kernel picks) is refused (BPF LSM)"
+                        .to_owned()
+                }
+                (Ok(true), _) => "a listen with no bind (at a port the kernel picks) is refused (seccomp user notification)".to_owned(),
+                (Err(reason), Err(lsm)) => format!(
+                    "but a listen with no bind (at a port the kernel picks) is not fenced: {lsm}; {reason}"
+                ),
+                (Err(reason), Ok(())) => format!(
                     "but a listen with no bind (at a port the kernel picks) is not fenced: {reason}"
                 ),
             };
@@ -327,7 +393,7 @@ fn guard(isolation: Isolation, cgroups: &Cgroups) -> (Option<NetGuard>, String) 
                     "outbound instances cannot connect to the admin listener or to other instances' Runtime APIs (cgroup BPF); services listen where they ask, within instances' reach: {reason}"
                 ),
             } + &egress;
-            (Some(guard), message)
+            (Some(guard), message, notify == Ok(true))
         }
         Err(reason) => {
             // Instances keep their v2 group all the same: it is where they
@@ -337,6 +403,7 @@ fn guard(isolation: Isolation, cgroups: &Cgroups) -> (Option<NetGuard>, String) 
                 format!(
                     "outbound instances can reach the admin listener, other instances' Runtime APIs and services on loopback: {reason}"
                 ),
+                false,
             )
         }
     }
@@ -353,6 +420,8 @@ struct Tenant {
     slot: Option<PathBuf>,
     /// Where its init leaves the program's wait status.
     init_status: Option<OwnedFd>,
+    /// Where its `listen` calls wait for the launcher, when they do.
+    listen_notify: Option<OwnedFd>,
 }
 
 /// Makes a process, with a slot for its code when the code comes later.
@@ -365,6 +434,7 @@ fn make(
     slots: Option<&Slots>,
     cgroups: &Cgroups,
     name: &str,
+    listen_notify: bool,
 ) -> Result<(u32, Vec<OwnedFd>, Tenant), String> {
     let slot = match (isolation, &spec.code, slots) {
         (Isolation::Namespaces, None, Some(slots)) => Some(
@@ -377,7 +447,15 @@ fn make(
         }
         _ => None,
     };
-    match spawn::spawn(spec, isolation, root, slot.as_deref(), cgroups, name) {
+    match spawn::spawn(
+        spec,
+        isolation,
+        root,
+        slot.as_deref(),
+        cgroups,
+        name,
+        listen_notify,
+    ) {
         Ok(child) => {
             let mut fds = vec![child.stdout, child.stderr];
             fds.extend(child.runtime_api);
@@ -387,6 +465,7 @@ fn make(
                 waiting: child.waiting,
                 slot,
                 init_status: child.init_status,
+                listen_notify: child.listen_notify,
             };
             Ok((child.pid, fds, tenant))
         }

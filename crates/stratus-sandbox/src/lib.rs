@@ -21,6 +21,7 @@ mod fs;
 mod init;
 mod landlock;
 pub mod launcher;
+mod listen;
 mod net;
 mod netguard;
 mod seccomp;

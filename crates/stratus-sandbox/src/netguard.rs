@@ -60,8 +60,9 @@
 //! binds another's address of [`SERVICE_NET`], with any socket. What the
 //! bind hooks do not see are implicit binds: `listen` on a socket never
 //! bound, or bound to port 0, listens on every address at a port the
-//! kernel picks; fencing those needs the BPF LSM `socket_listen` hook,
-//! which this fence does not use yet.
+//! kernel picks. A BPF LSM program on `socket_listen` ([`listen`]) refuses
+//! those where the kernel takes it; elsewhere the launcher judges each
+//! listen ([`crate::listen`]).
 //!
 //! Only connections and binds made in the host's network namespace are
 //! judged: a `network: none` instance has a loopback of its own, where

@@ -440,8 +440,9 @@ fn errno(e: i32) -> u32 {
     libc::SECCOMP_RET_ERRNO | (e as u32 & libc::SECCOMP_RET_DATA)
 }
 
-/// The filter program.
-pub(crate) fn program() -> Vec<libc::sock_filter> {
+/// The filter program. With `listen_notify`, every `listen` waits for
+/// the launcher to answer it ([`crate::listen`]).
+pub(crate) fn program(listen_notify: bool) -> Vec<libc::sock_filter> {
     let mut p = vec![
         stmt(LD_W_ABS, ARCH),
         jump(JEQ_K, AUDIT_ARCH, 1, 0),
@@ -488,6 +489,12 @@ pub(crate) fn program() -> Vec<libc::sock_filter> {
         stmt(RET_K, errno(libc::EAFNOSUPPORT)),
         stmt(RET_K, libc::SECCOMP_RET_ALLOW),
     ]);
+    if listen_notify {
+        p.extend([
+            jump(JEQ_K, libc::SYS_listen as u32, 0, 1),
+            stmt(RET_K, libc::SECCOMP_RET_USER_NOTIF),
+        ]);
+    }
     // Everything else: allowed if listed, as ranges of numbers.
     for (lo, hi) in ranges(ALLOWED) {
         p.push(jump(JGE_K, lo, 0, 2));
@@ -514,23 +521,38 @@ fn ranges(numbers: &[libc::c_long]) -> Vec<(u32, u32)> {
 }
 
 /// Installs the filter on the calling thread; `no_new_privs` must be set.
-pub(crate) fn install(program: &[libc::sock_filter]) -> io::Result<()> {
+/// With `listener`, returns the descriptor its user notifications arrive
+/// at.
+pub(crate) fn install(
+    program: &[libc::sock_filter],
+    listener: bool,
+) -> io::Result<Option<std::os::fd::OwnedFd>> {
+    use std::os::fd::FromRawFd;
     let prog = libc::sock_fprog {
         len: program.len() as u16,
         filter: program.as_ptr() as *mut libc::sock_filter,
     };
+    let flags = if listener {
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+    } else {
+        0
+    };
     // SAFETY: prog points at a live filter array for the duration of the call.
     let rc = unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
             &prog as *const libc::sock_fprog,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    match rc {
+        rc if rc < 0 => Err(io::Error::last_os_error()),
+        // SAFETY: the kernel returned a fresh descriptor that we now own.
+        fd if listener => Ok(Some(unsafe {
+            std::os::fd::OwnedFd::from_raw_fd(fd as i32)
+        })),
+        _ => Ok(None),
     }
 }
 
@@ -547,7 +569,7 @@ mod tests {
             "{} ranges",
             allowed.len()
         );
-        let program = program();
+        let program = program(true);
         assert!(program.len() < 512, "{} instructions", program.len());
         for dangerous in [
             libc::SYS_mount,

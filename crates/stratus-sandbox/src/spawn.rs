@@ -36,6 +36,8 @@ pub(crate) struct Child {
     pub waiting: Option<OwnedFd>,
     /// Where its init, when it has one, leaves the program's wait status.
     pub init_status: Option<OwnedFd>,
+    /// Where its `listen` calls wait for the launcher, when they do.
+    pub listen_notify: Option<OwnedFd>,
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -290,7 +292,9 @@ fn run(
 
 /// Makes a process as `spec` says. `slot`, when given, is the shared
 /// mount point that the code is attached to later; it is shown at the
-/// spec's task root.
+/// spec's task root. With `listen_notify`, a namespaced process on the
+/// host's network hands its `listen` calls to the launcher
+/// ([`crate::listen`]).
 pub(crate) fn spawn(
     spec: &ProcessSpec,
     isolation: Isolation,
@@ -298,6 +302,7 @@ pub(crate) fn spawn(
     slot: Option<&Path>,
     cgroups: &Cgroups,
     name: &str,
+    listen_notify: bool,
 ) -> Result<Child, String> {
     let exec = Exec::new(&spec.program, &spec.args, &spec.env, &spec.cwd)?;
     let (out_r, out_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
@@ -325,8 +330,12 @@ pub(crate) fn spawn(
             waiting,
             runtime_api: None,
             init_status: None,
+            listen_notify: None,
         }),
-        Isolation::Namespaces => spawn_namespaced(&exec, spec, root, slot, &group, io),
+        Isolation::Namespaces => {
+            let notify = listen_notify && !spec.private_network;
+            spawn_namespaced(&exec, spec, root, slot, &group, io, notify)
+        }
     };
     match started {
         Ok(started) => Ok(Child {
@@ -338,6 +347,7 @@ pub(crate) fn spawn(
             control: control_w,
             waiting: started.waiting,
             init_status: started.init_status,
+            listen_notify: started.listen_notify,
         }),
         Err(err) => {
             let mut group = group;
@@ -440,6 +450,8 @@ struct Started {
     runtime_api: Option<OwnedFd>,
     /// Where its init leaves the program's wait status.
     init_status: Option<OwnedFd>,
+    /// Where its `listen` calls wait for the launcher, when they do.
+    listen_notify: Option<OwnedFd>,
 }
 
 fn spawn_namespaced(
@@ -449,13 +461,16 @@ fn spawn_namespaced(
     slot: Option<&Path>,
     group: &InstanceGroup,
     io: ChildIo,
+    listen_notify: bool,
 ) -> Result<Started, String> {
     let mut plan = fs::Plan::new(spec, root, slot)?;
-    let filter = seccomp::program();
+    let filter = seccomp::program(listen_notify);
     let (err_r, err_w) = pipe().map_err(|e| e.to_string())?;
     let (go_r, go_w) = pipe().map_err(|e| e.to_string())?;
-    // The child hands its Runtime API socket back over this pair.
-    let (fd_r, fd_w) = if spec.private_network {
+    // The child hands its Runtime API socket (in a private network) or its
+    // filter's notification descriptor (on the host's) back over this
+    // pair.
+    let (fd_r, fd_w) = if spec.private_network || listen_notify {
         let (a, b) = socket_pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
         (Some(a), Some(b))
     } else {
@@ -516,7 +531,7 @@ fn spawn_namespaced(
         if let Err((step, err)) = plan.apply() {
             fail(err_fd, step, err);
         }
-        if let Some(fd_w) = &fd_w {
+        if let Some(fd_w) = fd_w.as_ref().filter(|_| spec.private_network) {
             if let Err(err) = net::loopback_up() {
                 fail(err_fd, "bring up loopback", err);
             }
@@ -548,9 +563,18 @@ fn spawn_namespaced(
         if let Err(err) = landlock::restrict(true) {
             fail(err_fd, "restrict with Landlock", err);
         }
-        if let Err(err) = seccomp::install(&filter) {
-            fail(err_fd, "install the seccomp filter", err);
+        let notify = match seccomp::install(&filter, listen_notify) {
+            Ok(notify) => notify,
+            Err(err) => fail(err_fd, "install the seccomp filter", err),
+        };
+        // Only the launcher may hold it: whoever answers the notifications
+        // decides every listen.
+        if let (Some(notify), Some(fd_w)) = (&notify, &fd_w)
+            && let Err(err) = wire::send(fd_w.as_raw_fd(), &(), &[notify.as_raw_fd()])
+        {
+            fail(err_fd, "hand over the listen notifications", err);
         }
+        drop(notify);
         // With an init, this process stays behind as it, and the program
         // runs in a child made here: after everything above, which the
         // child keeps, and before anything the program itself gets (its
@@ -575,21 +599,32 @@ fn spawn_namespaced(
     release(pid, group, go_w)?;
     drop(fd_w);
     let waiting = verdict(err_r, pid)?;
-    let listener = match fd_r {
+    let handed = match fd_r {
         Some(fd_r) => match wire::recv::<()>(fd_r.as_raw_fd(), libc::MSG_DONTWAIT) {
             Ok(Some(((), mut fds))) if fds.len() == 1 => fds.pop(),
             _ => {
                 abort(pid);
-                return Err("the sandbox did not hand over its Runtime API socket".to_owned());
+                let what = if listen_notify {
+                    "its listen notifications"
+                } else {
+                    "its Runtime API socket"
+                };
+                return Err(format!("the sandbox did not hand over {what}"));
             }
         },
         None => None,
     };
+    let (runtime_api, listen_notify) = if listen_notify {
+        (None, handed)
+    } else {
+        (handed, None)
+    };
     Ok(Started {
         pid: pid as u32,
         waiting,
-        runtime_api: listener,
+        runtime_api,
         init_status: status_r,
+        listen_notify,
     })
 }
 
@@ -705,6 +740,7 @@ pub(crate) fn probe(root: &Path) -> Result<(), ProbeError> {
         None,
         &Cgroups::off(),
         "probe",
+        false,
     )
     .map_err(ProbeError::Failed)?;
     let mut status = 0;

@@ -607,9 +607,10 @@ async fn squatter(client: &LauncherClient, python: &Interpreter, code: &Path, ip
             ("self6_from_v6", "ECONNREFUSED"),
         ],
     );
-    // A listen on every address at a port the kernel picks: refused
-    // where the BPF LSM fence could be attached; where the kernel refuses
-    // it, the launcher says so, and such listeners are on every address.
+    // A listen on every address at a port the kernel picks: refused, by
+    // the BPF LSM program where the kernel takes it, else by the launcher
+    // answering a seccomp notification; where neither can be had, the
+    // launcher says so, and such listeners are on every address.
     let implicit: &[(&str, &str)] = if client.listen_fence() {
         &[
             ("implicit", "EPERM"),
