@@ -115,7 +115,7 @@ fn one_address_cannot_take_every_connection() {
     assert!(get(&mut again, "localhost").starts_with("HTTP/1.1"));
 }
 
-const PLATFORM: &str = r#"import http.client, json, os, socket, urllib.parse
+const PLATFORM: &str = r#"import http.client, json, os, socket, time, urllib.parse
 
 def echo(event, context):
     return "echo"
@@ -130,8 +130,14 @@ def hog(event, context):
                   headers={"Authorization": "Bearer " + os.environ["STRATUS_API_TOKEN"]})
         r = c.getresponse()
         body = r.read()
-        statuses.append(r.status if r.status != 429 else json.loads(body)["error"]["code"])
+        if r.status == 429:
+            error = json.loads(body)["error"]
+            # Which cap: the flag the message names.
+            statuses.append(error["code"] + " " + error["message"].split("(--")[1].split(")")[0])
+        else:
+            statuses.append(r.status)
         held.append(c)
+    time.sleep(event.get("hold", 0))
     return statuses
 
 def files(event, context):
@@ -149,6 +155,8 @@ fn one_app_cannot_take_the_platform_api_or_the_server_s_descriptors() {
     let server = Server::start_with(&[
         "--platform-max-connections-per-app",
         "5",
+        "--platform-max-connections-per-instance",
+        "3",
         "--instance-max-files",
         "200",
     ]);
@@ -160,16 +168,35 @@ fn one_app_cannot_take_the_platform_api_or_the_server_s_descriptors() {
         write_app(&dir, &[("stratus.yaml", &manifest), ("main.py", PLATFORM)]);
         server.ok(&["deploy", dir.to_str().unwrap()]);
     }
-    let hog = server.invoke("hog/hog", r#"{"connections": 8}"#);
-    let statuses = hog["result"].as_array().unwrap_or_else(|| panic!("{hog}"));
+    // One instance: its own share.
+    let per_instance = "too_many_connections platform-max-connections-per-instance";
+    let hog = server.invoke("hog/hog", r#"{"connections": 5}"#);
     assert_eq!(
-        statuses[..5],
-        [200, 200, 200, 200, 200].map(serde_json::Value::from),
+        hog["result"],
+        serde_json::json!([200, 200, 200, per_instance, per_instance]),
         "{hog}"
     );
+    // Two instances at once: each its own share, and together the app's.
+    let results: Vec<serde_json::Value> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..2)
+            .map(|_| {
+                let server = &server;
+                scope.spawn(move || server.invoke("hog/hog", r#"{"connections": 4, "hold": 3}"#))
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let statuses: Vec<&serde_json::Value> = results
+        .iter()
+        .flat_map(|r| r["result"].as_array().unwrap_or_else(|| panic!("{r}")))
+        .collect();
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(served, 5, "{results:?}");
     assert!(
-        statuses[5..].iter().all(|s| s == "too_many_connections"),
-        "{hog}"
+        statuses
+            .iter()
+            .any(|s| *s == "too_many_connections platform-max-connections-per-app"),
+        "{results:?}"
     );
     // The connections have closed with the instance's call; another app
     // is served throughout.

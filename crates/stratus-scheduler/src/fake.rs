@@ -467,6 +467,7 @@ pub(crate) fn settings() -> Settings {
         base_env: Vec::new(),
         host_path: "/usr/bin:/bin".into(),
         name_servers: None,
+        platform_api: None,
     }
 }
 

@@ -267,6 +267,7 @@ pub(crate) fn activation(
     ];
     env.extend(lambda.into_iter().map(|(k, v)| (k.to_owned(), v)));
     env.extend(function.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(platform_api(s, &config.app, instance_id));
     Activation {
         code: config.code_dir.clone(),
         env,
@@ -278,6 +279,15 @@ pub(crate) fn activation(
         service_addr: None,
         egress: None,
     }
+}
+
+/// What instance `instance` of `app` is told of the platform's API
+/// (names a manifest may not set).
+fn platform_api(s: &Settings, app: &str, instance: &str) -> Vec<(String, String)> {
+    s.platform_api
+        .as_ref()
+        .map(|api| api.env(app, instance))
+        .unwrap_or_default()
 }
 
 /// The process of one instance of a service: its command under `/bin/sh`
@@ -301,6 +311,7 @@ pub(crate) fn service(
     env.push(("STRATUS_VERSION".to_owned(), config.version.to_string()));
     env.push(("STRATUS_INSTANCE".to_owned(), instance_id.to_owned()));
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(platform_api(s, &config.app, instance_id));
     let mut args = vec!["-c".to_owned()];
     match &spec.command {
         Some(stratus_manifest::ServiceCommand::Shell(line)) => args.push(format!("exec {line}")),

@@ -23,6 +23,16 @@ pub struct Settings {
     /// Name servers that resolve egress rules' hosts; `None`: those of
     /// `/etc/resolv.conf`.
     pub name_servers: Option<Vec<std::net::SocketAddr>>,
+    /// What each instance is told of the platform's API; `None`: nothing.
+    pub platform_api: Option<std::sync::Arc<dyn PlatformApi>>,
+}
+
+/// The platform's API as instances see it: variables each instance gets
+/// of its own (where the API is, and a credential that names the
+/// instance), which only the platform can make.
+pub trait PlatformApi: Send + Sync + std::fmt::Debug {
+    /// The variables of instance `instance` of app `app`.
+    fn env(&self, app: &str, instance: &str) -> Vec<(String, String)>;
 }
 
 /// The data plane's limits. Each default is written here once, as the

@@ -102,6 +102,10 @@ pub struct Limits {
     /// (429 beyond)
     #[arg(long, default_value_t = 128)]
     pub platform_max_connections_per_app: usize,
+    /// Most platform API connections one instance may hold at once (429
+    /// beyond)
+    #[arg(long, default_value_t = 32)]
+    pub platform_max_connections_per_instance: usize,
 }
 
 impl ServerConfig {

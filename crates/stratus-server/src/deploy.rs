@@ -334,7 +334,7 @@ pub(crate) async fn deploy(
     // Functions first, then the routes that lead to them.
     state.scheduler.publish_app(
         app,
-        crate::function_configs(&state.config.data_dir, &version, &state.api),
+        crate::function_configs(&state.config.data_dir, &version),
         crate::service_configs(&state.config.data_dir, &version),
     );
     state.directory.publish(&version);

@@ -75,8 +75,6 @@ pub(crate) struct AppState {
     pub(crate) quotas: Arc<quotas::Quotas>,
     /// Schedules, queues and the other sources of events.
     pub triggers: triggers::Triggers,
-    /// The admin API as functions see it.
-    pub api: PlatformApi,
 }
 
 /// Binds both listeners from `config`.
@@ -198,6 +196,10 @@ pub async fn run(
         (config.disk_reserve > 0).then_some(reserve),
     );
     let logs: Arc<dyn Logs> = store_logs.clone();
+    // Instances reach the platform API on a listener of its own.
+    let platform = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("cannot listen for the platform API on 127.0.0.1")?;
     let settings = Settings {
         python,
         node,
@@ -208,18 +210,14 @@ pub async fn run(
         host_path: std::env::var("PATH")
             .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned()),
         name_servers: (!config.resolvers.is_empty()).then(|| config.resolvers.clone()),
+        platform_api: Some(Arc::new(api::InstanceApi {
+            url: url(platform.local_addr()?),
+            admin_token: token.clone(),
+        })),
     };
     let scheduler = Scheduler::new(settings, launcher.clone(), logs.clone());
 
     let directory = Arc::new(public::Directory::default());
-    // Functions reach the platform API on a listener of its own.
-    let platform = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-        .await
-        .context("cannot listen for the platform API on 127.0.0.1")?;
-    let api = PlatformApi {
-        url: url(platform.local_addr()?),
-        admin_token: token.clone(),
-    };
     // Reachable whatever an instance's egress rule says: the platform
     // API, the public listener, and the name servers instances resolve
     // names with.
@@ -242,7 +240,7 @@ pub async fn run(
     for version in &deployed {
         scheduler.publish_app(
             &version.app,
-            function_configs(&data_dir, version, &api),
+            function_configs(&data_dir, version),
             service_configs(&data_dir, version),
         );
         directory.publish(version);
@@ -293,7 +291,6 @@ pub async fn run(
         triggers.reconcile(&version.app, Some(&version.spec));
     }
     let state = Arc::new(AppState {
-        api,
         triggers,
         aws_credentials,
         sealer,
@@ -344,7 +341,10 @@ pub async fn run(
         stopped(stop_rx.clone()),
         api::platform_connections(
             api::platform_router(state.clone()),
-            config.limits.platform_max_connections_per_app,
+            api::ConnectionCaps {
+                per_app: config.limits.platform_max_connections_per_app,
+                per_instance: config.limits.platform_max_connections_per_instance,
+            },
         ),
     );
     let admin_task = tokio::spawn(async move {
@@ -394,36 +394,17 @@ pub(crate) fn service_configs(data_dir: &Path, version: &VersionRecord) -> Vec<S
         .collect()
 }
 
-/// The scheduler's view of a stored version.
-/// What functions are told of the platform's API, in their environment:
-/// `STRATUS_API_URL`, and `STRATUS_API_TOKEN`, which lets them invoke the
-/// app's functions, send to its queues and ingest its CloudEvents.
-#[derive(Debug, Clone)]
-pub(crate) struct PlatformApi {
-    pub url: String,
-    pub admin_token: String,
-}
-
-pub(crate) fn function_configs(
-    data_dir: &Path,
-    version: &VersionRecord,
-    api: &PlatformApi,
-) -> Vec<FunctionConfig> {
-    let token = api::app_token(&api.admin_token, &version.app);
+/// The scheduler's view of a stored version's functions.
+pub(crate) fn function_configs(data_dir: &Path, version: &VersionRecord) -> Vec<FunctionConfig> {
     version
         .spec
         .functions
         .values()
-        .map(|spec| {
-            let mut spec = spec.clone();
-            spec.env.insert("STRATUS_API_URL".into(), api.url.clone());
-            spec.env.insert("STRATUS_API_TOKEN".into(), token.clone());
-            FunctionConfig {
-                app: version.app.clone(),
-                version: version.version,
-                code_dir: code_dir_of(data_dir, version, &spec.code),
-                spec,
-            }
+        .map(|spec| FunctionConfig {
+            app: version.app.clone(),
+            version: version.version,
+            code_dir: code_dir_of(data_dir, version, &spec.code),
+            spec: spec.clone(),
         })
         .collect()
 }

@@ -14,6 +14,7 @@ mod logs;
 mod queues;
 mod sigv4;
 mod status;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -24,9 +25,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 
-pub(crate) use connections::{admin_connections, platform_connections};
+pub(crate) use connections::{ConnectionCaps, admin_connections, platform_connections};
 pub(crate) use credentials::AwsCredentials;
 pub(crate) use error::ApiError;
+pub(crate) use tokens::InstanceApi;
 
 use crate::AppState;
 
@@ -110,8 +112,7 @@ fn bearer(request: &Request) -> &str {
 fn acts_for_app(state: &AppState, request: &Request, given: &str) -> bool {
     app_scoped(request.method(), request.uri().path()).is_some_and(|app| {
         let key = stratus_archive::sha256_hex(given.as_bytes());
-        state.directory.has_key(app, &key)
-            || constant_time_eq(given.as_bytes(), app_token(&state.token, app).as_bytes())
+        state.directory.has_key(app, &key) || tokens::is_instance_token(&state.token, app, given)
     })
 }
 
@@ -168,19 +169,6 @@ fn app_scoped<'a>(method: &axum::http::Method, path: &'a str) -> Option<&'a str>
         | ["", "v1", "apps", app, "cloudevents"] => Some(app),
         _ => None,
     }
-}
-
-/// The token of `app`'s functions: an HMAC of the app's name keyed by the
-/// admin token, so it is never stored and changes with the admin token.
-pub(crate) fn app_token(admin_token: &str, app: &str) -> String {
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(admin_token.as_bytes())
-        .expect("HMAC takes keys of any length");
-    mac.update(b"stratus app token\n");
-    mac.update(app.as_bytes());
-    let digest = mac.finalize().into_bytes();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("st_{hex}")
 }
 
 /// Whether two secrets are equal, in time that depends on their lengths
