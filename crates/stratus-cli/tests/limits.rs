@@ -76,7 +76,9 @@ fn memory_and_process_bombs_are_contained() {
 
 /// Output without newlines, from several instances at once, costs the
 /// server little memory: each instance's lines pass at its log rate, the
-/// rest is dropped, and its log says how much.
+/// rest is dropped, and its log says how much; what is read past eight
+/// times that rate waits, so a writer cannot make the server read as fast
+/// as it writes.
 #[test]
 fn a_flood_of_output_is_rate_limited_and_bounded_in_memory() {
     let server = Server::start_with(&["--instance-log-rate", "1048576"]);
@@ -104,19 +106,27 @@ fn a_flood_of_output_is_rate_limited_and_bounded_in_memory() {
             .unwrap()
     };
     let before = peak();
+    let started = std::time::Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..4 {
             scope.spawn(|| {
-                let seen = server.invoke("flood/f", r#"{"mib": 200}"#);
+                let seen = server.invoke("flood/f", r#"{"mib": 40}"#);
                 assert_eq!(seen["result"], "done", "{seen}");
             });
         }
     });
+    let took = started.elapsed();
     let after = peak();
     eprintln!(
-        "server peak memory: {} MiB before, {} MiB after 800 MiB of output",
+        "server peak memory: {} MiB before, {} MiB after 160 MiB of output in {took:?}",
         before / 1024,
         after / 1024
+    );
+    // 40 MiB each, read at 8 MiB/s past the first second's 8 MiB: the
+    // writers waited.
+    assert!(
+        took >= std::time::Duration::from_secs(3),
+        "40 MiB of output each went in {took:?}, faster than it is read"
     );
     assert!(
         after < before + 256 * 1024,

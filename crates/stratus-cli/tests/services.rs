@@ -979,6 +979,10 @@ fn crashed_instances_are_replaced_and_a_dead_command_answers_503() {
         let id = request_id(&response);
         let body: Value = response.json().unwrap();
         assert_eq!(body["requestId"], id.as_str(), "{body}");
+        // With the reason, and what it printed.
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("exited with"), "{body}");
+        assert!(message.contains("booting"), "{body}");
     }
     let broken = eventually(Duration::from_secs(10), || {
         let broken = service_status(&server, "dead", "broken");
@@ -991,6 +995,151 @@ fn crashed_instances_are_replaced_and_a_dead_command_answers_503() {
     assert_eq!(count(&broken["instances"]["ready"]), 0, "{broken}");
     let text = server.ok(&["status", "dead"]);
     assert!(text.contains("broken"), "{text}");
+}
+
+/// A service in Python that calls a function of its app through the
+/// platform API and says which interpreter it runs on; it says when it
+/// gets SIGTERM.
+const PY_SERVICE: &str = r#"import json, os, signal, sys, time, urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+def stop(signum, frame):
+    print("stopping", flush=True)
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        request = urllib.request.Request(
+            os.environ["STRATUS_API_URL"] + "/v1/apps/" + os.environ["STRATUS_APP"] + "/functions/where/invoke",
+            data=b"{}", method="POST",
+            headers={"Authorization": "Bearer " + os.environ["STRATUS_API_TOKEN"]})
+        called = urllib.request.urlopen(request, timeout=10).read().decode()
+        body = json.dumps({"python": os.path.realpath(sys.executable), "called": called}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+/// A one-string command runs as a shell script, whole; a server started
+/// without `exec` still gets the SIGTERM of a drain. Services run the
+/// functions' interpreter and reach the platform API with a token of
+/// their own.
+#[test]
+fn a_command_line_runs_as_a_script_with_the_functions_interpreter() {
+    let server = Server::start();
+    write_app(
+        &server.path("shell"),
+        &[(
+            "stratus.yaml",
+            "app: shell\nservices:\n  files:\n    command: \"echo first && echo second; exec python3 -m http.server $PORT\"\n    http: { path: /* }\n",
+        )],
+    );
+    deploy(&server, "shell");
+    write_app(
+        &server.path("script"),
+        &[
+            (
+                "stratus.yaml",
+                "app: script\nservices:\n  py:\n    command: \"echo migrating && python3 app.py\"\n    http: { path: /* }\nfunctions:\n  where:\n    runtime: python3\n    handler: where.handler\n",
+            ),
+            ("app.py", PY_SERVICE),
+            (
+                "where.py",
+                "import os, sys\n\ndef handler(event, context):\n    return os.path.realpath(sys.executable)\n",
+            ),
+        ],
+    );
+    deploy(&server, "script");
+    let http = client();
+    let response = http
+        .get(format!("{}/shell/", server.public))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    eventually(Duration::from_secs(10), || {
+        let logs = server.ok(&["logs", "shell/files"]);
+        if logs.contains("first") && logs.contains("second") {
+            Ok(())
+        } else {
+            Err(logs)
+        }
+    });
+
+    let response = http
+        .get(format!("{}/script/anything", server.public))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen: Value = response.json().unwrap();
+    let function_python = server.invoke("script/where", "{}")["result"].clone();
+    assert!(function_python.is_string(), "{function_python}");
+    assert_eq!(seen["python"], function_python, "{seen}");
+    assert!(
+        seen["called"]
+            .as_str()
+            .is_some_and(|c| c.contains(function_python.as_str().unwrap())),
+        "{seen}"
+    );
+
+    // A redeploy (of a changed app) drains it: SIGTERM reaches python3
+    // under the shell.
+    std::fs::write(server.path("script").join("changed.txt"), "yes").unwrap();
+    deploy(&server, "script");
+    eventually(Duration::from_secs(20), || {
+        let logs = server.ok(&["logs", "script/py"]);
+        if logs.contains("stopping") {
+            Ok(())
+        } else {
+            Err(logs)
+        }
+    });
+}
+
+/// A service that never listens: the waiting request gets 503 once the
+/// readiness timeout has run out, with the reason and its last output; the
+/// failure is counted and the next start backs off.
+#[test]
+fn a_service_that_never_listens_is_answered_503_with_its_output() {
+    let server = Server::start();
+    write_app(
+        &server.path("silent"),
+        &[(
+            "stratus.yaml",
+            "app: silent\nservices:\n  web:\n    command: \"echo configured; echo about to wait >&2; sleep 600\"\n    http: { path: /* }\n    readiness: { timeout: 2s }\n",
+        )],
+    );
+    deploy(&server, "silent");
+    let started = Instant::now();
+    let response = client()
+        .get(format!("{}/silent/", server.public))
+        .send()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(response.status(), 503, "after {took:?}");
+    assert!(took < Duration::from_secs(8), "answered after {took:?}");
+    let body: Value = response.json().unwrap();
+    let message = body["message"].as_str().unwrap_or_default();
+    for part in ["not ready within 2s", "configured", "about to wait"] {
+        assert!(message.contains(part), "{part}: {body}");
+    }
+    let web = service_status(&server, "silent", "web");
+    assert!(web["restarts"].as_u64().unwrap_or(0) >= 1, "{web}");
+    assert!(web["backoff_ms"].as_u64().unwrap_or(0) > 0, "{web}");
+    // While it backs off, requests are answered at once, with the reason.
+    let started = Instant::now();
+    let response = client()
+        .get(format!("{}/silent/", server.public))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(response.text().unwrap().contains("about to wait"));
 }
 
 #[test]

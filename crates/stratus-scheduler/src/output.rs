@@ -9,7 +9,10 @@
 //! An instance's lines pass a byte budget ([`Bucket`]: the instance's log
 //! rate per second, a second's worth in reserve); lines past it are
 //! dropped, and a platform line says how many once lines pass again (or
-//! the output ends).
+//! the output ends). Reading itself is paced too, at [`READ_FACTOR`] times
+//! that rate: past it the reader waits, the pipe fills and the writer
+//! blocks, so that an instance that writes without pause costs the server
+//! a bounded share of its CPU however fast it writes.
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -20,8 +23,13 @@ use tokio::net::unix::pipe;
 
 /// Longest log line kept as one record; longer output is split.
 pub(crate) const MAX_LINE: usize = 256 * 1024;
+/// Bytes read from a pipe at a time.
+const CHUNK: usize = 16 * 1024;
 /// Most bytes read from one stream in one round.
 const MAX_DRAIN: usize = 1024 * 1024;
+/// How much faster than its log rate an instance's output is read (and
+/// what is over the log rate dropped); past it the writer waits.
+pub(crate) const READ_FACTOR: u64 = 8;
 
 /// Where the lines go.
 pub(crate) trait LineSink: Send + Sync {
@@ -33,7 +41,10 @@ pub(crate) trait LineSink: Send + Sync {
 pub(crate) struct Output {
     streams: Mutex<[Stream; 2]>,
     pipes: [Arc<pipe::Receiver>; 2],
+    /// The budget of lines kept.
     bucket: Mutex<Bucket>,
+    /// The budget of bytes read.
+    reading: Mutex<Bucket>,
 }
 
 impl Output {
@@ -48,11 +59,16 @@ impl Output {
             ]),
             pipes,
             bucket: Mutex::new(Bucket::new(rate, Instant::now())),
+            reading: Mutex::new(Bucket::new(
+                rate.saturating_mul(READ_FACTOR),
+                Instant::now(),
+            )),
         })
     }
 
-    /// Passes `line` on to `sink` within the budget.
-    fn emit(&self, sink: &dyn LineSink, stream: LogStream, line: String) {
+    /// Passes `line` on to `sink` within the budget; a line dropped is
+    /// never made into a string.
+    fn emit(&self, sink: &dyn LineSink, stream: LogStream, line: &[u8]) {
         let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
         match bucket.admit(Instant::now(), line.len()) {
             Admitted::No => {}
@@ -61,9 +77,20 @@ impl Output {
                 if let Some(dropped) = dropped {
                     sink.line(LogStream::Platform, dropped.message());
                 }
-                sink.line(stream, line);
+                sink.line(stream, String::from_utf8_lossy(line).into_owned());
             }
         }
+    }
+
+    /// How many bytes may be read now; 0: wait [`Bucket::until_available`].
+    fn readable_bytes(&self) -> usize {
+        let mut reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        reading.available(Instant::now()).min(MAX_DRAIN)
+    }
+
+    fn charge_read(&self, bytes: usize) {
+        let mut reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        reading.take(Instant::now(), bytes);
     }
 
     /// Says what the budget dropped that nothing has said yet.
@@ -86,7 +113,7 @@ impl Output {
     /// line, a partial last one too.
     pub fn catch_up(&self, sink: &dyn LineSink) {
         for stream in self.lock().iter_mut() {
-            stream.drain(self, sink, true);
+            stream.drain(self, sink, true, MAX_DRAIN);
         }
     }
 
@@ -100,13 +127,24 @@ impl Output {
             if ended == [true, true] {
                 break;
             }
+            // Over its reading budget: the writer waits, until a chunk's
+            // worth may be read (reads of a few bytes cost as much).
+            let pause = {
+                let mut reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+                reading.until_available(Instant::now(), CHUNK)
+            };
+            if let Some(pause) = pause {
+                tokio::time::sleep(pause).await;
+                continue;
+            }
             let which = tokio::select! {
                 ready = self.pipes[0].readable(), if !ended[0] => (0, ready.is_err()),
                 ready = self.pipes[1].readable(), if !ended[1] => (1, ready.is_err()),
             };
             let (index, broken) = which;
+            let limit = self.readable_bytes().max(1);
             let mut streams = self.lock();
-            streams[index].drain(&self, &*sink, broken);
+            streams[index].drain(&self, &*sink, broken, limit);
             streams[index].eof |= broken;
         }
         self.catch_up(&*sink);
@@ -131,16 +169,18 @@ impl Stream {
         }
     }
 
-    /// Reads what is available without waiting; emits complete lines, and
-    /// the partial last line too when `flush` is set and all was read.
-    fn drain(&mut self, output: &Output, sink: &dyn LineSink, flush: bool) {
-        let mut chunk = [0u8; 16 * 1024];
+    /// Reads what is available without waiting, at most about `limit`
+    /// bytes; emits complete lines, and the partial last line too when
+    /// `flush` is set and all was read.
+    fn drain(&mut self, output: &Output, sink: &dyn LineSink, flush: bool, limit: usize) {
+        let mut chunk = [0u8; CHUNK];
         let mut read = 0;
         // A process that writes without pause is read in bounded rounds, so
         // no caller is held here for long; the rest is read next round.
         let mut caught_up = false;
-        while !self.eof && read < MAX_DRAIN {
-            match self.pipe.try_read(&mut chunk) {
+        while !self.eof && read < limit {
+            let want = (limit - read).min(chunk.len());
+            match self.pipe.try_read(&mut chunk[..want]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
                     self.splitter.push(&chunk[..n]);
@@ -154,8 +194,9 @@ impl Stream {
                 Err(_) => self.eof = true,
             }
         }
+        output.charge_read(read);
         let name = self.name;
-        let mut emit = |line: String| output.emit(sink, name, line);
+        let mut emit = |line: &[u8]| output.emit(sink, name, line);
         self.splitter
             .lines((flush && caught_up) || self.eof, &mut emit);
     }
@@ -166,6 +207,9 @@ impl Stream {
 #[derive(Debug, Default)]
 pub(crate) struct Splitter {
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline: each byte is looked
+    /// at once, however small the pieces it comes in.
+    scanned: usize,
 }
 
 impl Splitter {
@@ -174,26 +218,30 @@ impl Splitter {
     }
 
     /// Emits the complete lines held, and with `flush` the rest too.
-    pub fn lines(&mut self, flush: bool, emit: &mut dyn FnMut(String)) {
+    pub fn lines(&mut self, flush: bool, emit: &mut dyn FnMut(&[u8])) {
         let mut start = 0;
+        let mut from = self.scanned;
+        let buf = &self.buf;
         let line = |from: usize, to: usize| {
-            let bytes = &self.buf[from..to];
-            let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-            String::from_utf8_lossy(bytes).into_owned()
+            let bytes = &buf[from..to];
+            bytes.strip_suffix(b"\r").unwrap_or(bytes)
         };
-        while let Some(pos) = self.buf[start..].iter().position(|b| *b == b'\n') {
-            emit(line(start, start + pos));
-            start += pos + 1;
+        while let Some(pos) = buf[from..].iter().position(|b| *b == b'\n') {
+            emit(line(start, from + pos));
+            start = from + pos + 1;
+            from = start;
         }
-        while self.buf.len() - start > MAX_LINE {
+        while buf.len() - start > MAX_LINE {
             emit(line(start, start + MAX_LINE));
             start += MAX_LINE;
         }
-        if flush && start < self.buf.len() {
-            emit(line(start, self.buf.len()));
-            start = self.buf.len();
+        if flush && start < buf.len() {
+            emit(line(start, buf.len()));
+            start = buf.len();
         }
         self.buf.drain(..start);
+        // What is left holds no newline.
+        self.scanned = self.buf.len();
     }
 }
 
@@ -245,11 +293,42 @@ impl Bucket {
         }
     }
 
+    /// Earns what the time since the last look is worth.
+    fn refill(&mut self, now: Instant) {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * self.rate as f64;
+        // Only whole bytes earned move the clock: many looks in quick
+        // succession must not each round their share away.
+        if earned >= 1.0 {
+            self.tokens = (self.tokens + earned as i64).min(self.rate as i64);
+            self.at = now;
+        }
+    }
+
+    /// The bytes that may pass now.
+    pub fn available(&mut self, now: Instant) -> usize {
+        self.refill(now);
+        self.tokens.max(0) as usize
+    }
+
+    /// Spends `bytes`, into debt if need be.
+    pub fn take(&mut self, now: Instant, bytes: usize) {
+        self.refill(now);
+        self.tokens -= bytes as i64;
+    }
+
+    /// How long until `bytes` (at most a second's worth) may pass, if
+    /// they may not now.
+    pub fn until_available(&mut self, now: Instant, bytes: usize) -> Option<std::time::Duration> {
+        self.refill(now);
+        let want = (bytes as i64).min(self.rate as i64).max(1);
+        (self.tokens < want && self.rate > 0).then(|| {
+            std::time::Duration::from_secs_f64((want - self.tokens) as f64 / self.rate as f64)
+        })
+    }
+
     pub fn admit(&mut self, now: Instant, bytes: usize) -> Admitted {
         let full = self.rate as i64;
-        let earned = now.saturating_duration_since(self.at).as_secs_f64() * self.rate as f64;
-        self.tokens = (self.tokens + earned as i64).min(full);
-        self.at = now;
+        self.refill(now);
         if self.tokens >= (bytes as i64).min(full) {
             self.tokens -= bytes as i64;
             Admitted::Yes(self.take_dropped())
@@ -306,20 +385,49 @@ mod tests {
         assert_eq!(bucket.admit(t2 + Duration::from_secs(1), 10), Admitted::No);
     }
 
+    #[test]
+    fn reading_past_its_budget_waits_for_it() {
+        let t0 = Instant::now();
+        let mut reading = Bucket::new(1000, t0);
+        assert_eq!(reading.available(t0), 1000);
+        assert_eq!(reading.until_available(t0, 100), None);
+        // A catch-up may read past it, into debt.
+        reading.take(t0, 1500);
+        assert_eq!(reading.available(t0), 0);
+        let pause = reading.until_available(t0, 100).expect("in debt");
+        assert_eq!(pause, Duration::from_millis(600));
+        assert_eq!(reading.until_available(t0 + pause, 100), None);
+        assert_eq!(reading.available(t0 + pause), 100);
+        // Never more than a second's worth is waited for.
+        reading.take(t0 + pause, 100);
+        assert_eq!(
+            reading.until_available(t0 + pause, 5000),
+            Some(Duration::from_secs(1))
+        );
+    }
+
     fn split(pieces: &[&[u8]], flush: bool) -> Vec<String> {
         let mut splitter = Splitter::default();
         let mut lines = Vec::new();
         for piece in pieces {
             splitter.push(piece);
-            splitter.lines(false, &mut |l| lines.push(l));
+            splitter.lines(false, &mut |l| {
+                lines.push(String::from_utf8_lossy(l).into_owned())
+            });
         }
-        splitter.lines(flush, &mut |l| lines.push(l));
+        splitter.lines(flush, &mut |l| {
+            lines.push(String::from_utf8_lossy(l).into_owned())
+        });
         lines
     }
 
     #[test]
     fn lines_end_at_newlines_in_any_pieces() {
         assert_eq!(split(&[b"a\r\nb", b"c\n", b"d"], false), ["a", "bc"]);
+        assert_eq!(
+            split(&[b"ab", b"c", b"d\ne", b"f\ng"], true),
+            ["abcd", "ef", "g"]
+        );
         assert_eq!(split(&[b"a\r\nb", b"c\n", b"d"], true), ["a", "bc", "d"]);
         assert_eq!(split(&[b"\n\n"], false), ["", ""]);
     }

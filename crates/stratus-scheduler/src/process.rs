@@ -62,19 +62,28 @@ struct Layout {
 fn layout(s: &Settings, isolation: Isolation, runtime: Runtime, code: &Path) -> Layout {
     let bootstrap = bootstrap(s, runtime);
     let host_runtime_dir = bootstrap.and_then(|b| b.parent()).map(Path::to_path_buf);
+    // The interpreters functions run on come first, for services and
+    // their subprocesses too: `python3` is the same everywhere.
+    let base = match isolation {
+        Isolation::Namespaces => SYSTEM_PATH,
+        Isolation::None => s.host_path.as_str(),
+    };
+    let mut dirs: Vec<String> = [&s.python, &s.node]
+        .iter()
+        .filter_map(|i| i.executable.parent())
+        .map(|d| d.display().to_string())
+        .collect();
+    dirs.extend(base.split(':').map(str::to_owned));
+    let mut seen = std::collections::HashSet::new();
+    dirs.retain(|d| !d.is_empty() && seen.insert(d.clone()));
+    let path = dirs.join(":");
     if isolation != Isolation::Namespaces {
         return Layout {
             task_root: code.to_owned(),
             runtime_dir: host_runtime_dir.clone(),
             host_runtime_dir,
-            path: s.host_path.clone(),
+            path,
         };
-    }
-    let mut path = SYSTEM_PATH.to_owned();
-    for i in [&s.python, &s.node] {
-        if let Some(dir) = i.executable.parent() {
-            path = format!("{}:{path}", dir.display());
-        }
     }
     Layout {
         task_root: PathBuf::from(TASK_ROOT),
@@ -314,7 +323,8 @@ pub(crate) fn service(
     env.extend(platform_api(s, &config.app, instance_id));
     let mut args = vec!["-c".to_owned()];
     match &spec.command {
-        Some(stratus_manifest::ServiceCommand::Shell(line)) => args.push(format!("exec {line}")),
+        // The whole line, as a script: `migrate && exec gunicorn ...`.
+        Some(stratus_manifest::ServiceCommand::Shell(line)) => args.push(line.clone()),
         Some(stratus_manifest::ServiceCommand::Exec(argv)) => {
             // `exec "$0" "$@"`: the shell finds the program on PATH and
             // passes the arguments through untouched.

@@ -1,5 +1,6 @@
 //! One running process of a service, and its phase.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -32,7 +33,14 @@ pub struct ServiceInstance {
     ready_at: Mutex<Option<Instant>>,
     /// Once draining: when long-lived requests on it must end.
     drain_until: Mutex<Option<Instant>>,
+    /// Its last lines of output, for the reason it failed to start.
+    tail: Mutex<VecDeque<String>>,
 }
+
+/// Lines of output kept for a failure's reason.
+const TAIL_LINES: usize = 10;
+/// Bytes kept of each such line.
+const TAIL_LINE_BYTES: usize = 300;
 
 impl ServiceInstance {
     pub(crate) fn new(id: String, addr: SocketAddr) -> ServiceInstance {
@@ -45,7 +53,31 @@ impl ServiceInstance {
             last_used: Mutex::new(Instant::now()),
             ready_at: Mutex::new(None),
             drain_until: Mutex::new(None),
+            tail: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Keeps `line` among its last lines of output.
+    pub(crate) fn output(&self, line: &str) {
+        let mut end = line.len().min(TAIL_LINE_BYTES);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut tail = lock(&self.tail);
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line[..end].to_owned());
+    }
+
+    /// `message`, with its last lines of output when it has any.
+    pub(crate) fn with_output(&self, message: String) -> String {
+        let tail = lock(&self.tail);
+        if tail.is_empty() {
+            return message;
+        }
+        let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
+        format!("{message}; its last output:\n{}", lines.join("\n"))
     }
 
     pub fn phase(&self) -> Phase {

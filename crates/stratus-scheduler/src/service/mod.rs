@@ -49,6 +49,13 @@ use lease::Demand;
 /// The first pause after a failed start; it doubles up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How much longer than its patience a request waits for an instance
+/// that is still starting: the sandbox's start, and a failure's report.
+const START_MARGIN: Duration = Duration::from_secs(3);
+
+/// How long a failed start's last output may take to be read.
+const OUTPUT_SETTLES: Duration = Duration::from_millis(500);
+
 /// An instance that dies sooner than this after it became ready counts
 /// as a failed start for the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -202,7 +209,8 @@ impl Service {
             .limits
             .queue_timeout
             .max(spec.readiness.timeout);
-        let deadline = tokio::time::Instant::now() + patience;
+        let mut deadline = tokio::time::Instant::now() + patience;
+        let mut extended = false;
         // Holds the request's place in the queue; a caller that goes away
         // (the client hung up) gives it back when this future is dropped.
         let mut slot = QueueSlot {
@@ -271,7 +279,15 @@ impl Service {
                 () = &mut notified => {}
                 () = tokio::time::sleep_until(wake_at) => {
                     if tokio::time::Instant::now() >= deadline {
-                        slot.release(&mut self.lock());
+                        let mut s = self.lock();
+                        // An instance still starting: its success, or its
+                        // failure with the reason, is the answer.
+                        if !extended && s.count(Phase::Starting) > 0 {
+                            extended = true;
+                            deadline += START_MARGIN;
+                            continue;
+                        }
+                        slot.release(&mut s);
                         return Err(ServiceError::Throttled(self.name(), RETRY_AFTER));
                     }
                 }
@@ -382,29 +398,37 @@ impl Service {
             started.stderr,
             sandboxes.settings.limits.instance_log_rate,
         );
-        tokio::spawn(output.read(Arc::new(Lines {
+        let mut reading = tokio::spawn(output.read(Arc::new(Lines {
             service: self.clone(),
-            instance: instance.id.clone(),
+            instance: instance.clone(),
         })));
         let exited = process.wait(started.exited);
         tokio::pin!(exited);
         let ready = tokio::select! {
-            ready = readiness::wait_ready(&instance, &self.config.spec.readiness) => ready,
+            // Not ready in time: it is still running.
+            ready = readiness::wait_ready(&instance, &self.config.spec.readiness) => {
+                ready.map_err(|message| (message, false))
+            }
             status = &mut exited => {
                 if instance.phase() != Phase::Starting {
                     return self.remove(&instance);
                 }
                 let status = crate::launch::describe(status);
-                return self.failed(&instance, format!("exited with {status} before it was ready"), true);
+                Err((format!("exited with {status} before it was ready"), true))
             }
         };
-        if let Err(message) = ready {
-            process.kill();
-            exited.await;
+        if let Err((message, gone)) = ready {
+            if !gone {
+                process.kill();
+                exited.await;
+            }
             if instance.phase() != Phase::Starting {
                 return self.remove(&instance);
             }
-            return self.failed(&instance, message, true);
+            // Its last words are part of the reason: the rest of its output
+            // arrives as the pipes close.
+            let _ = tokio::time::timeout(OUTPUT_SETTLES, &mut reading).await;
+            return self.failed(&instance, instance.with_output(message), true);
         }
         instance.mark_ready();
         let ready = {
@@ -442,7 +466,6 @@ impl Service {
     /// An instance failed to start or died: it goes, the error is kept,
     /// and repeated failures back off the next start.
     fn failed(&self, instance: &Arc<ServiceInstance>, message: String, counts: bool) {
-        let was_ready = instance.ready_at().is_some();
         instance.set_phase(Phase::Dead);
         tracing::warn!(service = %self.name(), instance = %instance.id, "{message}");
         self.emit(
@@ -453,9 +476,9 @@ impl Service {
         {
             let mut s = self.lock();
             s.instances.retain(|i| !Arc::ptr_eq(i, instance));
-            if was_ready {
-                s.restarts += 1;
-            }
+            // Every instance that failed, whether or not it became ready,
+            // is one the service must replace.
+            s.restarts += 1;
             // Starts that fail together (a burst, min_instances) count once.
             if counts && !s.backing_off() {
                 s.failures += 1;
@@ -636,15 +659,19 @@ impl Service {
     }
 }
 
-/// An instance's output lines, into the service's log.
+/// An instance's output lines, into the service's log; its last ones are
+/// kept for a failure's reason.
 struct Lines {
     service: Arc<Service>,
-    instance: String,
+    instance: Arc<ServiceInstance>,
 }
 
 impl LineSink for Lines {
     fn line(&self, stream: LogStream, line: String) {
-        self.service.emit(&self.instance, stream, line);
+        if self.instance.phase() == Phase::Starting {
+            self.instance.output(&line);
+        }
+        self.service.emit(&self.instance.id, stream, line);
     }
 }
 
