@@ -508,6 +508,13 @@ functions:
         .header("x-big", "b".repeat(9000))
         .send()
         .unwrap();
+    check(response, 431, "larger than 8192 bytes (--max-header-bytes)");
+    // Far past the limit, the connection's buffer ends it: a bare 431.
+    let response = http
+        .get(format!("{}/e/echo", server.public))
+        .header("x-big", "b".repeat(40_000))
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 431);
 
     // The function's own failures.

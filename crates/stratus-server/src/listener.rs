@@ -47,7 +47,16 @@ pub(crate) struct Limits {
     /// How long a connection may stay open with no request in flight.
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
+    /// Whether requests whose line and headers are over
+    /// `max_header_bytes` (up to [`HEAD_SLACK`] times it) reach the
+    /// handler, to be answered as it answers errors; past that, or without
+    /// it, the HTTP library answers a bare 431.
+    pub head_slack: bool,
 }
+
+/// How many times `max_header_bytes` a handler that checks the size
+/// itself gets to see.
+const HEAD_SLACK: usize = 4;
 
 /// Serves `listener` until `stop` resolves, then lets requests in flight
 /// finish. `handler` makes, for each accepted connection, what answers its
@@ -65,18 +74,23 @@ pub(crate) async fn serve<M, S, F>(
     F: Future<Output = hyper::Response<Body>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    let head_bytes = if limits.head_slack {
+        limits.max_header_bytes.saturating_mul(HEAD_SLACK)
+    } else {
+        limits.max_header_bytes
+    };
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_buf_size(head_bytes.max(8192))
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(H2_PING))
         .keep_alive_timeout(H2_PING)
-        .max_header_list_size(limits.max_header_bytes as u32);
+        .max_header_list_size(u32::try_from(head_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     let max = limits

@@ -19,6 +19,9 @@ pub(crate) enum GatewayError {
     UrlTooLong {
         limit: usize,
     },
+    HeadersTooLarge {
+        limit: usize,
+    },
     /// No app at this host or under this prefix.
     NoApp {
         domain: String,
@@ -88,6 +91,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             UrlTooLong { .. } => StatusCode::URI_TOO_LONG,
+            HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             NoApp { .. } | NoRoute { .. } => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             CorsRefused { .. } | KeyRejected { .. } => StatusCode::FORBIDDEN,
@@ -114,6 +118,9 @@ impl GatewayError {
             UrlTooLong { limit } => {
                 format!("the path and query are longer than {limit} bytes")
             }
+            HeadersTooLarge { limit } => format!(
+                "the request line and headers are larger than {limit} bytes (--max-header-bytes)"
+            ),
             NoApp { domain } => format!(
                 "no application serves this address; an app is reached at http://APP.{domain}/ or under /APP/"
             ),

@@ -91,6 +91,23 @@ fn host_of(request: &Request<Body>) -> String {
     host.to_ascii_lowercase()
 }
 
+/// The bytes of a request's line and headers, as HTTP/1.1 sends them.
+fn head_bytes(request: &Request<Body>) -> usize {
+    let line = request.method().as_str().len()
+        + request
+            .uri()
+            .path_and_query()
+            .map_or(1, |p| p.as_str().len())
+        + " HTTP/1.1\r\n ".len();
+    request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
+        .sum::<usize>()
+        + line
+        + "\r\n".len()
+}
+
 async fn route(
     gateway: &Gateway,
     request: Request<Body>,
@@ -105,6 +122,11 @@ async fn route(
     if url_len > settings.max_url_bytes {
         return Err(GatewayError::UrlTooLong {
             limit: settings.max_url_bytes,
+        });
+    }
+    if head_bytes(&request) > settings.max_header_bytes {
+        return Err(GatewayError::HeadersTooLarge {
+            limit: settings.max_header_bytes,
         });
     }
     let host = host_of(&request);

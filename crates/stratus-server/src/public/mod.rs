@@ -47,7 +47,11 @@ pub(crate) async fn serve(
     listener: TcpListener,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let limits = gateway.settings.limits(gateway.settings.max_connections);
+    let limits = crate::listener::Limits {
+        // The gateway answers oversized heads itself, as its other errors.
+        head_slack: true,
+        ..gateway.settings.limits(gateway.settings.max_connections)
+    };
     let tls = gateway.tls.clone();
     crate::listener::serve("public", listener, limits, tls, stop, move |peer| {
         let gateway = gateway.clone();

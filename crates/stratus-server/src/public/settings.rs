@@ -66,6 +66,7 @@ impl HttpSettings {
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
             max_header_bytes: self.max_header_bytes,
+            head_slack: false,
         }
     }
 
