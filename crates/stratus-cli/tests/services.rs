@@ -1388,6 +1388,59 @@ fn answer(addr: std::net::SocketAddr) -> String {
     String::from_utf8_lossy(&reply).into_owned()
 }
 
+/// A route with `strip_prefix` hands its target the path after the route's
+/// literal part (and after `/APP` in prefix mode), and says what it removed
+/// in `X-Forwarded-Prefix`; other routes are left as they are.
+#[test]
+fn a_route_may_strip_its_prefix() {
+    let server = Server::start();
+    write_app(
+        &server.path("strip"),
+        &[
+            (
+                "stratus.yaml",
+                "app: strip\nservices:\n  py:\n    command: [node, server.js]\n    http: { path: [/py/*, /v1/api/*], strip_prefix: true }\n  rest:\n    command: [node, server.js]\n    http: { path: /rest/* }\n",
+            ),
+            ("server.js", PLAIN_SERVER),
+        ],
+    );
+    deploy(&server, "strip");
+    let http = client();
+    let get = |path: &str, host: Option<&str>| -> Value {
+        let mut request = http.get(format!("{}{path}", server.public));
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        let response = request.send().unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().unwrap()
+    };
+    for (path, host, seen, prefix) in [
+        ("/strip/py/docs", None, "/docs", "/strip/py"),
+        ("/strip/py/", None, "/", "/strip/py"),
+        ("/strip/v1/api/users/7", None, "/users/7", "/strip/v1/api"),
+        ("/py/docs?x=1", Some("strip.localhost"), "/docs", "/py"),
+    ] {
+        let answer = get(path, host);
+        assert_eq!(answer["path"], seen, "{path}: {answer}");
+        assert_eq!(answer["prefix"], prefix, "{path}: {answer}");
+    }
+    let answer = get("/strip/rest/items", None);
+    assert_eq!(answer["path"], "/rest/items", "{answer}");
+    assert_eq!(answer["prefix"], "/strip", "{answer}");
+
+    // A route with nothing literal to strip is refused at deploy.
+    write_app(
+        &server.path("nostrip"),
+        &[(
+            "stratus.yaml",
+            "app: nostrip\nservices:\n  web:\n    command: [node, server.js]\n    http: { path: /*, strip_prefix: true }\n",
+        )],
+    );
+    let out = server.fails(&["deploy", server.path("nostrip").to_str().unwrap()]);
+    assert!(out.contains("strip_prefix"), "{out}");
+}
+
 #[test]
 fn idle_instances_retire_and_busy_ones_scale_out() {
     let server = Server::start();

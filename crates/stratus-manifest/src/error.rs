@@ -88,7 +88,14 @@ const TRIGGER_KEYS: &[&str] = &[
 ];
 
 /// Keys of a function's `http:`.
-const HTTP_KEYS: &[&str] = &["path", "methods", "auth", "cors", "streaming"];
+const HTTP_KEYS: &[&str] = &[
+    "path",
+    "methods",
+    "auth",
+    "cors",
+    "streaming",
+    "strip_prefix",
+];
 
 /// Keys of `cors:`.
 const CORS_KEYS: &[&str] = &[
@@ -358,6 +365,9 @@ pub(crate) fn expected_for(key: &str) -> Option<&'static str> {
         "origins" => "a list of origins such as `https://example.com`, or `*` for any",
         "credentials" => "`true` or `false`",
         "streaming" => "`true` to stream the response, `false` (the default) to buffer it",
+        "strip_prefix" => {
+            "`true` to remove each route's part before `/*` from the path the target sees"
+        }
         "headers" | "expose_headers" => "a list of header names, e.g. `[x-request-id]`",
         "max_age" => "a duration such as `10m`, at most 24h",
         "events" => {

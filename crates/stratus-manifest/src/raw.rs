@@ -134,6 +134,7 @@ pub(crate) struct RawHttp {
     pub auth: Option<String>,
     pub cors: Option<RawCors>,
     pub streaming: Option<bool>,
+    pub strip_prefix: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

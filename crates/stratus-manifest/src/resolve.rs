@@ -611,12 +611,28 @@ fn resolve_http(c: &mut Checker<'_>, owner: &str, raw: RawHttp) -> HttpSpec {
         }
     };
     let cors = raw.cors.map(|cors| resolve_cors(c, owner, cors));
+    let strip_prefix = raw.strip_prefix.unwrap_or(false);
+    if strip_prefix {
+        for path in &paths {
+            let literal = path
+                .strip_suffix("/*")
+                .filter(|l| !l.is_empty() && !l.contains(['{', '*']));
+            if literal.is_none() {
+                c.error(
+                    key("strip_prefix"),
+                    format!("route {path} has no literal part before a trailing `/*` to strip"),
+                    Some("strip_prefix needs routes such as `/api/*`; give this one a route of its own without it".into()),
+                );
+            }
+        }
+    }
     HttpSpec {
         paths,
         methods,
         auth,
         cors,
         streaming: raw.streaming.unwrap_or(false),
+        strip_prefix,
     }
 }
 
@@ -881,6 +897,7 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
             auth: HttpAuth::None,
             cors: None,
             streaming: false,
+            strip_prefix: false,
         },
     };
     if http.streaming {

@@ -248,6 +248,11 @@ pub struct HttpSpec {
     /// The function streams its response (Lambda's response streaming mode).
     #[serde(default)]
     pub streaming: bool,
+    /// Each route's literal part before its trailing `/*` is removed from
+    /// the path the target sees (after an app's `/APP` prefix), and named
+    /// in `X-Forwarded-Prefix`.
+    #[serde(default)]
+    pub strip_prefix: bool,
 }
 
 impl HttpSpec {

@@ -24,7 +24,12 @@ const server = http.createServer((req, res) => {
   } else if (url.pathname === '/slow') {
     setTimeout(() => reply(200, { slept: true, boot }), Number(url.searchParams.get('ms') || 1000));
   } else {
-    reply(200, { path: url.pathname, boot, version: process.env.VERSION || null });
+    reply(200, {
+      path: url.pathname,
+      boot,
+      version: process.env.VERSION || null,
+      prefix: req.headers['x-forwarded-prefix'] || null,
+    });
   }
 });
 server.keepAliveTimeout = 65000;

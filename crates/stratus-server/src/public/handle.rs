@@ -177,6 +177,22 @@ async fn route(
         }
     };
 
+    // A route that strips its literal part: the target sees the rest, and
+    // the whole prefix removed in `X-Forwarded-Prefix`.
+    let (path, prefix) = match &target.strip {
+        Some(literal) => {
+            let rest = located
+                .path
+                .strip_prefix(literal.as_str())
+                .unwrap_or(located.path);
+            let rest = if rest.is_empty() { "/" } else { rest };
+            (
+                rest,
+                Some(format!("{}{literal}", located.prefix.unwrap_or(""))),
+            )
+        }
+        None => (located.path, located.prefix.map(str::to_owned)),
+    };
     let answer = async {
         if target.auth == HttpAuth::Key {
             check_key(gateway, &located.name, &parts.headers)?;
@@ -184,8 +200,8 @@ async fn route(
         let to = Routed {
             app: &located.name,
             target: &target.function,
-            path: located.path,
-            prefix: located.prefix,
+            path,
+            prefix: prefix.as_deref(),
             peer,
             request_id,
         };

@@ -11,7 +11,7 @@ use stratus_manifest::{CorsSpec, HttpAuth};
 use stratus_store::{KeyRecord, VersionRecord};
 
 /// Where a route leads.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Target {
     /// The function's or the service's name.
     pub function: String,
@@ -19,6 +19,9 @@ pub(crate) struct Target {
     pub auth: HttpAuth,
     pub cors: Option<CorsSpec>,
     pub streaming: bool,
+    /// With `strip_prefix`, the route's literal part before `/*`, which
+    /// the target does not see.
+    pub strip: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,13 +91,22 @@ impl Directory {
                 auth: http.auth,
                 cors: http.cors.clone(),
                 streaming: http.streaming,
+                strip: None,
             });
             for path in &http.paths {
+                // Each route strips its own literal part.
+                let target = match path.strip_suffix("/*").filter(|_| http.strip_prefix) {
+                    Some(literal) => Arc::new(Target {
+                        strip: Some(literal.to_owned()),
+                        ..(*target).clone()
+                    }),
+                    None => target.clone(),
+                };
                 match Pattern::parse(path) {
                     Ok(pattern) => routes.push(Route {
                         pattern,
                         methods: methods.clone(),
-                        target: target.clone(),
+                        target,
                     }),
                     Err(err) => {
                         tracing::error!(app = %version.app, %err, "stored route is invalid")
