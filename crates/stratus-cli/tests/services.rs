@@ -1441,6 +1441,57 @@ fn a_route_may_strip_its_prefix() {
     assert!(out.contains("strip_prefix"), "{out}");
 }
 
+/// A Node.js server that speaks only HTTP/2 without TLS, and says which
+/// version each request came in.
+const H2C_SERVER: &str = r#"const http2 = require('http2');
+const server = http2.createServer((req, res) => {
+  res.setHeader('content-type', 'application/json');
+  res.end(JSON.stringify({ version: req.httpVersion, path: req.url, cookie: req.headers.cookie || null }));
+});
+server.listen(Number(process.env.PORT), '0.0.0.0');
+"#;
+
+/// `protocol: h2c` takes every request to the service as HTTP/2, whatever
+/// the client spoke.
+#[test]
+fn an_h2c_service_gets_http2_for_every_request() {
+    let server = Server::start();
+    write_app(
+        &server.path("h2"),
+        &[
+            (
+                "stratus.yaml",
+                "app: h2\nservices:\n  web:\n    command: [node, server.js]\n    http: { path: /* }\n    protocol: h2c\n",
+            ),
+            ("server.js", H2C_SERVER),
+        ],
+    );
+    deploy(&server, "h2");
+    let response = client()
+        .post(format!("{}/h2/items?x=1", server.public))
+        .header("cookie", "a=1")
+        .body("hello")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    let seen: Value = response.json().unwrap();
+    assert_eq!(seen["version"], "2.0", "{seen}");
+    assert_eq!(seen["path"], "/items?x=1", "{seen}");
+    assert_eq!(seen["cookie"], "a=1", "{seen}");
+
+    // A protocol it does not know is refused at deploy.
+    write_app(
+        &server.path("h3"),
+        &[(
+            "stratus.yaml",
+            "app: h3\nservices:\n  web:\n    command: [node, server.js]\n    protocol: h3\n",
+        )],
+    );
+    let out = server.fails(&["deploy", server.path("h3").to_str().unwrap()]);
+    assert!(out.contains("protocol"), "{out}");
+}
+
 #[test]
 fn idle_instances_retire_and_busy_ones_scale_out() {
     let server = Server::start();

@@ -127,6 +127,7 @@ const SERVICE_KEYS: &[&str] = &[
     "access_log",
     "env",
     "network",
+    "protocol",
 ];
 
 /// Turns a YAML or type error from serde into a located, hinted error.
@@ -352,6 +353,9 @@ pub(crate) fn expected_for(key: &str) -> Option<&'static str> {
         "keep_alive" => "a duration such as `10m` or `30s`, between 1s and 24h",
         "network" => {
             "`outbound` (the default: may connect out), `none` (loopback and the Runtime API only), or `{ outbound: [HOST:PORT, ...], loopback: false }` (only there)"
+        }
+        "protocol" => {
+            "`http1` (the default; gRPC requests still go as HTTP/2) or `h2c` (every request as HTTP/2 without TLS)"
         }
         "http" => {
             "routes on the public listener, e.g. `http: { path: /api/*, methods: [GET, POST] }`"

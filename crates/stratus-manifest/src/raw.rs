@@ -68,6 +68,7 @@ pub(crate) struct RawService {
     pub queue_depth: Option<u32>,
     pub drain_grace: Option<String>,
     pub access_log: Option<bool>,
+    pub protocol: Option<String>,
     #[serde(default, deserialize_with = "unique_keys")]
     pub env: BTreeMap<String, EnvValue>,
     pub network: Option<RawNetwork>,

@@ -13,7 +13,7 @@ use crate::raw::{
 use crate::spec::{
     AppSpec, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, FunctionSpec, HttpAuth,
     HttpSpec, Network, QueueSpec, QueueTrigger, Readiness, Runtime, ScheduleTrigger,
-    ServiceCommand, ServiceSpec, Trigger, is_valid_name,
+    ServiceCommand, ServiceProtocol, ServiceSpec, Trigger, is_valid_name,
 };
 
 pub const DEFAULT_MEMORY_MB: u32 = 128;
@@ -1008,6 +1008,26 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
     check_env_size(c, &format!("{owner}.env"), &env);
 
     let network = network(c, &key("network"), s.network, true);
+    let protocol = match s.protocol.as_deref() {
+        None | Some("http1") | Some("http/1.1") => ServiceProtocol::Http1,
+        Some("h2c") => ServiceProtocol::H2c,
+        Some(other) => {
+            c.error(
+                key("protocol"),
+                format!("unknown protocol {other:?}"),
+                expected_for("protocol").map(str::to_owned),
+            );
+            ServiceProtocol::Http1
+        }
+    };
+    if protocol == ServiceProtocol::H2c && readiness.path.is_some() {
+        c.error(
+            key("readiness.path"),
+            "a readiness path is requested over HTTP/1.1, which an h2c service may not speak"
+                .into(),
+            Some("leave `readiness.path` out: the service is ready when its port accepts connections".into()),
+        );
+    }
     (c.errors.len() == before).then(|| ServiceSpec {
         name: name.to_owned(),
         code,
@@ -1025,6 +1045,7 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
         access_log: s.access_log.unwrap_or(true),
         env,
         network,
+        protocol,
     })
 }
 

@@ -146,6 +146,21 @@ pub struct ServiceSpec {
     /// [`Network::None`] (the gateway must reach it).
     #[serde(default)]
     pub network: Network,
+    /// How the gateway speaks to it.
+    #[serde(default)]
+    pub protocol: ServiceProtocol,
+}
+
+/// How the gateway speaks to a service's instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceProtocol {
+    /// HTTP/1.1, and HTTP/2 (h2c) for gRPC requests.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c) for every request; WebSocket
+    /// upgrades stay HTTP/1.1.
+    H2c,
 }
 
 fn yes() -> bool {

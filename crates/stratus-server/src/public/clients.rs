@@ -88,14 +88,15 @@ impl Clients {
     }
 
     /// Sends `request` to the instance at `addr`: over HTTP/2 (prior
-    /// knowledge) for gRPC, over pooled HTTP/1.1 otherwise.
+    /// knowledge) with `h2` (gRPC, and services that speak h2c), over
+    /// pooled HTTP/1.1 otherwise.
     pub async fn send(
         &self,
-        grpc: bool,
+        h2: bool,
         addr: SocketAddr,
         mut request: Request<IdleBody>,
     ) -> Result<Response<Incoming>, SendError> {
-        if grpc {
+        if h2 {
             *request.version_mut() = hyper::Version::HTTP_2;
             // `:authority` carries the host.
             request.headers_mut().remove(header::HOST);

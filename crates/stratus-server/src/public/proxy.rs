@@ -74,6 +74,10 @@ pub(crate) async fn forward(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("application/grpc"))
         .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']));
+    // HTTP/2 to the instance: for gRPC, and for every request of a
+    // service that speaks h2c (WebSocket upgrades aside).
+    let h2 = grpc
+        || (!websocket && service.config.spec.protocol == stratus_manifest::ServiceProtocol::H2c);
     let on_upgrade = websocket
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
@@ -91,7 +95,7 @@ pub(crate) async fn forward(
         .is_some_and(|v| v.contains("trailers"));
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
-    if parts.version == hyper::Version::HTTP_2 && !grpc {
+    if parts.version == hyper::Version::HTTP_2 && !h2 {
         // HTTP/2 clients send each cookie as a field of its own; an
         // HTTP/1.1 request carries one `Cookie` (RFC 9113 8.2.3).
         let cookies: Vec<String> = headers
@@ -126,7 +130,7 @@ pub(crate) async fn forward(
     );
     // HTTP/1.1 goes through the pooled client, which connects to the
     // URI's authority; HTTP/2 names the client's authority in the URI.
-    let authority = if grpc {
+    let authority = if h2 {
         f.host.to_owned()
     } else {
         lease.addr().to_string()
@@ -161,7 +165,7 @@ pub(crate) async fn forward(
     *request.headers_mut() = headers;
     let died = lease.died();
     let answer = tokio::select! {
-        answer = gateway.proxy.send(grpc, lease.addr(), request) => answer,
+        answer = gateway.proxy.send(h2, lease.addr(), request) => answer,
         () = died => Err(SendError::Failed("the service instance exited before it answered".to_owned())),
     };
     let mut record = record;
