@@ -41,6 +41,10 @@ fn flask_site() -> PathBuf {
     pip_install("svc-flask", &["flask>=3", "gunicorn>=22"])
 }
 
+fn django_site() -> PathBuf {
+    pip_install("svc-django", &["django>=5,<6"])
+}
+
 fn express_modules() -> PathBuf {
     npm_install("svc-express", &["express@4"])
 }
@@ -1490,6 +1494,76 @@ fn an_h2c_service_gets_http2_for_every_request() {
     );
     let out = server.fails(&["deploy", server.path("h3").to_str().unwrap()]);
     assert!(out.contains("protocol"), "{out}");
+}
+
+/// An unchanged Django project under `runserver` cannot open its SQLite
+/// file in the read-only code directory; its main thread dies while the
+/// autoreloader lives on, never listening. The waiting request is answered
+/// at once (not after the readiness timeout) with what it printed. With the
+/// database in `/tmp`, as README says, it serves.
+#[test]
+fn a_django_project_that_cannot_start_is_reported_at_once() {
+    let server = Server::start();
+    let site = django_site();
+    let code = server.path("dj/web");
+    copy_site(&site, &code);
+    let made = std::process::Command::new(common::python())
+        .args(["-m", "django", "startproject", "mysite"])
+        .arg(&code)
+        .env("PYTHONPATH", &site)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    write_app(
+        &server.path("dj"),
+        &[(
+            "stratus.yaml",
+            "app: dj\nservices:\n  web:\n    code: ./web\n    command: \"python3 manage.py runserver 0.0.0.0:$PORT\"\n    http: { path: /* }\n",
+        )],
+    );
+    deploy(&server, "dj");
+    let started = Instant::now();
+    let response = client()
+        .get(format!("{}/dj/", server.public))
+        .send()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(response.status(), 503, "after {took:?}");
+    let text = response.text().unwrap();
+    assert!(text.contains("unable to open database file"), "{text}");
+    assert!(took < Duration::from_secs(15), "answered after {took:?}");
+
+    // The fix README gives: the database in /tmp, migrated at start.
+    let settings = code.join("mysite/settings.py");
+    let original = std::fs::read_to_string(&settings).unwrap();
+    let patched = original.replace(
+        "'NAME': BASE_DIR / 'db.sqlite3',",
+        "'NAME': os.environ.get('SQLITE_PATH', BASE_DIR / 'db.sqlite3'),",
+    );
+    assert_ne!(
+        patched, original,
+        "the settings name the database as expected"
+    );
+    std::fs::write(&settings, format!("import os\n{patched}")).unwrap();
+    write_app(
+        &server.path("dj"),
+        &[(
+            "stratus.yaml",
+            "app: dj\nservices:\n  web:\n    code: ./web\n    command: \"python3 manage.py migrate --noinput && exec python3 manage.py runserver --noreload 0.0.0.0:$PORT\"\n    http: { path: /* }\n    env: { SQLITE_PATH: /tmp/db.sqlite3 }\n",
+        )],
+    );
+    deploy(&server, "dj");
+    let response = eventually(Duration::from_secs(60), || {
+        let response = client()
+            .get(format!("{}/dj/", server.public))
+            .send()
+            .unwrap();
+        match response.status().as_u16() {
+            200 => Ok(response),
+            other => Err(format!("{other}: {}", response.text().unwrap())),
+        }
+    });
+    assert!(response.text().unwrap().contains("Django"));
 }
 
 #[test]

@@ -35,6 +35,26 @@ pub struct ServiceInstance {
     drain_until: Mutex<Option<Instant>>,
     /// Its last lines of output, for the reason it failed to start.
     tail: Mutex<VecDeque<String>>,
+    /// While it starts: when it last wrote a line, and whether it has
+    /// printed what looks like a fatal error.
+    starting_output: Mutex<StartingOutput>,
+}
+
+#[derive(Debug, Default)]
+struct StartingOutput {
+    last_line: Option<Instant>,
+    error_seen: bool,
+}
+
+/// How long a starting instance that printed an error must then be quiet,
+/// and still not listen, before the requests waiting for it are answered.
+const QUIET_AFTER_ERROR: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether `line` begins what an interpreter prints for an error nobody
+/// caught: a Python traceback, or an exception that ended a thread.
+fn starts_fatal_error(line: &str) -> bool {
+    line.starts_with("Traceback (most recent call last):")
+        || line.starts_with("Exception in thread ")
 }
 
 /// Lines of output kept for a failure's reason.
@@ -54,7 +74,31 @@ impl ServiceInstance {
             ready_at: Mutex::new(None),
             drain_until: Mutex::new(None),
             tail: Mutex::new(VecDeque::new()),
+            starting_output: Mutex::new(StartingOutput::default()),
         }
+    }
+
+    /// Notes a line it wrote while starting.
+    pub(crate) fn starting_line(&self, line: &str) {
+        self.output(line);
+        let mut seen = lock(&self.starting_output);
+        seen.last_line = Some(Instant::now());
+        seen.error_seen |= starts_fatal_error(line);
+    }
+
+    /// Why requests should not wait for it, if it printed what looks like
+    /// a fatal error and has been quiet since, without listening: its
+    /// process may live on (a web server whose main thread died, under an
+    /// autoreloader that does not), but it will not serve.
+    pub(crate) fn stuck(&self) -> Option<String> {
+        let seen = lock(&self.starting_output);
+        let quiet = seen.last_line.map(|t| t.elapsed())?;
+        (seen.error_seen && quiet >= QUIET_AFTER_ERROR).then(|| {
+            self.with_output(format!(
+                "it printed an error and has not listened in the {}s since",
+                quiet.as_secs()
+            ))
+        })
     }
 
     /// Keeps `line` among its last lines of output.

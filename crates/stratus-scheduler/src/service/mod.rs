@@ -53,6 +53,22 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// that is still starting: the sandbox's start, and a failure's report.
 const START_MARGIN: Duration = Duration::from_secs(3);
 
+/// How often a request waiting for starting instances looks whether they
+/// are stuck.
+const STUCK_CHECK: Duration = Duration::from_millis(500);
+
+/// Why waiting is pointless, when no instance is ready and every starting
+/// one printed an error and went quiet.
+fn stuck(s: &State) -> Option<String> {
+    let mut starting = s.instances.iter().filter(|i| i.phase() == Phase::Starting);
+    let first = starting.next()?;
+    if s.count(Phase::Ready) > 0 {
+        return None;
+    }
+    let reason = first.stuck()?;
+    starting.all(|i| i.stuck().is_some()).then_some(reason)
+}
+
 /// How long a failed start's last output may take to be read.
 const OUTPUT_SETTLES: Duration = Duration::from_millis(500);
 
@@ -246,6 +262,16 @@ impl Service {
                         reason,
                     });
                 }
+                // Every instance is still starting, and none looks as if
+                // it will: answer now, with what it printed. (It goes on
+                // starting until its readiness timeout.)
+                if let Some(reason) = stuck(&s) {
+                    slot.release(&mut s);
+                    return Err(ServiceError::Unavailable {
+                        service: self.name(),
+                        reason,
+                    });
+                }
                 if !slot.held {
                     if self.waiting() >= spec.queue_depth as usize {
                         return Err(ServiceError::Throttled(self.name(), RETRY_AFTER));
@@ -270,9 +296,15 @@ impl Service {
                     self.start(&mut s);
                 }
                 // A start held back by the backoff may go ahead when it ends.
-                match s.backoff_until.filter(|_| s.backing_off()) {
+                let wake = match s.backoff_until.filter(|_| s.backing_off()) {
                     Some(until) => deadline.min(tokio::time::Instant::from_std(until)),
                     None => deadline,
+                };
+                // Starting instances are looked at again for a stuck start.
+                if s.count(Phase::Starting) > 0 {
+                    wake.min(tokio::time::Instant::now() + STUCK_CHECK)
+                } else {
+                    wake
                 }
             };
             tokio::select! {
@@ -669,7 +701,7 @@ struct Lines {
 impl LineSink for Lines {
     fn line(&self, stream: LogStream, line: String) {
         if self.instance.phase() == Phase::Starting {
-            self.instance.output(&line);
+            self.instance.starting_line(&line);
         }
         self.service.emit(&self.instance.id, stream, line);
     }
