@@ -74,6 +74,8 @@ const FUNCTION_KEYS: &[&str] = &[
     "on_success",
     "on_failure",
     "events",
+    "log_format",
+    "log_level",
 ];
 
 /// Keys of one entry of a function's `events:`.
@@ -354,6 +356,8 @@ pub(crate) fn expected_for(key: &str) -> Option<&'static str> {
         "network" => {
             "`outbound` (the default: may connect out), `none` (loopback and the Runtime API only), or `{ outbound: [HOST:PORT, ...], loopback: false }` (only there)"
         }
+        "log_format" => "`text` (the default) or `json` (one JSON object per log record)",
+        "log_level" => "one of trace, debug, info, warn, error, fatal",
         "protocol" => {
             "`http1` (the default; gRPC requests still go as HTTP/2) or `h2c` (every request as HTTP/2 without TLS)"
         }

@@ -16,8 +16,9 @@ mod spec;
 pub use error::{ManifestError, ManifestErrors};
 pub use spec::{
     AppSpec, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, FunctionSpec, HttpAuth,
-    HttpSpec, Network, QueueSpec, QueueTrigger, Readiness, Runtime, SCF_BOOTSTRAP, SCF_PORT,
-    ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec, Trigger, is_valid_name,
+    HttpSpec, LOG_LEVELS, LogFormat, Network, QueueSpec, QueueTrigger, Readiness, Runtime,
+    SCF_BOOTSTRAP, SCF_PORT, ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec,
+    Trigger, is_valid_name,
 };
 
 /// The file name `stratus deploy` looks for in an application directory.

@@ -124,6 +124,8 @@ pub(crate) struct RawFunction {
     pub on_success: Option<String>,
     pub on_failure: Option<String>,
     pub events: Option<Vec<RawTrigger>>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
 }
 
 /// `http:` on a function: the routes that reach it on the public listener.

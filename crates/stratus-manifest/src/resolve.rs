@@ -12,7 +12,7 @@ use crate::raw::{
 };
 use crate::spec::{
     AppSpec, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, FunctionSpec, HttpAuth,
-    HttpSpec, Network, QueueSpec, QueueTrigger, Readiness, Runtime, ScheduleTrigger,
+    HttpSpec, LogFormat, Network, QueueSpec, QueueTrigger, Readiness, Runtime, ScheduleTrigger,
     ServiceCommand, ServiceProtocol, ServiceSpec, Trigger, is_valid_name,
 };
 
@@ -353,6 +353,34 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         .filter_map(|(i, raw)| resolve_trigger(c, &format!("functions.{name}.events.{i}"), raw))
         .collect();
 
+    let log_format = match f
+        .log_format
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            c.error(
+                key("log_format"),
+                format!("unknown log format {other:?}"),
+                expected_for("log_format").map(str::to_owned),
+            );
+            LogFormat::Text
+        }
+    };
+    let log_level = f.log_level.map(|l| l.to_ascii_uppercase());
+    if let Some(level) = &log_level
+        && !crate::spec::LOG_LEVELS.contains(&level.as_str())
+    {
+        c.error(
+            key("log_level"),
+            format!("unknown log level {level:?}"),
+            expected_for("log_level").map(str::to_owned),
+        );
+    }
+
     (c.errors.len() == before).then(|| FunctionSpec {
         name: name.to_owned(),
         runtime: runtime.expect("checked above"),
@@ -371,6 +399,8 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         on_success: f.on_success,
         on_failure: f.on_failure,
         events,
+        log_format,
+        log_level,
     })
 }
 

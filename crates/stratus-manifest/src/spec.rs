@@ -236,7 +236,30 @@ pub struct FunctionSpec {
     /// What runs it besides invocations.
     #[serde(default)]
     pub events: Vec<Trigger>,
+    /// How the runtime writes log records (`logging` in Python, `console`
+    /// in Node.js), as Lambda's advanced logging controls.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// The least level of record the runtime writes: `TRACE`, `DEBUG`,
+    /// `INFO`, `WARN`, `ERROR` or `FATAL`; `None`: the runtime's own
+    /// default (`INFO` with the JSON format).
+    #[serde(default)]
+    pub log_level: Option<String>,
 }
+
+/// How a runtime writes log records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines of text, as the runtime writes them.
+    #[default]
+    Text,
+    /// One JSON object per record, with its level and request id.
+    Json,
+}
+
+/// The levels `log_level` takes, least first.
+pub const LOG_LEVELS: &[&str] = &["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
 
 /// Attempts after the first, for an event whose function failed.
 pub const DEFAULT_RETRIES: u32 = 2;

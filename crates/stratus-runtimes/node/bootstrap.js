@@ -70,14 +70,40 @@ function writeFully(fd, text) {
   }
 }
 
-const writer = (fd) => (...args) => writeFully(fd, util.format(...args) + '\n');
-console.log = console.info = console.debug = writer(1);
-console.warn = console.error = writer(2);
-console.dir = (obj, options) => writeFully(1, util.inspect(obj, { customInspect: false, ...options }) + '\n');
+// As AWS's Node.js runtime: AWS_LAMBDA_LOG_LEVEL drops the console calls
+// below it, and with AWS_LAMBDA_LOG_FORMAT=JSON each call is one JSON object
+// with its level and request id.
+const LOG_LEVELS = { TRACE: 0, DEBUG: 1, INFO: 2, WARN: 3, ERROR: 4, FATAL: 5 };
+// Read once the function's environment is known (after activation).
+let logLevel = 0;
+let logJson = false;
+function configureLogging() {
+  logLevel = LOG_LEVELS[(env.AWS_LAMBDA_LOG_LEVEL || '').toUpperCase()] ?? 0;
+  logJson = (env.AWS_LAMBDA_LOG_FORMAT || '').toUpperCase() === 'JSON';
+}
+// The invocation in flight, for log records.
+let currentRequestId = null;
+
+function emit(fd, level, text) {
+  if (LOG_LEVELS[level] < logLevel) return;
+  if (logJson) {
+    const record = { timestamp: new Date().toISOString(), level, requestId: currentRequestId, message: text };
+    writeFully(fd, JSON.stringify(record) + '\n');
+  } else {
+    writeFully(fd, text + '\n');
+  }
+}
+
+const writer = (fd, level) => (...args) => emit(fd, level, util.format(...args));
+console.log = console.info = writer(1, 'INFO');
+console.debug = writer(1, 'DEBUG');
+console.warn = writer(2, 'WARN');
+console.error = writer(2, 'ERROR');
+console.dir = (obj, options) => emit(1, 'INFO', util.inspect(obj, { customInspect: false, ...options }));
 console.trace = function trace(...args) {
   const err = { name: 'Trace', message: util.format(...args) };
   Error.captureStackTrace(err, trace);
-  writeFully(2, err.stack + '\n');
+  emit(2, 'TRACE', err.stack);
 };
 
 function fatal(message) {
@@ -636,6 +662,7 @@ function runHandler(handler, inv, next) {
 
 async function invoke(handler, next) {
   const inv = { id: next.headers['lambda-runtime-aws-request-id'], settled: false, callbackCalled: false };
+  currentRequestId = inv.id;
   current = inv;
   const trace = next.headers['lambda-runtime-trace-id'];
   if (trace) env._X_AMZN_TRACE_ID = trace;
@@ -704,6 +731,7 @@ async function main() {
     if (env.STRATUS_PRESTARTED) await prime();
     awaitActivation();
   }
+  configureLogging();
   useApi(env.AWS_LAMBDA_RUNTIME_API || fatal('AWS_LAMBDA_RUNTIME_API is not set'));
   let handler;
   const started = process.hrtime.bigint();

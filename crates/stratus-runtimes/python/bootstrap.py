@@ -81,6 +81,63 @@ def flush_stdio():
 
 await_activation()
 
+# The invocation in flight, for log records.
+_request_id = None
+
+_LOG_LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30,
+               "ERROR": 40, "FATAL": 50, "CRITICAL": 50}
+
+
+def setup_logging():
+    """As AWS's Python runtime does: a root handler that writes every record
+    at or above the root logger's level to the function's log with the
+    request id, as text (`[LEVEL]\tTIME\tREQUEST_ID\tmessage`) or, with
+    AWS_LAMBDA_LOG_FORMAT=JSON, one JSON object per record.
+    AWS_LAMBDA_LOG_LEVEL sets the root level."""
+    import logging
+
+    class RequestId(logging.Filter):
+        def filter(self, record):
+            record.aws_request_id = _request_id
+            return True
+
+    class Json(logging.Formatter):
+        def format(self, record):
+            out = {
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                + ".%03dZ" % record.msecs,
+                "level": record.levelname,
+                "message": record.getMessage(),
+                "logger": record.name,
+                "requestId": _request_id,
+            }
+            if record.exc_info and record.exc_info[0] is not None:
+                import traceback
+
+                out["errorType"] = record.exc_info[0].__name__
+                out["errorMessage"] = str(record.exc_info[1])
+                out["stackTrace"] = traceback.format_tb(record.exc_info[2])
+            return json.dumps(out, default=str)
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(RequestId())
+    if os.environ.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON":
+        handler.setFormatter(Json())
+    else:
+        text = logging.Formatter(
+            "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
+            "%Y-%m-%dT%H:%M:%S")
+        text.converter = time.gmtime
+        handler.setFormatter(text)
+    root = logging.getLogger()
+    level = _LOG_LEVELS.get(os.environ.get("AWS_LAMBDA_LOG_LEVEL", "").upper())
+    if level is not None:
+        root.setLevel(level)
+    root.addHandler(handler)
+
+
+setup_logging()
+
 
 class _Response(object):
     """Status and headers of a Runtime API answer."""
@@ -365,7 +422,9 @@ def _json_header(resp, name):
 
 def run_invocation(client, handler, resp, body):
     """Run one invocation and post either its result or its error."""
+    global _request_id
     request_id = resp.getheader("Lambda-Runtime-Aws-Request-Id")
+    _request_id = request_id
     trace_id = resp.getheader("Lambda-Runtime-Trace-Id")
     if trace_id:
         os.environ["_X_AMZN_TRACE_ID"] = trace_id

@@ -275,6 +275,19 @@ pub(crate) fn activation(
         ("AWS_DEFAULT_REGION", s.region.clone()),
     ];
     env.extend(lambda.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    // Lambda's advanced logging controls; the function's own env may
+    // still say otherwise.
+    let level = match (function.log_format, &function.log_level) {
+        (_, Some(level)) => Some(level.as_str()),
+        (stratus_manifest::LogFormat::Json, None) => Some("INFO"),
+        (stratus_manifest::LogFormat::Text, None) => None,
+    };
+    if function.log_format == stratus_manifest::LogFormat::Json {
+        env.push(("AWS_LAMBDA_LOG_FORMAT".to_owned(), "JSON".to_owned()));
+    }
+    if let Some(level) = level {
+        env.push(("AWS_LAMBDA_LOG_LEVEL".to_owned(), level.to_owned()));
+    }
     env.extend(function.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend(platform_api(s, &config.app, instance_id));
     Activation {
