@@ -180,3 +180,102 @@ fn logging_and_console_levels_and_formats_are_as_lambdas() {
     let out = server.fails(&["deploy", bad.to_str().unwrap()]);
     assert!(out.contains("log_level"), "{out}");
 }
+
+const SHAPES_APP: &str = r#"app: shapes
+functions:
+  scf:
+    runtime: python3
+    handler: main.record
+    events:
+      - schedule: "* * * * * * *"
+        format: scf
+  eventbridge:
+    runtime: python3
+    handler: main.record
+    events:
+      - schedule: "*/2 * * * * * *"
+        format: eventbridge
+  noon:
+    runtime: python3
+    handler: main.record
+    events:
+      - schedule: "cron(0 12 ? * MON-FRI *)"
+      - schedule: "cron(15 10 L * ? *)"
+  sqs:
+    runtime: python3
+    handler: main.sqs
+    events:
+      - queue: jobs
+        format: sqs
+queues:
+  jobs:
+"#;
+
+const SHAPES: &str = r#"import json
+
+def record(event, context):
+    print("EVENT " + json.dumps(event))
+
+def sqs(event, context):
+    print("EVENT " + json.dumps(event))
+    return {"batchItemFailures": []}
+"#;
+
+/// The first event `function` of app `shapes` logged.
+fn first_event(server: &Server, function: &str) -> Value {
+    common::eventually(std::time::Duration::from_secs(20), || {
+        log_records(server, &format!("shapes/{function}"), &[])
+            .iter()
+            .filter_map(|r| r["message"].as_str())
+            .find_map(|m| m.strip_prefix("EVENT "))
+            .map(|e| serde_json::from_str::<Value>(e).unwrap())
+            .ok_or_else(|| format!("no event of {function} yet"))
+    })
+}
+
+/// Schedules in Tencent SCF's seven fields (seconds first) and AWS's
+/// `cron(...)`, and the event shapes other platforms' handlers expect.
+#[test]
+fn schedules_and_queues_speak_other_platforms_forms() {
+    let server = Server::start();
+    let dir = server.path("shapes");
+    write_app(&dir, &[("stratus.yaml", SHAPES_APP), ("main.py", SHAPES)]);
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    server.ok(&["queue", "send", "shapes/jobs", "hello queue"]);
+
+    let timer = first_event(&server, "scf");
+    assert_eq!(timer["Type"], "Timer", "{timer}");
+    assert!(
+        timer["Time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{timer}"
+    );
+
+    let scheduled = first_event(&server, "eventbridge");
+    assert_eq!(scheduled["detail-type"], "Scheduled Event", "{scheduled}");
+    assert_eq!(scheduled["source"], "aws.events", "{scheduled}");
+
+    let batch = first_event(&server, "sqs");
+    let record = &batch["Records"][0];
+    assert_eq!(record["body"], "hello queue", "{batch}");
+    assert_eq!(record["eventSource"], "aws:sqs", "{batch}");
+    assert_eq!(
+        record["attributes"]["ApproximateReceiveCount"], "1",
+        "{batch}"
+    );
+    assert_eq!(
+        record["md5OfBody"], "778e165e87cc13f0713e9d3bf72a9734",
+        "{batch}"
+    );
+
+    // A format a trigger does not have is refused at deploy.
+    let bad = server.path("bad");
+    write_app(
+        &bad,
+        &[(
+            "stratus.yaml",
+            "app: bad\nfunctions:\n  f:\n    runtime: python3\n    handler: main.record\n    events:\n      - schedule: \"@daily\"\n        format: sqs\n",
+        )],
+    );
+    let out = server.fails(&["deploy", bad.to_str().unwrap()]);
+    assert!(out.contains("no format \"sqs\""), "{out}");
+}

@@ -87,6 +87,7 @@ const TRIGGER_KEYS: &[&str] = &[
     "batch_size",
     "batch_window",
     "cloudevents",
+    "format",
 ];
 
 /// Keys of a function's `http:`.
@@ -355,6 +356,9 @@ pub(crate) fn expected_for(key: &str) -> Option<&'static str> {
         "keep_alive" => "a duration such as `10m` or `30s`, between 1s and 24h",
         "network" => {
             "`outbound` (the default: may connect out), `none` (loopback and the Runtime API only), or `{ outbound: [HOST:PORT, ...], loopback: false }` (only there)"
+        }
+        "format" => {
+            "the event's shape: `cloudevents` (the default); for a schedule `eventbridge` (AWS's Scheduled Event) or `scf` (Tencent SCF's timer event); for a queue `sqs` (SQS records)"
         }
         "log_format" => "`text` (the default) or `json` (one JSON object per log record)",
         "log_level" => "one of trace, debug, info, warn, error, fatal",

@@ -15,10 +15,10 @@ mod spec;
 
 pub use error::{ManifestError, ManifestErrors};
 pub use spec::{
-    AppSpec, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, FunctionSpec, HttpAuth,
-    HttpSpec, LOG_LEVELS, LogFormat, Network, QueueSpec, QueueTrigger, Readiness, Runtime,
-    SCF_BOOTSTRAP, SCF_PORT, ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec,
-    Trigger, is_valid_name,
+    AppSpec, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, EventFormat, FunctionSpec,
+    HttpAuth, HttpSpec, LOG_LEVELS, LogFormat, Network, QueueSpec, QueueTrigger, Readiness,
+    Runtime, SCF_BOOTSTRAP, SCF_PORT, ScheduleTrigger, ServiceCommand, ServiceProtocol,
+    ServiceSpec, Trigger, is_valid_name,
 };
 
 /// The file name `stratus deploy` looks for in an application directory.

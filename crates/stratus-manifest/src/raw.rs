@@ -40,6 +40,7 @@ pub(crate) struct RawTrigger {
     pub batch_size: Option<u32>,
     pub batch_window: Option<String>,
     pub cloudevents: Option<RawCloudEvents>,
+    pub format: Option<String>,
 }
 
 /// Which ingested CloudEvents reach a function.

@@ -11,9 +11,9 @@ use crate::raw::{
     RawService, RawTrigger,
 };
 use crate::spec::{
-    AppSpec, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, FunctionSpec, HttpAuth,
-    HttpSpec, LogFormat, Network, QueueSpec, QueueTrigger, Readiness, Runtime, ScheduleTrigger,
-    ServiceCommand, ServiceProtocol, ServiceSpec, Trigger, is_valid_name,
+    AppSpec, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, EventFormat, FunctionSpec,
+    HttpAuth, HttpSpec, LogFormat, Network, QueueSpec, QueueTrigger, Readiness, Runtime,
+    ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec, Trigger, is_valid_name,
 };
 
 pub const DEFAULT_MEMORY_MB: u32 = 128;
@@ -446,6 +446,20 @@ fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Tr
         stray(c, "batch_size", t.batch_size.is_some(), "queue");
         stray(c, "batch_window", t.batch_window.is_some(), "queue");
     }
+    let format = match (given[0], t.format.as_deref()) {
+        (_, None | Some("cloudevents")) => EventFormat::CloudEvents,
+        ("schedule", Some("eventbridge")) => EventFormat::EventBridge,
+        ("schedule", Some("scf")) => EventFormat::Scf,
+        ("queue", Some("sqs")) => EventFormat::Sqs,
+        (kind, Some(other)) => {
+            c.error(
+                key("format"),
+                format!("a {kind} trigger has no format {other:?}"),
+                expected_for("format").map(str::to_owned),
+            );
+            EventFormat::CloudEvents
+        }
+    };
     let trigger = if let Some(expression) = t.schedule {
         let timezone = t.timezone.unwrap_or_else(|| "UTC".to_owned());
         match crate::schedule::Schedule::parse(&expression, &timezone) {
@@ -477,6 +491,7 @@ fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Tr
             expression: expression.trim().to_owned(),
             timezone,
             catch_up,
+            format,
         })
     } else if let Some(queue) = t.queue {
         let batch_size = t.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
@@ -498,6 +513,7 @@ fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Tr
             queue,
             batch_size,
             batch_window,
+            format,
         })
     } else {
         let filters = t.cloudevents.expect("one source is given");

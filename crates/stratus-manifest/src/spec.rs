@@ -52,6 +52,24 @@ pub struct ScheduleTrigger {
     /// An IANA time zone; cron fields are local times there.
     pub timezone: String,
     pub catch_up: CatchUp,
+    /// The event's shape.
+    #[serde(default)]
+    pub format: EventFormat,
+}
+
+/// The shape of the events a trigger delivers: CloudEvents, or what other
+/// platforms' handlers expect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventFormat {
+    #[default]
+    CloudEvents,
+    /// Queue batches as SQS records (`messageId`, `body`, `attributes`).
+    Sqs,
+    /// Schedules as EventBridge's "Scheduled Event".
+    EventBridge,
+    /// Schedules as Tencent SCF's timer event.
+    Scf,
 }
 
 impl ScheduleTrigger {
@@ -86,6 +104,9 @@ pub struct QueueTrigger {
     /// How long to gather a batch before delivering a smaller one.
     #[serde(with = "millis")]
     pub batch_window: Duration,
+    /// The batch's shape.
+    #[serde(default)]
+    pub format: EventFormat,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1591,10 +1591,10 @@ fn triggers_and_queues_with_defaults_and_settings() {
         "
         app shop
         nightly python3 jobs.nightly . 128 30000 100 -
-          event Schedule(ScheduleTrigger { expression: \"0 3 * * *\", timezone: \"Asia/Shanghai\", catch_up: Once })
-          event Schedule(ScheduleTrigger { expression: \"rate(5 minutes)\", timezone: \"UTC\", catch_up: Skip })
+          event Schedule(ScheduleTrigger { expression: \"0 3 * * *\", timezone: \"Asia/Shanghai\", catch_up: Once, format: CloudEvents })
+          event Schedule(ScheduleTrigger { expression: \"rate(5 minutes)\", timezone: \"UTC\", catch_up: Skip, format: CloudEvents })
         orders python3 main.handler . 128 30000 100 -
-          event Queue(QueueTrigger { queue: \"orders\", batch_size: 25, batch_window: 2s })
+          event Queue(QueueTrigger { queue: \"orders\", batch_size: 25, batch_window: 2s, format: CloudEvents })
           event CloudEvents(CloudEventsTrigger { types: [\"com.example.order.*\", \"com.example.refund\"], sources: [] })
           on_failure failed
         queue failed visibility=30s retention=345600s
@@ -1640,7 +1640,7 @@ fn schedule_triggers_are_checked() {
               - { schedule: \"@daily\", queue: q }
         ",
         "
-        stratus.yaml:7: functions.a.events.0.schedule: \"5m\" has 1 fields; a cron expression has five: minute hour day-of-month month day-of-week, such as \"0 3 * * *\" (03:00 every day), or write rate(5 minutes)
+        stratus.yaml:7: functions.a.events.0.schedule: \"5m\" has 1 fields; a cron expression has five: minute hour day-of-month month day-of-week, such as \"0 3 * * *\" (03:00 every day); or seven, with seconds first and the year last (Tencent SCF's form); or AWS's cron(minute hour day-of-month month day-of-week year); or write rate(5 minutes)
           hint: five cron fields such as `\"0 3 * * *\"`, or `rate(5 minutes)`
         stratus.yaml:9: functions.a.events.1.timezone: unknown time zone \"Mars/Olympus\"
           hint: an IANA time zone such as `Asia/Shanghai` or `UTC` (the default)

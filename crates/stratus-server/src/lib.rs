@@ -284,8 +284,14 @@ pub async fn run(
             store.clone(),
             Arc::new(triggers::SystemClock),
             Arc::new(move || wake_events.wake()),
+            config.region.clone(),
         ),
-        triggers::queue::Queues::new(store.clone(), scheduler.clone(), logs.clone()),
+        triggers::queue::Queues::new(
+            store.clone(),
+            scheduler.clone(),
+            logs.clone(),
+            config.region.clone(),
+        ),
     );
     for version in &deployed {
         triggers.reconcile(&version.app, Some(&version.spec));

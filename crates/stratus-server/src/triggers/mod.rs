@@ -13,6 +13,7 @@
 pub(crate) mod cloudevent;
 pub(crate) mod queue;
 pub(crate) mod schedule;
+pub(crate) mod shapes;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -23,13 +23,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use stratus_logs::Logs;
-use stratus_manifest::{AppSpec, Trigger};
+use stratus_manifest::{AppSpec, EventFormat, Trigger};
 use stratus_scheduler::Scheduler;
 use stratus_store::{MessageRecord, MessageSettlement, NewMessage, Store};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::{Source, cloudevent};
+use super::{Source, cloudevent, shapes};
 use crate::events::{Attempt, attempt, backoff_ms, logged};
 
 /// The CloudEvents `type` of a queue's messages.
@@ -50,6 +50,9 @@ struct Consumer {
     retention: Duration,
     retries: u32,
     concurrency: u32,
+    /// The batch's shape, and the region SQS records name.
+    format: EventFormat,
+    region: String,
 }
 
 struct Running {
@@ -62,6 +65,8 @@ pub(crate) struct Queues {
     store: Arc<dyn Store>,
     scheduler: Arc<Scheduler>,
     logs: Arc<dyn Logs>,
+    /// The region that SQS-shaped records name.
+    region: String,
     /// Consumers by app and queue.
     running: Mutex<HashMap<(String, String), Running>>,
     /// The queues each app declares.
@@ -82,11 +87,13 @@ impl Queues {
         store: Arc<dyn Store>,
         scheduler: Arc<Scheduler>,
         logs: Arc<dyn Logs>,
+        region: String,
     ) -> Arc<Queues> {
         Arc::new(Queues {
             store,
             scheduler,
             logs,
+            region,
             running: Mutex::new(HashMap::new()),
             declared: Mutex::new(HashMap::new()),
         })
@@ -178,6 +185,8 @@ impl Source for Queues {
                         retention: queue.retention,
                         retries: f.retries,
                         concurrency: f.max_instances.max(1),
+                        format: t.format,
+                        region: self.region.clone(),
                     };
                     wanted.insert((app.to_owned(), t.queue.clone()), consumer);
                 }
@@ -310,6 +319,9 @@ impl Worker {
         let records: Vec<Value> = batch
             .iter()
             .map(|m| {
+                if c.format == EventFormat::Sqs {
+                    return shapes::sqs_record(m, &c.region, &c.app, &c.queue);
+                }
                 let mut event = cloudevent::from_bytes(
                     &m.message_id,
                     &source,

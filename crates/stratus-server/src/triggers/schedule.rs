@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
-use stratus_manifest::{AppSpec, CatchUp, ScheduleTrigger, Trigger};
+use stratus_manifest::{AppSpec, CatchUp, EventFormat, ScheduleTrigger, Trigger};
 use stratus_store::{NewEvent, Store};
 use tokio::task::JoinHandle;
 
-use super::{Clock, Source, cloudevent};
+use super::{Clock, Source, cloudevent, shapes};
 
 /// How late a slot may be handled and still count as on time.
 const ON_TIME_MS: i64 = 60_000;
@@ -39,6 +39,8 @@ type TimerKey = (String, String, String);
 pub(crate) struct Schedules {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// The region that EventBridge-shaped events name.
+    region: String,
     /// Tells the event dispatcher that an event was queued.
     wake: Arc<dyn Fn() + Send + Sync>,
     timers: Mutex<HashMap<TimerKey, JoinHandle<()>>>,
@@ -49,10 +51,12 @@ impl Schedules {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         wake: Arc<dyn Fn() + Send + Sync>,
+        region: String,
     ) -> Arc<Schedules> {
         Arc::new(Schedules {
             store,
             clock,
+            region,
             wake,
             timers: Mutex::new(HashMap::new()),
         })
@@ -74,7 +78,12 @@ impl Source for Schedules {
                     let key = (
                         app.to_owned(),
                         f.name.clone(),
-                        format!("{}#{:?}", schedule.key(), schedule.catch_up),
+                        format!(
+                            "{}#{:?}#{:?}",
+                            schedule.key(),
+                            schedule.catch_up,
+                            schedule.format
+                        ),
                     );
                     wanted.insert(key, (f.name.clone(), schedule.clone()));
                 }
@@ -95,6 +104,7 @@ impl Source for Schedules {
             let timer = Timer {
                 store: self.store.clone(),
                 clock: self.clock.clone(),
+                region: self.region.clone(),
                 wake: self.wake.clone(),
                 app: app.to_owned(),
                 function,
@@ -115,6 +125,7 @@ impl Source for Schedules {
 struct Timer {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    region: String,
     wake: Arc<dyn Fn() + Send + Sync>,
     app: String,
     function: String,
@@ -183,17 +194,31 @@ impl Timer {
             let id = uuid::Uuid::new_v4().to_string();
             let now = self.clock.now_ms();
             let source = format!("/apps/{}/functions/{}/schedule", self.app, self.function);
-            let data = json!({
-                "schedule": self.schedule.expression,
-                "timezone": self.schedule.timezone,
-                "scheduledTime": cloudevent::rfc3339(slot),
-                "late": late,
-            });
-            let event = cloudevent::from_json(&id, &source, EVENT_TYPE, slot, None, data);
+            let event = match self.schedule.format {
+                EventFormat::EventBridge => shapes::eventbridge_scheduled(
+                    &id,
+                    slot,
+                    &self.region,
+                    &self.app,
+                    &self.function,
+                ),
+                EventFormat::Scf => shapes::scf_timer(slot, &self.function),
+                EventFormat::CloudEvents | EventFormat::Sqs => {
+                    let data = json!({
+                        "schedule": self.schedule.expression,
+                        "timezone": self.schedule.timezone,
+                        "scheduledTime": cloudevent::rfc3339(slot),
+                        "late": late,
+                    });
+                    serde_json::Value::Object(cloudevent::from_json(
+                        &id, &source, EVENT_TYPE, slot, None, data,
+                    ))
+                }
+            };
             NewEvent {
                 app: self.app.clone(),
                 function: self.function.clone(),
-                payload: Bytes::from(serde_json::Value::Object(event).to_string()).to_vec(),
+                payload: Bytes::from(event.to_string()).to_vec(),
                 request_id: id,
                 source: "schedule".to_owned(),
                 created_ms: now,
@@ -272,7 +297,7 @@ mod tests {
     fn node(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Node {
         let clock: Arc<dyn Clock> = clock.clone();
         Node {
-            schedules: Schedules::new(store.clone(), clock, Arc::new(|| {})),
+            schedules: Schedules::new(store.clone(), clock, Arc::new(|| {}), "us-east-1".into()),
         }
     }
 
