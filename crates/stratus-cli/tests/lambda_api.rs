@@ -43,6 +43,21 @@ client = boto3.client(
     aws_secret_access_key=args["secret"],
     config=Config(retries={"mode": "standard", "max_attempts": 1}),
 )
+operation = args.get("operation")
+if operation is not None:
+    # Another operation of the client, with its keyword arguments.
+    try:
+        r = getattr(client, operation)(**args["kwargs"])
+        r.pop("ResponseMetadata", None)
+        out = {"Response": r}
+    except botocore.exceptions.ClientError as e:
+        out = {
+            "Error": e.response["Error"]["Code"],
+            "Message": e.response["Error"]["Message"],
+            "Status": e.response["ResponseMetadata"]["HTTPStatusCode"],
+        }
+    print(json.dumps(out, default=str))
+    sys.exit(0)
 kwargs = args["invoke"]
 if "Payload" in kwargs:
     kwargs["Payload"] = kwargs["Payload"].encode()
@@ -140,13 +155,24 @@ impl<'a> Lambda<'a> {
 
     /// Runs the client script with boto3's keyword arguments for `invoke`.
     fn invoke(&self, invoke: Value) -> Value {
-        let args = json!({
+        self.run(json!({ "invoke": invoke }))
+    }
+
+    /// Calls another operation of boto3's client (`list_functions`, ...).
+    fn call(&self, operation: &str, kwargs: Value) -> Value {
+        self.run(json!({ "operation": operation, "kwargs": kwargs }))
+    }
+
+    fn run(&self, call: Value) -> Value {
+        let mut args = json!({
             "endpoint": self.server.admin,
             "region": self.region,
             "key": self.credential.key,
             "secret": self.credential.secret,
-            "invoke": invoke,
         });
+        for (k, v) in call.as_object().unwrap() {
+            args[k] = v.clone();
+        }
         let out = output_with_stdin(
             Command::new(python())
                 .arg(self.server.path("lambda_client.py"))
@@ -194,6 +220,17 @@ fn boto3_invokes_a_function_and_reads_its_answer() {
     assert!(
         log.contains(r#"echo says {"x": [1, "two"]}"#),
         "LogResult: {log:?}"
+    );
+    // As Lambda's: START, the lines, END and REPORT.
+    let id = answer["RequestId"].as_str().unwrap_or_default();
+    assert!(
+        log.starts_with(&format!("START RequestId: {id} Version: 1\n")),
+        "LogResult: {log:?}"
+    );
+    assert!(log.contains(&format!("END RequestId: {id}\n")), "{log:?}");
+    assert!(
+        log.contains(&format!("REPORT RequestId: {id}\tDuration: ")),
+        "{log:?}"
     );
     assert!(!answer["RequestId"].as_str().unwrap_or_default().is_empty());
 
@@ -254,6 +291,96 @@ fn boto3_invokes_a_function_and_reads_its_answer() {
         "{answer}"
     );
     assert_eq!(answer["Status"], 400, "{answer}");
+}
+
+/// What tools call before they invoke: `ListFunctions`, `GetFunction` and
+/// `GetFunctionConfiguration`, for the credential's own app; environment
+/// values are never given. Other operations are answered in Lambda's error
+/// shape.
+#[test]
+fn boto3_lists_and_reads_functions_and_is_told_what_is_not_served() {
+    let (server, credential) = start();
+    write_app(
+        &server.path("other"),
+        &[(
+            "stratus.yaml",
+            "app: other\nfunctions:\n  f:\n    runtime: python3\n    handler: main.echo\n    env: { DB_PASSWORD: hunter2 }\n",
+        )],
+    );
+    std::fs::write(server.path("other").join("main.py"), MAIN_PY).unwrap();
+    deploy(&server, "other");
+    let lam = Lambda::new(&server, &credential);
+
+    let listed = lam.call("list_functions", json!({}));
+    let functions = listed["Response"]["Functions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"));
+    let names: Vec<&str> = functions
+        .iter()
+        .filter_map(|f| f["FunctionName"].as_str())
+        .collect();
+    assert_eq!(names, ["lam.echo", "lam.fail"], "{listed}");
+    assert_eq!(functions[0]["Handler"], "main.echo", "{listed}");
+    assert_eq!(functions[0]["MemorySize"], 128, "{listed}");
+    assert_eq!(
+        functions[0]["FunctionArn"], "arn:aws:lambda:us-east-1:000000000000:function:lam.echo",
+        "{listed}"
+    );
+    // Pages, as the SDK's paginator walks them.
+    let first = lam.call("list_functions", json!({ "MaxItems": 1 }));
+    assert_eq!(first["Response"]["Functions"].as_array().unwrap().len(), 1);
+    let marker = first["Response"]["NextMarker"].as_str().unwrap().to_owned();
+    let second = lam.call("list_functions", json!({ "MaxItems": 1, "Marker": marker }));
+    assert_eq!(
+        second["Response"]["Functions"][0]["FunctionName"], "lam.fail",
+        "{second}"
+    );
+    assert!(second["Response"].get("NextMarker").is_none(), "{second}");
+
+    let got = lam.call("get_function", json!({ "FunctionName": "lam.echo" }));
+    assert_eq!(
+        got["Response"]["Configuration"]["Runtime"], "python3",
+        "{got}"
+    );
+    assert!(
+        got["Response"]["Configuration"]["CodeSha256"]
+            .as_str()
+            .is_some_and(|s| s.len() == 44),
+        "{got}"
+    );
+    let config = lam.call(
+        "get_function_configuration",
+        json!({ "FunctionName": "arn:aws:lambda:us-east-1:000000000000:function:lam.fail" }),
+    );
+    assert_eq!(config["Response"]["FunctionName"], "lam.fail", "{config}");
+
+    // Another app's functions: not this credential's.
+    let denied = lam.call("get_function", json!({ "FunctionName": "other.f" }));
+    assert_eq!(denied["Error"], "AccessDeniedException", "{denied}");
+    // The admin sees them, with the environment's names only.
+    let admin = client()
+        .get(format!("{}/2015-03-31/functions/other.f", server.admin))
+        .bearer_auth(&server.token)
+        .send()
+        .unwrap();
+    assert_eq!(admin.status(), 200);
+    let text = admin.text().unwrap();
+    assert!(text.contains("DB_PASSWORD"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+
+    // An operation that is not served: Lambda's error shape, not a bare 401.
+    let aliases = lam.call("list_aliases", json!({ "FunctionName": "lam.echo" }));
+    assert_eq!(
+        aliases["Error"], "UnsupportedOperationException",
+        "{aliases}"
+    );
+    assert_eq!(aliases["Status"], 400, "{aliases}");
+    assert!(
+        aliases["Message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ListFunctions")),
+        "{aliases}"
+    );
 }
 
 #[test]

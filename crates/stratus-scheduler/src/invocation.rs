@@ -211,6 +211,42 @@ pub struct InvokeOutcome {
     pub stream: Option<ResponseStream>,
     /// The invocation's own log lines, when asked for.
     pub logs: Vec<String>,
+    /// The function's memory size.
+    pub memory_mb: u32,
+}
+
+impl InvokeOutcome {
+    /// Lambda's `REPORT` line for this invocation.
+    pub fn report_line(&self) -> String {
+        report_line(
+            &self.request_id,
+            &self.phases,
+            self.memory_mb,
+            self.max_memory_mb,
+        )
+    }
+}
+
+/// Lambda's `REPORT` line: durations and memory (and the init duration of
+/// a cold start).
+pub fn report_line(
+    request_id: &str,
+    phases: &Phases,
+    memory_mb: u32,
+    max_memory_mb: Option<u64>,
+) -> String {
+    let billed = phases.duration_ms.ceil().max(1.0) as u64;
+    let mut line = format!(
+        "REPORT RequestId: {request_id}\tDuration: {:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory_mb} MB",
+        phases.duration_ms
+    );
+    if let Some(used) = max_memory_mb {
+        line.push_str(&format!("\tMax Memory Used: {used} MB"));
+    }
+    if let Some(init) = phases.init_ms {
+        line.push_str(&format!("\tInit Duration: {init:.2} ms"));
+    }
+    line
 }
 
 /// Why an invocation did not reach a function.

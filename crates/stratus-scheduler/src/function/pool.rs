@@ -411,6 +411,7 @@ impl Pool {
                 result,
                 stream: None,
                 logs,
+                memory_mb: self.config.spec.memory_mb,
             });
         };
         // The body is still coming: the instance stays busy, and the
@@ -425,6 +426,7 @@ impl Pool {
             result: Ok(bytes::Bytes::new()),
             stream: Some(stream),
             logs: Vec::new(),
+            memory_mb: self.config.spec.memory_mb,
         };
         let pool = self.clone();
         let timeout = self.config.spec.timeout;
@@ -531,6 +533,7 @@ impl Pool {
             result: Err(error),
             stream: None,
             logs: Vec::new(),
+            memory_mb: self.config.spec.memory_mb,
         }
     }
 
@@ -547,16 +550,9 @@ impl Pool {
     ) {
         let billed = phases.duration_ms.ceil().max(1.0) as u64;
         let memory = self.config.spec.memory_mb;
-        let mut message = format!(
-            "REPORT RequestId: {request_id} Duration: {:.2} ms Billed Duration: {billed} ms Memory Size: {memory} MB",
-            phases.duration_ms
-        );
-        if let Some(used) = max_memory_mb {
-            message.push_str(&format!(" Max Memory Used: {used} MB"));
-        }
-        if let Some(init) = phases.init_ms {
-            message.push_str(&format!(" Init Duration: {init:.2} ms"));
-        }
+        let mut message =
+            crate::invocation::report_line(request_id, &phases, memory, max_memory_mb)
+                .replace('\t', " ");
         if let Some(sandbox) = phases.sandbox_ms {
             message.push_str(&format!(" Sandbox Duration: {sandbox:.2} ms"));
         }

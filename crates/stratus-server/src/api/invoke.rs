@@ -151,13 +151,16 @@ pub(super) fn outcome_response(outcome: &mut InvokeOutcome) -> Response {
     response
 }
 
-/// The last 4 KB of an invocation's log lines, base64, as Lambda's
-/// `LogResult`.
-pub(super) fn log_tail(logs: &[String]) -> String {
-    let mut tail = logs.join("\n");
-    if !tail.is_empty() {
+/// The last 4 KB of an invocation's log, base64, as Lambda's `LogResult`:
+/// its `START` line, its own lines, its `END` and `REPORT` lines.
+pub(super) fn log_tail(outcome: &stratus_scheduler::InvokeOutcome) -> String {
+    let id = &outcome.request_id;
+    let mut tail = format!("START RequestId: {id} Version: {}\n", outcome.version);
+    for line in &outcome.logs {
+        tail.push_str(line);
         tail.push('\n');
     }
+    tail.push_str(&format!("END RequestId: {id}\n{}\n", outcome.report_line()));
     let start = tail.len().saturating_sub(LOG_TAIL_BYTES);
     let start = (start..tail.len())
         .find(|i| tail.is_char_boundary(*i))
@@ -234,7 +237,7 @@ pub(crate) async fn invoke(
         set("x-stratus-function-error", error.kind.to_owned());
     }
     if want_logs || !outcome.logs.is_empty() {
-        set("x-stratus-log-result", log_tail(&outcome.logs));
+        set("x-stratus-log-result", log_tail(&outcome));
     }
     Ok(response)
 }

@@ -103,6 +103,7 @@ fn outcome(result: Result<serde_json::Value, FunctionError>) -> InvokeOutcome {
         result: result.map(|v| Bytes::from(v.to_string())),
         stream: None,
         logs: Vec::new(),
+        memory_mb: 128,
     }
 }
 

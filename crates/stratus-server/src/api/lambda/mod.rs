@@ -21,7 +21,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{any, get, post};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
@@ -34,8 +34,20 @@ use crate::AppState;
 
 const REQUEST_ID: &str = "x-amzn-requestid";
 
+mod functions;
+
 pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/2015-03-31/functions/{function}/invocations", post(invoke))
+    Router::new()
+        .route("/2015-03-31/functions/{function}/invocations", post(invoke))
+        .route("/2015-03-31/functions", get(functions::list))
+        .route("/2015-03-31/functions/", get(functions::list))
+        .route("/2015-03-31/functions/{function}", get(functions::get))
+        .route(
+            "/2015-03-31/functions/{function}/configuration",
+            get(functions::get_configuration),
+        )
+        // Lambda's other operations, by their dated paths.
+        .route("/{date}/{*rest}", any(functions::unsupported))
 }
 
 /// An error in Lambda's shape: a status, the exception's name and a message.
@@ -364,7 +376,7 @@ async fn invoke_sync(
         set_header(headers, "x-amz-function-error", error.kind.to_owned());
     }
     if want_logs {
-        set_header(headers, "x-amz-log-result", invoke::log_tail(&outcome.logs));
+        set_header(headers, "x-amz-log-result", invoke::log_tail(&outcome));
     }
     Ok(response)
 }
