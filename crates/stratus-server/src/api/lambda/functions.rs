@@ -98,15 +98,12 @@ pub(super) async fn get(
     Path(name): Path<String>,
     request: Request,
 ) -> Response {
-    answer(async {
-        let (version, function) = find(&state, &name, request).await?;
-        let config = configuration(&state, &version, function_of(&version, &function)?);
-        Ok(axum::Json(json!({
+    read(&state, &name, request, |config| {
+        json!({
             "Configuration": config,
             "Code": { "RepositoryType": "S3" },
             "Tags": {},
-        }))
-        .into_response())
+        })
     })
     .await
 }
@@ -117,10 +114,20 @@ pub(super) async fn get_configuration(
     Path(name): Path<String>,
     request: Request,
 ) -> Response {
+    read(&state, &name, request, |config| config).await
+}
+
+/// The configuration of the function `name` names, as `shape` presents it.
+async fn read(
+    state: &AppState,
+    name: &str,
+    request: Request,
+    shape: impl FnOnce(Value) -> Value,
+) -> Response {
     answer(async {
-        let (version, function) = find(&state, &name, request).await?;
-        let config = configuration(&state, &version, function_of(&version, &function)?);
-        Ok(axum::Json(config).into_response())
+        let (version, function) = find(state, name, request).await?;
+        let config = configuration(state, &version, function_of(&version, &function)?);
+        Ok(axum::Json(shape(config)).into_response())
     })
     .await
 }
@@ -175,18 +182,7 @@ async fn find(
 ) -> Result<(VersionRecord, String), LambdaError> {
     let caller = caller(state, request)?;
     let target = Target::parse(name)?;
-    if let Caller::App(app) = &caller
-        && *app != target.app
-    {
-        return Err(LambdaError::new(
-            StatusCode::FORBIDDEN,
-            "AccessDeniedException",
-            format!(
-                "the credential is app {app:?}'s and may not read functions of app {:?}",
-                target.app
-            ),
-        ));
-    }
+    caller.may("read", &target.app)?;
     let version = state
         .store
         .active_version(&target.app)

@@ -185,6 +185,23 @@ enum Caller {
     App(String),
 }
 
+impl Caller {
+    /// Refuses `doing` (`invoke`, `read`) to the functions of another app
+    /// than the credential's.
+    fn may(&self, doing: &str, app: &str) -> Result<(), LambdaError> {
+        match self {
+            Caller::App(own) if own != app => Err(LambdaError::new(
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                format!(
+                    "the credential is app {own:?}'s and may not {doing} functions of app {app:?}"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The credential a request names, before its signature is checked
 /// (which needs the body).
 enum Claim {
@@ -270,18 +287,7 @@ async fn serve(
     let body = invoke::read_body(state, body).await?;
     let caller = confirm(claim, &parts, &body)?;
     let target = Target::parse(function_name)?;
-    if let Caller::App(app) = &caller
-        && *app != target.app
-    {
-        return Err(LambdaError::new(
-            StatusCode::FORBIDDEN,
-            "AccessDeniedException",
-            format!(
-                "the credential is app {app:?}'s and may not invoke functions of app {:?}",
-                target.app
-            ),
-        ));
-    }
+    caller.may("invoke", &target.app)?;
     let params = Query::<Params>::try_from_uri(&parts.uri)
         .map_err(|e| LambdaError::invalid_parameter(e.body_text()))?;
     check_version(state, &target, params.0.qualifier)?;
