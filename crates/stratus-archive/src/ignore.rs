@@ -1,87 +1,40 @@
-//! gitignore-style patterns from `.stratusignore`.
-//!
-//! Supported: `#` comments, `!` negation (the last matching rule wins),
-//! a trailing `/` for directories only, a leading or inner `/` to anchor a
-//! pattern at the package root, `*`, `?` and `**`.
+//! `.stratusignore`: gitignore's patterns and semantics, matched by the
+//! `ignore` crate (ripgrep's gitignore matcher): `#` comments, `!`
+//! negation (the last matching rule wins), a trailing `/` for directories,
+//! a leading or inner `/` to anchor a pattern at the package root, `*`,
+//! `?`, `**`, character classes such as `[cod]` and `[!a-z]`, and `\` to
+//! escape. As in git, a file under an ignored directory cannot be
+//! re-included: the directory is not walked.
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 #[derive(Debug, Clone, Default)]
 pub struct IgnoreRules {
-    rules: Vec<Rule>,
-}
-
-#[derive(Debug, Clone)]
-struct Rule {
-    pattern: String,
-    negate: bool,
-    dir_only: bool,
-    anchored: bool,
+    matcher: Option<Gitignore>,
 }
 
 impl IgnoreRules {
-    pub fn parse(text: &str) -> IgnoreRules {
-        let rules = text
-            .lines()
-            .map(str::trim_end)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(|line| {
-                let (negate, line) = match line.strip_prefix('!') {
-                    Some(rest) => (true, rest),
-                    None => (false, line),
-                };
-                let (dir_only, line) = match line.strip_suffix('/') {
-                    Some(rest) => (true, rest),
-                    None => (false, line),
-                };
-                let anchored = line.contains('/');
-                Rule {
-                    pattern: line.trim_start_matches('/').to_owned(),
-                    negate,
-                    dir_only,
-                    anchored,
-                }
-            })
-            .collect();
-        IgnoreRules { rules }
+    /// The rules of `text`; a line that is not a valid pattern is an error
+    /// naming its line.
+    pub fn parse(text: &str) -> Result<IgnoreRules, String> {
+        // Relative paths are matched against the root, whatever it is.
+        let mut builder = GitignoreBuilder::new("/");
+        for (n, line) in text.lines().enumerate() {
+            builder
+                .add_line(None, line)
+                .map_err(|err| format!("line {}: {err}", n + 1))?;
+        }
+        let matcher = builder.build().map_err(|err| err.to_string())?;
+        Ok(IgnoreRules {
+            matcher: Some(matcher),
+        })
     }
 
     /// Whether `path` (relative, `/`-separated) is ignored.
     pub fn is_ignored(&self, path: &str, is_dir: bool) -> bool {
-        let name = path.rsplit('/').next().unwrap_or(path);
-        let mut ignored = false;
-        for rule in &self.rules {
-            if rule.dir_only && !is_dir {
-                continue;
-            }
-            let subject = if rule.anchored { path } else { name };
-            if glob(rule.pattern.as_bytes(), subject.as_bytes()) {
-                ignored = !rule.negate;
-            }
-        }
-        ignored
-    }
-}
-
-/// Glob match where `*` and `?` stop at `/` and `**` crosses it.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern {
-        [] => text.is_empty(),
-        [b'*', b'*', rest @ ..] => {
-            let rest = rest.strip_prefix(b"/").unwrap_or(rest);
-            (0..=text.len()).any(|i| (i == 0 || text[i - 1] == b'/') && glob(rest, &text[i..]))
-        }
-        [b'*', rest @ ..] => {
-            for i in 0..=text.len() {
-                if glob(rest, &text[i..]) {
-                    return true;
-                }
-                if i < text.len() && text[i] == b'/' {
-                    break;
-                }
-            }
-            false
-        }
-        [b'?', rest @ ..] => matches!(text, [c, tail @ ..] if *c != b'/' && glob(rest, tail)),
-        [c, rest @ ..] => matches!(text, [t, tail @ ..] if t == c && glob(rest, tail)),
+        self.matcher
+            .as_ref()
+            .is_some_and(|m| m.matched(path, is_dir).is_ignore())
     }
 }
 
@@ -91,12 +44,20 @@ mod tests {
 
     #[test]
     fn patterns() {
-        let rules =
-            IgnoreRules::parse("# c\n*.pyc\n/build\nnode_modules/\ndocs/**/*.md\n!keep.pyc\n");
+        let rules = IgnoreRules::parse(
+            "# c\n*.pyc\n/build\nnode_modules/\ndocs/**/*.md\n!keep.pyc\n*.py[cod]\n[Tt]emp*\n\\#literal\n",
+        )
+        .unwrap();
         let cases = [
             ("a.pyc", false, true),
             ("x/a.pyc", false, true),
-            ("keep.pyc", false, false),
+            ("keep.pyc", false, true),
+            ("a.pyo", false, true),
+            ("x/y/a.pyd", false, true),
+            ("a.pyx", false, false),
+            ("Temp.txt", false, true),
+            ("x/temporary", true, true),
+            ("#literal", false, true),
             ("build", true, true),
             ("x/build", true, false),
             ("node_modules", true, true),
@@ -108,5 +69,18 @@ mod tests {
         for (path, is_dir, expected) in cases {
             assert_eq!(rules.is_ignored(path, is_dir), expected, "{path}");
         }
+    }
+
+    #[test]
+    fn the_last_matching_rule_wins() {
+        let rules = IgnoreRules::parse("*.log\n!important.log\n").unwrap();
+        assert!(rules.is_ignored("debug.log", false));
+        assert!(!rules.is_ignored("important.log", false));
+    }
+
+    #[test]
+    fn a_bad_pattern_names_its_line() {
+        let err = IgnoreRules::parse("ok\n[z-a]\n").unwrap_err();
+        assert!(err.starts_with("line 2:"), "{err}");
     }
 }

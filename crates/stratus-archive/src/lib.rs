@@ -45,6 +45,8 @@ impl Default for Limits {
 pub enum ArchiveError {
     #[error("reading {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error("{path}: {reason}; it takes gitignore's patterns")]
+    BadIgnore { path: PathBuf, reason: String },
     #[error("{path} is not valid UTF-8; rename it or add it to .stratusignore")]
     NonUtf8Path { path: PathBuf },
     #[error(

@@ -26,7 +26,10 @@ pub struct Package {
 /// `.stratusignore` in `dir` names.
 pub fn pack(dir: &Path) -> Result<Package, ArchiveError> {
     let rules = match fs::read_to_string(dir.join(IGNORE_FILE)) {
-        Ok(text) => IgnoreRules::parse(&text),
+        Ok(text) => IgnoreRules::parse(&text).map_err(|reason| ArchiveError::BadIgnore {
+            path: dir.join(IGNORE_FILE),
+            reason,
+        })?,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => IgnoreRules::default(),
         Err(source) => {
             return Err(ArchiveError::Read {
