@@ -7,8 +7,22 @@ mod templates;
 
 use clap::Parser;
 
+/// A command that prints (`stratus logs ... | head`) ends, as other Unix
+/// tools do, when its reader goes away: SIGPIPE back to its default,
+/// instead of a "Broken pipe" panic from the next print.
+#[allow(unsafe_code)]
+fn end_quietly_when_the_reader_goes() {
+    // SAFETY: sets a signal's disposition to its default; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = commands::Cli::parse();
+    if !cli.runs_server() {
+        end_quietly_when_the_reader_goes();
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.default_log_filter()));
     tracing_subscriber::fmt()

@@ -67,6 +67,12 @@ pub enum Command {
 impl Cli {
     /// The log level when RUST_LOG is not set: the server says what it does,
     /// client commands stay quiet.
+    /// Whether the command runs a server (which must outlive a client that
+    /// hangs up), rather than printing for a reader.
+    pub fn runs_server(&self) -> bool {
+        matches!(self.command, Command::Server(_) | Command::Demo(_))
+    }
+
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             Command::Server(_) => "info",
