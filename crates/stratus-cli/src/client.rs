@@ -132,6 +132,25 @@ fn read_server_file(data_dir: &Path) -> anyhow::Result<String> {
     Ok(info.admin)
 }
 
+/// `APP/FN` as given, or `FN` of the app whose `stratus.yaml` is in the
+/// current directory.
+pub fn function_target(target: &str) -> anyhow::Result<(String, String)> {
+    if target.contains('/') {
+        let (app, function) = split_target(target)?;
+        return Ok((app.to_owned(), function.to_owned()));
+    }
+    let file = stratus_manifest::MANIFEST_FILE;
+    let Ok(text) = std::fs::read_to_string(file) else {
+        bail!(
+            "expected APP/FUNCTION, e.g. hello/greet, not {target:?} (a function's name alone is read as one of the app in ./{file}, and there is none here)"
+        );
+    };
+    let spec = stratus_manifest::parse(file, &text).map_err(|errors| {
+        anyhow::anyhow!("./{file} names the app of {target:?}, but it does not parse:\n{errors}")
+    })?;
+    Ok((spec.name, target.to_owned()))
+}
+
 /// Splits `APP/FN`.
 pub fn split_target(target: &str) -> anyhow::Result<(&str, &str)> {
     match target.split_once('/') {

@@ -3,6 +3,7 @@
 mod client;
 mod commands;
 mod demo_app;
+mod table;
 mod templates;
 
 use clap::Parser;

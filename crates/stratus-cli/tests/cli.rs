@@ -64,3 +64,82 @@ fn a_reader_that_goes_away_ends_the_cli_quietly() {
         );
     }
 }
+
+/// Tables line up under their headers whatever the names' lengths; `list`
+/// and `delete` are `ls` and `rm`; inside an app's directory a function's
+/// name alone is enough; completion scripts for the common shells.
+#[test]
+fn tables_aliases_completion_and_the_app_of_the_directory() {
+    let server = Server::start();
+    let dir = server.path("a-long-application-name");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: a-long-application-name\nfunctions:\n  a-function-with-a-long-name:\n    runtime: python3\n    handler: main.handler\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            (
+                "main.py",
+                "def handler(event, context):\n    return 'here'\n",
+            ),
+        ],
+    );
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+
+    let listed = server.ok(&["list"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    let column = |line: &str, word: &str| line.find(word);
+    // VERSION's right edge: every row's version ends where the header does.
+    let header = lines[0];
+    let version_end = column(header, "VERSION").unwrap() + "VERSION".len();
+    for row in &lines[1..] {
+        assert_eq!(row.as_bytes()[version_end - 1], b'1', "{listed}");
+    }
+    let status = server.ok(&["status", "a-long-application-name"]);
+    let header = status.lines().next().unwrap();
+    let kind = column(header, "KIND").unwrap();
+    for row in status.lines().skip(1).take(2) {
+        assert_eq!(&row[kind..kind + 8], "function", "{status}");
+    }
+
+    // The app of the directory.
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .args(["invoke", "f"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("here"),
+        "{out:?}"
+    );
+    let elsewhere = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .args(["invoke", "f"])
+        .current_dir(server.dir.path())
+        .output()
+        .unwrap();
+    assert!(!elsewhere.status.success());
+    assert!(
+        String::from_utf8_lossy(&elsewhere.stderr).contains("expected APP/FUNCTION"),
+        "{elsewhere:?}"
+    );
+
+    // `delete` is `rm`.
+    server.ok(&["delete", "a-long-application-name"]);
+    assert!(server.ok(&["ls"]).contains("no applications"));
+
+    for (shell, says) in [
+        ("bash", "_stratus()"),
+        ("zsh", "#compdef stratus"),
+        ("fish", "complete -c stratus"),
+    ] {
+        let script = server.ok(&["completion", shell]);
+        assert!(script.contains(says), "{shell}: {script}");
+        assert!(script.contains("deploy"), "{shell}");
+    }
+}

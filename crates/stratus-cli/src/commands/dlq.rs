@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::client::{Client, Connection};
+use crate::table::{Align, Table};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DlqArgs {
@@ -17,6 +18,7 @@ pub struct DlqArgs {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum DlqCommand {
     /// List the dead letters of an application, or of one function (APP/FN)
+    #[command(visible_alias = "list")]
     Ls {
         target: String,
         #[arg(long, value_parser = ["text", "json"], default_value = "text")]
@@ -81,21 +83,25 @@ pub async fn run(conn: &Connection, args: DlqArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("{target} has no dead letters");
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
-                "{:>6}  {:<16} {:<36} {:>8}  {:<20}  ERROR",
-                "ID", "FUNCTION", "REQUEST_ID", "ATTEMPTS", "FAILED"
-            );
+            let mut table = Table::new(&[
+                ("ID", Align::Right),
+                ("FUNCTION", Align::Left),
+                ("REQUEST_ID", Align::Left),
+                ("ATTEMPTS", Align::Right),
+                ("FAILED", Align::Left),
+                ("ERROR", Align::Left),
+            ]);
             for l in letters {
-                println!(
-                    "{:>6}  {:<16} {:<36} {:>8}  {:<20}  {}",
-                    l["id"].as_i64().unwrap_or(0),
-                    l["function"].as_str().unwrap_or(""),
-                    l["request_id"].as_str().unwrap_or(""),
-                    l["attempts"].as_u64().unwrap_or(0),
+                table.row(vec![
+                    l["id"].as_i64().unwrap_or(0).to_string(),
+                    l["function"].as_str().unwrap_or("").to_owned(),
+                    l["request_id"].as_str().unwrap_or("").to_owned(),
+                    l["attempts"].as_u64().unwrap_or(0).to_string(),
                     time(&l["failed_ms"]),
-                    l["error"].as_str().unwrap_or(""),
-                );
+                    l["error"].as_str().unwrap_or("").to_owned(),
+                ]);
             }
+            table.print();
         }
         DlqCommand::Show { app, id, output } => {
             let letter = client.get_json(&format!("/v1/apps/{app}/dlq/{id}")).await?;

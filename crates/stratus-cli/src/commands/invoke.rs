@@ -8,11 +8,12 @@ use base64::Engine;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::client::{Client, Connection, split_target};
+use crate::client::{Client, Connection, function_target};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct InvokeArgs {
-    /// The function, as APP/FUNCTION
+    /// The function, as APP/FUNCTION, or FUNCTION of the app in
+    /// ./stratus.yaml
     pub target: String,
     /// The event: JSON text, or @FILE to read it from a file (default: stdin, or {})
     #[arg(long, short)]
@@ -49,7 +50,8 @@ pub struct Invoked {
 }
 
 pub async fn run(conn: &Connection, args: InvokeArgs) -> anyhow::Result<ExitCode> {
-    let (app, function) = split_target(&args.target)?;
+    let (app, function) = function_target(&args.target)?;
+    let (app, function) = (app.as_str(), function.as_str());
     let payload = read_payload(args.data.as_deref())?;
     let client = Client::connect(conn)?;
     if args.r#async {

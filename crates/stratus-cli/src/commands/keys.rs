@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use reqwest::Method;
 
 use crate::client::{Client, Connection};
+use crate::table::{Align, Table};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct KeysArgs {
@@ -31,9 +32,11 @@ pub enum KeysCommand {
         output: String,
     },
     /// List an application's keys and AWS credentials (ids and names, not the secrets)
+    #[command(visible_alias = "list")]
     Ls { app: String },
     /// Revoke a key or an AWS credential, by its id (an access key id for a
     /// credential) or the whole key
+    #[command(visible_alias = "delete")]
     Rm { app: String, key: String },
 }
 
@@ -82,7 +85,12 @@ pub async fn run(conn: &Connection, args: KeysArgs) -> anyhow::Result<ExitCode> 
             if keys.is_empty() {
                 eprintln!("app {app} has no keys; `stratus keys create {app}` makes one");
             } else {
-                println!("{:<4} {:<20} {:<24} NAME", "KIND", "ID", "CREATED");
+                let mut table = Table::new(&[
+                    ("KIND", Align::Left),
+                    ("ID", Align::Left),
+                    ("CREATED", Align::Left),
+                    ("NAME", Align::Left),
+                ]);
                 for key in keys {
                     let created = key["created_ms"]
                         .as_i64()
@@ -92,14 +100,14 @@ pub async fn run(conn: &Connection, args: KeysArgs) -> anyhow::Result<ExitCode> 
                         })
                         .map(|t| humantime::format_rfc3339_seconds(t).to_string())
                         .unwrap_or_default();
-                    println!(
-                        "{:<4} {:<20} {:<24} {}",
-                        key["kind"].as_str().unwrap_or_default(),
-                        key["id"].as_str().unwrap_or_default(),
+                    table.row(vec![
+                        key["kind"].as_str().unwrap_or_default().to_owned(),
+                        key["id"].as_str().unwrap_or_default().to_owned(),
                         created,
-                        key["name"].as_str().unwrap_or_default()
-                    );
+                        key["name"].as_str().unwrap_or_default().to_owned(),
+                    ]);
                 }
+                table.print();
             }
         }
         KeysCommand::Rm { app, key } => {

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use crate::client::{Client, Connection};
+use crate::table::{Align, Table};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LsArgs {
@@ -35,52 +36,56 @@ pub async fn run(conn: &Connection, args: LsArgs) -> anyhow::Result<ExitCode> {
         println!("no applications; deploy one with `stratus deploy DIR`");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<24} {:>7}  {:<10} {:>7} {:>8} {:>9}  ROUTES",
-        "NAME", "VERSION", "RUNTIME", "MEMORY", "TIMEOUT", "INSTANCES"
-    );
+    let mut table = Table::new(&[
+        ("NAME", Align::Left),
+        ("VERSION", Align::Right),
+        ("RUNTIME", Align::Left),
+        ("MEMORY", Align::Right),
+        ("TIMEOUT", Align::Right),
+        ("INSTANCES", Align::Right),
+        ("ROUTES", Align::Left),
+    ]);
     for app in apps {
         for f in app["functions"].as_array().cloned().unwrap_or_default() {
             let routes: Vec<&str> = f["routes"]
                 .as_array()
                 .map(|r| r.iter().filter_map(|r| r.as_str()).collect())
                 .unwrap_or_default();
-            println!(
-                "{:<24} {:>7}  {:<10} {:>5}MB {:>7}s {:>9}  {}",
+            table.row(vec![
                 format!(
                     "{}/{}",
                     app["name"].as_str().unwrap_or(""),
                     f["name"].as_str().unwrap_or("")
                 ),
-                app["version"],
-                f["runtime"].as_str().unwrap_or(""),
-                f["memory_mb"],
-                f["timeout_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
-                f["instances"]["instances"],
+                app["version"].to_string(),
+                f["runtime"].as_str().unwrap_or("").to_owned(),
+                format!("{}MB", f["memory_mb"]),
+                format!("{}s", f["timeout_ms"].as_u64().unwrap_or(0) as f64 / 1000.0),
+                f["instances"]["instances"].to_string(),
                 routes.join(" "),
-            );
+            ]);
         }
         for s in app["services"].as_array().cloned().unwrap_or_default() {
             let routes: Vec<&str> = s["routes"]
                 .as_array()
                 .map(|r| r.iter().filter_map(|r| r.as_str()).collect())
                 .unwrap_or_default();
-            println!(
-                "{:<24} {:>7}  {:<10} {:>5}MB {:>8} {:>9}  {}",
+            table.row(vec![
                 format!(
                     "{}/{}",
                     app["name"].as_str().unwrap_or(""),
                     s["name"].as_str().unwrap_or("")
                 ),
-                app["version"],
-                "service",
-                s["memory_mb"],
-                "-",
-                s["instances"],
+                app["version"].to_string(),
+                "service".to_owned(),
+                format!("{}MB", s["memory_mb"]),
+                "-".to_owned(),
+                s["instances"].to_string(),
                 routes.join(" "),
-            );
+            ]);
         }
     }
+    table.print();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -55,13 +55,18 @@ pub enum Command {
     /// Show the logs of an application or function
     Logs(logs::LogsArgs),
     /// List deployed applications and their functions
+    #[command(visible_alias = "list")]
     Ls(ls::LsArgs),
     /// Send messages to an application's queues and list them
     Queue(queue::QueueArgs),
     /// Remove an application
+    #[command(visible_alias = "delete")]
     Rm(rm::RmArgs),
     /// Show every function and service with its instances and recent errors
     Status(status::StatusArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or
+    /// powershell (e.g. `stratus completion bash > /etc/bash_completion.d/stratus`)
+    Completion { shell: clap_complete::Shell },
 }
 
 impl Cli {
@@ -112,5 +117,10 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Queue(args) => queue::run(&conn, args).await,
         Command::Rm(args) => rm::run(&conn, args).await,
         Command::Status(args) => status::run(&conn, args).await,
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "stratus", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

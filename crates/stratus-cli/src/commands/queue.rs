@@ -7,6 +7,7 @@ use anyhow::Context;
 use reqwest::Method;
 
 use crate::client::{Client, Connection, split_target};
+use crate::table::{Align, Table};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueueArgs {
@@ -25,6 +26,7 @@ pub enum QueueCommand {
         output: String,
     },
     /// List an application's queues with their consumers and messages
+    #[command(visible_alias = "list")]
     Ls {
         app: String,
         #[arg(long, value_parser = ["text", "json"], default_value = "text")]
@@ -78,19 +80,21 @@ pub async fn run(conn: &Connection, args: QueueArgs) -> anyhow::Result<ExitCode>
                 println!("app {app} declares no queues");
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
-                "{:<24} {:<24} {:>8} {:>10}",
-                "QUEUE", "CONSUMER", "QUEUED", "IN FLIGHT"
-            );
+            let mut table = Table::new(&[
+                ("QUEUE", Align::Left),
+                ("CONSUMER", Align::Left),
+                ("QUEUED", Align::Right),
+                ("IN FLIGHT", Align::Right),
+            ]);
             for q in queues {
-                println!(
-                    "{:<24} {:<24} {:>8} {:>10}",
-                    q["name"].as_str().unwrap_or_default(),
-                    q["consumer"].as_str().unwrap_or("-"),
-                    q["queued"],
-                    q["in_flight"],
-                );
+                table.row(vec![
+                    q["name"].as_str().unwrap_or_default().to_owned(),
+                    q["consumer"].as_str().unwrap_or("-").to_owned(),
+                    q["queued"].to_string(),
+                    q["in_flight"].to_string(),
+                ]);
             }
+            table.print();
         }
     }
     Ok(ExitCode::SUCCESS)

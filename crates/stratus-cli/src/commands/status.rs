@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use crate::client::{Client, Connection};
+use crate::table::{Align, Table};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct StatusArgs {
@@ -32,28 +33,30 @@ pub async fn run(conn: &Connection, args: StatusArgs) -> anyhow::Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     let count = |v: &Value| v.as_u64().unwrap_or(0);
-    println!(
-        "{:<28} {:<9} {:>7}  {:<40} {:>8}",
-        "NAME", "KIND", "VERSION", "INSTANCES", "RESTARTS"
-    );
+    let mut table = Table::new(&[
+        ("NAME", Align::Left),
+        ("KIND", Align::Left),
+        ("VERSION", Align::Right),
+        ("INSTANCES", Align::Left),
+        ("RESTARTS", Align::Right),
+    ]);
     let mut errors: Vec<(i64, String)> = Vec::new();
     for app in &apps {
         let name = app["app"].as_str().unwrap_or("");
         for f in app["functions"].as_array().into_iter().flatten() {
             let i = &f["instances"];
-            println!(
-                "{:<28} {:<9} {:>7}  {:<40} {:>8}",
+            table.row(vec![
                 format!("{name}/{}", f["name"].as_str().unwrap_or("")),
-                "function",
-                count(&f["version"]),
+                "function".to_owned(),
+                count(&f["version"]).to_string(),
                 format!(
                     "{} busy, {} idle, {} waiting",
                     count(&i["busy"]),
                     count(&i["idle"]),
                     count(&f["waiting"])
                 ),
-                "-",
-            );
+                "-".to_owned(),
+            ]);
             errors.extend(error_lines(
                 &format!("{name}/{}", f["name"].as_str().unwrap_or("")),
                 &f["errors"],
@@ -71,17 +74,17 @@ pub async fn run(conn: &Connection, args: StatusArgs) -> anyhow::Result<ExitCode
             if let Some(ms) = s["backoff_ms"].as_u64() {
                 state.push_str(&format!(", backing off {:.1}s", ms as f64 / 1000.0));
             }
-            println!(
-                "{:<28} {:<9} {:>7}  {:<40} {:>8}",
-                full,
-                "service",
-                count(&s["version"]),
+            table.row(vec![
+                full.clone(),
+                "service".to_owned(),
+                count(&s["version"]).to_string(),
                 state,
-                count(&s["restarts"]),
-            );
+                count(&s["restarts"]).to_string(),
+            ]);
             errors.extend(error_lines(&full, &s["errors"]));
         }
     }
+    table.print();
     if !errors.is_empty() {
         errors.sort();
         println!("\nrecent errors:");
