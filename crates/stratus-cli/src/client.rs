@@ -7,6 +7,8 @@ use anyhow::{Context, anyhow, bail};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use stratus_server::config::env;
 
+use crate::exit::{Failure, classified};
+
 /// Where the CLI finds the server.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
@@ -74,9 +76,12 @@ impl Client {
     /// server's message and details.
     pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
         let response = request.send().await.map_err(|err| {
-            anyhow!(
-                "cannot reach the stratus server at {} ({err}); is `stratus server` running?",
-                self.base
+            classified(
+                Failure::Unreachable,
+                format!(
+                    "cannot reach the stratus server at {} ({err}); is `stratus server` running?",
+                    self.base
+                ),
             )
         })?;
         if response.status().is_success() {
@@ -111,21 +116,33 @@ async fn api_error(response: Response) -> anyhow::Error {
         }
     }
     if status == StatusCode::TOO_MANY_REQUESTS
-        && let Some(after) = retry_after
+        && let Some(after) = &retry_after
     {
         message.push_str(&format!(" (Retry-After: {after})"));
     }
-    anyhow!(message)
+    match status {
+        StatusCode::NOT_FOUND => classified(Failure::NotFound, message),
+        StatusCode::TOO_MANY_REQUESTS => classified(Failure::Throttled, message),
+        StatusCode::SERVICE_UNAVAILABLE if retry_after.is_some() => {
+            classified(Failure::Throttled, message)
+        }
+        _ => anyhow!(message),
+    }
 }
 
 fn read_server_file(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join(stratus_server::SERVER_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(_) => bail!(
-            "no running server found ({} is missing); start one with `stratus server`, or pass --server and --token",
-            path.display()
-        ),
+        Err(_) => {
+            return Err(classified(
+                Failure::Unreachable,
+                format!(
+                    "no running server found ({} is missing); start one with `stratus server`, or pass --server and --token",
+                    path.display()
+                ),
+            ));
+        }
     };
     let info: stratus_server::ServerInfo =
         serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;

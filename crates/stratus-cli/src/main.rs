@@ -3,6 +3,7 @@
 mod client;
 mod commands;
 mod demo_app;
+mod exit;
 mod table;
 mod templates;
 
@@ -36,7 +37,7 @@ fn main() -> std::process::ExitCode {
         Ok(launcher) => launcher,
         Err(err) => {
             eprintln!("error: {err:#}");
-            return std::process::ExitCode::FAILURE;
+            return exit::code_of(&err);
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -47,7 +48,7 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            exit::code_of(&err)
         }
     }
 }

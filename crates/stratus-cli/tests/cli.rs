@@ -143,3 +143,55 @@ fn tables_aliases_completion_and_the_app_of_the_directory() {
         assert!(script.contains("deploy"), "{shell}");
     }
 }
+
+/// Exit codes tell apart a function's failure (1), a wrong command line
+/// (2), something not found (3), throttling (4) and an unreachable server
+/// (5); `deploy --output json` says what was deployed and where.
+#[test]
+fn exit_codes_and_json_output_are_for_scripts() {
+    let server = Server::start_with(&["--queue-depth", "1", "--queue-timeout", "1s"]);
+    let dir = server.path("codes");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: codes\nfunctions:\n  fail:\n    runtime: python3\n    handler: main.fail\n  slow:\n    runtime: python3\n    handler: main.slow\n    max_instances: 1\n    http: { path: /slow }\n",
+            ),
+            (
+                "main.py",
+                "import time\n\ndef fail(event, context):\n    raise ValueError('no')\n\ndef slow(event, context):\n    time.sleep(3)\n    return 'done'\n",
+            ),
+        ],
+    );
+    let out = server.ok(&["deploy", dir.to_str().unwrap(), "--output", "json"]);
+    let deployed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(deployed["app"], "codes", "{out}");
+    assert_eq!(deployed["version"], 1, "{out}");
+    assert_eq!(deployed["changed"], true, "{out}");
+    assert!(
+        deployed["routes"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("http://") && r.contains("/slow")),
+        "{out}"
+    );
+
+    let code = |args: &[&str]| server.cli(args).status.code();
+    assert_eq!(code(&["invoke", "codes/fail"]), Some(1));
+    assert_eq!(code(&["invoke"]), Some(2));
+    assert_eq!(code(&["invoke", "codes/nope"]), Some(3));
+    assert_eq!(
+        code(&["--server", "http://127.0.0.1:1", "--token", "x", "ls"]),
+        Some(5)
+    );
+    // Three at once of a function that runs one at a time with one caller
+    // waiting: at least one is throttled.
+    let codes: Vec<Option<i32>> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| code(&["invoke", "codes/slow"])))
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert!(codes.contains(&Some(4)), "{codes:?}");
+    assert!(codes.contains(&Some(0)), "{codes:?}");
+}

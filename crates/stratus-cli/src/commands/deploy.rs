@@ -16,9 +16,13 @@ pub struct DeployArgs {
     /// The application directory, holding stratus.yaml
     #[arg(default_value = ".")]
     pub dir: PathBuf,
+    /// `json` prints the app, version, whether it changed, its functions,
+    /// services and routes with their URLs, as one object
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub output: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 pub struct Deployed {
     pub app: String,
     pub version: u32,
@@ -45,6 +49,10 @@ impl Deployed {
 pub async fn run(conn: &Connection, args: DeployArgs) -> anyhow::Result<ExitCode> {
     let client = Client::connect(conn)?;
     let deployed = deploy_dir(&client, &args.dir).await?;
+    if args.output == "json" {
+        println!("{}", serde_json::to_string_pretty(&deployed)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     if deployed.changed {
         println!(
             "deployed {} version {} ({})",

@@ -37,6 +37,8 @@ pub enum DlqCommand {
         target: String,
         #[arg(long = "id")]
         ids: Vec<i64>,
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        output: String,
     },
 }
 
@@ -124,7 +126,11 @@ pub async fn run(conn: &Connection, args: DlqArgs) -> anyhow::Result<ExitCode> {
                 serde_json::to_string_pretty(&letter["payload"])?
             );
         }
-        DlqCommand::Redrive { target, ids } => {
+        DlqCommand::Redrive {
+            target,
+            ids,
+            output,
+        } => {
             let (app, function) = split(&target)?;
             let mut body = json!({});
             if let Some(function) = function {
@@ -141,7 +147,11 @@ pub async fn run(conn: &Connection, args: DlqArgs) -> anyhow::Result<ExitCode> {
                 )
                 .await?;
             let done: Value = response.json().await?;
-            println!("redriven {}", done["redriven"]);
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                println!("redriven {}", done["redriven"]);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

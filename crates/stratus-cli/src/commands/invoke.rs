@@ -112,7 +112,7 @@ pub async fn run(conn: &Connection, args: InvokeArgs) -> anyhow::Result<ExitCode
         }
     }
     Ok(if invoked.error {
-        ExitCode::FAILURE
+        ExitCode::from(crate::exit::FUNCTION_FAILED)
     } else {
         ExitCode::SUCCESS
     })

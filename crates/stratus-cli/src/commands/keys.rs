@@ -33,11 +33,20 @@ pub enum KeysCommand {
     },
     /// List an application's keys and AWS credentials (ids and names, not the secrets)
     #[command(visible_alias = "list")]
-    Ls { app: String },
+    Ls {
+        app: String,
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        output: String,
+    },
     /// Revoke a key or an AWS credential, by its id (an access key id for a
     /// credential) or the whole key
     #[command(visible_alias = "delete")]
-    Rm { app: String, key: String },
+    Rm {
+        app: String,
+        key: String,
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        output: String,
+    },
 }
 
 pub async fn run(conn: &Connection, args: KeysArgs) -> anyhow::Result<ExitCode> {
@@ -79,8 +88,12 @@ pub async fn run(conn: &Connection, args: KeysArgs) -> anyhow::Result<ExitCode> 
                 );
             }
         }
-        KeysCommand::Ls { app } => {
+        KeysCommand::Ls { app, output } => {
             let listed = client.get_json(&format!("/v1/apps/{app}/keys")).await?;
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&listed)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let keys = listed["keys"].as_array().cloned().unwrap_or_default();
             if keys.is_empty() {
                 eprintln!("app {app} has no keys; `stratus keys create {app}` makes one");
@@ -110,11 +123,15 @@ pub async fn run(conn: &Connection, args: KeysArgs) -> anyhow::Result<ExitCode> 
                 table.print();
             }
         }
-        KeysCommand::Rm { app, key } => {
+        KeysCommand::Rm { app, key, output } => {
             let response = client
                 .send(client.request(Method::DELETE, &format!("/v1/apps/{app}/keys/{key}")))
                 .await?;
             let removed: serde_json::Value = response.json().await?;
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&removed)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let id = removed["id"].as_str().unwrap_or_default();
             let what = if id.starts_with("AKST") {
                 "AWS credential"

@@ -10,6 +10,8 @@ use crate::client::{Client, Connection};
 pub struct RmArgs {
     /// The application to remove
     pub app: String,
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub output: String,
 }
 
 pub async fn run(conn: &Connection, args: RmArgs) -> anyhow::Result<ExitCode> {
@@ -17,6 +19,10 @@ pub async fn run(conn: &Connection, args: RmArgs) -> anyhow::Result<ExitCode> {
     client
         .send(client.request(Method::DELETE, &format!("/v1/apps/{}", args.app)))
         .await?;
-    println!("removed {}", args.app);
+    if args.output == "json" {
+        println!("{}", serde_json::json!({ "removed": args.app }));
+    } else {
+        println!("removed {}", args.app);
+    }
     Ok(ExitCode::SUCCESS)
 }
