@@ -195,3 +195,64 @@ fn exit_codes_and_json_output_are_for_scripts() {
     assert!(codes.contains(&Some(4)), "{codes:?}");
     assert!(codes.contains(&Some(0)), "{codes:?}");
 }
+
+/// `logs` filters by text and by time (a time ago or RFC 3339), and
+/// `--follow` prints lines as the server pushes them.
+#[test]
+fn logs_filter_by_text_and_time_and_follow_as_pushed() {
+    let server = Server::start();
+    let dir = server.path("lines");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: lines\nfunctions:\n  say:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            (
+                "main.py",
+                "def handler(event, context):\n    print('alpha ' + event['tag'])\n    print('beta ' + event['tag'])\n",
+            ),
+        ],
+    );
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    server.invoke("lines/say", r#"{"tag": "first"}"#);
+
+    let filtered = server.ok(&["logs", "lines", "--filter", "beta"]);
+    assert!(filtered.contains("beta first"), "{filtered}");
+    assert!(!filtered.contains("alpha"), "{filtered}");
+    let before = server.ok(&["logs", "lines", "--until", "2000-01-01T00:00:00Z"]);
+    assert!(before.trim().is_empty(), "{before}");
+    let since = server.ok(&["logs", "lines", "--since", "2000-01-01T00:00:00Z"]);
+    assert!(since.contains("alpha first"), "{since}");
+    let recent = server.ok(&["logs", "lines", "--since", "1h", "--filter", "alpha"]);
+    assert!(recent.contains("alpha first"), "{recent}");
+    let bad = server.fails(&["logs", "lines", "--since", "yesterday-ish"]);
+    assert!(bad.contains("RFC 3339"), "{bad}");
+
+    let mut follower = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .args(["logs", "lines", "--follow", "--filter", "second"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    server.invoke("lines/say", r#"{"tag": "second"}"#);
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the followed line arrives");
+    assert!(line.contains("second"), "{line}");
+    let _ = follower.kill();
+    let _ = follower.wait();
+}

@@ -46,6 +46,10 @@ impl Logs for MemoryLogs {
                     .as_ref()
                     .is_none_or(|id| r.request_id.as_ref() == Some(id))
                 && q.since_ms.is_none_or(|t| r.ts_ms >= t)
+                && q.until_ms.is_none_or(|t| r.ts_ms < t)
+                && q.contains
+                    .as_ref()
+                    .is_none_or(|text| r.message.contains(text.as_str()))
                 && q.after_id.is_none_or(|id| s.id > id)
         });
         let limit = q.limit.max(1) as usize;

@@ -74,6 +74,33 @@ async fn check(logs: Arc<dyn Logs>) {
         .unwrap();
     assert_eq!(of_r1.len(), 2);
 
+    // Text anywhere in the message, and a time before which to stop.
+    let with_o = logs
+        .query(LogQuery {
+            contains: Some("o".into()),
+            ..query()
+        })
+        .await
+        .unwrap();
+    let with_o: Vec<&str> = with_o.iter().map(|s| s.record.message.as_str()).collect();
+    assert_eq!(with_o, ["one", "two"], "case counts");
+    let before = logs
+        .query(LogQuery {
+            until_ms: Some(all[0].record.ts_ms),
+            ..query()
+        })
+        .await
+        .unwrap();
+    assert!(before.is_empty());
+    let until_later = logs
+        .query(LogQuery {
+            until_ms: Some(all[3].record.ts_ms + 1),
+            ..query()
+        })
+        .await
+        .unwrap();
+    assert_eq!(until_later.len(), 4);
+
     // A limit keeps the newest; following (`after_id`) the oldest after it.
     let newest = logs
         .query(LogQuery {

@@ -156,6 +156,12 @@ pub struct LogQuery {
     pub function: Option<String>,
     pub request_id: Option<String>,
     pub since_ms: Option<i64>,
+    /// Only records before this Unix time in milliseconds.
+    #[serde(default)]
+    pub until_ms: Option<i64>,
+    /// Only records whose message holds this text.
+    #[serde(default)]
+    pub contains: Option<String>,
     /// Only records with a larger id, for following.
     pub after_id: Option<i64>,
     /// At most this many records: the newest ones unless `after_id` is set,

@@ -972,9 +972,17 @@ impl Store for SqliteStore {
             if let Some(since) = q.since_ms {
                 arg(&mut sql, "ts_ms >=", since.into());
             }
+            if let Some(until) = q.until_ms {
+                arg(&mut sql, "ts_ms <", until.into());
+            }
+
             let ascending = q.after_id.is_some();
             if let Some(after) = q.after_id {
                 arg(&mut sql, "id >", after.into());
+            }
+            if let Some(text) = q.contains {
+                args.push(text.into());
+                sql.push_str(&format!(" AND instr(message, ?{}) > 0", args.len()));
             }
             sql.push_str(if ascending { " ORDER BY id ASC" } else { " ORDER BY id DESC" });
             sql.push_str(&format!(" LIMIT {}", q.limit.max(1)));

@@ -258,12 +258,8 @@ async fn each_app_is_trimmed_to_its_share_and_the_file_shrinks() {
     let trimmed = store.trim_logs(0, budget).await.unwrap();
     let left = store
         .query_logs(LogQuery {
-            app: None,
-            function: None,
-            request_id: None,
-            since_ms: None,
-            after_id: None,
             limit: 10_000,
+            ..LogQuery::default()
         })
         .await
         .unwrap();

@@ -15,10 +15,17 @@ pub struct LogsArgs {
     /// Only the lines of this invocation
     #[arg(long)]
     pub request_id: Option<String>,
-    /// Only lines newer than this, e.g. 10m or 2h
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub since: Option<Duration>,
-    /// Keep printing new lines as they arrive
+    /// Only lines at or after this: a time ago (10m, 2h) or an RFC 3339
+    /// time (2026-12-05T08:00:00Z)
+    #[arg(long, value_parser = moment)]
+    pub since: Option<SystemTime>,
+    /// Only lines before this: a time ago or an RFC 3339 time
+    #[arg(long, value_parser = moment)]
+    pub until: Option<SystemTime>,
+    /// Only lines that hold this text
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Keep printing new lines as the server stores them
     #[arg(long, short)]
     pub follow: bool,
     /// At most this many of the newest lines
@@ -45,36 +52,57 @@ pub async fn run(conn: &Connection, args: LogsArgs) -> anyhow::Result<ExitCode> 
     if let Some(id) = &args.request_id {
         query.push(("request_id", id.clone()));
     }
-    if let Some(since) = args.since {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
-        query.push((
-            "since_ms",
-            (now.saturating_sub(since).as_millis()).to_string(),
-        ));
-    }
-    let mut after: Option<i64> = None;
-    let mut limit = args.limit;
-    loop {
-        let mut q = query.clone();
-        q.push(("limit", limit.to_string()));
-        if let Some(after) = after {
-            q.push(("after_id", after.to_string()));
+    for (name, at) in [("since_ms", args.since), ("until_ms", args.until)] {
+        if let Some(at) = at {
+            query.push((name, at.duration_since(UNIX_EPOCH)?.as_millis().to_string()));
         }
-        let response = client
-            .send(client.request(reqwest::Method::GET, "/v1/logs").query(&q))
-            .await?;
+    }
+    if let Some(text) = &args.filter {
+        query.push(("contains", text.clone()));
+    }
+    query.push(("limit", args.limit.to_string()));
+    if args.follow {
+        query.push(("follow", "true".to_owned()));
+    }
+    let mut response = client
+        .send(
+            client
+                .request(reqwest::Method::GET, "/v1/logs")
+                .query(&query),
+        )
+        .await?;
+    if !args.follow {
         let body: Value = response.json().await?;
         for record in body["records"].as_array().into_iter().flatten() {
             print_record(record, &args.output);
         }
-        if !args.follow {
-            break;
-        }
-        after = body["last_id"].as_i64().or(after).or(Some(0));
-        limit = 1000;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    // The server pushes one JSON record per line as it stores them.
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            if let Ok(record) = serde_json::from_slice::<Value>(&line) {
+                print_record(&record, &args.output);
+            }
+        }
+    }
+    bail!("the server ended the stream of logs; is it still running?")
+}
+
+/// A moment given as a time ago (`10m`) or an RFC 3339 time.
+fn moment(text: &str) -> Result<SystemTime, String> {
+    if let Ok(at) = humantime::parse_rfc3339_weak(text) {
+        return Ok(at);
+    }
+    match humantime::parse_duration(text) {
+        Ok(ago) => Ok(SystemTime::now() - ago),
+        Err(_) => Err(format!(
+            "{text:?} is neither a time ago (10m, 2h) nor an RFC 3339 time (2026-12-05T08:00:00Z)"
+        )),
+    }
 }
 
 fn print_record(record: &Value, output: &str) {
