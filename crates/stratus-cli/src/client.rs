@@ -21,6 +21,10 @@ pub struct Connection {
     /// Data directory of a local server
     #[arg(long, global = true, env = env::DATA_DIR, default_value = stratus_server::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// A PEM certificate to trust for an https:// server, besides the
+    /// usual roots (a server's own, self-signed one)
+    #[arg(long, global = true, env = env::CA)]
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,7 +56,16 @@ impl Client {
                     .to_owned()
             }
         };
-        Ok(Client::new(base, token))
+        let mut http = reqwest::Client::builder().tcp_nodelay(true);
+        if let Some(ca) = &conn.ca {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("cannot read the certificate {}", ca.display()))?;
+            let certificate = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate (--ca)", ca.display()))?;
+            http = http.add_root_certificate(certificate);
+        }
+        let http = http.build().context("cannot set up the HTTP client")?;
+        Ok(Client { http, base, token })
     }
 
     pub fn new(base: String, token: String) -> Client {
@@ -76,10 +89,18 @@ impl Client {
     /// server's message and details.
     pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
         let response = request.send().await.map_err(|err| {
+            // The whole chain: a certificate the client does not trust is
+            // said at its end.
+            let mut why = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                why.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
             classified(
                 Failure::Unreachable,
                 format!(
-                    "cannot reach the stratus server at {} ({err}); is `stratus server` running?",
+                    "cannot reach the stratus server at {} ({why}); is `stratus server` running?",
                     self.base
                 ),
             )

@@ -256,3 +256,116 @@ fn logs_filter_by_text_and_time_and_follow_as_pushed() {
     let _ = follower.kill();
     let _ = follower.wait();
 }
+
+/// The admin API over HTTPS (`--admin-tls-cert`, `--admin-tls-key`), and
+/// the CLI reaching it: trusting the server's own certificate with `--ca`,
+/// and refusing it, with the reason, without.
+#[test]
+fn the_cli_speaks_https_to_an_admin_api_that_serves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // A server's own certificate, not a CA's.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success());
+    let server = Server::start_with(&[
+        "--admin-tls-cert",
+        cert.to_str().unwrap(),
+        "--admin-tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(server.admin.starts_with("https://"), "{}", server.admin);
+    let cli = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["--server", &server.admin, "--token", &server.token])
+            .args(extra)
+            .arg("ls")
+            .output()
+            .unwrap()
+    };
+    let trusted = cli(&["--ca", cert.to_str().unwrap()]);
+    assert!(trusted.status.success(), "{trusted:?}");
+    assert!(
+        String::from_utf8_lossy(&trusted.stdout).contains("no applications"),
+        "{trusted:?}"
+    );
+    let untrusted = cli(&[]);
+    assert_eq!(untrusted.status.code(), Some(5), "{untrusted:?}");
+    let said = String::from_utf8_lossy(&untrusted.stderr).to_lowercase();
+    assert!(said.contains("certificate"), "{said}");
+}
+
+/// `deploy` says what it packs and uploads (or that the server has it
+/// already), and `--wait` returns once `min_instances` are up, or fails
+/// with the reason a service cannot start.
+#[test]
+fn deploy_shows_progress_and_waits_for_min_instances() {
+    let server = Server::start();
+    let dir = server.path("up");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: up\nservices:\n  web:\n    code: ./site\n    command: \"exec python3 -m http.server $PORT\"\n    min_instances: 1\n",
+            ),
+            ("site/index.html", "hello"),
+        ],
+    );
+    let out = server.cli(&["deploy", dir.to_str().unwrap(), "--wait"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("packing site"), "{said}");
+    assert!(said.contains(" sent"), "{said}");
+    let status = server.ok(&["status", "up", "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["apps"][0]["services"][0]["instances"]["ready"], 1,
+        "ready as deploy returned: {status}"
+    );
+    // The same code again: nothing to upload.
+    std::fs::write(
+        dir.join("stratus.yaml"),
+        "app: up\nservices:\n  web:\n    code: ./site\n    command: \"exec python3 -m http.server $PORT\"\n    min_instances: 1\n    env: { CHANGED: \"1\" }\n",
+    )
+    .unwrap();
+    let out = server.cli(&["deploy", dir.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unchanged, already on the server"),
+        "{out:?}"
+    );
+
+    let broken = server.path("broken");
+    write_app(
+        &broken,
+        &[(
+            "stratus.yaml",
+            "app: broken\nservices:\n  web:\n    command: \"echo cannot work; exit 3\"\n    min_instances: 1\n",
+        )],
+    );
+    let out = server.cli(&[
+        "deploy",
+        broken.to_str().unwrap(),
+        "--wait",
+        "--wait-timeout",
+        "60s",
+    ]);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("cannot start") && said.contains("cannot work"),
+        "{said}"
+    );
+}

@@ -12,6 +12,7 @@ pub mod env {
     pub const DATA_DIR: &str = "STRATUS_DATA_DIR";
     pub const URL: &str = "STRATUS_URL";
     pub const TOKEN: &str = "STRATUS_TOKEN";
+    pub const CA: &str = "STRATUS_CA";
     pub const PYTHON: &str = "STRATUS_PYTHON";
     pub const NODE: &str = "STRATUS_NODE";
     pub const ISOLATION: &str = "STRATUS_ISOLATION";

@@ -259,6 +259,15 @@ pub async fn run(
         .map(TlsFiles::load)
         .transpose()
         .context("cannot serve HTTPS; fix --tls-cert and --tls-key or leave them out")?;
+    let admin_tls = config
+        .http
+        .admin_tls()
+        .as_ref()
+        .map(TlsFiles::load)
+        .transpose()
+        .context(
+            "cannot serve the admin API over HTTPS; fix --admin-tls-cert and --admin-tls-key or leave them out",
+        )?;
     let public_addr = public.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let info = ServerInfo {
@@ -266,7 +275,10 @@ pub async fn run(
             Some(_) => format!("https://{public_addr}"),
             None => url(public_addr),
         },
-        admin: url(admin_addr),
+        admin: match admin_tls {
+            Some(_) => format!("https://{admin_addr}"),
+            None => url(admin_addr),
+        },
     };
     write_server_file(&data_dir, &info)?;
     tracing::info!(public = %info.public, admin = %info.admin, data_dir = %data_dir.display(), "stratus is serving");
@@ -329,7 +341,7 @@ pub async fn run(
         "admin",
         admin,
         config.http.limits(config.limits.admin_max_connections),
-        None,
+        admin_tls,
         stopped(stop_rx.clone()),
         api::admin_connections(api::router(state.clone())),
     );

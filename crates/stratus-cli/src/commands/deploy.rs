@@ -20,6 +20,13 @@ pub struct DeployArgs {
     /// services and routes with their URLs, as one object
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     pub output: String,
+    /// Return once the new version's `min_instances` are up (functions
+    /// started, services ready), or fail with the reason
+    #[arg(long)]
+    pub wait: bool,
+    /// Longest --wait waits
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub wait_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -49,6 +56,9 @@ impl Deployed {
 pub async fn run(conn: &Connection, args: DeployArgs) -> anyhow::Result<ExitCode> {
     let client = Client::connect(conn)?;
     let deployed = deploy_dir(&client, &args.dir).await?;
+    if args.wait {
+        wait_until_up(&client, &deployed, args.wait_timeout).await?;
+    }
     if args.output == "json" {
         println!("{}", serde_json::to_string_pretty(&deployed)?);
         return Ok(ExitCode::SUCCESS);
@@ -70,6 +80,75 @@ pub async fn run(conn: &Connection, args: DeployArgs) -> anyhow::Result<ExitCode
         println!("  {route}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits until every function of `deployed`'s version has its
+/// `min_instances` started and every service its `min_instances` ready;
+/// a service that keeps failing ends the wait with its last error.
+async fn wait_until_up(
+    client: &Client,
+    deployed: &Deployed,
+    limit: std::time::Duration,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let count = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    loop {
+        let status = client
+            .get_json(&format!("/v1/status?app={}", deployed.app))
+            .await?;
+        let app = status["apps"]
+            .as_array()
+            .and_then(|apps| apps.iter().find(|a| a["app"] == deployed.app.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        let mut waiting_for = Vec::new();
+        if count(&app["version"]) == u64::from(deployed.version) {
+            for f in app["functions"].as_array().into_iter().flatten() {
+                let up = count(&f["instances"]["busy"]) + count(&f["instances"]["idle"]);
+                if up < count(&f["min_instances"]) {
+                    waiting_for.push(format!("function {}", f["name"].as_str().unwrap_or("")));
+                }
+            }
+            for s in app["services"].as_array().into_iter().flatten() {
+                let name = s["name"].as_str().unwrap_or("");
+                if count(&s["instances"]["ready"]) >= count(&s["min_instances"]) {
+                    continue;
+                }
+                if s["backoff_ms"].as_u64().is_some_and(|ms| ms > 0) {
+                    let last = s["errors"]
+                        .as_array()
+                        .and_then(|e| e.last())
+                        .and_then(|e| e["message"].as_str())
+                        .unwrap_or("it keeps failing");
+                    bail!("service {name} of {} cannot start: {last}", deployed.app);
+                }
+                waiting_for.push(format!("service {name}"));
+            }
+        } else {
+            waiting_for.push(format!("version {}", deployed.version));
+        }
+        if waiting_for.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            bail!(
+                "{} is not up after {}: still waiting for {}",
+                deployed.app,
+                humantime::format_duration(limit),
+                waiting_for.join(", ")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// `12.3 KiB`.
+fn bytes(n: u64) -> String {
+    match n {
+        n if n < 1024 => format!("{n} B"),
+        n if n < 1024 * 1024 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0)),
+    }
 }
 
 /// Validates, packs, uploads and activates the application in `dir`.
@@ -103,16 +182,27 @@ pub async fn deploy_dir(client: &Client, dir: &Path) -> anyhow::Result<Deployed>
                 users.join(", ")
             );
         }
+        eprint!("packing {code} ... ");
         let package = tokio::task::spawn_blocking(move || stratus_archive::pack(&path))
             .await?
             .with_context(|| format!("cannot package {code}"))?;
+        eprintln!(
+            "{} files, {} unpacked, {} packed",
+            package.files,
+            bytes(package.unpacked_bytes),
+            bytes(package.bytes.len() as u64)
+        );
         let exists = client
             .request(Method::HEAD, &format!("/v1/packages/{}", package.sha256))
             .send()
             .await
             .map(|r| r.status() == StatusCode::OK)
             .unwrap_or(false);
-        if !exists {
+        if exists {
+            eprintln!("uploading {code} ... unchanged, already on the server");
+        } else {
+            let size = package.bytes.len() as u64;
+            eprint!("uploading {code} ... ");
             client
                 .send(
                     client
@@ -122,6 +212,7 @@ pub async fn deploy_dir(client: &Client, dir: &Path) -> anyhow::Result<Deployed>
                 )
                 .await
                 .with_context(|| format!("cannot upload the package of {code}"))?;
+            eprintln!("{} sent", bytes(size));
         }
         packages.insert(code.to_owned(), package.sha256);
     }

@@ -55,6 +55,13 @@ pub struct HttpSettings {
     /// The PEM private key of --tls-cert
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serve the admin API over HTTPS with this PEM certificate chain;
+    /// needs --admin-tls-key (the CLI trusts it with --ca or STRATUS_CA)
+    #[arg(long, requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --admin-tls-cert
+    #[arg(long, requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
 }
 
 impl HttpSettings {
@@ -68,6 +75,15 @@ impl HttpSettings {
             max_header_bytes: self.max_header_bytes,
             head_slack: false,
         }
+    }
+
+    /// The certificate and key to serve the admin API over HTTPS with,
+    /// when both are set.
+    pub fn admin_tls(&self) -> Option<TlsFiles> {
+        self.admin_tls_cert
+            .clone()
+            .zip(self.admin_tls_key.clone())
+            .map(|(cert, key)| TlsFiles { cert, key })
     }
 
     /// The certificate and key to serve HTTPS with, when both are set.
