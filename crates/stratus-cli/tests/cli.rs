@@ -263,23 +263,7 @@ fn logs_filter_by_text_and_time_and_follow_as_pushed() {
 #[test]
 fn the_cli_speaks_https_to_an_admin_api_that_serves_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        // A server's own certificate, not a CA's.
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(made.success());
+    let (cert, key) = common::self_signed(dir.path());
     let server = Server::start_with(&[
         "--admin-tls-cert",
         cert.to_str().unwrap(),

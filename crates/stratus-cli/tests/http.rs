@@ -963,21 +963,7 @@ fn a_deploy_under_load_drops_nothing() {
 #[test]
 fn https_with_http2_by_alpn_when_a_certificate_is_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let status = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(status.success());
+    let (cert, key) = common::self_signed(dir.path());
     let server = Server::start_with(&[
         "--tls-cert",
         cert.to_str().unwrap(),

@@ -490,3 +490,25 @@ pub fn count(value: &serde_json::Value) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("not a count: {value}"))
 }
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 (a server's
+/// own, not a CA's) and its key, as PEM files in `dir`, made by openssl.
+pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "openssl could not make a certificate");
+    (cert, key)
+}
