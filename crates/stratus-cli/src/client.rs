@@ -35,29 +35,66 @@ pub struct Client {
 }
 
 impl Client {
+    /// The server the CLI is pointed at: `--server` (or `STRATUS_URL`);
+    /// else the local server of the data directory; else the current
+    /// context (`stratus login`); else the last local server started,
+    /// wherever it keeps its data.
     pub fn connect(conn: &Connection) -> anyhow::Result<Client> {
-        let base = match &conn.server {
-            Some(url) => url.trim_end_matches('/').to_owned(),
-            None => read_server_file(&conn.data_dir)?,
-        };
+        if let Some(url) = &conn.server {
+            let token = match &conn.token {
+                Some(token) => token.clone(),
+                None => read_token(&conn.data_dir)?,
+            };
+            return Client::build(
+                url.trim_end_matches('/').to_owned(),
+                token,
+                conn.ca.as_deref(),
+            );
+        }
+        if conn.data_dir.join(stratus_server::SERVER_FILE).exists() {
+            return Client::local(conn, &conn.data_dir);
+        }
+        let contexts = crate::contexts::Contexts::load()?;
+        if let Some(context) = contexts.current() {
+            let context = crate::contexts::Context {
+                token: conn.token.clone().unwrap_or_else(|| context.token.clone()),
+                ca: conn.ca.clone().or_else(|| context.ca.clone()),
+                ..context.clone()
+            };
+            return Client::for_context(&context);
+        }
+        if let Some(local) = contexts
+            .local
+            .filter(|dir| dir.join(stratus_server::SERVER_FILE).exists())
+        {
+            return Client::local(conn, &local);
+        }
+        // Says there is none, and how to start one.
+        Client::local(conn, &conn.data_dir)
+    }
+
+    /// The local server whose data directory is `data_dir`.
+    fn local(conn: &Connection, data_dir: &Path) -> anyhow::Result<Client> {
+        let base = read_server_file(data_dir)?;
         let token = match &conn.token {
             Some(token) => token.clone(),
-            None => {
-                let path = conn.data_dir.join(stratus_server::TOKEN_FILE);
-                std::fs::read_to_string(&path)
-                    .with_context(|| {
-                        format!(
-                            "cannot read the admin token at {}; pass --token or set {}",
-                            path.display(),
-                            env::TOKEN
-                        )
-                    })?
-                    .trim()
-                    .to_owned()
-            }
+            None => read_token(data_dir)?,
         };
+        Client::build(base, token, conn.ca.as_deref())
+    }
+
+    /// The server of a saved context.
+    pub fn for_context(context: &crate::contexts::Context) -> anyhow::Result<Client> {
+        Client::build(
+            context.server.clone(),
+            context.token.clone(),
+            context.ca.as_deref(),
+        )
+    }
+
+    fn build(base: String, token: String, ca: Option<&Path>) -> anyhow::Result<Client> {
         let mut http = reqwest::Client::builder().tcp_nodelay(true);
-        if let Some(ca) = &conn.ca {
+        if let Some(ca) = ca {
             let pem = std::fs::read(ca)
                 .with_context(|| format!("cannot read the certificate {}", ca.display()))?;
             let certificate = reqwest::Certificate::from_pem(&pem)
@@ -149,6 +186,21 @@ async fn api_error(response: Response) -> anyhow::Error {
         }
         _ => anyhow!(message),
     }
+}
+
+/// The admin token a local server keeps in its data directory.
+fn read_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(stratus_server::TOKEN_FILE);
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| {
+            format!(
+                "cannot read the admin token at {}; pass --token or set {}",
+                path.display(),
+                env::TOKEN
+            )
+        })?
+        .trim()
+        .to_owned())
 }
 
 fn read_server_file(data_dir: &Path) -> anyhow::Result<String> {

@@ -2,6 +2,7 @@
 
 mod client;
 mod commands;
+mod contexts;
 mod demo_app;
 mod exit;
 mod table;

@@ -353,3 +353,58 @@ fn deploy_shows_progress_and_waits_for_min_instances() {
         "{said}"
     );
 }
+
+/// `stratus login` saves a named context (its token checked first) in a
+/// private file, and the CLI then reaches that server from any directory;
+/// `context ls|use|rm` manage them; with none, the last local server
+/// started is found from anywhere.
+#[test]
+fn login_saves_contexts_and_a_local_server_is_found_from_anywhere() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start();
+    let config = common::config_dir(&server.data_dir);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str], stdin: &str| {
+        common::output_with_stdin(
+            Command::new(BIN)
+                .args(args)
+                .env("STRATUS_CONFIG_DIR", &config)
+                .env_remove("STRATUS_URL")
+                .env_remove("STRATUS_TOKEN")
+                .env_remove("STRATUS_DATA_DIR")
+                .current_dir(elsewhere.path()),
+            stdin,
+        )
+    };
+    // A wrong token is refused, and nothing is saved.
+    let wrong = cli(
+        &["login", &server.admin, "--name", "prod"],
+        "not-the-token\n",
+    );
+    assert!(!wrong.status.success(), "{wrong:?}");
+    let listed = cli(&["context", "ls"], "");
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains("prod"),
+        "{listed:?}"
+    );
+    // The token from standard input.
+    let login = cli(&["login", &server.admin, "--name", "prod"], &server.token);
+    assert!(login.status.success(), "{login:?}");
+    let file = config.join("contexts.json");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", file.display());
+    let ls = cli(&["ls"], "");
+    assert!(ls.status.success(), "{ls:?}");
+    let listed = String::from_utf8_lossy(&cli(&["context", "ls"], "").stdout).into_owned();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with('*') && l.contains("prod")),
+        "{listed}"
+    );
+    assert_eq!(cli(&["context", "use", "nope"], "").status.code(), Some(3));
+    assert!(cli(&["context", "rm", "prod"], "").status.success());
+    // No context: the local server this test started, found from anywhere.
+    let ls = cli(&["ls"], "");
+    assert!(ls.status.success(), "{ls:?}");
+}

@@ -1,6 +1,7 @@
 //! The subcommands, one file each.
 
 mod backup;
+mod context;
 mod demo;
 mod deploy;
 mod dlq;
@@ -64,6 +65,11 @@ pub enum Command {
     Rm(rm::RmArgs),
     /// Show every function and service with its instances and recent errors
     Status(status::StatusArgs),
+    /// Save a server's admin URL and token as a named context, and use it
+    /// (the token from --token, STRATUS_TOKEN, or standard input)
+    Login(context::LoginArgs),
+    /// List, switch and forget the contexts `stratus login` saved
+    Context(context::ContextArgs),
     /// Print the shell completion script for bash, zsh, fish, elvish or
     /// powershell (e.g. `stratus completion bash > /etc/bash_completion.d/stratus`)
     Completion { shell: clap_complete::Shell },
@@ -117,6 +123,8 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Queue(args) => queue::run(&conn, args).await,
         Command::Rm(args) => rm::run(&conn, args).await,
         Command::Status(args) => status::run(&conn, args).await,
+        Command::Login(args) => context::login(&conn, args).await,
+        Command::Context(args) => context::run(args),
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "stratus", &mut std::io::stdout());

@@ -83,6 +83,8 @@ pub async fn run(
         }
     );
     let (server, info) = spawn(&config, launcher, public, admin).await?;
+    // The CLI finds this server from any directory.
+    crate::contexts::remember_local(&config.data_dir);
     println!("stratus is running");
     println!("  public: {}", info.public);
     println!("  admin:  {}", info.admin);

@@ -20,6 +20,12 @@ pub struct Server {
     extra: Vec<String>,
 }
 
+/// Where the CLI of a test server keeps contexts: beside its data
+/// directory, never in the user's home.
+pub fn config_dir(data_dir: &Path) -> PathBuf {
+    data_dir.with_file_name("config")
+}
+
 /// Spawns `stratus server` on `data_dir` with ephemeral listeners.
 fn spawn_server(data_dir: &Path, extra: &[String], stderr: Stdio) -> Child {
     Command::new(BIN)
@@ -34,6 +40,8 @@ fn spawn_server(data_dir: &Path, extra: &[String], stderr: Stdio) -> Child {
         .arg("--data-dir")
         .arg(data_dir)
         .env("RUST_LOG", "warn")
+        // What the CLI remembers stays with the test.
+        .env("STRATUS_CONFIG_DIR", config_dir(data_dir))
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
@@ -155,6 +163,7 @@ impl Server {
                 .arg("--data-dir")
                 .arg(&self.data_dir)
                 .args(args)
+                .env("STRATUS_CONFIG_DIR", config_dir(&self.data_dir))
                 .current_dir(self.dir.path()),
             stdin,
         )
