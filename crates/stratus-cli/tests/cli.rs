@@ -176,6 +176,14 @@ fn exit_codes_and_json_output_are_for_scripts() {
         "{out}"
     );
 
+    let created = server.ok(&["init", "made-here", "--output", "json"]);
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    assert_eq!(created["app"], "made-here", "{created}");
+    let backup = server.dir.path().join("backup");
+    let backed = server.ok(&["backup", backup.to_str().unwrap(), "--output", "json"]);
+    let backed: serde_json::Value = serde_json::from_str(&backed).unwrap();
+    assert!(backed["files"].as_u64().unwrap() > 0, "{backed}");
+
     let code = |args: &[&str]| server.cli(args).status.code();
     assert_eq!(code(&["invoke", "codes/fail"]), Some(1));
     assert_eq!(code(&["invoke"]), Some(2));
@@ -401,6 +409,13 @@ fn login_saves_contexts_and_a_local_server_is_found_from_anywhere() {
             .lines()
             .any(|l| l.starts_with('*') && l.contains("prod")),
         "{listed}"
+    );
+    let as_json = cli(&["context", "ls", "--output", "json"], "");
+    let as_json: serde_json::Value = serde_json::from_slice(&as_json.stdout).unwrap();
+    assert_eq!(as_json["current"], "prod", "{as_json}");
+    assert!(
+        !as_json.to_string().contains(&server.token),
+        "no token: {as_json}"
     );
     assert_eq!(cli(&["context", "use", "nope"], "").status.code(), Some(3));
     assert!(cli(&["context", "rm", "prod"], "").status.success());

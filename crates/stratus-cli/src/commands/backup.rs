@@ -11,12 +11,18 @@ use crate::client::Connection;
 pub struct BackupArgs {
     /// A new directory to write the backup to
     pub dir: PathBuf,
+    /// `json` prints what was done as one object
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub output: String,
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RestoreArgs {
     /// A directory `stratus backup` wrote
     pub dir: PathBuf,
+    /// `json` prints what was done as one object
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub output: String,
 }
 
 /// Copies the data directory's state, consistently, while a server may be
@@ -24,6 +30,18 @@ pub struct RestoreArgs {
 pub fn backup(conn: &Connection, args: BackupArgs) -> anyhow::Result<ExitCode> {
     let copied = stratus_server::backup::backup(&conn.data_dir, &args.dir)
         .with_context(|| format!("cannot back up {}", conn.data_dir.display()))?;
+    if args.output == "json" {
+        println!(
+            "{}",
+            serde_json::json!({
+                "from": conn.data_dir,
+                "to": args.dir,
+                "files": copied.files,
+                "bytes": copied.bytes,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "backed up {} to {}: {} files, {} bytes",
         conn.data_dir.display(),
@@ -38,6 +56,18 @@ pub fn backup(conn: &Connection, args: BackupArgs) -> anyhow::Result<ExitCode> {
 pub fn restore(conn: &Connection, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let copied = stratus_server::backup::restore(&args.dir, &conn.data_dir)
         .with_context(|| format!("cannot restore into {}", conn.data_dir.display()))?;
+    if args.output == "json" {
+        println!(
+            "{}",
+            serde_json::json!({
+                "from": args.dir,
+                "to": conn.data_dir,
+                "files": copied.files,
+                "bytes": copied.bytes,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "restored {} into {}: {} files, {} bytes; start the server on it with `stratus server --data-dir {}`",
         args.dir.display(),

@@ -16,6 +16,9 @@ pub struct LoginArgs {
     /// The context's name (default: the URL's host)
     #[arg(long)]
     pub name: Option<String>,
+    /// `json` prints what was done as one object
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub output: String,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -28,7 +31,12 @@ pub struct ContextArgs {
 pub enum ContextCommand {
     /// List the saved contexts; `*` marks the current one
     #[command(visible_alias = "list")]
-    Ls,
+    Ls {
+        /// `json` prints the names, servers and the current one (never the
+        /// tokens)
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        output: String,
+    },
     /// Make a saved context the current one
     Use { name: String },
     /// Forget a saved context
@@ -75,17 +83,36 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<ExitCod
     contexts.contexts.insert(name.clone(), context);
     contexts.current = Some(name.clone());
     let path = contexts.save()?;
-    println!(
-        "logged in to {server} as context {name} (saved in {})",
-        path.display()
-    );
+    if args.output == "json" {
+        println!(
+            "{}",
+            serde_json::json!({ "context": name, "server": server, "saved_in": path })
+        );
+    } else {
+        println!(
+            "logged in to {server} as context {name} (saved in {})",
+            path.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn run(args: ContextArgs) -> anyhow::Result<ExitCode> {
     let mut contexts = Contexts::load()?;
     match args.command {
-        ContextCommand::Ls => {
+        ContextCommand::Ls { output } => {
+            if output == "json" {
+                let listed: Vec<_> = contexts
+                    .contexts
+                    .iter()
+                    .map(|(name, c)| serde_json::json!({ "name": name, "server": c.server }))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "current": contexts.current, "contexts": listed })
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             if contexts.contexts.is_empty() {
                 println!("no contexts; `stratus login URL` saves one");
                 return Ok(ExitCode::SUCCESS);

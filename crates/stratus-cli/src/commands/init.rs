@@ -14,6 +14,9 @@ pub struct InitArgs {
     /// Which starter function to write
     #[arg(long, value_enum, default_value_t = Template::Python)]
     pub template: Template,
+    /// `json` prints what was done as one object
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub output: String,
 }
 
 pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
@@ -48,6 +51,17 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let dir = args.name.display();
+    if args.output == "json" {
+        println!(
+            "{}",
+            serde_json::json!({
+                "created": args.name,
+                "app": app,
+                "template": args.template.name(),
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("created {dir} ({} template)", args.template.name());
     println!("next:");
     println!("  stratus deploy {dir}");
