@@ -1009,6 +1009,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 def stop(signum, frame):
     print("stopping", flush=True)
+    time.sleep(0.5)
+    print("stopped cleanly", flush=True)
     sys.exit(0)
 
 signal.signal(signal.SIGTERM, stop)
@@ -1030,10 +1032,10 @@ class Handler(BaseHTTPRequestHandler):
 HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
 "#;
 
-/// A one-string command runs as a shell script, whole; a server started
-/// without `exec` still gets the SIGTERM of a drain. Services run the
-/// functions' interpreter and reach the platform API with a token of
-/// their own.
+/// A one-string command runs as a shell script, whole, and the server it
+/// `exec`s at its end gets the SIGTERM of a drain and finishes cleanly.
+/// Services run the functions' interpreter and reach the platform API with
+/// a token of their own.
 #[test]
 fn a_command_line_runs_as_a_script_with_the_functions_interpreter() {
     let server = Server::start();
@@ -1050,7 +1052,7 @@ fn a_command_line_runs_as_a_script_with_the_functions_interpreter() {
         &[
             (
                 "stratus.yaml",
-                "app: script\nservices:\n  py:\n    command: \"echo migrating && python3 app.py\"\n    http: { path: /* }\nfunctions:\n  where:\n    runtime: python3\n    handler: where.handler\n",
+                "app: script\nservices:\n  py:\n    command: \"echo migrating && exec python3 app.py\"\n    http: { path: /* }\nfunctions:\n  where:\n    runtime: python3\n    handler: where.handler\n",
             ),
             ("app.py", PY_SERVICE),
             (
@@ -1091,13 +1093,13 @@ fn a_command_line_runs_as_a_script_with_the_functions_interpreter() {
         "{seen}"
     );
 
-    // A redeploy (of a changed app) drains it: SIGTERM reaches python3
-    // under the shell.
+    // A redeploy (of a changed app) drains it: SIGTERM reaches python3,
+    // which the line `exec`ed, and it stops in its own time.
     std::fs::write(server.path("script").join("changed.txt"), "yes").unwrap();
     deploy(&server, "script");
     eventually(Duration::from_secs(20), || {
         let logs = server.ok(&["logs", "script/py"]);
-        if logs.contains("stopping") {
+        if logs.contains("stopped cleanly") {
             Ok(())
         } else {
             Err(logs)
