@@ -474,6 +474,20 @@ const WEEKDAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 /// One cron field: `*`, `N`, `A-B`, any of them `/STEP`, in a list.
 /// `names` are accepted for values from `min` (months, weekdays).
 fn field(text: &str, what: &str, min: u32, max: u32, names: &[&str]) -> Result<u64, ScheduleError> {
+    let mut bits = 0u64;
+    each_value(text, what, (min, max), names, |v| bits |= 1 << v)?;
+    Ok(bits)
+}
+
+/// Calls `allow` with every value `text` names, a field from `min` to
+/// `max` in cron's syntax.
+fn each_value(
+    text: &str,
+    what: &str,
+    (min, max): (u32, u32),
+    names: &[&str],
+    mut allow: impl FnMut(u32),
+) -> Result<(), ScheduleError> {
     let bad = |why: String| ScheduleError::Expression(format!("{what} field {text:?}: {why}"));
     let value = |v: &str| -> Result<u32, ScheduleError> {
         if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(v)) {
@@ -487,7 +501,6 @@ fn field(text: &str, what: &str, min: u32, max: u32, names: &[&str]) -> Result<u
         }
         Ok(n)
     };
-    let mut bits = 0u64;
     for part in text.split(',') {
         let (range, step) = match part.split_once('/') {
             Some((range, step)) => {
@@ -514,10 +527,10 @@ fn field(text: &str, what: &str, min: u32, max: u32, names: &[&str]) -> Result<u
             (a, if step > 1 { max } else { a })
         };
         for v in (from..=to).step_by(step as usize) {
-            bits |= 1 << v;
+            allow(v);
         }
     }
-    Ok(bits)
+    Ok(())
 }
 
 /// Whether a day field leaves the day unrestricted: `*`, `?`, or a field
@@ -554,44 +567,10 @@ fn nearest_weekday(date: Date, n: i8) -> Option<Date> {
 /// A field over a range too wide for a bit set (years), as a list of
 /// which values it allows from `min`.
 fn wide_field(text: &str, what: &str, min: u32, max: u32) -> Result<Vec<bool>, ScheduleError> {
-    let bad = |why: String| ScheduleError::Expression(format!("{what} field {text:?}: {why}"));
-    let value = |v: &str| -> Result<u32, ScheduleError> {
-        let n: u32 = v
-            .parse()
-            .map_err(|_| bad(format!("{v:?} is not a number")))?;
-        if n < min || n > max {
-            return Err(bad(format!("{n} is outside {min}-{max}")));
-        }
-        Ok(n)
-    };
     let mut allowed = vec![false; (max - min + 1) as usize];
-    for part in text.split(',') {
-        let (range, step) = match part.split_once('/') {
-            Some((range, step)) => (
-                range,
-                step.parse::<u32>()
-                    .ok()
-                    .filter(|s| *s > 0)
-                    .ok_or_else(|| bad(format!("step {step:?} is not a positive number")))?,
-            ),
-            None => (part, 1),
-        };
-        let (from, to) = if range == "*" || range == "?" {
-            (min, max)
-        } else if let Some((a, b)) = range.split_once('-') {
-            let (a, b) = (value(a)?, value(b)?);
-            if a > b {
-                return Err(bad(format!("the range {range} runs backwards")));
-            }
-            (a, b)
-        } else {
-            let a = value(range)?;
-            (a, if step > 1 { max } else { a })
-        };
-        for v in (from..=to).step_by(step as usize) {
-            allowed[(v - min) as usize] = true;
-        }
-    }
+    each_value(text, what, (min, max), &[], |v| {
+        allowed[(v - min) as usize] = true;
+    })?;
     Ok(allowed)
 }
 
