@@ -7,19 +7,26 @@
 //! a reference it also measures `GET /v1/health` on the same listener: the
 //! HTTP floor without any function.
 //!
-//! Then cold starts: one more application per runtime with N functions
-//! (`max_instances: 1`, all on one code directory), each called once, one
-//! call at a time, so that every call starts a fresh instance and no two
-//! starts compete for the CPU. It reports the phases the platform measured
-//! and, once those instances are idle, their resident memory.
+//! Then cold starts in bursts: one more application per runtime with N
+//! functions per round (`max_instances: 1`, all on one code directory),
+//! each called once with no pause between calls, so that every call starts
+//! a fresh instance and the pool of sandboxes made ahead of demand runs
+//! dry. A round runs with 1 caller and one with 8 callers at once. Python
+//! runs on this server, whose instances are forked from a loaded template,
+//! and, as the reference, on a second server started with `--templates
+//! false`, where each starts its interpreter afresh; the rounds alternate
+//! between the two. It reports the phases the platform measured, cold
+//! starts per second, the CPU the server's own processes (server, launcher,
+//! templates) and the whole host spent per cold start, and, once those
+//! instances are idle, their memory.
 //!
 //! Run with `cargo bench -p stratus-cli --bench invoke`;
 //! `STRATUS_BENCH_SECS` sets the seconds per warm measurement (default 3),
-//! `STRATUS_BENCH_COLD` the functions per runtime of the cold part (default
-//! 200, 0 skips it), `STRATUS_BENCH_COLD_PAUSE_MS` the pause before each
-//! cold call (default 150: time for the pool of prestarted sandboxes to
-//! refill; 0 shows back-to-back starts outrunning it). It prints figures
-//! only and never asserts on them.
+//! `STRATUS_BENCH_COLD` the functions per runtime and round of the cold
+//! part (default 200, 0 skips it), `STRATUS_BENCH_COLD_PAUSE_MS` a pause
+//! before each cold call (default 0; 150 lets the pool refill between
+//! calls, as under paced traffic). It prints figures only and never
+//! asserts on them.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -39,14 +46,14 @@ const DEFAULT_SECS: f64 = 3.0;
 const MAX_SECS: f64 = 3600.0;
 /// Functions per runtime in the cold-start part.
 const DEFAULT_COLD: usize = 200;
-/// Pause before each cold call, for the prestarted pool to refill.
-const DEFAULT_COLD_PAUSE_MS: u64 = 150;
+/// Pause before each cold call: none, a burst.
+const DEFAULT_COLD_PAUSE_MS: u64 = 0;
+/// Callers at once in each round of cold calls.
+const COLD_CALLERS: [usize; 2] = [1, 8];
 const MAX_COLD: usize = 1000;
 /// The server's default cap on one application's instances; raised when the
 /// cold part needs more.
 const APP_MAX_INSTANCES: usize = 300;
-/// The cold-start budget whose share the report gives, in ms.
-const COLD_BUDGET_MS: f64 = 200.0;
 /// Upper bound on calls per caller task in one measurement, whatever the time.
 const MAX_CALLS_PER_TASK: usize = 1_000_000;
 /// A caller task gives up after this many failed calls.
@@ -67,6 +74,8 @@ const APP: &str = "bench";
 /// An application of the cold-start part: N functions of one runtime.
 struct ColdApp {
     name: &'static str,
+    /// How the report names it.
+    label: &'static str,
     runtime: &'static str,
     handler: Option<&'static str>,
     /// The code file, in the code directory all the functions share.
@@ -78,26 +87,59 @@ struct ColdApp {
 const COLD_APPS: [ColdApp; 3] = [
     ColdApp {
         name: "cold-python",
+        label: "python3",
         runtime: "python3",
         handler: Some("main.handler"),
         file: "main.py",
-        source: Some("def handler(e, c):\n    return 1\n"),
+        source: Some(PYTHON_COLD),
     },
     ColdApp {
         name: "cold-node",
+        label: "nodejs",
         runtime: "nodejs",
         handler: Some("index.handler"),
         file: "index.js",
-        source: Some("exports.handler = async () => 1;\n"),
+        source: Some(NODE_COLD),
     },
     ColdApp {
         name: "cold-rust",
+        label: "provided",
         runtime: "provided",
         handler: None,
         file: "bootstrap",
         source: None,
     },
 ];
+
+/// The cold functions answer 1, or, asked with `{"memory": true}`, their
+/// process's resident and proportional memory: a process forked from a
+/// template cannot be told apart by its environment from outside.
+const PYTHON_COLD: &str = "def handler(e, c):
+    if isinstance(e, dict) and e.get('memory'):
+        with open('/proc/self/smaps_rollup') as f:
+            kib = {l.split(':')[0]: int(l.split()[1]) for l in f if l.split()[-1:] == ['kB']}
+        return {'rss_kib': kib['Rss'], 'pss_kib': kib['Pss']}
+    return 1
+";
+const NODE_COLD: &str = r"exports.handler = async (e) => {
+  if (e && e.memory) {
+    const kib = {};
+    for (const l of require('fs').readFileSync('/proc/self/smaps_rollup', 'utf8').split('\n')) {
+      const m = /^(\w+):\s+(\d+) kB/.exec(l);
+      if (m) kib[m[1]] = Number(m[2]);
+    }
+    return { rss_kib: kib.Rss, pss_kib: kib.Pss };
+  }
+  return 1;
+};
+";
+
+/// The python3 application again, on the reference server, whose instances
+/// start their interpreter afresh.
+const COLD_FRESH: ColdApp = ColdApp {
+    label: "python3 fresh",
+    ..COLD_APPS[0]
+};
 
 fn main() -> ExitCode {
     match run() {
@@ -125,6 +167,7 @@ fn run() -> anyhow::Result<()> {
     .context("STRATUS_BENCH_COLD_PAUSE_MS: give milliseconds, at most 10000")?;
     let pause = Duration::from_millis(pause);
 
+    let rounds = COLD_CALLERS.len();
     let noop_rust = locate_example("noop_rust")?;
     let tmp = tempfile::Builder::new()
         .prefix("stratus-bench-")
@@ -134,19 +177,31 @@ fn run() -> anyhow::Result<()> {
     if cold_functions > 0 {
         for app in &COLD_APPS {
             let dir = tmp.path().join(app.name);
-            write_cold_app(&dir, app, cold_functions, &noop_rust)?;
+            write_cold_app(&dir, app, cold_functions * rounds, &noop_rust)?;
             app_dirs.push(dir);
         }
     }
 
     let data_dir = tmp.path().join("data");
     let log = tmp.path().join("server.log");
-    let app_max = cold_functions.max(APP_MAX_INSTANCES).to_string();
+    let app_max = (cold_functions * rounds).max(APP_MAX_INSTANCES).to_string();
     let server = Server::start(&data_dir, &log, &["--app-max-instances", &app_max])?;
     eprintln!("server: admin {}", server.admin);
     for dir in &app_dirs {
         deploy(dir, &data_dir)?;
     }
+    // The reference for cold starts: the same python3 application on a
+    // server whose instances start their interpreter afresh.
+    let fresh_data = tmp.path().join("data-fresh");
+    let fresh = if cold_functions > 0 {
+        let log = tmp.path().join("server-fresh.log");
+        let args = ["--app-max-instances", &app_max, "--templates", "false"];
+        let fresh = Server::start(&fresh_data, &log, &args)?;
+        deploy(&app_dirs[1], &fresh_data)?;
+        Some(fresh)
+    } else {
+        None
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -154,7 +209,13 @@ fn run() -> anyhow::Result<()> {
     let (rows, cold) = runtime.block_on(async {
         let caller = Caller::new(&server)?;
         let rows = measure_all(&caller, window).await?;
-        let cold = measure_cold(&caller, cold_functions, pause).await?;
+        let cold = match &fresh {
+            Some(fresh) => {
+                let reference = Caller::new(fresh)?;
+                measure_cold(&caller, &reference, cold_functions, pause).await?
+            }
+            None => Vec::new(),
+        };
         anyhow::Ok((rows, cold))
     })?;
     drop(runtime);
@@ -163,7 +224,8 @@ fn run() -> anyhow::Result<()> {
     if !cold.is_empty() {
         print_cold(&cold, cold_functions, pause, isolation(&log));
     }
-    // Stop the server (SIGTERM, wait) before the data directory goes away.
+    // Stop the servers (SIGTERM, wait) before the data directory goes away.
+    drop(fresh);
     drop(server);
     drop(tmp);
     Ok(())
@@ -310,6 +372,7 @@ struct Caller {
     http: reqwest::Client,
     base: String,
     auth: String,
+    server_pid: u32,
 }
 
 impl Caller {
@@ -324,6 +387,7 @@ impl Caller {
             http,
             base: server.admin.clone(),
             auth: format!("Bearer {}", server.token),
+            server_pid: server.pid(),
         })
     }
 
@@ -387,6 +451,37 @@ impl Caller {
             prestarted,
             instance,
         })
+    }
+
+    /// The memory that functions `range` of a cold-start application
+    /// report of their own processes, asked once each.
+    async fn reported_memory(&self, app: &str, range: std::ops::Range<usize>) -> ProcessMemory {
+        let mut memory = ProcessMemory::default();
+        for i in range {
+            let url = format!(
+                "{}/v1/apps/{app}/functions/{}/invoke",
+                self.base,
+                cold_function(i)
+            );
+            let answer = self
+                .http
+                .post(url)
+                .header("authorization", &self.auth)
+                .header("content-type", "application/json")
+                .body(r#"{"memory":true}"#)
+                .send()
+                .await;
+            let Ok(answer) = answer else { continue };
+            let Ok(value) = answer.json::<serde_json::Value>().await else {
+                continue;
+            };
+            if let (Some(rss), Some(pss)) = (value["rss_kib"].as_u64(), value["pss_kib"].as_u64()) {
+                memory.processes += 1;
+                memory.rss_kib += rss;
+                memory.pss_kib += pss;
+            }
+        }
+        memory
     }
 
     /// (instances, idle instances) of all the functions of `app`, from
@@ -615,8 +710,11 @@ struct ProcessMemory {
 
 /// The cold calls of one runtime, and the memory of the instances they left.
 struct ColdRow {
-    app: &'static str,
-    runtime: &'static str,
+    label: &'static str,
+    callers: usize,
+    /// CPU seconds of the server's own processes and of the host over the
+    /// round.
+    cpu: (f64, f64),
     samples: Vec<ColdSample>,
     /// Calls that answered without being cold starts.
     not_cold: usize,
@@ -630,69 +728,177 @@ struct ColdRow {
     memory: ProcessMemory,
 }
 
-/// Calls every function of every cold-start application once, one call at a
-/// time and `pause` apart, then measures the instances those calls left idle.
+/// Calls every function of every cold-start application once, round by
+/// round (one per number of callers), alternating between this server and
+/// the reference for python3, then measures the instances those calls left
+/// idle.
 async fn measure_cold(
     caller: &Caller,
+    reference: &Caller,
     functions: usize,
     pause: Duration,
 ) -> anyhow::Result<Vec<ColdRow>> {
-    if functions == 0 {
-        return Ok(Vec::new());
-    }
     let mut rows = Vec::new();
-    for app in &COLD_APPS {
-        eprintln!(
-            "cold starts: {functions} functions of {} ({})",
-            app.name, app.runtime
-        );
-        rows.push(cold_calls(caller, app, functions, pause).await);
-    }
-    for row in &mut rows {
-        row.instances = caller.instances(row.app).await?;
-        row.memory = instance_memory(&row.instance_ids);
+    for (round, callers) in COLD_CALLERS.into_iter().enumerate() {
+        let first = round * functions;
+        let runs = [
+            (caller, &COLD_APPS[0]),
+            (reference, &COLD_FRESH),
+            (caller, &COLD_APPS[1]),
+            (caller, &COLD_APPS[2]),
+        ];
+        for (caller, app) in runs {
+            eprintln!(
+                "cold starts: {functions} functions of {} ({}), {callers} callers",
+                app.name, app.label
+            );
+            let mut row = cold_calls(caller, app, first..first + functions, callers, pause).await;
+            if callers == 1 {
+                row.instances = caller.instances(app.name).await?;
+                row.memory = match app.source {
+                    Some(_) => {
+                        caller
+                            .reported_memory(app.name, first..first + functions)
+                            .await
+                    }
+                    None => instance_memory(&row.instance_ids),
+                };
+            }
+            rows.push(row);
+        }
     }
     Ok(rows)
 }
 
-async fn cold_calls(caller: &Caller, app: &ColdApp, functions: usize, pause: Duration) -> ColdRow {
+/// CPU time in seconds: of the server's own processes (those of its tree
+/// running as root: the server, the launcher and the templates, with
+/// what they reaped), and of the whole host.
+fn cpu_seconds(server: u32) -> (f64, f64) {
+    let tick = 100.0;
+    let mut own = 0.0;
+    let mut pending = vec![server];
+    while let Some(pid) = pending.pop() {
+        let root = std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .is_some_and(|ids| ids.split_whitespace().next() == Some("0"))
+        });
+        if root && let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+            // utime, stime, cutime, cstime: fields 14 to 17, 12 to 15 here.
+            own += fields.get(11..15).map_or(0.0, |f| {
+                f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+            });
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                if let Ok(children) = std::fs::read_to_string(task.path().join("children")) {
+                    pending.extend(
+                        children
+                            .split_whitespace()
+                            .filter_map(|c| c.parse::<u32>().ok()),
+                    );
+                }
+            }
+        }
+    }
+    let host = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().next()?.strip_prefix("cpu ")?.to_owned();
+            let v: Vec<f64> = line
+                .split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            // user, nice, system, irq, softirq, steal: all but idle and iowait.
+            Some(
+                v.iter()
+                    .take(8)
+                    .enumerate()
+                    .filter(|(i, _)| *i != 3 && *i != 4)
+                    .map(|(_, x)| x)
+                    .sum::<f64>(),
+            )
+        })
+        .unwrap_or(0.0);
+    (own / tick, host / tick)
+}
+
+async fn cold_calls(
+    caller: &Caller,
+    app: &ColdApp,
+    functions: std::ops::Range<usize>,
+    callers: usize,
+    pause: Duration,
+) -> ColdRow {
     let mut row = ColdRow {
-        app: app.name,
-        runtime: app.runtime,
-        samples: Vec::with_capacity(functions),
+        label: app.label,
+        callers,
+        samples: Vec::with_capacity(functions.len()),
         not_cold: 0,
         errors: 0,
         first_error: None,
         wall: Duration::ZERO,
+        cpu: (0.0, 0.0),
         instances: (0, 0),
-        instance_ids: Vec::with_capacity(functions),
+        instance_ids: Vec::with_capacity(functions.len()),
         memory: ProcessMemory::default(),
     };
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(functions.start));
+    let cpu_before = cpu_seconds(caller.server_pid);
     let started = Instant::now();
-    for i in 0..functions {
-        if row.errors >= MAX_ERRORS_PER_TASK {
-            break;
-        }
-        // Time for the platform to refill its pool of prestarted sandboxes,
-        // as it does between the arrivals of ordinary traffic.
-        tokio::time::sleep(pause).await;
-        let target = Target::invoke(app.name, &cold_function(i));
-        match caller.call(&target).await {
-            Ok(sample) => {
-                row.instance_ids.push(sample.instance.clone());
-                match ColdSample::of(&sample) {
-                    Some(cold) => row.samples.push(cold),
-                    None => row.not_cold += 1,
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let caller = caller.clone();
+            let next = next.clone();
+            let name = app.name;
+            let end = functions.end;
+            tokio::spawn(async move {
+                let mut results = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= end {
+                        return results;
+                    }
+                    // Time for the platform to refill its pool of prestarted
+                    // sandboxes, when a pause is asked for.
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                    let target = Target::invoke(name, &cold_function(i));
+                    let outcome = caller.call(&target).await;
+                    results.push((target, outcome));
                 }
-            }
-            Err(err) => {
-                row.errors += 1;
-                row.first_error
-                    .get_or_insert_with(|| format!("{}: {err:#}", target.label()));
+            })
+        })
+        .collect();
+    for task in tasks {
+        let Ok(results) = task.await else {
+            row.errors += 1;
+            continue;
+        };
+        for (target, outcome) in results {
+            match outcome {
+                Ok(sample) => {
+                    row.instance_ids.push(sample.instance.clone());
+                    match ColdSample::of(&sample) {
+                        Some(cold) => row.samples.push(cold),
+                        None => row.not_cold += 1,
+                    }
+                }
+                Err(err) => {
+                    row.errors += 1;
+                    row.first_error
+                        .get_or_insert_with(|| format!("{}: {err:#}", target.label()));
+                }
             }
         }
     }
     row.wall = started.elapsed();
+    let cpu_after = cpu_seconds(caller.server_pid);
+    row.cpu = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
     row
 }
 
@@ -842,35 +1048,69 @@ fn isolation(log: &Path) -> &'static str {
 fn print_cold(rows: &[ColdRow], functions: usize, pause: Duration, isolation: &str) {
     println!();
     println!(
-        "cold starts: {functions} functions per runtime (max_instances 1), each called once, \
-         one call at a time, {} ms apart; isolation {isolation}",
+        "cold starts in bursts: {functions} functions per runtime and round (max_instances 1), \
+         each called once, {} ms apart; isolation {isolation}",
         pause.as_millis()
     );
-    println!();
-    println!(
-        "{:<9} {:<26} {:>5} {:>9} {:>9} {:>9} {:>9}",
-        "runtime", "figure", "n", "p50", "p90", "p99", "max"
-    );
-    println!("{}", "-".repeat(82));
-    for row in rows {
-        for (i, (label, figure)) in COLD_FIGURES.iter().enumerate() {
-            let values = sorted(row.samples.iter().map(figure));
-            let pct = |p| fmt_opt(percentile(&values, p));
-            println!(
-                "{:<9} {:<26} {:>5} {:>9} {:>9} {:>9} {:>9}",
-                if i == 0 { row.runtime } else { "" },
-                label,
-                values.len(),
-                pct(50.0),
-                pct(90.0),
-                pct(99.0),
-                pct(100.0),
-            );
+    println!("python3: instances forked from a template; python3 fresh: the reference server");
+    println!("(--templates false), whose instances start their interpreter afresh");
+    for callers in COLD_CALLERS {
+        println!();
+        println!("{callers} caller(s) at once");
+        println!(
+            "{:<14} {:<26} {:>5} {:>9} {:>9} {:>9} {:>9}",
+            "runtime", "figure", "n", "p50", "p90", "p99", "max"
+        );
+        println!("{}", "-".repeat(87));
+        for row in rows.iter().filter(|r| r.callers == callers) {
+            for (i, (label, figure)) in COLD_FIGURES.iter().enumerate() {
+                let values = sorted(row.samples.iter().map(figure));
+                let pct = |p| fmt_opt(percentile(&values, p));
+                println!(
+                    "{:<14} {:<26} {:>5} {:>9} {:>9} {:>9} {:>9}",
+                    if i == 0 { row.label } else { "" },
+                    label,
+                    values.len(),
+                    pct(50.0),
+                    pct(90.0),
+                    pct(99.0),
+                    pct(100.0),
+                );
+            }
         }
     }
     println!();
+    println!(
+        "{:<14} {:>7} {:>7} {:>10} {:>13} {:>11} {:>9} {:>6}",
+        "runtime",
+        "callers",
+        "starts",
+        "starts/s",
+        "server CPU ms",
+        "host CPU ms",
+        "prestart",
+        "errors"
+    );
+    println!("{}", "-".repeat(84));
     for row in rows {
-        print_cold_summary(row);
+        let n = row.samples.len().max(1) as f64;
+        println!(
+            "{:<14} {:>7} {:>7} {:>10.1} {:>13.2} {:>11.2} {:>9} {:>6}",
+            row.label,
+            row.callers,
+            row.samples.len(),
+            row.samples.len() as f64 / row.wall.as_secs_f64().max(1e-9),
+            row.cpu.0 * 1000.0 / n,
+            row.cpu.1 * 1000.0 / n,
+            row.samples.iter().filter(|s| s.prestarted).count(),
+            row.errors,
+        );
+        if let Some(err) = &row.first_error {
+            println!("  first error: {err}");
+        }
+        if row.not_cold > 0 {
+            println!("  {} calls were not cold starts", row.not_cold);
+        }
     }
     println!();
     println!("times in ms, sorted samples, nearest rank");
@@ -884,29 +1124,11 @@ fn print_cold(rows: &[ColdRow], functions: usize, pause: Duration, isolation: &s
     println!(
         "handler init = the user's module init as the runtime reported it (none for provided)"
     );
+    println!("server CPU = CPU of the server's processes that run as root (server, launcher,");
+    println!("  templates, and the template children they reaped) per cold start; host CPU =");
+    println!("  the whole host's busy CPU per cold start (instances, client and all)");
+    println!("prestart = cold starts that took a sandbox made ahead of demand");
     print_memory(rows);
-}
-
-fn print_cold_summary(row: &ColdRow) {
-    let fast = row
-        .samples
-        .iter()
-        .filter(|s| s.platform() < COLD_BUDGET_MS)
-        .count();
-    let share = 100.0 * fast as f64 / row.samples.len().max(1) as f64;
-    let prestarted = row.samples.iter().filter(|s| s.prestarted).count();
-    println!(
-        "{}: {} cold starts in {:.1} s ({prestarted} from a prestarted sandbox), {share:.1}% with \
-         the platform part under {COLD_BUDGET_MS} ms; {} not cold, {} errors",
-        row.runtime,
-        row.samples.len(),
-        row.wall.as_secs_f64(),
-        row.not_cold,
-        row.errors,
-    );
-    if let Some(err) = &row.first_error {
-        println!("  first error: {err}");
-    }
 }
 
 fn print_memory(rows: &[ColdRow]) {
@@ -918,10 +1140,10 @@ fn print_memory(rows: &[ColdRow]) {
         }
     };
     println!();
-    println!("memory per idle warm instance, after the cold calls");
+    println!("memory per idle warm instance, after the first round of cold calls");
     println!();
     println!(
-        "{:<9} {:>9} {:>6} {:>9} {:>14} {:>14} {:>13}",
+        "{:<14} {:>9} {:>6} {:>9} {:>14} {:>14} {:>13}",
         "runtime",
         "instances",
         "idle",
@@ -931,11 +1153,11 @@ fn print_memory(rows: &[ColdRow]) {
         "RSS total MiB"
     );
     println!("{}", "-".repeat(80));
-    for row in rows {
+    for row in rows.iter().filter(|r| r.callers == 1) {
         let (instances, idle) = row.instances;
         println!(
-            "{:<9} {:>9} {:>6} {:>9} {:>14} {:>14} {:>13}",
-            row.runtime,
+            "{:<14} {:>9} {:>6} {:>9} {:>14} {:>14} {:>13}",
+            row.label,
             instances,
             idle,
             row.memory.processes,
@@ -946,7 +1168,10 @@ fn print_memory(rows: &[ColdRow]) {
     }
     println!();
     println!(
-        "instances and idle from GET /v1/apps/{{app}}; processes: those whose environment has"
+        "instances and idle from GET /v1/apps/{{app}}; processes: for python3 and nodejs, the runtime"
+    );
+    println!(
+        "processes, as each function reported its own; for provided, those whose environment has"
     );
     println!(
         "AWS_LAMBDA_LOG_STREAM_NAME=<an instance the calls started>; RSS = sum of their VmRSS / instances"

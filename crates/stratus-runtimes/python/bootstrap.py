@@ -27,6 +27,191 @@ PRELOAD = ("base64", "datetime", "decimal", "hashlib", "logging", "random", "re"
            "traceback", "typing", "urllib.parse", "uuid")
 
 
+def preload():
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    # The resolver's first call loads its configuration and modules.
+    try:
+        socket.getaddrinfo("127.0.0.1", 9001, 0, socket.SOCK_STREAM)
+    except OSError:
+        pass
+
+
+def serve_as_template():
+    """A template (the platform set STRATUS_TEMPLATE_FD) loads what every
+    runtime loads once, then forks each new runtime into a sandbox the
+    launcher made: it returns only in such a child, set up as a runtime
+    started in that sandbox would be, which then waits for its activation.
+    The steps and their order are the launcher's (template.rs); this only
+    carries them out."""
+    fd = os.environ.pop("STRATUS_TEMPLATE_FD", None)
+    if fd is None:
+        return
+    import ctypes
+    import resource
+    import struct
+
+    preload()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    libc.prctl.restype = ctypes.c_int
+    sock = socket.socket(fileno=int(fd))
+    sock.send(json.dumps({"ready": True}).encode())
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 8)
+        except InterruptedError:
+            continue
+        if not message:
+            os._exit(0)
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            _become_instance(json.loads(message), fds, libc, ctypes, resource, struct)
+            return
+        for f in fds:
+            os.close(f)
+        # The child ends as soon as it has forked the runtime.
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _become_instance(req, fds, libc, ctypes, resource, struct):
+    """In the template's child: joins the sandbox, forks the runtime into
+    it and ends; returns in that runtime once it is set up."""
+    control, out, err, reply_fd = fds[:4]
+    reply = socket.socket(fileno=reply_fd)
+    nr = req["syscalls"]
+
+    def fail(exc):
+        try:
+            reply.send(json.dumps({"error": "%s: %s" % (type(exc).__name__, exc)}).encode())
+        finally:
+            os._exit(1)
+
+    def prctl(option, value):
+        zero = ctypes.c_ulong(0)
+        return libc.prctl(ctypes.c_int(option), ctypes.c_ulong(value), zero, zero, zero)
+
+    def check(rc, what):
+        if rc != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, "%s: %s" % (what, os.strerror(errno)))
+
+    try:
+        if req["setns"]:
+            pidfd = fds[4]
+            os.setgroups([])
+            check(libc.syscall(ctypes.c_long(nr["setns"]), ctypes.c_long(pidfd),
+                               ctypes.c_long(req["setns"])), "join the sandbox")
+            os.close(pidfd)
+        child = os.fork()
+        if child:
+            reply.send(json.dumps({"pid": child}).encode())
+            os._exit(0)
+    except BaseException as exc:
+        fail(exc)
+    try:
+        # Go on once the launcher has moved this process into its cgroups.
+        if not reply.recv(64):
+            os._exit(1)
+        if req["expect_pid"] is not None and os.getpid() != req["expect_pid"]:
+            raise OSError("pid %d in the sandbox, not %d" % (os.getpid(), req["expect_pid"]))
+        parent = req["reparent_to"]
+        if parent is not None:
+            # Adopted by the launcher once the first child has ended; then
+            # this process dies with it.
+            for _ in range(20000):
+                if os.getppid() == parent:
+                    break
+                time.sleep(0.0001)
+            check(prctl(1, 9), "set the parent-death signal")  # PR_SET_PDEATHSIG, SIGKILL
+            if os.getppid() != parent:
+                raise OSError("the launcher did not adopt the process")
+        os.setpgid(0, 0)
+        uid = req["uid"]
+        if uid is not None:
+            # First the namespace's root, then the sandbox user: leaving
+            # root for an unprivileged id clears every capability.
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            with open("/proc/self/status") as status:
+                for line in status:
+                    if line.startswith(("CapEff:", "CapPrm:")) and int(line.split()[1], 16):
+                        raise OSError("capabilities are left: " + line.strip())
+        check(prctl(4, 1), "be dumpable as after exec")  # PR_SET_DUMPABLE
+        check(prctl(38, 1), "set no_new_privs")  # PR_SET_NO_NEW_PRIVS
+        plan = req["landlock"]
+        if plan is not None:
+            attr = struct.pack("QQQ", plan["handled_fs"], plan["handled_net"], plan["scoped"])
+            attr_buf = ctypes.create_string_buffer(attr, len(attr))
+            ruleset = libc.syscall(ctypes.c_long(nr["landlock_create_ruleset"]), attr_buf,
+                                   ctypes.c_size_t(plan["size"]), ctypes.c_long(0))
+            if ruleset < 0:
+                check(-1, "create the Landlock ruleset")
+            for path, rights in plan["rules"]:
+                dirfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                rule = ctypes.create_string_buffer(struct.pack("=Qi", rights, dirfd), 12)
+                check(libc.syscall(ctypes.c_long(nr["landlock_add_rule"]), ctypes.c_long(ruleset),
+                                   ctypes.c_long(1), rule, ctypes.c_long(0)),
+                      "allow " + path + " in Landlock")
+                os.close(dirfd)
+            check(libc.syscall(ctypes.c_long(nr["landlock_restrict_self"]), ctypes.c_long(ruleset),
+                               ctypes.c_long(0)), "restrict with Landlock")
+            os.close(ruleset)
+        notify = None
+        program = req["seccomp"]
+        if program is not None:
+            code = b"".join(struct.pack("=HBBI", *i) for i in program)
+            filters = ctypes.create_string_buffer(code, len(code))
+            fprog = struct.pack("=HxxxxxxQ", len(program), ctypes.addressof(filters))
+            fprog_buf = ctypes.create_string_buffer(fprog, len(fprog))
+            flags = 8 if req["notify"] else 0  # SECCOMP_FILTER_FLAG_NEW_LISTENER
+            rc = libc.syscall(ctypes.c_long(nr["seccomp"]), ctypes.c_long(1),  # SET_MODE_FILTER
+                              ctypes.c_long(flags), fprog_buf)
+            if rc < 0:
+                check(-1, "install the seccomp filter")
+            if req["notify"]:
+                notify = rc
+        files = req["max_files"]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+        # Standard input from /dev/null, output to the instance's pipes,
+        # the activation at its descriptor; nothing else of the template's.
+        null = os.open("/dev/null", os.O_RDONLY)
+        keep = [os.dup(f) for f in (null, out, err, control)]
+        for target, f in enumerate(keep):
+            os.dup2(f, target)
+        reply_fd = os.dup(reply.fileno())
+        kept = [reply_fd] + ([notify] if notify is not None else [])
+        for f in range(4, max(kept) + 1):
+            if f not in kept:
+                try:
+                    os.close(f)
+                except OSError:
+                    pass
+        os.closerange(max(kept) + 1, files)
+        os.chdir(req["cwd"])
+    except BaseException as exc:
+        fail(exc)
+    answer = socket.socket(fileno=reply_fd)
+    try:
+        socket.send_fds(answer, [json.dumps({"ready": True}).encode()],
+                        [notify] if notify is not None else [])
+    except OSError:
+        os._exit(1)
+    answer.close()
+    if notify is not None:
+        os.close(notify)
+    reply.detach()
+
+
 def await_activation():
     """A runtime started before its function was known (the platform set
     STRATUS_ACTIVATION_FD) waits here for it: one JSON line with the
@@ -35,16 +220,7 @@ def await_activation():
     if fd is None:
         return
     if os.environ.get("STRATUS_PRESTARTED"):
-        for name in PRELOAD:
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                pass
-        # The resolver's first call loads its configuration and modules.
-        try:
-            socket.getaddrinfo("127.0.0.1", 9001, 0, socket.SOCK_STREAM)
-        except OSError:
-            pass
+        preload()
     # One line, not to end of file: processes the platform forks meanwhile
     # may hold the writing end for a moment.
     fd = int(fd)
@@ -79,6 +255,7 @@ def flush_stdio():
             pass
 
 
+serve_as_template()
 await_activation()
 
 # The invocation in flight, for log records.

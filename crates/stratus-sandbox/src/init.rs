@@ -102,12 +102,30 @@ pub(crate) fn fork_program(status_fd: RawFd) -> io::Result<()> {
     // a group that is not there yet. Errors (the child has exec'd, and so
     // made the group itself) change nothing.
     unsafe { libc::setpgid(pid, pid) };
-    supervise(pid, status_fd)
+    supervise(pid, status_fd, false)
+}
+
+/// The pid, in the namespace, of a program made from a template: the
+/// first process to join the namespace after its init, which forks
+/// nothing.
+pub(crate) const ADOPTED_PROGRAM: libc::pid_t = 2;
+
+/// In the namespace's first process of a sandbox whose program is made
+/// elsewhere ([`crate::template`]): becomes the init at once and waits for
+/// the program, which joins the namespace as [`ADOPTED_PROGRAM`] and
+/// becomes this init's child when the process that forked it ends. Until
+/// then there is no child, and that is no reason to end.
+pub(crate) fn adopt(status_fd: RawFd) -> ! {
+    let set = waited();
+    // SAFETY: sigprocmask reads the local set.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    supervise(ADOPTED_PROGRAM, status_fd, true)
 }
 
 /// The init's loop: forwards signals, reaps children, and ends when the
-/// program does.
-fn supervise(program: libc::pid_t, status_fd: RawFd) -> ! {
+/// program does. An init that `adopts` its program waits for it however
+/// long it has no child.
+fn supervise(program: libc::pid_t, status_fd: RawFd, adopts: bool) -> ! {
     // Nothing of the launcher's is the init's business: its copies of the
     // error pipe, the instance's output and the activation would keep them
     // open, and those of other instances' pipes their ends.
@@ -123,7 +141,7 @@ fn supervise(program: libc::pid_t, status_fd: RawFd) -> ! {
         if FORWARDED.contains(&signal) {
             forward(program, signal);
         }
-        reap(program, status_fd);
+        reap(program, status_fd, adopts);
     }
 }
 
@@ -145,7 +163,7 @@ fn forward(program: libc::pid_t, signal: libc::c_int) {
 
 /// Reaps every child that has exited; ends the init as the program ended,
 /// once it has.
-fn reap(program: libc::pid_t, status_fd: RawFd) {
+fn reap(program: libc::pid_t, status_fd: RawFd, adopts: bool) {
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes the status into a local int.
@@ -156,7 +174,7 @@ fn reap(program: libc::pid_t, status_fd: RawFd) {
         if pid > 0 {
             continue;
         }
-        if pid < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+        if pid < 0 && !adopts && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
             // No children, so no program: it cannot be, but an init with
             // nothing to wait for must not wait forever.
             // SAFETY: ends this process, which owns nothing to clean up.

@@ -77,13 +77,27 @@ pub(crate) fn summary(filesystem: bool) -> String {
     format!("landlock ABI {abi}: {}", parts.join(", "))
 }
 
-/// In the child, with `no_new_privs` set: restricts this process and all
-/// it starts. `filesystem` adds the file rules, meant for a sandbox's own
-/// view. Does nothing where the kernel lacks Landlock.
-pub(crate) fn restrict(filesystem: bool) -> io::Result<()> {
+/// What [`restrict`] applies, worked out in the launcher: the ruleset's
+/// attribute as this kernel's ABI knows it, and the rights below each
+/// path. A process made from a template applies the same plan itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Plan {
+    pub handled_fs: u64,
+    pub handled_net: u64,
+    pub scoped: u64,
+    /// How many bytes of the attribute this ABI reads.
+    pub size: usize,
+    pub rules: Vec<(String, u64)>,
+}
+
+/// The plan for a process: `filesystem` adds the file rules, meant for a
+/// sandbox's own view; `signals` keeps it from signalling outside its
+/// own domain (only an init that must signal a program made elsewhere
+/// goes without). `None` where there is nothing to enforce.
+pub(crate) fn plan(filesystem: bool, signals: bool) -> Option<Plan> {
     let abi = abi();
     if abi == 0 {
-        return Ok(());
+        return None;
     }
     let mut fs_rights = FS_ABI1;
     if abi >= 2 {
@@ -95,30 +109,64 @@ pub(crate) fn restrict(filesystem: bool) -> io::Result<()> {
     if abi >= 5 {
         fs_rights |= FS_IOCTL_DEV;
     }
-    let attr = RulesetAttr {
-        handled_access_fs: if filesystem { fs_rights } else { 0 },
-        handled_access_net: 0,
-        scoped: if abi >= 6 {
-            SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
-        } else {
-            0
-        },
-    };
-    if attr.handled_access_fs == 0 && attr.scoped == 0 {
-        return Ok(());
+    let mut scoped = 0;
+    if abi >= 6 {
+        scoped |= SCOPE_ABSTRACT_UNIX_SOCKET;
+        if signals {
+            scoped |= SCOPE_SIGNAL;
+        }
     }
-    // Older kernels know a shorter attribute; the fields past it are zero.
-    let size = match abi {
-        1..=3 => 8,
-        4 | 5 => 16,
-        _ => std::mem::size_of::<RulesetAttr>(),
+    let handled_fs = if filesystem { fs_rights } else { 0 };
+    if handled_fs == 0 && scoped == 0 {
+        return None;
+    }
+    let mut rules = Vec::new();
+    if filesystem {
+        let read = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR;
+        let device = FS_READ_FILE | FS_WRITE_FILE | (fs_rights & (FS_TRUNCATE | FS_IOCTL_DEV));
+        rules = vec![
+            ("/".to_owned(), read),
+            ("/tmp".to_owned(), fs_rights),
+            ("/dev".to_owned(), device),
+        ];
+    }
+    Some(Plan {
+        handled_fs,
+        handled_net: 0,
+        scoped,
+        // Older kernels know a shorter attribute; the fields past it are zero.
+        size: match abi {
+            1..=3 => 8,
+            4 | 5 => 16,
+            _ => std::mem::size_of::<RulesetAttr>(),
+        },
+        rules,
+    })
+}
+
+/// In the child, with `no_new_privs` set: restricts this process and all
+/// it starts, as [`plan`] says. Does nothing where the kernel lacks
+/// Landlock.
+pub(crate) fn restrict(filesystem: bool) -> io::Result<()> {
+    restrict_as(plan(filesystem, true))
+}
+
+/// Applies a plan made with [`plan`].
+pub(crate) fn restrict_as(plan: Option<Plan>) -> io::Result<()> {
+    let Some(plan) = plan else {
+        return Ok(());
+    };
+    let attr = RulesetAttr {
+        handled_access_fs: plan.handled_fs,
+        handled_access_net: plan.handled_net,
+        scoped: plan.scoped,
     };
     // SAFETY: attr is a live, initialised struct of at least `size` bytes.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_landlock_create_ruleset,
             &attr as *const RulesetAttr,
-            size,
+            plan.size.min(std::mem::size_of::<RulesetAttr>()),
             0,
         )
     };
@@ -127,12 +175,9 @@ pub(crate) fn restrict(filesystem: bool) -> io::Result<()> {
     }
     // SAFETY: the syscall returned a fresh descriptor that we now own.
     let ruleset = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    if filesystem {
-        let read = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR;
-        let device = FS_READ_FILE | FS_WRITE_FILE | (fs_rights & (FS_TRUNCATE | FS_IOCTL_DEV));
-        for (path, rights) in [(c"/", read), (c"/tmp", fs_rights), (c"/dev", device)] {
-            allow(&ruleset, path, rights)?;
-        }
+    for (path, rights) in &plan.rules {
+        let path = std::ffi::CString::new(path.as_str()).map_err(io::Error::other)?;
+        allow(&ruleset, &path, *rights)?;
     }
     // SAFETY: plain syscall on a descriptor we own.
     if unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0) } != 0 {

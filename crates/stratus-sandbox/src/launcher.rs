@@ -11,6 +11,7 @@ use crate::listen;
 use crate::netguard::NetGuard;
 use crate::slot::{self, Slots};
 use crate::spawn::ProbeError;
+use crate::template::Templates;
 use crate::wire::{self, ActivationMessage, Facts, Refusal, Reply, Request};
 use crate::{
     Activation, Isolation, IsolationRequest, ProcessSpec, SandboxError, init, landlock, spawn,
@@ -105,6 +106,11 @@ fn serve(
     // SAFETY: signalfd returned a fresh descriptor that we now own.
     let sigfd = unsafe { OwnedFd::from_raw_fd(sigfd) };
 
+    // Processes made from templates are reparented to the launcher when
+    // the template's child that made them ends, so that it reaps them as
+    // it reaps the processes it forks itself.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     // Slots need mounts of the launcher's own, out of the host's sight.
     let own_mounts = slot::private_mounts();
     let (isolation, reason) = match choose(request, &root) {
@@ -153,6 +159,7 @@ fn serve(
     )?;
 
     let mut children: HashMap<u32, Tenant> = HashMap::new();
+    let mut templates = Templates::default();
     // Groups of exited instances whose last processes are still dying.
     let mut draining: Vec<InstanceGroup> = Vec::new();
     let mut spawned: u64 = 0;
@@ -199,6 +206,7 @@ fn serve(
                     sock.as_raw_fd(),
                     &mut children,
                     &mut draining,
+                    &mut templates,
                     guard.as_ref(),
                 )?;
             }
@@ -216,6 +224,7 @@ fn serve(
                             &cgroups,
                             &name,
                             listen_notify,
+                            &mut templates,
                         );
                         match made {
                             Ok((pid, fds, tenant)) => {
@@ -303,6 +312,7 @@ fn serve(
             }
         }
     })();
+    templates.stop();
     shut_down(&mut children, &mut draining, &cgroups);
     outcome
 }
@@ -422,11 +432,16 @@ struct Tenant {
     init_status: Option<OwnedFd>,
     /// Where its `listen` calls wait for the launcher, when they do.
     listen_notify: Option<OwnedFd>,
+    /// The program, when it was made from a template into this holder's
+    /// namespaces, and how it ended once it has.
+    program: Option<u32>,
+    program_status: Option<libc::c_int>,
 }
 
 /// Makes a process, with a slot for its code when the code comes later.
 /// Returns its pid and the descriptors for the server: stdout, stderr and
 /// the Runtime API's socket in a private network.
+#[allow(clippy::too_many_arguments)]
 fn make(
     spec: &ProcessSpec,
     isolation: Isolation,
@@ -435,6 +450,7 @@ fn make(
     cgroups: &Cgroups,
     name: &str,
     listen_notify: bool,
+    templates: &mut Templates,
 ) -> Result<(u32, Vec<OwnedFd>, Tenant), String> {
     let slot = match (isolation, &spec.code, slots) {
         (Isolation::Namespaces, None, Some(slots)) => Some(
@@ -447,15 +463,28 @@ fn make(
         }
         _ => None,
     };
-    match spawn::spawn(
-        spec,
-        isolation,
-        root,
-        slot.as_deref(),
-        cgroups,
-        name,
-        listen_notify,
-    ) {
+    let made = templates
+        .spawn(
+            spec,
+            isolation,
+            root,
+            slot.as_deref(),
+            cgroups,
+            name,
+            listen_notify,
+        )
+        .unwrap_or_else(|| {
+            spawn::spawn(
+                spec,
+                isolation,
+                root,
+                slot.as_deref(),
+                cgroups,
+                name,
+                listen_notify,
+            )
+        });
+    match made {
         Ok(child) => {
             let mut fds = vec![child.stdout, child.stderr];
             fds.extend(child.runtime_api);
@@ -466,6 +495,8 @@ fn make(
                 slot,
                 init_status: child.init_status,
                 listen_notify: child.listen_notify,
+                program: child.program,
+                program_status: None,
             };
             Ok((child.pid, fds, tenant))
         }
@@ -585,6 +616,7 @@ fn reap(
     sock: RawFd,
     children: &mut HashMap<u32, Tenant>,
     draining: &mut Vec<InstanceGroup>,
+    templates: &mut Templates,
     guard: Option<&NetGuard>,
 ) -> io::Result<()> {
     loop {
@@ -595,6 +627,20 @@ fn reap(
             return Ok(());
         }
         let pid = pid as u32;
+        if templates.reaped(pid) {
+            continue;
+        }
+        // A program made from a template into a holder: its holder ends
+        // with it, and the instance's status is the program's.
+        if let Some((leader, tenant)) = children.iter_mut().find(|(_, t)| t.program == Some(pid)) {
+            tenant.program_status = Some(status);
+            crate::kill_group(*leader);
+            continue;
+        }
+        // An orphan the launcher adopted as subreaper: nobody's instance.
+        if !children.contains_key(&pid) {
+            continue;
+        }
         // The leader is gone; whatever it left in its group goes too.
         crate::kill_group(pid);
         let tenant = children.remove(&pid);
@@ -602,8 +648,10 @@ fn reap(
         // With an init, how its program ended; the init can only exit.
         let status = tenant
             .as_ref()
-            .and_then(|t| t.init_status.as_ref())
-            .and_then(init::program_status)
+            .and_then(|t| {
+                t.program_status
+                    .or_else(|| t.init_status.as_ref().and_then(init::program_status))
+            })
             .unwrap_or(status);
         if let Some(mut tenant) = tenant {
             tenant.end(guard);

@@ -27,6 +27,7 @@ mod netguard;
 mod seccomp;
 mod slot;
 mod spawn;
+mod template;
 mod wire;
 
 use std::io;
@@ -146,6 +147,14 @@ pub struct ProcessSpec {
     /// this changes nothing.
     #[serde(default)]
     pub init: bool,
+    /// The program (a runtime started with [`Start::Now`]) may be made
+    /// from a template: one copy of it started outside any sandbox, loaded
+    /// and forked into each new sandbox, instead of starting it afresh
+    /// (see `template.rs`). The template reads `STRATUS_TEMPLATE_FD` and
+    /// is started with this spec's environment; where it cannot start,
+    /// the program starts afresh as without this.
+    #[serde(default)]
+    pub template: bool,
 }
 
 /// Hands a made process its function.

@@ -38,9 +38,13 @@ pub(crate) struct Child {
     pub init_status: Option<OwnedFd>,
     /// Where its `listen` calls wait for the launcher, when they do.
     pub listen_notify: Option<OwnedFd>,
+    /// A program made from a template into a holder's namespaces: a child
+    /// of the launcher (its subreaper) but not of the init, so the
+    /// launcher reaps it and then ends the holder.
+    pub program: Option<u32>,
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two ints for pipe2 to fill.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -55,7 +59,7 @@ fn cstring(s: impl AsRef<[u8]>) -> Result<CString, String> {
 }
 
 /// Everything `execve` needs, allocated before the fork.
-struct Exec {
+pub(crate) struct Exec {
     program: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
@@ -63,7 +67,7 @@ struct Exec {
 }
 
 impl Exec {
-    fn new(
+    pub(crate) fn new(
         program: &Path,
         args: &[String],
         env: &[(String, String)],
@@ -103,7 +107,7 @@ impl Exec {
     /// In the child: wires up stdio (and the activation descriptor, when
     /// given), changes directory and execs. Returns only on failure, with
     /// the step that failed.
-    fn exec(
+    pub(crate) fn exec(
         &self,
         stdout: RawFd,
         stderr: RawFd,
@@ -334,7 +338,7 @@ pub(crate) fn spawn(
         }),
         Isolation::Namespaces => {
             let notify = listen_notify && !spec.private_network;
-            spawn_namespaced(&exec, spec, root, slot, &group, io, notify)
+            spawn_namespaced(&exec, spec, root, slot, &group, Some(io), notify)
         }
     };
     match started {
@@ -348,6 +352,7 @@ pub(crate) fn spawn(
             waiting: started.waiting,
             init_status: started.init_status,
             listen_notify: started.listen_notify,
+            program: None,
         }),
         Err(err) => {
             let mut group = group;
@@ -359,7 +364,7 @@ pub(crate) fn spawn(
 }
 
 /// The child's ends of its pipes.
-struct ChildIo {
+pub(crate) struct ChildIo {
     stdout: OwnedFd,
     stderr: OwnedFd,
     /// Where the activation arrives.
@@ -367,7 +372,7 @@ struct ChildIo {
 }
 
 /// Kills and reaps a child that did not get to run.
-fn abort(pid: i32) {
+pub(crate) fn abort(pid: i32) {
     // SAFETY: kills and reaps the child we created.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
@@ -442,27 +447,32 @@ fn spawn_plain(
 }
 
 /// A process made in its namespaces.
-struct Started {
-    pid: u32,
+pub(crate) struct Started {
+    pub pid: u32,
     /// Its error pipe, while it waits to exec on activation.
-    waiting: Option<OwnedFd>,
+    pub waiting: Option<OwnedFd>,
     /// The Runtime API's listening socket inside a private network.
-    runtime_api: Option<OwnedFd>,
+    pub runtime_api: Option<OwnedFd>,
     /// Where its init leaves the program's wait status.
-    init_status: Option<OwnedFd>,
+    pub init_status: Option<OwnedFd>,
     /// Where its `listen` calls wait for the launcher, when they do.
-    listen_notify: Option<OwnedFd>,
+    pub listen_notify: Option<OwnedFd>,
 }
 
-fn spawn_namespaced(
+/// Makes a sandbox in its namespaces. With `io`, it runs the spec's
+/// program; without, it is a holder: its first process becomes the init at
+/// once and waits for a program made from a template to join it
+/// ([`crate::template`]), which sets its own ids, filter and rules.
+pub(crate) fn spawn_namespaced(
     exec: &Exec,
     spec: &ProcessSpec,
     root: &Path,
     slot: Option<&Path>,
     group: &InstanceGroup,
-    io: ChildIo,
+    io: Option<ChildIo>,
     listen_notify: bool,
 ) -> Result<Started, String> {
+    let holder = io.is_none();
     let mut plan = fs::Plan::new(spec, root, slot)?;
     let filter = seccomp::program(listen_notify);
     let (err_r, err_w) = pipe().map_err(|e| e.to_string())?;
@@ -560,7 +570,9 @@ fn spawn_namespaced(
                 fail(err_fd, "set no_new_privs", io::Error::last_os_error());
             }
         }
-        if let Err(err) = landlock::restrict(true) {
+        // A holder's init signals a program that is not of its Landlock
+        // domain; the program, which has its own, cannot signal the init.
+        if let Err(err) = landlock::restrict_as(landlock::plan(true, !holder)) {
             fail(err_fd, "restrict with Landlock", err);
         }
         let notify = match seccomp::install(&filter, listen_notify) {
@@ -575,6 +587,23 @@ fn spawn_namespaced(
             fail(err_fd, "hand over the listen notifications", err);
         }
         drop(notify);
+        if holder {
+            let Some(status_w) = &status_w else {
+                fail(
+                    err_fd,
+                    "hold the sandbox",
+                    io::Error::other("a holder needs an init"),
+                );
+            };
+            init::adopt(status_w.as_raw_fd());
+        }
+        let Some(io) = io else {
+            fail(
+                err_fd,
+                "run the program",
+                io::Error::other("no descriptors"),
+            );
+        };
         // With an init, this process stays behind as it, and the program
         // runs in a child made here: after everything above, which the
         // child keeps, and before anything the program itself gets (its
@@ -659,7 +688,7 @@ fn write_id_maps(pid: i32) -> io::Result<()> {
 ///
 /// # Safety
 /// Only plain signal syscalls; call in a forked child.
-unsafe fn reset_signals() {
+pub(crate) unsafe fn reset_signals() {
     // SAFETY: see the function's contract.
     unsafe {
         let mut mask: libc::sigset_t = std::mem::zeroed();
@@ -732,6 +761,7 @@ pub(crate) fn probe(root: &Path) -> Result<(), ProbeError> {
         private_network: false,
         memory_mb: 64,
         init: false,
+        template: false,
     };
     let child = spawn(
         &spec,

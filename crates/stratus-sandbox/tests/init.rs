@@ -109,6 +109,7 @@ impl Setup {
             private_network: false,
             memory_mb: 128,
             init,
+            template: false,
         }
     }
 

@@ -289,6 +289,7 @@ async fn run(
         private_network: false,
         memory_mb: 256,
         init: false,
+        template: false,
     };
     let spawned = client.spawn(&spec).await.map_err(|e| e.to_string())?;
     let activation = Activation {

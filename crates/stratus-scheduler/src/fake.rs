@@ -463,6 +463,7 @@ pub(crate) fn settings() -> Settings {
             instance_max_files: 1024,
             instance_log_rate: 1 << 30,
             prestart_max: 0,
+            templates: false,
         },
         base_env: Vec::new(),
         host_path: "/usr/bin:/bin".into(),

@@ -186,9 +186,17 @@ pub(crate) fn spec(
             });
         }
     }
+    // A Python runtime that starts with nothing of its function's is
+    // forked from a loaded template rather than started afresh; the
+    // template starts with the environment every runtime waiting for its
+    // function has, never one function's.
+    let template = s.limits.templates
+        && kind.runtime == Runtime::Python3
+        && start == Start::Now
+        && function.is_none_or(|(config, _)| !needs_own_start(config));
     let mut env = match function {
-        Some((_, env)) => env.to_vec(),
-        None => {
+        Some((_, env)) if !template => env.to_vec(),
+        _ => {
             let mut env = s.base_env.clone();
             env.push(("PATH".to_owned(), l.path.clone()));
             // Names the instance it will be, for whoever looks at processes.
@@ -229,6 +237,7 @@ pub(crate) fn spec(
         // Handlers spawn subprocesses too: their orphans are reaped as a
         // service's are, not left as zombies until the instance ends.
         init: true,
+        template,
     }
 }
 
@@ -374,6 +383,7 @@ pub(crate) fn service(
         // of ours it gets the SIGTERM a drain sends, and its orphans are
         // reaped.
         init: true,
+        template: false,
     };
     let activation = Activation {
         code: config.code_dir.clone(),

@@ -78,6 +78,10 @@ pub struct Limits {
     /// runtime started, for cold starts to take; 0 turns this off
     #[cfg_attr(feature = "clap", arg(long = "prestart", default_value_t = 8))]
     pub prestart_max: usize,
+    /// Make Python instances by forking a loaded template into each new
+    /// sandbox rather than starting an interpreter in it
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = true, action = clap::ArgAction::Set))]
+    pub templates: bool,
 }
 
 /// An interpreter the built-in runtimes run on.
