@@ -93,6 +93,10 @@ struct Request<'a> {
     syscalls: Syscalls,
     /// Where the new process waits for its activation.
     cwd: &'a str,
+    /// The command line and environment the new process shows, as a
+    /// process started from the program with them would.
+    argv: Vec<&'a str>,
+    env: &'a [(String, String)],
 }
 
 /// Numbers of the system calls the template's children make, from the
@@ -388,6 +392,10 @@ fn make(
         expect_pid: namespaced.then_some(crate::init::ADOPTED_PROGRAM),
         syscalls: SYSCALLS,
         cwd: "/",
+        argv: std::iter::once(spec.program.to_str().unwrap_or_default())
+            .chain(spec.args.iter().map(String::as_str))
+            .collect(),
+        env: &spec.env,
     };
     let mut fds = vec![
         control_r.as_raw_fd(),
