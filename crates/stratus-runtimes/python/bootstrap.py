@@ -62,7 +62,12 @@ def serve_as_template():
     try:
         # Each child shows its own command line and environment; a kernel
         # that cannot do that would show every instance as the template.
-        _show_as(sys.argv, os.environ.items(), libc, ctypes, struct)
+        # Tried here on the template itself, showing what it shows now.
+        with open("/proc/self/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")[:-1]
+        with open("/proc/self/environ", "rb") as f:
+            env = [var.partition(b"=")[::2] for var in f.read().split(b"\0")[:-1]]
+        _show_as(argv, env, libc, ctypes, struct)
     except OSError as exc:
         sock.send(json.dumps({"error": "cannot set what a child shows in /proc: %s" % exc}).encode())
         os._exit(1)

@@ -588,12 +588,32 @@ fn shut_down(
     draining: &mut Vec<InstanceGroup>,
     cgroups: &Cgroups,
 ) {
+    let mut dying = std::collections::HashSet::new();
     for (pid, mut tenant) in children.drain() {
         crate::kill_group(pid);
+        if let Some(program) = tenant.program {
+            // SAFETY: kill(2) on a child of ours, not yet reaped.
+            unsafe { libc::kill(program as i32, libc::SIGKILL) };
+            dying.insert(program);
+        }
         tenant.end(None);
-        // SAFETY: reaps a child we created and just killed.
-        unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), 0) };
+        dying.insert(pid);
         draining.push(tenant.group);
+    }
+    // Reaped in the order they end, not one by one: a holder's init ends
+    // only once the launcher has reaped the program the template made in
+    // its namespace.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !dying.is_empty() && std::time::Instant::now() < deadline {
+        // SAFETY: waitpid with a null status pointer.
+        let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if pid > 0 {
+            dying.remove(&(pid as u32));
+        } else if pid < 0 {
+            break;
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
     for _ in 0..250 {
         draining.retain_mut(|group| !group.remove());

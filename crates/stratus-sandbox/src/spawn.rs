@@ -105,13 +105,18 @@ impl Exec {
     }
 
     /// In the child: wires up stdio (and the activation descriptor, when
-    /// given), changes directory and execs. Returns only on failure, with
-    /// the step that failed.
+    /// given), changes directory, limits open files to `max_files` when
+    /// given and execs. Returns only on failure, with the step that failed.
+    ///
+    /// The limit comes last: until exec closes them, the child holds the
+    /// launcher's descriptors, which may number more than the limit, and a
+    /// new descriptor would then be refused.
     pub(crate) fn exec(
         &self,
         stdout: RawFd,
         stderr: RawFd,
         activation: Option<RawFd>,
+        max_files: Option<u32>,
     ) -> (&'static str, io::Error) {
         let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
         argv.push(std::ptr::null());
@@ -146,6 +151,15 @@ impl Exec {
                     "change to the working directory",
                     io::Error::last_os_error(),
                 );
+            }
+            if let Some(max_files) = max_files {
+                let files = libc::rlimit {
+                    rlim_cur: libc::rlim_t::from(max_files),
+                    rlim_max: libc::rlim_t::from(max_files),
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &files) != 0 {
+                    return ("limit open files", io::Error::last_os_error());
+                }
             }
             libc::execve(self.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
         }
@@ -266,7 +280,7 @@ fn exec_on_activation(
         Ok(exec) => exec,
         Err((step, err)) => fail(err_fd, step, err),
     };
-    let (step, err) = exec.exec(stdout, stderr, None);
+    let (step, err) = exec.exec(stdout, stderr, None, Some(spec.max_files));
     fail(err_fd, step, err)
 }
 
@@ -279,18 +293,15 @@ fn run(
     stdout: RawFd,
     stderr: RawFd,
 ) -> ! {
-    let files = libc::rlimit {
-        rlim_cur: libc::rlim_t::from(spec.max_files),
-        rlim_max: libc::rlim_t::from(spec.max_files),
-    };
-    // SAFETY: setrlimit reads a valid struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &files) } != 0 {
-        fail(err_fd, "limit open files", io::Error::last_os_error());
-    }
     if spec.start == Start::OnActivation {
         exec_on_activation(spec, control, err_fd, stdout, stderr);
     }
-    let (step, err) = exec.exec(stdout, stderr, Some(control.as_raw_fd()));
+    let (step, err) = exec.exec(
+        stdout,
+        stderr,
+        Some(control.as_raw_fd()),
+        Some(spec.max_files),
+    );
     fail(err_fd, step, err)
 }
 

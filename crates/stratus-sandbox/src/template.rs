@@ -266,7 +266,7 @@ fn start(spec: &ProcessSpec, key: &Key) -> Result<Zygote, String> {
         }
         // Its output is the launcher's standard error: a template says
         // only why it failed.
-        let (step, err) = exec.exec(2, 2, None);
+        let (step, err) = exec.exec(2, 2, None, None);
         eprintln!("stratus launcher: cannot start a template: {step}: {err}");
         // SAFETY: ends the forked child.
         unsafe { libc::_exit(127) }
