@@ -97,8 +97,9 @@ fn namespaced_functions_see_nothing_of_the_host_or_each_other() {
     let victim_code = only_code_dir(&server);
 
     let hostile = server.path("hostile");
-    // `f` takes a prestarted sandbox; `own` (an interpreter variable in its
-    // env) starts its own: both paths must hold.
+    // `f` takes a prestarted sandbox, made from the loaded Python
+    // template; `own` (an interpreter variable in its env) starts its own
+    // interpreter from scratch: both paths must hold.
     let env = format!(
         "    env:\n      DATA_DIR: {}\n      OTHER_CODE: {}\n      SERVER_PID: {}\n",
         server.data_dir.display(),
@@ -117,6 +118,7 @@ fn namespaced_functions_see_nothing_of_the_host_or_each_other() {
     for (function, prestarted) in [("f", true), ("own", false)] {
         let seen = server.invoke(&format!("hostile/{function}"), "{}");
         assert_eq!(seen["phases"]["prestarted"], prestarted, "{seen}");
+        assert_eq!(seen["phases"]["from_template"], prestarted, "{seen}");
         assert_hostile_python_contained(&seen);
     }
 
@@ -622,6 +624,8 @@ def handler(event, context):
         "signals/f",
         &serde_json::json!({ "server": server.pid() }).to_string(),
     );
+    // Forked from the loaded template, and held to the same rules.
+    assert_eq!(r["phases"]["from_template"], true, "{r}");
     let seen = &r["result"];
     assert_eq!(seen["own_child"], "allowed", "{r}");
     if seen["abi"].as_i64().unwrap_or(0) < 6 {

@@ -71,6 +71,12 @@ def serve_as_template():
     except OSError as exc:
         sock.send(json.dumps({"error": "cannot set what a child shows in /proc: %s" % exc}).encode())
         os._exit(1)
+    # What is loaded now stays out of the collector's way: a collection in
+    # a child would otherwise write to every object's header and copy the
+    # pages it shares with the template.
+    import gc
+    gc.collect()
+    gc.freeze()
     sock.send(json.dumps({"ready": True}).encode())
     while True:
         try:

@@ -25,6 +25,8 @@ pub struct Spawned {
     /// The Runtime API's listening socket inside the process's private
     /// network, when it has one.
     pub runtime_api: Option<std::net::TcpListener>,
+    /// Made from a loaded template rather than started afresh.
+    pub from_template: bool,
 }
 
 /// The launcher's answer to one request.
@@ -33,6 +35,7 @@ enum Answer {
         pid: u32,
         fds: Vec<OwnedFd>,
         exited: oneshot::Receiver<ExitStatus>,
+        from_template: bool,
     },
     Done,
 }
@@ -245,6 +248,7 @@ impl LauncherClient {
             pid,
             mut fds,
             exited,
+            from_template,
         } = answer
         else {
             return Err(SandboxError::Protocol("expected a spawned process".into()));
@@ -273,6 +277,7 @@ impl LauncherClient {
             stderr: receiver(stderr)?,
             exited,
             runtime_api,
+            from_template,
         })
     }
 
@@ -369,7 +374,15 @@ async fn read_replies(sock: Arc<AsyncFd<OwnedFd>>, state: Arc<Mutex<State>>) {
         };
         let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
         match message {
-            (Reply::Spawned { id, pid, freezer }, fds) => {
+            (
+                Reply::Spawned {
+                    id,
+                    pid,
+                    freezer,
+                    from_template,
+                },
+                fds,
+            ) => {
                 // Registered before anyone can see the pid, so no exit is missed.
                 let (exit_tx, exit_rx) = oneshot::channel();
                 state.exits.insert(pid, exit_tx);
@@ -381,6 +394,7 @@ async fn read_replies(sock: Arc<AsyncFd<OwnedFd>>, state: Arc<Mutex<State>>) {
                         pid,
                         fds,
                         exited: exit_rx,
+                        from_template,
                     }))
                 {
                     crate::kill_group(pid);

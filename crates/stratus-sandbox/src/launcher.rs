@@ -229,9 +229,15 @@ fn serve(
                         match made {
                             Ok((pid, fds, tenant)) => {
                                 let freezer = tenant.group.freezer.clone();
+                                let from_template = tenant.from_template;
                                 children.insert(pid, tenant);
                                 let fds: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
-                                let reply = Reply::Spawned { id, pid, freezer };
+                                let reply = Reply::Spawned {
+                                    id,
+                                    pid,
+                                    freezer,
+                                    from_template,
+                                };
                                 wire::send(sock.as_raw_fd(), &reply, &fds)?;
                             }
                             Err(error) => {
@@ -436,6 +442,7 @@ struct Tenant {
     /// namespaces, and how it ended once it has.
     program: Option<u32>,
     program_status: Option<libc::c_int>,
+    from_template: bool,
 }
 
 /// Makes a process, with a slot for its code when the code comes later.
@@ -497,6 +504,7 @@ fn make(
                 listen_notify: child.listen_notify,
                 program: child.program,
                 program_status: None,
+                from_template: child.from_template,
             };
             Ok((child.pid, fds, tenant))
         }

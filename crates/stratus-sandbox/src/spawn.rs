@@ -42,6 +42,8 @@ pub(crate) struct Child {
     /// of the launcher (its subreaper) but not of the init, so the
     /// launcher reaps it and then ends the holder.
     pub program: Option<u32>,
+    /// Whether it was made from a template rather than started afresh.
+    pub from_template: bool,
 }
 
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -364,6 +366,7 @@ pub(crate) fn spawn(
             init_status: started.init_status,
             listen_notify: started.listen_notify,
             program: None,
+            from_template: false,
         }),
         Err(err) => {
             let mut group = group;

@@ -475,6 +475,7 @@ fn make(
         init_status,
         listen_notify,
         program: namespaced.then_some(program),
+        from_template: true,
     })
 }
 

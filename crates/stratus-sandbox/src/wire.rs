@@ -101,6 +101,9 @@ pub(crate) enum Reply {
         /// The instance's `cgroup.freeze`, where it has one.
         #[serde(default)]
         freezer: Option<std::path::PathBuf>,
+        /// Made from a template rather than started afresh.
+        #[serde(default)]
+        from_template: bool,
     },
     /// An activation or reservation took effect.
     Done {

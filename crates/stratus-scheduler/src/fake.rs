@@ -231,6 +231,7 @@ impl Launch for FakeLauncher {
             stderr: err_rx,
             exited: exit_rx,
             runtime_api: None,
+            from_template: false,
         })
     }
 

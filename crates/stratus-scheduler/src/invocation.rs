@@ -163,6 +163,9 @@ pub struct Phases {
     pub handler_init_ms: Option<f64>,
     /// Whether the instance's process was made ahead of demand; cold only.
     pub prestarted: Option<bool>,
+    /// Whether the instance's process was made from a loaded template
+    /// rather than started afresh; cold only.
+    pub from_template: Option<bool>,
     /// From handing the event to the runtime to its answer.
     pub duration_ms: f64,
 }

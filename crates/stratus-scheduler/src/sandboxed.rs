@@ -49,6 +49,8 @@ pub(crate) struct Started {
     pub runtime_api: Option<std::net::TcpListener>,
     /// When the activation was sent: the program starts work then.
     pub activated_at: Instant,
+    /// Made from a loaded template rather than started afresh.
+    pub from_template: bool,
 }
 
 impl Sandboxes {
@@ -122,6 +124,7 @@ impl Sandboxes {
             stderr,
             exited,
             runtime_api,
+            from_template,
         } = spawned;
         Started {
             process: Process::new(self.launcher.clone(), pid),
@@ -130,6 +133,7 @@ impl Sandboxes {
             exited,
             runtime_api,
             activated_at,
+            from_template,
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct Invoked {
     pub handler_init_ms: Option<f64>,
     /// Cold starts only: whether the sandbox was made ahead of demand.
     pub prestarted: Option<bool>,
+    /// Cold starts only: whether the process was made from a loaded
+    /// template rather than started afresh.
+    pub from_template: Option<bool>,
     pub queue_ms: f64,
     pub version: String,
     pub logs: String,
@@ -96,6 +99,7 @@ pub async fn run(conn: &Connection, args: InvokeArgs) -> anyhow::Result<ExitCode
                 "handler_init_ms": invoked.handler_init_ms,
                 "handler_ms": invoked.duration_ms,
                 "prestarted": invoked.prestarted,
+                "from_template": invoked.from_template,
             },
             "logs": if args.log { Value::String(invoked.logs.clone()) } else { Value::Null },
         });
@@ -188,6 +192,7 @@ pub async fn invoke(
         runtime_start_ms: number("x-stratus-runtime-start-ms"),
         handler_init_ms: number("x-stratus-handler-init-ms"),
         prestarted: header("x-stratus-prestarted").map(|v| v == "true"),
+        from_template: header("x-stratus-from-template").map(|v| v == "true"),
         queue_ms: number("x-stratus-queue-ms").unwrap_or_default(),
         version: header("x-stratus-version").unwrap_or_default(),
         logs,

@@ -25,8 +25,13 @@ ws.on('open', () => {
   ws._socket.on('end', () => emit({ ev: 'socket-end' }));
 });
 ws.on('unexpected-response', (req, res) => {
-  emit({ ev: 'unexpected-response', status: res.statusCode });
-  process.exit(2);
+  // The body says why the gateway refused.
+  const chunks = [];
+  res.on('data', (chunk) => chunks.push(chunk));
+  res.on('end', () => {
+    emit({ ev: 'unexpected-response', status: res.statusCode, body: Buffer.concat(chunks).toString() });
+    process.exit(2);
+  });
 });
 ws.on('message', (data, isBinary) => {
   if (isBinary) emit({ ev: 'binary', hex: Buffer.from(data).toString('hex') });

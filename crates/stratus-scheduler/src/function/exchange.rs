@@ -113,6 +113,8 @@ pub(crate) struct Shared {
     pub handler_init_ms: OnceLock<f64>,
     /// The process was made ahead of demand.
     pub prestarted: bool,
+    /// The process was made from a loaded template; set once it runs.
+    pub from_template: OnceLock<bool>,
     pub process: OnceLock<Arc<Process>>,
     /// The process's stdout and stderr, read by the output task and, to
     /// catch up before a result is reported, by the Runtime API handlers.
@@ -143,6 +145,7 @@ impl Shared {
             settled: tokio::sync::Notify::new(),
             handler_init_ms: OnceLock::new(),
             prestarted,
+            from_template: OnceLock::new(),
             process: OnceLock::new(),
             output: OnceLock::new(),
             instance_id,

@@ -52,6 +52,7 @@ pub(crate) struct StartPhases {
     /// The user's own init, when the runtime reports it.
     pub handler_init_ms: Option<f64>,
     pub prestarted: bool,
+    pub from_template: bool,
 }
 
 /// Why a run ended without a result from the runtime.
@@ -146,6 +147,7 @@ impl Instance {
             )
         })?;
         let _ = shared.activated_at.set(started.activated_at);
+        let _ = shared.from_template.set(started.from_template);
         let process = started.process;
         let _ = shared.process.set(process.clone());
         let listener = match (listener, started.runtime_api) {
@@ -249,6 +251,7 @@ impl Instance {
             init_ms: ready.duration_since(activated).as_secs_f64() * 1000.0,
             handler_init_ms: s.handler_init_ms.get().copied(),
             prestarted: s.prestarted,
+            from_template: s.from_template.get().copied().unwrap_or(false),
         })
     }
 

@@ -480,6 +480,7 @@ impl Pool {
             runtime_start_ms: start.map(|s| s.init_ms - s.handler_init_ms.unwrap_or(0.0)),
             handler_init_ms: start.and_then(|s| s.handler_init_ms),
             prestarted: start.map(|s| s.prestarted),
+            from_template: start.map(|s| s.from_template),
             duration_ms: ms(duration),
         }
     }
@@ -574,6 +575,7 @@ impl Pool {
             "runtime_start_ms": phases.runtime_start_ms,
             "handler_init_ms": phases.handler_init_ms,
             "prestarted": phases.prestarted,
+            "from_template": phases.from_template,
             "queue_ms": phases.queue_ms,
             "cold": cold,
             "outcome": outcome,

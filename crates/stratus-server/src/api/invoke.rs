@@ -230,6 +230,9 @@ pub(crate) async fn invoke(
     if let Some(prestarted) = p.prestarted {
         set("x-stratus-prestarted", prestarted.to_string());
     }
+    if let Some(from_template) = p.from_template {
+        set("x-stratus-from-template", from_template.to_string());
+    }
     if let Some(mb) = outcome.max_memory_mb {
         set("x-stratus-max-memory-mb", mb.to_string());
     }
