@@ -46,7 +46,7 @@ pub(crate) struct Child {
     pub from_template: bool,
 }
 
-pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two ints for pipe2 to fill.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -322,25 +322,16 @@ pub(crate) fn spawn(
     listen_notify: bool,
 ) -> Result<Child, String> {
     let exec = Exec::new(&spec.program, &spec.args, &spec.env, &spec.cwd)?;
-    let (out_r, out_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
-    let (errs_r, errs_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
-    let (control_r, control_w) = pipe().map_err(|e| format!("cannot create pipes: {e}"))?;
     // Only a namespace has an init to replace; elsewhere the program leads
     // its process group and gets its signals as it is.
     let with_init = spec.init && isolation == Isolation::Namespaces;
-    // The init is one more process, not one less for the program.
-    let pids_max = spec.pids_max.saturating_add(u32::from(with_init));
-    let group = cgroups
-        .create(name, spec.memory_mb, pids_max)
-        .map_err(|e| format!("cannot create the instance's cgroups: {e}"))?;
-    if spec.code.is_none() {
-        group.set_idle();
-    }
-    let io = ChildIo {
-        stdout: out_w,
-        stderr: errs_w,
-        control: control_r,
-    };
+    let Plumbing {
+        stdout,
+        stderr,
+        control,
+        io,
+        group,
+    } = Plumbing::new(spec, cgroups, name, with_init)?;
     let started = match isolation {
         Isolation::None => spawn_plain(&exec, spec, &group, io).map(|(pid, waiting)| Started {
             pid,
@@ -357,11 +348,11 @@ pub(crate) fn spawn(
     match started {
         Ok(started) => Ok(Child {
             pid: started.pid,
-            stdout: out_r,
-            stderr: errs_r,
+            stdout,
+            stderr,
             group,
             runtime_api: started.runtime_api,
-            control: control_w,
+            control,
             waiting: started.waiting,
             init_status: started.init_status,
             listen_notify: started.listen_notify,
@@ -379,10 +370,55 @@ pub(crate) fn spawn(
 
 /// The child's ends of its pipes.
 pub(crate) struct ChildIo {
-    stdout: OwnedFd,
-    stderr: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
     /// Where the activation arrives.
-    control: OwnedFd,
+    pub control: OwnedFd,
+}
+
+/// What a new process of an instance starts with, however it is made:
+/// its output and activation pipes and its cgroups.
+pub(crate) struct Plumbing {
+    /// The launcher's ends: output read, activation written.
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub control: OwnedFd,
+    pub io: ChildIo,
+    pub group: InstanceGroup,
+}
+
+impl Plumbing {
+    /// `with_init`: the sandbox has an init (or holder) besides the
+    /// program, one more process rather than one less for the program.
+    pub(crate) fn new(
+        spec: &ProcessSpec,
+        cgroups: &Cgroups,
+        name: &str,
+        with_init: bool,
+    ) -> Result<Plumbing, String> {
+        let pipes = || pipe().map_err(|e| format!("cannot create pipes: {e}"));
+        let (stdout, out_w) = pipes()?;
+        let (stderr, err_w) = pipes()?;
+        let (control_r, control) = pipes()?;
+        let pids_max = spec.pids_max.saturating_add(u32::from(with_init));
+        let group = cgroups
+            .create(name, spec.memory_mb, pids_max)
+            .map_err(|e| format!("cannot create the instance's cgroups: {e}"))?;
+        if spec.code.is_none() {
+            group.set_idle();
+        }
+        Ok(Plumbing {
+            stdout,
+            stderr,
+            control,
+            io: ChildIo {
+                stdout: out_w,
+                stderr: err_w,
+                control: control_r,
+            },
+            group,
+        })
+    }
 }
 
 /// Kills and reaps a child that did not get to run.

@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Cgroups;
-use crate::spawn::{self, Child, Exec};
+use crate::spawn::{self, Child, Exec, Plumbing};
 use crate::{Isolation, ProcessSpec, landlock, seccomp};
 
 /// The descriptor on which a template reads its requests.
@@ -311,18 +311,15 @@ fn make(
     listen_notify: bool,
 ) -> Result<Child, Failure> {
     let process = Failure::Process;
-    let (out_r, out_w) = spawn::pipe().map_err(|e| process(format!("cannot create pipes: {e}")))?;
-    let (err_r, err_w) = spawn::pipe().map_err(|e| process(format!("cannot create pipes: {e}")))?;
-    let (control_r, control_w) =
-        spawn::pipe().map_err(|e| process(format!("cannot create pipes: {e}")))?;
     let namespaced = isolation == Isolation::Namespaces;
-    let pids_max = spec.pids_max.saturating_add(u32::from(namespaced));
-    let mut group = cgroups
-        .create(name, spec.memory_mb, pids_max)
-        .map_err(|e| process(format!("cannot create the instance's cgroups: {e}")))?;
-    if spec.code.is_none() {
-        group.set_idle();
-    }
+    // Under namespaces the holder is the one more process.
+    let Plumbing {
+        stdout: out_r,
+        stderr: err_r,
+        control: control_w,
+        io,
+        mut group,
+    } = Plumbing::new(spec, cgroups, name, namespaced).map_err(process)?;
     let fail = |group: &mut crate::cgroup::InstanceGroup, err: Failure| {
         group.kill_all();
         group.remove();
@@ -398,9 +395,9 @@ fn make(
         env: &spec.env,
     };
     let mut fds = vec![
-        control_r.as_raw_fd(),
-        out_w.as_raw_fd(),
-        err_w.as_raw_fd(),
+        io.control.as_raw_fd(),
+        io.stdout.as_raw_fd(),
+        io.stderr.as_raw_fd(),
         reply_theirs.as_raw_fd(),
     ];
     fds.extend(pidfd.as_ref().map(|fd| fd.as_raw_fd()));
@@ -410,7 +407,7 @@ fn make(
             Failure::Template(format!("cannot reach the template: {err}")),
         ));
     }
-    drop((control_r, out_w, err_w, reply_theirs, pidfd));
+    drop((io, reply_theirs, pidfd));
     // The first child says which process it made, or why it could not.
     let program = match receive(reply.as_raw_fd(), STEP_TIMEOUT_MS) {
         Ok((Answer { pid: Some(pid), .. }, _)) => pid,
