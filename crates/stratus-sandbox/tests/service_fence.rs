@@ -211,20 +211,22 @@ fn node() -> Option<Interpreter> {
 
 /// A port nothing listens on now, on any address.
 fn free_port() -> u16 {
-    TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let [port] = free_ports();
+    port
 }
 
-/// A UDP port nothing is bound to now, on any address.
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct TCP ports nothing is bound to now: every socket is held
+/// until all are picked, so the kernel cannot hand one out twice.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [TcpListener; N] = std::array::from_fn(|_| TcpListener::bind("0.0.0.0:0").unwrap());
+    held.map(|socket| socket.local_addr().unwrap().port())
+}
+
+/// `N` distinct UDP ports nothing is bound to now, on any address.
+fn free_udp_ports<const N: usize>() -> [u16; N] {
+    let held: [std::net::UdpSocket; N] =
+        std::array::from_fn(|_| std::net::UdpSocket::bind("0.0.0.0:0").unwrap());
+    held.map(|socket| socket.local_addr().unwrap().port())
 }
 
 /// What one connection from outside the fence gets: "connected" or the
@@ -338,7 +340,7 @@ async fn fenced(
         stratus_sandbox::service_addr(n),
         stratus_sandbox::service_addr(n + 1),
     );
-    let [p4, plo, p6, p6lo, p6only, pfree] = std::array::from_fn(|_| free_port());
+    let [p4, plo, p6, p6lo, p6only, pfree, pfree6] = free_ports();
     let ports = |ps: &[u16]| ps.iter().map(u16::to_string).collect::<Vec<_>>();
     let mut args = vec!["service".to_owned(), own.to_string(), other.to_string()];
     args.extend(ports(&[p4, plo, p6, p6lo, p6only, pfree]));
@@ -400,7 +402,6 @@ async fn fenced(
     // Another instance, not activated as anything (so with no entry in
     // the fence's map), reaches none of it, and cannot take its address;
     // its listeners on every address are on loopback.
-    let pfree6 = free_port();
     let mut args = vec!["neighbour".to_owned(), own.to_string()];
     args.extend(ports(&[p4, p6, pfree, pfree6]));
     let (neighbour, seen) = probe(client, python, code, As::default(), &args)
@@ -548,12 +549,12 @@ async fn fenced(
 /// the gateway reaches the service there, and once the service is gone,
 /// nobody.
 async fn squatter(client: &LauncherClient, python: &Interpreter, code: &Path, ip: Ipv4Addr) {
-    let [p4, p6, pmapped, p6only, plo, plo6] = std::array::from_fn(|_| free_port());
-    let [pudp, pudp6, pudp_any, pudp_own] = std::array::from_fn(|_| free_udp_port());
+    let [p4, p6, pmapped, p6only, plo, plo6, papi] = free_ports();
+    let [pudp, pudp6, pudp_any, pudp_own] = free_udp_ports();
     let step = |key: &str, what: &str, host: &str, port: u16| format!("{key},{what},{host},{port}");
     // A function: an entry in the fence's map, with no service address.
     let function = As {
-        runtime_api_port: Some(free_port()),
+        runtime_api_port: Some(papi),
         ..As::default()
     };
     let args = vec![
