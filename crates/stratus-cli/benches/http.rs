@@ -7,7 +7,9 @@
 //! references, started in the same run: Python's `http.server`
 //! (`ThreadingHTTPServer`), Node's `http.createServer` and the same Rust
 //! binary serving over hyper (`hello_http --direct`), each answering the
-//! same 200 `text/plain` "hello".
+//! same 200 `text/plain` "hello". The rows `python3-c64` and `nodejs-c64`
+//! are the same handlers with `concurrency: 64`: one instance takes up to
+//! 64 requests at once.
 //!
 //! The load generator is a closed loop in this process: C keep-alive
 //! HTTP/1.1 connections (hyper's client), each sending its next request
@@ -19,7 +21,7 @@
 //!
 //! Run with `cargo bench -p stratus-cli --bench http`; `STRATUS_BENCH_SECS`
 //! sets the seconds per measurement (default 3), `STRATUS_BENCH_RUNTIMES`
-//! the runtimes to measure (default `python3,nodejs,provided`) and
+//! the runtimes to measure (default `python3,python3-c64,nodejs,nodejs-c64,provided`) and
 //! `STRATUS_BENCH_CONNECTIONS` the connection counts (default `1,16,64`).
 //! It prints figures only and never asserts on them.
 
@@ -147,7 +149,7 @@ fn write_app(dir: &Path, hello_http: &Path) -> anyhow::Result<()> {
     std::fs::write(
         dir.join("stratus.yaml"),
         format!(
-            "app: {APP}\nfunctions:\n  py:\n    runtime: python3\n    handler: main.handler\n    code: py\n    http: {{ path: /py }}\n  node:\n    runtime: nodejs\n    handler: index.handler\n    code: node\n    http: {{ path: /node }}\n  rust:\n    runtime: provided\n    code: rust\n    http: {{ path: /rust }}\n"
+            "app: {APP}\nfunctions:\n  py:\n    runtime: python3\n    handler: main.handler\n    code: py\n    http: {{ path: /py }}\n  node:\n    runtime: nodejs\n    handler: index.handler\n    code: node\n    http: {{ path: /node }}\n  node64:\n    runtime: nodejs\n    handler: index.handler\n    code: node\n    concurrency: 64\n    http: {{ path: /node64 }}\n  py64:\n    runtime: python3\n    handler: main.handler\n    code: py\n    concurrency: 64\n    http: {{ path: /py64 }}\n  rust:\n    runtime: provided\n    code: rust\n    http: {{ path: /rust }}\n"
         ),
     )?;
     Ok(())
@@ -270,17 +272,25 @@ fn run() -> anyhow::Result<()> {
     node_direct.arg(tmp.path().join("direct.js"));
     let mut rust_direct = Command::new(&hello_http);
     rust_direct.arg("--direct");
+    let (python_ref, node_ref, rust_ref) = (
+        start_reference(python_direct)?,
+        start_reference(node_direct)?,
+        start_reference(rust_direct)?,
+    );
+    // `-c64`: the same handler with `concurrency: 64`.
     let references = [
-        ("python3", "/hello/py", start_reference(python_direct)?),
-        ("nodejs", "/hello/node", start_reference(node_direct)?),
-        ("provided", "/hello/rust", start_reference(rust_direct)?),
+        ("python3", "/hello/py", &python_ref),
+        ("python3-c64", "/hello/py64", &python_ref),
+        ("nodejs", "/hello/node", &node_ref),
+        ("nodejs-c64", "/hello/node64", &node_ref),
+        ("provided", "/hello/rust", &rust_ref),
     ];
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let runtimes = std::env::var("STRATUS_BENCH_RUNTIMES")
-        .unwrap_or_else(|_| "python3,nodejs,provided".to_owned());
+        .unwrap_or_else(|_| "python3,python3-c64,nodejs,nodejs-c64,provided".to_owned());
     let connection_counts: Vec<usize> = match std::env::var("STRATUS_BENCH_CONNECTIONS") {
         Ok(list) => list
             .split(',')
@@ -315,7 +325,7 @@ fn run() -> anyhow::Result<()> {
         anyhow::Ok(rows)
     })?;
     drop(runtime);
-    drop(references);
+    drop((python_ref, node_ref, rust_ref));
     print_table(&rows, secs);
     drop(server);
     drop(tmp);

@@ -66,6 +66,7 @@ const FUNCTION_KEYS: &[&str] = &[
     "env",
     "max_instances",
     "min_instances",
+    "concurrency",
     "keep_alive",
     "network",
     "http",

@@ -117,6 +117,7 @@ pub(crate) struct RawFunction {
     pub env: BTreeMap<String, EnvValue>,
     pub max_instances: Option<u32>,
     pub min_instances: Option<u32>,
+    pub concurrency: Option<u32>,
     pub keep_alive: Option<String>,
     pub network: Option<RawNetwork>,
     pub http: Option<RawHttp>,

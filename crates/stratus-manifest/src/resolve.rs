@@ -25,6 +25,8 @@ pub const DEFAULT_MAX_INSTANCES: u32 = 100;
 pub const MIN_KEEP_ALIVE: Duration = Duration::from_secs(1);
 pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_MAX_INSTANCES: u32 = 1000;
+/// Most events one function instance may run at once.
+pub const MAX_FUNCTION_CONCURRENCY: u32 = 1000;
 pub const MAX_RETRIES: u32 = 10;
 pub const SERVICE_DEFAULT_MEMORY_MB: u32 = 512;
 pub const SERVICE_DEFAULT_CONCURRENCY: u32 = 100;
@@ -275,6 +277,17 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         );
     }
 
+    let concurrency = f.concurrency.unwrap_or(1);
+    if !(1..=MAX_FUNCTION_CONCURRENCY).contains(&concurrency) {
+        c.error(
+            key("concurrency"),
+            format!("concurrency {concurrency} is out of range"),
+            Some(format!(
+                "events in flight per instance, from 1 (the default) to {MAX_FUNCTION_CONCURRENCY}"
+            )),
+        );
+    }
+
     let keep_alive = match f.keep_alive.as_deref().map(humantime::parse_duration) {
         None => None,
         Some(Ok(d)) if (MIN_KEEP_ALIVE..=MAX_KEEP_ALIVE).contains(&d) => Some(d),
@@ -391,6 +404,7 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         env,
         max_instances,
         min_instances,
+        concurrency,
         keep_alive,
         network,
         http,

@@ -232,6 +232,11 @@ pub struct FunctionSpec {
     /// Instances kept warm even when idle.
     #[serde(default)]
     pub min_instances: u32,
+    /// Most events one instance runs at once before the function scales
+    /// out (Node.js: async handlers; Python: `async def` on one event
+    /// loop, plain handlers on threads).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
     /// How long an idle instance lives; the server's default when unset.
     #[serde(default, with = "opt_millis")]
     pub keep_alive: Option<Duration>,
@@ -289,6 +294,10 @@ pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(6 * 3600);
 
 fn default_retries() -> u32 {
     DEFAULT_RETRIES
+}
+
+fn default_concurrency() -> u32 {
+    1
 }
 
 fn default_max_event_age() -> Duration {

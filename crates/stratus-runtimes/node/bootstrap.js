@@ -4,7 +4,9 @@
  *
  * Speaks the AWS Lambda Runtime API (2018-06-01) over one persistent
  * keep-alive HTTP connection and runs the user's handler one invocation at a
- * time, forever. Started by the platform as `node bootstrap.js` with
+ * time, forever; or, with AWS_LAMBDA_MAX_CONCURRENCY=N, up to N at once, each
+ * in an async context of its own, with every line it writes marked with its
+ * request. Started by the platform as `node bootstrap.js` with
  * cwd = LAMBDA_TASK_ROOT. CommonJS, built-in modules only, Node.js 18+.
  */
 const fs = require('fs');
@@ -81,17 +83,78 @@ function configureLogging() {
   logLevel = LOG_LEVELS[(env.AWS_LAMBDA_LOG_LEVEL || '').toUpperCase()] ?? 0;
   logJson = (env.AWS_LAMBDA_LOG_FORMAT || '').toUpperCase() === 'JSON';
 }
-// The invocation in flight, for log records.
+// The invocation in flight, for log records, with one at a time.
 let currentRequestId = null;
+// With several at once (AWS_LAMBDA_MAX_CONCURRENCY above 1), the async
+// context each runs in names its request instead.
+let concurrency = 1;
+let events = null;
+
+function requestId() {
+  if (!events) return currentRequestId;
+  const store = events.getStore();
+  return store ? store.id : null;
+}
+
+// Marks each line of `text` (which ends with a newline) with the request
+// that wrote it, when several run at once: 0x1E, the id, 0x1F.
+function marked(text) {
+  const id = events && requestId();
+  if (!id) return text;
+  const mark = `\x1e${id}\x1f`;
+  return mark + text.slice(0, -1).split('\n').join('\n' + mark) + '\n';
+}
+
+function writeLines(fd, text) {
+  writeFully(fd, marked(text));
+}
 
 function emit(fd, level, text) {
   if (LOG_LEVELS[level] < logLevel) return;
   if (logJson) {
-    const record = { timestamp: new Date().toISOString(), level, requestId: currentRequestId, message: text };
-    writeFully(fd, JSON.stringify(record) + '\n');
+    const record = { timestamp: new Date().toISOString(), level, requestId: requestId(), message: text };
+    writeLines(fd, JSON.stringify(record) + '\n');
   } else {
-    writeFully(fd, text + '\n');
+    writeLines(fd, text + '\n');
   }
+}
+
+// What handlers write through process.stdout/stderr themselves is marked
+// too, whole lines at a time: a partial line waits, per request, for its
+// end (or the event's).
+const partialLines = [new Map(), new Map()];
+function markStream(stream, partial) {
+  const write = stream.write.bind(stream);
+  stream.write = (chunk, encoding, callback) => {
+    const id = requestId();
+    if (!id) return write(chunk, encoding, callback);
+    if (typeof encoding === 'function') {
+      callback = encoding;
+      encoding = undefined;
+    }
+    const piece = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString();
+    const text = (partial.get(id) || '') + piece;
+    const end = text.lastIndexOf('\n');
+    if (end < 0) {
+      partial.set(id, text);
+      if (callback) process.nextTick(callback);
+      return true;
+    }
+    if (end + 1 < text.length) partial.set(id, text.slice(end + 1));
+    else partial.delete(id);
+    return write(marked(text.slice(0, end + 1)), 'utf8', callback);
+  };
+}
+
+// Writes what the event `id` left without a newline.
+function endLines(id) {
+  if (!events) return;
+  [process.stdout, process.stderr].forEach((stream, i) => {
+    const rest = partialLines[i].get(id);
+    if (rest === undefined) return;
+    partialLines[i].delete(id);
+    stream.write(rest + '\n');
+  });
 }
 
 const writer = (fd, level) => (...args) => emit(fd, level, util.format(...args));
@@ -163,7 +226,9 @@ function useApi(address) {
     address,
     host: address.slice(0, portSep).replace(/^\[(.*)\]$/, '$1'),
     port: Number(address.slice(portSep + 1)),
-    agent: new http.Agent({ keepAlive: true, maxSockets: 1 }),
+    // Streamed responses, and with several events at once every request:
+    // a long poll and a post for each.
+    agent: new http.Agent({ keepAlive: true, maxSockets: concurrency > 1 ? 2 * concurrency : 1 }),
     sock: null,
     chunks: [], // what has arrived and is not yet consumed
     size: 0,
@@ -290,7 +355,25 @@ function parseOneAnswer() {
   return true;
 }
 
+// One request on a connection of the agent's: with several events at once,
+// a long poll must not hold up the posts behind it.
+function agentRequest(method, apiPath, body, headers) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: api.host, port: api.port, method, agent: api.agent,
+      path: API_PREFIX + apiPath, headers }, (res) => {
+      const chunks = [];
+      res.on('data', (chunk) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers,
+        body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 function request(method, apiPath, body, headers) {
+  if (events) return agentRequest(method, apiPath, body, headers);
   return new Promise((resolve, reject) => {
     if (!api.sock) connectApi();
     api.sock.ref();
@@ -335,6 +418,10 @@ async function post(apiPath, payload, extraHeaders) {
 // { next }: that request's promise, or null when the next event must be
 // asked for anew (wrapped, so that awaiting this does not await it).
 async function postThenNext(apiPath, payload, extraHeaders) {
+  if (events) {
+    await post(apiPath, payload, extraHeaders);
+    return { next: null };
+  }
   const headers = { 'Content-Type': 'application/json', ...extraHeaders };
   let answer;
   let next = null;
@@ -397,7 +484,7 @@ function toErrorBody(err, errorType) {
 
 function logError(error) {
   const trace = error.stackTrace.length ? '\n' + error.stackTrace.join('\n') : '';
-  writeFully(2, `[ERROR] ${error.errorType}: ${error.errorMessage}${trace}\n`);
+  writeLines(2, `[ERROR] ${error.errorType}: ${error.errorMessage}${trace}\n`);
 }
 
 // Map an exception from the init phase to the Lambda error body.
@@ -592,7 +679,8 @@ async function failStream(inv, error) {
 // Invocation
 // ---------------------------------------------------------------------------
 let phase = 'init';
-let current = null; // { id, settled, posting } for the in-flight invocation
+// { id, settled, posting } of each invocation in flight.
+const inFlight = new Set();
 
 function parseJsonHeader(value) {
   if (!value) return undefined;
@@ -633,7 +721,8 @@ function runHandler(handler, inv, next) {
   const callback = (err, result) => {
     if (inv.settled || inv.callbackCalled) return;
     inv.callbackCalled = true;
-    if (context.callbackWaitsForEmptyEventLoop) process.once('beforeExit', () => done(err, result));
+    // With several events at once the loop is never empty: no waiting.
+    if (context.callbackWaitsForEmptyEventLoop && !events) process.once('beforeExit', () => done(err, result));
     else done(err, result);
   };
 
@@ -662,14 +751,26 @@ function runHandler(handler, inv, next) {
 
 async function invoke(handler, next) {
   const inv = { id: next.headers['lambda-runtime-aws-request-id'], settled: false, callbackCalled: false };
-  currentRequestId = inv.id;
-  current = inv;
-  const trace = next.headers['lambda-runtime-trace-id'];
-  if (trace) env._X_AMZN_TRACE_ID = trace;
-  else delete env._X_AMZN_TRACE_ID;
+  inFlight.add(inv);
+  try {
+    await invokeOne(handler, next, inv);
+  } finally {
+    inFlight.delete(inv);
+  }
+}
+
+async function invokeOne(handler, next, inv) {
+  if (!events) {
+    // The environment is the process's: it names the event only when one
+    // runs at a time.
+    currentRequestId = inv.id;
+    const trace = next.headers['lambda-runtime-trace-id'];
+    if (trace) env._X_AMZN_TRACE_ID = trace;
+    else delete env._X_AMZN_TRACE_ID;
+  }
   if (handler[STREAMING] === 'response') {
     await invokeStreaming(handler, next, inv);
-    current = null;
+    endLines(inv.id);
     return;
   }
 
@@ -685,6 +786,7 @@ async function invoke(handler, next) {
     }
   }
   if (error) logError(error);
+  endLines(inv.id);
   inv.posting = flushStdio().then(async () => {
     const posted = error
       ? await postThenNext(`/invocation/${inv.id}/error`, JSON.stringify(error),
@@ -693,7 +795,6 @@ async function invoke(handler, next) {
     prefetchedNext = posted.next;
   });
   await inv.posting;
-  current = null;
 }
 
 // An uncaught exception or unhandled rejection is fatal, as on Lambda: report
@@ -710,15 +811,19 @@ async function onFatal(err, isRejection) {
   try {
     if (phase === 'init') {
       await postInitError(error);
-    } else if (current && current.stream && !current.settled) {
-      current.settled = true;
-      await failStream(current, error);
-    } else if (current && !current.settled) {
-      current.settled = true;
-      await postInvokeError(current.id, error);
-    } else if (current && current.posting) {
-      await current.posting; // let the already-settled invocation's POST finish
     }
+    // Every event in flight fails with it: the process ends.
+    await Promise.all([...inFlight].map((inv) => {
+      if (inv.stream && !inv.settled) {
+        inv.settled = true;
+        return failStream(inv, error);
+      }
+      if (!inv.settled) {
+        inv.settled = true;
+        return postInvokeError(inv.id, error);
+      }
+      return inv.posting; // let the already-settled invocation's POST finish
+    }));
   } finally {
     process.exit(1);
   }
@@ -732,6 +837,12 @@ async function main() {
     awaitActivation();
   }
   configureLogging();
+  concurrency = Math.max(1, Number.parseInt(env.AWS_LAMBDA_MAX_CONCURRENCY, 10) || 1);
+  if (concurrency > 1) {
+    events = new (require('async_hooks').AsyncLocalStorage)();
+    markStream(process.stdout, partialLines[0]);
+    markStream(process.stderr, partialLines[1]);
+  }
   useApi(env.AWS_LAMBDA_RUNTIME_API || fatal('AWS_LAMBDA_RUNTIME_API is not set'));
   let handler;
   const started = process.hrtime.bigint();
@@ -751,6 +862,19 @@ async function main() {
   phase = 'invoke';
   // The platform reports the user's own init apart from the runtime's start.
   let headers = { 'Stratus-Handler-Init-Ms': (Number(process.hrtime.bigint() - started) / 1e6).toFixed(3) };
+  if (events) {
+    // Several at once: as many loops, each with its own long poll.
+    const lane = async () => {
+      for (;;) {
+        const next = await apiRequest('GET', '/invocation/next', undefined, headers);
+        if (next.status !== 200) fatal(`GET /invocation/next failed with HTTP ${next.status}: ${next.body}`);
+        const id = next.headers['lambda-runtime-aws-request-id'];
+        await events.run({ id }, () => invoke(handler, next));
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, lane));
+    return;
+  }
   for (;;) {
     let next = prefetchedNext && await prefetchedNext.catch(() => null);
     prefetchedNext = null;

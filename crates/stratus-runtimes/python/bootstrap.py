@@ -1,7 +1,10 @@
 """Stratus Python runtime bootstrap.
 
 Speaks the AWS Lambda Runtime API (2018-06-01) over one persistent keep-alive
-HTTP connection and runs the user's handler one invocation at a time, forever.
+HTTP connection and runs the user's handler one invocation at a time, forever;
+or, with AWS_LAMBDA_MAX_CONCURRENCY=N, up to N at once: `async def` handlers
+on one event loop, plain ones on threads, each event with a connection of
+its own, and each output line marked with the event it belongs to.
 Started by the platform as `python3 -u -S bootstrap.py` with cwd = LAMBDA_TASK_ROOT.
 Standard library only; works on CPython 3.8+.
 """
@@ -316,8 +319,72 @@ def flush_stdio():
 serve_as_template()
 await_activation()
 
-# The invocation in flight, for log records.
-_request_id = None
+import contextvars
+
+# Events one instance runs at once.
+try:
+    CONCURRENCY = max(1, int(os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY") or 1))
+except ValueError:
+    CONCURRENCY = 1
+
+# The invocation in flight in this thread or task, for log records and the
+# marks on output lines.
+_request_id = contextvars.ContextVar("stratus_request_id", default=None)
+
+
+class MarkedLines(object):
+    """A text stream whose lines are written whole, each marked with the
+    request of the thread or task that wrote it (0x1E, the id, 0x1F), so
+    that the platform files it under that request though several run at
+    once. A partial line waits, per request, for its end."""
+
+    def __init__(self, stream):
+        import threading
+
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._partial = {}
+
+    def write(self, text):
+        if not text:
+            return 0
+        owner = _request_id.get()
+        with self._lock:
+            pending = self._partial.pop(owner, "") + text
+            end = pending.rfind("\n")
+            if end < 0:
+                self._partial[owner] = pending
+                return len(text)
+            whole, rest = pending[:end], pending[end + 1:]
+            if rest:
+                self._partial[owner] = rest
+            if owner is not None:
+                mark = "\x1e%s\x1f" % owner
+                whole = mark + whole.replace("\n", "\n" + mark)
+            self._stream.write(whole + "\n")
+        return len(text)
+
+    def end(self, owner):
+        """Writes what `owner` left without a newline."""
+        with self._lock:
+            rest = self._partial.pop(owner, None)
+        if rest:
+            token = _request_id.set(owner)
+            try:
+                self.write(rest + "\n")
+            finally:
+                _request_id.reset(token)
+
+    def flush(self):
+        self._stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+if CONCURRENCY > 1:
+    sys.stdout = MarkedLines(sys.stdout)
+    sys.stderr = MarkedLines(sys.stderr)
 
 _LOG_LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30,
                "ERROR": 40, "FATAL": 50, "CRITICAL": 50}
@@ -333,7 +400,7 @@ def setup_logging():
 
     class RequestId(logging.Filter):
         def filter(self, record):
-            record.aws_request_id = _request_id
+            record.aws_request_id = _request_id.get()
             return True
 
     class Json(logging.Formatter):
@@ -344,7 +411,7 @@ def setup_logging():
                 "level": record.levelname,
                 "message": record.getMessage(),
                 "logger": record.name,
-                "requestId": _request_id,
+                "requestId": _request_id.get(),
             }
             if record.exc_info and record.exc_info[0] is not None:
                 import traceback
@@ -655,16 +722,54 @@ def _json_header(resp, name):
         return None
 
 
-def run_invocation(client, handler, resp, body):
+def is_coroutine_function(handler):
+    """`async def`, without importing `inspect` or `asyncio` to ask."""
+    code = getattr(handler, "__code__", None)
+    return bool(getattr(code, "co_flags", 0) & 0x80)  # CO_COROUTINE
+
+
+class EventLoop(object):
+    """The one event loop that `async def` handlers run on: in the main
+    thread with one event at a time, else in a thread of its own that every
+    event's thread hands its coroutine to."""
+
+    def __init__(self, threaded):
+        import asyncio
+
+        self._asyncio = asyncio
+        self._loop = asyncio.new_event_loop()
+        if threaded:
+            import threading
+
+            threading.Thread(target=self._loop.run_forever, daemon=True,
+                             name="event-loop").start()
+        self._threaded = threaded
+
+    def run(self, handler, event, context):
+        request_id = context.aws_request_id
+
+        async def one():
+            # Each task has its own context: the id is this event's.
+            _request_id.set(request_id)
+            return await handler(event, context)
+
+        if self._threaded:
+            return self._asyncio.run_coroutine_threadsafe(one(), self._loop).result()
+        return self._loop.run_until_complete(one())
+
+
+def run_invocation(client, handler, resp, body, loop=None):
     """Run one invocation and post either its result or its error."""
-    global _request_id
     request_id = resp.getheader("Lambda-Runtime-Aws-Request-Id")
-    _request_id = request_id
+    _request_id.set(request_id)
     trace_id = resp.getheader("Lambda-Runtime-Trace-Id")
-    if trace_id:
-        os.environ["_X_AMZN_TRACE_ID"] = trace_id
-    else:
-        os.environ.pop("_X_AMZN_TRACE_ID", None)
+    # The environment is the process's: it names the event only when one
+    # runs at a time.
+    if CONCURRENCY == 1:
+        if trace_id:
+            os.environ["_X_AMZN_TRACE_ID"] = trace_id
+        else:
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
 
     try:
         deadline_ms = int(resp.getheader("Lambda-Runtime-Deadline-Ms") or 0)
@@ -683,7 +788,10 @@ def run_invocation(client, handler, resp, body):
         error = make_error("Runtime.UnmarshalError", "Unable to unmarshal input: %s" % exc)
     else:
         try:
-            result = handler(event, context)
+            if loop is not None:
+                result = loop.run(handler, event, context)
+            else:
+                result = handler(event, context)
         except Exception as exc:
             error = make_error(type(exc).__name__, str(exc), exc.__traceback__)
         else:
@@ -692,6 +800,9 @@ def run_invocation(client, handler, resp, body):
             except (TypeError, ValueError, OverflowError, RecursionError) as exc:
                 error = make_error("Runtime.MarshalError", "Unable to marshal response: %s" % exc)
 
+    if CONCURRENCY > 1:
+        for stream in (sys.stdout, sys.stderr):
+            stream.end(request_id)
     if error is not None:
         report_to_stderr(error)
         flush_stdio()
@@ -722,10 +833,32 @@ def main():
     init_ms = "%.3f" % ((time.perf_counter() - started) * 1000)
     headers = {"Stratus-Handler-Init-Ms": init_ms}
 
-    while True:
-        resp, body = client.next_invocation(headers)
-        headers = None
-        run_invocation(client, handler, resp, body)
+    loop = EventLoop(CONCURRENCY > 1) if is_coroutine_function(handler) else None
+    if CONCURRENCY == 1:
+        while True:
+            resp, body = client.next_invocation(headers)
+            headers = None
+            run_invocation(client, handler, resp, body, loop)
+
+    # Several at once: each thread has a connection and an event of its
+    # own; one that must stop ends the process.
+    import threading
+
+    def serve(client):
+        try:
+            while True:
+                resp, body = client.next_invocation(headers)
+                run_invocation(client, handler, resp, body, loop)
+        except BaseException as exc:
+            if not isinstance(exc, SystemExit):
+                log_err("stratus-runtime: %s: %s" % (type(exc).__name__, exc))
+            flush_stdio()
+            os._exit(exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1)
+
+    threading.stack_size(1 << 20)
+    for _ in range(CONCURRENCY - 1):
+        threading.Thread(target=serve, args=(RuntimeApiClient(address),), daemon=True).start()
+    serve(client)
 
 
 if __name__ == "__main__":

@@ -322,7 +322,7 @@ impl Launch for FakeLauncher {
 async fn run(
     program: Program,
     env: HashMap<String, String>,
-    mut stdout: pipe::Sender,
+    stdout: pipe::Sender,
     is_frozen: Arc<dyn Fn() -> bool + Send + Sync>,
 ) -> i32 {
     match program {
@@ -362,51 +362,83 @@ async fn run(
                 .get("AWS_LAMBDA_RUNTIME_API")
                 .cloned()
                 .unwrap_or_default();
-            let base = format!("http://{api}/2018-06-01/runtime");
-            let client = reqwest::Client::new();
-            loop {
-                let Ok(next) = client.get(format!("{base}/invocation/next")).send().await else {
-                    return 1;
-                };
-                let id = next
-                    .headers()
-                    .get("lambda-runtime-aws-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                let Ok(payload) = next.bytes().await else {
-                    return 1;
-                };
-                let line = format!("handling {}\n", String::from_utf8_lossy(&payload));
-                let _ = stdout.write_all(line.as_bytes()).await;
-                let reply = if is_frozen() {
-                    Reply::Error("Frozen")
-                } else {
-                    handler(payload).await
-                };
-                let posted = match reply {
-                    Reply::Ok(body) => {
-                        client
-                            .post(format!("{base}/invocation/{id}/response"))
-                            .body(body)
-                            .send()
-                            .await
-                    }
-                    Reply::Error(error_type) => {
-                        client
-                            .post(format!("{base}/invocation/{id}/error"))
-                            .body(format!(
-                                r#"{{"errorType":"{error_type}","errorMessage":"failed"}}"#
-                            ))
-                            .send()
-                            .await
-                    }
-                    Reply::Exit(code) => return code,
-                };
-                if posted.is_err() {
-                    return 1;
-                }
+            // As Lambda's multi-concurrency runtimes: that many loops, each
+            // with a long poll of its own, and output lines marked with
+            // the request they belong to.
+            let workers: usize = env
+                .get("AWS_LAMBDA_MAX_CONCURRENCY")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            let stdout = Arc::new(tokio::sync::Mutex::new(stdout));
+            let mut loops = tokio::task::JoinSet::new();
+            for _ in 0..workers {
+                let (api, handler, is_frozen) = (api.clone(), handler.clone(), is_frozen.clone());
+                loops.spawn(serve(api, handler, is_frozen, stdout.clone(), workers > 1));
             }
+            // The first loop to end ends the process.
+            let code = loops.join_next().await;
+            code.and_then(Result::ok).unwrap_or(0)
+        }
+    }
+}
+
+/// One loop of a fake function runtime: fetches events, writes a line for
+/// each (marked with its request when `mark`), and answers.
+async fn serve(
+    api: String,
+    handler: Handler,
+    is_frozen: Arc<dyn Fn() -> bool + Send + Sync>,
+    stdout: Arc<tokio::sync::Mutex<pipe::Sender>>,
+    mark: bool,
+) -> i32 {
+    let base = format!("http://{api}/2018-06-01/runtime");
+    let client = reqwest::Client::new();
+    loop {
+        let Ok(next) = client.get(format!("{base}/invocation/next")).send().await else {
+            return 1;
+        };
+        let id = next
+            .headers()
+            .get("lambda-runtime-aws-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let Ok(payload) = next.bytes().await else {
+            return 1;
+        };
+        let text = format!("handling {}\n", String::from_utf8_lossy(&payload));
+        let line = if mark {
+            format!("\u{1e}{id}\u{1f}{text}")
+        } else {
+            text
+        };
+        let _ = stdout.lock().await.write_all(line.as_bytes()).await;
+        let reply = if is_frozen() {
+            Reply::Error("Frozen")
+        } else {
+            handler(payload).await
+        };
+        let posted = match reply {
+            Reply::Ok(body) => {
+                client
+                    .post(format!("{base}/invocation/{id}/response"))
+                    .body(body)
+                    .send()
+                    .await
+            }
+            Reply::Error(error_type) => {
+                client
+                    .post(format!("{base}/invocation/{id}/error"))
+                    .body(format!(
+                        r#"{{"errorType":"{error_type}","errorMessage":"failed"}}"#
+                    ))
+                    .send()
+                    .await
+            }
+            Reply::Exit(code) => return code,
+        };
+        if posted.is_err() {
+            return 1;
         }
     }
 }
@@ -463,6 +495,7 @@ pub(crate) fn settings() -> Settings {
             pids_max: 16,
             instance_max_files: 1024,
             instance_log_rate: 1 << 30,
+            freeze_after: Duration::from_millis(1),
             prestart_max: 0,
             templates: false,
         },

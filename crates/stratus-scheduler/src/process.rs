@@ -294,6 +294,14 @@ pub(crate) fn activation(
     if function.log_format == stratus_manifest::LogFormat::Json {
         env.push(("AWS_LAMBDA_LOG_FORMAT".to_owned(), "JSON".to_owned()));
     }
+    // As Lambda's multi-concurrency environments: the runtime may ask for
+    // this many events at once.
+    if function.concurrency > 1 {
+        env.push((
+            "AWS_LAMBDA_MAX_CONCURRENCY".to_owned(),
+            function.concurrency.to_string(),
+        ));
+    }
     if let Some(level) = level {
         env.push(("AWS_LAMBDA_LOG_LEVEL".to_owned(), level.to_owned()));
     }

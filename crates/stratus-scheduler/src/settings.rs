@@ -53,6 +53,10 @@ pub struct Limits {
     /// Idle instances stop after this long without work
     #[cfg_attr(feature = "clap", arg(long, default_value = "10m", value_parser = humantime::parse_duration))]
     pub keep_alive: Duration,
+    /// An idle function instance is frozen after this long without an
+    /// event, so one kept busy is not frozen and thawed between events
+    #[cfg_attr(feature = "clap", arg(long, default_value = "20ms", value_parser = humantime::parse_duration))]
+    pub freeze_after: Duration,
     /// Largest result a function may return, in bytes
     #[cfg_attr(feature = "clap", arg(long = "max-response", default_value_t = 6 * 1024 * 1024))]
     pub max_response_bytes: usize,

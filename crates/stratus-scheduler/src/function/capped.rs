@@ -15,8 +15,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Most connections one instance's runtime may hold to its Runtime API.
+/// Most connections one instance's runtime may hold to its Runtime API,
+/// beyond two per event it may run at once.
 pub(crate) const MAX_CONNECTIONS: usize = 64;
+
+/// The cap for an instance that runs up to `concurrency` events at once:
+/// a long poll and a post for each.
+pub(crate) fn max_connections(concurrency: usize) -> usize {
+    MAX_CONNECTIONS + 2 * concurrency
+}
 
 pub(crate) struct Capped {
     listener: TcpListener,

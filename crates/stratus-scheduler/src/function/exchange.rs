@@ -2,6 +2,7 @@
 //! flight and its result, the instance's life, and the tagging of its
 //! output with the request it belongs to.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -89,17 +90,24 @@ struct InFlight {
 
 #[derive(Default)]
 struct Inner {
-    in_flight: Option<InFlight>,
-    last_done: Option<String>,
-    /// Request id that output lines are tagged with.
-    request_id: Option<String>,
-    capture: Option<(Vec<String>, usize)>,
+    /// Events handed to the runtime and not answered yet.
+    in_flight: Vec<InFlight>,
+    /// The last answered request ids, to tell a second answer (403) from
+    /// an unknown id (400).
+    done: VecDeque<String>,
+    /// Requests that output lines belong to: those in flight, and those
+    /// whose streamed response is still being posted.
+    owners: Vec<String>,
+    /// Lines kept for the requests that asked for their log, by request id.
+    captures: Vec<(String, Vec<String>, usize)>,
 }
 
 /// State shared by the instance, its Runtime API handlers and its output reader.
 pub(crate) struct Shared {
     pub next_rx: tokio::sync::Mutex<mpsc::Receiver<Dispatch>>,
     pub max_response_bytes: usize,
+    /// Most events in flight at once.
+    pub concurrency: usize,
     inner: Mutex<Inner>,
     state_tx: watch::Sender<State>,
     /// When the instance was asked for.
@@ -132,11 +140,13 @@ impl Shared {
         max_response_bytes: usize,
         prestarted: bool,
     ) -> (Arc<Shared>, mpsc::Sender<Dispatch>, watch::Receiver<State>) {
-        let (dispatch_tx, dispatch_rx) = mpsc::channel(1);
+        let concurrency = config.spec.concurrency.max(1) as usize;
+        let (dispatch_tx, dispatch_rx) = mpsc::channel(concurrency);
         let (state_tx, state_rx) = watch::channel(State::Running);
         let shared = Arc::new(Shared {
             next_rx: tokio::sync::Mutex::new(dispatch_rx),
             max_response_bytes,
+            concurrency,
             inner: Mutex::new(Inner::default()),
             state_tx,
             started: Instant::now(),
@@ -167,35 +177,34 @@ impl Shared {
         }
     }
 
-    /// Records `invocation` as in flight; false if another one is.
+    /// Records `invocation` as in flight; false if the instance already
+    /// runs as many events as it may.
     pub fn begin(
         &self,
         invocation: &Invocation,
         result_tx: oneshot::Sender<RuntimeResult>,
     ) -> bool {
         let mut inner = self.lock();
-        if inner.in_flight.is_some() {
+        if inner.in_flight.len() >= self.concurrency {
             return false;
         }
-        inner.in_flight = Some(InFlight {
-            request_id: invocation.request_id.clone(),
+        let id = &invocation.request_id;
+        inner.in_flight.push(InFlight {
+            request_id: id.clone(),
             result_tx,
         });
-        inner.request_id = Some(invocation.request_id.clone());
-        inner.capture = invocation.want_logs.then(|| (Vec::new(), 0));
+        inner.owners.push(id.clone());
+        if invocation.want_logs {
+            inner.captures.push((id.clone(), Vec::new(), 0));
+        }
         true
     }
 
     pub fn abandon(&self, request_id: &str) {
         let mut inner = self.lock();
-        if inner
-            .in_flight
-            .as_ref()
-            .is_some_and(|f| f.request_id == request_id)
-        {
-            inner.in_flight = None;
-            inner.request_id = None;
-        }
+        inner.in_flight.retain(|f| f.request_id != request_id);
+        inner.owners.retain(|id| id != request_id);
+        inner.captures.retain(|(id, ..)| id != request_id);
     }
 
     /// Completes the in-flight invocation `request_id` with `result`, after
@@ -203,27 +212,31 @@ impl Shared {
     pub fn finish(&self, request_id: &str, result: RuntimeResult) -> Result<(), StatusCode> {
         self.catch_up_output();
         let mut inner = self.lock();
-        match inner.in_flight.take() {
-            Some(f) if f.request_id == request_id => {
-                // A streamed response's output is still the invocation's
-                // until the stream ends (`end_stream`).
-                if !matches!(result, RuntimeResult::Stream { .. }) {
-                    inner.request_id = None;
-                }
-                let _ = f.result_tx.send(result);
-                inner.last_done = Some(f.request_id);
-                self.settled.notify_one();
-                Ok(())
-            }
-            other => {
-                inner.in_flight = other;
-                if inner.last_done.as_deref() == Some(request_id) {
-                    Err(StatusCode::FORBIDDEN)
-                } else {
-                    Err(StatusCode::BAD_REQUEST)
-                }
-            }
+        let Some(at) = inner
+            .in_flight
+            .iter()
+            .position(|f| f.request_id == request_id)
+        else {
+            return Err(if inner.done.iter().any(|id| id == request_id) {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::BAD_REQUEST
+            });
+        };
+        let f = inner.in_flight.swap_remove(at);
+        // A streamed response's output is still the invocation's until
+        // the stream ends (`end_stream`).
+        if !matches!(result, RuntimeResult::Stream { .. }) {
+            inner.owners.retain(|id| id != request_id);
         }
+        let _ = f.result_tx.send(result);
+        if inner.done.len() >= 2 * self.concurrency {
+            inner.done.pop_front();
+        }
+        inner.done.push_back(f.request_id);
+        drop(inner);
+        self.settled.notify_one();
+        Ok(())
     }
 
     /// Reads and tags the output written so far.
@@ -237,8 +250,8 @@ impl Shared {
     pub fn end_stream(&self, request_id: &str) {
         self.catch_up_output();
         let mut inner = self.lock();
-        if inner.request_id.as_deref() == Some(request_id) && inner.in_flight.is_none() {
-            inner.request_id = None;
+        if !inner.in_flight.iter().any(|f| f.request_id == request_id) {
+            inner.owners.retain(|id| id != request_id);
         }
     }
 
@@ -256,13 +269,13 @@ impl Shared {
         }
     }
 
-    /// The lines captured for the invocation that asked for them.
-    pub fn take_captured(&self) -> Vec<String> {
-        self.lock()
-            .capture
-            .take()
-            .map(|(lines, _)| lines)
-            .unwrap_or_default()
+    /// The lines captured for `request_id`, which asked for them.
+    pub fn take_captured(&self, request_id: &str) -> Vec<String> {
+        let mut inner = self.lock();
+        match inner.captures.iter().position(|(id, ..)| id == request_id) {
+            Some(at) => inner.captures.swap_remove(at).1,
+            None => Vec::new(),
+        }
     }
 
     pub fn emit(
@@ -286,19 +299,59 @@ impl Shared {
     }
 }
 
+/// Starts a line that names the request it belongs to: the byte 0x1E, the
+/// request id, then 0x1F. Runtimes that run several events at once mark
+/// their lines so; the mark is removed.
+const LINE_OWNER_START: char = '\u{1e}';
+const LINE_OWNER_END: char = '\u{1f}';
+
+/// The request a marked line names, and the line without its mark.
+fn marked(line: &str) -> Option<(&str, &str)> {
+    let rest = line.strip_prefix(LINE_OWNER_START)?;
+    let (id, text) = rest.split_once(LINE_OWNER_END)?;
+    Some((id, text))
+}
+
 impl LineSink for Shared {
     fn line(&self, stream: LogStream, line: String) {
-        let request_id = {
+        let (request_id, line) = {
             let mut inner = self.lock();
-            if let Some((lines, bytes)) = inner.capture.as_mut() {
+            // A line marked with a request in flight is that request's; an
+            // unmarked one is the only request's, when one alone runs.
+            let (owner, line) = match marked(&line) {
+                Some((id, text)) if inner.owners.iter().any(|o| o == id) => {
+                    (Some(id.to_owned()), text.to_owned())
+                }
+                _ => match inner.owners.as_slice() {
+                    [only] => (Some(only.clone()), line),
+                    _ => (None, line),
+                },
+            };
+            if let Some(owner) = &owner
+                && let Some((_, lines, bytes)) =
+                    inner.captures.iter_mut().find(|(id, ..)| id == owner)
+            {
                 *bytes += line.len() + 1;
                 lines.push(line.clone());
                 while *bytes > MAX_CAPTURE && lines.len() > 1 {
                     *bytes -= lines.remove(0).len() + 1;
                 }
             }
-            inner.request_id.clone()
+            (owner, line)
         };
         self.emit(stream, request_id, line, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::marked;
+
+    #[test]
+    fn a_marked_line_names_its_request() {
+        assert_eq!(marked("\u{1e}abc\u{1f}hello"), Some(("abc", "hello")));
+        assert_eq!(marked("\u{1e}abc\u{1f}"), Some(("abc", "")));
+        assert_eq!(marked("hello"), None);
+        assert_eq!(marked("\u{1e}no end"), None);
     }
 }

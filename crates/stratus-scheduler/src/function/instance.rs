@@ -2,6 +2,7 @@
 //! listener, the task that reads its output and the one that notices its
 //! exit.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,16 @@ pub(crate) struct Instance {
     last_used: Mutex<Instant>,
     /// The last reading of the process's peak memory, and when it was made.
     peak_rss: Mutex<Option<(Instant, u64)>>,
+    /// Events given to it and not yet concluded; kept by its pool, under
+    /// the pool's lock.
+    pub(super) load: AtomicU32,
+    /// Its pool no longer counts it (its slot was given back).
+    pub(super) gone: AtomicBool,
+    /// Frozen while idle; the caller that takes it thaws it.
+    pub(super) frozen: AtomicBool,
+    /// Counts the times its load fell to 0: a freeze planned for one
+    /// idle spell does not happen in the next.
+    pub(super) idle_spells: AtomicU64,
 }
 
 impl Drop for Instance {
@@ -168,8 +179,9 @@ impl Instance {
         };
         // The runtime may already be connecting: the backlog holds it.
         let router = super::runtime_api::router(shared.clone());
+        let max_connections = super::capped::max_connections(shared.concurrency);
         let api_task = tokio::spawn(async move {
-            let listener = super::capped::Capped::new(listener, super::capped::MAX_CONNECTIONS);
+            let listener = super::capped::Capped::new(listener, max_connections);
             let _ = axum::serve(listener, router).await;
         });
         tracing::debug!(instance = %id, app = %config.app, function = %config.spec.name, "instance started");
@@ -205,6 +217,10 @@ impl Instance {
             api_task,
             last_used: Mutex::new(Instant::now()),
             peak_rss: Mutex::new(None),
+            load: AtomicU32::new(0),
+            gone: AtomicBool::new(false),
+            frozen: AtomicBool::new(false),
+            idle_spells: AtomicU64::new(0),
         });
         Ok(instance)
     }
@@ -267,8 +283,8 @@ impl Instance {
         }
     }
 
-    pub fn take_captured(&self) -> Vec<String> {
-        self.shared.take_captured()
+    pub fn take_captured(&self, request_id: &str) -> Vec<String> {
+        self.shared.take_captured(request_id)
     }
 
     /// Hands `dispatch` to the runtime and waits for its answer, enforcing

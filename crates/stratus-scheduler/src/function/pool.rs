@@ -2,6 +2,7 @@
 //! and a bounded wait queue.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,18 +29,27 @@ pub struct PoolStats {
 }
 
 enum Grant {
-    Warm(Arc<Instance>),
+    /// A running instance with room for the event; `true` when it was
+    /// idle, and so frozen.
+    Warm(Arc<Instance>, bool),
     /// A free slot: the receiver starts a new instance.
     Start,
 }
 
 #[derive(Default)]
 struct PoolState {
-    /// Idle instances, most recently used last.
-    idle: Vec<Arc<Instance>>,
+    /// Running instances with room for another event (with a concurrency
+    /// of 1, the idle ones), most recently used last.
+    open: Vec<Arc<Instance>>,
     /// Instances that exist or are being started, idle or busy.
     total: u32,
     waiters: VecDeque<oneshot::Sender<Grant>>,
+    /// Instances being started for a caller: each has room for
+    /// `concurrency - 1` more events, which later callers wait for rather
+    /// than start instances of their own.
+    starting: u32,
+    /// Callers waiting for that room.
+    promised: u32,
     retired: bool,
 }
 
@@ -107,9 +117,58 @@ impl Pool {
         let s = self.lock();
         PoolStats {
             instances: s.total,
-            idle: s.idle.len() as u32,
+            idle: s.open.iter().filter(|i| load(i) == 0).count() as u32,
             waiting: s.waiters.len() as u32,
         }
+    }
+
+    /// Most events one instance runs at once.
+    fn concurrency(&self) -> u32 {
+        self.config.spec.concurrency.max(1)
+    }
+
+    /// The most recently used running instance with room, if any; dead
+    /// ones found on the way give their slots back.
+    fn take_open(&self, s: &mut PoolState) -> Option<Grant> {
+        while let Some(instance) = s.open.last().cloned() {
+            if !instance.is_alive() {
+                s.open.pop();
+                self.forget(s, &instance);
+                continue;
+            }
+            let load = instance.load.fetch_add(1, Relaxed) + 1;
+            if load >= self.concurrency() {
+                s.open.pop();
+            }
+            let thaw = instance.frozen.swap(false, Relaxed);
+            return Some(Grant::Warm(instance, thaw));
+        }
+        None
+    }
+
+    /// Stops counting `instance` (once) and gives its slot to a waiter,
+    /// who starts a new instance, or back.
+    fn forget(&self, s: &mut PoolState, instance: &Arc<Instance>) {
+        instance.kill();
+        if instance.gone.swap(true, Relaxed) {
+            return;
+        }
+        if !self.hand_on_slot(s) {
+            self.free_slots(s, 1);
+        }
+    }
+
+    /// Gives a slot that came free to the first waiter, who starts an
+    /// instance in it; false if nobody waits.
+    fn hand_on_slot(&self, s: &mut PoolState) -> bool {
+        while let Some(waiter) = s.waiters.pop_front() {
+            if waiter.send(Grant::Start).is_ok() {
+                s.starting += 1;
+                s.promised = s.promised.saturating_sub(1);
+                return true;
+            }
+        }
+        false
     }
 
     async fn acquire(&self) -> Result<Grant, InvokeError> {
@@ -117,13 +176,19 @@ impl Pool {
         let mut no_room = false;
         let rx = loop {
             let mut s = self.lock();
-            while let Some(instance) = s.idle.pop() {
-                if instance.is_alive() {
-                    return Ok(Grant::Warm(instance));
-                }
-                self.free_slots(&mut s, 1);
+            if let Some(grant) = self.take_open(&mut s) {
+                return Ok(grant);
+            }
+            // An instance being started has room: wait for it rather than
+            // start another.
+            if s.promised < s.starting * (self.concurrency() - 1) {
+                let (tx, rx) = oneshot::channel();
+                s.waiters.push_back(tx);
+                s.promised += 1;
+                break rx;
             }
             if self.take_slot(&mut s) {
+                s.starting += 1;
                 return Ok(Grant::Start);
             }
             // The function has room but the application has none: an idle
@@ -201,58 +266,117 @@ impl Pool {
         }
     }
 
-    /// Returns an instance after use; `None` or a dead instance frees its slot.
-    fn release(&self, instance: Option<Arc<Instance>>) {
-        let mut s = self.lock();
-        match instance {
-            Some(instance) if instance.is_alive() => {
-                instance.touch();
-                let mut grant = Grant::Warm(instance);
-                while let Some(waiter) = s.waiters.pop_front() {
-                    match waiter.send(grant) {
-                        Ok(()) => return,
-                        Err(back) => grant = back,
-                    }
-                }
-                let Grant::Warm(instance) = grant else {
-                    unreachable!()
-                };
-                if s.retired {
-                    self.free_slots(&mut s, 1);
-                    instance.kill();
-                } else {
-                    // Frozen before anyone can take it, so a thaw that
-                    // follows a take always comes after.
-                    instance.freeze(true);
-                    s.idle.push(instance);
-                }
-            }
-            dead => {
-                if let Some(instance) = dead {
-                    instance.kill();
-                }
-                while let Some(waiter) = s.waiters.pop_front() {
-                    if waiter.send(Grant::Start).is_ok() {
-                        return;
-                    }
-                }
-                self.free_slots(&mut s, 1);
+    /// Gives `instance`'s room to waiters, as much as it has; what is left
+    /// opens it to later callers. Its load counts what it runs; `was_open`:
+    /// it is in the open list.
+    fn offer(self: &Arc<Self>, s: &mut PoolState, instance: &Arc<Instance>, was_open: bool) {
+        let n = self.concurrency();
+        while load(instance) < n
+            && let Some(waiter) = s.waiters.pop_front()
+        {
+            instance.load.fetch_add(1, Relaxed);
+            if waiter.send(Grant::Warm(instance.clone(), false)).is_ok() {
+                s.promised = s.promised.saturating_sub(1);
+            } else {
+                instance.load.fetch_sub(1, Relaxed);
             }
         }
+        let load = load(instance);
+        let remove = |s: &mut PoolState| s.open.retain(|i| !Arc::ptr_eq(i, instance));
+        if s.retired {
+            if load == 0 {
+                remove(s);
+                self.forget(s, instance);
+            }
+            return;
+        }
+        if load == 0 {
+            self.freeze_later(instance);
+        }
+        match (was_open, load < n) {
+            (false, true) => s.open.push(instance.clone()),
+            (true, false) => remove(s),
+            _ => {}
+        }
+    }
+
+    /// Freezes `instance` once it has been idle for `--freeze-after`, as
+    /// Lambda does: its background work waits for its next event. Done
+    /// under the pool's lock, so a take (which thaws what it finds frozen)
+    /// comes wholly before or after.
+    fn freeze_later(self: &Arc<Self>, instance: &Arc<Instance>) {
+        let spell = instance.idle_spells.fetch_add(1, Relaxed) + 1;
+        let (pool, instance) = (Arc::downgrade(self), instance.clone());
+        let after = self.ctx.sandboxes.settings.limits.freeze_after;
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let Some(pool) = pool.upgrade() else {
+                return;
+            };
+            let _s = pool.lock();
+            let still_idle = load(&instance) == 0
+                && instance.idle_spells.load(Relaxed) == spell
+                && !instance.gone.load(Relaxed)
+                && instance.is_alive();
+            if still_idle {
+                instance.freeze(true);
+                instance.frozen.store(true, Relaxed);
+            }
+        });
+    }
+
+    /// A new instance has started, for the caller that asked (`for_caller`)
+    /// or ahead of demand.
+    fn started(self: &Arc<Self>, instance: &Arc<Instance>, for_caller: bool) {
+        let mut s = self.lock();
+        if for_caller {
+            s.starting = s.starting.saturating_sub(1);
+            instance.load.store(1, Relaxed);
+        }
+        self.offer(&mut s, instance, false);
+        let room = s.starting * (self.concurrency() - 1);
+        s.promised = s.promised.min(room);
+    }
+
+    /// A start for a caller failed: its slot goes to a waiter or back.
+    fn start_failed(&self) {
+        let mut s = self.lock();
+        s.starting = s.starting.saturating_sub(1);
+        if !self.hand_on_slot(&mut s) {
+            self.free_slots(&mut s, 1);
+        }
+        let room = s.starting * (self.concurrency() - 1);
+        s.promised = s.promised.min(room);
+    }
+
+    /// Returns an instance after an event; a dead one gives its slot up.
+    fn release(self: &Arc<Self>, instance: &Arc<Instance>) {
+        let mut s = self.lock();
+        let was_open = instance.load.fetch_sub(1, Relaxed) < self.concurrency();
+        if !instance.is_alive() {
+            if was_open {
+                s.open.retain(|i| !Arc::ptr_eq(i, instance));
+            }
+            self.forget(&mut s, instance);
+            return;
+        }
+        instance.touch();
+        self.offer(&mut s, instance, was_open);
     }
 
     /// Stops taking new instances into the pool and stops the idle ones;
     /// busy ones finish their invocation first.
     pub(crate) fn retire(&self) {
-        let idle = {
-            let mut s = self.lock();
-            s.retired = true;
-            let idle = s.idle.len() as u32;
-            self.free_slots(&mut s, idle);
-            std::mem::take(&mut s.idle)
-        };
-        for instance in idle {
-            instance.kill();
+        let mut s = self.lock();
+        s.retired = true;
+        // Busy ones are stopped when their last event ends (`offer`).
+        for instance in std::mem::take(&mut s.open) {
+            if load(&instance) == 0 {
+                instance.kill();
+                if !instance.gone.swap(true, Relaxed) {
+                    self.free_slots(&mut s, 1);
+                }
+            }
         }
     }
 
@@ -265,13 +389,18 @@ impl Pool {
         let (expired, to_start) = {
             let mut s = self.lock();
             let mut expired = Vec::new();
-            // Oldest first: the idle stack keeps the most recently used last.
+            // Oldest first: the open list keeps the most recently used last.
             let mut i = 0;
-            while i < s.idle.len() {
-                let dead = !s.idle[i].is_alive();
-                if dead || (s.total > min && s.idle[i].idle_for() >= keep_alive) {
-                    expired.push(s.idle.remove(i));
-                    self.free_slots(&mut s, 1);
+            while i < s.open.len() {
+                let instance = &s.open[i];
+                let dead = !instance.is_alive();
+                let unused = load(instance) == 0 && instance.idle_for() >= keep_alive;
+                if dead || (s.total > min && unused) {
+                    let instance = s.open.remove(i);
+                    if !instance.gone.swap(true, Relaxed) {
+                        self.free_slots(&mut s, 1);
+                    }
+                    expired.push(instance);
                 } else {
                     i += 1;
                 }
@@ -295,12 +424,15 @@ impl Pool {
             let pool = self.clone();
             tokio::spawn(async move {
                 match pool.ctx.start(&pool.config).await {
-                    Ok(instance) => pool.release(Some(instance)),
+                    Ok(instance) => pool.started(&instance, false),
                     Err(error) => {
                         tracing::warn!(function = %pool.config.qualified_name(), error = %error.message, "cannot start a warm instance");
                         *pool.warm_failed.lock().unwrap_or_else(|p| p.into_inner()) =
                             Some(Instant::now());
-                        pool.release(None);
+                        let mut s = pool.lock();
+                        if !pool.hand_on_slot(&mut s) {
+                            pool.free_slots(&mut s, 1);
+                        }
                     }
                 }
             });
@@ -326,14 +458,19 @@ impl Pool {
             // start of a cold one are phases of their own.
             let queue = arrived.elapsed();
             let (instance, cold) = match grant {
-                Grant::Warm(instance) => {
-                    instance.freeze(false);
+                Grant::Warm(instance, thaw) => {
+                    if thaw {
+                        instance.freeze(false);
+                    }
                     (instance, false)
                 }
                 Grant::Start => match self.ctx.start(&self.config).await {
-                    Ok(instance) => (instance, true),
+                    Ok(instance) => {
+                        self.started(&instance, true);
+                        (instance, true)
+                    }
                     Err(error) => {
-                        self.release(None);
+                        self.start_failed();
                         return Ok(self.failed_start(invocation, arrived, error));
                     }
                 },
@@ -358,7 +495,7 @@ impl Pool {
                 && stale < 3
             {
                 stale += 1;
-                self.release(None);
+                self.release(&instance);
                 continue;
             }
             break (instance, cold, queue, dispatched_at, outcome);
@@ -487,7 +624,7 @@ impl Pool {
 
     /// Reports an invocation that has ended and gives its instance back.
     fn conclude(
-        &self,
+        self: &Arc<Self>,
         ended: &Ended,
         result: &Result<bytes::Bytes, FunctionError>,
         outcome_name: &str,
@@ -496,7 +633,7 @@ impl Pool {
         let instance = &ended.instance;
         let max_memory_mb = instance.peak_rss_kib().map(|kib| kib.div_ceil(1024));
         let logs = if ended.want_logs {
-            instance.take_captured()
+            instance.take_captured(&ended.request_id)
         } else {
             Vec::new()
         };
@@ -509,8 +646,7 @@ impl Pool {
             result,
             outcome_name,
         );
-        let healthy = instance.is_alive();
-        self.release(Some(instance.clone()).filter(|_| healthy));
+        self.release(instance);
         (phases, max_memory_mb, logs)
     }
 
@@ -597,24 +733,39 @@ impl Idle for Pool {
         if s.total <= self.config.spec.min_instances {
             return None;
         }
-        // The idle stack keeps the most recently used last.
-        s.idle.first().map(|instance| instance.idle_for())
+        longest_idle(&s).map(|at| s.open[at].idle_for())
     }
 
     fn evict_longest_idle(&self) -> bool {
         let instance = {
             let mut s = self.lock();
-            if s.idle.is_empty() || s.total <= self.config.spec.min_instances {
+            if s.total <= self.config.spec.min_instances {
                 return false;
             }
-            let instance = s.idle.remove(0);
-            self.free_slots(&mut s, 1);
+            let Some(at) = longest_idle(&s) else {
+                return false;
+            };
+            let instance = s.open.remove(at);
+            if !instance.gone.swap(true, Relaxed) {
+                self.free_slots(&mut s, 1);
+            }
             instance
         };
         tracing::debug!(instance = %instance.id, function = %self.config.qualified_name(), "an idle instance gives way to another function of its application");
         instance.kill();
         true
     }
+}
+
+/// Events an instance runs now (read under its pool's lock).
+fn load(instance: &Instance) -> u32 {
+    instance.load.load(Relaxed)
+}
+
+/// Where in the open list the instance idle the longest is: the list
+/// keeps the most recently used last.
+fn longest_idle(s: &PoolState) -> Option<usize> {
+    s.open.iter().position(|i| load(i) == 0)
 }
 
 /// An invocation whose runtime has answered or failed.

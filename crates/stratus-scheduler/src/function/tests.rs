@@ -362,7 +362,159 @@ async fn an_idle_instance_is_frozen_until_its_next_event() {
             .expect("invoked");
         // A frozen runtime that was given the event would fail it.
         assert_eq!(outcome.result.unwrap(), i.to_string().as_bytes());
-        assert_eq!(launcher.frozen(), launcher.pids(), "idle, so frozen");
+        // Frozen once idle for `freeze_after` (1 ms here).
+        assert!(
+            fake::eventually(Duration::from_secs(5), || launcher.frozen()
+                == launcher.pids())
+            .await,
+            "idle, so frozen"
+        );
     }
+    assert_eq!(launcher.counts.spawns(), 1);
+}
+
+/// A function of `concurrency` events per instance.
+fn concurrent(name: &str, max_instances: u32, concurrency: u32) -> crate::FunctionConfig {
+    let mut config = fake::function("app", name, max_instances);
+    config.spec.concurrency = concurrency;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_takes_up_to_its_concurrency_before_the_function_scales_out() {
+    let gate = Arc::new(Semaphore::new(0));
+    let launcher = FakeLauncher::new(Program::Function(fake::gated(gate.clone())), false);
+    let (scheduler, logs) = fake::scheduler(fake::settings(), &launcher);
+    scheduler.publish_app("app", vec![concurrent("f", 2, 3)], vec![]);
+
+    // A burst on a cold function: the first caller starts an instance and
+    // the next two wait for its room rather than start their own.
+    let first: Vec<_> = (0..3)
+        .map(|i| invoke(&scheduler, "f", &i.to_string()))
+        .collect();
+    assert!(
+        fake::eventually(Duration::from_secs(5), || {
+            logs.all()
+                .iter()
+                .filter(|r| r.message.starts_with("handling "))
+                .count()
+                == 3
+        })
+        .await
+    );
+    assert_eq!(launcher.counts.spawns(), 1);
+    // Three more run on a second instance; the seventh waits.
+    let second: Vec<_> = (3..6)
+        .map(|i| invoke(&scheduler, "f", &i.to_string()))
+        .collect();
+    let seventh = invoke(&scheduler, "f", "6");
+    assert!(fake::eventually(Duration::from_secs(5), || waiting(&scheduler, "f") == 1).await);
+    let stats = scheduler.pool("app", "f").unwrap().stats();
+    assert_eq!((stats.instances, stats.idle), (2, 0));
+    assert_eq!(launcher.counts.spawns(), 2);
+
+    gate.add_permits(7);
+    let mut instances = std::collections::HashMap::<String, u32>::new();
+    for (i, call) in first.into_iter().chain(second).chain([seventh]).enumerate() {
+        let outcome = call.await.unwrap().expect("invoked");
+        assert_eq!(outcome.result.unwrap(), i.to_string().as_bytes());
+        *instances.entry(outcome.instance).or_default() += 1;
+    }
+    assert_eq!(instances.len(), 2, "{instances:?}");
+    assert_eq!(launcher.counts.spawns(), 2);
+
+    // Each line went to its own request, though three ran at once: the
+    // runtime marks them, and the mark is gone from the log.
+    let records = logs.all();
+    let handling: Vec<_> = records
+        .iter()
+        .filter(|r| r.message.starts_with("handling "))
+        .collect();
+    assert_eq!(handling.len(), 7);
+    for line in handling {
+        let request = line.request_id.as_deref().expect("tagged");
+        let report = records
+            .iter()
+            .find(|r| r.stream == LogStream::Report && r.request_id.as_deref() == Some(request))
+            .expect("a report for each request");
+        assert_eq!(report.instance, line.instance);
+    }
+    // Once all are done, both instances are idle.
+    assert!(
+        fake::eventually(Duration::from_secs(5), || {
+            scheduler.pool("app", "f").unwrap().stats().idle == 2
+        })
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_instance_with_several_events_gives_its_slot_back_once() {
+    let gate = Arc::new(Semaphore::new(0));
+    let launcher = FakeLauncher::new(Program::Function(fake::gated(gate.clone())), false);
+    let (scheduler, _) = fake::scheduler(fake::settings(), &launcher);
+    scheduler.publish_app("app", vec![concurrent("f", 1, 4)], vec![]);
+
+    let calls: Vec<_> = (0..3)
+        .map(|i| invoke(&scheduler, "f", &i.to_string()))
+        .collect();
+    activated(&launcher, 1).await;
+    let pids = launcher.pids();
+    assert!(
+        fake::eventually(Duration::from_secs(5), || {
+            scheduler.pool("app", "f").unwrap().stats().instances == 1
+        })
+        .await
+    );
+    launcher.signal(pids[0], crate::Signal::Kill);
+    for call in calls {
+        let outcome = call.await.unwrap().expect("reached the function");
+        assert!(outcome.result.is_err());
+    }
+    assert!(
+        fake::eventually(Duration::from_secs(5), || {
+            scheduler.pool("app", "f").unwrap().stats().instances == 0
+        })
+        .await
+    );
+    // The function still scales to its one instance, and runs four at once.
+    let calls: Vec<_> = (0..4)
+        .map(|i| invoke(&scheduler, "f", &i.to_string()))
+        .collect();
+    gate.add_permits(4);
+    for call in calls {
+        call.await.unwrap().expect("invoked").result.unwrap();
+    }
+    assert_eq!(launcher.counts.spawns(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_is_frozen_only_once_idle_for_freeze_after() {
+    let launcher = FakeLauncher::new(Program::Function(fake::echo()), false);
+    let mut settings = fake::settings();
+    settings.limits.freeze_after = Duration::from_millis(300);
+    let (scheduler, _) = fake::scheduler(settings, &launcher);
+    scheduler.publish_app("app", vec![fake::function("app", "f", 1)], vec![]);
+    for i in 0..5 {
+        let outcome = invoke(&scheduler, "f", &i.to_string()).await.unwrap();
+        assert_eq!(
+            outcome.expect("invoked").result.unwrap(),
+            i.to_string().as_bytes()
+        );
+        // Back to back: never idle long enough to be frozen.
+        assert!(launcher.frozen().is_empty());
+    }
+    assert!(
+        fake::eventually(Duration::from_secs(5), || launcher.frozen()
+            == launcher.pids())
+        .await,
+        "idle past freeze_after, so frozen"
+    );
+    // The next event thaws it.
+    let outcome = invoke(&scheduler, "f", "again").await.unwrap();
+    assert_eq!(
+        outcome.expect("invoked").result.unwrap(),
+        "again".as_bytes()
+    );
     assert_eq!(launcher.counts.spawns(), 1);
 }
