@@ -58,7 +58,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use support::{Server, TaskResult, deploy, env_number, locate_example, percentile, sorted};
+use support::{
+    Server, TaskResult, deploy, env_number, locate_example, percentile, process_ticks, sorted,
+};
 
 mod support;
 
@@ -194,13 +196,6 @@ struct CpuSnapshot {
     busy: u64,
     total: u64,
     cpus: u64,
-}
-
-/// utime + stime of a process (all its threads).
-fn process_ticks(stat: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(stat).ok()?;
-    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 fn cpu_snapshot(server_pid: u32) -> CpuSnapshot {

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use support::{Server, deploy, env_number, locate_example, percentile, sorted};
+use support::{Server, deploy, env_number, locate_example, percentile, process_ticks, sorted};
 
 mod support;
 
@@ -239,6 +239,8 @@ struct Row {
     connections: usize,
     direct: Figures,
     platform: Figures,
+    /// The server process's CPU per request, in µs.
+    server_us: f64,
 }
 
 fn run() -> anyhow::Result<()> {
@@ -308,17 +310,24 @@ fn run() -> anyhow::Result<()> {
             let direct_addr: SocketAddr = ([127, 0, 0, 1], reference.port).into();
             for &connections in &connection_counts {
                 let direct = measure(direct_addr, "/", connections, window).await?;
-                let platform = measure(public, path, connections, window).await?;
+                load(public, path, connections, WARMUP).await?;
+                let stat = format!("/proc/{}/stat", server.pid());
+                let before = process_ticks(&stat).unwrap_or(0);
+                let platform = load(public, path, connections, window).await?;
+                // Ticks of 10 ms.
+                let ticks = process_ticks(&stat).unwrap_or(0) - before;
                 eprintln!(
                     "{runtime} x{connections}: direct {:.0}/s, platform {:.0}/s",
                     direct.rps(),
                     platform.rps()
                 );
+                let server_us = ticks as f64 * 10_000.0 / platform.requests.max(1) as f64;
                 rows.push(Row {
                     runtime,
                     connections,
                     direct,
                     platform,
+                    server_us,
                 });
             }
         }
@@ -343,7 +352,7 @@ fn print_table(rows: &[Row], secs: f64) {
         WARMUP.as_secs()
     );
     println!(
-        "{:<9} {:>5} | {:>9} {:>8} {:>8} | {:>9} {:>8} {:>8} | {:>10} {:>8} | {:>6}",
+        "{:<11} {:>5} | {:>9} {:>8} {:>8} | {:>9} {:>8} {:>8} | {:>10} {:>8} | {:>10} | {:>6}",
         "runtime",
         "conns",
         "direct/s",
@@ -354,6 +363,7 @@ fn print_table(rows: &[Row], secs: f64) {
         "p99 ms",
         "added p50",
         "share",
+        "server CPU",
         "errors"
     );
     for row in rows {
@@ -369,7 +379,7 @@ fn print_table(rows: &[Row], secs: f64) {
             "-".to_owned()
         };
         println!(
-            "{:<9} {:>5} | {:>9.0} {:>8} {:>8} | {:>9.0} {:>8} {:>8} | {:>10} {:>8} | {:>6}",
+            "{:<11} {:>5} | {:>9.0} {:>8} {:>8} | {:>9.0} {:>8} {:>8} | {:>10} {:>8} | {:>7.0} µs | {:>6}",
             row.runtime,
             row.connections,
             row.direct.rps(),
@@ -380,10 +390,11 @@ fn print_table(rows: &[Row], secs: f64) {
             ms(row.platform.p99_ms),
             added,
             share,
+            row.server_us,
             row.direct.errors + row.platform.errors
         );
     }
     println!(
-        "added p50: the platform's median latency less the direct server's; share: the platform's requests/s as a share of direct"
+        "added p50: the platform's median latency less the direct server's; share: the platform's requests/s as a share of direct; server CPU: the server process's CPU per request"
     );
 }

@@ -282,6 +282,31 @@ impl SqliteStore {
         .await
         .map_err(|err| StoreError::Worker(err.to_string()))?
     }
+
+    /// Runs one chunk of a trim, `sql` (a DELETE ... RETURNING app and
+    /// size, of `app`'s records when given), in a turn of its own on the
+    /// connection; adds what it removed to `trimmed` and returns the bytes.
+    async fn delete_chunk(
+        &self,
+        sql: &str,
+        app: Option<String>,
+        trimmed: &mut Trimmed,
+    ) -> Result<i64> {
+        let sql = sql.to_owned();
+        let (freed, part) = self
+            .call(move |conn| {
+                let mut part = Trimmed::default();
+                let freed = match &app {
+                    Some(app) => delete_logs_of(conn, &sql, app, &mut part)?,
+                    None => delete_logs(conn, &sql, &mut part)?,
+                };
+                Ok((freed, part))
+            })
+            .await?;
+        trimmed.records += part.records;
+        trimmed.bytes += part.bytes;
+        Ok(freed)
+    }
 }
 
 /// Writes a consistent copy of the database at `db` to `to` (which must
@@ -378,36 +403,28 @@ fn delete_logs_with(
     Ok(freed)
 }
 
-/// Gives the free pages of the database back to the file system and
-/// truncates the journal: the files shrink. A step at a time, each
-/// followed by a checkpoint, so that it needs little room of its own on a
-/// full disk. Returns the bytes given back.
-fn reclaim(conn: &mut Connection) -> Result<u64> {
+/// Gives free pages of the database back to the file system, one step of
+/// `RECLAIM_STEP` pages followed by a checkpoint that truncates the
+/// journal: the files shrink, and a full disk needs little room for it.
+/// Returns the bytes given back and whether another step would give more.
+fn reclaim_step(conn: &mut Connection) -> Result<(u64, bool)> {
     let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     let incremental: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
-    let mut reclaimed = 0;
-    if incremental == 2 {
-        loop {
-            let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-            if free == 0 {
-                break;
-            }
-            // Each step of the statement frees one page: run it to the end.
-            let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({RECLAIM_STEP})"))?;
-            let mut rows = stmt.query([])?;
-            while rows.next()?.is_some() {}
-            drop(rows);
-            drop(stmt);
-            checkpoint(conn)?;
-            let left: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-            reclaimed += (free - left).max(0) as u64 * page_size as u64;
-            if left >= free {
-                break;
-            }
-        }
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    if incremental != 2 || free == 0 {
+        checkpoint(conn)?;
+        return Ok((0, false));
+    }
+    // Each step of the statement frees one page: run it to the end.
+    {
+        let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({RECLAIM_STEP})"))?;
+        let mut rows = stmt.query([])?;
+        while rows.next()?.is_some() {}
     }
     checkpoint(conn)?;
-    Ok(reclaimed)
+    let left: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    let reclaimed = (free - left).max(0) as u64 * page_size as u64;
+    Ok((reclaimed, left > 0 && left < free))
 }
 
 /// Copies the journal into the database and truncates it.
@@ -1036,62 +1053,79 @@ impl Store for SqliteStore {
     }
 
     async fn trim_logs(&self, before_ms: i64, budget: LogBudget) -> Result<Trimmed> {
-        self.call(move |conn| {
-            let mut trimmed = Trimmed::default();
-            let by_age = format!(
-                "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE ts_ms < {before_ms} LIMIT {TRIM_CHUNK}) \
-                 RETURNING app, {LOG_SIZE}"
-            );
-            while delete_logs(conn, &by_age, &mut trimmed)? > 0 {}
-            // Each app over its own share first, its oldest first: a noisy
-            // app loses its own records before anyone else's.
-            let over: Vec<(String, i64)> = {
+        // Chunk by chunk, each a turn of its own on the connection: the
+        // event queue, which shares it, waits for one chunk at most, never
+        // for the whole trim.
+        let mut trimmed = Trimmed::default();
+        let by_age = format!(
+            "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE ts_ms < {before_ms} LIMIT {TRIM_CHUNK}) \
+             RETURNING app, {LOG_SIZE}"
+        );
+        while self.delete_chunk(&by_age, None, &mut trimmed).await? > 0 {}
+        // Each app over its own share first, its oldest first: a noisy
+        // app loses its own records before anyone else's.
+        let per_app = budget.per_app.min(i64::MAX as u64) as i64;
+        let over: Vec<(String, i64)> = self
+            .call(move |conn| {
                 let mut stmt = conn.prepare("SELECT app, bytes FROM log_usage WHERE bytes > ?1")?;
-                let rows = stmt.query_map([budget.per_app.min(i64::MAX as u64) as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            for (app, mut bytes) in over {
-                while bytes > budget.per_app as i64 {
-                    let oldest = format!(
-                        "DELETE FROM logs WHERE app = ?1 AND id <= (SELECT COALESCE(MAX(id), 0) FROM \
-                         (SELECT id, {LOG_SIZE} AS size, SUM({LOG_SIZE}) OVER (ORDER BY id) AS running FROM \
-                          (SELECT id, message, fields FROM logs WHERE app = ?1 ORDER BY id LIMIT {TRIM_CHUNK})) \
-                         WHERE running - size < {excess}) RETURNING app, {LOG_SIZE}",
-                        excess = bytes - budget.per_app as i64
-                    );
-                    let freed = delete_logs_of(conn, &oldest, &app, &mut trimmed)?;
-                    if freed == 0 {
-                        break;
-                    }
-                    bytes -= freed;
-                }
-            }
-            // Then the oldest of all, until all fit.
-            loop {
-                let total: i64 =
-                    conn.query_row("SELECT COALESCE(SUM(bytes), 0) FROM log_usage", [], |r| r.get(0))?;
-                if total <= budget.total.min(i64::MAX as u64) as i64 {
-                    break;
-                }
+                let rows = stmt.query_map([per_app], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .await?;
+        for (app, mut bytes) in over {
+            while bytes > per_app {
                 let oldest = format!(
-                    "DELETE FROM logs WHERE id <= (SELECT COALESCE(MAX(id), 0) FROM \
+                    "DELETE FROM logs WHERE app = ?1 AND id <= (SELECT COALESCE(MAX(id), 0) FROM \
                      (SELECT id, {LOG_SIZE} AS size, SUM({LOG_SIZE}) OVER (ORDER BY id) AS running FROM \
-                      (SELECT id, message, fields FROM logs ORDER BY id LIMIT {TRIM_CHUNK})) \
+                      (SELECT id, message, fields FROM logs WHERE app = ?1 ORDER BY id LIMIT {TRIM_CHUNK})) \
                      WHERE running - size < {excess}) RETURNING app, {LOG_SIZE}",
-                    excess = total - budget.total as i64
+                    excess = bytes - per_app
                 );
-                if delete_logs(conn, &oldest, &mut trimmed)? == 0 {
+                let freed = self
+                    .delete_chunk(&oldest, Some(app.clone()), &mut trimmed)
+                    .await?;
+                if freed == 0 {
+                    break;
+                }
+                bytes -= freed;
+            }
+        }
+        // Then the oldest of all, until all fit.
+        let total_budget = budget.total.min(i64::MAX as u64) as i64;
+        loop {
+            let total: i64 = self
+                .call(|conn| {
+                    Ok(conn.query_row(
+                        "SELECT COALESCE(SUM(bytes), 0) FROM log_usage",
+                        [],
+                        |r| r.get(0),
+                    )?)
+                })
+                .await?;
+            if total <= total_budget {
+                break;
+            }
+            let oldest = format!(
+                "DELETE FROM logs WHERE id <= (SELECT COALESCE(MAX(id), 0) FROM \
+                 (SELECT id, {LOG_SIZE} AS size, SUM({LOG_SIZE}) OVER (ORDER BY id) AS running FROM \
+                  (SELECT id, message, fields FROM logs ORDER BY id LIMIT {TRIM_CHUNK})) \
+                 WHERE running - size < {excess}) RETURNING app, {LOG_SIZE}",
+                excess = total - total_budget
+            );
+            if self.delete_chunk(&oldest, None, &mut trimmed).await? == 0 {
+                break;
+            }
+        }
+        if trimmed.records > 0 {
+            loop {
+                let (reclaimed, more) = self.call(reclaim_step).await?;
+                trimmed.reclaimed += reclaimed;
+                if !more {
                     break;
                 }
             }
-            if trimmed.records > 0 {
-                trimmed.reclaimed = reclaim(conn)?;
-            }
-            Ok(trimmed)
-        })
-        .await
+        }
+        Ok(trimmed)
     }
 
     async fn enqueue_events(&self, events: Vec<NewEvent>) -> Result<Vec<i64>> {

@@ -285,3 +285,44 @@ async fn each_app_is_trimmed_to_its_share_and_the_file_shrinks() {
         "the file shrank from {grown} to {shrunk}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_trim_lets_other_work_through_between_its_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
+    let line = "x".repeat(200);
+    for chunk in 0..100 {
+        let records: Vec<_> = (0..500).map(|i| log(chunk * 500 + i, "f", &line)).collect();
+        store.append_logs(records).await.unwrap();
+    }
+    let full = store.log_bytes().await.unwrap();
+    let trim = tokio::spawn({
+        let store = store.clone();
+        let unlimited = stratus_store::LogBudget {
+            total: u64::MAX,
+            per_app: u64::MAX,
+        };
+        async move { store.trim_logs(i64::MAX, unlimited).await }
+    });
+    // Another user of the store (the event queue shares its connection)
+    // is answered while the trim goes on, not once it is over.
+    loop {
+        let now = store.log_bytes().await.unwrap();
+        assert!(
+            !trim.is_finished(),
+            "the trim held the store until it was done"
+        );
+        if now < full {
+            // Seen part-way: most records are still there.
+            assert!(
+                now > full / 2,
+                "answered only once the trim was over: {now} of {full}"
+            );
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let trimmed = trim.await.unwrap().unwrap();
+    assert_eq!(trimmed.records, 50_000);
+    assert_eq!(store.log_bytes().await.unwrap(), 0);
+}

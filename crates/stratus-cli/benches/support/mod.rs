@@ -292,3 +292,11 @@ impl TaskResult {
         }
     }
 }
+
+/// utime + stime of a process (all its threads), in clock ticks, from its
+/// `/proc/PID/stat` file.
+pub fn process_ticks(stat: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
