@@ -365,8 +365,11 @@ async fn run(
             // As Lambda's multi-concurrency runtimes: that many loops, each
             // with a long poll of its own, and output lines marked with
             // the request they belong to.
+            // `FAKE_LOOPS` in the function's environment overrides it, as
+            // a runtime that asks for fewer at once would.
             let workers: usize = env
-                .get("AWS_LAMBDA_MAX_CONCURRENCY")
+                .get("FAKE_LOOPS")
+                .or_else(|| env.get("AWS_LAMBDA_MAX_CONCURRENCY"))
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(1);
             let stdout = Arc::new(tokio::sync::Mutex::new(stdout));

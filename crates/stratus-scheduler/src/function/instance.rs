@@ -70,6 +70,12 @@ pub(crate) struct StartPhases {
 pub(crate) enum RunFailure {
     Died(DeathCause),
     InitTimeout(Duration),
+    /// A runtime past its init did not ask for the event in time: with
+    /// `concurrency` above 1, one that asks for fewer at once than it may.
+    NotTaken {
+        waited: Duration,
+        concurrency: usize,
+    },
     Timeout(Duration),
 }
 
@@ -313,7 +319,15 @@ impl Instance {
             cause = wait_dead(&mut state) => return (None, Err(RunFailure::Died(cause))),
             _ = tokio::time::sleep(init_timeout) => {
                 self.kill();
-                return (None, Err(RunFailure::InitTimeout(init_timeout)));
+                let failure = if self.shared.ready_at.get().is_some() {
+                    RunFailure::NotTaken {
+                        waited: init_timeout,
+                        concurrency: self.shared.concurrency,
+                    }
+                } else {
+                    RunFailure::InitTimeout(init_timeout)
+                };
+                return (None, Err(failure));
             }
         };
         let outcome = tokio::select! {
@@ -342,6 +356,23 @@ impl RunFailure {
             RunFailure::Timeout(t) => FunctionError::timeout(
                 "Sandbox.Timedout",
                 format!("timed out after {}", seconds(t)),
+            ),
+            RunFailure::NotTaken {
+                waited,
+                concurrency,
+            } => FunctionError::timeout(
+                "Runtime.EventNotTaken",
+                if concurrency > 1 {
+                    format!(
+                        "the runtime did not ask for the event within {}: with `concurrency: {concurrency}` it must ask for up to {concurrency} events at once (AWS_LAMBDA_MAX_CONCURRENCY)",
+                        seconds(waited)
+                    )
+                } else {
+                    format!(
+                        "the runtime did not ask for the event within {}",
+                        seconds(waited)
+                    )
+                },
             ),
             RunFailure::InitTimeout(t) => FunctionError::timeout(
                 "Runtime.InitTimeout",

@@ -514,7 +514,9 @@ impl Pool {
             ),
             Err(failure) => {
                 let name = match failure {
-                    RunFailure::Timeout(_) | RunFailure::InitTimeout(_) => "timeout",
+                    RunFailure::Timeout(_)
+                    | RunFailure::InitTimeout(_)
+                    | RunFailure::NotTaken { .. } => "timeout",
                     RunFailure::Died(_) => "crash",
                 };
                 let error = failure.into_error(self.config.spec.memory_mb);

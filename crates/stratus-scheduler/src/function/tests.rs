@@ -518,3 +518,35 @@ async fn an_instance_is_frozen_only_once_idle_for_freeze_after() {
     );
     assert_eq!(launcher.counts.spawns(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_that_asks_for_fewer_events_than_its_concurrency_is_told_so() {
+    let gate = Arc::new(Semaphore::new(0));
+    let launcher = FakeLauncher::new(Program::Function(fake::gated(gate.clone())), false);
+    let mut settings = fake::settings();
+    settings.limits.init_timeout = Duration::from_millis(500);
+    let (scheduler, _) = fake::scheduler(settings, &launcher);
+    let mut config = concurrent("f", 1, 2);
+    config.spec.env.insert("FAKE_LOOPS".into(), "1".into());
+    scheduler.publish_app("app", vec![config], vec![]);
+
+    let first = invoke(&scheduler, "f", "1");
+    activated(&launcher, 1).await;
+    // The one loop is busy with the first: nobody asks for the second.
+    let second = invoke(&scheduler, "f", "2")
+        .await
+        .unwrap()
+        .expect("reached");
+    let error = second.result.unwrap_err();
+    assert_eq!(error.error_type, "Runtime.EventNotTaken", "{error:?}");
+    assert!(
+        error
+            .message
+            .contains("with `concurrency: 2` it must ask for up to 2 events at once"),
+        "{error:?}"
+    );
+    // The instance was stopped: the first event fails with it.
+    gate.add_permits(1);
+    let first = first.await.unwrap().expect("reached");
+    assert!(first.result.is_err());
+}
