@@ -141,7 +141,7 @@ async fn one_instance_runs_several_events_at_once_and_files_each_line_under_its_
         &[
             (
                 "stratus.yaml",
-                "app: many\nfunctions:\n  threads:\n    runtime: python3\n    handler: threads.handler\n    code: py\n    concurrency: 4\n    max_instances: 1\n  loop:\n    runtime: python3\n    handler: looped.handler\n    code: py\n    concurrency: 4\n    max_instances: 1\n  single:\n    runtime: python3\n    handler: looped.handler\n    code: py\n  node:\n    runtime: nodejs\n    handler: index.handler\n    code: js\n    concurrency: 4\n    max_instances: 1\n",
+                "app: many\nfunctions:\n  threads:\n    runtime: python3\n    handler: threads.handler\n    code: py\n    concurrency: 4\n    max_instances: 1\n  loop:\n    runtime: python3\n    handler: looped.handler\n    code: py\n    concurrency: 4\n    max_instances: 1\n  single:\n    runtime: python3\n    handler: looped.handler\n    code: py\n  wide:\n    runtime: python3\n    handler: threads.handler\n    code: py\n    concurrency: 300\n  node:\n    runtime: nodejs\n    handler: index.handler\n    code: js\n    concurrency: 4\n    max_instances: 1\n",
             ),
             ("py/threads.py", PYTHON_THREADS),
             ("py/looped.py", PYTHON_ASYNC),
@@ -183,6 +183,22 @@ async fn one_instance_runs_several_events_at_once_and_files_each_line_under_its_
     // With one event at a time, `async def` runs on the main thread's loop.
     let single = server.invoke("many/single", r#"{"sleep": 0}"#);
     assert_eq!(single["result"]["thread"], "MainThread", "{single}");
+
+    // More events than the server's process limit leaves room for: the
+    // instance gets a limit that fits a thread for each.
+    for _ in 0..2 {
+        let wide = server.invoke("many/wide", r#"{"sleep": 0.5}"#);
+        assert!(
+            wide["result"]["thread"]
+                .as_str()
+                .unwrap()
+                .starts_with("Thread-"),
+            "{wide}"
+        );
+    }
+    // Its threads all started, and it lives on.
+    let wide = server.invoke("many/wide", r#"{"sleep": 0}"#);
+    assert_eq!(wide["cold"], false, "{wide}");
 
     // Node.js: async handlers side by side.
     let answers = burst(&server, "many", "node").await;

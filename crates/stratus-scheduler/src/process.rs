@@ -13,7 +13,7 @@ use stratus_manifest::Runtime;
 use stratus_sandbox::{ACTIVATION_FD, Activation, Isolation, Mount, ProcessSpec, Start};
 
 use crate::config::{FunctionConfig, ServiceConfig};
-use crate::settings::Settings;
+use crate::settings::{Limits, Settings};
 
 const TASK_ROOT: &str = "/var/task";
 const RUNTIME_DIR: &str = "/var/runtime";
@@ -105,18 +105,42 @@ fn bootstrap(s: &Settings, runtime: Runtime) -> Option<&PathBuf> {
 
 /// Whether `config` must start its process with its own environment:
 /// variables that the interpreter reads only at start (`PYTHONPATH`,
-/// `NODE_OPTIONS`, `LD_PRELOAD`, ...) rule out a runtime started ahead.
-pub(crate) fn needs_own_start(config: &FunctionConfig) -> bool {
+/// `NODE_OPTIONS`, `LD_PRELOAD`, ...) rule out a runtime started ahead,
+/// and so do limits above the server's (set when a process is made).
+pub(crate) fn needs_own_start(limits: &Limits, config: &FunctionConfig) -> bool {
     let prefixes: &[&str] = match config.spec.runtime {
         Runtime::Python3 => &["PYTHON", "LD_"],
         Runtime::Nodejs => &["NODE_", "UV_", "LD_"],
         Runtime::Provided => &[],
     };
-    config
+    let own_env = config
         .spec
         .env
         .keys()
-        .any(|k| prefixes.iter().any(|p| k.starts_with(p)))
+        .any(|k| prefixes.iter().any(|p| k.starts_with(p)));
+    own_env || instance_limits(limits, config) != (limits.pids_max, limits.instance_max_files)
+}
+
+/// Processes and threads, and open files: what the built-in runtimes need
+/// beyond one per event they run at once.
+const EVENT_HEADROOM: u32 = 32;
+
+/// The processes (threads count) and open files an instance of `config`
+/// may have: the server's limits, or, for a function whose `concurrency`
+/// needs more than they leave room for (a thread and a connection or two
+/// per event), those limits plus what its events need.
+pub(crate) fn instance_limits(limits: &Limits, config: &FunctionConfig) -> (u32, u32) {
+    let n = config.spec.concurrency;
+    let fits = n + EVENT_HEADROOM <= limits.pids_max
+        && 2 * n + 2 * EVENT_HEADROOM <= limits.instance_max_files;
+    if fits || n <= 1 {
+        (limits.pids_max, limits.instance_max_files)
+    } else {
+        (
+            limits.pids_max.saturating_add(n),
+            limits.instance_max_files.saturating_add(2 * n),
+        )
+    }
 }
 
 /// The process for `kind`. With `config`, for that function alone: its
@@ -193,7 +217,7 @@ pub(crate) fn spec(
     let template = s.limits.templates
         && kind.runtime == Runtime::Python3
         && start == Start::Now
-        && function.is_none_or(|(config, _)| !needs_own_start(config));
+        && function.is_none_or(|(config, _)| !needs_own_start(&s.limits, config));
     let mut env = match function {
         Some((_, env)) if !template => env.to_vec(),
         _ => {
@@ -216,6 +240,10 @@ pub(crate) fn spec(
             ACTIVATION_FD.to_string(),
         ));
     }
+    let (pids_max, max_files) = match function {
+        Some((config, _)) => instance_limits(&s.limits, config),
+        None => (s.limits.pids_max, s.limits.instance_max_files),
+    };
     ProcessSpec {
         program,
         args,
@@ -230,8 +258,8 @@ pub(crate) fn spec(
         code: code.filter(|_| isolation == Isolation::Namespaces),
         start,
         tmp_mb: s.limits.tmp_mb,
-        pids_max: s.limits.pids_max,
-        max_files: s.limits.instance_max_files,
+        pids_max,
+        max_files,
         private_network: kind.private_network,
         memory_mb: function.map_or(PRESTART_MEMORY_MB, |(c, _)| c.spec.memory_mb),
         // Handlers spawn subprocesses too: their orphans are reaped as a
@@ -459,5 +487,24 @@ mod tests {
         assert_eq!(expand("${PORT}x", &env), "8080x");
         assert_eq!(expand("$HOME/$PORT$", &env), "$HOME/8080$");
         assert_eq!(expand("${NOPE", &env), "${NOPE");
+    }
+
+    #[test]
+    fn limits_grow_only_for_more_events_than_they_leave_room_for() {
+        let mut limits = crate::fake::settings().limits;
+        (limits.pids_max, limits.instance_max_files) = (256, 1024);
+        let of = |n: u32| {
+            let mut config = crate::fake::function("app", "f", 1);
+            config.spec.concurrency = n;
+            config
+        };
+        for n in [1, 4, 200] {
+            assert_eq!(super::instance_limits(&limits, &of(n)), (256, 1024), "{n}");
+            assert!(!super::needs_own_start(&limits, &of(n)), "{n}");
+        }
+        assert_eq!(super::instance_limits(&limits, &of(300)), (556, 1624));
+        assert_eq!(super::instance_limits(&limits, &of(1000)), (1256, 3024));
+        // Made ahead, a process has the server's limits: not enough.
+        assert!(super::needs_own_start(&limits, &of(300)));
     }
 }

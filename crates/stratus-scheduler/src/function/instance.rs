@@ -122,7 +122,7 @@ impl Instance {
                     )
                 })?
         };
-        let reserved = sandboxes.reserve(kind, !process::needs_own_start(config));
+        let reserved = sandboxes.reserve(kind, !process::needs_own_start(&settings.limits, config));
         let id = reserved.id.clone();
         let (shared, dispatch_tx, state_rx) = Shared::new(
             id.clone(),
