@@ -170,7 +170,20 @@ pub(crate) fn recv<T: for<'de> Deserialize<'de>>(
     sock: RawFd,
     flags: i32,
 ) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
-    let mut buf = vec![0u8; MAX_MESSAGE];
+    // One buffer per thread, made once: zeroing a fresh megabyte for every
+    // message cost the launcher a copy of each of its pages, which it
+    // shares copy-on-write with every sandbox holder it forked.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_MESSAGE]);
+    }
+    BUF.with_borrow_mut(|buf| recv_into(buf, sock, flags))
+}
+
+fn recv_into<T: for<'de> Deserialize<'de>>(
+    buf: &mut [u8],
+    sock: RawFd,
+    flags: i32,
+) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
