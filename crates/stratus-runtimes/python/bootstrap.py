@@ -856,8 +856,14 @@ def main():
             os._exit(exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1)
 
     threading.stack_size(1 << 20)
-    for _ in range(CONCURRENCY - 1):
-        threading.Thread(target=serve, args=(RuntimeApiClient(address),), daemon=True).start()
+    for n in range(1, CONCURRENCY):
+        try:
+            threading.Thread(target=serve, args=(RuntimeApiClient(address),), daemon=True).start()
+        except RuntimeError as exc:
+            log_err("stratus-runtime: cannot start thread %d of AWS_LAMBDA_MAX_CONCURRENCY=%d: %s"
+                    % (n + 1, CONCURRENCY, exc))
+            flush_stdio()
+            os._exit(1)
     serve(client)
 
 
