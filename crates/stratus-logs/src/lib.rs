@@ -15,25 +15,32 @@
 //! - Queries return records oldest first, each with the id it was stored
 //!   under; ids grow in the order records were stored.
 //!
-//! [`StoreLogs`] batches records into the store off the invocation path
-//! and applies the retention limits; [`MemoryLogs`] keeps them in memory,
-//! for tests and for tools that need no store.
+//! [`BatchedLogs`] batches records into a [`LogTable`] off the invocation
+//! path and applies the retention limits. Two tables: [`SegmentLogs`],
+//! append-only segment files in the data directory (one node), and
+//! [`StoreTable`], the store's own log table (for a store that several
+//! nodes share). [`MemoryLogs`] keeps records in memory, for tests and
+//! for tools that need no store.
 
 mod memory;
 mod reserve;
+mod segments;
+mod table;
 mod writer;
 
 use async_trait::async_trait;
 
 pub use memory::MemoryLogs;
 pub use reserve::{Reserve, free_bytes};
+pub use segments::{SegmentLimits, SegmentLogs};
 pub use stratus_store::{LogQuery, LogRecord, LogStream, StoredLog};
-pub use writer::{Buffer, Retention, StoreLogs};
+pub use table::{LogTable, StoreTable, TableError};
+pub use writer::{BatchedLogs, Buffer, Retention};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogsError {
-    #[error("cannot store log records: {0}")]
-    Store(#[from] stratus_store::StoreError),
+    #[error("cannot store or read log records: {0}")]
+    Table(#[from] TableError),
     #[error("the log writer has stopped")]
     Stopped,
     /// A write that a flush waited for failed (the store said why in the
@@ -56,4 +63,11 @@ pub trait Logs: Send + Sync {
 
     /// Records dropped so far because the backend could not keep up.
     fn dropped(&self) -> u64;
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }

@@ -1,5 +1,5 @@
-//! Log records batched into the store, off the invocation path, with the
-//! retention limits applied.
+//! Log records batched into a [`LogTable`], off the invocation path, with
+//! the retention limits applied.
 //!
 //! A flush forces no write of its own: the writer counts the records it
 //! has written, in the order they were appended, and a flush waits until
@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use stratus_store::{LogBudget, LogQuery, LogRecord, Store, StoredLog};
+use stratus_store::{LogBudget, LogQuery, LogRecord, StoredLog};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{Logs, LogsError, Reserve};
+use crate::table::{LogTable, TableError};
+use crate::{Logs, LogsError, Reserve, now_ms};
 
 const BATCH: usize = 2048;
 /// When records keep coming (the last write was less than this long ago),
@@ -88,10 +89,10 @@ struct Progress {
     failures: u64,
 }
 
-/// [`Logs`] on a [`Store`]: appended records go through a bounded channel
-/// to a task that writes them in batches.
-pub struct StoreLogs {
-    store: Arc<dyn Store>,
+/// [`Logs`] on a [`LogTable`]: appended records go through a bounded
+/// channel to a task that writes them in batches.
+pub struct BatchedLogs {
+    table: Arc<dyn LogTable>,
     records: mpsc::Sender<LogRecord>,
     /// Records taken into the channel, in the order the writer sees them.
     sent: AtomicU64,
@@ -103,31 +104,31 @@ pub struct StoreLogs {
     stop: Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
 }
 
-impl StoreLogs {
+impl BatchedLogs {
     /// Starts the writer; what `buffer` allows may wait for it before
     /// `append` drops records.
     /// On a full disk, `reserve` (when given) is released so that trimming
     /// can make room.
     pub fn start(
-        store: Arc<dyn Store>,
+        table: Arc<dyn LogTable>,
         buffer: Buffer,
         retention: Retention,
         reserve: Option<Reserve>,
-    ) -> Arc<StoreLogs> {
+    ) -> Arc<BatchedLogs> {
         let (records, rx) = mpsc::channel(buffer.records.max(1));
         let (progress_tx, progress) = watch::channel(Progress::default());
         let (stop, stop_rx) = oneshot::channel();
         let waiting = Arc::new(AtomicUsize::new(0));
         let writer = Writer {
-            store: store.clone(),
+            table: table.clone(),
             progress: progress_tx,
             waiting: waiting.clone(),
             retention,
             reserve,
         };
         let task = tokio::spawn(writer.run(rx, stop_rx));
-        Arc::new(StoreLogs {
-            store,
+        Arc::new(BatchedLogs {
+            table,
             records,
             sent: AtomicU64::new(0),
             progress,
@@ -150,7 +151,7 @@ impl StoreLogs {
 }
 
 #[async_trait]
-impl Logs for StoreLogs {
+impl Logs for BatchedLogs {
     fn append(&self, record: LogRecord) {
         // Counted only once it is in the channel: a flush that begins
         // after this returns waits for it.
@@ -183,7 +184,7 @@ impl Logs for StoreLogs {
     }
 
     async fn query(&self, query: LogQuery) -> Result<Vec<StoredLog>, LogsError> {
-        Ok(self.store.query_logs(query).await?)
+        Ok(self.table.query(query).await?)
     }
 
     fn dropped(&self) -> u64 {
@@ -192,7 +193,7 @@ impl Logs for StoreLogs {
 }
 
 struct Writer {
-    store: Arc<dyn Store>,
+    table: Arc<dyn LogTable>,
     progress: watch::Sender<Progress>,
     waiting: Arc<AtomicUsize>,
     retention: Retention,
@@ -258,11 +259,7 @@ impl Writer {
     /// Stores `batch` a few megabytes at a time, each in a transaction of
     /// its own: a large transaction needs as much room in the journal.
     /// `stored` is how many of the batch are stored, and where to go on.
-    async fn append(
-        &self,
-        batch: &[LogRecord],
-        stored: &mut usize,
-    ) -> Result<(), stratus_store::StoreError> {
+    async fn append(&self, batch: &[LogRecord], stored: &mut usize) -> Result<(), TableError> {
         while *stored < batch.len() {
             let start = *stored;
             let mut end = start;
@@ -271,7 +268,7 @@ impl Writer {
                 bytes += size_of(&batch[end]);
                 end += 1;
             }
-            self.store.append_logs(batch[start..end].to_vec()).await?;
+            self.table.append(batch[start..end].to_vec()).await?;
             *stored = end;
         }
         Ok(())
@@ -282,12 +279,12 @@ impl Writer {
     /// room.
     async fn trim(&self, budget: LogBudget) {
         let before = now_ms() - self.retention.max_age.as_millis() as i64;
-        let mut result = self.store.trim_logs(before, budget).await;
+        let mut result = self.table.trim(before, budget).await;
         if let Err(err) = &result
             && err.is_disk_full()
             && self.release_reserve()
         {
-            result = self.store.trim_logs(before, budget).await;
+            result = self.table.trim(before, budget).await;
         }
         match result {
             Ok(trimmed) if trimmed.records > 0 => tracing::debug!(
@@ -314,7 +311,7 @@ impl Writer {
         if !reserve.restore() {
             // Room for the reserve, and as much again.
             let wanted = reserve.bytes().saturating_mul(2);
-            let (Some(free), Ok(stored)) = (reserve.free(), self.store.log_bytes().await) else {
+            let (Some(free), Ok(stored)) = (reserve.free(), self.table.bytes().await) else {
                 return;
             };
             let cut = wanted.saturating_sub(free);
@@ -323,8 +320,8 @@ impl Writer {
             }
             let budget = self.retention.budget();
             let trimmed = self
-                .store
-                .trim_logs(
+                .table
+                .trim(
                     before,
                     LogBudget {
                         total: budget.total.min(stored.saturating_sub(cut)),
@@ -371,8 +368,8 @@ impl Writer {
                 if reserve.held() {
                     self.append(batch, &mut done).await
                 } else {
-                    Err(stratus_store::StoreError::Worker(
-                        "the disk is full: log records dropped until there is room".into(),
+                    Err(TableError::Full(
+                        "the disk is full: log records dropped until there is room",
                     ))
                 }
             }
@@ -384,7 +381,7 @@ impl Writer {
             self.release_reserve();
             // Half of what is stored, whatever the budget: the disk filled
             // before the budget did.
-            let stored = self.store.log_bytes().await.unwrap_or(0);
+            let stored = self.table.bytes().await.unwrap_or(0);
             let budget = self.retention.budget();
             self.trim(LogBudget {
                 total: budget.total.min(stored) / 2,
@@ -424,11 +421,4 @@ fn take_ready(rx: &mut mpsc::Receiver<LogRecord>, batch: &mut Vec<LogRecord>) {
             Err(_) => break,
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }

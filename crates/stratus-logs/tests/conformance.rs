@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stratus_logs::{
-    Buffer, LogQuery, LogRecord, LogStream, Logs, MemoryLogs, Retention, StoreLogs,
+    BatchedLogs, Buffer, LogQuery, LogRecord, LogStream, LogTable, Logs, MemoryLogs, Retention,
+    SegmentLimits, SegmentLogs, StoreTable,
 };
-use stratus_store::SqliteStore;
+use stratus_store::{LogBudget, SqliteStore, StoredLog};
 
 fn record(function: &str, request: &str, stream: LogStream, message: &str) -> LogRecord {
     LogRecord {
@@ -152,42 +153,344 @@ async fn memory() {
     check(Arc::new(MemoryLogs::default())).await;
 }
 
+const RETENTION: Retention = Retention {
+    max_age: Duration::from_secs(3600),
+    max_bytes: 1 << 30,
+    max_bytes_per_app: 1 << 30,
+};
+
+const BUFFER: Buffer = Buffer {
+    records: 1024,
+    bytes: 1 << 20,
+};
+
+/// Both tables, each in a directory of its own.
+fn tables(dir: &std::path::Path) -> Vec<(&'static str, Arc<dyn LogTable>)> {
+    let store = Arc::new(SqliteStore::open(&dir.join("db")).unwrap());
+    vec![
+        ("store", Arc::new(StoreTable(store))),
+        ("segments", Arc::new(segments(&dir.join("logs")))),
+    ]
+}
+
+fn segments(dir: &std::path::Path) -> SegmentLogs {
+    SegmentLogs::open(
+        dir,
+        SegmentLimits {
+            segment_bytes: 64 << 10,
+            roll_after: Duration::from_secs(3600),
+        },
+    )
+    .unwrap()
+}
+
 #[tokio::test]
-async fn store() {
+async fn both_tables() {
+    for (name, table) in tables(tempfile::tempdir().unwrap().path()) {
+        eprintln!("{name}");
+        let logs = BatchedLogs::start(table, BUFFER, RETENTION, None);
+        check(logs.clone()).await;
+        logs.stop().await;
+    }
+}
+
+fn sized(app: &str, n: usize, ts_ms: i64) -> LogRecord {
+    LogRecord {
+        ts_ms,
+        app: app.into(),
+        function: "f".into(),
+        version: 1,
+        instance: "i".into(),
+        request_id: Some(format!("{app}-{n}")),
+        stream: LogStream::Stdout,
+        message: format!("{n:08} {}", "x".repeat(1000)),
+        fields: None,
+    }
+}
+
+async fn of_app(table: &dyn LogTable, app: &str) -> Vec<StoredLog> {
+    table
+        .query(LogQuery {
+            app: Some(app.into()),
+            limit: 100_000,
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// Numbers in the messages of `records`.
+fn numbers(records: &[StoredLog]) -> Vec<usize> {
+    records
+        .iter()
+        .map(|r| r.record.message[..8].parse().unwrap())
+        .collect()
+}
+
+/// Retention takes the oldest first: by age, then each app down to its
+/// share, then everything down to the total. What is kept is each app's
+/// newest records, within the budget.
+#[tokio::test]
+async fn trims_keep_the_newest_within_the_budget() {
+    for (name, table) in tables(tempfile::tempdir().unwrap().path()) {
+        eprintln!("{name}");
+        // 300 old records of `old`, then 1000 of `noisy` and 100 of `quiet`.
+        let old: Vec<LogRecord> = (0..300).map(|n| sized("old", n, 1_000)).collect();
+        table.append(old).await.unwrap();
+        for chunk in 0..10 {
+            let batch: Vec<LogRecord> = (chunk * 100..chunk * 100 + 100)
+                .map(|n| sized("noisy", n, 50_000 + n as i64))
+                .collect();
+            table.append(batch).await.unwrap();
+        }
+        let quiet: Vec<LogRecord> = (0..100).map(|n| sized("quiet", n, 60_000)).collect();
+        table.append(quiet).await.unwrap();
+        let before = table.bytes().await.unwrap();
+        assert!(before > 1_300_000, "{before} bytes");
+
+        // By age: every record of `old` is older than 10 s.
+        let trimmed = table
+            .trim(
+                10_000,
+                LogBudget {
+                    total: u64::MAX,
+                    per_app: u64::MAX,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(trimmed.records, 300);
+        assert!(of_app(&*table, "old").await.is_empty());
+        assert_eq!(of_app(&*table, "noisy").await.len(), 1000);
+
+        // An app over its share keeps its newest records, within it.
+        let per_app = 400_000;
+        table
+            .trim(
+                0,
+                LogBudget {
+                    total: u64::MAX,
+                    per_app,
+                },
+            )
+            .await
+            .unwrap();
+        let noisy = numbers(&of_app(&*table, "noisy").await);
+        assert!(
+            (200..=400).contains(&noisy.len()),
+            "{} records of 1 KB kept for 400 KB",
+            noisy.len()
+        );
+        assert_eq!(noisy, (1000 - noisy.len()..1000).collect::<Vec<_>>());
+        assert_eq!(
+            of_app(&*table, "quiet").await.len(),
+            100,
+            "the quiet app keeps all"
+        );
+
+        // The total: the oldest of all go, whoever wrote them.
+        table
+            .trim(
+                0,
+                LogBudget {
+                    total: 60_000,
+                    per_app,
+                },
+            )
+            .await
+            .unwrap();
+        let bytes = table.bytes().await.unwrap();
+        assert!(bytes <= 60_000, "{bytes} bytes kept");
+        let quiet = numbers(&of_app(&*table, "quiet").await);
+        assert!(!quiet.is_empty(), "the newest records are kept");
+        assert!(
+            of_app(&*table, "noisy").await.is_empty(),
+            "older than every quiet record"
+        );
+        assert_eq!(quiet, (100 - quiet.len()..100).collect::<Vec<_>>());
+
+        // Ids go on growing after trims.
+        table
+            .append(vec![sized("quiet", 100, 70_000)])
+            .await
+            .unwrap();
+        let all = of_app(&*table, "quiet").await;
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(numbers(&all).last(), Some(&100));
+    }
+}
+
+/// Queries that span many segments: the newest first under a limit, the
+/// oldest after an id, one request, one function, across apps.
+#[tokio::test]
+async fn queries_span_segments_and_apps() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
-    let logs = StoreLogs::start(
-        store,
-        Buffer {
-            records: 1024,
-            bytes: 1 << 20,
+    let mut tables = tables(dir.path());
+    // Each app's records in one segment, read a block at a time.
+    let large = SegmentLogs::open(
+        &dir.path().join("large"),
+        SegmentLimits {
+            segment_bytes: 8 << 20,
+            roll_after: Duration::from_secs(3600),
         },
-        Retention {
-            max_age: Duration::from_secs(3600),
-            max_bytes: 1 << 30,
-            max_bytes_per_app: 1 << 30,
-        },
-        None,
+    )
+    .unwrap();
+    tables.push(("one large segment", Arc::new(large)));
+    for (name, table) in tables {
+        eprintln!("{name}");
+        for chunk in 0..6 {
+            let mut batch = Vec::new();
+            for n in chunk * 100..chunk * 100 + 100 {
+                let mut record = sized(if n % 2 == 0 { "a" } else { "b" }, n, 1_000 + n as i64);
+                if n % 7 == 0 {
+                    record.function = "g".into();
+                }
+                batch.push(record);
+            }
+            table.append(batch).await.unwrap();
+        }
+        let all = |q: LogQuery| {
+            let table = table.clone();
+            async move { numbers(&table.query(q).await.unwrap()) }
+        };
+        let everything = LogQuery {
+            limit: 10_000,
+            ..LogQuery::default()
+        };
+        assert_eq!(all(everything.clone()).await, (0..600).collect::<Vec<_>>());
+        assert_eq!(
+            all(LogQuery {
+                limit: 5,
+                ..LogQuery::default()
+            })
+            .await,
+            (595..600).collect::<Vec<_>>()
+        );
+        let ids = table.query(everything.clone()).await.unwrap();
+        assert_eq!(
+            all(LogQuery {
+                after_id: Some(ids[99].id),
+                limit: 3,
+                ..LogQuery::default()
+            })
+            .await,
+            [100, 101, 102]
+        );
+        assert_eq!(
+            all(LogQuery {
+                request_id: Some("b-301".into()),
+                ..everything.clone()
+            })
+            .await,
+            [301]
+        );
+        assert!(
+            all(LogQuery {
+                request_id: Some("b-300".into()),
+                ..everything.clone()
+            })
+            .await
+            .is_empty()
+        );
+        let g_of_a = all(LogQuery {
+            app: Some("a".into()),
+            function: Some("g".into()),
+            ..everything.clone()
+        })
+        .await;
+        let expected: Vec<usize> = (0..600).filter(|n| n % 14 == 0).collect();
+        assert_eq!(g_of_a, expected);
+        assert_eq!(
+            all(LogQuery {
+                app: Some("b".into()),
+                since_ms: Some(1_590),
+                until_ms: Some(1_596),
+                ..everything.clone()
+            })
+            .await,
+            [591, 593, 595]
+        );
+    }
+}
+
+/// Segments survive a restart: a record cut short by a crash is cut off,
+/// everything before it is read back, and ids go on growing.
+#[tokio::test]
+async fn segments_reopen_after_a_crash_with_a_torn_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs");
+    {
+        let table = segments(&path);
+        let batch: Vec<LogRecord> = (0..150).map(|n| sized("a", n, 1_000)).collect();
+        table.append(batch).await.unwrap();
+    }
+    // The newest segment ends in half a record.
+    let app_dir = path.join("a");
+    let mut files: Vec<_> = std::fs::read_dir(&app_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() > 1, "{} segments", files.len());
+    let newest = files.last().unwrap();
+    let len = std::fs::metadata(newest).unwrap().len();
+    let mut torn = std::fs::read(newest).unwrap();
+    torn.extend_from_within(..300);
+    std::fs::write(newest, &torn).unwrap();
+
+    let table = segments(&path);
+    assert_eq!(
+        std::fs::metadata(newest).unwrap().len(),
+        len,
+        "the torn record is cut off"
     );
-    check(logs.clone()).await;
-    logs.stop().await;
+    let read = of_app(&table, "a").await;
+    assert_eq!(numbers(&read), (0..150).collect::<Vec<_>>());
+    let last = read.last().unwrap().id;
+    table.append(vec![sized("a", 150, 2_000)]).await.unwrap();
+    let read = of_app(&table, "a").await;
+    assert_eq!(read.len(), 151);
+    assert!(read.last().unwrap().id > last);
+    assert_eq!(table.bytes().await.unwrap(), {
+        let mut total = 0;
+        for e in std::fs::read_dir(&app_dir).unwrap() {
+            total += e.unwrap().metadata().unwrap().len();
+        }
+        total
+    });
+}
+
+/// An import keeps the ids records had, and one cut short goes on where
+/// it stopped: what is already stored is not stored again.
+#[tokio::test]
+async fn an_import_keeps_ids_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = segments(dir.path());
+    let records: Vec<StoredLog> = (0..10)
+        .map(|n| StoredLog {
+            id: 100 + n as i64 * 2,
+            record: sized("a", n, 1_000),
+        })
+        .collect();
+    table.import(records[..4].to_vec()).await.unwrap();
+    table.import(records.clone()).await.unwrap();
+    let read = of_app(&table, "a").await;
+    assert_eq!(read, records);
+    table.append(vec![sized("a", 10, 2_000)]).await.unwrap();
+    assert_eq!(of_app(&table, "a").await.last().unwrap().id, 119);
 }
 
 #[tokio::test]
 async fn a_full_buffer_drops_and_counts_rather_than_waits() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
-    let retention = Retention {
-        max_age: Duration::from_secs(3600),
-        max_bytes: 1 << 30,
-        max_bytes_per_app: 1 << 30,
-    };
+    let retention = RETENTION;
     // On a current-thread runtime the writer cannot run between appends.
     let buffer = Buffer {
         records: 4,
         bytes: 1 << 20,
     };
-    let logs = StoreLogs::start(store.clone(), buffer, retention, None);
+    let logs = BatchedLogs::start(Arc::new(StoreTable(store)), buffer, retention, None);
     for i in 0..10 {
         logs.append(record("f", "r", LogStream::Stdout, &i.to_string()));
     }
@@ -207,7 +510,7 @@ async fn a_full_buffer_drops_and_counts_rather_than_waits() {
         records: 1000,
         bytes: 3 << 20,
     };
-    let logs = StoreLogs::start(store, buffer, retention, None);
+    let logs = BatchedLogs::start(Arc::new(StoreTable(store)), buffer, retention, None);
     let big = "x".repeat(1 << 20);
     for _ in 0..5 {
         logs.append(record("f", "r", LogStream::Stdout, &big));
@@ -223,4 +526,34 @@ async fn a_full_buffer_drops_and_counts_rather_than_waits() {
     logs.flush().await.unwrap();
     assert_eq!(logs.query(query()).await.unwrap().len(), 3);
     logs.stop().await;
+}
+
+/// Records a data directory kept in the database move into segments under
+/// the ids they had, once; the database then lets them go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_in_the_database_move_into_segments() {
+    use stratus_store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
+    let old: Vec<LogRecord> = (0..25_000).map(|n| sized("a", n, 1_000)).collect();
+    store.append_logs(old).await.unwrap();
+    let in_store = of_app(&StoreTable(store.clone()), "a").await;
+
+    let table = segments(&dir.path().join("logs"));
+    assert_eq!(table.take_over(store.clone()).await.unwrap(), 25_000);
+    assert_eq!(of_app(&table, "a").await, in_store);
+    for _ in 0..200 {
+        if store.log_bytes().await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        store.log_bytes().await.unwrap(),
+        0,
+        "the database lets them go"
+    );
+    // Again, as at the next start: nothing more to move.
+    assert_eq!(table.take_over(store).await.unwrap(), 0);
+    assert_eq!(of_app(&table, "a").await.len(), 25_000);
 }

@@ -6,7 +6,8 @@
 //! the admin token, the key that seals stored secrets, and the store's
 //! identity. The database is copied first: packages are written before
 //! any version that names them and never changed, so every package the
-//! snapshot names is on disk by then.
+//! snapshot names is on disk by then. Logs (`DATA_DIR/logs`) are not
+//! part of a backup: they are kept for a while, not kept safe.
 
 use std::path::{Path, PathBuf};
 

@@ -30,7 +30,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use stratus_logs::{Logs, Retention, StoreLogs};
+use stratus_logs::{BatchedLogs, Logs, Retention, SegmentLimits, SegmentLogs};
 use stratus_sandbox::{Isolation, LauncherClient};
 use stratus_scheduler::{FunctionConfig, Scheduler, ServiceConfig, Settings};
 use stratus_store::{SqliteStore, Store, VersionRecord};
@@ -51,6 +51,8 @@ pub const SERVER_FILE: &str = "server.json";
 /// Log records that may wait for the writer before new ones are dropped.
 const LOG_BUFFER: usize = 64 * 1024;
 pub const TOKEN_FILE: &str = "admin.token";
+/// Where log records are kept, in segment files (see `stratus_logs`).
+pub const LOGS_DIR: &str = "logs";
 
 /// Shared by the admin API handlers.
 pub(crate) struct AppState {
@@ -182,17 +184,27 @@ pub async fn run(
         .context("cannot install the built-in runtimes")?;
     let (python, node) = runtimes::locate_interpreters().await;
 
-    let store_logs = StoreLogs::start(
-        store.clone(),
+    let retention = Retention {
+        max_age: config.log_retention,
+        max_bytes: config.log_max_bytes,
+        max_bytes_per_app: config.log_max_bytes_per_app,
+    };
+    let segments = SegmentLogs::open(
+        &data_dir.join(LOGS_DIR),
+        SegmentLimits::for_retention(&retention),
+    )
+    .context("cannot open the log segments")?;
+    segments
+        .take_over(store.clone())
+        .await
+        .context("cannot move the database's log records into log segments")?;
+    let store_logs = BatchedLogs::start(
+        Arc::new(segments),
         stratus_logs::Buffer {
             records: LOG_BUFFER,
             bytes: config.log_buffer_bytes,
         },
-        Retention {
-            max_age: config.log_retention,
-            max_bytes: config.log_max_bytes,
-            max_bytes_per_app: config.log_max_bytes_per_app,
-        },
+        retention,
         (config.disk_reserve > 0).then_some(reserve),
     );
     let logs: Arc<dyn Logs> = store_logs.clone();
