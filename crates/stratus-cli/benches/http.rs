@@ -9,7 +9,9 @@
 //! binary serving over hyper (`hello_http --direct`), each answering the
 //! same 200 `text/plain` "hello". The rows `python3-c64` and `nodejs-c64`
 //! are the same handlers with `concurrency: 64`: one instance takes up to
-//! 64 requests at once.
+//! 64 requests at once. The JavaScript rows have a second reference: the
+//! same handler as a Worker in Cloudflare's `workerd` (the npm package,
+//! installed into `target/test-deps`; left out when npm cannot get it).
 //!
 //! The load generator is a closed loop in this process: C keep-alive
 //! HTTP/1.1 connections (hyper's client), each sending its next request
@@ -76,6 +78,39 @@ class Server(ThreadingHTTPServer):
 Server(("127.0.0.1", int(sys.argv[1])), Hello).serve_forever()
 "#;
 
+const WORKER: &str = r#"
+export default {
+  async fetch() {
+    return new Response("hello", { headers: { "content-type": "text/plain" } });
+  },
+};
+"#;
+
+/// `workerd serve` on `port` with the hello Worker beside the config.
+fn workerd(dir: &Path, port: u16) -> anyhow::Result<Command> {
+    let modules = support::npm_install("workerd", &["workerd"])?;
+    std::fs::write(dir.join("worker.js"), WORKER)?;
+    let config = dir.join("workerd.capnp");
+    std::fs::write(
+        &config,
+        format!(
+            r#"using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [ (name = "main", worker = .hello) ],
+  sockets = [ (name = "http", address = "127.0.0.1:{port}", http = (), service = "main") ],
+);
+const hello :Workerd.Worker = (
+  modules = [ (name = "worker", esModule = embed "worker.js") ],
+  compatibilityDate = "2024-09-23",
+);
+"#
+        ),
+    )?;
+    let mut command = Command::new(modules.join(".bin/workerd"));
+    command.arg("serve").arg(config).stderr(Stdio::null());
+    Ok(command)
+}
+
 const NODE_DIRECT: &str = r#"
 require('http').createServer((req, res) => {
   res.writeHead(200, { 'content-type': 'text/plain' });
@@ -112,10 +147,12 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn start_reference(mut command: Command) -> anyhow::Result<Reference> {
+/// Starts the command `make` gives for a free port, and waits until it
+/// listens there.
+fn start_reference(make: impl FnOnce(u16) -> anyhow::Result<Command>) -> anyhow::Result<Reference> {
     let port = free_port()?;
+    let mut command = make(port)?;
     let child = command
-        .arg(port.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
@@ -238,6 +275,8 @@ struct Row {
     runtime: &'static str,
     connections: usize,
     direct: Figures,
+    /// The same handler in workerd, for the JavaScript rows.
+    workerd: Option<Figures>,
     platform: Figures,
     /// The server process's CPU per request, in µs.
     server_us: f64,
@@ -268,24 +307,43 @@ fn run() -> anyhow::Result<()> {
         .parse()
         .context("the server's public address")?;
 
-    let mut python_direct = Command::new(python()?);
-    python_direct.arg(tmp.path().join("direct.py"));
-    let mut node_direct = Command::new("node");
-    node_direct.arg(tmp.path().join("direct.js"));
-    let mut rust_direct = Command::new(&hello_http);
-    rust_direct.arg("--direct");
+    let python = python()?;
+    let with_port = |program: &Path, args: &[&Path]| {
+        let (program, args) = (
+            program.to_owned(),
+            args.iter().map(|a| a.to_path_buf()).collect::<Vec<_>>(),
+        );
+        move |port: u16| {
+            let mut command = Command::new(program);
+            command.args(args).arg(port.to_string());
+            Ok(command)
+        }
+    };
+    let (direct_py, direct_js) = (tmp.path().join("direct.py"), tmp.path().join("direct.js"));
     let (python_ref, node_ref, rust_ref) = (
-        start_reference(python_direct)?,
-        start_reference(node_direct)?,
-        start_reference(rust_direct)?,
+        start_reference(with_port(Path::new(&python), &[&direct_py]))?,
+        start_reference(with_port(Path::new("node"), &[&direct_js]))?,
+        start_reference(with_port(&hello_http, &[Path::new("--direct")]))?,
     );
+    let workerd_ref = match start_reference(|port| workerd(tmp.path(), port)) {
+        Ok(reference) => Some(reference),
+        Err(err) => {
+            eprintln!("no workerd column: {err:#}");
+            None
+        }
+    };
     // `-c64`: the same handler with `concurrency: 64`.
     let references = [
-        ("python3", "/hello/py", &python_ref),
-        ("python3-c64", "/hello/py64", &python_ref),
-        ("nodejs", "/hello/node", &node_ref),
-        ("nodejs-c64", "/hello/node64", &node_ref),
-        ("provided", "/hello/rust", &rust_ref),
+        ("python3", "/hello/py", &python_ref, None),
+        ("python3-c64", "/hello/py64", &python_ref, None),
+        ("nodejs", "/hello/node", &node_ref, workerd_ref.as_ref()),
+        (
+            "nodejs-c64",
+            "/hello/node64",
+            &node_ref,
+            workerd_ref.as_ref(),
+        ),
+        ("provided", "/hello/rust", &rust_ref, None),
     ];
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -303,13 +361,20 @@ fn run() -> anyhow::Result<()> {
     };
     let rows = runtime.block_on(async {
         let mut rows = Vec::new();
-        for (runtime, path, reference) in &references {
+        for (runtime, path, reference, worker) in &references {
             if !runtimes.split(',').any(|r| r.trim() == *runtime) {
                 continue;
             }
             let direct_addr: SocketAddr = ([127, 0, 0, 1], reference.port).into();
             for &connections in &connection_counts {
                 let direct = measure(direct_addr, "/", connections, window).await?;
+                let workerd = match worker {
+                    Some(worker) => {
+                        let addr: SocketAddr = ([127, 0, 0, 1], worker.port).into();
+                        Some(measure(addr, "/", connections, window).await?)
+                    }
+                    None => None,
+                };
                 load(public, path, connections, WARMUP).await?;
                 let stat = format!("/proc/{}/stat", server.pid());
                 let before = process_ticks(&stat).unwrap_or(0);
@@ -326,6 +391,7 @@ fn run() -> anyhow::Result<()> {
                     runtime,
                     connections,
                     direct,
+                    workerd,
                     platform,
                     server_us,
                 });
@@ -334,7 +400,7 @@ fn run() -> anyhow::Result<()> {
         anyhow::Ok(rows)
     })?;
     drop(runtime);
-    drop((python_ref, node_ref, rust_ref));
+    drop((python_ref, node_ref, rust_ref, workerd_ref));
     print_table(&rows, secs);
     drop(server);
     drop(tmp);
@@ -397,4 +463,41 @@ fn print_table(rows: &[Row], secs: f64) {
     println!(
         "added p50: the platform's median latency less the direct server's; share: the platform's requests/s as a share of direct; server CPU: the server process's CPU per request"
     );
+    let workerd: Vec<&Row> = rows.iter().filter(|r| r.workerd.is_some()).collect();
+    if !workerd.is_empty() {
+        println!();
+        println!("The JavaScript rows against the same handler as a Worker in workerd");
+        println!(
+            "{:<11} {:>5} | {:>9} {:>8} {:>8} | {:>9} {:>11} {:>11}",
+            "runtime",
+            "conns",
+            "workerd/s",
+            "p50 ms",
+            "p99 ms",
+            "stratus/s",
+            "of workerd",
+            "of direct"
+        );
+        for row in workerd {
+            let w = row.workerd.as_ref().expect("filtered");
+            let share = |of: f64| {
+                if of > 0.0 {
+                    format!("{:.0}%", 100.0 * row.platform.rps() / of)
+                } else {
+                    "-".to_owned()
+                }
+            };
+            println!(
+                "{:<11} {:>5} | {:>9.0} {:>8} {:>8} | {:>9.0} {:>11} {:>11}",
+                row.runtime,
+                row.connections,
+                w.rps(),
+                ms(w.p50_ms),
+                ms(w.p99_ms),
+                row.platform.rps(),
+                share(w.rps()),
+                share(row.direct.rps())
+            );
+        }
+    }
 }

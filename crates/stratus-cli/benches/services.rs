@@ -39,7 +39,8 @@
 //! else `nginx` on PATH; without one the nginx columns are left out) and
 //! `STRATUS_BENCH_NGINX_WORKERS` its `worker_processes` (default `auto`),
 //! and `STRATUS_BENCH_ACCESS_LOG=0` turns the services' per-request log
-//! records off (nginx's access log is off).
+//! records and nginx's access log off (both are on by default; nginx's
+//! buffered, as the records are batched).
 //! It prints figures only and never asserts on them.
 
 use std::io::{Read, Write};
@@ -219,33 +220,6 @@ fn grpc_direct(app_dir: &Path, port: u16) -> Command {
 // ---------------------------------------------------------------------------
 // Dependencies and apps.
 
-/// `target/test-deps/NAME/node_modules`, installed once from npm with the
-/// same layout and marker as the tests' `npm_install`, so both share it.
-fn npm_install(name: &str, packages: &[&str]) -> anyhow::Result<PathBuf> {
-    let target = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/test-deps")
-        .join(name);
-    let marker = target.join(".installed");
-    if !marker.exists() {
-        let _ = std::fs::remove_dir_all(&target);
-        std::fs::create_dir_all(&target)?;
-        std::fs::write(target.join("package.json"), "{\"private\": true}")?;
-        eprintln!("installing {packages:?} into {}", target.display());
-        let status = Command::new("npm")
-            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&target)
-            .args(packages)
-            .stdin(Stdio::null())
-            .status()
-            .context("cannot run npm")?;
-        if !status.success() {
-            bail!("npm install {packages:?} failed ({status})");
-        }
-        std::fs::write(&marker, "")?;
-    }
-    Ok(target.join("node_modules"))
-}
-
 fn copy_executable(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::copy(from, to)
         .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
@@ -280,7 +254,7 @@ fn cold_manifest(round: usize) -> String {
 
 /// The gRPC app: its server, proto and `node_modules`.
 fn write_grpc_app(dir: &Path) -> anyhow::Result<()> {
-    let modules = npm_install(GRPC_DEPS, &GRPC_PACKAGES)?;
+    let modules = support::npm_install(GRPC_DEPS, &GRPC_PACKAGES)?;
     std::fs::create_dir_all(dir)?;
     let status = Command::new("cp")
         .arg("-a")
@@ -352,6 +326,13 @@ fn nginx_config(dir: &Path, workers: &str, ports: &NginxPorts) -> String {
     } else {
         ""
     };
+    // Configured as the services are: a line per request, written in
+    // batches, when their request records are on.
+    let access_log = if access_log() {
+        format!("access_log {d}/access.log combined buffer=64k flush=1s;")
+    } else {
+        "access_log off;".to_owned()
+    };
     let mut conf = format!(
         "{user}worker_processes {workers};
 daemon off;
@@ -359,7 +340,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    {access_log}
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -1133,8 +1114,13 @@ fn run() -> anyhow::Result<()> {
         "HTTP services: stratus isolation {isolation}, {cores} cores shared by the load generator, the proxies and the apps"
     );
     println!(
-        "stratus access_log: {} (a log record stored per request); nginx access_log off",
-        if access_log() { "on" } else { "off" }
+        "stratus access_log: {on} (a log record stored per request); nginx access_log {on}{buffered}",
+        on = if access_log() { "on" } else { "off" },
+        buffered = if access_log() {
+            " (buffer=64k flush=1s)"
+        } else {
+            ""
+        }
     );
     let nginx_label = match (&nginx, &nginx_run) {
         (Ok(n), Ok(_)) => format!(

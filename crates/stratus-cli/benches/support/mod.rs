@@ -300,3 +300,30 @@ pub fn process_ticks(stat: &str) -> Option<u64> {
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
+
+/// `target/test-deps/NAME/node_modules`, installed once from npm with the
+/// same layout and marker as the tests' `npm_install`, so both share it.
+pub fn npm_install(name: &str, packages: &[&str]) -> anyhow::Result<PathBuf> {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/test-deps")
+        .join(name);
+    let marker = target.join(".installed");
+    if !marker.exists() {
+        let _ = std::fs::remove_dir_all(&target);
+        std::fs::create_dir_all(&target)?;
+        std::fs::write(target.join("package.json"), "{\"private\": true}")?;
+        eprintln!("installing {packages:?} into {}", target.display());
+        let status = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&target)
+            .args(packages)
+            .stdin(Stdio::null())
+            .status()
+            .context("cannot run npm")?;
+        if !status.success() {
+            bail!("npm install {packages:?} failed ({status})");
+        }
+        std::fs::write(&marker, "")?;
+    }
+    Ok(target.join("node_modules"))
+}
