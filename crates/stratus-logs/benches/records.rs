@@ -27,7 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stratus_logs::{LogTable, SegmentLimits, SegmentLogs, StoreTable};
-use stratus_store::{LogBudget, LogQuery, LogRecord, LogStream, NewEvent, SqliteStore, Store};
+use stratus_store::{LogBudget, LogQuery, LogRecord, LogStream, NewEvent, Store};
+use stratus_store_sqlite::SqliteStore;
 
 const BATCH: usize = 2048;
 const APPS: usize = 10;

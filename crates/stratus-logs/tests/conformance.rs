@@ -8,7 +8,8 @@ use stratus_logs::{
     BatchedLogs, Buffer, LogQuery, LogRecord, LogStream, LogTable, Logs, MemoryLogs, Retention,
     SegmentLimits, SegmentLogs, StoreTable,
 };
-use stratus_store::{LogBudget, SqliteStore, StoredLog};
+use stratus_store::{LogBudget, StoredLog};
+use stratus_store_sqlite::SqliteStore;
 
 fn record(function: &str, request: &str, stream: LogStream, message: &str) -> LogRecord {
     LogRecord {

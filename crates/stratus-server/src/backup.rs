@@ -44,7 +44,7 @@ pub fn backup(data_dir: &Path, to: &Path) -> anyhow::Result<Copied> {
     );
     create_private(to)?;
     let mut copied = Copied::default();
-    stratus_store::snapshot(&db, &to.join(DATABASE))
+    stratus_store_sqlite::snapshot(&db, &to.join(DATABASE))
         .with_context(|| format!("cannot copy the database {}", db.display()))?;
     copied.files += 1;
     copied.bytes += std::fs::metadata(to.join(DATABASE))?.len();

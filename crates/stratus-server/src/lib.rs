@@ -33,7 +33,8 @@ use anyhow::Context;
 use stratus_logs::{BatchedLogs, Logs, Retention, SegmentLimits, SegmentLogs};
 use stratus_sandbox::{Isolation, LauncherClient};
 use stratus_scheduler::{FunctionConfig, Scheduler, ServiceConfig, Settings};
-use stratus_store::{SqliteStore, Store, VersionRecord};
+use stratus_store::{Store, VersionRecord};
+use stratus_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 
 pub use config::{Limits, ServerConfig};

@@ -2,15 +2,14 @@
 //! AWS credentials, logs and the durable event queue.
 //!
 //! [`Store`] is the one interface the rest of the platform uses; this crate
-//! holds the records it speaks in and the embedded SQLite backend
-//! ([`SqliteStore`], the default). A PostgreSQL backend for several nodes
-//! implements the same trait. The hot path never calls the store: the server
+//! holds the records it speaks in and no database driver: each backend is
+//! a crate of its own (`stratus-store-sqlite`, the embedded default). The
+//! hot path never calls the store: the server
 //! keeps in-memory snapshots and writes logs in batches. The one exception
 //! is by design: an asynchronous invocation is acknowledged only once its
 //! event is committed, which is why the event methods take batches.
 
 mod records;
-mod sqlite;
 
 use async_trait::async_trait;
 
@@ -19,12 +18,14 @@ pub use records::{
     LogQuery, LogRecord, LogStream, MessageRecord, MessageSettlement, NewEvent, NewMessage,
     NewVersion, PackageRecord, QueueCounts, Settlement, StoredLog, VersionRecord,
 };
-pub use sqlite::{SqliteStore, snapshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(Box<dyn std::error::Error + Send + Sync>),
+    /// The disk (or the database's size limit) is full.
+    #[error("the database is full: {0}")]
+    DiskFull(String),
     #[error("stored record is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
     #[error("the store's worker thread failed: {0}")]
@@ -47,11 +48,7 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the disk (or the database's size limit) is full.
     pub fn is_disk_full(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Database(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DiskFull
-        )
+        matches!(self, StoreError::DiskFull(_))
     }
 
     /// The same error for another waiter on one batch: a lost store stays
@@ -59,6 +56,7 @@ impl StoreError {
     pub fn duplicate(&self) -> StoreError {
         match self {
             StoreError::Lost { path } => StoreError::Lost { path: path.clone() },
+            StoreError::DiskFull(why) => StoreError::DiskFull(why.clone()),
             other => StoreError::Worker(other.to_string()),
         }
     }
@@ -91,58 +89,89 @@ pub struct Backlog {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Durable platform state. Every method is one atomic step.
+/// Applications and their versions, and the store's identity.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Apps: Send + Sync {
     /// The store's identity: `candidate` on first call ever, what was
     /// stored then on every later one. A data directory remembers it, to
     /// notice a database that was emptied, replaced or removed.
     async fn identity(&self, candidate: &str) -> Result<String>;
 
-    /// Whether a package with this SHA-256 is recorded.
-    async fn has_package(&self, sha256: &str) -> Result<bool>;
-    async fn put_package(&self, package: PackageRecord) -> Result<()>;
-
     async fn list_apps(&self) -> Result<Vec<AppRecord>>;
+
     async fn get_app(&self, app: &str) -> Result<Option<AppRecord>>;
+
     /// The active version of every application, for start-up.
     async fn active_versions(&self) -> Result<Vec<VersionRecord>>;
+
     async fn active_version(&self, app: &str) -> Result<Option<VersionRecord>>;
+
     /// Records a new version and makes it the active one, in one transaction.
     async fn activate(&self, version: NewVersion) -> Result<VersionRecord>;
+
     /// Removes an application with its versions, keys, AWS credentials,
     /// queued events and dead letters; false if it did not exist.
     async fn delete_app(&self, app: &str) -> Result<bool>;
+}
 
+/// Code packages, by SHA-256.
+#[async_trait]
+pub trait Packages: Send + Sync {
+    /// Whether a package with this SHA-256 is recorded.
+    async fn has_package(&self, sha256: &str) -> Result<bool>;
+
+    async fn put_package(&self, package: PackageRecord) -> Result<()>;
+}
+
+/// App keys and AWS credentials.
+#[async_trait]
+pub trait Credentials: Send + Sync {
     /// Records an app key; only its SHA-256 is kept.
     async fn create_key(&self, key: KeyRecord) -> Result<()>;
+
     /// The keys of `app`, or of every app.
     async fn list_keys(&self, app: Option<&str>) -> Result<Vec<KeyRecord>>;
+
     /// Revokes a key; false if `app` has no key `id`.
     async fn delete_key(&self, app: &str, id: &str) -> Result<bool>;
 
     /// Records an AWS credential; its secret is kept (see
     /// [`AwsCredentialRecord`]).
     async fn create_aws_credential(&self, credential: AwsCredentialRecord) -> Result<()>;
+
     /// The AWS credentials of `app`, or of every app.
     async fn list_aws_credentials(&self, app: Option<&str>) -> Result<Vec<AwsCredentialRecord>>;
+
     async fn get_aws_credential(&self, access_key_id: &str) -> Result<Option<AwsCredentialRecord>>;
+
     /// Replaces the stored secret of a credential (to re-seal it); false if
     /// there is no credential `access_key_id`.
     async fn set_aws_secret(&self, access_key_id: &str, secret: &str) -> Result<bool>;
+
     /// Revokes a credential; false if `app` has no credential `access_key_id`.
     async fn delete_aws_credential(&self, app: &str, access_key_id: &str) -> Result<bool>;
+}
 
+/// Log records, for a store that keeps them (see `stratus-logs`).
+#[async_trait]
+pub trait LogStore: Send + Sync {
     async fn append_logs(&self, logs: Vec<LogRecord>) -> Result<()>;
+
     async fn query_logs(&self, query: LogQuery) -> Result<Vec<StoredLog>>;
+
     /// Deletes logs older than `before_ms`, then each app's oldest until
     /// its own fit `budget.per_app`, then the oldest of all until all fit
     /// `budget.total` (a record counts its message and fields), and gives
     /// the space back to the file system.
     async fn trim_logs(&self, before_ms: i64, budget: LogBudget) -> Result<Trimmed>;
+
     /// Bytes of log records stored, as the budget counts them.
     async fn log_bytes(&self) -> Result<u64>;
+}
 
+/// The durable event queue and its dead letters.
+#[async_trait]
+pub trait Events: Send + Sync {
     /// Queues events in one transaction: once this returns they survive a
     /// crash of the server (not a power loss: the WAL is not synced on
     /// every commit), so it is what an acknowledgement waits for. Returns
@@ -151,6 +180,7 @@ pub trait Store: Send + Sync + 'static {
     /// that event's (also within one call). Delivered and dead events do
     /// not count, so a retry by a client after delivery is a new event.
     async fn enqueue_events(&self, events: Vec<NewEvent>) -> Result<Vec<i64>>;
+
     /// Claims up to `limit` events that are due at `now_ms` (never claimed,
     /// retried with a `not_before_ms` that has passed, or claimed by a
     /// claimer whose lease ran out: delivery is at least once), leasing
@@ -162,16 +192,20 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         lease_ms: i64,
     ) -> Result<Vec<EventRecord>>;
+
     /// Applies the outcomes of deliveries in one transaction. Returns how
     /// many applied; the others were stale (see [`Settlement`]).
     async fn settle_events(&self, settlements: Vec<Settlement>) -> Result<u64>;
+
     /// When the next event becomes claimable (perhaps already), counting
     /// leases that run out; `None` if there are no events.
     async fn next_due_ms(&self) -> Result<Option<i64>>;
+
     /// Ends every lease at once, making the events claimable from `now_ms`:
     /// for a node starting up, whose claims of an earlier run died with it.
     /// Returns how many events were leased.
     async fn release_leases(&self, now_ms: i64) -> Result<u64>;
+
     /// Queued, in-flight and dead events of each function of `app`, or of
     /// every app, leaving out functions with none.
     async fn count_events(&self, app: Option<&str>, now_ms: i64) -> Result<Vec<EventCounts>>;
@@ -185,7 +219,9 @@ pub trait Store: Send + Sync + 'static {
         after_id: Option<i64>,
         limit: u32,
     ) -> Result<Vec<DeadLetter>>;
+
     async fn get_dead_letter(&self, app: &str, id: i64) -> Result<Option<DeadLetter>>;
+
     /// Queues the dead letters of `app` (and `function`; only `ids` if
     /// given) again as new events, due at `now_ms` with no attempts and
     /// `created_ms` = `now_ms` (so their age starts over), in one
@@ -199,8 +235,22 @@ pub trait Store: Send + Sync + 'static {
         ids: Option<Vec<i64>>,
         now_ms: i64,
     ) -> Result<u64>;
+
+    /// Deletes dead letters, selected as for redriving; returns how many.
+    async fn delete_dead_letters(
+        &self,
+        app: &str,
+        function: Option<&str>,
+        ids: Option<Vec<i64>>,
+    ) -> Result<u64>;
+}
+
+/// Queues of messages.
+#[async_trait]
+pub trait Messages: Send + Sync {
     /// Sends messages to queues in one transaction; returns their ids.
     async fn send_messages(&self, messages: Vec<NewMessage>) -> Result<Vec<i64>>;
+
     /// Receives up to `limit` visible messages of `app`'s `queue`, oldest
     /// first, hiding them until `now_ms + visibility_ms` and counting a
     /// receipt.
@@ -212,19 +262,23 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         visibility_ms: i64,
     ) -> Result<Vec<MessageRecord>>;
+
     /// Applies the outcomes of deliveries of messages in one transaction;
     /// returns how many applied.
     async fn settle_messages(&self, settlements: Vec<MessageSettlement>) -> Result<u64>;
+
     /// When the next message of `app`'s `queue` becomes visible (perhaps
     /// already); `None` if the queue is empty.
     async fn next_visible_ms(&self, app: &str, queue: &str) -> Result<Option<i64>>;
+
     /// Messages of each queue of `app`, or of every app, leaving out empty
     /// queues.
     async fn count_messages(&self, app: Option<&str>, now_ms: i64) -> Result<Vec<QueueCounts>>;
-    /// What each app holds waiting: asynchronous events not yet settled
-    /// and queued messages not yet deleted, counted and in bytes.
-    async fn backlogs(&self) -> Result<Vec<Backlog>>;
+}
 
+/// The slots schedules fired.
+#[async_trait]
+pub trait Schedules: Send + Sync {
     /// Records that a schedule of `app`/`function` fired its slot
     /// `slot_ms` and queues `event`, in one transaction, unless that slot
     /// or a later one was already recorded: of several nodes or restarts
@@ -238,6 +292,7 @@ pub trait Store: Send + Sync + 'static {
         slot_ms: i64,
         event: Option<NewEvent>,
     ) -> Result<bool>;
+
     /// The last slot recorded for a schedule of `app`/`function`.
     async fn last_schedule_slot(
         &self,
@@ -245,12 +300,32 @@ pub trait Store: Send + Sync + 'static {
         function: &str,
         schedule: &str,
     ) -> Result<Option<i64>>;
+}
 
-    /// Deletes dead letters, selected as for redriving; returns how many.
-    async fn delete_dead_letters(
-        &self,
-        app: &str,
-        function: Option<&str>,
-        ids: Option<Vec<i64>>,
-    ) -> Result<u64>;
+/// What each app holds waiting, across events and messages.
+#[async_trait]
+pub trait Backlogs: Send + Sync {
+    /// What each app holds waiting: asynchronous events not yet settled
+    /// and queued messages not yet deleted, counted and in bytes.
+    async fn backlogs(&self) -> Result<Vec<Backlog>>;
+}
+
+/// Durable platform state: every concern of one backend. Every method is
+/// one atomic step.
+pub trait Store:
+    Apps + Packages + Credentials + LogStore + Events + Messages + Schedules + Backlogs + 'static
+{
+}
+
+impl<T> Store for T where
+    T: Apps
+        + Packages
+        + Credentials
+        + LogStore
+        + Events
+        + Messages
+        + Schedules
+        + Backlogs
+        + 'static
+{
 }

@@ -255,7 +255,7 @@ mod tests {
     use std::future::Future;
     use std::pin::Pin;
 
-    use stratus_store::SqliteStore;
+    use stratus_store_sqlite::SqliteStore;
     use tokio::sync::watch;
 
     use super::*;

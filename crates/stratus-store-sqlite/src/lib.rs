@@ -7,12 +7,55 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::records::{
-    AppRecord, AwsCredentialRecord, DeadLetter, EventCounts, EventRecord, FollowUp, KeyRecord,
-    LogQuery, LogRecord, MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion,
-    PackageRecord, QueueCounts, Settlement, StoredLog, VersionRecord,
+use stratus_store::Result as StoreResult;
+use stratus_store::{
+    AppRecord, AwsCredentialRecord, Backlog, DeadLetter, EventCounts, EventRecord, FollowUp,
+    KeyRecord, LogBudget, LogQuery, LogRecord, MessageRecord, MessageSettlement, NewEvent,
+    NewMessage, NewVersion, PackageRecord, QueueCounts, Settlement, StoreError, StoredLog, Trimmed,
+    VersionRecord,
 };
-use crate::{Backlog, LogBudget, Result, Store, StoreError, Trimmed};
+use stratus_store::{Apps, Backlogs, Credentials, Events, LogStore, Messages, Packages, Schedules};
+
+/// An error inside this backend, before it leaves as a [`StoreError`].
+#[derive(Debug)]
+enum Error {
+    Sql(rusqlite::Error),
+    Store(StoreError),
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Error {
+        Error::Sql(err)
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(err: serde_json::Error) -> Error {
+        Error::Store(StoreError::Corrupt(err))
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Error {
+        Error::Store(err)
+    }
+}
+
+impl From<Error> for StoreError {
+    fn from(err: Error) -> StoreError {
+        match err {
+            Error::Sql(rusqlite::Error::SqliteFailure(e, why))
+                if e.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                StoreError::DiskFull(why.unwrap_or_else(|| e.to_string()))
+            }
+            Error::Sql(err) => StoreError::Database(Box::new(err)),
+            Error::Store(err) => err,
+        }
+    }
+}
 
 /// Schema migrations, applied in order; index + 1 is the schema version.
 const MIGRATIONS: &[&str] = &[
@@ -225,7 +268,8 @@ impl FileIdentity {
         }
         Err(StoreError::Lost {
             path: self.path.clone(),
-        })
+        }
+        .into())
     }
 }
 
@@ -239,7 +283,11 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
     /// Opens (or creates) the database at `path`, readable by its owner
     /// only, as are the journal files SQLite makes beside it.
-    pub fn open(path: &Path) -> Result<SqliteStore> {
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        Ok(SqliteStore::open_inner(path)?)
+    }
+
+    fn open_inner(path: &Path) -> Result<SqliteStore> {
         owner_only(path)?;
         let file = Arc::new(FileIdentity::of(path)?);
         let mut conn = Connection::open(path)?;
@@ -270,14 +318,14 @@ impl SqliteStore {
     async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    ) -> StoreResult<T> {
         let (conn, file) = (self.conn.clone(), self.file.clone());
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             // Checked under the lock, just before the work: nothing is
             // acknowledged after the file went away.
             file.check()?;
-            f(&mut conn)
+            f(&mut conn).map_err(StoreError::from)
         })
         .await
         .map_err(|err| StoreError::Worker(err.to_string()))?
@@ -313,7 +361,11 @@ impl SqliteStore {
 /// not exist, in a directory only its owner may enter), as of one moment,
 /// while a server may be writing to it: `VACUUM INTO` reads in one
 /// transaction. The copy is then made mode 0600.
-pub fn snapshot(db: &Path, to: &Path) -> Result<()> {
+pub fn snapshot(db: &Path, to: &Path) -> StoreResult<()> {
+    Ok(snapshot_inner(db, to)?)
+}
+
+fn snapshot_inner(db: &Path, to: &Path) -> Result<()> {
     use rusqlite::OpenFlags;
     let conn = Connection::open_with_flags(
         db,
@@ -344,7 +396,7 @@ fn owner_only(path: &Path) -> Result<()> {
         file.push(suffix);
         match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                return Err(permissions(err));
+                return Err(permissions(err).into());
             }
             _ => {}
         }
@@ -442,7 +494,8 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         return Err(StoreError::NewerSchema {
             found: current,
             known,
-        });
+        }
+        .into());
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction()?;
@@ -639,32 +692,8 @@ fn ids_json(ids: Option<Vec<i64>>) -> Result<Option<String>> {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
-    async fn has_package(&self, sha256: &str) -> Result<bool> {
-        let sha256 = sha256.to_owned();
-        self.call(move |conn| {
-            Ok(conn
-                .query_row("SELECT 1 FROM packages WHERE sha256 = ?1", [sha256], |_| {
-                    Ok(())
-                })
-                .optional()?
-                .is_some())
-        })
-        .await
-    }
-
-    async fn put_package(&self, p: PackageRecord) -> Result<()> {
-        self.call(move |conn| {
-            conn.execute(
-                "INSERT OR IGNORE INTO packages (sha256, size, unpacked_bytes, files, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![p.sha256, p.size as i64, p.unpacked_bytes as i64, p.files as i64, p.created_ms],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn list_apps(&self) -> Result<Vec<AppRecord>> {
+impl Apps for SqliteStore {
+    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
         self.call(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT name, active_version, created_ms, updated_ms FROM apps ORDER BY name",
@@ -675,7 +704,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn get_app(&self, app: &str) -> Result<Option<AppRecord>> {
+    async fn get_app(&self, app: &str) -> StoreResult<Option<AppRecord>> {
         let app = app.to_owned();
         self.call(move |conn| {
             Ok(conn
@@ -689,7 +718,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn active_versions(&self) -> Result<Vec<VersionRecord>> {
+    async fn active_versions(&self) -> StoreResult<Vec<VersionRecord>> {
         self.call(|conn| {
             let sql = format!(
                 "SELECT {VERSION_COLUMNS} FROM versions v JOIN apps a ON a.name = v.app AND a.active_version = v.version ORDER BY v.app"
@@ -701,7 +730,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn active_version(&self, app: &str) -> Result<Option<VersionRecord>> {
+    async fn active_version(&self, app: &str) -> StoreResult<Option<VersionRecord>> {
         let app = app.to_owned();
         self.call(move |conn| {
             let sql = format!(
@@ -713,7 +742,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn activate(&self, new: NewVersion) -> Result<VersionRecord> {
+    async fn activate(&self, new: NewVersion) -> StoreResult<VersionRecord> {
         self.call(move |conn| {
             let spec = serde_json::to_string(&new.spec)?;
             let packages = serde_json::to_string(&new.packages)?;
@@ -749,7 +778,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_app(&self, app: &str) -> Result<bool> {
+    async fn delete_app(&self, app: &str) -> StoreResult<bool> {
         let app = app.to_owned();
         self.call(move |conn| {
             let tx = conn.transaction()?;
@@ -767,7 +796,53 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_key(&self, key: KeyRecord) -> Result<()> {
+    async fn identity(&self, candidate: &str) -> StoreResult<String> {
+        let candidate = candidate.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('identity', ?1)",
+                [candidate],
+            )?;
+            Ok(
+                conn.query_row("SELECT value FROM meta WHERE key = 'identity'", [], |row| {
+                    row.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Packages for SqliteStore {
+    async fn has_package(&self, sha256: &str) -> StoreResult<bool> {
+        let sha256 = sha256.to_owned();
+        self.call(move |conn| {
+            Ok(conn
+                .query_row("SELECT 1 FROM packages WHERE sha256 = ?1", [sha256], |_| {
+                    Ok(())
+                })
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+
+    async fn put_package(&self, p: PackageRecord) -> StoreResult<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO packages (sha256, size, unpacked_bytes, files, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![p.sha256, p.size as i64, p.unpacked_bytes as i64, p.files as i64, p.created_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Credentials for SqliteStore {
+    async fn create_key(&self, key: KeyRecord) -> StoreResult<()> {
         self.call(move |conn| {
             conn.execute(
                 "INSERT INTO app_keys (id, app, name, sha256, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -778,7 +853,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_keys(&self, app: Option<&str>) -> Result<Vec<KeyRecord>> {
+    async fn list_keys(&self, app: Option<&str>) -> StoreResult<Vec<KeyRecord>> {
         let app = app.map(str::to_owned);
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -799,7 +874,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_key(&self, app: &str, id: &str) -> Result<bool> {
+    async fn delete_key(&self, app: &str, id: &str) -> StoreResult<bool> {
         let (app, id) = (app.to_owned(), id.to_owned());
         self.call(move |conn| {
             let deleted = conn.execute(
@@ -811,7 +886,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_aws_credential(&self, c: AwsCredentialRecord) -> Result<()> {
+    async fn create_aws_credential(&self, c: AwsCredentialRecord) -> StoreResult<()> {
         self.call(move |conn| {
             conn.execute(
                 "INSERT INTO aws_credentials (access_key_id, app, name, secret, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -822,7 +897,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_aws_credentials(&self, app: Option<&str>) -> Result<Vec<AwsCredentialRecord>> {
+    async fn list_aws_credentials(
+        &self,
+        app: Option<&str>,
+    ) -> StoreResult<Vec<AwsCredentialRecord>> {
         let app = app.map(str::to_owned);
         self.call(move |conn| {
             let sql = format!(
@@ -836,7 +914,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn get_aws_credential(&self, access_key_id: &str) -> Result<Option<AwsCredentialRecord>> {
+    async fn get_aws_credential(
+        &self,
+        access_key_id: &str,
+    ) -> StoreResult<Option<AwsCredentialRecord>> {
         let id = access_key_id.to_owned();
         self.call(move |conn| {
             let sql = format!(
@@ -849,54 +930,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn backlogs(&self) -> Result<Vec<Backlog>> {
-        self.call(|conn| {
-            let mut by_app: std::collections::BTreeMap<String, Backlog> = Default::default();
-            for (table, column, is_events) in [("events", "payload", true), ("messages", "body", false)] {
-                let sql = format!(
-                    "SELECT app, COUNT(*), COALESCE(SUM(LENGTH({column})), 0) FROM {table} GROUP BY app"
-                );
-                let mut stmt = conn.prepare(&sql)?;
-                let rows = stmt.query_map([], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-                })?;
-                for row in rows {
-                    let (app, count, bytes) = row?;
-                    let entry = by_app.entry(app.clone()).or_insert_with(|| Backlog {
-                        app,
-                        ..Backlog::default()
-                    });
-                    if is_events {
-                        entry.events = count as u64;
-                        entry.event_bytes = bytes as u64;
-                    } else {
-                        entry.messages = count as u64;
-                        entry.message_bytes = bytes as u64;
-                    }
-                }
-            }
-            Ok(by_app.into_values().collect())
-        })
-        .await
-    }
-
-    async fn identity(&self, candidate: &str) -> Result<String> {
-        let candidate = candidate.to_owned();
-        self.call(move |conn| {
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('identity', ?1)",
-                [candidate],
-            )?;
-            Ok(
-                conn.query_row("SELECT value FROM meta WHERE key = 'identity'", [], |row| {
-                    row.get(0)
-                })?,
-            )
-        })
-        .await
-    }
-
-    async fn set_aws_secret(&self, access_key_id: &str, secret: &str) -> Result<bool> {
+    async fn set_aws_secret(&self, access_key_id: &str, secret: &str) -> StoreResult<bool> {
         let (id, secret) = (access_key_id.to_owned(), secret.to_owned());
         self.call(move |conn| {
             let updated = conn.execute(
@@ -908,7 +942,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_aws_credential(&self, app: &str, access_key_id: &str) -> Result<bool> {
+    async fn delete_aws_credential(&self, app: &str, access_key_id: &str) -> StoreResult<bool> {
         let (app, id) = (app.to_owned(), access_key_id.to_owned());
         self.call(move |conn| {
             let deleted = conn.execute(
@@ -919,8 +953,11 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn append_logs(&self, logs: Vec<LogRecord>) -> Result<()> {
+#[async_trait]
+impl LogStore for SqliteStore {
+    async fn append_logs(&self, logs: Vec<LogRecord>) -> StoreResult<()> {
         if logs.is_empty() {
             return Ok(());
         }
@@ -967,7 +1004,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn query_logs(&self, q: LogQuery) -> Result<Vec<StoredLog>> {
+    async fn query_logs(&self, q: LogQuery) -> StoreResult<Vec<StoredLog>> {
         self.call(move |conn| {
             let mut sql = String::from(
                 "SELECT id, ts_ms, app, function, version, instance, request_id, stream, message, fields FROM logs WHERE 1 = 1",
@@ -1041,7 +1078,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn log_bytes(&self) -> Result<u64> {
+    async fn log_bytes(&self) -> StoreResult<u64> {
         self.call(|conn| {
             let bytes: i64 =
                 conn.query_row("SELECT COALESCE(SUM(bytes), 0) FROM log_usage", [], |r| {
@@ -1052,7 +1089,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn trim_logs(&self, before_ms: i64, budget: LogBudget) -> Result<Trimmed> {
+    async fn trim_logs(&self, before_ms: i64, budget: LogBudget) -> StoreResult<Trimmed> {
         // Chunk by chunk, each a turn of its own on the connection: the
         // event queue, which shares it, waits for one chunk at most, never
         // for the whole trim.
@@ -1127,8 +1164,11 @@ impl Store for SqliteStore {
         }
         Ok(trimmed)
     }
+}
 
-    async fn enqueue_events(&self, events: Vec<NewEvent>) -> Result<Vec<i64>> {
+#[async_trait]
+impl Events for SqliteStore {
+    async fn enqueue_events(&self, events: Vec<NewEvent>) -> StoreResult<Vec<i64>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -1146,7 +1186,7 @@ impl Store for SqliteStore {
         now_ms: i64,
         limit: u32,
         lease_ms: i64,
-    ) -> Result<Vec<EventRecord>> {
+    ) -> StoreResult<Vec<EventRecord>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -1170,7 +1210,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn settle_events(&self, settlements: Vec<Settlement>) -> Result<u64> {
+    async fn settle_events(&self, settlements: Vec<Settlement>) -> StoreResult<u64> {
         if settlements.is_empty() {
             return Ok(0);
         }
@@ -1217,7 +1257,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn next_due_ms(&self) -> Result<Option<i64>> {
+    async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         self.call(|conn| {
             Ok(
                 conn.query_row("SELECT MIN(not_before_ms) FROM events", [], |row| {
@@ -1228,7 +1268,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn release_leases(&self, now_ms: i64) -> Result<u64> {
+    async fn release_leases(&self, now_ms: i64) -> StoreResult<u64> {
         self.call(move |conn| {
             let n = conn.execute(
                 "UPDATE events SET lease_until_ms = NULL, not_before_ms = MIN(not_before_ms, ?1) \
@@ -1240,7 +1280,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn count_events(&self, app: Option<&str>, now_ms: i64) -> Result<Vec<EventCounts>> {
+    async fn count_events(&self, app: Option<&str>, now_ms: i64) -> StoreResult<Vec<EventCounts>> {
         let app = app.map(str::to_owned);
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -1275,7 +1315,7 @@ impl Store for SqliteStore {
         function: Option<&str>,
         after_id: Option<i64>,
         limit: u32,
-    ) -> Result<Vec<DeadLetter>> {
+    ) -> StoreResult<Vec<DeadLetter>> {
         let (app, function) = (app.to_owned(), function.map(str::to_owned));
         self.call(move |conn| {
             // Two statements rather than `?2 IS NULL OR`, so that a
@@ -1299,7 +1339,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn get_dead_letter(&self, app: &str, id: i64) -> Result<Option<DeadLetter>> {
+    async fn get_dead_letter(&self, app: &str, id: i64) -> StoreResult<Option<DeadLetter>> {
         let app = app.to_owned();
         self.call(move |conn| {
             let sql = format!(
@@ -1318,7 +1358,7 @@ impl Store for SqliteStore {
         function: Option<&str>,
         ids: Option<Vec<i64>>,
         now_ms: i64,
-    ) -> Result<u64> {
+    ) -> StoreResult<u64> {
         let (app, function, ids) = (app.to_owned(), function.map(str::to_owned), ids_json(ids)?);
         self.call(move |conn| {
             let tx = conn.transaction()?;
@@ -1353,7 +1393,27 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn send_messages(&self, messages: Vec<NewMessage>) -> Result<Vec<i64>> {
+    async fn delete_dead_letters(
+        &self,
+        app: &str,
+        function: Option<&str>,
+        ids: Option<Vec<i64>>,
+    ) -> StoreResult<u64> {
+        let (app, function, ids) = (app.to_owned(), function.map(str::to_owned), ids_json(ids)?);
+        self.call(move |conn| {
+            let deleted = conn.execute(
+                &format!("DELETE FROM dead_letters WHERE {DEAD_LETTER_SELECTION}"),
+                params![app, function, ids],
+            )?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Messages for SqliteStore {
+    async fn send_messages(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<i64>> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
@@ -1373,7 +1433,7 @@ impl Store for SqliteStore {
         now_ms: i64,
         limit: u32,
         visibility_ms: i64,
-    ) -> Result<Vec<MessageRecord>> {
+    ) -> StoreResult<Vec<MessageRecord>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -1396,7 +1456,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn settle_messages(&self, settlements: Vec<MessageSettlement>) -> Result<u64> {
+    async fn settle_messages(&self, settlements: Vec<MessageSettlement>) -> StoreResult<u64> {
         if settlements.is_empty() {
             return Ok(0);
         }
@@ -1437,7 +1497,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn next_visible_ms(&self, app: &str, queue: &str) -> Result<Option<i64>> {
+    async fn next_visible_ms(&self, app: &str, queue: &str) -> StoreResult<Option<i64>> {
         let (app, queue) = (app.to_owned(), queue.to_owned());
         self.call(move |conn| {
             Ok(conn
@@ -1449,7 +1509,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn count_messages(&self, app: Option<&str>, now_ms: i64) -> Result<Vec<QueueCounts>> {
+    async fn count_messages(
+        &self,
+        app: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<Vec<QueueCounts>> {
         let app = app.map(str::to_owned);
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -1469,7 +1533,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Schedules for SqliteStore {
     async fn fire_schedule(
         &self,
         app: &str,
@@ -1477,7 +1544,7 @@ impl Store for SqliteStore {
         schedule: &str,
         slot_ms: i64,
         event: Option<NewEvent>,
-    ) -> Result<bool> {
+    ) -> StoreResult<bool> {
         let (app, function, schedule) = (app.to_owned(), function.to_owned(), schedule.to_owned());
         self.call(move |conn| {
             let tx = conn.transaction()?;
@@ -1503,7 +1570,7 @@ impl Store for SqliteStore {
         app: &str,
         function: &str,
         schedule: &str,
-    ) -> Result<Option<i64>> {
+    ) -> StoreResult<Option<i64>> {
         let (app, function, schedule) = (app.to_owned(), function.to_owned(), schedule.to_owned());
         self.call(move |conn| {
             Ok(conn
@@ -1515,20 +1582,37 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn delete_dead_letters(
-        &self,
-        app: &str,
-        function: Option<&str>,
-        ids: Option<Vec<i64>>,
-    ) -> Result<u64> {
-        let (app, function, ids) = (app.to_owned(), function.map(str::to_owned), ids_json(ids)?);
-        self.call(move |conn| {
-            let deleted = conn.execute(
-                &format!("DELETE FROM dead_letters WHERE {DEAD_LETTER_SELECTION}"),
-                params![app, function, ids],
-            )?;
-            Ok(deleted as u64)
+#[async_trait]
+impl Backlogs for SqliteStore {
+    async fn backlogs(&self) -> StoreResult<Vec<Backlog>> {
+        self.call(|conn| {
+            let mut by_app: std::collections::BTreeMap<String, Backlog> = Default::default();
+            for (table, column, is_events) in [("events", "payload", true), ("messages", "body", false)] {
+                let sql = format!(
+                    "SELECT app, COUNT(*), COALESCE(SUM(LENGTH({column})), 0) FROM {table} GROUP BY app"
+                );
+                let mut stmt = conn.prepare(&sql)?;
+                let rows = stmt.query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                })?;
+                for row in rows {
+                    let (app, count, bytes) = row?;
+                    let entry = by_app.entry(app.clone()).or_insert_with(|| Backlog {
+                        app,
+                        ..Backlog::default()
+                    });
+                    if is_events {
+                        entry.events = count as u64;
+                        entry.event_bytes = bytes as u64;
+                    } else {
+                        entry.messages = count as u64;
+                        entry.message_bytes = bytes as u64;
+                    }
+                }
+            }
+            Ok(by_app.into_values().collect())
         })
         .await
     }

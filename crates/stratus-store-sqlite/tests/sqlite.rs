@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use stratus_store::{LogQuery, LogRecord, LogStream, NewVersion, SqliteStore, Store};
+use stratus_store::{Apps, Backlogs, Events, LogStore, Messages};
+use stratus_store::{LogQuery, LogRecord, LogStream, NewVersion};
+use stratus_store_sqlite::SqliteStore;
 
 fn spec(app: &str, memory: u32) -> stratus_manifest::AppSpec {
     let text = format!(

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use stratus_store::{AwsCredentialRecord, NewVersion, SqliteStore, Store};
+use stratus_store::{Apps, Credentials};
+use stratus_store::{AwsCredentialRecord, NewVersion};
+use stratus_store_sqlite::SqliteStore;
 
 fn credential(id: &str, app: &str, created_ms: i64) -> AwsCredentialRecord {
     AwsCredentialRecord {

@@ -1,6 +1,8 @@
 //! The event queue of the SQLite backend through the `Store` trait.
 
-use stratus_store::{EventCounts, FollowUp, NewEvent, Settlement, SqliteStore, Store};
+use stratus_store::{Apps, Events};
+use stratus_store::{EventCounts, FollowUp, NewEvent, Settlement};
+use stratus_store_sqlite::SqliteStore;
 
 fn event(app: &str, function: &str, request_id: &str, not_before_ms: i64) -> NewEvent {
     NewEvent {

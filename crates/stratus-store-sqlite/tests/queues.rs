@@ -1,8 +1,8 @@
 //! Queues and schedule slots of the SQLite backend through the `Store` trait.
 
-use stratus_store::{
-    FollowUp, MessageSettlement, NewEvent, NewMessage, QueueCounts, Settlement, SqliteStore, Store,
-};
+use stratus_store::{Apps, Events, Messages, Schedules};
+use stratus_store::{FollowUp, MessageSettlement, NewEvent, NewMessage, QueueCounts, Settlement};
+use stratus_store_sqlite::SqliteStore;
 
 fn message(queue: &str, body: &str, visible_ms: i64) -> NewMessage {
     NewMessage {
