@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use stratus_store::{Apps, Backlogs, Events, LogStore, Messages};
+use stratus_store::{Apps, LogStore};
 use stratus_store::{LogQuery, LogRecord, LogStream, NewVersion};
 use stratus_store_sqlite::SqliteStore;
 
@@ -37,113 +37,6 @@ fn log(ts_ms: i64, function: &str, message: &str) -> LogRecord {
 }
 
 #[tokio::test]
-async fn versions_are_numbered_and_activated_atomically() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-    assert!(store.active_version("a").await.unwrap().is_none());
-    assert_eq!(store.activate(version("a", 128)).await.unwrap().version, 1);
-    assert_eq!(store.activate(version("a", 256)).await.unwrap().version, 2);
-    assert_eq!(store.activate(version("b", 128)).await.unwrap().version, 1);
-    let active = store.active_version("a").await.unwrap().unwrap();
-    assert_eq!(active.version, 2);
-    assert_eq!(active.spec, spec("a", 256));
-    assert_eq!(store.active_versions().await.unwrap().len(), 2);
-    assert_eq!(store.list_apps().await.unwrap()[0].active_version, Some(2));
-
-    assert!(store.delete_app("a").await.unwrap());
-    assert!(!store.delete_app("a").await.unwrap());
-    assert!(store.get_app("a").await.unwrap().is_none());
-    drop(store);
-
-    // State survives a reopen, and migrations are not re-applied.
-    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-    assert_eq!(store.active_versions().await.unwrap().len(), 1);
-}
-
-#[tokio::test]
-async fn logs_are_queried_followed_and_trimmed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-    let records: Vec<_> = (0..10)
-        .map(|i| log(i, if i % 2 == 0 { "f" } else { "g" }, "0123456789"))
-        .collect();
-    store.append_logs(records).await.unwrap();
-
-    let all = |limit| LogQuery {
-        app: Some("a".into()),
-        limit,
-        ..LogQuery::default()
-    };
-    let newest = store.query_logs(all(3)).await.unwrap();
-    assert_eq!(
-        newest.iter().map(|r| r.record.ts_ms).collect::<Vec<_>>(),
-        [7, 8, 9]
-    );
-    assert_eq!(
-        newest[0].record.fields,
-        Some(serde_json::json!({ "cold": true }))
-    );
-
-    let f_only = store
-        .query_logs(LogQuery {
-            function: Some("f".into()),
-            ..all(100)
-        })
-        .await
-        .unwrap();
-    assert_eq!(f_only.len(), 5);
-    let by_request = store
-        .query_logs(LogQuery {
-            request_id: Some("r4".into()),
-            ..all(100)
-        })
-        .await
-        .unwrap();
-    assert_eq!(by_request.len(), 1);
-    let after = store
-        .query_logs(LogQuery {
-            after_id: Some(newest[0].id),
-            ..all(2)
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        after.iter().map(|r| r.record.ts_ms).collect::<Vec<_>>(),
-        [8, 9],
-        "following is oldest first"
-    );
-    let since = store
-        .query_logs(LogQuery {
-            since_ms: Some(8),
-            ..all(100)
-        })
-        .await
-        .unwrap();
-    assert_eq!(since.len(), 2);
-
-    // By age: records before ts 2 go.
-    let budget = |total, per_app| stratus_store::LogBudget { total, per_app };
-    assert_eq!(
-        store
-            .trim_logs(2, budget(u64::MAX, u64::MAX))
-            .await
-            .unwrap()
-            .records,
-        2
-    );
-    // By size: 8 records remain, of 10 bytes and of 10 bytes with 13 of
-    // fields in turn; at most 35 bytes keeps the newest two (10 + 23).
-    store.trim_logs(0, budget(35, u64::MAX)).await.unwrap();
-    let left = store.query_logs(all(100)).await.unwrap();
-    assert_eq!(
-        left.len(),
-        2,
-        "132 bytes trimmed to at most 35 keeps the newest two"
-    );
-    assert_eq!(left.last().unwrap().record.ts_ms, 9);
-}
-
-#[tokio::test]
 async fn the_identity_is_kept_and_a_lost_file_stops_every_call() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
@@ -170,60 +63,6 @@ async fn the_identity_is_kept_and_a_lost_file_stops_every_call() {
         lost.duplicate(),
         stratus_store::StoreError::Lost { .. }
     ));
-}
-
-#[tokio::test]
-async fn backlogs_count_each_app_s_events_and_messages_in_bytes() {
-    use stratus_store::{Backlog, NewEvent, NewMessage};
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-    let event = |app: &str, id: &str, bytes: usize| NewEvent {
-        app: app.into(),
-        function: "f".into(),
-        payload: vec![b'x'; bytes],
-        request_id: id.into(),
-        source: "invoke".into(),
-        created_ms: 1,
-        not_before_ms: 1,
-    };
-    store
-        .enqueue_events(vec![
-            event("a", "1", 10),
-            event("a", "2", 5),
-            event("b", "1", 7),
-        ])
-        .await
-        .unwrap();
-    store
-        .send_messages(vec![NewMessage {
-            app: "b".into(),
-            queue: "q".into(),
-            body: vec![b'y'; 20],
-            message_id: "m".into(),
-            source: "send".into(),
-            sent_ms: 1,
-            visible_ms: 1,
-        }])
-        .await
-        .unwrap();
-    assert_eq!(
-        store.backlogs().await.unwrap(),
-        vec![
-            Backlog {
-                app: "a".into(),
-                events: 2,
-                event_bytes: 15,
-                ..Backlog::default()
-            },
-            Backlog {
-                app: "b".into(),
-                events: 1,
-                event_bytes: 7,
-                messages: 1,
-                message_bytes: 20,
-            },
-        ]
-    );
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@
 //! is by design: an asynchronous invocation is acknowledged only once its
 //! event is committed, which is why the event methods take batches.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod records;
 
 use async_trait::async_trait;

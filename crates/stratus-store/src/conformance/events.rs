@@ -1,8 +1,5 @@
-//! The event queue of the SQLite backend through the `Store` trait.
-
-use stratus_store::{Apps, Events};
-use stratus_store::{EventCounts, FollowUp, NewEvent, Settlement};
-use stratus_store_sqlite::SqliteStore;
+use super::Fixture;
+use crate::{EventCounts, FollowUp, NewEvent, Settlement};
 
 fn event(app: &str, function: &str, request_id: &str, not_before_ms: i64) -> NewEvent {
     NewEvent {
@@ -16,10 +13,6 @@ fn event(app: &str, function: &str, request_id: &str, not_before_ms: i64) -> New
     }
 }
 
-fn open(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(&dir.path().join("db")).unwrap()
-}
-
 fn counts(app: &str, function: &str, queued: u64, in_flight: u64, dead: u64) -> EventCounts {
     EventCounts {
         app: app.into(),
@@ -30,10 +23,8 @@ fn counts(app: &str, function: &str, queued: u64, in_flight: u64, dead: u64) -> 
     }
 }
 
-#[tokio::test]
-async fn delivered_events_leave_the_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+pub async fn delivered_events_leave_the_queue(f: &dyn Fixture) {
+    let store = f.open().await;
     assert_eq!(store.next_due_ms().await.unwrap(), None);
     let ids = store
         .enqueue_events(vec![event("a", "f", "r1", 10), event("a", "f", "r2", 10)])
@@ -84,10 +75,8 @@ async fn delivered_events_leave_the_queue() {
     assert!(again[0] > ids[1]);
 }
 
-#[tokio::test]
-async fn claims_respect_not_before_and_leases() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+pub async fn claims_respect_not_before_and_leases(f: &dyn Fixture) {
+    let store = f.open().await;
     let ids = store
         .enqueue_events(vec![
             event("a", "f", "late", 50),
@@ -164,10 +153,8 @@ async fn claims_respect_not_before_and_leases() {
     assert_eq!(store.next_due_ms().await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn failed_events_are_retried_then_dead_lettered_and_redriven() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+pub async fn failed_events_are_retried_then_dead_lettered_and_redriven(f: &dyn Fixture) {
+    let store = f.open().await;
     store
         .enqueue_events(vec![event("a", "f", "r1", 0), event("a", "g", "r2", 0)])
         .await
@@ -321,10 +308,8 @@ async fn failed_events_are_retried_then_dead_lettered_and_redriven() {
     assert!(store.count_events(None, 2_000).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn settlements_queue_their_destinations_atomically() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+pub async fn settlements_queue_their_destinations_atomically(f: &dyn Fixture) {
+    let store = f.open().await;
     store
         .enqueue_events(vec![event("a", "f", "r1", 0), event("a", "f", "r2", 0)])
         .await
@@ -366,10 +351,8 @@ async fn settlements_queue_their_destinations_atomically() {
     );
 }
 
-#[tokio::test]
-async fn enqueueing_is_idempotent_while_the_event_is_queued() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+pub async fn enqueueing_is_idempotent_while_the_event_is_queued(f: &dyn Fixture) {
+    let store = f.open().await;
     let first = store
         .enqueue_events(vec![
             event("a", "f", "r1", 0),
@@ -416,10 +399,8 @@ async fn enqueueing_is_idempotent_while_the_event_is_queued() {
     assert!(after[0] > first[3]);
 }
 
-#[tokio::test]
-async fn deleting_an_app_removes_its_events_and_dead_letters() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+pub async fn deleting_an_app_removes_its_events_and_dead_letters(f: &dyn Fixture) {
+    let store = f.open().await;
     store
         .enqueue_events(vec![
             event("a", "f", "r1", 0),
@@ -457,10 +438,8 @@ async fn deleting_an_app_removes_its_events_and_dead_letters() {
     );
 }
 
-#[tokio::test]
-async fn accepted_events_survive_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+pub async fn accepted_events_survive_reopening(f: &dyn Fixture) {
+    let store = f.open().await;
     let ids = store
         .enqueue_events(
             (0..100)
@@ -475,7 +454,7 @@ async fn accepted_events_survive_reopening() {
     let claimed = store.claim_events(0, 1, 1_000).await.unwrap();
     std::mem::forget(store);
 
-    let store = open(&dir);
+    let store = f.open().await;
     assert_eq!(
         store.claim_events(10, 1_000, 1_000).await.unwrap().len(),
         99
@@ -486,10 +465,8 @@ async fn accepted_events_survive_reopening() {
     assert_eq!(lapsed[0].id, ids[0]);
 }
 
-#[tokio::test]
-async fn a_restarted_node_releases_the_leases_of_its_last_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+pub async fn a_restarted_node_releases_the_leases_of_its_last_run(f: &dyn Fixture) {
+    let store = f.open().await;
     store
         .enqueue_events(vec![event("a", "f", "r1", 0), event("a", "f", "r2", 0)])
         .await

@@ -1,8 +1,5 @@
-//! Queues and schedule slots of the SQLite backend through the `Store` trait.
-
-use stratus_store::{Apps, Events, Messages, Schedules};
-use stratus_store::{FollowUp, MessageSettlement, NewEvent, NewMessage, QueueCounts, Settlement};
-use stratus_store_sqlite::SqliteStore;
+use super::Fixture;
+use crate::{FollowUp, MessageSettlement, NewEvent, NewMessage, QueueCounts, Settlement};
 
 fn message(queue: &str, body: &str, visible_ms: i64) -> NewMessage {
     NewMessage {
@@ -16,21 +13,15 @@ fn message(queue: &str, body: &str, visible_ms: i64) -> NewMessage {
     }
 }
 
-fn open(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(&dir.path().join("db")).unwrap()
-}
-
-fn bodies(messages: &[stratus_store::MessageRecord]) -> Vec<String> {
+fn bodies(messages: &[crate::MessageRecord]) -> Vec<String> {
     messages
         .iter()
         .map(|m| String::from_utf8(m.body.clone()).unwrap())
         .collect()
 }
 
-#[tokio::test]
-async fn messages_are_received_in_batches_hidden_and_settled() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+pub async fn messages_are_received_in_batches_hidden_and_settled(f: &dyn Fixture) {
+    let store = f.open().await;
     store
         .send_messages(vec![
             message("q", "1", 10),
@@ -154,10 +145,8 @@ async fn messages_are_received_in_batches_hidden_and_settled() {
     assert_eq!(store.next_visible_ms("a", "q").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn a_destination_can_be_a_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+pub async fn a_destination_can_be_a_queue(f: &dyn Fixture) {
+    let store = f.open().await;
     let ids = store
         .enqueue_events(vec![NewEvent {
             app: "a".into(),
@@ -187,10 +176,8 @@ async fn a_destination_can_be_a_queue() {
     assert_eq!(bodies(&got), ["done"]);
 }
 
-#[tokio::test]
-async fn a_schedule_slot_fires_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+pub async fn a_schedule_slot_fires_once(f: &dyn Fixture) {
+    let store = f.open().await;
     let event = |slot: i64| NewEvent {
         app: "a".into(),
         function: "cron".into(),

@@ -1,11 +1,12 @@
-//! AWS credentials through the `Store` trait: created, found by access key
 //! id, listed per app, revoked only by their own app, and removed with it.
 
+use std::sync::Arc;
+
+use super::Fixture;
+use crate::Store;
 use std::collections::BTreeMap;
 
-use stratus_store::{Apps, Credentials};
-use stratus_store::{AwsCredentialRecord, NewVersion};
-use stratus_store_sqlite::SqliteStore;
+use crate::{AwsCredentialRecord, NewVersion};
 
 fn credential(id: &str, app: &str, created_ms: i64) -> AwsCredentialRecord {
     AwsCredentialRecord {
@@ -17,7 +18,7 @@ fn credential(id: &str, app: &str, created_ms: i64) -> AwsCredentialRecord {
     }
 }
 
-async fn create(store: &SqliteStore, id: &str, app: &str, created_ms: i64) {
+async fn create(store: &Arc<dyn Store>, id: &str, app: &str, created_ms: i64) {
     store
         .create_aws_credential(credential(id, app, created_ms))
         .await
@@ -41,10 +42,8 @@ fn ids(credentials: &[AwsCredentialRecord]) -> Vec<&str> {
         .collect()
 }
 
-#[tokio::test]
-async fn credentials_are_kept_with_their_secret_and_listed_per_app() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+pub async fn credentials_are_kept_with_their_secret_and_listed_per_app(f: &dyn Fixture) {
+    let store = f.open().await;
     create(&store, "AKST2", "a", 20).await;
     create(&store, "AKST1", "a", 10).await;
     create(&store, "AKST3", "b", 5).await;
@@ -76,14 +75,12 @@ async fn credentials_are_kept_with_their_secret_and_listed_per_app() {
 
     // Credentials survive a reopen.
     drop(store);
-    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+    let store = f.open().await;
     assert_eq!(store.list_aws_credentials(None).await.unwrap().len(), 3);
 }
 
-#[tokio::test]
-async fn a_credential_is_revoked_only_by_its_own_app() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+pub async fn a_credential_is_revoked_only_by_its_own_app(f: &dyn Fixture) {
+    let store = f.open().await;
     create(&store, "AKST1", "a", 1).await;
     assert!(!store.delete_aws_credential("b", "AKST1").await.unwrap());
     assert!(store.get_aws_credential("AKST1").await.unwrap().is_some());
@@ -92,10 +89,8 @@ async fn a_credential_is_revoked_only_by_its_own_app() {
     assert!(store.get_aws_credential("AKST1").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn deleting_an_app_deletes_its_credentials() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+pub async fn deleting_an_app_deletes_its_credentials(f: &dyn Fixture) {
+    let store = f.open().await;
     store.activate(version("a")).await.unwrap();
     store.activate(version("b")).await.unwrap();
     create(&store, "AKST1", "a", 1).await;

@@ -1,0 +1,58 @@
+//! One suite of store tests that every backend runs: a backend's tests
+//! call [`conformance_suite!`](crate::conformance_suite) with a
+//! [`Fixture`] of its own, and get one test per case.
+
+pub mod apps;
+pub mod credentials;
+pub mod events;
+pub mod queues;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::Store;
+
+/// A store under test, new and empty for each case.
+#[async_trait]
+pub trait Fixture: Send + Sync {
+    /// Opens the store. Every call opens the same state again, as a server
+    /// that restarts would.
+    async fn open(&self) -> Arc<dyn Store>;
+}
+
+/// One `#[tokio::test]` per case of the suite, each on the [`Fixture`] the
+/// expression (a future) gives.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($fixture:expr) => {
+        $crate::conformance_suite!(@cases $fixture;
+            apps::versions_are_numbered_and_activated_atomically,
+            apps::logs_are_queried_followed_and_trimmed,
+            apps::backlogs_count_each_app_s_events_and_messages_in_bytes,
+            credentials::credentials_are_kept_with_their_secret_and_listed_per_app,
+            credentials::a_credential_is_revoked_only_by_its_own_app,
+            credentials::deleting_an_app_deletes_its_credentials,
+            events::delivered_events_leave_the_queue,
+            events::claims_respect_not_before_and_leases,
+            events::failed_events_are_retried_then_dead_lettered_and_redriven,
+            events::settlements_queue_their_destinations_atomically,
+            events::enqueueing_is_idempotent_while_the_event_is_queued,
+            events::deleting_an_app_removes_its_events_and_dead_letters,
+            events::accepted_events_survive_reopening,
+            events::a_restarted_node_releases_the_leases_of_its_last_run,
+            queues::messages_are_received_in_batches_hidden_and_settled,
+            queues::a_destination_can_be_a_queue,
+            queues::a_schedule_slot_fires_once,
+        );
+    };
+    (@cases $fixture:expr; $($module:ident :: $case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let fixture = $fixture.await;
+                $crate::conformance::$module::$case(&fixture).await;
+            }
+        )*
+    };
+}
