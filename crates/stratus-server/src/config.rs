@@ -16,6 +16,7 @@ pub mod env {
     pub const PYTHON: &str = "STRATUS_PYTHON";
     pub const NODE: &str = "STRATUS_NODE";
     pub const ISOLATION: &str = "STRATUS_ISOLATION";
+    pub const STORE: &str = "STRATUS_STORE";
 }
 
 pub const DEFAULT_DATA_DIR: &str = ".stratus";
@@ -61,6 +62,14 @@ pub struct ServerConfig {
     /// (emptied, removed or replaced), and go on with it
     #[arg(long)]
     pub accept_empty_store: bool,
+    /// Where the platform's state is kept: a PostgreSQL database
+    /// (postgres://USER@HOST/DB) that several nodes may share; default:
+    /// SQLite in the data directory
+    #[arg(long, env = env::STORE)]
+    pub store: Option<String>,
+    /// Connections to a PostgreSQL store, at most
+    #[arg(long, default_value_t = stratus_store_postgres::DEFAULT_POOL_SIZE)]
+    pub store_pool_size: usize,
     /// Name server (ADDR:PORT) that resolves the hosts of egress rules
     /// (`network.outbound`), with their TTLs; repeat for more. Default:
     /// the nameservers of /etc/resolv.conf

@@ -26,14 +26,17 @@ pub(crate) use stratus_scheduler::now_ms;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use stratus_logs::{BatchedLogs, Logs, Retention, SegmentLimits, SegmentLogs};
+use stratus_logs::{
+    BatchedLogs, LogTable, Logs, Retention, SegmentLimits, SegmentLogs, StoreTable,
+};
 use stratus_sandbox::{Isolation, LauncherClient};
 use stratus_scheduler::{FunctionConfig, Scheduler, ServiceConfig, Settings};
 use stratus_store::{Store, VersionRecord};
+use stratus_store_postgres::PostgresStore;
 use stratus_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 
@@ -144,11 +147,8 @@ pub async fn run(
             "DEGRADED: the data directory's disk is (nearly) full; logs are trimmed to make room, and deploys and other writes may fail until there is room"
         );
     }
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&data_dir.join("stratus.db"))
-            .context("cannot open the database in the data directory")?,
-    );
-    check_store_identity(&*store, &data_dir, config.accept_empty_store).await?;
+    let (store, shared) = open_store(&config, &data_dir).await?;
+    check_store_identity(&*store, &shared, &data_dir, config.accept_empty_store).await?;
     let token = token::load_or_create(&data_dir.join(TOKEN_FILE))?;
 
     let launcher = Arc::new(launcher);
@@ -190,17 +190,25 @@ pub async fn run(
         max_bytes: config.log_max_bytes,
         max_bytes_per_app: config.log_max_bytes_per_app,
     };
-    let segments = SegmentLogs::open(
-        &data_dir.join(LOGS_DIR),
-        SegmentLimits::for_retention(&retention),
-    )
-    .context("cannot open the log segments")?;
-    segments
-        .take_over(store.clone())
-        .await
-        .context("cannot move the database's log records into log segments")?;
+    // A store that several nodes share keeps their logs too, so that every
+    // node reads every node's lines; one node keeps them in segment files.
+    let log_table: Arc<dyn LogTable> = match &shared {
+        StoreKind::Postgres(_) => Arc::new(StoreTable(store.clone())),
+        StoreKind::Sqlite(_) => {
+            let segments = SegmentLogs::open(
+                &data_dir.join(LOGS_DIR),
+                SegmentLimits::for_retention(&retention),
+            )
+            .context("cannot open the log segments")?;
+            segments
+                .take_over(store.clone())
+                .await
+                .context("cannot move the database's log records into log segments")?;
+            Arc::new(segments)
+        }
+    };
     let store_logs = BatchedLogs::start(
-        Arc::new(segments),
+        log_table,
         stratus_logs::Buffer {
             records: LOG_BUFFER,
             bytes: config.log_buffer_bytes,
@@ -537,8 +545,66 @@ pub const STORE_ID_FILE: &str = "store.id";
 /// used with: emptied (a zero-length file), removed (made anew) or
 /// replaced by another. `accept_empty` takes the store as it is, and the
 /// data directory remembers it from then on.
+/// Which store a node keeps its state in, and where.
+enum StoreKind {
+    /// The embedded default: a SQLite file in the data directory.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by its URL, that several nodes may share.
+    Postgres(String),
+}
+
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreKind::Sqlite(path) => write!(f, "the database {}", path.display()),
+            StoreKind::Postgres(url) => write!(f, "the PostgreSQL database {}", redact(url)),
+        }
+    }
+}
+
+/// `url` without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = &url[scheme + 3..at];
+            match user.split_once(':') {
+                Some((name, _)) => format!("{}{name}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Opens the store `--store` names, or SQLite in the data directory.
+async fn open_store(
+    config: &ServerConfig,
+    data_dir: &Path,
+) -> anyhow::Result<(Arc<dyn Store>, StoreKind)> {
+    match config.store.as_deref() {
+        None => {
+            let path = data_dir.join("stratus.db");
+            let store = SqliteStore::open(&path)
+                .context("cannot open the database in the data directory")?;
+            Ok((Arc::new(store), StoreKind::Sqlite(path)))
+        }
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let kind = StoreKind::Postgres(url.to_owned());
+            let store = PostgresStore::connect(url, config.store_pool_size)
+                .await
+                .with_context(|| format!("cannot open {kind}"))?;
+            tracing::info!(store = %kind, "platform state is kept in PostgreSQL");
+            Ok((Arc::new(store), kind))
+        }
+        Some(other) => anyhow::bail!(
+            "--store {other:?} is not a store this server knows: give postgres://USER@HOST/DB, or leave it out for SQLite in the data directory"
+        ),
+    }
+}
+
 async fn check_store_identity(
     store: &dyn Store,
+    kind: &StoreKind,
     data_dir: &Path,
     accept: bool,
 ) -> anyhow::Result<()> {
@@ -559,13 +625,12 @@ async fn check_store_identity(
         Some(remembered) if remembered == identity => return Ok(()),
         Some(_) if !accept => {
             let what = if fresh {
-                "is new and empty, but this data directory was used with another one: the database file was removed, emptied or replaced"
+                "is new and empty, but this data directory was used with another one: the database was removed, emptied or replaced"
             } else {
-                "is not the one this data directory was used with: the database file was replaced"
+                "is not the one this data directory was used with: the database was replaced"
             };
             anyhow::bail!(
-                "the database {} {what}. Put the right file back (or `stratus restore` a backup) and start again; or start with --accept-empty-store to go on with this database, and lose what the other held",
-                data_dir.join("stratus.db").display()
+                "{kind} {what}. Put the right database back (or `stratus restore` a backup) and start again; or start with --accept-empty-store to go on with this database, and lose what the other held"
             );
         }
         Some(_) => tracing::warn!(

@@ -1,0 +1,163 @@
+//! A node that keeps its state in PostgreSQL (`--store postgres://…`), on
+//! the real server this machine runs (`STRATUS_TEST_POSTGRES`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`), each test in a database
+//! of its own: it serves, its state and logs are in the database and
+//! survive a restart, and a store it cannot reach stops it at start with
+//! the reason.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{BIN, Server, write_app};
+
+/// A database of its own on the test server, dropped at the end.
+struct Database {
+    server: String,
+    name: String,
+}
+
+fn block_on<T>(work: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(work)
+}
+
+/// Runs `sql` on the database `url` names; the rows' first columns, as
+/// text.
+fn sql(url: &str, sql: &str) -> Vec<String> {
+    block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|err| {
+                panic!("cannot reach PostgreSQL at {url} (set STRATUS_TEST_POSTGRES): {err}")
+            });
+        tokio::spawn(connection);
+        client
+            .simple_query(sql)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+impl Database {
+    fn new(tag: &str) -> Database {
+        let server = std::env::var("STRATUS_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let name = format!("stratus_cli_{tag}_{}", std::process::id());
+        sql(&server, &format!("DROP DATABASE IF EXISTS {name}"));
+        sql(&server, &format!("CREATE DATABASE {name}"));
+        Database { server, name }
+    }
+
+    fn url(&self) -> String {
+        let (base, _) = self.server.rsplit_once('/').expect("a database in the URL");
+        format!("{base}/{}", self.name)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        sql(
+            &self.server,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+const HANDLER: &str = "def handler(event, context):\n    print('handled', event.get('n'))\n    return {'n': event.get('n')}\n";
+
+#[test]
+fn a_node_on_postgresql_serves_and_keeps_its_state_there() {
+    let db = Database::new("serves");
+    let url = db.url();
+    let mut server = Server::start_with(&["--store", &url]);
+    let dir = server.path("pg");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: pg\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            ("main.py", HANDLER),
+        ],
+    );
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    assert_eq!(server.invoke("pg/f", r#"{"n": 1}"#)["result"]["n"], 1);
+    let accepted = server.ok(&["invoke", "pg/f", "--async", "-d", r#"{"n": 2}"#]);
+    assert!(accepted.starts_with("accepted"), "{accepted}");
+
+    // The state is in the database, not in the data directory.
+    assert_eq!(sql(&url, "SELECT name FROM apps"), ["pg"]);
+    assert!(!server.data_dir.join("stratus.db").exists());
+    // So are the logs, the asynchronous event's among them.
+    common::eventually(std::time::Duration::from_secs(20), || {
+        let lines = sql(&url, "SELECT message FROM logs WHERE stream = 'stdout'");
+        if lines.iter().any(|l| l == "handled 2") {
+            Ok(())
+        } else {
+            Err(format!("stored lines: {lines:?}"))
+        }
+    });
+    let records = common::log_records(&server, "pg/f", &[]);
+    assert!(
+        records.iter().any(|r| r["message"] == "handled 1"),
+        "{records:?}"
+    );
+
+    // A restart finds it all again.
+    server.stop();
+    server.restart();
+    assert_eq!(server.invoke("pg/f", r#"{"n": 3}"#)["result"]["n"], 3);
+    let status = server.ok(&["status", "pg"]);
+    assert!(status.contains("pg/f"), "{status}");
+}
+
+/// `stratus server ARGS` on a new data directory, expected to exit: its
+/// stderr.
+fn start_expecting_failure(extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the server started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_store_that_cannot_be_reached_or_named_stops_the_start_with_the_reason() {
+    let unreachable =
+        start_expecting_failure(&["--store", "postgres://postgres:secret@127.0.0.1:1/gone"]);
+    assert!(
+        unreachable.contains(
+            "cannot open the PostgreSQL database postgres://postgres:***@127.0.0.1:1/gone"
+        ),
+        "{unreachable}"
+    );
+    assert!(!unreachable.contains("secret"), "{unreachable}");
+    let unknown = start_expecting_failure(&["--store", "mysql://root@127.0.0.1/db"]);
+    assert!(
+        unknown.contains("give postgres://USER@HOST/DB"),
+        "{unknown}"
+    );
+}

@@ -1,0 +1,1412 @@
+//! The cluster store: platform state in PostgreSQL, which several nodes
+//! share.
+//!
+//! The client is `tokio-postgres` with a `deadpool` pool: the driver is
+//! async and needs no compile-time database; queries are plain SQL, close
+//! to the SQLite backend's, and prepared once per connection. sqlx would
+//! bring macros, a runtime abstraction and a second SQLite driver beside
+//! `rusqlite` for the same work.
+//!
+//! Migrations run at start, each in a transaction that first takes an
+//! advisory lock, so that nodes starting together migrate once; a schema
+//! newer than this build knows is refused.
+
+mod schema;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use stratus_store::Result as StoreResult;
+use stratus_store::{
+    AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs, Credentials, DeadLetter, EventCounts,
+    EventRecord, Events, FollowUp, KeyRecord, LogBudget, LogQuery, LogRecord, LogStore,
+    MessageRecord, MessageSettlement, Messages, NewEvent, NewMessage, NewVersion, PackageRecord,
+    Packages, QueueCounts, Schedules, Settlement, StoreError, StoredLog, Trimmed, VersionRecord,
+};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+/// Connections a node keeps to the database, at most.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+/// Longest wait for a connection of the pool, or for a new one.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The advisory lock migrations take (an arbitrary, fixed key).
+const MIGRATION_LOCK: i64 = 0x5354_5241_5455_5301;
+/// Log records deleted in one statement while trimming.
+const TRIM_CHUNK: i64 = 1000;
+/// Bytes a log record counts for toward the budget.
+const LOG_SIZE: &str = "octet_length(message) + COALESCE(octet_length(fields), 0)";
+
+/// An error inside this backend, before it leaves as a [`StoreError`].
+#[derive(Debug)]
+enum Error {
+    Pg(tokio_postgres::Error),
+    Pool(deadpool_postgres::PoolError),
+    Store(StoreError),
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(err: tokio_postgres::Error) -> Error {
+        Error::Pg(err)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(err: deadpool_postgres::PoolError) -> Error {
+        Error::Pool(err)
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(err: serde_json::Error) -> Error {
+        Error::Store(StoreError::Corrupt(err))
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Error {
+        Error::Store(err)
+    }
+}
+
+impl From<Error> for StoreError {
+    fn from(err: Error) -> StoreError {
+        match err {
+            Error::Pg(err) if err.code() == Some(&SqlState::DISK_FULL) => {
+                StoreError::DiskFull(err.to_string())
+            }
+            Error::Pg(err) => StoreError::Database(Box::new(err)),
+            Error::Pool(err) => StoreError::Database(Box::new(err)),
+            Error::Store(err) => err,
+        }
+    }
+}
+
+async fn run<T>(work: impl Future<Output = Result<T>>) -> StoreResult<T> {
+    work.await.map_err(StoreError::from)
+}
+
+/// The PostgreSQL store: a pool of connections to one database.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://USER@HOST/DB`) with
+    /// at most `pool_size` connections, and migrates it. Fails when the
+    /// database cannot be reached, saying why.
+    pub async fn connect(url: &str, pool_size: usize) -> StoreResult<PostgresStore> {
+        let config: tokio_postgres::Config = url.parse().map_err(|err| {
+            StoreError::Database(format!("{url:?} is not a PostgreSQL URL: {err}").into())
+        })?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|err| StoreError::Database(Box::new(err)))?;
+        let store = PostgresStore { pool };
+        run(store.migrate()).await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<Object> {
+        Ok(self.pool.get().await?)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        client
+            .batch_execute("CREATE TABLE IF NOT EXISTS stratus_schema (version BIGINT NOT NULL)")
+            .await
+            .or_else(|err| {
+                // Two nodes creating it at once: one wins, which is enough.
+                if err.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            })?;
+        let known = schema::MIGRATIONS.len() as i64;
+        loop {
+            let tx = client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            let current: i64 = tx
+                .query_opt("SELECT version FROM stratus_schema", &[])
+                .await?
+                .map_or(0, |row| row.get(0));
+            if current > known {
+                return Err(StoreError::NewerSchema {
+                    found: current,
+                    known,
+                }
+                .into());
+            }
+            if current == known {
+                return Ok(());
+            }
+            tx.batch_execute(schema::MIGRATIONS[current as usize])
+                .await?;
+            if current == 0 {
+                tx.execute("INSERT INTO stratus_schema (version) VALUES (1)", &[])
+                    .await?;
+            } else {
+                tx.execute("UPDATE stratus_schema SET version = $1", &[&(current + 1)])
+                    .await?;
+            }
+            tx.commit().await?;
+            tracing::info!(version = current + 1, "migrated the PostgreSQL store");
+        }
+    }
+}
+
+fn app_from_row(row: &Row) -> AppRecord {
+    AppRecord {
+        name: row.get(0),
+        active_version: row.get::<_, Option<i64>>(1).map(|v| v as u32),
+        created_ms: row.get(2),
+        updated_ms: row.get(3),
+    }
+}
+
+const VERSION_COLUMNS: &str = "v.app, v.version, v.spec, v.manifest, v.packages, v.created_ms";
+
+fn version_from_row(row: &Row) -> Result<VersionRecord> {
+    Ok(VersionRecord {
+        app: row.get(0),
+        version: row.get::<_, i64>(1) as u32,
+        spec: serde_json::from_str(row.get(2))?,
+        manifest: row.get(3),
+        packages: serde_json::from_str(row.get(4))?,
+        created_ms: row.get(5),
+    })
+}
+
+const EVENT_COLUMNS: &str = "id, app, function, payload, request_id, source, attempts, created_ms, not_before_ms, lease_until_ms, last_error";
+
+fn event_from_row(row: &Row) -> EventRecord {
+    EventRecord {
+        id: row.get(0),
+        app: row.get(1),
+        function: row.get(2),
+        payload: row.get(3),
+        request_id: row.get(4),
+        source: row.get(5),
+        attempts: row.get::<_, i64>(6) as u32,
+        created_ms: row.get(7),
+        not_before_ms: row.get(8),
+        lease_until_ms: row.get(9),
+        last_error: row.get(10),
+    }
+}
+
+const AWS_CREDENTIAL_COLUMNS: &str = "access_key_id, app, name, secret, created_ms";
+
+fn aws_credential_from_row(row: &Row) -> AwsCredentialRecord {
+    AwsCredentialRecord {
+        access_key_id: row.get(0),
+        app: row.get(1),
+        name: row.get(2),
+        secret: row.get(3),
+        created_ms: row.get(4),
+    }
+}
+
+const DEAD_LETTER_COLUMNS: &str = "id, event_id, app, function, payload, request_id, source, attempts, created_ms, failed_ms, error";
+
+fn dead_letter_from_row(row: &Row) -> DeadLetter {
+    DeadLetter {
+        id: row.get(0),
+        event_id: row.get(1),
+        app: row.get(2),
+        function: row.get(3),
+        payload: row.get(4),
+        request_id: row.get(5),
+        source: row.get(6),
+        attempts: row.get::<_, i64>(7) as u32,
+        created_ms: row.get(8),
+        failed_ms: row.get(9),
+        error: row.get(10),
+    }
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, app, queue, body, message_id, source, receives, sent_ms, visible_ms, last_error";
+
+fn message_from_row(row: &Row) -> MessageRecord {
+    MessageRecord {
+        id: row.get(0),
+        app: row.get(1),
+        queue: row.get(2),
+        body: row.get(3),
+        message_id: row.get(4),
+        source: row.get(5),
+        receives: row.get::<_, i64>(6) as u32,
+        sent_ms: row.get(7),
+        visible_ms: row.get(8),
+        last_error: row.get(9),
+    }
+}
+
+/// Queues events inside the caller's transaction; see
+/// [`Events::enqueue_events`].
+async fn insert_events(tx: &impl GenericClient, events: Vec<NewEvent>) -> Result<Vec<i64>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let insert = tx
+        .prepare(
+            "INSERT INTO events (app, function, payload, request_id, source, created_ms, not_before_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (app, function, request_id) DO NOTHING RETURNING id",
+        )
+        .await?;
+    let existing = tx
+        .prepare("SELECT id FROM events WHERE app = $1 AND function = $2 AND request_id = $3")
+        .await?;
+    let mut ids = Vec::with_capacity(events.len());
+    for e in events {
+        let inserted = tx
+            .query_opt(
+                &insert,
+                &[
+                    &e.app,
+                    &e.function,
+                    &e.payload,
+                    &e.request_id,
+                    &e.source,
+                    &e.created_ms,
+                    &e.not_before_ms,
+                ],
+            )
+            .await?;
+        let id = match inserted {
+            Some(row) => row.get(0),
+            None => tx
+                .query_one(&existing, &[&e.app, &e.function, &e.request_id])
+                .await?
+                .get(0),
+        };
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+async fn insert_messages(tx: &impl GenericClient, messages: Vec<NewMessage>) -> Result<Vec<i64>> {
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let insert = tx
+        .prepare(
+            "INSERT INTO messages (app, queue, body, message_id, source, sent_ms, visible_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .await?;
+    let mut ids = Vec::with_capacity(messages.len());
+    for m in messages {
+        let row = tx
+            .query_one(
+                &insert,
+                &[
+                    &m.app,
+                    &m.queue,
+                    &m.body,
+                    &m.message_id,
+                    &m.source,
+                    &m.sent_ms,
+                    &m.visible_ms,
+                ],
+            )
+            .await?;
+        ids.push(row.get(0));
+    }
+    Ok(ids)
+}
+
+async fn insert_follow_ups(tx: &impl GenericClient, then: Vec<FollowUp>) -> Result<()> {
+    let (mut events, mut messages) = (Vec::new(), Vec::new());
+    for follow_up in then {
+        match follow_up {
+            FollowUp::Event(e) => events.push(e),
+            FollowUp::Message(m) => messages.push(m),
+        }
+    }
+    insert_events(tx, events).await?;
+    insert_messages(tx, messages).await?;
+    Ok(())
+}
+
+/// The dead letters `redrive_dead_letters` and `delete_dead_letters` act
+/// on: $1 app, $2 function or NULL, $3 an array of ids or NULL.
+const DEAD_LETTER_SELECTION: &str = "app = $1 AND ($2::TEXT IS NULL OR function = $2) \
+     AND ($3::BIGINT[] IS NULL OR id = ANY($3))";
+
+/// PostgreSQL text holds no NUL character; a log line may.
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        s.replace('\0', "\u{fffd}").into()
+    } else {
+        s.into()
+    }
+}
+
+#[async_trait]
+impl Apps for PostgresStore {
+    async fn identity(&self, candidate: &str) -> StoreResult<String> {
+        run(async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES ('identity', $1) ON CONFLICT (key) DO NOTHING",
+                    &[&candidate],
+                )
+                .await?;
+            let row = client
+                .query_one("SELECT value FROM meta WHERE key = 'identity'", &[])
+                .await?;
+            Ok(row.get(0))
+        })
+        .await
+    }
+
+    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
+        run(async {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT name, active_version, created_ms, updated_ms FROM apps ORDER BY name",
+                    &[],
+                )
+                .await?;
+            Ok(rows.iter().map(app_from_row).collect())
+        })
+        .await
+    }
+
+    async fn get_app(&self, app: &str) -> StoreResult<Option<AppRecord>> {
+        run(async {
+            let row = self
+                .client()
+                .await?
+                .query_opt(
+                    "SELECT name, active_version, created_ms, updated_ms FROM apps WHERE name = $1",
+                    &[&app],
+                )
+                .await?;
+            Ok(row.as_ref().map(app_from_row))
+        })
+        .await
+    }
+
+    async fn active_versions(&self) -> StoreResult<Vec<VersionRecord>> {
+        run(async {
+            let sql = format!(
+                "SELECT {VERSION_COLUMNS} FROM versions v JOIN apps a ON a.name = v.app AND a.active_version = v.version ORDER BY v.app"
+            );
+            let rows = self.client().await?.query(&sql, &[]).await?;
+            rows.iter().map(version_from_row).collect()
+        })
+        .await
+    }
+
+    async fn active_version(&self, app: &str) -> StoreResult<Option<VersionRecord>> {
+        run(async {
+            let sql = format!(
+                "SELECT {VERSION_COLUMNS} FROM versions v JOIN apps a ON a.name = v.app AND a.active_version = v.version WHERE v.app = $1"
+            );
+            let row = self.client().await?.query_opt(&sql, &[&app]).await?;
+            row.as_ref().map(version_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn activate(&self, new: NewVersion) -> StoreResult<VersionRecord> {
+        run(async {
+            let spec = serde_json::to_string(&new.spec)?;
+            let packages = serde_json::to_string(&new.packages)?;
+            let app = new.spec.name.clone();
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            tx.execute(
+                "INSERT INTO apps (name, active_version, created_ms, updated_ms) VALUES ($1, NULL, $2, $2) \
+                 ON CONFLICT (name) DO NOTHING",
+                &[&app, &new.created_ms],
+            )
+            .await?;
+            // Deploys of one app on two nodes at once take turns here.
+            tx.execute("SELECT 1 FROM apps WHERE name = $1 FOR UPDATE", &[&app])
+                .await?;
+            let version: i64 = tx
+                .query_one(
+                    "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE app = $1",
+                    &[&app],
+                )
+                .await?
+                .get(0);
+            tx.execute(
+                "INSERT INTO versions (app, version, manifest, spec, packages, created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&app, &version, &new.manifest, &spec, &packages, &new.created_ms],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE apps SET active_version = $2, updated_ms = $3 WHERE name = $1",
+                &[&app, &version, &new.created_ms],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(VersionRecord {
+                app,
+                version: version as u32,
+                spec: new.spec,
+                manifest: new.manifest,
+                packages: new.packages,
+                created_ms: new.created_ms,
+            })
+        })
+        .await
+    }
+
+    async fn delete_app(&self, app: &str) -> StoreResult<bool> {
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            for table in [
+                "versions",
+                "app_keys",
+                "aws_credentials",
+                "events",
+                "dead_letters",
+                "messages",
+                "schedule_slots",
+            ] {
+                tx.execute(&format!("DELETE FROM {table} WHERE app = $1"), &[&app])
+                    .await?;
+            }
+            let deleted = tx
+                .execute("DELETE FROM apps WHERE name = $1", &[&app])
+                .await?;
+            tx.commit().await?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Packages for PostgresStore {
+    async fn has_package(&self, sha256: &str) -> StoreResult<bool> {
+        run(async {
+            let row = self
+                .client()
+                .await?
+                .query_opt("SELECT 1 FROM packages WHERE sha256 = $1", &[&sha256])
+                .await?;
+            Ok(row.is_some())
+        })
+        .await
+    }
+
+    async fn put_package(&self, p: PackageRecord) -> StoreResult<()> {
+        run(async {
+            self.client()
+                .await?
+                .execute(
+                    "INSERT INTO packages (sha256, size, unpacked_bytes, files, created_ms) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (sha256) DO NOTHING",
+                    &[
+                        &p.sha256,
+                        &(p.size as i64),
+                        &(p.unpacked_bytes as i64),
+                        &(p.files as i64),
+                        &p.created_ms,
+                    ],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Credentials for PostgresStore {
+    async fn create_key(&self, key: KeyRecord) -> StoreResult<()> {
+        run(async {
+            self.client()
+                .await?
+                .execute(
+                    "INSERT INTO app_keys (id, app, name, sha256, created_ms) VALUES ($1, $2, $3, $4, $5)",
+                    &[&key.id, &key.app, &key.name, &key.sha256, &key.created_ms],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_keys(&self, app: Option<&str>) -> StoreResult<Vec<KeyRecord>> {
+        run(async {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT id, app, name, sha256, created_ms FROM app_keys \
+                     WHERE $1::TEXT IS NULL OR app = $1 ORDER BY app, created_ms, id",
+                    &[&app],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| KeyRecord {
+                    id: row.get(0),
+                    app: row.get(1),
+                    name: row.get(2),
+                    sha256: row.get(3),
+                    created_ms: row.get(4),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn delete_key(&self, app: &str, id: &str) -> StoreResult<bool> {
+        run(async {
+            let deleted = self
+                .client()
+                .await?
+                .execute(
+                    "DELETE FROM app_keys WHERE app = $1 AND id = $2",
+                    &[&app, &id],
+                )
+                .await?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn create_aws_credential(&self, c: AwsCredentialRecord) -> StoreResult<()> {
+        run(async {
+            self.client()
+                .await?
+                .execute(
+                    "INSERT INTO aws_credentials (access_key_id, app, name, secret, created_ms) VALUES ($1, $2, $3, $4, $5)",
+                    &[&c.access_key_id, &c.app, &c.name, &c.secret, &c.created_ms],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_aws_credentials(
+        &self,
+        app: Option<&str>,
+    ) -> StoreResult<Vec<AwsCredentialRecord>> {
+        run(async {
+            let sql = format!(
+                "SELECT {AWS_CREDENTIAL_COLUMNS} FROM aws_credentials \
+                 WHERE $1::TEXT IS NULL OR app = $1 ORDER BY app, created_ms, access_key_id"
+            );
+            let rows = self.client().await?.query(&sql, &[&app]).await?;
+            Ok(rows.iter().map(aws_credential_from_row).collect())
+        })
+        .await
+    }
+
+    async fn get_aws_credential(
+        &self,
+        access_key_id: &str,
+    ) -> StoreResult<Option<AwsCredentialRecord>> {
+        run(async {
+            let sql = format!(
+                "SELECT {AWS_CREDENTIAL_COLUMNS} FROM aws_credentials WHERE access_key_id = $1"
+            );
+            let row = self
+                .client()
+                .await?
+                .query_opt(&sql, &[&access_key_id])
+                .await?;
+            Ok(row.as_ref().map(aws_credential_from_row))
+        })
+        .await
+    }
+
+    async fn set_aws_secret(&self, access_key_id: &str, secret: &str) -> StoreResult<bool> {
+        run(async {
+            let updated = self
+                .client()
+                .await?
+                .execute(
+                    "UPDATE aws_credentials SET secret = $2 WHERE access_key_id = $1",
+                    &[&access_key_id, &secret],
+                )
+                .await?;
+            Ok(updated > 0)
+        })
+        .await
+    }
+
+    async fn delete_aws_credential(&self, app: &str, access_key_id: &str) -> StoreResult<bool> {
+        run(async {
+            let deleted = self
+                .client()
+                .await?
+                .execute(
+                    "DELETE FROM aws_credentials WHERE app = $1 AND access_key_id = $2",
+                    &[&app, &access_key_id],
+                )
+                .await?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl LogStore for PostgresStore {
+    async fn append_logs(&self, logs: Vec<LogRecord>) -> StoreResult<()> {
+        if logs.is_empty() {
+            return Ok(());
+        }
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let insert = tx
+                .prepare(
+                    "INSERT INTO logs (ts_ms, app, function, version, instance, request_id, stream, message, fields) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .await?;
+            let mut usage: BTreeMap<String, i64> = BTreeMap::new();
+            for log in &logs {
+                let fields = log.fields.as_ref().map(serde_json::to_string).transpose()?;
+                let message = text(&log.message);
+                let size = message.len() + fields.as_ref().map_or(0, String::len);
+                *usage.entry(log.app.clone()).or_default() += size as i64;
+                tx.execute(
+                    &insert,
+                    &[
+                        &log.ts_ms,
+                        &log.app,
+                        &log.function,
+                        &(log.version as i64),
+                        &log.instance,
+                        &log.request_id,
+                        &log.stream.as_str(),
+                        &message.as_ref(),
+                        &fields.as_deref().map(|f| text(f).into_owned()),
+                    ],
+                )
+                .await?;
+            }
+            for (app, bytes) in usage {
+                tx.execute(
+                    "INSERT INTO log_usage (app, bytes) VALUES ($1, $2) \
+                     ON CONFLICT (app) DO UPDATE SET bytes = log_usage.bytes + EXCLUDED.bytes",
+                    &[&app, &bytes],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn query_logs(&self, q: LogQuery) -> StoreResult<Vec<StoredLog>> {
+        run(async {
+            let mut sql = String::from(
+                "SELECT id, ts_ms, app, function, version, instance, request_id, stream, message, fields FROM logs WHERE TRUE",
+            );
+            let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+            let mut arg = |sql: &mut String, clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+                args.push(value);
+                sql.push_str(&format!(" AND {clause} ${}", args.len()));
+            };
+            if let Some(app) = q.app {
+                arg(&mut sql, "app =", Box::new(app));
+            }
+            if let Some(function) = q.function {
+                arg(&mut sql, "function =", Box::new(function));
+            }
+            if let Some(request_id) = q.request_id {
+                arg(&mut sql, "request_id =", Box::new(request_id));
+            }
+            if let Some(since) = q.since_ms {
+                arg(&mut sql, "ts_ms >=", Box::new(since));
+            }
+            if let Some(until) = q.until_ms {
+                arg(&mut sql, "ts_ms <", Box::new(until));
+            }
+            let ascending = q.after_id.is_some();
+            if let Some(after) = q.after_id {
+                arg(&mut sql, "id >", Box::new(after));
+            }
+            if let Some(text) = q.contains {
+                args.push(Box::new(text));
+                sql.push_str(&format!(" AND strpos(message, ${}) > 0", args.len()));
+            }
+            sql.push_str(if ascending {
+                " ORDER BY id ASC"
+            } else {
+                " ORDER BY id DESC"
+            });
+            sql.push_str(&format!(" LIMIT {}", q.limit.max(1)));
+            let params: Vec<&(dyn ToSql + Sync)> =
+                args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+            let rows = self.client().await?.query(&sql, &params).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let stream: &str = row.get(7);
+                let fields: Option<&str> = row.get(9);
+                out.push(StoredLog {
+                    id: row.get(0),
+                    record: LogRecord {
+                        ts_ms: row.get(1),
+                        app: row.get(2),
+                        function: row.get(3),
+                        version: row.get::<_, i64>(4) as u32,
+                        instance: row.get(5),
+                        request_id: row.get(6),
+                        stream: stream.parse().map_err(|err: String| {
+                            StoreError::Worker(format!("a stored log record: {err}"))
+                        })?,
+                        message: row.get(8),
+                        fields: fields.map(serde_json::from_str).transpose()?,
+                    },
+                });
+            }
+            if !ascending {
+                out.reverse();
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn trim_logs(&self, before_ms: i64, budget: LogBudget) -> StoreResult<Trimmed> {
+        run(async {
+            let mut client = self.client().await?;
+            let mut trimmed = Trimmed::default();
+            let by_age = format!(
+                "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE ts_ms < $1 LIMIT {TRIM_CHUNK}) \
+                 RETURNING app, {LOG_SIZE}"
+            );
+            while delete_logs(&mut client, &by_age, &[&before_ms], &mut trimmed).await? > 0 {}
+            // Each app over its own share first, its oldest first.
+            let per_app = budget.per_app.min(i64::MAX as u64) as i64;
+            let over = client
+                .query(
+                    "SELECT app, bytes FROM log_usage WHERE bytes > $1",
+                    &[&per_app],
+                )
+                .await?;
+            for row in over {
+                let (app, mut bytes): (String, i64) = (row.get(0), row.get(1));
+                while bytes > per_app {
+                    let oldest = format!(
+                        "DELETE FROM logs WHERE app = $1 AND id <= (SELECT COALESCE(MAX(id), 0) FROM \
+                         (SELECT id, size, SUM(size) OVER (ORDER BY id) AS running FROM \
+                          (SELECT id, {LOG_SIZE} AS size FROM logs WHERE app = $1 ORDER BY id LIMIT {TRIM_CHUNK}) c) r \
+                         WHERE running - size < $2) RETURNING app, {LOG_SIZE}"
+                    );
+                    let excess = bytes - per_app;
+                    let freed = delete_logs(&mut client, &oldest, &[&app, &excess], &mut trimmed).await?;
+                    if freed == 0 {
+                        break;
+                    }
+                    bytes -= freed;
+                }
+            }
+            // Then the oldest of all, until all fit.
+            let total_budget = budget.total.min(i64::MAX as u64) as i64;
+            loop {
+                let total: i64 = client
+                    .query_one("SELECT COALESCE(SUM(bytes), 0)::BIGINT FROM log_usage", &[])
+                    .await?
+                    .get(0);
+                if total <= total_budget {
+                    break;
+                }
+                let oldest = format!(
+                    "DELETE FROM logs WHERE id <= (SELECT COALESCE(MAX(id), 0) FROM \
+                     (SELECT id, size, SUM(size) OVER (ORDER BY id) AS running FROM \
+                      (SELECT id, {LOG_SIZE} AS size FROM logs ORDER BY id LIMIT {TRIM_CHUNK}) c) r \
+                     WHERE running - size < $1) RETURNING app, {LOG_SIZE}"
+                );
+                let excess = total - total_budget;
+                if delete_logs(&mut client, &oldest, &[&excess], &mut trimmed).await? == 0 {
+                    break;
+                }
+            }
+            Ok(trimmed)
+        })
+        .await
+    }
+
+    async fn log_bytes(&self) -> StoreResult<u64> {
+        run(async {
+            let bytes: i64 = self
+                .client()
+                .await?
+                .query_one("SELECT COALESCE(SUM(bytes), 0)::BIGINT FROM log_usage", &[])
+                .await?
+                .get(0);
+            Ok(bytes.max(0) as u64)
+        })
+        .await
+    }
+}
+
+/// Runs a `DELETE ... RETURNING app, size` on the logs and takes what it
+/// deleted off the apps' usage, in one transaction; the bytes deleted.
+async fn delete_logs(
+    client: &mut Object,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    trimmed: &mut Trimmed,
+) -> Result<i64> {
+    let tx = client.build_transaction().start().await?;
+    let rows = tx.query(sql, params).await?;
+    let mut by_app: BTreeMap<String, i64> = BTreeMap::new();
+    for row in &rows {
+        *by_app.entry(row.get(0)).or_default() += row.get::<_, i32>(1) as i64;
+    }
+    let mut freed = 0;
+    for (app, bytes) in by_app {
+        tx.execute(
+            "UPDATE log_usage SET bytes = GREATEST(bytes - $2, 0) WHERE app = $1",
+            &[&app, &bytes],
+        )
+        .await?;
+        freed += bytes;
+    }
+    tx.execute("DELETE FROM log_usage WHERE bytes = 0", &[])
+        .await?;
+    tx.commit().await?;
+    trimmed.records += rows.len() as u64;
+    trimmed.bytes += freed as u64;
+    Ok(freed)
+}
+
+#[async_trait]
+impl Events for PostgresStore {
+    async fn enqueue_events(&self, events: Vec<NewEvent>) -> StoreResult<Vec<i64>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let ids = insert_events(&tx, events).await?;
+            tx.commit().await?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn claim_events(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<EventRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // A lease of zero would leave the events claimable at once.
+        let until = now_ms.saturating_add(lease_ms.max(1));
+        run(async {
+            // Rows another node is claiming are skipped, not waited for.
+            let sql = format!(
+                "UPDATE events SET attempts = attempts + 1, lease_until_ms = $2, not_before_ms = $2 \
+                 WHERE id IN (SELECT id FROM events WHERE not_before_ms <= $1 \
+                              ORDER BY not_before_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 RETURNING {EVENT_COLUMNS}"
+            );
+            let rows = self
+                .client()
+                .await?
+                .query(&sql, &[&now_ms, &until, &(limit as i64)])
+                .await?;
+            let mut claimed: Vec<EventRecord> = rows.iter().map(event_from_row).collect();
+            claimed.sort_unstable_by_key(|e| e.id);
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn settle_events(&self, settlements: Vec<Settlement>) -> StoreResult<u64> {
+        if settlements.is_empty() {
+            return Ok(0);
+        }
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let mut applied = 0;
+            for settlement in settlements {
+                let then = match settlement {
+                    Settlement::Done { id, attempt, then } => (tx
+                        .execute(
+                            "DELETE FROM events WHERE id = $1 AND attempts = $2",
+                            &[&id, &(attempt as i64)],
+                        )
+                        .await?
+                        > 0)
+                        .then_some(then),
+                    Settlement::Retry {
+                        id,
+                        attempt,
+                        not_before_ms,
+                        error,
+                    } => (tx
+                        .execute(
+                            "UPDATE events SET lease_until_ms = NULL, not_before_ms = $3, last_error = $4 \
+                             WHERE id = $1 AND attempts = $2",
+                            &[&id, &(attempt as i64), &not_before_ms, &text(&error).as_ref()],
+                        )
+                        .await?
+                        > 0)
+                        .then(Vec::new),
+                    Settlement::Dead {
+                        id,
+                        attempt,
+                        failed_ms,
+                        error,
+                        then,
+                    } => {
+                        let moved = tx
+                            .execute(
+                                "WITH gone AS (DELETE FROM events WHERE id = $1 AND attempts = $2 RETURNING *) \
+                                 INSERT INTO dead_letters (event_id, app, function, payload, request_id, source, attempts, created_ms, failed_ms, error) \
+                                 SELECT id, app, function, payload, request_id, source, attempts, created_ms, $3, $4 FROM gone",
+                                &[&id, &(attempt as i64), &failed_ms, &text(&error).as_ref()],
+                            )
+                            .await?
+                            > 0;
+                        moved.then_some(then)
+                    }
+                };
+                if let Some(then) = then {
+                    applied += 1;
+                    insert_follow_ups(&tx, then).await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(applied)
+        })
+        .await
+    }
+
+    async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
+        run(async {
+            let row = self
+                .client()
+                .await?
+                .query_one("SELECT MIN(not_before_ms) FROM events", &[])
+                .await?;
+            Ok(row.get(0))
+        })
+        .await
+    }
+
+    async fn release_leases(&self, now_ms: i64) -> StoreResult<u64> {
+        run(async {
+            let released = self
+                .client()
+                .await?
+                .execute(
+                    "UPDATE events SET lease_until_ms = NULL, not_before_ms = LEAST(not_before_ms, $1) \
+                     WHERE lease_until_ms IS NOT NULL",
+                    &[&now_ms],
+                )
+                .await?;
+            Ok(released)
+        })
+        .await
+    }
+
+    async fn count_events(&self, app: Option<&str>, now_ms: i64) -> StoreResult<Vec<EventCounts>> {
+        run(async {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT app, function, SUM(queued)::BIGINT, SUM(in_flight)::BIGINT, SUM(dead)::BIGINT FROM ( \
+                       SELECT app, function, \
+                              COUNT(*) FILTER (WHERE lease_until_ms IS NULL OR lease_until_ms <= $2) AS queued, \
+                              COUNT(*) FILTER (WHERE lease_until_ms > $2) AS in_flight, \
+                              0 AS dead \
+                       FROM events WHERE $1::TEXT IS NULL OR app = $1 GROUP BY app, function \
+                       UNION ALL \
+                       SELECT app, function, 0, 0, COUNT(*) \
+                       FROM dead_letters WHERE $1::TEXT IS NULL OR app = $1 GROUP BY app, function \
+                     ) c GROUP BY app, function ORDER BY app, function",
+                    &[&app, &now_ms],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| EventCounts {
+                    app: row.get(0),
+                    function: row.get(1),
+                    queued: row.get::<_, i64>(2) as u64,
+                    in_flight: row.get::<_, i64>(3) as u64,
+                    dead: row.get::<_, i64>(4) as u64,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        app: &str,
+        function: Option<&str>,
+        after_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeadLetter>> {
+        run(async {
+            let sql = format!(
+                "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters \
+                 WHERE app = $1 AND ($2::TEXT IS NULL OR function = $2) AND id > $3 ORDER BY id LIMIT $4"
+            );
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    &sql,
+                    &[&app, &function, &after_id.unwrap_or(0), &(limit.max(1) as i64)],
+                )
+                .await?;
+            Ok(rows.iter().map(dead_letter_from_row).collect())
+        })
+        .await
+    }
+
+    async fn get_dead_letter(&self, app: &str, id: i64) -> StoreResult<Option<DeadLetter>> {
+        run(async {
+            let sql = format!(
+                "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = $1 AND app = $2"
+            );
+            let row = self.client().await?.query_opt(&sql, &[&id, &app]).await?;
+            Ok(row.as_ref().map(dead_letter_from_row))
+        })
+        .await
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        app: &str,
+        function: Option<&str>,
+        ids: Option<Vec<i64>>,
+        now_ms: i64,
+    ) -> StoreResult<u64> {
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // The last error stays with the event. A twin already queued is
+            // the same event: the conflict merges them.
+            tx.execute(
+                &format!(
+                    "INSERT INTO events (app, function, payload, request_id, source, created_ms, not_before_ms, last_error) \
+                     SELECT app, function, payload, request_id, source, $4, $4, error FROM dead_letters \
+                     WHERE {DEAD_LETTER_SELECTION} AND source NOT LIKE 'queue:%' ORDER BY id \
+                     ON CONFLICT (app, function, request_id) DO NOTHING"
+                ),
+                &[&app, &function, &ids, &now_ms],
+            )
+            .await?;
+            // A queue's message goes back to its queue.
+            tx.execute(
+                &format!(
+                    "INSERT INTO messages (app, queue, body, message_id, source, sent_ms, visible_ms, last_error) \
+                     SELECT app, substr(source, 7), payload, request_id, 'redrive', $4, $4, error FROM dead_letters \
+                     WHERE {DEAD_LETTER_SELECTION} AND source LIKE 'queue:%' ORDER BY id"
+                ),
+                &[&app, &function, &ids, &now_ms],
+            )
+            .await?;
+            let moved = tx
+                .execute(
+                    &format!("DELETE FROM dead_letters WHERE {DEAD_LETTER_SELECTION}"),
+                    &[&app, &function, &ids],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok(moved)
+        })
+        .await
+    }
+
+    async fn delete_dead_letters(
+        &self,
+        app: &str,
+        function: Option<&str>,
+        ids: Option<Vec<i64>>,
+    ) -> StoreResult<u64> {
+        run(async {
+            let deleted = self
+                .client()
+                .await?
+                .execute(
+                    &format!("DELETE FROM dead_letters WHERE {DEAD_LETTER_SELECTION}"),
+                    &[&app, &function, &ids],
+                )
+                .await?;
+            Ok(deleted)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Messages for PostgresStore {
+    async fn send_messages(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<i64>> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let ids = insert_messages(&tx, messages).await?;
+            tx.commit().await?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn receive_messages(
+        &self,
+        app: &str,
+        queue: &str,
+        now_ms: i64,
+        limit: u32,
+        visibility_ms: i64,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let until = now_ms.saturating_add(visibility_ms.max(1));
+        run(async {
+            let sql = format!(
+                "UPDATE messages SET receives = receives + 1, visible_ms = $4 \
+                 WHERE id IN (SELECT id FROM messages WHERE app = $1 AND queue = $2 AND visible_ms <= $3 \
+                              ORDER BY visible_ms, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+                 RETURNING {MESSAGE_COLUMNS}"
+            );
+            let rows = self
+                .client()
+                .await?
+                .query(&sql, &[&app, &queue, &now_ms, &until, &(limit as i64)])
+                .await?;
+            let mut received: Vec<MessageRecord> = rows.iter().map(message_from_row).collect();
+            received.sort_unstable_by_key(|m| m.id);
+            Ok(received)
+        })
+        .await
+    }
+
+    async fn settle_messages(&self, settlements: Vec<MessageSettlement>) -> StoreResult<u64> {
+        if settlements.is_empty() {
+            return Ok(0);
+        }
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let mut applied = 0;
+            for settlement in settlements {
+                applied += match settlement {
+                    MessageSettlement::Done { id, receives } => {
+                        tx.execute(
+                            "DELETE FROM messages WHERE id = $1 AND receives = $2",
+                            &[&id, &(receives as i64)],
+                        )
+                        .await?
+                    }
+                    MessageSettlement::Retry {
+                        id,
+                        receives,
+                        visible_ms,
+                        error,
+                    } => {
+                        tx.execute(
+                            "UPDATE messages SET visible_ms = $3, last_error = $4 WHERE id = $1 AND receives = $2",
+                            &[&id, &(receives as i64), &visible_ms, &text(&error).as_ref()],
+                        )
+                        .await?
+                    }
+                    MessageSettlement::Dead {
+                        id,
+                        receives,
+                        function,
+                        failed_ms,
+                        error,
+                    } => {
+                        tx.execute(
+                            "WITH gone AS (DELETE FROM messages WHERE id = $1 AND receives = $2 RETURNING *) \
+                             INSERT INTO dead_letters (event_id, app, function, payload, request_id, source, attempts, created_ms, failed_ms, error) \
+                             SELECT id, app, $3, body, message_id, 'queue:' || queue, receives, sent_ms, $4, $5 FROM gone",
+                            &[&id, &(receives as i64), &function, &failed_ms, &text(&error).as_ref()],
+                        )
+                        .await?
+                    }
+                };
+            }
+            tx.commit().await?;
+            Ok(applied)
+        })
+        .await
+    }
+
+    async fn next_visible_ms(&self, app: &str, queue: &str) -> StoreResult<Option<i64>> {
+        run(async {
+            let row = self
+                .client()
+                .await?
+                .query_one(
+                    "SELECT MIN(visible_ms) FROM messages WHERE app = $1 AND queue = $2",
+                    &[&app, &queue],
+                )
+                .await?;
+            Ok(row.get(0))
+        })
+        .await
+    }
+
+    async fn count_messages(
+        &self,
+        app: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<Vec<QueueCounts>> {
+        run(async {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT app, queue, COUNT(*) FILTER (WHERE receives = 0 OR visible_ms <= $2), \
+                            COUNT(*) FILTER (WHERE receives > 0 AND visible_ms > $2) \
+                     FROM messages WHERE $1::TEXT IS NULL OR app = $1 GROUP BY app, queue ORDER BY app, queue",
+                    &[&app, &now_ms],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| QueueCounts {
+                    app: row.get(0),
+                    queue: row.get(1),
+                    queued: row.get::<_, i64>(2) as u64,
+                    in_flight: row.get::<_, i64>(3) as u64,
+                })
+                .collect())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Schedules for PostgresStore {
+    async fn fire_schedule(
+        &self,
+        app: &str,
+        function: &str,
+        schedule: &str,
+        slot_ms: i64,
+        event: Option<NewEvent>,
+    ) -> StoreResult<bool> {
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let won = tx
+                .execute(
+                    "INSERT INTO schedule_slots (app, function, schedule, slot_ms) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (app, function, schedule) DO UPDATE SET slot_ms = EXCLUDED.slot_ms \
+                     WHERE schedule_slots.slot_ms < EXCLUDED.slot_ms",
+                    &[&app, &function, &schedule, &slot_ms],
+                )
+                .await?
+                > 0;
+            if won {
+                insert_events(&tx, event.into_iter().collect()).await?;
+            }
+            tx.commit().await?;
+            Ok(won)
+        })
+        .await
+    }
+
+    async fn last_schedule_slot(
+        &self,
+        app: &str,
+        function: &str,
+        schedule: &str,
+    ) -> StoreResult<Option<i64>> {
+        run(async {
+            let row = self
+                .client()
+                .await?
+                .query_opt(
+                    "SELECT slot_ms FROM schedule_slots WHERE app = $1 AND function = $2 AND schedule = $3",
+                    &[&app, &function, &schedule],
+                )
+                .await?;
+            Ok(row.map(|row| row.get(0)))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Backlogs for PostgresStore {
+    async fn backlogs(&self) -> StoreResult<Vec<Backlog>> {
+        run(async {
+            let client = self.client().await?;
+            let mut by_app: BTreeMap<String, Backlog> = BTreeMap::new();
+            for (table, column, is_events) in
+                [("events", "payload", true), ("messages", "body", false)]
+            {
+                let sql = format!(
+                    "SELECT app, COUNT(*), COALESCE(SUM(octet_length({column})), 0)::BIGINT FROM {table} GROUP BY app"
+                );
+                for row in client.query(&sql, &[]).await? {
+                    let app: String = row.get(0);
+                    let (count, bytes) = (row.get::<_, i64>(1) as u64, row.get::<_, i64>(2) as u64);
+                    let entry = by_app.entry(app.clone()).or_insert_with(|| Backlog {
+                        app,
+                        ..Backlog::default()
+                    });
+                    if is_events {
+                        (entry.events, entry.event_bytes) = (count, bytes);
+                    } else {
+                        (entry.messages, entry.message_bytes) = (count, bytes);
+                    }
+                }
+            }
+            Ok(by_app.into_values().collect())
+        })
+        .await
+    }
+}

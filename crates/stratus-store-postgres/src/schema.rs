@@ -1,0 +1,121 @@
+//! The schema, in additive migrations: a node of the previous release
+//! keeps working against a schema one step newer, and a node refuses a
+//! schema newer than it knows.
+
+/// Migrations, applied in order; index + 1 is the schema version.
+pub(crate) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE apps (
+    name TEXT PRIMARY KEY,
+    active_version BIGINT,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);
+CREATE TABLE versions (
+    app TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    manifest TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    packages TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    PRIMARY KEY (app, version)
+);
+CREATE TABLE packages (
+    sha256 TEXT PRIMARY KEY,
+    size BIGINT NOT NULL,
+    unpacked_bytes BIGINT NOT NULL,
+    files BIGINT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE TABLE app_keys (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL UNIQUE,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX app_keys_by_app ON app_keys (app);
+CREATE TABLE aws_credentials (
+    access_key_id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    name TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX aws_credentials_by_app ON aws_credentials (app);
+CREATE TABLE logs (
+    id BIGSERIAL PRIMARY KEY,
+    ts_ms BIGINT NOT NULL,
+    app TEXT NOT NULL,
+    function TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    instance TEXT NOT NULL,
+    request_id TEXT,
+    stream TEXT NOT NULL,
+    message TEXT NOT NULL,
+    fields TEXT
+);
+CREATE INDEX logs_by_app ON logs (app, id);
+CREATE INDEX logs_by_function ON logs (app, function, id);
+CREATE INDEX logs_by_request ON logs (request_id) WHERE request_id IS NOT NULL;
+CREATE INDEX logs_by_time ON logs (ts_ms);
+CREATE TABLE log_usage (
+    app TEXT PRIMARY KEY,
+    bytes BIGINT NOT NULL
+);
+-- The event queue: `not_before_ms` is when an event may next be claimed,
+-- and a claim moves it to the end of its lease, so one index finds new
+-- events, due retries and lapsed leases alike.
+CREATE TABLE events (
+    id BIGSERIAL PRIMARY KEY,
+    app TEXT NOT NULL,
+    function TEXT NOT NULL,
+    payload BYTEA NOT NULL,
+    request_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    created_ms BIGINT NOT NULL,
+    not_before_ms BIGINT NOT NULL,
+    lease_until_ms BIGINT,
+    last_error TEXT,
+    UNIQUE (app, function, request_id)
+);
+CREATE INDEX events_due ON events (not_before_ms, id);
+CREATE TABLE dead_letters (
+    id BIGSERIAL PRIMARY KEY,
+    event_id BIGINT NOT NULL,
+    app TEXT NOT NULL,
+    function TEXT NOT NULL,
+    payload BYTEA NOT NULL,
+    request_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    failed_ms BIGINT NOT NULL,
+    error TEXT NOT NULL
+);
+CREATE INDEX dead_letters_by_function ON dead_letters (app, function, id);
+CREATE TABLE messages (
+    id BIGSERIAL PRIMARY KEY,
+    app TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    body BYTEA NOT NULL,
+    message_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    receives BIGINT NOT NULL DEFAULT 0,
+    sent_ms BIGINT NOT NULL,
+    visible_ms BIGINT NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX messages_visible ON messages (app, queue, visible_ms, id);
+CREATE TABLE schedule_slots (
+    app TEXT NOT NULL,
+    function TEXT NOT NULL,
+    schedule TEXT NOT NULL,
+    slot_ms BIGINT NOT NULL,
+    PRIMARY KEY (app, function, schedule)
+);
+"#];

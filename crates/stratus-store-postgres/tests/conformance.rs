@@ -1,0 +1,126 @@
+//! The store suite every backend runs, on a real PostgreSQL server: each
+//! case in a database of its own, created for it and dropped after.
+//! `STRATUS_TEST_POSTGRES` names the server (a URL to a database the
+//! tests may connect to and create databases from; default
+//! `postgres://postgres@127.0.0.1:5432/postgres`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use stratus_store::Store;
+use stratus_store::conformance::Fixture;
+use stratus_store_postgres::PostgresStore;
+
+struct Postgres {
+    server: String,
+    database: String,
+}
+
+fn server() -> String {
+    std::env::var("STRATUS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Runs each of `statements` on its own on the database `server` names.
+async fn admin(server: &str, statements: &[&str]) {
+    let (client, connection) = tokio_postgres::connect(server, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|err| {
+            panic!("cannot reach PostgreSQL at {server} (set STRATUS_TEST_POSTGRES): {err}")
+        });
+    tokio::spawn(connection);
+    for sql in statements {
+        client.batch_execute(sql).await.unwrap();
+    }
+}
+
+impl Postgres {
+    async fn new() -> Postgres {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let server = server();
+        let database = format!(
+            "stratus_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        admin(
+            &server,
+            &[
+                &format!("DROP DATABASE IF EXISTS {database}"),
+                &format!("CREATE DATABASE {database}"),
+            ],
+        )
+        .await;
+        Postgres { server, database }
+    }
+
+    fn url(&self) -> String {
+        match self.server.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{}", self.database),
+            None => panic!("STRATUS_TEST_POSTGRES names no database: {}", self.server),
+        }
+    }
+}
+
+#[async_trait]
+impl Fixture for Postgres {
+    async fn open(&self) -> Arc<dyn Store> {
+        Arc::new(PostgresStore::connect(&self.url(), 4).await.unwrap())
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Dropped inside the test's runtime: the drop runs on a thread of
+        // its own.
+        let (server, database) = (self.server.clone(), self.database.clone());
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(admin(
+                    &server,
+                    &[&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")],
+                ));
+        })
+        .join();
+    }
+}
+
+stratus_store::conformance_suite!(Postgres::new());
+
+/// Nodes starting together migrate once, and a schema newer than this
+/// build knows is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_migrate_once() {
+    let db = Postgres::new().await;
+    let url = db.url();
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresStore::connect(&url, 2).await.map(|_| ()) })
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().expect("every node starts");
+    }
+    admin(&url, &["UPDATE stratus_schema SET version = version + 1"]).await;
+    let newer = PostgresStore::connect(&url, 2).await.unwrap_err();
+    assert!(
+        matches!(newer, stratus_store::StoreError::NewerSchema { .. }),
+        "{newer}"
+    );
+}
+
+/// An unreachable database is an error that names it, not a hang.
+#[tokio::test]
+async fn an_unreachable_database_is_refused_with_the_reason() {
+    let started = std::time::Instant::now();
+    let err = PostgresStore::connect("postgres://postgres@127.0.0.1:1/none", 2)
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(err.to_string().contains("database error"), "{err}");
+}
