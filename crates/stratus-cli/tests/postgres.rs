@@ -161,3 +161,92 @@ fn a_store_that_cannot_be_reached_or_named_stops_the_start_with_the_reason() {
         "{unknown}"
     );
 }
+
+/// `stratus migrate` on the data directory, expected to succeed or not:
+/// (success, stdout and stderr).
+fn migrate(data_dir: &std::path::Path, to: &str) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["migrate", "--from"])
+        .arg(data_dir)
+        .args(["--to", to])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A populated single node moves into PostgreSQL, whole, and serves there
+/// from the same data directory; the target must be new, and the source
+/// must not be in use.
+#[test]
+fn a_single_node_migrates_into_postgresql_and_serves_there() {
+    let db = Database::new("migrate");
+    let url = db.url();
+    let home = tempfile::tempdir().unwrap();
+    let data_dir = home.path().join("data");
+    let mut single = Server::start_at(tempfile::tempdir().unwrap(), data_dir.clone(), &[]);
+    let dir = single.path("moved");
+    for version in ["1", "2"] {
+        write_app(
+            &dir,
+            &[
+                (
+                    "stratus.yaml",
+                    &format!(
+                        "app: moved\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    env:\n      V: \"{version}\"\n"
+                    ),
+                ),
+                (
+                    "main.py",
+                    "import os\ndef handler(event, context):\n    return os.environ['V']\n",
+                ),
+            ],
+        );
+        single.ok(&["deploy", dir.to_str().unwrap()]);
+    }
+    let key = single.ok(&["keys", "create", "moved", "--name", "ci"]);
+    assert_eq!(single.invoke("moved/f", "{}")["result"], "2");
+
+    let (ok, said) = migrate(&data_dir, &url);
+    assert!(!ok, "migrated while a server ran: {said}");
+    assert!(
+        said.contains("another stratus server is already using"),
+        "{said}"
+    );
+    single.stop();
+
+    let (ok, said) = migrate(&data_dir, &url);
+    assert!(ok, "{said}");
+    assert!(said.contains("1 apps, 2 versions"), "{said}");
+    assert!(said.contains("1 app keys"), "{said}");
+    let (ok, said) = migrate(&data_dir, &url);
+    assert!(!ok, "migrated twice");
+    assert!(
+        said.contains("is not a new database; nothing was copied"),
+        "{said}"
+    );
+
+    // The same data directory, now on PostgreSQL: its identity moved too.
+    let node = Server::start_at(
+        tempfile::tempdir().unwrap(),
+        data_dir.clone(),
+        &["--store", &url],
+    );
+    assert_eq!(node.invoke("moved/f", "{}")["result"], "2");
+    let keys = node.ok(&["keys", "ls", "moved"]);
+    assert!(
+        keys.contains("ci"),
+        "the key moved: {keys} (created as {key})"
+    );
+    assert_eq!(
+        sql(&url, "SELECT count(*) FROM versions WHERE app = 'moved'"),
+        ["2"]
+    );
+}

@@ -20,7 +20,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use stratus_logs::Logs;
 use stratus_scheduler::{Invocation, InvokeError, Scheduler, StreamChunk};
-use stratus_store::{EventRecord, FollowUp, NewEvent, NewMessage, Settlement, Store, StoreError};
+use stratus_store::{
+    EventRecord, FollowUp, NewEvent, NewMessage, Settlement, Source, Store, StoreError,
+};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 /// Events delivered at once.
@@ -86,7 +88,7 @@ impl Events {
         app: &str,
         function: &str,
         payload: Bytes,
-        source: &str,
+        source: Source,
     ) -> stratus_store::Result<String> {
         let request_id = uuid::Uuid::new_v4().to_string();
         self.enqueue_as(app, function, payload, source, request_id)
@@ -101,7 +103,7 @@ impl Events {
         app: &str,
         function: &str,
         payload: Bytes,
-        source: &str,
+        source: Source,
         request_id: String,
     ) -> stratus_store::Result<String> {
         let now = crate::now_ms();
@@ -110,7 +112,7 @@ impl Events {
             function: function.to_owned(),
             payload: payload.to_vec(),
             request_id: request_id.clone(),
-            source: source.to_owned(),
+            source,
             created_ms: now,
             not_before_ms: now,
         };
@@ -284,7 +286,7 @@ impl Events {
     fn chained(&self, event: &EventRecord, to: &str, record: serde_json::Value) -> FollowUp {
         let now = crate::now_ms();
         let id = uuid::Uuid::new_v4().to_string();
-        let source = format!("destination:{}", event.function);
+        let source = Source::Destination(event.function.clone());
         if self.scheduler.pool(&event.app, to).is_some() {
             FollowUp::Event(NewEvent {
                 app: event.app.clone(),

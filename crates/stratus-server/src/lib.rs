@@ -14,6 +14,7 @@ pub mod config;
 mod deploy;
 mod events;
 mod listener;
+pub mod migrate;
 mod public;
 mod quotas;
 mod runtimes;

@@ -21,10 +21,11 @@ use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use stratus_store::Result as StoreResult;
 use stratus_store::{
-    AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs, Credentials, DeadLetter, EventCounts,
-    EventRecord, Events, FollowUp, KeyRecord, LogBudget, LogQuery, LogRecord, LogStore,
-    MessageRecord, MessageSettlement, Messages, NewEvent, NewMessage, NewVersion, PackageRecord,
-    Packages, QueueCounts, Schedules, Settlement, StoreError, StoredLog, Trimmed, VersionRecord,
+    AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs, Credentials, DeadLetter, Dump,
+    EventCounts, EventRecord, Events, FollowUp, KeyRecord, LogBudget, LogQuery, LogRecord,
+    LogStore, MessageRecord, MessageSettlement, Messages, NewEvent, NewMessage, NewVersion,
+    PackageRecord, Packages, QueueCounts, ScheduleSlot, Schedules, Settlement, Source, StoreError,
+    StoredLog, Transfer, Trimmed, UnitOfWork, VersionRecord, Write,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -213,7 +214,7 @@ fn event_from_row(row: &Row) -> EventRecord {
         function: row.get(2),
         payload: row.get(3),
         request_id: row.get(4),
-        source: row.get(5),
+        source: Source::from(row.get::<_, &str>(5)),
         attempts: row.get::<_, i64>(6) as u32,
         created_ms: row.get(7),
         not_before_ms: row.get(8),
@@ -244,7 +245,7 @@ fn dead_letter_from_row(row: &Row) -> DeadLetter {
         function: row.get(3),
         payload: row.get(4),
         request_id: row.get(5),
-        source: row.get(6),
+        source: Source::from(row.get::<_, &str>(6)),
         attempts: row.get::<_, i64>(7) as u32,
         created_ms: row.get(8),
         failed_ms: row.get(9),
@@ -262,7 +263,7 @@ fn message_from_row(row: &Row) -> MessageRecord {
         queue: row.get(2),
         body: row.get(3),
         message_id: row.get(4),
-        source: row.get(5),
+        source: Source::from(row.get::<_, &str>(5)),
         receives: row.get::<_, i64>(6) as u32,
         sent_ms: row.get(7),
         visible_ms: row.get(8),
@@ -296,7 +297,7 @@ async fn insert_events(tx: &impl GenericClient, events: Vec<NewEvent>) -> Result
                     &e.function,
                     &e.payload,
                     &e.request_id,
-                    &e.source,
+                    &e.source.to_string(),
                     &e.created_ms,
                     &e.not_before_ms,
                 ],
@@ -334,7 +335,7 @@ async fn insert_messages(tx: &impl GenericClient, messages: Vec<NewMessage>) -> 
                     &m.queue,
                     &m.body,
                     &m.message_id,
-                    &m.source,
+                    &m.source.to_string(),
                     &m.sent_ms,
                     &m.visible_ms,
                 ],
@@ -1374,6 +1375,254 @@ impl Schedules for PostgresStore {
                 )
                 .await?;
             Ok(row.map(|row| row.get(0)))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl UnitOfWork for PostgresStore {
+    async fn commit(&self, writes: Vec<Write>) -> StoreResult<Vec<i64>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let mut ids = Vec::with_capacity(writes.len());
+            for write in writes {
+                let id = match write {
+                    Write::Event(event) => insert_events(&tx, vec![event]).await?,
+                    Write::Message(message) => insert_messages(&tx, vec![message]).await?,
+                };
+                ids.extend(id);
+            }
+            tx.commit().await?;
+            Ok(ids)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Transfer for PostgresStore {
+    async fn export(&self) -> StoreResult<Dump> {
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let all = |sql: String| {
+                let tx = &tx;
+                async move { tx.query(&sql, &[]).await }
+            };
+            let identity = tx
+                .query_opt("SELECT value FROM meta WHERE key = 'identity'", &[])
+                .await?
+                .map(|row| row.get(0));
+            let apps = all("SELECT name, active_version, created_ms, updated_ms FROM apps ORDER BY name".into())
+                .await?;
+            let versions = all(format!("SELECT {VERSION_COLUMNS} FROM versions v ORDER BY v.app, v.version")).await?;
+            let packages = all("SELECT sha256, size, unpacked_bytes, files, created_ms FROM packages ORDER BY sha256".into())
+                .await?;
+            let keys = all("SELECT id, app, name, sha256, created_ms FROM app_keys ORDER BY app, id".into()).await?;
+            let credentials = all(format!("SELECT {AWS_CREDENTIAL_COLUMNS} FROM aws_credentials ORDER BY access_key_id")).await?;
+            let events = all(format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY id")).await?;
+            let dead = all(format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters ORDER BY id")).await?;
+            let messages = all(format!("SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY id")).await?;
+            let slots = all("SELECT app, function, schedule, slot_ms FROM schedule_slots ORDER BY app, function, schedule".into())
+                .await?;
+            Ok(Dump {
+                identity,
+                apps: apps.iter().map(app_from_row).collect(),
+                versions: versions.iter().map(version_from_row).collect::<Result<_>>()?,
+                packages: packages
+                    .iter()
+                    .map(|row| PackageRecord {
+                        sha256: row.get(0),
+                        size: row.get::<_, i64>(1) as u64,
+                        unpacked_bytes: row.get::<_, i64>(2) as u64,
+                        files: row.get::<_, i64>(3) as u64,
+                        created_ms: row.get(4),
+                    })
+                    .collect(),
+                keys: keys
+                    .iter()
+                    .map(|row| KeyRecord {
+                        id: row.get(0),
+                        app: row.get(1),
+                        name: row.get(2),
+                        sha256: row.get(3),
+                        created_ms: row.get(4),
+                    })
+                    .collect(),
+                aws_credentials: credentials.iter().map(aws_credential_from_row).collect(),
+                events: events.iter().map(event_from_row).collect(),
+                dead_letters: dead.iter().map(dead_letter_from_row).collect(),
+                messages: messages.iter().map(message_from_row).collect(),
+                schedule_slots: slots
+                    .iter()
+                    .map(|row| ScheduleSlot {
+                        app: row.get(0),
+                        function: row.get(1),
+                        schedule: row.get(2),
+                        slot_ms: row.get(3),
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn import(&self, dump: Dump) -> StoreResult<()> {
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // Nothing else writes while the store is filled.
+            tx.batch_execute(
+                "LOCK TABLE apps, versions, events, messages, dead_letters, meta IN EXCLUSIVE MODE",
+            )
+            .await?;
+            let held: String = tx
+                .query_one(
+                    "SELECT (SELECT COUNT(*) FROM apps) || ' apps, ' || (SELECT COUNT(*) FROM events) || ' events, ' \
+                     || (SELECT COUNT(*) FROM messages) || ' messages, ' || (SELECT COUNT(*) FROM dead_letters) || ' dead letters'",
+                    &[],
+                )
+                .await?
+                .get(0);
+            if held != "0 apps, 0 events, 0 messages, 0 dead letters" {
+                return Err(StoreError::NotEmpty(held).into());
+            }
+            if let Some(identity) = &dump.identity {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('identity', $1) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    &[identity],
+                )
+                .await?;
+            }
+            for a in &dump.apps {
+                tx.execute(
+                    "INSERT INTO apps (name, active_version, created_ms, updated_ms) VALUES ($1, $2, $3, $4)",
+                    &[&a.name, &a.active_version.map(i64::from), &a.created_ms, &a.updated_ms],
+                )
+                .await?;
+            }
+            for v in &dump.versions {
+                tx.execute(
+                    "INSERT INTO versions (app, version, manifest, spec, packages, created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        &v.app,
+                        &i64::from(v.version),
+                        &v.manifest,
+                        &serde_json::to_string(&v.spec)?,
+                        &serde_json::to_string(&v.packages)?,
+                        &v.created_ms,
+                    ],
+                )
+                .await?;
+            }
+            for p in &dump.packages {
+                tx.execute(
+                    "INSERT INTO packages (sha256, size, unpacked_bytes, files, created_ms) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (sha256) DO NOTHING",
+                    &[&p.sha256, &(p.size as i64), &(p.unpacked_bytes as i64), &(p.files as i64), &p.created_ms],
+                )
+                .await?;
+            }
+            for k in &dump.keys {
+                tx.execute(
+                    "INSERT INTO app_keys (id, app, name, sha256, created_ms) VALUES ($1, $2, $3, $4, $5)",
+                    &[&k.id, &k.app, &k.name, &k.sha256, &k.created_ms],
+                )
+                .await?;
+            }
+            for c in &dump.aws_credentials {
+                tx.execute(
+                    "INSERT INTO aws_credentials (access_key_id, app, name, secret, created_ms) VALUES ($1, $2, $3, $4, $5)",
+                    &[&c.access_key_id, &c.app, &c.name, &c.secret, &c.created_ms],
+                )
+                .await?;
+            }
+            for e in &dump.events {
+                tx.execute(
+                    &format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+                    &[
+                        &e.id,
+                        &e.app,
+                        &e.function,
+                        &e.payload,
+                        &e.request_id,
+                        &e.source.to_string(),
+                        &i64::from(e.attempts),
+                        &e.created_ms,
+                        &e.not_before_ms,
+                        &e.lease_until_ms,
+                        &e.last_error,
+                    ],
+                )
+                .await?;
+            }
+            for d in &dump.dead_letters {
+                tx.execute(
+                    &format!("INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+                    &[
+                        &d.id,
+                        &d.event_id,
+                        &d.app,
+                        &d.function,
+                        &d.payload,
+                        &d.request_id,
+                        &d.source.to_string(),
+                        &i64::from(d.attempts),
+                        &d.created_ms,
+                        &d.failed_ms,
+                        &d.error,
+                    ],
+                )
+                .await?;
+            }
+            for m in &dump.messages {
+                tx.execute(
+                    &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+                    &[
+                        &m.id,
+                        &m.app,
+                        &m.queue,
+                        &m.body,
+                        &m.message_id,
+                        &m.source.to_string(),
+                        &i64::from(m.receives),
+                        &m.sent_ms,
+                        &m.visible_ms,
+                        &m.last_error,
+                    ],
+                )
+                .await?;
+            }
+            for s in &dump.schedule_slots {
+                tx.execute(
+                    "INSERT INTO schedule_slots (app, function, schedule, slot_ms) VALUES ($1, $2, $3, $4)",
+                    &[&s.app, &s.function, &s.schedule, &s.slot_ms],
+                )
+                .await?;
+            }
+            // Ids go on after the largest imported, as they would have.
+            for table in ["events", "dead_letters", "messages", "logs"] {
+                tx.execute(
+                    &format!(
+                        "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {table}"
+                    ),
+                    &[],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
         })
         .await
     }

@@ -56,10 +56,19 @@ impl Postgres {
     }
 
     fn url(&self) -> String {
+        self.url_of(&self.database)
+    }
+
+    fn url_of(&self, database: &str) -> String {
         match self.server.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{}", self.database),
+            Some((base, _)) => format!("{base}/{database}"),
             None => panic!("STRATUS_TEST_POSTGRES names no database: {}", self.server),
         }
+    }
+
+    /// The other store's database.
+    fn other_database(&self) -> String {
+        format!("{}_other", self.database)
     }
 }
 
@@ -68,22 +77,47 @@ impl Fixture for Postgres {
     async fn open(&self) -> Arc<dyn Store> {
         Arc::new(PostgresStore::connect(&self.url(), 4).await.unwrap())
     }
+
+    async fn other(&self) -> Arc<dyn Store> {
+        let other = self.other_database();
+        admin(
+            &self.server,
+            &[
+                &format!("DROP DATABASE IF EXISTS {other}"),
+                &format!("CREATE DATABASE {other}"),
+            ],
+        )
+        .await;
+        Arc::new(
+            PostgresStore::connect(&self.url_of(&other), 4)
+                .await
+                .unwrap(),
+        )
+    }
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
         // Dropped inside the test's runtime: the drop runs on a thread of
         // its own.
-        let (server, database) = (self.server.clone(), self.database.clone());
+        let (server, databases) = (
+            self.server.clone(),
+            [self.database.clone(), self.other_database()],
+        );
         let _ = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(admin(
-                    &server,
-                    &[&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")],
-                ));
+                .block_on(async {
+                    for database in databases {
+                        admin(
+                            &server,
+                            &[&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")],
+                        )
+                        .await;
+                    }
+                });
         })
         .join();
     }

@@ -9,12 +9,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use stratus_store::Result as StoreResult;
 use stratus_store::{
-    AppRecord, AwsCredentialRecord, Backlog, DeadLetter, EventCounts, EventRecord, FollowUp,
+    AppRecord, AwsCredentialRecord, Backlog, DeadLetter, Dump, EventCounts, EventRecord, FollowUp,
     KeyRecord, LogBudget, LogQuery, LogRecord, MessageRecord, MessageSettlement, NewEvent,
-    NewMessage, NewVersion, PackageRecord, QueueCounts, Settlement, StoreError, StoredLog, Trimmed,
-    VersionRecord,
+    NewMessage, NewVersion, PackageRecord, QueueCounts, ScheduleSlot, Settlement, Source,
+    StoreError, StoredLog, Trimmed, VersionRecord,
 };
-use stratus_store::{Apps, Backlogs, Credentials, Events, LogStore, Messages, Packages, Schedules};
+use stratus_store::{
+    Apps, Backlogs, Credentials, Events, LogStore, Messages, Packages, Schedules, Transfer,
+    UnitOfWork, Write,
+};
 
 /// An error inside this backend, before it leaves as a [`StoreError`].
 #[derive(Debug)]
@@ -551,7 +554,7 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
         function: row.get(2)?,
         payload: row.get(3)?,
         request_id: row.get(4)?,
-        source: row.get(5)?,
+        source: Source::from(row.get::<_, String>(5)?),
         attempts: row.get(6)?,
         created_ms: row.get(7)?,
         not_before_ms: row.get(8)?,
@@ -582,7 +585,7 @@ fn dead_letter_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter>
         function: row.get(3)?,
         payload: row.get(4)?,
         request_id: row.get(5)?,
-        source: row.get(6)?,
+        source: Source::from(row.get::<_, String>(6)?),
         attempts: row.get(7)?,
         created_ms: row.get(8)?,
         failed_ms: row.get(9)?,
@@ -610,7 +613,7 @@ fn insert_events(tx: &rusqlite::Transaction<'_>, events: Vec<NewEvent>) -> Resul
                     e.function,
                     e.payload,
                     e.request_id,
-                    e.source,
+                    e.source.to_string(),
                     e.created_ms,
                     e.not_before_ms
                 ],
@@ -641,7 +644,7 @@ fn insert_messages(tx: &rusqlite::Transaction<'_>, messages: Vec<NewMessage>) ->
                 m.queue,
                 m.body,
                 m.message_id,
-                m.source,
+                m.source.to_string(),
                 m.sent_ms,
                 m.visible_ms
             ],
@@ -674,7 +677,7 @@ fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRecord> 
         queue: row.get(2)?,
         body: row.get(3)?,
         message_id: row.get(4)?,
-        source: row.get(5)?,
+        source: Source::from(row.get::<_, String>(5)?),
         receives: row.get(6)?,
         sent_ms: row.get(7)?,
         visible_ms: row.get(8)?,
@@ -1579,6 +1582,236 @@ impl Schedules for SqliteStore {
                 )?
                 .query_row(params![app, function, schedule], |row| row.get(0))
                 .optional()?)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl UnitOfWork for SqliteStore {
+    async fn commit(&self, writes: Vec<Write>) -> StoreResult<Vec<i64>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let mut ids = Vec::with_capacity(writes.len());
+            for write in writes {
+                let id = match write {
+                    Write::Event(event) => insert_events(&tx, vec![event])?,
+                    Write::Message(message) => insert_messages(&tx, vec![message])?,
+                };
+                ids.extend(id);
+            }
+            tx.commit()?;
+            Ok(ids)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Transfer for SqliteStore {
+    async fn export(&self) -> StoreResult<Dump> {
+        self.call(|conn| {
+            let tx = conn.transaction()?;
+            let mut dump = Dump {
+                identity: tx
+                    .query_row("SELECT value FROM meta WHERE key = 'identity'", [], |r| {
+                        r.get(0)
+                    })
+                    .optional()?,
+                ..Dump::default()
+            };
+            dump.apps = tx
+                .prepare("SELECT name, active_version, created_ms, updated_ms FROM apps ORDER BY name")?
+                .query_map([], app_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let sql = format!("SELECT {VERSION_COLUMNS} FROM versions v ORDER BY v.app, v.version");
+            dump.versions = tx
+                .prepare(&sql)?
+                .query_map([], version_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .map(decode_version)
+                .collect::<Result<_>>()?;
+            dump.packages = tx
+                .prepare("SELECT sha256, size, unpacked_bytes, files, created_ms FROM packages ORDER BY sha256")?
+                .query_map([], |row| {
+                    Ok(PackageRecord {
+                        sha256: row.get(0)?,
+                        size: row.get::<_, i64>(1)? as u64,
+                        unpacked_bytes: row.get::<_, i64>(2)? as u64,
+                        files: row.get::<_, i64>(3)? as u64,
+                        created_ms: row.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            dump.keys = tx
+                .prepare("SELECT id, app, name, sha256, created_ms FROM app_keys ORDER BY app, id")?
+                .query_map([], |row| {
+                    Ok(KeyRecord {
+                        id: row.get(0)?,
+                        app: row.get(1)?,
+                        name: row.get(2)?,
+                        sha256: row.get(3)?,
+                        created_ms: row.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let sql = format!("SELECT {AWS_CREDENTIAL_COLUMNS} FROM aws_credentials ORDER BY access_key_id");
+            dump.aws_credentials = tx
+                .prepare(&sql)?
+                .query_map([], aws_credential_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let sql = format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY id");
+            dump.events = tx
+                .prepare(&sql)?
+                .query_map([], event_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let sql = format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters ORDER BY id");
+            dump.dead_letters = tx
+                .prepare(&sql)?
+                .query_map([], dead_letter_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY id");
+            dump.messages = tx
+                .prepare(&sql)?
+                .query_map([], message_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            dump.schedule_slots = tx
+                .prepare("SELECT app, function, schedule, slot_ms FROM schedule_slots ORDER BY app, function, schedule")?
+                .query_map([], |row| {
+                    Ok(ScheduleSlot {
+                        app: row.get(0)?,
+                        function: row.get(1)?,
+                        schedule: row.get(2)?,
+                        slot_ms: row.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(dump)
+        })
+        .await
+    }
+
+    async fn import(&self, dump: Dump) -> StoreResult<()> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let held: String = tx.query_row(
+                "SELECT (SELECT COUNT(*) FROM apps) || ' apps, ' || (SELECT COUNT(*) FROM events) || ' events, ' \
+                 || (SELECT COUNT(*) FROM messages) || ' messages, ' || (SELECT COUNT(*) FROM dead_letters) || ' dead letters'",
+                [],
+                |r| r.get(0),
+            )?;
+            if held != "0 apps, 0 events, 0 messages, 0 dead letters" {
+                return Err(StoreError::NotEmpty(held).into());
+            }
+            if let Some(identity) = &dump.identity {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('identity', ?1) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [identity],
+                )?;
+            }
+            for a in &dump.apps {
+                tx.execute(
+                    "INSERT INTO apps (name, active_version, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![a.name, a.active_version, a.created_ms, a.updated_ms],
+                )?;
+            }
+            for v in &dump.versions {
+                tx.execute(
+                    "INSERT INTO versions (app, version, manifest, spec, packages, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        v.app,
+                        v.version,
+                        v.manifest,
+                        serde_json::to_string(&v.spec)?,
+                        serde_json::to_string(&v.packages)?,
+                        v.created_ms
+                    ],
+                )?;
+            }
+            for p in &dump.packages {
+                tx.execute(
+                    "INSERT OR IGNORE INTO packages (sha256, size, unpacked_bytes, files, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![p.sha256, p.size as i64, p.unpacked_bytes as i64, p.files as i64, p.created_ms],
+                )?;
+            }
+            for k in &dump.keys {
+                tx.execute(
+                    "INSERT INTO app_keys (id, app, name, sha256, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![k.id, k.app, k.name, k.sha256, k.created_ms],
+                )?;
+            }
+            for c in &dump.aws_credentials {
+                tx.execute(
+                    "INSERT INTO aws_credentials (access_key_id, app, name, secret, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![c.access_key_id, c.app, c.name, c.secret, c.created_ms],
+                )?;
+            }
+            for e in &dump.events {
+                tx.execute(
+                    &format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                    params![
+                        e.id,
+                        e.app,
+                        e.function,
+                        e.payload,
+                        e.request_id,
+                        e.source.to_string(),
+                        e.attempts,
+                        e.created_ms,
+                        e.not_before_ms,
+                        e.lease_until_ms,
+                        e.last_error
+                    ],
+                )?;
+            }
+            for d in &dump.dead_letters {
+                tx.execute(
+                    &format!("INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                    params![
+                        d.id,
+                        d.event_id,
+                        d.app,
+                        d.function,
+                        d.payload,
+                        d.request_id,
+                        d.source.to_string(),
+                        d.attempts,
+                        d.created_ms,
+                        d.failed_ms,
+                        d.error
+                    ],
+                )?;
+            }
+            for m in &dump.messages {
+                tx.execute(
+                    &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                    params![
+                        m.id,
+                        m.app,
+                        m.queue,
+                        m.body,
+                        m.message_id,
+                        m.source.to_string(),
+                        m.receives,
+                        m.sent_ms,
+                        m.visible_ms,
+                        m.last_error
+                    ],
+                )?;
+            }
+            for s in &dump.schedule_slots {
+                tx.execute(
+                    "INSERT INTO schedule_slots (app, function, schedule, slot_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![s.app, s.function, s.schedule, s.slot_ms],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
         })
         .await
     }

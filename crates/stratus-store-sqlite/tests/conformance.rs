@@ -15,6 +15,10 @@ impl Fixture for Sqlite {
     async fn open(&self) -> Arc<dyn Store> {
         Arc::new(SqliteStore::open(&self.0.path().join("db")).unwrap())
     }
+
+    async fn other(&self) -> Arc<dyn Store> {
+        Arc::new(SqliteStore::open(&self.0.path().join("other")).unwrap())
+    }
 }
 
 stratus_store::conformance_suite!(async { Sqlite(tempfile::tempdir().unwrap()) });

@@ -16,15 +16,19 @@ mod records;
 use async_trait::async_trait;
 
 pub use records::{
-    AppRecord, AwsCredentialRecord, DeadLetter, EventCounts, EventRecord, FollowUp, KeyRecord,
-    LogQuery, LogRecord, LogStream, MessageRecord, MessageSettlement, NewEvent, NewMessage,
-    NewVersion, PackageRecord, QueueCounts, Settlement, StoredLog, VersionRecord,
+    AppRecord, AwsCredentialRecord, DeadLetter, Dump, EventCounts, EventRecord, FollowUp,
+    KeyRecord, LogQuery, LogRecord, LogStream, MessageRecord, MessageSettlement, NewEvent,
+    NewMessage, NewVersion, PackageRecord, QueueCounts, ScheduleSlot, Settlement, Source,
+    StoredLog, VersionRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(Box<dyn std::error::Error + Send + Sync>),
+    /// A store that must be empty (the target of `stratus migrate`) is not.
+    #[error("the store is not empty: it holds {0}; migrate into a new, empty database")]
+    NotEmpty(String),
     /// The disk (or the database's size limit) is full.
     #[error("the database is full: {0}")]
     DiskFull(String),
@@ -312,10 +316,52 @@ pub trait Backlogs: Send + Sync {
     async fn backlogs(&self) -> Result<Vec<Backlog>>;
 }
 
+/// One write of a [`UnitOfWork`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Queues an event, as [`Events::enqueue_events`] does (idempotent by
+    /// request id).
+    Event(NewEvent),
+    /// Sends a message, as [`Messages::send_messages`] does.
+    Message(NewMessage),
+}
+
+/// Writes of several concerns that commit in one transaction: all of them
+/// or none. A feature that stores something together with the event it
+/// causes (an object and its storage event, a document and its change)
+/// commits both here.
+#[async_trait]
+pub trait UnitOfWork: Send + Sync {
+    /// Commits `writes` in one transaction; the id of each, in order.
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<i64>>;
+}
+
+/// A whole store moved into another: `stratus migrate`.
+#[async_trait]
+pub trait Transfer: Send + Sync {
+    /// Everything but logs, as of one moment (one transaction).
+    async fn export(&self) -> Result<Dump>;
+
+    /// Loads `dump` in one transaction, keeping its ids and identity.
+    /// Refuses a store that already holds any app, event or message
+    /// ([`StoreError::NotEmpty`]).
+    async fn import(&self, dump: Dump) -> Result<()>;
+}
+
 /// Durable platform state: every concern of one backend. Every method is
 /// one atomic step.
 pub trait Store:
-    Apps + Packages + Credentials + LogStore + Events + Messages + Schedules + Backlogs + 'static
+    Apps
+    + Packages
+    + Credentials
+    + LogStore
+    + Events
+    + Messages
+    + Schedules
+    + Backlogs
+    + UnitOfWork
+    + Transfer
+    + 'static
 {
 }
 
@@ -328,6 +374,8 @@ impl<T> Store for T where
         + Messages
         + Schedules
         + Backlogs
+        + UnitOfWork
+        + Transfer
         + 'static
 {
 }

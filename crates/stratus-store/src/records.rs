@@ -169,6 +169,75 @@ pub struct LogQuery {
     pub limit: u32,
 }
 
+/// Where an event or a message came from. Stored as text: `invoke`,
+/// `schedule`, `cloudevents`, `send`, `redrive`, `destination:FUNCTION`,
+/// `queue:QUEUE`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// An asynchronous invocation through the admin or Lambda API.
+    Invoke,
+    /// A slot of one of the function's schedules.
+    Schedule,
+    /// A CloudEvent posted to the app.
+    CloudEvents,
+    /// A message sent to a queue through the API.
+    Send,
+    /// A dead letter sent back to its queue.
+    Redrive,
+    /// The outcome of an event of this function, sent on to a destination.
+    Destination(String),
+    /// A message of this queue: the source of the dead letter a consumer
+    /// made of it, which a redrive sends back there.
+    Queue(String),
+    /// A source this build does not know (stored by a newer node), kept as
+    /// it was.
+    Other(String),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Invoke => f.write_str("invoke"),
+            Source::Schedule => f.write_str("schedule"),
+            Source::CloudEvents => f.write_str("cloudevents"),
+            Source::Send => f.write_str("send"),
+            Source::Redrive => f.write_str("redrive"),
+            Source::Destination(function) => write!(f, "destination:{function}"),
+            Source::Queue(queue) => write!(f, "queue:{queue}"),
+            Source::Other(other) => f.write_str(other),
+        }
+    }
+}
+
+impl From<&str> for Source {
+    fn from(text: &str) -> Source {
+        match text {
+            "invoke" => Source::Invoke,
+            "schedule" => Source::Schedule,
+            "cloudevents" => Source::CloudEvents,
+            "send" => Source::Send,
+            "redrive" => Source::Redrive,
+            _ => match text.split_once(':') {
+                Some(("destination", function)) => Source::Destination(function.to_owned()),
+                Some(("queue", queue)) => Source::Queue(queue.to_owned()),
+                _ => Source::Other(text.to_owned()),
+            },
+        }
+    }
+}
+
+impl From<String> for Source {
+    fn from(text: String) -> Source {
+        Source::from(text.as_str())
+    }
+}
+
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// An event about to be queued for a function: an asynchronous invocation,
 /// a trigger's firing, or a destination of another function.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,8 +249,8 @@ pub struct NewEvent {
     /// same app, function and request id is queued or in flight, enqueueing
     /// again returns that event's id instead of adding a second one.
     pub request_id: String,
-    /// Where it came from: `invoke`, `schedule`, `queue:orders`, ...
-    pub source: String,
+    /// Where it came from.
+    pub source: Source,
     pub created_ms: i64,
     /// It is not dispatched before this time.
     pub not_before_ms: i64,
@@ -196,7 +265,7 @@ pub struct EventRecord {
     pub function: String,
     pub payload: Vec<u8>,
     pub request_id: String,
-    pub source: String,
+    pub source: Source,
     /// Claims so far, this one included: a claimed event's attempt number,
     /// which its settlement quotes back.
     pub attempts: u32,
@@ -221,7 +290,7 @@ pub struct DeadLetter {
     pub function: String,
     pub payload: Vec<u8>,
     pub request_id: String,
-    pub source: String,
+    pub source: Source,
     pub attempts: u32,
     pub created_ms: i64,
     pub failed_ms: i64,
@@ -278,8 +347,8 @@ pub struct NewMessage {
     pub body: Vec<u8>,
     /// Given to the consumer with the message, the same on every delivery.
     pub message_id: String,
-    /// Who sent it: `send`, `destination:FUNCTION`, ...
-    pub source: String,
+    /// Who sent it.
+    pub source: Source,
     pub sent_ms: i64,
     /// It is not received before this time.
     pub visible_ms: i64,
@@ -294,7 +363,7 @@ pub struct MessageRecord {
     pub queue: String,
     pub body: Vec<u8>,
     pub message_id: String,
-    pub source: String,
+    pub source: Source,
     /// Receipts so far, this one included; a settlement quotes it back.
     pub receives: u32,
     pub sent_ms: i64,
@@ -381,4 +450,49 @@ pub struct EventCounts {
     /// Claimed, with a lease that has not run out.
     pub in_flight: u64,
     pub dead: u64,
+}
+
+/// The slot a schedule of a function last fired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleSlot {
+    pub app: String,
+    pub function: String,
+    pub schedule: String,
+    pub slot_ms: i64,
+}
+
+/// Everything a store holds but its logs, to move it into another store
+/// (`stratus migrate`). Ids are kept.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Dump {
+    /// The store's identity, which data directories remember.
+    pub identity: Option<String>,
+    pub apps: Vec<AppRecord>,
+    /// Every version of every app, not only the active ones.
+    pub versions: Vec<VersionRecord>,
+    pub packages: Vec<PackageRecord>,
+    pub keys: Vec<KeyRecord>,
+    pub aws_credentials: Vec<AwsCredentialRecord>,
+    pub events: Vec<EventRecord>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub messages: Vec<MessageRecord>,
+    pub schedule_slots: Vec<ScheduleSlot>,
+}
+
+impl Dump {
+    /// What it holds, counted, for people.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} apps, {} versions, {} packages, {} app keys, {} AWS credentials, {} queued events, {} dead letters, {} queue messages, {} schedule slots",
+            self.apps.len(),
+            self.versions.len(),
+            self.packages.len(),
+            self.keys.len(),
+            self.aws_credentials.len(),
+            self.events.len(),
+            self.dead_letters.len(),
+            self.messages.len(),
+            self.schedule_slots.len()
+        )
+    }
 }

@@ -10,6 +10,7 @@ mod invoke;
 mod keys;
 mod logs;
 mod ls;
+mod migrate;
 mod queue;
 mod rm;
 mod server;
@@ -45,6 +46,10 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Copy a backup into a new or empty data directory
     Restore(backup::RestoreArgs),
+    /// Move a single node's state (apps, versions, keys, credentials,
+    /// queued events and messages, dead letters, schedules) from its SQLite
+    /// database into a new PostgreSQL database
+    Migrate(migrate::MigrateArgs),
     /// Package and deploy the application in a directory
     Deploy(deploy::DeployArgs),
     /// Invoke a function and print its result, or queue an event (--async)
@@ -114,6 +119,7 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Init(args) => init::run(args),
         Command::Backup(args) => backup::backup(&conn, args),
         Command::Restore(args) => backup::restore(&conn, args),
+        Command::Migrate(args) => migrate::run(&conn, args).await,
         Command::Deploy(args) => deploy::run(&conn, args).await,
         Command::Invoke(args) => invoke::run(&conn, args).await,
         Command::Dlq(args) => dlq::run(&conn, args).await,

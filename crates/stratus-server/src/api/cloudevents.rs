@@ -120,7 +120,7 @@ pub(crate) async fn ingest(
                     &app,
                     function,
                     Bytes::from(payload.clone()),
-                    "cloudevents",
+                    stratus_store::Source::CloudEvents,
                     request_id.clone(),
                 )
                 .await?;

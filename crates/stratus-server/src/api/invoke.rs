@@ -56,7 +56,7 @@ pub(super) async fn enqueue(
         .admit(app, Kind::Events, 1, payload.len() as u64)?;
     Ok(state
         .events
-        .enqueue(app, function, payload, "invoke")
+        .enqueue(app, function, payload, stratus_store::Source::Invoke)
         .await?)
 }
 

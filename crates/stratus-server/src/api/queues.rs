@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::json;
+use stratus_store::Source;
 
 use super::ApiError;
 use super::keys::require_app;
@@ -35,7 +36,7 @@ pub(crate) async fn send(
                 ),
             )
         })?;
-    let ids = send_to(&state, &app, &queue, vec![body], "send").await?;
+    let ids = send_to(&state, &app, &queue, vec![body], Source::Send).await?;
     Ok((
         StatusCode::OK,
         Json(json!({ "app": app, "queue": queue, "message_id": ids[0] })),
@@ -49,7 +50,7 @@ pub(crate) async fn send_to(
     app: &str,
     queue: &str,
     bodies: Vec<Bytes>,
-    source: &str,
+    source: Source,
 ) -> Result<Vec<String>, ApiError> {
     let bytes = bodies.iter().map(|b| b.len() as u64).sum();
     state.quotas.admit(

@@ -125,7 +125,7 @@ impl Queues {
         app: &str,
         queue: &str,
         bodies: Vec<Bytes>,
-        source: &str,
+        source: stratus_store::Source,
     ) -> Result<Vec<String>, SendError> {
         let known = {
             let declared = self.declared.lock().unwrap_or_else(|p| p.into_inner());
@@ -145,7 +145,7 @@ impl Queues {
                 queue: queue.to_owned(),
                 body: body.to_vec(),
                 message_id: uuid::Uuid::new_v4().to_string(),
-                source: source.to_owned(),
+                source: source.clone(),
                 sent_ms: now,
                 visible_ms: now,
             })

@@ -220,7 +220,7 @@ impl Timer {
                 function: self.function.clone(),
                 payload: Bytes::from(event.to_string()).to_vec(),
                 request_id: id,
-                source: "schedule".to_owned(),
+                source: stratus_store::Source::Schedule,
                 created_ms: now,
                 not_before_ms: now,
             }

@@ -1,5 +1,5 @@
 use super::Fixture;
-use crate::{EventCounts, FollowUp, NewEvent, Settlement};
+use crate::{EventCounts, FollowUp, NewEvent, Settlement, Source};
 
 fn event(app: &str, function: &str, request_id: &str, not_before_ms: i64) -> NewEvent {
     NewEvent {
@@ -37,12 +37,8 @@ pub async fn delivered_events_leave_the_queue(f: &dyn Fixture) {
     assert_eq!(claimed.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
     let first = &claimed[0];
     assert_eq!(
-        (
-            first.app.as_str(),
-            first.function.as_str(),
-            first.source.as_str()
-        ),
-        ("a", "f", "invoke")
+        (first.app.as_str(), first.function.as_str(), &first.source),
+        ("a", "f", &Source::Invoke)
     );
     assert_eq!(first.payload, b"{\"n\":\"r1\"}");
     assert_eq!(first.attempts, 1);
@@ -316,7 +312,7 @@ pub async fn settlements_queue_their_destinations_atomically(f: &dyn Fixture) {
         .unwrap();
     let claimed = store.claim_events(0, 10, 100).await.unwrap();
     let mut success = event("a", "next", "r1", 5);
-    success.source = "function:f".into();
+    success.source = Source::Destination("f".into());
     let failure = event("a", "on-failure", "r2", 5);
     let applied = store
         .settle_events(vec![
@@ -345,9 +341,12 @@ pub async fn settlements_queue_their_destinations_atomically(f: &dyn Fixture) {
     let next = store.claim_events(5, 10, 100).await.unwrap();
     assert_eq!(
         next.iter()
-            .map(|e| (e.function.as_str(), e.source.as_str()))
+            .map(|e| (e.function.as_str(), e.source.to_string()))
             .collect::<Vec<_>>(),
-        [("next", "function:f"), ("on-failure", "invoke")]
+        [
+            ("next", "destination:f".to_owned()),
+            ("on-failure", "invoke".to_owned())
+        ]
     );
 }
 

@@ -6,6 +6,7 @@ pub mod apps;
 pub mod credentials;
 pub mod events;
 pub mod queues;
+pub mod transfer;
 
 use std::sync::Arc;
 
@@ -19,6 +20,10 @@ pub trait Fixture: Send + Sync {
     /// Opens the store. Every call opens the same state again, as a server
     /// that restarts would.
     async fn open(&self) -> Arc<dyn Store>;
+
+    /// Another store of the same backend, new and empty, kept as long as
+    /// the fixture (the target of a move).
+    async fn other(&self) -> Arc<dyn Store>;
 }
 
 /// One `#[tokio::test]` per case of the suite, each on the [`Fixture`] the
@@ -44,6 +49,8 @@ macro_rules! conformance_suite {
             queues::messages_are_received_in_batches_hidden_and_settled,
             queues::a_destination_can_be_a_queue,
             queues::a_schedule_slot_fires_once,
+            queues::a_unit_of_work_commits_events_and_messages_together,
+            transfer::a_store_moves_into_an_empty_one_whole,
         );
     };
     (@cases $fixture:expr; $($module:ident :: $case:ident),* $(,)?) => {

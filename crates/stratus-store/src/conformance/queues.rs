@@ -1,5 +1,7 @@
 use super::Fixture;
-use crate::{FollowUp, MessageSettlement, NewEvent, NewMessage, QueueCounts, Settlement};
+use crate::{
+    FollowUp, MessageSettlement, NewEvent, NewMessage, QueueCounts, Settlement, Source, Write,
+};
 
 fn message(queue: &str, body: &str, visible_ms: i64) -> NewMessage {
     NewMessage {
@@ -123,7 +125,7 @@ pub async fn messages_are_received_in_batches_hidden_and_settled(f: &dyn Fixture
         .await
         .unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].source, "queue:q");
+    assert_eq!(dead[0].source, Source::Queue("q".into()));
     assert_eq!(dead[0].request_id, "m-3");
     assert_eq!(
         store
@@ -232,4 +234,36 @@ pub async fn a_schedule_slot_fires_once(f: &dyn Fixture) {
     let fired = store.claim_events(1000, 10, 100).await.unwrap();
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].request_id, "slot-60");
+}
+
+/// Writes of several concerns commit together, each with its id.
+pub async fn a_unit_of_work_commits_events_and_messages_together(f: &dyn Fixture) {
+    let store = f.open().await;
+    let event = NewEvent {
+        app: "a".into(),
+        function: "f".into(),
+        payload: b"{}".to_vec(),
+        request_id: "r1".into(),
+        source: Source::Invoke,
+        created_ms: 1,
+        not_before_ms: 0,
+    };
+    let ids = store
+        .commit(vec![
+            Write::Event(event.clone()),
+            Write::Message(message("q", "one", 0)),
+            // Idempotent by request id, as enqueueing is.
+            Write::Event(event),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(ids[0], ids[2]);
+    let claimed = store.claim_events(10, 10, 100).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, ids[0]);
+    let received = store.receive_messages("a", "q", 10, 10, 100).await.unwrap();
+    assert_eq!(bodies(&received), ["one"]);
+    assert_eq!(received[0].id, ids[1]);
+    assert!(store.commit(Vec::new()).await.unwrap().is_empty());
 }

@@ -1,0 +1,139 @@
+use std::collections::BTreeMap;
+
+use super::Fixture;
+use crate::{
+    AwsCredentialRecord, KeyRecord, NewEvent, NewMessage, NewVersion, PackageRecord, Settlement,
+    Source, StoreError,
+};
+
+fn version(app: &str) -> NewVersion {
+    let text = format!("app: {app}\nfunctions:\n  f:\n    runtime: python3\n    handler: m.h\n");
+    NewVersion {
+        spec: stratus_manifest::parse("stratus.yaml", &text).unwrap(),
+        manifest: text,
+        packages: BTreeMap::from([(".".to_owned(), "b".repeat(64))]),
+        created_ms: 7,
+    }
+}
+
+fn event(request_id: &str) -> NewEvent {
+    NewEvent {
+        app: "a".into(),
+        function: "f".into(),
+        payload: vec![0, 1, 2, 255],
+        request_id: request_id.into(),
+        source: Source::Destination("g".into()),
+        created_ms: 3,
+        not_before_ms: 0,
+    }
+}
+
+/// Everything but logs moves, ids and identity kept; the target must be
+/// empty; ids go on after the moved ones.
+pub async fn a_store_moves_into_an_empty_one_whole(f: &dyn Fixture) {
+    let store = f.open().await;
+    store.identity("the-identity").await.unwrap();
+    store.activate(version("a")).await.unwrap();
+    store.activate(version("a")).await.unwrap();
+    store
+        .put_package(PackageRecord {
+            sha256: "b".repeat(64),
+            size: 10,
+            unpacked_bytes: 20,
+            files: 2,
+            created_ms: 5,
+        })
+        .await
+        .unwrap();
+    store
+        .create_key(KeyRecord {
+            id: "k1".into(),
+            app: "a".into(),
+            name: "web".into(),
+            sha256: "c".repeat(64),
+            created_ms: 1,
+        })
+        .await
+        .unwrap();
+    store
+        .create_aws_credential(AwsCredentialRecord {
+            access_key_id: "AKST1".into(),
+            app: "a".into(),
+            name: "ci".into(),
+            secret: "sealed".into(),
+            created_ms: 1,
+        })
+        .await
+        .unwrap();
+    store
+        .enqueue_events(vec![event("r1"), event("r2"), event("r3")])
+        .await
+        .unwrap();
+    // One in flight, one dead, one queued.
+    let claimed = store.claim_events(10, 2, 1000).await.unwrap();
+    store
+        .settle_events(vec![Settlement::Dead {
+            id: claimed[1].id,
+            attempt: claimed[1].attempts,
+            failed_ms: 11,
+            error: "boom".into(),
+            then: Vec::new(),
+        }])
+        .await
+        .unwrap();
+    store
+        .send_messages(vec![NewMessage {
+            app: "a".into(),
+            queue: "q".into(),
+            body: b"m".to_vec(),
+            message_id: "m1".into(),
+            source: Source::Send,
+            sent_ms: 2,
+            visible_ms: 0,
+        }])
+        .await
+        .unwrap();
+    store
+        .fire_schedule("a", "f", "rate(1 minute)", 60_000, None)
+        .await
+        .unwrap();
+
+    let dump = store.export().await.unwrap();
+    assert_eq!(dump.identity.as_deref(), Some("the-identity"));
+    assert_eq!(
+        dump.versions.len(),
+        2,
+        "every version, not only the active one"
+    );
+    assert_eq!(
+        (
+            dump.events.len(),
+            dump.dead_letters.len(),
+            dump.messages.len()
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(dump.schedule_slots.len(), 1);
+
+    let other = f.other().await;
+    other.import(dump.clone()).await.unwrap();
+    assert_eq!(other.export().await.unwrap(), dump, "moved whole");
+    assert_eq!(other.identity("another").await.unwrap(), "the-identity");
+    assert_eq!(other.active_version("a").await.unwrap().unwrap().version, 2);
+
+    // Only into an empty store.
+    let refused = other.import(dump.clone()).await.unwrap_err();
+    assert!(matches!(refused, StoreError::NotEmpty(_)), "{refused}");
+    let refused = store.import(dump.clone()).await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("migrate into a new, empty database"),
+        "{refused}"
+    );
+
+    // New ids go on after the moved ones.
+    let largest = dump.events.iter().map(|e| e.id).max().unwrap();
+    let id = other.enqueue_events(vec![event("r9")]).await.unwrap()[0];
+    assert!(id > largest, "{id} after {largest}");
+}
