@@ -250,3 +250,148 @@ fn a_single_node_migrates_into_postgresql_and_serves_there() {
         ["2"]
     );
 }
+
+fn cluster_app(dir: &std::path::Path, version: &str) {
+    write_app(
+        dir,
+        &[
+            (
+                "stratus.yaml",
+                &format!(
+                    "app: shared\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    env:\n      V: \"{version}\"\n    http: {{ path: /v }}\n  closed:\n    runtime: python3\n    handler: main.handler\n    http: {{ path: /closed, auth: key }}\n"
+                ),
+            ),
+            (
+                "main.py",
+                "import os\ndef handler(event, context):\n    print('handled', event.get('n'))\n    if 'requestContext' in event:\n        return {'statusCode': 200, 'body': os.environ.get('V', '-')}\n    return os.environ['V']\n",
+            ),
+        ],
+    );
+}
+
+/// What `GET /shared/v` answers on `node`'s public listener, if anything.
+fn served(node: &Server) -> Option<String> {
+    let response = common::client()
+        .get(format!("{}/shared/v", node.public))
+        .send()
+        .ok()?;
+    response
+        .status()
+        .is_success()
+        .then(|| response.text().unwrap_or_default())
+}
+
+/// Three nodes share one database, one admin token and one secrets key:
+/// a deploy through one serves through the others, which take the package
+/// from the store; a key made through one opens routes on the others; a
+/// redeploy and a removal through another node follow; an event accepted
+/// by one node is handled and its lines are read through any.
+#[test]
+fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
+    let within = std::time::Duration::from_secs(5);
+    let db = Database::new("cluster");
+    let url = db.url();
+    let shared = tempfile::tempdir().unwrap();
+    let token_file = shared.path().join("admin.token");
+    std::fs::write(&token_file, "t".repeat(40)).unwrap();
+    let key_file = shared.path().join("secrets.key");
+    let (token_file, key_file) = (token_file.to_str().unwrap(), key_file.to_str().unwrap());
+    let mut nodes: Vec<Server> = (0..3)
+        .map(|_| {
+            Server::start_with(&[
+                "--store",
+                &url,
+                "--admin-token-file",
+                token_file,
+                "--secrets-key-file",
+                key_file,
+            ])
+        })
+        .collect();
+    assert!(
+        nodes.iter().all(|n| n.token == "t".repeat(40)),
+        "one admin token"
+    );
+    let dir = nodes[0].path("shared");
+    cluster_app(&dir, "1");
+    nodes[0].ok(&["deploy", dir.to_str().unwrap()]);
+    for node in &nodes {
+        common::eventually(within, || match served(node) {
+            Some(body) if body == "1" => Ok(()),
+            other => Err(format!("node at {} answers {other:?}", node.public)),
+        });
+    }
+    assert_eq!(nodes[2].invoke("shared/f", "{}")["result"], "1");
+
+    // A key made through one node opens the route on the others.
+    let key = nodes[0]
+        .ok(&["keys", "create", "shared", "--name", "ci"])
+        .trim()
+        .to_owned();
+    for node in &nodes {
+        common::eventually(within, || {
+            let status = common::client()
+                .get(format!("{}/shared/closed", node.public))
+                .header("x-stratus-key", &key)
+                .send()
+                .map(|r| r.status().as_u16());
+            match status {
+                Ok(200) => Ok(()),
+                other => Err(format!("node at {} answers {other:?}", node.public)),
+            }
+        });
+    }
+    // So does an AWS credential: every node opens its secret.
+    let aws = nodes[1].ok(&["keys", "create", "shared", "--aws", "--output", "json"]);
+    let aws: serde_json::Value = serde_json::from_str(&aws).unwrap();
+    let id = aws["access_key_id"].as_str().unwrap().to_owned();
+    nodes[2].stop();
+    nodes[2].restart();
+    let log = std::fs::read_to_string(nodes[2].path("restart.log")).unwrap();
+    assert!(
+        !log.contains(&id),
+        "the credential opens on a restarted node: {log}"
+    );
+    // A node given another key cannot open it, and says so.
+    let mut stranger = Server::start_with(&["--store", &url, "--admin-token-file", token_file]);
+    stranger.stop();
+    stranger.restart();
+    let log = std::fs::read_to_string(stranger.path("restart.log")).unwrap();
+    assert!(
+        log.contains(&id) && log.contains("cannot sign requests"),
+        "{log}"
+    );
+    drop(stranger);
+
+    // A redeploy through another node.
+    let dir = nodes[1].path("shared");
+    cluster_app(&dir, "2");
+    nodes[1].ok(&["deploy", dir.to_str().unwrap()]);
+    for node in &nodes {
+        common::eventually(within, || match served(node) {
+            Some(body) if body == "2" => Ok(()),
+            other => Err(format!("node at {} answers {other:?}", node.public)),
+        });
+    }
+
+    // An event accepted by one node is handled, and any node reads its line.
+    let accepted = nodes[1].ok(&["invoke", "shared/f", "--async", "-d", r#"{"n": 7}"#]);
+    assert!(accepted.starts_with("accepted"), "{accepted}");
+    common::eventually(std::time::Duration::from_secs(20), || {
+        let lines = common::log_records(&nodes[2], "shared/f", &[]);
+        if lines.iter().any(|r| r["message"] == "handled 7") {
+            Ok(())
+        } else {
+            Err(format!("lines: {lines:?}"))
+        }
+    });
+
+    // A removal through the third.
+    nodes[2].ok(&["rm", "shared"]);
+    for node in &nodes {
+        common::eventually(within, || match served(node) {
+            None => Ok(()),
+            Some(body) => Err(format!("node at {} still answers {body}", node.public)),
+        });
+    }
+}

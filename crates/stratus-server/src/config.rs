@@ -70,6 +70,16 @@ pub struct ServerConfig {
     /// Connections to a PostgreSQL store, at most
     #[arg(long, default_value_t = stratus_store_postgres::DEFAULT_POOL_SIZE)]
     pub store_pool_size: usize,
+    /// A file holding the admin token to use (and keep in the data
+    /// directory), so that every node of a cluster takes the same one;
+    /// default: the data directory's own, made at first start
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// The key that seals stored secrets (made there if missing); every
+    /// node sharing a store must be given the same one; default:
+    /// DATA_DIR/secrets.key
+    #[arg(long)]
+    pub secrets_key_file: Option<PathBuf>,
     /// Name server (ADDR:PORT) that resolves the hosts of egress rules
     /// (`network.outbound`), with their TTLs; repeat for more. Default:
     /// the nameservers of /etc/resolv.conf

@@ -72,7 +72,9 @@ pub(crate) fn is_sha256(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Validates, unpacks and records an uploaded package. Idempotent.
+/// Validates, unpacks and records an uploaded package; on a store that
+/// nodes share, keeps its bytes there too, for the nodes that were not
+/// given it. Idempotent.
 pub(crate) async fn put_package(
     state: &AppState,
     sha256: &str,
@@ -84,13 +86,66 @@ pub(crate) async fn put_package(
             "a package id is the lower-case hex SHA-256 of the archive",
         ));
     }
-    let data_dir = state.config.data_dir.clone();
-    let limits = stratus_archive::Limits {
-        max_unpacked_bytes: state.config.limits.max_unpacked_bytes,
+    let record = keep_package(
+        state.config.data_dir.clone(),
+        unpack_limits(state.config.limits.max_unpacked_bytes),
+        sha256.to_owned(),
+        body.clone(),
+    )
+    .await?;
+    if let Some(shared) = &state.shared_packages {
+        shared.put_package_bytes(sha256, &body).await?;
+    }
+    state.store.put_package(record.clone()).await?;
+    Ok(record)
+}
+
+pub(crate) fn unpack_limits(max_unpacked_bytes: u64) -> stratus_archive::Limits {
+    stratus_archive::Limits {
+        max_unpacked_bytes,
         ..stratus_archive::Limits::default()
+    }
+}
+
+/// Makes sure the code of package `sha256` is in the data directory: a
+/// node that was not given the package takes it from the shared store.
+pub(crate) async fn ensure_code(
+    data_dir: &Path,
+    limits: stratus_archive::Limits,
+    shared: &dyn stratus_store::SharedPackages,
+    sha256: &str,
+) -> Result<(), ApiError> {
+    if code_dir(data_dir, sha256).is_dir() {
+        return Ok(());
+    }
+    let Some(bytes) = shared.package_bytes(sha256).await? else {
+        return Err(ApiError::internal(
+            "fetch a package",
+            format!(
+                "package {sha256} is in neither this node's data directory nor the shared store"
+            ),
+        ));
     };
-    let id = sha256.to_owned();
-    let record = tokio::task::spawn_blocking(move || -> Result<PackageRecord, ApiError> {
+    keep_package(
+        data_dir.to_owned(),
+        limits,
+        sha256.to_owned(),
+        Bytes::from(bytes),
+    )
+    .await?;
+    tracing::info!(package = sha256, "took a package from the shared store");
+    Ok(())
+}
+
+/// Checks `body` against its id, unpacks it under `code/` and keeps the
+/// archive under `packages/`, each whole or not at all.
+async fn keep_package(
+    data_dir: PathBuf,
+    limits: stratus_archive::Limits,
+    id: String,
+    body: Bytes,
+) -> Result<PackageRecord, ApiError> {
+    tokio::task::spawn_blocking(move || -> Result<PackageRecord, ApiError> {
         let actual = sha256_hex(&body);
         if actual != id {
             return Err(ApiError::bad_request(
@@ -143,9 +198,7 @@ pub(crate) async fn put_package(
         })
     })
     .await
-    .map_err(|e| ApiError::internal("the package worker failed", e))??;
-    state.store.put_package(record.clone()).await?;
-    Ok(record)
+    .map_err(|e| ApiError::internal("the package worker failed", e))?
 }
 
 #[derive(Debug, Deserialize)]
@@ -331,14 +384,7 @@ pub(crate) async fn deploy(
             created_ms: crate::now_ms(),
         })
         .await?;
-    // Functions first, then the routes that lead to them.
-    state.scheduler.publish_app(
-        app,
-        crate::function_configs(&state.config.data_dir, &version),
-        crate::service_configs(&state.config.data_dir, &version),
-    );
-    state.directory.publish(&version);
-    state.triggers.reconcile(app, Some(&version.spec));
+    crate::cluster::publish(state, &version);
     tracing::info!(app, version = version.version, "deployed");
     Ok(DeployResponse {
         app: app.to_owned(),

@@ -25,6 +25,10 @@ use stratus_store::{
 };
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
+/// Claims of an event for a function this node does not serve, when other
+/// nodes share the store, before it is taken for gone: room for a node to
+/// take up a deploy made on another.
+const UNSERVED_ATTEMPTS: u32 = 10;
 /// Events delivered at once.
 const MAX_IN_FLIGHT: usize = 256;
 /// Longest a claimed event is kept from other claimers: longer than any
@@ -51,6 +55,9 @@ pub(crate) struct Events {
     /// attempt would use up one of its retries).
     per_function: Mutex<HashMap<(String, String), FunctionSlots>>,
     stopping: AtomicBool,
+    /// Other nodes share the store: an event for a function this node does
+    /// not serve yet may be for a deploy it has not taken up.
+    shared: bool,
     /// Events on their way into the store, committed together.
     accept: mpsc::Sender<Accept>,
 }
@@ -66,6 +73,7 @@ impl Events {
         store: Arc<dyn Store>,
         scheduler: Arc<Scheduler>,
         logs: Arc<dyn Logs>,
+        shared: bool,
     ) -> Arc<Events> {
         let (accept, pending) = mpsc::channel(4 * MAX_COMMIT);
         tokio::spawn(commit(store.clone(), pending));
@@ -77,6 +85,7 @@ impl Events {
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             per_function: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            shared,
             accept,
         })
     }
@@ -191,10 +200,19 @@ impl Events {
 
     async fn deliver(&self, event: EventRecord) {
         let Some(pool) = self.scheduler.pool(&event.app, &event.function) else {
+            let now = crate::now_ms();
+            if self.shared && event.attempts < UNSERVED_ATTEMPTS {
+                // Again once this node (or another) serves it; an event of
+                // a function that is gone for good runs out of attempts.
+                let error = format!(
+                    "function {}/{} is not served by this node (yet)",
+                    event.app, event.function
+                );
+                let later = now + 2 * crate::cluster::FOLLOW_EVERY.as_millis() as i64;
+                return self.settle(Settlement::retry(&event, later, error)).await;
+            }
             let error = format!("function {}/{} no longer exists", event.app, event.function);
-            return self
-                .settle(Settlement::dead(&event, crate::now_ms(), error))
-                .await;
+            return self.settle(Settlement::dead(&event, now, error)).await;
         };
         let spec = &pool.config.spec;
         let (retries, max_age) = (spec.retries, spec.max_event_age);

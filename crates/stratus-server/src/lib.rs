@@ -10,6 +10,7 @@
 
 mod api;
 pub mod backup;
+mod cluster;
 pub mod config;
 mod deploy;
 mod events;
@@ -78,6 +79,10 @@ pub(crate) struct AppState {
     pub aws_credentials: api::AwsCredentials,
     /// Seals secrets before they are stored.
     pub(crate) sealer: secrets::Sealer,
+    /// The version of each app this node serves.
+    pub published: cluster::Published,
+    /// Package bytes in a store that nodes share; none on SQLite.
+    pub shared_packages: Option<Arc<dyn stratus_store::SharedPackages>>,
     /// What each app may hold queued.
     pub(crate) quotas: Arc<quotas::Quotas>,
     /// Schedules, queues and the other sources of events.
@@ -148,9 +153,12 @@ pub async fn run(
             "DEGRADED: the data directory's disk is (nearly) full; logs are trimmed to make room, and deploys and other writes may fail until there is room"
         );
     }
-    let (store, shared) = open_store(&config, &data_dir).await?;
+    let (store, shared, shared_packages) = open_store(&config, &data_dir).await?;
     check_store_identity(&*store, &shared, &data_dir, config.accept_empty_store).await?;
-    let token = token::load_or_create(&data_dir.join(TOKEN_FILE))?;
+    let token = match &config.admin_token_file {
+        Some(from) => token::handed(from, &data_dir.join(TOKEN_FILE))?,
+        None => token::load_or_create(&data_dir.join(TOKEN_FILE))?,
+    };
 
     let launcher = Arc::new(launcher);
     // Before any instance starts: none may reach the admin listener.
@@ -259,6 +267,27 @@ pub async fn run(
         .active_versions()
         .await
         .context("cannot read deployed applications")?;
+    let mut deployed = deployed;
+    if let Some(shared) = &shared_packages {
+        // A node that was not given a package takes it from the store; an
+        // app whose packages cannot be had is left out (and said so).
+        let limits = deploy::unpack_limits(config.limits.max_unpacked_bytes);
+        let mut ready = Vec::with_capacity(deployed.len());
+        'apps: for version in deployed {
+            for sha256 in version.packages.values() {
+                if let Err(err) = deploy::ensure_code(&data_dir, limits, &**shared, sha256).await {
+                    tracing::error!(
+                        app = version.app,
+                        error = err.message,
+                        "cannot serve an app: a package of it is missing"
+                    );
+                    continue 'apps;
+                }
+            }
+            ready.push(version);
+        }
+        deployed = ready;
+    }
     for version in &deployed {
         scheduler.publish_app(
             &version.app,
@@ -305,12 +334,22 @@ pub async fn run(
     write_server_file(&data_dir, &info)?;
     tracing::info!(public = %info.public, admin = %info.admin, data_dir = %data_dir.display(), "stratus is serving");
 
-    let events = events::Events::new(store.clone(), scheduler.clone(), logs.clone());
+    let events = events::Events::new(
+        store.clone(),
+        scheduler.clone(),
+        logs.clone(),
+        shared_packages.is_some(),
+    );
     let events_task = tokio::spawn(events.clone().run());
     let quotas = quotas::Quotas::new(config.quotas.clone());
     quotas.refresh(&*store).await;
     let quotas_task = quotas.start(store.clone());
-    let sealer = secrets::Sealer::load_or_create(&data_dir.join(secrets::KEY_FILE))?;
+    let sealer = secrets::Sealer::load_or_create(
+        &config
+            .secrets_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(secrets::KEY_FILE)),
+    )?;
     let aws_credentials = api::AwsCredentials::new(open_aws_credentials(&*store, &sealer).await?);
     let wake_events = events.clone();
     let triggers = triggers::Triggers::new(
@@ -341,6 +380,13 @@ pub async fn run(
         config: config.clone(),
         token,
         deploy_lock: tokio::sync::Mutex::new(()),
+        published: std::sync::Mutex::new(
+            deployed
+                .iter()
+                .map(|v| (v.app.clone(), v.version))
+                .collect(),
+        ),
+        shared_packages: shared_packages.clone(),
         directory: directory.clone(),
         public_url: info.public.clone(),
         logs: logs.clone(),
@@ -355,6 +401,9 @@ pub async fn run(
         proxy: public::Clients::new(),
         bodies: public::BodyBudget::new(config.http.max_buffered_body_bytes),
     });
+    // Nodes that share the store take up each other's deploys.
+    let follow_task =
+        shared_packages.map(|shared| tokio::spawn(cluster::follow(state.clone(), shared)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -413,6 +462,9 @@ pub async fn run(
         tracing::warn!("connections still open after shutdown; closing them");
     }
     quotas_task.abort();
+    if let Some(task) = follow_task {
+        task.abort();
+    }
     store_logs.stop().await;
     let _ = std::fs::remove_file(data_dir.join(SERVER_FILE));
     tracing::info!("stopped");
@@ -581,13 +633,17 @@ fn redact(url: &str) -> String {
 async fn open_store(
     config: &ServerConfig,
     data_dir: &Path,
-) -> anyhow::Result<(Arc<dyn Store>, StoreKind)> {
+) -> anyhow::Result<(
+    Arc<dyn Store>,
+    StoreKind,
+    Option<Arc<dyn stratus_store::SharedPackages>>,
+)> {
     match config.store.as_deref() {
         None => {
             let path = data_dir.join("stratus.db");
             let store = SqliteStore::open(&path)
                 .context("cannot open the database in the data directory")?;
-            Ok((Arc::new(store), StoreKind::Sqlite(path)))
+            Ok((Arc::new(store), StoreKind::Sqlite(path), None))
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let kind = StoreKind::Postgres(url.to_owned());
@@ -595,7 +651,8 @@ async fn open_store(
                 .await
                 .with_context(|| format!("cannot open {kind}"))?;
             tracing::info!(store = %kind, "platform state is kept in PostgreSQL");
-            Ok((Arc::new(store), kind))
+            let store = Arc::new(store);
+            Ok((store.clone(), kind, Some(store)))
         }
         Some(other) => anyhow::bail!(
             "--store {other:?} is not a store this server knows: give postgres://USER@HOST/DB, or leave it out for SQLite in the data directory"

@@ -40,12 +40,22 @@ impl Sealer {
                 let mut key = [0u8; KEY_LEN];
                 getrandom::fill(&mut key)
                     .map_err(|err| anyhow::anyhow!("no randomness for {KEY_FILE}: {err}"))?;
-                let mut file = std::fs::OpenOptions::new()
+                let mut file = match std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .open(path)
-                    .with_context(|| format!("cannot create {}", path.display()))?;
+                {
+                    Ok(file) => file,
+                    // Another node given the same file made it first.
+                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Sealer::load_or_create(path);
+                    }
+                    Err(err) => {
+                        return Err(err)
+                            .with_context(|| format!("cannot create {}", path.display()));
+                    }
+                };
                 file.write_all(&key)
                     .and_then(|()| file.sync_all())
                     .with_context(|| format!("cannot write {}", path.display()))?;

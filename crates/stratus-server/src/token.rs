@@ -33,3 +33,28 @@ pub(crate) fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
     getrandom::fill(&mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
+
+/// The admin token handed to this node in `from` (so that every node of a
+/// cluster takes the same one), kept in `path` too for the local CLI.
+pub(crate) fn handed(from: &Path, path: &Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(from)
+        .with_context(|| format!("cannot read the admin token file {}", from.display()))?;
+    let token = token.trim().to_owned();
+    anyhow::ensure!(
+        token.len() >= 32 && token.bytes().all(|b| b.is_ascii_graphic()),
+        "{} holds no usable admin token: give at least 32 printable characters, such as another node's DATA_DIR/admin.token",
+        from.display()
+    );
+    if std::fs::read_to_string(path).ok().as_deref().map(str::trim) != Some(token.as_str()) {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        file.write_all(token.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(token)
+}

@@ -24,8 +24,8 @@ use stratus_store::{
     AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs, Credentials, DeadLetter, Dump,
     EventCounts, EventRecord, Events, FollowUp, KeyRecord, LogBudget, LogQuery, LogRecord,
     LogStore, MessageRecord, MessageSettlement, Messages, NewEvent, NewMessage, NewVersion,
-    PackageRecord, Packages, QueueCounts, ScheduleSlot, Schedules, Settlement, Source, StoreError,
-    StoredLog, Transfer, Trimmed, UnitOfWork, VersionRecord, Write,
+    PackageRecord, Packages, QueueCounts, ScheduleSlot, Schedules, Settlement, SharedPackages,
+    Source, StoreError, StoredLog, Transfer, Trimmed, UnitOfWork, VersionRecord, Write,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -37,6 +37,8 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The advisory lock migrations take (an arbitrary, fixed key).
 const MIGRATION_LOCK: i64 = 0x5354_5241_5455_5301;
+/// Bytes of a package in one row.
+const PACKAGE_CHUNK: usize = 1 << 20;
 /// Log records deleted in one statement while trimming.
 const TRIM_CHUNK: i64 = 1000;
 /// Bytes a log record counts for toward the budget.
@@ -138,21 +140,14 @@ impl PostgresStore {
 
     async fn migrate(&self) -> Result<()> {
         let mut client = self.client().await?;
-        client
-            .batch_execute("CREATE TABLE IF NOT EXISTS stratus_schema (version BIGINT NOT NULL)")
-            .await
-            .or_else(|err| {
-                // Two nodes creating it at once: one wins, which is enough.
-                if err.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                    Ok(())
-                } else {
-                    Err(err)
-                }
-            })?;
         let known = schema::MIGRATIONS.len() as i64;
         loop {
             let tx = client.transaction().await?;
+            // Under the lock, so that nodes starting together take turns,
+            // the schema table included.
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            tx.batch_execute("CREATE TABLE IF NOT EXISTS stratus_schema (version BIGINT NOT NULL)")
                 .await?;
             let current: i64 = tx
                 .query_opt("SELECT version FROM stratus_schema", &[])
@@ -1399,6 +1394,51 @@ impl UnitOfWork for PostgresStore {
             }
             tx.commit().await?;
             Ok(ids)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SharedPackages for PostgresStore {
+    async fn put_package_bytes(&self, sha256: &str, bytes: &[u8]) -> StoreResult<()> {
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let insert = tx
+                .prepare(
+                    "INSERT INTO package_chunks (sha256, seq, data) VALUES ($1, $2, $3) \
+                     ON CONFLICT (sha256, seq) DO NOTHING",
+                )
+                .await?;
+            for (seq, chunk) in bytes.chunks(PACKAGE_CHUNK).enumerate() {
+                tx.execute(&insert, &[&sha256, &(seq as i32), &chunk])
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn package_bytes(&self, sha256: &str) -> StoreResult<Option<Vec<u8>>> {
+        run(async {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT data FROM package_chunks WHERE sha256 = $1 ORDER BY seq",
+                    &[&sha256],
+                )
+                .await?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let mut bytes = Vec::new();
+            for row in rows {
+                bytes.extend_from_slice(row.get::<_, &[u8]>(0));
+            }
+            Ok(Some(bytes))
         })
         .await
     }

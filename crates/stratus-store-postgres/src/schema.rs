@@ -3,7 +3,8 @@
 //! schema newer than it knows.
 
 /// Migrations, applied in order; index + 1 is the schema version.
-pub(crate) const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -118,4 +119,15 @@ CREATE TABLE schedule_slots (
     slot_ms BIGINT NOT NULL,
     PRIMARY KEY (app, function, schedule)
 );
-"#];
+"#,
+    // Code packages, for nodes that were not given them: chunks of at most
+    // a MiB, written in one transaction.
+    r#"
+CREATE TABLE package_chunks (
+    sha256 TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (sha256, seq)
+);
+"#,
+];

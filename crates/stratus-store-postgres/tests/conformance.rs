@@ -131,7 +131,7 @@ stratus_store::conformance_suite!(Postgres::new());
 async fn nodes_starting_together_migrate_once() {
     let db = Postgres::new().await;
     let url = db.url();
-    let starts: Vec<_> = (0..4)
+    let starts: Vec<_> = (0..8)
         .map(|_| {
             let url = url.clone();
             tokio::spawn(async move { PostgresStore::connect(&url, 2).await.map(|_| ()) })
@@ -157,4 +157,26 @@ async fn an_unreachable_database_is_refused_with_the_reason() {
         .unwrap_err();
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert!(err.to_string().contains("database error"), "{err}");
+}
+
+/// Package bytes go in whole and come out whole, in chunks; a second put
+/// of the same package changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packages_are_kept_for_the_nodes_that_share_the_store() {
+    use stratus_store::SharedPackages;
+    let db = Postgres::new().await;
+    let store = PostgresStore::connect(&db.url(), 2).await.unwrap();
+    let big: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(store.package_bytes("p1").await.unwrap(), None);
+    store.put_package_bytes("p1", &big).await.unwrap();
+    store.put_package_bytes("p1", &big).await.unwrap();
+    store.put_package_bytes("p2", b"small").await.unwrap();
+    assert_eq!(
+        store.package_bytes("p1").await.unwrap().as_deref(),
+        Some(&big[..])
+    );
+    assert_eq!(
+        store.package_bytes("p2").await.unwrap().as_deref(),
+        Some(&b"small"[..])
+    );
 }

@@ -336,6 +336,20 @@ pub trait UnitOfWork: Send + Sync {
     async fn commit(&self, writes: Vec<Write>) -> Result<Vec<i64>>;
 }
 
+/// Package bytes kept in the store itself, for nodes that share it: a node
+/// that was not given a package fetches it from here and keeps it in its
+/// data directory. A single node's store has no such table: its data
+/// directory holds its packages.
+#[async_trait]
+pub trait SharedPackages: Send + Sync {
+    /// Keeps `bytes` under `sha256`, their SHA-256 (once; again changes
+    /// nothing).
+    async fn put_package_bytes(&self, sha256: &str, bytes: &[u8]) -> Result<()>;
+
+    /// The bytes kept under `sha256`, if any.
+    async fn package_bytes(&self, sha256: &str) -> Result<Option<Vec<u8>>>;
+}
+
 /// A whole store moved into another: `stratus migrate`.
 #[async_trait]
 pub trait Transfer: Send + Sync {

@@ -113,10 +113,7 @@ pub(crate) async fn remove(
     if !state.store.delete_app(&app).await? {
         return Err(deploy::status_for_missing_app(&app));
     }
-    state.directory.remove(&app);
-    state.aws_credentials.remove_app(&app);
-    state.scheduler.remove_app(&app);
-    state.triggers.reconcile(&app, None);
+    crate::cluster::unpublish(&state, &app);
     tracing::info!(app, "removed");
     Ok(Json(json!({ "app": app, "removed": true })).into_response())
 }

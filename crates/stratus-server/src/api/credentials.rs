@@ -38,6 +38,20 @@ impl AwsCredentials {
         self.write().remove(access_key_id);
     }
 
+    /// Takes the whole table as it is now (from a store other nodes
+    /// change).
+    pub fn replace_all(&self, credentials: Vec<AwsCredentialRecord>) {
+        *self.write() = credentials
+            .into_iter()
+            .map(|c| (c.access_key_id.clone(), Arc::new(c)))
+            .collect();
+    }
+
+    /// The access key ids it holds.
+    pub fn ids(&self) -> std::collections::BTreeSet<String> {
+        self.read().keys().cloned().collect()
+    }
+
     /// Forgets the credentials of a removed app.
     pub fn remove_app(&self, app: &str) {
         self.write().retain(|_, c| c.app != app);

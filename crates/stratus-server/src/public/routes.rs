@@ -134,7 +134,8 @@ impl Directory {
         });
     }
 
-    /// Loads every app's keys at start-up.
+    /// Takes every app's keys as they are now (at start-up, and from a
+    /// store other nodes change): an app left out has none.
     pub fn load_keys(&self, keys: &[KeyRecord]) {
         let mut by_app: HashMap<String, HashSet<String>> = HashMap::new();
         for key in keys {
@@ -144,9 +145,10 @@ impl Directory {
                 .insert(key.sha256.clone());
         }
         update(&self.keys, |map| {
-            for (app, set) in by_app {
-                map.insert(app, Arc::new(set));
-            }
+            *map = by_app
+                .into_iter()
+                .map(|(app, set)| (app, Arc::new(set)))
+                .collect();
         });
     }
 
