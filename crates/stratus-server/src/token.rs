@@ -1,7 +1,5 @@
 //! The admin token: generated at first start, kept readable by the owner only.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -15,14 +13,7 @@ pub(crate) fn load_or_create(path: &Path) -> anyhow::Result<String> {
     }
     let token = random_hex(32)
         .map_err(|err| anyhow::anyhow!("no randomness for the admin token: {err}"))?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(token.as_bytes())
+    crate::write_private(path, token.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(token)
 }
@@ -46,14 +37,7 @@ pub(crate) fn handed(from: &Path, path: &Path) -> anyhow::Result<String> {
         from.display()
     );
     if std::fs::read_to_string(path).ok().as_deref().map(str::trim) != Some(token.as_str()) {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        file.write_all(token.as_bytes())
+        crate::write_private(path, token.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(token)
