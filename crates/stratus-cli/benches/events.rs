@@ -41,8 +41,10 @@
 //! `1,16,64`), `STRATUS_BENCH_EVENTS` the backlog (default 20000, 0 skips
 //! part 2), `STRATUS_BENCH_RUNTIMES` the runtimes of part 2 (default
 //! `python3,provided`), `STRATUS_BENCH_RATE` the events per second of part 3
-//! (default 1000) and `STRATUS_BENCH_LATENCY_SECS` its length (default 5, 0
-//! skips it). It prints figures only and never asserts on them.
+//! (default 1000), `STRATUS_BENCH_LATENCY_SECS` its length (default 5, 0
+//! skips it) and `STRATUS_BENCH_STORE` a PostgreSQL database (new and
+//! empty) to keep the server's state in instead of SQLite. It prints
+//! figures only and never asserts on them.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -957,8 +959,19 @@ fn run() -> anyhow::Result<()> {
     write_app(&app_dir, noop_rust.as_deref())?;
     let data_dir = tmp.path().join("data");
     let log = tmp.path().join("server.log");
-    let server = Server::start(&data_dir, &log, &[])?;
-    eprintln!("server: admin {}", server.admin);
+    // `STRATUS_BENCH_STORE=postgres://…` (a new, empty database): the same
+    // figures with the state in PostgreSQL.
+    let store = std::env::var("STRATUS_BENCH_STORE").ok();
+    let extra: Vec<&str> = match &store {
+        Some(url) => vec!["--store", url.as_str()],
+        None => Vec::new(),
+    };
+    let server = Server::start(&data_dir, &log, &extra)?;
+    eprintln!(
+        "server: admin {}, store {}",
+        server.admin,
+        store.as_deref().unwrap_or("SQLite in the data directory")
+    );
     deploy(&app_dir, &data_dir)?;
     let pid = server.pid();
 

@@ -269,10 +269,91 @@ fn cluster_app(dir: &std::path::Path, version: &str) {
     );
 }
 
+/// nginx from the host (Debian's `nginx-light` will do) balancing the
+/// nodes' public listeners, stopped when dropped.
+struct Balancer {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Balancer {
+    fn start(nodes: &[Server]) -> Balancer {
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx is needed for the cluster test (Debian: apt-get install nginx-light)");
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let servers: String = nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "        server {};\n",
+                    n.public.trim_start_matches("http://")
+                )
+            })
+            .collect();
+        let d = dir.path().display();
+        let user = if std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap_or(false)
+        {
+            "user root;"
+        } else {
+            ""
+        };
+        let conf = format!(
+            "{user}\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n\
+                 upstream nodes {{\n{servers}    }}\n\
+                 server {{\n        listen 127.0.0.1:{port};\n        location / {{ proxy_pass http://nodes; proxy_set_header Host $host; }}\n    }}\n}}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new(nginx)
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .arg("-p")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        common::eventually(std::time::Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .map(|_| ())
+                .map_err(|err| format!("nginx does not listen: {err}"))
+        });
+        Balancer {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// What `GET /shared/v` answers on `node`'s public listener, if anything.
 fn served(node: &Server) -> Option<String> {
+    served_at(&node.public)
+}
+
+fn served_at(public: &str) -> Option<String> {
     let response = common::client()
-        .get(format!("{}/shared/v", node.public))
+        .get(format!("{public}/shared/v"))
         .send()
         .ok()?;
     response
@@ -282,8 +363,8 @@ fn served(node: &Server) -> Option<String> {
 }
 
 /// Three nodes share one database, one admin token and one secrets key:
-/// a deploy through one serves through the others, which take the package
-/// from the store; a key made through one opens routes on the others; a
+/// a deploy through one serves through the others (and through nginx in
+/// front of them all), which take the package from the store; a key made through one opens routes on the others; a
 /// redeploy and a removal through another node follow; an event accepted
 /// by one node is handled and its lines are read through any.
 #[test]
@@ -322,6 +403,12 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
         });
     }
     assert_eq!(nodes[2].invoke("shared/f", "{}")["result"], "1");
+    // Through a load balancer in front of all three.
+    let balancer = Balancer::start(&nodes);
+    for _ in 0..9 {
+        assert_eq!(served_at(&balancer.url).as_deref(), Some("1"));
+    }
+    drop(balancer);
 
     // A key made through one node opens the route on the others.
     let key = nodes[0]
@@ -347,19 +434,23 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
     let id = aws["access_key_id"].as_str().unwrap().to_owned();
     nodes[2].stop();
     nodes[2].restart();
-    let log = std::fs::read_to_string(nodes[2].path("restart.log")).unwrap();
-    assert!(
-        !log.contains(&id),
-        "the credential opens on a restarted node: {log}"
-    );
     // A node given another key cannot open it, and says so.
     let mut stranger = Server::start_with(&["--store", &url, "--admin-token-file", token_file]);
     stranger.stop();
     stranger.restart();
-    let log = std::fs::read_to_string(stranger.path("restart.log")).unwrap();
+    common::eventually(within, || {
+        let log = std::fs::read_to_string(stranger.path("restart.log")).unwrap_or_default();
+        if log.contains(&id) && log.contains("cannot sign requests") {
+            Ok(())
+        } else {
+            Err(format!("the stranger's log: {log}"))
+        }
+    });
+    // By now the node given the shared key would have said so too.
+    let log = std::fs::read_to_string(nodes[2].path("restart.log")).unwrap();
     assert!(
-        log.contains(&id) && log.contains("cannot sign requests"),
-        "{log}"
+        !log.contains(&id),
+        "the credential opens on a restarted node: {log}"
     );
     drop(stranger);
 
