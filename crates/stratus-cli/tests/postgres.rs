@@ -486,3 +486,84 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
         });
     }
 }
+
+/// Events accepted across three nodes are all handled, at least once,
+/// though one node is killed (`kill -9`) with events in hand: its leases
+/// lapse and the others deliver them. Counted by the handler's own lines,
+/// which reach the shared store before an event counts as handled.
+#[test]
+fn events_accepted_across_nodes_survive_a_node_killed_mid_way() {
+    let db = Database::new("killed");
+    let url = db.url();
+    let mut nodes: Vec<Server> = (0..3)
+        .map(|_| Server::start_with(&["--store", &url]))
+        .collect();
+    let dir = nodes[0].path("durable");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: durable\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    max_instances: 4\n",
+            ),
+            (
+                "main.py",
+                "import time\ndef handler(event, context):\n    time.sleep(0.2)\n    print('handled', event['n'])\n    return 'ok'\n",
+            ),
+        ],
+    );
+    nodes[0].ok(&["deploy", dir.to_str().unwrap()]);
+    for node in &nodes {
+        common::eventually(std::time::Duration::from_secs(10), || {
+            let out = node.cli(&["invoke", "durable/f", "--data", r#"{"n": -1}"#]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        });
+    }
+
+    let http = common::client();
+    let post = |node: &Server, n: usize| {
+        let response = http
+            .post(format!("{}/v1/apps/durable/functions/f/invoke", node.admin))
+            .bearer_auth(&node.token)
+            .header("x-stratus-invocation-type", "Event")
+            .body(format!(r#"{{"n": {n}}}"#))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 202, "{:?}", response.text());
+    };
+    let total = 240;
+    for n in 0..total / 2 {
+        post(&nodes[n % 3], n);
+    }
+    // The first node dies with events in hand.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nodes[0].kill();
+    for n in total / 2..total {
+        post(&nodes[1 + n % 2], n);
+    }
+    let handled = || -> std::collections::BTreeSet<usize> {
+        sql(
+            &url,
+            "SELECT DISTINCT message FROM logs WHERE stream = 'stdout' AND message LIKE 'handled %'",
+        )
+        .iter()
+        .filter_map(|m| m.strip_prefix("handled ")?.parse().ok())
+        .collect()
+    };
+    common::eventually(std::time::Duration::from_secs(90), || {
+        let seen = handled();
+        let missing: Vec<usize> = (0..total).filter(|n| !seen.contains(n)).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} of {total} not handled yet: {missing:?}",
+                missing.len()
+            ))
+        }
+    });
+}

@@ -31,9 +31,13 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 const UNSERVED_ATTEMPTS: u32 = 10;
 /// Events delivered at once.
 const MAX_IN_FLIGHT: usize = 256;
-/// Longest a claimed event is kept from other claimers: longer than any
-/// function's timeout (15 minutes), with a margin.
-const LEASE_MS: i64 = 16 * 60 * 1000;
+/// How long a claimed event is kept from other claimers. The claimer
+/// extends the lease every [`RENEW_EVERY`] while it delivers the event
+/// (however long the function runs); a claimer that dies stops, so its
+/// events are claimed again, by another node or after a restart, within
+/// this long.
+const LEASE_MS: i64 = 30_000;
+const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// The first retry's pause; it doubles up to `MAX_BACKOFF_MS`.
 const FIRST_BACKOFF_MS: i64 = 1000;
 const MAX_BACKOFF_MS: i64 = 5 * 60 * 1000;
@@ -60,6 +64,9 @@ pub(crate) struct Events {
     shared: bool,
     /// Events on their way into the store, committed together.
     accept: mpsc::Sender<Accept>,
+    /// The events this node is delivering, by id, with the attempt it
+    /// holds: their leases are extended until they are settled.
+    delivering: Mutex<HashMap<i64, u32>>,
 }
 
 /// An event to store, and who waits for its commit.
@@ -87,6 +94,7 @@ impl Events {
             stopping: AtomicBool::new(false),
             shared,
             accept,
+            delivering: Mutex::new(HashMap::new()),
         })
     }
 
@@ -151,11 +159,19 @@ impl Events {
     /// Delivers events until stopped. Leases left by an earlier run of
     /// this node are released first.
     pub async fn run(self: Arc<Self>) {
-        match self.store.release_leases(crate::now_ms()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(events = n, "redelivering events in flight at the last stop"),
-            Err(err) => tracing::error!(%err, "cannot release the leases of the last run"),
+        // A store of its own: whatever is leased was this node's. A shared
+        // store's leases may be other nodes'; this node's lapse by
+        // themselves.
+        if !self.shared {
+            match self.store.release_leases(crate::now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(events = n, "redelivering events in flight at the last stop")
+                }
+                Err(err) => tracing::error!(%err, "cannot release the leases of the last run"),
+            }
         }
+        let renewing = tokio::spawn(self.clone().renew());
         while !self.stopping.load(Ordering::Acquire) {
             let free = self.slots.available_permits();
             if free == 0 {
@@ -180,9 +196,12 @@ impl Events {
                 let Ok(permit) = self.slots.clone().acquire_owned().await else {
                     return;
                 };
+                self.lock_delivering().insert(event.id, event.attempts);
                 let this = self.clone();
                 tokio::spawn(async move {
+                    let id = event.id;
                     this.deliver(event).await;
+                    this.lock_delivering().remove(&id);
                     drop(permit);
                 });
             }
@@ -195,6 +214,34 @@ impl Events {
                 _ => IDLE_LOOK,
             };
             let _ = tokio::time::timeout(pause.min(IDLE_LOOK), self.wake.notified()).await;
+        }
+        renewing.abort();
+    }
+
+    fn lock_delivering(&self) -> std::sync::MutexGuard<'_, HashMap<i64, u32>> {
+        self.delivering.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Extends the leases of the events being delivered, every
+    /// [`RENEW_EVERY`], until the dispatcher stops.
+    async fn renew(self: Arc<Self>) {
+        let mut every = tokio::time::interval(RENEW_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let leases: Vec<(i64, u32)> = self
+                .lock_delivering()
+                .iter()
+                .map(|(id, attempt)| (*id, *attempt))
+                .collect();
+            if leases.is_empty() {
+                continue;
+            }
+            let until = crate::now_ms() + LEASE_MS;
+            if let Err(err) = self.store.extend_leases(leases, until).await {
+                tracing::warn!(%err, "cannot extend the leases of events being delivered");
+            }
         }
     }
 

@@ -1017,6 +1017,28 @@ impl Events for PostgresStore {
         .await
     }
 
+    async fn extend_leases(&self, leases: Vec<(i64, u32)>, until_ms: i64) -> StoreResult<u64> {
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        run(async {
+            let (ids, attempts): (Vec<i64>, Vec<i64>) =
+                leases.into_iter().map(|(id, a)| (id, i64::from(a))).unzip();
+            let extended = self
+                .client()
+                .await?
+                .execute(
+                    "UPDATE events e SET lease_until_ms = $3, not_before_ms = $3 \
+                     FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS l(id, attempts) \
+                     WHERE e.id = l.id AND e.attempts = l.attempts AND e.lease_until_ms IS NOT NULL",
+                    &[&ids, &attempts, &until_ms],
+                )
+                .await?;
+            Ok(extended)
+        })
+        .await
+    }
+
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         run(async {
             let row = self

@@ -1260,6 +1260,28 @@ impl Events for SqliteStore {
         .await
     }
 
+    async fn extend_leases(&self, leases: Vec<(i64, u32)>, until_ms: i64) -> StoreResult<u64> {
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let mut extended = 0;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE events SET lease_until_ms = ?3, not_before_ms = ?3 \
+                     WHERE id = ?1 AND attempts = ?2 AND lease_until_ms IS NOT NULL",
+                )?;
+                for (id, attempt) in leases {
+                    extended += stmt.execute(params![id, attempt, until_ms])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(extended)
+        })
+        .await
+    }
+
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         self.call(|conn| {
             Ok(

@@ -203,6 +203,13 @@ pub trait Events: Send + Sync {
     /// many applied; the others were stale (see [`Settlement`]).
     async fn settle_events(&self, settlements: Vec<Settlement>) -> Result<u64>;
 
+    /// Extends the leases of events still being delivered, each named by
+    /// its id and the attempt its claimer holds, to `until_ms`; a lease
+    /// another claimer took since (a later attempt) is left alone. Returns
+    /// how many were extended. A claimer that dies stops extending, so its
+    /// events are claimed again once their short leases lapse.
+    async fn extend_leases(&self, leases: Vec<(i64, u32)>, until_ms: i64) -> Result<u64>;
+
     /// When the next event becomes claimable (perhaps already), counting
     /// leases that run out; `None` if there are no events.
     async fn next_due_ms(&self) -> Result<Option<i64>>;

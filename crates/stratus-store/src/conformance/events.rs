@@ -483,3 +483,36 @@ pub async fn a_restarted_node_releases_the_leases_of_its_last_run(f: &dyn Fixtur
             .any(|e| e.id == claimed[0].id && e.attempts == 2)
     );
 }
+
+/// A claimer extends the leases it holds; one a later attempt took is not
+/// its to extend.
+pub async fn a_claimer_extends_the_leases_it_still_holds(f: &dyn Fixture) {
+    let store = f.open().await;
+    store
+        .enqueue_events(vec![event("a", "f", "r1", 0), event("a", "f", "r2", 0)])
+        .await
+        .unwrap();
+    let claimed = store.claim_events(10, 10, 100).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let (first, second) = (&claimed[0], &claimed[1]);
+    // The second's lease lapses and another claimer takes it.
+    let extended = store
+        .extend_leases(vec![(first.id, first.attempts)], 1_000)
+        .await
+        .unwrap();
+    assert_eq!(extended, 1);
+    let again = store.claim_events(200, 10, 10_000).await.unwrap();
+    assert_eq!(again.iter().map(|e| e.id).collect::<Vec<_>>(), [second.id]);
+    // The first claimer's extension of it is stale now.
+    let stale = store
+        .extend_leases(
+            vec![(first.id, first.attempts), (second.id, second.attempts)],
+            2_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stale, 1);
+    assert!(store.claim_events(1_500, 10, 100).await.unwrap().is_empty());
+    let lapsed = store.claim_events(2_000, 10, 100).await.unwrap();
+    assert_eq!(lapsed.iter().map(|e| e.id).collect::<Vec<_>>(), [first.id]);
+}

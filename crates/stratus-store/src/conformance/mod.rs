@@ -46,6 +46,7 @@ macro_rules! conformance_suite {
             events::deleting_an_app_removes_its_events_and_dead_letters,
             events::accepted_events_survive_reopening,
             events::a_restarted_node_releases_the_leases_of_its_last_run,
+            events::a_claimer_extends_the_leases_it_still_holds,
             queues::messages_are_received_in_batches_hidden_and_settled,
             queues::a_destination_can_be_a_queue,
             queues::a_schedule_slot_fires_once,
