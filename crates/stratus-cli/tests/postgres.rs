@@ -403,6 +403,9 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
         });
     }
     assert_eq!(nodes[2].invoke("shared/f", "{}")["result"], "1");
+    let listed = nodes[0].ok(&["nodes"]);
+    assert_eq!(listed.matches(" up").count(), 3, "{listed}");
+    assert!(listed.contains("(this)"), "{listed}");
     // Through a load balancer in front of all three.
     let balancer = Balancer::start(&nodes);
     for _ in 0..9 {
@@ -554,6 +557,22 @@ fn events_accepted_across_nodes_survive_a_node_killed_mid_way() {
         .filter_map(|m| m.strip_prefix("handled ")?.parse().ok())
         .collect()
     };
+    // The others see the dead node go down.
+    common::eventually(std::time::Duration::from_secs(30), || {
+        let listed = nodes[1].ok(&["nodes", "--output", "json"]);
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        let up: Vec<bool> = listed["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["up"].as_bool().unwrap())
+            .collect();
+        if up.len() == 3 && up.iter().filter(|u| **u).count() == 2 {
+            Ok(())
+        } else {
+            Err(format!("nodes: {listed}"))
+        }
+    });
     common::eventually(std::time::Duration::from_secs(90), || {
         let seen = handled();
         let missing: Vec<usize> = (0..total).filter(|n| !seen.contains(n)).collect();

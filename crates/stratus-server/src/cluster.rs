@@ -13,6 +13,65 @@ use crate::AppState;
 
 /// How often a node looks for changes other nodes made.
 pub(crate) const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+/// How often a node reports itself.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// A node not heard from for this long is down.
+pub(crate) const DOWN_AFTER_MS: i64 = 10_000;
+/// Where a node keeps its id, in its data directory.
+const NODE_ID_FILE: &str = "node.id";
+
+/// This node's id: made at its first start, kept in its data directory.
+pub(crate) fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let path = data_dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let id = crate::token::random_hex(6)
+        .map_err(|err| anyhow::anyhow!("no randomness for the node's id: {err}"))?;
+    crate::write_private(&path, id.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+/// Reports this node to the store every [`HEARTBEAT_EVERY`] until the
+/// server stops; a store that cannot be reached is said once.
+pub(crate) async fn heartbeat(state: Arc<AppState>, mut node: stratus_store::NodeRecord) {
+    let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut failing = false;
+    loop {
+        every.tick().await;
+        node.heartbeat_ms = crate::now_ms();
+        node.instances = instances(&state);
+        match state.store.heartbeat(node.clone()).await {
+            Ok(()) => failing = false,
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(%err, "cannot report this node to the store");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// The function instances this node runs.
+fn instances(state: &AppState) -> u64 {
+    let apps: Vec<String> = state
+        .published
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .cloned()
+        .collect();
+    apps.iter()
+        .flat_map(|app| state.scheduler.app_pools(app))
+        .map(|pool| pool.stats().instances as u64)
+        .sum()
+}
 
 /// The version of each app this node serves.
 pub(crate) type Published = std::sync::Mutex<HashMap<String, u32>>;

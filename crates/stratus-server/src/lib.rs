@@ -83,6 +83,8 @@ pub(crate) struct AppState {
     pub published: cluster::Published,
     /// Package bytes in a store that nodes share; none on SQLite.
     pub shared_packages: Option<Arc<dyn stratus_store::SharedPackages>>,
+    /// This node's id among the nodes that use the store.
+    pub node_id: String,
     /// What each app may hold queued.
     pub(crate) quotas: Arc<quotas::Quotas>,
     /// Schedules, queues and the other sources of events.
@@ -387,6 +389,7 @@ pub async fn run(
                 .collect(),
         ),
         shared_packages: shared_packages.clone(),
+        node_id: cluster::node_id(&data_dir)?,
         directory: directory.clone(),
         public_url: info.public.clone(),
         logs: logs.clone(),
@@ -401,6 +404,18 @@ pub async fn run(
         proxy: public::Clients::new(),
         bodies: public::BodyBudget::new(config.http.max_buffered_body_bytes),
     });
+    let heartbeat_task = tokio::spawn(cluster::heartbeat(
+        state.clone(),
+        stratus_store::NodeRecord {
+            id: state.node_id.clone(),
+            admin_url: info.admin.clone(),
+            public_url: info.public.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_ms: now_ms(),
+            heartbeat_ms: 0,
+            instances: 0,
+        },
+    ));
     // Nodes that share the store take up each other's deploys.
     let follow_task =
         shared_packages.map(|shared| tokio::spawn(cluster::follow(state.clone(), shared)));
@@ -465,6 +480,7 @@ pub async fn run(
     if let Some(task) = follow_task {
         task.abort();
     }
+    heartbeat_task.abort();
     store_logs.stop().await;
     let _ = std::fs::remove_file(data_dir.join(SERVER_FILE));
     tracing::info!("stopped");

@@ -24,8 +24,9 @@ use stratus_store::{
     AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs, Credentials, DeadLetter, Dump,
     EventCounts, EventRecord, Events, FollowUp, KeyRecord, LogBudget, LogQuery, LogRecord,
     LogStore, MessageRecord, MessageSettlement, Messages, NewEvent, NewMessage, NewVersion,
-    PackageRecord, Packages, QueueCounts, ScheduleSlot, Schedules, Settlement, SharedPackages,
-    Source, StoreError, StoredLog, Transfer, Trimmed, UnitOfWork, VersionRecord, Write,
+    NodeRecord, Nodes, PackageRecord, Packages, QueueCounts, ScheduleSlot, Schedules, Settlement,
+    SharedPackages, Source, StoreError, StoredLog, Transfer, Trimmed, UnitOfWork, VersionRecord,
+    Write,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -1685,6 +1686,60 @@ impl Transfer for PostgresStore {
             }
             tx.commit().await?;
             Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Nodes for PostgresStore {
+    async fn heartbeat(&self, node: NodeRecord) -> StoreResult<()> {
+        run(async {
+            self.client()
+                .await?
+                .execute(
+                    "INSERT INTO nodes (id, admin_url, public_url, version, started_ms, heartbeat_ms, instances) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET \
+                     admin_url = EXCLUDED.admin_url, public_url = EXCLUDED.public_url, version = EXCLUDED.version, \
+                     started_ms = EXCLUDED.started_ms, heartbeat_ms = EXCLUDED.heartbeat_ms, instances = EXCLUDED.instances",
+                    &[
+                        &node.id,
+                        &node.admin_url,
+                        &node.public_url,
+                        &node.version,
+                        &node.started_ms,
+                        &node.heartbeat_ms,
+                        &(node.instances as i64),
+                    ],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        run(async {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT id, admin_url, public_url, version, started_ms, heartbeat_ms, instances FROM nodes ORDER BY id",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| NodeRecord {
+                    id: row.get(0),
+                    admin_url: row.get(1),
+                    public_url: row.get(2),
+                    version: row.get(3),
+                    started_ms: row.get(4),
+                    heartbeat_ms: row.get(5),
+                    instances: row.get::<_, i64>(6) as u64,
+                })
+                .collect())
         })
         .await
     }

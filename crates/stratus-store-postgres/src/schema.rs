@@ -130,4 +130,16 @@ CREATE TABLE package_chunks (
     PRIMARY KEY (sha256, seq)
 );
 "#,
+    // The nodes that share the store, by their heartbeats.
+    r#"
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    admin_url TEXT NOT NULL,
+    public_url TEXT NOT NULL,
+    version TEXT NOT NULL,
+    started_ms BIGINT NOT NULL,
+    heartbeat_ms BIGINT NOT NULL,
+    instances BIGINT NOT NULL
+);
+"#,
 ];

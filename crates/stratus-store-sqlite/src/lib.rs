@@ -11,11 +11,11 @@ use stratus_store::Result as StoreResult;
 use stratus_store::{
     AppRecord, AwsCredentialRecord, Backlog, DeadLetter, Dump, EventCounts, EventRecord, FollowUp,
     KeyRecord, LogBudget, LogQuery, LogRecord, MessageRecord, MessageSettlement, NewEvent,
-    NewMessage, NewVersion, PackageRecord, QueueCounts, ScheduleSlot, Settlement, Source,
-    StoreError, StoredLog, Trimmed, VersionRecord,
+    NewMessage, NewVersion, NodeRecord, PackageRecord, QueueCounts, ScheduleSlot, Settlement,
+    Source, StoreError, StoredLog, Trimmed, VersionRecord,
 };
 use stratus_store::{
-    Apps, Backlogs, Credentials, Events, LogStore, Messages, Packages, Schedules, Transfer,
+    Apps, Backlogs, Credentials, Events, LogStore, Messages, Nodes, Packages, Schedules, Transfer,
     UnitOfWork, Write,
 };
 
@@ -208,6 +208,18 @@ CREATE TABLE log_usage (
 INSERT INTO log_usage (app, bytes)
     SELECT app, SUM(octet_length(message) + COALESCE(octet_length(fields), 0)) FROM logs GROUP BY app;
 CREATE INDEX logs_by_app ON logs (app, id);
+"#,
+    // The nodes that use the store, by their heartbeats.
+    r#"
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    admin_url TEXT NOT NULL,
+    public_url TEXT NOT NULL,
+    version TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    heartbeat_ms INTEGER NOT NULL,
+    instances INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -1834,6 +1846,52 @@ impl Transfer for SqliteStore {
             }
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Nodes for SqliteStore {
+    async fn heartbeat(&self, node: NodeRecord) -> StoreResult<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO nodes (id, admin_url, public_url, version, started_ms, heartbeat_ms, instances) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO UPDATE SET \
+                 admin_url = excluded.admin_url, public_url = excluded.public_url, version = excluded.version, \
+                 started_ms = excluded.started_ms, heartbeat_ms = excluded.heartbeat_ms, instances = excluded.instances",
+                params![
+                    node.id,
+                    node.admin_url,
+                    node.public_url,
+                    node.version,
+                    node.started_ms,
+                    node.heartbeat_ms,
+                    node.instances as i64
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, admin_url, public_url, version, started_ms, heartbeat_ms, instances FROM nodes ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok(NodeRecord {
+                    id: row.get(0)?,
+                    admin_url: row.get(1)?,
+                    public_url: row.get(2)?,
+                    version: row.get(3)?,
+                    started_ms: row.get(4)?,
+                    heartbeat_ms: row.get(5)?,
+                    instances: row.get::<_, i64>(6)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await
     }

@@ -18,8 +18,8 @@ use async_trait::async_trait;
 pub use records::{
     AppRecord, AwsCredentialRecord, DeadLetter, Dump, EventCounts, EventRecord, FollowUp,
     KeyRecord, LogQuery, LogRecord, LogStream, MessageRecord, MessageSettlement, NewEvent,
-    NewMessage, NewVersion, PackageRecord, QueueCounts, ScheduleSlot, Settlement, Source,
-    StoredLog, VersionRecord,
+    NewMessage, NewVersion, NodeRecord, PackageRecord, QueueCounts, ScheduleSlot, Settlement,
+    Source, StoredLog, VersionRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -357,6 +357,16 @@ pub trait SharedPackages: Send + Sync {
     async fn package_bytes(&self, sha256: &str) -> Result<Option<Vec<u8>>>;
 }
 
+/// The nodes that use the store, by their heartbeats.
+#[async_trait]
+pub trait Nodes: Send + Sync {
+    /// Records what `node` reports now (its first heartbeat adds it).
+    async fn heartbeat(&self, node: NodeRecord) -> Result<()>;
+
+    /// Every node that ever reported, by id.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
+}
+
 /// A whole store moved into another: `stratus migrate`.
 #[async_trait]
 pub trait Transfer: Send + Sync {
@@ -382,6 +392,7 @@ pub trait Store:
     + Backlogs
     + UnitOfWork
     + Transfer
+    + Nodes
     + 'static
 {
 }
@@ -397,6 +408,7 @@ impl<T> Store for T where
         + Backlogs
         + UnitOfWork
         + Transfer
+        + Nodes
         + 'static
 {
 }

@@ -496,3 +496,18 @@ impl Dump {
         )
     }
 }
+
+/// A node of the platform, as its heartbeat last reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Stable across the node's restarts (kept in its data directory).
+    pub id: String,
+    pub admin_url: String,
+    pub public_url: String,
+    /// The stratus release it runs.
+    pub version: String,
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+    /// Function instances it runs.
+    pub instances: u64,
+}

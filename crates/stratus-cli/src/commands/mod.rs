@@ -11,6 +11,7 @@ mod keys;
 mod logs;
 mod ls;
 mod migrate;
+mod nodes;
 mod queue;
 mod rm;
 mod server;
@@ -70,6 +71,8 @@ pub enum Command {
     Rm(rm::RmArgs),
     /// Show every function and service with its instances and recent errors
     Status(status::StatusArgs),
+    /// List the nodes that use the store, with their last heartbeat
+    Nodes(nodes::NodesArgs),
     /// Save a server's admin URL and token as a named context, and use it
     /// (the token from --token, STRATUS_TOKEN, or standard input)
     Login(context::LoginArgs),
@@ -129,6 +132,7 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Queue(args) => queue::run(&conn, args).await,
         Command::Rm(args) => rm::run(&conn, args).await,
         Command::Status(args) => status::run(&conn, args).await,
+        Command::Nodes(args) => nodes::run(&conn, args).await,
         Command::Login(args) => context::login(&conn, args).await,
         Command::Context(args) => context::run(args),
         Command::Completion { shell } => {

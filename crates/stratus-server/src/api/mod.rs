@@ -11,6 +11,7 @@ mod invoke;
 mod keys;
 mod lambda;
 mod logs;
+mod nodes;
 mod queues;
 mod sigv4;
 mod status;
@@ -56,6 +57,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/logs", get(logs::query))
         .route("/v1/status", get(status::status))
+        .route("/v1/nodes", get(nodes::list))
         .route("/v1/apps/{app}/dlq", get(dlq::list))
         .route("/v1/apps/{app}/dlq/redrive", post(dlq::redrive))
         .route("/v1/apps/{app}/dlq/{id}", get(dlq::show))

@@ -187,3 +187,26 @@ pub async fn backlogs_count_each_app_s_events_and_messages_in_bytes(f: &dyn Fixt
         ]
     );
 }
+
+/// A node's heartbeats replace what it reported before; every node is
+/// listed.
+pub async fn nodes_report_by_heartbeat(f: &dyn Fixture) {
+    let store = f.open().await;
+    let node = |id: &str, heartbeat_ms: i64, instances: u64| crate::NodeRecord {
+        id: id.into(),
+        admin_url: format!("http://{id}:8081"),
+        public_url: format!("http://{id}:8080"),
+        version: "1.0.0".into(),
+        started_ms: 1,
+        heartbeat_ms,
+        instances,
+    };
+    assert!(store.list_nodes().await.unwrap().is_empty());
+    store.heartbeat(node("b", 10, 0)).await.unwrap();
+    store.heartbeat(node("a", 10, 3)).await.unwrap();
+    store.heartbeat(node("b", 20, 5)).await.unwrap();
+    assert_eq!(
+        store.list_nodes().await.unwrap(),
+        [node("a", 10, 3), node("b", 20, 5)]
+    );
+}
