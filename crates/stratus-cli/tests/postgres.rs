@@ -586,3 +586,134 @@ fn events_accepted_across_nodes_survive_a_node_killed_mid_way() {
         }
     });
 }
+
+/// A TCP proxy in front of the database that the test can cut (every
+/// connection dropped, new ones refused) and restore.
+struct Cut {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped on every cut: connections of an older generation end.
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Cut {
+    fn start(upstream: u16) -> Cut {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (o, g) = (open.clone(), generation.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !o.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let born = g.load(Ordering::SeqCst);
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let g = g.clone();
+                    std::thread::spawn(move || pipe(from, to, born, &g));
+                }
+            }
+        });
+        Cut {
+            port,
+            open,
+            generation,
+        }
+    }
+
+    fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.open.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either ends or the proxy is cut.
+fn pipe(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    born: u64,
+    generation: &std::sync::atomic::AtomicU64,
+) {
+    use std::io::{Read, Write};
+    let _ = from.set_read_timeout(Some(std::time::Duration::from_millis(100)));
+    let mut buf = [0u8; 16384];
+    while generation.load(std::sync::atomic::Ordering::SeqCst) == born {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// The database connection is cut and restored: the warm function keeps
+/// answering, what needs the store fails with the reason meanwhile, and
+/// the node takes up its work again by itself.
+#[test]
+fn a_node_rides_out_a_cut_database_connection() {
+    let db = Database::new("cut");
+    let (base, name) = db
+        .url()
+        .rsplit_once('/')
+        .map(|(b, n)| (b.to_owned(), n.to_owned()))
+        .unwrap();
+    let upstream: u16 = base
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(5432);
+    let proxy = Cut::start(upstream);
+    let through = format!("postgres://postgres@127.0.0.1:{}/{name}", proxy.port);
+    let server = Server::start_with(&["--store", &through]);
+    let dir = server.path("steady");
+    cluster_app(&dir, "1");
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    assert_eq!(served(&server).as_deref(), Some("1"));
+
+    proxy.cut();
+    for _ in 0..5 {
+        assert_eq!(
+            served(&server).as_deref(),
+            Some("1"),
+            "the warm function answers"
+        );
+    }
+    let refused = server.fails(&["deploy", dir.to_str().unwrap()]);
+    assert!(refused.contains("the store cannot be reached"), "{refused}");
+
+    proxy.restore();
+    cluster_app(&dir, "2");
+    common::eventually(std::time::Duration::from_secs(20), || {
+        let out = server.cli(&["deploy", dir.to_str().unwrap()]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    assert_eq!(served(&server).as_deref(), Some("2"));
+}

@@ -85,8 +85,13 @@ impl From<Error> for StoreError {
             Error::Pg(err) if err.code() == Some(&SqlState::DISK_FULL) => {
                 StoreError::DiskFull(err.to_string())
             }
+            // No answer from the server (a closed or broken connection)
+            // rather than an error it reported.
+            Error::Pg(err) if err.is_closed() || err.code().is_none() => {
+                StoreError::Unavailable(err.to_string())
+            }
             Error::Pg(err) => StoreError::Database(Box::new(err)),
-            Error::Pool(err) => StoreError::Database(Box::new(err)),
+            Error::Pool(err) => StoreError::Unavailable(err.to_string()),
             Error::Store(err) => err,
         }
     }

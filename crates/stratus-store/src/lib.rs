@@ -26,6 +26,10 @@ pub use records::{
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(Box<dyn std::error::Error + Send + Sync>),
+    /// The database cannot be reached now (its connection was lost, or no
+    /// connection could be made in time); worth trying again.
+    #[error("the store cannot be reached: {0}")]
+    Unavailable(String),
     /// A store that must be empty (the target of `stratus migrate`) is not.
     #[error("the store is not empty: it holds {0}; migrate into a new, empty database")]
     NotEmpty(String),
@@ -63,6 +67,7 @@ impl StoreError {
         match self {
             StoreError::Lost { path } => StoreError::Lost { path: path.clone() },
             StoreError::DiskFull(why) => StoreError::DiskFull(why.clone()),
+            StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
             other => StoreError::Worker(other.to_string()),
         }
     }

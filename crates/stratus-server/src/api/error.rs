@@ -65,6 +65,12 @@ impl From<stratus_store::StoreError> for ApiError {
                 "store_lost",
                 err.to_string(),
             ),
+            err @ stratus_store::StoreError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("{err}; deployed functions keep serving, and this works again once the database is back"),
+            )
+            .retrying_after(1),
             err => ApiError::internal("the store failed", err),
         }
     }
