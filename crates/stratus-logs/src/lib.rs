@@ -49,6 +49,13 @@ pub enum LogsError {
     Unstored,
 }
 
+/// Whether applying retention is this writer's turn: where several nodes
+/// share one log table, one of them at a time trims it.
+#[async_trait]
+pub trait TrimTurn: Send + Sync {
+    async fn mine(&self) -> bool;
+}
+
 /// Where log records go and where they are read back.
 #[async_trait]
 pub trait Logs: Send + Sync {

@@ -16,7 +16,7 @@ use stratus_store::{LogBudget, LogQuery, LogRecord, StoredLog};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::table::{LogTable, TableError};
-use crate::{Logs, LogsError, Reserve, now_ms};
+use crate::{Logs, LogsError, Reserve, TrimTurn, now_ms};
 
 const BATCH: usize = 2048;
 /// When records keep coming (the last write was less than this long ago),
@@ -109,11 +109,13 @@ impl BatchedLogs {
     /// `append` drops records.
     /// On a full disk, `reserve` (when given) is released so that trimming
     /// can make room.
+    /// Retention is applied when `turn` (if any) says it is this writer's.
     pub fn start(
         table: Arc<dyn LogTable>,
         buffer: Buffer,
         retention: Retention,
         reserve: Option<Reserve>,
+        turn: Option<Arc<dyn TrimTurn>>,
     ) -> Arc<BatchedLogs> {
         let (records, rx) = mpsc::channel(buffer.records.max(1));
         let (progress_tx, progress) = watch::channel(Progress::default());
@@ -125,6 +127,7 @@ impl BatchedLogs {
             waiting: waiting.clone(),
             retention,
             reserve,
+            turn,
         };
         let task = tokio::spawn(writer.run(rx, stop_rx));
         Arc::new(BatchedLogs {
@@ -198,6 +201,7 @@ struct Writer {
     waiting: Arc<AtomicUsize>,
     retention: Retention,
     reserve: Option<Reserve>,
+    turn: Option<Arc<dyn TrimTurn>>,
 }
 
 impl Writer {
@@ -225,12 +229,12 @@ impl Writer {
                     }
                     if since_trim >= trim_after {
                         since_trim = 0;
-                        self.trim(self.retention.budget()).await;
+                        self.retain().await;
                     }
                 }
                 _ = trim.tick() => {
                     since_trim = 0;
-                    self.trim(self.retention.budget()).await;
+                    self.retain().await;
                 }
                 // A reserve given up comes back as soon as there is room.
                 _ = room.tick() => {
@@ -239,7 +243,7 @@ impl Writer {
                 // A burst has ended: what it wrote past the budget goes now.
                 () = tokio::time::sleep(TRIM_AFTER_BURST), if since_trim > 0 => {
                     since_trim = 0;
-                    self.trim(self.retention.budget()).await;
+                    self.retain().await;
                 }
                 _ = &mut stop_rx => {
                     // Whatever is already queued is written before stopping.
@@ -272,6 +276,16 @@ impl Writer {
             *stored = end;
         }
         Ok(())
+    }
+
+    /// Applies retention, when it is this writer's turn.
+    async fn retain(&self) {
+        if let Some(turn) = &self.turn
+            && !turn.mine().await
+        {
+            return;
+        }
+        self.trim(self.retention.budget()).await;
     }
 
     /// Trims to `budget`; on a full disk, releases the reserve first so

@@ -189,7 +189,7 @@ fn segments(dir: &std::path::Path) -> SegmentLogs {
 async fn both_tables() {
     for (name, table) in tables(tempfile::tempdir().unwrap().path()) {
         eprintln!("{name}");
-        let logs = BatchedLogs::start(table, BUFFER, RETENTION, None);
+        let logs = BatchedLogs::start(table, BUFFER, RETENTION, None, None);
         check(logs.clone()).await;
         logs.stop().await;
     }
@@ -491,7 +491,7 @@ async fn a_full_buffer_drops_and_counts_rather_than_waits() {
         records: 4,
         bytes: 1 << 20,
     };
-    let logs = BatchedLogs::start(Arc::new(StoreTable(store)), buffer, retention, None);
+    let logs = BatchedLogs::start(Arc::new(StoreTable(store)), buffer, retention, None, None);
     for i in 0..10 {
         logs.append(record("f", "r", LogStream::Stdout, &i.to_string()));
     }
@@ -511,7 +511,7 @@ async fn a_full_buffer_drops_and_counts_rather_than_waits() {
         records: 1000,
         bytes: 3 << 20,
     };
-    let logs = BatchedLogs::start(Arc::new(StoreTable(store)), buffer, retention, None);
+    let logs = BatchedLogs::start(Arc::new(StoreTable(store)), buffer, retention, None, None);
     let big = "x".repeat(1 << 20);
     for _ in 0..5 {
         logs.append(record("f", "r", LogStream::Stdout, &big));
@@ -557,4 +557,61 @@ async fn records_in_the_database_move_into_segments() {
     // Again, as at the next start: nothing more to move.
     assert_eq!(table.take_over(store).await.unwrap(), 0);
     assert_eq!(of_app(&table, "a").await.len(), 25_000);
+}
+
+/// Retention is applied only when it is this writer's turn: where nodes
+/// share one log table, one of them trims it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_waits_for_the_writer_s_turn() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    struct Turn(AtomicBool);
+    #[async_trait::async_trait]
+    impl stratus_logs::TrimTurn for Turn {
+        async fn mine(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let table: Arc<dyn LogTable> = Arc::new(segments(dir.path()));
+    let turn = Arc::new(Turn(AtomicBool::new(false)));
+    let retention = Retention {
+        max_age: Duration::from_secs(3600),
+        max_bytes: 100_000,
+        max_bytes_per_app: 100_000,
+    };
+    let buffer = Buffer {
+        records: 4096,
+        bytes: 16 << 20,
+    };
+    let logs = BatchedLogs::start(table.clone(), buffer, retention, None, Some(turn.clone()));
+    for n in 0..1000 {
+        logs.append(sized("a", n, now_ms()));
+    }
+    logs.flush().await.unwrap();
+    // A burst ends; the trim it would bring is not this writer's to do.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(logs.dropped(), 0);
+    let held = table.bytes().await.unwrap();
+    assert!(held > 1_000_000, "{held} bytes");
+    turn.0.store(true, Ordering::SeqCst);
+    logs.append(sized("a", 1000, now_ms()));
+    logs.flush().await.unwrap();
+    for _ in 0..50 {
+        if table.bytes().await.unwrap() <= 100_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        table.bytes().await.unwrap() <= 100_000,
+        "trimmed once it is its turn"
+    );
+    logs.stop().await;
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

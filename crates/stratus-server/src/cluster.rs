@@ -188,3 +188,32 @@ async fn catch_up(state: &AppState, shared: &dyn SharedPackages) -> anyhow::Resu
     }
     Ok(())
 }
+
+/// Log retention on a shared log table: the node holding the lease
+/// `log-retention` trims; another takes over once it has not renewed it
+/// for three trim periods (it died).
+pub(crate) struct TrimLease {
+    pub store: Arc<dyn stratus_store::Store>,
+    pub holder: String,
+}
+
+/// How long a node holds the log retention lease after taking it.
+const TRIM_LEASE_MS: i64 = 3 * 60_000;
+
+#[async_trait::async_trait]
+impl stratus_logs::TrimTurn for TrimLease {
+    async fn mine(&self) -> bool {
+        let now = crate::now_ms();
+        match self
+            .store
+            .take_lease("log-retention", &self.holder, now + TRIM_LEASE_MS, now)
+            .await
+        {
+            Ok(mine) => mine,
+            Err(err) => {
+                tracing::warn!(%err, "cannot take the log retention lease; not trimming now");
+                false
+            }
+        }
+    }
+}

@@ -226,6 +226,14 @@ pub async fn run(
         },
         retention,
         (config.disk_reserve > 0).then_some(reserve),
+        match &shared {
+            // Nodes sharing the log table take turns to trim it.
+            StoreKind::Postgres(_) => Some(Arc::new(cluster::TrimLease {
+                store: store.clone(),
+                holder: cluster::node_id(&data_dir)?,
+            }) as Arc<dyn stratus_logs::TrimTurn>),
+            StoreKind::Sqlite(_) => None,
+        },
     );
     let logs: Arc<dyn Logs> = store_logs.clone();
     // Instances reach the platform API on a listener of its own.

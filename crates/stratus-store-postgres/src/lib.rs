@@ -22,7 +22,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use stratus_store::Result as StoreResult;
 use stratus_store::{
     AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs, Credentials, DeadLetter, Dump,
-    EventCounts, EventRecord, Events, FollowUp, KeyRecord, LogBudget, LogQuery, LogRecord,
+    EventCounts, EventRecord, Events, FollowUp, KeyRecord, Leases, LogBudget, LogQuery, LogRecord,
     LogStore, MessageRecord, MessageSettlement, Messages, NewEvent, NewMessage, NewVersion,
     NodeRecord, Nodes, PackageRecord, Packages, QueueCounts, ScheduleSlot, Schedules, Settlement,
     SharedPackages, Source, StoreError, StoredLog, Transfer, Trimmed, UnitOfWork, VersionRecord,
@@ -1691,6 +1691,32 @@ impl Transfer for PostgresStore {
             }
             tx.commit().await?;
             Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Leases for PostgresStore {
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        run(async {
+            let taken = self
+                .client()
+                .await?
+                .execute(
+                    "INSERT INTO leases (name, holder, until_ms) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, until_ms = EXCLUDED.until_ms \
+                     WHERE leases.holder = EXCLUDED.holder OR leases.until_ms <= $4",
+                    &[&name, &holder, &until_ms, &now_ms],
+                )
+                .await?;
+            Ok(taken > 0)
         })
         .await
     }

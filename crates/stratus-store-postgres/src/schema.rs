@@ -142,4 +142,12 @@ CREATE TABLE nodes (
     instances BIGINT NOT NULL
 );
 "#,
+    // Leases on work one node at a time does for all.
+    r#"
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until_ms BIGINT NOT NULL
+);
+"#,
 ];

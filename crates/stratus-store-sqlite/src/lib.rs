@@ -15,8 +15,8 @@ use stratus_store::{
     Source, StoreError, StoredLog, Trimmed, VersionRecord,
 };
 use stratus_store::{
-    Apps, Backlogs, Credentials, Events, LogStore, Messages, Nodes, Packages, Schedules, Transfer,
-    UnitOfWork, Write,
+    Apps, Backlogs, Credentials, Events, Leases, LogStore, Messages, Nodes, Packages, Schedules,
+    Transfer, UnitOfWork, Write,
 };
 
 /// An error inside this backend, before it leaves as a [`StoreError`].
@@ -219,6 +219,14 @@ CREATE TABLE nodes (
     started_ms INTEGER NOT NULL,
     heartbeat_ms INTEGER NOT NULL,
     instances INTEGER NOT NULL
+);
+"#,
+    // Leases on work one node at a time does for all.
+    r#"
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until_ms INTEGER NOT NULL
 );
 "#,
 ];
@@ -1846,6 +1854,29 @@ impl Transfer for SqliteStore {
             }
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Leases for SqliteStore {
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.call(move |conn| {
+            let taken = conn.execute(
+                "INSERT INTO leases (name, holder, until_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms \
+                 WHERE leases.holder = excluded.holder OR leases.until_ms <= ?4",
+                params![name, holder, until_ms, now_ms],
+            )?;
+            Ok(taken > 0)
         })
         .await
     }

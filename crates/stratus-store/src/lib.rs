@@ -362,6 +362,22 @@ pub trait SharedPackages: Send + Sync {
     async fn package_bytes(&self, sha256: &str) -> Result<Option<Vec<u8>>>;
 }
 
+/// Leases on work that one node at a time must do for all (log
+/// retention, for one).
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// Takes (or, for its holder, extends) the lease `name` for `holder`
+    /// until `until_ms`, if nobody else holds it at `now_ms`. Whether
+    /// `holder` holds it now.
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool>;
+}
+
 /// The nodes that use the store, by their heartbeats.
 #[async_trait]
 pub trait Nodes: Send + Sync {
@@ -398,6 +414,7 @@ pub trait Store:
     + UnitOfWork
     + Transfer
     + Nodes
+    + Leases
     + 'static
 {
 }
@@ -414,6 +431,7 @@ impl<T> Store for T where
         + UnitOfWork
         + Transfer
         + Nodes
+        + Leases
         + 'static
 {
 }

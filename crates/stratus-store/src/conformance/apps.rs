@@ -210,3 +210,22 @@ pub async fn nodes_report_by_heartbeat(f: &dyn Fixture) {
         [node("a", 10, 3), node("b", 20, 5)]
     );
 }
+
+/// One holder at a time: the holder extends its lease, another takes it
+/// only once it has run out.
+pub async fn a_lease_has_one_holder_at_a_time(f: &dyn Fixture) {
+    let store = f.open().await;
+    assert!(store.take_lease("trim", "a", 100, 0).await.unwrap());
+    assert!(!store.take_lease("trim", "b", 150, 50).await.unwrap());
+    assert!(
+        store.take_lease("trim", "a", 200, 90).await.unwrap(),
+        "extended"
+    );
+    assert!(!store.take_lease("trim", "b", 250, 150).await.unwrap());
+    assert!(store.take_lease("other", "b", 250, 150).await.unwrap());
+    assert!(
+        store.take_lease("trim", "b", 300, 200).await.unwrap(),
+        "ran out"
+    );
+    assert!(!store.take_lease("trim", "a", 300, 210).await.unwrap());
+}

@@ -36,6 +36,7 @@ macro_rules! conformance_suite {
             apps::logs_are_queried_followed_and_trimmed,
             apps::backlogs_count_each_app_s_events_and_messages_in_bytes,
             apps::nodes_report_by_heartbeat,
+            apps::a_lease_has_one_holder_at_a_time,
             credentials::credentials_are_kept_with_their_secret_and_listed_per_app,
             credentials::a_credential_is_revoked_only_by_its_own_app,
             credentials::deleting_an_app_deletes_its_credentials,
