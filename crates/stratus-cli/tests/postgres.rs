@@ -717,3 +717,49 @@ fn a_node_rides_out_a_cut_database_connection() {
     });
     assert_eq!(served(&server).as_deref(), Some("2"));
 }
+
+/// A schedule that fires every second, while the nodes restart one after
+/// another: each slot fires once across the cluster.
+#[test]
+fn a_schedule_fires_each_slot_once_across_restarting_nodes() {
+    let db = Database::new("schedule");
+    let url = db.url();
+    let mut nodes: Vec<Server> = (0..3)
+        .map(|_| Server::start_with(&["--store", &url]))
+        .collect();
+    let dir = nodes[0].path("ticks");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: ticks\nfunctions:\n  tick:\n    runtime: python3\n    handler: main.handler\n    events:\n      - schedule: rate(1 second)\n",
+            ),
+            (
+                "main.py",
+                "def handler(event, context):\n    print('slot', event['data']['scheduledTime'])\n",
+            ),
+        ],
+    );
+    nodes[0].ok(&["deploy", dir.to_str().unwrap()]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for node in nodes.iter_mut() {
+        node.stop();
+        node.restart();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let slots = sql(
+        &url,
+        "SELECT message FROM logs WHERE stream = 'stdout' AND message LIKE 'slot %' ORDER BY id",
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for slot in &slots {
+        assert!(seen.insert(slot.clone()), "{slot} fired twice: {slots:?}");
+    }
+    assert!(
+        seen.len() >= 8,
+        "only {} slots in ~10 s: {slots:?}",
+        seen.len()
+    );
+}
