@@ -490,9 +490,10 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
     }
 }
 
-/// Events accepted across three nodes are all handled, at least once,
-/// though one node is killed (`kill -9`) with events in hand: its leases
-/// lapse and the others deliver them. Counted by the handler's own lines,
+/// Events and queue messages accepted across three nodes are all handled,
+/// at least once, though one node is killed (`kill -9`) with some in hand:
+/// its leases lapse (and its messages become visible again) and the others
+/// deliver them. Counted by the handler's own lines,
 /// which reach the shared store before an event counts as handled.
 #[test]
 fn events_accepted_across_nodes_survive_a_node_killed_mid_way() {
@@ -507,11 +508,11 @@ fn events_accepted_across_nodes_survive_a_node_killed_mid_way() {
         &[
             (
                 "stratus.yaml",
-                "app: durable\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    max_instances: 4\n",
+                "app: durable\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    max_instances: 4\n  g:\n    runtime: python3\n    handler: main.consume\n    timeout: 4s\n    events:\n      - queue: work\nqueues:\n  work: { visibility_timeout: 5s }\n",
             ),
             (
                 "main.py",
-                "import time\ndef handler(event, context):\n    time.sleep(0.2)\n    print('handled', event['n'])\n    return 'ok'\n",
+                "import time\ndef handler(event, context):\n    time.sleep(0.2)\n    print('handled', event['n'])\n    return 'ok'\n\ndef consume(event, context):\n    for record in event['Records']:\n        time.sleep(0.05)\n        print('message', record['data']['n'])\n",
             ),
         ],
     );
@@ -538,23 +539,37 @@ fn events_accepted_across_nodes_survive_a_node_killed_mid_way() {
             .unwrap();
         assert_eq!(response.status(), 202, "{:?}", response.text());
     };
+    let send = |node: &Server, n: usize| {
+        let response = http
+            .post(format!(
+                "{}/v1/apps/durable/queues/work/messages",
+                node.admin
+            ))
+            .bearer_auth(&node.token)
+            .body(format!(r#"{{"n": {n}}}"#))
+            .send()
+            .unwrap();
+        assert!(response.status().is_success(), "{:?}", response.text());
+    };
     let total = 240;
     for n in 0..total / 2 {
         post(&nodes[n % 3], n);
+        send(&nodes[n % 3], n);
     }
     // The first node dies with events in hand.
     std::thread::sleep(std::time::Duration::from_millis(300));
     nodes[0].kill();
     for n in total / 2..total {
         post(&nodes[1 + n % 2], n);
+        send(&nodes[1 + n % 2], n);
     }
-    let handled = || -> std::collections::BTreeSet<usize> {
+    let handled = |what: &str| -> std::collections::BTreeSet<usize> {
         sql(
             &url,
-            "SELECT DISTINCT message FROM logs WHERE stream = 'stdout' AND message LIKE 'handled %'",
+            &format!("SELECT DISTINCT message FROM logs WHERE stream = 'stdout' AND message LIKE '{what} %'"),
         )
         .iter()
-        .filter_map(|m| m.strip_prefix("handled ")?.parse().ok())
+        .filter_map(|m| m.strip_prefix(what)?.trim().parse().ok())
         .collect()
     };
     // The others see the dead node go down.
@@ -574,16 +589,17 @@ fn events_accepted_across_nodes_survive_a_node_killed_mid_way() {
         }
     });
     common::eventually(std::time::Duration::from_secs(90), || {
-        let seen = handled();
-        let missing: Vec<usize> = (0..total).filter(|n| !seen.contains(n)).collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} of {total} not handled yet: {missing:?}",
-                missing.len()
-            ))
+        for what in ["handled", "message"] {
+            let seen = handled(what);
+            let missing: Vec<usize> = (0..total).filter(|n| !seen.contains(n)).collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "{} of {total} not {what} yet: {missing:?}",
+                    missing.len()
+                ));
+            }
         }
+        Ok(())
     });
 }
 
