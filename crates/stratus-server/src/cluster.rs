@@ -147,16 +147,10 @@ async fn catch_up(state: &AppState, shared: &dyn SharedPackages) -> anyhow::Resu
         if published.get(&version.app) == Some(&version.version) {
             continue;
         }
-        let mut missing = None;
-        for sha256 in version.packages.values() {
-            if let Err(err) =
-                crate::deploy::ensure_code(&state.config.data_dir, limits, shared, sha256).await
-            {
-                missing = Some(err);
-                break;
-            }
-        }
-        if let Some(err) = missing {
+        if let Err(err) =
+            crate::deploy::ensure_version_code(&state.config.data_dir, limits, shared, version)
+                .await
+        {
             tracing::warn!(
                 app = version.app,
                 version = version.version,
@@ -183,7 +177,7 @@ async fn catch_up(state: &AppState, shared: &dyn SharedPackages) -> anyhow::Resu
     let ids: std::collections::BTreeSet<String> =
         stored.iter().map(|c| c.access_key_id.clone()).collect();
     if ids != state.aws_credentials.ids() {
-        let opened = crate::open_aws_credentials(&*state.store, &state.sealer).await?;
+        let opened = crate::open_aws_credentials(&*state.store, &state.sealer, stored).await?;
         state.aws_credentials.replace_all(opened);
     }
     Ok(())

@@ -137,6 +137,20 @@ pub(crate) async fn ensure_code(
     Ok(())
 }
 
+/// Makes sure every package of `version` is in the data directory (see
+/// [`ensure_code`]).
+pub(crate) async fn ensure_version_code(
+    data_dir: &Path,
+    limits: stratus_archive::Limits,
+    shared: &dyn stratus_store::SharedPackages,
+    version: &stratus_store::VersionRecord,
+) -> Result<(), ApiError> {
+    for sha256 in version.packages.values() {
+        ensure_code(data_dir, limits, shared, sha256).await?;
+    }
+    Ok(())
+}
+
 /// Checks `body` against its id, unpacks it under `code/` and keeps the
 /// archive under `packages/`, each whole or not at all.
 async fn keep_package(

@@ -196,6 +196,7 @@ pub async fn run(
         .context("cannot install the built-in runtimes")?;
     let (python, node) = runtimes::locate_interpreters().await;
 
+    let node_id = cluster::node_id(&data_dir)?;
     let retention = Retention {
         max_age: config.log_retention,
         max_bytes: config.log_max_bytes,
@@ -230,7 +231,7 @@ pub async fn run(
             // Nodes sharing the log table take turns to trim it.
             StoreKind::Postgres(_) => Some(Arc::new(cluster::TrimLease {
                 store: store.clone(),
-                holder: cluster::node_id(&data_dir)?,
+                holder: node_id.clone(),
             }) as Arc<dyn stratus_logs::TrimTurn>),
             StoreKind::Sqlite(_) => None,
         },
@@ -283,18 +284,15 @@ pub async fn run(
         // app whose packages cannot be had is left out (and said so).
         let limits = deploy::unpack_limits(config.limits.max_unpacked_bytes);
         let mut ready = Vec::with_capacity(deployed.len());
-        'apps: for version in deployed {
-            for sha256 in version.packages.values() {
-                if let Err(err) = deploy::ensure_code(&data_dir, limits, &**shared, sha256).await {
-                    tracing::error!(
-                        app = version.app,
-                        error = err.message,
-                        "cannot serve an app: a package of it is missing"
-                    );
-                    continue 'apps;
-                }
+        for version in deployed {
+            match deploy::ensure_version_code(&data_dir, limits, &**shared, &version).await {
+                Ok(()) => ready.push(version),
+                Err(err) => tracing::error!(
+                    app = version.app,
+                    error = err.message,
+                    "cannot serve an app: a package of it is missing"
+                ),
             }
-            ready.push(version);
         }
         deployed = ready;
     }
@@ -360,7 +358,12 @@ pub async fn run(
             .clone()
             .unwrap_or_else(|| data_dir.join(secrets::KEY_FILE)),
     )?;
-    let aws_credentials = api::AwsCredentials::new(open_aws_credentials(&*store, &sealer).await?);
+    let stored_credentials = store
+        .list_aws_credentials(None)
+        .await
+        .context("cannot read AWS credentials")?;
+    let aws_credentials =
+        api::AwsCredentials::new(open_aws_credentials(&*store, &sealer, stored_credentials).await?);
     let wake_events = events.clone();
     let triggers = triggers::Triggers::new(
         triggers::schedule::Schedules::new(
@@ -397,7 +400,7 @@ pub async fn run(
                 .collect(),
         ),
         shared_packages: shared_packages.clone(),
-        node_id: cluster::node_id(&data_dir)?,
+        node_id,
         directory: directory.clone(),
         public_url: info.public.clone(),
         logs: logs.clone(),
@@ -580,11 +583,8 @@ pub async fn shutdown_signal() {
 async fn open_aws_credentials(
     store: &dyn Store,
     sealer: &secrets::Sealer,
+    stored: Vec<stratus_store::AwsCredentialRecord>,
 ) -> anyhow::Result<Vec<stratus_store::AwsCredentialRecord>> {
-    let stored = store
-        .list_aws_credentials(None)
-        .await
-        .context("cannot read AWS credentials")?;
     let mut opened = Vec::with_capacity(stored.len());
     for mut credential in stored {
         match sealer.open(&credential.access_key_id, &credential.secret) {
@@ -623,7 +623,7 @@ pub const STORE_ID_FILE: &str = "store.id";
 /// replaced by another. `accept_empty` takes the store as it is, and the
 /// data directory remembers it from then on.
 /// Which store a node keeps its state in, and where.
-enum StoreKind {
+pub(crate) enum StoreKind {
     /// The embedded default: a SQLite file in the data directory.
     Sqlite(PathBuf),
     /// A PostgreSQL database, by its URL, that several nodes may share.

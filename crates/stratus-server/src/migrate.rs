@@ -26,7 +26,7 @@ pub async fn migrate(data_dir: &Path, to: &str) -> anyhow::Result<Moved> {
     );
     let _lock = crate::lock_data_dir(data_dir)?;
     let from = SqliteStore::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
-    let target = format!("the PostgreSQL database {}", crate::redact(to));
+    let target = crate::StoreKind::Postgres(to.to_owned()).to_string();
     let into = PostgresStore::connect(to, 2)
         .await
         .with_context(|| format!("cannot open {target}"))?;

@@ -1,40 +1,8 @@
 //! The SQLite backend through the `Store` trait.
 
-use std::collections::BTreeMap;
-
-use stratus_store::{Apps, LogStore};
-use stratus_store::{LogQuery, LogRecord, LogStream, NewVersion};
+use stratus_store::conformance::apps::{log, version};
+use stratus_store::{Apps, LogQuery, LogRecord, LogStore};
 use stratus_store_sqlite::SqliteStore;
-
-fn spec(app: &str, memory: u32) -> stratus_manifest::AppSpec {
-    let text = format!(
-        "app: {app}\nfunctions:\n  f:\n    runtime: python3\n    handler: m.h\n    memory: {memory}\n"
-    );
-    stratus_manifest::parse("stratus.yaml", &text).unwrap()
-}
-
-fn version(app: &str, memory: u32) -> NewVersion {
-    NewVersion {
-        spec: spec(app, memory),
-        manifest: "text".into(),
-        packages: BTreeMap::from([(".".to_owned(), "a".repeat(64))]),
-        created_ms: 1,
-    }
-}
-
-fn log(ts_ms: i64, function: &str, message: &str) -> LogRecord {
-    LogRecord {
-        ts_ms,
-        app: "a".into(),
-        function: function.into(),
-        version: 1,
-        instance: "i".into(),
-        request_id: Some(format!("r{ts_ms}")),
-        stream: LogStream::Stdout,
-        message: message.into(),
-        fields: (function == "g").then(|| serde_json::json!({ "cold": true })),
-    }
-}
 
 #[tokio::test]
 async fn the_identity_is_kept_and_a_lost_file_stops_every_call() {

@@ -3,14 +3,16 @@ use std::collections::BTreeMap;
 
 use crate::{LogQuery, LogRecord, LogStream, NewVersion};
 
-fn spec(app: &str, memory: u32) -> stratus_manifest::AppSpec {
+/// An app with one python3 function of `memory` MiB.
+pub fn spec(app: &str, memory: u32) -> stratus_manifest::AppSpec {
     let text = format!(
         "app: {app}\nfunctions:\n  f:\n    runtime: python3\n    handler: m.h\n    memory: {memory}\n"
     );
     stratus_manifest::parse("stratus.yaml", &text).unwrap()
 }
 
-fn version(app: &str, memory: u32) -> NewVersion {
+/// A version of [`spec`], ready to activate.
+pub fn version(app: &str, memory: u32) -> NewVersion {
     NewVersion {
         spec: spec(app, memory),
         manifest: "text".into(),
@@ -19,7 +21,8 @@ fn version(app: &str, memory: u32) -> NewVersion {
     }
 }
 
-fn log(ts_ms: i64, function: &str, message: &str) -> LogRecord {
+/// A stdout line of app `a` (with fields for function `g`).
+pub fn log(ts_ms: i64, function: &str, message: &str) -> LogRecord {
     LogRecord {
         ts_ms,
         app: "a".into(),
