@@ -122,6 +122,19 @@ fn a_node_on_postgresql_serves_and_keeps_its_state_there() {
     assert!(status.contains("pg/f"), "{status}");
 }
 
+/// `n` nodes on the store at `url`: the first makes the cluster's admin
+/// token, the others are handed it.
+fn cluster(url: &str, n: usize) -> Vec<Server> {
+    let first = Server::start_with(&["--store", url]);
+    let token = first.data_dir.join("admin.token");
+    let token = token.to_str().unwrap().to_owned();
+    let mut nodes = vec![first];
+    nodes.extend(
+        (1..n).map(|_| Server::start_with(&["--store", url, "--admin-token-file", &token])),
+    );
+    nodes
+}
+
 /// `stratus server ARGS` on a new data directory, expected to exit: its
 /// stderr.
 fn start_expecting_failure(extra: &[&str]) -> String {
@@ -164,11 +177,12 @@ fn a_store_that_cannot_be_reached_or_named_stops_the_start_with_the_reason() {
 
 /// `stratus migrate` on the data directory, expected to succeed or not:
 /// (success, stdout and stderr).
-fn migrate(data_dir: &std::path::Path, to: &str) -> (bool, String) {
+fn migrate(data_dir: &std::path::Path, to: &str, extra: &[&str]) -> (bool, String) {
     let out = Command::new(BIN)
         .args(["migrate", "--from"])
         .arg(data_dir)
         .args(["--to", to])
+        .args(extra)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -212,9 +226,14 @@ fn a_single_node_migrates_into_postgresql_and_serves_there() {
         single.ok(&["deploy", dir.to_str().unwrap()]);
     }
     let key = single.ok(&["keys", "create", "moved", "--name", "ci"]);
+    let aws = single.ok(&["keys", "create", "moved", "--aws", "--output", "json"]);
+    let aws: serde_json::Value = serde_json::from_str(&aws).unwrap();
+    let aws_id = aws["access_key_id"].as_str().unwrap().to_owned();
     assert_eq!(single.invoke("moved/f", "{}")["result"], "2");
+    let cluster_key = home.path().join("cluster.key");
+    let cluster_key = cluster_key.to_str().unwrap();
 
-    let (ok, said) = migrate(&data_dir, &url);
+    let (ok, said) = migrate(&data_dir, &url, &["--secrets-key-file", cluster_key]);
     assert!(!ok, "migrated while a server ran: {said}");
     assert!(
         said.contains("another stratus server is already using"),
@@ -222,24 +241,37 @@ fn a_single_node_migrates_into_postgresql_and_serves_there() {
     );
     single.stop();
 
-    let (ok, said) = migrate(&data_dir, &url);
+    let (ok, said) = migrate(&data_dir, &url, &["--secrets-key-file", cluster_key]);
     assert!(ok, "{said}");
     assert!(said.contains("1 apps, 2 versions"), "{said}");
     assert!(said.contains("1 app keys"), "{said}");
-    let (ok, said) = migrate(&data_dir, &url);
+    let (ok, said) = migrate(&data_dir, &url, &["--secrets-key-file", cluster_key]);
     assert!(!ok, "migrated twice");
     assert!(
         said.contains("is not a new database; nothing was copied"),
         "{said}"
     );
 
-    // The same data directory, now on PostgreSQL: its identity moved too.
-    let node = Server::start_at(
+    // The same data directory, now on PostgreSQL with the cluster's key:
+    // its identity moved, it keeps its admin token (the cluster takes it),
+    // and its secrets were sealed anew.
+    let token = single.token.clone();
+    let mut node = Server::start_at(
         tempfile::tempdir().unwrap(),
         data_dir.clone(),
-        &["--store", &url],
+        &["--store", &url, "--secrets-key-file", cluster_key],
     );
+    assert_eq!(node.token, token);
     assert_eq!(node.invoke("moved/f", "{}")["result"], "2");
+    node.stop();
+    node.restart();
+    let log = std::fs::read_to_string(node.path("restart.log")).unwrap();
+    assert!(!log.contains(&aws_id), "the secret does not open: {log}");
+    let stored = sql(
+        &url,
+        &format!("SELECT secret FROM aws_credentials WHERE access_key_id = '{aws_id}'"),
+    );
+    assert!(stored[0].starts_with("sealed:"), "{stored:?}");
     let keys = node.ok(&["keys", "ls", "moved"]);
     assert!(
         keys.contains("ci"),
@@ -377,21 +409,57 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
     std::fs::write(&token_file, "t".repeat(40)).unwrap();
     let key_file = shared.path().join("secrets.key");
     let (token_file, key_file) = (token_file.to_str().unwrap(), key_file.to_str().unwrap());
-    let mut nodes: Vec<Server> = (0..3)
-        .map(|_| {
-            Server::start_with(&[
-                "--store",
-                &url,
-                "--admin-token-file",
-                token_file,
-                "--secrets-key-file",
-                key_file,
-            ])
-        })
-        .collect();
+    // The first node is handed a known token; the others take it from
+    // the first one's data directory, as an operator would.
+    let first = Server::start_with(&[
+        "--store",
+        &url,
+        "--admin-token-file",
+        token_file,
+        "--secrets-key-file",
+        key_file,
+    ]);
+    let kept = first.data_dir.join("admin.token");
+    let kept = kept.to_str().unwrap().to_owned();
+    let mut nodes = vec![first];
+    for _ in 1..3 {
+        nodes.push(Server::start_with(&[
+            "--store",
+            &url,
+            "--admin-token-file",
+            &kept,
+            "--secrets-key-file",
+            key_file,
+        ]));
+    }
     assert!(
         nodes.iter().all(|n| n.token == "t".repeat(40)),
         "one admin token"
+    );
+    // The store keeps only its hash.
+    let stored = sql(&url, "SELECT value FROM meta");
+    assert!(
+        !stored.iter().any(|v| v.contains(&"t".repeat(40))),
+        "{stored:?}"
+    );
+    // A node without the token, or with another, does not start.
+    let without = start_expecting_failure(&["--store", &url]);
+    assert!(
+        without.contains("the store already has an admin token, made by another node")
+            && without.contains("--admin-token-file"),
+        "{without}"
+    );
+    let other = shared.path().join("other.token");
+    std::fs::write(&other, "u".repeat(40)).unwrap();
+    let wrong = start_expecting_failure(&[
+        "--store",
+        &url,
+        "--admin-token-file",
+        other.to_str().unwrap(),
+    ]);
+    assert!(
+        wrong.contains("holds another admin token than the store's"),
+        "{wrong}"
     );
     let dir = nodes[0].path("shared");
     cluster_app(&dir, "1");
@@ -499,9 +567,7 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
 fn events_accepted_across_nodes_survive_a_node_killed_mid_way() {
     let db = Database::new("killed");
     let url = db.url();
-    let mut nodes: Vec<Server> = (0..3)
-        .map(|_| Server::start_with(&["--store", &url]))
-        .collect();
+    let mut nodes = cluster(&url, 3);
     let dir = nodes[0].path("durable");
     write_app(
         &dir,
@@ -740,9 +806,7 @@ fn a_node_rides_out_a_cut_database_connection() {
 fn a_schedule_fires_each_slot_once_across_restarting_nodes() {
     let db = Database::new("schedule");
     let url = db.url();
-    let mut nodes: Vec<Server> = (0..3)
-        .map(|_| Server::start_with(&["--store", &url]))
-        .collect();
+    let mut nodes = cluster(&url, 3);
     let dir = nodes[0].path("ticks");
     write_app(
         &dir,

@@ -37,7 +37,7 @@ use stratus_logs::{
 };
 use stratus_sandbox::{Isolation, LauncherClient};
 use stratus_scheduler::{FunctionConfig, Scheduler, ServiceConfig, Settings};
-use stratus_store::{Store, VersionRecord};
+use stratus_store::{MetaKey, Store, VersionRecord};
 use stratus_store_postgres::PostgresStore;
 use stratus_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
@@ -45,6 +45,7 @@ use tokio::net::TcpListener;
 pub use config::{Limits, ServerConfig};
 pub use public::{HttpSettings, TlsFiles};
 pub use quotas::QuotaSettings;
+pub use secrets::KEY_FILE as SECRETS_KEY_FILE;
 
 /// Addresses the server is reachable at, as written to `server.json`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -66,6 +67,8 @@ pub(crate) struct AppState {
     pub scheduler: Arc<Scheduler>,
     pub config: ServerConfig,
     pub token: String,
+    /// What the tokens of instances are derived from.
+    pub platform_secret: String,
     pub deploy_lock: tokio::sync::Mutex<()>,
     /// Routes and keys of the public listener.
     pub directory: Arc<public::Directory>,
@@ -157,10 +160,13 @@ pub async fn run(
     }
     let (store, shared, shared_packages) = open_store(&config, &data_dir).await?;
     check_store_identity(&*store, &shared, &data_dir, config.accept_empty_store).await?;
-    let token = match &config.admin_token_file {
-        Some(from) => token::handed(from, &data_dir.join(TOKEN_FILE))?,
-        None => token::load_or_create(&data_dir.join(TOKEN_FILE))?,
-    };
+    let token = token::admin_token(
+        &*store,
+        config.admin_token_file.as_deref(),
+        &data_dir.join(TOKEN_FILE),
+    )
+    .await?;
+    let platform_secret = token::platform_secret(&*store).await?;
 
     let launcher = Arc::new(launcher);
     // Before any instance starts: none may reach the admin listener.
@@ -253,7 +259,7 @@ pub async fn run(
         name_servers: (!config.resolvers.is_empty()).then(|| config.resolvers.clone()),
         platform_api: Some(Arc::new(api::InstanceApi {
             url: url(platform.local_addr()?),
-            admin_token: token.clone(),
+            secret: platform_secret.clone(),
         })),
     };
     let scheduler = Scheduler::new(settings, launcher.clone(), logs.clone());
@@ -392,6 +398,7 @@ pub async fn run(
         scheduler: scheduler.clone(),
         config: config.clone(),
         token,
+        platform_secret,
         deploy_lock: tokio::sync::Mutex::new(()),
         published: std::sync::Mutex::new(
             deployed
@@ -694,7 +701,7 @@ async fn check_store_identity(
     let candidate = token::random_hex(16)
         .map_err(|err| anyhow::anyhow!("no randomness for the store's identity: {err}"))?;
     let identity = store
-        .identity(&candidate)
+        .meta_or_insert(MetaKey::Identity, &candidate)
         .await
         .context("cannot read the store's identity")?;
     let fresh = identity == candidate;

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use anyhow::Context;
-use stratus_store::{StoreError, Transfer};
+use stratus_store::{Dump, StoreError, Transfer};
+
+use crate::secrets::{KEY_FILE, Sealer};
 use stratus_store_postgres::PostgresStore;
 use stratus_store_sqlite::SqliteStore;
 
@@ -16,8 +18,12 @@ pub struct Moved {
 
 /// Copies everything the SQLite store of `data_dir` holds but logs into
 /// the empty PostgreSQL database at `to`, in one transaction. The data
-/// directory must not be in use by a server.
-pub async fn migrate(data_dir: &Path, to: &str) -> anyhow::Result<Moved> {
+/// directory must not be in use by a server. With `key_file` (the
+/// cluster's `--secrets-key-file`, made if it does not exist) stored
+/// secrets are sealed anew with that key; without it they stay sealed
+/// with the data directory's own `secrets.key`, which the nodes must then
+/// be given.
+pub async fn migrate(data_dir: &Path, to: &str, key_file: Option<&Path>) -> anyhow::Result<Moved> {
     let db = data_dir.join("stratus.db");
     anyhow::ensure!(
         db.is_file(),
@@ -30,10 +36,13 @@ pub async fn migrate(data_dir: &Path, to: &str) -> anyhow::Result<Moved> {
     let into = PostgresStore::connect(to, 2)
         .await
         .with_context(|| format!("cannot open {target}"))?;
-    let dump = from
+    let mut dump = from
         .export()
         .await
         .with_context(|| format!("cannot read {}", db.display()))?;
+    if let Some(key_file) = key_file {
+        reseal(&mut dump, &data_dir.join(KEY_FILE), key_file)?;
+    }
     let summary = dump.summary();
     match into.import(dump).await {
         Ok(()) => Ok(Moved { summary }),
@@ -44,4 +53,31 @@ pub async fn migrate(data_dir: &Path, to: &str) -> anyhow::Result<Moved> {
             Err(err).with_context(|| format!("cannot write into {target}; nothing was copied"))
         }
     }
+}
+
+/// Seals the secrets of `dump`, sealed with the key in `from` (or stored
+/// in the clear by an old version), with the key in `to`.
+fn reseal(dump: &mut Dump, from: &Path, to: &Path) -> anyhow::Result<()> {
+    if dump.aws_credentials.is_empty() {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        from.is_file(),
+        "{} is missing: the stored secrets cannot be opened to seal them with {}",
+        from.display(),
+        to.display()
+    );
+    let (old, new) = (Sealer::load_or_create(from)?, Sealer::load_or_create(to)?);
+    for credential in &mut dump.aws_credentials {
+        let (secret, _) = old
+            .open(&credential.access_key_id, &credential.secret)
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "the secret of AWS credential {}: {err}; nothing was copied",
+                    credential.access_key_id
+                )
+            })?;
+        credential.secret = new.seal(&credential.access_key_id, &secret)?;
+    }
+    Ok(())
 }

@@ -23,10 +23,10 @@ use stratus_store::Result as StoreResult;
 use stratus_store::{
     AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs, Credentials, DeadLetter, Dump,
     EventCounts, EventRecord, Events, FollowUp, KeyRecord, Leases, LogBudget, LogQuery, LogRecord,
-    LogStore, MessageRecord, MessageSettlement, Messages, NewEvent, NewMessage, NewVersion,
-    NodeRecord, Nodes, PackageRecord, Packages, QueueCounts, ScheduleSlot, Schedules, Settlement,
-    SharedPackages, Source, StoreError, StoredLog, Transfer, Trimmed, UnitOfWork, VersionRecord,
-    Write,
+    LogStore, MessageRecord, MessageSettlement, Messages, Meta, MetaKey, NewEvent, NewMessage,
+    NewVersion, NodeRecord, Nodes, PackageRecord, Packages, QueueCounts, ScheduleSlot, Schedules,
+    Settlement, SharedPackages, Source, StoreError, StoredLog, Transfer, Trimmed, UnitOfWork,
+    VersionRecord, Write,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -375,24 +375,27 @@ fn text(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 #[async_trait]
-impl Apps for PostgresStore {
-    async fn identity(&self, candidate: &str) -> StoreResult<String> {
+impl Meta for PostgresStore {
+    async fn meta_or_insert(&self, key: MetaKey, candidate: &str) -> StoreResult<String> {
         run(async {
             let client = self.client().await?;
             client
                 .execute(
-                    "INSERT INTO meta (key, value) VALUES ('identity', $1) ON CONFLICT (key) DO NOTHING",
-                    &[&candidate],
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                    &[&key.as_str(), &candidate],
                 )
                 .await?;
             let row = client
-                .query_one("SELECT value FROM meta WHERE key = 'identity'", &[])
+                .query_one("SELECT value FROM meta WHERE key = $1", &[&key.as_str()])
                 .await?;
             Ok(row.get(0))
         })
         .await
     }
+}
 
+#[async_trait]
+impl Apps for PostgresStore {
     async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
         run(async {
             let rows = self

@@ -15,8 +15,8 @@ use stratus_store::{
     Source, StoreError, StoredLog, Trimmed, VersionRecord,
 };
 use stratus_store::{
-    Apps, Backlogs, Credentials, Events, Leases, LogStore, Messages, Nodes, Packages, Schedules,
-    Transfer, UnitOfWork, Write,
+    Apps, Backlogs, Credentials, Events, Leases, LogStore, Messages, Meta, MetaKey, Nodes,
+    Packages, Schedules, Transfer, UnitOfWork, Write,
 };
 
 /// An error inside this backend, before it leaves as a [`StoreError`].
@@ -715,6 +715,25 @@ fn ids_json(ids: Option<Vec<i64>>) -> Result<Option<String>> {
 }
 
 #[async_trait]
+impl Meta for SqliteStore {
+    async fn meta_or_insert(&self, key: MetaKey, candidate: &str) -> StoreResult<String> {
+        let candidate = candidate.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+                (key.as_str(), candidate),
+            )?;
+            Ok(conn.query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [key.as_str()],
+                |row| row.get(0),
+            )?)
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl Apps for SqliteStore {
     async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
         self.call(|conn| {
@@ -815,22 +834,6 @@ impl Apps for SqliteStore {
             let deleted = tx.execute("DELETE FROM apps WHERE name = ?1", [&app])?;
             tx.commit()?;
             Ok(deleted > 0)
-        })
-        .await
-    }
-
-    async fn identity(&self, candidate: &str) -> StoreResult<String> {
-        let candidate = candidate.to_owned();
-        self.call(move |conn| {
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('identity', ?1)",
-                [candidate],
-            )?;
-            Ok(
-                conn.query_row("SELECT value FROM meta WHERE key = 'identity'", [], |row| {
-                    row.get(0)
-                })?,
-            )
         })
         .await
     }

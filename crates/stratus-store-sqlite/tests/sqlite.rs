@@ -1,7 +1,7 @@
 //! The SQLite backend through the `Store` trait.
 
 use stratus_store::conformance::apps::{log, version};
-use stratus_store::{Apps, LogQuery, LogRecord, LogStore};
+use stratus_store::{Apps, LogQuery, LogRecord, LogStore, Meta, MetaKey};
 use stratus_store_sqlite::SqliteStore;
 
 #[tokio::test]
@@ -14,8 +14,9 @@ async fn the_identity_is_kept_and_a_lost_file_stops_every_call() {
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    assert_eq!(store.identity("first").await.unwrap(), "first");
-    assert_eq!(store.identity("second").await.unwrap(), "first");
+    let identity = |candidate| store.meta_or_insert(MetaKey::Identity, candidate);
+    assert_eq!(identity("first").await.unwrap(), "first");
+    assert_eq!(identity("second").await.unwrap(), "first");
     store.activate(version("a", 128)).await.unwrap();
 
     std::fs::remove_file(&path).unwrap();

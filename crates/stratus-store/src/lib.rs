@@ -100,14 +100,41 @@ pub struct Backlog {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Applications and their versions, and the store's identity.
+/// A value the store keeps once for every node that uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaKey {
+    /// The store's identity. A data directory remembers it, to notice a
+    /// database that was emptied, replaced or removed.
+    Identity,
+    /// The SHA-256 (hex) of the admin token: the token itself is kept
+    /// only in the data directories of the nodes.
+    AdminTokenHash,
+    /// The secret that the tokens instances use for the platform API are
+    /// derived from.
+    PlatformSecret,
+}
+
+impl MetaKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetaKey::Identity => "identity",
+            MetaKey::AdminTokenHash => "admin_token_sha256",
+            MetaKey::PlatformSecret => "platform_secret",
+        }
+    }
+}
+
+/// Values set once, by whichever node comes first.
+#[async_trait]
+pub trait Meta: Send + Sync {
+    /// The value under `key`: `candidate` on the first call ever (kept),
+    /// what was kept then on every later one.
+    async fn meta_or_insert(&self, key: MetaKey, candidate: &str) -> Result<String>;
+}
+
+/// Applications and their versions.
 #[async_trait]
 pub trait Apps: Send + Sync {
-    /// The store's identity: `candidate` on first call ever, what was
-    /// stored then on every later one. A data directory remembers it, to
-    /// notice a database that was emptied, replaced or removed.
-    async fn identity(&self, candidate: &str) -> Result<String>;
-
     async fn list_apps(&self) -> Result<Vec<AppRecord>>;
 
     async fn get_app(&self, app: &str) -> Result<Option<AppRecord>>;
@@ -403,7 +430,8 @@ pub trait Transfer: Send + Sync {
 /// Durable platform state: every concern of one backend. Every method is
 /// one atomic step.
 pub trait Store:
-    Apps
+    Meta
+    + Apps
     + Packages
     + Credentials
     + LogStore
@@ -420,7 +448,8 @@ pub trait Store:
 }
 
 impl<T> Store for T where
-    T: Apps
+    T: Meta
+        + Apps
         + Packages
         + Credentials
         + LogStore

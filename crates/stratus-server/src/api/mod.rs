@@ -114,7 +114,8 @@ fn bearer(request: &Request) -> &str {
 fn acts_for_app(state: &AppState, request: &Request, given: &str) -> bool {
     app_scoped(request.method(), request.uri().path()).is_some_and(|app| {
         let key = stratus_archive::sha256_hex(given.as_bytes());
-        state.directory.has_key(app, &key) || tokens::is_instance_token(&state.token, app, given)
+        state.directory.has_key(app, &key)
+            || tokens::is_instance_token(&state.platform_secret, app, given)
     })
 }
 

@@ -1,15 +1,16 @@
 //! The credential each instance is given for the platform API
 //! (`STRATUS_API_TOKEN`): `st_INSTANCE.MAC`, where MAC is an HMAC of the
-//! app's and the instance's names keyed by the admin token. It is never
-//! stored, changes with the admin token, acts for its own app only, and
+//! app's and the instance's names keyed by the store's platform secret
+//! (the same on every node that shares the store). It is never stored,
+//! acts for its own app only, and
 //! names its instance, so that the platform API can hold each instance to
 //! its share of connections.
 
 use hmac::Mac;
 
 /// The token of instance `instance` of `app`.
-pub(crate) fn instance_token(admin_token: &str, app: &str, instance: &str) -> String {
-    format!("st_{instance}.{}", mac(admin_token, app, instance))
+pub(crate) fn instance_token(secret: &str, app: &str, instance: &str) -> String {
+    format!("st_{instance}.{}", mac(secret, app, instance))
 }
 
 /// The instance a token says it belongs to, unchecked: for counting only
@@ -20,17 +21,17 @@ pub(crate) fn named_instance(token: &str) -> Option<&str> {
 }
 
 /// Whether `given` is the token of an instance of `app`.
-pub(crate) fn is_instance_token(admin_token: &str, app: &str, given: &str) -> bool {
+pub(crate) fn is_instance_token(secret: &str, app: &str, given: &str) -> bool {
     named_instance(given).is_some_and(|instance| {
         super::constant_time_eq(
             given.as_bytes(),
-            instance_token(admin_token, app, instance).as_bytes(),
+            instance_token(secret, app, instance).as_bytes(),
         )
     })
 }
 
-fn mac(admin_token: &str, app: &str, instance: &str) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(admin_token.as_bytes())
+fn mac(secret: &str, app: &str, instance: &str) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
         .expect("HMAC takes keys of any length");
     mac.update(b"stratus instance token\n");
     mac.update(app.as_bytes());
@@ -45,7 +46,7 @@ fn mac(admin_token: &str, app: &str, instance: &str) -> String {
 #[derive(Debug, Clone)]
 pub(crate) struct InstanceApi {
     pub url: String,
-    pub admin_token: String,
+    pub secret: String,
 }
 
 impl stratus_scheduler::PlatformApi for InstanceApi {
@@ -54,7 +55,7 @@ impl stratus_scheduler::PlatformApi for InstanceApi {
             ("STRATUS_API_URL".to_owned(), self.url.clone()),
             (
                 "STRATUS_API_TOKEN".to_owned(),
-                instance_token(&self.admin_token, app, instance),
+                instance_token(&self.secret, app, instance),
             ),
         ]
     }

@@ -1,7 +1,7 @@
 use super::Fixture;
 use std::collections::BTreeMap;
 
-use crate::{LogQuery, LogRecord, LogStream, NewVersion};
+use crate::{LogQuery, LogRecord, LogStream, MetaKey, NewVersion};
 
 /// An app with one python3 function of `memory` MiB.
 pub fn spec(app: &str, memory: u32) -> stratus_manifest::AppSpec {
@@ -231,4 +231,27 @@ pub async fn a_lease_has_one_holder_at_a_time(f: &dyn Fixture) {
         "ran out"
     );
     assert!(!store.take_lease("trim", "a", 300, 210).await.unwrap());
+}
+
+/// Each value is kept by the first caller, whatever later ones offer, and
+/// the keys are independent; reopening keeps them.
+pub async fn meta_values_are_set_once_each(f: &dyn Fixture) {
+    let store = f.open().await;
+    for (key, first) in [
+        (MetaKey::Identity, "id-1"),
+        (MetaKey::AdminTokenHash, "hash-1"),
+        (MetaKey::PlatformSecret, "secret-1"),
+    ] {
+        assert_eq!(store.meta_or_insert(key, first).await.unwrap(), first);
+        assert_eq!(store.meta_or_insert(key, "later").await.unwrap(), first);
+    }
+    drop(store);
+    let again = f.open().await;
+    assert_eq!(
+        again
+            .meta_or_insert(MetaKey::AdminTokenHash, "other")
+            .await
+            .unwrap(),
+        "hash-1"
+    );
 }

@@ -32,6 +32,7 @@ pub trait Fixture: Send + Sync {
 macro_rules! conformance_suite {
     ($fixture:expr) => {
         $crate::conformance_suite!(@cases $fixture;
+            apps::meta_values_are_set_once_each,
             apps::versions_are_numbered_and_activated_atomically,
             apps::logs_are_queried_followed_and_trimmed,
             apps::backlogs_count_each_app_s_events_and_messages_in_bytes,

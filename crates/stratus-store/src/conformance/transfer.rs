@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 
 use super::Fixture;
 use crate::{
-    AwsCredentialRecord, KeyRecord, NewEvent, NewMessage, NewVersion, PackageRecord, Settlement,
-    Source, StoreError,
+    AwsCredentialRecord, KeyRecord, MetaKey, NewEvent, NewMessage, NewVersion, PackageRecord,
+    Settlement, Source, StoreError,
 };
 
 fn version(app: &str) -> NewVersion {
@@ -32,7 +32,14 @@ fn event(request_id: &str) -> NewEvent {
 /// empty; ids go on after the moved ones.
 pub async fn a_store_moves_into_an_empty_one_whole(f: &dyn Fixture) {
     let store = f.open().await;
-    store.identity("the-identity").await.unwrap();
+    store
+        .meta_or_insert(MetaKey::Identity, "the-identity")
+        .await
+        .unwrap();
+    store
+        .meta_or_insert(MetaKey::AdminTokenHash, "single-node-token")
+        .await
+        .unwrap();
     store.activate(version("a")).await.unwrap();
     store.activate(version("a")).await.unwrap();
     store
@@ -118,7 +125,21 @@ pub async fn a_store_moves_into_an_empty_one_whole(f: &dyn Fixture) {
     let other = f.other().await;
     other.import(dump.clone()).await.unwrap();
     assert_eq!(other.export().await.unwrap(), dump, "moved whole");
-    assert_eq!(other.identity("another").await.unwrap(), "the-identity");
+    assert_eq!(
+        other
+            .meta_or_insert(MetaKey::Identity, "another")
+            .await
+            .unwrap(),
+        "the-identity"
+    );
+    // The cluster makes its own admin token.
+    assert_eq!(
+        other
+            .meta_or_insert(MetaKey::AdminTokenHash, "cluster-token")
+            .await
+            .unwrap(),
+        "cluster-token"
+    );
     assert_eq!(other.active_version("a").await.unwrap().unwrap().version, 2);
 
     // Only into an empty store.
