@@ -888,6 +888,55 @@ fn a_backlog_waits_for_the_function_instead_of_being_throttled() {
     }
 }
 
+/// A function with a long backlog and one instance does not hold up the
+/// events of another: the dispatcher claims no more of a function's events
+/// than it can run while others wait.
+#[test]
+fn a_busy_function_does_not_hold_up_the_others() {
+    let server = Server::start();
+    write_app(
+        &server.path("busy"),
+        &[
+            (
+                "stratus.yaml",
+                "app: busy\nfunctions:\n  slow:\n    runtime: python3\n    handler: main.slow\n    max_instances: 1\n  fast:\n    runtime: python3\n    handler: main.fast\n",
+            ),
+            (
+                "main.py",
+                "import time\n\ndef slow(event, context):\n    time.sleep(0.2)\n\ndef fast(event, context):\n    print('fast done')\n",
+            ),
+        ],
+    );
+    deploy(&server, "busy");
+    let http = common::client();
+    // More than the dispatcher delivers at once (256), at 0.2 s each.
+    for i in 0..300 {
+        let (status, body) = post_event(
+            &http,
+            &server.admin,
+            &server.token,
+            "busy/slow",
+            &format!("{{\"n\":{i}}}"),
+        );
+        accepted_id(status, &body);
+    }
+    let started = std::time::Instant::now();
+    invoke_async(&server, "busy/fast", "{}");
+    eventually(Duration::from_secs(20), || {
+        let records = log_records(&server, "busy/fast", &[]);
+        match records.iter().any(|r| message(r) == "fast done") {
+            true => Ok(()),
+            false => Err("the fast function's event is not handled".to_owned()),
+        }
+    });
+    // Behind the slow backlog it would wait 45 × 0.2 s or more.
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the fast function's event waited {took:?} behind the slow one's"
+    );
+}
+
 #[test]
 fn destinations_chain_functions_on_success_and_on_failure() {
     let server = Server::start();

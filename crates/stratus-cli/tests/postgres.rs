@@ -401,7 +401,10 @@ fn served_at(public: &str) -> Option<String> {
 /// by one node is handled and its lines are read through any.
 #[test]
 fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
-    let within = std::time::Duration::from_secs(5);
+    // Word of a change reaches every node at once (LISTEN/NOTIFY); a
+    // deploy's first request also starts an instance.
+    let within = std::time::Duration::from_secs(1);
+    let deployed_within = std::time::Duration::from_secs(3);
     let db = Database::new("cluster");
     let url = db.url();
     let shared = tempfile::tempdir().unwrap();
@@ -465,7 +468,7 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
     cluster_app(&dir, "1");
     nodes[0].ok(&["deploy", dir.to_str().unwrap()]);
     for node in &nodes {
-        common::eventually(within, || match served(node) {
+        common::eventually(deployed_within, || match served(node) {
             Some(body) if body == "1" => Ok(()),
             other => Err(format!("node at {} answers {other:?}", node.public)),
         });
@@ -530,7 +533,7 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
     cluster_app(&dir, "2");
     nodes[1].ok(&["deploy", dir.to_str().unwrap()]);
     for node in &nodes {
-        common::eventually(within, || match served(node) {
+        common::eventually(deployed_within, || match served(node) {
             Some(body) if body == "2" => Ok(()),
             other => Err(format!("node at {} answers {other:?}", node.public)),
         });

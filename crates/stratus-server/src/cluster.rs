@@ -1,18 +1,23 @@
 //! Nodes that share a store: what one node deploys, removes or keys,
-//! every other node takes up. Each node follows the store's active
-//! versions and keys (every [`FOLLOW_EVERY`]) and puts in service what
-//! changed, taking the packages it was not given from the store.
+//! every other node takes up. Each node reads the store's active versions,
+//! keys and credentials again as soon as the store gives word of a change
+//! (and every [`RESYNC_EVERY`] in any case, so that missed word heals
+//! itself), and puts in service what changed, taking the packages it was
+//! not given from the store.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use stratus_store::{SharedPackages, VersionRecord};
+use stratus_store::{Shared, SharedPackages, VersionRecord};
 
 use crate::AppState;
 
-/// How often a node looks for changes other nodes made.
-pub(crate) const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+/// How often a node reads the store again without word of a change.
+const RESYNC_EVERY: Duration = Duration::from_secs(5);
+/// How long an event for a function this node does not serve waits
+/// before it is claimed again: room for a node to take up a deploy.
+pub(crate) const TAKE_UP_PAUSE: Duration = Duration::from_secs(1);
 /// How often a node reports itself.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// A node not heard from for this long is down.
@@ -108,12 +113,14 @@ pub(crate) fn unpublish(state: &AppState, app: &str) {
 
 /// Follows the shared store until the server stops. A store that cannot
 /// be reached is said once; what is deployed keeps running meanwhile.
-pub(crate) async fn follow(state: Arc<AppState>, shared: Arc<dyn SharedPackages>) {
-    let mut every = tokio::time::interval(FOLLOW_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+pub(crate) async fn follow(state: Arc<AppState>, shared: Arc<dyn Shared>) {
     let mut failing = false;
+    let mut seen = 0;
     loop {
-        every.tick().await;
+        tokio::select! {
+            mark = shared.changed_since(seen) => seen = mark,
+            () = tokio::time::sleep(RESYNC_EVERY) => {}
+        }
         match catch_up(&state, &*shared).await {
             Ok(()) if failing => {
                 failing = false;

@@ -43,6 +43,9 @@ const FIRST_BACKOFF_MS: i64 = 1000;
 const MAX_BACKOFF_MS: i64 = 5 * 60 * 1000;
 /// Longest the dispatcher sleeps without looking at the queue.
 const IDLE_LOOK: Duration = Duration::from_secs(1);
+/// Shortest it sleeps while some functions are busy: the events due first
+/// may be theirs, which wait for a delivery to end (and that wakes it).
+const BUSY_LOOK_MS: i64 = 50;
 
 /// A function's `max_instances` and the deliveries it allows at once.
 type FunctionSlots = (u32, Arc<Semaphore>);
@@ -67,6 +70,10 @@ pub(crate) struct Events {
     /// The events this node is delivering, by id, with the attempt it
     /// holds: their leases are extended until they are settled.
     delivering: Mutex<HashMap<i64, u32>>,
+    /// Events claimed and not yet done, per function: a function that
+    /// holds as many as it may run at once gets no more until one is done,
+    /// so that one busy function does not take every place.
+    held: Mutex<HashMap<(String, String), u32>>,
 }
 
 /// An event to store, and who waits for its commit.
@@ -95,6 +102,7 @@ impl Events {
             shared,
             accept,
             delivering: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
         })
     }
 
@@ -183,7 +191,12 @@ impl Events {
             }
             let now = crate::now_ms();
             let wanted = free.min(64) as u32;
-            let claimed = match self.store.claim_events(now, wanted, LEASE_MS).await {
+            let busy = self.busy();
+            let claimed = match self
+                .store
+                .claim_events_except(now, wanted, LEASE_MS, &busy)
+                .await
+            {
                 Ok(claimed) => claimed,
                 Err(err) => {
                     tracing::error!(%err, "cannot claim events");
@@ -197,20 +210,26 @@ impl Events {
                     return;
                 };
                 self.lock_delivering().insert(event.id, event.attempts);
+                let function = (event.app.clone(), event.function.clone());
+                *self.lock_held().entry(function.clone()).or_default() += 1;
                 let this = self.clone();
                 tokio::spawn(async move {
                     let id = event.id;
                     this.deliver(event).await;
                     this.lock_delivering().remove(&id);
+                    this.release(function);
                     drop(permit);
                 });
             }
             if full {
                 continue;
             }
-            // Sleep until the next event is due, or one arrives.
+            // Sleep until the next event is due, or one arrives, or a
+            // delivery ends. The next due may be a busy function's, which
+            // must wait for a delivery of its own to end.
+            let soonest = if busy.is_empty() { 1 } else { BUSY_LOOK_MS };
             let pause = match self.store.next_due_ms().await {
-                Ok(Some(due)) => Duration::from_millis((due - crate::now_ms()).max(1) as u64),
+                Ok(Some(due)) => Duration::from_millis((due - crate::now_ms()).max(soonest) as u64),
                 _ => IDLE_LOOK,
             };
             let _ = tokio::time::timeout(pause.min(IDLE_LOOK), self.wake.notified()).await;
@@ -220,6 +239,39 @@ impl Events {
 
     fn lock_delivering(&self) -> std::sync::MutexGuard<'_, HashMap<i64, u32>> {
         self.delivering.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), u32>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One event of `function` is done.
+    fn release(&self, function: (String, String)) {
+        let mut held = self.lock_held();
+        if let std::collections::hash_map::Entry::Occupied(mut entry) = held.entry(function) {
+            *entry.get_mut() -= 1;
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
+        drop(held);
+        // The function may take another event now.
+        self.wake.notify_one();
+    }
+
+    /// The functions (`APP/FUNCTION`) that hold as many claimed events as
+    /// they may run at once.
+    fn busy(&self) -> Vec<String> {
+        let held = self.lock_held();
+        let limits = self.per_function.lock().unwrap_or_else(|p| p.into_inner());
+        held.iter()
+            .filter(|(function, count)| {
+                limits
+                    .get(*function)
+                    .is_some_and(|(max, _)| **count >= *max)
+            })
+            .map(|((app, function), _)| format!("{app}/{function}"))
+            .collect()
     }
 
     /// Extends the leases of the events being delivered, every
@@ -255,7 +307,7 @@ impl Events {
                     "function {}/{} is not served by this node (yet)",
                     event.app, event.function
                 );
-                let later = now + 2 * crate::cluster::FOLLOW_EVERY.as_millis() as i64;
+                let later = now + crate::cluster::TAKE_UP_PAUSE.as_millis() as i64;
                 return self.settle(Settlement::retry(&event, later, error)).await;
             }
             let error = format!("function {}/{} no longer exists", event.app, event.function);

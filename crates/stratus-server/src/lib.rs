@@ -85,7 +85,7 @@ pub(crate) struct AppState {
     /// The version of each app this node serves.
     pub published: cluster::Published,
     /// Package bytes in a store that nodes share; none on SQLite.
-    pub shared_packages: Option<Arc<dyn stratus_store::SharedPackages>>,
+    pub shared_packages: Option<Arc<dyn stratus_store::Shared>>,
     /// This node's id among the nodes that use the store.
     pub node_id: String,
     /// What each app may hold queued.
@@ -667,7 +667,7 @@ async fn open_store(
 ) -> anyhow::Result<(
     Arc<dyn Store>,
     StoreKind,
-    Option<Arc<dyn stratus_store::SharedPackages>>,
+    Option<Arc<dyn stratus_store::Shared>>,
 )> {
     match config.store.as_deref() {
         None => {

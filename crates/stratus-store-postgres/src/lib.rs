@@ -11,6 +11,7 @@
 //! advisory lock, so that nodes starting together migrate once; a schema
 //! newer than this build knows is refused.
 
+mod changes;
 mod schema;
 
 use std::collections::BTreeMap;
@@ -21,12 +22,12 @@ use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use stratus_store::Result as StoreResult;
 use stratus_store::{
-    AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs, Credentials, DeadLetter, Dump,
-    EventCounts, EventRecord, Events, FollowUp, KeyRecord, Leases, LogBudget, LogQuery, LogRecord,
-    LogStore, MessageRecord, MessageSettlement, Messages, Meta, MetaKey, NewEvent, NewMessage,
-    NewVersion, NodeRecord, Nodes, PackageRecord, Packages, QueueCounts, ScheduleSlot, Schedules,
-    Settlement, SharedPackages, Source, StoreError, StoredLog, Transfer, Trimmed, UnitOfWork,
-    VersionRecord, Write,
+    AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs, Changes, Credentials, DeadLetter,
+    Dump, EventCounts, EventRecord, Events, FollowUp, KeyRecord, Leases, LogBudget, LogQuery,
+    LogRecord, LogStore, MessageRecord, MessageSettlement, Messages, Meta, MetaKey, NewEvent,
+    NewMessage, NewVersion, NodeRecord, Nodes, PackageRecord, Packages, QueueCounts, ScheduleSlot,
+    Schedules, Settlement, SharedPackages, Source, StoreError, StoredLog, Transfer, Trimmed,
+    UnitOfWork, VersionRecord, Write,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -105,6 +106,7 @@ async fn run<T>(work: impl Future<Output = Result<T>>) -> StoreResult<T> {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    changes: std::sync::Arc<changes::Feed>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -121,6 +123,7 @@ impl PostgresStore {
         let config: tokio_postgres::Config = url.parse().map_err(|err| {
             StoreError::Database(format!("{url:?} is not a PostgreSQL URL: {err}").into())
         })?;
+        let changes = std::sync::Arc::new(changes::Feed::new(config.clone()));
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -135,7 +138,7 @@ impl PostgresStore {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|err| StoreError::Database(Box::new(err)))?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore { pool, changes };
         run(store.migrate()).await?;
         Ok(store)
     }
@@ -153,30 +156,47 @@ impl PostgresStore {
             // the schema table included.
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                 .await?;
-            tx.batch_execute("CREATE TABLE IF NOT EXISTS stratus_schema (version BIGINT NOT NULL)")
-                .await?;
-            let current: i64 = tx
-                .query_opt("SELECT version FROM stratus_schema", &[])
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS stratus_schema (version BIGINT NOT NULL, readable_from BIGINT NOT NULL DEFAULT 1)",
+            )
+            .await?;
+            let (current, readable_from): (i64, i64) = tx
+                .query_opt("SELECT version, readable_from FROM stratus_schema", &[])
                 .await?
-                .map_or(0, |row| row.get(0));
-            if current > known {
+                .map_or((0, 0), |row| (row.get(0), row.get(1)));
+            if readable_from > known {
                 return Err(StoreError::NewerSchema {
                     found: current,
                     known,
                 }
                 .into());
             }
+            if current > known {
+                tracing::warn!(
+                    schema = current,
+                    known,
+                    "the PostgreSQL store was migrated by a newer stratus; this node works alongside it until it is upgraded too"
+                );
+                return Ok(());
+            }
             if current == known {
                 return Ok(());
             }
             tx.batch_execute(schema::MIGRATIONS[current as usize])
                 .await?;
+            let readable_from = schema::READABLE_FROM.min(current + 1);
             if current == 0 {
-                tx.execute("INSERT INTO stratus_schema (version) VALUES (1)", &[])
-                    .await?;
+                tx.execute(
+                    "INSERT INTO stratus_schema (version, readable_from) VALUES (1, $1)",
+                    &[&readable_from],
+                )
+                .await?;
             } else {
-                tx.execute("UPDATE stratus_schema SET version = $1", &[&(current + 1)])
-                    .await?;
+                tx.execute(
+                    "UPDATE stratus_schema SET version = $1, readable_from = $2",
+                    &[&(current + 1), &readable_from],
+                )
+                .await?;
             }
             tx.commit().await?;
             tracing::info!(version = current + 1, "migrated the PostgreSQL store");
@@ -933,11 +953,12 @@ impl Events for PostgresStore {
         .await
     }
 
-    async fn claim_events(
+    async fn claim_events_except(
         &self,
         now_ms: i64,
         limit: u32,
         lease_ms: i64,
+        busy: &[String],
     ) -> StoreResult<Vec<EventRecord>> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -949,13 +970,14 @@ impl Events for PostgresStore {
             let sql = format!(
                 "UPDATE events SET attempts = attempts + 1, lease_until_ms = $2, not_before_ms = $2 \
                  WHERE id IN (SELECT id FROM events WHERE not_before_ms <= $1 \
+                              AND (app || '/' || function) <> ALL($4) \
                               ORDER BY not_before_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
                  RETURNING {EVENT_COLUMNS}"
             );
             let rows = self
                 .client()
                 .await?
-                .query(&sql, &[&now_ms, &until, &(limit as i64)])
+                .query(&sql, &[&now_ms, &until, &(limit as i64), &busy])
                 .await?;
             let mut claimed: Vec<EventRecord> = rows.iter().map(event_from_row).collect();
             claimed.sort_unstable_by_key(|e| e.id);
@@ -1427,6 +1449,13 @@ impl UnitOfWork for PostgresStore {
             Ok(ids)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl Changes for PostgresStore {
+    async fn changed_since(&self, seen: u64) -> u64 {
+        self.changes.changed_since(seen).await
     }
 }
 

@@ -1,6 +1,16 @@
 //! The schema, in additive migrations: a node of the previous release
-//! keeps working against a schema one step newer, and a node refuses a
-//! schema newer than it knows.
+//! keeps working against a newer schema (it starts, says so, and uses what
+//! it knows), and a node refuses a schema that no longer works for it.
+
+/// The oldest schema version whose nodes still work against the newest:
+/// every migration after it only adds. A migration that changes or drops
+/// what older nodes use raises it to its own version, and older nodes
+/// then refuse to start, saying so.
+pub(crate) const READABLE_FROM: i64 = 1;
+
+/// The channel nodes LISTEN on; the tables of apps, versions, keys and
+/// credentials NOTIFY it at commit.
+pub(crate) const CHANGES: &str = "stratus_changes";
 
 /// Migrations, applied in order; index + 1 is the schema version.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -149,5 +159,21 @@ CREATE TABLE leases (
     holder TEXT NOT NULL,
     until_ms BIGINT NOT NULL
 );
+"#,
+    // Word of changes to the nodes at commit: one notification per
+    // statement, and PostgreSQL folds equal ones of a transaction.
+    r#"
+CREATE FUNCTION stratus_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('stratus_changes', TG_TABLE_NAME);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER apps_changed AFTER INSERT OR UPDATE OR DELETE ON apps
+    FOR EACH STATEMENT EXECUTE FUNCTION stratus_notify_change();
+CREATE TRIGGER app_keys_changed AFTER INSERT OR UPDATE OR DELETE ON app_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION stratus_notify_change();
+CREATE TRIGGER aws_credentials_changed AFTER INSERT OR UPDATE OR DELETE ON aws_credentials
+    FOR EACH STATEMENT EXECUTE FUNCTION stratus_notify_change();
 "#,
 ];

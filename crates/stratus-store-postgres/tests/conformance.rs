@@ -125,8 +125,9 @@ impl Drop for Postgres {
 
 stratus_store::conformance_suite!(Postgres::new());
 
-/// Nodes starting together migrate once, and a schema newer than this
-/// build knows is refused.
+/// Nodes starting together migrate once; a node starts against a newer
+/// schema that only added to what it knows, and refuses one that changed
+/// it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_starting_together_migrate_once() {
     let db = Postgres::new().await;
@@ -141,6 +142,10 @@ async fn nodes_starting_together_migrate_once() {
         start.await.unwrap().expect("every node starts");
     }
     admin(&url, &["UPDATE stratus_schema SET version = version + 1"]).await;
+    PostgresStore::connect(&url, 2)
+        .await
+        .expect("a node works against a schema that only added");
+    admin(&url, &["UPDATE stratus_schema SET readable_from = version"]).await;
     let newer = PostgresStore::connect(&url, 2).await.unwrap_err();
     assert!(
         matches!(newer, stratus_store::StoreError::NewerSchema { .. }),
@@ -182,4 +187,71 @@ async fn packages_are_kept_for_the_nodes_that_share_the_store() {
         store.package_bytes("p2").await.unwrap().as_deref(),
         Some(&b"small"[..])
     );
+}
+
+/// A node hears of a deploy, a key or a credential made through another
+/// at once, and of nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_hear_of_each_other_s_changes() {
+    use std::time::Duration;
+    use stratus_store::conformance::apps::version;
+    use stratus_store::{Apps, Changes, Credentials, Events, KeyRecord};
+    let db = Postgres::new().await;
+    let url = db.url();
+    let (this, other) = (
+        PostgresStore::connect(&url, 2).await.unwrap(),
+        PostgresStore::connect(&url, 2).await.unwrap(),
+    );
+    // The first word comes once listening: anything before was missed.
+    let mut seen = tokio::time::timeout(Duration::from_secs(5), this.changed_since(0))
+        .await
+        .expect("listening");
+    let quiet = Duration::from_millis(300);
+    let word = Duration::from_secs(2);
+    assert!(
+        tokio::time::timeout(quiet, this.changed_since(seen))
+            .await
+            .is_err(),
+        "word of nothing"
+    );
+    other.activate(version("a", 128)).await.unwrap();
+    seen = tokio::time::timeout(word, this.changed_since(seen))
+        .await
+        .expect("word of a deploy");
+    // Events are no change to follow.
+    other
+        .enqueue_events(vec![stratus_store::NewEvent {
+            app: "a".into(),
+            function: "f".into(),
+            payload: b"{}".to_vec(),
+            request_id: "r".into(),
+            source: stratus_store::Source::Invoke,
+            created_ms: 1,
+            not_before_ms: 1,
+        }])
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(quiet, this.changed_since(seen))
+            .await
+            .is_err(),
+        "word of an event"
+    );
+    other
+        .create_key(KeyRecord {
+            id: "k".into(),
+            app: "a".into(),
+            name: "ci".into(),
+            sha256: "c".repeat(64),
+            created_ms: 1,
+        })
+        .await
+        .unwrap();
+    seen = tokio::time::timeout(word, this.changed_since(seen))
+        .await
+        .expect("word of a key");
+    other.delete_app("a").await.unwrap();
+    tokio::time::timeout(word, this.changed_since(seen))
+        .await
+        .expect("word of a removal");
 }

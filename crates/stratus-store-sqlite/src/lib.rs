@@ -1207,27 +1207,31 @@ impl Events for SqliteStore {
         .await
     }
 
-    async fn claim_events(
+    async fn claim_events_except(
         &self,
         now_ms: i64,
         limit: u32,
         lease_ms: i64,
+        busy: &[String],
     ) -> StoreResult<Vec<EventRecord>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         // A lease of zero would leave the events claimable at once.
         let until = now_ms.saturating_add(lease_ms.max(1));
+        let busy = serde_json::to_string(busy)?;
         self.call(move |conn| {
             // One statement, so atomic without a transaction of its own.
             let sql = format!(
                 "UPDATE events SET attempts = attempts + 1, lease_until_ms = ?2, not_before_ms = ?2 \
-                 WHERE id IN (SELECT id FROM events WHERE not_before_ms <= ?1 ORDER BY not_before_ms, id LIMIT ?3) \
+                 WHERE id IN (SELECT id FROM events WHERE not_before_ms <= ?1 \
+                              AND (app || '/' || function) NOT IN (SELECT value FROM json_each(?4)) \
+                              ORDER BY not_before_ms, id LIMIT ?3) \
                  RETURNING {EVENT_COLUMNS}"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut claimed = stmt
-                .query_map(params![now_ms, until, limit], event_from_row)?
+                .query_map(params![now_ms, until, limit, busy], event_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             // RETURNING comes in no promised order.
             claimed.sort_unstable_by_key(|e| e.id);

@@ -229,6 +229,21 @@ pub trait Events: Send + Sync {
         now_ms: i64,
         limit: u32,
         lease_ms: i64,
+    ) -> Result<Vec<EventRecord>> {
+        self.claim_events_except(now_ms, limit, lease_ms, &[]).await
+    }
+
+    /// As [`Events::claim_events`], passing over the events of the
+    /// functions in `busy` (each `APP/FUNCTION`): those the claimer already
+    /// holds as many of as it can run, so that they do not take the places
+    /// of other functions' events. Events another claimer is claiming at
+    /// the same moment are passed over too, not waited for.
+    async fn claim_events_except(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        lease_ms: i64,
+        busy: &[String],
     ) -> Result<Vec<EventRecord>>;
 
     /// Applies the outcomes of deliveries in one transaction. Returns how
@@ -374,6 +389,22 @@ pub trait UnitOfWork: Send + Sync {
     /// Commits `writes` in one transaction; the id of each, in order.
     async fn commit(&self, writes: Vec<Write>) -> Result<Vec<i64>>;
 }
+
+/// Word that apps, versions, keys or credentials changed, for nodes that
+/// share a store: each follows the others' deploys as soon as word comes.
+#[async_trait]
+pub trait Changes: Send + Sync {
+    /// Waits for word after mark `seen` (0 at first) and returns the mark
+    /// to pass next time. Word also comes when word may have been missed
+    /// (a lost connection): read everything again then. Never returns on a
+    /// store that cannot give word.
+    async fn changed_since(&self, seen: u64) -> u64;
+}
+
+/// What a store that several nodes share offers beyond [`Store`].
+pub trait Shared: SharedPackages + Changes + 'static {}
+
+impl<T> Shared for T where T: SharedPackages + Changes + 'static {}
 
 /// Package bytes kept in the store itself, for nodes that share it: a node
 /// that was not given a package fetches it from here and keeps it in its

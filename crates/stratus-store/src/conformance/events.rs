@@ -516,3 +516,30 @@ pub async fn a_claimer_extends_the_leases_it_still_holds(f: &dyn Fixture) {
     let lapsed = store.claim_events(2_000, 10, 100).await.unwrap();
     assert_eq!(lapsed.iter().map(|e| e.id).collect::<Vec<_>>(), [first.id]);
 }
+
+/// A claimer passes over the events of functions it names busy, however
+/// many of theirs are due first, and takes them again once it does not.
+pub async fn claims_pass_over_busy_functions(f: &dyn Fixture) {
+    let store = f.open().await;
+    let mut events: Vec<NewEvent> = (0..20)
+        .map(|i| event("a", "slow", &format!("s{i}"), 1))
+        .collect();
+    events.push(event("a", "fast", "f1", 2));
+    events.push(event("b", "slow", "b1", 3));
+    store.enqueue_events(events).await.unwrap();
+    let claimed = store
+        .claim_events_except(10, 5, 1_000, &["a/slow".to_owned()])
+        .await
+        .unwrap();
+    let names: Vec<(&str, &str)> = claimed
+        .iter()
+        .map(|e| (e.app.as_str(), e.function.as_str()))
+        .collect();
+    assert_eq!(names, [("a", "fast"), ("b", "slow")]);
+    let claimed = store
+        .claim_events_except(10, 50, 1_000, &["a/fast".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 20);
+    assert!(claimed.iter().all(|e| e.function == "slow" && e.app == "a"));
+}

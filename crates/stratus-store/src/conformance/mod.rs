@@ -43,6 +43,7 @@ macro_rules! conformance_suite {
             credentials::deleting_an_app_deletes_its_credentials,
             events::delivered_events_leave_the_queue,
             events::claims_respect_not_before_and_leases,
+            events::claims_pass_over_busy_functions,
             events::failed_events_are_retried_then_dead_lettered_and_redriven,
             events::settlements_queue_their_destinations_atomically,
             events::enqueueing_is_idempotent_while_the_event_is_queued,
