@@ -421,6 +421,8 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
         token_file,
         "--secrets-key-file",
         key_file,
+        "--app-max-instances",
+        "10",
     ]);
     let kept = first.data_dir.join("admin.token");
     let kept = kept.to_str().unwrap().to_owned();
@@ -433,6 +435,8 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
             &kept,
             "--secrets-key-file",
             key_file,
+            "--app-max-instances",
+            "10",
         ]));
     }
     assert!(
@@ -475,6 +479,36 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
     }
     assert_eq!(nodes[2].invoke("shared/f", "{}")["result"], "1");
     let listed = nodes[0].ok(&["nodes"]);
+    // Each node runs its share of the app cap (10 among 3: 4), and the
+    // status of any node counts every node's instances.
+    let status = |node: &Server| -> serde_json::Value {
+        serde_json::from_str(&node.ok(&["status", "shared", "--output", "json"])).unwrap()
+    };
+    for node in &nodes {
+        common::eventually(
+            deployed_within,
+            || match status(node)["app_max_instances"].as_u64() {
+                Some(4) => Ok(()),
+                other => Err(format!("the share at {}: {other:?}", node.public)),
+            },
+        );
+    }
+    common::eventually(std::time::Duration::from_secs(5), || {
+        let body = status(&nodes[0]);
+        let functions = body["apps"][0]["functions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let f = functions
+            .iter()
+            .find(|f| f["name"] == "f")
+            .map_or(serde_json::Value::Null, |f| f["instances"].clone());
+        let instances = f["busy"].as_u64().unwrap_or(0) + f["idle"].as_u64().unwrap_or(0);
+        match (body["nodes"].as_u64(), instances) {
+            (Some(3), 3..) => Ok(()),
+            other => Err(format!("nodes and instances: {other:?} in {body}")),
+        }
+    });
     assert_eq!(listed.matches(" up").count(), 3, "{listed}");
     assert!(listed.contains("(this)"), "{listed}");
     // Through a load balancer in front of all three.

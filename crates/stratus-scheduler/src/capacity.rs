@@ -20,7 +20,9 @@ pub(crate) trait Idle: Send + Sync {
 #[derive(Clone)]
 pub(crate) struct AppCapacity {
     used: Arc<AtomicU32>,
-    max: u32,
+    /// Every application's cap on this node (shared: it changes with the
+    /// nodes that share the cluster's).
+    max: Arc<AtomicU32>,
     holders: Arc<Mutex<Vec<Weak<dyn Idle>>>>,
 }
 
@@ -43,7 +45,7 @@ impl AppCapacity {
 
     /// Whether every place is taken.
     pub fn is_full(&self) -> bool {
-        self.used.load(Ordering::Acquire) >= self.max
+        self.used.load(Ordering::Acquire) >= self.max()
     }
 
     /// Stops the application's longest-idle instance held by anyone but
@@ -70,7 +72,7 @@ impl AppCapacity {
     pub fn try_take(&self) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
+                (n < self.max()).then_some(n + 1)
             })
             .is_ok()
     }
@@ -81,7 +83,7 @@ impl AppCapacity {
     }
 
     pub fn max(&self) -> u32 {
-        self.max
+        self.max.load(Ordering::Acquire)
     }
 
     #[cfg(test)]
@@ -93,16 +95,33 @@ impl AppCapacity {
 /// Every application's capacity, made on first use.
 #[derive(Debug)]
 pub(crate) struct Capacities {
-    max: u32,
+    /// The cap of one application across all the nodes that share it.
+    whole: u32,
+    /// This node's share of it.
+    max: Arc<AtomicU32>,
     apps: Mutex<HashMap<String, AppCapacity>>,
 }
 
 impl Capacities {
     pub fn new(max: u32) -> Capacities {
         Capacities {
-            max,
+            whole: max,
+            max: Arc::new(AtomicU32::new(max)),
             apps: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Shares each application's cap among `nodes` live nodes: this node
+    /// takes its part, rounded up (at least one instance). Instances above
+    /// a lowered share keep running; new ones wait until there is room.
+    pub fn share_among(&self, nodes: u32) {
+        let share = self.whole.div_ceil(nodes.max(1)).max(1);
+        self.max.store(share, Ordering::Release);
+    }
+
+    /// This node's share of each application's cap.
+    pub fn share(&self) -> u32 {
+        self.max.load(Ordering::Acquire)
     }
 
     pub fn of(&self, app: &str) -> AppCapacity {
@@ -112,7 +131,7 @@ impl Capacities {
             .entry(app.to_owned())
             .or_insert_with(|| AppCapacity {
                 used: Arc::new(AtomicU32::new(0)),
-                max: self.max,
+                max: self.max.clone(),
                 holders: Arc::default(),
             })
             .clone()
@@ -134,5 +153,23 @@ mod tests {
         a2.give_back(1);
         assert!(a1.try_take());
         assert_eq!(a1.used(), 2);
+    }
+
+    #[test]
+    fn nodes_share_each_app_s_cap() {
+        let caps = Capacities::new(5);
+        let a = caps.of("a");
+        caps.share_among(2);
+        assert_eq!(a.max(), 3, "rounded up");
+        assert!(a.try_take() && a.try_take() && a.try_take());
+        assert!(!a.try_take(), "this node's share is taken");
+        caps.share_among(10);
+        assert_eq!(caps.of("b").max(), 1, "at least one each");
+        assert!(a.is_full());
+        a.give_back(3);
+        assert!(a.try_take() && !a.try_take());
+        caps.share_among(1);
+        assert_eq!(a.max(), 5, "alone again: the whole cap");
+        assert!(a.try_take());
     }
 }

@@ -72,6 +72,19 @@ impl Scheduler {
         scheduler
     }
 
+    /// Shares each application's instance cap (`app_max_instances`) among
+    /// `nodes` live nodes that serve the same applications: this node runs
+    /// at most its part, rounded up. The hot path reads the share from
+    /// memory; whoever counts the nodes calls this as they come and go.
+    pub fn share_app_cap(&self, nodes: u32) {
+        self.capacities.share_among(nodes);
+    }
+
+    /// Most instances of one application on this node: its share.
+    pub fn app_cap_share(&self) -> u32 {
+        self.capacities.share()
+    }
+
     /// Stops idle instances past their keep-alive, keeps `min_instances`
     /// and refills the prestart pools.
     fn maintain(&self) {

@@ -60,7 +60,8 @@ pub struct Limits {
     /// Largest result a function may return, in bytes
     #[cfg_attr(feature = "clap", arg(long = "max-response", default_value_t = 6 * 1024 * 1024))]
     pub max_response_bytes: usize,
-    /// Most instances of one application, all its functions and services together
+    /// Most instances of one application, all its functions and services
+    /// together; nodes that share a store divide it among themselves
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 300))]
     pub app_max_instances: u32,
     /// Size of each instance's private /tmp under isolation, in MiB

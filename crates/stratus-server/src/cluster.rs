@@ -52,8 +52,12 @@ pub(crate) async fn heartbeat(state: Arc<AppState>, mut node: stratus_store::Nod
         every.tick().await;
         node.heartbeat_ms = crate::now_ms();
         node.instances = instances(&state);
+        node.report = report(&state).to_string();
         match state.store.heartbeat(node.clone()).await {
-            Ok(()) => failing = false,
+            Ok(()) => {
+                failing = false;
+                share_app_cap(&state).await;
+            }
             Err(err) if !failing => {
                 failing = true;
                 tracing::warn!(%err, "cannot report this node to the store");
@@ -61,6 +65,67 @@ pub(crate) async fn heartbeat(state: Arc<AppState>, mut node: stratus_store::Nod
             Err(_) => {}
         }
     }
+}
+
+/// Takes this node's share of each app's instance cap: the cap divided
+/// among the nodes heard from lately (this one included).
+async fn share_app_cap(state: &AppState) {
+    let Ok(nodes) = state.store.list_nodes().await else {
+        return;
+    };
+    let now = crate::now_ms();
+    let live = nodes
+        .iter()
+        .filter(|n| now - n.heartbeat_ms < DOWN_AFTER_MS)
+        .count()
+        .max(1);
+    state.scheduler.share_app_cap(live as u32);
+}
+
+/// What this node runs, per app: `{APP: {"functions": {NAME: [busy,
+/// idle, waiting]}, "services": {NAME: [ready, starting, draining,
+/// in_flight, waiting]}}}`.
+pub(crate) fn report(state: &AppState) -> serde_json::Value {
+    let apps: Vec<String> = state
+        .published
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .cloned()
+        .collect();
+    let mut report = serde_json::Map::new();
+    for app in apps {
+        let functions: serde_json::Map<String, serde_json::Value> = state
+            .scheduler
+            .app_pools(&app)
+            .iter()
+            .map(|pool| {
+                let s = pool.stats();
+                let busy = s.instances.saturating_sub(s.idle);
+                (
+                    pool.config.spec.name.clone(),
+                    serde_json::json!([busy, s.idle, s.waiting]),
+                )
+            })
+            .collect();
+        let services: serde_json::Map<String, serde_json::Value> = state
+            .scheduler
+            .app_services(&app)
+            .iter()
+            .map(|service| {
+                let s = service.status();
+                (
+                    s.name.clone(),
+                    serde_json::json!([s.ready, s.starting, s.draining, s.in_flight, s.waiting]),
+                )
+            })
+            .collect();
+        report.insert(
+            app,
+            serde_json::json!({ "functions": functions, "services": services }),
+        );
+    }
+    serde_json::Value::Object(report)
 }
 
 /// The function instances this node runs.

@@ -432,6 +432,7 @@ pub async fn run(
             started_ms: now_ms(),
             heartbeat_ms: 0,
             instances: 0,
+            report: String::new(),
         },
     ));
     // Nodes that share the store take up each other's deploys.

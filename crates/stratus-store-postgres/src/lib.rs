@@ -1761,10 +1761,11 @@ impl Nodes for PostgresStore {
             self.client()
                 .await?
                 .execute(
-                    "INSERT INTO nodes (id, admin_url, public_url, version, started_ms, heartbeat_ms, instances) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET \
+                    "INSERT INTO nodes (id, admin_url, public_url, version, started_ms, heartbeat_ms, instances, report) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET \
                      admin_url = EXCLUDED.admin_url, public_url = EXCLUDED.public_url, version = EXCLUDED.version, \
-                     started_ms = EXCLUDED.started_ms, heartbeat_ms = EXCLUDED.heartbeat_ms, instances = EXCLUDED.instances",
+                     started_ms = EXCLUDED.started_ms, heartbeat_ms = EXCLUDED.heartbeat_ms, instances = EXCLUDED.instances, \
+                     report = EXCLUDED.report",
                     &[
                         &node.id,
                         &node.admin_url,
@@ -1773,6 +1774,7 @@ impl Nodes for PostgresStore {
                         &node.started_ms,
                         &node.heartbeat_ms,
                         &(node.instances as i64),
+                        &node.report,
                     ],
                 )
                 .await?;
@@ -1787,7 +1789,7 @@ impl Nodes for PostgresStore {
                 .client()
                 .await?
                 .query(
-                    "SELECT id, admin_url, public_url, version, started_ms, heartbeat_ms, instances FROM nodes ORDER BY id",
+                    "SELECT id, admin_url, public_url, version, started_ms, heartbeat_ms, instances, report FROM nodes ORDER BY id",
                     &[],
                 )
                 .await?;
@@ -1801,6 +1803,7 @@ impl Nodes for PostgresStore {
                     started_ms: row.get(4),
                     heartbeat_ms: row.get(5),
                     instances: row.get::<_, i64>(6) as u64,
+                    report: row.get(7),
                 })
                 .collect())
         })

@@ -176,4 +176,8 @@ CREATE TRIGGER app_keys_changed AFTER INSERT OR UPDATE OR DELETE ON app_keys
 CREATE TRIGGER aws_credentials_changed AFTER INSERT OR UPDATE OR DELETE ON aws_credentials
     FOR EACH STATEMENT EXECUTE FUNCTION stratus_notify_change();
 "#,
+    // What each node runs, for a status of the whole cluster.
+    r#"
+ALTER TABLE nodes ADD COLUMN report TEXT NOT NULL DEFAULT '{}';
+"#,
 ];

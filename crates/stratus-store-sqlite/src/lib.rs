@@ -229,6 +229,10 @@ CREATE TABLE leases (
     until_ms INTEGER NOT NULL
 );
 "#,
+    // What each node runs, for a status of the whole cluster.
+    r#"
+ALTER TABLE nodes ADD COLUMN report TEXT NOT NULL DEFAULT '{}';
+"#,
 ];
 
 /// Bytes a log record counts for toward the budget.
@@ -1894,10 +1898,11 @@ impl Nodes for SqliteStore {
     async fn heartbeat(&self, node: NodeRecord) -> StoreResult<()> {
         self.call(move |conn| {
             conn.execute(
-                "INSERT INTO nodes (id, admin_url, public_url, version, started_ms, heartbeat_ms, instances) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO UPDATE SET \
+                "INSERT INTO nodes (id, admin_url, public_url, version, started_ms, heartbeat_ms, instances, report) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO UPDATE SET \
                  admin_url = excluded.admin_url, public_url = excluded.public_url, version = excluded.version, \
-                 started_ms = excluded.started_ms, heartbeat_ms = excluded.heartbeat_ms, instances = excluded.instances",
+                 started_ms = excluded.started_ms, heartbeat_ms = excluded.heartbeat_ms, instances = excluded.instances, \
+                 report = excluded.report",
                 params![
                     node.id,
                     node.admin_url,
@@ -1905,7 +1910,8 @@ impl Nodes for SqliteStore {
                     node.version,
                     node.started_ms,
                     node.heartbeat_ms,
-                    node.instances as i64
+                    node.instances as i64,
+                    node.report
                 ],
             )?;
             Ok(())
@@ -1916,7 +1922,7 @@ impl Nodes for SqliteStore {
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
         self.call(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, admin_url, public_url, version, started_ms, heartbeat_ms, instances FROM nodes ORDER BY id",
+                "SELECT id, admin_url, public_url, version, started_ms, heartbeat_ms, instances, report FROM nodes ORDER BY id",
             )?;
             let rows = stmt.query_map([], |row| {
                 Ok(NodeRecord {
@@ -1927,6 +1933,7 @@ impl Nodes for SqliteStore {
                     started_ms: row.get(4)?,
                     heartbeat_ms: row.get(5)?,
                     instances: row.get::<_, i64>(6)? as u64,
+                    report: row.get(7)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -510,4 +510,8 @@ pub struct NodeRecord {
     pub heartbeat_ms: i64,
     /// Function instances it runs.
     pub instances: u64,
+    /// What it runs, per app, as JSON: each function's busy, idle and
+    /// waiting counts and each service's instances, for a status of the
+    /// whole cluster.
+    pub report: String,
 }

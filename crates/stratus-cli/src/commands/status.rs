@@ -84,6 +84,10 @@ pub async fn run(conn: &Connection, args: StatusArgs) -> anyhow::Result<ExitCode
             errors.extend(error_lines(&full, &s["errors"]));
         }
     }
+    let nodes = count(&body["nodes"]);
+    if nodes > 1 {
+        println!("instances across {nodes} live nodes (`stratus nodes` lists them)\n");
+    }
     table.print();
     if !errors.is_empty() {
         errors.sort();

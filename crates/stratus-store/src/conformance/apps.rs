@@ -203,6 +203,7 @@ pub async fn nodes_report_by_heartbeat(f: &dyn Fixture) {
         started_ms: 1,
         heartbeat_ms,
         instances,
+        report: format!("{{\"n\":{instances}}}"),
     };
     assert!(store.list_nodes().await.unwrap().is_empty());
     store.heartbeat(node("b", 10, 0)).await.unwrap();
