@@ -76,7 +76,7 @@ async fn share_app_cap(state: &AppState) {
     let now = crate::now_ms();
     let live = nodes
         .iter()
-        .filter(|n| now - n.heartbeat_ms < DOWN_AFTER_MS)
+        .filter(|n| is_live(n, now))
         .count()
         .max(1);
     state.scheduler.share_app_cap(live as u32);
@@ -86,13 +86,7 @@ async fn share_app_cap(state: &AppState) {
 /// idle, waiting]}, "services": {NAME: [ready, starting, draining,
 /// in_flight, waiting]}}}`.
 pub(crate) fn report(state: &AppState) -> serde_json::Value {
-    let apps: Vec<String> = state
-        .published
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .keys()
-        .cloned()
-        .collect();
+    let apps = published_apps(state);
     let mut report = serde_json::Map::new();
     for app in apps {
         let functions: serde_json::Map<String, serde_json::Value> = state
@@ -128,15 +122,25 @@ pub(crate) fn report(state: &AppState) -> serde_json::Value {
     serde_json::Value::Object(report)
 }
 
-/// The function instances this node runs.
-fn instances(state: &AppState) -> u64 {
-    let apps: Vec<String> = state
+/// The apps this node serves.
+fn published_apps(state: &AppState) -> Vec<String> {
+    state
         .published
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .keys()
         .cloned()
-        .collect();
+        .collect()
+}
+
+/// Whether `node` was heard from lately, at `now_ms`.
+pub(crate) fn is_live(node: &stratus_store::NodeRecord, now_ms: i64) -> bool {
+    now_ms - node.heartbeat_ms < DOWN_AFTER_MS
+}
+
+/// The function instances this node runs.
+fn instances(state: &AppState) -> u64 {
+    let apps = published_apps(state);
     apps.iter()
         .flat_map(|app| state.scheduler.app_pools(app))
         .map(|pool| pool.stats().instances as u64)

@@ -138,7 +138,7 @@ async fn other_nodes(state: &AppState) -> (usize, Vec<serde_json::Value>) {
     let now = crate::now_ms();
     let live: Vec<_> = nodes
         .iter()
-        .filter(|n| now - n.heartbeat_ms < crate::cluster::DOWN_AFTER_MS)
+        .filter(|n| crate::cluster::is_live(n, now))
         .collect();
     let others = live
         .iter()
