@@ -32,6 +32,15 @@
 //!    `GET /v1/logs`) less the client's clock just before it sent the
 //!    request, on the same machine.
 //!
+//! 4. Cluster (only with `STRATUS_BENCH_STORE`): with the same database,
+//!    more nodes are started (`STRATUS_BENCH_NODES` in all, default 3, 1
+//!    skips this part) and take up the deploy; then acknowledgements to
+//!    `noop-py` over 64 connections spread across the nodes, dispatch of a
+//!    backlog sent through the first node and delivered by all, and the
+//!    latency at R/s sent through the first node. The extra nodes then
+//!    stop and the same three figures are taken on the first node alone
+//!    again, so that each cluster figure sits between two single-node ones.
+//!
 //! Each figure comes with the CPU the server, this process and everything
 //! else (the instances, mostly) used meanwhile, in cores, from /proc.
 //!
@@ -43,8 +52,8 @@
 //! `python3,provided`), `STRATUS_BENCH_RATE` the events per second of part 3
 //! (default 1000), `STRATUS_BENCH_LATENCY_SECS` its length (default 5, 0
 //! skips it) and `STRATUS_BENCH_STORE` a PostgreSQL database (new and
-//! empty) to keep the server's state in instead of SQLite. It prints
-//! figures only and never asserts on them.
+//! empty) to keep the server's state in instead of SQLite (and to run
+//! part 4). It prints figures only and never asserts on them.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -98,6 +107,12 @@ const TARGET_ACKS_PER_S: f64 = 5000.0;
 const TARGET_DISPATCH_PER_S: f64 = 2000.0;
 const TARGET_P99_MS: f64 = 20.0;
 const TARGET_RATE: f64 = 1000.0;
+/// Cluster: nodes of part 4, and the share of one node's dispatch rate
+/// that they must reach together.
+const DEFAULT_NODES: usize = 3;
+const TARGET_CLUSTER_SHARE: f64 = 0.8;
+/// Longest a new node may take to take up the deploy.
+const TAKE_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 const PAYLOAD: &[u8] = br#"{"bench":true,"n":42}"#;
 const APP: &str = "events";
@@ -921,6 +936,185 @@ async fn measure_latency(
     Ok(row)
 }
 
+// --- 4. cluster ------------------------------------------------------------------
+
+/// What part 4 is given.
+struct ClusterRun<'a> {
+    first: &'a Server,
+    admin: &'a Admin,
+    url: &'a str,
+    dir: &'a Path,
+    nodes: usize,
+    backlog: usize,
+    rate: f64,
+    latency_secs: f64,
+}
+
+/// The three figures with some number of nodes.
+struct ClusterRow {
+    nodes: usize,
+    acks: Acks,
+    dispatch: DispatchRow,
+    latency: LatencyRow,
+}
+
+/// One node alone, then `nodes` together, then one alone again.
+async fn measure_cluster(run: ClusterRun<'_>) -> anyhow::Result<Vec<ClusterRow>> {
+    let mut rows = vec![cluster_row(&run, &[run.first]).await?];
+    let token = run.dir.join("data").join("admin.token");
+    let token = token.to_str().context("a temporary path that is UTF-8")?;
+    let mut extra = Vec::new();
+    for n in 1..run.nodes {
+        let data_dir = run.dir.join(format!("node{n}"));
+        let log = run.dir.join(format!("node{n}.log"));
+        let node = Server::start(
+            &data_dir,
+            &log,
+            &["--store", run.url, "--admin-token-file", token],
+        )?;
+        eprintln!("cluster: node {} at {}", n + 1, node.admin);
+        extra.push(node);
+    }
+    for node in &extra {
+        taken_up(&Admin::new(node)?).await?;
+    }
+    let all: Vec<&Server> = std::iter::once(run.first).chain(extra.iter()).collect();
+    rows.push(cluster_row(&run, &all).await?);
+    // Stopped (SIGTERM, waited for) before the last single-node row.
+    drop(all);
+    drop(extra);
+    rows.push(cluster_row(&run, &[run.first]).await?);
+    Ok(rows)
+}
+
+/// Waits until the node serves the functions of the app.
+async fn taken_up(admin: &Admin) -> anyhow::Result<()> {
+    let deadline = Instant::now() + TAKE_UP_TIMEOUT;
+    while admin.status(NOOP_PY).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("a node did not take up the deploy within {TAKE_UP_TIMEOUT:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(())
+}
+
+async fn cluster_row(run: &ClusterRun<'_>, nodes: &[&Server]) -> anyhow::Result<ClusterRow> {
+    let n = nodes.len();
+    let connections = BACKLOG_CONNECTIONS;
+    eprintln!("cluster: {n} node(s): acknowledgements over {connections} connections");
+    let targets = nodes
+        .iter()
+        .map(|node| Target::new(node, NOOP_PY))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    spread(&targets, connections, Instant::now() + WARMUP).await?;
+    run.admin.drain(NOOP_PY, DRAIN_TIMEOUT).await?;
+    let acks = spread(
+        &targets,
+        connections,
+        Instant::now() + Duration::from_secs(3),
+    )
+    .await?;
+    run.admin.drain(NOOP_PY, DRAIN_TIMEOUT).await?;
+    let dispatch = measure_dispatch(run.first, run.admin, NOOP_PY, "python3", run.backlog).await?;
+    let latency = measure_latency(run.first.pid(), run.admin, run.rate, run.latency_secs).await?;
+    Ok(ClusterRow {
+        nodes: n,
+        acks,
+        dispatch,
+        latency,
+    })
+}
+
+/// A closed-loop load until `until` over `connections` split across
+/// `targets` as evenly as they go.
+async fn spread(targets: &[Target], connections: usize, until: Instant) -> anyhow::Result<Acks> {
+    let n = targets.len();
+    let tasks: Vec<_> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, target)| {
+            let target = target.clone();
+            let share = connections / n + usize::from(i < connections % n);
+            tokio::spawn(async move { closed_loop(&target, share, Budget::Until(until)).await })
+        })
+        .collect();
+    let mut loads = Vec::with_capacity(n);
+    for task in tasks {
+        loads.push(task.await??);
+    }
+    merged(loads)
+}
+
+/// Loads that ran side by side, as one: their 202s over the longest wall
+/// time; the p50 and p99 are the worst of theirs.
+fn merged(loads: Vec<Acks>) -> anyhow::Result<Acks> {
+    let worst = |f: fn(&Acks) -> Option<f64>| loads.iter().filter_map(f).max_by(f64::total_cmp);
+    Ok(Acks {
+        acks: loads.iter().map(|l| l.acks).sum(),
+        errors: loads.iter().map(|l| l.errors).sum(),
+        first_error: loads.iter().find_map(|l| l.first_error.clone()),
+        wall: loads.iter().map(|l| l.wall).max().unwrap_or_default(),
+        p50_ms: worst(|l| l.p50_ms),
+        p99_ms: worst(|l| l.p99_ms),
+    })
+}
+
+fn print_cluster(rows: &[ClusterRow]) {
+    println!();
+    println!("4. cluster: nodes on one PostgreSQL database, on this host");
+    println!(
+        "   target: {} nodes dispatch >= {TARGET_CLUSTER_SHARE:.1} x one node's rate; p99 <= 30 ms at {TARGET_RATE:.0}/s",
+        rows.iter().map(|r| r.nodes).max().unwrap_or(1)
+    );
+    println!();
+    println!(
+        "{:>5}  {:>9} {:>7}  {:>10} {:>9}  {:>9} {:>9} {:>8}",
+        "nodes", "acks/s", "errors", "dispatch/s", "dead", "p50 ms", "p99 ms", "handled"
+    );
+    println!("{}", "-".repeat(80));
+    for row in rows {
+        let latency = &row.latency;
+        println!(
+            "{:>5}  {:>9.0} {:>7}  {:>10} {:>9}  {:>9} {:>9} {:>8}",
+            row.nodes,
+            row.acks.rate(),
+            row.acks.errors,
+            row.dispatch
+                .drain_rate()
+                .map_or("-".to_owned(), |r| format!("{r:.0}")),
+            row.dispatch.dead,
+            ms(percentile(&latency.send_to_handler, 50.0)),
+            ms(percentile(&latency.send_to_handler, 99.0)),
+            format!("{}/{}", latency.handled, latency.sent),
+        );
+    }
+    let single: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.nodes == 1)
+        .filter_map(|r| r.dispatch.drain_rate())
+        .collect();
+    if let (Some(cluster), false) = (
+        rows.iter()
+            .find(|r| r.nodes > 1)
+            .and_then(|r| r.dispatch.drain_rate()),
+        single.is_empty(),
+    ) {
+        let one = single.iter().sum::<f64>() / single.len() as f64;
+        println!();
+        println!(
+            "dispatch with more nodes / one node (mean of the rows before and after) = {:.2} (target {TARGET_CLUSTER_SHARE:.1})",
+            cluster / one
+        );
+    }
+    println!(
+        "acks/s: 202s over 64 connections spread across the nodes for 3 s, p50/p99 the worst node's;"
+    );
+    println!(
+        "dispatch/s: a backlog sent through the first node, delivered by every node; latency: sent through the first"
+    );
+}
+
 // --- run -------------------------------------------------------------------------
 
 fn run() -> anyhow::Result<()> {
@@ -945,6 +1139,11 @@ fn run() -> anyhow::Result<()> {
         s.is_finite() && *s >= 0.0 && *s <= MAX_SECS
     })
     .with_context(|| format!("STRATUS_BENCH_LATENCY_SECS: give seconds, at most {MAX_SECS}"))?;
+
+    let nodes = env_number("STRATUS_BENCH_NODES", DEFAULT_NODES, |n| {
+        (1..=8).contains(n)
+    })
+    .context("STRATUS_BENCH_NODES: give the nodes of the cluster part, 1 to 8")?;
 
     let with_rust = backlog > 0 && wants("provided");
     let noop_rust = if with_rust {
@@ -978,7 +1177,7 @@ fn run() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (acks, dispatch, latency) = runtime.block_on(async {
+    let (acks, dispatch, latency, cluster) = runtime.block_on(async {
         let admin = Admin::new(&server)?;
         let delivering = AckCase {
             target: Target::new(&server, NOOP_PY)?,
@@ -1011,6 +1210,31 @@ fn run() -> anyhow::Result<()> {
             None
         };
 
+        let mut cluster = Vec::new();
+        if let (Some(url), true) = (&store, nodes > 1) {
+            let backlog = if backlog > 0 {
+                backlog
+            } else {
+                DEFAULT_BACKLOG
+            };
+            let rows = measure_cluster(ClusterRun {
+                first: &server,
+                admin: &admin,
+                url,
+                dir: tmp.path(),
+                nodes,
+                backlog,
+                rate,
+                latency_secs: if latency_secs > 0.0 {
+                    latency_secs
+                } else {
+                    DEFAULT_LATENCY_SECS
+                },
+            })
+            .await?;
+            cluster.extend(rows);
+        }
+
         // Last: the parked function takes every delivery slot for good.
         let parked = AckCase {
             target: Target::new(&server, PARKED)?,
@@ -1021,7 +1245,7 @@ fn run() -> anyhow::Result<()> {
         for &connections in &connection_counts {
             acks.push(measure_acks(pid, &admin, &parked, connections, window).await?);
         }
-        anyhow::Ok((acks, dispatch, latency))
+        anyhow::Ok((acks, dispatch, latency, cluster))
     })?;
     drop(runtime);
 
@@ -1037,6 +1261,9 @@ fn run() -> anyhow::Result<()> {
     }
     if let Some(latency) = &latency {
         print_latency(latency);
+    }
+    if !cluster.is_empty() {
+        print_cluster(&cluster);
     }
     println!();
     println!(

@@ -74,11 +74,7 @@ async fn share_app_cap(state: &AppState) {
         return;
     };
     let now = crate::now_ms();
-    let live = nodes
-        .iter()
-        .filter(|n| is_live(n, now))
-        .count()
-        .max(1);
+    let live = nodes.iter().filter(|n| is_live(n, now)).count().max(1);
     state.scheduler.share_app_cap(live as u32);
 }
 
