@@ -13,13 +13,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead;
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use common::{
-    Server, client, count, deploy, eventually, log_records, processes_of_function, write_app,
+    Server, Witness, client, count, deploy, eventually, log_records, processes_of_function,
+    write_app,
 };
 use serde_json::{Value, json};
 
@@ -539,44 +538,6 @@ fn retries_and_max_event_age_are_validated() {
 
 // ---------------------------------------------------------------------------
 // A crash loses nothing.
-
-/// A TCP listener of the test that records the lines handlers send it.
-struct Witness {
-    port: u16,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Witness {
-    fn start() -> Witness {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let sink = sink.clone();
-                std::thread::spawn(move || {
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                    let mut line = String::new();
-                    let read = std::io::BufReader::new(stream).read_line(&mut line);
-                    if read.is_ok() && line.ends_with('\n') {
-                        sink.lock().unwrap().push(line.trim().to_owned());
-                    }
-                });
-            }
-        });
-        Witness { port, lines }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    fn distinct(&self) -> BTreeSet<String> {
-        self.lines().into_iter().collect()
-    }
-}
 
 const WITNESSED: &str = r#"import os, socket, time
 

@@ -70,8 +70,8 @@ pub(crate) struct Events {
     /// The events this node is delivering, by id, with the attempt it
     /// holds: their leases are extended until they are settled.
     delivering: Mutex<HashMap<i64, u32>>,
-    /// Events claimed and not yet done, per function: a function that
-    /// holds as many as it may run at once gets no more until one is done,
+    /// Events claimed and not yet run, per function: a function that
+    /// holds as many as it may run at once gets no more until one has run,
     /// so that one busy function does not take every place.
     held: Mutex<HashMap<(String, String), u32>>,
 }
@@ -210,14 +210,12 @@ impl Events {
                     return;
                 };
                 self.lock_delivering().insert(event.id, event.attempts);
-                let function = (event.app.clone(), event.function.clone());
-                *self.lock_held().entry(function.clone()).or_default() += 1;
+                let held = Held::take(&self, &event);
                 let this = self.clone();
                 tokio::spawn(async move {
                     let id = event.id;
-                    this.deliver(event).await;
+                    this.deliver(event, held).await;
                     this.lock_delivering().remove(&id);
-                    this.release(function);
                     drop(permit);
                 });
             }
@@ -245,7 +243,7 @@ impl Events {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One event of `function` is done.
+    /// One event of `function` has run (or will not).
     fn release(&self, function: (String, String)) {
         let mut held = self.lock_held();
         if let std::collections::hash_map::Entry::Occupied(mut entry) = held.entry(function) {
@@ -297,7 +295,7 @@ impl Events {
         }
     }
 
-    async fn deliver(&self, event: EventRecord) {
+    async fn deliver(&self, event: EventRecord, held: Held) {
         let Some(pool) = self.scheduler.pool(&event.app, &event.function) else {
             let now = crate::now_ms();
             if self.shared && event.attempts < UNSERVED_ATTEMPTS {
@@ -333,6 +331,7 @@ impl Events {
         // The function is done: the next event may go to it while this
         // one waits for its logs.
         drop(turn);
+        drop(held);
         let attempt = match logged(&*self.logs, ran).await {
             Attempt::Ran(result) => result,
             Attempt::Stopping => return,
@@ -446,6 +445,32 @@ impl Events {
             tracing::error!(%err, "cannot settle an event");
         }
         self.wake.notify_one();
+    }
+}
+
+/// An event claimed and not yet run, counted against its function until
+/// dropped.
+struct Held {
+    events: Arc<Events>,
+    function: Option<(String, String)>,
+}
+
+impl Held {
+    fn take(events: &Arc<Events>, event: &EventRecord) -> Held {
+        let function = (event.app.clone(), event.function.clone());
+        *events.lock_held().entry(function.clone()).or_default() += 1;
+        Held {
+            events: events.clone(),
+            function: Some(function),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(function) = self.function.take() {
+            self.events.release(function);
+        }
     }
 }
 

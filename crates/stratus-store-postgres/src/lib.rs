@@ -26,8 +26,8 @@ use stratus_store::{
     Dump, EventCounts, EventRecord, Events, FollowUp, KeyRecord, Leases, LogBudget, LogQuery,
     LogRecord, LogStore, MessageRecord, MessageSettlement, Messages, Meta, MetaKey, NewEvent,
     NewMessage, NewVersion, NodeRecord, Nodes, PackageRecord, Packages, QueueCounts, ScheduleSlot,
-    Schedules, Settlement, SharedPackages, Source, StoreError, StoredLog, Transfer, Trimmed,
-    UnitOfWork, VersionRecord, Write,
+    Schedules, SecretRecord, Secrets, Settlement, SharedPackages, Source, StoreError, StoredLog,
+    Transfer, Trimmed, UnitOfWork, VersionRecord, Write,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -522,6 +522,7 @@ impl Apps for PostgresStore {
                 "versions",
                 "app_keys",
                 "aws_credentials",
+                "secrets",
                 "events",
                 "dead_letters",
                 "messages",
@@ -707,6 +708,64 @@ impl Credentials for PostgresStore {
             Ok(deleted > 0)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl Secrets for PostgresStore {
+    async fn put_secret(&self, s: SecretRecord) -> StoreResult<()> {
+        run(async {
+            self.client()
+                .await?
+                .execute(
+                    "INSERT INTO secrets (app, name, sealed, updated_ms) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (app, name) DO UPDATE SET sealed = EXCLUDED.sealed, updated_ms = EXCLUDED.updated_ms",
+                    &[&s.app, &s.name, &s.sealed, &s.updated_ms],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_secrets(&self, app: Option<&str>) -> StoreResult<Vec<SecretRecord>> {
+        run(async {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT app, name, sealed, updated_ms FROM secrets \
+                     WHERE $1::TEXT IS NULL OR app = $1 ORDER BY app, name",
+                    &[&app],
+                )
+                .await?;
+            Ok(rows.iter().map(secret_from_row).collect())
+        })
+        .await
+    }
+
+    async fn delete_secret(&self, app: &str, name: &str) -> StoreResult<bool> {
+        run(async {
+            let deleted = self
+                .client()
+                .await?
+                .execute(
+                    "DELETE FROM secrets WHERE app = $1 AND name = $2",
+                    &[&app, &name],
+                )
+                .await?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+}
+
+fn secret_from_row(row: &Row) -> SecretRecord {
+    SecretRecord {
+        app: row.get(0),
+        name: row.get(1),
+        sealed: row.get(2),
+        updated_ms: row.get(3),
     }
 }
 
@@ -1530,6 +1589,7 @@ impl Transfer for PostgresStore {
                 .await?;
             let keys = all("SELECT id, app, name, sha256, created_ms FROM app_keys ORDER BY app, id".into()).await?;
             let credentials = all(format!("SELECT {AWS_CREDENTIAL_COLUMNS} FROM aws_credentials ORDER BY access_key_id")).await?;
+            let secrets = all("SELECT app, name, sealed, updated_ms FROM secrets ORDER BY app, name".into()).await?;
             let events = all(format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY id")).await?;
             let dead = all(format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters ORDER BY id")).await?;
             let messages = all(format!("SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY id")).await?;
@@ -1560,6 +1620,7 @@ impl Transfer for PostgresStore {
                     })
                     .collect(),
                 aws_credentials: credentials.iter().map(aws_credential_from_row).collect(),
+                secrets: secrets.iter().map(secret_from_row).collect(),
                 events: events.iter().map(event_from_row).collect(),
                 dead_letters: dead.iter().map(dead_letter_from_row).collect(),
                 messages: messages.iter().map(message_from_row).collect(),
@@ -1645,6 +1706,13 @@ impl Transfer for PostgresStore {
                 tx.execute(
                     "INSERT INTO aws_credentials (access_key_id, app, name, secret, created_ms) VALUES ($1, $2, $3, $4, $5)",
                     &[&c.access_key_id, &c.app, &c.name, &c.secret, &c.created_ms],
+                )
+                .await?;
+            }
+            for s in &dump.secrets {
+                tx.execute(
+                    "INSERT INTO secrets (app, name, sealed, updated_ms) VALUES ($1, $2, $3, $4)",
+                    &[&s.app, &s.name, &s.sealed, &s.updated_ms],
                 )
                 .await?;
             }

@@ -180,4 +180,16 @@ CREATE TRIGGER aws_credentials_changed AFTER INSERT OR UPDATE OR DELETE ON aws_c
     r#"
 ALTER TABLE nodes ADD COLUMN report TEXT NOT NULL DEFAULT '{}';
 "#,
+    // Apps' secrets, sealed; nodes hear of changes to them.
+    r#"
+CREATE TABLE secrets (
+    app TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sealed TEXT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    PRIMARY KEY (app, name)
+);
+CREATE TRIGGER secrets_changed AFTER INSERT OR UPDATE OR DELETE ON secrets
+    FOR EACH STATEMENT EXECUTE FUNCTION stratus_notify_change();
+"#,
 ];

@@ -11,12 +11,12 @@ use stratus_store::Result as StoreResult;
 use stratus_store::{
     AppRecord, AwsCredentialRecord, Backlog, DeadLetter, Dump, EventCounts, EventRecord, FollowUp,
     KeyRecord, LogBudget, LogQuery, LogRecord, MessageRecord, MessageSettlement, NewEvent,
-    NewMessage, NewVersion, NodeRecord, PackageRecord, QueueCounts, ScheduleSlot, Settlement,
-    Source, StoreError, StoredLog, Trimmed, VersionRecord,
+    NewMessage, NewVersion, NodeRecord, PackageRecord, QueueCounts, ScheduleSlot, SecretRecord,
+    Settlement, Source, StoreError, StoredLog, Trimmed, VersionRecord,
 };
 use stratus_store::{
     Apps, Backlogs, Credentials, Events, Leases, LogStore, Messages, Meta, MetaKey, Nodes,
-    Packages, Schedules, Transfer, UnitOfWork, Write,
+    Packages, Schedules, Secrets, Transfer, UnitOfWork, Write,
 };
 
 /// An error inside this backend, before it leaves as a [`StoreError`].
@@ -232,6 +232,16 @@ CREATE TABLE leases (
     // What each node runs, for a status of the whole cluster.
     r#"
 ALTER TABLE nodes ADD COLUMN report TEXT NOT NULL DEFAULT '{}';
+"#,
+    // Apps' secrets, sealed.
+    r#"
+CREATE TABLE secrets (
+    app TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sealed TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (app, name)
+) WITHOUT ROWID;
 "#,
 ];
 
@@ -831,6 +841,7 @@ impl Apps for SqliteStore {
             tx.execute("DELETE FROM versions WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM app_keys WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM aws_credentials WHERE app = ?1", [&app])?;
+            tx.execute("DELETE FROM secrets WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM events WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM dead_letters WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM messages WHERE app = ?1", [&app])?;
@@ -983,6 +994,55 @@ impl Credentials for SqliteStore {
         })
         .await
     }
+}
+
+#[async_trait]
+impl Secrets for SqliteStore {
+    async fn put_secret(&self, s: SecretRecord) -> StoreResult<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO secrets (app, name, sealed, updated_ms) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (app, name) DO UPDATE SET sealed = excluded.sealed, updated_ms = excluded.updated_ms",
+                params![s.app, s.name, s.sealed, s.updated_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_secrets(&self, app: Option<&str>) -> StoreResult<Vec<SecretRecord>> {
+        let app = app.map(str::to_owned);
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT app, name, sealed, updated_ms FROM secrets \
+                 WHERE ?1 IS NULL OR app = ?1 ORDER BY app, name",
+            )?;
+            let rows = stmt.query_map([app], secret_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn delete_secret(&self, app: &str, name: &str) -> StoreResult<bool> {
+        let (app, name) = (app.to_owned(), name.to_owned());
+        self.call(move |conn| {
+            let deleted = conn.execute(
+                "DELETE FROM secrets WHERE app = ?1 AND name = ?2",
+                params![app, name],
+            )?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+}
+
+fn secret_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRecord> {
+    Ok(SecretRecord {
+        app: row.get(0)?,
+        name: row.get(1)?,
+        sealed: row.get(2)?,
+        updated_ms: row.get(3)?,
+    })
 }
 
 #[async_trait]
@@ -1717,6 +1777,10 @@ impl Transfer for SqliteStore {
                 .prepare(&sql)?
                 .query_map([], aws_credential_from_row)?
                 .collect::<rusqlite::Result<_>>()?;
+            dump.secrets = tx
+                .prepare("SELECT app, name, sealed, updated_ms FROM secrets ORDER BY app, name")?
+                .query_map([], secret_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
             let sql = format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY id");
             dump.events = tx
                 .prepare(&sql)?
@@ -1802,6 +1866,12 @@ impl Transfer for SqliteStore {
                 tx.execute(
                     "INSERT INTO aws_credentials (access_key_id, app, name, secret, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![c.access_key_id, c.app, c.name, c.secret, c.created_ms],
+                )?;
+            }
+            for s in &dump.secrets {
+                tx.execute(
+                    "INSERT INTO secrets (app, name, sealed, updated_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![s.app, s.name, s.sealed, s.updated_ms],
                 )?;
             }
             for e in &dump.events {

@@ -18,8 +18,8 @@ use async_trait::async_trait;
 pub use records::{
     AppRecord, AwsCredentialRecord, DeadLetter, Dump, EventCounts, EventRecord, FollowUp,
     KeyRecord, LogQuery, LogRecord, LogStream, MessageRecord, MessageSettlement, NewEvent,
-    NewMessage, NewVersion, NodeRecord, PackageRecord, QueueCounts, ScheduleSlot, Settlement,
-    Source, StoredLog, VersionRecord,
+    NewMessage, NewVersion, NodeRecord, PackageRecord, QueueCounts, ScheduleSlot, SecretRecord,
+    Settlement, Source, StoredLog, VersionRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +188,19 @@ pub trait Credentials: Send + Sync {
 
     /// Revokes a credential; false if `app` has no credential `access_key_id`.
     async fn delete_aws_credential(&self, app: &str, access_key_id: &str) -> Result<bool>;
+}
+
+/// Apps' secrets, sealed by the server before they are stored.
+#[async_trait]
+pub trait Secrets: Send + Sync {
+    /// Sets secret `name` of `app`, replacing what it was.
+    async fn put_secret(&self, secret: SecretRecord) -> Result<()>;
+
+    /// The secrets of `app`, or of every app, by app and name.
+    async fn list_secrets(&self, app: Option<&str>) -> Result<Vec<SecretRecord>>;
+
+    /// Deletes secret `name` of `app`; whether it was there.
+    async fn delete_secret(&self, app: &str, name: &str) -> Result<bool>;
 }
 
 /// Log records, for a store that keeps them (see `stratus-logs`).
@@ -465,6 +478,7 @@ pub trait Store:
     + Apps
     + Packages
     + Credentials
+    + Secrets
     + LogStore
     + Events
     + Messages
@@ -483,6 +497,7 @@ impl<T> Store for T where
         + Apps
         + Packages
         + Credentials
+        + Secrets
         + LogStore
         + Events
         + Messages

@@ -461,6 +461,16 @@ pub struct ScheduleSlot {
     pub slot_ms: i64,
 }
 
+/// A secret of an app, as the server stores it: sealed (the store never
+/// sees its value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRecord {
+    pub app: String,
+    pub name: String,
+    pub sealed: String,
+    pub updated_ms: i64,
+}
+
 /// Everything a store holds but its logs, to move it into another store
 /// (`stratus migrate`). Ids are kept.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -473,6 +483,7 @@ pub struct Dump {
     pub packages: Vec<PackageRecord>,
     pub keys: Vec<KeyRecord>,
     pub aws_credentials: Vec<AwsCredentialRecord>,
+    pub secrets: Vec<SecretRecord>,
     pub events: Vec<EventRecord>,
     pub dead_letters: Vec<DeadLetter>,
     pub messages: Vec<MessageRecord>,
@@ -483,12 +494,13 @@ impl Dump {
     /// What it holds, counted, for people.
     pub fn summary(&self) -> String {
         format!(
-            "{} apps, {} versions, {} packages, {} app keys, {} AWS credentials, {} queued events, {} dead letters, {} queue messages, {} schedule slots",
+            "{} apps, {} versions, {} packages, {} app keys, {} AWS credentials, {} secrets, {} queued events, {} dead letters, {} queue messages, {} schedule slots",
             self.apps.len(),
             self.versions.len(),
             self.packages.len(),
             self.keys.len(),
             self.aws_credentials.len(),
+            self.secrets.len(),
             self.events.len(),
             self.dead_letters.len(),
             self.messages.len(),

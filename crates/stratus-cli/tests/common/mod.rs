@@ -521,3 +521,44 @@ pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     assert!(status.success(), "openssl could not make a certificate");
     (cert, key)
 }
+
+/// A TCP listener of the test that records the lines handlers send it.
+pub struct Witness {
+    pub port: u16,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Witness {
+    pub fn start() -> Witness {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut line = String::new();
+                    let read = std::io::BufRead::read_line(
+                        &mut std::io::BufReader::new(stream),
+                        &mut line,
+                    );
+                    if read.is_ok() && line.ends_with('\n') {
+                        sink.lock().unwrap().push(line.trim().to_owned());
+                    }
+                });
+            }
+        });
+        Witness { port, lines }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn distinct(&self) -> std::collections::BTreeSet<String> {
+        self.lines().into_iter().collect()
+    }
+}

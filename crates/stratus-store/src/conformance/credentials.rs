@@ -102,3 +102,39 @@ pub async fn deleting_an_app_deletes_its_credentials(f: &dyn Fixture) {
         ["AKST2"]
     );
 }
+
+fn secret(app: &str, name: &str, sealed: &str, updated_ms: i64) -> crate::SecretRecord {
+    crate::SecretRecord {
+        app: app.into(),
+        name: name.into(),
+        sealed: sealed.into(),
+        updated_ms,
+    }
+}
+
+/// Secrets are set, replaced, listed per app, deleted one by one and with
+/// their app, and kept across reopening.
+pub async fn secrets_are_set_replaced_listed_and_deleted(f: &dyn Fixture) {
+    let store = f.open().await;
+    store.activate(version("a")).await.unwrap();
+    store.activate(version("b")).await.unwrap();
+    store.put_secret(secret("a", "db", "s1", 1)).await.unwrap();
+    store.put_secret(secret("a", "api", "s2", 2)).await.unwrap();
+    store.put_secret(secret("b", "db", "s3", 3)).await.unwrap();
+    store.put_secret(secret("a", "db", "s4", 4)).await.unwrap();
+    assert_eq!(
+        store.list_secrets(Some("a")).await.unwrap(),
+        [secret("a", "api", "s2", 2), secret("a", "db", "s4", 4)],
+        "replaced, by name"
+    );
+    assert!(!store.delete_secret("b", "api").await.unwrap());
+    assert!(store.delete_secret("a", "api").await.unwrap());
+    drop(store);
+    let store = f.open().await;
+    assert_eq!(store.list_secrets(None).await.unwrap().len(), 2);
+    assert!(store.delete_app("a").await.unwrap());
+    assert_eq!(
+        store.list_secrets(None).await.unwrap(),
+        [secret("b", "db", "s3", 3)]
+    );
+}

@@ -41,6 +41,7 @@ macro_rules! conformance_suite {
             credentials::credentials_are_kept_with_their_secret_and_listed_per_app,
             credentials::a_credential_is_revoked_only_by_its_own_app,
             credentials::deleting_an_app_deletes_its_credentials,
+            credentials::secrets_are_set_replaced_listed_and_deleted,
             events::delivered_events_leave_the_queue,
             events::claims_respect_not_before_and_leases,
             events::claims_pass_over_busy_functions,

@@ -73,6 +73,15 @@ pub async fn a_store_moves_into_an_empty_one_whole(f: &dyn Fixture) {
         .await
         .unwrap();
     store
+        .put_secret(crate::SecretRecord {
+            app: "a".into(),
+            name: "db".into(),
+            sealed: "sealed:x".into(),
+            updated_ms: 3,
+        })
+        .await
+        .unwrap();
+    store
         .enqueue_events(vec![event("r1"), event("r2"), event("r3")])
         .await
         .unwrap();
@@ -121,6 +130,7 @@ pub async fn a_store_moves_into_an_empty_one_whole(f: &dyn Fixture) {
         (2, 1, 1)
     );
     assert_eq!(dump.schedule_slots.len(), 1);
+    assert_eq!(dump.secrets.len(), 1);
 
     let other = f.other().await;
     other.import(dump.clone()).await.unwrap();
