@@ -74,6 +74,14 @@ impl Table {
     }
 }
 
+/// A time in milliseconds since the epoch (a JSON number), to the second,
+/// for a table cell.
+pub fn time(ms: &serde_json::Value) -> String {
+    let ms = ms.as_i64().unwrap_or(0).max(0) as u64;
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

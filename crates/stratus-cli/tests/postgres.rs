@@ -290,15 +290,29 @@ fn cluster_app(dir: &std::path::Path, version: &str) {
             (
                 "stratus.yaml",
                 &format!(
-                    "app: shared\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    env:\n      V: \"{version}\"\n    http: {{ path: /v }}\n  closed:\n    runtime: python3\n    handler: main.handler\n    http: {{ path: /closed, auth: key }}\n"
+                    "app: shared\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    env:\n      V: \"{version}\"\n    http: {{ path: /v }}\n  closed:\n    runtime: python3\n    handler: main.handler\n    http: {{ path: /closed, auth: key }}\n    env: {{ S: {{ secret: s }} }}\n"
                 ),
             ),
             (
                 "main.py",
-                "import os\ndef handler(event, context):\n    print('handled', event.get('n'))\n    if 'requestContext' in event:\n        return {'statusCode': 200, 'body': os.environ.get('V', '-')}\n    return os.environ['V']\n",
+                "import os\ndef handler(event, context):\n    print('handled', event.get('n'))\n    if 'secret' in event:\n        return os.environ['S'][::-1]\n    if 'requestContext' in event:\n        return {'statusCode': 200, 'body': os.environ.get('V', '-')}\n    return os.environ['V']\n",
             ),
         ],
     );
+}
+
+/// Sets secret `s` of app `shared` through `node`.
+fn set_secret(node: &Server, value: &str) {
+    let out = node.cli_stdin(&["secret", "set", "shared", "s"], value);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// What `closed` of app `shared` on `node` sees of secret `s`.
+fn secret_seen(node: &Server) -> Option<String> {
+    let out = node.cli(&["invoke", "shared/closed", "--data", r#"{"secret": 1}"#]);
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let reversed = body.as_str().or_else(|| body["result"].as_str())?;
+    Some(reversed.chars().rev().collect())
 }
 
 /// nginx from the host (Debian's `nginx-light` will do) balancing the
@@ -470,6 +484,9 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
     );
     let dir = nodes[0].path("shared");
     cluster_app(&dir, "1");
+    // A secret set through one node is there for a deploy through another
+    // at once, and reaches the instances of every node.
+    set_secret(&nodes[2], "first value");
     nodes[0].ok(&["deploy", dir.to_str().unwrap()]);
     for node in &nodes {
         common::eventually(deployed_within, || match served(node) {
@@ -478,6 +495,19 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
         });
     }
     assert_eq!(nodes[2].invoke("shared/f", "{}")["result"], "1");
+    for node in &nodes {
+        common::eventually(within, || match secret_seen(node) {
+            Some(seen) if seen == "first value" => Ok(()),
+            other => Err(format!("node at {} sees {other:?}", node.public)),
+        });
+    }
+    set_secret(&nodes[1], "rotated value");
+    for node in &nodes {
+        common::eventually(deployed_within, || match secret_seen(node) {
+            Some(seen) if seen == "rotated value" => Ok(()),
+            other => Err(format!("node at {} sees {other:?}", node.public)),
+        });
+    }
     let listed = nodes[0].ok(&["nodes"]);
     // Each node runs its share of the app cap (10 among 3: 4), and the
     // status of any node counts every node's instances.
@@ -501,7 +531,7 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
             .unwrap_or_default();
         let f = functions
             .iter()
-            .find(|f| f["name"] == "f")
+            .find(|f| f["name"] == "closed")
             .map_or(serde_json::Value::Null, |f| f["instances"].clone());
         let instances = f["busy"].as_u64().unwrap_or(0) + f["idle"].as_u64().unwrap_or(0);
         match (body["nodes"].as_u64(), instances) {
@@ -830,6 +860,7 @@ fn a_node_rides_out_a_cut_database_connection() {
     let server = Server::start_with(&["--store", &through]);
     let dir = server.path("steady");
     cluster_app(&dir, "1");
+    set_secret(&server, "steady");
     server.ok(&["deploy", dir.to_str().unwrap()]);
     assert_eq!(served(&server).as_deref(), Some("1"));
 

@@ -172,7 +172,9 @@ pub(crate) fn from_yaml(file: &str, text: &str, err: &serde_norway::Error) -> Ma
         // Unknown fields come from the top level or from a function.
         let in_function = key.contains('.');
         let parent = key.rsplit('.').nth(1).unwrap_or("");
+        let in_env = key.rsplit('.').nth(2) == Some("env");
         let known = match parent {
+            _ if in_env => &["secret"],
             "http" => HTTP_KEYS,
             "cors" => CORS_KEYS,
             "readiness" => &["path", "timeout"],
@@ -311,8 +313,8 @@ fn type_hint(key: &str) -> Option<&'static str> {
         ["functions", _] => Some(
             "a function is a mapping of its settings, e.g. `runtime: python3` indented below its name",
         ),
-        ["functions", _, "env", _] => Some(
-            "an environment value is a string, number or boolean; write `\"\"` for an empty one",
+        ["functions" | "services", _, "env", _] => Some(
+            "an environment value is a string, number or boolean (write `\"\"` for an empty one), or `{ secret: NAME }`",
         ),
         [.., last] => expected_for(last),
     }

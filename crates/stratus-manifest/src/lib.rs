@@ -80,6 +80,22 @@ fn check_shape(file: &str, text: &str) -> Result<(), ManifestErrors> {
     Ok(())
 }
 
+/// What a secret's name may be, for people.
+pub const SECRET_NAME_RULE: &str =
+    "a secret name has 1 to 64 letters, digits, '_', '-' or '.', starting with a letter or digit";
+
+/// Whether `name` may name a secret of an app.
+pub fn valid_secret_name(name: &str) -> bool {
+    name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 /// The largest environment of one function or service, names and values
 /// together. (Lambda's is 4 KiB; this leaves room for certificates and
 /// keys passed whole, and keeps every instance's start message small.)

@@ -171,39 +171,57 @@ impl OneOrMany {
 }
 
 /// An environment value: YAML scalars of any type are taken as their text,
-/// so `PORT: 8080` and `DEBUG: true` work as users expect.
+/// so `PORT: 8080` and `DEBUG: true` work as users expect; `{ secret: NAME }`
+/// names a secret of the app, set apart with `stratus secret set`.
 #[derive(Debug)]
-pub(crate) struct EnvValue(pub String);
+pub(crate) enum EnvValue {
+    Text(String),
+    Secret(String),
+}
 
 impl<'de> Deserialize<'de> for EnvValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct ScalarVisitor;
 
-        impl Visitor<'_> for ScalarVisitor {
+        impl<'de> Visitor<'de> for ScalarVisitor {
             type Value = EnvValue;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string, number or boolean")
+                f.write_str("a string, number or boolean, or { secret: NAME }")
             }
 
             fn visit_str<E: de::Error>(self, v: &str) -> Result<EnvValue, E> {
-                Ok(EnvValue(v.to_owned()))
+                Ok(EnvValue::Text(v.to_owned()))
             }
 
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<EnvValue, E> {
-                Ok(EnvValue(v.to_string()))
+                Ok(EnvValue::Text(v.to_string()))
             }
 
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<EnvValue, E> {
-                Ok(EnvValue(v.to_string()))
+                Ok(EnvValue::Text(v.to_string()))
             }
 
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<EnvValue, E> {
-                Ok(EnvValue(v.to_string()))
+                Ok(EnvValue::Text(v.to_string()))
             }
 
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<EnvValue, E> {
-                Ok(EnvValue(v.to_string()))
+                Ok(EnvValue::Text(v.to_string()))
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<EnvValue, A::Error> {
+                let mut secret = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "secret" if secret.is_none() => secret = Some(map.next_value::<String>()?),
+                        "secret" => return Err(de::Error::duplicate_field("secret")),
+                        other => return Err(de::Error::unknown_field(other, &["secret"])),
+                    }
+                }
+                secret
+                    .map(EnvValue::Secret)
+                    .ok_or_else(|| de::Error::missing_field("secret"))
             }
         }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::error::{ManifestError, ManifestErrors, closest, expected_for};
 use crate::locate::line_of;
 use crate::raw::{
-    RawCommand, RawCors, RawEgress, RawFunction, RawHttp, RawManifest, RawNetwork, RawQueue,
-    RawService, RawTrigger,
+    EnvValue, RawCommand, RawCors, RawEgress, RawFunction, RawHttp, RawManifest, RawNetwork,
+    RawQueue, RawService, RawTrigger,
 };
 use crate::spec::{
     AppSpec, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, EventFormat, FunctionSpec,
@@ -318,6 +318,7 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
     let network = network(c, &key("network"), f.network, false);
 
     let mut env = BTreeMap::new();
+    let mut secret_env = BTreeMap::new();
     for (var, value) in f.env {
         if !valid_env_name(&var) {
             c.error(
@@ -332,7 +333,8 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
                 Some("remove it or choose another name".into()),
             );
         }
-        env.insert(var, value.0);
+        let key = format!("functions.{name}.env.{var}");
+        put_env(c, key, var, value, &mut env, &mut secret_env);
     }
     check_env_size(c, &format!("functions.{name}.env"), &env);
 
@@ -402,6 +404,7 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         memory_mb,
         timeout,
         env,
+        secret_env,
         max_instances,
         min_instances,
         concurrency,
@@ -1049,6 +1052,7 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
         (Duration::ZERO, Duration::from_secs(3600)),
     );
     let mut env = BTreeMap::new();
+    let mut secret_env = BTreeMap::new();
     for (var, value) in s.env {
         if !valid_env_name(&var) {
             c.error(
@@ -1063,7 +1067,8 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
                 Some("set `port:` on the service instead".into()),
             );
         }
-        env.insert(var, value.0);
+        let key = format!("{owner}.env.{var}");
+        put_env(c, key, var, value, &mut env, &mut secret_env);
     }
     check_env_size(c, &format!("{owner}.env"), &env);
 
@@ -1104,6 +1109,7 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
         drain_grace,
         access_log: s.access_log.unwrap_or(true),
         env,
+        secret_env,
         network,
         protocol,
     })
@@ -1299,6 +1305,32 @@ fn check_env_size(c: &mut Checker<'_>, key: &str, env: &BTreeMap<String, String>
             ),
             Some("keep large values in files of the code directory and read them at start".into()),
         );
+    }
+}
+
+/// Puts `var` in `env`, or (naming a secret) in `secrets`.
+fn put_env(
+    c: &mut Checker,
+    key: String,
+    var: String,
+    value: EnvValue,
+    env: &mut BTreeMap<String, String>,
+    secrets: &mut BTreeMap<String, String>,
+) {
+    match value {
+        EnvValue::Text(text) => {
+            env.insert(var, text);
+        }
+        EnvValue::Secret(secret) => {
+            if !crate::valid_secret_name(&secret) {
+                c.error(
+                    key,
+                    format!("invalid secret name {secret:?}"),
+                    Some(crate::SECRET_NAME_RULE.into()),
+                );
+            }
+            secrets.insert(var, secret);
+        }
     }
 }
 

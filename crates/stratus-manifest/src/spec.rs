@@ -163,6 +163,10 @@ pub struct ServiceSpec {
     #[serde(default = "yes")]
     pub access_log: bool,
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are secrets of the app (by
+    /// name), filled in only as an instance starts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
     /// What it may connect to: [`Network::Outbound`] or narrower, never
     /// [`Network::None`] (the gateway must reach it).
     #[serde(default)]
@@ -227,6 +231,10 @@ pub struct FunctionSpec {
     #[serde(with = "millis")]
     pub timeout: Duration,
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are secrets of the app (by
+    /// name), filled in only as an instance starts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
     /// Most instances that may run at once; callers beyond wait in a bounded queue.
     pub max_instances: u32,
     /// Instances kept warm even when idle.

@@ -25,12 +25,17 @@ fn check(input: &str, expected: &str) {
 fn render(app: &stratus_manifest::AppSpec) -> String {
     let mut out = format!("app {}\n", app.name);
     for f in app.functions.values() {
-        let env = if f.env.is_empty() {
+        let env = if f.env.is_empty() && f.secret_env.is_empty() {
             "-".to_owned()
         } else {
             f.env
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
+                .chain(
+                    f.secret_env
+                        .iter()
+                        .map(|(k, v)| format!("{k}=<secret {v}>")),
+                )
                 .collect::<Vec<_>>()
                 .join(",")
         };
@@ -212,6 +217,60 @@ fn env_scalars_are_stringified() {
         "
         app hello
         greet python3 main.handler . 128 500 100 DEBUG=true,NAME=hi there,PORT=8080,RATIO=0.5,_PRIVATE=x
+        ",
+    );
+}
+
+#[test]
+fn env_names_secrets() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            env:
+              GREETING: hi
+              DB_PASSWORD: { secret: db_password }
+        ",
+        "
+        app hello
+        greet python3 main.handler . 128 30000 100 GREETING=hi,DB_PASSWORD=<secret db_password>
+        ",
+    );
+}
+
+#[test]
+fn a_secret_reference_is_checked() {
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            env:
+              A: { secret: 'no spaces' }
+        ",
+        "
+        stratus.yaml:7: functions.greet.env.A: invalid secret name \"no spaces\"
+          hint: a secret name has 1 to 64 letters, digits, '_', '-' or '.', starting with a letter or digit
+        ",
+    );
+    check(
+        "
+        app: hello
+        functions:
+          greet:
+            runtime: python3
+            handler: main.handler
+            env:
+              B: { secrt: x }
+        ",
+        "
+        stratus.yaml:7: functions.greet.env.B.secrt: unknown key `secrt`
+          hint: did you mean `secret`?
         ",
     );
 }
@@ -497,7 +556,7 @@ fn env_null_value() {
         ",
         "
         stratus.yaml:7: functions.greet.env.EMPTY: invalid type: null
-          hint: an environment value is a string, number or boolean; write `\"\"` for an empty one
+          hint: an environment value is a string, number or boolean (write `\"\"` for an empty one), or `{ secret: NAME }`
         ",
     );
 }

@@ -13,6 +13,8 @@ pub struct FunctionConfig {
     pub spec: FunctionSpec,
     /// The unpacked code package, read-only.
     pub code_dir: PathBuf,
+    /// The values of the variables `spec.secret_env` names.
+    pub secrets: SecretEnv,
 }
 
 impl FunctionConfig {
@@ -30,4 +32,19 @@ pub struct ServiceConfig {
     pub spec: ServiceSpec,
     /// The unpacked code package, read-only.
     pub code_dir: PathBuf,
+    /// The values of the variables `spec.secret_env` names.
+    pub secrets: SecretEnv,
+}
+
+/// Environment variables whose values are secrets: put into the
+/// environments of instances, never printed (`Debug` shows the names).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretEnv(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(var, _)| var))
+            .finish()
+    }
 }

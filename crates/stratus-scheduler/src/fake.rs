@@ -527,6 +527,7 @@ pub(crate) fn function(app: &str, name: &str, max_instances: u32) -> FunctionCon
         version: 1,
         spec,
         code_dir: PathBuf::from("/nonexistent"),
+        secrets: crate::SecretEnv::default(),
     }
 }
 
@@ -559,6 +560,7 @@ pub(crate) fn service(
         version: 1,
         spec,
         code_dir: PathBuf::from("/nonexistent"),
+        secrets: crate::SecretEnv::default(),
     }
 }
 

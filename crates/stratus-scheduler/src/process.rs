@@ -334,6 +334,7 @@ pub(crate) fn activation(
         env.push(("AWS_LAMBDA_LOG_LEVEL".to_owned(), level.to_owned()));
     }
     env.extend(function.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(config.secrets.0.iter().cloned());
     env.extend(platform_api(s, &config.app, instance_id));
     Activation {
         code: config.code_dir.clone(),
@@ -378,6 +379,7 @@ pub(crate) fn service(
     env.push(("STRATUS_VERSION".to_owned(), config.version.to_string()));
     env.push(("STRATUS_INSTANCE".to_owned(), instance_id.to_owned()));
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(config.secrets.0.iter().cloned());
     env.extend(platform_api(s, &config.app, instance_id));
     let mut args = vec!["-c".to_owned()];
     match &spec.command {

@@ -149,10 +149,11 @@ pub(crate) type Published = std::sync::Mutex<HashMap<String, u32>>;
 /// Puts `version` in service on this node: its functions first, then the
 /// routes that lead to them, then its triggers.
 pub(crate) fn publish(state: &AppState, version: &VersionRecord) {
+    let secrets = state.secrets.values(&version.app);
     state.scheduler.publish_app(
         &version.app,
-        crate::function_configs(&state.config.data_dir, version),
-        crate::service_configs(&state.config.data_dir, version),
+        crate::function_configs(&state.config.data_dir, version, &secrets),
+        crate::service_configs(&state.config.data_dir, version, &secrets),
     );
     state.directory.publish(version);
     state.triggers.reconcile(&version.app, Some(&version.spec));
@@ -167,6 +168,7 @@ pub(crate) fn publish(state: &AppState, version: &VersionRecord) {
 pub(crate) fn unpublish(state: &AppState, app: &str) {
     state.directory.remove(app);
     state.aws_credentials.remove_app(app);
+    state.secrets.remove_app(app);
     state.scheduler.remove_app(app);
     state.triggers.reconcile(app, None);
     state
@@ -214,9 +216,28 @@ async fn catch_up(state: &AppState, shared: &dyn SharedPackages) -> anyhow::Resu
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    // Secrets first: a version taken up below starts with them.
+    let stored = state.store.list_secrets(None).await?;
+    let mut rotated = std::collections::BTreeSet::new();
+    let before = state.secrets.marks();
+    if crate::app_secrets::marks_of(&stored) != before {
+        state.secrets.replace_all(&state.sealer, stored);
+        let after = state.secrets.marks();
+        rotated = before
+            .keys()
+            .chain(after.keys())
+            .filter(|key| before.get(*key) != after.get(*key))
+            .map(|(app, _)| app.clone())
+            .collect();
+    }
     let limits = crate::deploy::unpack_limits(state.config.limits.max_unpacked_bytes);
     for version in &active {
         if published.get(&version.app) == Some(&version.version) {
+            if rotated.contains(&version.app) && !crate::app_secrets::used(&version.spec).is_empty()
+            {
+                publish(state, version);
+                tracing::info!(app = version.app, "took up a secret set on another node");
+            }
             continue;
         }
         if let Err(err) =

@@ -373,6 +373,25 @@ pub(crate) async fn deploy(
     }
 
     let _serial = state.deploy_lock.lock().await;
+    // The store's word: a secret set through another node a moment ago
+    // counts.
+    let stored = state.store.list_secrets(Some(app)).await?;
+    state.secrets.refresh_app(&state.sealer, app, stored);
+    let missing = crate::app_secrets::missing(&state.secrets, app, &spec);
+    if !missing.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_secret",
+            format!("app {app} names secrets it does not have; nothing was deployed"),
+        )
+        .with_details(
+            missing
+                .iter()
+                .map(|(var, name)| {
+                    format!("env {var} names secret {name:?}: set it with `stratus secret set {app} {name}`")
+                })
+                .collect(),
+        ));
+    }
     if let Some(active) = state.store.active_version(app).await?
         && active.spec == spec
         && active.packages == packages

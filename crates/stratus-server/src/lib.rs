@@ -9,6 +9,7 @@
 //! into the scheduler's snapshot.
 
 mod api;
+mod app_secrets;
 pub mod backup;
 mod cluster;
 pub mod config;
@@ -25,6 +26,7 @@ mod triggers;
 
 pub(crate) use stratus_scheduler::now_ms;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -36,7 +38,7 @@ use stratus_logs::{
     BatchedLogs, LogTable, Logs, Retention, SegmentLimits, SegmentLogs, StoreTable,
 };
 use stratus_sandbox::{Isolation, LauncherClient};
-use stratus_scheduler::{FunctionConfig, Scheduler, ServiceConfig, Settings};
+use stratus_scheduler::{FunctionConfig, Scheduler, SecretEnv, ServiceConfig, Settings};
 use stratus_store::{MetaKey, Store, VersionRecord};
 use stratus_store_postgres::PostgresStore;
 use stratus_store_sqlite::SqliteStore;
@@ -80,6 +82,8 @@ pub(crate) struct AppState {
     pub events: Arc<events::Events>,
     /// AWS credentials, for Lambda's Invoke API.
     pub aws_credentials: api::AwsCredentials,
+    /// Apps' secrets, opened, for the environments of instances.
+    pub secrets: app_secrets::AppSecrets,
     /// Seals secrets before they are stored.
     pub(crate) sealer: secrets::Sealer,
     /// The version of each app this node serves.
@@ -302,11 +306,19 @@ pub async fn run(
         }
         deployed = ready;
     }
+    let sealer = secrets::Sealer::load_or_create(
+        &config
+            .secrets_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(secrets::KEY_FILE)),
+    )?;
+    let app_secrets = app_secrets::load(&*store, &sealer).await?;
     for version in &deployed {
+        let values = app_secrets.values(&version.app);
         scheduler.publish_app(
             &version.app,
-            function_configs(&data_dir, version),
-            service_configs(&data_dir, version),
+            function_configs(&data_dir, version, &values),
+            service_configs(&data_dir, version, &values),
         );
         directory.publish(version);
     }
@@ -358,12 +370,6 @@ pub async fn run(
     let quotas = quotas::Quotas::new(config.quotas.clone());
     quotas.refresh(&*store).await;
     let quotas_task = quotas.start(store.clone());
-    let sealer = secrets::Sealer::load_or_create(
-        &config
-            .secrets_key_file
-            .clone()
-            .unwrap_or_else(|| data_dir.join(secrets::KEY_FILE)),
-    )?;
     let stored_credentials = store
         .list_aws_credentials(None)
         .await
@@ -391,6 +397,7 @@ pub async fn run(
     let state = Arc::new(AppState {
         triggers,
         aws_credentials,
+        secrets: app_secrets,
         sealer,
         quotas: quotas.clone(),
         events: events.clone(),
@@ -506,8 +513,13 @@ pub async fn run(
     Ok(())
 }
 
-/// The scheduler's view of a stored version's services.
-pub(crate) fn service_configs(data_dir: &Path, version: &VersionRecord) -> Vec<ServiceConfig> {
+/// The scheduler's view of a stored version's services, with the values
+/// of the app's secrets they name.
+pub(crate) fn service_configs(
+    data_dir: &Path,
+    version: &VersionRecord,
+    secrets: &BTreeMap<String, String>,
+) -> Vec<ServiceConfig> {
     version
         .spec
         .services
@@ -516,13 +528,19 @@ pub(crate) fn service_configs(data_dir: &Path, version: &VersionRecord) -> Vec<S
             app: version.app.clone(),
             version: version.version,
             code_dir: code_dir_of(data_dir, version, &spec.code),
+            secrets: SecretEnv(app_secrets::resolve(&spec.secret_env, secrets)),
             spec: spec.clone(),
         })
         .collect()
 }
 
-/// The scheduler's view of a stored version's functions.
-pub(crate) fn function_configs(data_dir: &Path, version: &VersionRecord) -> Vec<FunctionConfig> {
+/// The scheduler's view of a stored version's functions, with the values
+/// of the app's secrets they name.
+pub(crate) fn function_configs(
+    data_dir: &Path,
+    version: &VersionRecord,
+    secrets: &BTreeMap<String, String>,
+) -> Vec<FunctionConfig> {
     version
         .spec
         .functions
@@ -531,6 +549,7 @@ pub(crate) fn function_configs(data_dir: &Path, version: &VersionRecord) -> Vec<
             app: version.app.clone(),
             version: version.version,
             code_dir: code_dir_of(data_dir, version, &spec.code),
+            secrets: SecretEnv(app_secrets::resolve(&spec.secret_env, secrets)),
             spec: spec.clone(),
         })
         .collect()

@@ -58,7 +58,7 @@ pub async fn migrate(data_dir: &Path, to: &str, key_file: Option<&Path>) -> anyh
 /// Seals the secrets of `dump`, sealed with the key in `from` (or stored
 /// in the clear by an old version), with the key in `to`.
 fn reseal(dump: &mut Dump, from: &Path, to: &Path) -> anyhow::Result<()> {
-    if dump.aws_credentials.is_empty() {
+    if dump.aws_credentials.is_empty() && dump.secrets.is_empty() {
         return Ok(());
     }
     anyhow::ensure!(
@@ -78,6 +78,17 @@ fn reseal(dump: &mut Dump, from: &Path, to: &Path) -> anyhow::Result<()> {
                 )
             })?;
         credential.secret = new.seal(&credential.access_key_id, &secret)?;
+    }
+    for stored in &mut dump.secrets {
+        let context = crate::app_secrets::context(&stored.app, &stored.name);
+        let (secret, _) = old.open(&context, &stored.sealed).map_err(|err| {
+            anyhow::anyhow!(
+                "secret {} of app {}: {err}; nothing was copied",
+                stored.name,
+                stored.app
+            )
+        })?;
+        stored.sealed = new.seal(&context, &secret)?;
     }
     Ok(())
 }

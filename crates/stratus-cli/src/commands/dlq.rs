@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::client::{Client, Connection};
-use crate::table::{Align, Table};
+use crate::table::{Align, Table, time};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DlqArgs {
@@ -55,12 +55,6 @@ fn split(target: &str) -> anyhow::Result<(&str, Option<&str>)> {
             anyhow::bail!("expected APP or APP/FUNCTION, e.g. shop or shop/orders, not {target:?}")
         }
     }
-}
-
-fn time(ms: &Value) -> String {
-    let ms = ms.as_i64().unwrap_or(0).max(0) as u64;
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
 }
 
 pub async fn run(conn: &Connection, args: DlqArgs) -> anyhow::Result<ExitCode> {

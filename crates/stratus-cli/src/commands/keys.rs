@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use reqwest::Method;
 
 use crate::client::{Client, Connection};
-use crate::table::{Align, Table};
+use crate::table::{Align, Table, time};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct KeysArgs {
@@ -105,14 +105,7 @@ pub async fn run(conn: &Connection, args: KeysArgs) -> anyhow::Result<ExitCode> 
                     ("NAME", Align::Left),
                 ]);
                 for key in keys {
-                    let created = key["created_ms"]
-                        .as_i64()
-                        .and_then(|ms| {
-                            std::time::UNIX_EPOCH
-                                .checked_add(std::time::Duration::from_millis(ms as u64))
-                        })
-                        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
-                        .unwrap_or_default();
+                    let created = time(&key["created_ms"]);
                     table.row(vec![
                         key["kind"].as_str().unwrap_or_default().to_owned(),
                         key["id"].as_str().unwrap_or_default().to_owned(),

@@ -14,6 +14,7 @@ mod migrate;
 mod nodes;
 mod queue;
 mod rm;
+mod secret;
 mod server;
 mod status;
 
@@ -59,6 +60,8 @@ pub enum Command {
     Dlq(dlq::DlqArgs),
     /// Manage the keys callers present to `auth: key` routes
     Keys(keys::KeysArgs),
+    /// Manage an application's secrets (`env: { VAR: { secret: NAME } }`)
+    Secret(secret::SecretArgs),
     /// Show the logs of an application or function
     Logs(logs::LogsArgs),
     /// List deployed applications and their functions
@@ -127,6 +130,7 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Invoke(args) => invoke::run(&conn, args).await,
         Command::Dlq(args) => dlq::run(&conn, args).await,
         Command::Keys(args) => keys::run(&conn, args).await,
+        Command::Secret(args) => secret::run(&conn, args).await,
         Command::Logs(args) => logs::run(&conn, args).await,
         Command::Ls(args) => ls::run(&conn, args).await,
         Command::Queue(args) => queue::run(&conn, args).await,

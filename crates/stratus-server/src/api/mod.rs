@@ -13,6 +13,7 @@ mod lambda;
 mod logs;
 mod nodes;
 mod queues;
+mod secrets;
 mod sigv4;
 mod status;
 mod tokens;
@@ -51,6 +52,11 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             post(invoke::invoke),
         )
         .route("/v1/apps/{app}/keys", get(keys::list).post(keys::create))
+        .route("/v1/apps/{app}/secrets", get(secrets::list))
+        .route(
+            "/v1/apps/{app}/secrets/{name}",
+            axum::routing::put(secrets::set).delete(secrets::remove),
+        )
         .route(
             "/v1/apps/{app}/keys/{id}",
             axum::routing::delete(keys::remove),
