@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use stratus_archive::sha256_hex;
 use stratus_manifest::Runtime;
-use stratus_store::{NewVersion, PackageRecord};
+use stratus_store::{NewVersion, PackageRecord, VersionRecord};
 
 use crate::AppState;
 use crate::api::ApiError;
@@ -373,25 +373,7 @@ pub(crate) async fn deploy(
     }
 
     let _serial = state.deploy_lock.lock().await;
-    // The store's word: a secret set through another node a moment ago
-    // counts.
-    let stored = state.store.list_secrets(Some(app)).await?;
-    state.secrets.refresh_app(&state.sealer, app, stored);
-    let missing = crate::app_secrets::missing(&state.secrets, app, &spec);
-    if !missing.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_secret",
-            format!("app {app} names secrets it does not have; nothing was deployed"),
-        )
-        .with_details(
-            missing
-                .iter()
-                .map(|(var, name)| {
-                    format!("env {var} names secret {name:?}: set it with `stratus secret set {app} {name}`")
-                })
-                .collect(),
-        ));
-    }
+    require_secrets(state, app, &spec, "nothing was deployed").await?;
     if let Some(active) = state.store.active_version(app).await?
         && active.spec == spec
         && active.packages == packages
@@ -427,6 +409,122 @@ pub(crate) async fn deploy(
         services,
         routes,
     })
+}
+
+/// Refuses `spec` when it names a secret `app` does not have (`what`
+/// says what did not happen). Call under the deploy lock.
+async fn require_secrets(
+    state: &AppState,
+    app: &str,
+    spec: &stratus_manifest::AppSpec,
+    what: &str,
+) -> Result<(), ApiError> {
+    // The store's word: a secret set through another node a moment ago
+    // counts.
+    let stored = state.store.list_secrets(Some(app)).await?;
+    state.secrets.refresh_app(&state.sealer, app, stored);
+    let missing = crate::app_secrets::missing(&state.secrets, app, spec);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "missing_secret",
+        format!("app {app} names secrets it does not have; {what}"),
+    )
+    .with_details(
+        missing
+            .iter()
+            .map(|(var, name)| {
+                format!(
+                    "env {var} names secret {name:?}: set it with `stratus secret set {app} {name}`"
+                )
+            })
+            .collect(),
+    ))
+}
+
+/// Makes an earlier version of `app` active again, as it was deployed (its
+/// packages are kept): `version`, or else the newest one before the active
+/// one. The version that was active stays listed, to go back to.
+pub(crate) async fn rollback(
+    state: &AppState,
+    app: &str,
+    version: Option<u32>,
+) -> Result<VersionRecord, ApiError> {
+    let _serial = state.deploy_lock.lock().await;
+    let Some(active) = state.store.active_version(app).await? else {
+        return Err(status_for_missing_app(app));
+    };
+    let versions = state.store.list_versions(app).await?;
+    let target = match version {
+        Some(wanted) => versions
+            .into_iter()
+            .find(|v| v.version == wanted)
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "app {app} has no version {wanted}; `stratus versions {app}` lists them"
+                ))
+            })?,
+        None => versions
+            .into_iter()
+            .find(|v| v.version < active.version)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_earlier_version",
+                    format!(
+                        "version {} is app {app}'s first; there is nothing before it to go back to",
+                        active.version
+                    ),
+                )
+            })?,
+    };
+    if target.version == active.version {
+        return Ok(target);
+    }
+    let gone: Vec<String> = target
+        .packages
+        .iter()
+        .filter(|(_, sha)| !code_dir(&state.config.data_dir, sha).is_dir())
+        .map(|(dir, sha)| format!("the package {sha} of code directory {dir:?} is no longer kept"))
+        .collect();
+    if !gone.is_empty() && state.shared_packages.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "version_not_kept",
+            format!(
+                "version {} of {app} cannot be made active again; deploy it anew",
+                target.version
+            ),
+        )
+        .with_details(gone));
+    }
+    if let Some(shared) = &state.shared_packages {
+        let limits = unpack_limits(state.config.limits.max_unpacked_bytes);
+        ensure_version_code(&state.config.data_dir, limits, &**shared, &target).await?;
+    }
+    require_secrets(
+        state,
+        app,
+        &target.spec,
+        &format!("version {} was not made active", target.version),
+    )
+    .await?;
+    let Some(record) = state
+        .store
+        .reactivate(app, target.version, crate::now_ms())
+        .await?
+    else {
+        return Err(status_for_missing_app(app));
+    };
+    crate::cluster::publish(state, &record);
+    tracing::info!(
+        app,
+        version = record.version,
+        from = active.version,
+        "rolled back"
+    );
+    Ok(record)
 }
 
 pub(crate) fn status_for_missing_app(app: &str) -> ApiError {

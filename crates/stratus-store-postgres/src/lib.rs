@@ -468,6 +468,43 @@ impl Apps for PostgresStore {
         .await
     }
 
+    async fn list_versions(&self, app: &str) -> StoreResult<Vec<VersionRecord>> {
+        run(async {
+            let sql = format!(
+                "SELECT {VERSION_COLUMNS} FROM versions v WHERE v.app = $1 ORDER BY v.version DESC"
+            );
+            let rows = self.client().await?.query(&sql, &[&app]).await?;
+            rows.iter().map(version_from_row).collect()
+        })
+        .await
+    }
+
+    async fn reactivate(
+        &self,
+        app: &str,
+        version: u32,
+        now_ms: i64,
+    ) -> StoreResult<Option<VersionRecord>> {
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let sql = format!(
+                "SELECT {VERSION_COLUMNS} FROM versions v WHERE v.app = $1 AND v.version = $2"
+            );
+            let Some(row) = tx.query_opt(&sql, &[&app, &(version as i64)]).await? else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE apps SET active_version = $2, updated_ms = $3 WHERE name = $1",
+                &[&app, &(version as i64), &now_ms],
+            )
+            .await?;
+            tx.commit().await?;
+            version_from_row(&row).map(Some)
+        })
+        .await
+    }
+
     async fn activate(&self, new: NewVersion) -> StoreResult<VersionRecord> {
         run(async {
             let spec = serde_json::to_string(&new.spec)?;

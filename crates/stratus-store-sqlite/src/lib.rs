@@ -798,6 +798,49 @@ impl Apps for SqliteStore {
         .await
     }
 
+    async fn list_versions(&self, app: &str) -> StoreResult<Vec<VersionRecord>> {
+        let app = app.to_owned();
+        self.call(move |conn| {
+            let sql = format!(
+                "SELECT {VERSION_COLUMNS} FROM versions v WHERE v.app = ?1 ORDER BY v.version DESC"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let raw = stmt
+                .query_map([app], version_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            raw.into_iter().map(decode_version).collect()
+        })
+        .await
+    }
+
+    async fn reactivate(
+        &self,
+        app: &str,
+        version: u32,
+        now_ms: i64,
+    ) -> StoreResult<Option<VersionRecord>> {
+        let app = app.to_owned();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let sql = format!(
+                "SELECT {VERSION_COLUMNS} FROM versions v WHERE v.app = ?1 AND v.version = ?2"
+            );
+            let Some(raw) = tx
+                .query_row(&sql, params![app, version], version_from_row)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE apps SET active_version = ?2, updated_ms = ?3 WHERE name = ?1",
+                params![app, version, now_ms],
+            )?;
+            tx.commit()?;
+            decode_version(raw).map(Some)
+        })
+        .await
+    }
+
     async fn activate(&self, new: NewVersion) -> StoreResult<VersionRecord> {
         self.call(move |conn| {
             let spec = serde_json::to_string(&new.spec)?;

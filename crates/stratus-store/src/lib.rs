@@ -147,6 +147,18 @@ pub trait Apps: Send + Sync {
     /// Records a new version and makes it the active one, in one transaction.
     async fn activate(&self, version: NewVersion) -> Result<VersionRecord>;
 
+    /// Every version of `app`, the newest first.
+    async fn list_versions(&self, app: &str) -> Result<Vec<VersionRecord>>;
+
+    /// Makes version `version` of `app` the active one again (at `now_ms`);
+    /// its record, or `None` when the app has no such version.
+    async fn reactivate(
+        &self,
+        app: &str,
+        version: u32,
+        now_ms: i64,
+    ) -> Result<Option<VersionRecord>>;
+
     /// Removes an application with its versions, keys, AWS credentials,
     /// queued events and dead letters; false if it did not exist.
     async fn delete_app(&self, app: &str) -> Result<bool>;

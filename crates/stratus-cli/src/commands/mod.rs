@@ -17,6 +17,7 @@ mod rm;
 mod secret;
 mod server;
 mod status;
+mod versions;
 
 use std::process::ExitCode;
 
@@ -72,6 +73,10 @@ pub enum Command {
     /// Remove an application
     #[command(visible_alias = "delete")]
     Rm(rm::RmArgs),
+    /// List every version an application was deployed as
+    Versions(versions::VersionsArgs),
+    /// Make an earlier version of an application active again, at once
+    Rollback(versions::RollbackArgs),
     /// Show every function and service with its instances and recent errors
     Status(status::StatusArgs),
     /// List the nodes that use the store, with their last heartbeat
@@ -135,6 +140,8 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Ls(args) => ls::run(&conn, args).await,
         Command::Queue(args) => queue::run(&conn, args).await,
         Command::Rm(args) => rm::run(&conn, args).await,
+        Command::Versions(args) => versions::list(&conn, args).await,
+        Command::Rollback(args) => versions::rollback(&conn, args).await,
         Command::Status(args) => status::run(&conn, args).await,
         Command::Nodes(args) => nodes::run(&conn, args).await,
         Command::Login(args) => context::login(&conn, args).await,

@@ -193,3 +193,75 @@ fn describe(state: &AppState, version: &stratus_store::VersionRecord) -> serde_j
         "services": services,
     })
 }
+
+/// Where a version came from, for people: the uploaded code directories,
+/// by the SHA-256 of their packages.
+fn source(version: &stratus_store::VersionRecord) -> String {
+    let dirs: Vec<String> = version
+        .packages
+        .iter()
+        .map(|(dir, sha)| format!("{dir}@{}", &sha[..sha.len().min(12)]))
+        .collect();
+    format!("upload {}", dirs.join(" "))
+}
+
+pub(crate) async fn versions(
+    State(state): State<Arc<AppState>>,
+    Path(app): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some(active) = state.store.active_version(&app).await? else {
+        return Err(deploy::status_for_missing_app(&app));
+    };
+    let versions: Vec<_> = state
+        .store
+        .list_versions(&app)
+        .await?
+        .iter()
+        .map(|v| {
+            json!({
+                "version": v.version,
+                "active": v.version == active.version,
+                "created_ms": v.created_ms,
+                "source": source(v),
+                "packages": v.packages,
+                "functions": v.spec.functions.keys().collect::<Vec<_>>(),
+                "services": v.spec.services.keys().collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "app": app, "active": active.version, "versions": versions })).into_response())
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rollback {
+    /// The version to make active; default: the one before the active one.
+    #[serde(default)]
+    version: Option<u32>,
+}
+
+pub(crate) async fn rollback(
+    State(state): State<Arc<AppState>>,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: Rollback = if body.iter().all(u8::is_ascii_whitespace) {
+        Rollback::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|err| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!(
+                    "send {{\"version\": N}} or nothing (the version before the active one): {err}"
+                ),
+            )
+        })?
+    };
+    let version = deploy::rollback(&state, &app, request.version).await?;
+    Ok(Json(json!({
+        "app": app,
+        "version": version.version,
+        "source": source(&version),
+    }))
+    .into_response())
+}

@@ -256,3 +256,30 @@ pub async fn meta_values_are_set_once_each(f: &dyn Fixture) {
         "hash-1"
     );
 }
+
+/// Every version is kept and listed newest first; an earlier one is made
+/// active again without a new version, and a missing one is not.
+pub async fn an_earlier_version_is_made_active_again(f: &dyn Fixture) {
+    let store = f.open().await;
+    for memory in [128, 256, 512] {
+        store.activate(version("a", memory)).await.unwrap();
+    }
+    store.activate(version("b", 128)).await.unwrap();
+    let listed = store.list_versions("a").await.unwrap();
+    assert_eq!(
+        listed.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [3, 2, 1]
+    );
+    assert_eq!(listed[1].spec.functions["f"].memory_mb, 256);
+    let back = store.reactivate("a", 1, 50).await.unwrap().unwrap();
+    assert_eq!((back.version, back.spec.functions["f"].memory_mb), (1, 128));
+    assert_eq!(store.active_version("a").await.unwrap().unwrap().version, 1);
+    assert_eq!(store.get_app("a").await.unwrap().unwrap().updated_ms, 50);
+    assert!(store.reactivate("a", 9, 60).await.unwrap().is_none());
+    assert!(store.reactivate("nope", 1, 60).await.unwrap().is_none());
+    assert_eq!(store.active_version("a").await.unwrap().unwrap().version, 1);
+    // The next deploy still numbers after the newest.
+    let next = store.activate(version("a", 1024)).await.unwrap();
+    assert_eq!(next.version, 4);
+    assert_eq!(store.active_version("b").await.unwrap().unwrap().version, 1);
+}

@@ -34,6 +34,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases $fixture;
             apps::meta_values_are_set_once_each,
             apps::versions_are_numbered_and_activated_atomically,
+            apps::an_earlier_version_is_made_active_again,
             apps::logs_are_queried_followed_and_trimmed,
             apps::backlogs_count_each_app_s_events_and_messages_in_bytes,
             apps::nodes_report_by_heartbeat,
