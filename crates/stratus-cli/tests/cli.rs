@@ -423,3 +423,56 @@ fn login_saves_contexts_and_a_local_server_is_found_from_anywhere() {
     let ls = cli(&["ls"], "");
     assert!(ls.status.success(), "{ls:?}");
 }
+
+/// `stratus event` prints events of each trigger's shape that a handler
+/// takes as it takes the real ones: piped into `stratus invoke`.
+#[test]
+fn sample_events_pipe_into_invoke() {
+    let server = Server::start();
+    let dir = server.path("samples");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: samples\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            (
+                "main.py",
+                "import json\ndef handler(event, context):\n    if 'rawPath' in event:\n        return {'statusCode': 200, 'body': event['requestContext']['http']['method'] + ' ' + event['rawPath'] + ' ' + event.get('body', '')}\n    if 'Records' in event:\n        return [r['body'] for r in event['Records']]\n    return event['detail-type']\n",
+            ),
+        ],
+    );
+    server.ok(&["deploy", dir.to_str().unwrap()]);
+    let cases: [(&[&str], serde_json::Value); 3] = [
+        (
+            &["event", "http", "post", "/orders/7", "--body", "hi"],
+            serde_json::json!({"statusCode": 200, "body": "POST /orders/7 hi"}),
+        ),
+        (
+            &[
+                "event", "queue", "work", "--body", "a", "--body", "b", "--format", "sqs",
+            ],
+            serde_json::json!(["a", "b"]),
+        ),
+        (
+            &[
+                "event",
+                "schedule",
+                "rate(1 hour)",
+                "--format",
+                "eventbridge",
+            ],
+            serde_json::json!("Scheduled Event"),
+        ),
+    ];
+    for (args, expected) in cases {
+        let event = server.ok(args);
+        let out = server.cli_stdin(&["invoke", "samples/f"], &event);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(result, expected, "{args:?}");
+    }
+    let bad = server.fails(&["event", "schedule", "every day"]);
+    assert!(bad.contains("schedule"), "{bad}");
+}

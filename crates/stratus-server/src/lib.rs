@@ -20,6 +20,7 @@ pub mod migrate;
 mod public;
 mod quotas;
 mod runtimes;
+pub mod samples;
 mod secrets;
 mod token;
 mod triggers;

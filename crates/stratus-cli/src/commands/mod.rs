@@ -5,6 +5,7 @@ mod context;
 mod demo;
 mod deploy;
 mod dlq;
+mod event;
 mod init;
 mod invoke;
 mod keys;
@@ -77,6 +78,8 @@ pub enum Command {
     Versions(versions::VersionsArgs),
     /// Make an earlier version of an application active again, at once
     Rollback(versions::RollbackArgs),
+    /// Print a sample event of a trigger's shape (pipe it into `stratus invoke`)
+    Event(event::EventArgs),
     /// Show every function and service with its instances and recent errors
     Status(status::StatusArgs),
     /// List the nodes that use the store, with their last heartbeat
@@ -128,6 +131,7 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Server(args) => server::run(&conn, args, launcher()?).await,
         Command::Demo(args) => demo::run(&conn, args, launcher()?).await,
         Command::Init(args) => init::run(args),
+        Command::Event(args) => event::run(args),
         Command::Backup(args) => backup::backup(&conn, args),
         Command::Restore(args) => backup::restore(&conn, args),
         Command::Migrate(args) => migrate::run(&conn, args).await,

@@ -38,6 +38,35 @@ pub(crate) const EVENT_TYPE: &str = "stratus.queue.message";
 /// send too).
 const IDLE_LOOK_MS: i64 = 1000;
 
+/// The event of one batch of queue `queue` of `app`, in `region`, in the
+/// shape `format` names: `{"Records": [...]}`.
+pub(crate) fn batch_event(
+    batch: &[MessageRecord],
+    format: EventFormat,
+    (region, app, queue): (&str, &str, &str),
+) -> Value {
+    let source = format!("/apps/{app}/queues/{queue}");
+    let records: Vec<Value> = batch
+        .iter()
+        .map(|m| {
+            if format == EventFormat::Sqs {
+                return shapes::sqs_record(m, region, app, queue);
+            }
+            let mut event = cloudevent::from_bytes(
+                &m.message_id,
+                &source,
+                EVENT_TYPE,
+                m.sent_ms,
+                None,
+                &m.body,
+            );
+            event.insert("receivecount".into(), json!(m.receives));
+            Value::Object(event)
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
 /// What a consumer runs with; a change restarts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Consumer {
@@ -315,26 +344,8 @@ impl Worker {
 
     async fn deliver(&self, batch: Vec<MessageRecord>) {
         let c = &self.consumer;
-        let source = format!("/apps/{}/queues/{}", c.app, c.queue);
-        let records: Vec<Value> = batch
-            .iter()
-            .map(|m| {
-                if c.format == EventFormat::Sqs {
-                    return shapes::sqs_record(m, &c.region, &c.app, &c.queue);
-                }
-                let mut event = cloudevent::from_bytes(
-                    &m.message_id,
-                    &source,
-                    EVENT_TYPE,
-                    m.sent_ms,
-                    None,
-                    &m.body,
-                );
-                event.insert("receivecount".into(), json!(m.receives));
-                Value::Object(event)
-            })
-            .collect();
-        let payload = Bytes::from(json!({ "Records": records }).to_string());
+        let payload =
+            Bytes::from(batch_event(&batch, c.format, (&c.region, &c.app, &c.queue)).to_string());
         let request_id = uuid::Uuid::new_v4().to_string();
         // The ids of the messages that failed, and why.
         let ran = attempt(&self.scheduler, &c.app, &c.function, payload, &request_id).await;

@@ -36,6 +36,33 @@ pub(crate) const EVENT_TYPE: &str = "stratus.schedule.fired";
 /// (a changed catch-up policy restarts it).
 type TimerKey = (String, String, String);
 
+/// The event of `schedule`'s slot `slot` (ms) for function `function` of
+/// `app`, in `region`, in the shape the schedule's `format` names.
+pub(crate) fn event(
+    schedule: &ScheduleTrigger,
+    id: &str,
+    slot: i64,
+    late: bool,
+    (region, app, function): (&str, &str, &str),
+) -> serde_json::Value {
+    match schedule.format {
+        EventFormat::EventBridge => shapes::eventbridge_scheduled(id, slot, region, app, function),
+        EventFormat::Scf => shapes::scf_timer(slot, function),
+        EventFormat::CloudEvents | EventFormat::Sqs => {
+            let source = format!("/apps/{app}/functions/{function}/schedule");
+            let data = json!({
+                "schedule": schedule.expression,
+                "timezone": schedule.timezone,
+                "scheduledTime": cloudevent::rfc3339(slot),
+                "late": late,
+            });
+            serde_json::Value::Object(cloudevent::from_json(
+                id, &source, EVENT_TYPE, slot, None, data,
+            ))
+        }
+    }
+}
+
 pub(crate) struct Schedules {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -193,28 +220,13 @@ impl Timer {
         let event = run.then(|| {
             let id = uuid::Uuid::new_v4().to_string();
             let now = self.clock.now_ms();
-            let source = format!("/apps/{}/functions/{}/schedule", self.app, self.function);
-            let event = match self.schedule.format {
-                EventFormat::EventBridge => shapes::eventbridge_scheduled(
-                    &id,
-                    slot,
-                    &self.region,
-                    &self.app,
-                    &self.function,
-                ),
-                EventFormat::Scf => shapes::scf_timer(slot, &self.function),
-                EventFormat::CloudEvents | EventFormat::Sqs => {
-                    let data = json!({
-                        "schedule": self.schedule.expression,
-                        "timezone": self.schedule.timezone,
-                        "scheduledTime": cloudevent::rfc3339(slot),
-                        "late": late,
-                    });
-                    serde_json::Value::Object(cloudevent::from_json(
-                        &id, &source, EVENT_TYPE, slot, None, data,
-                    ))
-                }
-            };
+            let event = event(
+                &self.schedule,
+                &id,
+                slot,
+                late,
+                (&self.region, &self.app, &self.function),
+            );
             NewEvent {
                 app: self.app.clone(),
                 function: self.function.clone(),
