@@ -207,6 +207,8 @@ fn a_single_node_migrates_into_postgresql_and_serves_there() {
     let data_dir = home.path().join("data");
     let mut single = Server::start_at(tempfile::tempdir().unwrap(), data_dir.clone(), &[]);
     let dir = single.path("moved");
+    let out = single.cli_stdin(&["secret", "set", "moved", "w"], "sealed here");
+    assert!(out.status.success(), "{out:?}");
     for version in ["1", "2"] {
         write_app(
             &dir,
@@ -214,12 +216,12 @@ fn a_single_node_migrates_into_postgresql_and_serves_there() {
                 (
                     "stratus.yaml",
                     &format!(
-                        "app: moved\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    env:\n      V: \"{version}\"\n"
+                        "app: moved\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    env:\n      V: \"{version}\"\n      W: {{ secret: w }}\n"
                     ),
                 ),
                 (
                     "main.py",
-                    "import os\ndef handler(event, context):\n    return os.environ['V']\n",
+                    "import os\ndef handler(event, context):\n    return os.environ['V'] + ':' + os.environ['W'][::-1]\n",
                 ),
             ],
         );
@@ -229,7 +231,7 @@ fn a_single_node_migrates_into_postgresql_and_serves_there() {
     let aws = single.ok(&["keys", "create", "moved", "--aws", "--output", "json"]);
     let aws: serde_json::Value = serde_json::from_str(&aws).unwrap();
     let aws_id = aws["access_key_id"].as_str().unwrap().to_owned();
-    assert_eq!(single.invoke("moved/f", "{}")["result"], "2");
+    assert_eq!(single.invoke("moved/f", "{}")["result"], "2:ereh delaes");
     let cluster_key = home.path().join("cluster.key");
     let cluster_key = cluster_key.to_str().unwrap();
 
@@ -245,6 +247,7 @@ fn a_single_node_migrates_into_postgresql_and_serves_there() {
     assert!(ok, "{said}");
     assert!(said.contains("1 apps, 2 versions"), "{said}");
     assert!(said.contains("1 app keys"), "{said}");
+    assert!(said.contains("1 secrets"), "{said}");
     let (ok, said) = migrate(&data_dir, &url, &["--secrets-key-file", cluster_key]);
     assert!(!ok, "migrated twice");
     assert!(
@@ -262,7 +265,7 @@ fn a_single_node_migrates_into_postgresql_and_serves_there() {
         &["--store", &url, "--secrets-key-file", cluster_key],
     );
     assert_eq!(node.token, token);
-    assert_eq!(node.invoke("moved/f", "{}")["result"], "2");
+    assert_eq!(node.invoke("moved/f", "{}")["result"], "2:ereh delaes");
     node.stop();
     node.restart();
     let log = std::fs::read_to_string(node.path("restart.log")).unwrap();
@@ -601,6 +604,16 @@ fn three_nodes_share_one_database_and_take_up_each_other_s_deploys() {
             Some(body) if body == "2" => Ok(()),
             other => Err(format!("node at {} answers {other:?}", node.public)),
         });
+    }
+    // A rollback through a third goes back on every node, and forward.
+    for (through, version) in [(2, "1"), (0, "2")] {
+        nodes[through].ok(&["rollback", "shared", version]);
+        for node in &nodes {
+            common::eventually(deployed_within, || match served(node) {
+                Some(body) if body == version => Ok(()),
+                other => Err(format!("node at {} answers {other:?}", node.public)),
+            });
+        }
     }
 
     // An event accepted by one node is handled, and any node reads its line.
