@@ -74,3 +74,51 @@ fn an_earlier_version_serves_again_at_once_and_the_next_deploy_comes_after() {
     assert_eq!(listed(&server)["active"], 3);
     assert_eq!(server.invoke("back/f", "{}")["result"], "three");
 }
+
+/// The code of versions past `--keep-versions` goes (after
+/// `--package-grace`); going back to one of those is refused, saying so,
+/// and a kept one still serves again at once.
+#[test]
+fn the_code_of_versions_no_longer_kept_goes() {
+    let server = Server::start_with(&["--keep-versions", "2", "--package-grace", "0s"]);
+    for value in ["one", "two", "three", "four"] {
+        write_app(
+            &server.path("back"),
+            &[
+                (
+                    "stratus.yaml",
+                    "app: back\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+                ),
+                (
+                    "main.py",
+                    &format!("def handler(event, context):\n    return '{value}'\n"),
+                ),
+            ],
+        );
+        server.ok(&["deploy", server.path("back").to_str().unwrap()]);
+    }
+    // Versions 4 and 3 keep their code.
+    common::eventually(std::time::Duration::from_secs(10), || {
+        let kept = std::fs::read_dir(server.data_dir.join("code"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().len() == 64)
+            .count();
+        match kept {
+            2 => Ok(()),
+            n => Err(format!("{n} packages unpacked")),
+        }
+    });
+    let refused = server.fails(&["rollback", "back", "1"]);
+    assert!(
+        refused.contains("cannot be made active again; deploy it anew"),
+        "{refused}"
+    );
+    assert_eq!(server.invoke("back/f", "{}")["result"], "four");
+    server.ok(&["rollback", "back", "3"]);
+    assert_eq!(server.invoke("back/f", "{}")["result"], "three");
+    assert_eq!(
+        listed(&server)["versions"].as_array().unwrap().len(),
+        4,
+        "every version stays listed"
+    );
+}

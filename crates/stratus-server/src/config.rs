@@ -112,6 +112,14 @@ pub struct Limits {
     /// Most functions and services one app may declare
     #[arg(long, default_value_t = 1000)]
     pub app_max_functions: usize,
+    /// Versions of each app whose code this node keeps, to roll back to at
+    /// once (the active one is always kept)
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_versions: u32,
+    /// How long a package no kept version uses stays after it was last
+    /// uploaded or asked for (a deploy on its way needs it)
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub package_grace: Duration,
     /// Most connections the admin listener serves at once
     #[arg(long, default_value_t = 256)]
     pub admin_max_connections: usize,

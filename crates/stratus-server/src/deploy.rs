@@ -318,6 +318,7 @@ pub(crate) async fn deploy(
     for dir in spec.code_dirs() {
         match req.packages.get(dir) {
             Some(sha) if is_sha256(sha) && code_dir(&state.config.data_dir, sha).is_dir() => {
+                touch(&state.config.data_dir, sha);
                 packages.insert(dir.to_owned(), sha.clone());
             }
             Some(sha) => problems.push(format!(
@@ -409,6 +410,87 @@ pub(crate) async fn deploy(
         services,
         routes,
     })
+}
+
+/// Removes from the data directory the packages and unpacked code that
+/// no kept version uses: each app's newest `--keep-versions` versions and
+/// its active one are kept. Nodes that share a store can take a removed
+/// package from it again. Returns how many packages went.
+pub(crate) async fn prune(state: &AppState) -> Result<usize, ApiError> {
+    let _serial = state.deploy_lock.lock().await;
+    let keep = state.config.limits.keep_versions as usize;
+    let mut used = std::collections::HashSet::new();
+    for app in state.store.list_apps().await? {
+        for (i, version) in state
+            .store
+            .list_versions(&app.name)
+            .await?
+            .iter()
+            .enumerate()
+        {
+            if i < keep || app.active_version == Some(version.version) {
+                used.extend(version.packages.values().cloned());
+            }
+        }
+    }
+    let data_dir = state.config.data_dir.clone();
+    let grace = state.config.limits.package_grace;
+    tokio::task::spawn_blocking(move || prune_unused(&data_dir, &used, grace))
+        .await
+        .map_err(|e| ApiError::internal("pruning old packages", e))?
+        .map_err(|e| ApiError::internal("pruning old packages", e))
+}
+
+/// Removes each package (archive and unpacked code) of `data_dir` that is
+/// not in `used` and was not touched within `grace`.
+fn prune_unused(
+    data_dir: &Path,
+    used: &std::collections::HashSet<String>,
+    grace: std::time::Duration,
+) -> std::io::Result<usize> {
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for entry in std::fs::read_dir(data_dir.join("code"))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_sha256(&name) || used.contains(&name) {
+            continue;
+        }
+        let touched = entry.metadata()?.modified()?;
+        if now.duration_since(touched).unwrap_or_default() < grace {
+            continue;
+        }
+        std::fs::remove_dir_all(entry.path())?;
+        let archive = data_dir.join("packages").join(format!("{name}.tar.gz"));
+        match std::fs::remove_file(archive) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Marks package `sha256` as wanted now, so that pruning spares it while a
+/// deploy that asked for it is on its way.
+pub(crate) fn touch(data_dir: &Path, sha256: &str) {
+    let dir = code_dir(data_dir, sha256);
+    if let Ok(file) = std::fs::File::open(&dir) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Prunes old packages after a deploy, without holding it up.
+pub(crate) fn prune_in_background(state: std::sync::Arc<AppState>) {
+    tokio::spawn(async move {
+        match prune(&state).await {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(removed, "removed the packages of versions no longer kept")
+            }
+            Err(err) => tracing::warn!(error = err.message, "cannot remove old packages"),
+        }
+    });
 }
 
 /// Refuses `spec` when it names a secret `app` does not have (`what`
@@ -533,4 +615,49 @@ pub(crate) fn status_for_missing_app(app: &str) -> ApiError {
         "not_found",
         format!("application {app:?} does not exist; `stratus ls` lists the deployed ones"),
     )
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::*;
+
+    #[test]
+    fn only_packages_unused_and_untouched_for_the_grace_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        std::fs::create_dir_all(data.join("packages")).unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        let package = |c: char, old: bool| {
+            let sha = c.to_string().repeat(64);
+            std::fs::create_dir_all(code_dir(data, &sha).join("sub")).unwrap();
+            std::fs::write(data.join("packages").join(format!("{sha}.tar.gz")), b"x").unwrap();
+            if old {
+                let file = std::fs::File::open(code_dir(data, &sha)).unwrap();
+                file.set_modified(long_ago).unwrap();
+            }
+            sha
+        };
+        let (used, old, fresh, touched) = (
+            package('a', true),
+            package('b', true),
+            package('c', false),
+            package('d', true),
+        );
+        std::fs::create_dir_all(data.join("code").join("not-a-package")).unwrap();
+        touch(data, &touched);
+        let used = std::collections::HashSet::from([used]);
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(prune_unused(data, &used, hour).unwrap(), 1);
+        assert!(!code_dir(data, &old).exists());
+        assert!(!data.join("packages").join(format!("{old}.tar.gz")).exists());
+        for kept in used.iter().chain([&fresh, &touched]) {
+            assert!(code_dir(data, kept).is_dir(), "{kept}");
+        }
+        assert!(data.join("code").join("not-a-package").is_dir());
+        // No grace: whatever is unused goes.
+        assert_eq!(
+            prune_unused(data, &used, std::time::Duration::ZERO).unwrap(),
+            2
+        );
+    }
 }

@@ -430,6 +430,8 @@ pub async fn run(
         proxy: public::Clients::new(),
         bodies: public::BodyBudget::new(config.http.max_buffered_body_bytes),
     });
+    // What earlier runs left of versions no longer kept.
+    deploy::prune_in_background(state.clone());
     let heartbeat_task = tokio::spawn(cluster::heartbeat(
         state.clone(),
         stratus_store::NodeRecord {

@@ -37,7 +37,11 @@ pub(crate) async fn head_package(
     let on_disk =
         deploy::is_sha256(&sha256) && deploy::code_dir(&state.config.data_dir, &sha256).is_dir();
     match state.store.has_package(&sha256).await {
-        Ok(true) if on_disk => StatusCode::OK,
+        Ok(true) if on_disk => {
+            // Spared by pruning while the deploy that asked is on its way.
+            deploy::touch(&state.config.data_dir, &sha256);
+            StatusCode::OK
+        }
         Ok(_) => StatusCode::NOT_FOUND,
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -55,6 +59,9 @@ pub(crate) async fn deploy(
         )
     })?;
     let response = deploy::deploy(&state, &app, request).await?;
+    if response.changed {
+        deploy::prune_in_background(state.clone());
+    }
     Ok(Json(response).into_response())
 }
 
