@@ -122,3 +122,89 @@ fn the_code_of_versions_no_longer_kept_goes() {
         "every version stays listed"
     );
 }
+
+/// `git` in `dir`, as a person would run it.
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The server fetches a commit of a repository, deploys the app in a
+/// directory of it, and records the commit; a ref or path that is not
+/// there is refused with git's own words, and nothing is deployed.
+#[test]
+fn an_app_deploys_from_git_and_its_version_names_the_commit() {
+    let server = Server::start();
+    let repo = server.path("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let commit = |value: &str, message: &str| {
+        write_app(
+            &repo.join("apps/hello"),
+            &[
+                (
+                    "stratus.yaml",
+                    "app: fromgit\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+                ),
+                (
+                    "main.py",
+                    &format!("def handler(event, context):\n    return '{value}'\n"),
+                ),
+            ],
+        );
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", message]);
+        git(&repo, &["rev-parse", "HEAD"])
+    };
+    let first = commit("one", "The first one");
+    let url = format!("file://{}", repo.display());
+    let deploy = |extra: &[&str]| {
+        let mut args = vec!["deploy", "--git", url.as_str(), "--path", "apps/hello"];
+        args.extend_from_slice(extra);
+        server.cli(&args)
+    };
+    let out = deploy(&[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(server.invoke("fromgit/f", "{}")["result"], "one");
+    commit("two", "The second one");
+    assert!(deploy(&["--ref", "main"]).status.success());
+    assert_eq!(server.invoke("fromgit/f", "{}")["result"], "two");
+
+    let versions: serde_json::Value =
+        serde_json::from_str(&server.ok(&["versions", "fromgit", "--output", "json"])).unwrap();
+    let sources: Vec<&str> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources[0].split(' ').next(), Some("git"), "{sources:?}");
+    assert!(sources[0].ends_with("The second one"), "{sources:?}");
+    assert_eq!(
+        sources[1],
+        format!("git {} The first one", &first[..12]),
+        "{sources:?}"
+    );
+
+    // A ref that is not there, a path that holds no app.
+    let out = deploy(&["--ref", "no-such-branch"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("fetching no-such-branch") && said.contains("nothing was deployed"),
+        "{said}"
+    );
+    let out = server.cli(&["deploy", "--git", &url, "--path", "apps"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    assert_eq!(server.invoke("fromgit/f", "{}")["result"], "two");
+}

@@ -225,6 +225,19 @@ pub(crate) struct DeployRequest {
     pub file: Option<String>,
     /// Package SHA-256 by code directory.
     pub packages: BTreeMap<String, String>,
+    /// Where it came from, when the server fetched it (a git commit);
+    /// else an upload, named by its packages.
+    #[serde(skip)]
+    pub source: Option<String>,
+}
+
+/// An uploaded version's source: its code directories by package hash.
+pub(crate) fn upload_source(packages: &BTreeMap<String, String>) -> String {
+    let dirs: Vec<String> = packages
+        .iter()
+        .map(|(dir, sha)| format!("{dir}@{}", &sha[..sha.len().min(12)]))
+        .collect();
+    format!("upload {}", dirs.join(" "))
 }
 
 #[derive(Debug, Serialize)]
@@ -396,6 +409,7 @@ pub(crate) async fn deploy(
         .activate(NewVersion {
             spec,
             manifest: req.manifest,
+            source: req.source.unwrap_or_else(|| upload_source(&packages)),
             packages,
             created_ms: crate::now_ms(),
         })

@@ -15,6 +15,7 @@ mod cluster;
 pub mod config;
 mod deploy;
 mod events;
+mod git;
 mod listener;
 pub mod migrate;
 mod public;
@@ -147,6 +148,8 @@ pub async fn run(
         std::fs::create_dir_all(data_dir.join(sub))
             .with_context(|| format!("cannot create {sub} under the data directory"))?;
     }
+    // What git deploys that a stop cut short fetched.
+    let _ = std::fs::remove_dir_all(data_dir.join("git"));
     let removed = deploy::remove_partial_uploads(&data_dir)
         .context("cannot remove what interrupted uploads left in the data directory")?;
     if removed > 0 {

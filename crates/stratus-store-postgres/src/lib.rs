@@ -213,7 +213,8 @@ fn app_from_row(row: &Row) -> AppRecord {
     }
 }
 
-const VERSION_COLUMNS: &str = "v.app, v.version, v.spec, v.manifest, v.packages, v.created_ms";
+const VERSION_COLUMNS: &str =
+    "v.app, v.version, v.spec, v.manifest, v.packages, v.created_ms, v.source";
 
 fn version_from_row(row: &Row) -> Result<VersionRecord> {
     Ok(VersionRecord {
@@ -223,6 +224,7 @@ fn version_from_row(row: &Row) -> Result<VersionRecord> {
         manifest: row.get(3),
         packages: serde_json::from_str(row.get(4))?,
         created_ms: row.get(5),
+        source: row.get(6),
     })
 }
 
@@ -529,8 +531,8 @@ impl Apps for PostgresStore {
                 .await?
                 .get(0);
             tx.execute(
-                "INSERT INTO versions (app, version, manifest, spec, packages, created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&app, &version, &new.manifest, &spec, &packages, &new.created_ms],
+                "INSERT INTO versions (app, version, manifest, spec, packages, created_ms, source) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&app, &version, &new.manifest, &spec, &packages, &new.created_ms, &new.source],
             )
             .await?;
             tx.execute(
@@ -546,6 +548,7 @@ impl Apps for PostgresStore {
                 manifest: new.manifest,
                 packages: new.packages,
                 created_ms: new.created_ms,
+                source: new.source,
             })
         })
         .await
@@ -1712,7 +1715,7 @@ impl Transfer for PostgresStore {
             }
             for v in &dump.versions {
                 tx.execute(
-                    "INSERT INTO versions (app, version, manifest, spec, packages, created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO versions (app, version, manifest, spec, packages, created_ms, source) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     &[
                         &v.app,
                         &i64::from(v.version),
@@ -1720,6 +1723,7 @@ impl Transfer for PostgresStore {
                         &serde_json::to_string(&v.spec)?,
                         &serde_json::to_string(&v.packages)?,
                         &v.created_ms,
+                        &v.source,
                     ],
                 )
                 .await?;

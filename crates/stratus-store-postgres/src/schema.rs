@@ -192,4 +192,8 @@ CREATE TABLE secrets (
 CREATE TRIGGER secrets_changed AFTER INSERT OR UPDATE OR DELETE ON secrets
     FOR EACH STATEMENT EXECUTE FUNCTION stratus_notify_change();
 "#,
+    // Where each version came from.
+    r#"
+ALTER TABLE versions ADD COLUMN source TEXT NOT NULL DEFAULT '';
+"#,
 ];

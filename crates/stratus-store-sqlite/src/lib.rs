@@ -242,6 +242,9 @@ CREATE TABLE secrets (
     updated_ms INTEGER NOT NULL,
     PRIMARY KEY (app, name)
 ) WITHOUT ROWID;
+"#, // Where each version came from.
+    r#"
+ALTER TABLE versions ADD COLUMN source TEXT NOT NULL DEFAULT '';
 "#,
 ];
 
@@ -552,11 +555,13 @@ fn app_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AppRecord> {
     })
 }
 
-const VERSION_COLUMNS: &str = "v.app, v.version, v.spec, v.manifest, v.packages, v.created_ms";
+const VERSION_COLUMNS: &str =
+    "v.app, v.version, v.spec, v.manifest, v.packages, v.created_ms, v.source";
 
-fn version_from_row(
-    row: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(String, u32, String, String, String, i64)> {
+/// A version's row, its JSON columns still text.
+type RawVersion = (String, u32, String, String, String, i64, String);
+
+fn version_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawVersion> {
     Ok((
         row.get(0)?,
         row.get(1)?,
@@ -564,11 +569,12 @@ fn version_from_row(
         row.get(3)?,
         row.get(4)?,
         row.get(5)?,
+        row.get(6)?,
     ))
 }
 
-fn decode_version(raw: (String, u32, String, String, String, i64)) -> Result<VersionRecord> {
-    let (app, version, spec, manifest, packages, created_ms) = raw;
+fn decode_version(raw: RawVersion) -> Result<VersionRecord> {
+    let (app, version, spec, manifest, packages, created_ms, source) = raw;
     Ok(VersionRecord {
         app,
         version,
@@ -576,6 +582,7 @@ fn decode_version(raw: (String, u32, String, String, String, i64)) -> Result<Ver
         manifest,
         packages: serde_json::from_str(&packages)?,
         created_ms,
+        source,
     })
 }
 
@@ -857,8 +864,8 @@ impl Apps for SqliteStore {
                 |row| row.get(0),
             )?;
             tx.execute(
-                "INSERT INTO versions (app, version, manifest, spec, packages, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![app, version, new.manifest, spec, packages, new.created_ms],
+                "INSERT INTO versions (app, version, manifest, spec, packages, created_ms, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![app, version, new.manifest, spec, packages, new.created_ms, new.source],
             )?;
             tx.execute(
                 "UPDATE apps SET active_version = ?2, updated_ms = ?3 WHERE name = ?1",
@@ -872,6 +879,7 @@ impl Apps for SqliteStore {
                 manifest: new.manifest,
                 packages: new.packages,
                 created_ms: new.created_ms,
+                source: new.source,
             })
         })
         .await
@@ -1882,14 +1890,15 @@ impl Transfer for SqliteStore {
             }
             for v in &dump.versions {
                 tx.execute(
-                    "INSERT INTO versions (app, version, manifest, spec, packages, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO versions (app, version, manifest, spec, packages, created_ms, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         v.app,
                         v.version,
                         v.manifest,
                         serde_json::to_string(&v.spec)?,
                         serde_json::to_string(&v.packages)?,
-                        v.created_ms
+                        v.created_ms,
+                        v.source
                     ],
                 )?;
             }

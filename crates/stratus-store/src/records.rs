@@ -31,6 +31,9 @@ pub struct NewVersion {
     /// Package SHA-256 by code directory (as in [`stratus_manifest::FunctionSpec::code`]).
     pub packages: BTreeMap<String, String>,
     pub created_ms: i64,
+    /// Where it came from, for people: `git COMMIT SUBJECT`, or `upload`
+    /// and the packages' hashes.
+    pub source: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +44,7 @@ pub struct VersionRecord {
     pub manifest: String,
     pub packages: BTreeMap<String, String>,
     pub created_ms: i64,
+    pub source: String,
 }
 
 /// An app key: callers of the app's `auth: key` routes present the secret,

@@ -27,6 +27,16 @@ pub struct DeployArgs {
     /// Longest --wait waits
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub wait_timeout: std::time::Duration,
+    /// Deploy from this git repository instead (the server fetches it: any
+    /// URL it can reach)
+    #[arg(long, conflicts_with = "dir")]
+    pub git: Option<String>,
+    /// The branch, tag or commit to deploy (default: the repository's HEAD)
+    #[arg(long = "ref", requires = "git")]
+    pub reference: Option<String>,
+    /// The app's directory in the repository (default: its root)
+    #[arg(long, requires = "git")]
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -55,7 +65,21 @@ impl Deployed {
 
 pub async fn run(conn: &Connection, args: DeployArgs) -> anyhow::Result<ExitCode> {
     let client = Client::connect(conn)?;
-    let deployed = deploy_dir(&client, &args.dir).await?;
+    let deployed = match &args.git {
+        Some(url) => {
+            eprintln!(
+                "the server fetches {} of {url} ...",
+                args.reference.as_deref().unwrap_or("HEAD")
+            );
+            let body = serde_json::json!({ "url": url, "ref": args.reference, "path": args.path });
+            client
+                .send(client.request(Method::POST, "/v1/deploy/git").json(&body))
+                .await?
+                .json()
+                .await?
+        }
+        None => deploy_dir(&client, &args.dir).await?,
+    };
     if args.wait {
         wait_until_up(&client, &deployed, args.wait_timeout).await?;
     }

@@ -65,6 +65,25 @@ pub(crate) async fn deploy(
     Ok(Json(response).into_response())
 }
 
+/// `POST /v1/deploy/git`: `{"url", "ref"?, "path"?}`; the app is the one
+/// the repository's manifest names.
+pub(crate) async fn deploy_git(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let source: crate::git::GitSource = serde_json::from_slice(&body).map_err(|err| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("send {{\"url\": URL, \"ref\": REF?, \"path\": DIR?}}: {err}"),
+        )
+    })?;
+    let response = crate::git::deploy(&state, source).await?;
+    if response.changed {
+        deploy::prune_in_background(state.clone());
+    }
+    Ok(Json(response).into_response())
+}
+
 /// A page of the app listing: `limit` apps (default 100, at most 1000)
 /// by name, after the app `after`; `next` names the last one when more
 /// may follow.
@@ -201,15 +220,13 @@ fn describe(state: &AppState, version: &stratus_store::VersionRecord) -> serde_j
     })
 }
 
-/// Where a version came from, for people: the uploaded code directories,
-/// by the SHA-256 of their packages.
+/// Where a version came from, for people.
 fn source(version: &stratus_store::VersionRecord) -> String {
-    let dirs: Vec<String> = version
-        .packages
-        .iter()
-        .map(|(dir, sha)| format!("{dir}@{}", &sha[..sha.len().min(12)]))
-        .collect();
-    format!("upload {}", dirs.join(" "))
+    match version.source.is_empty() {
+        // Recorded before versions kept their source.
+        true => deploy::upload_source(&version.packages),
+        false => version.source.clone(),
+    }
 }
 
 pub(crate) async fn versions(

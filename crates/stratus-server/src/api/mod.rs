@@ -48,6 +48,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/apps/{app}", get(apps::show).delete(apps::remove))
         .route("/v1/apps/{app}/deploy", post(apps::deploy))
         .route("/v1/apps/{app}/versions", get(apps::versions))
+        .route("/v1/deploy/git", post(apps::deploy_git))
         .route("/v1/apps/{app}/rollback", post(apps::rollback))
         .route(
             "/v1/apps/{app}/functions/{function}/invoke",

@@ -122,6 +122,7 @@ fn setup() -> Setup {
         manifest: MANIFEST.into(),
         packages: BTreeMap::new(),
         created_ms: 0,
+        source: String::new(),
     });
     directory.set_keys(
         "shop",

@@ -18,6 +18,7 @@ pub fn version(app: &str, memory: u32) -> NewVersion {
         manifest: "text".into(),
         packages: BTreeMap::from([(".".to_owned(), "a".repeat(64))]),
         created_ms: 1,
+        source: format!("upload {app}"),
     }
 }
 
@@ -271,6 +272,7 @@ pub async fn an_earlier_version_is_made_active_again(f: &dyn Fixture) {
         [3, 2, 1]
     );
     assert_eq!(listed[1].spec.functions["f"].memory_mb, 256);
+    assert_eq!(listed[1].source, "upload a", "the source is kept");
     let back = store.reactivate("a", 1, 50).await.unwrap().unwrap();
     assert_eq!((back.version, back.spec.functions["f"].memory_mb), (1, 128));
     assert_eq!(store.active_version("a").await.unwrap().unwrap().version, 1);

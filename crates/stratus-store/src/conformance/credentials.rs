@@ -32,6 +32,7 @@ fn version(app: &str) -> NewVersion {
         manifest: text,
         packages: BTreeMap::from([(".".to_owned(), "a".repeat(64))]),
         created_ms: 1,
+        source: "upload".into(),
     }
 }
 

@@ -13,6 +13,7 @@ fn version(app: &str) -> NewVersion {
         manifest: text,
         packages: BTreeMap::from([(".".to_owned(), "b".repeat(64))]),
         created_ms: 7,
+        source: "git 0123abc the first".into(),
     }
 }
 
