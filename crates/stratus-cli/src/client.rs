@@ -152,7 +152,60 @@ impl Client {
         let response = self.send(self.request(Method::GET, path)).await?;
         Ok(response.json().await?)
     }
+
+    /// Sends a request that builds, printing its progress to standard
+    /// error as it comes (`==> step`, then the step's output indented),
+    /// and returns the final answer; a failure is an error as [`send`]'s.
+    ///
+    /// [`send`]: Client::send
+    pub async fn send_with_progress(
+        &self,
+        request: RequestBuilder,
+    ) -> anyhow::Result<serde_json::Value> {
+        let mut response = self
+            .send(request.header(reqwest::header::ACCEPT, NDJSON))
+            .await?;
+        let streamed = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(NDJSON));
+        if !streamed {
+            return Ok(response.json().await?);
+        }
+        let mut pending = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .context("the server hung up during the deploy; see `stratus builds ls`")?
+        {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let Ok(item) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if let Some(step) = item["step"].as_str() {
+                    eprintln!("==> {step}");
+                } else if let Some(text) = item["line"].as_str() {
+                    eprintln!("    {text}");
+                } else if item.get("done").is_some() {
+                    return Ok(item["done"].clone());
+                } else if item.get("error").is_some() {
+                    let status = item["status"]
+                        .as_u64()
+                        .and_then(|s| StatusCode::from_u16(s as u16).ok())
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    return Err(error_from_body(status, None, &item));
+                }
+            }
+        }
+        bail!("the server ended the answer before the outcome; see `stratus builds ls`")
+    }
 }
+
+/// The media type of answers streamed as JSON lines.
+const NDJSON: &str = "application/x-ndjson";
 
 async fn api_error(response: Response) -> anyhow::Error {
     let status = response.status();
@@ -162,6 +215,15 @@ async fn api_error(response: Response) -> anyhow::Error {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body: serde_json::Value = response.json().await.unwrap_or_default();
+    error_from_body(status, retry_after, &body)
+}
+
+/// The error of an answer `{"error": {"message", "details"}}`.
+fn error_from_body(
+    status: StatusCode,
+    retry_after: Option<String>,
+    body: &serde_json::Value,
+) -> anyhow::Error {
     let error = &body["error"];
     let mut message = error["message"]
         .as_str()

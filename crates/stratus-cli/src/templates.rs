@@ -40,6 +40,11 @@ impl Template {
             Template::Python => vec![
                 manifest("python3", "    handler: main.handler\n"),
                 file("greet/main.py", PYTHON, false),
+                file(
+                    "greet/requirements.txt",
+                    "# The function's packages, one per line as pip takes them (e.g. requests>=2);\n# `stratus deploy` installs them.\n",
+                    false,
+                ),
             ],
             Template::Nodejs => vec![
                 manifest("nodejs", "    handler: index.handler\n"),

@@ -57,6 +57,7 @@ pub(crate) struct RawCloudEvents {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawService {
     pub code: Option<String>,
+    pub runtime: Option<String>,
     pub command: Option<RawCommand>,
     pub port: Option<u16>,
     pub http: Option<RawHttp>,

@@ -921,6 +921,20 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
             String::new()
         }
     };
+    let runtime = match s.runtime.as_deref() {
+        None => None,
+        Some(name) => match Runtime::from_name(name) {
+            Some(r @ (Runtime::Python3 | Runtime::Nodejs)) => Some(r),
+            _ => {
+                c.error(
+                    key("runtime"),
+                    format!("unknown service runtime {name:?}"),
+                    Some("a service's runtime is python3 or nodejs: its dependencies are installed and its interpreter is on PATH".into()),
+                );
+                None
+            }
+        },
+    };
     let command = match s.command {
         None => None,
         Some(RawCommand::Exec(argv)) if argv.is_empty() || argv[0].is_empty() => {
@@ -1112,6 +1126,7 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
         secret_env,
         network,
         protocol,
+        runtime,
     })
 }
 

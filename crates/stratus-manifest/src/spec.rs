@@ -174,6 +174,10 @@ pub struct ServiceSpec {
     /// How the gateway speaks to it.
     #[serde(default)]
     pub protocol: ServiceProtocol,
+    /// The runtime whose dependencies (`requirements.txt`, `package.json`)
+    /// are installed for it, and whose interpreter is on its `PATH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
 }
 
 /// How the gateway speaks to a service's instances.
@@ -432,7 +436,7 @@ impl AppSpec {
 }
 
 /// The language runtime a function runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     Python3,

@@ -822,6 +822,10 @@ def main():
     # Init phase: make the code directory importable and load the handler.
     task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
     sys.path.insert(0, task_root)
+    # Dependencies the platform installed from requirements.txt or uv.lock.
+    deps = os.path.join(task_root, ".stratus", "python")
+    if os.path.isdir(deps):
+        sys.path.insert(1, deps)
     started = time.perf_counter()
     handler, error = load_handler(os.environ.get("_HANDLER", ""))
     if error is not None:

@@ -108,6 +108,7 @@ impl Plan {
         let code = spec.code.as_deref().or(slot).map(|host| crate::Mount {
             host: host.to_owned(),
             sandbox: spec.task_root.clone(),
+            writable: false,
         });
         for mount in spec.mounts.iter().chain(&code) {
             if !mount.sandbox.is_absolute()
@@ -125,7 +126,7 @@ impl Plan {
                     .strip_prefix("/")
                     .unwrap_or(&mount.sandbox)
                     .to_owned(),
-                writable: false,
+                writable: mount.writable,
                 source: None,
             });
         }

@@ -90,6 +90,17 @@ pub(crate) struct Plan {
     pub rules: Vec<(String, u64)>,
 }
 
+impl Plan {
+    /// Lets the process write below `path` too (a writable mount of its
+    /// view), where the plan has file rules.
+    pub(crate) fn allow_writes(&mut self, path: &std::path::Path) {
+        if self.handled_fs != 0 {
+            self.rules
+                .push((path.display().to_string(), self.handled_fs));
+        }
+    }
+}
+
 /// The plan for a process: `filesystem` adds the file rules, meant for a
 /// sandbox's own view; `signals` keeps it from signalling outside its
 /// own domain (only an init that must signal a program made elsewhere

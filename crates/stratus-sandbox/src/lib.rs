@@ -72,11 +72,14 @@ fn default_max_files() -> u32 {
     1024
 }
 
-/// A host path made visible, read-only, inside the sandbox.
+/// A host path made visible inside the sandbox: read-only, unless
+/// `writable` (a build's working directory and caches).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
     pub host: PathBuf,
     pub sandbox: PathBuf,
+    #[serde(default)]
+    pub writable: bool,
 }
 
 /// When a new process runs its program.
@@ -155,6 +158,11 @@ pub struct ProcessSpec {
     /// the program starts afresh as without this.
     #[serde(default)]
     pub template: bool,
+    /// Without namespaces, run the program as the unprivileged user
+    /// (`nobody`) rather than as the server's own (builds run so). Under
+    /// namespaces every program runs unprivileged anyway.
+    #[serde(default)]
+    pub unprivileged: bool,
 }
 
 /// Hands a made process its function.

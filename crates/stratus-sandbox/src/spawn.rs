@@ -475,6 +475,18 @@ fn spawn_plain(
             libc::setpgid(0, 0);
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             reset_signals();
+            if spec.unprivileged
+                && libc::geteuid() == 0
+                && (libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(HOST_ID, HOST_ID, HOST_ID) != 0
+                    || libc::setresuid(HOST_ID, HOST_ID, HOST_ID) != 0)
+            {
+                fail(
+                    err_w.as_raw_fd(),
+                    "drop to the unprivileged user",
+                    io::Error::last_os_error(),
+                );
+            }
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 fail(
                     err_w.as_raw_fd(),
@@ -622,7 +634,13 @@ pub(crate) fn spawn_namespaced(
         }
         // A holder's init signals a program that is not of its Landlock
         // domain; the program, which has its own, cannot signal the init.
-        if let Err(err) = landlock::restrict_as(landlock::plan(true, !holder)) {
+        let mut landlock_plan = landlock::plan(true, !holder);
+        if let Some(plan) = &mut landlock_plan {
+            for mount in spec.mounts.iter().filter(|m| m.writable) {
+                plan.allow_writes(&mount.sandbox);
+            }
+        }
+        if let Err(err) = landlock::restrict_as(landlock_plan) {
             fail(err_fd, "restrict with Landlock", err);
         }
         let notify = match seccomp::install(&filter, listen_notify) {
@@ -812,6 +830,7 @@ pub(crate) fn probe(root: &Path) -> Result<(), ProbeError> {
         memory_mb: 64,
         init: false,
         template: false,
+        unprivileged: false,
     };
     let child = spawn(
         &spec,

@@ -88,6 +88,7 @@ impl Setup {
             .then(|| Mount {
                 host: self.python.prefix.clone(),
                 sandbox: self.python.prefix.clone(),
+                writable: false,
             })
             .into_iter()
             .collect();
@@ -110,6 +111,7 @@ impl Setup {
             memory_mb: 128,
             init,
             template: false,
+            unprivileged: false,
         }
     }
 

@@ -273,6 +273,7 @@ async fn run(
         .then(|| Mount {
             host: interpreter.prefix.clone(),
             sandbox: interpreter.prefix.clone(),
+            writable: false,
         })
         .into_iter()
         .collect();
@@ -292,6 +293,7 @@ async fn run(
         memory_mb: 256,
         init: false,
         template: false,
+        unprivileged: false,
     };
     let spawned = client.spawn(&spec).await.map_err(|e| e.to_string())?;
     let activation = Activation {

@@ -17,6 +17,15 @@ pub struct FunctionConfig {
     pub secrets: SecretEnv,
 }
 
+/// Where a built service's dependencies are, relative to its code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceDeps {
+    /// Their programs (`gunicorn`, `node_modules/.bin`): first on `PATH`.
+    pub bin: PathBuf,
+    /// Python packages: on `PYTHONPATH`.
+    pub python_path: Option<PathBuf>,
+}
+
 impl FunctionConfig {
     /// The Lambda-style function name, `app.function`.
     pub fn qualified_name(&self) -> String {
@@ -34,6 +43,8 @@ pub struct ServiceConfig {
     pub code_dir: PathBuf,
     /// The values of the variables `spec.secret_env` names.
     pub secrets: SecretEnv,
+    /// Its installed dependencies, when it was built.
+    pub deps: Option<ServiceDeps>,
 }
 
 /// Environment variables whose values are secrets: put into the

@@ -561,6 +561,7 @@ pub(crate) fn service(
         spec,
         code_dir: PathBuf::from("/nonexistent"),
         secrets: crate::SecretEnv::default(),
+        deps: None,
     }
 }
 

@@ -36,7 +36,7 @@ mod service;
 mod settings;
 
 pub use clock::now_ms;
-pub use config::{FunctionConfig, SecretEnv, ServiceConfig};
+pub use config::{FunctionConfig, SecretEnv, ServiceConfig, ServiceDeps};
 pub use function::{Pool, PoolStats};
 pub use invocation::{
     ErrorClass, FunctionError, HTTP_INTEGRATION_CONTENT_TYPE, Invocation, InvokeError,

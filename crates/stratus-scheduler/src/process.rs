@@ -199,6 +199,7 @@ pub(crate) fn spec(
             mounts.push(Mount {
                 host: host.clone(),
                 sandbox: sandbox.clone(),
+                writable: false,
             });
         }
         // Every interpreter install outside the system directories, so that
@@ -207,6 +208,7 @@ pub(crate) fn spec(
             mounts.push(Mount {
                 host: prefix.clone(),
                 sandbox: prefix.clone(),
+                writable: false,
             });
         }
     }
@@ -266,6 +268,7 @@ pub(crate) fn spec(
         // service's are, not left as zombies until the instance ends.
         init: true,
         template,
+        unprivileged: false,
     }
 }
 
@@ -372,7 +375,17 @@ pub(crate) fn service(
     let spec = &config.spec;
     let l = layout(s, isolation, Runtime::Provided, &config.code_dir);
     let mut env = s.base_env.clone();
-    env.push(("PATH".to_owned(), l.path.clone()));
+    match &config.deps {
+        Some(deps) => {
+            let bin = l.task_root.join(&deps.bin);
+            env.push(("PATH".to_owned(), format!("{}:{}", bin.display(), l.path)));
+            if let Some(packages) = &deps.python_path {
+                let packages = l.task_root.join(packages);
+                env.push(("PYTHONPATH".to_owned(), packages.display().to_string()));
+            }
+        }
+        None => env.push(("PATH".to_owned(), l.path.clone())),
+    }
     env.push(("PORT".to_owned(), port.to_string()));
     env.push(("STRATUS_APP".to_owned(), config.app.clone()));
     env.push(("STRATUS_SERVICE".to_owned(), spec.name.clone()));
@@ -399,6 +412,7 @@ pub(crate) fn service(
             mounts.push(Mount {
                 host: prefix.clone(),
                 sandbox: prefix.clone(),
+                writable: false,
             });
         }
     }
@@ -422,6 +436,7 @@ pub(crate) fn service(
         // reaped.
         init: true,
         template: false,
+        unprivileged: false,
     };
     let activation = Activation {
         code: config.code_dir.clone(),

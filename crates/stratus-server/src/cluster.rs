@@ -252,6 +252,16 @@ async fn catch_up(state: &AppState, shared: &dyn SharedPackages) -> anyhow::Resu
             );
             continue;
         }
+        // Dependencies built on another node are built again here.
+        if let Err(message) = state.builder.ensure(version).await {
+            tracing::warn!(
+                app = version.app,
+                version = version.version,
+                error = message,
+                "cannot take up a deploy made on another node: its dependencies do not build here"
+            );
+            continue;
+        }
         publish(state, version);
         tracing::info!(
             app = version.app,

@@ -17,6 +17,7 @@ pub mod env {
     pub const NODE: &str = "STRATUS_NODE";
     pub const ISOLATION: &str = "STRATUS_ISOLATION";
     pub const STORE: &str = "STRATUS_STORE";
+    pub const UV: &str = "STRATUS_UV";
 }
 
 pub const DEFAULT_DATA_DIR: &str = ".stratus";
@@ -87,6 +88,8 @@ pub struct ServerConfig {
     pub resolvers: Vec<SocketAddr>,
     #[command(flatten, next_help_heading = "Limits")]
     pub limits: Limits,
+    #[command(flatten, next_help_heading = "Builds")]
+    pub builds: BuildSettings,
     #[command(flatten, next_help_heading = "Quotas")]
     pub quotas: crate::QuotaSettings,
     #[command(flatten, next_help_heading = "Instances")]
@@ -134,6 +137,24 @@ pub struct Limits {
     /// beyond)
     #[arg(long, default_value_t = 32)]
     pub platform_max_connections_per_instance: usize,
+}
+
+/// How dependency builds run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BuildSettings {
+    /// Longest one build step may run before it is stopped
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub build_timeout: Duration,
+    /// Memory limit of a build, in MiB
+    #[arg(long, default_value_t = 2048)]
+    pub build_memory_mb: u32,
+    /// The uv executable that installs Python requirements (much faster
+    /// than pip, which is used without it); default: uv on PATH
+    #[arg(long, env = env::UV)]
+    pub uv: Option<PathBuf>,
+    /// Builds of each app whose records (logs, steps) are kept
+    #[arg(long, default_value_t = 20)]
+    pub keep_builds: usize,
 }
 
 impl ServerConfig {

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use bytes::Bytes;
@@ -285,6 +286,7 @@ pub(crate) async fn deploy(
     state: &AppState,
     app: &str,
     req: DeployRequest,
+    sink: &Arc<crate::build::Sink>,
 ) -> Result<DeployResponse, ApiError> {
     let file = req
         .file
@@ -386,20 +388,34 @@ pub(crate) async fn deploy(
         .with_details(problems));
     }
 
+    let unchanged = |active: &VersionRecord| DeployResponse {
+        app: app.to_owned(),
+        version: active.version,
+        changed: false,
+        functions: spec.functions.keys().cloned().collect(),
+        services: spec.services.keys().cloned().collect(),
+        routes: routes(state, &spec),
+    };
+    let same = |active: &VersionRecord| active.spec == spec && active.packages == packages;
+    if let Some(active) = state.store.active_version(app).await?
+        && same(&active)
+    {
+        return Ok(unchanged(&active));
+    }
+    require_secrets(state, app, &spec, "nothing was deployed").await?;
+    // Outside the deploy lock: a build may take minutes, and other apps'
+    // deploys need not wait for it.
+    let built = state
+        .builder
+        .build_app(&*state.store, app, &spec, &packages, sink)
+        .await?;
+
     let _serial = state.deploy_lock.lock().await;
     require_secrets(state, app, &spec, "nothing was deployed").await?;
     if let Some(active) = state.store.active_version(app).await?
-        && active.spec == spec
-        && active.packages == packages
+        && same(&active)
     {
-        return Ok(DeployResponse {
-            app: app.to_owned(),
-            version: active.version,
-            changed: false,
-            functions: spec.functions.keys().cloned().collect(),
-            services: spec.services.keys().cloned().collect(),
-            routes: routes(state, &spec),
-        });
+        return Ok(unchanged(&active));
     }
     let functions = spec.functions.keys().cloned().collect();
     let services = spec.services.keys().cloned().collect();
@@ -411,10 +427,17 @@ pub(crate) async fn deploy(
             manifest: req.manifest,
             source: req.source.unwrap_or_else(|| upload_source(&packages)),
             packages,
+            layers: built.layers,
             created_ms: crate::now_ms(),
         })
         .await?;
     crate::cluster::publish(state, &version);
+    if let Some(id) = &built.id {
+        state
+            .builder
+            .mark_deployed(&*state.store, app, id, version.version)
+            .await;
+    }
     tracing::info!(app, version = version.version, "deployed");
     Ok(DeployResponse {
         app: app.to_owned(),
@@ -434,25 +457,31 @@ pub(crate) async fn prune(state: &AppState) -> Result<usize, ApiError> {
     let _serial = state.deploy_lock.lock().await;
     let keep = state.config.limits.keep_versions as usize;
     let mut used = std::collections::HashSet::new();
+    let mut kept = Vec::new();
     for app in state.store.list_apps().await? {
         for (i, version) in state
             .store
             .list_versions(&app.name)
             .await?
-            .iter()
+            .into_iter()
             .enumerate()
         {
             if i < keep || app.active_version == Some(version.version) {
                 used.extend(version.packages.values().cloned());
+                kept.push(version);
             }
         }
     }
     let data_dir = state.config.data_dir.clone();
     let grace = state.config.limits.package_grace;
-    tokio::task::spawn_blocking(move || prune_unused(&data_dir, &used, grace))
-        .await
-        .map_err(|e| ApiError::internal("pruning old packages", e))?
-        .map_err(|e| ApiError::internal("pruning old packages", e))
+    let builder = state.builder.clone();
+    tokio::task::spawn_blocking(move || {
+        let built = builder.prune(&kept, grace);
+        prune_unused(&data_dir, &used, grace).map(|packages| packages + built)
+    })
+    .await
+    .map_err(|e| ApiError::internal("pruning old packages", e))?
+    .map_err(|e| ApiError::internal("pruning old packages", e))
 }
 
 /// Removes each package (archive and unpacked code) of `data_dir` that is
@@ -598,6 +627,17 @@ pub(crate) async fn rollback(
     if let Some(shared) = &state.shared_packages {
         let limits = unpack_limits(state.config.limits.max_unpacked_bytes);
         ensure_version_code(&state.config.data_dir, limits, &**shared, &target).await?;
+    }
+    // Dependencies pruned since, or built on another node, are built again.
+    if let Err(message) = state.builder.ensure(&target).await {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "build_failed",
+            format!(
+                "version {} of {app} was not made active: {message}",
+                target.version
+            ),
+        ));
     }
     require_secrets(
         state,

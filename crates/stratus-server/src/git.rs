@@ -107,6 +107,7 @@ fn app_dir(root: &Path, path: Option<&str>) -> Result<PathBuf, ApiError> {
 pub(crate) async fn deploy(
     state: &AppState,
     source: GitSource,
+    sink: &std::sync::Arc<crate::build::Sink>,
 ) -> Result<DeployResponse, ApiError> {
     if source.url.is_empty() || source.url.starts_with('-') {
         return Err(refused(format!("{:?} is not a git URL", source.url)));
@@ -194,6 +195,7 @@ pub(crate) async fn deploy(
             packages,
             source: Some(format!("git {} {subject}", &commit[..commit.len().min(12)])),
         },
+        sink,
     )
     .await
 }

@@ -11,6 +11,7 @@
 mod api;
 mod app_secrets;
 pub mod backup;
+mod build;
 mod cluster;
 pub mod config;
 mod deploy;
@@ -90,6 +91,8 @@ pub(crate) struct AppState {
     pub(crate) sealer: secrets::Sealer,
     /// The version of each app this node serves.
     pub published: cluster::Published,
+    /// Builds dependencies of deployed code.
+    pub(crate) builder: Arc<build::Builder>,
     /// Package bytes in a store that nodes share; none on SQLite.
     pub shared_packages: Option<Arc<dyn stratus_store::Shared>>,
     /// This node's id among the nodes that use the store.
@@ -255,6 +258,7 @@ pub async fn run(
     let platform = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
         .await
         .context("cannot listen for the platform API on 127.0.0.1")?;
+    let (python_for_builds, node_for_builds) = (python.clone(), node.clone());
     let settings = Settings {
         python,
         node,
@@ -310,6 +314,31 @@ pub async fn run(
         }
         deployed = ready;
     }
+    let builder = Arc::new(
+        build::Builder::new(
+            launcher.clone(),
+            &data_dir,
+            config.builds.clone(),
+            python_for_builds,
+            node_for_builds,
+            &node_id,
+        )
+        .await,
+    );
+    // Built code directories pruned or never made here (another node's
+    // deploy) are made again from their packages.
+    let mut servable = Vec::with_capacity(deployed.len());
+    for version in deployed {
+        match builder.ensure(&version).await {
+            Ok(()) => servable.push(version),
+            Err(error) => tracing::error!(
+                app = version.app,
+                error,
+                "cannot serve an app: its dependencies cannot be built here"
+            ),
+        }
+    }
+    let deployed = servable;
     let sealer = secrets::Sealer::load_or_create(
         &config
             .secrets_key_file
@@ -418,6 +447,7 @@ pub async fn run(
                 .collect(),
         ),
         shared_packages: shared_packages.clone(),
+        builder,
         node_id,
         directory: directory.clone(),
         public_url: info.public.clone(),
@@ -533,7 +563,8 @@ pub(crate) fn service_configs(
         .map(|spec| ServiceConfig {
             app: version.app.clone(),
             version: version.version,
-            code_dir: code_dir_of(data_dir, version, &spec.code),
+            code_dir: build::code_dir_of(data_dir, version, &spec.code, spec.runtime),
+            deps: build::service_deps(version, &spec.code, spec.runtime),
             secrets: SecretEnv(app_secrets::resolve(&spec.secret_env, secrets)),
             spec: spec.clone(),
         })
@@ -554,20 +585,11 @@ pub(crate) fn function_configs(
         .map(|spec| FunctionConfig {
             app: version.app.clone(),
             version: version.version,
-            code_dir: code_dir_of(data_dir, version, &spec.code),
+            code_dir: build::code_dir_of(data_dir, version, &spec.code, Some(spec.runtime)),
             secrets: SecretEnv(app_secrets::resolve(&spec.secret_env, secrets)),
             spec: spec.clone(),
         })
         .collect()
-}
-
-/// Where the package of code directory `code` of `version` is unpacked.
-fn code_dir_of(data_dir: &Path, version: &VersionRecord, code: &str) -> std::path::PathBuf {
-    version
-        .packages
-        .get(code)
-        .map(|sha| deploy::code_dir(data_dir, sha))
-        .unwrap_or_default()
 }
 
 fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {

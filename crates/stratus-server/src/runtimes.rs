@@ -84,7 +84,7 @@ fn outside_system(path: &Path) -> bool {
         .any(|dir| path.starts_with(dir))
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(name))
         .find(|path| path.is_file())

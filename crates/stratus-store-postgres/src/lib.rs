@@ -22,12 +22,12 @@ use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use stratus_store::Result as StoreResult;
 use stratus_store::{
-    AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs, Changes, Credentials, DeadLetter,
-    Dump, EventCounts, EventRecord, Events, FollowUp, KeyRecord, Leases, LogBudget, LogQuery,
-    LogRecord, LogStore, MessageRecord, MessageSettlement, Messages, Meta, MetaKey, NewEvent,
-    NewMessage, NewVersion, NodeRecord, Nodes, PackageRecord, Packages, QueueCounts, ScheduleSlot,
-    Schedules, SecretRecord, Secrets, Settlement, SharedPackages, Source, StoreError, StoredLog,
-    Transfer, Trimmed, UnitOfWork, VersionRecord, Write,
+    AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs, BuildRecord, BuildStatus, Builds,
+    Changes, Credentials, DeadLetter, Dump, EventCounts, EventRecord, Events, FollowUp, KeyRecord,
+    Leases, LogBudget, LogQuery, LogRecord, LogStore, MessageRecord, MessageSettlement, Messages,
+    Meta, MetaKey, NewEvent, NewMessage, NewVersion, NodeRecord, Nodes, PackageRecord, Packages,
+    QueueCounts, ScheduleSlot, Schedules, SecretRecord, Secrets, Settlement, SharedPackages,
+    Source, StoreError, StoredLog, Transfer, Trimmed, UnitOfWork, VersionRecord, Write,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -214,7 +214,7 @@ fn app_from_row(row: &Row) -> AppRecord {
 }
 
 const VERSION_COLUMNS: &str =
-    "v.app, v.version, v.spec, v.manifest, v.packages, v.created_ms, v.source";
+    "v.app, v.version, v.spec, v.manifest, v.packages, v.created_ms, v.source, v.layers";
 
 fn version_from_row(row: &Row) -> Result<VersionRecord> {
     Ok(VersionRecord {
@@ -225,6 +225,7 @@ fn version_from_row(row: &Row) -> Result<VersionRecord> {
         packages: serde_json::from_str(row.get(4))?,
         created_ms: row.get(5),
         source: row.get(6),
+        layers: serde_json::from_str(row.get(7))?,
     })
 }
 
@@ -511,6 +512,7 @@ impl Apps for PostgresStore {
         run(async {
             let spec = serde_json::to_string(&new.spec)?;
             let packages = serde_json::to_string(&new.packages)?;
+            let layers = serde_json::to_string(&new.layers)?;
             let app = new.spec.name.clone();
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
@@ -531,8 +533,8 @@ impl Apps for PostgresStore {
                 .await?
                 .get(0);
             tx.execute(
-                "INSERT INTO versions (app, version, manifest, spec, packages, created_ms, source) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&app, &version, &new.manifest, &spec, &packages, &new.created_ms, &new.source],
+                "INSERT INTO versions (app, version, manifest, spec, packages, created_ms, source, layers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[&app, &version, &new.manifest, &spec, &packages, &new.created_ms, &new.source, &layers],
             )
             .await?;
             tx.execute(
@@ -549,6 +551,7 @@ impl Apps for PostgresStore {
                 packages: new.packages,
                 created_ms: new.created_ms,
                 source: new.source,
+                layers: new.layers,
             })
         })
         .await
@@ -563,6 +566,7 @@ impl Apps for PostgresStore {
                 "app_keys",
                 "aws_credentials",
                 "secrets",
+                "builds",
                 "events",
                 "dead_letters",
                 "messages",
@@ -806,6 +810,91 @@ fn secret_from_row(row: &Row) -> SecretRecord {
         name: row.get(1),
         sealed: row.get(2),
         updated_ms: row.get(3),
+    }
+}
+
+const BUILD_COLUMNS: &str = "app, id, started_ms, finished_ms, status, version, detail";
+
+fn build_from_row(row: &Row) -> Result<BuildRecord> {
+    let status: &str = row.get(4);
+    Ok(BuildRecord {
+        app: row.get(0),
+        id: row.get(1),
+        started_ms: row.get(2),
+        finished_ms: row.get(3),
+        status: BuildStatus::parse(status).ok_or_else(|| {
+            StoreError::Database(format!("unknown build status {status:?}").into())
+        })?,
+        version: row.get::<_, Option<i64>>(5).map(|v| v as u32),
+        detail: row.get(6),
+    })
+}
+
+#[async_trait]
+impl Builds for PostgresStore {
+    async fn put_build(&self, b: BuildRecord) -> StoreResult<()> {
+        run(async {
+            self.client()
+                .await?
+                .execute(
+                    &format!(
+                        "INSERT INTO builds ({BUILD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                         ON CONFLICT (app, id) DO UPDATE SET started_ms = EXCLUDED.started_ms, \
+                         finished_ms = EXCLUDED.finished_ms, status = EXCLUDED.status, \
+                         version = EXCLUDED.version, detail = EXCLUDED.detail"
+                    ),
+                    &[
+                        &b.app,
+                        &b.id,
+                        &b.started_ms,
+                        &b.finished_ms,
+                        &b.status.as_str(),
+                        &b.version.map(i64::from),
+                        &b.detail,
+                    ],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_builds(&self, app: &str, limit: usize) -> StoreResult<Vec<BuildRecord>> {
+        run(async {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let sql = format!(
+                "SELECT {BUILD_COLUMNS} FROM builds WHERE app = $1 ORDER BY id DESC LIMIT $2"
+            );
+            let rows = self.client().await?.query(&sql, &[&app, &limit]).await?;
+            rows.iter().map(build_from_row).collect()
+        })
+        .await
+    }
+
+    async fn get_build(&self, app: &str, id: &str) -> StoreResult<Option<BuildRecord>> {
+        run(async {
+            let sql = format!("SELECT {BUILD_COLUMNS} FROM builds WHERE app = $1 AND id = $2");
+            let row = self.client().await?.query_opt(&sql, &[&app, &id]).await?;
+            row.as_ref().map(build_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn trim_builds(&self, app: &str, keep: usize) -> StoreResult<u64> {
+        run(async {
+            let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+            let deleted = self
+                .client()
+                .await?
+                .execute(
+                    "DELETE FROM builds WHERE app = $1 AND id NOT IN \
+                     (SELECT id FROM builds WHERE app = $1 ORDER BY id DESC LIMIT $2)",
+                    &[&app, &keep],
+                )
+                .await?;
+            Ok(deleted)
+        })
+        .await
     }
 }
 
@@ -1715,7 +1804,7 @@ impl Transfer for PostgresStore {
             }
             for v in &dump.versions {
                 tx.execute(
-                    "INSERT INTO versions (app, version, manifest, spec, packages, created_ms, source) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO versions (app, version, manifest, spec, packages, created_ms, source, layers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     &[
                         &v.app,
                         &i64::from(v.version),
@@ -1724,6 +1813,7 @@ impl Transfer for PostgresStore {
                         &serde_json::to_string(&v.packages)?,
                         &v.created_ms,
                         &v.source,
+                        &serde_json::to_string(&v.layers)?,
                     ],
                 )
                 .await?;

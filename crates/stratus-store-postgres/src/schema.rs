@@ -196,4 +196,20 @@ CREATE TRIGGER secrets_changed AFTER INSERT OR UPDATE OR DELETE ON secrets
     r#"
 ALTER TABLE versions ADD COLUMN source TEXT NOT NULL DEFAULT '';
 "#,
+    // The dependency layer each built code directory of a version runs
+    // with (JSON), and the record of each build. Build ids order as bytes
+    // do, whatever the database's collation.
+    r#"
+ALTER TABLE versions ADD COLUMN layers TEXT NOT NULL DEFAULT '{}';
+CREATE TABLE builds (
+    app TEXT NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    started_ms BIGINT NOT NULL,
+    finished_ms BIGINT,
+    status TEXT NOT NULL,
+    version BIGINT,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (app, id)
+);
+"#,
 ];

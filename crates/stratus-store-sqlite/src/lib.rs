@@ -9,13 +9,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use stratus_store::Result as StoreResult;
 use stratus_store::{
-    AppRecord, AwsCredentialRecord, Backlog, DeadLetter, Dump, EventCounts, EventRecord, FollowUp,
-    KeyRecord, LogBudget, LogQuery, LogRecord, MessageRecord, MessageSettlement, NewEvent,
-    NewMessage, NewVersion, NodeRecord, PackageRecord, QueueCounts, ScheduleSlot, SecretRecord,
-    Settlement, Source, StoreError, StoredLog, Trimmed, VersionRecord,
+    AppRecord, AwsCredentialRecord, Backlog, BuildRecord, BuildStatus, DeadLetter, Dump,
+    EventCounts, EventRecord, FollowUp, KeyRecord, LogBudget, LogQuery, LogRecord, MessageRecord,
+    MessageSettlement, NewEvent, NewMessage, NewVersion, NodeRecord, PackageRecord, QueueCounts,
+    ScheduleSlot, SecretRecord, Settlement, Source, StoreError, StoredLog, Trimmed, VersionRecord,
 };
 use stratus_store::{
-    Apps, Backlogs, Credentials, Events, Leases, LogStore, Messages, Meta, MetaKey, Nodes,
+    Apps, Backlogs, Builds, Credentials, Events, Leases, LogStore, Messages, Meta, MetaKey, Nodes,
     Packages, Schedules, Secrets, Transfer, UnitOfWork, Write,
 };
 
@@ -242,9 +242,25 @@ CREATE TABLE secrets (
     updated_ms INTEGER NOT NULL,
     PRIMARY KEY (app, name)
 ) WITHOUT ROWID;
-"#, // Where each version came from.
+"#,
+    // Where each version came from.
     r#"
 ALTER TABLE versions ADD COLUMN source TEXT NOT NULL DEFAULT '';
+"#,
+    // The dependency layer each built code directory of a version runs
+    // with (JSON), and the record of each build.
+    r#"
+ALTER TABLE versions ADD COLUMN layers TEXT NOT NULL DEFAULT '{}';
+CREATE TABLE builds (
+    app TEXT NOT NULL,
+    id TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    status TEXT NOT NULL,
+    version INTEGER,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (app, id)
+);
 "#,
 ];
 
@@ -556,10 +572,10 @@ fn app_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AppRecord> {
 }
 
 const VERSION_COLUMNS: &str =
-    "v.app, v.version, v.spec, v.manifest, v.packages, v.created_ms, v.source";
+    "v.app, v.version, v.spec, v.manifest, v.packages, v.created_ms, v.source, v.layers";
 
 /// A version's row, its JSON columns still text.
-type RawVersion = (String, u32, String, String, String, i64, String);
+type RawVersion = (String, u32, String, String, String, i64, String, String);
 
 fn version_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawVersion> {
     Ok((
@@ -570,11 +586,12 @@ fn version_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawVersion> {
         row.get(4)?,
         row.get(5)?,
         row.get(6)?,
+        row.get(7)?,
     ))
 }
 
 fn decode_version(raw: RawVersion) -> Result<VersionRecord> {
-    let (app, version, spec, manifest, packages, created_ms, source) = raw;
+    let (app, version, spec, manifest, packages, created_ms, source, layers) = raw;
     Ok(VersionRecord {
         app,
         version,
@@ -583,6 +600,7 @@ fn decode_version(raw: RawVersion) -> Result<VersionRecord> {
         packages: serde_json::from_str(&packages)?,
         created_ms,
         source,
+        layers: serde_json::from_str(&layers)?,
     })
 }
 
@@ -852,6 +870,7 @@ impl Apps for SqliteStore {
         self.call(move |conn| {
             let spec = serde_json::to_string(&new.spec)?;
             let packages = serde_json::to_string(&new.packages)?;
+            let layers = serde_json::to_string(&new.layers)?;
             let tx = conn.transaction()?;
             let app = new.spec.name.clone();
             tx.execute(
@@ -864,8 +883,8 @@ impl Apps for SqliteStore {
                 |row| row.get(0),
             )?;
             tx.execute(
-                "INSERT INTO versions (app, version, manifest, spec, packages, created_ms, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![app, version, new.manifest, spec, packages, new.created_ms, new.source],
+                "INSERT INTO versions (app, version, manifest, spec, packages, created_ms, source, layers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![app, version, new.manifest, spec, packages, new.created_ms, new.source, layers],
             )?;
             tx.execute(
                 "UPDATE apps SET active_version = ?2, updated_ms = ?3 WHERE name = ?1",
@@ -880,6 +899,7 @@ impl Apps for SqliteStore {
                 packages: new.packages,
                 created_ms: new.created_ms,
                 source: new.source,
+                layers: new.layers,
             })
         })
         .await
@@ -893,6 +913,7 @@ impl Apps for SqliteStore {
             tx.execute("DELETE FROM app_keys WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM aws_credentials WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM secrets WHERE app = ?1", [&app])?;
+            tx.execute("DELETE FROM builds WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM events WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM dead_letters WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM messages WHERE app = ?1", [&app])?;
@@ -1094,6 +1115,93 @@ fn secret_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRecord> {
         sealed: row.get(2)?,
         updated_ms: row.get(3)?,
     })
+}
+
+const BUILD_COLUMNS: &str = "app, id, started_ms, finished_ms, status, version, detail";
+
+fn build_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRecord> {
+    let status: String = row.get(4)?;
+    Ok(BuildRecord {
+        app: row.get(0)?,
+        id: row.get(1)?,
+        started_ms: row.get(2)?,
+        finished_ms: row.get(3)?,
+        status: BuildStatus::parse(&status).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                4,
+                rusqlite::types::Type::Text,
+                format!("unknown build status {status:?}").into(),
+            )
+        })?,
+        version: row.get(5)?,
+        detail: row.get(6)?,
+    })
+}
+
+#[async_trait]
+impl Builds for SqliteStore {
+    async fn put_build(&self, b: BuildRecord) -> StoreResult<()> {
+        self.call(move |conn| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO builds ({BUILD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     ON CONFLICT (app, id) DO UPDATE SET started_ms = excluded.started_ms, \
+                     finished_ms = excluded.finished_ms, status = excluded.status, \
+                     version = excluded.version, detail = excluded.detail"
+                ),
+                params![
+                    b.app,
+                    b.id,
+                    b.started_ms,
+                    b.finished_ms,
+                    b.status.as_str(),
+                    b.version,
+                    b.detail
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_builds(&self, app: &str, limit: usize) -> StoreResult<Vec<BuildRecord>> {
+        let app = app.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            let sql = format!(
+                "SELECT {BUILD_COLUMNS} FROM builds WHERE app = ?1 ORDER BY id DESC LIMIT ?2"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![app, limit], build_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn get_build(&self, app: &str, id: &str) -> StoreResult<Option<BuildRecord>> {
+        let (app, id) = (app.to_owned(), id.to_owned());
+        self.call(move |conn| {
+            let sql = format!("SELECT {BUILD_COLUMNS} FROM builds WHERE app = ?1 AND id = ?2");
+            Ok(conn
+                .query_row(&sql, params![app, id], build_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn trim_builds(&self, app: &str, keep: usize) -> StoreResult<u64> {
+        let app = app.to_owned();
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            let deleted = conn.execute(
+                "DELETE FROM builds WHERE app = ?1 AND id NOT IN \
+                 (SELECT id FROM builds WHERE app = ?1 ORDER BY id DESC LIMIT ?2)",
+                params![app, keep],
+            )?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -1890,7 +1998,7 @@ impl Transfer for SqliteStore {
             }
             for v in &dump.versions {
                 tx.execute(
-                    "INSERT INTO versions (app, version, manifest, spec, packages, created_ms, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO versions (app, version, manifest, spec, packages, created_ms, source, layers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
                         v.app,
                         v.version,
@@ -1898,7 +2006,8 @@ impl Transfer for SqliteStore {
                         serde_json::to_string(&v.spec)?,
                         serde_json::to_string(&v.packages)?,
                         v.created_ms,
-                        v.source
+                        v.source,
+                        serde_json::to_string(&v.layers)?
                     ],
                 )?;
             }

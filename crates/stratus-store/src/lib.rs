@@ -16,10 +16,10 @@ mod records;
 use async_trait::async_trait;
 
 pub use records::{
-    AppRecord, AwsCredentialRecord, DeadLetter, Dump, EventCounts, EventRecord, FollowUp,
-    KeyRecord, LogQuery, LogRecord, LogStream, MessageRecord, MessageSettlement, NewEvent,
-    NewMessage, NewVersion, NodeRecord, PackageRecord, QueueCounts, ScheduleSlot, SecretRecord,
-    Settlement, Source, StoredLog, VersionRecord,
+    AppRecord, AwsCredentialRecord, BuildRecord, BuildStatus, DeadLetter, Dump, EventCounts,
+    EventRecord, FollowUp, KeyRecord, LogQuery, LogRecord, LogStream, MessageRecord,
+    MessageSettlement, NewEvent, NewMessage, NewVersion, NodeRecord, PackageRecord, QueueCounts,
+    ScheduleSlot, SecretRecord, Settlement, Source, StoredLog, VersionRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +160,8 @@ pub trait Apps: Send + Sync {
     ) -> Result<Option<VersionRecord>>;
 
     /// Removes an application with its versions, keys, AWS credentials,
-    /// queued events and dead letters; false if it did not exist.
+    /// secrets, builds, queued events and dead letters; false if it did
+    /// not exist.
     async fn delete_app(&self, app: &str) -> Result<bool>;
 }
 
@@ -213,6 +214,22 @@ pub trait Secrets: Send + Sync {
 
     /// Deletes secret `name` of `app`; whether it was there.
     async fn delete_secret(&self, app: &str, name: &str) -> Result<bool>;
+}
+
+/// The record of each build of apps' code (`stratus builds`).
+#[async_trait]
+pub trait Builds: Send + Sync {
+    /// Records a build, replacing the record of `app` with the same id.
+    async fn put_build(&self, build: BuildRecord) -> Result<()>;
+
+    /// The newest `limit` builds of `app`, newest (greatest id) first.
+    async fn list_builds(&self, app: &str, limit: usize) -> Result<Vec<BuildRecord>>;
+
+    /// Build `id` of `app`.
+    async fn get_build(&self, app: &str, id: &str) -> Result<Option<BuildRecord>>;
+
+    /// Deletes the builds of `app` beyond its newest `keep`; how many went.
+    async fn trim_builds(&self, app: &str, keep: usize) -> Result<u64>;
 }
 
 /// Log records, for a store that keeps them (see `stratus-logs`).
@@ -474,7 +491,7 @@ pub trait Nodes: Send + Sync {
 /// A whole store moved into another: `stratus migrate`.
 #[async_trait]
 pub trait Transfer: Send + Sync {
-    /// Everything but logs, as of one moment (one transaction).
+    /// Everything but logs and builds, as of one moment (one transaction).
     async fn export(&self) -> Result<Dump>;
 
     /// Loads `dump` in one transaction, keeping its ids and identity.
@@ -491,6 +508,7 @@ pub trait Store:
     + Packages
     + Credentials
     + Secrets
+    + Builds
     + LogStore
     + Events
     + Messages
@@ -510,6 +528,7 @@ impl<T> Store for T where
         + Packages
         + Credentials
         + Secrets
+        + Builds
         + LogStore
         + Events
         + Messages

@@ -34,6 +34,9 @@ pub struct NewVersion {
     /// Where it came from, for people: `git COMMIT SUBJECT`, or `upload`
     /// and the packages' hashes.
     pub source: String,
+    /// The dependency layer each built code directory runs with, by code
+    /// directory (key `DIR` or `DIR@RUNTIME`): the layer's cache key.
+    pub layers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +48,9 @@ pub struct VersionRecord {
     pub packages: BTreeMap<String, String>,
     pub created_ms: i64,
     pub source: String,
+    /// As in [`NewVersion::layers`]; empty for a version with no builds.
+    #[serde(default)]
+    pub layers: BTreeMap<String, String>,
 }
 
 /// An app key: callers of the app's `auth: key` routes present the secret,
@@ -475,8 +481,56 @@ pub struct SecretRecord {
     pub updated_ms: i64,
 }
 
+/// One build of an app's code: what `stratus builds` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildRecord {
+    pub app: String,
+    /// Unique among the app's builds; sorts by start.
+    pub id: String,
+    pub started_ms: i64,
+    /// `None` while it runs.
+    pub finished_ms: Option<i64>,
+    pub status: BuildStatus,
+    /// The version it made, once deployed.
+    pub version: Option<u32>,
+    /// Its steps, cache hits and the tail of its output, as the server
+    /// writes them (JSON); the store keeps whatever it is given.
+    pub detail: String,
+}
+
+/// Where a build is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl BuildStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStatus::Running => "running",
+            BuildStatus::Succeeded => "succeeded",
+            BuildStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BuildStatus> {
+        [
+            BuildStatus::Running,
+            BuildStatus::Succeeded,
+            BuildStatus::Failed,
+        ]
+        .into_iter()
+        .find(|b| b.as_str() == s)
+    }
+}
+
 /// Everything a store holds but its logs, to move it into another store
-/// (`stratus migrate`). Ids are kept.
+/// (`stratus migrate`). Ids are kept. Builds' records ([`BuildRecord`])
+/// are history, as logs are, and stay behind; the layers each version
+/// runs with move with it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Dump {
     /// The store's identity, which data directories remember.

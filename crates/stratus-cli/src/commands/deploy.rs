@@ -72,11 +72,10 @@ pub async fn run(conn: &Connection, args: DeployArgs) -> anyhow::Result<ExitCode
                 args.reference.as_deref().unwrap_or("HEAD")
             );
             let body = serde_json::json!({ "url": url, "ref": args.reference, "path": args.path });
-            client
-                .send(client.request(Method::POST, "/v1/deploy/git").json(&body))
-                .await?
-                .json()
-                .await?
+            let answer = client
+                .send_with_progress(client.request(Method::POST, "/v1/deploy/git").json(&body))
+                .await?;
+            serde_json::from_value(answer)?
         }
         None => deploy_dir(&client, &args.dir).await?,
     };
@@ -242,12 +241,12 @@ pub async fn deploy_dir(client: &Client, dir: &Path) -> anyhow::Result<Deployed>
     }
 
     let body = serde_json::json!({ "manifest": manifest, "file": label, "packages": packages });
-    let response = client
-        .send(
+    let answer = client
+        .send_with_progress(
             client
                 .request(Method::POST, &format!("/v1/apps/{}/deploy", spec.name))
                 .json(&body),
         )
         .await?;
-    Ok(response.json().await?)
+    Ok(serde_json::from_value(answer)?)
 }

@@ -1,9 +1,11 @@
 //! The subcommands, one file each.
 
 mod backup;
+mod builds;
 mod context;
 mod demo;
 mod deploy;
+mod dev;
 mod dlq;
 mod event;
 mod init;
@@ -56,6 +58,9 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Package and deploy the application in a directory
     Deploy(deploy::DeployArgs),
+    /// Deploy the application in a directory, redeploy it on every save and
+    /// stream its logs (starting a local server when none answers)
+    Dev(dev::DevArgs),
     /// Invoke a function and print its result, or queue an event (--async)
     Invoke(invoke::InvokeArgs),
     /// List, show and redrive dead letters: events whose retries ran out
@@ -78,6 +83,8 @@ pub enum Command {
     Versions(versions::VersionsArgs),
     /// Make an earlier version of an application active again, at once
     Rollback(versions::RollbackArgs),
+    /// List an application's dependency builds and show their logs
+    Builds(builds::BuildsArgs),
     /// Print a sample event of a trigger's shape (pipe it into `stratus invoke`)
     Event(event::EventArgs),
     /// Show every function and service with its instances and recent errors
@@ -136,6 +143,7 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Restore(args) => backup::restore(&conn, args),
         Command::Migrate(args) => migrate::run(&conn, args).await,
         Command::Deploy(args) => deploy::run(&conn, args).await,
+        Command::Dev(args) => dev::run(&conn, args).await,
         Command::Invoke(args) => invoke::run(&conn, args).await,
         Command::Dlq(args) => dlq::run(&conn, args).await,
         Command::Keys(args) => keys::run(&conn, args).await,
@@ -146,6 +154,7 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Rm(args) => rm::run(&conn, args).await,
         Command::Versions(args) => versions::list(&conn, args).await,
         Command::Rollback(args) => versions::rollback(&conn, args).await,
+        Command::Builds(args) => builds::run(&conn, args).await,
         Command::Status(args) => status::run(&conn, args).await,
         Command::Nodes(args) => nodes::run(&conn, args).await,
         Command::Login(args) => context::login(&conn, args).await,

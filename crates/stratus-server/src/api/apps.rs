@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::json;
@@ -47,9 +47,12 @@ pub(crate) async fn head_package(
     }
 }
 
+/// `POST /v1/apps/{app}/deploy`; with `Accept: application/x-ndjson`,
+/// the build's progress streams before the outcome (`api/progress.rs`).
 pub(crate) async fn deploy(
     State(state): State<Arc<AppState>>,
     Path(app): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: DeployRequest = serde_json::from_slice(&body).map_err(|err| {
@@ -58,17 +61,21 @@ pub(crate) async fn deploy(
             format!("the deploy request is not valid: {err}"),
         )
     })?;
-    let response = deploy::deploy(&state, &app, request).await?;
-    if response.changed {
-        deploy::prune_in_background(state.clone());
-    }
-    Ok(Json(response).into_response())
+    Ok(super::progress::answer(&headers, move |sink| async move {
+        let response = deploy::deploy(&state, &app, request, &sink).await?;
+        if response.changed {
+            deploy::prune_in_background(state.clone());
+        }
+        Ok(response)
+    })
+    .await)
 }
 
 /// `POST /v1/deploy/git`: `{"url", "ref"?, "path"?}`; the app is the one
 /// the repository's manifest names.
 pub(crate) async fn deploy_git(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let source: crate::git::GitSource = serde_json::from_slice(&body).map_err(|err| {
@@ -77,11 +84,14 @@ pub(crate) async fn deploy_git(
             format!("send {{\"url\": URL, \"ref\": REF?, \"path\": DIR?}}: {err}"),
         )
     })?;
-    let response = crate::git::deploy(&state, source).await?;
-    if response.changed {
-        deploy::prune_in_background(state.clone());
-    }
-    Ok(Json(response).into_response())
+    Ok(super::progress::answer(&headers, move |sink| async move {
+        let response = crate::git::deploy(&state, source, &sink).await?;
+        if response.changed {
+            deploy::prune_in_background(state.clone());
+        }
+        Ok(response)
+    })
+    .await)
 }
 
 /// A page of the app listing: `limit` apps (default 100, at most 1000)

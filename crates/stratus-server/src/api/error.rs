@@ -82,12 +82,20 @@ impl From<stratus_logs::LogsError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The JSON body it is answered with.
+    pub fn body(&self) -> serde_json::Value {
         let mut body = json!({ "error": { "code": self.code, "message": self.message } });
         if !self.details.is_empty() {
             body["error"]["details"] = json!(self.details);
         }
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = self.body();
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after
             && let Ok(value) = HeaderValue::from_str(&secs.to_string())

@@ -2,6 +2,7 @@
 //! (Signature Version 4), and the public listener's router.
 
 mod apps;
+mod builds;
 mod cloudevents;
 mod connections;
 mod credentials;
@@ -12,6 +13,7 @@ mod keys;
 mod lambda;
 mod logs;
 mod nodes;
+pub(crate) mod progress;
 mod queues;
 mod secrets;
 mod sigv4;
@@ -49,6 +51,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/apps/{app}/deploy", post(apps::deploy))
         .route("/v1/apps/{app}/versions", get(apps::versions))
         .route("/v1/deploy/git", post(apps::deploy_git))
+        .route("/v1/apps/{app}/builds", get(builds::list))
+        .route("/v1/apps/{app}/builds/{id}", get(builds::show))
         .route("/v1/apps/{app}/rollback", post(apps::rollback))
         .route(
             "/v1/apps/{app}/functions/{function}/invoke",

@@ -121,6 +121,7 @@ fn setup() -> Setup {
         spec: stratus_manifest::parse("stratus.yaml", MANIFEST).expect("a valid manifest"),
         manifest: MANIFEST.into(),
         packages: BTreeMap::new(),
+        layers: BTreeMap::new(),
         created_ms: 0,
         source: String::new(),
     });

@@ -19,6 +19,7 @@ pub fn version(app: &str, memory: u32) -> NewVersion {
         packages: BTreeMap::from([(".".to_owned(), "a".repeat(64))]),
         created_ms: 1,
         source: format!("upload {app}"),
+        layers: BTreeMap::new(),
     }
 }
 
@@ -284,4 +285,46 @@ pub async fn an_earlier_version_is_made_active_again(f: &dyn Fixture) {
     let next = store.activate(version("a", 1024)).await.unwrap();
     assert_eq!(next.version, 4);
     assert_eq!(store.active_version("b").await.unwrap().unwrap().version, 1);
+}
+
+/// The layers a version runs with are kept with it: as activated, listed,
+/// made active again, and moved into another store.
+pub async fn a_version_s_layers_are_kept_and_moved(f: &dyn Fixture) {
+    let store = f.open().await;
+    let layers = BTreeMap::from([
+        ("api".to_owned(), "l".repeat(64)),
+        ("worker@python3".to_owned(), "m".repeat(64)),
+    ]);
+    let activated = store
+        .activate(NewVersion {
+            layers: layers.clone(),
+            ..version("a", 128)
+        })
+        .await
+        .unwrap();
+    assert_eq!(activated.layers, layers);
+    store.activate(version("a", 256)).await.unwrap();
+
+    let listed = store.list_versions("a").await.unwrap();
+    assert!(listed[0].layers.is_empty(), "a version with no builds");
+    assert_eq!(listed[1].layers, layers);
+    let back = store.reactivate("a", 1, 50).await.unwrap().unwrap();
+    assert_eq!(back.layers, layers);
+    drop(store);
+
+    let store = f.open().await;
+    assert_eq!(store.active_version("a").await.unwrap().unwrap(), activated);
+    assert_eq!(
+        store.active_versions().await.unwrap(),
+        std::slice::from_ref(&activated)
+    );
+
+    let dump = store.export().await.unwrap();
+    let other = f.other().await;
+    other.import(dump).await.unwrap();
+    assert_eq!(other.active_version("a").await.unwrap().unwrap(), activated);
+    assert_eq!(
+        other.list_versions("a").await.unwrap(),
+        store.list_versions("a").await.unwrap()
+    );
 }

@@ -33,6 +33,7 @@ fn version(app: &str) -> NewVersion {
         packages: BTreeMap::from([(".".to_owned(), "a".repeat(64))]),
         created_ms: 1,
         source: "upload".into(),
+        layers: BTreeMap::new(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! [`Fixture`] of its own, and get one test per case.
 
 pub mod apps;
+pub mod builds;
 pub mod credentials;
 pub mod events;
 pub mod queues;
@@ -39,6 +40,8 @@ macro_rules! conformance_suite {
             apps::backlogs_count_each_app_s_events_and_messages_in_bytes,
             apps::nodes_report_by_heartbeat,
             apps::a_lease_has_one_holder_at_a_time,
+            apps::a_version_s_layers_are_kept_and_moved,
+            builds::builds_are_put_replaced_listed_trimmed_and_removed_with_their_app,
             credentials::credentials_are_kept_with_their_secret_and_listed_per_app,
             credentials::a_credential_is_revoked_only_by_its_own_app,
             credentials::deleting_an_app_deletes_its_credentials,

@@ -14,6 +14,7 @@ fn version(app: &str) -> NewVersion {
         packages: BTreeMap::from([(".".to_owned(), "b".repeat(64))]),
         created_ms: 7,
         source: "git 0123abc the first".into(),
+        layers: BTreeMap::new(),
     }
 }
 

@@ -1,0 +1,439 @@
+//! Deploys that install dependencies: `requirements.txt` and `uv.lock`
+//! with uv (or pip), `package-lock.json` with `npm ci`, into a layer kept
+//! by what it was built from, so a change of code alone reuses it. A build
+//! that fails deploys nothing, and the active version keeps serving.
+//!
+//! Runs in both isolation modes (CI runs it again with STRATUS_ISOLATION=none).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Server, client, write_app};
+
+/// `stratus deploy DIR`, insisting that it succeeds; returns what it
+/// printed to standard error (the build's progress).
+fn deploy(server: &Server, dir: &str) -> String {
+    let out = server.cli(&["deploy", server.path(dir).to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "deploy {dir} failed:\n{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
+fn builds(server: &Server, app: &str) -> Vec<serde_json::Value> {
+    let listed: serde_json::Value =
+        serde_json::from_str(&server.ok(&["builds", "ls", app, "--output", "json"])).unwrap();
+    listed["builds"].as_array().unwrap().clone()
+}
+
+fn get(server: &Server, path: &str) -> (u16, String) {
+    let response = client()
+        .get(format!("{}{path}", server.public))
+        .send()
+        .unwrap();
+    (response.status().as_u16(), response.text().unwrap())
+}
+
+const FASTAPI_MANIFEST: &str = "app: fast
+functions:
+  api:
+    runtime: python3
+    handler: main.handler
+    code: ./src
+    http: { path: /* }
+";
+
+const FASTAPI_MAIN: &str = r#"import numpy
+from fastapi import FastAPI
+from mangum import Mangum
+
+app = FastAPI()
+
+@app.get("/sum/{n}")
+def total(n: int):
+    return {"sum": int(numpy.arange(n).sum()), "numpy": numpy.__file__}
+
+handler = Mangum(app, lifespan="off")
+"#;
+
+#[test]
+fn python_requirements_install_on_deploy_and_a_code_change_reuses_them() {
+    let server = Server::start();
+    let app = server.path("fast");
+    write_app(
+        &app,
+        &[
+            ("stratus.yaml", FASTAPI_MANIFEST),
+            ("src/requirements.txt", "fastapi\nmangum\nnumpy\n"),
+            ("src/main.py", FASTAPI_MAIN),
+        ],
+    );
+    let said = deploy(&server, "fast");
+    assert!(
+        said.contains("==> src (python3): install Python requirements"),
+        "{said}"
+    );
+    // None of them is on the host: the build installed them.
+    for module in ["fastapi", "mangum", "numpy"] {
+        let on_host = Command::new(common::python())
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .unwrap();
+        assert!(
+            !on_host.status.success(),
+            "{module} is installed on the host, which proves nothing"
+        );
+    }
+    let (status, body) = get(&server, "/fast/sum/5");
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["sum"], 10, "{answer}");
+    assert!(
+        answer["numpy"]
+            .as_str()
+            .unwrap()
+            .contains(".stratus/python/numpy/"),
+        "{answer}"
+    );
+    // Nothing was written into the code the user deployed.
+    assert!(!app.join("src/.stratus").exists());
+    let first = builds(&server, "fast");
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["status"], "succeeded");
+    assert_eq!(first[0]["version"], 1);
+    assert_eq!(first[0]["cache_hits"], 0);
+
+    // A change of code alone reuses the layer.
+    std::fs::write(
+        app.join("src/main.py"),
+        FASTAPI_MAIN.replace("\"sum\"", "\"total\""),
+    )
+    .unwrap();
+    let said = deploy(&server, "fast");
+    assert!(said.contains(": cached (layer "), "{said}");
+    let (_, body) = get(&server, "/fast/sum/4");
+    assert!(body.contains("\"total\":6"), "{body}");
+    let second = builds(&server, "fast");
+    assert_eq!(second.len(), 2);
+    assert_eq!(second[0]["version"], 2);
+    assert_eq!(second[0]["cache_hits"], 1, "{:?}", second[0]);
+
+    // A requirement that cannot be had fails the deploy with the
+    // installer's own words; version 2 keeps serving.
+    std::fs::write(
+        app.join("src/requirements.txt"),
+        "fastapi\nmangum\nnumpy\nno-such-package-stratus-test==1.0\n",
+    )
+    .unwrap();
+    let failed = server.fails(&["deploy", app.to_str().unwrap()]);
+    assert!(
+        failed.contains("no-such-package-stratus-test")
+            && failed.contains("nothing was deployed")
+            && failed.contains("the active version keeps serving"),
+        "{failed}"
+    );
+    let (status, body) = get(&server, "/fast/sum/4");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"total\":6"), "{body}");
+    let versions: serde_json::Value =
+        serde_json::from_str(&server.ok(&["versions", "fast", "--output", "json"])).unwrap();
+    assert_eq!(versions["active"], 2, "{versions}");
+    let third = builds(&server, "fast");
+    assert_eq!(third[0]["status"], "failed", "{:?}", third[0]);
+    assert!(third[0]["version"].is_null());
+    let shown = server.ok(&["builds", "show", "fast", third[0]["id"].as_str().unwrap()]);
+    assert!(
+        shown.contains("failed") && shown.contains("no-such-package-stratus-test"),
+        "{shown}"
+    );
+    let table = server.ok(&["builds", "ls", "fast"]);
+    assert_eq!(table.lines().count(), 4, "{table}");
+    let missing = server.fails(&["builds", "show", "fast", "20200101-000000-0000"]);
+    assert!(missing.contains("has no build"), "{missing}");
+}
+
+/// The uv executable beside the interpreter (`pip install uv`) or on PATH.
+fn uv() -> String {
+    let python = common::python();
+    let beside = Path::new(&python).parent().unwrap().join("uv");
+    if beside.exists() {
+        return beside.display().to_string();
+    }
+    let found = Command::new("uv").arg("--version").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "uv is needed to lock the test project (python3 -m pip install uv)"
+    );
+    "uv".to_owned()
+}
+
+#[test]
+fn a_uv_project_installs_what_its_lock_file_pins() {
+    let server = Server::start();
+    let app = server.path("locked");
+    write_app(
+        &app,
+        &[
+            (
+                "stratus.yaml",
+                "app: locked\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            (
+                "pyproject.toml",
+                "[project]\nname = \"locked\"\nversion = \"0.1.0\"\nrequires-python = \">=3.8\"\ndependencies = [\"six==1.16.0\"]\n",
+            ),
+            (
+                "main.py",
+                "import six\n\ndef handler(event, context):\n    return {'six': six.__version__, 'at': six.__file__}\n",
+            ),
+        ],
+    );
+    let locked = Command::new(uv())
+        .arg("lock")
+        .current_dir(&app)
+        .output()
+        .unwrap();
+    assert!(locked.status.success(), "uv lock: {locked:?}");
+    let said = deploy(&server, "locked");
+    assert!(said.contains("uv.lock"), "{said}");
+    let answer = server.invoke("locked/f", "{}");
+    assert_eq!(answer["result"]["six"], "1.16.0", "{answer}");
+    assert!(
+        answer["result"]["at"]
+            .as_str()
+            .unwrap()
+            .contains(".stratus/python/"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn node_dependencies_and_a_native_addon_install_from_the_lock_file() {
+    let server = Server::start();
+    let app = server.path("shop");
+    write_app(
+        &app,
+        &[
+            (
+                "stratus.yaml",
+                "app: shop\nfunctions:\n  api:\n    runtime: nodejs\n    handler: app.handler\n    code: ./api\n    http: { path: /* }\n",
+            ),
+            (
+                "api/package.json",
+                r#"{"name": "shop", "version": "1.0.0", "private": true,
+                    "dependencies": {"express": "^4.21.0", "serverless-http": "^3.2.0", "bcrypt": "^6.0.0"}}"#,
+            ),
+            (
+                "api/app.js",
+                r#"const express = require("express");
+const serverless = require("serverless-http");
+const bcrypt = require("bcrypt");
+const app = express();
+app.get("/items/:id", (req, res) =>
+  res.json({
+    id: req.params.id,
+    express: require.resolve("express"),
+    // A native addon.
+    bcrypt: bcrypt.compareSync(req.params.id, bcrypt.hashSync(req.params.id, 4)),
+  }));
+module.exports.handler = serverless(app);
+"#,
+            ),
+        ],
+    );
+    let locked = Command::new("npm")
+        .args([
+            "install",
+            "--package-lock-only",
+            "--no-audit",
+            "--no-fund",
+            "--silent",
+        ])
+        .current_dir(app.join("api"))
+        .output()
+        .unwrap();
+    assert!(
+        locked.status.success(),
+        "npm install --package-lock-only: {locked:?}"
+    );
+    assert!(!app.join("api/node_modules").exists());
+    let said = deploy(&server, "shop");
+    assert!(said.contains("npm ci"), "{said}");
+    let (status, body) = get(&server, "/shop/items/7");
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["id"], "7");
+    assert_eq!(answer["bcrypt"], true, "{answer}");
+    assert!(
+        answer["express"]
+            .as_str()
+            .unwrap()
+            .contains("node_modules/express/"),
+        "{answer}"
+    );
+    assert_eq!(builds(&server, "shop")[0]["status"], "succeeded");
+}
+
+#[test]
+fn a_flask_service_runs_under_the_gunicorn_its_requirements_install() {
+    let server = Server::start();
+    write_app(
+        &server.path("svc"),
+        &[
+            (
+                "stratus.yaml",
+                r#"app: svc
+services:
+  web:
+    runtime: python3
+    code: ./web
+    command: ["gunicorn", "-b", "0.0.0.0:$PORT", "app:app"]
+"#,
+            ),
+            ("web/requirements.txt", "flask>=3\ngunicorn>=22\n"),
+            (
+                "web/app.py",
+                r#"import gunicorn
+from flask import Flask
+
+app = Flask(__name__)
+
+@app.get("/")
+def index():
+    return {"served_by": "gunicorn " + gunicorn.__version__, "at": gunicorn.__file__}
+"#,
+            ),
+        ],
+    );
+    deploy(&server, "svc");
+    let (status, body) = get(&server, "/svc/");
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        answer["served_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("gunicorn "),
+        "{answer}"
+    );
+    assert!(
+        answer["at"].as_str().unwrap().contains(".stratus/python/"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn a_package_manager_the_platform_does_not_run_is_refused_saying_what_to_do() {
+    let server = Server::start();
+    write_app(
+        &server.path("poet"),
+        &[
+            (
+                "stratus.yaml",
+                "app: poet\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            (
+                "pyproject.toml",
+                "[tool.poetry]\nname = \"poet\"\n[tool.poetry.dependencies]\nsix = \"*\"\n",
+            ),
+            ("poetry.lock", "# poetry\n"),
+            ("main.py", "def handler(event, context):\n    return 1\n"),
+        ],
+    );
+    let failed = server.fails(&["deploy", server.path("poet").to_str().unwrap()]);
+    assert!(
+        failed.contains("poetry") && failed.contains("nothing was deployed"),
+        "{failed}"
+    );
+    let listed = server.ok(&["ls", "--output", "json"]);
+    assert!(!listed.contains("poet"), "{listed}");
+}
+
+/// The pids of `sleep 4242`, the slow package's setup.py.
+fn sleepers() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            (cmdline == b"sleep\x004242\x00").then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_build_cut_short_by_a_crash_leaves_nothing_half_made() {
+    let mut server = Server::start();
+    let app = server.path("slow");
+    write_app(
+        &app,
+        &[
+            (
+                "stratus.yaml",
+                "app: slow\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            ("requirements.txt", "./slowpkg\n"),
+            (
+                "slowpkg/setup.py",
+                "import subprocess\nsubprocess.run(['sleep', '4242'])\nfrom setuptools import setup\nsetup(name='slowpkg', version='1.0')\n",
+            ),
+            (
+                "main.py",
+                "import six\n\ndef handler(event, context):\n    return six.__version__\n",
+            ),
+        ],
+    );
+    let mut deploying = Command::new(common::BIN)
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .args(["deploy", app.to_str().unwrap()])
+        .env("STRATUS_CONFIG_DIR", common::config_dir(&server.data_dir))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The build is in the package's setup.py, sleeping.
+    common::eventually(std::time::Duration::from_secs(120), || {
+        if sleepers().is_empty() {
+            return Err("setup.py has not started".to_owned());
+        }
+        Ok(())
+    });
+    assert_eq!(builds(&server, "slow")[0]["status"], "running");
+    server.kill();
+    let _ = deploying.wait();
+    // Nothing of the build outlives the server.
+    common::eventually(std::time::Duration::from_secs(15), || {
+        match sleepers().len() {
+            0 => Ok(()),
+            n => Err(format!("{n} build processes outlived the server")),
+        }
+    });
+
+    server.restart();
+    let interrupted = builds(&server, "slow");
+    assert_eq!(interrupted[0]["status"], "interrupted", "{interrupted:?}");
+    let layers = server.data_dir.join("layers");
+    let half_made: Vec<_> = std::fs::read_dir(&layers)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(half_made.is_empty(), "{half_made:?}");
+    let listed = server.ok(&["ls", "--output", "json"]);
+    assert!(!listed.contains("\"slow\""), "{listed}");
+
+    // The next deploy builds from the start.
+    std::fs::write(app.join("requirements.txt"), "six==1.16.0\n").unwrap();
+    deploy(&server, "slow");
+    assert_eq!(server.invoke("slow/f", "{}")["result"], "1.16.0");
+}

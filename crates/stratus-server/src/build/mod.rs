@@ -1,0 +1,858 @@
+//! Builds: the dependencies a deploy's code declares (`requirements.txt`,
+//! `pyproject.toml` with `uv.lock`, `package.json` with its lock file),
+//! installed on the server into layers kept by cache key (`plan.rs`,
+//! `layers.rs`), each step in a sandbox of its own (`run.rs`). A code
+//! directory with a layer runs from a directory of both, hard-linked.
+//!
+//! A version records the layer of each built code directory
+//! (`VersionRecord::layers`, keyed `DIR@RUNTIME`); a node that lacks one
+//! (a restart after pruning, another node of a cluster) builds it again
+//! from the same inputs.
+
+mod layers;
+mod plan;
+mod run;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use stratus_manifest::{AppSpec, Runtime};
+use stratus_sandbox::{Isolation, Mount};
+use stratus_scheduler::{Interpreter, Launch};
+use stratus_store::{BuildRecord, BuildStatus, VersionRecord};
+
+pub(crate) use layers::built_dir;
+use plan::{NODE_LAYER_DIR, PYTHON_LAYER_DIR};
+pub(crate) use run::{Progress, Sink};
+
+use crate::api::ApiError;
+use crate::config::BuildSettings;
+use plan::{Plan, Recipe, Toolchain};
+use run::{Room, Step};
+
+/// Where a step sees the code.
+const TASK_ROOT: &str = "/var/task";
+/// Where a step sees its working directory and its app's cache.
+const WORK: &str = "/build";
+const CACHE: &str = "/build-cache";
+/// Where a step sees uv when it lies outside the system directories.
+const UV_IN_SANDBOX: &str = "/opt/stratus/bin/uv";
+/// The host uid and gid builds run as (`nobody`): their directories are
+/// made theirs.
+const BUILD_ID: u32 = 65534;
+
+/// Builds code on this node.
+pub(crate) struct Builder {
+    launcher: Arc<dyn Launch>,
+    data_dir: PathBuf,
+    settings: BuildSettings,
+    toolchain: Toolchain,
+    python: Interpreter,
+    node: Interpreter,
+    uv: Option<PathBuf>,
+    /// npm's, pnpm's and yarn's scripts, run with `node`.
+    npm: Option<PathBuf>,
+    pnpm: Option<PathBuf>,
+    yarn: Option<PathBuf>,
+    /// Whether builds run as the user nobody (see [`builds_as_nobody`]).
+    as_nobody: bool,
+    /// This node, named in the builds it records.
+    node_id: String,
+    /// The ids of the builds this server is running now.
+    running: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// One build of a layer at a time; others wait and find it made.
+    building: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// What a deploy's build made.
+#[derive(Debug, Default)]
+pub(crate) struct Built {
+    /// The build's id, when there was anything to build.
+    pub id: Option<String>,
+    /// The layer of each built code directory, by `DIR@RUNTIME`.
+    pub layers: BTreeMap<String, String>,
+}
+
+/// One code directory's part of a build, for its record.
+#[derive(Debug, Serialize)]
+struct Part {
+    code: String,
+    runtime: String,
+    step: String,
+    layer: String,
+    cached: bool,
+    duration_ms: u64,
+    ok: bool,
+}
+
+/// The key of a code directory's layer in [`VersionRecord::layers`].
+pub(crate) fn layer_slot(code: &str, runtime: Runtime) -> String {
+    format!("{code}@{runtime}")
+}
+
+/// The directory instances of `code` on `runtime` run from: the package's
+/// code, with its layer if it has one.
+pub(crate) fn code_dir_of(
+    data_dir: &Path,
+    version: &VersionRecord,
+    code: &str,
+    runtime: Option<Runtime>,
+) -> PathBuf {
+    let Some(sha) = version.packages.get(code) else {
+        return PathBuf::new();
+    };
+    let layer = runtime.and_then(|r| version.layers.get(&layer_slot(code, r)));
+    match layer {
+        Some(layer) => built_dir(data_dir, sha, layer),
+        None => crate::deploy::code_dir(data_dir, sha),
+    }
+}
+
+/// Where a built service's dependencies are, for its `PATH` and
+/// `PYTHONPATH`.
+pub(crate) fn service_deps(
+    version: &VersionRecord,
+    code: &str,
+    runtime: Option<Runtime>,
+) -> Option<stratus_scheduler::ServiceDeps> {
+    let runtime = runtime?;
+    version.layers.get(&layer_slot(code, runtime))?;
+    Some(match runtime {
+        Runtime::Python3 => stratus_scheduler::ServiceDeps {
+            bin: Path::new(PYTHON_LAYER_DIR).join("bin"),
+            python_path: Some(PYTHON_LAYER_DIR.into()),
+        },
+        _ => stratus_scheduler::ServiceDeps {
+            bin: Path::new(NODE_LAYER_DIR).join(".bin"),
+            python_path: None,
+        },
+    })
+}
+
+/// The code directories of `spec` that run on a runtime, with it.
+fn runtime_dirs(spec: &AppSpec) -> BTreeSet<(String, Runtime)> {
+    let functions = spec
+        .functions
+        .values()
+        .filter(|f| f.runtime != Runtime::Provided)
+        .map(|f| (f.code.clone(), f.runtime));
+    let services = spec
+        .services
+        .values()
+        .filter_map(|s| Some((s.code.clone(), s.runtime?)));
+    functions.chain(services).collect()
+}
+
+/// uv installed beside `python` (`pip install uv`), else the first on
+/// PATH that is the program itself rather than a version manager's shim
+/// script, which would not run inside a build's sandbox.
+fn find_uv(python: &Path) -> Option<PathBuf> {
+    let beside = python.parent().map(|dir| dir.join("uv"));
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("uv"))
+                .collect()
+        })
+        .unwrap_or_default();
+    beside
+        .into_iter()
+        .chain(on_path)
+        .filter_map(|candidate| candidate.canonicalize().ok())
+        .find(|candidate| {
+            let mut head = [0u8; 2];
+            std::fs::File::open(candidate)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+                .is_ok_and(|()| &head != b"#!")
+        })
+}
+
+/// A build this server runs, in `Builder::running` until dropped (also
+/// when the deploy that runs it is cancelled).
+struct Running<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    id: String,
+}
+
+impl<'a> Running<'a> {
+    fn start(set: &'a std::sync::Mutex<std::collections::HashSet<String>>, id: &str) -> Self {
+        set.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned());
+        Running {
+            set,
+            id: id.to_owned(),
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// Whether builds can run as the user nobody: always in namespaced
+/// sandboxes; without them, when the server is root (to hand the build's
+/// directories over) and nobody can reach the tools and the data
+/// directory.
+fn builds_as_nobody(isolation: Isolation, data_dir: &Path, tools: &[&Path]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if isolation == Isolation::Namespaces {
+        return root;
+    }
+    // Every directory on the way searchable by others, and the file itself
+    // readable and executable by them.
+    let reachable = |path: &Path, file: bool| {
+        let Ok(path) = path.canonicalize() else {
+            return false;
+        };
+        let dirs_ok = path
+            .ancestors()
+            .skip(usize::from(file))
+            .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.mode() & 0o001 != 0));
+        dirs_ok && (!file || std::fs::metadata(&path).is_ok_and(|m| m.mode() & 0o005 == 0o005))
+    };
+    root && reachable(data_dir, false) && tools.iter().all(|tool| reachable(tool, true))
+}
+
+impl Builder {
+    pub async fn new(
+        launcher: Arc<dyn Launch>,
+        data_dir: &Path,
+        settings: BuildSettings,
+        python: Interpreter,
+        node: Interpreter,
+        node_id: &str,
+    ) -> Builder {
+        let uv = settings.uv.clone().or_else(|| find_uv(&python.executable));
+        let script =
+            |name: &str| crate::runtimes::find_on_path(name).and_then(|p| p.canonicalize().ok());
+        let (npm, pnpm, yarn) = (script("npm"), script("pnpm"), script("yarn"));
+        let toolchain = Toolchain {
+            python: identify(&python.executable, &[
+                "-c",
+                "import sys, platform; print(sys.implementation.cache_tag, platform.machine(), platform.python_version())",
+            ])
+            .await,
+            node: identify(&node.executable, &["-p", "process.version + ' ' + process.arch"]).await,
+            uv: uv.is_some(),
+            pnpm: pnpm.is_some(),
+            yarn: yarn.is_some(),
+        };
+        if uv.is_none() {
+            tracing::warn!(
+                "uv not found (--uv, or on PATH): Python requirements are installed with pip, which is slower"
+            );
+        }
+        if npm.is_none() {
+            tracing::warn!("npm not found on PATH: Node.js dependencies cannot be installed");
+        }
+        let tools: Vec<&Path> = [
+            Some(&python.executable),
+            Some(&node.executable),
+            uv.as_ref(),
+            npm.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
+        .collect();
+        let as_nobody = builds_as_nobody(launcher.isolation(), data_dir, &tools);
+        if launcher.isolation() == Isolation::None {
+            if as_nobody {
+                tracing::warn!(
+                    "builds run without isolation, as the user nobody, with the build limits"
+                );
+            } else {
+                tracing::warn!(
+                    "builds run without isolation and as the server's own user: the server is not root, or the interpreters, build tools or data directory are not reachable by the user nobody"
+                );
+            }
+        }
+        layers::remove_partials(data_dir);
+        let _ = std::fs::remove_dir_all(data_dir.join("builds").join("work"));
+        Builder {
+            launcher,
+            data_dir: data_dir.to_owned(),
+            settings,
+            toolchain,
+            python,
+            node,
+            uv,
+            npm,
+            pnpm,
+            yarn,
+            as_nobody,
+            node_id: node_id.to_owned(),
+            running: Default::default(),
+            building: Default::default(),
+        }
+    }
+
+    /// Builds what `spec` needs from `packages` (by code directory),
+    /// recording the build for `stratus builds` and telling `watcher`.
+    pub async fn build_app(
+        &self,
+        store: &dyn stratus_store::Store,
+        app: &str,
+        spec: &AppSpec,
+        packages: &BTreeMap<String, String>,
+        sink: &Arc<Sink>,
+    ) -> Result<Built, ApiError> {
+        let mut plans = Vec::new();
+        for (code, runtime) in runtime_dirs(spec) {
+            let Some(sha) = packages.get(&code) else {
+                continue;
+            };
+            let dir = crate::deploy::code_dir(&self.data_dir, sha);
+            match plan::plan(&dir, runtime, &self.toolchain) {
+                Ok(Some(plan)) => plans.push((code, runtime, sha.clone(), plan)),
+                Ok(None) => {}
+                Err(message) => {
+                    return Err(ApiError::bad_request(
+                        "build_failed",
+                        format!(
+                            "code directory {code:?} ({runtime}): {message}; nothing was deployed"
+                        ),
+                    ));
+                }
+            }
+        }
+        if plans.is_empty() {
+            return Ok(Built::default());
+        }
+        let started_ms = crate::now_ms();
+        let mut record = BuildRecord {
+            app: app.to_owned(),
+            id: build_id(started_ms),
+            started_ms,
+            finished_ms: None,
+            status: BuildStatus::Running,
+            version: None,
+            detail: serde_json::json!({ "node": self.node_id }).to_string(),
+        };
+        store.put_build(record.clone()).await?;
+        let _running = Running::start(&self.running, &record.id);
+        let mut built = Built {
+            id: Some(record.id.clone()),
+            layers: BTreeMap::new(),
+        };
+        let mut parts = Vec::new();
+        let mut failure = None;
+        for (code, runtime, sha, plan) in &plans {
+            let began = Instant::now();
+            let label = format!("{code} ({runtime}): {}", plan.recipe.describe());
+            let outcome = self
+                .layer(app, &dir_of(&self.data_dir, sha), plan, &label, sink)
+                .await;
+            let outcome = match outcome {
+                Ok(cached) => self
+                    .assemble(sha, plan)
+                    .await
+                    .map(|()| cached)
+                    .map_err(|e| format!("cannot link the dependencies into the code: {e}")),
+                Err(e) => Err(e),
+            };
+            parts.push(Part {
+                code: code.clone(),
+                runtime: runtime.to_string(),
+                step: plan.recipe.describe().to_owned(),
+                layer: plan.key.clone(),
+                cached: *outcome.as_ref().unwrap_or(&false),
+                duration_ms: began.elapsed().as_millis() as u64,
+                ok: outcome.is_ok(),
+            });
+            match outcome {
+                Ok(_) => {
+                    built
+                        .layers
+                        .insert(layer_slot(code, *runtime), plan.key.clone());
+                }
+                Err(message) => {
+                    failure = Some((label, message));
+                    break;
+                }
+            }
+        }
+        record.finished_ms = Some(crate::now_ms());
+        record.status = match failure {
+            None => BuildStatus::Succeeded,
+            Some(_) => BuildStatus::Failed,
+        };
+        record.detail = serde_json::json!({
+            "node": self.node_id,
+            "parts": parts,
+            "error": failure.as_ref().map(|(label, message)| format!("{label}: {message}")),
+            "log": sink.text(),
+        })
+        .to_string();
+        store.put_build(record).await?;
+        let _ = store.trim_builds(app, self.settings.keep_builds).await;
+        if let Some((label, message)) = failure {
+            return Err(ApiError::bad_request(
+                "build_failed",
+                format!(
+                    "the build failed at {label}: {message}; nothing was deployed, and the active version keeps serving (stratus builds show {app} {})",
+                    built.id.as_deref().unwrap_or("")
+                ),
+            )
+            .with_details(sink.tail(run::FAILURE_LINES)));
+        }
+        Ok(built)
+    }
+
+    /// Whether a build recorded as running was cut short: one of this
+    /// node's that it no longer runs (the server stopped or crashed during
+    /// it), or another node's running past the longest a build may take.
+    pub fn interrupted(&self, build: &BuildRecord) -> bool {
+        if build.status != BuildStatus::Running {
+            return false;
+        }
+        let detail: serde_json::Value = serde_json::from_str(&build.detail).unwrap_or_default();
+        if detail["node"] == self.node_id.as_str() {
+            return !self
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&build.id);
+        }
+        let longest = self.settings.build_timeout.as_millis() as i64 + 60_000;
+        crate::now_ms().saturating_sub(build.started_ms) > longest
+    }
+
+    /// Records that build `id` of `app` made `version`.
+    pub async fn mark_deployed(
+        &self,
+        store: &dyn stratus_store::Store,
+        app: &str,
+        id: &str,
+        version: u32,
+    ) {
+        if let Ok(Some(mut record)) = store.get_build(app, id).await {
+            record.version = Some(version);
+            if let Err(e) = store.put_build(record).await {
+                tracing::warn!(app, build = id, error = %e, "cannot record the build's version");
+            }
+        }
+    }
+
+    /// Makes sure every built code directory of `version` is here,
+    /// building a missing layer from its package.
+    pub async fn ensure(&self, version: &VersionRecord) -> Result<(), String> {
+        for (code, runtime) in runtime_dirs(&version.spec) {
+            let Some(key) = version.layers.get(&layer_slot(&code, runtime)) else {
+                continue;
+            };
+            let Some(sha) = version.packages.get(&code) else {
+                continue;
+            };
+            if built_dir(&self.data_dir, sha, key).is_dir() {
+                continue;
+            }
+            let dir = dir_of(&self.data_dir, sha);
+            let plan = plan::plan(&dir, runtime, &self.toolchain)?
+                .ok_or_else(|| format!("code directory {code:?} has nothing to build"))?;
+            if &plan.key != key {
+                return Err(format!(
+                    "code directory {code:?} ({runtime}) was built for another interpreter or platform (layer {key}, this node makes {}); give this node the same interpreter",
+                    plan.key
+                ));
+            }
+            let sink = Sink::new(None);
+            let label = format!("{code} ({runtime}): {}", plan.recipe.describe());
+            self.layer(&version.app, &dir, &plan, &label, &sink)
+                .await
+                .map_err(|e| format!("{label}: {e}: {}", sink.tail(5).join(" | ")))?;
+            self.assemble(sha, &plan)
+                .await
+                .map_err(|e| format!("cannot link the dependencies into the code: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes built directories and layers that no version in `keep`
+    /// uses (layers only after `grace`).
+    pub fn prune(&self, keep: &[VersionRecord], grace: Duration) -> usize {
+        let mut used = std::collections::HashSet::new();
+        for version in keep {
+            for (slot, layer) in &version.layers {
+                let code = slot.rsplit_once('@').map_or(slot.as_str(), |(c, _)| c);
+                if let Some(sha) = version.packages.get(code) {
+                    used.insert((sha.clone(), layer.clone()));
+                }
+            }
+        }
+        layers::prune(&self.data_dir, &used, grace)
+    }
+
+    /// Makes `plan`'s layer unless it is there; `Ok(true)` when it was.
+    async fn layer(
+        &self,
+        app: &str,
+        code: &Path,
+        plan: &Plan,
+        label: &str,
+        sink: &Arc<Sink>,
+    ) -> Result<bool, String> {
+        let dest = layers::layer_dir(&self.data_dir, &plan.key);
+        if dest.is_dir() {
+            layers::touch(&dest);
+            sink.step(format!("{label}: cached (layer {})", &plan.key[..12]));
+            return Ok(true);
+        }
+        let lock = {
+            let mut building = self.building.lock().unwrap_or_else(|p| p.into_inner());
+            building.entry(plan.key.clone()).or_default().clone()
+        };
+        let _held = lock.lock().await;
+        if dest.is_dir() {
+            sink.step(format!("{label}: cached (layer {})", &plan.key[..12]));
+            return Ok(true);
+        }
+        sink.step(label.to_owned());
+        let work = self
+            .data_dir
+            .join("builds")
+            .join("work")
+            .join(layers::partial_path(&dest).file_name().unwrap_or_default());
+        let result = self.make_layer(app, code, plan, &work, &dest, sink).await;
+        let _ = std::fs::remove_dir_all(&work);
+        self.building
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&plan.key);
+        result.map(|()| false)
+    }
+
+    async fn make_layer(
+        &self,
+        app: &str,
+        code: &Path,
+        plan: &Plan,
+        work: &Path,
+        dest: &Path,
+        sink: &Arc<Sink>,
+    ) -> Result<(), String> {
+        let cache = self.data_dir.join("builds").join("cache").join(app);
+        prepare_dirs(work, &cache, plan, self.as_nobody)
+            .map_err(|e| format!("cannot prepare the build: {e}"))?;
+        let isolation = self.launcher.isolation();
+        let inside = |host: &Path, sandbox: &str| match isolation {
+            Isolation::Namespaces => PathBuf::from(sandbox),
+            Isolation::None => host.to_owned(),
+        };
+        let work_in = inside(work, WORK);
+        let cache_in = inside(&cache, CACHE);
+        let code_in = inside(code, TASK_ROOT);
+        let mut mounts = vec![
+            Mount {
+                host: work.to_owned(),
+                sandbox: WORK.into(),
+                writable: true,
+            },
+            Mount {
+                host: cache.clone(),
+                sandbox: CACHE.into(),
+                writable: true,
+            },
+        ];
+        for prefix in [&self.python.prefix, &self.node.prefix]
+            .into_iter()
+            .flatten()
+        {
+            mounts.push(Mount {
+                host: prefix.clone(),
+                sandbox: prefix.clone(),
+                writable: false,
+            });
+        }
+        let uv = self.uv.as_ref().map(|uv| {
+            if isolation == Isolation::Namespaces && outside_system(uv) {
+                mounts.push(Mount {
+                    host: uv.clone(),
+                    sandbox: UV_IN_SANDBOX.into(),
+                    writable: false,
+                });
+                PathBuf::from(UV_IN_SANDBOX)
+            } else {
+                uv.clone()
+            }
+        });
+        let room = Room {
+            isolation,
+            code: code.to_owned(),
+            mounts,
+            memory_mb: self.settings.build_memory_mb,
+            timeout: self.settings.build_timeout,
+            as_nobody: self.as_nobody,
+        };
+        let mut env = vec![
+            (
+                "HOME".to_owned(),
+                work_in.join("home").display().to_string(),
+            ),
+            (
+                "TMPDIR".to_owned(),
+                work_in.join("tmp").display().to_string(),
+            ),
+            ("LANG".to_owned(), "C.UTF-8".to_owned()),
+            ("PATH".to_owned(), self.path(isolation)),
+            ("UV_PYTHON_DOWNLOADS".to_owned(), "never".to_owned()),
+            ("UV_NO_PROGRESS".to_owned(), "1".to_owned()),
+            ("PIP_DISABLE_PIP_VERSION_CHECK".to_owned(), "1".to_owned()),
+            (
+                "npm_config_cache".to_owned(),
+                cache_in.join("npm").display().to_string(),
+            ),
+            ("npm_config_update_notifier".to_owned(), "false".to_owned()),
+            ("npm_config_fund".to_owned(), "false".to_owned()),
+            ("npm_config_audit".to_owned(), "false".to_owned()),
+        ];
+        // The host's certificate and proxy settings, for the registries.
+        for key in [
+            "SSL_CERT_FILE",
+            "HTTPS_PROXY",
+            "HTTP_PROXY",
+            "NO_PROXY",
+            "https_proxy",
+            "http_proxy",
+            "no_proxy",
+        ] {
+            if let Ok(value) = std::env::var(key) {
+                env.push((key.to_owned(), value));
+            }
+        }
+        let python = self.python.executable.display().to_string();
+        let out = work_in.join("out").display().to_string();
+        let install = |requirements: String| -> Step {
+            match &uv {
+                Some(uv) => Step {
+                    name: "uv pip install".into(),
+                    program: uv.clone(),
+                    args: vec![
+                        "pip".into(),
+                        "install".into(),
+                        "--target".into(),
+                        out.clone(),
+                        "--python".into(),
+                        python.clone(),
+                        "--cache-dir".into(),
+                        cache_in.join("uv").display().to_string(),
+                        // Copies, not links into the cache, which later
+                        // builds may write.
+                        "--link-mode".into(),
+                        "copy".into(),
+                        "-r".into(),
+                        requirements,
+                    ],
+                    env: env.clone(),
+                    cwd: code_in.clone(),
+                },
+                None => Step {
+                    name: "pip install".into(),
+                    program: self.python.executable.clone(),
+                    args: vec![
+                        "-m".into(),
+                        "pip".into(),
+                        "install".into(),
+                        "--no-input".into(),
+                        "--target".into(),
+                        out.clone(),
+                        "--cache-dir".into(),
+                        cache_in.join("pip").display().to_string(),
+                        "-r".into(),
+                        requirements,
+                    ],
+                    env: env.clone(),
+                    cwd: code_in.clone(),
+                },
+            }
+        };
+        let node_dir = work_in.join("node");
+        let node_step =
+            |script: &Option<PathBuf>, tool: &str, args: &[&str]| -> Result<Step, String> {
+                let script = script
+                    .clone()
+                    .ok_or_else(|| format!("{tool} is not installed on the server"))?;
+                let mut all = vec![script.display().to_string()];
+                all.extend(args.iter().map(|a| a.to_string()));
+                Ok(Step {
+                    name: format!("{tool} {}", args[0]),
+                    program: self.node.executable.clone(),
+                    args: all,
+                    env: env.clone(),
+                    cwd: node_dir.clone(),
+                })
+            };
+        let steps = match plan.recipe {
+            Recipe::PythonRequirements { file, .. } => {
+                vec![install(code_in.join(file).display().to_string())]
+            }
+            Recipe::UvLock => {
+                let exported = work_in.join("requirements.txt").display().to_string();
+                let uv = uv.clone().ok_or("uv is not installed on the server")?;
+                vec![
+                    Step {
+                        name: "uv export".into(),
+                        program: uv,
+                        args: vec![
+                            "export".into(),
+                            "--frozen".into(),
+                            "--no-dev".into(),
+                            "--no-emit-project".into(),
+                            "--no-hashes".into(),
+                            "--project".into(),
+                            code_in.display().to_string(),
+                            "-o".into(),
+                            exported.clone(),
+                        ],
+                        env: env.clone(),
+                        cwd: work_in.clone(),
+                    },
+                    install(exported),
+                ]
+            }
+            Recipe::Npm { ci: true } => vec![node_step(&self.npm, "npm", &["ci", "--omit=dev"])?],
+            Recipe::Npm { ci: false } => vec![node_step(
+                &self.npm,
+                "npm",
+                &["install", "--omit=dev", "--no-package-lock"],
+            )?],
+            Recipe::Pnpm => vec![node_step(
+                &self.pnpm,
+                "pnpm",
+                &["install", "--frozen-lockfile", "--prod"],
+            )?],
+            Recipe::Yarn => vec![node_step(
+                &self.yarn,
+                "yarn",
+                &["install", "--frozen-lockfile", "--production"],
+            )?],
+        };
+        for step in &steps {
+            sink.line(format!(
+                "$ {} {}",
+                step.program.display(),
+                step.args.join(" ")
+            ));
+            run::run(&self.launcher, &room, step, sink)
+                .await
+                .map_err(|e| format!("`{}`: {e}", step.name))?;
+        }
+        let made = match plan.recipe.layer_dir() {
+            NODE_LAYER_DIR => work.join("node").join(NODE_LAYER_DIR),
+            _ => work.join("out"),
+        };
+        if !made.is_dir() {
+            std::fs::create_dir_all(&made).map_err(|e| e.to_string())?;
+        }
+        let partial = layers::partial_path(dest);
+        dest.parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::rename(&made, &partial))
+            .and_then(|()| layers::publish(&partial, dest))
+            .map_err(|e| format!("cannot keep the layer: {e}"))
+    }
+
+    async fn assemble(&self, sha: &str, plan: &Plan) -> std::io::Result<()> {
+        let code = dir_of(&self.data_dir, sha);
+        let layer = layers::layer_dir(&self.data_dir, &plan.key);
+        let dest = built_dir(&self.data_dir, sha, &plan.key);
+        let at = plan.recipe.layer_dir();
+        tokio::task::spawn_blocking(move || layers::assemble(&code, &layer, at, &dest))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// The PATH of a step: the interpreters' directories first.
+    fn path(&self, isolation: Isolation) -> String {
+        let mut dirs: Vec<String> = [&self.python, &self.node]
+            .iter()
+            .filter_map(|i| i.executable.parent())
+            .map(|d| d.display().to_string())
+            .collect();
+        dirs.push("/usr/local/bin:/usr/bin:/bin".to_owned());
+        if isolation == Isolation::None
+            && let Ok(host) = std::env::var("PATH")
+        {
+            dirs.push(host);
+        }
+        dirs.join(":")
+    }
+}
+
+fn dir_of(data_dir: &Path, sha: &str) -> PathBuf {
+    crate::deploy::code_dir(data_dir, sha)
+}
+
+/// Makes the build's working directory (with the recipe's inputs where
+/// the tool expects them) and its app's cache, owned by the build's user.
+fn prepare_dirs(work: &Path, cache: &Path, plan: &Plan, as_nobody: bool) -> std::io::Result<()> {
+    for dir in ["home", "tmp", "out", "node"] {
+        std::fs::create_dir_all(work.join(dir))?;
+    }
+    if plan.recipe.layer_dir() == NODE_LAYER_DIR {
+        for (name, bytes) in &plan.inputs {
+            std::fs::write(work.join("node").join(name), bytes)?;
+        }
+    }
+    std::fs::create_dir_all(cache)?;
+    if as_nobody {
+        chown_tree(work)?;
+        std::os::unix::fs::chown(cache, Some(BUILD_ID), Some(BUILD_ID))?;
+    }
+    Ok(())
+}
+
+fn chown_tree(dir: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::chown(dir, Some(BUILD_ID), Some(BUILD_ID))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            chown_tree(&entry.path())?;
+        } else {
+            std::os::unix::fs::chown(entry.path(), Some(BUILD_ID), Some(BUILD_ID))?;
+        }
+    }
+    Ok(())
+}
+
+fn outside_system(path: &Path) -> bool {
+    !["/usr", "/bin", "/sbin", "/lib", "/lib64"]
+        .iter()
+        .any(|dir| path.starts_with(dir))
+}
+
+/// What an interpreter says it is, for layer keys.
+async fn identify(executable: &Path, args: &[&str]) -> Option<String> {
+    let out = tokio::process::Command::new(executable)
+        .args(args)
+        .output()
+        .await
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// A build's id: when it started, readable and sortable, and a few
+/// random characters.
+fn build_id(started_ms: i64) -> String {
+    let time = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_millis(started_ms.max(0) as u64),
+    )
+    .to_string();
+    let digits: String = time.chars().filter(char::is_ascii_digit).collect();
+    let mut salt = [0u8; 2];
+    let _ = getrandom::fill(&mut salt);
+    format!("{}-{}-{}", &digits[..8], &digits[8..14], plan::hex(&salt))
+}
