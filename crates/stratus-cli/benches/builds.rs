@@ -12,6 +12,13 @@
 //!   is reused);
 //! - build-less deploy: a one-line change of an app without dependencies.
 //!
+//! Then, with `stratus dev` watching a FastAPI app with an HTTP route, R
+//! rounds (default 5) interleave:
+//! - dev save to served: the handler's file is saved with a new answer,
+//!   timed until the route serves it (target 1 s);
+//! - deploy to served: the same change made by hand, `stratus deploy` and
+//!   then requests until the route serves it.
+//!
 //! Each deploy is timed around the whole `stratus deploy` command (pack,
 //! upload, build, activate). It prints the median of each and the ratios
 //! cold deploy / direct and code-only redeploy / build-less deploy, with
@@ -214,7 +221,6 @@ fn run() -> anyhow::Result<()> {
             buildless[round - 1]
         );
     }
-    drop(server);
     let installer = if uv.is_some() { "uv" } else { "pip" };
     let (direct, cold) = (median(&mut direct), median(&mut cold));
     let (code_only, buildless) = (median(&mut code_only), median(&mut buildless));
@@ -229,5 +235,109 @@ fn run() -> anyhow::Result<()> {
         "  code-only redeploy               {code_only:8.3} s   {:.2}x build-less (target <= 1.5x)",
         code_only / buildless
     );
+    let (mut saved, mut by_hand) = dev_rounds(&server, &data_dir, scratch.path())?;
+    let (saved, by_hand) = (median(&mut saved), median(&mut by_hand));
+    println!("stratus dev, a code-only save of the FastAPI app, medians:");
+    println!("  deploy by hand to served         {by_hand:8.3} s");
+    println!(
+        "  dev save to served               {saved:8.3} s   {:.2}x by hand (target <= 1 s)",
+        saved / by_hand
+    );
+    drop(server);
     Ok(())
+}
+
+/// The FastAPI app behind an HTTP route, answering `word`.
+fn routed(dir: &Path, app: &str, word: &str) -> anyhow::Result<()> {
+    let main = MAIN
+        .replace("@app.get(\"/\")", "@app.get(\"/{rest:path}\")")
+        .replace("def index():", "def index(rest: str):")
+        .replace("\"world\"", &format!("\"{word}\""));
+    write(
+        dir,
+        &[
+            (
+                "stratus.yaml",
+                &format!(
+                    "app: {app}\nfunctions:\n  api:\n    runtime: python3\n    handler: main.handler\n    http: {{ path: /hello }}\n"
+                ),
+            ),
+            ("requirements.txt", REQUIREMENTS),
+            ("main.py", &main),
+        ],
+    )
+}
+
+/// Requests `url` until it answers with `word` in its body; the time since
+/// `since`.
+fn served_after(url: &str, word: &str, since: Instant) -> anyhow::Result<Duration> {
+    let client = reqwest::blocking::Client::new();
+    loop {
+        if let Ok(response) = client.get(url).send()
+            && response.status().is_success()
+            && response.text().unwrap_or_default().contains(word)
+        {
+            return Ok(since.elapsed());
+        }
+        if since.elapsed() > Duration::from_secs(120) {
+            bail!("{url} did not serve {word:?} within 2 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Interleaved rounds of a save under `stratus dev` and the same change
+/// deployed by hand, each timed until served.
+fn dev_rounds(
+    server: &Server,
+    data_dir: &Path,
+    scratch: &Path,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let rounds: usize = env_number("STRATUS_BENCH_DEV_ROUNDS", 5, |n| *n >= 1)?;
+    let watched = scratch.join("watched");
+    let manual = scratch.join("manual");
+    routed(&watched, "watched", "w0")?;
+    routed(&manual, "manual", "m0")?;
+    deploy(&manual, data_dir)?;
+    let mut dev = stratus_command()
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("dev")
+        .arg(&watched)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start stratus dev")?;
+    let watched_url = format!("{}/watched/hello", server.public);
+    let manual_url = format!("{}/manual/hello", server.public);
+    let outcome = (|| {
+        served_after(&watched_url, "w0", Instant::now())?;
+        served_after(&manual_url, "m0", Instant::now())?;
+        let (mut saved, mut by_hand) = (Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            // Past the file system's timestamp granularity and dev's poll.
+            std::thread::sleep(Duration::from_millis(300));
+            let word = format!("w{round}");
+            let started = Instant::now();
+            routed(&watched, "watched", &word)?;
+            saved.push(served_after(&watched_url, &word, started)?.as_secs_f64());
+            let word = format!("m{round}");
+            let started = Instant::now();
+            routed(&manual, "manual", &word)?;
+            deploy(&manual, data_dir)?;
+            by_hand.push(served_after(&manual_url, &word, started)?.as_secs_f64());
+            eprintln!(
+                "dev round {round}: save to served {:.3}s, deploy by hand to served {:.3}s",
+                saved[round - 1],
+                by_hand[round - 1]
+            );
+        }
+        Ok((saved, by_hand))
+    })();
+    let _ = Command::new("kill")
+        .args(["-INT", &dev.id().to_string()])
+        .status();
+    let _ = wait_bounded(&mut dev, Duration::from_secs(30));
+    outcome
 }
