@@ -437,3 +437,100 @@ fn a_build_cut_short_by_a_crash_leaves_nothing_half_made() {
     deploy(&server, "slow");
     assert_eq!(server.invoke("slow/f", "{}")["result"], "1.16.0");
 }
+
+/// A custom runtime whose answer comes from a program the deploy compiles.
+const SHELL_RUNTIME: &str = r#"#!/bin/sh
+set -eu
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  HEADERS="$(mktemp)"
+  curl -sS -D "$HEADERS" -o /dev/null "$API/invocation/next"
+  ID="$(grep -i '^lambda-runtime-aws-request-id:' "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)"
+  rm -f "$HEADERS"
+  curl -sS -o /dev/null -X POST "$API/invocation/$ID/response" -d "\"$(./bin/greet)\""
+done
+"#;
+
+fn compiled_app(server: &Server, source: &str, output: &str) {
+    write_app(
+        &server.path("native"),
+        &[
+            (
+                "stratus.yaml",
+                &format!(
+                    "app: native\nfunctions:\n  greet:\n    runtime: provided\n    code: ./fn\n    build:\n      command: mkdir -p bin && make\n      output: {output}\n"
+                ),
+            ),
+            ("fn/bootstrap", SHELL_RUNTIME),
+            (
+                "fn/Makefile",
+                "bin/greet: greet.c\n\tcc -O2 -o bin/greet greet.c\n",
+            ),
+            ("fn/greet.c", source),
+        ],
+    );
+}
+
+/// `build.command` compiles what a `provided` function runs: the outputs
+/// it names are laid over the code; a compile error deploys nothing and
+/// shows the compiler's message; an output it did not make is named.
+#[test]
+fn a_build_command_compiles_what_a_custom_runtime_runs() {
+    let server = Server::start();
+    let greet = |word: &str| {
+        format!("#include <stdio.h>\nint main(void) {{ printf(\"{word} from C\"); return 0; }}\n")
+    };
+    compiled_app(&server, &greet("hello"), "bin/greet");
+    let said = deploy(&server, "native");
+    assert!(
+        said.contains("==> fn (build): mkdir -p bin && make"),
+        "{said}"
+    );
+    assert!(said.contains("cc -O2 -o bin/greet greet.c"), "{said}");
+    assert_eq!(
+        server.invoke("native/greet", "{}")["result"],
+        "hello from C"
+    );
+    // The uploaded code stays as it was: the binary is the build's.
+    assert!(!server.path("native/fn/bin").exists());
+
+    // A compile error: the compiler's words, and the old version serves.
+    compiled_app(&server, "int main(void) { return nope; }\n", "bin/greet");
+    let failed = server.fails(&["deploy", server.path("native").to_str().unwrap()]);
+    assert!(
+        failed.contains("nope") && failed.contains("nothing was deployed"),
+        "{failed}"
+    );
+    assert_eq!(
+        server.invoke("native/greet", "{}")["result"],
+        "hello from C"
+    );
+
+    // An output the build did not make.
+    compiled_app(&server, &greet("hi"), "bin/other");
+    let failed = server.fails(&["deploy", server.path("native").to_str().unwrap()]);
+    assert!(
+        failed.contains("did not make bin/other, which build.output names"),
+        "{failed}"
+    );
+
+    compiled_app(&server, &greet("hi"), "bin/greet");
+    deploy(&server, "native");
+    assert_eq!(server.invoke("native/greet", "{}")["result"], "hi from C");
+    let listed = builds(&server, "native");
+    assert_eq!(listed.len(), 4, "{listed:?}");
+
+    // A language runtime installs its dependencies instead.
+    write_app(
+        &server.path("mixed"),
+        &[(
+            "stratus.yaml",
+            "app: mixed\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    build: { command: make, output: x }\n",
+        )],
+    );
+    let refused = server.fails(&["deploy", server.path("mixed").to_str().unwrap()]);
+    assert!(
+        refused.contains("`build:` is for code without a language runtime"),
+        "{refused}"
+    );
+}

@@ -15,9 +15,9 @@ mod spec;
 
 pub use error::{ManifestError, ManifestErrors};
 pub use spec::{
-    AppSpec, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, EventFormat, FunctionSpec,
-    HttpAuth, HttpSpec, LOG_LEVELS, LogFormat, Network, QueueSpec, QueueTrigger, Readiness,
-    Runtime, SCF_BOOTSTRAP, SCF_PORT, ScheduleTrigger, ServiceCommand, ServiceProtocol,
+    AppSpec, BuildCommand, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, EventFormat,
+    FunctionSpec, HttpAuth, HttpSpec, LOG_LEVELS, LogFormat, Network, QueueSpec, QueueTrigger,
+    Readiness, Runtime, SCF_BOOTSTRAP, SCF_PORT, ScheduleTrigger, ServiceCommand, ServiceProtocol,
     ServiceSpec, Trigger, is_valid_name,
 };
 

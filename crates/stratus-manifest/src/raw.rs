@@ -58,6 +58,7 @@ pub(crate) struct RawCloudEvents {
 pub(crate) struct RawService {
     pub code: Option<String>,
     pub runtime: Option<String>,
+    pub build: Option<RawBuild>,
     pub command: Option<RawCommand>,
     pub port: Option<u16>,
     pub http: Option<RawHttp>,
@@ -129,6 +130,15 @@ pub(crate) struct RawFunction {
     pub events: Option<Vec<RawTrigger>>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
+    pub build: Option<RawBuild>,
+}
+
+/// `build: { command: make, output: [bootstrap] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBuild {
+    pub command: Option<String>,
+    pub output: Option<OneOrMany>,
 }
 
 /// `http:` on a function: the routes that reach it on the public listener.

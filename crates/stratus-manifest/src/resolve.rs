@@ -7,13 +7,13 @@ use std::time::Duration;
 use crate::error::{ManifestError, ManifestErrors, closest, expected_for};
 use crate::locate::line_of;
 use crate::raw::{
-    EnvValue, RawCommand, RawCors, RawEgress, RawFunction, RawHttp, RawManifest, RawNetwork,
-    RawQueue, RawService, RawTrigger,
+    EnvValue, RawBuild, RawCommand, RawCors, RawEgress, RawFunction, RawHttp, RawManifest,
+    RawNetwork, RawQueue, RawService, RawTrigger,
 };
 use crate::spec::{
-    AppSpec, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, EventFormat, FunctionSpec,
-    HttpAuth, HttpSpec, LogFormat, Network, QueueSpec, QueueTrigger, Readiness, Runtime,
-    ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec, Trigger, is_valid_name,
+    AppSpec, BuildCommand, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, EventFormat,
+    FunctionSpec, HttpAuth, HttpSpec, LogFormat, Network, QueueSpec, QueueTrigger, Readiness,
+    Runtime, ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec, Trigger, is_valid_name,
 };
 
 pub const DEFAULT_MEMORY_MB: u32 = 128;
@@ -142,6 +142,7 @@ pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpe
         }
     }
 
+    check_builds(&mut c, &functions, &services);
     check_routes(&mut c, &functions, &services);
     check_destinations(&mut c, &functions, &queues);
     check_queue_triggers(&mut c, &functions, &queues);
@@ -386,6 +387,7 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         }
     };
     let log_level = f.log_level.map(|l| l.to_ascii_uppercase());
+    let build = resolve_build(c, &key("build"), f.build, runtime);
     if let Some(level) = &log_level
         && !crate::spec::LOG_LEVELS.contains(&level.as_str())
     {
@@ -418,6 +420,7 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         events,
         log_format,
         log_level,
+        build,
     })
 }
 
@@ -935,6 +938,7 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
             }
         },
     };
+    let build = resolve_build(c, &key("build"), s.build, runtime);
     let command = match s.command {
         None => None,
         Some(RawCommand::Exec(argv)) if argv.is_empty() || argv[0].is_empty() => {
@@ -1127,7 +1131,110 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
         network,
         protocol,
         runtime,
+        build,
     })
+}
+
+/// The functions and services of one code directory build it alike (it is
+/// built once), and none of them runs it on a language runtime.
+fn check_builds(
+    c: &mut Checker<'_>,
+    functions: &BTreeMap<String, FunctionSpec>,
+    services: &BTreeMap<String, ServiceSpec>,
+) {
+    let users = functions
+        .values()
+        .map(|f| {
+            let runtime = (f.runtime != Runtime::Provided).then_some(f.runtime);
+            (
+                format!("functions.{}", f.name),
+                &f.code,
+                f.build.as_ref(),
+                runtime,
+            )
+        })
+        .chain(services.values().map(|s| {
+            (
+                format!("services.{}", s.name),
+                &s.code,
+                s.build.as_ref(),
+                s.runtime,
+            )
+        }));
+    let users: Vec<_> = users.collect();
+    for (key, code, build, _) in &users {
+        let Some(build) = build else { continue };
+        for (other, other_code, other_build, runtime) in &users {
+            if other_code != code || other == key {
+                continue;
+            }
+            if let Some(runtime) = runtime {
+                c.error(
+                    format!("{key}.build"),
+                    format!("code directory {code:?} is built by a command here, and {other} runs it on {runtime}"),
+                    Some("give the built code a directory of its own".into()),
+                );
+            } else if other_build.is_some_and(|b| b != *build) && key < other {
+                c.error(
+                    format!("{key}.build"),
+                    format!("code directory {code:?} is built differently by {other}"),
+                    Some("a code directory is built once: give them the same `build:`, or each its own directory".into()),
+                );
+            }
+        }
+    }
+}
+
+/// `build:` of a function or service; `runtime` is the language runtime
+/// it has, if any (which installs dependencies instead).
+fn resolve_build(
+    c: &mut Checker<'_>,
+    key: &str,
+    raw: Option<RawBuild>,
+    runtime: Option<Runtime>,
+) -> Option<BuildCommand> {
+    let raw = raw?;
+    if let Some(runtime @ (Runtime::Python3 | Runtime::Nodejs)) = runtime {
+        c.error(
+            key.to_owned(),
+            format!("`build:` is for code without a language runtime; {runtime} code has its dependencies installed from its own files"),
+            Some(match runtime {
+                Runtime::Python3 => "remove `build:` and list the dependencies in requirements.txt (or pyproject.toml with uv.lock)".into(),
+                _ => "remove `build:` and list the dependencies in package.json with its lock file".into(),
+            }),
+        );
+        return None;
+    }
+    let command = raw.command.unwrap_or_default();
+    if command.trim().is_empty() {
+        c.error(
+            format!("{key}.command"),
+            "the build has no command".into(),
+            Some("name the command that builds the code, e.g. `command: make` or `command: go build -o bootstrap .`".into()),
+        );
+    }
+    let output = raw.output.map(|o| o.into_vec()).unwrap_or_default();
+    if output.is_empty() {
+        c.error(
+            format!("{key}.output"),
+            "the build names no output".into(),
+            Some("name the files or directories it makes that instances run, e.g. `output: bootstrap`".into()),
+        );
+    }
+    for path in &output {
+        let plain = !path.is_empty()
+            && Path::new(path)
+                .components()
+                .all(|part| matches!(part, Component::Normal(_)));
+        if !plain {
+            c.error(
+                format!("{key}.output"),
+                format!("{path:?} is not a path inside the code directory"),
+                Some("give paths relative to the code directory, without `..` (e.g. `target/release/app`)".into()),
+            );
+        }
+    }
+    (!command.trim().is_empty() && !output.is_empty()).then_some(BuildCommand { command, output })
 }
 
 /// Most destinations one `network.outbound` list may name.

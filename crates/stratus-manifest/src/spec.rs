@@ -178,6 +178,21 @@ pub struct ServiceSpec {
     /// are installed for it, and whose interpreter is on its `PATH`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<Runtime>,
+    /// The command that makes what it runs, when it has no runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildCommand>,
+}
+
+/// `build:`: a command that makes what a code directory without a
+/// language runtime runs (`make`, `go build`, `cargo build --release`),
+/// run on the server at deploy in a writable copy of the code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BuildCommand {
+    /// Run with `/bin/sh -c` in the copy of the code directory.
+    pub command: String,
+    /// Files and directories the build makes, relative to the code
+    /// directory: kept, and laid over the code that instances see.
+    pub output: Vec<String>,
 }
 
 /// How the gateway speaks to a service's instances.
@@ -283,6 +298,9 @@ pub struct FunctionSpec {
     /// default (`INFO` with the JSON format).
     #[serde(default)]
     pub log_level: Option<String>,
+    /// The command that makes what a `provided` function runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildCommand>,
 }
 
 /// How a runtime writes log records.
@@ -432,6 +450,19 @@ impl AppSpec {
         dirs.sort_unstable();
         dirs.dedup();
         dirs
+    }
+
+    /// The build command of each code directory that has one.
+    pub fn code_builds(&self) -> BTreeMap<&str, &BuildCommand> {
+        let functions = self
+            .functions
+            .values()
+            .filter_map(|f| Some((f.code.as_str(), f.build.as_ref()?)));
+        let services = self
+            .services
+            .values()
+            .filter_map(|s| Some((s.code.as_str(), s.build.as_ref()?)));
+        functions.chain(services).collect()
     }
 }
 

@@ -1859,3 +1859,37 @@ services:
         ",
     );
 }
+
+#[test]
+fn build_commands_are_checked() {
+    check(
+        "
+        app: native
+        functions:
+          a:
+            runtime: provided
+            code: ./bin
+            build: { command: make, output: [bootstrap] }
+          b:
+            runtime: provided
+            code: ./bin
+            build: { command: make all, output: bootstrap }
+          c:
+            runtime: provided
+            code: ./other
+            build: { output: [x, ../up] }
+          d:
+            runtime: nodejs
+            handler: index.handler
+            code: ./other
+        ",
+        r#"
+        stratus.yaml:6: functions.a.build: code directory "bin" is built differently by functions.b
+          hint: a code directory is built once: give them the same `build:`, or each its own directory
+        stratus.yaml:14: functions.c.build.command: the build has no command
+          hint: name the command that builds the code, e.g. `command: make` or `command: go build -o bootstrap .`
+        stratus.yaml:14: functions.c.build.output: "../up" is not a path inside the code directory
+          hint: give paths relative to the code directory, without `..` (e.g. `target/release/app`)
+        "#,
+    );
+}

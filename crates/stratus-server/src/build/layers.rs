@@ -60,6 +60,10 @@ pub(crate) fn assemble(code: &Path, layer: &Path, layer_at: &str, dest: &Path) -
     let partial = partial_path(dest);
     let made = (|| {
         link_tree(code, &partial)?;
+        if layer_at.is_empty() {
+            // A build's outputs, over the code.
+            return overlay(layer, &partial);
+        }
         let at = partial.join(layer_at);
         if at.exists() {
             return Err(io::Error::other(format!(
@@ -94,6 +98,64 @@ fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
             std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
         } else if kind.is_file() {
             std::fs::hard_link(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Links the tree of `from` into `to`, replacing what `to` has at the
+/// same paths.
+fn overlay(from: &Path, to: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        let existing = std::fs::symlink_metadata(&target).ok();
+        if kind.is_dir() {
+            match existing {
+                Some(meta) if meta.is_dir() => overlay(&entry.path(), &target)?,
+                Some(_) => {
+                    std::fs::remove_file(&target)?;
+                    link_tree(&entry.path(), &target)?;
+                }
+                None => link_tree(&entry.path(), &target)?,
+            }
+            continue;
+        }
+        match existing {
+            Some(meta) if meta.is_dir() => std::fs::remove_dir_all(&target)?,
+            Some(_) => std::fs::remove_file(&target)?,
+            None => {}
+        }
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else {
+            std::fs::hard_link(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the tree of `from` to `to` (a new directory): files, modes and
+/// symbolic links, for a build to write in.
+pub(crate) fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(from)?;
+    std::fs::create_dir(to)?;
+    let mode = meta.permissions().mode() | 0o700;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target)?;
+            let mode = std::fs::metadata(&target)?.permissions().mode() | 0o600;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
         }
     }
     Ok(())

@@ -93,6 +93,11 @@ pub(crate) fn layer_slot(code: &str, runtime: Runtime) -> String {
     format!("{code}@{runtime}")
 }
 
+/// The key of what a code directory's `build:` command made.
+fn build_slot(code: &str) -> String {
+    format!("{code}@build")
+}
+
 /// The directory instances of `code` on `runtime` run from: the package's
 /// code, with its layer if it has one.
 pub(crate) fn code_dir_of(
@@ -104,7 +109,9 @@ pub(crate) fn code_dir_of(
     let Some(sha) = version.packages.get(code) else {
         return PathBuf::new();
     };
-    let layer = runtime.and_then(|r| version.layers.get(&layer_slot(code, r)));
+    let layer = runtime
+        .and_then(|r| version.layers.get(&layer_slot(code, r)))
+        .or_else(|| version.layers.get(&build_slot(code)));
     match layer {
         Some(layer) => built_dir(data_dir, sha, layer),
         None => crate::deploy::code_dir(data_dir, sha),
@@ -130,6 +137,54 @@ pub(crate) fn service_deps(
             python_path: None,
         },
     })
+}
+
+/// What may need building in `spec`: each code directory with the runtime
+/// it runs on (its dependencies), or with its `build:` command. The label
+/// names it in the build's output.
+fn units(spec: &AppSpec) -> Vec<Unit> {
+    let runtimes = runtime_dirs(spec).into_iter().map(|(code, runtime)| Unit {
+        slot: layer_slot(&code, runtime),
+        what: runtime.to_string(),
+        code,
+        work: Work::Dependencies(runtime),
+    });
+    let commands = spec.code_builds().into_iter().map(|(code, build)| Unit {
+        slot: build_slot(code),
+        what: "build".to_owned(),
+        code: code.to_owned(),
+        work: Work::Command(build.clone()),
+    });
+    runtimes.chain(commands).collect()
+}
+
+struct Unit {
+    code: String,
+    slot: String,
+    what: String,
+    work: Work,
+}
+
+enum Work {
+    Dependencies(Runtime),
+    Command(stratus_manifest::BuildCommand),
+}
+
+impl Unit {
+    /// The plan of this unit over the unpacked package `sha`.
+    fn plan(&self, data_dir: &Path, sha: &str, tools: &Toolchain) -> Result<Option<Plan>, String> {
+        match &self.work {
+            Work::Dependencies(runtime) => plan::plan(&dir_of(data_dir, sha), *runtime, tools),
+            Work::Command(build) => Ok(Some(plan::command_plan(sha, build))),
+        }
+    }
+
+    fn label(&self, plan: &Plan) -> String {
+        match &plan.command {
+            Some(build) => format!("{} (build): {}", self.code, build.command),
+            None => format!("{} ({}): {}", self.code, self.what, plan.recipe.describe()),
+        }
+    }
 }
 
 /// The code directories of `spec` that run on a runtime, with it.
@@ -308,19 +363,19 @@ impl Builder {
         sink: &Arc<Sink>,
     ) -> Result<Built, ApiError> {
         let mut plans = Vec::new();
-        for (code, runtime) in runtime_dirs(spec) {
-            let Some(sha) = packages.get(&code) else {
+        for unit in units(spec) {
+            let Some(sha) = packages.get(&unit.code) else {
                 continue;
             };
-            let dir = crate::deploy::code_dir(&self.data_dir, sha);
-            match plan::plan(&dir, runtime, &self.toolchain) {
-                Ok(Some(plan)) => plans.push((code, runtime, sha.clone(), plan)),
+            match unit.plan(&self.data_dir, sha, &self.toolchain) {
+                Ok(Some(plan)) => plans.push((unit, sha.clone(), plan)),
                 Ok(None) => {}
                 Err(message) => {
                     return Err(ApiError::bad_request(
                         "build_failed",
                         format!(
-                            "code directory {code:?} ({runtime}): {message}; nothing was deployed"
+                            "code directory {:?} ({}): {message}; nothing was deployed",
+                            unit.code, unit.what
                         ),
                     ));
                 }
@@ -347,9 +402,9 @@ impl Builder {
         };
         let mut parts = Vec::new();
         let mut failure = None;
-        for (code, runtime, sha, plan) in &plans {
+        for (unit, sha, plan) in &plans {
             let began = Instant::now();
-            let label = format!("{code} ({runtime}): {}", plan.recipe.describe());
+            let label = unit.label(plan);
             let outcome = self
                 .layer(app, &dir_of(&self.data_dir, sha), plan, &label, sink)
                 .await;
@@ -362,9 +417,12 @@ impl Builder {
                 Err(e) => Err(e),
             };
             parts.push(Part {
-                code: code.clone(),
-                runtime: runtime.to_string(),
-                step: plan.recipe.describe().to_owned(),
+                code: unit.code.clone(),
+                runtime: unit.what.clone(),
+                step: match &plan.command {
+                    Some(build) => build.command.clone(),
+                    None => plan.recipe.describe().to_owned(),
+                },
                 layer: plan.key.clone(),
                 cached: *outcome.as_ref().unwrap_or(&false),
                 duration_ms: began.elapsed().as_millis() as u64,
@@ -372,9 +430,7 @@ impl Builder {
             });
             match outcome {
                 Ok(_) => {
-                    built
-                        .layers
-                        .insert(layer_slot(code, *runtime), plan.key.clone());
+                    built.layers.insert(unit.slot.clone(), plan.key.clone());
                 }
                 Err(message) => {
                     failure = Some((label, message));
@@ -447,27 +503,29 @@ impl Builder {
     /// Makes sure every built code directory of `version` is here,
     /// building a missing layer from its package.
     pub async fn ensure(&self, version: &VersionRecord) -> Result<(), String> {
-        for (code, runtime) in runtime_dirs(&version.spec) {
-            let Some(key) = version.layers.get(&layer_slot(&code, runtime)) else {
+        for unit in units(&version.spec) {
+            let code = &unit.code;
+            let Some(key) = version.layers.get(&unit.slot) else {
                 continue;
             };
-            let Some(sha) = version.packages.get(&code) else {
+            let Some(sha) = version.packages.get(code) else {
                 continue;
             };
             if built_dir(&self.data_dir, sha, key).is_dir() {
                 continue;
             }
             let dir = dir_of(&self.data_dir, sha);
-            let plan = plan::plan(&dir, runtime, &self.toolchain)?
+            let plan = unit
+                .plan(&self.data_dir, sha, &self.toolchain)?
                 .ok_or_else(|| format!("code directory {code:?} has nothing to build"))?;
             if &plan.key != key {
                 return Err(format!(
-                    "code directory {code:?} ({runtime}) was built for another interpreter or platform (layer {key}, this node makes {}); give this node the same interpreter",
-                    plan.key
+                    "code directory {code:?} ({}) was built for another interpreter or platform (layer {key}, this node makes {}); give this node the same interpreter",
+                    unit.what, plan.key
                 ));
             }
             let sink = Sink::new(None);
-            let label = format!("{code} ({runtime}): {}", plan.recipe.describe());
+            let label = unit.label(&plan);
             self.layer(&version.app, &dir, &plan, &label, &sink)
                 .await
                 .map_err(|e| format!("{label}: {e}: {}", sink.tail(5).join(" | ")))?;
@@ -542,7 +600,7 @@ impl Builder {
         sink: &Arc<Sink>,
     ) -> Result<(), String> {
         let cache = self.data_dir.join("builds").join("cache").join(app);
-        prepare_dirs(work, &cache, plan, self.as_nobody)
+        prepare_dirs(work, &cache, code, plan, self.as_nobody)
             .map_err(|e| format!("cannot prepare the build: {e}"))?;
         let isolation = self.launcher.isolation();
         let inside = |host: &Path, sandbox: &str| match isolation {
@@ -736,6 +794,16 @@ impl Builder {
                 "yarn",
                 &["install", "--frozen-lockfile", "--production"],
             )?],
+            Recipe::Command => {
+                let build = plan.command.as_ref().ok_or("the build has no command")?;
+                vec![Step {
+                    name: build.command.clone(),
+                    program: PathBuf::from("/bin/sh"),
+                    args: vec!["-c".into(), build.command.clone()],
+                    env: env.clone(),
+                    cwd: work_in.join("src"),
+                }]
+            }
         };
         for step in &steps {
             sink.line(format!(
@@ -746,6 +814,9 @@ impl Builder {
             run::run(&self.launcher, &room, step, sink)
                 .await
                 .map_err(|e| format!("`{}`: {e}", step.name))?;
+        }
+        if let Some(build) = &plan.command {
+            keep_outputs(&work.join("src"), &work.join("out"), build)?;
         }
         let made = match plan.recipe.layer_dir() {
             NODE_LAYER_DIR => work.join("node").join(NODE_LAYER_DIR),
@@ -795,9 +866,18 @@ fn dir_of(data_dir: &Path, sha: &str) -> PathBuf {
 
 /// Makes the build's working directory (with the recipe's inputs where
 /// the tool expects them) and its app's cache, owned by the build's user.
-fn prepare_dirs(work: &Path, cache: &Path, plan: &Plan, as_nobody: bool) -> std::io::Result<()> {
+fn prepare_dirs(
+    work: &Path,
+    cache: &Path,
+    code: &Path,
+    plan: &Plan,
+    as_nobody: bool,
+) -> std::io::Result<()> {
     for dir in ["home", "tmp", "out", "node"] {
         std::fs::create_dir_all(work.join(dir))?;
+    }
+    if plan.recipe == Recipe::Command {
+        layers::copy_tree(code, &work.join("src"))?;
     }
     if plan.recipe.layer_dir() == NODE_LAYER_DIR {
         for (name, bytes) in &plan.inputs {
@@ -808,6 +888,30 @@ fn prepare_dirs(work: &Path, cache: &Path, plan: &Plan, as_nobody: bool) -> std:
     if as_nobody {
         chown_tree(work)?;
         std::os::unix::fs::chown(cache, Some(BUILD_ID), Some(BUILD_ID))?;
+    }
+    Ok(())
+}
+
+/// Moves what `build` names from the build's copy of the code `src` to
+/// the same places in `out`, the layer.
+fn keep_outputs(
+    src: &Path,
+    out: &Path,
+    build: &stratus_manifest::BuildCommand,
+) -> Result<(), String> {
+    for output in &build.output {
+        let made = src.join(output);
+        if std::fs::symlink_metadata(&made).is_err() {
+            return Err(format!(
+                "`{}` did not make {output}, which build.output names",
+                build.command
+            ));
+        }
+        let kept = out.join(output);
+        kept.parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::rename(&made, &kept))
+            .map_err(|e| format!("cannot keep {output}: {e}"))?;
     }
     Ok(())
 }

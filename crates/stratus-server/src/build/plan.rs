@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
-use stratus_manifest::Runtime;
+use stratus_manifest::{BuildCommand, Runtime};
 
 /// Where a layer's contents go in the code directory an instance sees.
 pub(crate) const PYTHON_LAYER_DIR: &str = ".stratus/python";
@@ -29,6 +29,9 @@ pub(crate) enum Recipe {
     Pnpm,
     /// `yarn install --frozen-lockfile --production`.
     Yarn,
+    /// The manifest's `build.command`, in a writable copy of the code; its
+    /// `build.output` laid over the code.
+    Command,
 }
 
 impl Recipe {
@@ -41,6 +44,7 @@ impl Recipe {
             Recipe::Npm { ci: false } => "npm install --omit=dev",
             Recipe::Pnpm => "pnpm install --frozen-lockfile --prod",
             Recipe::Yarn => "yarn install --frozen-lockfile --production",
+            Recipe::Command => "build command",
         }
     }
 
@@ -49,6 +53,7 @@ impl Recipe {
         match self {
             Recipe::PythonRequirements { .. } | Recipe::UvLock => PYTHON_LAYER_DIR,
             Recipe::Npm { .. } | Recipe::Pnpm | Recipe::Yarn => NODE_LAYER_DIR,
+            Recipe::Command => "",
         }
     }
 }
@@ -75,6 +80,27 @@ pub(crate) struct Plan {
     pub inputs: Vec<(&'static str, Vec<u8>)>,
     /// The layer's cache key: recipe, interpreter, platform and inputs.
     pub key: String,
+    /// What [`Recipe::Command`] runs and keeps.
+    pub command: Option<BuildCommand>,
+}
+
+/// The plan of a `build:` command over the package `sha`: its key is made
+/// of the package (the whole code is its input), the command, its outputs
+/// and the platform.
+pub(crate) fn command_plan(sha: &str, build: &BuildCommand) -> Plan {
+    let mut hash = Sha256::new();
+    hash.update(b"stratus-build 1\n");
+    hash.update(format!("{sha}\n{}\n", std::env::consts::ARCH));
+    hash.update(format!("{} {}\n", build.command.len(), build.command));
+    for output in &build.output {
+        hash.update(format!("{} {output}\n", output.len()));
+    }
+    Plan {
+        recipe: Recipe::Command,
+        inputs: Vec::new(),
+        key: hex(&hash.finalize()),
+        command: Some(build.clone()),
+    }
 }
 
 /// The layer `code` (an unpacked package) needs to run on `runtime`, if
@@ -114,6 +140,7 @@ pub(crate) fn plan(
         recipe,
         inputs,
         key: hex(&hash.finalize()),
+        command: None,
     }))
 }
 
