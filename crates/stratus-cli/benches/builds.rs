@@ -4,7 +4,7 @@
 //! Starts a real `stratus server` (isolation `auto`) in a temporary data
 //! directory and, for R rounds (default 3), interleaves:
 //! - direct: the same install run directly on the host (`uv pip install
-//!   --target`, or pip without uv), with an empty cache;
+//!   --compile-bytecode --target`, or pip without uv), with an empty cache;
 //! - cold deploy: `stratus deploy` of a new app whose requirements differ
 //!   by a comment (a new layer, and an app cache of its own: empty), so
 //!   the build starts from nothing as the direct install does;
@@ -172,10 +172,17 @@ fn run() -> anyhow::Result<()> {
         let mut install = match &uv {
             Some(uv) => {
                 let mut c = Command::new(uv);
-                c.args(["pip", "install", "--link-mode", "copy", "--python"])
-                    .arg(&python)
-                    .arg("--cache-dir")
-                    .arg(here.join("cache"));
+                c.args([
+                    "pip",
+                    "install",
+                    "--link-mode",
+                    "copy",
+                    "--compile-bytecode",
+                    "--python",
+                ])
+                .arg(&python)
+                .arg("--cache-dir")
+                .arg(here.join("cache"));
                 c
             }
             None => {

@@ -173,7 +173,7 @@ fn uv() -> String {
 }
 
 #[test]
-fn a_uv_project_installs_what_its_lock_file_pins() {
+fn a_uv_project_installs_what_its_lock_file_pins_and_nothing_of_the_host_s() {
     let server = Server::start();
     let app = server.path("locked");
     write_app(
@@ -189,7 +189,7 @@ fn a_uv_project_installs_what_its_lock_file_pins() {
             ),
             (
                 "main.py",
-                "import six\n\ndef handler(event, context):\n    return {'six': six.__version__, 'at': six.__file__}\n",
+                "import importlib.util, six\n\ndef handler(event, context):\n    return {'six': six.__version__, 'at': six.__file__, 'host_pip': importlib.util.find_spec('pip') is not None}\n",
             ),
         ],
     );
@@ -210,6 +210,9 @@ fn a_uv_project_installs_what_its_lock_file_pins() {
             .contains(".stratus/python/"),
         "{answer}"
     );
+    // What the host's interpreter has installed is not the function's:
+    // pip is in its site-packages.
+    assert_eq!(answer["result"]["host_pip"], false, "{answer}");
 }
 
 #[test]

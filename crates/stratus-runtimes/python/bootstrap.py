@@ -16,12 +16,10 @@ import socket
 import sys
 import time
 
-if sys.flags.no_site:
-    # Started with -S for speed: site-packages stay importable, but their
-    # .pth start-up hooks do not run.
-    import site
-
-    sys.path.extend(p for p in site.getsitepackages() if p not in sys.path)
+# Started with -S: the host interpreter's site-packages are not on sys.path.
+# A function imports the standard library, its own code and the
+# dependencies its deploy installed, so that one that forgot a requirement
+# fails here as it would elsewhere.
 
 # Standard-library modules that handlers commonly import, loaded by a runtime
 # started ahead of demand while it waits, so that the handler's own import

@@ -172,8 +172,9 @@ pub(crate) fn spec(
         (Runtime::Python3, Some(b), Some(i)) => (
             i.executable.clone(),
             // -S: no site start-up hooks (.pth files), which can cost
-            // tens of milliseconds; the bootstrap still puts site-packages
-            // on sys.path.
+            // tens of milliseconds, and none of the host's site-packages:
+            // a function has the standard library, its code and its
+            // installed dependencies.
             vec![
                 "-u".to_owned(),
                 "-S".to_owned(),

@@ -708,6 +708,11 @@ impl Builder {
                         // builds may write.
                         "--link-mode".into(),
                         "copy".into(),
+                        // Instances cannot write `__pycache__` into the
+                        // read-only code: without this every cold start
+                        // compiles every module it imports (as pip does
+                        // by default).
+                        "--compile-bytecode".into(),
                         "-r".into(),
                         requirements,
                     ],
