@@ -25,6 +25,25 @@ fn deploy(server: &Server, dir: &str) -> String {
     stderr
 }
 
+/// Writes `dir`'s `package-lock.json` without installing anything.
+fn lock_npm(dir: &Path) {
+    let locked = Command::new("npm")
+        .args([
+            "install",
+            "--package-lock-only",
+            "--no-audit",
+            "--no-fund",
+            "--silent",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        locked.status.success(),
+        "npm install --package-lock-only: {locked:?}"
+    );
+}
+
 fn builds(server: &Server, app: &str) -> Vec<serde_json::Value> {
     let listed: serde_json::Value =
         serde_json::from_str(&server.ok(&["builds", "ls", app, "--output", "json"])).unwrap();
@@ -249,21 +268,7 @@ module.exports.handler = serverless(app);
             ),
         ],
     );
-    let locked = Command::new("npm")
-        .args([
-            "install",
-            "--package-lock-only",
-            "--no-audit",
-            "--no-fund",
-            "--silent",
-        ])
-        .current_dir(app.join("api"))
-        .output()
-        .unwrap();
-    assert!(
-        locked.status.success(),
-        "npm install --package-lock-only: {locked:?}"
-    );
+    lock_npm(&app.join("api"));
     assert!(!app.join("api/node_modules").exists());
     let said = deploy(&server, "shop");
     assert!(said.contains("npm ci"), "{said}");
@@ -536,4 +541,100 @@ fn a_build_command_compiles_what_a_custom_runtime_runs() {
         refused.contains("`build:` is for code without a language runtime"),
         "{refused}"
     );
+}
+
+/// `deploy --build local` installs with this machine's tools before the
+/// upload: the server builds nothing (no build is recorded) and the
+/// functions import what was installed. `stratus runtimes` names what the
+/// server runs; a machine whose interpreter differs is refused.
+#[test]
+fn a_local_build_installs_before_upload_and_the_server_builds_nothing() {
+    let server = Server::start();
+    let app = server.path("here");
+    write_app(
+        &app,
+        &[
+            (
+                "stratus.yaml",
+                "app: here\nfunctions:\n  py:\n    runtime: python3\n    handler: main.handler\n    code: ./py\n  js:\n    runtime: nodejs\n    handler: index.handler\n    code: ./js\n",
+            ),
+            ("py/requirements.txt", "six==1.16.0\n"),
+            (
+                "py/main.py",
+                "import six\n\ndef handler(event, context):\n    return {'six': six.__version__, 'at': six.__file__}\n",
+            ),
+            // Left out of the upload, as a developer's own would be; the
+            // local build's must not be.
+            ("py/.stratusignore", ".stratus/\n"),
+            (
+                "js/package.json",
+                r#"{"name": "here", "version": "1.0.0", "private": true, "dependencies": {"ms": "2.1.3"}}"#,
+            ),
+            (
+                "js/index.js",
+                "const ms = require('ms');\nexports.handler = async () => ({ day: ms('1d'), at: require.resolve('ms') });\n",
+            ),
+        ],
+    );
+    lock_npm(&app.join("js"));
+
+    let runtimes = server.ok(&["runtimes"]);
+    assert!(
+        runtimes.contains("python3") && runtimes.contains("nodejs") && runtimes.contains("uv"),
+        "{runtimes}"
+    );
+
+    let out = server.cli(&["deploy", app.to_str().unwrap(), "--build", "local"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("py (python3): install Python requirements with uv, on this machine")
+            && said.contains("js (nodejs): npm ci --omit=dev, on this machine"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("==> py (python3): install Python requirements with uv\n"),
+        "{said}"
+    );
+    assert!(builds(&server, "here").is_empty(), "the server built");
+    let py = server.invoke("here/py", "{}");
+    assert_eq!(py["result"]["six"], "1.16.0", "{py}");
+    assert!(
+        py["result"]["at"]
+            .as_str()
+            .unwrap()
+            .contains(".stratus/python/"),
+        "{py}"
+    );
+    let js = server.invoke("here/js", "{}");
+    assert_eq!(js["result"]["day"], 86_400_000, "{js}");
+    // The developer's directories are as they were.
+    assert!(!app.join("py/.stratus").exists() && !app.join("js/node_modules").exists());
+
+    // Another Node.js here than the server's: refused, nothing deployed.
+    let fake = server.path("fake-node");
+    std::fs::write(&fake, "#!/bin/sh\necho 'v99.0.0 x64'\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        app.join("js/index.js"),
+        "exports.handler = async () => 'changed';\n",
+    )
+    .unwrap();
+    let out = common::output_with_stdin(
+        Command::new(common::BIN)
+            .arg("--data-dir")
+            .arg(&server.data_dir)
+            .args(["deploy", app.to_str().unwrap(), "--build", "local"])
+            .env("STRATUS_CONFIG_DIR", common::config_dir(&server.data_dir))
+            .env("STRATUS_NODE", &fake),
+        "",
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("the server runs nodejs as v")
+            && said.contains("this machine as v99.0.0 x64"),
+        "{said}"
+    );
+    assert_ne!(server.invoke("here/js", "{}")["result"], "changed");
 }

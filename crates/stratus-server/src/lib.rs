@@ -47,6 +47,7 @@ use stratus_store_postgres::PostgresStore;
 use stratus_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 
+pub use build::local::LocalBuilder;
 pub use config::{Limits, ServerConfig};
 pub use public::{HttpSettings, TlsFiles};
 pub use quotas::QuotaSettings;

@@ -863,7 +863,7 @@ impl Builds for PostgresStore {
         run(async {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let sql = format!(
-                "SELECT {BUILD_COLUMNS} FROM builds WHERE app = $1 ORDER BY id DESC LIMIT $2"
+                "SELECT {BUILD_COLUMNS} FROM builds WHERE app = $1 ORDER BY started_ms DESC, id DESC LIMIT $2"
             );
             let rows = self.client().await?.query(&sql, &[&app, &limit]).await?;
             rows.iter().map(build_from_row).collect()
@@ -888,7 +888,7 @@ impl Builds for PostgresStore {
                 .await?
                 .execute(
                     "DELETE FROM builds WHERE app = $1 AND id NOT IN \
-                     (SELECT id FROM builds WHERE app = $1 ORDER BY id DESC LIMIT $2)",
+                     (SELECT id FROM builds WHERE app = $1 ORDER BY started_ms DESC, id DESC LIMIT $2)",
                     &[&app, &keep],
                 )
                 .await?;

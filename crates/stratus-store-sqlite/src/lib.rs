@@ -1169,7 +1169,7 @@ impl Builds for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.call(move |conn| {
             let sql = format!(
-                "SELECT {BUILD_COLUMNS} FROM builds WHERE app = ?1 ORDER BY id DESC LIMIT ?2"
+                "SELECT {BUILD_COLUMNS} FROM builds WHERE app = ?1 ORDER BY started_ms DESC, id DESC LIMIT ?2"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![app, limit], build_from_row)?;
@@ -1195,7 +1195,7 @@ impl Builds for SqliteStore {
         self.call(move |conn| {
             let deleted = conn.execute(
                 "DELETE FROM builds WHERE app = ?1 AND id NOT IN \
-                 (SELECT id FROM builds WHERE app = ?1 ORDER BY id DESC LIMIT ?2)",
+                 (SELECT id FROM builds WHERE app = ?1 ORDER BY started_ms DESC, id DESC LIMIT ?2)",
                 params![app, keep],
             )?;
             Ok(deleted as u64)

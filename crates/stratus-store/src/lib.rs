@@ -222,7 +222,8 @@ pub trait Builds: Send + Sync {
     /// Records a build, replacing the record of `app` with the same id.
     async fn put_build(&self, build: BuildRecord) -> Result<()>;
 
-    /// The newest `limit` builds of `app`, newest (greatest id) first.
+    /// The newest `limit` builds of `app`, newest first: by start, then id
+    /// (ids are readable, with the start only to the second).
     async fn list_builds(&self, app: &str, limit: usize) -> Result<Vec<BuildRecord>>;
 
     /// Build `id` of `app`.

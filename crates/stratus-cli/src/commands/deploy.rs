@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
-use stratus_manifest::MANIFEST_FILE;
+use stratus_manifest::{MANIFEST_FILE, Runtime};
 
 use crate::client::{Client, Connection};
 
@@ -37,6 +37,11 @@ pub struct DeployArgs {
     /// The app's directory in the repository (default: its root)
     #[arg(long, requires = "git")]
     pub path: Option<String>,
+    /// Where dependencies are installed: `server` (at deploy, in its build
+    /// sandbox) or `local` (here, with this machine's uv, pip or npm, before
+    /// upload: for servers that must not reach the package registries)
+    #[arg(long, value_parser = ["server", "local"], default_value = "server", conflicts_with = "git")]
+    pub build: String,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -77,7 +82,7 @@ pub async fn run(conn: &Connection, args: DeployArgs) -> anyhow::Result<ExitCode
                 .await?;
             serde_json::from_value(answer)?
         }
-        None => deploy_dir(&client, &args.dir).await?,
+        None => deploy_dir(&client, &args.dir, args.build == "local").await?,
     };
     if args.wait {
         wait_until_up(&client, &deployed, args.wait_timeout).await?;
@@ -174,8 +179,9 @@ fn bytes(n: u64) -> String {
     }
 }
 
-/// Validates, packs, uploads and activates the application in `dir`.
-pub async fn deploy_dir(client: &Client, dir: &Path) -> anyhow::Result<Deployed> {
+/// Validates, packs, uploads and activates the application in `dir`;
+/// with `local`, its dependencies installed here first.
+pub async fn deploy_dir(client: &Client, dir: &Path, local: bool) -> anyhow::Result<Deployed> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let manifest = std::fs::read_to_string(&manifest_path).with_context(|| {
         format!(
@@ -190,6 +196,7 @@ pub async fn deploy_dir(client: &Client, dir: &Path) -> anyhow::Result<Deployed>
     };
 
     let mut packages = BTreeMap::new();
+    let mut local_builder: Option<LocalBuild> = None;
     for code in spec.code_dirs() {
         let path = dir.join(code);
         if !path.is_dir() {
@@ -205,10 +212,20 @@ pub async fn deploy_dir(client: &Client, dir: &Path) -> anyhow::Result<Deployed>
                 users.join(", ")
             );
         }
+        let runtimes = runtimes_of(&spec, code);
         eprint!("packing {code} ... ");
-        let package = tokio::task::spawn_blocking(move || stratus_archive::pack(&path))
+        let mut package = tokio::task::spawn_blocking(move || stratus_archive::pack(&path))
             .await?
             .with_context(|| format!("cannot package {code}"))?;
+        if local && !runtimes.is_empty() {
+            eprintln!();
+            let builder = match &local_builder {
+                Some(builder) => builder,
+                None => local_builder.insert(LocalBuild::new(client).await?),
+            };
+            package = builder.build(code, package, &runtimes).await?;
+            eprint!("packing {code} with its dependencies ... ");
+        }
         eprintln!(
             "{} files, {} unpacked, {} packed",
             package.files,
@@ -249,4 +266,111 @@ pub async fn deploy_dir(client: &Client, dir: &Path) -> anyhow::Result<Deployed>
         )
         .await?;
     Ok(serde_json::from_value(answer)?)
+}
+
+/// The language runtimes `code` runs on in `spec`.
+fn runtimes_of(spec: &stratus_manifest::AppSpec, code: &str) -> Vec<Runtime> {
+    let mut runtimes: Vec<Runtime> = spec
+        .functions
+        .values()
+        .filter(|f| f.code == code && f.runtime != Runtime::Provided)
+        .map(|f| f.runtime)
+        .chain(
+            spec.services
+                .values()
+                .filter(|s| s.code == code)
+                .filter_map(|s| s.runtime),
+        )
+        .collect();
+    runtimes.sort_unstable();
+    runtimes.dedup();
+    runtimes
+}
+
+/// `--build local`: this machine's tools, checked against the server's
+/// interpreters.
+struct LocalBuild {
+    builder: stratus_server::LocalBuilder,
+    server: serde_json::Value,
+}
+
+impl LocalBuild {
+    async fn new(client: &Client) -> anyhow::Result<LocalBuild> {
+        let server = client
+            .get_json("/v1/runtimes")
+            .await
+            .context("cannot ask the server which interpreters it runs")?;
+        Ok(LocalBuild {
+            builder: stratus_server::LocalBuilder::discover().await,
+            server,
+        })
+    }
+
+    /// Unpacks `package` into a scratch directory, installs its
+    /// dependencies there, and packs the result (`.stratusignore` was
+    /// applied by the first pack, and must not drop what was installed).
+    async fn build(
+        &self,
+        code: &str,
+        package: stratus_archive::Package,
+        runtimes: &[Runtime],
+    ) -> anyhow::Result<stratus_archive::Package> {
+        for runtime in runtimes {
+            let server = self.server[runtime.to_string()]["identity"].as_str();
+            let here = self.builder.identity(*runtime);
+            if server != here {
+                bail!(
+                    "the server runs {runtime} as {}, this machine as {}: what is installed here (native packages above all) would not run there; deploy without --build local, or from a machine with the same interpreter\nnothing was deployed",
+                    server.unwrap_or("nothing"),
+                    here.unwrap_or("nothing")
+                );
+            }
+        }
+        let scratch = Scratch::new()?;
+        let staged = scratch.0.join("code");
+        let bytes = package.bytes;
+        let unpack_to = staged.clone();
+        tokio::task::spawn_blocking(move || {
+            stratus_archive::unpack(&bytes, &unpack_to, stratus_archive::Limits::default())
+        })
+        .await?
+        .with_context(|| format!("cannot unpack {code} to build it"))?;
+        for runtime in runtimes {
+            match self.builder.install(&staged, *runtime).await {
+                Ok(Some(step)) => eprintln!("==> {code} ({runtime}): {step}, on this machine"),
+                Ok(None) => {}
+                Err(message) => bail!("{code} ({runtime}): {message}\nnothing was deployed"),
+            }
+        }
+        let _ = std::fs::remove_file(staged.join(stratus_archive::IGNORE_FILE));
+        let package = tokio::task::spawn_blocking(move || stratus_archive::pack(&staged))
+            .await?
+            .with_context(|| format!("cannot package {code} with its dependencies"))?;
+        drop(scratch);
+        Ok(package)
+    }
+}
+
+/// A directory of the deploy's own under the system's temporary one,
+/// removed with it.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> anyhow::Result<Scratch> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("stratus-build-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

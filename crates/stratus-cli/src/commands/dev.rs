@@ -128,7 +128,7 @@ async fn develop(
 /// Deploys `dir`, saying how it went; the app's name when it deployed.
 async fn deploy(client: &Client, dir: &Path) -> Option<String> {
     let started = Instant::now();
-    match deploy_dir(client, dir).await {
+    match deploy_dir(client, dir, false).await {
         Ok(deployed) => {
             let took = started.elapsed().as_secs_f64();
             if deployed.changed {

@@ -17,6 +17,7 @@ mod migrate;
 mod nodes;
 mod queue;
 mod rm;
+mod runtimes;
 mod secret;
 mod server;
 mod status;
@@ -85,6 +86,9 @@ pub enum Command {
     Rollback(versions::RollbackArgs),
     /// List an application's dependency builds and show their logs
     Builds(builds::BuildsArgs),
+    /// List the interpreters the server runs functions on and builds for,
+    /// and its build tools
+    Runtimes(runtimes::RuntimesArgs),
     /// Print a sample event of a trigger's shape (pipe it into `stratus invoke`)
     Event(event::EventArgs),
     /// Show every function and service with its instances and recent errors
@@ -155,6 +159,7 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Versions(args) => versions::list(&conn, args).await,
         Command::Rollback(args) => versions::rollback(&conn, args).await,
         Command::Builds(args) => builds::run(&conn, args).await,
+        Command::Runtimes(args) => runtimes::run(&conn, args).await,
         Command::Status(args) => status::run(&conn, args).await,
         Command::Nodes(args) => nodes::run(&conn, args).await,
         Command::Login(args) => context::login(&conn, args).await,

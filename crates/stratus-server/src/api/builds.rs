@@ -67,3 +67,10 @@ pub(crate) async fn show(
     out["log"] = detail["log"].clone();
     Ok(Json(out))
 }
+
+/// `GET /v1/runtimes`: the interpreters this node runs and builds for, and
+/// its build tools (`stratus runtimes`; `deploy --build local` checks that
+/// the deploying machine builds for the same).
+pub(crate) async fn runtimes(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(state.builder.report())
+}

@@ -10,6 +10,7 @@
 //! from the same inputs.
 
 mod layers;
+pub mod local;
 mod plan;
 mod run;
 
@@ -30,7 +31,7 @@ pub(crate) use run::{Progress, Sink};
 
 use crate::api::ApiError;
 use crate::config::BuildSettings;
-use plan::{Plan, Recipe, Toolchain};
+use plan::{Places, Plan, Recipe, Tool, Toolchain};
 use run::{Room, Step};
 
 /// Where a step sees the code.
@@ -225,6 +226,45 @@ fn find_uv(python: &Path) -> Option<PathBuf> {
         })
 }
 
+/// The build tools found on this machine, and what its interpreters are.
+pub(crate) struct Tools {
+    pub toolchain: Toolchain,
+    pub uv: Option<PathBuf>,
+    /// npm's, pnpm's and yarn's scripts.
+    pub npm: Option<PathBuf>,
+    pub pnpm: Option<PathBuf>,
+    pub yarn: Option<PathBuf>,
+}
+
+impl Tools {
+    /// uv as given, else beside `python` or on PATH; npm, pnpm and yarn on
+    /// PATH; the identities of `python` and `node`.
+    pub async fn discover(python: &Interpreter, node: &Interpreter, uv: Option<PathBuf>) -> Tools {
+        let uv = uv.or_else(|| find_uv(&python.executable));
+        let script =
+            |name: &str| crate::runtimes::find_on_path(name).and_then(|p| p.canonicalize().ok());
+        let (npm, pnpm, yarn) = (script("npm"), script("pnpm"), script("yarn"));
+        let toolchain = Toolchain {
+            python: identify(&python.executable, &[
+                "-c",
+                "import sys, platform; print(sys.implementation.cache_tag, platform.machine(), platform.python_version())",
+            ])
+            .await,
+            node: identify(&node.executable, &["-p", "process.version + ' ' + process.arch"]).await,
+            uv: uv.is_some(),
+            pnpm: pnpm.is_some(),
+            yarn: yarn.is_some(),
+        };
+        Tools {
+            toolchain,
+            uv,
+            npm,
+            pnpm,
+            yarn,
+        }
+    }
+}
+
 /// A build this server runs, in `Builder::running` until dropped (also
 /// when the deploy that runs it is cancelled).
 struct Running<'a> {
@@ -287,21 +327,13 @@ impl Builder {
         node: Interpreter,
         node_id: &str,
     ) -> Builder {
-        let uv = settings.uv.clone().or_else(|| find_uv(&python.executable));
-        let script =
-            |name: &str| crate::runtimes::find_on_path(name).and_then(|p| p.canonicalize().ok());
-        let (npm, pnpm, yarn) = (script("npm"), script("pnpm"), script("yarn"));
-        let toolchain = Toolchain {
-            python: identify(&python.executable, &[
-                "-c",
-                "import sys, platform; print(sys.implementation.cache_tag, platform.machine(), platform.python_version())",
-            ])
-            .await,
-            node: identify(&node.executable, &["-p", "process.version + ' ' + process.arch"]).await,
-            uv: uv.is_some(),
-            pnpm: pnpm.is_some(),
-            yarn: yarn.is_some(),
-        };
+        let Tools {
+            toolchain,
+            uv,
+            npm,
+            pnpm,
+            yarn,
+        } = Tools::discover(&python, &node, settings.uv.clone()).await;
         if uv.is_none() {
             tracing::warn!(
                 "uv not found (--uv, or on PATH): Python requirements are installed with pip, which is slower"
@@ -482,6 +514,26 @@ impl Builder {
         }
         let longest = self.settings.build_timeout.as_millis() as i64 + 60_000;
         crate::now_ms().saturating_sub(build.started_ms) > longest
+    }
+
+    /// What this node builds for and with, for `GET /v1/runtimes`.
+    pub fn report(&self) -> serde_json::Value {
+        serde_json::json!({
+            "python3": {
+                "executable": self.python.executable,
+                "identity": self.toolchain.python,
+            },
+            "nodejs": {
+                "executable": self.node.executable,
+                "identity": self.toolchain.node,
+            },
+            "tools": {
+                "uv": self.uv,
+                "npm": self.npm,
+                "pnpm": self.pnpm,
+                "yarn": self.yarn,
+            },
+        })
     }
 
     /// Records that build `id` of `app` made `version`.
@@ -689,127 +741,47 @@ impl Builder {
             }
         }
         let python = self.python.executable.display().to_string();
-        let out = work_in.join("out").display().to_string();
-        let install = |requirements: String| -> Step {
-            match &uv {
-                Some(uv) => Step {
-                    name: "uv pip install".into(),
-                    program: uv.clone(),
-                    args: vec![
-                        "pip".into(),
-                        "install".into(),
-                        "--target".into(),
-                        out.clone(),
-                        "--python".into(),
-                        python.clone(),
-                        "--cache-dir".into(),
-                        cache_in.join("uv").display().to_string(),
-                        // Copies, not links into the cache, which later
-                        // builds may write.
-                        "--link-mode".into(),
-                        "copy".into(),
-                        // Instances cannot write `__pycache__` into the
-                        // read-only code: without this every cold start
-                        // compiles every module it imports (as pip does
-                        // by default).
-                        "--compile-bytecode".into(),
-                        "-r".into(),
-                        requirements,
-                    ],
-                    env: env.clone(),
-                    cwd: code_in.clone(),
-                },
-                None => Step {
-                    name: "pip install".into(),
-                    program: self.python.executable.clone(),
-                    args: vec![
-                        "-m".into(),
-                        "pip".into(),
-                        "install".into(),
-                        "--no-input".into(),
-                        "--target".into(),
-                        out.clone(),
-                        "--cache-dir".into(),
-                        cache_in.join("pip").display().to_string(),
-                        "-r".into(),
-                        requirements,
-                    ],
-                    env: env.clone(),
-                    cwd: code_in.clone(),
-                },
-            }
+        let (code_at, out, exported, cache_at) = (
+            code_in.display().to_string(),
+            work_in.join("out").display().to_string(),
+            work_in.join("requirements.txt").display().to_string(),
+            cache_in.display().to_string(),
+        );
+        let places = Places {
+            code: &code_at,
+            target: &out,
+            python: &python,
+            exported: &exported,
+            cache: Some(&cache_at),
         };
-        let node_dir = work_in.join("node");
-        let node_step =
-            |script: &Option<PathBuf>, tool: &str, args: &[&str]| -> Result<Step, String> {
-                let script = script
-                    .clone()
-                    .ok_or_else(|| format!("{tool} is not installed on the server"))?;
-                let mut all = vec![script.display().to_string()];
-                all.extend(args.iter().map(|a| a.to_string()));
-                Ok(Step {
-                    name: format!("{tool} {}", args[0]),
-                    program: self.node.executable.clone(),
-                    args: all,
-                    env: env.clone(),
-                    cwd: node_dir.clone(),
-                })
+        let mut steps = Vec::new();
+        for invocation in plan.invocations(uv.is_some(), &places) {
+            let (program, mut args, cwd) = match invocation.tool {
+                Tool::Uv => (
+                    uv.clone().ok_or("uv is not installed on the server")?,
+                    Vec::new(),
+                    code_in.clone(),
+                ),
+                Tool::Pip => (self.python.executable.clone(), Vec::new(), code_in.clone()),
+                Tool::Npm | Tool::Pnpm | Tool::Yarn => {
+                    let script = self.node_script(invocation.tool)?;
+                    (
+                        self.node.executable.clone(),
+                        vec![script.display().to_string()],
+                        work_in.join("node"),
+                    )
+                }
+                Tool::Shell => (PathBuf::from("/bin/sh"), Vec::new(), work_in.join("src")),
             };
-        let steps = match plan.recipe {
-            Recipe::PythonRequirements { file, .. } => {
-                vec![install(code_in.join(file).display().to_string())]
-            }
-            Recipe::UvLock => {
-                let exported = work_in.join("requirements.txt").display().to_string();
-                let uv = uv.clone().ok_or("uv is not installed on the server")?;
-                vec![
-                    Step {
-                        name: "uv export".into(),
-                        program: uv,
-                        args: vec![
-                            "export".into(),
-                            "--frozen".into(),
-                            "--no-dev".into(),
-                            "--no-emit-project".into(),
-                            "--no-hashes".into(),
-                            "--project".into(),
-                            code_in.display().to_string(),
-                            "-o".into(),
-                            exported.clone(),
-                        ],
-                        env: env.clone(),
-                        cwd: work_in.clone(),
-                    },
-                    install(exported),
-                ]
-            }
-            Recipe::Npm { ci: true } => vec![node_step(&self.npm, "npm", &["ci", "--omit=dev"])?],
-            Recipe::Npm { ci: false } => vec![node_step(
-                &self.npm,
-                "npm",
-                &["install", "--omit=dev", "--no-package-lock"],
-            )?],
-            Recipe::Pnpm => vec![node_step(
-                &self.pnpm,
-                "pnpm",
-                &["install", "--frozen-lockfile", "--prod"],
-            )?],
-            Recipe::Yarn => vec![node_step(
-                &self.yarn,
-                "yarn",
-                &["install", "--frozen-lockfile", "--production"],
-            )?],
-            Recipe::Command => {
-                let build = plan.command.as_ref().ok_or("the build has no command")?;
-                vec![Step {
-                    name: build.command.clone(),
-                    program: PathBuf::from("/bin/sh"),
-                    args: vec!["-c".into(), build.command.clone()],
-                    env: env.clone(),
-                    cwd: work_in.join("src"),
-                }]
-            }
-        };
+            args.extend(invocation.args);
+            steps.push(Step {
+                name: invocation.name,
+                program,
+                args,
+                env: env.clone(),
+                cwd,
+            });
+        }
         for step in &steps {
             sink.line(format!(
                 "$ {} {}",
@@ -846,6 +818,18 @@ impl Builder {
         tokio::task::spawn_blocking(move || layers::assemble(&code, &layer, at, &dest))
             .await
             .map_err(std::io::Error::other)?
+    }
+
+    /// npm's, pnpm's or yarn's script.
+    fn node_script(&self, tool: Tool) -> Result<&PathBuf, String> {
+        let (script, name) = match tool {
+            Tool::Pnpm => (&self.pnpm, "pnpm"),
+            Tool::Yarn => (&self.yarn, "yarn"),
+            _ => (&self.npm, "npm"),
+        };
+        script
+            .as_ref()
+            .ok_or_else(|| format!("{name} is not installed on the server"))
     }
 
     /// The PATH of a step: the interpreters' directories first.

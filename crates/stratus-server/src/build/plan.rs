@@ -58,6 +58,142 @@ impl Recipe {
     }
 }
 
+/// The program a recipe's command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tool {
+    Uv,
+    /// `python -m pip`.
+    Pip,
+    /// npm's, pnpm's and yarn's scripts, run with `node`.
+    Npm,
+    Pnpm,
+    Yarn,
+    /// `/bin/sh -c COMMAND`.
+    Shell,
+}
+
+/// Where a recipe's commands read and write, as they see it.
+pub(crate) struct Places<'a> {
+    /// The code directory.
+    pub code: &'a str,
+    /// Where Python packages go.
+    pub target: &'a str,
+    /// The Python interpreter packages are installed for.
+    pub python: &'a str,
+    /// Where `uv export` writes `uv.lock`'s requirements.
+    pub exported: &'a str,
+    /// A download cache of the build's own, if any.
+    pub cache: Option<&'a str>,
+}
+
+/// One command of a recipe: its name for errors, program and arguments.
+pub(crate) struct Invocation {
+    pub name: String,
+    pub tool: Tool,
+    pub args: Vec<String>,
+}
+
+impl Plan {
+    /// The commands that make this plan's layer, in order; `uv` says
+    /// whether uv is there (pip installs Python requirements without it).
+    /// Node.js tools run in the directory holding the manifest and lock
+    /// file, where `node_modules` is made.
+    pub fn invocations(&self, uv: bool, at: &Places<'_>) -> Vec<Invocation> {
+        let strings = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        let install = |requirements: &str| {
+            if uv {
+                let mut args = strings(&[
+                    "pip", "install", "--target", at.target, "--python", at.python,
+                ]);
+                if let Some(cache) = at.cache {
+                    // Copies, not links into the cache, which later builds
+                    // may write.
+                    args.extend(strings(&[
+                        "--cache-dir",
+                        &format!("{cache}/uv"),
+                        "--link-mode",
+                        "copy",
+                    ]));
+                }
+                // Instances cannot write `__pycache__` into their read-only
+                // code: without this every cold start compiles every
+                // module it imports (as pip does by default).
+                args.extend(strings(&["--compile-bytecode", "-r", requirements]));
+                Invocation {
+                    name: "uv pip install".into(),
+                    tool: Tool::Uv,
+                    args,
+                }
+            } else {
+                let mut args =
+                    strings(&["-m", "pip", "install", "--no-input", "--target", at.target]);
+                if let Some(cache) = at.cache {
+                    args.extend(strings(&["--cache-dir", &format!("{cache}/pip")]));
+                }
+                args.extend(strings(&["-r", requirements]));
+                Invocation {
+                    name: "pip install".into(),
+                    tool: Tool::Pip,
+                    args,
+                }
+            }
+        };
+        let node = |tool: Tool, name: &str, args: &[&str]| Invocation {
+            name: format!("{name} {}", args[0]),
+            tool,
+            args: strings(args),
+        };
+        match self.recipe {
+            Recipe::PythonRequirements { file, .. } => {
+                vec![install(&format!("{}/{file}", at.code))]
+            }
+            Recipe::UvLock => vec![
+                Invocation {
+                    name: "uv export".into(),
+                    tool: Tool::Uv,
+                    args: strings(&[
+                        "export",
+                        "--frozen",
+                        "--no-dev",
+                        "--no-emit-project",
+                        "--no-hashes",
+                        "--project",
+                        at.code,
+                        "-o",
+                        at.exported,
+                    ]),
+                },
+                install(at.exported),
+            ],
+            Recipe::Npm { ci: true } => vec![node(Tool::Npm, "npm", &["ci", "--omit=dev"])],
+            Recipe::Npm { ci: false } => vec![node(
+                Tool::Npm,
+                "npm",
+                &["install", "--omit=dev", "--no-package-lock"],
+            )],
+            Recipe::Pnpm => vec![node(
+                Tool::Pnpm,
+                "pnpm",
+                &["install", "--frozen-lockfile", "--prod"],
+            )],
+            Recipe::Yarn => vec![node(
+                Tool::Yarn,
+                "yarn",
+                &["install", "--frozen-lockfile", "--production"],
+            )],
+            Recipe::Command => self
+                .command
+                .iter()
+                .map(|build| Invocation {
+                    name: build.command.clone(),
+                    tool: Tool::Shell,
+                    args: vec!["-c".into(), build.command.clone()],
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The tools and interpreters this node builds with.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Toolchain {
@@ -147,6 +283,11 @@ pub(crate) fn plan(
 type Found = (Recipe, Vec<(&'static str, Vec<u8>)>);
 
 fn python(code: &Path, tools: &Toolchain) -> Result<Option<Found>, String> {
+    if code.join(PYTHON_LAYER_DIR).is_dir() {
+        // Installed before upload (`stratus deploy --build local`): what
+        // was uploaded is what runs.
+        return Ok(None);
+    }
     if let Some(requirements) = read(code, "requirements.txt")? {
         let meaningful = String::from_utf8_lossy(&requirements)
             .lines()

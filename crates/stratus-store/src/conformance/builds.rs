@@ -22,8 +22,8 @@ fn ids(builds: &[BuildRecord]) -> Vec<&str> {
     builds.iter().map(|b| b.id.as_str()).collect()
 }
 
-/// Builds are put and replaced by app and id, listed newest (greatest id,
-/// byte by byte) first up to a limit, got by id only within their app,
+/// Builds are put and replaced by app and id, listed newest (latest start,
+/// then greatest id byte by byte) first up to a limit, got by id only within their app,
 /// kept across reopening, trimmed to the newest, and removed with their
 /// app.
 pub async fn builds_are_put_replaced_listed_trimmed_and_removed_with_their_app(f: &dyn Fixture) {
@@ -92,4 +92,17 @@ pub async fn builds_are_put_replaced_listed_trimmed_and_removed_with_their_app(f
         ["0009"],
         "another app's builds stay"
     );
+    // Started later, listed first, whatever its id: ids tell the start only
+    // to the second.
+    let later = BuildRecord {
+        started_ms: 30,
+        ..build("b", "0001", BuildStatus::Running)
+    };
+    store.put_build(later).await.unwrap();
+    assert_eq!(
+        ids(&store.list_builds("b", 10).await.unwrap()),
+        ["0001", "0009"]
+    );
+    assert_eq!(store.trim_builds("b", 1).await.unwrap(), 1);
+    assert_eq!(ids(&store.list_builds("b", 10).await.unwrap()), ["0001"]);
 }

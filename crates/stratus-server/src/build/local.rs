@@ -1,0 +1,132 @@
+//! `stratus deploy --build local`: the installs a server's build runs
+//! (the same plans, commands and places), run on the deploying machine
+//! into a copy of the code before it is packed, for servers that must not
+//! reach the package registries. The server then finds the dependencies
+//! in place and builds nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use stratus_manifest::Runtime;
+use stratus_scheduler::Interpreter;
+
+use super::Tools;
+use super::plan::{self, NODE_LAYER_DIR, PYTHON_LAYER_DIR, Places, Tool};
+
+/// This machine's interpreters and build tools.
+pub struct LocalBuilder {
+    python: Interpreter,
+    node: Interpreter,
+    tools: Tools,
+}
+
+impl LocalBuilder {
+    /// Finds them as a server would (`STRATUS_PYTHON`, `STRATUS_NODE`,
+    /// `STRATUS_UV`, PATH).
+    pub async fn discover() -> LocalBuilder {
+        let (python, node) = crate::runtimes::locate_interpreters().await;
+        let uv = std::env::var_os(crate::config::env::UV).map(PathBuf::from);
+        let tools = Tools::discover(&python, &node, uv).await;
+        LocalBuilder {
+            python,
+            node,
+            tools,
+        }
+    }
+
+    /// What this machine's interpreter for `runtime` is, in the words of
+    /// the server's `GET /v1/runtimes` (`identity`).
+    pub fn identity(&self, runtime: Runtime) -> Option<&str> {
+        match runtime {
+            Runtime::Python3 => self.tools.toolchain.python.as_deref(),
+            Runtime::Nodejs => self.tools.toolchain.node.as_deref(),
+            Runtime::Provided => None,
+        }
+    }
+
+    /// Installs what `code` (a writable copy of a code directory) declares
+    /// for `runtime` into it, each command's output on standard error.
+    /// Returns what it ran, or `None` when there is nothing to install.
+    pub async fn install(&self, code: &Path, runtime: Runtime) -> Result<Option<String>, String> {
+        let Some(plan) = plan::plan(code, runtime, &self.tools.toolchain)? else {
+            return Ok(None);
+        };
+        // uv.lock's export goes beside the copy, not into what is uploaded.
+        let exported = code.with_extension("requirements.txt");
+        let (python, code_at, target, exported_at) = (
+            self.python.executable.display().to_string(),
+            code.display().to_string(),
+            code.join(PYTHON_LAYER_DIR).display().to_string(),
+            exported.display().to_string(),
+        );
+        let places = Places {
+            code: &code_at,
+            target: &target,
+            python: &python,
+            exported: &exported_at,
+            cache: None,
+        };
+        let mut steps = Vec::new();
+        for invocation in plan.invocations(self.tools.uv.is_some(), &places) {
+            let missing = |tool: &str| format!("{tool} is not installed on this machine");
+            let (program, mut args) = match invocation.tool {
+                Tool::Uv => (
+                    self.tools.uv.clone().ok_or_else(|| missing("uv"))?,
+                    Vec::new(),
+                ),
+                Tool::Pip => (self.python.executable.clone(), Vec::new()),
+                Tool::Npm | Tool::Pnpm | Tool::Yarn => {
+                    let (script, name) = match invocation.tool {
+                        Tool::Pnpm => (&self.tools.pnpm, "pnpm"),
+                        Tool::Yarn => (&self.tools.yarn, "yarn"),
+                        _ => (&self.tools.npm, "npm"),
+                    };
+                    let script = script.as_ref().ok_or_else(|| missing(name))?;
+                    (
+                        self.node.executable.clone(),
+                        vec![script.display().to_string()],
+                    )
+                }
+                // Only language runtimes are installed here.
+                Tool::Shell => return Ok(None),
+            };
+            args.extend(invocation.args);
+            steps.push((program, args));
+        }
+        let ran = run_steps(code, &steps).await;
+        let _ = std::fs::remove_file(&exported);
+        ran?;
+        // The place the server's build would have filled, filled: also
+        // when nothing was to install, so the server does not try.
+        let made = match plan.recipe.layer_dir() {
+            NODE_LAYER_DIR => code.join(NODE_LAYER_DIR),
+            _ => code.join(PYTHON_LAYER_DIR),
+        };
+        std::fs::create_dir_all(&made)
+            .map_err(|e| format!("cannot make {}: {e}", made.display()))?;
+        Ok(Some(plan.recipe.describe().to_owned()))
+    }
+}
+
+/// Runs each of `steps` in `code`, its output on standard error.
+async fn run_steps(code: &Path, steps: &[(PathBuf, Vec<String>)]) -> Result<(), String> {
+    for (program, args) in steps {
+        eprintln!("$ {} {}", program.display(), args.join(" "));
+        let status = tokio::process::Command::new(program)
+            .args(args)
+            .current_dir(code)
+            .env("UV_PYTHON_DOWNLOADS", "never")
+            .env("npm_config_update_notifier", "false")
+            .env("npm_config_fund", "false")
+            .env("npm_config_audit", "false")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(std::io::stderr()))
+            .status()
+            .await
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        if !status.success() {
+            return Err(format!("`{}` exited with {status}", program.display()));
+        }
+    }
+    Ok(())
+}
