@@ -244,3 +244,158 @@ fn without_a_server_it_starts_one_and_ctrl_c_leaves_nothing_running() {
     });
     assert!(served(&public).is_none());
 }
+
+/// A Chrome DevTools protocol client, as a debugger's front end speaks it:
+/// finds the inspector's target, sets a breakpoint on line 2 of index.js,
+/// says so, and when execution pauses there says where and reads `event.n`
+/// in the paused frame; resumes when told to on standard input.
+const CDP_CLIENT: &str = r#"
+const port = process.argv[2];
+const targets = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json();
+const ws = new WebSocket(targets[0].webSocketDebuggerUrl);
+let next = 0;
+const waiting = new Map();
+const send = (method, params = {}) => new Promise((resolve) => {
+  next += 1;
+  waiting.set(next, resolve);
+  ws.send(JSON.stringify({ id: next, method, params }));
+});
+ws.onmessage = async (message) => {
+  const msg = JSON.parse(message.data);
+  if (msg.id) { waiting.get(msg.id)(msg); return; }
+  if (msg.method === "Debugger.paused") {
+    const frame = msg.params.callFrames[0];
+    const local = await send("Debugger.evaluateOnCallFrame", { callFrameId: frame.callFrameId, expression: "event.n" });
+    console.log(`paused at line ${frame.location.lineNumber + 1} n=${local.result.result.value}`);
+    // Resumes when told to, on standard input.
+    await new Promise((resolve) => process.stdin.once("data", resolve));
+    await send("Debugger.resume");
+    console.log("resumed");
+    process.exit(0);
+  }
+};
+ws.onopen = async () => {
+  await send("Debugger.enable");
+  const set = await send("Debugger.setBreakpointByUrl", { lineNumber: 1, urlRegex: "index\\.js$" });
+  console.log(`breakpoint ${set.result.locations.length}`);
+};
+"#;
+
+/// `stratus dev --debug FUNCTION` runs a Node.js function with its
+/// inspector on the given port: a DevTools protocol client sets a
+/// breakpoint in the handler, an invocation stops there, and finishes once
+/// resumed.
+#[test]
+fn a_debugger_stops_a_node_function_at_its_breakpoint_and_resumes_it() {
+    let server = Server::start();
+    let dir = server.path("dbg");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: dbg\nfunctions:\n  api:\n    runtime: nodejs\n    handler: index.handler\n    timeout: 2s\n",
+            ),
+            (
+                "index.js",
+                "exports.handler = async (event) => {\n  const doubled = event.n * 2;\n  return { doubled };\n};\n",
+            ),
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut dev = Dev::spawn(
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&server.data_dir)
+            .args([
+                "dev",
+                dir.to_str().unwrap(),
+                "--debug",
+                "api",
+                "--debug-port",
+                &port,
+            ])
+            .env("STRATUS_CONFIG_DIR", common::config_dir(&server.data_dir)),
+    );
+    dev.wait_for(false, &["runs with its debugger on 127.0.0.1", &port]);
+    dev.wait_for(false, &["deployed dbg version 1"]);
+    // The instance is started at once, its inspector listening.
+    eventually(Duration::from_secs(20), || {
+        common::client()
+            .get(format!("http://127.0.0.1:{port}/json/list"))
+            .send()
+            .map_err(|e| e.to_string())
+            .map(drop)
+    });
+    let script = server.path("cdp.mjs");
+    std::fs::write(&script, CDP_CLIENT).unwrap();
+    let mut client = Command::new("node")
+        .arg("--experimental-websocket")
+        .arg(&script)
+        .arg(&port)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let said = lines(client.stdout.take().unwrap());
+    let next = |what: &str| {
+        said.recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the debugger client did not say {what}"))
+    };
+    assert_eq!(next("the breakpoint"), "breakpoint 1");
+    let invocation = {
+        let data_dir = server.data_dir.clone();
+        std::thread::spawn(move || {
+            Command::new(BIN)
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(["invoke", "dbg/api", "--data", r#"{"n":21}"#])
+                .env("STRATUS_CONFIG_DIR", common::config_dir(&data_dir))
+                .output()
+                .unwrap()
+        })
+    };
+    assert_eq!(next("where it paused"), "paused at line 2 n=21");
+    // Paused past the function's own 2 s timeout: the invocation still
+    // finishes once resumed.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !invocation.is_finished(),
+        "the invocation ended while paused"
+    );
+    use std::io::Write;
+    client
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"resume\n")
+        .unwrap();
+    assert_eq!(next("that it resumed"), "resumed");
+    let out = invocation.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["doubled"], 42);
+    let _ = client.wait();
+
+    // Stopped: the app runs undebugged again, the inspector closed.
+    dev.interrupt();
+    let shown = server.ok(&["ls", "--output", "json"]);
+    assert!(!shown.contains("--inspect"), "{shown}");
+    eventually(
+        Duration::from_secs(10),
+        || match std::net::TcpStream::connect(format!("127.0.0.1:{port}")) {
+            Ok(_) => Err("the inspector still listens".to_owned()),
+            Err(_) => Ok(()),
+        },
+    );
+    assert_eq!(
+        server.invoke("dbg/api", r#"{"n":2}"#)["result"]["doubled"],
+        4
+    );
+}

@@ -15,14 +15,16 @@ mod spec;
 
 pub use error::{ManifestError, ManifestErrors};
 pub use spec::{
-    AppSpec, BuildCommand, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, EventFormat,
-    FunctionSpec, HttpAuth, HttpSpec, LOG_LEVELS, LogFormat, Network, QueueSpec, QueueTrigger,
-    Readiness, Runtime, SCF_BOOTSTRAP, SCF_PORT, ScheduleTrigger, ServiceCommand, ServiceProtocol,
-    ServiceSpec, Trigger, is_valid_name,
+    AppSpec, BuildCommand, CatchUp, CloudEventsTrigger, CorsSpec, DEBUG_PORT_ENV, Destination,
+    Egress, EventFormat, FunctionSpec, HttpAuth, HttpSpec, LOG_LEVELS, LogFormat, Network,
+    QueueSpec, QueueTrigger, Readiness, Runtime, SCF_BOOTSTRAP, SCF_PORT, ScheduleTrigger,
+    ServiceCommand, ServiceProtocol, ServiceSpec, Trigger, is_valid_name,
 };
 
 /// The file name `stratus deploy` looks for in an application directory.
 pub const MANIFEST_FILE: &str = "stratus.yaml";
+/// The longest timeout a function may have.
+pub use resolve::MAX_TIMEOUT;
 /// The largest manifest.
 pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
 /// The deepest nesting of `[` and `{` in a manifest.

@@ -213,6 +213,11 @@ fn yes() -> bool {
 
 /// The port of an SCF web function's `scf_bootstrap`.
 pub const SCF_PORT: u16 = 9000;
+
+/// The variable that tells the built-in runtimes to let a debugger attach
+/// on this port of 127.0.0.1 (`stratus dev --debug`): Node.js's inspector,
+/// or debugpy in Python.
+pub const DEBUG_PORT_ENV: &str = "STRATUS_DEBUG_PORT";
 /// The program a service runs when it names none.
 pub const SCF_BOOTSTRAP: &str = "scf_bootstrap";
 

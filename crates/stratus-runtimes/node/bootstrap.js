@@ -831,6 +831,14 @@ async function onFatal(err, isRejection) {
 process.on('uncaughtException', (err) => onFatal(err, false));
 process.on('unhandledRejection', (reason) => onFatal(reason, true));
 
+// `stratus dev --debug`: the inspector listens on 127.0.0.1:PORT before the
+// handler loads, for a debugger (the Chrome DevTools protocol) to attach.
+function listenForDebugger(port) {
+  if (!port) return;
+  require('inspector').open(Number(port), '127.0.0.1', false);
+  process.stderr.write(`stratus-runtime: the inspector listens on ${require('inspector').url()}\n`);
+}
+
 async function main() {
   if (env.STRATUS_ACTIVATION_FD !== undefined) {
     if (env.STRATUS_PRESTARTED) await prime();
@@ -847,6 +855,7 @@ async function main() {
   let handler;
   const started = process.hrtime.bigint();
   try {
+    listenForDebugger(env.STRATUS_DEBUG_PORT);
     handler = await loadHandler(env._HANDLER || '');
   } catch (err) {
     if (dying) return; // an unhandled rejection is already being reported

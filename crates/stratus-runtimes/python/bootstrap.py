@@ -625,6 +625,26 @@ def report_to_stderr(error):
     log_err(text.rstrip("\n"))
 
 
+def listen_for_debugger(port):
+    """`stratus dev --debug`: debugpy listens on 127.0.0.1:PORT before the
+    handler loads; None, or an error dict when it cannot."""
+    if not port:
+        return None
+    try:
+        import debugpy
+    except ImportError:
+        return make_error("Runtime.DebuggerMissing",
+                          "stratus dev --debug needs debugpy in the function's code: "
+                          "add debugpy to its requirements.txt")
+    try:
+        debugpy.listen(("127.0.0.1", int(port)))
+    except Exception as exc:
+        return make_error("Runtime.DebuggerFailed",
+                          "debugpy cannot listen on 127.0.0.1:%s: %s" % (port, exc))
+    log_err("stratus-runtime: debugpy listens on 127.0.0.1:%s" % port)
+    return None
+
+
 def load_handler(handler_spec):
     """Import the user's module and return (handler, None) or (None, error dict)."""
     module_path, _, func_name = handler_spec.rpartition(".")
@@ -825,7 +845,9 @@ def main():
     if os.path.isdir(deps):
         sys.path.insert(1, deps)
     started = time.perf_counter()
-    handler, error = load_handler(os.environ.get("_HANDLER", ""))
+    error = listen_for_debugger(os.environ.get("STRATUS_DEBUG_PORT"))
+    if error is None:
+        handler, error = load_handler(os.environ.get("_HANDLER", ""))
     if error is not None:
         report_to_stderr(error)
         flush_stdio()

@@ -153,6 +153,18 @@ pub(crate) fn answer(listener: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// The process (thread group) that thread `tid` belongs to. `pidfd_open`
+/// takes only a process's id; the notification names the thread that
+/// called. Checked against the notification after the pidfd is open, as
+/// the pid is.
+fn thread_group_of(tid: u32) -> Option<libc::pid_t> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))
+        .and_then(|tgid| tgid.trim().parse().ok())
+}
+
 /// The result of the `listen` call `request`: its return value, or the
 /// errno it fails with.
 fn judge(listener: &OwnedFd, request: &libc::seccomp_notif) -> Result<i64, i32> {
@@ -160,8 +172,12 @@ fn judge(listener: &OwnedFd, request: &libc::seccomp_notif) -> Result<i64, i32> 
     if request.data.nr != libc::SYS_listen as i32 {
         return Err(libc::ENOSYS);
     }
+    // The caller may be any thread of its process (a runtime's inspector,
+    // a Go program's scheduler): the pidfd is its process's, which shares
+    // its descriptor table.
+    let process = thread_group_of(request.pid).unwrap_or(request.pid as libc::pid_t);
     // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, request.pid as libc::pid_t, 0) };
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, process, 0) };
     if pidfd < 0 {
         return Err(errno(io::Error::last_os_error()));
     }

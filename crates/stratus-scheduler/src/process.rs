@@ -118,7 +118,14 @@ pub(crate) fn needs_own_start(limits: &Limits, config: &FunctionConfig) -> bool 
         .env
         .keys()
         .any(|k| prefixes.iter().any(|p| k.starts_with(p)));
-    own_env || instance_limits(limits, config) != (limits.pids_max, limits.instance_max_files)
+    // A debugger attaches to a runtime started for it.
+    let debugged = config
+        .spec
+        .env
+        .contains_key(stratus_manifest::DEBUG_PORT_ENV);
+    own_env
+        || debugged
+        || instance_limits(limits, config) != (limits.pids_max, limits.instance_max_files)
 }
 
 /// Processes and threads, and open files: what the built-in runtimes need

@@ -230,6 +230,91 @@ pub(crate) struct DeployRequest {
     /// else an upload, named by its packages.
     #[serde(skip)]
     pub source: Option<String>,
+    /// A function to run with a debugger's port open (`stratus dev
+    /// --debug`).
+    #[serde(default)]
+    pub debug: Option<DebugRequest>,
+}
+
+/// `{"function", "port"}` of a deploy request.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct DebugRequest {
+    pub function: String,
+    pub port: u16,
+}
+
+/// Makes `debug.function` of `spec` debuggable: its runtime's debugger
+/// listening on 127.0.0.1:`port` (Node.js's inspector, or debugpy for
+/// Python), one instance started at once and kept, one event at a time,
+/// and the longest timeout, so that a pause at a breakpoint does not end
+/// the invocation.
+fn attach_debugger(
+    spec: &mut stratus_manifest::AppSpec,
+    debug: &DebugRequest,
+) -> Result<(), ApiError> {
+    use stratus_manifest::{Network, Runtime};
+    let names = || {
+        spec.functions
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(function) = spec.functions.get(&debug.function) else {
+        return Err(ApiError::bad_request(
+            "no_such_function",
+            format!(
+                "app {} has no function {:?} to debug; its functions are {}",
+                spec.name,
+                debug.function,
+                names()
+            ),
+        ));
+    };
+    if debug.port < 1024 {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "debug port {} is privileged; pick one from 1024 up",
+                debug.port
+            ),
+        ));
+    }
+    if function.network == Network::None {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "function {} has `network: none`, so no debugger can reach it; debug it with another network setting",
+                debug.function
+            ),
+        ));
+    }
+    let function = spec
+        .functions
+        .get_mut(&debug.function)
+        .expect("checked above");
+    match function.runtime {
+        Runtime::Nodejs | Runtime::Python3 => {
+            function.env.insert(
+                stratus_manifest::DEBUG_PORT_ENV.to_owned(),
+                debug.port.to_string(),
+            );
+        }
+        Runtime::Provided => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!(
+                    "function {} runs its own bootstrap: start a debugger from it (python3 and nodejs functions get one from --debug)",
+                    debug.function
+                ),
+            ));
+        }
+    }
+    function.min_instances = 1;
+    function.max_instances = 1;
+    function.concurrency = 1;
+    function.timeout = stratus_manifest::MAX_TIMEOUT;
+    Ok(())
 }
 
 /// An uploaded version's source: its code directories by package hash.
@@ -299,7 +384,7 @@ pub(crate) async fn deploy(
             .await
             .map_err(|e| ApiError::internal("the manifest parser failed", e))?
     };
-    let spec = parsed.map_err(|errors| {
+    let mut spec = parsed.map_err(|errors| {
         ApiError::bad_request(
             "invalid_manifest",
             format!(
@@ -309,6 +394,9 @@ pub(crate) async fn deploy(
         )
         .with_details(errors.0.iter().map(ToString::to_string).collect())
     })?;
+    if let Some(debug) = &req.debug {
+        attach_debugger(&mut spec, debug)?;
+    }
     if spec.name != app {
         return Err(ApiError::bad_request(
             "app_mismatch",

@@ -194,6 +194,7 @@ pub(crate) async fn deploy(
             file: Some(label),
             packages,
             source: Some(format!("git {} {subject}", &commit[..commit.len().min(12)])),
+            debug: None,
         },
         sink,
     )

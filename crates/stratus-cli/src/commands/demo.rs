@@ -34,7 +34,7 @@ pub async fn run(
     write_demo(&source)?;
     let token = std::fs::read_to_string(data_dir.join(stratus_server::TOKEN_FILE))?;
     let client = Client::new(info.admin.clone(), token.trim().to_owned());
-    let deployed = super::deploy::deploy_dir(&client, &source, false).await?;
+    let deployed = super::deploy::deploy_dir(&client, &source, &Default::default()).await?;
     println!(
         "stratus is running: admin {}  public {}  data {}",
         info.admin,

@@ -82,7 +82,13 @@ pub async fn run(conn: &Connection, args: DeployArgs) -> anyhow::Result<ExitCode
                 .await?;
             serde_json::from_value(answer)?
         }
-        None => deploy_dir(&client, &args.dir, args.build == "local").await?,
+        None => {
+            let options = DeployOptions {
+                local: args.build == "local",
+                debug: None,
+            };
+            deploy_dir(&client, &args.dir, &options).await?
+        }
     };
     if args.wait {
         wait_until_up(&client, &deployed, args.wait_timeout).await?;
@@ -179,9 +185,22 @@ fn bytes(n: u64) -> String {
     }
 }
 
-/// Validates, packs, uploads and activates the application in `dir`;
-/// with `local`, its dependencies installed here first.
-pub async fn deploy_dir(client: &Client, dir: &Path, local: bool) -> anyhow::Result<Deployed> {
+/// How `deploy_dir` deploys.
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    /// Dependencies installed here first (`--build local`).
+    pub local: bool,
+    /// A function run with its debugger listening on this port.
+    pub debug: Option<(String, u16)>,
+}
+
+/// Validates, packs, uploads and activates the application in `dir`.
+pub async fn deploy_dir(
+    client: &Client,
+    dir: &Path,
+    options: &DeployOptions,
+) -> anyhow::Result<Deployed> {
+    let local = options.local;
     let manifest_path = dir.join(MANIFEST_FILE);
     let manifest = std::fs::read_to_string(&manifest_path).with_context(|| {
         format!(
@@ -257,7 +276,10 @@ pub async fn deploy_dir(client: &Client, dir: &Path, local: bool) -> anyhow::Res
         packages.insert(code.to_owned(), package.sha256);
     }
 
-    let body = serde_json::json!({ "manifest": manifest, "file": label, "packages": packages });
+    let mut body = serde_json::json!({ "manifest": manifest, "file": label, "packages": packages });
+    if let Some((function, port)) = &options.debug {
+        body["debug"] = serde_json::json!({ "function": function, "port": port });
+    }
     let answer = client
         .send_with_progress(
             client

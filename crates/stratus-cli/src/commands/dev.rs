@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use stratus_archive::{IGNORE_FILE, IgnoreRules};
 use stratus_manifest::MANIFEST_FILE;
 
-use super::deploy::deploy_dir;
+use super::deploy::{DeployOptions, deploy_dir};
 use super::logs::{LogsArgs, run as follow_logs};
 use crate::client::{Client, Connection};
 
@@ -23,6 +23,15 @@ pub struct DevArgs {
     /// How often the directory is looked at for saved changes
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub poll: Duration,
+    /// Run this function with its runtime's debugger listening on
+    /// 127.0.0.1:--debug-port (Node.js's inspector; debugpy for Python,
+    /// which its requirements.txt must list): one instance, started at
+    /// once, one event at a time, with the longest timeout
+    #[arg(long, value_name = "FUNCTION")]
+    pub debug: Option<String>,
+    /// The debugger's port
+    #[arg(long, default_value_t = 9229, requires = "debug")]
+    pub debug_port: u16,
     /// Arguments for the local server `stratus dev` starts when none
     /// answers (after `--`, e.g. `-- --listen 127.0.0.1:9080`)
     #[arg(last = true)]
@@ -67,10 +76,19 @@ pub async fn run(conn: &Connection, args: DevArgs) -> anyhow::Result<ExitCode> {
             (Client::connect(&conn)?, conn)
         }
     };
+    let options = DeployOptions {
+        local: false,
+        debug: args.debug.clone().map(|f| (f, args.debug_port)),
+    };
     let outcome = tokio::select! {
-        outcome = develop(&client, &conn, &dir, args.poll) => outcome,
+        outcome = develop(&client, &conn, &dir, args.poll, &options) => outcome,
         _ = tokio::signal::ctrl_c() => Ok(()),
     };
+    if options.debug.is_some() && local.child.is_none() {
+        // The server stays: the app goes back to running undebugged.
+        eprintln!("deploying without the debugger");
+        deploy(&client, &dir, &DeployOptions::default()).await;
+    }
     local.stop().await;
     outcome.map(|()| ExitCode::SUCCESS)
 }
@@ -82,14 +100,15 @@ async fn develop(
     conn: &Connection,
     dir: &Path,
     poll: Duration,
+    options: &DeployOptions,
 ) -> anyhow::Result<()> {
     let mut seen = fingerprint(dir);
-    let app = match deploy(client, dir).await {
+    let app = match deploy(client, dir, options).await {
         Some(app) => app,
         // Nothing deployed yet: wait for a fix, then go on as usual.
         None => loop {
             seen = changed(dir, &seen, poll).await;
-            if let Some(app) = deploy(client, dir).await {
+            if let Some(app) = deploy(client, dir, options).await {
                 break app;
             }
         },
@@ -115,7 +134,7 @@ async fn develop(
             }
             now = changed(dir, &seen, poll) => {
                 seen = now;
-                if let Some(name) = deploy(client, dir).await
+                if let Some(name) = deploy(client, dir, options).await
                     && name != app
                 {
                     eprintln!("the app is now named {name}; restart stratus dev to follow its logs");
@@ -126,11 +145,16 @@ async fn develop(
 }
 
 /// Deploys `dir`, saying how it went; the app's name when it deployed.
-async fn deploy(client: &Client, dir: &Path) -> Option<String> {
+async fn deploy(client: &Client, dir: &Path, options: &DeployOptions) -> Option<String> {
     let started = Instant::now();
-    match deploy_dir(client, dir, false).await {
+    match deploy_dir(client, dir, options).await {
         Ok(deployed) => {
             let took = started.elapsed().as_secs_f64();
+            if let Some((function, port)) = &options.debug {
+                eprintln!(
+                    "==> {function} runs with its debugger on 127.0.0.1:{port} (one instance, no timeout to speak of)"
+                );
+            }
             if deployed.changed {
                 eprintln!(
                     "==> deployed {} version {} in {took:.2} s ({})",

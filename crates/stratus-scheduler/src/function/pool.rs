@@ -301,10 +301,20 @@ impl Pool {
     }
 
     /// Freezes `instance` once it has been idle for `--freeze-after`, as
-    /// Lambda does: its background work waits for its next event. Done
+    /// Lambda does: its background work waits for its next event (never a
+    /// debugged function's, whose debugger talks to it meanwhile). Done
     /// under the pool's lock, so a take (which thaws what it finds frozen)
     /// comes wholly before or after.
     fn freeze_later(self: &Arc<Self>, instance: &Arc<Instance>) {
+        // A debugger talks to the runtime between events too.
+        if self
+            .config
+            .spec
+            .env
+            .contains_key(stratus_manifest::DEBUG_PORT_ENV)
+        {
+            return;
+        }
         let spell = instance.idle_spells.fetch_add(1, Relaxed) + 1;
         let (pool, instance) = (Arc::downgrade(self), instance.clone());
         let after = self.ctx.sandboxes.settings.limits.freeze_after;
