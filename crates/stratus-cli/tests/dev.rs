@@ -399,3 +399,184 @@ fn a_debugger_stops_a_node_function_at_its_breakpoint_and_resumes_it() {
         4
     );
 }
+
+/// One Debug Adapter Protocol connection, as VS Code speaks it to debugpy.
+struct Dap {
+    stream: std::io::BufReader<std::net::TcpStream>,
+    seq: u64,
+    /// Events read while waiting for something else.
+    events: Vec<serde_json::Value>,
+}
+
+impl Dap {
+    /// Connects once it listens (debugpy's adapter takes one client: no
+    /// probing first).
+    fn connect(port: &str) -> Dap {
+        let stream = eventually(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(format!("127.0.0.1:{port}")).map_err(|e| e.to_string())
+        });
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        Dap {
+            stream: std::io::BufReader::new(stream),
+            seq: 0,
+            events: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, command: &str, arguments: serde_json::Value) -> u64 {
+        use std::io::Write;
+        self.seq += 1;
+        let body = serde_json::json!({
+            "seq": self.seq, "type": "request", "command": command, "arguments": arguments,
+        })
+        .to_string();
+        let stream = self.stream.get_mut();
+        write!(stream, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        self.seq
+    }
+
+    fn read(&mut self) -> serde_json::Value {
+        use std::io::{BufRead, Read};
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(n) = line.strip_prefix("Content-Length: ") {
+                length = n.parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// The response to request `seq`.
+    fn response(&mut self, seq: u64) -> serde_json::Value {
+        loop {
+            let message = self.read();
+            if message["type"] == "response" && message["request_seq"] == seq {
+                assert_eq!(message["success"], true, "{message}");
+                return message;
+            }
+            self.events.push(message);
+        }
+    }
+
+    /// The next event named `name`, read or already seen.
+    fn event(&mut self, name: &str) -> serde_json::Value {
+        if let Some(i) = self.events.iter().position(|e| e["event"] == name) {
+            return self.events.remove(i);
+        }
+        loop {
+            let message = self.read();
+            if message["event"] == name {
+                return message;
+            }
+            self.events.push(message);
+        }
+    }
+}
+
+/// `stratus dev --debug` on a Python function runs it under debugpy (from
+/// its requirements.txt): a Debug Adapter Protocol client attaches, sets
+/// a breakpoint, the invocation stops there and finishes once continued.
+#[test]
+fn a_debugger_stops_a_python_function_at_its_breakpoint_and_continues_it() {
+    let server = Server::start();
+    let dir = server.path("pydbg");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: pydbg\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n    timeout: 2s\n",
+            ),
+            ("requirements.txt", "debugpy\n"),
+            (
+                "main.py",
+                "def handler(event, context):\n    doubled = event['n'] * 2\n    return {'doubled': doubled, 'file': __file__}\n",
+            ),
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut dev = Dev::spawn(
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&server.data_dir)
+            .args([
+                "dev",
+                dir.to_str().unwrap(),
+                "--debug",
+                "f",
+                "--debug-port",
+                &port,
+            ])
+            .env("STRATUS_CONFIG_DIR", common::config_dir(&server.data_dir)),
+    );
+    dev.wait_for(false, &["deployed pydbg version 1"]);
+    // Where the function's code is, as Python sees it.
+    let file = server.invoke("pydbg/f", r#"{"n":1}"#)["result"]["file"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut dap = Dap::connect(&port);
+    let init = dap.send(
+        "initialize",
+        serde_json::json!({"adapterID": "debugpy", "clientID": "stratus-test", "linesStartAt1": true, "columnsStartAt1": true, "pathFormat": "path"}),
+    );
+    dap.response(init);
+    let attach = dap.send("attach", serde_json::json!({"justMyCode": true}));
+    dap.event("initialized");
+    let set = dap.send(
+        "setBreakpoints",
+        serde_json::json!({"source": {"path": file}, "breakpoints": [{"line": 2}]}),
+    );
+    let set = dap.response(set);
+    assert_eq!(set["body"]["breakpoints"][0]["verified"], true, "{set}");
+    let done = dap.send("configurationDone", serde_json::json!({}));
+    dap.response(done);
+    dap.response(attach);
+
+    let invocation = {
+        let data_dir = server.data_dir.clone();
+        std::thread::spawn(move || {
+            Command::new(BIN)
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(["invoke", "pydbg/f", "--data", r#"{"n":21}"#])
+                .env("STRATUS_CONFIG_DIR", common::config_dir(&data_dir))
+                .output()
+                .unwrap()
+        })
+    };
+    let stopped = dap.event("stopped");
+    assert_eq!(stopped["body"]["reason"], "breakpoint", "{stopped}");
+    let thread = stopped["body"]["threadId"].clone();
+    let trace = dap.send("stackTrace", serde_json::json!({"threadId": thread}));
+    let trace = dap.response(trace);
+    assert_eq!(trace["body"]["stackFrames"][0]["line"], 2, "{trace}");
+    // Paused past the function's own 2 s timeout.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !invocation.is_finished(),
+        "the invocation ended while paused"
+    );
+    let go = dap.send("continue", serde_json::json!({"threadId": thread}));
+    dap.response(go);
+    let out = invocation.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["doubled"], 42);
+    dev.interrupt();
+}

@@ -299,6 +299,13 @@ fn attach_debugger(
                 stratus_manifest::DEBUG_PORT_ENV.to_owned(),
                 debug.port.to_string(),
             );
+            if function.runtime == Runtime::Python3 {
+                // debugpy's warning that the standard library's frozen
+                // modules take no breakpoints, on every start.
+                function
+                    .env
+                    .insert("PYDEVD_DISABLE_FILE_VALIDATION".to_owned(), "1".to_owned());
+            }
         }
         Runtime::Provided => {
             return Err(ApiError::bad_request(
