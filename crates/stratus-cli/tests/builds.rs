@@ -638,3 +638,54 @@ fn a_local_build_installs_before_upload_and_the_server_builds_nothing() {
     );
     assert_ne!(server.invoke("here/js", "{}")["result"], "changed");
 }
+
+/// A web server in C, built at deploy by a service's `build:` and run as
+/// its command.
+const C_SERVER: &str = r#"#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int main(void) {
+    int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in at = {0};
+    at.sin_family = AF_INET;
+    at.sin_port = htons(atoi(getenv("PORT")));
+    if (bind(s, (struct sockaddr *)&at, sizeof at) || listen(s, 64)) { perror("listen"); return 1; }
+    for (;;) {
+        int c = accept(s, 0, 0);
+        char request[4096];
+        if (c < 0 || read(c, request, sizeof request) <= 0) { if (c >= 0) close(c); continue; }
+        const char *answer = "HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\nserved by C\n";
+        write(c, answer, strlen(answer));
+        close(c);
+    }
+}
+"#;
+
+/// A service without a runtime builds its binary with `build:` too; the
+/// source stays as uploaded, the binary is the build's.
+#[test]
+fn a_service_runs_what_its_build_command_compiled() {
+    let server = Server::start();
+    write_app(
+        &server.path("csvc"),
+        &[
+            (
+                "stratus.yaml",
+                "app: csvc\nservices:\n  web:\n    code: ./web\n    command: [\"./out/server\"]\n    build:\n      command: mkdir -p out && cc -O2 -o out/server server.c\n      output: out\n",
+            ),
+            ("web/server.c", C_SERVER),
+        ],
+    );
+    let said = deploy(&server, "csvc");
+    assert!(
+        said.contains("==> web (build): mkdir -p out && cc"),
+        "{said}"
+    );
+    let (status, body) = get(&server, "/csvc/web/");
+    assert_eq!((status, body.as_str()), (200, "served by C\n"));
+    assert!(!server.path("csvc/web/out").exists());
+}
