@@ -208,3 +208,125 @@ fn an_app_deploys_from_git_and_its_version_names_the_commit() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
     assert_eq!(server.invoke("fromgit/f", "{}")["result"], "two");
 }
+
+/// The HMAC-SHA256 of `body` with `key`, hex, as a git host signs a
+/// webhook (`openssl`, as a script would).
+fn hmac_hex(key: &str, body: &str) -> String {
+    let out = common::output_with_stdin(
+        std::process::Command::new("openssl").args(["dgst", "-sha256", "-hmac", key]),
+        body,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.rsplit("= ").next().unwrap().trim().to_owned()
+}
+
+/// A push to the repository, told through the app's webhook on the public
+/// listener with GitHub's signature, deploys the pushed branch; a wrong
+/// signature is refused, a ping answered, another branch ignored, and the
+/// webhook's secret is never listed.
+#[test]
+fn a_signed_push_webhook_deploys_the_pushed_branch() {
+    let server = Server::start();
+    let repo = server.path("hooked");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let commit = |value: &str| {
+        write_app(
+            &repo,
+            &[
+                (
+                    "stratus.yaml",
+                    "app: hooked\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+                ),
+                (
+                    "main.py",
+                    &format!("def handler(event, context):\n    return '{value}'\n"),
+                ),
+            ],
+        );
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", value]);
+        git(&repo, &["rev-parse", "HEAD"])
+    };
+    let first = commit("one");
+    let url = format!("file://{}", repo.display());
+    let made: serde_json::Value = serde_json::from_str(&server.ok(&[
+        "git", "webhook", "hooked", "--url", &url, "--ref", "main", "--output", "json",
+    ]))
+    .unwrap();
+    let hook = made["url"].as_str().unwrap().to_owned();
+    assert_eq!(
+        hook,
+        format!("{}/hooked/_stratus/webhooks/git", server.public)
+    );
+    let secret = made["secret"].as_str().unwrap().to_owned();
+    let post = |event: &str, body: &str, signature: &str| {
+        let response = common::client()
+            .post(&hook)
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-hub-signature-256", format!("sha256={signature}"))
+            .body(body.to_owned())
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().unwrap())
+    };
+    let push = |reference: &str, after: &str| {
+        format!(
+            r#"{{"ref":"{reference}","after":"{after}","deleted":false,"repository":{{"clone_url":"https://example.com/x.git"}}}}"#
+        )
+    };
+
+    let body = push("refs/heads/main", &first);
+    let (status, said) = post("push", &body, &hmac_hex("not the secret", &body));
+    assert_eq!(status, 401, "{said}");
+    assert!(said.contains("X-Hub-Signature-256"), "{said}");
+    let (status, _) = post("ping", "{}", &hmac_hex(&secret, "{}"));
+    assert_eq!(status, 200);
+    let other = push("refs/heads/feature", &first);
+    let (status, said) = post("push", &other, &hmac_hex(&secret, &other));
+    assert_eq!(status, 202);
+    assert!(said.contains("nothing to deploy"), "{said}");
+    assert!(server.fails(&["invoke", "hooked/f"]).contains("hooked"));
+
+    let (status, said) = post("push", &body, &hmac_hex(&secret, &body));
+    assert_eq!(status, 202, "{said}");
+    common::eventually(std::time::Duration::from_secs(30), || {
+        let out = server.cli(&["invoke", "hooked/f"]);
+        match String::from_utf8_lossy(&out.stdout).trim() {
+            "\"one\"" => Ok(()),
+            other => Err(format!("hooked/f answers {other:?}")),
+        }
+    });
+    let second = commit("two");
+    let body = push("refs/heads/main", &second);
+    assert_eq!(post("push", &body, &hmac_hex(&secret, &body)).0, 202);
+    common::eventually(std::time::Duration::from_secs(30), || {
+        let out = server.cli(&["invoke", "hooked/f"]);
+        match String::from_utf8_lossy(&out.stdout).trim() {
+            "\"two\"" => Ok(()),
+            other => Err(format!("hooked/f answers {other:?}")),
+        }
+    });
+    let versions: serde_json::Value =
+        serde_json::from_str(&server.ok(&["versions", "hooked", "--output", "json"])).unwrap();
+    assert!(
+        versions["versions"][0]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("git {}", &second[..12])),
+        "{versions}"
+    );
+    // The secret is the platform's, not one of the app's.
+    let listed = server.ok(&["secret", "ls", "hooked", "--output", "json"]);
+    assert!(
+        !listed.contains("webhook") && !listed.contains(&secret),
+        "{listed}"
+    );
+
+    server.ok(&["git", "webhook", "hooked", "--rm"]);
+    let (status, _) = post("push", &body, &hmac_hex(&secret, &body));
+    assert_eq!(status, 404);
+}

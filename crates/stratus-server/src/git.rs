@@ -29,6 +29,9 @@ pub(crate) struct GitSource {
     /// The app's directory in the repository; default: its root.
     #[serde(default)]
     pub path: Option<String>,
+    /// The app the manifest must name (a webhook's); any, when `None`.
+    #[serde(skip)]
+    pub app: Option<String>,
 }
 
 /// A directory removed when dropped.
@@ -165,6 +168,14 @@ pub(crate) async fn deploy(
         )
         .with_details(errors.0.iter().map(ToString::to_string).collect())
     })?;
+    if let Some(app) = &source.app
+        && &spec.name != app
+    {
+        return Err(refused(format!(
+            "{label} declares app {:?}, but the webhook is app {app:?}'s; nothing was deployed",
+            spec.name
+        )));
+    }
     let mut packages = std::collections::BTreeMap::new();
     for code in spec.code_dirs() {
         let path = app_dir.join(code);

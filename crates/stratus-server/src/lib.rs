@@ -17,6 +17,7 @@ pub mod config;
 mod deploy;
 mod events;
 mod git;
+mod hex;
 mod listener;
 pub mod migrate;
 mod public;
@@ -26,6 +27,7 @@ pub mod samples;
 mod secrets;
 mod token;
 mod triggers;
+mod webhooks;
 
 pub(crate) use stratus_scheduler::now_ms;
 
@@ -463,6 +465,7 @@ pub async fn run(
         tls,
         proxy: public::Clients::new(),
         bodies: public::BodyBudget::new(config.http.max_buffered_body_bytes),
+        webhooks: Some(Arc::new(webhooks::GitHooks(state.clone()))),
     });
     // What earlier runs left of versions no longer kept.
     deploy::prune_in_background(state.clone());

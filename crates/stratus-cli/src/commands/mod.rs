@@ -8,6 +8,7 @@ mod deploy;
 mod dev;
 mod dlq;
 mod event;
+mod git;
 mod init;
 mod invoke;
 mod keys;
@@ -84,6 +85,8 @@ pub enum Command {
     Versions(versions::VersionsArgs),
     /// Make an earlier version of an application active again, at once
     Rollback(versions::RollbackArgs),
+    /// Deploy an application on each push to its git repository (a webhook)
+    Git(git::GitArgs),
     /// List an application's dependency builds and show their logs
     Builds(builds::BuildsArgs),
     /// List the interpreters the server runs functions on and builds for,
@@ -159,6 +162,7 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Versions(args) => versions::list(&conn, args).await,
         Command::Rollback(args) => versions::rollback(&conn, args).await,
         Command::Builds(args) => builds::run(&conn, args).await,
+        Command::Git(args) => git::run(&conn, args).await,
         Command::Runtimes(args) => runtimes::run(&conn, args).await,
         Command::Status(args) => status::run(&conn, args).await,
         Command::Nodes(args) => nodes::run(&conn, args).await,

@@ -54,6 +54,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/apps/{app}/builds", get(builds::list))
         .route("/v1/apps/{app}/builds/{id}", get(builds::show))
         .route("/v1/runtimes", get(builds::runtimes))
+        .route(
+            "/v1/apps/{app}/webhooks/git",
+            axum::routing::put(crate::webhooks::create).delete(crate::webhooks::remove),
+        )
         .route("/v1/apps/{app}/rollback", post(apps::rollback))
         .route(
             "/v1/apps/{app}/functions/{function}/invoke",

@@ -121,6 +121,8 @@ pub(crate) async fn list(
     };
     let secrets: Vec<_> = stored
         .iter()
+        // The platform's own (a git webhook's), never a user's.
+        .filter(|s| s.name != crate::webhooks::SECRET_NAME)
         .map(|s| {
             let vars: Vec<&str> = used
                 .iter()

@@ -413,9 +413,7 @@ fn read(code: &Path, name: &str) -> Result<Option<Vec<u8>>, String> {
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use crate::hex::encode as hex;
 
 #[cfg(test)]
 mod tests {

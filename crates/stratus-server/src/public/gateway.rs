@@ -91,6 +91,21 @@ pub(crate) struct Gateway {
     pub proxy: Clients,
     /// The bytes of request bodies buffered for functions at once.
     pub bodies: BodyBudget,
+    /// Where pushes to apps' git webhooks go.
+    pub webhooks: Option<Arc<dyn Webhooks>>,
+}
+
+/// Git hosts' push events, at an app's `/_stratus/webhooks/git`.
+#[async_trait]
+pub(crate) trait Webhooks: Send + Sync {
+    /// Judges a push to `app`'s webhook (its signature, event and ref) and
+    /// starts its deploy; the status and JSON body to answer with.
+    async fn git_push(
+        &self,
+        app: &str,
+        headers: &axum::http::HeaderMap,
+        body: axum::body::Bytes,
+    ) -> (axum::http::StatusCode, serde_json::Value);
 }
 
 impl Gateway {

@@ -74,6 +74,19 @@ fn locate<'a>(gateway: &Gateway, host: &str, path: &'a str) -> Option<Located<'a
 }
 
 /// The host a request was addressed to, lower-case, without the port.
+/// The app whose git webhook `host` and `path` name: `/APP/_stratus/...`,
+/// or `/_stratus/...` on the app's host.
+fn webhook_app(gateway: &Gateway, host: &str, path: &str) -> Option<String> {
+    let app = if path == crate::webhooks::PATH {
+        host.strip_suffix(gateway.settings.domain.as_str())?
+            .strip_suffix('.')?
+    } else {
+        let (app, rest) = path.strip_prefix('/')?.split_once('/')?;
+        (rest == &crate::webhooks::PATH[1..]).then_some(app)?
+    };
+    stratus_manifest::is_valid_name(app).then(|| app.to_owned())
+}
+
 fn host_of(request: &Request<Body>) -> String {
     let raw = match request.uri().authority() {
         Some(authority) => authority.as_str(),
@@ -132,6 +145,25 @@ async fn route(
     let host = host_of(&request);
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
+    // A git host's push: for an app that may not be deployed yet.
+    if parts.method == Method::POST
+        && let Some(hooks) = &gateway.webhooks
+        && let Some(app) = webhook_app(gateway, &host, &path)
+    {
+        let body = axum::body::to_bytes(body, crate::webhooks::MAX_EVENT_BYTES)
+            .await
+            .map_err(|_| GatewayError::BodyTooLarge {
+                limit: crate::webhooks::MAX_EVENT_BYTES,
+            })?;
+        let (status, answer) = hooks.git_push(&app, &parts.headers, body).await;
+        let mut response = Response::new(Body::from(answer.to_string()));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return Ok(response);
+    }
     let located = locate(gateway, &host, &path).ok_or_else(|| GatewayError::NoApp {
         domain: settings.domain.clone(),
     })?;

@@ -160,6 +160,7 @@ fn setup() -> Setup {
         tls: None,
         proxy: Clients::new(),
         bodies: super::BodyBudget::new(1 << 20),
+        webhooks: None,
     };
     Setup {
         gateway,

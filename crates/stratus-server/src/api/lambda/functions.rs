@@ -221,12 +221,7 @@ fn configuration(state: &AppState, version: &VersionRecord, function: &FunctionS
     let name = format!("{}.{}", version.app, function.name);
     let sha = version.packages.get(&function.code);
     let code_sha256 = sha
-        .and_then(|hex| {
-            (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-                .collect::<Option<Vec<u8>>>()
-        })
+        .and_then(|hex| crate::hex::decode(hex))
         .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes))
         .unwrap_or_default();
     let code_size = sha
