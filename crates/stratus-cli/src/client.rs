@@ -116,6 +116,16 @@ impl Client {
         }
     }
 
+    /// The server's admin URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The admin token it sends.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))

@@ -330,3 +330,94 @@ fn a_signed_push_webhook_deploys_the_pushed_branch() {
     let (status, _) = post("push", &body, &hmac_hex(&secret, &body));
     assert_eq!(status, 404);
 }
+
+/// `git push` to the app's remote on the server deploys main, the build's
+/// output coming back as `remote:` lines, and records the commit; a push
+/// whose deploy fails is refused with the reason, the branch and the
+/// active version stay; a wrong token is refused.
+#[test]
+fn a_push_to_the_app_s_git_remote_deploys_it_or_is_refused() {
+    let server = Server::start();
+    let repo = server.path("pushed");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let commit = |manifest: &str, value: &str| {
+        write_app(
+            &repo,
+            &[
+                ("stratus.yaml", manifest),
+                (
+                    "main.py",
+                    &format!("def handler(event, context):\n    return '{value}'\n"),
+                ),
+                ("requirements.txt", "six==1.16.0\n"),
+            ],
+        );
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", &format!("answer {value}")]);
+        git(&repo, &["rev-parse", "HEAD"])
+    };
+    let manifest =
+        "app: pushed\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n";
+    let first = commit(manifest, "one");
+    let remote = server.ok(&["git", "remote", "pushed", "--with-token"]);
+    let remote = remote.trim();
+    assert!(remote.ends_with("/v1/apps/pushed/git"), "{remote}");
+    let push = |url: &str| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["push", url, "main"])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .unwrap()
+    };
+
+    let out = push(remote);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("remote: ==> . (python3): install Python requirements")
+            && said.contains("remote: deployed pushed version 1"),
+        "{said}"
+    );
+    assert_eq!(server.invoke("pushed/f", "{}")["result"], "one");
+    let versions: serde_json::Value =
+        serde_json::from_str(&server.ok(&["versions", "pushed", "--output", "json"])).unwrap();
+    assert_eq!(
+        versions["versions"][0]["source"],
+        format!("git {} answer one", &first[..12]),
+        "{versions}"
+    );
+
+    // A broken manifest: refused, with the manifest's error.
+    commit("app: pushed\nfunctions:\n  f:\n    runtime: cobol\n", "two");
+    let out = push(remote);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("remote:")
+            && said.contains("unknown runtime")
+            && said.contains("pre-receive hook declined"),
+        "{said}"
+    );
+    assert_eq!(server.invoke("pushed/f", "{}")["result"], "one");
+
+    // A fixed one goes in on top.
+    commit(manifest, "three");
+    let out = push(remote);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.invoke("pushed/f", "{}")["result"], "three");
+
+    let wrong = remote.replace(&server.token, &"x".repeat(40));
+    let out = push(&wrong);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Authentication failed"),
+        "{out:?}"
+    );
+}

@@ -226,9 +226,10 @@ pub(crate) struct DeployRequest {
     pub file: Option<String>,
     /// Package SHA-256 by code directory.
     pub packages: BTreeMap<String, String>,
-    /// Where it came from, when the server fetched it (a git commit);
-    /// else an upload, named by its packages.
-    #[serde(skip)]
+    /// Where it came from: a git commit (one the server fetched, or one
+    /// pushed to its remote, whose hook deploys it); else an upload, named
+    /// by its packages.
+    #[serde(default)]
     pub source: Option<String>,
     /// A function to run with a debugger's port open (`stratus dev
     /// --debug`).
@@ -324,6 +325,9 @@ fn attach_debugger(
     Ok(())
 }
 
+/// The longest source a deploy may name.
+const MAX_SOURCE_BYTES: usize = 300;
+
 /// An uploaded version's source: its code directories by package hash.
 pub(crate) fn upload_source(packages: &BTreeMap<String, String>) -> String {
     let dirs: Vec<String> = packages
@@ -403,6 +407,14 @@ pub(crate) async fn deploy(
     })?;
     if let Some(debug) = &req.debug {
         attach_debugger(&mut spec, debug)?;
+    }
+    if let Some(source) = &req.source
+        && (source.len() > MAX_SOURCE_BYTES || source.contains(['\n', '\r']))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("a version's source is one line of at most {MAX_SOURCE_BYTES} bytes"),
+        ));
     }
     if spec.name != app {
         return Err(ApiError::bad_request(

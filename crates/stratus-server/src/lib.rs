@@ -17,6 +17,7 @@ pub mod config;
 mod deploy;
 mod events;
 mod git;
+mod git_remote;
 mod hex;
 mod listener;
 pub mod migrate;
@@ -82,6 +83,9 @@ pub(crate) struct AppState {
     pub directory: Arc<public::Directory>,
     /// The public listener's URL, for the routes a deploy reports.
     pub public_url: String,
+    /// The admin listener's URL, for what the server runs that calls it
+    /// back (a git push's hook).
+    pub admin_url: String,
     /// Every log line and record, to store and to read.
     pub logs: Arc<dyn Logs>,
     /// Asynchronous invocations.
@@ -454,6 +458,7 @@ pub async fn run(
         node_id,
         directory: directory.clone(),
         public_url: info.public.clone(),
+        admin_url: info.admin.clone(),
         logs: logs.clone(),
     });
     let gateway = Arc::new(public::Gateway {

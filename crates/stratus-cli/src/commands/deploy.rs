@@ -42,6 +42,10 @@ pub struct DeployArgs {
     /// upload: for servers that must not reach the package registries)
     #[arg(long, value_parser = ["server", "local"], default_value = "server", conflicts_with = "git")]
     pub build: String,
+    /// Where the code came from, as `stratus versions` shows it (the app's
+    /// git remote names the pushed commit)
+    #[arg(long, hide = true, conflicts_with = "git")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -86,6 +90,7 @@ pub async fn run(conn: &Connection, args: DeployArgs) -> anyhow::Result<ExitCode
             let options = DeployOptions {
                 local: args.build == "local",
                 debug: None,
+                source: args.source.clone(),
             };
             deploy_dir(&client, &args.dir, &options).await?
         }
@@ -192,6 +197,8 @@ pub struct DeployOptions {
     pub local: bool,
     /// A function run with its debugger listening on this port.
     pub debug: Option<(String, u16)>,
+    /// Where the code came from, for the version's record.
+    pub source: Option<String>,
 }
 
 /// Validates, packs, uploads and activates the application in `dir`.
@@ -279,6 +286,9 @@ pub async fn deploy_dir(
     let mut body = serde_json::json!({ "manifest": manifest, "file": label, "packages": packages });
     if let Some((function, port)) = &options.debug {
         body["debug"] = serde_json::json!({ "function": function, "port": port });
+    }
+    if let Some(source) = &options.source {
+        body["source"] = serde_json::json!(source);
     }
     let answer = client
         .send_with_progress(

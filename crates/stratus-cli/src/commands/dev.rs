@@ -77,8 +77,8 @@ pub async fn run(conn: &Connection, args: DevArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let options = DeployOptions {
-        local: false,
         debug: args.debug.clone().map(|f| (f, args.debug_port)),
+        ..DeployOptions::default()
     };
     let outcome = tokio::select! {
         outcome = develop(&client, &conn, &dir, args.poll, &options) => outcome,

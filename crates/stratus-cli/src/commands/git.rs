@@ -1,4 +1,6 @@
-//! `stratus git webhook APP`: a push to a repository deploys the app.
+//! `stratus git remote APP`: the app's git remote on the server, where a
+//! push deploys; `stratus git webhook APP`: a push to a repository
+//! elsewhere deploys the app.
 
 use std::process::ExitCode;
 
@@ -14,6 +16,16 @@ pub struct GitArgs {
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum GitCommand {
+    /// Print the URL of APP's git remote on the server: `git push` of main
+    /// there deploys it, the build's output shown as `remote:` lines, and a
+    /// push that does not deploy is refused
+    Remote {
+        app: String,
+        /// Put the admin token in the URL (git then needs no password;
+        /// the URL is a secret)
+        #[arg(long)]
+        with_token: bool,
+    },
     /// Make (or remake, with a new secret) the webhook through which a
     /// git host's pushes deploy APP; prints the URL and secret to give the
     /// host (content type application/json)
@@ -41,6 +53,23 @@ pub enum GitCommand {
 pub async fn run(conn: &Connection, args: GitArgs) -> anyhow::Result<ExitCode> {
     let client = Client::connect(conn)?;
     match args.command {
+        GitCommand::Remote { app, with_token } => {
+            let base = client.base();
+            let url = format!("{base}/v1/apps/{app}/git");
+            if with_token {
+                let (scheme, rest) = base.split_once("://").unwrap_or(("http", base));
+                println!(
+                    "{scheme}://stratus:{}@{rest}/v1/apps/{app}/git",
+                    client.token()
+                );
+            } else {
+                println!("{url}");
+                eprintln!(
+                    "git remote add stratus {url} && git push stratus main\n(git asks for a password: the admin token; or use --with-token)"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         GitCommand::Webhook {
             app,
             url,

@@ -55,6 +55,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/apps/{app}/builds/{id}", get(builds::show))
         .route("/v1/runtimes", get(builds::runtimes))
         .route(
+            "/v1/apps/{app}/git/{*rest}",
+            axum::routing::any(crate::git_remote::serve),
+        )
+        .route(
             "/v1/apps/{app}/webhooks/git",
             axum::routing::put(crate::webhooks::create).delete(crate::webhooks::remove),
         )
@@ -119,13 +123,32 @@ pub(crate) fn platform_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-fn bearer(request: &Request) -> &str {
-    request
+/// The credential a request carries: `Authorization: Bearer TOKEN`, or
+/// Basic auth whose password is it (what git sends for a remote's URL
+/// `http://stratus:TOKEN@HOST/...`).
+fn bearer(request: &Request) -> String {
+    let authorization = request
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
+        .unwrap_or("");
+    if let Some(token) = authorization.strip_prefix("Bearer ") {
+        return token.to_owned();
+    }
+    authorization
+        .strip_prefix("Basic ")
+        .and_then(|encoded| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .ok()
+        })
+        .and_then(|decoded| String::from_utf8(decoded).ok())
+        .and_then(|pair| {
+            pair.split_once(':')
+                .map(|(_, password)| password.to_owned())
+        })
+        .unwrap_or_default()
 }
 
 /// Whether `given` is a credential of the app the request acts for.
@@ -142,7 +165,7 @@ async fn require_app_credentials(
     request: Request,
     next: Next,
 ) -> Response {
-    if acts_for_app(&state, &request, bearer(&request)) {
+    if acts_for_app(&state, &request, &bearer(&request)) {
         next.run(request).await
     } else {
         ApiError::new(
@@ -166,15 +189,21 @@ async fn require_token(
 ) -> Response {
     let given = bearer(&request);
     let admin = constant_time_eq(given.as_bytes(), state.token.as_bytes());
-    if admin || acts_for_app(&state, &request, given) {
+    if admin || acts_for_app(&state, &request, &given) {
         next.run(request).await
     } else {
-        ApiError::new(
+        let mut refused = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or wrong admin token: send `Authorization: Bearer TOKEN` with the token from DATA_DIR/admin.token (or, to invoke, send to queues or ingest events, a key of the app)",
         )
-        .into_response()
+        .into_response();
+        // Git asks for credentials only when told how.
+        refused.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Basic realm=\"stratus\""),
+        );
+        refused
     }
 }
 
