@@ -689,3 +689,63 @@ fn a_service_runs_what_its_build_command_compiled() {
     assert_eq!((status, body.as_str()), (200, "served by C\n"));
     assert!(!server.path("csvc/web/out").exists());
 }
+
+/// What `command` prints, trimmed.
+fn printed(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Runtime names may carry versions, as Lambda's do; `stratus runtimes`
+/// names the server's, and an app that names one the server does not run
+/// is refused with the list of those it does.
+#[test]
+fn versioned_runtime_names_run_on_the_server_s_interpreters_or_are_refused() {
+    let server = Server::start();
+    let python = printed(
+        Command::new(common::python())
+            .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]),
+    );
+    let node = printed(Command::new("node").args(["-p", "process.versions.node.split('.')[0]"]));
+    let listed = server.ok(&["runtimes"]);
+    assert!(
+        listed.contains(&format!("python{python}")) && listed.contains(&format!("nodejs{node}")),
+        "{listed}"
+    );
+    let app = |py: &str, js: &str| {
+        write_app(
+            &server.path("named"),
+            &[
+                (
+                    "stratus.yaml",
+                    &format!(
+                        "app: named\nfunctions:\n  py:\n    runtime: {py}\n    handler: main.handler\n  js:\n    runtime: {js}\n    handler: index.handler\n"
+                    ),
+                ),
+                (
+                    "main.py",
+                    "import sys\ndef handler(event, context):\n    return '%d.%d' % sys.version_info[:2]\n",
+                ),
+                (
+                    "index.js",
+                    "exports.handler = async () => process.versions.node.split('.')[0];\n",
+                ),
+            ],
+        );
+    };
+    app("python3.99", &format!("nodejs{node}.x"));
+    let refused = server.fails(&["deploy", server.path("named").to_str().unwrap()]);
+    assert!(
+        refused.contains("function py names python3.99, which this server does not run")
+            && refused.contains(&format!(
+                "it runs python{python} (python3), nodejs{node} (nodejs), provided"
+            ))
+            && refused.contains("nothing was deployed"),
+        "{refused}"
+    );
+    app(&format!("python{python}"), &format!("nodejs{node}.x"));
+    deploy(&server, "named");
+    assert_eq!(server.invoke("named/py", "{}")["result"], python);
+    assert_eq!(server.invoke("named/js", "{}")["result"], node);
+}

@@ -43,6 +43,8 @@ pub const MAX_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(4 * 24 * 3600);
 pub const MAX_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 
+const RUNTIMES_HINT: &str = "runtimes are python3, nodejs, provided, or with a version: python3.12, nodejs22 (`stratus runtimes` lists the server's)";
+
 const NAME_HINT: &str =
     "use lowercase letters, digits and '-', starting with a letter, at most 40 characters";
 
@@ -172,12 +174,14 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         );
     }
 
-    let runtime = Runtime::from_name(&f.runtime);
+    let parsed = Runtime::parse_versioned(&f.runtime);
+    let runtime = parsed.as_ref().map(|(r, _)| *r);
+    let runtime_version = parsed.and_then(|(_, v)| v);
     if runtime.is_none() {
         let names: Vec<&str> = Runtime::ALL.iter().map(|r| r.as_str()).collect();
         let hint = match closest(&f.runtime, &names).or_else(|| alias(&f.runtime)) {
-            Some(best) => format!("did you mean `{best}`? runtimes are python3, nodejs, provided"),
-            None => "runtimes are python3, nodejs, provided".into(),
+            Some(best) => format!("did you mean `{best}`? {RUNTIMES_HINT}"),
+            None => RUNTIMES_HINT.into(),
         };
         c.error(
             key("runtime"),
@@ -401,6 +405,7 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
     (c.errors.len() == before).then(|| FunctionSpec {
         name: name.to_owned(),
         runtime: runtime.expect("checked above"),
+        runtime_version,
         handler,
         code,
         memory_mb,
@@ -924,15 +929,19 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
             String::new()
         }
     };
+    let mut runtime_version = None;
     let runtime = match s.runtime.as_deref() {
         None => None,
-        Some(name) => match Runtime::from_name(name) {
-            Some(r @ (Runtime::Python3 | Runtime::Nodejs)) => Some(r),
+        Some(name) => match Runtime::parse_versioned(name) {
+            Some((r @ (Runtime::Python3 | Runtime::Nodejs), version)) => {
+                runtime_version = version;
+                Some(r)
+            }
             _ => {
                 c.error(
                     key("runtime"),
                     format!("unknown service runtime {name:?}"),
-                    Some("a service's runtime is python3 or nodejs: its dependencies are installed and its interpreter is on PATH".into()),
+                    Some("a service's runtime is python3 or nodejs (or with a version: python3.12, nodejs22): its dependencies are installed and its interpreter is on PATH".into()),
                 );
                 None
             }
@@ -1131,6 +1140,7 @@ fn resolve_service(c: &mut Checker<'_>, name: &str, s: RawService) -> Option<Ser
         network,
         protocol,
         runtime,
+        runtime_version,
         build,
     })
 }

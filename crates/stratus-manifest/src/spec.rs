@@ -178,6 +178,9 @@ pub struct ServiceSpec {
     /// are installed for it, and whose interpreter is on its `PATH`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<Runtime>,
+    /// The version `runtime:` names, as a function's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_version: Option<String>,
     /// The command that makes what it runs, when it has no runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildCommand>,
@@ -247,6 +250,10 @@ pub struct Readiness {
 pub struct FunctionSpec {
     pub name: String,
     pub runtime: Runtime,
+    /// The version `runtime:` names (`3.12` of `python3.12`, `22` of
+    /// `nodejs22`); the server's own when it names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_version: Option<String>,
     /// `module.function` for python3, `file.export` for nodejs, free for provided.
     pub handler: String,
     /// Code directory relative to the manifest, normalised (`.` for the manifest's own).
@@ -457,6 +464,26 @@ impl AppSpec {
         dirs
     }
 
+    /// Each runtime version the app names, with the function or service
+    /// that names it: `(functions.f, Python3, 3.12)`.
+    pub fn runtime_versions(&self) -> Vec<(String, Runtime, &str)> {
+        let functions = self.functions.values().filter_map(|f| {
+            Some((
+                format!("function {}", f.name),
+                f.runtime,
+                f.runtime_version.as_deref()?,
+            ))
+        });
+        let services = self.services.values().filter_map(|s| {
+            Some((
+                format!("service {}", s.name),
+                s.runtime?,
+                s.runtime_version.as_deref()?,
+            ))
+        });
+        functions.chain(services).collect()
+    }
+
     /// The build command of each code directory that has one.
     pub fn code_builds(&self) -> BTreeMap<&str, &BuildCommand> {
         let functions = self
@@ -494,6 +521,43 @@ impl Runtime {
 
     pub fn from_name(name: &str) -> Option<Runtime> {
         Runtime::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
+    /// A runtime name with its version, if it names one: `python3.12` is
+    /// (`Python3`, `3.12`), `nodejs22` or Lambda's `nodejs22.x` (`Nodejs`,
+    /// `22`); `python3`,
+    /// `nodejs` and `provided` (also Lambda's `provided.al2` and
+    /// `provided.al2023`) name none: whichever the server has.
+    pub fn parse_versioned(name: &str) -> Option<(Runtime, Option<String>)> {
+        if let Some(runtime) = Runtime::from_name(name) {
+            return Some((runtime, None));
+        }
+        if matches!(name, "provided.al2" | "provided.al2023") {
+            return Some((Runtime::Provided, None));
+        }
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit());
+        if let Some(minor) = name.strip_prefix("python3.")
+            && digits(minor)
+        {
+            return Some((Runtime::Python3, Some(format!("3.{minor}"))));
+        }
+        if let Some(major) = name.strip_prefix("nodejs")
+            && let major = major.strip_suffix(".x").unwrap_or(major)
+            && digits(major)
+        {
+            return Some((Runtime::Nodejs, Some(major.to_owned())));
+        }
+        None
+    }
+
+    /// The versioned name of this runtime at `version`: `python3.12`.
+    pub fn versioned_name(self, version: &str) -> String {
+        match self {
+            Runtime::Python3 => format!("python{version}"),
+            Runtime::Nodejs => format!("nodejs{version}"),
+            Runtime::Provided => "provided".to_owned(),
+        }
     }
 }
 

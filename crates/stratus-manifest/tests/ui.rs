@@ -747,7 +747,7 @@ fn runtime_alias_python() {
         ",
         "
         stratus.yaml:4: functions.greet.runtime: unknown runtime \"python\"
-          hint: did you mean `python3`? runtimes are python3, nodejs, provided
+          hint: did you mean `python3`? runtimes are python3, nodejs, provided, or with a version: python3.12, nodejs22 (`stratus runtimes` lists the server's)
         ",
     );
 }
@@ -764,13 +764,13 @@ fn runtime_alias_node() {
         ",
         "
         stratus.yaml:4: functions.greet.runtime: unknown runtime \"node\"
-          hint: did you mean `nodejs`? runtimes are python3, nodejs, provided
+          hint: did you mean `nodejs`? runtimes are python3, nodejs, provided, or with a version: python3.12, nodejs22 (`stratus runtimes` lists the server's)
         ",
     );
 }
 
 #[test]
-fn runtime_alias_versioned() {
+fn runtime_versions_are_named_as_lambda_names_them() {
     check(
         "
         app: hello
@@ -781,12 +781,16 @@ fn runtime_alias_versioned() {
           api:
             runtime: nodejs20.x
             handler: index.handler
+          web:
+            runtime: nodejs22
+            handler: index.handler
+          odd:
+            runtime: python3.twelve
+            handler: main.handler
         ",
         "
-        stratus.yaml:4: functions.greet.runtime: unknown runtime \"python3.12\"
-          hint: did you mean `python3`? runtimes are python3, nodejs, provided
-        stratus.yaml:7: functions.api.runtime: unknown runtime \"nodejs20.x\"
-          hint: did you mean `nodejs`? runtimes are python3, nodejs, provided
+        stratus.yaml:13: functions.odd.runtime: unknown runtime \"python3.twelve\"
+          hint: did you mean `python3`? runtimes are python3, nodejs, provided, or with a version: python3.12, nodejs22 (`stratus runtimes` lists the server's)
         ",
     );
 }
@@ -802,7 +806,7 @@ fn runtime_unknown_without_alias() {
         ",
         "
         stratus.yaml:4: functions.greet.runtime: unknown runtime \"cobol\"
-          hint: runtimes are python3, nodejs, provided
+          hint: runtimes are python3, nodejs, provided, or with a version: python3.12, nodejs22 (`stratus runtimes` lists the server's)
         ",
     );
 }
@@ -1222,7 +1226,7 @@ fn several_errors_sorted_by_line() {
         stratus.yaml:2: app: invalid application name \"Hello\"
           hint: use lowercase letters, digits and '-', starting with a letter, at most 40 characters
         stratus.yaml:5: functions.zeta.runtime: unknown runtime \"python\"
-          hint: did you mean `python3`? runtimes are python3, nodejs, provided
+          hint: did you mean `python3`? runtimes are python3, nodejs, provided, or with a version: python3.12, nodejs22 (`stratus runtimes` lists the server's)
         stratus.yaml:7: functions.zeta.memory: memory 99999 MiB is out of range
           hint: a whole number of MiB between 64 and 10240, e.g. `memory: 256`
         stratus.yaml:8: functions.alpha.handler: a nodejs function needs a handler

@@ -425,6 +425,7 @@ pub(crate) async fn deploy(
             ),
         ));
     }
+    state.builder.check_runtime_versions(&spec)?;
     let max = state.config.limits.app_max_functions;
     let declared = spec.functions.len() + spec.services.len();
     if declared > max {

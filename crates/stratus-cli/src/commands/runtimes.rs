@@ -21,12 +21,14 @@ pub async fn run(conn: &Connection, args: RuntimesArgs) -> anyhow::Result<ExitCo
     }
     let mut table = Table::new(&[
         ("RUNTIME", Align::Left),
+        ("ALIAS", Align::Left),
         ("INTERPRETER", Align::Left),
         ("EXECUTABLE", Align::Left),
     ]);
     for runtime in ["python3", "nodejs"] {
         let it = &body[runtime];
         table.row(vec![
+            it["name"].as_str().unwrap_or("-").to_owned(),
             runtime.to_owned(),
             it["identity"]
                 .as_str()

@@ -516,14 +516,82 @@ impl Builder {
         crate::now_ms().saturating_sub(build.started_ms) > longest
     }
 
+    /// The version of `runtime` this node runs (`3.11`, `20`), as
+    /// versioned runtime names give it.
+    pub fn runtime_version(&self, runtime: Runtime) -> Option<String> {
+        match runtime {
+            // `cpython-311 x86_64 3.11.7`
+            Runtime::Python3 => {
+                let full = self.toolchain.python.as_deref()?.split(' ').nth(2)?;
+                let mut parts = full.split('.');
+                Some(format!("{}.{}", parts.next()?, parts.next()?))
+            }
+            // `v20.20.2 x64`
+            Runtime::Nodejs => Some(
+                self.toolchain
+                    .node
+                    .as_deref()?
+                    .strip_prefix('v')?
+                    .split('.')
+                    .next()?
+                    .to_owned(),
+            ),
+            Runtime::Provided => None,
+        }
+    }
+
+    /// The runtimes this node runs, by versioned name and alias.
+    pub fn runtime_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = [Runtime::Python3, Runtime::Nodejs]
+            .into_iter()
+            .filter_map(|r| {
+                Some(format!(
+                    "{} ({r})",
+                    r.versioned_name(&self.runtime_version(r)?)
+                ))
+            })
+            .collect();
+        names.push(Runtime::Provided.to_string());
+        names
+    }
+
+    /// Refuses an app that names a runtime version this node does not run,
+    /// saying which it runs.
+    pub fn check_runtime_versions(&self, spec: &AppSpec) -> Result<(), ApiError> {
+        let missing: Vec<String> = spec
+            .runtime_versions()
+            .into_iter()
+            .filter(|(_, runtime, version)| {
+                self.runtime_version(*runtime).as_deref() != Some(*version)
+            })
+            .map(|(who, runtime, version)| {
+                format!("{who} names {}", runtime.versioned_name(version))
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::bad_request(
+            "unknown_runtime",
+            format!(
+                "{}, which this server does not run; it runs {} (stratus runtimes); nothing was deployed",
+                missing.join(", "),
+                self.runtime_names().join(", ")
+            ),
+        ))
+    }
+
     /// What this node builds for and with, for `GET /v1/runtimes`.
     pub fn report(&self) -> serde_json::Value {
+        let name = |r: Runtime| self.runtime_version(r).map(|v| r.versioned_name(&v));
         serde_json::json!({
             "python3": {
+                "name": name(Runtime::Python3),
                 "executable": self.python.executable,
                 "identity": self.toolchain.python,
             },
             "nodejs": {
+                "name": name(Runtime::Nodejs),
                 "executable": self.node.executable,
                 "identity": self.toolchain.node,
             },
