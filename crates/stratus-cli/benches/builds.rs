@@ -151,7 +151,12 @@ fn run() -> anyhow::Result<()> {
     let uv = uv(&python);
     let scratch = tempfile::tempdir()?;
     let data_dir = scratch.path().join("data");
-    let server = Server::start(&data_dir, &scratch.path().join("server.log"), &[])?;
+    // Nothing built in the background while builds are timed.
+    let server = Server::start(
+        &data_dir,
+        &scratch.path().join("server.log"),
+        &["--python-packages="],
+    )?;
     let manifest = |app: &str| {
         format!("app: {app}\nfunctions:\n  api:\n    runtime: python3\n    handler: main.handler\n")
     };

@@ -749,3 +749,62 @@ fn versioned_runtime_names_run_on_the_server_s_interpreters_or_are_refused() {
     assert_eq!(server.invoke("named/py", "{}")["result"], python);
     assert_eq!(server.invoke("named/js", "{}")["result"], node);
 }
+
+/// The Python runtime gives every function boto3, as Lambda's does,
+/// installed once at start; a function's own requirements win.
+#[test]
+fn python_functions_get_boto3_from_the_runtime_and_their_own_pins_win() {
+    let server = Server::start_with(&["--python-packages", "boto3"]);
+    write_app(
+        &server.path("aws"),
+        &[
+            (
+                "stratus.yaml",
+                "app: aws\nfunctions:\n  given:\n    runtime: python3\n    handler: main.handler\n    code: ./given\n  pinned:\n    runtime: python3\n    handler: main.handler\n    code: ./pinned\n",
+            ),
+            (
+                "given/main.py",
+                "def handler(event, context):\n    import boto3\n    return {'version': boto3.__version__, 'at': boto3.__file__}\n",
+            ),
+            (
+                "pinned/main.py",
+                "def handler(event, context):\n    import boto3\n    return {'version': boto3.__version__, 'at': boto3.__file__}\n",
+            ),
+            ("pinned/requirements.txt", "boto3==1.35.0\n"),
+        ],
+    );
+    // Installed in the background at start; `stratus runtimes` says when.
+    common::eventually(std::time::Duration::from_secs(120), || {
+        let listed: serde_json::Value =
+            serde_json::from_str(&server.ok(&["runtimes", "--output", "json"])).unwrap();
+        match listed["python_packages"]["state"].as_str() {
+            Some("ready") => Ok(()),
+            Some("installing") => Err("installing".to_owned()),
+            other => panic!("boto3 was not installed: {other:?}"),
+        }
+    });
+    let listed = server.ok(&["runtimes"]);
+    assert!(
+        listed.contains("python packages: boto3 (ready)"),
+        "{listed}"
+    );
+    deploy(&server, "aws");
+    let given = server.invoke("aws/given", "{}");
+    assert!(
+        given["result"]["at"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{given}"))
+            .contains("/platform/boto3/"),
+        "{given}"
+    );
+    assert_ne!(given["result"]["version"], "1.35.0");
+    let pinned = server.invoke("aws/pinned", "{}");
+    assert_eq!(pinned["result"]["version"], "1.35.0", "{pinned}");
+    assert!(
+        pinned["result"]["at"]
+            .as_str()
+            .unwrap()
+            .contains(".stratus/python/boto3/"),
+        "{pinned}"
+    );
+}

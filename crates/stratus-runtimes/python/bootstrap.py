@@ -844,6 +844,12 @@ def main():
     deps = os.path.join(task_root, ".stratus", "python")
     if os.path.isdir(deps):
         sys.path.insert(1, deps)
+    # What the platform gives every function (boto3), last: a function's
+    # own requirements win.
+    runtime_dir = os.environ.get("LAMBDA_RUNTIME_DIR") or os.path.dirname(os.path.abspath(__file__))
+    platform = os.path.join(runtime_dir, "platform")
+    if os.path.isdir(platform):
+        sys.path.append(platform)
     started = time.perf_counter()
     error = listen_for_debugger(os.environ.get("STRATUS_DEBUG_PORT"))
     if error is None:

@@ -155,6 +155,11 @@ pub struct BuildSettings {
     /// Builds of each app whose records (logs, steps) are kept
     #[arg(long, default_value_t = 20)]
     pub keep_builds: usize,
+    /// Packages the Python runtime gives every function, as Lambda's gives
+    /// boto3 (installed once, at start, where registries are reachable; a
+    /// function's own requirements come first); empty: none
+    #[arg(long, default_value = "boto3")]
+    pub python_packages: String,
 }
 
 impl ServerConfig {

@@ -218,6 +218,7 @@ pub async fn run(
     }
     let installed = stratus_runtimes::install(&data_dir.join("runtimes"))
         .context("cannot install the built-in runtimes")?;
+    let python_runtime_dir = installed.python_bootstrap.parent().map(Path::to_path_buf);
     let (python, node) = runtimes::locate_interpreters().await;
 
     let node_id = cluster::node_id(&data_dir)?;
@@ -332,6 +333,10 @@ pub async fn run(
         )
         .await,
     );
+    if let Some(runtime_dir) = python_runtime_dir {
+        let builder = builder.clone();
+        tokio::spawn(async move { builder.provide_python_packages(&runtime_dir).await });
+    }
     // Built code directories pruned or never made here (another node's
     // deploy) are made again from their packages.
     let mut servable = Vec::with_capacity(deployed.len());

@@ -48,5 +48,12 @@ pub async fn run(conn: &Connection, args: RuntimesArgs) -> anyhow::Result<ExitCo
         })
         .collect();
     println!("build tools: {}", tools.join(", "));
+    let packages = &body["python_packages"];
+    if let Some(names) = packages["packages"].as_str().filter(|n| !n.is_empty()) {
+        println!(
+            "python packages: {names} ({})",
+            packages["state"].as_str().unwrap_or("-")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

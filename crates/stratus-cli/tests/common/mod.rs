@@ -28,6 +28,10 @@ pub fn config_dir(data_dir: &Path) -> PathBuf {
 
 /// Spawns `stratus server` on `data_dir` with ephemeral listeners.
 fn spawn_server(data_dir: &Path, extra: &[String], stderr: Stdio) -> Child {
+    // The Python runtime's own packages (boto3) are installed only where a
+    // test asks for them: each server would fetch them anew.
+    let packages =
+        (!extra.iter().any(|a| a.starts_with("--python-packages"))).then_some("--python-packages=");
     Command::new(BIN)
         .args([
             "server",
@@ -36,6 +40,7 @@ fn spawn_server(data_dir: &Path, extra: &[String], stderr: Stdio) -> Child {
             "--admin-listen",
             "127.0.0.1:0",
         ])
+        .args(packages)
         .args(extra)
         .arg("--data-dir")
         .arg(data_dir)

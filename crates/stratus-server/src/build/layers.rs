@@ -84,7 +84,7 @@ pub(crate) fn assemble(code: &Path, layer: &Path, layer_at: &str, dest: &Path) -
 
 /// Recreates `from` at `to` with hard links for files, the same links
 /// and the directories' modes.
-fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
     let meta = std::fs::symlink_metadata(from)?;
     std::fs::create_dir(to)?;
     std::fs::set_permissions(to, meta.permissions())?;

@@ -41,6 +41,26 @@ const WORK: &str = "/build";
 const CACHE: &str = "/build-cache";
 /// Where a step sees uv when it lies outside the system directories.
 const UV_IN_SANDBOX: &str = "/opt/stratus/bin/uv";
+/// Where the packages the Python runtime gives every function are,
+/// beside its bootstrap (the runtime reads the same name).
+pub(crate) const PLATFORM_DIR: &str = "platform";
+/// Names the layer [`PLATFORM_DIR`] was linked from.
+const PLATFORM_MARKER: &str = ".stratus-layer";
+/// The download cache of the platform's own builds.
+const PLATFORM_APP: &str = "_platform";
+
+/// Removes what a crash left of linking in the platform's packages.
+fn clear_partials(runtime_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(runtime_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".partial-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// The host uid and gid builds run as (`nobody`): their directories are
 /// made theirs.
 const BUILD_ID: u32 = 65534;
@@ -66,6 +86,9 @@ pub(crate) struct Builder {
     running: std::sync::Mutex<std::collections::HashSet<String>>,
     /// One build of a layer at a time; others wait and find it made.
     building: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where the Python runtime's own packages are: `installing`, `ready`,
+    /// `none`, or why they are missing.
+    python_packages: std::sync::Mutex<String>,
 }
 
 /// What a deploy's build made.
@@ -381,6 +404,7 @@ impl Builder {
             node_id: node_id.to_owned(),
             running: Default::default(),
             building: Default::default(),
+            python_packages: std::sync::Mutex::new("installing".to_owned()),
         }
     }
 
@@ -581,6 +605,96 @@ impl Builder {
         ))
     }
 
+    /// Installs the packages the Python runtime gives every function
+    /// (`--python-packages`, boto3 by default, as Lambda's runtimes do)
+    /// into [`PLATFORM_DIR`] beside its bootstrap in `runtime_dir`: built
+    /// as a layer, once per interpreter and package list, then linked in
+    /// whole. The runtime puts it last on `sys.path`, so a function's own
+    /// requirements win. Where it cannot be built (no registry), functions
+    /// go without, and the server says so.
+    pub async fn provide_python_packages(&self, runtime_dir: &Path) {
+        let state = self.install_python_packages(runtime_dir).await;
+        *self
+            .python_packages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = state;
+    }
+
+    /// [`Builder::provide_python_packages`]; what came of it.
+    async fn install_python_packages(&self, runtime_dir: &Path) -> String {
+        let dest = runtime_dir.join(PLATFORM_DIR);
+        clear_partials(runtime_dir);
+        let packages: Vec<&str> = self
+            .settings
+            .python_packages
+            .split([',', ' '])
+            .filter(|p| !p.is_empty())
+            .collect();
+        if packages.is_empty() {
+            let _ = std::fs::remove_dir_all(&dest);
+            return "none".to_owned();
+        }
+        let source = self.data_dir.join("builds").join("python-packages");
+        let written = std::fs::create_dir_all(&source).and_then(|()| {
+            std::fs::write(source.join("requirements.txt"), packages.join("\n") + "\n")
+        });
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot prepare the Python runtime's packages");
+            return format!("cannot prepare them: {e}");
+        }
+        let plan = match plan::plan(&source, Runtime::Python3, &self.toolchain) {
+            Ok(Some(plan)) => plan,
+            Ok(None) => return "none".to_owned(),
+            Err(message) => {
+                tracing::warn!(%message, "the Python runtime's packages cannot be built");
+                return message;
+            }
+        };
+        let marker = dest.join(PLATFORM_MARKER);
+        if std::fs::read_to_string(&marker).ok().as_deref() == Some(plan.key.as_str()) {
+            return "ready".to_owned();
+        }
+        let sink = Sink::new(None);
+        let label = format!("the Python runtime's packages ({})", packages.join(", "));
+        if let Err(message) = self
+            .layer(PLATFORM_APP, &source, &plan, &label, &sink)
+            .await
+        {
+            tracing::warn!(
+                packages = %packages.join(", "),
+                %message,
+                last = %sink.tail(3).join(" | "),
+                "the Python runtime's packages could not be installed: functions go without them"
+            );
+            return message;
+        }
+        let layer = layers::layer_dir(&self.data_dir, &plan.key);
+        let key = plan.key.clone();
+        let linked = tokio::task::spawn_blocking(move || {
+            let partial = layers::partial_path(&dest);
+            layers::link_tree(&layer, &partial)?;
+            std::fs::write(partial.join(PLATFORM_MARKER), &key)?;
+            if dest.exists() {
+                std::fs::remove_dir_all(&dest)?;
+            }
+            std::fs::rename(&partial, &dest)
+        })
+        .await;
+        let failed = match linked {
+            Ok(Ok(())) => {
+                tracing::info!(
+                    packages = %packages.join(", "),
+                    "the Python runtime gives functions these packages"
+                );
+                return "ready".to_owned();
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(error = %failed, "cannot link in the Python runtime's packages");
+        failed
+    }
+
     /// What this node builds for and with, for `GET /v1/runtimes`.
     pub fn report(&self) -> serde_json::Value {
         let name = |r: Runtime| self.runtime_version(r).map(|v| r.versioned_name(&v));
@@ -594,6 +708,10 @@ impl Builder {
                 "name": name(Runtime::Nodejs),
                 "executable": self.node.executable,
                 "identity": self.toolchain.node,
+            },
+            "python_packages": {
+                "packages": self.settings.python_packages,
+                "state": *self.python_packages.lock().unwrap_or_else(|e| e.into_inner()),
             },
             "tools": {
                 "uv": self.uv,
