@@ -151,12 +151,7 @@ fn run() -> anyhow::Result<()> {
     let uv = uv(&python);
     let scratch = tempfile::tempdir()?;
     let data_dir = scratch.path().join("data");
-    // Nothing built in the background while builds are timed.
-    let server = Server::start(
-        &data_dir,
-        &scratch.path().join("server.log"),
-        &["--python-packages="],
-    )?;
+    let server = Server::start(&data_dir, &scratch.path().join("server.log"), &[])?;
     let manifest = |app: &str| {
         format!("app: {app}\nfunctions:\n  api:\n    runtime: python3\n    handler: main.handler\n")
     };

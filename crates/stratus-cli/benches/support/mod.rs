@@ -178,6 +178,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--shutdown-grace",
                 "2s",
+                // Nothing installed in the background while measuring.
+                "--python-packages=",
             ])
             .args(extra)
             .stdin(Stdio::null())
