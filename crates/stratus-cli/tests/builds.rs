@@ -808,3 +808,76 @@ fn python_functions_get_boto3_from_the_runtime_and_their_own_pins_win() {
         "{pinned}"
     );
 }
+
+/// A version that names a runtime version keeps it: a server restarted
+/// with another Node.js does not run it on that one, and says why.
+#[test]
+fn a_named_runtime_version_is_not_changed_under_a_deployed_app() {
+    let mut server = Server::start();
+    let node = printed(Command::new("node").args(["-p", "process.versions.node.split('.')[0]"]));
+    write_app(
+        &server.path("kept"),
+        &[
+            (
+                "stratus.yaml",
+                &format!(
+                    "app: kept\nfunctions:\n  js:\n    runtime: nodejs{node}\n    handler: index.handler\n"
+                ),
+            ),
+            ("index.js", "exports.handler = async () => 'ran';\n"),
+        ],
+    );
+    deploy(&server, "kept");
+    assert_eq!(server.invoke("kept/js", "{}")["result"], "ran");
+    assert!(server.stop().success());
+
+    // Another Node.js on the PATH of the same data directory's server.
+    let fake = server.path("fake-node");
+    std::fs::write(&fake, "#!/bin/sh\necho 'v99.0.0 x64'\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let log = server.path("other-node.log");
+    let mut other = Command::new(common::BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--python-packages=",
+        ])
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .env("STRATUS_NODE", &fake)
+        .env("STRATUS_CONFIG_DIR", common::config_dir(&server.data_dir))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = common::eventually(std::time::Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("cannot serve an app") {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    });
+    assert!(
+        said.contains(&format!(
+            "function js names nodejs{node}, which this server does not run"
+        )) && said.contains("nodejs99 (nodejs)"),
+        "{said}"
+    );
+    common::eventually(std::time::Duration::from_secs(30), || {
+        if server.data_dir.join("server.json").exists() {
+            Ok(())
+        } else {
+            Err("not up".to_owned())
+        }
+    });
+    let refused = server.cli(&["invoke", "kept/js"]);
+    assert!(!refused.status.success(), "{refused:?}");
+    let _ = Command::new("kill")
+        .args(["-INT", &other.id().to_string()])
+        .status();
+    let _ = other.wait();
+}

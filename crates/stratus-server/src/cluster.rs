@@ -258,7 +258,7 @@ async fn catch_up(state: &AppState, shared: &dyn SharedPackages) -> anyhow::Resu
                 app = version.app,
                 version = version.version,
                 error = message,
-                "cannot take up a deploy made on another node: its dependencies do not build here"
+                "cannot take up a deploy made on another node: it names a runtime this node does not run, or its dependencies do not build here"
             );
             continue;
         }

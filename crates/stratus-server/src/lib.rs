@@ -346,7 +346,7 @@ pub async fn run(
             Err(error) => tracing::error!(
                 app = version.app,
                 error,
-                "cannot serve an app: its dependencies cannot be built here"
+                "cannot serve an app: it names a runtime this server does not run, or its dependencies cannot be built here"
             ),
         }
     }

@@ -738,9 +738,13 @@ impl Builder {
         }
     }
 
-    /// Makes sure every built code directory of `version` is here,
-    /// building a missing layer from its package.
+    /// Makes sure `version` runs here as it was deployed: the runtime
+    /// versions it names are this node's, and every built code directory
+    /// is here (a missing layer is built from its package).
     pub async fn ensure(&self, version: &VersionRecord) -> Result<(), String> {
+        // A runtime version never changes under a version that names it.
+        self.check_runtime_versions(&version.spec)
+            .map_err(|e| e.message)?;
         for unit in units(&version.spec) {
             let code = &unit.code;
             let Some(key) = version.layers.get(&unit.slot) else {
