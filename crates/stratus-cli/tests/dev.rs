@@ -245,6 +245,44 @@ fn without_a_server_it_starts_one_and_ctrl_c_leaves_nothing_running() {
     assert!(served(&public).is_none());
 }
 
+/// `stratus dev DIR --debug FUNCTION` on a free port; the port.
+fn debugging(server: &Server, dir: &Path, function: &str) -> (Dev, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let dev = Dev::spawn(
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&server.data_dir)
+            .args(["dev", dir.to_str().unwrap(), "--debug", function])
+            .args(["--debug-port", &port])
+            .env("STRATUS_CONFIG_DIR", common::config_dir(&server.data_dir)),
+    );
+    (dev, port)
+}
+
+/// `stratus invoke TARGET --data DATA` on a thread of its own: it waits
+/// while the debugger holds the function.
+fn invoke_in_background(
+    server: &Server,
+    target: &str,
+    data: &str,
+) -> std::thread::JoinHandle<std::process::Output> {
+    let (data_dir, target, data) = (server.data_dir.clone(), target.to_owned(), data.to_owned());
+    std::thread::spawn(move || {
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["invoke", &target, "--data", &data])
+            .env("STRATUS_CONFIG_DIR", common::config_dir(&data_dir))
+            .output()
+            .unwrap()
+    })
+}
+
 /// A Chrome DevTools protocol client, as a debugger's front end speaks it:
 /// finds the inspector's target, sets a breakpoint on line 2 of index.js,
 /// says so, and when execution pauses there says where and reads `event.n`
@@ -302,26 +340,7 @@ fn a_debugger_stops_a_node_function_at_its_breakpoint_and_resumes_it() {
             ),
         ],
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let mut dev = Dev::spawn(
-        Command::new(BIN)
-            .arg("--data-dir")
-            .arg(&server.data_dir)
-            .args([
-                "dev",
-                dir.to_str().unwrap(),
-                "--debug",
-                "api",
-                "--debug-port",
-                &port,
-            ])
-            .env("STRATUS_CONFIG_DIR", common::config_dir(&server.data_dir)),
-    );
+    let (mut dev, port) = debugging(&server, &dir, "api");
     dev.wait_for(false, &["runs with its debugger on 127.0.0.1", &port]);
     dev.wait_for(false, &["deployed dbg version 1"]);
     // The instance is started at once, its inspector listening.
@@ -349,18 +368,7 @@ fn a_debugger_stops_a_node_function_at_its_breakpoint_and_resumes_it() {
             .unwrap_or_else(|_| panic!("the debugger client did not say {what}"))
     };
     assert_eq!(next("the breakpoint"), "breakpoint 1");
-    let invocation = {
-        let data_dir = server.data_dir.clone();
-        std::thread::spawn(move || {
-            Command::new(BIN)
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .args(["invoke", "dbg/api", "--data", r#"{"n":21}"#])
-                .env("STRATUS_CONFIG_DIR", common::config_dir(&data_dir))
-                .output()
-                .unwrap()
-        })
-    };
+    let invocation = invoke_in_background(&server, "dbg/api", r#"{"n":21}"#);
     assert_eq!(next("where it paused"), "paused at line 2 n=21");
     // Paused past the function's own 2 s timeout: the invocation still
     // finishes once resumed.
@@ -504,26 +512,7 @@ fn a_debugger_stops_a_python_function_at_its_breakpoint_and_continues_it() {
             ),
         ],
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let mut dev = Dev::spawn(
-        Command::new(BIN)
-            .arg("--data-dir")
-            .arg(&server.data_dir)
-            .args([
-                "dev",
-                dir.to_str().unwrap(),
-                "--debug",
-                "f",
-                "--debug-port",
-                &port,
-            ])
-            .env("STRATUS_CONFIG_DIR", common::config_dir(&server.data_dir)),
-    );
+    let (mut dev, port) = debugging(&server, &dir, "f");
     dev.wait_for(false, &["deployed pydbg version 1"]);
     // Where the function's code is, as Python sees it.
     let file = server.invoke("pydbg/f", r#"{"n":1}"#)["result"]["file"]
@@ -548,18 +537,7 @@ fn a_debugger_stops_a_python_function_at_its_breakpoint_and_continues_it() {
     dap.response(done);
     dap.response(attach);
 
-    let invocation = {
-        let data_dir = server.data_dir.clone();
-        std::thread::spawn(move || {
-            Command::new(BIN)
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .args(["invoke", "pydbg/f", "--data", r#"{"n":21}"#])
-                .env("STRATUS_CONFIG_DIR", common::config_dir(&data_dir))
-                .output()
-                .unwrap()
-        })
-    };
+    let invocation = invoke_in_background(&server, "pydbg/f", r#"{"n":21}"#);
     let stopped = dap.event("stopped");
     assert_eq!(stopped["body"]["reason"], "breakpoint", "{stopped}");
     let thread = stopped["body"]["threadId"].clone();

@@ -76,12 +76,7 @@ impl LocalBuilder {
                 ),
                 Tool::Pip => (self.python.executable.clone(), Vec::new()),
                 Tool::Npm | Tool::Pnpm | Tool::Yarn => {
-                    let (script, name) = match invocation.tool {
-                        Tool::Pnpm => (&self.tools.pnpm, "pnpm"),
-                        Tool::Yarn => (&self.tools.yarn, "yarn"),
-                        _ => (&self.tools.npm, "npm"),
-                    };
-                    let script = script.as_ref().ok_or_else(|| missing(name))?;
+                    let script = self.tools.node_script(invocation.tool, "this machine")?;
                     (
                         self.node.executable.clone(),
                         vec![script.display().to_string()],

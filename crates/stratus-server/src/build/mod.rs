@@ -70,14 +70,9 @@ pub(crate) struct Builder {
     launcher: Arc<dyn Launch>,
     data_dir: PathBuf,
     settings: BuildSettings,
-    toolchain: Toolchain,
     python: Interpreter,
     node: Interpreter,
-    uv: Option<PathBuf>,
-    /// npm's, pnpm's and yarn's scripts, run with `node`.
-    npm: Option<PathBuf>,
-    pnpm: Option<PathBuf>,
-    yarn: Option<PathBuf>,
+    tools: Tools,
     /// Whether builds run as the user nobody (see [`builds_as_nobody`]).
     as_nobody: bool,
     /// This node, named in the builds it records.
@@ -260,6 +255,19 @@ pub(crate) struct Tools {
 }
 
 impl Tools {
+    /// npm's, pnpm's or yarn's script, for `tool`; `Err` says it is not
+    /// installed on `machine`.
+    pub fn node_script(&self, tool: Tool, machine: &str) -> Result<&PathBuf, String> {
+        let (script, name) = match tool {
+            Tool::Pnpm => (&self.pnpm, "pnpm"),
+            Tool::Yarn => (&self.yarn, "yarn"),
+            _ => (&self.npm, "npm"),
+        };
+        script
+            .as_ref()
+            .ok_or_else(|| format!("{name} is not installed on {machine}"))
+    }
+
     /// uv as given, else beside `python` or on PATH; npm, pnpm and yarn on
     /// PATH; the identities of `python` and `node`.
     pub async fn discover(python: &Interpreter, node: &Interpreter, uv: Option<PathBuf>) -> Tools {
@@ -350,32 +358,26 @@ impl Builder {
         node: Interpreter,
         node_id: &str,
     ) -> Builder {
-        let Tools {
-            toolchain,
-            uv,
-            npm,
-            pnpm,
-            yarn,
-        } = Tools::discover(&python, &node, settings.uv.clone()).await;
-        if uv.is_none() {
+        let tools = Tools::discover(&python, &node, settings.uv.clone()).await;
+        if tools.uv.is_none() {
             tracing::warn!(
                 "uv not found (--uv, or on PATH): Python requirements are installed with pip, which is slower"
             );
         }
-        if npm.is_none() {
+        if tools.npm.is_none() {
             tracing::warn!("npm not found on PATH: Node.js dependencies cannot be installed");
         }
-        let tools: Vec<&Path> = [
+        let reached: Vec<&Path> = [
             Some(&python.executable),
             Some(&node.executable),
-            uv.as_ref(),
-            npm.as_ref(),
+            tools.uv.as_ref(),
+            tools.npm.as_ref(),
         ]
         .into_iter()
         .flatten()
         .map(PathBuf::as_path)
         .collect();
-        let as_nobody = builds_as_nobody(launcher.isolation(), data_dir, &tools);
+        let as_nobody = builds_as_nobody(launcher.isolation(), data_dir, &reached);
         if launcher.isolation() == Isolation::None {
             if as_nobody {
                 tracing::warn!(
@@ -393,13 +395,9 @@ impl Builder {
             launcher,
             data_dir: data_dir.to_owned(),
             settings,
-            toolchain,
             python,
             node,
-            uv,
-            npm,
-            pnpm,
-            yarn,
+            tools,
             as_nobody,
             node_id: node_id.to_owned(),
             running: Default::default(),
@@ -423,7 +421,7 @@ impl Builder {
             let Some(sha) = packages.get(&unit.code) else {
                 continue;
             };
-            match unit.plan(&self.data_dir, sha, &self.toolchain) {
+            match unit.plan(&self.data_dir, sha, &self.tools.toolchain) {
                 Ok(Some(plan)) => plans.push((unit, sha.clone(), plan)),
                 Ok(None) => {}
                 Err(message) => {
@@ -546,13 +544,14 @@ impl Builder {
         match runtime {
             // `cpython-311 x86_64 3.11.7`
             Runtime::Python3 => {
-                let full = self.toolchain.python.as_deref()?.split(' ').nth(2)?;
+                let full = self.tools.toolchain.python.as_deref()?.split(' ').nth(2)?;
                 let mut parts = full.split('.');
                 Some(format!("{}.{}", parts.next()?, parts.next()?))
             }
             // `v20.20.2 x64`
             Runtime::Nodejs => Some(
-                self.toolchain
+                self.tools
+                    .toolchain
                     .node
                     .as_deref()?
                     .strip_prefix('v')?
@@ -642,7 +641,7 @@ impl Builder {
             tracing::warn!(error = %e, "cannot prepare the Python runtime's packages");
             return format!("cannot prepare them: {e}");
         }
-        let plan = match plan::plan(&source, Runtime::Python3, &self.toolchain) {
+        let plan = match plan::plan(&source, Runtime::Python3, &self.tools.toolchain) {
             Ok(Some(plan)) => plan,
             Ok(None) => return "none".to_owned(),
             Err(message) => {
@@ -702,22 +701,22 @@ impl Builder {
             "python3": {
                 "name": name(Runtime::Python3),
                 "executable": self.python.executable,
-                "identity": self.toolchain.python,
+                "identity": self.tools.toolchain.python,
             },
             "nodejs": {
                 "name": name(Runtime::Nodejs),
                 "executable": self.node.executable,
-                "identity": self.toolchain.node,
+                "identity": self.tools.toolchain.node,
             },
             "python_packages": {
                 "packages": self.settings.python_packages,
                 "state": *self.python_packages.lock().unwrap_or_else(|e| e.into_inner()),
             },
             "tools": {
-                "uv": self.uv,
-                "npm": self.npm,
-                "pnpm": self.pnpm,
-                "yarn": self.yarn,
+                "uv": self.tools.uv,
+                "npm": self.tools.npm,
+                "pnpm": self.tools.pnpm,
+                "yarn": self.tools.yarn,
             },
         })
     }
@@ -758,7 +757,7 @@ impl Builder {
             }
             let dir = dir_of(&self.data_dir, sha);
             let plan = unit
-                .plan(&self.data_dir, sha, &self.toolchain)?
+                .plan(&self.data_dir, sha, &self.tools.toolchain)?
                 .ok_or_else(|| format!("code directory {code:?} has nothing to build"))?;
             if &plan.key != key {
                 return Err(format!(
@@ -874,7 +873,7 @@ impl Builder {
                 writable: false,
             });
         }
-        let uv = self.uv.as_ref().map(|uv| {
+        let uv = self.tools.uv.as_ref().map(|uv| {
             if isolation == Isolation::Namespaces && outside_system(uv) {
                 mounts.push(Mount {
                     host: uv.clone(),
@@ -954,7 +953,7 @@ impl Builder {
                 ),
                 Tool::Pip => (self.python.executable.clone(), Vec::new(), code_in.clone()),
                 Tool::Npm | Tool::Pnpm | Tool::Yarn => {
-                    let script = self.node_script(invocation.tool)?;
+                    let script = self.tools.node_script(invocation.tool, "the server")?;
                     (
                         self.node.executable.clone(),
                         vec![script.display().to_string()],
@@ -1008,18 +1007,6 @@ impl Builder {
         tokio::task::spawn_blocking(move || layers::assemble(&code, &layer, at, &dest))
             .await
             .map_err(std::io::Error::other)?
-    }
-
-    /// npm's, pnpm's or yarn's script.
-    fn node_script(&self, tool: Tool) -> Result<&PathBuf, String> {
-        let (script, name) = match tool {
-            Tool::Pnpm => (&self.pnpm, "pnpm"),
-            Tool::Yarn => (&self.yarn, "yarn"),
-            _ => (&self.npm, "npm"),
-        };
-        script
-            .as_ref()
-            .ok_or_else(|| format!("{name} is not installed on the server"))
     }
 
     /// The PATH of a step: the interpreters' directories first.
