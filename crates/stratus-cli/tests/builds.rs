@@ -613,7 +613,8 @@ fn a_local_build_installs_before_upload_and_the_server_builds_nothing() {
 
     // Another Node.js here than the server's: refused, nothing deployed.
     let fake = server.path("fake-node");
-    std::fs::write(&fake, "#!/bin/sh\necho 'v99.0.0 x64'\n").unwrap();
+    // Answers as node answers the server's question: its path, then what it is.
+    std::fs::write(&fake, "#!/bin/sh\nprintf '%s\\n\\nv99.0.0 x64\\n' \"$0\"\n").unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::write(
         app.join("js/index.js"),
@@ -750,6 +751,122 @@ fn versioned_runtime_names_run_on_the_server_s_interpreters_or_are_refused() {
     assert_eq!(server.invoke("named/js", "{}")["result"], node);
 }
 
+/// Several versions of one language run side by side: each function on
+/// the interpreter its runtime names, with dependencies built for that
+/// interpreter (a native package), and its subprocesses and services find
+/// that interpreter as `python3` and `node`.
+#[test]
+fn several_versions_of_a_language_run_side_by_side_each_with_its_own_build() {
+    let (other, other_path) = common::other_python();
+    let node22 = common::registry_node(22);
+    let mut server = Server::start_with(&[
+        "--runtime",
+        &format!("python{other}={}", other_path.display()),
+        "--runtime",
+        &format!("nodejs22={}", node22.display()),
+    ]);
+    let default = printed(
+        Command::new(common::python())
+            .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]),
+    );
+    let listed = server.ok(&["runtimes"]);
+    assert!(
+        listed.contains(&format!("python{default}"))
+            && listed.contains(&format!("python{other}"))
+            && listed.contains("nodejs22")
+            && listed.contains(&other_path.display().to_string()),
+        "{listed}"
+    );
+    let handler = r#"import subprocess, sys
+import msgpack
+
+def handler(event, context):
+    sub = subprocess.run(["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                         capture_output=True, text=True).stdout.strip()
+    return {
+        "version": "%d.%d" % sys.version_info[:2],
+        "subprocess": sub,
+        # The C extension, built for this interpreter, else the fallback.
+        "native": msgpack.Packer.__module__,
+    }
+"#;
+    let service = r#"import http.server, os, subprocess, sys
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("%d.%d" % sys.version_info[:2]).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+    write_app(
+        &server.path("side"),
+        &[
+            (
+                "stratus.yaml",
+                &format!(
+                    "app: side\nfunctions:\n  old:\n    runtime: python3\n    handler: main.handler\n    code: ./py\n  new:\n    runtime: python{other}\n    handler: main.handler\n    code: ./py\n  js20:\n    runtime: nodejs\n    handler: index.handler\n    code: ./js\n  js22:\n    runtime: nodejs22.x\n    handler: index.handler\n    code: ./js\nservices:\n  web:\n    runtime: python{other}\n    code: ./web\n    command: python3 server.py\n"
+                ),
+            ),
+            ("py/requirements.txt", "msgpack==1.1.0\n"),
+            ("py/main.py", handler),
+            (
+                "js/index.js",
+                "const { execFileSync } = require('child_process');\nexports.handler = async () => ({ version: process.version, subprocess: execFileSync('node', ['--version']).toString().trim() });\n",
+            ),
+            ("web/server.py", service),
+        ],
+    );
+    let out = deploy(&server, "side");
+    // One layer per interpreter: the same requirements, built twice.
+    assert!(
+        out.contains("py (python3): ") && out.contains(&format!("py (python{other}): ")),
+        "{out}"
+    );
+    for (function, version) in [("side/old", &default), ("side/new", &other)] {
+        let answer = server.invoke(function, "{}")["result"].clone();
+        assert_eq!(answer["version"], version.as_str(), "{function}: {answer}");
+        assert_eq!(
+            answer["subprocess"],
+            version.as_str(),
+            "{function}: {answer}"
+        );
+        assert_eq!(
+            answer["native"], "msgpack._cmsgpack",
+            "{function}: {answer}"
+        );
+    }
+    let js22 = server.invoke("side/js22", "{}")["result"].clone();
+    assert!(
+        js22["version"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("v22."),
+        "{js22}"
+    );
+    assert_eq!(js22["subprocess"], js22["version"], "{js22}");
+    let js20 = server.invoke("side/js20", "{}")["result"].clone();
+    assert!(
+        !js20["version"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("v22."),
+        "{js20}"
+    );
+    assert_eq!(js20["subprocess"], js20["version"], "{js20}");
+    let (status, body) = get(&server, "/side/");
+    assert_eq!((status, body.as_str()), (200, other.as_str()));
+
+    // A restart finds the same interpreters, and the app runs on them.
+    server.stop();
+    server.restart();
+    let answer = server.invoke("side/new", "{}")["result"].clone();
+    assert_eq!(answer["version"], other.as_str(), "{answer}");
+}
+
 /// The Python runtime gives every function boto3, as Lambda's does,
 /// installed once at start; a function's own requirements win.
 #[test]
@@ -785,7 +902,7 @@ fn python_functions_get_boto3_from_the_runtime_and_their_own_pins_win() {
     });
     let listed = server.ok(&["runtimes"]);
     assert!(
-        listed.contains("python packages: boto3 (ready)"),
+        listed.contains("python packages: boto3 (python3.") && listed.contains(": ready)"),
         "{listed}"
     );
     deploy(&server, "aws");
@@ -833,7 +950,8 @@ fn a_named_runtime_version_is_not_changed_under_a_deployed_app() {
 
     // Another Node.js on the PATH of the same data directory's server.
     let fake = server.path("fake-node");
-    std::fs::write(&fake, "#!/bin/sh\necho 'v99.0.0 x64'\n").unwrap();
+    // Answers as node answers the server's question: its path, then what it is.
+    std::fs::write(&fake, "#!/bin/sh\nprintf '%s\\n\\nv99.0.0 x64\\n' \"$0\"\n").unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let log = server.path("other-node.log");
     let mut other = Command::new(common::BIN)

@@ -432,7 +432,10 @@ async fn hostile_archives_are_refused_and_the_server_keeps_serving() {
     assert!(!std::path::Path::new("/tmp/stratus-absolute.txt").exists());
 
     // A mismatched checksum is refused before anything is unpacked.
-    let good = stratus_archive::pack(server.dir.path()).unwrap();
+    let good_dir = server.path("good");
+    std::fs::create_dir_all(&good_dir).unwrap();
+    std::fs::write(good_dir.join("main.py"), "x = 1\n").unwrap();
+    let good = stratus_archive::pack(&good_dir).unwrap();
     let response = http
         .put(format!("{}/v1/packages/{}", server.admin, "0".repeat(64)))
         .bearer_auth(&server.token)

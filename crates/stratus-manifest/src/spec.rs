@@ -551,6 +551,15 @@ impl Runtime {
         None
     }
 
+    /// The name of this runtime at `version` if one is given
+    /// (`python3.12`), else its own (`python3`).
+    pub fn name_at(self, version: Option<&str>) -> String {
+        match version {
+            Some(version) => self.versioned_name(version),
+            None => self.to_string(),
+        }
+    }
+
     /// The versioned name of this runtime at `version`: `python3.12`.
     pub fn versioned_name(self, version: &str) -> String {
         match self {

@@ -13,21 +13,15 @@ pub const PYTHON_BOOTSTRAP: &str = include_str!("../python/bootstrap.py");
 /// The Node.js runtime's entry point.
 pub const NODE_BOOTSTRAP: &str = include_str!("../node/bootstrap.js");
 
-/// Where the runtimes were installed.
-#[derive(Debug, Clone)]
-pub struct InstalledRuntimes {
-    pub python_bootstrap: PathBuf,
-    pub node_bootstrap: PathBuf,
+/// Writes the Python runtime into `dir`, replacing files whose content
+/// differs; returns its entry point.
+pub fn install_python(dir: &Path) -> io::Result<PathBuf> {
+    write_if_changed(dir, "bootstrap.py", PYTHON_BOOTSTRAP)
 }
 
-/// Writes the runtimes under `dir`, replacing files whose content differs.
-pub fn install(dir: &Path) -> io::Result<InstalledRuntimes> {
-    let python_bootstrap = write_if_changed(&dir.join("python"), "bootstrap.py", PYTHON_BOOTSTRAP)?;
-    let node_bootstrap = write_if_changed(&dir.join("node"), "bootstrap.js", NODE_BOOTSTRAP)?;
-    Ok(InstalledRuntimes {
-        python_bootstrap,
-        node_bootstrap,
-    })
+/// Writes the Node.js runtime into `dir`, as [`install_python`] does.
+pub fn install_node(dir: &Path) -> io::Result<PathBuf> {
+    write_if_changed(dir, "bootstrap.js", NODE_BOOTSTRAP)
 }
 
 fn write_if_changed(dir: &Path, name: &str, content: &str) -> io::Result<PathBuf> {

@@ -18,8 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use stratus_logs::MemoryLogs;
-use stratus_manifest::{FunctionSpec, ServiceSpec};
-use stratus_runtimes::InstalledRuntimes;
+use stratus_manifest::{FunctionSpec, Runtime, ServiceSpec};
 use stratus_sandbox::{Activation, ExitStatus, Isolation, ProcessSpec, SandboxError, Spawned};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -28,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{FunctionConfig, ServiceConfig};
 use crate::launch::{Launch, Signal};
-use crate::settings::{Interpreter, Limits, Settings};
+use crate::settings::{Interpreter, Language, Languages, Limits, Settings};
 
 /// What a fake function does with one event.
 #[derive(Debug, Clone)]
@@ -474,17 +473,21 @@ pub(crate) fn always(reply: Reply) -> Handler {
 
 /// Settings for tests: short waits, small queues.
 pub(crate) fn settings() -> Settings {
-    let interpreter = Interpreter {
-        executable: PathBuf::from("/bin/true"),
-        prefix: None,
+    let language = |runtime, bootstrap: &str| Language {
+        runtime,
+        version: None,
+        identity: None,
+        interpreter: Interpreter {
+            executable: PathBuf::from("/bin/true"),
+            prefix: None,
+        },
+        bootstrap: PathBuf::from(bootstrap),
     };
     Settings {
-        python: interpreter.clone(),
-        node: interpreter,
-        runtimes: InstalledRuntimes {
-            python_bootstrap: PathBuf::from("/nonexistent/bootstrap.py"),
-            node_bootstrap: PathBuf::from("/nonexistent/bootstrap.js"),
-        },
+        languages: Languages::new(vec![
+            language(Runtime::Python3, "/nonexistent/bootstrap.py"),
+            language(Runtime::Nodejs, "/nonexistent/bootstrap.js"),
+        ]),
         region: "us-east-1".into(),
         limits: Limits {
             queue_depth: 4,

@@ -231,6 +231,7 @@ mod tests {
 
     const KIND: Kind = Kind {
         runtime: Runtime::Provided,
+        interpreter: 0,
         private_network: false,
         service: false,
     };

@@ -13,7 +13,7 @@ use stratus_manifest::Runtime;
 use stratus_sandbox::{ACTIVATION_FD, Activation, Isolation, Mount, ProcessSpec, Start};
 
 use crate::config::{FunctionConfig, ServiceConfig};
-use crate::settings::{Limits, Settings};
+use crate::settings::{BIN_DIR, Language, Limits, Settings};
 
 const TASK_ROOT: &str = "/var/task";
 const RUNTIME_DIR: &str = "/var/runtime";
@@ -23,10 +23,14 @@ const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 const PRESTART_MEMORY_MB: u32 = 512;
 
 /// What a process made ahead of demand can become: any function of this
-/// runtime and network mode, or any service.
+/// runtime, interpreter and network mode, or any service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Kind {
     pub runtime: Runtime,
+    /// Which of the runtime's interpreters (the index `Languages::find`
+    /// gives; 0 is the default), [`NOT_INSTALLED`] when this node has none
+    /// of its version.
+    pub interpreter: u8,
     pub private_network: bool,
     /// A service's sandbox rather than a function's.
     pub service: bool,
@@ -37,19 +41,29 @@ impl Kind {
     /// `provided` function's does.
     pub const SERVICE: Kind = Kind {
         runtime: Runtime::Provided,
+        interpreter: 0,
         private_network: false,
         service: true,
     };
 
-    pub fn of(isolation: Isolation, config: &FunctionConfig) -> Kind {
+    pub fn of(s: &Settings, isolation: Isolation, config: &FunctionConfig) -> Kind {
+        let version = config.spec.runtime_version.as_deref();
         Kind {
             runtime: config.spec.runtime,
+            interpreter: s
+                .languages
+                .find(config.spec.runtime, version)
+                .map_or(NOT_INSTALLED, |(index, _)| index),
             private_network: isolation == Isolation::Namespaces
                 && config.spec.network == stratus_manifest::Network::None,
             service: false,
         }
     }
 }
+
+/// [`Kind::interpreter`] of a version this node does not have: its
+/// instances fail to start, saying so (deploys of it are refused first).
+pub(crate) const NOT_INSTALLED: u8 = u8::MAX;
 
 /// Where things are, as the process sees them.
 struct Layout {
@@ -59,20 +73,51 @@ struct Layout {
     path: String,
 }
 
-fn layout(s: &Settings, isolation: Isolation, runtime: Runtime, code: &Path) -> Layout {
-    let bootstrap = bootstrap(s, runtime);
-    let host_runtime_dir = bootstrap.and_then(|b| b.parent()).map(Path::to_path_buf);
-    // The interpreters functions run on come first, for services and
-    // their subprocesses too: `python3` is the same everywhere.
+/// Where the process runs: a function's sandbox, whose runtime directory
+/// is Lambda's `/var/runtime`, or a service's, which sees every runtime
+/// at [`SERVICE_RUNTIMES`] (its sandbox is made before it is known which
+/// it needs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Function,
+    Service,
+}
+
+/// Where a service's sandbox sees each language runtime's directory, by
+/// its name.
+const SERVICE_RUNTIMES: &str = "/var/runtimes";
+
+fn layout(
+    s: &Settings,
+    isolation: Isolation,
+    role: Role,
+    language: Option<&Language>,
+    code: &Path,
+) -> Layout {
+    let host_runtime_dir = language
+        .filter(|_| role == Role::Function)
+        .map(|l| l.dir().to_path_buf());
+    // The interpreter it runs on comes first under its usual names
+    // (`python3` is the function's Python in its subprocesses too), then
+    // the default ones, for services and `provided` functions.
     let base = match isolation {
         Isolation::Namespaces => SYSTEM_PATH,
         Isolation::None => s.host_path.as_str(),
     };
-    let mut dirs: Vec<String> = [&s.python, &s.node]
-        .iter()
-        .filter_map(|i| i.executable.parent())
-        .map(|d| d.display().to_string())
-        .collect();
+    let own_bin = language.map(|l| match (isolation, role) {
+        (Isolation::Namespaces, Role::Function) => Path::new(RUNTIME_DIR).join(BIN_DIR),
+        (Isolation::Namespaces, Role::Service) => {
+            Path::new(SERVICE_RUNTIMES).join(l.name()).join(BIN_DIR)
+        }
+        (Isolation::None, _) => l.dir().join(BIN_DIR),
+    });
+    let mut dirs: Vec<String> = own_bin.iter().map(|d| d.display().to_string()).collect();
+    dirs.extend(
+        [Runtime::Python3, Runtime::Nodejs]
+            .into_iter()
+            .filter_map(|r| s.languages.default_of(r)?.interpreter.executable.parent())
+            .map(|d| d.display().to_string()),
+    );
     dirs.extend(base.split(':').map(str::to_owned));
     let mut seen = std::collections::HashSet::new();
     dirs.retain(|d| !d.is_empty() && seen.insert(d.clone()));
@@ -95,12 +140,46 @@ fn layout(s: &Settings, isolation: Isolation, runtime: Runtime, code: &Path) -> 
     }
 }
 
-fn bootstrap(s: &Settings, runtime: Runtime) -> Option<&PathBuf> {
-    match runtime {
-        Runtime::Python3 => Some(&s.runtimes.python_bootstrap),
-        Runtime::Nodejs => Some(&s.runtimes.node_bootstrap),
-        Runtime::Provided => None,
-    }
+/// The interpreter of `kind`, if it runs on one this node has.
+fn language(s: &Settings, kind: Kind) -> Option<&Language> {
+    s.languages.get(kind.runtime, kind.interpreter)
+}
+
+/// What an instance of `kind` starts without its interpreter: a program
+/// whose failure to start says which is missing.
+fn missing_interpreter(kind: Kind) -> PathBuf {
+    PathBuf::from(format!(
+        "/{} is not installed on this node (stratus runtimes)",
+        kind.runtime
+    ))
+}
+
+/// Every interpreter install outside the system directories, shared
+/// read-only, so that custom runtimes and services can use them as well
+/// as the built-in ones.
+fn interpreter_mounts(s: &Settings) -> Vec<Mount> {
+    s.languages
+        .iter()
+        .filter_map(|l| l.interpreter.prefix.clone())
+        .map(|prefix| Mount {
+            host: prefix.clone(),
+            sandbox: prefix,
+            writable: false,
+        })
+        .collect()
+}
+
+/// Every language runtime's directory, for a service's sandbox.
+fn service_runtime_mounts(s: &Settings) -> Vec<Mount> {
+    s.languages
+        .iter()
+        .filter(|l| !l.bootstrap.as_os_str().is_empty())
+        .map(|l| Mount {
+            host: l.dir().to_path_buf(),
+            sandbox: Path::new(SERVICE_RUNTIMES).join(l.name()),
+            writable: false,
+        })
+        .collect()
 }
 
 /// Whether `config` must start its process with its own environment:
@@ -160,24 +239,25 @@ pub(crate) fn spec(
     instance_id: &str,
 ) -> ProcessSpec {
     let code = function.map(|(config, _)| config.code_dir.clone());
+    let language = language(s, kind);
+    let role = match kind.service {
+        true => Role::Service,
+        false => Role::Function,
+    };
     let l = layout(
         s,
         isolation,
-        kind.runtime,
+        role,
+        language,
         code.as_deref().unwrap_or(Path::new("/")),
     );
     let bootstrap_path = |b: &Path| match &l.runtime_dir {
         Some(dir) => dir.join(b.file_name().unwrap_or_default()),
         None => b.to_path_buf(),
     };
-    let interpreter = match kind.runtime {
-        Runtime::Python3 => Some(&s.python),
-        Runtime::Nodejs => Some(&s.node),
-        Runtime::Provided => None,
-    };
-    let (program, args, start) = match (kind.runtime, bootstrap(s, kind.runtime), interpreter) {
-        (Runtime::Python3, Some(b), Some(i)) => (
-            i.executable.clone(),
+    let (program, args, start) = match (kind.runtime, language) {
+        (Runtime::Python3, Some(language)) => (
+            language.interpreter.executable.clone(),
             // -S: no site start-up hooks (.pth files), which can cost
             // tens of milliseconds, and none of the host's site-packages:
             // a function has the standard library, its code and its
@@ -185,16 +265,19 @@ pub(crate) fn spec(
             vec![
                 "-u".to_owned(),
                 "-S".to_owned(),
-                bootstrap_path(b).display().to_string(),
+                bootstrap_path(&language.bootstrap).display().to_string(),
             ],
             Start::Now,
         ),
-        (Runtime::Nodejs, Some(b), Some(i)) => (
-            i.executable.clone(),
-            vec![bootstrap_path(b).display().to_string()],
+        (Runtime::Nodejs, Some(language)) => (
+            language.interpreter.executable.clone(),
+            vec![bootstrap_path(&language.bootstrap).display().to_string()],
             Start::Now,
         ),
-        _ => (
+        (Runtime::Python3 | Runtime::Nodejs, None) => {
+            (missing_interpreter(kind), Vec::new(), Start::Now)
+        }
+        (Runtime::Provided, _) => (
             l.task_root.join("bootstrap"),
             Vec::new(),
             Start::OnActivation,
@@ -210,14 +293,9 @@ pub(crate) fn spec(
                 writable: false,
             });
         }
-        // Every interpreter install outside the system directories, so that
-        // custom runtimes can use them as well as the built-in ones.
-        for prefix in [&s.python.prefix, &s.node.prefix].into_iter().flatten() {
-            mounts.push(Mount {
-                host: prefix.clone(),
-                sandbox: prefix.clone(),
-                writable: false,
-            });
+        mounts.extend(interpreter_mounts(s));
+        if role == Role::Service {
+            mounts.extend(service_runtime_mounts(s));
         }
     }
     // A Python runtime that starts with nothing of its function's is
@@ -291,7 +369,14 @@ pub(crate) fn activation(
     instance_id: &str,
 ) -> Activation {
     let function = &config.spec;
-    let l = layout(s, isolation, function.runtime, &config.code_dir);
+    let kind = Kind::of(s, isolation, config);
+    let l = layout(
+        s,
+        isolation,
+        Role::Function,
+        language(s, kind),
+        &config.code_dir,
+    );
     let mut env = s.base_env.clone();
     env.push(("PATH".to_owned(), l.path.clone()));
     let lambda = [
@@ -381,7 +466,11 @@ pub(crate) fn service(
     instance_id: &str,
 ) -> (ProcessSpec, Activation) {
     let spec = &config.spec;
-    let l = layout(s, isolation, Runtime::Provided, &config.code_dir);
+    // A service that names a runtime has its interpreter first on PATH.
+    let language = spec
+        .runtime
+        .and_then(|r| Some(s.languages.find(r, spec.runtime_version.as_deref())?.1));
+    let l = layout(s, isolation, Role::Service, language, &config.code_dir);
     let mut env = s.base_env.clone();
     match &config.deps {
         Some(deps) => {
@@ -416,13 +505,8 @@ pub(crate) fn service(
     }
     let mut mounts = Vec::new();
     if isolation == Isolation::Namespaces {
-        for prefix in [&s.python.prefix, &s.node.prefix].into_iter().flatten() {
-            mounts.push(Mount {
-                host: prefix.clone(),
-                sandbox: prefix.clone(),
-                writable: false,
-            });
-        }
+        mounts.extend(interpreter_mounts(s));
+        mounts.extend(service_runtime_mounts(s));
     }
     let program = PathBuf::from("/bin/sh");
     let process = ProcessSpec {

@@ -200,7 +200,7 @@ impl Scheduler {
             .snapshot()
             .values()
             .flat_map(|fns| fns.values())
-            .map(|pool| Kind::of(isolation, &pool.config))
+            .map(|pool| Kind::of(&self.sandboxes.settings, isolation, &pool.config))
             .collect();
         if self.services().values().any(|s| !s.is_empty()) {
             kinds.insert(Kind::SERVICE);

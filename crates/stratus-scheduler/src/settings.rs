@@ -5,14 +5,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use stratus_runtimes::InstalledRuntimes;
+use stratus_manifest::Runtime;
 
 /// Scheduler settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub python: Interpreter,
-    pub node: Interpreter,
-    pub runtimes: InstalledRuntimes,
+    /// The interpreters the built-in runtimes run on.
+    pub languages: Languages,
     /// Reported to functions (`AWS_REGION`) and in their ARNs.
     pub region: String,
     pub limits: Limits,
@@ -98,6 +97,96 @@ pub struct Interpreter {
     pub prefix: Option<PathBuf>,
 }
 
+/// The directory, in a language runtime's, of its interpreter under its
+/// usual names.
+pub const BIN_DIR: &str = "bin";
+
+/// One interpreter a built-in language runtime runs on, as the server
+/// found and installed it.
+#[derive(Debug, Clone)]
+pub struct Language {
+    pub runtime: Runtime,
+    /// The version versioned runtime names give (`3.12` of `python3.12`,
+    /// `22` of `nodejs22`); `None` when the interpreter could not be asked.
+    pub version: Option<String>,
+    /// What the interpreter is, to the builds made for it
+    /// (`cpython-312 x86_64 3.12.1`, `v22.1.0 x64`).
+    pub identity: Option<String>,
+    pub interpreter: Interpreter,
+    /// The runtime's entry point; its directory holds what else the runtime
+    /// gives functions (the Python runtime's packages), and `bin/`, the
+    /// interpreter under its usual names (`python3`, `node`), first on the
+    /// `PATH` of whatever runs on it.
+    pub bootstrap: PathBuf,
+}
+
+impl Language {
+    /// `python3.12`, `nodejs22`; the bare runtime name when the version is
+    /// not known.
+    pub fn name(&self) -> String {
+        self.runtime.name_at(self.version.as_deref())
+    }
+
+    /// The directory of its bootstrap and its own files.
+    pub fn dir(&self) -> &std::path::Path {
+        self.bootstrap.parent().unwrap_or(std::path::Path::new("/"))
+    }
+}
+
+/// The language runtimes of a node: for each language, its default
+/// interpreter first (the one the unversioned name, `python3` or
+/// `nodejs`, runs on), then the other versions.
+#[derive(Debug, Clone, Default)]
+pub struct Languages(Vec<Language>);
+
+impl Languages {
+    /// Keeps the first of each language and version, the defaults first.
+    pub fn new(all: Vec<Language>) -> Languages {
+        let mut kept: Vec<Language> = Vec::new();
+        for language in all {
+            let seen = kept.iter().any(|k| {
+                k.runtime == language.runtime
+                    && k.version.is_some()
+                    && k.version == language.version
+            });
+            if !seen {
+                kept.push(language);
+            }
+        }
+        Languages(kept)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Language> {
+        self.0.iter()
+    }
+
+    /// `runtime`'s interpreters, the default first.
+    pub fn of(&self, runtime: Runtime) -> impl Iterator<Item = &Language> {
+        self.0.iter().filter(move |l| l.runtime == runtime)
+    }
+
+    /// The interpreter `version` of `runtime` names (the default for
+    /// `None`), with its place among `runtime`'s.
+    pub fn find(&self, runtime: Runtime, version: Option<&str>) -> Option<(u8, &Language)> {
+        let mut all = self.of(runtime).enumerate();
+        let (index, language) = match version {
+            None => all.next()?,
+            Some(version) => all.find(|(_, l)| l.version.as_deref() == Some(version))?,
+        };
+        Some((u8::try_from(index).ok()?, language))
+    }
+
+    /// `runtime`'s interpreter at `index` of [`Languages::find`].
+    pub fn get(&self, runtime: Runtime, index: u8) -> Option<&Language> {
+        self.of(runtime).nth(usize::from(index))
+    }
+
+    /// The default interpreter of `runtime`.
+    pub fn default_of(&self, runtime: Runtime) -> Option<&Language> {
+        self.of(runtime).next()
+    }
+}
+
 impl Settings {
     /// The Lambda-style ARN of function `qualified` (`app.function`).
     pub fn function_arn(&self, qualified: &str) -> String {
@@ -105,5 +194,61 @@ impl Settings {
             "arn:aws:lambda:{}:000000000000:function:{qualified}",
             self.region
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn language(runtime: Runtime, version: &str, executable: &str) -> Language {
+        Language {
+            runtime,
+            version: Some(version.to_owned()),
+            identity: None,
+            interpreter: Interpreter {
+                executable: PathBuf::from(executable),
+                prefix: None,
+            },
+            bootstrap: PathBuf::from(format!("/data/runtimes/{version}/bootstrap")),
+        }
+    }
+
+    #[test]
+    fn the_default_of_each_language_is_its_first_and_versions_find_their_own() {
+        let languages = Languages::new(vec![
+            language(Runtime::Python3, "3.11", "/usr/bin/python3.11"),
+            language(Runtime::Nodejs, "20", "/usr/bin/node"),
+            language(Runtime::Python3, "3.12", "/opt/py312/bin/python3.12"),
+            // A second 3.12 is not kept: the first of a version wins.
+            language(Runtime::Python3, "3.12", "/usr/bin/python3.12"),
+            language(Runtime::Nodejs, "22", "/opt/node22/bin/node"),
+        ]);
+        let executable = |l: &Language| l.interpreter.executable.display().to_string();
+        let (index, python) = languages.find(Runtime::Python3, None).unwrap();
+        assert_eq!(
+            (index, executable(python)),
+            (0, "/usr/bin/python3.11".into())
+        );
+        let (index, python) = languages.find(Runtime::Python3, Some("3.11")).unwrap();
+        assert_eq!(index, 0, "naming the default's version is the default");
+        assert_eq!(python.name(), "python3.11");
+        let (index, python) = languages.find(Runtime::Python3, Some("3.12")).unwrap();
+        assert_eq!(
+            (index, executable(python)),
+            (1, "/opt/py312/bin/python3.12".into())
+        );
+        assert_eq!(
+            languages
+                .get(Runtime::Python3, 1)
+                .map(executable)
+                .as_deref(),
+            Some("/opt/py312/bin/python3.12")
+        );
+        assert_eq!(languages.of(Runtime::Python3).count(), 2);
+        let (index, node) = languages.find(Runtime::Nodejs, Some("22")).unwrap();
+        assert_eq!((index, node.name().as_str()), (1, "nodejs22"));
+        assert!(languages.find(Runtime::Python3, Some("3.13")).is_none());
+        assert!(languages.find(Runtime::Provided, None).is_none());
     }
 }

@@ -86,6 +86,13 @@ pub struct ServerConfig {
     /// the nameservers of /etc/resolv.conf
     #[arg(long = "resolver", value_name = "ADDR:PORT")]
     pub resolvers: Vec<SocketAddr>,
+    /// An interpreter a built-in runtime runs on, by versioned name
+    /// (python3.12=/usr/bin/python3.12, nodejs22=/opt/node22/bin/node), or
+    /// a language's default, which python3 and nodejs name (python3=PATH);
+    /// repeat for more. Default: python3 and node on PATH, and the other
+    /// python3.N on PATH
+    #[arg(long = "runtime", value_name = "NAME=PATH")]
+    pub runtimes: Vec<crate::RuntimeFlag>,
     #[command(flatten, next_help_heading = "Limits")]
     pub limits: Limits,
     #[command(flatten, next_help_heading = "Builds")]

@@ -54,6 +54,7 @@ pub use build::local::LocalBuilder;
 pub use config::{Limits, ServerConfig};
 pub use public::{HttpSettings, TlsFiles};
 pub use quotas::QuotaSettings;
+pub use runtimes::RuntimeFlag;
 pub use secrets::KEY_FILE as SECRETS_KEY_FILE;
 
 /// Addresses the server is reachable at, as written to `server.json`.
@@ -216,10 +217,8 @@ pub async fn run(
             "TENANT ISOLATION IS OFF: functions run as plain processes that share this host's users, files and network; run only code you trust"
         ),
     }
-    let installed = stratus_runtimes::install(&data_dir.join("runtimes"))
-        .context("cannot install the built-in runtimes")?;
-    let python_runtime_dir = installed.python_bootstrap.parent().map(Path::to_path_buf);
-    let (python, node) = runtimes::locate_interpreters().await;
+    let found = runtimes::find_interpreters(&config.runtimes).await?;
+    let languages = runtimes::install(&data_dir.join("runtimes"), found)?;
 
     let node_id = cluster::node_id(&data_dir)?;
     let retention = Retention {
@@ -266,11 +265,8 @@ pub async fn run(
     let platform = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
         .await
         .context("cannot listen for the platform API on 127.0.0.1")?;
-    let (python_for_builds, node_for_builds) = (python.clone(), node.clone());
     let settings = Settings {
-        python,
-        node,
-        runtimes: installed,
+        languages: languages.clone(),
         region: config.region.clone(),
         limits: config.data_plane.clone(),
         base_env: runtimes::base_env(),
@@ -327,15 +323,14 @@ pub async fn run(
             launcher.clone(),
             &data_dir,
             config.builds.clone(),
-            python_for_builds,
-            node_for_builds,
+            languages,
             &node_id,
         )
         .await,
     );
-    if let Some(runtime_dir) = python_runtime_dir {
+    {
         let builder = builder.clone();
-        tokio::spawn(async move { builder.provide_python_packages(&runtime_dir).await });
+        tokio::spawn(async move { builder.provide_python_packages().await });
     }
     // Built code directories pruned or never made here (another node's
     // deploy) are made again from their packages.
@@ -574,13 +569,16 @@ pub(crate) fn service_configs(
         .spec
         .services
         .values()
-        .map(|spec| ServiceConfig {
-            app: version.app.clone(),
-            version: version.version,
-            code_dir: build::code_dir_of(data_dir, version, &spec.code, spec.runtime),
-            deps: build::service_deps(version, &spec.code, spec.runtime),
-            secrets: SecretEnv(app_secrets::resolve(&spec.secret_env, secrets)),
-            spec: spec.clone(),
+        .map(|spec| {
+            let named = spec.runtime.map(|r| (r, spec.runtime_version.as_deref()));
+            ServiceConfig {
+                app: version.app.clone(),
+                version: version.version,
+                code_dir: build::code_dir_of(data_dir, version, &spec.code, named),
+                deps: build::service_deps(version, &spec.code, named),
+                secrets: SecretEnv(app_secrets::resolve(&spec.secret_env, secrets)),
+                spec: spec.clone(),
+            }
         })
         .collect()
 }
@@ -599,7 +597,12 @@ pub(crate) fn function_configs(
         .map(|spec| FunctionConfig {
             app: version.app.clone(),
             version: version.version,
-            code_dir: build::code_dir_of(data_dir, version, &spec.code, Some(spec.runtime)),
+            code_dir: build::code_dir_of(
+                data_dir,
+                version,
+                &spec.code,
+                Some((spec.runtime, spec.runtime_version.as_deref())),
+            ),
             secrets: SecretEnv(app_secrets::resolve(&spec.secret_env, secrets)),
             spec: spec.clone(),
         })

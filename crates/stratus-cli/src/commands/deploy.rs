@@ -300,18 +300,19 @@ pub async fn deploy_dir(
     Ok(serde_json::from_value(answer)?)
 }
 
-/// The language runtimes `code` runs on in `spec`.
-fn runtimes_of(spec: &stratus_manifest::AppSpec, code: &str) -> Vec<Runtime> {
-    let mut runtimes: Vec<Runtime> = spec
+/// The language runtimes `code` runs on in `spec`, with the versions
+/// named.
+fn runtimes_of(spec: &stratus_manifest::AppSpec, code: &str) -> Vec<(Runtime, Option<String>)> {
+    let mut runtimes: Vec<(Runtime, Option<String>)> = spec
         .functions
         .values()
         .filter(|f| f.code == code && f.runtime != Runtime::Provided)
-        .map(|f| f.runtime)
+        .map(|f| (f.runtime, f.runtime_version.clone()))
         .chain(
             spec.services
                 .values()
                 .filter(|s| s.code == code)
-                .filter_map(|s| s.runtime),
+                .filter_map(|s| Some((s.runtime?, s.runtime_version.clone()))),
         )
         .collect();
     runtimes.sort_unstable();
@@ -333,7 +334,7 @@ impl LocalBuild {
             .await
             .context("cannot ask the server which interpreters it runs")?;
         Ok(LocalBuild {
-            builder: stratus_server::LocalBuilder::discover().await,
+            builder: stratus_server::LocalBuilder::discover().await?,
             server,
         })
     }
@@ -345,14 +346,23 @@ impl LocalBuild {
         &self,
         code: &str,
         package: stratus_archive::Package,
-        runtimes: &[Runtime],
+        runtimes: &[(Runtime, Option<String>)],
     ) -> anyhow::Result<stratus_archive::Package> {
-        for runtime in runtimes {
-            let server = self.server[runtime.to_string()]["identity"].as_str();
-            let here = self.builder.identity(*runtime);
+        for (runtime, version) in runtimes {
+            let name = runtime.name_at(version.as_deref());
+            let server = match version {
+                None => self.server[runtime.as_str()]["identity"].as_str(),
+                Some(_) => self.server["runtimes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|r| r["name"] == name.as_str())
+                    .and_then(|r| r["identity"].as_str()),
+            };
+            let here = self.builder.identity((*runtime, version.as_deref()));
             if server != here {
                 bail!(
-                    "the server runs {runtime} as {}, this machine as {}: what is installed here (native packages above all) would not run there; deploy without --build local, or from a machine with the same interpreter\nnothing was deployed",
+                    "the server runs {name} as {}, this machine as {}: what is installed here (native packages above all) would not run there; deploy without --build local, or from a machine with the same interpreter\nnothing was deployed",
                     server.unwrap_or("nothing"),
                     here.unwrap_or("nothing")
                 );
@@ -367,11 +377,13 @@ impl LocalBuild {
         })
         .await?
         .with_context(|| format!("cannot unpack {code} to build it"))?;
-        for runtime in runtimes {
-            match self.builder.install(&staged, *runtime).await {
-                Ok(Some(step)) => eprintln!("==> {code} ({runtime}): {step}, on this machine"),
+        for (runtime, version) in runtimes {
+            let named = (*runtime, version.as_deref());
+            let name = runtime.name_at(version.as_deref());
+            match self.builder.install(&staged, named).await {
+                Ok(Some(step)) => eprintln!("==> {code} ({name}): {step}, on this machine"),
                 Ok(None) => {}
-                Err(message) => bail!("{code} ({runtime}): {message}\nnothing was deployed"),
+                Err(message) => bail!("{code} ({name}): {message}\nnothing was deployed"),
             }
         }
         let _ = std::fs::remove_file(staged.join(stratus_archive::IGNORE_FILE));

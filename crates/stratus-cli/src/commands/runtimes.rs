@@ -25,11 +25,14 @@ pub async fn run(conn: &Connection, args: RuntimesArgs) -> anyhow::Result<ExitCo
         ("INTERPRETER", Align::Left),
         ("EXECUTABLE", Align::Left),
     ]);
-    for runtime in ["python3", "nodejs"] {
-        let it = &body[runtime];
+    for it in body["runtimes"].as_array().into_iter().flatten() {
+        let runtime = it["runtime"].as_str().unwrap_or("-");
         table.row(vec![
-            it["name"].as_str().unwrap_or("-").to_owned(),
-            runtime.to_owned(),
+            it["name"].as_str().unwrap_or(runtime).to_owned(),
+            match it["default"].as_bool() {
+                Some(true) => runtime.to_owned(),
+                _ => "-".to_owned(),
+            },
             it["identity"]
                 .as_str()
                 .unwrap_or("missing: functions on it fail to start")
@@ -50,10 +53,19 @@ pub async fn run(conn: &Connection, args: RuntimesArgs) -> anyhow::Result<ExitCo
     println!("build tools: {}", tools.join(", "));
     let packages = &body["python_packages"];
     if let Some(names) = packages["packages"].as_str().filter(|n| !n.is_empty()) {
-        println!(
-            "python packages: {names} ({})",
-            packages["state"].as_str().unwrap_or("-")
-        );
+        let states: Vec<String> = body["runtimes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|it| {
+                Some(format!(
+                    "{}: {}",
+                    it["name"].as_str()?,
+                    it["python_packages"].as_str()?
+                ))
+            })
+            .collect();
+        println!("python packages: {names} ({})", states.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }

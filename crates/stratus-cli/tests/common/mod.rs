@@ -412,6 +412,91 @@ pub fn python() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// A Python 3 of another minor version than `python3`'s, with that
+/// version (`3.12`): a version manager's install, or `python3.N` on PATH.
+/// The test machines have one (pyenv's); a machine without it cannot run
+/// the tests of several versions side by side, and says so.
+#[allow(dead_code)]
+pub fn other_python() -> (String, PathBuf) {
+    let ask = |program: &Path| {
+        let out = Command::new(program)
+            .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let default = ask(Path::new("python3")).expect("python3");
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| Some(Path::new(&std::env::var_os("HOME")?).join(".pyenv")));
+    let mut candidates = Vec::new();
+    for minor in (8..=14).rev() {
+        let name = format!("python3.{minor}");
+        if let Some(root) = &root
+            && let Ok(versions) = std::fs::read_dir(root.join("versions"))
+        {
+            for version in versions.flatten() {
+                candidates.push(version.path().join("bin").join(&name));
+            }
+        }
+        candidates.push(Path::new("/usr/bin").join(&name));
+        candidates.push(Path::new("/usr/local/bin").join(&name));
+    }
+    candidates
+        .into_iter()
+        .filter(|path| path.is_file())
+        .find_map(|path| {
+            let version = ask(&path)?;
+            (version != default).then_some((version, path))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no Python 3 but {default} here: install another (apt-get install python3.N, or pyenv install 3.12)"
+            )
+        })
+}
+
+/// Node.js `major` from the npm registry (the `node` package), installed
+/// once per target directory.
+#[allow(dead_code)]
+pub fn registry_node(major: u32) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("node{major}"));
+    let node = dir.join("node_modules/node/bin/node");
+    let runs = |node: &Path| {
+        Command::new(node)
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| {
+                String::from_utf8_lossy(&out.stdout).starts_with(&format!("v{major}."))
+            })
+    };
+    if runs(&node) {
+        return node;
+    }
+    let partial = dir.with_extension(format!("partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial).unwrap();
+    let out = Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            &format!("node@{major}"),
+        ])
+        .current_dir(&partial)
+        .output()
+        .expect("npm");
+    assert!(out.status.success(), "npm install node@{major}: {out:?}");
+    // Another test may have installed it meanwhile: either is whole.
+    if std::fs::rename(&partial, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    assert!(runs(&node), "node@{major} from npm does not run");
+    node
+}
+
 /// Lines of a child's output, as they come.
 pub fn lines(stdout: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead;

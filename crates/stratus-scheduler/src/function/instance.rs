@@ -89,7 +89,7 @@ impl Instance {
     ) -> Result<Arc<Instance>, FunctionError> {
         let settings = &sandboxes.settings;
         let isolation = sandboxes.launcher.isolation();
-        let kind = Kind::of(isolation, config);
+        let kind = Kind::of(settings, isolation, config);
         // With a private network the Runtime API listens inside it, on a
         // socket the launcher hands over; otherwise on a host loopback
         // address kept for Runtime APIs, each instance allowed only its own.

@@ -7,54 +7,47 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use stratus_manifest::Runtime;
-use stratus_scheduler::Interpreter;
-
-use super::Tools;
 use super::plan::{self, NODE_LAYER_DIR, PYTHON_LAYER_DIR, Places, Tool};
+use super::{Named, Tools};
 
 /// This machine's interpreters and build tools.
 pub struct LocalBuilder {
-    python: Interpreter,
-    node: Interpreter,
     tools: Tools,
 }
 
 impl LocalBuilder {
     /// Finds them as a server would (`STRATUS_PYTHON`, `STRATUS_NODE`,
     /// `STRATUS_UV`, PATH).
-    pub async fn discover() -> LocalBuilder {
-        let (python, node) = crate::runtimes::locate_interpreters().await;
+    pub async fn discover() -> anyhow::Result<LocalBuilder> {
+        let found = crate::runtimes::find_interpreters(&[]).await?;
         let uv = std::env::var_os(crate::config::env::UV).map(PathBuf::from);
-        let tools = Tools::discover(&python, &node, uv).await;
-        LocalBuilder {
-            python,
-            node,
-            tools,
-        }
+        Ok(LocalBuilder {
+            tools: Tools::discover(stratus_scheduler::Languages::new(found), uv),
+        })
     }
 
     /// What this machine's interpreter for `runtime` is, in the words of
     /// the server's `GET /v1/runtimes` (`identity`).
-    pub fn identity(&self, runtime: Runtime) -> Option<&str> {
-        match runtime {
-            Runtime::Python3 => self.tools.toolchain.python.as_deref(),
-            Runtime::Nodejs => self.tools.toolchain.node.as_deref(),
-            Runtime::Provided => None,
-        }
+    pub fn identity(&self, runtime: Named<'_>) -> Option<&str> {
+        self.tools.language(runtime)?.identity.as_deref()
     }
 
     /// Installs what `code` (a writable copy of a code directory) declares
     /// for `runtime` into it, each command's output on standard error.
     /// Returns what it ran, or `None` when there is nothing to install.
-    pub async fn install(&self, code: &Path, runtime: Runtime) -> Result<Option<String>, String> {
-        let Some(plan) = plan::plan(code, runtime, &self.tools.toolchain)? else {
+    pub async fn install(&self, code: &Path, runtime: Named<'_>) -> Result<Option<String>, String> {
+        let Some(plan) = plan::plan(code, runtime.0, &self.tools.toolchain(runtime))? else {
             return Ok(None);
         };
+        let interpreter = self
+            .tools
+            .language(runtime)
+            .map(|l| l.interpreter.executable.clone())
+            .ok_or_else(|| format!("this machine has no {}", super::name_of(runtime)))?;
         // uv.lock's export goes beside the copy, not into what is uploaded.
         let exported = code.with_extension("requirements.txt");
         let (python, code_at, target, exported_at) = (
-            self.python.executable.display().to_string(),
+            interpreter.display().to_string(),
             code.display().to_string(),
             code.join(PYTHON_LAYER_DIR).display().to_string(),
             exported.display().to_string(),
@@ -74,13 +67,10 @@ impl LocalBuilder {
                     self.tools.uv.clone().ok_or_else(|| missing("uv"))?,
                     Vec::new(),
                 ),
-                Tool::Pip => (self.python.executable.clone(), Vec::new()),
+                Tool::Pip => (interpreter.clone(), Vec::new()),
                 Tool::Npm | Tool::Pnpm | Tool::Yarn => {
                     let script = self.tools.node_script(invocation.tool, "this machine")?;
-                    (
-                        self.node.executable.clone(),
-                        vec![script.display().to_string()],
-                    )
+                    (interpreter.clone(), vec![script.display().to_string()])
                 }
                 // Only language runtimes are installed here.
                 Tool::Shell => return Ok(None),

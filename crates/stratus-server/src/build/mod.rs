@@ -5,7 +5,8 @@
 //! directory with a layer runs from a directory of both, hard-linked.
 //!
 //! A version records the layer of each built code directory
-//! (`VersionRecord::layers`, keyed `DIR@RUNTIME`); a node that lacks one
+//! (`VersionRecord::layers`, keyed `DIR@RUNTIME`, `RUNTIME` the name the
+//! manifest gives: `python3`, `python3.12`); a node that lacks one
 //! (a restart after pruning, another node of a cluster) builds it again
 //! from the same inputs.
 
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use stratus_manifest::{AppSpec, Runtime};
 use stratus_sandbox::{Isolation, Mount};
-use stratus_scheduler::{Interpreter, Launch};
+use stratus_scheduler::{Language, Languages, Launch};
 use stratus_store::{BuildRecord, BuildStatus, VersionRecord};
 
 pub(crate) use layers::built_dir;
@@ -41,6 +42,9 @@ const WORK: &str = "/build";
 const CACHE: &str = "/build-cache";
 /// Where a step sees uv when it lies outside the system directories.
 const UV_IN_SANDBOX: &str = "/opt/stratus/bin/uv";
+/// Where a step sees the runtime directory of the interpreter it builds
+/// for, whose `bin/` leads its PATH.
+const RUNTIME_IN_SANDBOX: &str = "/var/runtime";
 /// Where the packages the Python runtime gives every function are,
 /// beside its bootstrap (the runtime reads the same name).
 pub(crate) const PLATFORM_DIR: &str = "platform";
@@ -70,8 +74,6 @@ pub(crate) struct Builder {
     launcher: Arc<dyn Launch>,
     data_dir: PathBuf,
     settings: BuildSettings,
-    python: Interpreter,
-    node: Interpreter,
     tools: Tools,
     /// Whether builds run as the user nobody (see [`builds_as_nobody`]).
     as_nobody: bool,
@@ -81,9 +83,9 @@ pub(crate) struct Builder {
     running: std::sync::Mutex<std::collections::HashSet<String>>,
     /// One build of a layer at a time; others wait and find it made.
     building: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Where the Python runtime's own packages are: `installing`, `ready`,
-    /// `none`, or why they are missing.
-    python_packages: std::sync::Mutex<String>,
+    /// Where each Python runtime's own packages are, by its name:
+    /// `installing`, `ready`, `none`, or why they are missing.
+    python_packages: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 /// What a deploy's build made.
@@ -107,9 +109,17 @@ struct Part {
     ok: bool,
 }
 
+/// A language runtime as a manifest names it: `python3`, or with a
+/// version, `python3.12`.
+pub(crate) type Named<'a> = (Runtime, Option<&'a str>);
+
+pub(crate) fn name_of((runtime, version): Named<'_>) -> String {
+    runtime.name_at(version)
+}
+
 /// The key of a code directory's layer in [`VersionRecord::layers`].
-pub(crate) fn layer_slot(code: &str, runtime: Runtime) -> String {
-    format!("{code}@{runtime}")
+pub(crate) fn layer_slot(code: &str, runtime: Named<'_>) -> String {
+    format!("{code}@{}", name_of(runtime))
 }
 
 /// The key of what a code directory's `build:` command made.
@@ -123,7 +133,7 @@ pub(crate) fn code_dir_of(
     data_dir: &Path,
     version: &VersionRecord,
     code: &str,
-    runtime: Option<Runtime>,
+    runtime: Option<Named<'_>>,
 ) -> PathBuf {
     let Some(sha) = version.packages.get(code) else {
         return PathBuf::new();
@@ -142,11 +152,11 @@ pub(crate) fn code_dir_of(
 pub(crate) fn service_deps(
     version: &VersionRecord,
     code: &str,
-    runtime: Option<Runtime>,
+    runtime: Option<Named<'_>>,
 ) -> Option<stratus_scheduler::ServiceDeps> {
     let runtime = runtime?;
     version.layers.get(&layer_slot(code, runtime))?;
-    Some(match runtime {
+    Some(match runtime.0 {
         Runtime::Python3 => stratus_scheduler::ServiceDeps {
             bin: Path::new(PYTHON_LAYER_DIR).join("bin"),
             python_path: Some(PYTHON_LAYER_DIR.into()),
@@ -162,12 +172,14 @@ pub(crate) fn service_deps(
 /// it runs on (its dependencies), or with its `build:` command. The label
 /// names it in the build's output.
 fn units(spec: &AppSpec) -> Vec<Unit> {
-    let runtimes = runtime_dirs(spec).into_iter().map(|(code, runtime)| Unit {
-        slot: layer_slot(&code, runtime),
-        what: runtime.to_string(),
-        code,
-        work: Work::Dependencies(runtime),
-    });
+    let runtimes = runtime_dirs(spec)
+        .into_iter()
+        .map(|(code, runtime, version)| Unit {
+            slot: layer_slot(&code, (runtime, version.as_deref())),
+            what: name_of((runtime, version.as_deref())),
+            code,
+            work: Work::Dependencies(runtime, version),
+        });
     let commands = spec.code_builds().into_iter().map(|(code, build)| Unit {
         slot: build_slot(code),
         what: "build".to_owned(),
@@ -185,16 +197,29 @@ struct Unit {
 }
 
 enum Work {
-    Dependencies(Runtime),
+    /// Of a runtime, at the version named, if any.
+    Dependencies(Runtime, Option<String>),
     Command(stratus_manifest::BuildCommand),
 }
 
 impl Unit {
     /// The plan of this unit over the unpacked package `sha`.
-    fn plan(&self, data_dir: &Path, sha: &str, tools: &Toolchain) -> Result<Option<Plan>, String> {
+    fn plan(&self, data_dir: &Path, sha: &str, tools: &Tools) -> Result<Option<Plan>, String> {
         match &self.work {
-            Work::Dependencies(runtime) => plan::plan(&dir_of(data_dir, sha), *runtime, tools),
+            Work::Dependencies(runtime, version) => plan::plan(
+                &dir_of(data_dir, sha),
+                *runtime,
+                &tools.toolchain((*runtime, version.as_deref())),
+            ),
             Work::Command(build) => Ok(Some(plan::command_plan(sha, build))),
+        }
+    }
+
+    /// The interpreter it builds for, if it builds for one.
+    fn language<'t>(&self, tools: &'t Tools) -> Option<&'t Language> {
+        match &self.work {
+            Work::Dependencies(runtime, version) => tools.language((*runtime, version.as_deref())),
+            Work::Command(_) => None,
         }
     }
 
@@ -206,17 +231,18 @@ impl Unit {
     }
 }
 
-/// The code directories of `spec` that run on a runtime, with it.
-fn runtime_dirs(spec: &AppSpec) -> BTreeSet<(String, Runtime)> {
+/// The code directories of `spec` that run on a runtime, with it and the
+/// version named.
+fn runtime_dirs(spec: &AppSpec) -> BTreeSet<(String, Runtime, Option<String>)> {
     let functions = spec
         .functions
         .values()
         .filter(|f| f.runtime != Runtime::Provided)
-        .map(|f| (f.code.clone(), f.runtime));
+        .map(|f| (f.code.clone(), f.runtime, f.runtime_version.clone()));
     let services = spec
         .services
         .values()
-        .filter_map(|s| Some((s.code.clone(), s.runtime?)));
+        .filter_map(|s| Some((s.code.clone(), s.runtime?, s.runtime_version.clone())));
     functions.chain(services).collect()
 }
 
@@ -236,17 +262,12 @@ fn find_uv(python: &Path) -> Option<PathBuf> {
         .into_iter()
         .chain(on_path)
         .filter_map(|candidate| candidate.canonicalize().ok())
-        .find(|candidate| {
-            let mut head = [0u8; 2];
-            std::fs::File::open(candidate)
-                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-                .is_ok_and(|()| &head != b"#!")
-        })
+        .find(|candidate| !crate::runtimes::is_script(candidate))
 }
 
-/// The build tools found on this machine, and what its interpreters are.
+/// The build tools found on this machine, and its interpreters.
 pub(crate) struct Tools {
-    pub toolchain: Toolchain,
+    pub languages: Languages,
     pub uv: Option<PathBuf>,
     /// npm's, pnpm's and yarn's scripts.
     pub npm: Option<PathBuf>,
@@ -268,30 +289,44 @@ impl Tools {
             .ok_or_else(|| format!("{name} is not installed on {machine}"))
     }
 
-    /// uv as given, else beside `python` or on PATH; npm, pnpm and yarn on
-    /// PATH; the identities of `python` and `node`.
-    pub async fn discover(python: &Interpreter, node: &Interpreter, uv: Option<PathBuf>) -> Tools {
-        let uv = uv.or_else(|| find_uv(&python.executable));
+    /// uv as given, else beside the default Python or on PATH; npm, pnpm
+    /// and yarn on PATH.
+    pub fn discover(languages: Languages, uv: Option<PathBuf>) -> Tools {
+        let uv = uv.or_else(|| {
+            let python = languages.default_of(Runtime::Python3)?;
+            find_uv(&python.interpreter.executable)
+        });
         let script =
             |name: &str| crate::runtimes::find_on_path(name).and_then(|p| p.canonicalize().ok());
         let (npm, pnpm, yarn) = (script("npm"), script("pnpm"), script("yarn"));
-        let toolchain = Toolchain {
-            python: identify(&python.executable, &[
-                "-c",
-                "import sys, platform; print(sys.implementation.cache_tag, platform.machine(), platform.python_version())",
-            ])
-            .await,
-            node: identify(&node.executable, &["-p", "process.version + ' ' + process.arch"]).await,
-            uv: uv.is_some(),
-            pnpm: pnpm.is_some(),
-            yarn: yarn.is_some(),
-        };
         Tools {
-            toolchain,
+            languages,
             uv,
             npm,
             pnpm,
             yarn,
+        }
+    }
+
+    /// The interpreter `runtime` names, if this machine has it.
+    pub fn language(&self, (runtime, version): Named<'_>) -> Option<&Language> {
+        Some(self.languages.find(runtime, version)?.1)
+    }
+
+    /// What plans for `runtime` are made with: its interpreter, if this
+    /// machine has it, and the tools.
+    pub fn toolchain(&self, runtime: Named<'_>) -> Toolchain {
+        let identity = self.language(runtime).and_then(|l| l.identity.clone());
+        let (python, node) = match runtime.0 {
+            Runtime::Python3 => (identity, None),
+            _ => (None, identity),
+        };
+        Toolchain {
+            python,
+            node,
+            uv: self.uv.is_some(),
+            pnpm: self.pnpm.is_some(),
+            yarn: self.yarn.is_some(),
         }
     }
 }
@@ -354,11 +389,10 @@ impl Builder {
         launcher: Arc<dyn Launch>,
         data_dir: &Path,
         settings: BuildSettings,
-        python: Interpreter,
-        node: Interpreter,
+        languages: Languages,
         node_id: &str,
     ) -> Builder {
-        let tools = Tools::discover(&python, &node, settings.uv.clone()).await;
+        let tools = Tools::discover(languages, settings.uv.clone());
         if tools.uv.is_none() {
             tracing::warn!(
                 "uv not found (--uv, or on PATH): Python requirements are installed with pip, which is slower"
@@ -367,16 +401,17 @@ impl Builder {
         if tools.npm.is_none() {
             tracing::warn!("npm not found on PATH: Node.js dependencies cannot be installed");
         }
-        let reached: Vec<&Path> = [
-            Some(&python.executable),
-            Some(&node.executable),
-            tools.uv.as_ref(),
-            tools.npm.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(PathBuf::as_path)
-        .collect();
+        let reached: Vec<&Path> = tools
+            .languages
+            .iter()
+            .map(|l| &l.interpreter.executable)
+            .chain(
+                [tools.uv.as_ref(), tools.npm.as_ref()]
+                    .into_iter()
+                    .flatten(),
+            )
+            .map(PathBuf::as_path)
+            .collect();
         let as_nobody = builds_as_nobody(launcher.isolation(), data_dir, &reached);
         if launcher.isolation() == Isolation::None {
             if as_nobody {
@@ -395,14 +430,12 @@ impl Builder {
             launcher,
             data_dir: data_dir.to_owned(),
             settings,
-            python,
-            node,
             tools,
             as_nobody,
             node_id: node_id.to_owned(),
             running: Default::default(),
             building: Default::default(),
-            python_packages: std::sync::Mutex::new("installing".to_owned()),
+            python_packages: Default::default(),
         }
     }
 
@@ -421,7 +454,7 @@ impl Builder {
             let Some(sha) = packages.get(&unit.code) else {
                 continue;
             };
-            match unit.plan(&self.data_dir, sha, &self.tools.toolchain) {
+            match unit.plan(&self.data_dir, sha, &self.tools) {
                 Ok(Some(plan)) => plans.push((unit, sha.clone(), plan)),
                 Ok(None) => {}
                 Err(message) => {
@@ -460,7 +493,14 @@ impl Builder {
             let began = Instant::now();
             let label = unit.label(plan);
             let outcome = self
-                .layer(app, &dir_of(&self.data_dir, sha), plan, &label, sink)
+                .layer(
+                    app,
+                    &dir_of(&self.data_dir, sha),
+                    plan,
+                    unit.language(&self.tools),
+                    &label,
+                    sink,
+                )
                 .await;
             let outcome = match outcome {
                 Ok(cached) => self
@@ -538,40 +578,16 @@ impl Builder {
         crate::now_ms().saturating_sub(build.started_ms) > longest
     }
 
-    /// The version of `runtime` this node runs (`3.11`, `20`), as
-    /// versioned runtime names give it.
-    pub fn runtime_version(&self, runtime: Runtime) -> Option<String> {
-        match runtime {
-            // `cpython-311 x86_64 3.11.7`
-            Runtime::Python3 => {
-                let full = self.tools.toolchain.python.as_deref()?.split(' ').nth(2)?;
-                let mut parts = full.split('.');
-                Some(format!("{}.{}", parts.next()?, parts.next()?))
-            }
-            // `v20.20.2 x64`
-            Runtime::Nodejs => Some(
-                self.tools
-                    .toolchain
-                    .node
-                    .as_deref()?
-                    .strip_prefix('v')?
-                    .split('.')
-                    .next()?
-                    .to_owned(),
-            ),
-            Runtime::Provided => None,
-        }
-    }
-
-    /// The runtimes this node runs, by versioned name and alias.
+    /// The runtimes this node runs, by versioned name, the defaults with
+    /// their alias.
     pub fn runtime_names(&self) -> Vec<String> {
         let mut names: Vec<String> = [Runtime::Python3, Runtime::Nodejs]
             .into_iter()
-            .filter_map(|r| {
-                Some(format!(
-                    "{} ({r})",
-                    r.versioned_name(&self.runtime_version(r)?)
-                ))
+            .flat_map(|r| self.tools.languages.of(r).enumerate())
+            .filter(|(_, l)| l.version.is_some())
+            .map(|(index, l)| match index {
+                0 => format!("{} ({})", l.name(), l.runtime),
+                _ => l.name(),
             })
             .collect();
         names.push(Runtime::Provided.to_string());
@@ -585,7 +601,7 @@ impl Builder {
             .runtime_versions()
             .into_iter()
             .filter(|(_, runtime, version)| {
-                self.runtime_version(*runtime).as_deref() != Some(*version)
+                self.tools.language((*runtime, Some(version))).is_none()
             })
             .map(|(who, runtime, version)| {
                 format!("{who} names {}", runtime.versioned_name(version))
@@ -597,30 +613,48 @@ impl Builder {
         Err(ApiError::bad_request(
             "unknown_runtime",
             format!(
-                "{}, which this server does not run; it runs {} (stratus runtimes); nothing was deployed",
+                "{}, which this server does not run; it runs {} (stratus runtimes; another interpreter is given with `stratus server --runtime NAME=PATH`); nothing was deployed",
                 missing.join(", "),
                 self.runtime_names().join(", ")
             ),
         ))
     }
 
-    /// Installs the packages the Python runtime gives every function
+    /// Installs the packages the Python runtimes give every function
     /// (`--python-packages`, boto3 by default, as Lambda's runtimes do)
-    /// into [`PLATFORM_DIR`] beside its bootstrap in `runtime_dir`: built
-    /// as a layer, once per interpreter and package list, then linked in
-    /// whole. The runtime puts it last on `sys.path`, so a function's own
+    /// into [`PLATFORM_DIR`] beside each one's bootstrap: built as a layer,
+    /// once per interpreter and package list, then linked in whole. The
+    /// runtime puts it last on `sys.path`, so a function's own
     /// requirements win. Where it cannot be built (no registry), functions
     /// go without, and the server says so.
-    pub async fn provide_python_packages(&self, runtime_dir: &Path) {
-        let state = self.install_python_packages(runtime_dir).await;
-        *self
-            .python_packages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = state;
+    pub async fn provide_python_packages(&self) {
+        let pythons: Vec<Language> = self
+            .tools
+            .languages
+            .of(Runtime::Python3)
+            .filter(|l| l.identity.is_some())
+            .cloned()
+            .collect();
+        for language in &pythons {
+            self.python_state(language, "installing".to_owned());
+        }
+        for language in &pythons {
+            let state = self.install_python_packages(language).await;
+            self.python_state(language, state);
+        }
     }
 
-    /// [`Builder::provide_python_packages`]; what came of it.
-    async fn install_python_packages(&self, runtime_dir: &Path) -> String {
+    fn python_state(&self, language: &Language, state: String) {
+        self.python_packages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(language.name(), state);
+    }
+
+    /// [`Builder::provide_python_packages`] for one interpreter; what came
+    /// of it.
+    async fn install_python_packages(&self, language: &Language) -> String {
+        let runtime_dir = language.dir();
         let dest = runtime_dir.join(PLATFORM_DIR);
         clear_partials(runtime_dir);
         let packages: Vec<&str> = self
@@ -641,7 +675,8 @@ impl Builder {
             tracing::warn!(error = %e, "cannot prepare the Python runtime's packages");
             return format!("cannot prepare them: {e}");
         }
-        let plan = match plan::plan(&source, Runtime::Python3, &self.tools.toolchain) {
+        let named = (Runtime::Python3, language.version.as_deref());
+        let plan = match plan::plan(&source, Runtime::Python3, &self.tools.toolchain(named)) {
             Ok(Some(plan)) => plan,
             Ok(None) => return "none".to_owned(),
             Err(message) => {
@@ -654,12 +689,17 @@ impl Builder {
             return "ready".to_owned();
         }
         let sink = Sink::new(None);
-        let label = format!("the Python runtime's packages ({})", packages.join(", "));
+        let label = format!(
+            "the {} runtime's packages ({})",
+            language.name(),
+            packages.join(", ")
+        );
         if let Err(message) = self
-            .layer(PLATFORM_APP, &source, &plan, &label, &sink)
+            .layer(PLATFORM_APP, &source, &plan, Some(language), &label, &sink)
             .await
         {
             tracing::warn!(
+                runtime = %language.name(),
                 packages = %packages.join(", "),
                 %message,
                 last = %sink.tail(3).join(" | "),
@@ -682,6 +722,7 @@ impl Builder {
         let failed = match linked {
             Ok(Ok(())) => {
                 tracing::info!(
+                    runtime = %language.name(),
                     packages = %packages.join(", "),
                     "the Python runtime gives functions these packages"
                 );
@@ -694,23 +735,43 @@ impl Builder {
         failed
     }
 
-    /// What this node builds for and with, for `GET /v1/runtimes`.
+    /// What this node builds for and with, for `GET /v1/runtimes`: each
+    /// interpreter, and under `python3` and `nodejs` the defaults.
     pub fn report(&self) -> serde_json::Value {
-        let name = |r: Runtime| self.runtime_version(r).map(|v| r.versioned_name(&v));
-        serde_json::json!({
-            "python3": {
-                "name": name(Runtime::Python3),
-                "executable": self.python.executable,
-                "identity": self.tools.toolchain.python,
-            },
-            "nodejs": {
-                "name": name(Runtime::Nodejs),
-                "executable": self.node.executable,
-                "identity": self.tools.toolchain.node,
-            },
+        let packages = self
+            .python_packages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let describe = |l: &Language, default: bool| {
+            let mut it = serde_json::json!({
+                "name": l.version.as_ref().map(|_| l.name()),
+                "runtime": l.runtime,
+                "version": l.version,
+                "default": default,
+                "executable": l.interpreter.executable,
+                "identity": l.identity,
+            });
+            if let Some(state) = packages.get(&l.name()) {
+                it["python_packages"] = serde_json::json!(state);
+            }
+            it
+        };
+        let all: Vec<serde_json::Value> = [Runtime::Python3, Runtime::Nodejs]
+            .into_iter()
+            .flat_map(|r| self.tools.languages.of(r).enumerate())
+            .map(|(index, l)| describe(l, index == 0))
+            .collect();
+        let default_state = self
+            .tools
+            .languages
+            .default_of(Runtime::Python3)
+            .and_then(|l| packages.get(&l.name()));
+        let mut report = serde_json::json!({
+            "runtimes": all,
             "python_packages": {
                 "packages": self.settings.python_packages,
-                "state": *self.python_packages.lock().unwrap_or_else(|e| e.into_inner()),
+                "state": default_state,
             },
             "tools": {
                 "uv": self.tools.uv,
@@ -718,7 +779,13 @@ impl Builder {
                 "pnpm": self.tools.pnpm,
                 "yarn": self.tools.yarn,
             },
-        })
+        });
+        for runtime in [Runtime::Python3, Runtime::Nodejs] {
+            if let Some(l) = self.tools.languages.default_of(runtime) {
+                report[runtime.as_str()] = describe(l, true);
+            }
+        }
+        report
     }
 
     /// Records that build `id` of `app` made `version`.
@@ -757,7 +824,7 @@ impl Builder {
             }
             let dir = dir_of(&self.data_dir, sha);
             let plan = unit
-                .plan(&self.data_dir, sha, &self.tools.toolchain)?
+                .plan(&self.data_dir, sha, &self.tools)?
                 .ok_or_else(|| format!("code directory {code:?} has nothing to build"))?;
             if &plan.key != key {
                 return Err(format!(
@@ -767,9 +834,16 @@ impl Builder {
             }
             let sink = Sink::new(None);
             let label = unit.label(&plan);
-            self.layer(&version.app, &dir, &plan, &label, &sink)
-                .await
-                .map_err(|e| format!("{label}: {e}: {}", sink.tail(5).join(" | ")))?;
+            self.layer(
+                &version.app,
+                &dir,
+                &plan,
+                unit.language(&self.tools),
+                &label,
+                &sink,
+            )
+            .await
+            .map_err(|e| format!("{label}: {e}: {}", sink.tail(5).join(" | ")))?;
             self.assemble(sha, &plan)
                 .await
                 .map_err(|e| format!("cannot link the dependencies into the code: {e}"))?;
@@ -792,12 +866,14 @@ impl Builder {
         layers::prune(&self.data_dir, &used, grace)
     }
 
-    /// Makes `plan`'s layer unless it is there; `Ok(true)` when it was.
+    /// Makes `plan`'s layer (with `language`, for a language's
+    /// dependencies) unless it is there; `Ok(true)` when it was.
     async fn layer(
         &self,
         app: &str,
         code: &Path,
         plan: &Plan,
+        language: Option<&Language>,
         label: &str,
         sink: &Arc<Sink>,
     ) -> Result<bool, String> {
@@ -822,7 +898,9 @@ impl Builder {
             .join("builds")
             .join("work")
             .join(layers::partial_path(&dest).file_name().unwrap_or_default());
-        let result = self.make_layer(app, code, plan, &work, &dest, sink).await;
+        let result = self
+            .make_layer(app, code, plan, language, &work, &dest, sink)
+            .await;
         let _ = std::fs::remove_dir_all(&work);
         self.building
             .lock()
@@ -831,11 +909,13 @@ impl Builder {
         result.map(|()| false)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn make_layer(
         &self,
         app: &str,
         code: &Path,
         plan: &Plan,
+        language: Option<&Language>,
         work: &Path,
         dest: &Path,
         sink: &Arc<Sink>,
@@ -863,9 +943,11 @@ impl Builder {
                 writable: true,
             },
         ];
-        for prefix in [&self.python.prefix, &self.node.prefix]
-            .into_iter()
-            .flatten()
+        for prefix in self
+            .tools
+            .languages
+            .iter()
+            .filter_map(|l| l.interpreter.prefix.as_ref())
         {
             mounts.push(Mount {
                 host: prefix.clone(),
@@ -873,8 +955,15 @@ impl Builder {
                 writable: false,
             });
         }
+        if let Some(language) = language {
+            mounts.push(Mount {
+                host: language.dir().to_owned(),
+                sandbox: RUNTIME_IN_SANDBOX.into(),
+                writable: false,
+            });
+        }
         let uv = self.tools.uv.as_ref().map(|uv| {
-            if isolation == Isolation::Namespaces && outside_system(uv) {
+            if isolation == Isolation::Namespaces && crate::runtimes::outside_system(uv) {
                 mounts.push(Mount {
                     host: uv.clone(),
                     sandbox: UV_IN_SANDBOX.into(),
@@ -903,7 +992,7 @@ impl Builder {
                 work_in.join("tmp").display().to_string(),
             ),
             ("LANG".to_owned(), "C.UTF-8".to_owned()),
-            ("PATH".to_owned(), self.path(isolation)),
+            ("PATH".to_owned(), self.path(isolation, language)),
             ("UV_PYTHON_DOWNLOADS".to_owned(), "never".to_owned()),
             ("UV_NO_PROGRESS".to_owned(), "1".to_owned()),
             ("PIP_DISABLE_PIP_VERSION_CHECK".to_owned(), "1".to_owned()),
@@ -929,7 +1018,19 @@ impl Builder {
                 env.push((key.to_owned(), value));
             }
         }
-        let python = self.python.executable.display().to_string();
+        let missing = || {
+            format!(
+                "the server has no {} interpreter",
+                unit_name(plan, language)
+            )
+        };
+        let interpreter = language
+            .filter(|l| l.identity.is_some())
+            .map(|l| l.interpreter.executable.clone());
+        let python = interpreter
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         let (code_at, out, exported, cache_at) = (
             code_in.display().to_string(),
             work_in.join("out").display().to_string(),
@@ -951,11 +1052,15 @@ impl Builder {
                     Vec::new(),
                     code_in.clone(),
                 ),
-                Tool::Pip => (self.python.executable.clone(), Vec::new(), code_in.clone()),
+                Tool::Pip => (
+                    interpreter.clone().ok_or_else(missing)?,
+                    Vec::new(),
+                    code_in.clone(),
+                ),
                 Tool::Npm | Tool::Pnpm | Tool::Yarn => {
                     let script = self.tools.node_script(invocation.tool, "the server")?;
                     (
-                        self.node.executable.clone(),
+                        interpreter.clone().ok_or_else(missing)?,
                         vec![script.display().to_string()],
                         work_in.join("node"),
                     )
@@ -1009,13 +1114,28 @@ impl Builder {
             .map_err(std::io::Error::other)?
     }
 
-    /// The PATH of a step: the interpreters' directories first.
-    fn path(&self, isolation: Isolation) -> String {
-        let mut dirs: Vec<String> = [&self.python, &self.node]
-            .iter()
-            .filter_map(|i| i.executable.parent())
-            .map(|d| d.display().to_string())
-            .collect();
+    /// The PATH of a step: the interpreter it builds for under its usual
+    /// names (`node` for a native addon's build), then the defaults'
+    /// directories.
+    fn path(&self, isolation: Isolation, language: Option<&Language>) -> String {
+        let own = language.map(|l| match isolation {
+            Isolation::Namespaces => Path::new(RUNTIME_IN_SANDBOX).join(stratus_scheduler::BIN_DIR),
+            Isolation::None => l.dir().join(stratus_scheduler::BIN_DIR),
+        });
+        let mut dirs: Vec<String> = own.iter().map(|d| d.display().to_string()).collect();
+        dirs.extend(
+            [Runtime::Python3, Runtime::Nodejs]
+                .into_iter()
+                .filter_map(|r| {
+                    self.tools
+                        .languages
+                        .default_of(r)?
+                        .interpreter
+                        .executable
+                        .parent()
+                })
+                .map(|d| d.display().to_string()),
+        );
         dirs.push("/usr/local/bin:/usr/bin:/bin".to_owned());
         if isolation == Isolation::None
             && let Ok(host) = std::env::var("PATH")
@@ -1023,6 +1143,14 @@ impl Builder {
             dirs.push(host);
         }
         dirs.join(":")
+    }
+}
+
+/// What a plan builds for, in errors.
+fn unit_name(plan: &Plan, language: Option<&Language>) -> String {
+    match language {
+        Some(language) => language.name(),
+        None => plan.recipe.describe().to_owned(),
     }
 }
 
@@ -1093,25 +1221,6 @@ fn chown_tree(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-fn outside_system(path: &Path) -> bool {
-    !["/usr", "/bin", "/sbin", "/lib", "/lib64"]
-        .iter()
-        .any(|dir| path.starts_with(dir))
-}
-
-/// What an interpreter says it is, for layer keys.
-async fn identify(executable: &Path, args: &[&str]) -> Option<String> {
-    let out = tokio::process::Command::new(executable)
-        .args(args)
-        .output()
-        .await
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        .filter(|s| !s.is_empty())
 }
 
 /// A build's id: when it started, readable and sortable, and a few
