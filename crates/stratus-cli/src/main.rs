@@ -28,11 +28,16 @@ fn main() -> std::process::ExitCode {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.default_log_filter()));
-    tracing_subscriber::fmt()
+    // Colour only for a person at a terminal, never into a log file.
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match cli.log_format() {
+        stratus_server::config::LogFormat::Json => log.json().init(),
+        stratus_server::config::LogFormat::Text => log.init(),
+    }
     // The launcher is forked while this process is still single-threaded.
     let launcher = match cli.launcher() {
         Ok(launcher) => launcher,

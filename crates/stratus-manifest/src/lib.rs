@@ -17,8 +17,8 @@ pub use error::{ManifestError, ManifestErrors};
 pub use spec::{
     AppSpec, BuildCommand, CatchUp, CloudEventsTrigger, CorsSpec, DEBUG_PORT_ENV, Destination,
     Egress, EventFormat, FunctionSpec, HttpAuth, HttpSpec, LOG_LEVELS, LogFormat, Network,
-    QueueSpec, QueueTrigger, Readiness, Runtime, SCF_BOOTSTRAP, SCF_PORT, ScheduleTrigger,
-    ServiceCommand, ServiceProtocol, ServiceSpec, Trigger, is_valid_name,
+    QueueSpec, QueueTrigger, RESERVED_APP_NAMES, Readiness, Runtime, SCF_BOOTSTRAP, SCF_PORT,
+    ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec, Trigger, is_valid_name,
 };
 
 /// The file name `stratus deploy` looks for in an application directory.

@@ -106,6 +106,15 @@ pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpe
             format!("invalid application name {:?}", raw.app),
             Some(NAME_HINT.into()),
         );
+    } else if crate::RESERVED_APP_NAMES.contains(&raw.app.as_str()) {
+        c.error(
+            "app".into(),
+            format!("the application name {:?} is reserved", raw.app),
+            Some(format!(
+                "/{} on the public listener is the node's own (load balancers' probes and metrics); choose another name",
+                raw.app
+            )),
+        );
     }
     if raw.functions.is_empty() && raw.services.is_empty() {
         c.error(

@@ -576,6 +576,11 @@ impl fmt::Display for Runtime {
     }
 }
 
+/// Application names the node's own paths take (`/healthz`, `/readyz`,
+/// `/metrics`): an app of one of these names could not be reached by
+/// path.
+pub const RESERVED_APP_NAMES: [&str; 3] = ["healthz", "readyz", "metrics"];
+
 /// Application and function names: `[a-z][a-z0-9-]{0,39}`.
 pub fn is_valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();

@@ -509,6 +509,7 @@ pub(crate) fn settings() -> Settings {
         host_path: "/usr/bin:/bin".into(),
         name_servers: None,
         platform_api: None,
+        metrics: stratus_metrics::Metrics::new(),
     }
 }
 

@@ -208,11 +208,16 @@ fn alive(p: &mut Prestarted) -> bool {
     matches!(p.spawned.exited.try_recv(), Err(TryRecvError::Empty))
 }
 
-#[cfg(test)]
 impl Prewarm {
     /// Processes of `kind` ready to be taken.
+    #[cfg(test)]
     fn ready(&self, kind: Kind) -> usize {
         self.lock().get(&kind).map_or(0, |pool| pool.ready.len())
+    }
+
+    /// Processes of every kind ready to be taken.
+    pub fn ready_total(&self) -> usize {
+        self.lock().values().map(|pool| pool.ready.len()).sum()
     }
 }
 

@@ -107,6 +107,29 @@ impl Scheduler {
             .function_arn(&format!("{app}.{function}"))
     }
 
+    /// Where invocations and proxied requests are counted and timed.
+    pub fn metrics(&self) -> &stratus_metrics::Metrics {
+        &self.sandboxes.settings.metrics
+    }
+
+    /// Sandboxes made ahead of demand, ready for cold starts.
+    pub fn prestarted(&self) -> usize {
+        self.sandboxes.prewarm.ready_total()
+    }
+
+    /// The apps with live functions or services here, by name.
+    pub fn apps(&self) -> Vec<String> {
+        let mut apps: Vec<String> = self
+            .snapshot()
+            .keys()
+            .chain(self.services().keys())
+            .cloned()
+            .collect();
+        apps.sort_unstable();
+        apps.dedup();
+        apps
+    }
+
     /// Whether the scheduler refuses new work.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)

@@ -24,6 +24,8 @@ pub struct Settings {
     pub name_servers: Option<Vec<std::net::SocketAddr>>,
     /// What each instance is told of the platform's API; `None`: nothing.
     pub platform_api: Option<std::sync::Arc<dyn PlatformApi>>,
+    /// Where invocations and proxied requests are counted and timed.
+    pub metrics: stratus_metrics::Metrics,
 }
 
 /// The platform's API as instances see it: variables each instance gets

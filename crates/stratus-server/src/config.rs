@@ -18,6 +18,14 @@ pub mod env {
     pub const ISOLATION: &str = "STRATUS_ISOLATION";
     pub const STORE: &str = "STRATUS_STORE";
     pub const UV: &str = "STRATUS_UV";
+    pub const METRICS_TOKEN: &str = "STRATUS_METRICS_TOKEN";
+}
+
+/// How the server writes its own log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 pub const DEFAULT_DATA_DIR: &str = ".stratus";
@@ -93,6 +101,22 @@ pub struct ServerConfig {
     /// python3.N on PATH
     #[arg(long = "runtime", value_name = "NAME=PATH")]
     pub runtimes: Vec<crate::RuntimeFlag>,
+    /// Count and time invocations, proxied requests and events for
+    /// GET /metrics (Prometheus); false turns recording off
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics: bool,
+    /// Also serve /metrics, /healthz and /readyz (and nothing else) on this
+    /// address, for scrapers that must not reach the admin API
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// A token scrapers must send (Authorization: Bearer) for /metrics;
+    /// default: none, /metrics is open to whoever reaches the listener
+    #[arg(long, env = env::METRICS_TOKEN, hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// The server's own log: text (colour only on a terminal) or json, one
+    /// object per line
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(flatten, next_help_heading = "Limits")]
     pub limits: Limits,
     #[command(flatten, next_help_heading = "Builds")]

@@ -392,6 +392,9 @@ impl Events {
                 then,
             }
         } else {
+            self.scheduler
+                .metrics()
+                .event_retried(&event.app, &event.function);
             Settlement::retry(&event, next, error)
         };
         self.settle(settlement).await;

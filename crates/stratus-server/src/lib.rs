@@ -21,6 +21,7 @@ mod git_remote;
 mod hex;
 mod listener;
 pub mod migrate;
+mod observe;
 mod public;
 mod quotas;
 mod runtimes;
@@ -109,6 +110,8 @@ pub(crate) struct AppState {
     pub(crate) quotas: Arc<quotas::Quotas>,
     /// Schedules, queues and the other sources of events.
     pub triggers: triggers::Triggers,
+    /// One metrics scrape at a time.
+    pub scrapes: tokio::sync::Mutex<()>,
 }
 
 /// Binds both listeners from `config`.
@@ -265,6 +268,12 @@ pub async fn run(
     let platform = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
         .await
         .context("cannot listen for the platform API on 127.0.0.1")?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr}; choose another with --metrics-listen")
+        })?),
+        None => None,
+    };
     let settings = Settings {
         languages: languages.clone(),
         region: config.region.clone(),
@@ -277,6 +286,7 @@ pub async fn run(
             url: url(platform.local_addr()?),
             secret: platform_secret.clone(),
         })),
+        metrics: observe::metrics_for(config.metrics),
     };
     let scheduler = Scheduler::new(settings, launcher.clone(), logs.clone());
 
@@ -423,6 +433,7 @@ pub async fn run(
             Arc::new(triggers::SystemClock),
             Arc::new(move || wake_events.wake()),
             config.region.clone(),
+            scheduler.metrics().clone(),
         ),
         triggers::queue::Queues::new(
             store.clone(),
@@ -460,6 +471,7 @@ pub async fn run(
         public_url: info.public.clone(),
         admin_url: info.admin.clone(),
         logs: logs.clone(),
+        scrapes: tokio::sync::Mutex::new(()),
     });
     let gateway = Arc::new(public::Gateway {
         directory,
@@ -471,6 +483,7 @@ pub async fn run(
         proxy: public::Clients::new(),
         bodies: public::BodyBudget::new(config.http.max_buffered_body_bytes),
         webhooks: Some(Arc::new(webhooks::GitHooks(state.clone()))),
+        probes: Some(Arc::new(crate::observe::Probes(state.clone()))),
     });
     // What earlier runs left of versions no longer kept.
     deploy::prune_in_background(state.clone());
@@ -522,8 +535,23 @@ pub async fn run(
             },
         ),
     );
+    let metrics_server = metrics_listener.map(|metrics| {
+        listener::serve(
+            "metrics",
+            metrics,
+            config.http.limits(config.limits.admin_max_connections),
+            None,
+            stopped(stop_rx.clone()),
+            api::admin_connections(observe::router(state.clone())),
+        )
+    });
     let admin_task = tokio::spawn(async move {
-        let _ = tokio::join!(admin_server, platform_server);
+        let metrics = async {
+            if let Some(server) = metrics_server {
+                let _ = server.await;
+            }
+        };
+        let _ = tokio::join!(admin_server, platform_server, metrics);
     });
     let public_task = tokio::spawn(public_server);
     if let Some(ready) = ready {

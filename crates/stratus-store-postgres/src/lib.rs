@@ -1292,14 +1292,15 @@ impl Events for PostgresStore {
                 .client()
                 .await?
                 .query(
-                    "SELECT app, function, SUM(queued)::BIGINT, SUM(in_flight)::BIGINT, SUM(dead)::BIGINT FROM ( \
+                    "SELECT app, function, SUM(queued)::BIGINT, SUM(in_flight)::BIGINT, SUM(dead)::BIGINT, MIN(oldest)::BIGINT FROM ( \
                        SELECT app, function, \
                               COUNT(*) FILTER (WHERE lease_until_ms IS NULL OR lease_until_ms <= $2) AS queued, \
                               COUNT(*) FILTER (WHERE lease_until_ms > $2) AS in_flight, \
-                              0 AS dead \
+                              0 AS dead, \
+                              MIN(created_ms) FILTER (WHERE lease_until_ms IS NULL OR lease_until_ms <= $2) AS oldest \
                        FROM events WHERE $1::TEXT IS NULL OR app = $1 GROUP BY app, function \
                        UNION ALL \
-                       SELECT app, function, 0, 0, COUNT(*) \
+                       SELECT app, function, 0, 0, COUNT(*), NULL \
                        FROM dead_letters WHERE $1::TEXT IS NULL OR app = $1 GROUP BY app, function \
                      ) c GROUP BY app, function ORDER BY app, function",
                     &[&app, &now_ms],
@@ -1313,6 +1314,7 @@ impl Events for PostgresStore {
                     queued: row.get::<_, i64>(2) as u64,
                     in_flight: row.get::<_, i64>(3) as u64,
                     dead: row.get::<_, i64>(4) as u64,
+                    oldest_queued_ms: row.get::<_, Option<i64>>(5),
                 })
                 .collect())
         })

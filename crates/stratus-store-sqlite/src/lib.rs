@@ -1559,14 +1559,15 @@ impl Events for SqliteStore {
         let app = app.map(str::to_owned);
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT app, function, SUM(queued), SUM(in_flight), SUM(dead) FROM ( \
+                "SELECT app, function, SUM(queued), SUM(in_flight), SUM(dead), MIN(oldest) FROM ( \
                    SELECT app, function, \
                           COUNT(*) FILTER (WHERE lease_until_ms IS NULL OR lease_until_ms <= ?2) AS queued, \
                           COUNT(*) FILTER (WHERE lease_until_ms > ?2) AS in_flight, \
-                          0 AS dead \
+                          0 AS dead, \
+                          MIN(created_ms) FILTER (WHERE lease_until_ms IS NULL OR lease_until_ms <= ?2) AS oldest \
                    FROM events WHERE ?1 IS NULL OR app = ?1 GROUP BY app, function \
                    UNION ALL \
-                   SELECT app, function, 0, 0, COUNT(*) \
+                   SELECT app, function, 0, 0, COUNT(*), NULL \
                    FROM dead_letters WHERE ?1 IS NULL OR app = ?1 GROUP BY app, function \
                  ) GROUP BY app, function ORDER BY app, function",
             )?;
@@ -1577,6 +1578,7 @@ impl Events for SqliteStore {
                     queued: row.get(2)?,
                     in_flight: row.get(3)?,
                     dead: row.get(4)?,
+                    oldest_queued_ms: row.get(5)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

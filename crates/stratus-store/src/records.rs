@@ -460,6 +460,8 @@ pub struct EventCounts {
     /// Claimed, with a lease that has not run out.
     pub in_flight: u64,
     pub dead: u64,
+    /// When the oldest of the queued ones was accepted.
+    pub oldest_queued_ms: Option<i64>,
 }
 
 /// The slot a schedule of a function last fired.

@@ -117,6 +117,14 @@ impl Cli {
         matches!(self.command, Command::Server(_) | Command::Demo(_))
     }
 
+    /// How the server's own log is written (`--log-format`).
+    pub fn log_format(&self) -> stratus_server::config::LogFormat {
+        match &self.command {
+            Command::Server(args) | Command::Demo(args) => args.config.log_format,
+            _ => stratus_server::config::LogFormat::Text,
+        }
+    }
+
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             Command::Server(_) => "info",

@@ -26,8 +26,25 @@ pub fn config_dir(data_dir: &Path) -> PathBuf {
     data_dir.with_file_name("config")
 }
 
+/// Spawns `stratus server` on `data_dir` with ephemeral listeners, its
+/// log (filtered by `rust_log`) written to `log`.
+#[allow(dead_code)]
+pub fn spawn_logging_to(data_dir: &Path, extra: &[&str], log: &Path, rust_log: &str) -> Child {
+    let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+    spawn_server_with(
+        data_dir,
+        &extra,
+        Stdio::from(std::fs::File::create(log).unwrap()),
+        rust_log,
+    )
+}
+
 /// Spawns `stratus server` on `data_dir` with ephemeral listeners.
 fn spawn_server(data_dir: &Path, extra: &[String], stderr: Stdio) -> Child {
+    spawn_server_with(data_dir, extra, stderr, "warn")
+}
+
+fn spawn_server_with(data_dir: &Path, extra: &[String], stderr: Stdio, rust_log: &str) -> Child {
     // The Python runtime's own packages (boto3) are installed only where a
     // test asks for them: each server would fetch them anew.
     let packages =
@@ -44,7 +61,7 @@ fn spawn_server(data_dir: &Path, extra: &[String], stderr: Stdio) -> Child {
         .args(extra)
         .arg("--data-dir")
         .arg(data_dir)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", rust_log)
         // What the CLI remembers stays with the test.
         .env("STRATUS_CONFIG_DIR", config_dir(data_dir))
         .stdout(Stdio::null())

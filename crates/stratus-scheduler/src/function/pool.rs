@@ -62,6 +62,7 @@ pub struct Pool {
     /// When starting a warm instance last failed, to pace retries.
     warm_failed: Mutex<Option<Instant>>,
     errors: RecentErrors,
+    metrics: stratus_metrics::FunctionMetrics,
 }
 
 impl Pool {
@@ -72,7 +73,13 @@ impl Pool {
         config: FunctionConfig,
         capacity: AppCapacity,
     ) -> Arc<Pool> {
+        let metrics =
+            ctx.sandboxes
+                .settings
+                .metrics
+                .function(&config.app, &config.spec.name, config.version);
         let pool = Arc::new(Pool {
+            metrics,
             config: Arc::new(config),
             ctx,
             state: Mutex::new(PoolState::default()),
@@ -462,8 +469,17 @@ impl Pool {
         let want_logs = invocation.want_logs;
         let trace_id = invocation.trace_id.clone().unwrap_or_else(new_trace_id);
         let mut stale = 0;
-        let (instance, cold, queue, dispatched_at, outcome) = loop {
-            let grant = self.acquire().await?;
+        let (instance, cold, queue, dispatched_at, outcome, running) = loop {
+            let grant = match self.acquire().await {
+                Ok(grant) => grant,
+                Err(throttled @ InvokeError::Throttled { .. }) => {
+                    self.metrics
+                        .invoked(stratus_metrics::Outcome::Throttled, false, &[]);
+                    return Err(throttled);
+                }
+                Err(other) => return Err(other),
+            };
+            let running = self.metrics.running();
             // Waiting for a warm instance or a slot; the sandbox and runtime
             // start of a cold one are phases of their own.
             let queue = arrived.elapsed();
@@ -508,7 +524,7 @@ impl Pool {
                 self.release(&instance);
                 continue;
             }
-            break (instance, cold, queue, dispatched_at, outcome);
+            break (instance, cold, queue, dispatched_at, outcome, running);
         };
         let (result, outcome_name, stream) = match outcome {
             Ok(RuntimeResult::Response(body)) => (Ok(body), "success", None),
@@ -546,6 +562,8 @@ impl Pool {
             queue,
             dispatched_at,
             want_logs,
+            arrived,
+            _running: running,
         };
         let Some((stream, done, abort)) = stream else {
             let (phases, max_memory_mb, logs) = self.conclude(&ended, &result, outcome_name);
@@ -642,6 +660,13 @@ impl Pool {
         outcome_name: &str,
     ) -> (Phases, Option<u64>, Vec<String>) {
         let phases = self.phases(ended);
+        self.measure(
+            outcome_name,
+            result,
+            ended.cold,
+            &phases,
+            ended.arrived.elapsed(),
+        );
         let instance = &ended.instance;
         let max_memory_mb = instance.peak_rss_kib().map(|kib| kib.div_ceil(1024));
         let logs = if ended.want_logs {
@@ -662,6 +687,41 @@ impl Pool {
         (phases, max_memory_mb, logs)
     }
 
+    /// Counts an ended invocation, and times it, in the metrics.
+    fn measure(
+        &self,
+        outcome_name: &str,
+        result: &Result<bytes::Bytes, FunctionError>,
+        cold: bool,
+        phases: &Phases,
+        total: Duration,
+    ) {
+        use stratus_metrics::{Outcome, Phase};
+        let outcome = match (outcome_name, result) {
+            ("success", _) => Outcome::Success,
+            ("timeout", _) => Outcome::Timeout,
+            ("crash", Err(e)) if e.error_type == "Runtime.OutOfMemory" => Outcome::OutOfMemory,
+            ("crash", _) => Outcome::Crashed,
+            _ => Outcome::Error,
+        };
+        // On the stack: this runs for every invocation.
+        let mut timed = [(Phase::Total, total.as_secs_f64()); Phase::ALL.len()];
+        let mut n = 1;
+        for (phase, ms) in [
+            (Phase::Queue, Some(phases.queue_ms)),
+            (Phase::Handler, Some(phases.duration_ms)),
+            (Phase::Sandbox, phases.sandbox_ms),
+            (Phase::RuntimeStart, phases.runtime_start_ms),
+            (Phase::Init, phases.handler_init_ms),
+        ] {
+            if let Some(ms) = ms {
+                timed[n] = (phase, ms / 1000.0);
+                n += 1;
+            }
+        }
+        self.metrics.invoked(outcome, cold, &timed[..n]);
+    }
+
     fn failed_start(
         &self,
         invocation: Invocation,
@@ -669,6 +729,14 @@ impl Pool {
         error: FunctionError,
     ) -> InvokeOutcome {
         tracing::warn!(function = %self.config.qualified_name(), error = %error.message, "instance failed to start");
+        self.metrics.invoked(
+            stratus_metrics::Outcome::Error,
+            true,
+            &[(
+                stratus_metrics::Phase::Total,
+                arrived.elapsed().as_secs_f64(),
+            )],
+        );
         InvokeOutcome {
             request_id: invocation.request_id,
             version: self.config.version,
@@ -788,6 +856,9 @@ struct Ended {
     queue: Duration,
     dispatched_at: Option<Instant>,
     want_logs: bool,
+    arrived: Instant,
+    /// Counts the invocation as running until it is reported.
+    _running: stratus_metrics::Running,
 }
 
 fn ms(d: Duration) -> f64 {

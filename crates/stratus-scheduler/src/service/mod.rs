@@ -143,6 +143,8 @@ pub struct Service {
     retired: AtomicBool,
     /// The whole application's instances, functions' too, for its cap.
     capacity: AppCapacity,
+    /// Its proxied requests and WebSocket sessions, counted and timed.
+    pub metrics: stratus_metrics::ServiceMetrics,
 }
 
 /// A request's place in a service's queue.
@@ -172,7 +174,13 @@ impl Drop for QueueSlot<'_> {
 
 impl Service {
     pub(crate) fn new(ctx: Arc<Context>, config: ServiceConfig, capacity: AppCapacity) -> Service {
+        let metrics =
+            ctx.sandboxes
+                .settings
+                .metrics
+                .service(&config.app, &config.spec.name, config.version);
         Service {
+            metrics,
             ctx,
             config: Arc::new(config),
             state: Mutex::new(State::default()),

@@ -92,6 +92,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         // Lambda's Invoke API authenticates its callers itself.
         .merge(lambda::router())
+        // Probes and scrapes need no admin token.
+        .merge(crate::observe::router(state.clone()))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
@@ -223,7 +225,7 @@ fn app_scoped<'a>(method: &axum::http::Method, path: &'a str) -> Option<&'a str>
 
 /// Whether two secrets are equal, in time that depends on their lengths
 /// only (`subtle`, which keeps the optimizer from cutting it short).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.ct_eq(b).into()
 }

@@ -93,6 +93,21 @@ pub(crate) struct Gateway {
     pub bodies: BodyBudget,
     /// Where pushes to apps' git webhooks go.
     pub webhooks: Option<Arc<dyn Webhooks>>,
+    /// What answers `/healthz` and `/readyz` for requests that address no
+    /// app by host.
+    pub probes: Option<Arc<dyn Probes>>,
+}
+
+/// Load balancers' probes of this node.
+#[async_trait]
+pub(crate) trait Probes: Send + Sync {
+    /// The status and JSON body of probe `name` (`healthz`, `readyz`),
+    /// with the request's query; `None` for another name.
+    async fn probe(
+        &self,
+        name: &str,
+        query: Option<&str>,
+    ) -> Option<(axum::http::StatusCode, serde_json::Value)>;
 }
 
 /// Git hosts' push events, at an app's `/_stratus/webhooks/git`.

@@ -73,7 +73,13 @@ fn locate<'a>(gateway: &Gateway, host: &str, path: &'a str) -> Option<Located<'a
     })
 }
 
-/// The host a request was addressed to, lower-case, without the port.
+/// Whether `host` names an app (`APP.DOMAIN`), deployed or not.
+fn addresses_app(gateway: &Gateway, host: &str) -> bool {
+    host.strip_suffix(gateway.settings.domain.as_str())
+        .and_then(|h| h.strip_suffix('.'))
+        .is_some_and(|label| !label.is_empty() && !label.contains('.'))
+}
+
 /// The app whose git webhook `host` and `path` name: `/APP/_stratus/...`,
 /// or `/_stratus/...` on the app's host.
 fn webhook_app(gateway: &Gateway, host: &str, path: &str) -> Option<String> {
@@ -156,6 +162,21 @@ async fn route(
                 limit: crate::webhooks::MAX_EVENT_BYTES,
             })?;
         let (status, answer) = hooks.git_push(&app, &parts.headers, body).await;
+        let mut response = Response::new(Body::from(answer.to_string()));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return Ok(response);
+    }
+    // A load balancer's probe of the node, on no app's host.
+    if matches!(parts.method, Method::GET | Method::HEAD)
+        && let Some(probes) = &gateway.probes
+        && let Some(name) = path.strip_prefix('/')
+        && !addresses_app(gateway, &host)
+        && let Some((status, answer)) = probes.probe(name, parts.uri.query()).await
+    {
         let mut response = Response::new(Body::from(answer.to_string()));
         *response.status_mut() = status;
         response.headers_mut().insert(

@@ -318,6 +318,10 @@ async fn upgrade(
     }
     let mut record = record;
     record.status = response.status().as_u16();
+    record
+        .service
+        .metrics
+        .answered(record.status, record.started.elapsed().as_secs_f64());
     let upstream_upgrade = hyper::upgrade::on(&mut response);
     let (parts, _) = response.into_parts();
     tokio::spawn(async move {
@@ -335,6 +339,7 @@ async fn upgrade(
                 return;
             }
         };
+        let session = record.service.metrics.websocket();
         let end = super::websocket::relay(
             TokioIo::new(client),
             TokioIo::new(upstream),
@@ -343,7 +348,7 @@ async fn upgrade(
             stratus_scheduler::CLOSE_WAIT,
         )
         .await;
-        drop(lease);
+        drop((lease, session));
         record.finish(Some(serde_json::json!({
             "end": end.to_string(),
             "bytes_in": end.client_to_upstream,
@@ -381,10 +386,16 @@ struct Record {
 
 impl Record {
     fn finish(self, more: Option<serde_json::Value>) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        // A WebSocket session is timed from its upgrade's answer, which
+        // counted it.
+        if self.status != 101 {
+            self.service.metrics.answered(self.status, elapsed);
+        }
         if !self.service.config.spec.access_log && self.status < 500 {
             return;
         }
-        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let ms = elapsed * 1000.0;
         let mut fields = serde_json::json!({
             "method": self.method,
             "path": self.path,

@@ -161,6 +161,7 @@ fn setup() -> Setup {
         proxy: Clients::new(),
         bodies: super::BodyBudget::new(1 << 20),
         webhooks: None,
+        probes: None,
     };
     Setup {
         gateway,

@@ -71,6 +71,8 @@ pub(crate) struct Schedules {
     /// Tells the event dispatcher that an event was queued.
     wake: Arc<dyn Fn() + Send + Sync>,
     timers: Mutex<HashMap<TimerKey, JoinHandle<()>>>,
+    /// Counts fires and misses.
+    metrics: stratus_metrics::Metrics,
 }
 
 impl Schedules {
@@ -79,6 +81,7 @@ impl Schedules {
         clock: Arc<dyn Clock>,
         wake: Arc<dyn Fn() + Send + Sync>,
         region: String,
+        metrics: stratus_metrics::Metrics,
     ) -> Arc<Schedules> {
         Arc::new(Schedules {
             store,
@@ -86,6 +89,7 @@ impl Schedules {
             region,
             wake,
             timers: Mutex::new(HashMap::new()),
+            metrics,
         })
     }
 
@@ -136,6 +140,7 @@ impl Source for Schedules {
                 app: app.to_owned(),
                 function,
                 schedule,
+                metrics: self.metrics.clone(),
             };
             timers.insert(key, tokio::spawn(timer.run()));
         }
@@ -157,7 +162,12 @@ struct Timer {
     app: String,
     function: String,
     schedule: ScheduleTrigger,
+    metrics: stratus_metrics::Metrics,
 }
+
+/// Most slots counted as missed at once (a long outage of an every-minute
+/// schedule).
+const MAX_COUNTED_MISSES: u64 = 100_000;
 
 impl Timer {
     async fn run(self) {
@@ -196,8 +206,25 @@ impl Timer {
                     (Some(_), false, _) | (Some(_), true, CatchUp::Once) => true,
                     (Some(_), true, CatchUp::Skip) => false,
                 };
+                // Slots between the last and this one passed unseen; this
+                // one is missed too when it is late and skipped.
+                let mut missed = u64::from(late && !run && last.is_some());
+                let mut at = last.unwrap_or(due);
+                while missed < MAX_COUNTED_MISSES
+                    && let Some(next) = schedule.next_after(at)
+                    && next < due
+                {
+                    missed += 1;
+                    at = next;
+                }
                 match self.fire(due, run, late).await {
-                    Ok(()) => last = Some(due),
+                    Ok(won) => {
+                        if won {
+                            self.metrics
+                                .schedule_slot(&self.app, &self.function, run, missed);
+                        }
+                        last = Some(due);
+                    }
                     Err(err) => {
                         tracing::error!(app = self.app, function = self.function, %err, "cannot record a schedule's slot; trying again");
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -215,8 +242,9 @@ impl Timer {
     }
 
     /// Records `slot` and, if `run`, queues its event; a slot that another
-    /// node or an earlier run recorded is left alone.
-    async fn fire(&self, slot: i64, run: bool, late: bool) -> stratus_store::Result<()> {
+    /// node or an earlier run recorded is left alone. Whether this one
+    /// recorded it.
+    async fn fire(&self, slot: i64, run: bool, late: bool) -> stratus_store::Result<bool> {
         let event = run.then(|| {
             let id = uuid::Uuid::new_v4().to_string();
             let now = self.clock.now_ms();
@@ -258,7 +286,7 @@ impl Timer {
                 "schedule slot skipped"
             );
         }
-        Ok(())
+        Ok(won)
     }
 }
 
@@ -309,7 +337,13 @@ mod tests {
     fn node(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Node {
         let clock: Arc<dyn Clock> = clock.clone();
         Node {
-            schedules: Schedules::new(store.clone(), clock, Arc::new(|| {}), "us-east-1".into()),
+            schedules: Schedules::new(
+                store.clone(),
+                clock,
+                Arc::new(|| {}),
+                "us-east-1".into(),
+                stratus_metrics::Metrics::off(),
+            ),
         }
     }
 

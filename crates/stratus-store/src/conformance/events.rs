@@ -20,6 +20,8 @@ fn counts(app: &str, function: &str, queued: u64, in_flight: u64, dead: u64) -> 
         queued,
         in_flight,
         dead,
+        // Every event here was accepted at 1.
+        oldest_queued_ms: (queued > 0).then_some(1),
     }
 }
 

@@ -1,0 +1,336 @@
+//! What operators' tools see of a node: probes without credentials, the
+//! server's own log as text or JSON, and metrics that a real Prometheus
+//! server (Debian's `prometheus`) scrapes and answers PromQL about.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Server, client, write_app};
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn probes_answer_without_credentials_on_every_listener() {
+    let metrics = free_port();
+    let server = Server::start_with(&["--metrics-listen", &format!("127.0.0.1:{metrics}")]);
+    let http = client();
+    for base in [
+        server.admin.clone(),
+        server.public.clone(),
+        format!("http://127.0.0.1:{metrics}"),
+    ] {
+        let alive = http.get(format!("{base}/healthz")).send().unwrap();
+        assert_eq!(alive.status(), 200, "{base}");
+        let body: serde_json::Value = alive.json().unwrap();
+        assert_eq!(body["status"], "alive", "{base}");
+        let ready: serde_json::Value = http
+            .get(format!("{base}/readyz?verbose"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(ready["status"], "ready", "{base}: {ready}");
+        assert_eq!(ready["store"]["up"], true, "{base}: {ready}");
+    }
+    // The metrics listener serves nothing else of the admin API.
+    let status = http
+        .get(format!("http://127.0.0.1:{metrics}/v1/status"))
+        .bearer_auth(&server.token)
+        .send()
+        .unwrap();
+    assert_eq!(status.status(), 404);
+    // The admin API still wants its token.
+    let refused = http
+        .get(format!("{}/v1/status", server.admin))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    // An app cannot take a name the node's own paths use.
+    write_app(
+        &server.path("metrics"),
+        &[
+            (
+                "stratus.yaml",
+                "app: metrics\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            ("main.py", "def handler(event, context):\n    return 1\n"),
+        ],
+    );
+    let said = server.fails(&["deploy", server.path("metrics").to_str().unwrap()]);
+    assert!(
+        said.contains("the application name \"metrics\" is reserved"),
+        "{said}"
+    );
+}
+
+/// The server's log once it says it serves.
+fn log_once_serving(log: &Path) -> String {
+    common::eventually(Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("stratus is serving") {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })
+}
+
+#[test]
+fn the_server_s_log_is_plain_text_in_a_file_or_one_json_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text_log = dir.path().join("text.log");
+    let mut text = common::spawn_logging_to(&dir.path().join("text"), &[], &text_log, "info");
+    let written = log_once_serving(&text_log);
+    let _ = text.kill();
+    let _ = text.wait();
+    assert!(
+        !written.contains('\u{1b}'),
+        "no colour codes in a file: {written:?}"
+    );
+    assert!(written.contains("INFO"), "{written}");
+
+    let json_log = dir.path().join("json.log");
+    let mut json = common::spawn_logging_to(
+        &dir.path().join("json"),
+        &["--log-format", "json"],
+        &json_log,
+        "info",
+    );
+    let written = log_once_serving(&json_log);
+    let _ = json.kill();
+    let _ = json.wait();
+    let lines: Vec<serde_json::Value> = written
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let serving = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "stratus is serving")
+        .unwrap_or_else(|| panic!("{written}"));
+    assert_eq!(serving["level"], "INFO", "{serving}");
+    assert!(
+        serving["fields"]["admin"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("http://127.0.0.1:")),
+        "{serving}"
+    );
+}
+
+/// A Prometheus server of the test's own, stopped when dropped.
+struct Prometheus {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn scraping(target: &str, token: &str) -> Prometheus {
+        let binary = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("Prometheus is needed (Debian: apt-get install prometheus)");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: stratus\n    authorization:\n      credentials: {token}\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    /// The value of the one series `query` gives, once it gives one.
+    fn value(&self, query: &str) -> Option<f64> {
+        let answer: serde_json::Value = client()
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", query)])
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        let result = answer["data"]["result"].as_array()?;
+        if result.len() != 1 {
+            return None;
+        }
+        result[0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Waits until `query` gives `expected`.
+    fn expect(&self, query: &str, expected: f64) {
+        common::eventually(Duration::from_secs(60), || match self.value(query) {
+            Some(value) if value == expected => Ok(()),
+            other => Err(format!("{query}: {other:?}, want {expected}")),
+        });
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_counts_the_platform_made() {
+    let metrics_port = free_port();
+    let token = "scrape-secret";
+    let server = Server::start_with(&[
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics_port}"),
+        "--metrics-token",
+        token,
+        // A busy function throttles at once.
+        "--queue-depth",
+        "0",
+    ]);
+    write_app(
+        &server.path("obs"),
+        &[
+            (
+                "stratus.yaml",
+                "app: obs\nfunctions:\n  ok:\n    runtime: python3\n    handler: main.ok\n  boom:\n    runtime: python3\n    handler: main.boom\n  slow:\n    runtime: python3\n    handler: main.slow\n    max_instances: 1\n  dead:\n    runtime: python3\n    handler: main.boom\n    retries: 0\n",
+            ),
+            (
+                "main.py",
+                "import time\n\ndef ok(event, context):\n    return 'ok'\n\ndef boom(event, context):\n    raise ValueError('boom')\n\ndef slow(event, context):\n    time.sleep(float(event.get('sleep', 0)))\n    return 'slept'\n",
+            ),
+        ],
+    );
+    common::deploy(&server, "obs");
+    for _ in 0..3 {
+        assert_eq!(server.invoke("obs/ok", "{}")["result"], "ok");
+    }
+    let failed = server.cli(&["invoke", "obs/boom", "--data", "{}"]);
+    assert!(!failed.status.success());
+    // One call keeps `slow` busy; the next is throttled.
+    assert_eq!(server.invoke("obs/slow", "{}")["result"], "slept");
+    let busy = std::thread::scope(|s| {
+        let long = s.spawn(|| server.invoke("obs/slow", r#"{"sleep": 3}"#));
+        common::eventually(Duration::from_secs(10), || {
+            let status: serde_json::Value =
+                serde_json::from_str(&server.ok(&["status", "obs", "--output", "json"])).unwrap();
+            let slow = status["apps"][0]["functions"]
+                .as_array()
+                .and_then(|f| f.iter().find(|f| f["name"] == "slow").cloned())
+                .unwrap_or_default();
+            if slow["instances"]["busy"] == 1 {
+                Ok(())
+            } else {
+                Err(slow.to_string())
+            }
+        });
+        let throttled = server.cli(&["invoke", "obs/slow", "--data", "{}"]);
+        let said = String::from_utf8_lossy(&throttled.stderr).into_owned();
+        long.join().unwrap();
+        (throttled.status.success(), said)
+    });
+    assert!(!busy.0, "the second call was throttled: {}", busy.1);
+    server.ok(&["invoke", "obs/dead", "--async", "--data", "{}"]);
+    common::eventually(Duration::from_secs(30), || {
+        let letters = server.ok(&["dlq", "ls", "obs"]);
+        if letters.contains("dead") {
+            Ok(())
+        } else {
+            Err(letters)
+        }
+    });
+
+    // The endpoint itself: the token, and both formats.
+    let http = client();
+    let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    assert_eq!(http.get(&url).send().unwrap().status(), 401);
+    let text = http.get(&url).bearer_auth(token).send().unwrap();
+    assert_eq!(
+        text.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = text.text().unwrap();
+    assert!(
+        text.contains(r#"stratus_function_invocations_total{app="obs",function="ok",version="1",outcome="success"} 3"#),
+        "{text}"
+    );
+    let open = http
+        .get(&url)
+        .bearer_auth(token)
+        .header("accept", "application/openmetrics-text;version=1.0.0")
+        .send()
+        .unwrap();
+    assert!(
+        open.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    assert!(open.text().unwrap().ends_with("# EOF\n"));
+    // The admin listener serves it too.
+    let admin = http
+        .get(format!("{}/metrics", server.admin))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    assert_eq!(admin.status(), 200);
+
+    let prometheus = Prometheus::scraping(&format!("127.0.0.1:{metrics_port}"), token);
+    let of = |function: &str, outcome: &str| {
+        format!(
+            r#"stratus_function_invocations_total{{app="obs",function="{function}",outcome="{outcome}"}}"#
+        )
+    };
+    prometheus.expect(&of("ok", "success"), 3.0);
+    prometheus.expect(&of("boom", "error"), 1.0);
+    prometheus.expect(&of("slow", "throttled"), 1.0);
+    prometheus.expect(&of("slow", "success"), 2.0);
+    prometheus.expect(
+        r#"stratus_function_cold_starts_total{app="obs",function="ok"}"#,
+        1.0,
+    );
+    prometheus.expect(
+        r#"stratus_function_events{app="obs",function="dead",state="dead"}"#,
+        1.0,
+    );
+    prometheus.expect(
+        r#"stratus_function_duration_seconds_count{app="obs",function="ok",phase="handler"}"#,
+        3.0,
+    );
+    prometheus.expect(r#"stratus_store_up"#, 1.0);
+    // The slow call's three seconds are in its handler's time.
+    common::eventually(Duration::from_secs(30), || {
+        match prometheus.value(
+            r#"stratus_function_duration_seconds_sum{app="obs",function="slow",phase="handler"}"#,
+        ) {
+            Some(seconds) if seconds > 2.9 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+}
