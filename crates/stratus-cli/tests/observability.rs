@@ -334,3 +334,81 @@ fn prometheus_scrapes_the_counts_the_platform_made() {
         }
     });
 }
+
+/// Each invocation's CPU time, from its instance's cgroup, next to its
+/// duration and memory: in `--output json`, the REPORT record and the
+/// metrics. (Without isolation instances have no cgroup of their own, and
+/// no CPU time is reported.)
+#[test]
+fn an_invocation_s_cpu_time_is_reported_beside_its_duration() {
+    if std::env::var("STRATUS_ISOLATION").as_deref() == Ok("none") {
+        return;
+    }
+    let server = Server::start();
+    write_app(
+        &server.path("cpu"),
+        &[
+            (
+                "stratus.yaml",
+                "app: cpu\nfunctions:\n  spin:\n    runtime: python3\n    handler: main.spin\n  nap:\n    runtime: python3\n    handler: main.nap\n",
+            ),
+            (
+                "main.py",
+                "import time\n\ndef spin(event, context):\n    end = time.process_time() + 0.3\n    n = 0\n    while time.process_time() < end:\n        n += 1\n    return n\n\ndef nap(event, context):\n    time.sleep(0.3)\n    return 'rested'\n",
+            ),
+        ],
+    );
+    common::deploy(&server, "cpu");
+    let cpu = |function: &str| {
+        let out: serde_json::Value = serde_json::from_str(
+            &server.ok(&["invoke", function, "--data", "{}", "--output", "json"]),
+        )
+        .unwrap();
+        out
+    };
+    let spin = cpu("cpu/spin");
+    let used = spin["cpu"]["user_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{spin}"))
+        + spin["cpu"]["system_ms"].as_f64().unwrap();
+    assert!(used >= 250.0, "a CPU-bound handler: {spin}");
+    assert_eq!(spin["cpu"]["scope"], "invocation", "{spin}");
+    assert!(
+        spin["max_memory_mb"].as_f64().is_some_and(|mb| mb > 1.0),
+        "{spin}"
+    );
+    let nap = cpu("cpu/nap");
+    let used = nap["cpu"]["user_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{nap}"))
+        + nap["cpu"]["system_ms"].as_f64().unwrap();
+    assert!(
+        used < 100.0 && nap["duration_ms"].as_f64().unwrap() >= 300.0,
+        "a handler that sleeps: {nap}"
+    );
+    let reports = common::log_records(&server, "cpu/spin", &[]);
+    assert!(
+        reports
+            .iter()
+            .filter(|r| r["stream"] == "report")
+            .any(|r| r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("CPU Time: ") && m.contains(" ms user, "))
+                && r["fields"]["cpu_user_ms"].as_f64().is_some()),
+        "{reports:?}"
+    );
+    let metrics = client()
+        .get(format!("{}/metrics", server.admin))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let spent: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("stratus_function_cpu_seconds_total{") && l.contains(r#"function="spin""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(spent >= 0.25, "{metrics}");
+}

@@ -161,6 +161,7 @@ struct Inner {
     events: Family<Labels, Gauge>,
     oldest_event: Family<Labels, Gauge<f64, AtomicU64>>,
     retries: Family<Labels, Counter>,
+    cpu: Family<Labels, Counter<f64, AtomicU64>>,
     requests: Family<Labels, Counter>,
     request_durations: Family<Labels, Histogram, fn() -> Histogram>,
     websockets: Family<Labels, Gauge>,
@@ -203,6 +204,13 @@ impl Metrics {
             "function_cold_starts",
             "Invocations of a function version that started an instance",
             cold_starts.clone(),
+        );
+        let cpu = Family::<Labels, Counter<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "function_cpu",
+            "CPU time of a function version's invocations by mode (user, system), from its instances' cgroups; for functions that run several events at once, the instance's while each ran",
+            Unit::Seconds,
+            cpu.clone(),
         );
         let concurrent = Family::<Labels, Gauge>::default();
         registry.register(
@@ -334,6 +342,7 @@ impl Metrics {
             events,
             oldest_event,
             retries,
+            cpu,
             requests,
             request_durations,
             websockets,
@@ -585,6 +594,8 @@ enum SeriesKind {
         durations: [Histogram; Phase::ALL.len()],
         cold_starts: Counter,
         concurrent: Gauge,
+        /// User, then system.
+        cpu: [Counter<f64, AtomicU64>; 2],
     },
     Service {
         /// By status class, 1xx to 5xx.
@@ -610,6 +621,8 @@ impl Series {
                 }),
                 cold_starts: inner.cold_starts.get_or_create_owned(&base),
                 concurrent: inner.concurrent.get_or_create_owned(&base),
+                cpu: CPU_MODES
+                    .map(|mode| inner.cpu.get_or_create_owned(&with(&base, "mode", mode))),
             },
             Of::Service => SeriesKind::Service {
                 requests: STATUS_CLASSES.map(|class| {
@@ -631,6 +644,7 @@ impl Series {
 }
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const CPU_MODES: [&str; 2] = ["user", "system"];
 
 impl Drop for Series {
     fn drop(&mut self) {
@@ -652,6 +666,9 @@ impl Drop for Series {
                 }
                 inner.cold_starts.remove(base);
                 inner.concurrent.remove(base);
+                for mode in CPU_MODES {
+                    inner.cpu.remove(&with(base, "mode", mode));
+                }
             }
             SeriesKind::Service { .. } => {
                 for class in STATUS_CLASSES {
@@ -693,6 +710,14 @@ impl FunctionMetrics {
         }
         for (phase, seconds) in phases {
             durations[*phase as usize].observe(*seconds);
+        }
+    }
+
+    /// An invocation used `user` and `system` seconds of CPU.
+    pub fn cpu(&self, user: f64, system: f64) {
+        if let Some(SeriesKind::Function { cpu, .. }) = self.0.as_deref().map(|s| &s.kind) {
+            cpu[0].inc_by(user);
+            cpu[1].inc_by(system);
         }
     }
 

@@ -178,6 +178,17 @@ impl LauncherClient {
         }
     }
 
+    /// The CPU time the instance `pid` leads has used, all its processes
+    /// together: (user, system) in microseconds, from its cgroup v2
+    /// group's `cpu.stat`. `None` where it has no such group.
+    pub fn cpu_time_us(&self, pid: u32) -> Option<(u64, u64)> {
+        let group = {
+            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.freezers.get(&pid)?.parent()?.to_path_buf()
+        };
+        crate::cpu_stat_us(&std::fs::read_to_string(group.join("cpu.stat")).ok()?)
+    }
+
     /// Whether a process can be made before its code is known
     /// ([`ProcessSpec::code`] `None`) and get it on activation.
     pub fn prestart(&self) -> bool {

@@ -1,8 +1,9 @@
 //! The filesystem a namespaced process sees, built in its own mount
 //! namespace: a private tmpfs root holding the host's system directories
-//! read-only, a minimal `/etc`, the requested mounts (code, runtime,
-//! interpreter) read-only, fresh `/proc` and `/dev`, and a size-limited
-//! writable `/tmp`. Then `pivot_root`, and the old root is gone.
+//! read-only, a minimal `/etc`, a size-limited writable `/tmp`, the
+//! requested mounts (code, runtime, interpreter) read-only (over `/tmp`
+//! too: an interpreter installed below the host's `/tmp` shows through),
+//! fresh `/proc` and `/dev`. Then `pivot_root`, and the old root is gone.
 
 use std::ffi::CString;
 use std::io;
@@ -233,6 +234,16 @@ impl Plan {
             std::os::unix::fs::symlink(to, root.join("dev").join(name))
                 .map_err(|e| ("link /dev entries", e))?;
         }
+        // The private /tmp before the binds, so that a mount below /tmp (an
+        // interpreter installed there) shows through it.
+        mount(
+            Some("tmpfs"),
+            &root.join("tmp"),
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some(&self.tmp_options),
+        )
+        .map_err(|e| ("mount /tmp", e))?;
         for bind in &self.binds {
             bind_mount(bind).map_err(|e| ("bind a directory into the sandbox", e))?;
         }
@@ -253,14 +264,6 @@ impl Plan {
                     .map_err(|e| ("mask a file of /proc", e))?;
             }
         }
-        mount(
-            Some("tmpfs"),
-            &root.join("tmp"),
-            Some("tmpfs"),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            Some(&self.tmp_options),
-        )
-        .map_err(|e| ("mount /tmp", e))?;
 
         let new_root = cpath(root);
         let old_root = cpath(Path::new(".old-root"));

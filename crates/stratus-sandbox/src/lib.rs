@@ -288,6 +288,16 @@ pub fn terminate_group(pid: u32) {
     signal_group(pid, libc::SIGTERM);
 }
 
+/// `user_usec` and `system_usec` of a cgroup v2 `cpu.stat`.
+pub fn cpu_stat_us(stat: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        stat.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some((field("user_usec")?, field("system_usec")?))
+}
+
 /// Peak resident memory of a process in KiB (`VmHWM`), while it runs.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     if pid == 0 {

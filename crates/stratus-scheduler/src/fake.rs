@@ -300,6 +300,10 @@ impl Launch for FakeLauncher {
         );
     }
 
+    fn cpu_time_us(&self, _pid: u32) -> Option<(u64, u64)> {
+        None
+    }
+
     fn peak_rss_kib(&self, _pid: u32) -> Option<u64> {
         Some(1024)
     }

@@ -168,6 +168,15 @@ pub struct Phases {
     pub from_template: Option<bool>,
     /// From handing the event to the runtime to its answer.
     pub duration_ms: f64,
+    /// CPU time in user and in kernel mode meanwhile, of the whole
+    /// instance (all its processes), from its cgroup; where the instance
+    /// runs several events at once, theirs together ([`Phases::cpu_scope`]).
+    /// `None` without a cgroup of its own (no isolation).
+    pub cpu_user_ms: Option<f64>,
+    pub cpu_system_ms: Option<f64>,
+    /// `invocation`, or `instance` when the function runs several events
+    /// at once, so that the CPU time is its instance's.
+    pub cpu_scope: Option<&'static str>,
 }
 
 /// One piece of a streamed response.

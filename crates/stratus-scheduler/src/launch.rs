@@ -64,6 +64,11 @@ pub trait Launch: Send + Sync + 'static {
     /// The process's peak resident memory in KiB, while it runs.
     fn peak_rss_kib(&self, pid: u32) -> Option<u64>;
 
+    /// The CPU time the instance `pid` leads has used, all its processes
+    /// together: (user, system) in microseconds; `None` where it cannot be
+    /// read (no cgroup of its own).
+    fn cpu_time_us(&self, pid: u32) -> Option<(u64, u64)>;
+
     /// Freezes the instance `pid` leads (it runs nothing, its background
     /// threads included, until thawed), or thaws it. A no-op where
     /// instances have no group to freeze. Call through [`Process`].
@@ -113,6 +118,10 @@ impl Launch for LauncherClient {
 
     fn peak_rss_kib(&self, pid: u32) -> Option<u64> {
         stratus_sandbox::peak_rss_kib(pid)
+    }
+
+    fn cpu_time_us(&self, pid: u32) -> Option<(u64, u64)> {
+        LauncherClient::cpu_time_us(self, pid)
     }
 
     fn freeze(&self, pid: u32, frozen: bool) {
@@ -176,6 +185,11 @@ impl Process {
     pub fn peak_rss_kib(&self) -> Option<u64> {
         let pid = (*self.lock())?;
         self.launcher.peak_rss_kib(pid)
+    }
+
+    pub fn cpu_time_us(&self) -> Option<(u64, u64)> {
+        let pid = (*self.lock())?;
+        self.launcher.cpu_time_us(pid)
     }
 
     /// Waits for the process to end (`exited` is its `Spawned::exited`),

@@ -48,6 +48,13 @@ pub struct Invoked {
     /// template rather than started afresh.
     pub from_template: Option<bool>,
     pub queue_ms: f64,
+    /// CPU time in user and kernel mode, from the instance's cgroup.
+    pub cpu_user_ms: Option<f64>,
+    pub cpu_system_ms: Option<f64>,
+    /// `invocation`, or `instance` for a function that runs several
+    /// events at once.
+    pub cpu_scope: Option<String>,
+    pub max_memory_mb: Option<f64>,
     pub version: String,
     pub logs: String,
 }
@@ -101,6 +108,12 @@ pub async fn run(conn: &Connection, args: InvokeArgs) -> anyhow::Result<ExitCode
                 "prestarted": invoked.prestarted,
                 "from_template": invoked.from_template,
             },
+            "cpu": {
+                "user_ms": invoked.cpu_user_ms,
+                "system_ms": invoked.cpu_system_ms,
+                "scope": invoked.cpu_scope,
+            },
+            "max_memory_mb": invoked.max_memory_mb,
             "logs": if args.log { Value::String(invoked.logs.clone()) } else { Value::Null },
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -194,6 +207,10 @@ pub async fn invoke(
         prestarted: header("x-stratus-prestarted").map(|v| v == "true"),
         from_template: header("x-stratus-from-template").map(|v| v == "true"),
         queue_ms: number("x-stratus-queue-ms").unwrap_or_default(),
+        cpu_user_ms: number("x-stratus-cpu-user-ms"),
+        cpu_system_ms: number("x-stratus-cpu-system-ms"),
+        cpu_scope: header("x-stratus-cpu-scope"),
+        max_memory_mb: number("x-stratus-max-memory-mb"),
         version: header("x-stratus-version").unwrap_or_default(),
         logs,
         body: Value::Null,

@@ -238,6 +238,10 @@ impl Instance {
     /// The process's peak resident memory (VmHWM) in KiB, read at most
     /// every `PEAK_RSS_REUSE` and in between as last read: a peak only
     /// grows, so the figure lags a fast-growing function by that much.
+    pub fn cpu_time_us(&self) -> Option<(u64, u64)> {
+        self.shared.process.get()?.cpu_time_us()
+    }
+
     pub fn peak_rss_kib(&self) -> Option<u64> {
         let mut last = self.peak_rss.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, kib)) = *last

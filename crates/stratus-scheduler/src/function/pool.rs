@@ -510,6 +510,7 @@ impl Pool {
                     .settings
                     .function_arn(&self.config.qualified_name()),
             );
+            let cpu_before = instance.cpu_time_us();
             let (dispatched_at, outcome) = instance
                 .run(dispatch, self.ctx.sandboxes.settings.limits.init_timeout)
                 .await;
@@ -524,8 +525,16 @@ impl Pool {
                 self.release(&instance);
                 continue;
             }
-            break (instance, cold, queue, dispatched_at, outcome, running);
+            break (
+                instance,
+                cold,
+                queue,
+                dispatched_at,
+                outcome,
+                (running, cpu_before),
+            );
         };
+        let (running, cpu_before) = running;
         let (result, outcome_name, stream) = match outcome {
             Ok(RuntimeResult::Response(body)) => (Ok(body), "success", None),
             Ok(RuntimeResult::Error(error)) => (Err(error), "error", None),
@@ -563,6 +572,7 @@ impl Pool {
             dispatched_at,
             want_logs,
             arrived,
+            cpu_before,
             _running: running,
         };
         let Some((stream, done, abort)) = stream else {
@@ -649,6 +659,9 @@ impl Pool {
             prestarted: start.map(|s| s.prestarted),
             from_template: start.map(|s| s.from_template),
             duration_ms: ms(duration),
+            cpu_user_ms: None,
+            cpu_system_ms: None,
+            cpu_scope: None,
         }
     }
 
@@ -659,7 +672,18 @@ impl Pool {
         result: &Result<bytes::Bytes, FunctionError>,
         outcome_name: &str,
     ) -> (Phases, Option<u64>, Vec<String>) {
-        let phases = self.phases(ended);
+        let mut phases = self.phases(ended);
+        if let (Some((user0, system0)), Some((user1, system1))) =
+            (ended.cpu_before, ended.instance.cpu_time_us())
+        {
+            phases.cpu_user_ms = Some(user1.saturating_sub(user0) as f64 / 1000.0);
+            phases.cpu_system_ms = Some(system1.saturating_sub(system0) as f64 / 1000.0);
+            phases.cpu_scope = Some(if self.config.spec.concurrency > 1 {
+                "instance"
+            } else {
+                "invocation"
+            });
+        }
         self.measure(
             outcome_name,
             result,
@@ -720,6 +744,9 @@ impl Pool {
             }
         }
         self.metrics.invoked(outcome, cold, &timed[..n]);
+        if let (Some(user), Some(system)) = (phases.cpu_user_ms, phases.cpu_system_ms) {
+            self.metrics.cpu(user / 1000.0, system / 1000.0);
+        }
     }
 
     fn failed_start(
@@ -773,6 +800,14 @@ impl Pool {
         if let Some(sandbox) = phases.sandbox_ms {
             message.push_str(&format!(" Sandbox Duration: {sandbox:.2} ms"));
         }
+        if let (Some(user), Some(system)) = (phases.cpu_user_ms, phases.cpu_system_ms) {
+            message.push_str(&format!(
+                " CPU Time: {user:.2} ms user, {system:.2} ms system"
+            ));
+            if phases.cpu_scope == Some("instance") {
+                message.push_str(" (the instance's, events together)");
+            }
+        }
         if let Err(error) = result {
             message.push_str(&format!(" Status: {outcome} ({})", error.error_type));
             self.errors.push(
@@ -793,6 +828,9 @@ impl Pool {
             "prestarted": phases.prestarted,
             "from_template": phases.from_template,
             "queue_ms": phases.queue_ms,
+            "cpu_user_ms": phases.cpu_user_ms,
+            "cpu_system_ms": phases.cpu_system_ms,
+            "cpu_scope": phases.cpu_scope,
             "cold": cold,
             "outcome": outcome,
             "error_type": result.as_ref().err().map(|e| e.error_type.clone()),
@@ -857,6 +895,8 @@ struct Ended {
     dispatched_at: Option<Instant>,
     want_logs: bool,
     arrived: Instant,
+    /// The instance's CPU time when the event was handed over.
+    cpu_before: Option<(u64, u64)>,
     /// Counts the invocation as running until it is reported.
     _running: stratus_metrics::Running,
 }

@@ -222,10 +222,15 @@ pub(crate) async fn invoke(
         ("x-stratus-sandbox-ms", p.sandbox_ms),
         ("x-stratus-runtime-start-ms", p.runtime_start_ms),
         ("x-stratus-handler-init-ms", p.handler_init_ms),
+        ("x-stratus-cpu-user-ms", p.cpu_user_ms),
+        ("x-stratus-cpu-system-ms", p.cpu_system_ms),
     ] {
         if let Some(ms) = value {
             set(name, format!("{ms:.3}"));
         }
+    }
+    if let Some(scope) = p.cpu_scope {
+        set("x-stratus-cpu-scope", scope.to_owned());
     }
     if let Some(prestarted) = p.prestarted {
         set("x-stratus-prestarted", prestarted.to_string());
