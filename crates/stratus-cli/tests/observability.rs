@@ -412,3 +412,107 @@ fn an_invocation_s_cpu_time_is_reported_beside_its_duration() {
         .sum();
     assert!(spent >= 0.25, "{metrics}");
 }
+
+/// A failed invocation keeps its scene: the event, the error and stack,
+/// its log lines, the phases, and the names (not values) of its
+/// variables; after a fix, replaying it runs the same event again.
+#[test]
+fn a_failure_s_scene_is_kept_and_replays_after_a_fix() {
+    let server = Server::start();
+    let manifest = "app: scene\nfunctions:\n  pay:\n    runtime: python3\n    handler: main.handler\n    env:\n      CURRENCY: secret-eur\n";
+    write_app(
+        &server.path("scene"),
+        &[
+            ("stratus.yaml", manifest),
+            (
+                "main.py",
+                "def handler(event, context):\n    print('charging', event['amount'])\n    return charge(event['amount'])\n\ndef charge(amount):\n    raise ValueError('no card for %d' % amount)\n",
+            ),
+        ],
+    );
+    common::deploy(&server, "scene");
+    let failed = server.cli(&["invoke", "scene/pay", "--data", r#"{"amount": 42}"#]);
+    assert!(!failed.status.success());
+    let id = common::eventually(Duration::from_secs(15), || {
+        let listed: serde_json::Value =
+            serde_json::from_str(&server.ok(&["failures", "ls", "scene/pay", "--output", "json"]))
+                .unwrap();
+        match listed["failures"][0]["id"].as_str() {
+            Some(id) => Ok(id.to_owned()),
+            None => Err(listed.to_string()),
+        }
+    });
+    let listed = server.ok(&["failures", "ls", "scene"]);
+    assert!(
+        listed.contains(&id) && listed.contains("ValueError"),
+        "{listed}"
+    );
+
+    let shown: serde_json::Value =
+        serde_json::from_str(&server.ok(&["failures", "show", &id, "--output", "json"])).unwrap();
+    assert_eq!(
+        shown["event"],
+        serde_json::json!({ "amount": 42 }),
+        "{shown}"
+    );
+    assert_eq!(shown["outcome"], "error");
+    let scene = &shown["scene"];
+    assert_eq!(scene["error"]["errorType"], "ValueError", "{shown}");
+    assert_eq!(scene["error"]["errorMessage"], "no card for 42");
+    assert!(
+        scene["error"]["stackTrace"].as_array().is_some_and(|s| s
+            .iter()
+            .any(|l| l.as_str().unwrap_or("").contains("charge"))),
+        "{shown}"
+    );
+    assert!(
+        scene["logs"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l["message"] == "charging 42")),
+        "{shown}"
+    );
+    assert!(scene["phases"]["duration_ms"].as_f64().is_some(), "{shown}");
+    assert!(
+        scene["env_names"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n == "CURRENCY")),
+        "{shown}"
+    );
+    assert!(
+        !shown.to_string().contains("secret-eur"),
+        "no values: {shown}"
+    );
+    let text = server.ok(&["failures", "show", &id]);
+    assert!(
+        text.contains("ValueError: no card for 42") && text.contains("charging 42"),
+        "{text}"
+    );
+
+    // Still failing: the replay says so.
+    let again = server.cli(&["failures", "replay", &id]);
+    assert!(!again.status.success());
+    // Fixed and deployed: the same event succeeds.
+    write_app(
+        &server.path("scene"),
+        &[(
+            "main.py",
+            "def handler(event, context):\n    return {'charged': event['amount']}\n",
+        )],
+    );
+    common::deploy(&server, "scene");
+    let replayed: serde_json::Value =
+        serde_json::from_str(&server.ok(&["failures", "replay", &id, "--output", "json"])).unwrap();
+    assert_eq!(replayed["replay"]["ok"], true, "{replayed}");
+    assert_eq!(
+        replayed["replay"]["result"],
+        serde_json::json!({ "charged": 42 })
+    );
+    assert_eq!(replayed["replay"]["version"], 2);
+    assert_eq!(replayed["original"]["version"], 1);
+    let text = server.ok(&["failures", "replay", &id]);
+    assert!(
+        text.contains("original  v1  error  ValueError: no card for 42")
+            && text.contains(r#"replay    v2  success  {"charged":42}"#),
+        "{text}"
+    );
+}

@@ -48,4 +48,6 @@ pub use scheduler::Scheduler;
 pub use service::{
     CLOSE_WAIT, Lease, Phase, Service, ServiceError, ServiceInstance, ServiceStatus,
 };
-pub use settings::{BIN_DIR, Interpreter, Language, Languages, Limits, PlatformApi, Settings};
+pub use settings::{
+    BIN_DIR, FailureSink, Interpreter, Language, Languages, Limits, PlatformApi, Scene, Settings,
+};

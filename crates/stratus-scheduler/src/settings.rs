@@ -26,6 +26,36 @@ pub struct Settings {
     pub platform_api: Option<std::sync::Arc<dyn PlatformApi>>,
     /// Where invocations and proxied requests are counted and timed.
     pub metrics: stratus_metrics::Metrics,
+    /// Where failed invocations' scenes go; `None`: nowhere.
+    pub failures: Option<std::sync::Arc<dyn FailureSink>>,
+}
+
+/// Takes the scene of each failed invocation (the server keeps them for
+/// `stratus failures`). Called on the invocation's path: it must not
+/// block.
+pub trait FailureSink: Send + Sync + std::fmt::Debug {
+    fn failed(&self, scene: Scene);
+}
+
+/// What there is to know of a failed invocation where it failed.
+#[derive(Debug, Clone)]
+pub struct Scene {
+    pub app: String,
+    pub function: String,
+    pub version: u32,
+    pub request_id: String,
+    /// `error`, `timeout`, `crashed`, `out_of_memory`.
+    pub outcome: &'static str,
+    pub error: crate::FunctionError,
+    /// The event, as the function received it.
+    pub event: bytes::Bytes,
+    pub phases: crate::Phases,
+    pub max_memory_mb: Option<u64>,
+    pub cold: bool,
+    pub instance: String,
+    /// The names (not the values) of the variables the function was
+    /// given: its manifest's, its secrets' and the platform's.
+    pub env_names: Vec<String>,
 }
 
 /// The platform's API as instances see it: variables each instance gets

@@ -67,6 +67,17 @@ pub struct ServerConfig {
     /// records past it are dropped and counted
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub log_buffer_bytes: usize,
+    /// Failed invocations' scenes (`stratus failures`) older than this are
+    /// deleted
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    pub failure_retention: Duration,
+    /// Failed invocations' scenes kept per function, the newest
+    #[arg(long, default_value_t = 100)]
+    pub failures_kept: usize,
+    /// A failed invocation's event is kept (for replay) up to this many
+    /// bytes; a larger one is left out of its scene
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub failure_max_event_bytes: usize,
     /// Start even on a database that this data directory was not used with
     /// (emptied, removed or replaced), and go on with it
     #[arg(long)]

@@ -16,6 +16,7 @@ mod cluster;
 pub mod config;
 mod deploy;
 mod events;
+mod failures;
 mod git;
 mod git_remote;
 mod hex;
@@ -274,6 +275,7 @@ pub async fn run(
         })?),
         None => None,
     };
+    let (failure_keeper, failure_scenes) = failures::keeper();
     let settings = Settings {
         languages: languages.clone(),
         region: config.region.clone(),
@@ -287,6 +289,7 @@ pub async fn run(
             secret: platform_secret.clone(),
         })),
         metrics: observe::metrics_for(config.metrics),
+        failures: Some(failure_keeper),
     };
     let scheduler = Scheduler::new(settings, launcher.clone(), logs.clone());
 
@@ -417,6 +420,16 @@ pub async fn run(
         shared_packages.is_some(),
     );
     let events_task = tokio::spawn(events.clone().run());
+    let failures_task = tokio::spawn(failures::keep(
+        store.clone(),
+        logs.clone(),
+        failures::Retention {
+            max_age: config.failure_retention,
+            per_function: config.failures_kept,
+            max_event_bytes: config.failure_max_event_bytes,
+        },
+        failure_scenes,
+    ));
     let quotas = quotas::Quotas::new(config.quotas.clone());
     quotas.refresh(&*store).await;
     let quotas_task = quotas.start(store.clone());
@@ -576,6 +589,7 @@ pub async fn run(
         tracing::warn!("connections still open after shutdown; closing them");
     }
     quotas_task.abort();
+    failures_task.abort();
     if let Some(task) = follow_task {
         task.abort();
     }

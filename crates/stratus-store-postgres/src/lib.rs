@@ -23,11 +23,12 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use stratus_store::Result as StoreResult;
 use stratus_store::{
     AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs, BuildRecord, BuildStatus, Builds,
-    Changes, Credentials, DeadLetter, Dump, EventCounts, EventRecord, Events, FollowUp, KeyRecord,
-    Leases, LogBudget, LogQuery, LogRecord, LogStore, MessageRecord, MessageSettlement, Messages,
-    Meta, MetaKey, NewEvent, NewMessage, NewVersion, NodeRecord, Nodes, PackageRecord, Packages,
-    QueueCounts, ScheduleSlot, Schedules, SecretRecord, Secrets, Settlement, SharedPackages,
-    Source, StoreError, StoredLog, Transfer, Trimmed, UnitOfWork, VersionRecord, Write,
+    Changes, Credentials, DeadLetter, Dump, EventCounts, EventRecord, Events, FailureRecord,
+    Failures, FollowUp, KeyRecord, Leases, LogBudget, LogQuery, LogRecord, LogStore, MessageRecord,
+    MessageSettlement, Messages, Meta, MetaKey, NewEvent, NewMessage, NewVersion, NodeRecord,
+    Nodes, PackageRecord, Packages, QueueCounts, ScheduleSlot, Schedules, SecretRecord, Secrets,
+    Settlement, SharedPackages, Source, StoreError, StoredLog, Transfer, Trimmed, UnitOfWork,
+    VersionRecord, Write,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -567,6 +568,7 @@ impl Apps for PostgresStore {
                 "aws_credentials",
                 "secrets",
                 "builds",
+                "failures",
                 "events",
                 "dead_letters",
                 "messages",
@@ -810,6 +812,109 @@ fn secret_from_row(row: &Row) -> SecretRecord {
         name: row.get(1),
         sealed: row.get(2),
         updated_ms: row.get(3),
+    }
+}
+
+const FAILURE_COLUMNS: &str =
+    "id, app, function, version, request_id, at_ms, outcome, error_type, event, scene";
+
+fn failure_from_row(row: &Row) -> FailureRecord {
+    FailureRecord {
+        id: row.get(0),
+        app: row.get(1),
+        function: row.get(2),
+        version: row.get::<_, i64>(3) as u32,
+        request_id: row.get(4),
+        at_ms: row.get(5),
+        outcome: row.get(6),
+        error_type: row.get(7),
+        event: row.get(8),
+        scene: row.get(9),
+    }
+}
+
+#[async_trait]
+impl Failures for PostgresStore {
+    async fn put_failure(&self, f: FailureRecord) -> StoreResult<()> {
+        run(async {
+            self.client()
+                .await?
+                .execute(
+                    &format!(
+                        "INSERT INTO failures ({FAILURE_COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                         ON CONFLICT (id) DO UPDATE SET app = EXCLUDED.app, function = EXCLUDED.function, \
+                         version = EXCLUDED.version, request_id = EXCLUDED.request_id, at_ms = EXCLUDED.at_ms, \
+                         outcome = EXCLUDED.outcome, error_type = EXCLUDED.error_type, \
+                         event = EXCLUDED.event, scene = EXCLUDED.scene"
+                    ),
+                    &[
+                        &f.id,
+                        &f.app,
+                        &f.function,
+                        &i64::from(f.version),
+                        &f.request_id,
+                        &f.at_ms,
+                        &f.outcome,
+                        &f.error_type,
+                        &f.event,
+                        &f.scene,
+                    ],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_failures(
+        &self,
+        app: &str,
+        function: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<FailureRecord>> {
+        run(async {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let sql = format!(
+                "SELECT {FAILURE_COLUMNS} FROM failures WHERE app = $1 AND ($2::TEXT IS NULL OR function = $2) \
+                 ORDER BY at_ms DESC, id DESC LIMIT $3"
+            );
+            let rows = self
+                .client()
+                .await?
+                .query(&sql, &[&app, &function, &limit])
+                .await?;
+            Ok(rows.iter().map(failure_from_row).collect())
+        })
+        .await
+    }
+
+    async fn get_failure(&self, id: &str) -> StoreResult<Option<FailureRecord>> {
+        run(async {
+            let sql = format!("SELECT {FAILURE_COLUMNS} FROM failures WHERE id = $1");
+            let row = self.client().await?.query_opt(&sql, &[&id]).await?;
+            Ok(row.as_ref().map(failure_from_row))
+        })
+        .await
+    }
+
+    async fn trim_failures(&self, app: &str, keep: usize, before_ms: i64) -> StoreResult<u64> {
+        run(async {
+            let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+            let deleted = self
+                .client()
+                .await?
+                .execute(
+                    "DELETE FROM failures WHERE app = $1 AND (at_ms < $3 OR id IN ( \
+                       SELECT id FROM (SELECT id, ROW_NUMBER() OVER ( \
+                         PARTITION BY function ORDER BY at_ms DESC, id DESC) AS n \
+                       FROM failures WHERE app = $1) ranked WHERE n > $2))",
+                    &[&app, &keep, &before_ms],
+                )
+                .await?;
+            Ok(deleted)
+        })
+        .await
     }
 }
 

@@ -212,4 +212,20 @@ CREATE TABLE builds (
     PRIMARY KEY (app, id)
 );
 "#,
+    // Failed invocations' scenes. Ids order as bytes do.
+    r#"
+CREATE TABLE failures (
+    id TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+    app TEXT NOT NULL,
+    function TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    request_id TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    outcome TEXT NOT NULL,
+    error_type TEXT NOT NULL,
+    event BYTEA NOT NULL,
+    scene TEXT NOT NULL
+);
+CREATE INDEX failures_by_function ON failures (app, function, at_ms);
+"#,
 ];

@@ -10,13 +10,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 use stratus_store::Result as StoreResult;
 use stratus_store::{
     AppRecord, AwsCredentialRecord, Backlog, BuildRecord, BuildStatus, DeadLetter, Dump,
-    EventCounts, EventRecord, FollowUp, KeyRecord, LogBudget, LogQuery, LogRecord, MessageRecord,
-    MessageSettlement, NewEvent, NewMessage, NewVersion, NodeRecord, PackageRecord, QueueCounts,
-    ScheduleSlot, SecretRecord, Settlement, Source, StoreError, StoredLog, Trimmed, VersionRecord,
+    EventCounts, EventRecord, FailureRecord, FollowUp, KeyRecord, LogBudget, LogQuery, LogRecord,
+    MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion, NodeRecord, PackageRecord,
+    QueueCounts, ScheduleSlot, SecretRecord, Settlement, Source, StoreError, StoredLog, Trimmed,
+    VersionRecord,
 };
 use stratus_store::{
-    Apps, Backlogs, Builds, Credentials, Events, Leases, LogStore, Messages, Meta, MetaKey, Nodes,
-    Packages, Schedules, Secrets, Transfer, UnitOfWork, Write,
+    Apps, Backlogs, Builds, Credentials, Events, Failures, Leases, LogStore, Messages, Meta,
+    MetaKey, Nodes, Packages, Schedules, Secrets, Transfer, UnitOfWork, Write,
 };
 
 /// An error inside this backend, before it leaves as a [`StoreError`].
@@ -261,6 +262,22 @@ CREATE TABLE builds (
     detail TEXT NOT NULL,
     PRIMARY KEY (app, id)
 );
+"#,
+    // Failed invocations' scenes.
+    r#"
+CREATE TABLE failures (
+    id TEXT PRIMARY KEY NOT NULL,
+    app TEXT NOT NULL,
+    function TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    error_type TEXT NOT NULL,
+    event BLOB NOT NULL,
+    scene TEXT NOT NULL
+);
+CREATE INDEX failures_by_function ON failures (app, function, at_ms);
 "#,
 ];
 
@@ -914,6 +931,7 @@ impl Apps for SqliteStore {
             tx.execute("DELETE FROM aws_credentials WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM secrets WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM builds WHERE app = ?1", [&app])?;
+            tx.execute("DELETE FROM failures WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM events WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM dead_letters WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM messages WHERE app = ?1", [&app])?;
@@ -1197,6 +1215,97 @@ impl Builds for SqliteStore {
                 "DELETE FROM builds WHERE app = ?1 AND id NOT IN \
                  (SELECT id FROM builds WHERE app = ?1 ORDER BY started_ms DESC, id DESC LIMIT ?2)",
                 params![app, keep],
+            )?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+}
+
+const FAILURE_COLUMNS: &str =
+    "id, app, function, version, request_id, at_ms, outcome, error_type, event, scene";
+
+fn failure_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FailureRecord> {
+    Ok(FailureRecord {
+        id: row.get(0)?,
+        app: row.get(1)?,
+        function: row.get(2)?,
+        version: row.get(3)?,
+        request_id: row.get(4)?,
+        at_ms: row.get(5)?,
+        outcome: row.get(6)?,
+        error_type: row.get(7)?,
+        event: row.get(8)?,
+        scene: row.get(9)?,
+    })
+}
+
+#[async_trait]
+impl Failures for SqliteStore {
+    async fn put_failure(&self, f: FailureRecord) -> StoreResult<()> {
+        self.call(move |conn| {
+            conn.execute(
+                &format!(
+                    "INSERT OR REPLACE INTO failures ({FAILURE_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ),
+                params![
+                    f.id,
+                    f.app,
+                    f.function,
+                    f.version,
+                    f.request_id,
+                    f.at_ms,
+                    f.outcome,
+                    f.error_type,
+                    f.event,
+                    f.scene
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_failures(
+        &self,
+        app: &str,
+        function: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<FailureRecord>> {
+        let (app, function) = (app.to_owned(), function.map(str::to_owned));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            let sql = format!(
+                "SELECT {FAILURE_COLUMNS} FROM failures WHERE app = ?1 AND (?2 IS NULL OR function = ?2) \
+                 ORDER BY at_ms DESC, id DESC LIMIT ?3"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![app, function, limit], failure_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn get_failure(&self, id: &str) -> StoreResult<Option<FailureRecord>> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            let sql = format!("SELECT {FAILURE_COLUMNS} FROM failures WHERE id = ?1");
+            Ok(conn.query_row(&sql, [id], failure_from_row).optional()?)
+        })
+        .await
+    }
+
+    async fn trim_failures(&self, app: &str, keep: usize, before_ms: i64) -> StoreResult<u64> {
+        let app = app.to_owned();
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            let deleted = conn.execute(
+                "DELETE FROM failures WHERE app = ?1 AND (at_ms < ?3 OR id IN ( \
+                   SELECT id FROM (SELECT id, ROW_NUMBER() OVER ( \
+                     PARTITION BY function ORDER BY at_ms DESC, id DESC) AS n \
+                   FROM failures WHERE app = ?1) WHERE n > ?2))",
+                params![app, keep, before_ms],
             )?;
             Ok(deleted as u64)
         })

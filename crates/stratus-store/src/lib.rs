@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 pub use records::{
     AppRecord, AwsCredentialRecord, BuildRecord, BuildStatus, DeadLetter, Dump, EventCounts,
-    EventRecord, FollowUp, KeyRecord, LogQuery, LogRecord, LogStream, MessageRecord,
+    EventRecord, FailureRecord, FollowUp, KeyRecord, LogQuery, LogRecord, LogStream, MessageRecord,
     MessageSettlement, NewEvent, NewMessage, NewVersion, NodeRecord, PackageRecord, QueueCounts,
     ScheduleSlot, SecretRecord, Settlement, Source, StoredLog, VersionRecord,
 };
@@ -231,6 +231,29 @@ pub trait Builds: Send + Sync {
 
     /// Deletes the builds of `app` beyond its newest `keep`; how many went.
     async fn trim_builds(&self, app: &str, keep: usize) -> Result<u64>;
+}
+
+/// Failed invocations' scenes (`stratus failures`).
+#[async_trait]
+pub trait Failures: Send + Sync {
+    /// Records a failure, replacing one with the same id.
+    async fn put_failure(&self, failure: FailureRecord) -> Result<()>;
+
+    /// The newest `limit` failures of `app`, or of its `function`, newest
+    /// first (by time, then id).
+    async fn list_failures(
+        &self,
+        app: &str,
+        function: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<FailureRecord>>;
+
+    /// Failure `id`, whichever app it is of.
+    async fn get_failure(&self, id: &str) -> Result<Option<FailureRecord>>;
+
+    /// Deletes the failures of `app` that are older than `before_ms` or
+    /// beyond the newest `keep` of their function; how many went.
+    async fn trim_failures(&self, app: &str, keep: usize, before_ms: i64) -> Result<u64>;
 }
 
 /// Log records, for a store that keeps them (see `stratus-logs`).
@@ -492,7 +515,8 @@ pub trait Nodes: Send + Sync {
 /// A whole store moved into another: `stratus migrate`.
 #[async_trait]
 pub trait Transfer: Send + Sync {
-    /// Everything but logs and builds, as of one moment (one transaction).
+    /// Everything but logs, builds and failures, as of one moment (one
+    /// transaction).
     async fn export(&self) -> Result<Dump>;
 
     /// Loads `dump` in one transaction, keeping its ids and identity.
@@ -510,6 +534,7 @@ pub trait Store:
     + Credentials
     + Secrets
     + Builds
+    + Failures
     + LogStore
     + Events
     + Messages
@@ -530,6 +555,7 @@ impl<T> Store for T where
         + Credentials
         + Secrets
         + Builds
+        + Failures
         + LogStore
         + Events
         + Messages

@@ -483,6 +483,28 @@ pub struct SecretRecord {
     pub updated_ms: i64,
 }
 
+/// The scene of a failed invocation: what `stratus failures` shows and
+/// replays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    /// Unique among every app's failures; sorts by time.
+    pub id: String,
+    pub app: String,
+    pub function: String,
+    pub version: u32,
+    pub request_id: String,
+    pub at_ms: i64,
+    /// `error`, `timeout`, `crashed`, `out_of_memory`.
+    pub outcome: String,
+    pub error_type: String,
+    /// The event, as the function received it.
+    pub event: Vec<u8>,
+    /// The rest as the server writes it (JSON: the error and its stack,
+    /// the last log lines, the phases, peak memory, the environment's
+    /// names); the store keeps whatever it is given.
+    pub scene: String,
+}
+
 /// One build of an app's code: what `stratus builds` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildRecord {

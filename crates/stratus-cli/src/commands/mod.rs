@@ -8,6 +8,7 @@ mod deploy;
 mod dev;
 mod dlq;
 mod event;
+mod failures;
 mod git;
 mod init;
 mod invoke;
@@ -89,6 +90,8 @@ pub enum Command {
     Git(git::GitArgs),
     /// List an application's dependency builds and show their logs
     Builds(builds::BuildsArgs),
+    /// List failed invocations, show their scenes, and replay their events
+    Failures(failures::FailuresArgs),
     /// List the interpreters the server runs functions on and builds for,
     /// and its build tools
     Runtimes(runtimes::RuntimesArgs),
@@ -170,6 +173,7 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Versions(args) => versions::list(&conn, args).await,
         Command::Rollback(args) => versions::rollback(&conn, args).await,
         Command::Builds(args) => builds::run(&conn, args).await,
+        Command::Failures(args) => failures::run(&conn, args).await,
         Command::Git(args) => git::run(&conn, args).await,
         Command::Runtimes(args) => runtimes::run(&conn, args).await,
         Command::Status(args) => status::run(&conn, args).await,

@@ -19,6 +19,7 @@ use crate::invocation::{
     FunctionError, Invocation, InvokeError, InvokeOutcome, Phases, StreamChunk, seconds,
 };
 use crate::recent::{RecentError, RecentErrors};
+use crate::settings::Scene;
 
 /// Instance counts of a pool, for status displays.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -573,6 +574,7 @@ impl Pool {
             want_logs,
             arrived,
             cpu_before,
+            event: invocation.payload.clone(),
             _running: running,
         };
         let Some((stream, done, abort)) = stream else {
@@ -693,6 +695,22 @@ impl Pool {
         );
         let instance = &ended.instance;
         let max_memory_mb = instance.peak_rss_kib().map(|kib| kib.div_ceil(1024));
+        if let Err(error) = result {
+            self.capture(Scene {
+                app: self.config.app.clone(),
+                function: self.config.spec.name.clone(),
+                version: self.config.version,
+                request_id: ended.request_id.clone(),
+                outcome: outcome_of(outcome_name, result).as_str(),
+                error: error.clone(),
+                event: ended.event.clone(),
+                phases,
+                max_memory_mb,
+                cold: ended.cold,
+                instance: instance.id.clone(),
+                env_names: Vec::new(),
+            });
+        }
         let logs = if ended.want_logs {
             instance.take_captured(&ended.request_id)
         } else {
@@ -711,6 +729,26 @@ impl Pool {
         (phases, max_memory_mb, logs)
     }
 
+    /// Hands a failure's scene to the sink, with the names of the
+    /// variables the function was given.
+    fn capture(&self, mut scene: Scene) {
+        let Some(sink) = &self.ctx.sandboxes.settings.failures else {
+            return;
+        };
+        let mut names: Vec<String> = self
+            .config
+            .spec
+            .env
+            .keys()
+            .cloned()
+            .chain(self.config.secrets.0.iter().map(|(name, _)| name.clone()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        scene.env_names = names;
+        sink.failed(scene);
+    }
+
     /// Counts an ended invocation, and times it, in the metrics.
     fn measure(
         &self,
@@ -720,14 +758,8 @@ impl Pool {
         phases: &Phases,
         total: Duration,
     ) {
-        use stratus_metrics::{Outcome, Phase};
-        let outcome = match (outcome_name, result) {
-            ("success", _) => Outcome::Success,
-            ("timeout", _) => Outcome::Timeout,
-            ("crash", Err(e)) if e.error_type == "Runtime.OutOfMemory" => Outcome::OutOfMemory,
-            ("crash", _) => Outcome::Crashed,
-            _ => Outcome::Error,
-        };
+        use stratus_metrics::Phase;
+        let outcome = outcome_of(outcome_name, result);
         // On the stack: this runs for every invocation.
         let mut timed = [(Phase::Total, total.as_secs_f64()); Phase::ALL.len()];
         let mut n = 1;
@@ -755,6 +787,23 @@ impl Pool {
         arrived: Instant,
         error: FunctionError,
     ) -> InvokeOutcome {
+        self.capture(Scene {
+            app: self.config.app.clone(),
+            function: self.config.spec.name.clone(),
+            version: self.config.version,
+            request_id: invocation.request_id.clone(),
+            outcome: stratus_metrics::Outcome::Error.as_str(),
+            error: error.clone(),
+            event: invocation.payload.clone(),
+            phases: Phases {
+                queue_ms: ms(arrived.elapsed()),
+                ..Phases::default()
+            },
+            max_memory_mb: None,
+            cold: true,
+            instance: String::new(),
+            env_names: Vec::new(),
+        });
         tracing::warn!(function = %self.config.qualified_name(), error = %error.message, "instance failed to start");
         self.metrics.invoked(
             stratus_metrics::Outcome::Error,
@@ -897,8 +946,25 @@ struct Ended {
     arrived: Instant,
     /// The instance's CPU time when the event was handed over.
     cpu_before: Option<(u64, u64)>,
+    /// The event, for the scene of a failure.
+    event: bytes::Bytes,
     /// Counts the invocation as running until it is reported.
     _running: stratus_metrics::Running,
+}
+
+/// How an invocation that ended as `outcome_name` with `result` counts.
+fn outcome_of(
+    outcome_name: &str,
+    result: &Result<bytes::Bytes, FunctionError>,
+) -> stratus_metrics::Outcome {
+    use stratus_metrics::Outcome;
+    match (outcome_name, result) {
+        ("success", _) => Outcome::Success,
+        ("timeout", _) => Outcome::Timeout,
+        ("crash", Err(e)) if e.error_type == "Runtime.OutOfMemory" => Outcome::OutOfMemory,
+        ("crash", _) => Outcome::Crashed,
+        _ => Outcome::Error,
+    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -257,7 +257,7 @@ pub(super) fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-pub(super) fn invoke_error(err: InvokeError) -> ApiError {
+pub(crate) fn invoke_error(err: InvokeError) -> ApiError {
     match &err {
         InvokeError::NoSuchFunction { .. } => ApiError::not_found(err.to_string()),
         InvokeError::Throttled { retry_after, .. } => {

@@ -32,6 +32,7 @@ use axum::routing::{get, post, put};
 pub(crate) use connections::{ConnectionCaps, admin_connections, platform_connections};
 pub(crate) use credentials::AwsCredentials;
 pub(crate) use error::ApiError;
+pub(crate) use invoke::invoke_error;
 pub(crate) use tokens::InstanceApi;
 
 use crate::AppState;
@@ -79,6 +80,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/logs", get(logs::query))
         .route("/v1/status", get(status::status))
+        .route("/v1/apps/{app}/failures", get(crate::failures::list))
+        .route("/v1/failures/{id}", get(crate::failures::show))
+        .route("/v1/failures/{id}/replay", post(crate::failures::replay))
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/apps/{app}/dlq", get(dlq::list))
         .route("/v1/apps/{app}/dlq/redrive", post(dlq::redrive))

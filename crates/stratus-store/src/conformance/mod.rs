@@ -6,6 +6,7 @@ pub mod apps;
 pub mod builds;
 pub mod credentials;
 pub mod events;
+pub mod failures;
 pub mod queues;
 pub mod transfer;
 
@@ -46,6 +47,7 @@ macro_rules! conformance_suite {
             credentials::a_credential_is_revoked_only_by_its_own_app,
             credentials::deleting_an_app_deletes_its_credentials,
             credentials::secrets_are_set_replaced_listed_and_deleted,
+            failures::failures_are_kept_listed_trimmed_and_removed_with_their_app,
             events::delivered_events_leave_the_queue,
             events::claims_respect_not_before_and_leases,
             events::claims_pass_over_busy_functions,
