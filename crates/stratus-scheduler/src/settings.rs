@@ -46,10 +46,10 @@ pub struct Scene {
     pub request_id: String,
     /// `error`, `timeout`, `crashed`, `out_of_memory`.
     pub outcome: &'static str,
-    pub error: crate::FunctionError,
+    pub error: crate::invocation::FunctionError,
     /// The event, as the function received it.
     pub event: bytes::Bytes,
-    pub phases: crate::Phases,
+    pub phases: crate::invocation::Phases,
     pub max_memory_mb: Option<u64>,
     pub cold: bool,
     pub instance: String,
