@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use support::{Server, deploy, env_number, locate_example, percentile, process_ticks, sorted};
+use http_body_util::Empty;
+use support::{Server, closed_loop, deploy, env_number, locate_example, percentile, process_ticks};
 
 mod support;
 
@@ -44,7 +44,6 @@ const DEFAULT_SECS: f64 = 3.0;
 const MAX_SECS: f64 = 600.0;
 const WARMUP: Duration = Duration::from_secs(1);
 /// Upper bound on requests per connection in one measurement.
-const MAX_REQUESTS_PER_CONNECTION: usize = 2_000_000;
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const APP: &str = "hello";
 
@@ -214,50 +213,25 @@ async fn load(
     connections: usize,
     window: Duration,
 ) -> anyhow::Result<Figures> {
-    let started = Instant::now();
-    let deadline = started + window;
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let path = path.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-            tokio::spawn(connection);
-            let mut latencies = Vec::new();
-            let mut errors = 0usize;
-            while Instant::now() < deadline && latencies.len() < MAX_REQUESTS_PER_CONNECTION {
-                let request = hyper::Request::get(path.as_str())
-                    .header("host", "127.0.0.1")
-                    .body(Empty::<Bytes>::new())?;
-                let sent = Instant::now();
-                let response = sender.send_request(request).await?;
-                let ok = response.status() == 200;
-                let body = response.into_body().collect().await?.to_bytes();
-                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-                if !ok || body.as_ref() != b"hello" {
-                    errors += 1;
-                }
-            }
-            anyhow::Ok((latencies, errors))
-        }));
-    }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (latencies, errs) = task.await??;
-        all.extend(latencies);
-        errors += errs;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let all = sorted(all.into_iter());
+    let path = path.to_owned();
+    let seen = closed_loop(
+        addr,
+        connections,
+        window,
+        move || {
+            Ok(hyper::Request::get(path.as_str())
+                .header("host", "127.0.0.1")
+                .body(Empty::<Bytes>::new())?)
+        },
+        |status, body| status == 200 && body == b"hello",
+    )
+    .await?;
     Ok(Figures {
-        requests: all.len(),
-        errors,
-        secs,
-        p50_ms: percentile(&all, 50.0),
-        p99_ms: percentile(&all, 99.0),
+        requests: seen.latencies_ms.len(),
+        errors: seen.errors,
+        secs: seen.secs,
+        p50_ms: percentile(&seen.latencies_ms, 50.0),
+        p99_ms: percentile(&seen.latencies_ms, 99.0),
     })
 }
 

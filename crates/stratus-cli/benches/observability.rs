@@ -16,12 +16,12 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use support::{Server, deploy, env_number, percentile, sorted};
+use http_body_util::Full;
+use support::{Server, closed_loop, deploy, env_number, percentile};
 
 mod support;
 
@@ -32,7 +32,6 @@ const DEFAULT_ROUNDS: usize = 5;
 const MAX_ROUNDS: usize = 100;
 const CONNECTIONS: [usize; 2] = [1, 16];
 const WARMUP: Duration = Duration::from_millis(500);
-const MAX_REQUESTS_PER_CONNECTION: usize = 2_000_000;
 
 #[derive(Clone, Copy)]
 enum Case {
@@ -60,62 +59,34 @@ struct Figures {
 /// C connections, each sending the case's request in a closed loop for
 /// `window`.
 async fn load(
-    server: (SocketAddr, String),
+    (addr, token): (SocketAddr, String),
     case: Case,
     connections: usize,
     window: Duration,
 ) -> anyhow::Result<Figures> {
-    let started = Instant::now();
-    let deadline = started + window;
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let (addr, token) = server.clone();
-        tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-            tokio::spawn(connection);
-            let mut latencies = Vec::new();
-            let mut errors = 0usize;
-            while Instant::now() < deadline && latencies.len() < MAX_REQUESTS_PER_CONNECTION {
-                let request = match case {
-                    Case::Invoke => {
-                        hyper::Request::post(format!("/v1/apps/{APP}/functions/f/invoke"))
-                            .header("host", "127.0.0.1")
-                            .header("authorization", format!("Bearer {token}"))
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from_static(b"{}")))?
-                    }
-                    Case::Http => hyper::Request::get(format!("/{APP}/f"))
-                        .header("host", "127.0.0.1")
-                        .body(Full::new(Bytes::new()))?,
-                };
-                let sent = Instant::now();
-                let response = sender.send_request(request).await?;
-                let ok = response.status() == 200;
-                response.into_body().collect().await?;
-                latencies.push(sent.elapsed().as_secs_f64() * 1e6);
-                if !ok {
-                    errors += 1;
-                }
-            }
-            anyhow::Ok((latencies, errors))
-        }));
-    }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (latencies, errs) = task.await??;
-        all.extend(latencies);
-        errors += errs;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let all = sorted(all.into_iter());
+    let seen = closed_loop(
+        addr,
+        connections,
+        window,
+        move || {
+            Ok(match case {
+                Case::Invoke => hyper::Request::post(format!("/v1/apps/{APP}/functions/f/invoke"))
+                    .header("host", "127.0.0.1")
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from_static(b"{}")))?,
+                Case::Http => hyper::Request::get(format!("/{APP}/f"))
+                    .header("host", "127.0.0.1")
+                    .body(Full::new(Bytes::new()))?,
+            })
+        },
+        |status, _| status == 200,
+    )
+    .await?;
     Ok(Figures {
-        rps: all.len() as f64 / secs,
-        p50_us: percentile(&all, 50.0).unwrap_or(f64::NAN),
-        errors,
+        rps: seen.rps(),
+        p50_us: percentile(&seen.latencies_ms, 50.0).map_or(f64::NAN, |ms| ms * 1000.0),
+        errors: seen.errors,
     })
 }
 

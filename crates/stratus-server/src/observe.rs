@@ -35,7 +35,13 @@ pub(crate) fn router<S>(state: Arc<AppState>) -> Router<S> {
 }
 
 async fn healthz() -> Response {
-    json_response(StatusCode::OK, json!({ "status": "alive" }))
+    let (status, body) = liveness();
+    json_response(status, body)
+}
+
+/// The process answers.
+fn liveness() -> (StatusCode, serde_json::Value) {
+    (StatusCode::OK, json!({ "status": "alive" }))
 }
 
 async fn readyz(State(state): State<Arc<AppState>>, request: Request) -> Response {
@@ -224,7 +230,7 @@ impl crate::public::Probes for Probes {
         query: Option<&str>,
     ) -> Option<(StatusCode, serde_json::Value)> {
         match name {
-            "healthz" => Some((StatusCode::OK, json!({ "status": "alive" }))),
+            "healthz" => Some(liveness()),
             "readyz" => Some(readiness(&self.0, is_verbose(query)).await),
             _ => None,
         }

@@ -329,3 +329,79 @@ pub fn npm_install(name: &str, packages: &[&str]) -> anyhow::Result<PathBuf> {
     }
     Ok(target.join("node_modules"))
 }
+
+/// What a closed-loop load saw: each answer's latency in milliseconds,
+/// sorted, the answers `ok` refused, and how long it ran.
+#[derive(Debug, Default)]
+pub struct ClosedLoop {
+    pub latencies_ms: Vec<f64>,
+    pub errors: usize,
+    pub secs: f64,
+}
+
+impl ClosedLoop {
+    pub fn rps(&self) -> f64 {
+        self.latencies_ms.len() as f64 / self.secs
+    }
+}
+
+/// Most requests one connection sends in one measurement, whatever the
+/// time.
+const MAX_REQUESTS_PER_CONNECTION: usize = 2_000_000;
+
+/// `connections` keep-alive HTTP/1.1 connections to `addr`, each sending
+/// `request()` in a closed loop for `window`; `ok` judges each answer by
+/// its status and body.
+pub async fn closed_loop<B>(
+    addr: std::net::SocketAddr,
+    connections: usize,
+    window: Duration,
+    request: impl Fn() -> anyhow::Result<hyper::Request<B>> + Clone + Send + 'static,
+    ok: fn(hyper::StatusCode, &[u8]) -> bool,
+) -> anyhow::Result<ClosedLoop>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    let started = Instant::now();
+    let deadline = started + window;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let request = request.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            while Instant::now() < deadline && latencies.len() < MAX_REQUESTS_PER_CONNECTION {
+                let request = request()?;
+                let sent = Instant::now();
+                let response = sender.send_request(request).await?;
+                let status = response.status();
+                let body = response.into_body().collect().await?.to_bytes();
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                if !ok(status, &body) {
+                    errors += 1;
+                }
+            }
+            anyhow::Ok((latencies, errors))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (latencies, errs) = task.await??;
+        all.extend(latencies);
+        errors += errs;
+    }
+    Ok(ClosedLoop {
+        latencies_ms: sorted(all.into_iter()),
+        errors,
+        secs: started.elapsed().as_secs_f64(),
+    })
+}

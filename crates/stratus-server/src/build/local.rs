@@ -43,7 +43,7 @@ impl LocalBuilder {
             .tools
             .language(runtime)
             .map(|l| l.interpreter.executable.clone())
-            .ok_or_else(|| format!("this machine has no {}", super::name_of(runtime)))?;
+            .ok_or_else(|| format!("this machine has no {}", runtime.0.name_at(runtime.1)))?;
         // uv.lock's export goes beside the copy, not into what is uploaded.
         let exported = code.with_extension("requirements.txt");
         let (python, code_at, target, exported_at) = (

@@ -113,13 +113,9 @@ struct Part {
 /// version, `python3.12`.
 pub(crate) type Named<'a> = (Runtime, Option<&'a str>);
 
-pub(crate) fn name_of((runtime, version): Named<'_>) -> String {
-    runtime.name_at(version)
-}
-
 /// The key of a code directory's layer in [`VersionRecord::layers`].
 pub(crate) fn layer_slot(code: &str, runtime: Named<'_>) -> String {
-    format!("{code}@{}", name_of(runtime))
+    format!("{code}@{}", runtime.0.name_at(runtime.1))
 }
 
 /// The key of what a code directory's `build:` command made.
@@ -176,7 +172,7 @@ fn units(spec: &AppSpec) -> Vec<Unit> {
         .into_iter()
         .map(|(code, runtime, version)| Unit {
             slot: layer_slot(&code, (runtime, version.as_deref())),
-            what: name_of((runtime, version.as_deref())),
+            what: runtime.name_at(version.as_deref()),
             code,
             work: Work::Dependencies(runtime, version),
         });
