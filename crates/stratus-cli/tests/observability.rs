@@ -4,25 +4,15 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Server, client, write_app};
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn probes_answer_without_credentials_on_every_listener() {
-    let metrics = free_port();
+    let metrics = common::free_port();
     let server = Server::start_with(&["--metrics-listen", &format!("127.0.0.1:{metrics}")]);
     let http = client();
     for base in [
@@ -150,7 +140,7 @@ impl Prometheus {
             ),
         )
         .unwrap();
-        let port = free_port();
+        let port = common::free_port();
         let child = Command::new(binary)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
@@ -203,7 +193,7 @@ impl Drop for Prometheus {
 
 #[test]
 fn prometheus_scrapes_the_counts_the_platform_made() {
-    let metrics_port = free_port();
+    let metrics_port = common::free_port();
     let token = "scrape-secret";
     let server = Server::start_with(&[
         "--metrics-listen",

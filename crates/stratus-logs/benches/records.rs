@@ -288,6 +288,7 @@ async fn ack(queue: &Arc<dyn Store>, n: &mut u64) -> f64 {
         source: "invoke".into(),
         created_ms: now_ms(),
         not_before_ms: now_ms() + 3_600_000,
+        trace: None,
     };
     let start = Instant::now();
     queue.enqueue_events(vec![event]).await.unwrap();

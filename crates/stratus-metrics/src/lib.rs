@@ -139,6 +139,16 @@ impl Format {
     }
 }
 
+/// What became of recorded spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanFate {
+    Stored,
+    Exported,
+    /// `queue` (more came than could wait), `store`, `export` (the
+    /// collector failed or could not keep up).
+    Dropped(&'static str),
+}
+
 /// The platform's metrics; off (every handle a no-op) with
 /// [`Metrics::off`]. Cheap to clone.
 #[derive(Clone, Default)]
@@ -175,6 +185,7 @@ struct Inner {
     store_up: Gauge,
     store_latency: Histogram,
     logs_dropped: Counter,
+    spans: Family<Labels, Counter>,
     /// The live series of each function and service version, so that two
     /// pools of one version share theirs, and the last to go removes them.
     series: Mutex<HashMap<Labels, (u64, Weak<Series>)>>,
@@ -331,6 +342,12 @@ impl Metrics {
             "Log records dropped because the log store could not keep up",
             logs_dropped.clone(),
         );
+        let spans = Family::<Labels, Counter>::default();
+        registry.register(
+            "trace_spans",
+            "Spans recorded by this node, by what became of them: stored, exported (to the OTLP endpoint), dropped (reason: queue, store, export)",
+            spans.clone(),
+        );
         Metrics(Some(Arc::new(Inner {
             registry,
             invocations,
@@ -356,6 +373,7 @@ impl Metrics {
             store_up,
             store_latency,
             logs_dropped,
+            spans,
             series: Mutex::default(),
             next_series: AtomicU64::new(0),
         })))
@@ -428,6 +446,21 @@ impl Metrics {
             if missed > 0 {
                 inner.schedule_misses.get_or_create(&labels).inc_by(missed);
             }
+        }
+    }
+
+    /// `n` spans were stored, exported, or dropped for `reason`.
+    pub fn spans(&self, n: u64, fate: SpanFate) {
+        if let Some(inner) = &self.0 {
+            let labels = match fate {
+                SpanFate::Stored => vec![("result", "stored".to_owned())],
+                SpanFate::Exported => vec![("result", "exported".to_owned())],
+                SpanFate::Dropped(reason) => vec![
+                    ("result", "dropped".to_owned()),
+                    ("reason", reason.to_owned()),
+                ],
+            };
+            inner.spans.get_or_create(&labels).inc_by(n);
         }
     }
 

@@ -628,6 +628,7 @@ async function invokeStreaming(handler, next, inv) {
     const context = { awsRequestId: inv.id, functionName: env.AWS_LAMBDA_FUNCTION_NAME,
       functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
       invokedFunctionArn: next.headers['lambda-runtime-invoked-function-arn'],
+      traceparent: next.headers['lambda-runtime-traceparent'],
       getRemainingTimeInMillis: () =>
         Math.max((Number(next.headers['lambda-runtime-deadline-ms']) || 0) - Date.now(), 0) };
     await handler(event, responseStream, context);
@@ -710,6 +711,8 @@ function runHandler(handler, inv, next) {
     identity: parseJsonHeader(next.headers['lambda-runtime-cognito-identity']),
     clientContext: parseJsonHeader(next.headers['lambda-runtime-client-context']),
     callbackWaitsForEmptyEventLoop: true,
+    // This event's trace context, also when several run at once.
+    traceparent: next.headers['lambda-runtime-traceparent'],
     getRemainingTimeInMillis: () => Math.max(deadline - Date.now(), 0),
     // Legacy API: settles immediately, regardless of the event loop.
     done,
@@ -764,9 +767,13 @@ async function invokeOne(handler, next, inv) {
     // The environment is the process's: it names the event only when one
     // runs at a time.
     currentRequestId = inv.id;
+    // OpenTelemetry SDKs read TRACEPARENT from it.
     const trace = next.headers['lambda-runtime-trace-id'];
     if (trace) env._X_AMZN_TRACE_ID = trace;
     else delete env._X_AMZN_TRACE_ID;
+    const traceparent = next.headers['lambda-runtime-traceparent'];
+    if (traceparent) env.TRACEPARENT = traceparent;
+    else delete env.TRACEPARENT;
   }
   if (handler[STREAMING] === 'response') {
     await invokeStreaming(handler, next, inv);

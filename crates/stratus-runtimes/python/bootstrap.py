@@ -781,13 +781,15 @@ def run_invocation(client, handler, resp, body, loop=None):
     request_id = resp.getheader("Lambda-Runtime-Aws-Request-Id")
     _request_id.set(request_id)
     trace_id = resp.getheader("Lambda-Runtime-Trace-Id")
+    traceparent = resp.getheader("Lambda-Runtime-Traceparent")
     # The environment is the process's: it names the event only when one
-    # runs at a time.
+    # runs at a time (OpenTelemetry SDKs read TRACEPARENT from it).
     if CONCURRENCY == 1:
-        if trace_id:
-            os.environ["_X_AMZN_TRACE_ID"] = trace_id
-        else:
-            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        for name, value in (("_X_AMZN_TRACE_ID", trace_id), ("TRACEPARENT", traceparent)):
+            if value:
+                os.environ[name] = value
+            else:
+                os.environ.pop(name, None)
 
     try:
         deadline_ms = int(resp.getheader("Lambda-Runtime-Deadline-Ms") or 0)
@@ -797,6 +799,7 @@ def run_invocation(client, handler, resp, body, loop=None):
                             resp.getheader("Lambda-Runtime-Invoked-Function-Arn"),
                             _json_header(resp, "Lambda-Runtime-Client-Context"),
                             _json_header(resp, "Lambda-Runtime-Cognito-Identity"))
+    context.traceparent = traceparent
 
     error = payload = None
     try:

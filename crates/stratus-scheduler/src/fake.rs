@@ -514,6 +514,7 @@ pub(crate) fn settings() -> Settings {
         name_servers: None,
         platform_api: None,
         metrics: stratus_metrics::Metrics::new(),
+        tracer: stratus_trace::Tracer::off(),
         failures: None,
     }
 }

@@ -11,8 +11,8 @@ pub struct Invocation {
     pub request_id: String,
     /// The event, JSON.
     pub payload: Bytes,
-    /// `Root=1-...` for `Lambda-Runtime-Trace-Id`; generated when absent.
-    pub trace_id: Option<String>,
+    /// Its place in its trace.
+    pub trace: Trace,
     /// The client context (JSON) for `Lambda-Runtime-Client-Context`.
     pub client_context: Option<String>,
     /// Return the invocation's log lines with the outcome.
@@ -24,9 +24,33 @@ impl Invocation {
         Invocation {
             request_id: uuid::Uuid::new_v4().to_string(),
             payload,
-            trace_id: None,
+            trace: Trace::under(None),
             client_context: None,
             want_logs: false,
+        }
+    }
+}
+
+/// An invocation's place in its trace: the span it runs under (the
+/// caller's), and the context its handler is given (`traceparent`,
+/// `Lambda-Runtime-Trace-Id`), which is the invocation's `handler` span, so
+/// that spans the function makes nest inside it.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    pub parent: Option<stratus_trace::Context>,
+    pub handler: stratus_trace::Context,
+    /// Spans it follows from without being their child (the producers of
+    /// a batch's messages).
+    pub links: Vec<stratus_trace::Context>,
+}
+
+impl Trace {
+    /// Under `parent`, or at the root of a new trace.
+    pub fn under(parent: Option<stratus_trace::Context>) -> Trace {
+        Trace {
+            parent,
+            handler: stratus_trace::Tracer::child_or_root(parent.as_ref()),
+            links: Vec::new(),
         }
     }
 }

@@ -40,7 +40,7 @@ pub use config::{FunctionConfig, SecretEnv, ServiceConfig, ServiceDeps};
 pub use function::{Pool, PoolStats};
 pub use invocation::{
     ErrorClass, FunctionError, HTTP_INTEGRATION_CONTENT_TYPE, Invocation, InvokeError,
-    InvokeOutcome, Phases, ResponseStream, StreamChunk,
+    InvokeOutcome, Phases, ResponseStream, StreamChunk, Trace,
 };
 pub use launch::{Launch, Signal};
 pub use recent::RecentError;

@@ -112,6 +112,11 @@ impl Scheduler {
         &self.sandboxes.settings.metrics
     }
 
+    /// Where spans go.
+    pub fn tracer(&self) -> &stratus_trace::Tracer {
+        &self.sandboxes.settings.tracer
+    }
+
     /// Sandboxes made ahead of demand, ready for cold starts.
     pub fn prestarted(&self) -> usize {
         self.sandboxes.prewarm.ready_total()

@@ -26,6 +26,8 @@ pub struct Settings {
     pub platform_api: Option<std::sync::Arc<dyn PlatformApi>>,
     /// Where invocations and proxied requests are counted and timed.
     pub metrics: stratus_metrics::Metrics,
+    /// Where invocations' spans go.
+    pub tracer: stratus_trace::Tracer,
     /// Where failed invocations' scenes go; `None`: nowhere.
     pub failures: Option<std::sync::Arc<dyn FailureSink>>,
 }

@@ -19,6 +19,8 @@ pub mod env {
     pub const STORE: &str = "STRATUS_STORE";
     pub const UV: &str = "STRATUS_UV";
     pub const METRICS_TOKEN: &str = "STRATUS_METRICS_TOKEN";
+    /// The OpenTelemetry SDKs' own variable for the collector's address.
+    pub const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 }
 
 /// How the server writes its own log.
@@ -124,6 +126,22 @@ pub struct ServerConfig {
     /// default: none, /metrics is open to whoever reaches the listener
     #[arg(long, env = env::METRICS_TOKEN, hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// Record spans (W3C trace context) of invocations, proxied requests,
+    /// events, messages and schedules, for `stratus trace` and
+    /// --otlp-endpoint; false records none (trace context is still passed
+    /// on)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub traces: bool,
+    /// Spans older than this are deleted
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub trace_retention: Duration,
+    /// Export spans to this OpenTelemetry collector, OTLP over HTTP
+    /// (protobuf), batched: its base address (http://127.0.0.1:4318, to
+    /// which /v1/traces is added) or its traces endpoint. Spans the
+    /// collector cannot take in time are dropped and counted
+    /// (stratus_trace_spans_total{result="dropped"})
+    #[arg(long, env = env::OTLP_ENDPOINT, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// The server's own log: text (colour only on a terminal) or json, one
     /// object per line
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]

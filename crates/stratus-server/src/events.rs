@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use stratus_logs::Logs;
-use stratus_scheduler::{Invocation, InvokeError, Scheduler, StreamChunk};
+use stratus_scheduler::{Invocation, InvokeError, Scheduler, StreamChunk, Trace};
 use stratus_store::{
     EventRecord, FollowUp, NewEvent, NewMessage, Settlement, Source, Store, StoreError,
 };
@@ -114,15 +114,16 @@ impl Events {
         function: &str,
         payload: Bytes,
         source: Source,
+        parent: Option<stratus_trace::Context>,
     ) -> stratus_store::Result<String> {
         let request_id = uuid::Uuid::new_v4().to_string();
-        self.enqueue_as(app, function, payload, source, request_id)
+        self.enqueue_as(app, function, payload, source, request_id, parent)
             .await
     }
 
     /// As [`Events::enqueue`], under a request id of the caller's: an
     /// event with the same id still queued for the function is not queued
-    /// twice.
+    /// twice. The event is queued in a producer span under `parent`.
     pub async fn enqueue_as(
         &self,
         app: &str,
@@ -130,8 +131,19 @@ impl Events {
         payload: Bytes,
         source: Source,
         request_id: String,
+        parent: Option<stratus_trace::Context>,
     ) -> stratus_store::Result<String> {
+        let started_ns = stratus_trace::now_ns();
         let now = crate::now_ms();
+        // The producer span is recorded before the commit ends; it says
+        // when the event was handed over.
+        let trace = crate::traces::produce(
+            self.scheduler.tracer(),
+            parent,
+            app,
+            format!("queue event for {function}"),
+            started_ns,
+        );
         let event = NewEvent {
             app: app.to_owned(),
             function: function.to_owned(),
@@ -140,6 +152,7 @@ impl Events {
             source,
             created_ms: now,
             not_before_ms: now,
+            trace: Some(trace.traceparent()),
         };
         let (done_tx, done_rx) = oneshot::channel();
         let gone = || StoreError::Worker("the event writer stopped".to_owned());
@@ -320,12 +333,16 @@ impl Events {
         let Ok(turn) = limit.acquire_owned().await else {
             return;
         };
+        let trace = Trace::under(crate::traces::carried(event.trace.as_deref()));
+        // Destinations continue the trace from inside the handler.
+        let handler = trace.handler;
         let ran = attempt(
             &self.scheduler,
             &event.app,
             &event.function,
             Bytes::from(event.payload.clone()),
             &event.request_id,
+            trace,
         )
         .await;
         // The function is done: the next event may go to it while this
@@ -349,7 +366,10 @@ impl Events {
                 let then = destinations
                     .0
                     .iter()
-                    .map(|to| self.chained(&event, to, record("Success", response.clone(), false)))
+                    .map(|to| {
+                        let record = record("Success", response.clone(), false);
+                        self.chained(&event, to, record, &handler)
+                    })
                     .collect();
                 return self
                     .settle(Settlement::Done {
@@ -382,7 +402,10 @@ impl Events {
             let then = destinations
                 .1
                 .iter()
-                .map(|to| self.chained(&event, to, record(condition, response.clone(), true)))
+                .map(|to| {
+                    let record = record(condition, response.clone(), true);
+                    self.chained(&event, to, record, &handler)
+                })
                 .collect();
             Settlement::Dead {
                 id: event.id,
@@ -402,10 +425,26 @@ impl Events {
 
     /// What a destination `to` (a function of the app, or else one of its
     /// queues) receives about `event`.
-    fn chained(&self, event: &EventRecord, to: &str, record: serde_json::Value) -> FollowUp {
+    fn chained(
+        &self,
+        event: &EventRecord,
+        to: &str,
+        record: serde_json::Value,
+        handler: &stratus_trace::Context,
+    ) -> FollowUp {
         let now = crate::now_ms();
         let id = uuid::Uuid::new_v4().to_string();
         let source = Source::Destination(event.function.clone());
+        let trace = Some(
+            crate::traces::produce(
+                self.scheduler.tracer(),
+                Some(*handler),
+                &event.app,
+                format!("destination {to}"),
+                stratus_trace::now_ns(),
+            )
+            .traceparent(),
+        );
         if self.scheduler.pool(&event.app, to).is_some() {
             FollowUp::Event(NewEvent {
                 app: event.app.clone(),
@@ -415,6 +454,7 @@ impl Events {
                 source,
                 created_ms: now,
                 not_before_ms: now,
+                trace,
             })
         } else {
             FollowUp::Message(NewMessage {
@@ -425,6 +465,7 @@ impl Events {
                 source,
                 sent_ms: now,
                 visible_ms: now,
+                trace,
             })
         }
     }
@@ -510,9 +551,11 @@ pub(crate) async fn attempt(
     function: &str,
     payload: Bytes,
     request_id: &str,
+    trace: Trace,
 ) -> Attempt {
     let mut invocation = Invocation::new(payload);
     invocation.request_id = request_id.to_owned();
+    invocation.trace = trace;
     match scheduler.invoke(app, function, invocation).await {
         Ok(mut outcome) => Attempt::Ran(match (outcome.result, outcome.stream.take()) {
             (Ok(body), None) => Ok(serde_json::from_slice(&body).unwrap_or_else(|_| {

@@ -29,6 +29,7 @@ mod runtimes;
 pub mod samples;
 mod secrets;
 mod token;
+mod traces;
 mod triggers;
 mod webhooks;
 
@@ -276,6 +277,23 @@ pub async fn run(
         None => None,
     };
     let (failure_keeper, failure_scenes) = failures::keeper();
+    let metrics = observe::metrics_for(config.metrics);
+    let otlp = config
+        .otlp_endpoint
+        .as_deref()
+        .map(traces::otlp_endpoint)
+        .transpose()?;
+    let (tracer, spans) = if config.traces {
+        let (collector, spans) = traces::collector(metrics.clone());
+        (stratus_trace::Tracer::new(collector), Some(spans))
+    } else {
+        if otlp.is_some() {
+            anyhow::bail!(
+                "--otlp-endpoint exports spans, which --traces false stops recording; drop one of them"
+            );
+        }
+        (stratus_trace::Tracer::off(), None)
+    };
     let settings = Settings {
         languages: languages.clone(),
         region: config.region.clone(),
@@ -288,7 +306,8 @@ pub async fn run(
             url: url(platform.local_addr()?),
             secret: platform_secret.clone(),
         })),
-        metrics: observe::metrics_for(config.metrics),
+        metrics: metrics.clone(),
+        tracer,
         failures: Some(failure_keeper),
     };
     let scheduler = Scheduler::new(settings, launcher.clone(), logs.clone());
@@ -430,6 +449,18 @@ pub async fn run(
         },
         failure_scenes,
     ));
+    let traces_task = spans.map(|spans| {
+        tokio::spawn(traces::keep(
+            store.clone(),
+            spans,
+            traces::Settings {
+                retention: config.trace_retention,
+                otlp,
+                node: node_id.clone(),
+            },
+            metrics.clone(),
+        ))
+    });
     let quotas = quotas::Quotas::new(config.quotas.clone());
     quotas.refresh(&*store).await;
     let quotas_task = quotas.start(store.clone());
@@ -447,6 +478,7 @@ pub async fn run(
             Arc::new(move || wake_events.wake()),
             config.region.clone(),
             scheduler.metrics().clone(),
+            scheduler.tracer().clone(),
         ),
         triggers::queue::Queues::new(
             store.clone(),
@@ -497,6 +529,7 @@ pub async fn run(
         bodies: public::BodyBudget::new(config.http.max_buffered_body_bytes),
         webhooks: Some(Arc::new(webhooks::GitHooks(state.clone()))),
         probes: Some(Arc::new(crate::observe::Probes(state.clone()))),
+        tracer: scheduler.tracer().clone(),
     });
     // What earlier runs left of versions no longer kept.
     deploy::prune_in_background(state.clone());
@@ -590,6 +623,9 @@ pub async fn run(
     }
     quotas_task.abort();
     failures_task.abort();
+    if let Some(task) = traces_task {
+        task.abort();
+    }
     if let Some(task) = follow_task {
         task.abort();
     }

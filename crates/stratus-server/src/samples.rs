@@ -85,6 +85,7 @@ pub fn queue(app: &str, queue: &str, bodies: &[Vec<u8>], format: &str) -> anyhow
             sent_ms: now,
             visible_ms: now,
             last_error: None,
+            trace: None,
         })
         .collect();
     Ok(crate::triggers::queue::batch_event(

@@ -27,8 +27,8 @@ use stratus_store::{
     Failures, FollowUp, KeyRecord, Leases, LogBudget, LogQuery, LogRecord, LogStore, MessageRecord,
     MessageSettlement, Messages, Meta, MetaKey, NewEvent, NewMessage, NewVersion, NodeRecord,
     Nodes, PackageRecord, Packages, QueueCounts, ScheduleSlot, Schedules, SecretRecord, Secrets,
-    Settlement, SharedPackages, Source, StoreError, StoredLog, Transfer, Trimmed, UnitOfWork,
-    VersionRecord, Write,
+    Settlement, SharedPackages, Source, SpanRecord, Spans, StoreError, StoredLog, Transfer,
+    Trimmed, UnitOfWork, VersionRecord, Write,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -230,7 +230,7 @@ fn version_from_row(row: &Row) -> Result<VersionRecord> {
     })
 }
 
-const EVENT_COLUMNS: &str = "id, app, function, payload, request_id, source, attempts, created_ms, not_before_ms, lease_until_ms, last_error";
+const EVENT_COLUMNS: &str = "id, app, function, payload, request_id, source, attempts, created_ms, not_before_ms, lease_until_ms, last_error, trace";
 
 fn event_from_row(row: &Row) -> EventRecord {
     EventRecord {
@@ -245,6 +245,7 @@ fn event_from_row(row: &Row) -> EventRecord {
         not_before_ms: row.get(8),
         lease_until_ms: row.get(9),
         last_error: row.get(10),
+        trace: row.get(11),
     }
 }
 
@@ -279,7 +280,7 @@ fn dead_letter_from_row(row: &Row) -> DeadLetter {
 }
 
 const MESSAGE_COLUMNS: &str =
-    "id, app, queue, body, message_id, source, receives, sent_ms, visible_ms, last_error";
+    "id, app, queue, body, message_id, source, receives, sent_ms, visible_ms, last_error, trace";
 
 fn message_from_row(row: &Row) -> MessageRecord {
     MessageRecord {
@@ -293,6 +294,7 @@ fn message_from_row(row: &Row) -> MessageRecord {
         sent_ms: row.get(7),
         visible_ms: row.get(8),
         last_error: row.get(9),
+        trace: row.get(10),
     }
 }
 
@@ -304,8 +306,8 @@ async fn insert_events(tx: &impl GenericClient, events: Vec<NewEvent>) -> Result
     }
     let insert = tx
         .prepare(
-            "INSERT INTO events (app, function, payload, request_id, source, created_ms, not_before_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO events (app, function, payload, request_id, source, created_ms, not_before_ms, trace) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (app, function, request_id) DO NOTHING RETURNING id",
         )
         .await?;
@@ -325,6 +327,7 @@ async fn insert_events(tx: &impl GenericClient, events: Vec<NewEvent>) -> Result
                     &e.source.to_string(),
                     &e.created_ms,
                     &e.not_before_ms,
+                    &e.trace,
                 ],
             )
             .await?;
@@ -346,8 +349,8 @@ async fn insert_messages(tx: &impl GenericClient, messages: Vec<NewMessage>) -> 
     }
     let insert = tx
         .prepare(
-            "INSERT INTO messages (app, queue, body, message_id, source, sent_ms, visible_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            "INSERT INTO messages (app, queue, body, message_id, source, sent_ms, visible_ms, trace) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .await?;
     let mut ids = Vec::with_capacity(messages.len());
@@ -363,6 +366,7 @@ async fn insert_messages(tx: &impl GenericClient, messages: Vec<NewMessage>) -> 
                     &m.source.to_string(),
                     &m.sent_ms,
                     &m.visible_ms,
+                    &m.trace,
                 ],
             )
             .await?;
@@ -569,6 +573,7 @@ impl Apps for PostgresStore {
                 "secrets",
                 "builds",
                 "failures",
+                "spans",
                 "events",
                 "dead_letters",
                 "messages",
@@ -911,6 +916,112 @@ impl Failures for PostgresStore {
                        FROM failures WHERE app = $1) ranked WHERE n > $2))",
                     &[&app, &keep, &before_ms],
                 )
+                .await?;
+            Ok(deleted)
+        })
+        .await
+    }
+}
+
+const SPAN_COLUMNS: &str =
+    "trace_id, span_id, parent_id, app, name, kind, start_ns, end_ns, error, request_id, detail";
+
+fn span_from_row(row: &Row) -> SpanRecord {
+    SpanRecord {
+        trace_id: row.get(0),
+        span_id: row.get(1),
+        parent_id: row.get(2),
+        app: row.get(3),
+        name: row.get(4),
+        kind: row.get(5),
+        start_ns: row.get(6),
+        end_ns: row.get(7),
+        error: row.get(8),
+        request_id: row.get(9),
+        detail: row.get(10),
+    }
+}
+
+#[async_trait]
+impl Spans for PostgresStore {
+    async fn put_spans(&self, spans: Vec<SpanRecord>) -> StoreResult<()> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        run(async {
+            // One statement for the batch: each column as an array.
+            let column = |f: fn(&SpanRecord) -> Option<String>| -> Vec<Option<String>> {
+                spans.iter().map(f).collect()
+            };
+            let trace_ids = column(|s| Some(s.trace_id.clone()));
+            let span_ids = column(|s| Some(s.span_id.clone()));
+            let parents = column(|s| s.parent_id.clone());
+            let apps = column(|s| Some(s.app.clone()));
+            let names = column(|s| Some(s.name.clone()));
+            let kinds = column(|s| Some(s.kind.clone()));
+            let starts: Vec<i64> = spans.iter().map(|s| s.start_ns).collect();
+            let ends: Vec<i64> = spans.iter().map(|s| s.end_ns).collect();
+            let errors = column(|s| s.error.clone());
+            let requests = column(|s| s.request_id.clone());
+            let details = column(|s| Some(s.detail.clone()));
+            self.client()
+                .await?
+                .execute(
+                    &format!(
+                        "INSERT INTO spans ({SPAN_COLUMNS}) \
+                         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+                           $6::TEXT[], $7::BIGINT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[], $11::TEXT[]) \
+                         ON CONFLICT (trace_id, span_id) DO NOTHING"
+                    ),
+                    &[
+                        &trace_ids, &span_ids, &parents, &apps, &names, &kinds, &starts, &ends,
+                        &errors, &requests, &details,
+                    ],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn trace_spans(&self, trace_id: &str, limit: usize) -> StoreResult<Vec<SpanRecord>> {
+        run(async {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let sql = format!(
+                "SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id = $1 \
+                 ORDER BY start_ns, span_id LIMIT $2"
+            );
+            let rows = self
+                .client()
+                .await?
+                .query(&sql, &[&trace_id, &limit])
+                .await?;
+            Ok(rows.iter().map(span_from_row).collect())
+        })
+        .await
+    }
+
+    async fn trace_of_request(&self, request_id: &str) -> StoreResult<Option<String>> {
+        run(async {
+            let row = self
+                .client()
+                .await?
+                .query_opt(
+                    "SELECT trace_id FROM spans WHERE request_id = $1 LIMIT 1",
+                    &[&request_id],
+                )
+                .await?;
+            Ok(row.map(|row| row.get(0)))
+        })
+        .await
+    }
+
+    async fn trim_spans(&self, before_ns: i64) -> StoreResult<u64> {
+        run(async {
+            let deleted = self
+                .client()
+                .await?
+                .execute("DELETE FROM spans WHERE start_ns < $1", &[&before_ns])
                 .await?;
             Ok(deleted)
         })
@@ -1956,7 +2067,7 @@ impl Transfer for PostgresStore {
             }
             for e in &dump.events {
                 tx.execute(
-                    &format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+                    &format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"),
                     &[
                         &e.id,
                         &e.app,
@@ -1969,6 +2080,7 @@ impl Transfer for PostgresStore {
                         &e.not_before_ms,
                         &e.lease_until_ms,
                         &e.last_error,
+                        &e.trace,
                     ],
                 )
                 .await?;
@@ -1994,7 +2106,7 @@ impl Transfer for PostgresStore {
             }
             for m in &dump.messages {
                 tx.execute(
-                    &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+                    &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
                     &[
                         &m.id,
                         &m.app,
@@ -2006,6 +2118,7 @@ impl Transfer for PostgresStore {
                         &m.sent_ms,
                         &m.visible_ms,
                         &m.last_error,
+                        &m.trace,
                     ],
                 )
                 .await?;

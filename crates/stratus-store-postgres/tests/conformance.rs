@@ -228,6 +228,7 @@ async fn nodes_hear_of_each_other_s_changes() {
             source: stratus_store::Source::Invoke,
             created_ms: 1,
             not_before_ms: 1,
+            trace: None,
         }])
         .await
         .unwrap();

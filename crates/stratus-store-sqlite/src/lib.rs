@@ -12,12 +12,12 @@ use stratus_store::{
     AppRecord, AwsCredentialRecord, Backlog, BuildRecord, BuildStatus, DeadLetter, Dump,
     EventCounts, EventRecord, FailureRecord, FollowUp, KeyRecord, LogBudget, LogQuery, LogRecord,
     MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion, NodeRecord, PackageRecord,
-    QueueCounts, ScheduleSlot, SecretRecord, Settlement, Source, StoreError, StoredLog, Trimmed,
-    VersionRecord,
+    QueueCounts, ScheduleSlot, SecretRecord, Settlement, Source, SpanRecord, StoreError, StoredLog,
+    Trimmed, VersionRecord,
 };
 use stratus_store::{
     Apps, Backlogs, Builds, Credentials, Events, Failures, Leases, LogStore, Messages, Meta,
-    MetaKey, Nodes, Packages, Schedules, Secrets, Transfer, UnitOfWork, Write,
+    MetaKey, Nodes, Packages, Schedules, Secrets, Spans, Transfer, UnitOfWork, Write,
 };
 
 /// An error inside this backend, before it leaves as a [`StoreError`].
@@ -278,6 +278,27 @@ CREATE TABLE failures (
     scene TEXT NOT NULL
 );
 CREATE INDEX failures_by_function ON failures (app, function, at_ms);
+"#,
+    // Recorded spans; the trace context events and messages carry.
+    r#"
+CREATE TABLE spans (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_id TEXT,
+    app TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    error TEXT,
+    request_id TEXT,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (trace_id, span_id)
+) WITHOUT ROWID;
+CREATE INDEX spans_by_request ON spans (request_id) WHERE request_id IS NOT NULL;
+CREATE INDEX spans_by_start ON spans (start_ns);
+ALTER TABLE events ADD COLUMN trace TEXT;
+ALTER TABLE messages ADD COLUMN trace TEXT;
 "#,
 ];
 
@@ -621,7 +642,7 @@ fn decode_version(raw: RawVersion) -> Result<VersionRecord> {
     })
 }
 
-const EVENT_COLUMNS: &str = "id, app, function, payload, request_id, source, attempts, created_ms, not_before_ms, lease_until_ms, last_error";
+const EVENT_COLUMNS: &str = "id, app, function, payload, request_id, source, attempts, created_ms, not_before_ms, lease_until_ms, last_error, trace";
 
 fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
     Ok(EventRecord {
@@ -636,6 +657,7 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
         not_before_ms: row.get(8)?,
         lease_until_ms: row.get(9)?,
         last_error: row.get(10)?,
+        trace: row.get(11)?,
     })
 }
 
@@ -673,8 +695,8 @@ fn dead_letter_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter>
 /// [`Store::enqueue_events`].
 fn insert_events(tx: &rusqlite::Transaction<'_>, events: Vec<NewEvent>) -> Result<Vec<i64>> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO events (app, function, payload, request_id, source, created_ms, not_before_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+        "INSERT INTO events (app, function, payload, request_id, source, created_ms, not_before_ms, trace) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
          ON CONFLICT (app, function, request_id) DO NOTHING RETURNING id",
     )?;
     let mut existing = tx.prepare_cached(
@@ -691,7 +713,8 @@ fn insert_events(tx: &rusqlite::Transaction<'_>, events: Vec<NewEvent>) -> Resul
                     e.request_id,
                     e.source.to_string(),
                     e.created_ms,
-                    e.not_before_ms
+                    e.not_before_ms,
+                    e.trace
                 ],
                 |row| row.get(0),
             )
@@ -709,8 +732,8 @@ fn insert_events(tx: &rusqlite::Transaction<'_>, events: Vec<NewEvent>) -> Resul
 
 fn insert_messages(tx: &rusqlite::Transaction<'_>, messages: Vec<NewMessage>) -> Result<Vec<i64>> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO messages (app, queue, body, message_id, source, sent_ms, visible_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+        "INSERT INTO messages (app, queue, body, message_id, source, sent_ms, visible_ms, trace) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
     )?;
     let mut ids = Vec::with_capacity(messages.len());
     for m in messages {
@@ -722,7 +745,8 @@ fn insert_messages(tx: &rusqlite::Transaction<'_>, messages: Vec<NewMessage>) ->
                 m.message_id,
                 m.source.to_string(),
                 m.sent_ms,
-                m.visible_ms
+                m.visible_ms,
+                m.trace
             ],
             |row| row.get(0),
         )?);
@@ -744,7 +768,7 @@ fn insert_follow_ups(tx: &rusqlite::Transaction<'_>, then: Vec<FollowUp>) -> Res
 }
 
 const MESSAGE_COLUMNS: &str =
-    "id, app, queue, body, message_id, source, receives, sent_ms, visible_ms, last_error";
+    "id, app, queue, body, message_id, source, receives, sent_ms, visible_ms, last_error, trace";
 
 fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRecord> {
     Ok(MessageRecord {
@@ -758,6 +782,7 @@ fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRecord> 
         sent_ms: row.get(7)?,
         visible_ms: row.get(8)?,
         last_error: row.get(9)?,
+        trace: row.get(10)?,
     })
 }
 
@@ -932,6 +957,7 @@ impl Apps for SqliteStore {
             tx.execute("DELETE FROM secrets WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM builds WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM failures WHERE app = ?1", [&app])?;
+            tx.execute("DELETE FROM spans WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM events WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM dead_letters WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM messages WHERE app = ?1", [&app])?;
@@ -1307,6 +1333,98 @@ impl Failures for SqliteStore {
                    FROM failures WHERE app = ?1) WHERE n > ?2))",
                 params![app, keep, before_ms],
             )?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+}
+
+const SPAN_COLUMNS: &str =
+    "trace_id, span_id, parent_id, app, name, kind, start_ns, end_ns, error, request_id, detail";
+
+fn span_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SpanRecord> {
+    Ok(SpanRecord {
+        trace_id: row.get(0)?,
+        span_id: row.get(1)?,
+        parent_id: row.get(2)?,
+        app: row.get(3)?,
+        name: row.get(4)?,
+        kind: row.get(5)?,
+        start_ns: row.get(6)?,
+        end_ns: row.get(7)?,
+        error: row.get(8)?,
+        request_id: row.get(9)?,
+        detail: row.get(10)?,
+    })
+}
+
+#[async_trait]
+impl Spans for SqliteStore {
+    async fn put_spans(&self, spans: Vec<SpanRecord>) -> StoreResult<()> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "INSERT OR IGNORE INTO spans ({SPAN_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                ))?;
+                for s in &spans {
+                    stmt.execute(params![
+                        s.trace_id,
+                        s.span_id,
+                        s.parent_id,
+                        s.app,
+                        s.name,
+                        s.kind,
+                        s.start_ns,
+                        s.end_ns,
+                        s.error,
+                        s.request_id,
+                        s.detail
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn trace_spans(&self, trace_id: &str, limit: usize) -> StoreResult<Vec<SpanRecord>> {
+        let trace_id = trace_id.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            let sql = format!(
+                "SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id = ?1 \
+                 ORDER BY start_ns, span_id LIMIT ?2"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![trace_id, limit], span_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn trace_of_request(&self, request_id: &str) -> StoreResult<Option<String>> {
+        let request_id = request_id.to_owned();
+        self.call(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT trace_id FROM spans WHERE request_id = ?1 LIMIT 1",
+                    [request_id],
+                    |row| row.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn trim_spans(&self, before_ns: i64) -> StoreResult<u64> {
+        self.call(move |conn| {
+            let deleted = conn.execute("DELETE FROM spans WHERE start_ns < ?1", [before_ns])?;
             Ok(deleted as u64)
         })
         .await
@@ -2148,7 +2266,7 @@ impl Transfer for SqliteStore {
             }
             for e in &dump.events {
                 tx.execute(
-                    &format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                    &format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
                     params![
                         e.id,
                         e.app,
@@ -2160,7 +2278,8 @@ impl Transfer for SqliteStore {
                         e.created_ms,
                         e.not_before_ms,
                         e.lease_until_ms,
-                        e.last_error
+                        e.last_error,
+                        e.trace
                     ],
                 )?;
             }
@@ -2184,7 +2303,7 @@ impl Transfer for SqliteStore {
             }
             for m in &dump.messages {
                 tx.execute(
-                    &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                    &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
                     params![
                         m.id,
                         m.app,
@@ -2195,7 +2314,8 @@ impl Transfer for SqliteStore {
                         m.receives,
                         m.sent_ms,
                         m.visible_ms,
-                        m.last_error
+                        m.last_error,
+                        m.trace
                     ],
                 )?;
             }

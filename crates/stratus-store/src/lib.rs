@@ -19,7 +19,7 @@ pub use records::{
     AppRecord, AwsCredentialRecord, BuildRecord, BuildStatus, DeadLetter, Dump, EventCounts,
     EventRecord, FailureRecord, FollowUp, KeyRecord, LogQuery, LogRecord, LogStream, MessageRecord,
     MessageSettlement, NewEvent, NewMessage, NewVersion, NodeRecord, PackageRecord, QueueCounts,
-    ScheduleSlot, SecretRecord, Settlement, Source, StoredLog, VersionRecord,
+    ScheduleSlot, SecretRecord, Settlement, Source, SpanRecord, StoredLog, VersionRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -254,6 +254,23 @@ pub trait Failures: Send + Sync {
     /// Deletes the failures of `app` that are older than `before_ms` or
     /// beyond the newest `keep` of their function; how many went.
     async fn trim_failures(&self, app: &str, keep: usize, before_ms: i64) -> Result<u64>;
+}
+
+/// Recorded spans (`stratus trace`).
+#[async_trait]
+pub trait Spans: Send + Sync {
+    /// Records spans; one already recorded (the same trace and span id)
+    /// stays as it was.
+    async fn put_spans(&self, spans: Vec<SpanRecord>) -> Result<()>;
+
+    /// The first `limit` spans of trace `trace_id`, by start time.
+    async fn trace_spans(&self, trace_id: &str, limit: usize) -> Result<Vec<SpanRecord>>;
+
+    /// The trace a span of invocation `request_id` is in, if one is kept.
+    async fn trace_of_request(&self, request_id: &str) -> Result<Option<String>>;
+
+    /// Deletes the spans that started before `before_ns`; how many went.
+    async fn trim_spans(&self, before_ns: i64) -> Result<u64>;
 }
 
 /// Log records, for a store that keeps them (see `stratus-logs`).
@@ -535,6 +552,7 @@ pub trait Store:
     + Secrets
     + Builds
     + Failures
+    + Spans
     + LogStore
     + Events
     + Messages
@@ -556,6 +574,8 @@ impl<T> Store for T where
         + Secrets
         + Builds
         + Failures
+        + Spans
+        + Spans
         + LogStore
         + Events
         + Messages

@@ -264,6 +264,8 @@ pub struct NewEvent {
     pub created_ms: i64,
     /// It is not dispatched before this time.
     pub not_before_ms: i64,
+    /// The trace context (`traceparent`) of whoever queued it.
+    pub trace: Option<String>,
 }
 
 /// A queued or claimed event.
@@ -287,6 +289,8 @@ pub struct EventRecord {
     pub lease_until_ms: Option<i64>,
     /// The error of the last failed attempt.
     pub last_error: Option<String>,
+    /// The trace context (`traceparent`) of whoever queued it.
+    pub trace: Option<String>,
 }
 
 /// An event that will not be retried again, kept until it is redriven or
@@ -362,6 +366,8 @@ pub struct NewMessage {
     pub sent_ms: i64,
     /// It is not received before this time.
     pub visible_ms: i64,
+    /// The trace context (`traceparent`) of whoever sent it.
+    pub trace: Option<String>,
 }
 
 /// A queued or received message.
@@ -381,6 +387,8 @@ pub struct MessageRecord {
     /// visibility timeout runs out.
     pub visible_ms: i64,
     pub last_error: Option<String>,
+    /// The trace context (`traceparent`) of whoever sent it.
+    pub trace: Option<String>,
 }
 
 /// The outcome of one delivery of a received message; as with
@@ -503,6 +511,31 @@ pub struct FailureRecord {
     /// the last log lines, the phases, peak memory, the environment's
     /// names); the store keeps whatever it is given.
     pub scene: String,
+}
+
+/// A span the platform recorded: what `stratus trace` shows. Traces are
+/// history, as logs are: they stay behind in a migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpanRecord {
+    /// 32 hexadecimal digits.
+    pub trace_id: String,
+    /// 16 hexadecimal digits; unique in its trace.
+    pub span_id: String,
+    pub parent_id: Option<String>,
+    pub app: String,
+    pub name: String,
+    /// `server`, `internal`, `producer`, `consumer`, `client`.
+    pub kind: String,
+    /// Nanoseconds since the epoch.
+    pub start_ns: i64,
+    pub end_ns: i64,
+    /// Set when it failed.
+    pub error: Option<String>,
+    /// The invocation it is, or is part of.
+    pub request_id: Option<String>,
+    /// The rest as the server writes it (JSON: attributes and links); the
+    /// store keeps whatever it is given.
+    pub detail: String,
 }
 
 /// One build of an app's code: what `stratus builds` shows.

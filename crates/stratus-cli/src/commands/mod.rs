@@ -23,6 +23,7 @@ mod runtimes;
 mod secret;
 mod server;
 mod status;
+mod trace;
 mod versions;
 
 use std::process::ExitCode;
@@ -92,6 +93,9 @@ pub enum Command {
     Builds(builds::BuildsArgs),
     /// List failed invocations, show their scenes, and replay their events
     Failures(failures::FailuresArgs),
+    /// Show a trace (by its id, or an invocation's request id) as a
+    /// waterfall of its spans
+    Trace(trace::TraceArgs),
     /// List the interpreters the server runs functions on and builds for,
     /// and its build tools
     Runtimes(runtimes::RuntimesArgs),
@@ -174,6 +178,7 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Rollback(args) => versions::rollback(&conn, args).await,
         Command::Builds(args) => builds::run(&conn, args).await,
         Command::Failures(args) => failures::run(&conn, args).await,
+        Command::Trace(args) => trace::run(&conn, args).await,
         Command::Git(args) => git::run(&conn, args).await,
         Command::Runtimes(args) => runtimes::run(&conn, args).await,
         Command::Status(args) => status::run(&conn, args).await,

@@ -669,3 +669,13 @@ impl Witness {
         self.lines().into_iter().collect()
     }
 }
+
+/// A port nothing listens on now.
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -58,24 +58,17 @@ pub(crate) enum RuntimeResult {
 pub(crate) struct Dispatch {
     pub invocation: Invocation,
     pub timeout: Duration,
-    pub trace_id: String,
     pub function_arn: String,
     pub dispatched_tx: oneshot::Sender<Instant>,
     pub result_tx: oneshot::Sender<RuntimeResult>,
 }
 
 impl Dispatch {
-    pub fn new(
-        invocation: Invocation,
-        timeout: Duration,
-        trace_id: String,
-        function_arn: String,
-    ) -> Dispatch {
+    pub fn new(invocation: Invocation, timeout: Duration, function_arn: String) -> Dispatch {
         // The channels are replaced by `Instance::run`.
         Dispatch {
             invocation,
             timeout,
-            trace_id,
             function_arn,
             dispatched_tx: oneshot::channel().0,
             result_tx: oneshot::channel().0,

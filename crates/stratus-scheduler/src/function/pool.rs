@@ -468,7 +468,6 @@ impl Pool {
         let arrived = Instant::now();
         let request_id = invocation.request_id.clone();
         let want_logs = invocation.want_logs;
-        let trace_id = invocation.trace_id.clone().unwrap_or_else(new_trace_id);
         let mut stale = 0;
         let (instance, cold, queue, dispatched_at, outcome, running) = loop {
             let grant = match self.acquire().await {
@@ -505,7 +504,6 @@ impl Pool {
             let dispatch = Dispatch::new(
                 invocation.clone(),
                 self.config.spec.timeout,
-                trace_id.clone(),
                 self.ctx
                     .sandboxes
                     .settings
@@ -575,6 +573,7 @@ impl Pool {
             arrived,
             cpu_before,
             event: invocation.payload.clone(),
+            trace: invocation.trace.clone(),
             _running: running,
         };
         let Some((stream, done, abort)) = stream else {
@@ -695,6 +694,7 @@ impl Pool {
         );
         let instance = &ended.instance;
         let max_memory_mb = instance.peak_rss_kib().map(|kib| kib.div_ceil(1024));
+        self.trace(ended, &phases, result, outcome_name);
         if let Err(error) = result {
             self.capture(Scene {
                 app: self.config.app.clone(),
@@ -747,6 +747,121 @@ impl Pool {
         names.dedup();
         scene.env_names = names;
         sink.failed(scene);
+    }
+
+    /// Records an ended invocation's spans: the invocation, under its
+    /// caller's span, and its phases inside it; the handler's span is the
+    /// one the function was given as its parent.
+    fn trace(
+        &self,
+        ended: &Ended,
+        phases: &Phases,
+        result: &Result<bytes::Bytes, FunctionError>,
+        outcome_name: &str,
+    ) {
+        let tracer = &self.ctx.sandboxes.settings.tracer;
+        if !tracer.is_on() || !ended.trace.handler.sampled {
+            return;
+        }
+        let end = stratus_trace::now_ns();
+        let start = stratus_trace::ns_before(end, ended.arrived.elapsed());
+        let handler_start = ended
+            .dispatched_at
+            .map(|at| stratus_trace::ns_before(end, at.elapsed()))
+            .unwrap_or(end);
+        let mut spans = self.invocation_spans(&ended.trace, &ended.request_id, start, end);
+        let invocation = spans[0].context.span_id;
+        let error = result
+            .as_ref()
+            .err()
+            .map(|e| format!("{}: {}", e.error_type, e.message));
+        spans[0].error.clone_from(&error);
+        let root = &mut spans[0];
+        root.attributes.extend([
+            ("faas.coldstart", stratus_trace::Value::Bool(ended.cold)),
+            (
+                "stratus.outcome",
+                stratus_trace::Value::Str(outcome_of(outcome_name, result).as_str().to_owned()),
+            ),
+            (
+                "stratus.instance",
+                stratus_trace::Value::Str(ended.instance.id.clone()),
+            ),
+        ]);
+        // The phases, one after another from the arrival.
+        let mut at = start;
+        let mut phase = |name: &'static str, ms: f64| {
+            let until = (at + (ms * 1e6) as u64).min(handler_start.max(at));
+            let span = stratus_trace::Span::new(
+                ended.trace.handler.child(),
+                Some(invocation),
+                name,
+                stratus_trace::Kind::Internal,
+                &self.config.app,
+                at,
+                until,
+            );
+            at = until;
+            span
+        };
+        let mut phase_spans = Vec::with_capacity(5);
+        if phases.queue_ms >= 0.05 {
+            phase_spans.push(phase("queue wait", phases.queue_ms));
+        }
+        for (name, ms) in [
+            ("sandbox", phases.sandbox_ms),
+            ("runtime start", phases.runtime_start_ms),
+            ("init", phases.handler_init_ms),
+        ] {
+            if let Some(ms) = ms {
+                phase_spans.push(phase(name, ms));
+            }
+        }
+        spans.extend(phase_spans);
+        let mut handler = stratus_trace::Span::new(
+            ended.trace.handler,
+            Some(invocation),
+            "handler",
+            stratus_trace::Kind::Internal,
+            &self.config.app,
+            handler_start,
+            end,
+        );
+        handler.error = error;
+        handler.request_id = Some(ended.request_id.clone());
+        spans.push(handler);
+        tracer.record(spans);
+    }
+
+    /// The span of an invocation of this pool's function, with the
+    /// attributes every one has.
+    fn invocation_spans(
+        &self,
+        trace: &crate::invocation::Trace,
+        request_id: &str,
+        start: u64,
+        end: u64,
+    ) -> Vec<stratus_trace::Span> {
+        let mut span = stratus_trace::Span::new(
+            trace.handler.child(),
+            trace.parent.map(|parent| parent.span_id),
+            self.config.spec.name.clone(),
+            stratus_trace::Kind::Server,
+            &self.config.app,
+            start,
+            end,
+        )
+        .attribute(
+            "faas.name",
+            stratus_trace::Value::Str(self.config.spec.name.clone()),
+        )
+        .attribute(
+            "faas.version",
+            stratus_trace::Value::Int(i64::from(self.config.version)),
+        );
+        span.request_id = Some(request_id.to_owned());
+        span.links.clone_from(&trace.links);
+        vec![span]
     }
 
     /// Counts an ended invocation, and times it, in the metrics.
@@ -805,6 +920,15 @@ impl Pool {
             env_names: Vec::new(),
         });
         tracing::warn!(function = %self.config.qualified_name(), error = %error.message, "instance failed to start");
+        let tracer = &self.ctx.sandboxes.settings.tracer;
+        if tracer.is_on() && invocation.trace.handler.sampled {
+            let end = stratus_trace::now_ns();
+            let start = stratus_trace::ns_before(end, arrived.elapsed());
+            let mut spans =
+                self.invocation_spans(&invocation.trace, &invocation.request_id, start, end);
+            spans[0].error = Some(format!("{}: {}", error.error_type, error.message));
+            tracer.record(spans);
+        }
         self.metrics.invoked(
             stratus_metrics::Outcome::Error,
             true,
@@ -948,6 +1072,7 @@ struct Ended {
     cpu_before: Option<(u64, u64)>,
     /// The event, for the scene of a failure.
     event: bytes::Bytes,
+    trace: crate::invocation::Trace,
     /// Counts the invocation as running until it is reported.
     _running: stratus_metrics::Running,
 }
@@ -969,15 +1094,4 @@ fn outcome_of(
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// A trace id in the X-Ray format Lambda runtimes expect.
-fn new_trace_id() -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!(
-        "Root=1-{:08x}-{};Parent={};Sampled=0",
-        crate::clock::now_ms() / 1000,
-        &id[..24],
-        &id[16..32]
-    )
 }

@@ -102,7 +102,9 @@ async fn next(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response
             "lambda-runtime-invoked-function-arn",
             &dispatch.function_arn,
         );
-        set("lambda-runtime-trace-id", &dispatch.trace_id);
+        let trace = &dispatch.invocation.trace.handler;
+        set("lambda-runtime-trace-id", &trace.xray());
+        set("lambda-runtime-traceparent", &trace.traceparent());
         if let Some(context) = &dispatch.invocation.client_context {
             set("lambda-runtime-client-context", context);
         }

@@ -553,3 +553,72 @@ async fn a_runtime_that_asks_for_fewer_events_than_its_concurrency_is_told_so() 
     let first = first.await.unwrap().expect("reached");
     assert!(first.result.is_err());
 }
+
+/// Keeps the spans it is given.
+#[derive(Debug, Default)]
+struct Spans(std::sync::Mutex<Vec<stratus_trace::Span>>);
+
+impl stratus_trace::Sink for Spans {
+    fn record(&self, spans: Vec<stratus_trace::Span>) {
+        self.0.lock().unwrap().extend(spans);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_are_spans_under_their_caller_with_the_handler_s_span_inside() {
+    let spans = Arc::new(Spans::default());
+    let mut settings = fake::settings();
+    settings.tracer = stratus_trace::Tracer::new(spans.clone());
+    let launcher = FakeLauncher::new(Program::Function(fake::echo()), false);
+    let (scheduler, _) = fake::scheduler(settings, &launcher);
+    scheduler.publish_app("app", vec![fake::function("app", "f", 1)], vec![]);
+
+    let caller = stratus_trace::Context::root();
+    for _ in 0..2 {
+        let mut invocation = Invocation::new(Bytes::from_static(b"{}"));
+        invocation.trace = crate::Trace::under(Some(caller));
+        let handler = invocation.trace.handler;
+        let request_id = invocation.request_id.clone();
+        let outcome = scheduler.invoke("app", "f", invocation).await.unwrap();
+        assert!(outcome.result.is_ok());
+
+        let recorded = std::mem::take(&mut *spans.0.lock().unwrap());
+        let root = recorded
+            .iter()
+            .find(|s| s.name == "f")
+            .expect("the invocation's span");
+        assert_eq!(root.context.trace_id, caller.trace_id);
+        assert_eq!(root.parent, Some(caller.span_id));
+        assert_eq!(root.request_id.as_deref(), Some(request_id.as_str()));
+        assert!(
+            root.attributes
+                .contains(&("faas.coldstart", stratus_trace::Value::Bool(outcome.cold)))
+        );
+        // The function was given the handler's span as its parent.
+        let inside = recorded.iter().find(|s| s.name == "handler").unwrap();
+        assert_eq!(inside.context, handler);
+        // Every phase is inside the invocation, in its time.
+        for span in &recorded {
+            assert_eq!(span.context.trace_id, caller.trace_id);
+            if span.name != "f" {
+                assert_eq!(span.parent, Some(root.context.span_id), "{}", span.name);
+                assert!(
+                    span.start_ns >= root.start_ns && span.end_ns <= root.end_ns,
+                    "{}",
+                    span.name
+                );
+            }
+        }
+        let sandbox = recorded.iter().any(|s| s.name == "sandbox");
+        assert_eq!(sandbox, outcome.cold);
+    }
+
+    // An unsampled caller's trace is passed on, not recorded.
+    let mut invocation = Invocation::new(Bytes::from_static(b"{}"));
+    invocation.trace = crate::Trace::under(Some(stratus_trace::Context {
+        sampled: false,
+        ..caller
+    }));
+    scheduler.invoke("app", "f", invocation).await.unwrap();
+    assert!(spans.0.lock().unwrap().is_empty());
+}

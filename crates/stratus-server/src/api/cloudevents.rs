@@ -111,8 +111,13 @@ pub(crate) async fn ingest(
         .quotas
         .admit(&app, crate::quotas::Kind::Events, count, bytes)?;
     let mut accepted = Vec::new();
+    let request_trace = crate::traces::parent_of(&headers);
     for (event, to, payload) in routed {
         let request_id = request_id(text(event, "source"), text(event, "id"));
+        // The distributed tracing extension's `traceparent`, else the
+        // request's.
+        let parent =
+            stratus_trace::Context::from_traceparent(text(event, "traceparent")).or(request_trace);
         for function in &to {
             state
                 .events
@@ -122,6 +127,7 @@ pub(crate) async fn ingest(
                     Bytes::from(payload.clone()),
                     stratus_store::Source::CloudEvents,
                     request_id.clone(),
+                    parent,
                 )
                 .await?;
         }

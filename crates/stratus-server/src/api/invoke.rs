@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
-use stratus_scheduler::{Invocation, InvokeError, InvokeOutcome};
+use stratus_scheduler::{Invocation, InvokeError, InvokeOutcome, Trace};
 
 use super::ApiError;
 use crate::AppState;
@@ -28,13 +28,14 @@ const INVOCATION_TYPE: &str = "x-stratus-invocation-type";
 /// Largest payload of an asynchronous invocation, as on Lambda.
 const MAX_EVENT_BYTES: usize = 256 * 1024;
 
-/// Stores an event for `app`/`function` and returns its request id once
-/// it is committed.
+/// Stores an event for `app`/`function`, under the caller's trace
+/// context in `headers`, and returns its request id once it is committed.
 pub(super) async fn enqueue(
     state: &AppState,
     app: &str,
     function: &str,
     payload: Bytes,
+    headers: &HeaderMap,
 ) -> Result<String, ApiError> {
     if state.scheduler.pool(app, function).is_none() {
         return Err(invoke_error(InvokeError::NoSuchFunction {
@@ -56,7 +57,13 @@ pub(super) async fn enqueue(
         .admit(app, Kind::Events, 1, payload.len() as u64)?;
     Ok(state
         .events
-        .enqueue(app, function, payload, stratus_store::Source::Invoke)
+        .enqueue(
+            app,
+            function,
+            payload,
+            stratus_store::Source::Invoke,
+            crate::traces::parent_of(headers),
+        )
         .await?)
 }
 
@@ -66,8 +73,9 @@ async fn invoke_async(
     app: &str,
     function: &str,
     payload: Bytes,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let request_id = enqueue(state, app, function, payload).await?;
+    let request_id = enqueue(state, app, function, payload, headers).await?;
     let mut response = (
         StatusCode::ACCEPTED,
         axum::Json(serde_json::json!({ "request_id": request_id })),
@@ -110,7 +118,7 @@ pub(super) fn json_payload(payload: Bytes) -> Result<Bytes, ApiError> {
 pub(super) fn invocation(payload: Bytes, headers: &HeaderMap, want_logs: bool) -> Invocation {
     let mut invocation = Invocation::new(payload);
     invocation.want_logs = want_logs;
-    invocation.trace_id = header(headers, "x-amzn-trace-id");
+    invocation.trace = Trace::under(crate::traces::parent_of(headers));
     invocation.client_context = client_context(headers);
     invocation
 }
@@ -191,7 +199,7 @@ pub(crate) async fn invoke(
 ) -> Result<Response, ApiError> {
     let payload = json_payload(read_body(&state, body).await?)?;
     if header(&headers, INVOCATION_TYPE).is_some_and(|t| t.eq_ignore_ascii_case("event")) {
-        return invoke_async(&state, &app, &function, payload).await;
+        return invoke_async(&state, &app, &function, payload, &headers).await;
     }
     let want_logs = matches!(params.log.as_deref(), Some("tail" | "true" | "1"));
     let invocation = invocation(payload, &headers, want_logs);

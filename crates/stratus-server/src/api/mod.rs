@@ -83,6 +83,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/apps/{app}/failures", get(crate::failures::list))
         .route("/v1/failures/{id}", get(crate::failures::show))
         .route("/v1/failures/{id}/replay", post(crate::failures::replay))
+        .route("/v1/traces/{id}", get(crate::traces::show))
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/apps/{app}/dlq", get(dlq::list))
         .route("/v1/apps/{app}/dlq/redrive", post(dlq::redrive))

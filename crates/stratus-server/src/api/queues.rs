@@ -23,6 +23,7 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 pub(crate) async fn send(
     State(state): State<Arc<AppState>>,
     Path((app, queue)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let body = axum::body::to_bytes(body, MAX_MESSAGE_BYTES)
@@ -36,7 +37,8 @@ pub(crate) async fn send(
                 ),
             )
         })?;
-    let ids = send_to(&state, &app, &queue, vec![body], Source::Send).await?;
+    let parent = crate::traces::parent_of(&headers);
+    let ids = send_to(&state, &app, &queue, vec![body], Source::Send, parent).await?;
     Ok((
         StatusCode::OK,
         Json(json!({ "app": app, "queue": queue, "message_id": ids[0] })),
@@ -51,6 +53,7 @@ pub(crate) async fn send_to(
     queue: &str,
     bodies: Vec<Bytes>,
     source: Source,
+    parent: Option<stratus_trace::Context>,
 ) -> Result<Vec<String>, ApiError> {
     let bytes = bodies.iter().map(|b| b.len() as u64).sum();
     state.quotas.admit(
@@ -59,7 +62,12 @@ pub(crate) async fn send_to(
         bodies.len() as u64,
         bytes,
     )?;
-    match state.triggers.queues.send(app, queue, bodies, source).await {
+    match state
+        .triggers
+        .queues
+        .send(app, queue, bodies, source, parent)
+        .await
+    {
         Ok(ids) => Ok(ids),
         Err(SendError::NoSuchQueue { .. }) => {
             require_app(state, app).await?;

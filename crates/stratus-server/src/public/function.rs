@@ -12,7 +12,7 @@ use stratus_gateway::payload::{self, HttpRequest};
 use stratus_logs::{LogRecord, LogStream};
 use stratus_scheduler::{
     FunctionError, HTTP_INTEGRATION_CONTENT_TYPE, Invocation, InvokeOutcome, ResponseStream,
-    StreamChunk,
+    StreamChunk, Trace,
 };
 
 use super::error::GatewayError;
@@ -67,6 +67,11 @@ pub(crate) async fn call(
         },
         Audience::Function,
     );
+    // The function sees its own place in the trace, not the caller's.
+    let trace = Trace::under(crate::traces::parent_of(&parts.headers));
+    if let Ok(value) = trace.handler.traceparent().parse() {
+        parts.headers.insert("traceparent", value);
+    }
     let peer_ip = forwarded::peer_ip(to.peer);
     let event = payload::event(&HttpRequest {
         method: &parts.method,
@@ -85,11 +90,7 @@ pub(crate) async fn call(
     });
     let mut invocation = Invocation::new(Bytes::from(event.to_string()));
     invocation.request_id = to.request_id.to_owned();
-    invocation.trace_id = parts
-        .headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(xray_from_traceparent);
+    invocation.trace = trace;
 
     let outcome = gateway
         .backend
@@ -106,28 +107,6 @@ fn protocol(version: Version) -> &'static str {
         Version::HTTP_3 => "HTTP/3.0",
         _ => "HTTP/1.1",
     }
-}
-
-/// `traceparent` (W3C) as the X-Ray trace header Lambda runtimes read, so
-/// the function's `_X_AMZN_TRACE_ID` carries the caller's trace.
-fn xray_from_traceparent(traceparent: &str) -> Option<String> {
-    let mut fields = traceparent.trim().split('-');
-    let (version, trace, parent, flags) = (
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-    );
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if !hex(version, 2) || !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2) {
-        return None;
-    }
-    let sampled = u8::from_str_radix(flags, 16).ok()? & 1;
-    Some(format!(
-        "Root=1-{}-{};Parent={parent};Sampled={sampled}",
-        &trace[..8],
-        &trace[8..]
-    ))
 }
 
 /// Logs why a function's result is not a response, under its request.
@@ -358,21 +337,5 @@ impl http_body::Body for ChannelBody {
 
     fn is_end_stream(&self) -> bool {
         self.ended
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::xray_from_traceparent;
-
-    #[test]
-    fn traceparent_becomes_the_xray_header() {
-        assert_eq!(
-            xray_from_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
-                .as_deref(),
-            Some("Root=1-0af76519-16cd43dd8448eb211c80319c;Parent=b7ad6b7169203331;Sampled=1")
-        );
-        assert_eq!(xray_from_traceparent("00-zz-b7ad6b7169203331-01"), None);
-        assert_eq!(xray_from_traceparent(""), None);
     }
 }

@@ -96,6 +96,8 @@ pub(crate) struct Gateway {
     /// What answers `/healthz` and `/readyz` for requests that address no
     /// app by host.
     pub probes: Option<Arc<dyn Probes>>,
+    /// Where proxied requests' spans go.
+    pub tracer: stratus_trace::Tracer,
 }
 
 /// Load balancers' probes of this node.

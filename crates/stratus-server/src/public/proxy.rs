@@ -115,6 +115,12 @@ pub(crate) async fn forward(
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+    // The service sees its own place in the trace: the request's span.
+    let parent = crate::traces::parent_of(&headers);
+    let trace = stratus_trace::Tracer::child_or_root(parent.as_ref());
+    if let Ok(value) = HeaderValue::from_str(&trace.traceparent()) {
+        headers.insert("traceparent", value);
+    }
     forwarded::apply(
         &mut headers,
         &Forwarding {
@@ -147,6 +153,8 @@ pub(crate) async fn forward(
         path: path.clone(),
         started,
         status: 0,
+        tracer: gateway.tracer.clone(),
+        trace: (parent, trace),
     };
 
     if websocket {
@@ -382,6 +390,9 @@ struct Record {
     path: String,
     started: Instant,
     status: u16,
+    tracer: stratus_trace::Tracer,
+    /// The caller's context and the request's.
+    trace: (Option<stratus_trace::Context>, stratus_trace::Context),
 }
 
 impl Record {
@@ -391,6 +402,36 @@ impl Record {
         // counted it.
         if self.status != 101 {
             self.service.metrics.answered(self.status, elapsed);
+        }
+        if self.tracer.is_on() {
+            let end = stratus_trace::now_ns();
+            let (parent, context) = self.trace;
+            let config = &self.service.config;
+            let mut span = stratus_trace::Span::new(
+                context,
+                parent.map(|p| p.span_id),
+                format!("{} {}", self.method, config.spec.name),
+                stratus_trace::Kind::Server,
+                &config.app,
+                stratus_trace::ns_before(end, self.started.elapsed()),
+                end,
+            );
+            use stratus_trace::Value;
+            span.attributes = vec![
+                ("http.request.method", Value::Str(self.method.clone())),
+                ("url.path", Value::Str(self.path.clone())),
+                (
+                    "http.response.status_code",
+                    Value::Int(i64::from(self.status)),
+                ),
+                ("stratus.service", Value::Str(config.spec.name.clone())),
+                ("stratus.instance", Value::Str(self.instance.clone())),
+            ];
+            if self.status >= 500 {
+                span.error = Some(format!("status {}", self.status));
+            }
+            span.request_id = Some(self.request_id.clone());
+            self.tracer.record(vec![span]);
         }
         if !self.service.config.spec.access_log && self.status < 500 {
             return;

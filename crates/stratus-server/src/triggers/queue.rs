@@ -61,6 +61,10 @@ pub(crate) fn batch_event(
                 &m.body,
             );
             event.insert("receivecount".into(), json!(m.receives));
+            // The distributed tracing extension: the sender's context.
+            if let Some(trace) = &m.trace {
+                event.insert("traceparent".into(), json!(trace));
+            }
             Value::Object(event)
         })
         .collect();
@@ -155,6 +159,7 @@ impl Queues {
         queue: &str,
         bodies: Vec<Bytes>,
         source: stratus_store::Source,
+        parent: Option<stratus_trace::Context>,
     ) -> Result<Vec<String>, SendError> {
         let known = {
             let declared = self.declared.lock().unwrap_or_else(|p| p.into_inner());
@@ -167,6 +172,14 @@ impl Queues {
             });
         }
         let now = crate::now_ms();
+        let trace = crate::traces::produce(
+            self.scheduler.tracer(),
+            parent,
+            app,
+            format!("send to queue {queue}"),
+            stratus_trace::now_ns(),
+        )
+        .traceparent();
         let messages: Vec<NewMessage> = bodies
             .into_iter()
             .map(|body| NewMessage {
@@ -177,6 +190,7 @@ impl Queues {
                 source: source.clone(),
                 sent_ms: now,
                 visible_ms: now,
+                trace: Some(trace.clone()),
             })
             .collect();
         let ids = messages.iter().map(|m| m.message_id.clone()).collect();
@@ -347,8 +361,24 @@ impl Worker {
         let payload =
             Bytes::from(batch_event(&batch, c.format, (&c.region, &c.app, &c.queue)).to_string());
         let request_id = uuid::Uuid::new_v4().to_string();
+        // The batch continues the first message's trace, and links to
+        // every message's producer.
+        let producers: Vec<_> = batch
+            .iter()
+            .filter_map(|m| crate::traces::carried(m.trace.as_deref()))
+            .collect();
+        let mut trace = stratus_scheduler::Trace::under(producers.first().copied());
+        trace.links = producers;
         // The ids of the messages that failed, and why.
-        let ran = attempt(&self.scheduler, &c.app, &c.function, payload, &request_id).await;
+        let ran = attempt(
+            &self.scheduler,
+            &c.app,
+            &c.function,
+            payload,
+            &request_id,
+            trace,
+        )
+        .await;
         let (failed, error): (HashSet<&str>, String) = match logged(&*self.logs, ran).await {
             // The messages come back when their visibility runs out.
             Attempt::Stopping | Attempt::Gone(_) => return,

@@ -73,6 +73,8 @@ pub(crate) struct Schedules {
     timers: Mutex<HashMap<TimerKey, JoinHandle<()>>>,
     /// Counts fires and misses.
     metrics: stratus_metrics::Metrics,
+    /// Records each fire as the root of a trace.
+    tracer: stratus_trace::Tracer,
 }
 
 impl Schedules {
@@ -82,6 +84,7 @@ impl Schedules {
         wake: Arc<dyn Fn() + Send + Sync>,
         region: String,
         metrics: stratus_metrics::Metrics,
+        tracer: stratus_trace::Tracer,
     ) -> Arc<Schedules> {
         Arc::new(Schedules {
             store,
@@ -90,6 +93,7 @@ impl Schedules {
             wake,
             timers: Mutex::new(HashMap::new()),
             metrics,
+            tracer,
         })
     }
 
@@ -141,6 +145,7 @@ impl Source for Schedules {
                 function,
                 schedule,
                 metrics: self.metrics.clone(),
+                tracer: self.tracer.clone(),
             };
             timers.insert(key, tokio::spawn(timer.run()));
         }
@@ -163,6 +168,7 @@ struct Timer {
     function: String,
     schedule: ScheduleTrigger,
     metrics: stratus_metrics::Metrics,
+    tracer: stratus_trace::Tracer,
 }
 
 /// Most slots counted as missed at once (a long outage of an every-minute
@@ -245,6 +251,9 @@ impl Timer {
     /// node or an earlier run recorded is left alone. Whether this one
     /// recorded it.
     async fn fire(&self, slot: i64, run: bool, late: bool) -> stratus_store::Result<bool> {
+        // Each fire is the root of a trace.
+        let trace = stratus_trace::Context::root();
+        let started_ns = stratus_trace::now_ns();
         let event = run.then(|| {
             let id = uuid::Uuid::new_v4().to_string();
             let now = self.clock.now_ms();
@@ -263,6 +272,7 @@ impl Timer {
                 source: stratus_store::Source::Schedule,
                 created_ms: now,
                 not_before_ms: now,
+                trace: Some(trace.traceparent()),
             }
         });
         let won = self
@@ -270,6 +280,20 @@ impl Timer {
             .fire_schedule(&self.app, &self.function, &self.schedule.key(), slot, event)
             .await?;
         if won && run {
+            let mut span = stratus_trace::Span::new(
+                trace,
+                None,
+                format!("schedule {}", self.schedule.key()),
+                stratus_trace::Kind::Producer,
+                &self.app,
+                started_ns,
+                stratus_trace::now_ns(),
+            );
+            span.attributes.push((
+                "stratus.slot",
+                stratus_trace::Value::Str(cloudevent::rfc3339(slot)),
+            ));
+            self.tracer.record(vec![span]);
             tracing::info!(
                 app = self.app,
                 function = self.function,
@@ -343,6 +367,7 @@ mod tests {
                 Arc::new(|| {}),
                 "us-east-1".into(),
                 stratus_metrics::Metrics::off(),
+                stratus_trace::Tracer::off(),
             ),
         }
     }

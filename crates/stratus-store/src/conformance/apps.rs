@@ -152,6 +152,7 @@ pub async fn backlogs_count_each_app_s_events_and_messages_in_bytes(f: &dyn Fixt
         source: "invoke".into(),
         created_ms: 1,
         not_before_ms: 1,
+        trace: None,
     };
     store
         .enqueue_events(vec![
@@ -170,6 +171,7 @@ pub async fn backlogs_count_each_app_s_events_and_messages_in_bytes(f: &dyn Fixt
             source: "send".into(),
             sent_ms: 1,
             visible_ms: 1,
+            trace: None,
         }])
         .await
         .unwrap();

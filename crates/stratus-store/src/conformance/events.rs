@@ -10,6 +10,7 @@ fn event(app: &str, function: &str, request_id: &str, not_before_ms: i64) -> New
         source: "invoke".into(),
         created_ms: 1,
         not_before_ms,
+        trace: (request_id == "r1").then(|| format!("00-{}-{}-01", "1".repeat(32), "2".repeat(16))),
     }
 }
 
@@ -43,6 +44,12 @@ pub async fn delivered_events_leave_the_queue(f: &dyn Fixture) {
         ("a", "f", &Source::Invoke)
     );
     assert_eq!(first.payload, b"{\"n\":\"r1\"}");
+    // The producer's trace context travels with the event.
+    assert_eq!(
+        first.trace,
+        Some(format!("00-{}-{}-01", "1".repeat(32), "2".repeat(16)))
+    );
+    assert_eq!(claimed[1].trace, None);
     assert_eq!(first.attempts, 1);
     assert_eq!(first.lease_until_ms, Some(1_010));
     assert_eq!(

@@ -12,6 +12,7 @@ fn message(queue: &str, body: &str, visible_ms: i64) -> NewMessage {
         source: "send".into(),
         sent_ms: 1,
         visible_ms,
+        trace: Some(format!("trace-of-{body}")),
     }
 }
 
@@ -46,6 +47,7 @@ pub async fn messages_are_received_in_batches_hidden_and_settled(f: &dyn Fixture
     );
     let batch = store.receive_messages("a", "q", 10, 2, 100).await.unwrap();
     assert_eq!(bodies(&batch), ["1", "2"]);
+    assert_eq!(batch[1].trace.as_deref(), Some("trace-of-2"));
     assert!(batch.iter().all(|m| m.receives == 1 && m.visible_ms == 110));
     // Received messages are hidden from other receivers.
     let rest = store.receive_messages("a", "q", 20, 10, 100).await.unwrap();
@@ -158,6 +160,7 @@ pub async fn a_destination_can_be_a_queue(f: &dyn Fixture) {
             source: "invoke".into(),
             created_ms: 1,
             not_before_ms: 1,
+            trace: None,
         }])
         .await
         .unwrap();
@@ -188,6 +191,7 @@ pub async fn a_schedule_slot_fires_once(f: &dyn Fixture) {
         source: "schedule".into(),
         created_ms: slot,
         not_before_ms: slot,
+        trace: None,
     };
     assert_eq!(
         store.last_schedule_slot("a", "cron", "k").await.unwrap(),
@@ -247,6 +251,7 @@ pub async fn a_unit_of_work_commits_events_and_messages_together(f: &dyn Fixture
         source: Source::Invoke,
         created_ms: 1,
         not_before_ms: 0,
+        trace: None,
     };
     let ids = store
         .commit(vec![

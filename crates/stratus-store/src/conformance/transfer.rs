@@ -27,6 +27,7 @@ fn event(request_id: &str) -> NewEvent {
         source: Source::Destination("g".into()),
         created_ms: 3,
         not_before_ms: 0,
+        trace: Some(format!("00-{}-{}-01", "3".repeat(32), "4".repeat(16))),
     }
 }
 
@@ -108,6 +109,7 @@ pub async fn a_store_moves_into_an_empty_one_whole(f: &dyn Fixture) {
             source: Source::Send,
             sent_ms: 2,
             visible_ms: 0,
+            trace: Some("a producer's context".into()),
         }])
         .await
         .unwrap();

@@ -297,7 +297,14 @@ async fn serve(
         "RequestResponse" => {}
         "Event" => {
             let payload = invoke::json_payload(body)?;
-            let request_id = invoke::enqueue(state, &target.app, &target.function, payload).await?;
+            let request_id = invoke::enqueue(
+                state,
+                &target.app,
+                &target.function,
+                payload,
+                &parts.headers,
+            )
+            .await?;
             let mut response = StatusCode::ACCEPTED.into_response();
             set_header(response.headers_mut(), REQUEST_ID, request_id);
             return Ok(response);
