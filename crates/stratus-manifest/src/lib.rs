@@ -6,6 +6,7 @@
 //! reported with the file, line and key, and a hint that says how to fix them.
 //! Nothing outside this crate knows the YAML shape.
 
+pub mod alerts;
 mod error;
 mod locate;
 mod raw;
@@ -16,9 +17,10 @@ mod spec;
 pub use error::{ManifestError, ManifestErrors};
 pub use spec::{
     AppSpec, BuildCommand, CatchUp, CloudEventsTrigger, CorsSpec, DEBUG_PORT_ENV, Destination,
-    Egress, EventFormat, FunctionSpec, HttpAuth, HttpSpec, LOG_LEVELS, LogFormat, Network,
-    QueueSpec, QueueTrigger, RESERVED_APP_NAMES, Readiness, Runtime, SCF_BOOTSTRAP, SCF_PORT,
-    ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec, Trigger, is_valid_name,
+    Egress, EventFormat, FunctionSpec, HttpAuth, HttpSpec, LOG_LEVELS, LogFormat, LogsTrigger,
+    Network, QueueSpec, QueueTrigger, RESERVED_APP_NAMES, Readiness, Runtime, SCF_BOOTSTRAP,
+    SCF_PORT, ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec, Trigger,
+    is_valid_name,
 };
 
 /// The file name `stratus deploy` looks for in an application directory.

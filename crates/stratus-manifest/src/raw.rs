@@ -19,6 +19,49 @@ pub(crate) struct RawManifest {
     pub services: BTreeMap<String, RawService>,
     #[serde(default, deserialize_with = "unique_keys")]
     pub queues: BTreeMap<String, Option<RawQueue>>,
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub alerts: BTreeMap<String, RawAlert>,
+}
+
+/// One of the app's alerts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAlert {
+    pub metric: Option<String>,
+    pub function: Option<String>,
+    pub queue: Option<String>,
+    pub logs: Option<RawLogMatch>,
+    pub above: Option<f64>,
+    pub below: Option<f64>,
+    pub window: Option<String>,
+    #[serde(rename = "for")]
+    pub hold: Option<String>,
+    #[serde(default)]
+    pub actions: Vec<RawAlertAction>,
+}
+
+/// Log lines that contain a pattern, of some of the app's functions.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLogMatch {
+    pub pattern: String,
+    pub from: Option<OneOrMany>,
+}
+
+/// One thing an alert does.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAlertAction {
+    pub invoke: Option<String>,
+    pub webhook: Option<RawWebhook>,
+    pub queue: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    pub url: String,
+    pub secret: String,
 }
 
 /// A named queue of the app.
@@ -40,6 +83,7 @@ pub(crate) struct RawTrigger {
     pub batch_size: Option<u32>,
     pub batch_window: Option<String>,
     pub cloudevents: Option<RawCloudEvents>,
+    pub logs: Option<RawLogMatch>,
     pub format: Option<String>,
 }
 

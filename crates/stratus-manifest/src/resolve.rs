@@ -12,8 +12,9 @@ use crate::raw::{
 };
 use crate::spec::{
     AppSpec, BuildCommand, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, EventFormat,
-    FunctionSpec, HttpAuth, HttpSpec, LogFormat, Network, QueueSpec, QueueTrigger, Readiness,
-    Runtime, ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec, Trigger, is_valid_name,
+    FunctionSpec, HttpAuth, HttpSpec, LogFormat, LogsTrigger, Network, QueueSpec, QueueTrigger,
+    Readiness, Runtime, ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec, Trigger,
+    is_valid_name,
 };
 
 pub const DEFAULT_MEMORY_MB: u32 = 128;
@@ -38,6 +39,8 @@ pub const SERVICE_DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_BATCH_SIZE: u32 = 10;
 pub const MAX_BATCH_SIZE: u32 = 100;
 pub const MAX_BATCH_WINDOW: Duration = Duration::from_secs(300);
+/// How long a `logs` trigger gathers lines, unless given.
+pub const DEFAULT_LOGS_WINDOW: Duration = Duration::from_secs(1);
 pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(4 * 24 * 3600);
@@ -45,7 +48,7 @@ pub const MAX_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 
 const RUNTIMES_HINT: &str = "runtimes are python3, nodejs, provided, or with a version: python3.12, nodejs22 (`stratus runtimes` lists the server's)";
 
-const NAME_HINT: &str =
+pub(crate) const NAME_HINT: &str =
     "use lowercase letters, digits and '-', starting with a letter, at most 40 characters";
 
 /// Environment variables the platform sets itself; a manifest may not override them.
@@ -64,14 +67,14 @@ const RESERVED_ENV: &[&str] = &[
     "STRATUS_API_TOKEN",
 ];
 
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     file: &'a str,
     text: &'a str,
-    errors: Vec<ManifestError>,
+    pub(crate) errors: Vec<ManifestError>,
 }
 
 impl Checker<'_> {
-    fn error(&mut self, key: String, message: String, hint: Option<String>) {
+    pub(crate) fn error(&mut self, key: String, message: String, hint: Option<String>) {
         self.errors.push(ManifestError {
             file: self.file.to_owned(),
             line: line_of(self.text, &key),
@@ -157,6 +160,10 @@ pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpe
     check_routes(&mut c, &functions, &services);
     check_destinations(&mut c, &functions, &queues);
     check_queue_triggers(&mut c, &functions, &queues);
+    check_log_triggers(&mut c, &functions, &services);
+    let service_names: Vec<&str> = services.keys().map(String::as_str).collect();
+    let alerts =
+        crate::alerts::resolve_alerts(&mut c, raw.alerts, &functions, &service_names, &queues);
 
     if c.errors.is_empty() {
         Ok(AppSpec {
@@ -164,6 +171,7 @@ pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpe
             functions,
             services,
             queues,
+            alerts,
         })
     } else {
         c.errors.sort_by_key(|e| e.line);
@@ -446,6 +454,7 @@ fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Tr
         ("schedule", t.schedule.is_some()),
         ("queue", t.queue.is_some()),
         ("cloudevents", t.cloudevents.is_some()),
+        ("logs", t.logs.is_some()),
     ];
     let given: Vec<&str> = kinds.iter().filter(|k| k.1).map(|k| k.0).collect();
     if given.len() != 1 {
@@ -456,7 +465,7 @@ fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Tr
             } else {
                 format!("this trigger names {} sources", given.join(" and "))
             },
-            Some("give each entry of `events:` one of `schedule:`, `queue:` or `cloudevents:`; list several entries for several sources".into()),
+            Some("give each entry of `events:` one of `schedule:`, `queue:`, `cloudevents:` or `logs:`; list several entries for several sources".into()),
         );
         return None;
     }
@@ -476,7 +485,7 @@ fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Tr
         stray(c, "timezone", t.timezone.is_some(), "schedule");
         stray(c, "catch_up", t.catch_up.is_some(), "schedule");
     }
-    if given[0] != "queue" {
+    if !matches!(given[0], "queue" | "logs") {
         stray(c, "batch_size", t.batch_size.is_some(), "queue");
         stray(c, "batch_window", t.batch_window.is_some(), "queue");
     }
@@ -549,6 +558,35 @@ fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Tr
             batch_window,
             format,
         })
+    } else if let Some(logs) = t.logs {
+        let batch_size = t.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+        if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
+            c.error(
+                key("batch_size"),
+                format!("batch_size {batch_size} is out of range"),
+                expected_for("batch_size").map(str::to_owned),
+            );
+        }
+        if logs.pattern.is_empty() {
+            c.error(
+                key("logs.pattern"),
+                "the pattern is empty".into(),
+                Some("give the text the lines contain, such as `ERROR`".into()),
+            );
+        }
+        let batch_window = duration(
+            c,
+            &key("batch_window"),
+            t.batch_window.as_deref(),
+            DEFAULT_LOGS_WINDOW,
+            (Duration::from_millis(100), MAX_BATCH_WINDOW),
+        );
+        Trigger::Logs(LogsTrigger {
+            pattern: logs.pattern,
+            from: logs.from.map(|f| f.into_vec()).unwrap_or_default(),
+            batch_size,
+            batch_window,
+        })
     } else {
         let filters = t.cloudevents.expect("one source is given");
         let types = filters.types.map(|t| t.into_vec()).unwrap_or_default();
@@ -571,6 +609,42 @@ fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Tr
         Trigger::CloudEvents(CloudEventsTrigger { types, sources })
     };
     (c.errors.len() == before).then_some(trigger)
+}
+
+/// A `logs` trigger reads lines of the app's other functions and
+/// services: one of its own would feed itself.
+fn check_log_triggers(
+    c: &mut Checker<'_>,
+    functions: &BTreeMap<String, FunctionSpec>,
+    services: &BTreeMap<String, ServiceSpec>,
+) {
+    for (name, f) in functions {
+        for (i, trigger) in f.events.iter().enumerate() {
+            let Trigger::Logs(t) = trigger else { continue };
+            for source in &t.from {
+                let key = format!("functions.{name}.events.{i}.logs.from");
+                if source == name {
+                    c.error(
+                        key,
+                        format!("{name} would receive its own lines"),
+                        Some("name the other functions and services whose lines it reads".into()),
+                    );
+                } else if !functions.contains_key(source) && !services.contains_key(source) {
+                    let names: Vec<&str> = functions
+                        .keys()
+                        .chain(services.keys())
+                        .map(String::as_str)
+                        .filter(|n| n != name)
+                        .collect();
+                    c.error(
+                        key,
+                        format!("the app has no function or service {source:?}"),
+                        Some(format!("its others: {}", names.join(", "))),
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn resolve_queue(c: &mut Checker<'_>, name: &str, q: RawQueue) -> Option<QueueSpec> {
@@ -1365,7 +1439,7 @@ fn is_dns_name(name: &str) -> bool {
 }
 
 /// A duration setting within `range`, or `default` when not given.
-fn duration(
+pub(crate) fn duration(
     c: &mut Checker<'_>,
     key: &str,
     given: Option<&str>,

@@ -17,6 +17,9 @@ pub struct AppSpec {
     /// Named queues: functions consume them through `queue` triggers.
     #[serde(default)]
     pub queues: BTreeMap<String, QueueSpec>,
+    /// Conditions on metrics or log lines, and what to do about them.
+    #[serde(default)]
+    pub alerts: BTreeMap<String, crate::alerts::AlertSpec>,
 }
 
 /// A queue the app declares.
@@ -43,6 +46,22 @@ pub enum Trigger {
     Queue(QueueTrigger),
     /// CloudEvents posted to the app's ingest endpoint, by type and source.
     CloudEvents(CloudEventsTrigger),
+    /// Log lines of the app's other functions and services that contain a
+    /// pattern, in batches.
+    Logs(LogsTrigger),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsTrigger {
+    pub pattern: String,
+    /// The functions and services whose lines count; empty: all but the
+    /// function itself.
+    pub from: Vec<String>,
+    /// Most lines in one invocation.
+    pub batch_size: u32,
+    /// How long to gather lines before delivering them.
+    #[serde(with = "millis")]
+    pub batch_window: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -609,7 +628,7 @@ mod opt_millis {
     }
 }
 
-mod millis {
+pub(crate) mod millis {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -1714,9 +1714,9 @@ fn schedule_triggers_are_checked() {
         stratus.yaml:13: functions.a.events.3.batch_size: `batch_size` does not apply to a schedule trigger
           hint: `batch_size` is a setting of `queue` triggers; remove it
         stratus.yaml:14: functions.a.events.4: this trigger names no source
-          hint: give each entry of `events:` one of `schedule:`, `queue:` or `cloudevents:`; list several entries for several sources
+          hint: give each entry of `events:` one of `schedule:`, `queue:`, `cloudevents:` or `logs:`; list several entries for several sources
         stratus.yaml:15: functions.a.events.5: this trigger names schedule and queue sources
-          hint: give each entry of `events:` one of `schedule:`, `queue:` or `cloudevents:`; list several entries for several sources
+          hint: give each entry of `events:` one of `schedule:`, `queue:`, `cloudevents:` or `logs:`; list several entries for several sources
         ",
     );
 }
@@ -1779,6 +1779,50 @@ fn queue_triggers_are_checked() {
           hint: a whole number of messages from 1 to 100 (default 10)
         stratus.yaml:9: functions.a.events.0.batch_window: 10m is out of range
           hint: give a duration from 0s to 5m
+        ",
+    );
+}
+
+#[test]
+fn log_triggers_and_alerts_are_checked() {
+    check(
+        "
+        app: shop
+        functions:
+          a:
+            runtime: python3
+            handler: main.handler
+            events:
+              - logs: { pattern: ERROR, from: [b] }
+          b:
+            runtime: python3
+            handler: main.handler
+            events:
+              - logs: { pattern: ERROR, from: [b, c] }
+          c:
+            runtime: python3
+            handler: main.handler
+            events:
+              - logs: { pattern: ERROR }
+                batch_size: 500
+        alerts:
+          slow:
+            metric: p99_duration
+            function: a
+            above: 250
+            actions:
+              - invoke: a
+              - queue: none
+        ",
+        "
+        stratus.yaml:12: functions.b.events.0.logs.from: b would receive its own lines
+          hint: name the other functions and services whose lines it reads
+        stratus.yaml:12: functions.b.events.0.logs.from: the app has no function or service \"c\"
+          hint: its others: a
+        stratus.yaml:18: functions.c.events.0.batch_size: batch_size 500 is out of range
+          hint: a whole number of messages from 1 to 100 (default 10)
+        stratus.yaml:26: alerts.slow.actions.1: the app declares no queue \"none\"
+          hint: name one of its `queues:`
         ",
     );
 }

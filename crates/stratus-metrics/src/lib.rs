@@ -28,7 +28,7 @@ type Labels = Vec<(&'static str, String)>;
 /// Seconds, from half a millisecond to about a minute: function phases and
 /// proxied requests.
 fn latency_buckets() -> impl Iterator<Item = f64> {
-    prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 18)
+    LATENCY_BOUNDS.into_iter()
 }
 
 fn histogram() -> Histogram {
@@ -139,6 +139,38 @@ impl Format {
     }
 }
 
+/// The upper bounds of the duration buckets, in seconds: half a
+/// millisecond doubling to about a minute (`latency_buckets`).
+pub const LATENCY_BOUNDS: [f64; 18] = {
+    let mut bounds = [0.0005; 18];
+    let mut i = 1;
+    while i < 18 {
+        bounds[i] = bounds[i - 1] * 2.0;
+        i += 1;
+    }
+    bounds
+};
+
+/// One function's invocations on this node since it started, for
+/// alerts: by outcome, and by total duration.
+#[derive(Debug, Default)]
+struct Totals {
+    outcomes: [AtomicU64; Outcome::ALL.len()],
+    /// By [`LATENCY_BOUNDS`], the last past them all.
+    durations: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+}
+
+/// A function's running totals on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionTotals {
+    pub app: String,
+    pub function: String,
+    /// By [`Outcome::ALL`].
+    pub outcomes: [u64; Outcome::ALL.len()],
+    /// Total durations by [`LATENCY_BOUNDS`], the last past them all.
+    pub durations: [u64; LATENCY_BOUNDS.len() + 1],
+}
+
 /// What became of recorded spans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpanFate {
@@ -186,6 +218,8 @@ struct Inner {
     store_latency: Histogram,
     logs_dropped: Counter,
     spans: Family<Labels, Counter>,
+    /// Each function's running totals on this node, across its versions.
+    totals: Mutex<HashMap<(String, String), Arc<Totals>>>,
     /// The live series of each function and service version, so that two
     /// pools of one version share theirs, and the last to go removes them.
     series: Mutex<HashMap<Labels, (u64, Weak<Series>)>>,
@@ -374,6 +408,7 @@ impl Metrics {
             store_latency,
             logs_dropped,
             spans,
+            totals: Mutex::default(),
             series: Mutex::default(),
             next_series: AtomicU64::new(0),
         })))
@@ -447,6 +482,24 @@ impl Metrics {
                 inner.schedule_misses.get_or_create(&labels).inc_by(missed);
             }
         }
+    }
+
+    /// Every function's running totals on this node (empty with metrics
+    /// off).
+    pub fn totals(&self) -> Vec<FunctionTotals> {
+        let Some(inner) = &self.0 else {
+            return Vec::new();
+        };
+        let totals = inner.totals.lock().unwrap_or_else(|e| e.into_inner());
+        totals
+            .iter()
+            .map(|((app, function), t)| FunctionTotals {
+                app: app.clone(),
+                function: function.clone(),
+                outcomes: std::array::from_fn(|i| t.outcomes[i].load(Ordering::Relaxed)),
+                durations: std::array::from_fn(|i| t.durations[i].load(Ordering::Relaxed)),
+            })
+            .collect()
     }
 
     /// `n` spans were stored, exported, or dropped for `reason`.
@@ -629,6 +682,7 @@ enum SeriesKind {
         concurrent: Gauge,
         /// User, then system.
         cpu: [Counter<f64, AtomicU64>; 2],
+        totals: Arc<Totals>,
     },
     Service {
         /// By status class, 1xx to 5xx.
@@ -656,6 +710,11 @@ impl Series {
                 concurrent: inner.concurrent.get_or_create_owned(&base),
                 cpu: CPU_MODES
                     .map(|mode| inner.cpu.get_or_create_owned(&with(&base, "mode", mode))),
+                totals: {
+                    let key = (base[0].1.clone(), base[1].1.clone());
+                    let mut totals = inner.totals.lock().unwrap_or_else(|e| e.into_inner());
+                    totals.entry(key).or_default().clone()
+                },
             },
             Of::Service => SeriesKind::Service {
                 requests: STATUS_CLASSES.map(|class| {
@@ -732,17 +791,23 @@ impl FunctionMetrics {
             invocations,
             durations,
             cold_starts,
+            totals,
             ..
         }) = self.0.as_deref().map(|s| &s.kind)
         else {
             return;
         };
         invocations[outcome as usize].inc();
+        totals.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
         if cold {
             cold_starts.inc();
         }
         for (phase, seconds) in phases {
             durations[*phase as usize].observe(*seconds);
+            if *phase == Phase::Total {
+                let bucket = LATENCY_BOUNDS.partition_point(|bound| bound < seconds);
+                totals.durations[bucket].fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -968,6 +1033,30 @@ mod tests {
         drop(b);
         let text = metrics.encode(Format::Prometheus);
         assert!(!text.contains(r#"function="checkout""#), "{text}");
+    }
+
+    #[test]
+    fn a_function_s_totals_outlive_its_versions() {
+        let metrics = Metrics::new();
+        let v1 = metrics.function("shop", "checkout", 1);
+        v1.invoked(Outcome::Success, false, &[(Phase::Total, 0.0004)]);
+        v1.invoked(Outcome::Error, false, &[(Phase::Total, 0.003)]);
+        drop(v1);
+        let v2 = metrics.function("shop", "checkout", 2);
+        v2.invoked(Outcome::Throttled, false, &[]);
+        v2.invoked(Outcome::Success, false, &[(Phase::Total, 100.0)]);
+        let totals = metrics.totals();
+        assert_eq!(totals.len(), 1);
+        let t = &totals[0];
+        assert_eq!((t.app.as_str(), t.function.as_str()), ("shop", "checkout"));
+        assert_eq!(t.outcomes, [2, 1, 0, 1, 0, 0]);
+        // 0.4 ms in the first bucket, 3 ms in the fourth (up to 4 ms), 100 s
+        // past them all.
+        assert_eq!(t.durations[0], 1);
+        assert_eq!(t.durations[3], 1);
+        assert_eq!(t.durations[LATENCY_BOUNDS.len()], 1);
+        assert_eq!(t.durations.iter().sum::<u64>(), 3);
+        assert!(Metrics::off().totals().is_empty());
     }
 
     #[test]

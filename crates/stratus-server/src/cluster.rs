@@ -80,9 +80,11 @@ async fn share_app_cap(state: &AppState) {
 
 /// What this node runs, per app: `{APP: {"functions": {NAME: [busy,
 /// idle, waiting]}, "services": {NAME: [ready, starting, draining,
-/// in_flight, waiting]}}}`.
+/// in_flight, waiting]}, "totals": {NAME: [...]}}}`, the last its
+/// functions' running totals for alerts (`alerts::node_totals`).
 pub(crate) fn report(state: &AppState) -> serde_json::Value {
     let apps = published_apps(state);
+    let mut totals = crate::alerts::node_totals(state);
     let mut report = serde_json::Map::new();
     for app in apps {
         let functions: serde_json::Map<String, serde_json::Value> = state
@@ -110,9 +112,10 @@ pub(crate) fn report(state: &AppState) -> serde_json::Value {
                 )
             })
             .collect();
+        let totals = totals.remove(&app).unwrap_or_default();
         report.insert(
             app,
-            serde_json::json!({ "functions": functions, "services": services }),
+            serde_json::json!({ "functions": functions, "services": services, "totals": totals }),
         );
     }
     serde_json::Value::Object(report)

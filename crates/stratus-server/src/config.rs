@@ -142,6 +142,10 @@ pub struct ServerConfig {
     /// (stratus_trace_spans_total{result="dropped"})
     #[arg(long, env = env::OTLP_ENDPOINT, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// How often the node holding the evaluation lease evaluates every
+    /// app's alerts
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub alert_interval: Duration,
     /// The server's own log: text (colour only on a terminal) or json, one
     /// object per line
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]

@@ -8,6 +8,7 @@
 //! through [`deploy`]: validate, unpack, record the version, then swap it
 //! into the scheduler's snapshot.
 
+mod alerts;
 mod api;
 mod app_secrets;
 pub mod backup;
@@ -486,6 +487,15 @@ pub async fn run(
             logs.clone(),
             config.region.clone(),
         ),
+        triggers::logs::LogTriggers::new(
+            store.clone(),
+            logs.clone(),
+            {
+                let events = events.clone();
+                Arc::new(move || events.wake())
+            },
+            node_id.clone(),
+        ),
     );
     for version in &deployed {
         triggers.reconcile(&version.app, Some(&version.spec));
@@ -546,6 +556,7 @@ pub async fn run(
             report: String::new(),
         },
     ));
+    let alerts_task = tokio::spawn(alerts::run(state.clone()));
     // Nodes that share the store take up each other's deploys.
     let follow_task =
         shared_packages.map(|shared| tokio::spawn(cluster::follow(state.clone(), shared)));
@@ -630,6 +641,7 @@ pub async fn run(
         task.abort();
     }
     heartbeat_task.abort();
+    alerts_task.abort();
     store_logs.stop().await;
     let _ = std::fs::remove_file(data_dir.join(SERVER_FILE));
     tracing::info!("stopped");

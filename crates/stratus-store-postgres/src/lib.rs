@@ -22,13 +22,13 @@ use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use stratus_store::Result as StoreResult;
 use stratus_store::{
-    AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs, BuildRecord, BuildStatus, Builds,
-    Changes, Credentials, DeadLetter, Dump, EventCounts, EventRecord, Events, FailureRecord,
-    Failures, FollowUp, KeyRecord, Leases, LogBudget, LogQuery, LogRecord, LogStore, MessageRecord,
-    MessageSettlement, Messages, Meta, MetaKey, NewEvent, NewMessage, NewVersion, NodeRecord,
-    Nodes, PackageRecord, Packages, QueueCounts, ScheduleSlot, Schedules, SecretRecord, Secrets,
-    Settlement, SharedPackages, Source, SpanRecord, Spans, StoreError, StoredLog, Transfer,
-    Trimmed, UnitOfWork, VersionRecord, Write,
+    AlertChange, AlertRecord, Alerts, AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs,
+    BuildRecord, BuildStatus, Builds, Changes, Credentials, DeadLetter, Dump, EventCounts,
+    EventRecord, Events, FailureRecord, Failures, FollowUp, KeyRecord, Leases, LogBudget, LogQuery,
+    LogRecord, LogStore, MessageRecord, MessageSettlement, Messages, Meta, MetaKey, NewEvent,
+    NewMessage, NewVersion, NodeRecord, Nodes, PackageRecord, Packages, QueueCounts, ScheduleSlot,
+    Schedules, SecretRecord, Secrets, Settlement, SharedPackages, Source, SpanRecord, Spans,
+    StoreError, StoredLog, Transfer, Trimmed, UnitOfWork, VersionRecord, Write,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -574,6 +574,8 @@ impl Apps for PostgresStore {
                 "builds",
                 "failures",
                 "spans",
+                "alerts",
+                "alert_history",
                 "events",
                 "dead_letters",
                 "messages",
@@ -1024,6 +1026,130 @@ impl Spans for PostgresStore {
                 .execute("DELETE FROM spans WHERE start_ns < $1", &[&before_ns])
                 .await?;
             Ok(deleted)
+        })
+        .await
+    }
+}
+
+const ALERT_COLUMNS: &str = "app, name, state, since_ms, evaluated_ms, detail";
+
+#[async_trait]
+impl Alerts for PostgresStore {
+    async fn put_alerts(
+        &self,
+        states: Vec<AlertRecord>,
+        changes: Vec<AlertChange>,
+    ) -> StoreResult<()> {
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let put = tx
+                .prepare(&format!(
+                    "INSERT INTO alerts ({ALERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (app, name) DO UPDATE SET state = EXCLUDED.state, \
+                     since_ms = EXCLUDED.since_ms, evaluated_ms = EXCLUDED.evaluated_ms, \
+                     detail = EXCLUDED.detail"
+                ))
+                .await?;
+            for a in &states {
+                tx.execute(
+                    &put,
+                    &[
+                        &a.app,
+                        &a.name,
+                        &a.state,
+                        &a.since_ms,
+                        &a.evaluated_ms,
+                        &a.detail,
+                    ],
+                )
+                .await?;
+            }
+            let add = tx
+                .prepare(
+                    "INSERT INTO alert_history (app, name, at_ms, from_state, to_state, detail) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .await?;
+            for c in &changes {
+                tx.execute(
+                    &add,
+                    &[&c.app, &c.name, &c.at_ms, &c.from, &c.to, &c.detail],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_alerts(&self, app: &str) -> StoreResult<Vec<AlertRecord>> {
+        run(async {
+            let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE app = $1 ORDER BY name");
+            let rows = self.client().await?.query(&sql, &[&app]).await?;
+            Ok(rows
+                .iter()
+                .map(|row| AlertRecord {
+                    app: row.get(0),
+                    name: row.get(1),
+                    state: row.get(2),
+                    since_ms: row.get(3),
+                    evaluated_ms: row.get(4),
+                    detail: row.get(5),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn alert_history(&self, app: &str, limit: usize) -> StoreResult<Vec<AlertChange>> {
+        run(async {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT app, name, at_ms, from_state, to_state, detail FROM alert_history \
+                     WHERE app = $1 ORDER BY id DESC LIMIT $2",
+                    &[&app, &limit],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| AlertChange {
+                    app: row.get(0),
+                    name: row.get(1),
+                    at_ms: row.get(2),
+                    from: row.get(3),
+                    to: row.get(4),
+                    detail: row.get(5),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn trim_alerts(&self, app: &str, declared: &[String], keep: usize) -> StoreResult<u64> {
+        run(async {
+            let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let states = tx
+                .execute(
+                    "DELETE FROM alerts WHERE app = $1 AND NOT (name = ANY($2))",
+                    &[&app, &declared],
+                )
+                .await?;
+            let changes = tx
+                .execute(
+                    "DELETE FROM alert_history WHERE app = $1 AND id NOT IN ( \
+                       SELECT id FROM alert_history WHERE app = $1 ORDER BY id DESC LIMIT $2)",
+                    &[&app, &keep],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok(states + changes)
         })
         .await
     }
@@ -1763,7 +1889,7 @@ impl Messages for PostgresStore {
                 .await?
                 .query(
                     "SELECT app, queue, COUNT(*) FILTER (WHERE receives = 0 OR visible_ms <= $2), \
-                            COUNT(*) FILTER (WHERE receives > 0 AND visible_ms > $2) \
+                            COUNT(*) FILTER (WHERE receives > 0 AND visible_ms > $2), MIN(sent_ms) \
                      FROM messages WHERE $1::TEXT IS NULL OR app = $1 GROUP BY app, queue ORDER BY app, queue",
                     &[&app, &now_ms],
                 )
@@ -1775,6 +1901,7 @@ impl Messages for PostgresStore {
                     queue: row.get(1),
                     queued: row.get::<_, i64>(2) as u64,
                     in_flight: row.get::<_, i64>(3) as u64,
+                    oldest_sent_ms: row.get(4),
                 })
                 .collect())
         })

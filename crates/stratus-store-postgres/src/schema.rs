@@ -249,4 +249,26 @@ CREATE INDEX spans_by_start ON spans (start_ns);
 ALTER TABLE events ADD COLUMN trace TEXT;
 ALTER TABLE messages ADD COLUMN trace TEXT;
 "#,
+    // Alerts' states and their history.
+    r#"
+CREATE TABLE alerts (
+    app TEXT NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
+    state TEXT NOT NULL,
+    since_ms BIGINT NOT NULL,
+    evaluated_ms BIGINT NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (app, name)
+);
+CREATE TABLE alert_history (
+    id BIGSERIAL PRIMARY KEY,
+    app TEXT NOT NULL,
+    name TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    from_state TEXT NOT NULL,
+    to_state TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX alert_history_by_app ON alert_history (app, id);
+"#,
 ];

@@ -9,15 +9,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use stratus_store::Result as StoreResult;
 use stratus_store::{
-    AppRecord, AwsCredentialRecord, Backlog, BuildRecord, BuildStatus, DeadLetter, Dump,
-    EventCounts, EventRecord, FailureRecord, FollowUp, KeyRecord, LogBudget, LogQuery, LogRecord,
-    MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion, NodeRecord, PackageRecord,
-    QueueCounts, ScheduleSlot, SecretRecord, Settlement, Source, SpanRecord, StoreError, StoredLog,
-    Trimmed, VersionRecord,
+    AlertChange, AlertRecord, AppRecord, AwsCredentialRecord, Backlog, BuildRecord, BuildStatus,
+    DeadLetter, Dump, EventCounts, EventRecord, FailureRecord, FollowUp, KeyRecord, LogBudget,
+    LogQuery, LogRecord, MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion,
+    NodeRecord, PackageRecord, QueueCounts, ScheduleSlot, SecretRecord, Settlement, Source,
+    SpanRecord, StoreError, StoredLog, Trimmed, VersionRecord,
 };
 use stratus_store::{
-    Apps, Backlogs, Builds, Credentials, Events, Failures, Leases, LogStore, Messages, Meta,
-    MetaKey, Nodes, Packages, Schedules, Secrets, Spans, Transfer, UnitOfWork, Write,
+    Alerts, Apps, Backlogs, Builds, Credentials, Events, Failures, Leases, LogStore, Messages,
+    Meta, MetaKey, Nodes, Packages, Schedules, Secrets, Spans, Transfer, UnitOfWork, Write,
 };
 
 /// An error inside this backend, before it leaves as a [`StoreError`].
@@ -299,6 +299,28 @@ CREATE INDEX spans_by_request ON spans (request_id) WHERE request_id IS NOT NULL
 CREATE INDEX spans_by_start ON spans (start_ns);
 ALTER TABLE events ADD COLUMN trace TEXT;
 ALTER TABLE messages ADD COLUMN trace TEXT;
+"#,
+    // Alerts' states and their history.
+    r#"
+CREATE TABLE alerts (
+    app TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    evaluated_ms INTEGER NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (app, name)
+);
+CREATE TABLE alert_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    name TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    from_state TEXT NOT NULL,
+    to_state TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX alert_history_by_app ON alert_history (app, id);
 "#,
 ];
 
@@ -958,6 +980,8 @@ impl Apps for SqliteStore {
             tx.execute("DELETE FROM builds WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM failures WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM spans WHERE app = ?1", [&app])?;
+            tx.execute("DELETE FROM alerts WHERE app = ?1", [&app])?;
+            tx.execute("DELETE FROM alert_history WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM events WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM dead_letters WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM messages WHERE app = ?1", [&app])?;
@@ -1426,6 +1450,110 @@ impl Spans for SqliteStore {
         self.call(move |conn| {
             let deleted = conn.execute("DELETE FROM spans WHERE start_ns < ?1", [before_ns])?;
             Ok(deleted as u64)
+        })
+        .await
+    }
+}
+
+const ALERT_COLUMNS: &str = "app, name, state, since_ms, evaluated_ms, detail";
+
+#[async_trait]
+impl Alerts for SqliteStore {
+    async fn put_alerts(
+        &self,
+        states: Vec<AlertRecord>,
+        changes: Vec<AlertChange>,
+    ) -> StoreResult<()> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut put = tx.prepare_cached(&format!(
+                    "INSERT OR REPLACE INTO alerts ({ALERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                ))?;
+                for a in &states {
+                    put.execute(params![
+                        a.app,
+                        a.name,
+                        a.state,
+                        a.since_ms,
+                        a.evaluated_ms,
+                        a.detail
+                    ])?;
+                }
+                let mut add = tx.prepare_cached(
+                    "INSERT INTO alert_history (app, name, at_ms, from_state, to_state, detail) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for c in &changes {
+                    add.execute(params![c.app, c.name, c.at_ms, c.from, c.to, c.detail])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_alerts(&self, app: &str) -> StoreResult<Vec<AlertRecord>> {
+        let app = app.to_owned();
+        self.call(move |conn| {
+            let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE app = ?1 ORDER BY name");
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map([app], |row| {
+                Ok(AlertRecord {
+                    app: row.get(0)?,
+                    name: row.get(1)?,
+                    state: row.get(2)?,
+                    since_ms: row.get(3)?,
+                    evaluated_ms: row.get(4)?,
+                    detail: row.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn alert_history(&self, app: &str, limit: usize) -> StoreResult<Vec<AlertChange>> {
+        let app = app.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT app, name, at_ms, from_state, to_state, detail FROM alert_history \
+                 WHERE app = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![app, limit], |row| {
+                Ok(AlertChange {
+                    app: row.get(0)?,
+                    name: row.get(1)?,
+                    at_ms: row.get(2)?,
+                    from: row.get(3)?,
+                    to: row.get(4)?,
+                    detail: row.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn trim_alerts(&self, app: &str, declared: &[String], keep: usize) -> StoreResult<u64> {
+        let app = app.to_owned();
+        let declared = serde_json::to_string(declared)?;
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let states = tx.execute(
+                "DELETE FROM alerts WHERE app = ?1 AND name NOT IN (SELECT value FROM json_each(?2))",
+                params![app, declared],
+            )?;
+            let changes = tx.execute(
+                "DELETE FROM alert_history WHERE app = ?1 AND id NOT IN ( \
+                   SELECT id FROM alert_history WHERE app = ?1 ORDER BY id DESC LIMIT ?2)",
+                params![app, keep],
+            )?;
+            tx.commit()?;
+            Ok((states + changes) as u64)
         })
         .await
     }
@@ -2022,7 +2150,7 @@ impl Messages for SqliteStore {
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT app, queue, COUNT(*) FILTER (WHERE receives = 0 OR visible_ms <= ?2), \
-                        COUNT(*) FILTER (WHERE receives > 0 AND visible_ms > ?2) \
+                        COUNT(*) FILTER (WHERE receives > 0 AND visible_ms > ?2), MIN(sent_ms) \
                  FROM messages WHERE ?1 IS NULL OR app = ?1 GROUP BY app, queue ORDER BY app, queue",
             )?;
             let rows = stmt.query_map(params![app, now_ms], |row| {
@@ -2031,6 +2159,7 @@ impl Messages for SqliteStore {
                     queue: row.get(1)?,
                     queued: row.get(2)?,
                     in_flight: row.get(3)?,
+                    oldest_sent_ms: row.get(4)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -16,10 +16,11 @@ mod records;
 use async_trait::async_trait;
 
 pub use records::{
-    AppRecord, AwsCredentialRecord, BuildRecord, BuildStatus, DeadLetter, Dump, EventCounts,
-    EventRecord, FailureRecord, FollowUp, KeyRecord, LogQuery, LogRecord, LogStream, MessageRecord,
-    MessageSettlement, NewEvent, NewMessage, NewVersion, NodeRecord, PackageRecord, QueueCounts,
-    ScheduleSlot, SecretRecord, Settlement, Source, SpanRecord, StoredLog, VersionRecord,
+    AlertChange, AlertRecord, AppRecord, AwsCredentialRecord, BuildRecord, BuildStatus, DeadLetter,
+    Dump, EventCounts, EventRecord, FailureRecord, FollowUp, KeyRecord, LogQuery, LogRecord,
+    LogStream, MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion, NodeRecord,
+    PackageRecord, QueueCounts, ScheduleSlot, SecretRecord, Settlement, Source, SpanRecord,
+    StoredLog, VersionRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -254,6 +255,24 @@ pub trait Failures: Send + Sync {
     /// Deletes the failures of `app` that are older than `before_ms` or
     /// beyond the newest `keep` of their function; how many went.
     async fn trim_failures(&self, app: &str, keep: usize, before_ms: i64) -> Result<u64>;
+}
+
+/// Alerts' states and the history of their changes (`stratus alerts`).
+#[async_trait]
+pub trait Alerts: Send + Sync {
+    /// Sets the states given (replacing those of the same app and name)
+    /// and records the changes, in one transaction.
+    async fn put_alerts(&self, states: Vec<AlertRecord>, changes: Vec<AlertChange>) -> Result<()>;
+
+    /// The states of `app`'s alerts, by name.
+    async fn list_alerts(&self, app: &str) -> Result<Vec<AlertRecord>>;
+
+    /// The newest `limit` changes of `app`'s alerts, newest first.
+    async fn alert_history(&self, app: &str, limit: usize) -> Result<Vec<AlertChange>>;
+
+    /// Forgets the states of `app`'s alerts not in `declared`, and its
+    /// changes beyond the newest `keep`; how many went.
+    async fn trim_alerts(&self, app: &str, declared: &[String], keep: usize) -> Result<u64>;
 }
 
 /// Recorded spans (`stratus trace`).
@@ -553,6 +572,7 @@ pub trait Store:
     + Builds
     + Failures
     + Spans
+    + Alerts
     + LogStore
     + Events
     + Messages
@@ -575,7 +595,7 @@ impl<T> Store for T where
         + Builds
         + Failures
         + Spans
-        + Spans
+        + Alerts
         + LogStore
         + Events
         + Messages

@@ -180,8 +180,8 @@ pub struct LogQuery {
 }
 
 /// Where an event or a message came from. Stored as text: `invoke`,
-/// `schedule`, `cloudevents`, `send`, `redrive`, `destination:FUNCTION`,
-/// `queue:QUEUE`.
+/// `schedule`, `cloudevents`, `send`, `redrive`, `logs`,
+/// `destination:FUNCTION`, `queue:QUEUE`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Source {
     /// An asynchronous invocation through the admin or Lambda API.
@@ -199,6 +199,8 @@ pub enum Source {
     /// A message of this queue: the source of the dead letter a consumer
     /// made of it, which a redrive sends back there.
     Queue(String),
+    /// Log lines a `logs` trigger handed on.
+    Logs,
     /// A source this build does not know (stored by a newer node), kept as
     /// it was.
     Other(String),
@@ -212,6 +214,7 @@ impl std::fmt::Display for Source {
             Source::CloudEvents => f.write_str("cloudevents"),
             Source::Send => f.write_str("send"),
             Source::Redrive => f.write_str("redrive"),
+            Source::Logs => f.write_str("logs"),
             Source::Destination(function) => write!(f, "destination:{function}"),
             Source::Queue(queue) => write!(f, "queue:{queue}"),
             Source::Other(other) => f.write_str(other),
@@ -227,6 +230,7 @@ impl From<&str> for Source {
             "cloudevents" => Source::CloudEvents,
             "send" => Source::Send,
             "redrive" => Source::Redrive,
+            "logs" => Source::Logs,
             _ => match text.split_once(':') {
                 Some(("destination", function)) => Source::Destination(function.to_owned()),
                 Some(("queue", queue)) => Source::Queue(queue.to_owned()),
@@ -426,6 +430,8 @@ pub struct QueueCounts {
     pub queued: u64,
     /// Received, within their visibility timeout.
     pub in_flight: u64,
+    /// When the oldest of them (queued or in flight) was sent.
+    pub oldest_sent_ms: Option<i64>,
 }
 
 impl Settlement {
@@ -511,6 +517,33 @@ pub struct FailureRecord {
     /// the last log lines, the phases, peak memory, the environment's
     /// names); the store keeps whatever it is given.
     pub scene: String,
+}
+
+/// An alert's state, as its last evaluation left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    pub app: String,
+    pub name: String,
+    /// `ok`, `pending`, `firing`, `insufficient_data`.
+    pub state: String,
+    /// Since when it has been in this state.
+    pub since_ms: i64,
+    pub evaluated_ms: i64,
+    /// The rest as the server writes it (JSON: the value seen, the
+    /// condition); the store keeps whatever it is given.
+    pub detail: String,
+}
+
+/// A change of an alert's state: its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertChange {
+    pub app: String,
+    pub name: String,
+    pub at_ms: i64,
+    pub from: String,
+    pub to: String,
+    /// As [`AlertRecord::detail`].
+    pub detail: String,
 }
 
 /// A span the platform recorded: what `stratus trace` shows. Traces are

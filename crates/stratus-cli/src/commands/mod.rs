@@ -1,5 +1,6 @@
 //! The subcommands, one file each.
 
+mod alerts;
 mod backup;
 mod builds;
 mod context;
@@ -93,6 +94,8 @@ pub enum Command {
     Builds(builds::BuildsArgs),
     /// List failed invocations, show their scenes, and replay their events
     Failures(failures::FailuresArgs),
+    /// List an application's alerts with their state and latest changes
+    Alerts(alerts::AlertsArgs),
     /// Show a trace (by its id, or an invocation's request id) as a
     /// waterfall of its spans
     Trace(trace::TraceArgs),
@@ -179,6 +182,7 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Builds(args) => builds::run(&conn, args).await,
         Command::Failures(args) => failures::run(&conn, args).await,
         Command::Trace(args) => trace::run(&conn, args).await,
+        Command::Alerts(args) => alerts::run(&conn, args).await,
         Command::Git(args) => git::run(&conn, args).await,
         Command::Runtimes(args) => runtimes::run(&conn, args).await,
         Command::Status(args) => status::run(&conn, args).await,

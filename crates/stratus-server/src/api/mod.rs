@@ -33,6 +33,7 @@ pub(crate) use connections::{ConnectionCaps, admin_connections, platform_connect
 pub(crate) use credentials::AwsCredentials;
 pub(crate) use error::ApiError;
 pub(crate) use invoke::invoke_error;
+pub(crate) use keys::require_app;
 pub(crate) use tokens::InstanceApi;
 
 use crate::AppState;
@@ -84,6 +85,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/failures/{id}", get(crate::failures::show))
         .route("/v1/failures/{id}/replay", post(crate::failures::replay))
         .route("/v1/traces/{id}", get(crate::traces::show))
+        .route("/v1/apps/{app}/alerts", get(crate::alerts::list))
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/apps/{app}/dlq", get(dlq::list))
         .route("/v1/apps/{app}/dlq/redrive", post(dlq::redrive))

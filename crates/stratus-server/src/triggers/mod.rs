@@ -11,6 +11,7 @@
 //! that implements [`Source`] and one line in [`Triggers::new`].
 
 pub(crate) mod cloudevent;
+pub(crate) mod logs;
 pub(crate) mod queue;
 pub(crate) mod schedule;
 pub(crate) mod shapes;
@@ -35,14 +36,22 @@ pub(crate) trait Source: Send + Sync {
 /// Every source of the server.
 pub(crate) struct Triggers {
     pub queues: Arc<queue::Queues>,
+    /// Not a trigger of functions, but told of apps the same way.
+    pub alerts: Arc<crate::alerts::Rules>,
     sources: Vec<Arc<dyn Source>>,
 }
 
 impl Triggers {
-    pub fn new(schedules: Arc<schedule::Schedules>, queues: Arc<queue::Queues>) -> Triggers {
+    pub fn new(
+        schedules: Arc<schedule::Schedules>,
+        queues: Arc<queue::Queues>,
+        logs: Arc<logs::LogTriggers>,
+    ) -> Triggers {
+        let alerts = Arc::new(crate::alerts::Rules::default());
         Triggers {
-            sources: vec![schedules, queues.clone()],
+            sources: vec![schedules, queues.clone(), logs, alerts.clone()],
             queues,
+            alerts,
         }
     }
 

@@ -2,6 +2,7 @@
 //! call [`conformance_suite!`](crate::conformance_suite) with a
 //! [`Fixture`] of its own, and get one test per case.
 
+pub mod alerts;
 pub mod apps;
 pub mod builds;
 pub mod credentials;
@@ -50,6 +51,7 @@ macro_rules! conformance_suite {
             credentials::secrets_are_set_replaced_listed_and_deleted,
             failures::failures_are_kept_listed_trimmed_and_removed_with_their_app,
             spans::spans_are_kept_by_trace_found_by_request_and_trimmed,
+            alerts::alert_states_and_changes_are_kept_trimmed_and_removed_with_their_app,
             events::delivered_events_leave_the_queue,
             events::claims_respect_not_before_and_leases,
             events::claims_pass_over_busy_functions,

@@ -59,13 +59,15 @@ pub async fn messages_are_received_in_batches_hidden_and_settled(f: &dyn Fixture
                 app: "a".into(),
                 queue: "other".into(),
                 queued: 1,
-                in_flight: 0
+                in_flight: 0,
+                oldest_sent_ms: Some(1),
             },
             QueueCounts {
                 app: "a".into(),
                 queue: "q".into(),
                 queued: 1,
-                in_flight: 3
+                in_flight: 3,
+                oldest_sent_ms: Some(1),
             },
         ]
     );
