@@ -1,6 +1,6 @@
 //! What observability costs: warm invocations through the admin invoke API
 //! and requests to an HTTP function, on a server with metrics and traces
-//! on (the defaults: every invocation's spans recorded and stored, 100%
+//! on (the defaults: every invocation's spans recorded and kept, 100%
 //! sampled) next to one started with `--metrics=false --traces=false`, in
 //! the same run.
 //!

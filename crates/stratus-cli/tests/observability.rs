@@ -505,4 +505,94 @@ fn a_failure_s_scene_is_kept_and_replays_after_a_fix() {
             && text.contains(r#"replay    v2  success  {"charged":42}"#),
         "{text}"
     );
+    // On the version that failed, kept by this node: it fails as it did,
+    // and the active version still serves.
+    let on_v1: serde_json::Value = serde_json::from_slice(
+        &server
+            .cli(&[
+                "failures",
+                "replay",
+                &id,
+                "--version",
+                "1",
+                "--output",
+                "json",
+            ])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(on_v1["replay"]["ok"], false, "{on_v1}");
+    assert_eq!(on_v1["replay"]["version"], 1, "{on_v1}");
+    assert_eq!(on_v1["replay"]["error"]["errorType"], "ValueError");
+    let active = server.ok(&["invoke", "scene/pay", "--data", r#"{"amount": 1}"#]);
+    assert!(active.contains("charged"), "{active}");
+    let missing = server.fails(&["failures", "replay", &id, "--version", "9"]);
+    assert!(missing.contains("scene has no version 9"), "{missing}");
+}
+
+#[test]
+fn a_profile_of_a_busy_python_function_names_its_hot_function() {
+    let server = Server::start();
+    write_app(
+        &server.path("hot"),
+        &[
+            (
+                "stratus.yaml",
+                "app: hot\nfunctions:\n  spin:\n    runtime: python3\n    handler: main.handler\n    timeout: 60s\n",
+            ),
+            (
+                "main.py",
+                "import time\n\ndef burn_cpu_here(n):\n    total = 0\n    for i in range(n):\n        total += i * i\n    return total\n\ndef handler(event, context):\n    end = time.time() + event['seconds']\n    while time.time() < end:\n        burn_cpu_here(20000)\n    return 'done'\n",
+            ),
+        ],
+    );
+    common::deploy(&server, "hot");
+    // Nothing runs: nothing to sample, and it says what to do.
+    let idle = server.fails(&["profile", "hot/spin", "--seconds", "1"]);
+    assert!(idle.contains("no instance of hot/spin runs now"), "{idle}");
+
+    let busy = {
+        let (admin, token) = (server.admin.clone(), server.token.clone());
+        std::thread::spawn(move || {
+            client()
+                .post(format!("{admin}/v1/apps/hot/functions/spin/invoke"))
+                .bearer_auth(token)
+                .body(r#"{"seconds": 8}"#)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .unwrap()
+                .status()
+        })
+    };
+    // Once its instance has started (a cold start takes a moment), the
+    // busy function is sampled.
+    let svg = server.path("spin.svg");
+    let shown = common::eventually(Duration::from_secs(20), || {
+        let out = server.cli(&[
+            "profile",
+            "hot/spin",
+            "--seconds",
+            "3",
+            "--svg",
+            svg.to_str().unwrap(),
+        ]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    let top: Vec<&str> = shown.lines().skip(2).take(3).collect();
+    assert!(
+        top.iter().any(|line| line.contains("burn_cpu_here")),
+        "the hot function is among the top frames:\n{shown}"
+    );
+    assert!(shown.contains("(py-spy)"), "{shown}");
+    let graph = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        graph.starts_with("<?xml") && graph.contains("<svg"),
+        "{graph}"
+    );
+    assert!(graph.contains("burn_cpu_here"));
+    assert!(busy.join().unwrap().is_success());
 }

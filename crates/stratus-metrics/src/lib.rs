@@ -174,10 +174,10 @@ pub struct FunctionTotals {
 /// What became of recorded spans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpanFate {
-    Stored,
+    Kept,
     Exported,
-    /// `queue` (more came than could wait), `store`, `export` (the
-    /// collector failed or could not keep up).
+    /// `queue` (more came than could wait), `export` (the collector
+    /// failed or could not keep up).
     Dropped(&'static str),
 }
 
@@ -379,7 +379,7 @@ impl Metrics {
         let spans = Family::<Labels, Counter>::default();
         registry.register(
             "trace_spans",
-            "Spans recorded by this node, by what became of them: stored, exported (to the OTLP endpoint), dropped (reason: queue, store, export)",
+            "Spans recorded by this node, by what became of them: kept (in memory, for stratus trace), exported (to the OTLP endpoint), dropped (reason: queue, export)",
             spans.clone(),
         );
         Metrics(Some(Arc::new(Inner {
@@ -506,7 +506,7 @@ impl Metrics {
     pub fn spans(&self, n: u64, fate: SpanFate) {
         if let Some(inner) = &self.0 {
             let labels = match fate {
-                SpanFate::Stored => vec![("result", "stored".to_owned())],
+                SpanFate::Kept => vec![("result", "kept".to_owned())],
                 SpanFate::Exported => vec![("result", "exported".to_owned())],
                 SpanFate::Dropped(reason) => vec![
                     ("result", "dropped".to_owned()),

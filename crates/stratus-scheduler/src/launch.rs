@@ -182,6 +182,11 @@ impl Process {
         *self.lock() = None;
     }
 
+    /// Its process id, until it is reaped.
+    pub fn pid(&self) -> Option<u32> {
+        *self.lock()
+    }
+
     pub fn peak_rss_kib(&self) -> Option<u64> {
         let pid = (*self.lock())?;
         self.launcher.peak_rss_kib(pid)

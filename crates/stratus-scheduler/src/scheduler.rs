@@ -117,6 +117,22 @@ impl Scheduler {
         &self.sandboxes.settings.tracer
     }
 
+    /// Runs one invocation on `config`, a version of a function that is
+    /// not the one serving (a replay on an earlier version): on a pool
+    /// of its own, within the app's instance cap, retired once it has
+    /// answered.
+    pub async fn invoke_detached(
+        &self,
+        config: FunctionConfig,
+        invocation: Invocation,
+    ) -> Result<InvokeOutcome, InvokeError> {
+        let capacity = self.capacities.of(&config.app);
+        let pool = Pool::new(self.functions_ctx.clone(), config, capacity);
+        let outcome = pool.invoke(invocation, ()).await;
+        pool.retire();
+        outcome
+    }
+
     /// Sandboxes made ahead of demand, ready for cold starts.
     pub fn prestarted(&self) -> usize {
         self.sandboxes.prewarm.ready_total()

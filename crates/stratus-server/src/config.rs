@@ -132,12 +132,16 @@ pub struct ServerConfig {
     /// on)
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub traces: bool,
-    /// Spans older than this are deleted
+    /// Spans older than this are forgotten
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub trace_retention: Duration,
+    /// The memory this node keeps its newest spans in, in bytes (about 400
+    /// bytes a span); older ones are forgotten first
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub trace_buffer: usize,
     /// Export spans to this OpenTelemetry collector, OTLP over HTTP
     /// (protobuf), batched: its base address (http://127.0.0.1:4318, to
-    /// which /v1/traces is added) or its traces endpoint. Spans the
+    /// which /v1/traces is added) or its traces endpoint, http or https. Spans the
     /// collector cannot take in time are dropped and counted
     /// (stratus_trace_spans_total{result="dropped"})
     #[arg(long, env = env::OTLP_ENDPOINT, value_name = "URL")]

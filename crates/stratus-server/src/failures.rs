@@ -230,9 +230,17 @@ pub(crate) async fn show(
 
 /// Invokes the failure's function again with its event, on the active
 /// version, and answers both outcomes.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ReplayParams {
+    /// Replay on this version (one this node keeps) instead of the active
+    /// one.
+    version: Option<u32>,
+}
+
 pub(crate) async fn replay(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    Query(params): Query<ReplayParams>,
 ) -> Result<Response, ApiError> {
     let failure = find(&state, &id).await?;
     let scene: serde_json::Value = serde_json::from_str(&failure.scene).unwrap_or_default();
@@ -246,11 +254,23 @@ pub(crate) async fn replay(
         ));
     }
     let invocation = Invocation::new(bytes::Bytes::from(failure.event.clone()));
-    let outcome = state
+    let active = state
         .scheduler
-        .invoke(&failure.app, &failure.function, invocation)
-        .await
-        .map_err(crate::api::invoke_error)?;
+        .pool(&failure.app, &failure.function)
+        .map(|pool| pool.config.version);
+    let outcome = match params.version {
+        Some(version) if Some(version) != active => {
+            let config = version_config(&state, &failure, version).await?;
+            state.scheduler.invoke_detached(config, invocation).await
+        }
+        _ => {
+            state
+                .scheduler
+                .invoke(&failure.app, &failure.function, invocation)
+                .await
+        }
+    }
+    .map_err(crate::api::invoke_error)?;
     let (result, error) = match &outcome.result {
         Ok(body) => (
             serde_json::from_slice(body).unwrap_or_else(|_| json!(String::from_utf8_lossy(body))),
@@ -270,4 +290,37 @@ pub(crate) async fn replay(
         },
     }))
     .into_response())
+}
+
+/// The failed function as version `version` of its app had it, when this
+/// node still keeps that version's code.
+async fn version_config(
+    state: &AppState,
+    failure: &FailureRecord,
+    version: u32,
+) -> Result<stratus_scheduler::FunctionConfig, ApiError> {
+    let (app, function) = (&failure.app, &failure.function);
+    let versions = state.store.list_versions(app).await?;
+    let Some(record) = versions.into_iter().find(|v| v.version == version) else {
+        return Err(ApiError::not_found(format!(
+            "{app} has no version {version}; `stratus versions {app}` lists them"
+        )));
+    };
+    let configs =
+        crate::function_configs(&state.config.data_dir, &record, &state.secrets.values(app));
+    let Some(config) = configs.into_iter().find(|c| c.spec.name == *function) else {
+        return Err(ApiError::not_found(format!(
+            "version {version} of {app} has no function {function}"
+        )));
+    };
+    if !config.code_dir.is_dir() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "version_not_kept",
+            format!(
+                "this node no longer keeps the code of version {version} of {app} (it keeps the last --keep-versions); replay on a newer one, or deploy that code again"
+            ),
+        ));
+    }
+    Ok(config)
 }

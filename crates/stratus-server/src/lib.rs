@@ -24,6 +24,7 @@ mod hex;
 mod listener;
 pub mod migrate;
 mod observe;
+mod profile;
 mod public;
 mod quotas;
 mod runtimes;
@@ -115,6 +116,8 @@ pub(crate) struct AppState {
     pub triggers: triggers::Triggers,
     /// One metrics scrape at a time.
     pub scrapes: tokio::sync::Mutex<()>,
+    /// The spans this node recorded.
+    pub(crate) kept: Arc<traces::Kept>,
 }
 
 /// Binds both listeners from `config`.
@@ -450,12 +453,15 @@ pub async fn run(
         },
         failure_scenes,
     ));
+    let kept = Arc::new(traces::Kept::new(
+        config.trace_buffer,
+        config.trace_retention,
+    ));
     let traces_task = spans.map(|spans| {
         tokio::spawn(traces::keep(
-            store.clone(),
+            kept.clone(),
             spans,
             traces::Settings {
-                retention: config.trace_retention,
                 otlp,
                 node: node_id.clone(),
             },
@@ -527,6 +533,7 @@ pub async fn run(
         admin_url: info.admin.clone(),
         logs: logs.clone(),
         scrapes: tokio::sync::Mutex::new(()),
+        kept,
     });
     let gateway = Arc::new(public::Gateway {
         directory,

@@ -27,8 +27,8 @@ use stratus_store::{
     EventRecord, Events, FailureRecord, Failures, FollowUp, KeyRecord, Leases, LogBudget, LogQuery,
     LogRecord, LogStore, MessageRecord, MessageSettlement, Messages, Meta, MetaKey, NewEvent,
     NewMessage, NewVersion, NodeRecord, Nodes, PackageRecord, Packages, QueueCounts, ScheduleSlot,
-    Schedules, SecretRecord, Secrets, Settlement, SharedPackages, Source, SpanRecord, Spans,
-    StoreError, StoredLog, Transfer, Trimmed, UnitOfWork, VersionRecord, Write,
+    Schedules, SecretRecord, Secrets, Settlement, SharedPackages, Source, StoreError, StoredLog,
+    Transfer, Trimmed, UnitOfWork, VersionRecord, Write,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -573,7 +573,6 @@ impl Apps for PostgresStore {
                 "secrets",
                 "builds",
                 "failures",
-                "spans",
                 "alerts",
                 "alert_history",
                 "events",
@@ -918,112 +917,6 @@ impl Failures for PostgresStore {
                        FROM failures WHERE app = $1) ranked WHERE n > $2))",
                     &[&app, &keep, &before_ms],
                 )
-                .await?;
-            Ok(deleted)
-        })
-        .await
-    }
-}
-
-const SPAN_COLUMNS: &str =
-    "trace_id, span_id, parent_id, app, name, kind, start_ns, end_ns, error, request_id, detail";
-
-fn span_from_row(row: &Row) -> SpanRecord {
-    SpanRecord {
-        trace_id: row.get(0),
-        span_id: row.get(1),
-        parent_id: row.get(2),
-        app: row.get(3),
-        name: row.get(4),
-        kind: row.get(5),
-        start_ns: row.get(6),
-        end_ns: row.get(7),
-        error: row.get(8),
-        request_id: row.get(9),
-        detail: row.get(10),
-    }
-}
-
-#[async_trait]
-impl Spans for PostgresStore {
-    async fn put_spans(&self, spans: Vec<SpanRecord>) -> StoreResult<()> {
-        if spans.is_empty() {
-            return Ok(());
-        }
-        run(async {
-            // One statement for the batch: each column as an array.
-            let column = |f: fn(&SpanRecord) -> Option<String>| -> Vec<Option<String>> {
-                spans.iter().map(f).collect()
-            };
-            let trace_ids = column(|s| Some(s.trace_id.clone()));
-            let span_ids = column(|s| Some(s.span_id.clone()));
-            let parents = column(|s| s.parent_id.clone());
-            let apps = column(|s| Some(s.app.clone()));
-            let names = column(|s| Some(s.name.clone()));
-            let kinds = column(|s| Some(s.kind.clone()));
-            let starts: Vec<i64> = spans.iter().map(|s| s.start_ns).collect();
-            let ends: Vec<i64> = spans.iter().map(|s| s.end_ns).collect();
-            let errors = column(|s| s.error.clone());
-            let requests = column(|s| s.request_id.clone());
-            let details = column(|s| Some(s.detail.clone()));
-            self.client()
-                .await?
-                .execute(
-                    &format!(
-                        "INSERT INTO spans ({SPAN_COLUMNS}) \
-                         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
-                           $6::TEXT[], $7::BIGINT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[], $11::TEXT[]) \
-                         ON CONFLICT (trace_id, span_id) DO NOTHING"
-                    ),
-                    &[
-                        &trace_ids, &span_ids, &parents, &apps, &names, &kinds, &starts, &ends,
-                        &errors, &requests, &details,
-                    ],
-                )
-                .await?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn trace_spans(&self, trace_id: &str, limit: usize) -> StoreResult<Vec<SpanRecord>> {
-        run(async {
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let sql = format!(
-                "SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id = $1 \
-                 ORDER BY start_ns, span_id LIMIT $2"
-            );
-            let rows = self
-                .client()
-                .await?
-                .query(&sql, &[&trace_id, &limit])
-                .await?;
-            Ok(rows.iter().map(span_from_row).collect())
-        })
-        .await
-    }
-
-    async fn trace_of_request(&self, request_id: &str) -> StoreResult<Option<String>> {
-        run(async {
-            let row = self
-                .client()
-                .await?
-                .query_opt(
-                    "SELECT trace_id FROM spans WHERE request_id = $1 LIMIT 1",
-                    &[&request_id],
-                )
-                .await?;
-            Ok(row.map(|row| row.get(0)))
-        })
-        .await
-    }
-
-    async fn trim_spans(&self, before_ns: i64) -> StoreResult<u64> {
-        run(async {
-            let deleted = self
-                .client()
-                .await?
-                .execute("DELETE FROM spans WHERE start_ns < $1", &[&before_ns])
                 .await?;
             Ok(deleted)
         })

@@ -228,24 +228,8 @@ CREATE TABLE failures (
 );
 CREATE INDEX failures_by_function ON failures (app, function, at_ms);
 "#,
-    // Recorded spans; the trace context events and messages carry.
+    // The trace context events and messages carry.
     r#"
-CREATE TABLE spans (
-    trace_id TEXT COLLATE "C" NOT NULL,
-    span_id TEXT COLLATE "C" NOT NULL,
-    parent_id TEXT,
-    app TEXT NOT NULL,
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    start_ns BIGINT NOT NULL,
-    end_ns BIGINT NOT NULL,
-    error TEXT,
-    request_id TEXT,
-    detail TEXT NOT NULL,
-    PRIMARY KEY (trace_id, span_id)
-);
-CREATE INDEX spans_by_request ON spans (request_id) WHERE request_id IS NOT NULL;
-CREATE INDEX spans_by_start ON spans (start_ns);
 ALTER TABLE events ADD COLUMN trace TEXT;
 ALTER TABLE messages ADD COLUMN trace TEXT;
 "#,

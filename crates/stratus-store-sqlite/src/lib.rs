@@ -13,11 +13,11 @@ use stratus_store::{
     DeadLetter, Dump, EventCounts, EventRecord, FailureRecord, FollowUp, KeyRecord, LogBudget,
     LogQuery, LogRecord, MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion,
     NodeRecord, PackageRecord, QueueCounts, ScheduleSlot, SecretRecord, Settlement, Source,
-    SpanRecord, StoreError, StoredLog, Trimmed, VersionRecord,
+    StoreError, StoredLog, Trimmed, VersionRecord,
 };
 use stratus_store::{
     Alerts, Apps, Backlogs, Builds, Credentials, Events, Failures, Leases, LogStore, Messages,
-    Meta, MetaKey, Nodes, Packages, Schedules, Secrets, Spans, Transfer, UnitOfWork, Write,
+    Meta, MetaKey, Nodes, Packages, Schedules, Secrets, Transfer, UnitOfWork, Write,
 };
 
 /// An error inside this backend, before it leaves as a [`StoreError`].
@@ -279,24 +279,8 @@ CREATE TABLE failures (
 );
 CREATE INDEX failures_by_function ON failures (app, function, at_ms);
 "#,
-    // Recorded spans; the trace context events and messages carry.
+    // The trace context events and messages carry.
     r#"
-CREATE TABLE spans (
-    trace_id TEXT NOT NULL,
-    span_id TEXT NOT NULL,
-    parent_id TEXT,
-    app TEXT NOT NULL,
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    start_ns INTEGER NOT NULL,
-    end_ns INTEGER NOT NULL,
-    error TEXT,
-    request_id TEXT,
-    detail TEXT NOT NULL,
-    PRIMARY KEY (trace_id, span_id)
-) WITHOUT ROWID;
-CREATE INDEX spans_by_request ON spans (request_id) WHERE request_id IS NOT NULL;
-CREATE INDEX spans_by_start ON spans (start_ns);
 ALTER TABLE events ADD COLUMN trace TEXT;
 ALTER TABLE messages ADD COLUMN trace TEXT;
 "#,
@@ -979,7 +963,6 @@ impl Apps for SqliteStore {
             tx.execute("DELETE FROM secrets WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM builds WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM failures WHERE app = ?1", [&app])?;
-            tx.execute("DELETE FROM spans WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM alerts WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM alert_history WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM events WHERE app = ?1", [&app])?;
@@ -1357,98 +1340,6 @@ impl Failures for SqliteStore {
                    FROM failures WHERE app = ?1) WHERE n > ?2))",
                 params![app, keep, before_ms],
             )?;
-            Ok(deleted as u64)
-        })
-        .await
-    }
-}
-
-const SPAN_COLUMNS: &str =
-    "trace_id, span_id, parent_id, app, name, kind, start_ns, end_ns, error, request_id, detail";
-
-fn span_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SpanRecord> {
-    Ok(SpanRecord {
-        trace_id: row.get(0)?,
-        span_id: row.get(1)?,
-        parent_id: row.get(2)?,
-        app: row.get(3)?,
-        name: row.get(4)?,
-        kind: row.get(5)?,
-        start_ns: row.get(6)?,
-        end_ns: row.get(7)?,
-        error: row.get(8)?,
-        request_id: row.get(9)?,
-        detail: row.get(10)?,
-    })
-}
-
-#[async_trait]
-impl Spans for SqliteStore {
-    async fn put_spans(&self, spans: Vec<SpanRecord>) -> StoreResult<()> {
-        if spans.is_empty() {
-            return Ok(());
-        }
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            {
-                let mut stmt = tx.prepare_cached(&format!(
-                    "INSERT OR IGNORE INTO spans ({SPAN_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-                ))?;
-                for s in &spans {
-                    stmt.execute(params![
-                        s.trace_id,
-                        s.span_id,
-                        s.parent_id,
-                        s.app,
-                        s.name,
-                        s.kind,
-                        s.start_ns,
-                        s.end_ns,
-                        s.error,
-                        s.request_id,
-                        s.detail
-                    ])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn trace_spans(&self, trace_id: &str, limit: usize) -> StoreResult<Vec<SpanRecord>> {
-        let trace_id = trace_id.to_owned();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.call(move |conn| {
-            let sql = format!(
-                "SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id = ?1 \
-                 ORDER BY start_ns, span_id LIMIT ?2"
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![trace_id, limit], span_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
-    }
-
-    async fn trace_of_request(&self, request_id: &str) -> StoreResult<Option<String>> {
-        let request_id = request_id.to_owned();
-        self.call(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT trace_id FROM spans WHERE request_id = ?1 LIMIT 1",
-                    [request_id],
-                    |row| row.get(0),
-                )
-                .optional()?)
-        })
-        .await
-    }
-
-    async fn trim_spans(&self, before_ns: i64) -> StoreResult<u64> {
-        self.call(move |conn| {
-            let deleted = conn.execute("DELETE FROM spans WHERE start_ns < ?1", [before_ns])?;
             Ok(deleted as u64)
         })
         .await

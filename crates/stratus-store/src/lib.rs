@@ -19,8 +19,8 @@ pub use records::{
     AlertChange, AlertRecord, AppRecord, AwsCredentialRecord, BuildRecord, BuildStatus, DeadLetter,
     Dump, EventCounts, EventRecord, FailureRecord, FollowUp, KeyRecord, LogQuery, LogRecord,
     LogStream, MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion, NodeRecord,
-    PackageRecord, QueueCounts, ScheduleSlot, SecretRecord, Settlement, Source, SpanRecord,
-    StoredLog, VersionRecord,
+    PackageRecord, QueueCounts, ScheduleSlot, SecretRecord, Settlement, Source, StoredLog,
+    VersionRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -273,23 +273,6 @@ pub trait Alerts: Send + Sync {
     /// Forgets the states of `app`'s alerts not in `declared`, and its
     /// changes beyond the newest `keep`; how many went.
     async fn trim_alerts(&self, app: &str, declared: &[String], keep: usize) -> Result<u64>;
-}
-
-/// Recorded spans (`stratus trace`).
-#[async_trait]
-pub trait Spans: Send + Sync {
-    /// Records spans; one already recorded (the same trace and span id)
-    /// stays as it was.
-    async fn put_spans(&self, spans: Vec<SpanRecord>) -> Result<()>;
-
-    /// The first `limit` spans of trace `trace_id`, by start time.
-    async fn trace_spans(&self, trace_id: &str, limit: usize) -> Result<Vec<SpanRecord>>;
-
-    /// The trace a span of invocation `request_id` is in, if one is kept.
-    async fn trace_of_request(&self, request_id: &str) -> Result<Option<String>>;
-
-    /// Deletes the spans that started before `before_ns`; how many went.
-    async fn trim_spans(&self, before_ns: i64) -> Result<u64>;
 }
 
 /// Log records, for a store that keeps them (see `stratus-logs`).
@@ -571,7 +554,6 @@ pub trait Store:
     + Secrets
     + Builds
     + Failures
-    + Spans
     + Alerts
     + LogStore
     + Events
@@ -594,7 +576,6 @@ impl<T> Store for T where
         + Secrets
         + Builds
         + Failures
-        + Spans
         + Alerts
         + LogStore
         + Events

@@ -546,31 +546,6 @@ pub struct AlertChange {
     pub detail: String,
 }
 
-/// A span the platform recorded: what `stratus trace` shows. Traces are
-/// history, as logs are: they stay behind in a migration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpanRecord {
-    /// 32 hexadecimal digits.
-    pub trace_id: String,
-    /// 16 hexadecimal digits; unique in its trace.
-    pub span_id: String,
-    pub parent_id: Option<String>,
-    pub app: String,
-    pub name: String,
-    /// `server`, `internal`, `producer`, `consumer`, `client`.
-    pub kind: String,
-    /// Nanoseconds since the epoch.
-    pub start_ns: i64,
-    pub end_ns: i64,
-    /// Set when it failed.
-    pub error: Option<String>,
-    /// The invocation it is, or is part of.
-    pub request_id: Option<String>,
-    /// The rest as the server writes it (JSON: attributes and links); the
-    /// store keeps whatever it is given.
-    pub detail: String,
-}
-
 /// One build of an app's code: what `stratus builds` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildRecord {

@@ -12,10 +12,14 @@ pub struct TraceId(pub [u8; 16]);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SpanId(pub [u8; 8]);
 
+// Ids come from a generator per thread (wyrand, seeded from the system's
+// randomness): every invocation makes a few, and a system call each cost
+// more than the rest of a span. They need to be unique, not secret.
+
 impl TraceId {
     pub fn random() -> TraceId {
         loop {
-            let bytes = *uuid::Uuid::new_v4().as_bytes();
+            let bytes = fastrand::u128(..).to_be_bytes();
             if bytes != [0; 16] {
                 return TraceId(bytes);
             }
@@ -32,7 +36,7 @@ impl TraceId {
 impl SpanId {
     pub fn random() -> SpanId {
         loop {
-            let bytes = uuid::Uuid::new_v4().as_u64_pair().0.to_be_bytes();
+            let bytes = fastrand::u64(..).to_be_bytes();
             if bytes != [0; 8] {
                 return SpanId(bytes);
             }
@@ -194,10 +198,14 @@ fn decode(hex: &str, into: &mut [u8]) -> Option<()> {
 }
 
 fn encode(bytes: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    for byte in bytes {
-        write!(f, "{byte:02x}")?;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    for (i, byte) in bytes.iter().take(16).enumerate() {
+        text[2 * i] = DIGITS[usize::from(byte >> 4)];
+        text[2 * i + 1] = DIGITS[usize::from(byte & 15)];
     }
-    Ok(())
+    let hex = std::str::from_utf8(&text[..2 * bytes.len().min(16)]).map_err(|_| fmt::Error)?;
+    f.write_str(hex)
 }
 
 #[cfg(test)]

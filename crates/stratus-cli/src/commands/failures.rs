@@ -38,9 +38,13 @@ pub enum FailuresCommand {
         output: String,
     },
     /// Invoke the function again with the failure's event, on its active
-    /// version, and show the result next to the original
+    /// version (or another this node keeps), and show the result next to
+    /// the original
     Replay {
         id: String,
+        /// Replay on this version instead of the active one
+        #[arg(long)]
+        version: Option<u32>,
         #[arg(long, value_parser = ["text", "json"], default_value = "text")]
         output: String,
     },
@@ -97,10 +101,16 @@ pub async fn run(conn: &Connection, args: FailuresArgs) -> anyhow::Result<ExitCo
             }
             Ok(ExitCode::SUCCESS)
         }
-        FailuresCommand::Replay { id, output } => {
-            let response = client
-                .send(client.request(Method::POST, &format!("/v1/failures/{id}/replay")))
-                .await?;
+        FailuresCommand::Replay {
+            id,
+            version,
+            output,
+        } => {
+            let path = match version {
+                Some(version) => format!("/v1/failures/{id}/replay?version={version}"),
+                None => format!("/v1/failures/{id}/replay"),
+            };
+            let response = client.send(client.request(Method::POST, &path)).await?;
             let answer: Value = response.json().await?;
             let ok = answer["replay"]["ok"] == true;
             if output == "json" {

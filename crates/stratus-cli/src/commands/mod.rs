@@ -18,6 +18,7 @@ mod logs;
 mod ls;
 mod migrate;
 mod nodes;
+mod profile;
 mod queue;
 mod rm;
 mod runtimes;
@@ -94,6 +95,9 @@ pub enum Command {
     Builds(builds::BuildsArgs),
     /// List failed invocations, show their scenes, and replay their events
     Failures(failures::FailuresArgs),
+    /// Sample a function's running instances: a flame graph and the top
+    /// frames (py-spy for Python, perf for provided)
+    Profile(profile::ProfileArgs),
     /// List an application's alerts with their state and latest changes
     Alerts(alerts::AlertsArgs),
     /// Show a trace (by its id, or an invocation's request id) as a
@@ -183,6 +187,7 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Failures(args) => failures::run(&conn, args).await,
         Command::Trace(args) => trace::run(&conn, args).await,
         Command::Alerts(args) => alerts::run(&conn, args).await,
+        Command::Profile(args) => profile::run(&conn, args).await,
         Command::Git(args) => git::run(&conn, args).await,
         Command::Runtimes(args) => runtimes::run(&conn, args).await,
         Command::Status(args) => status::run(&conn, args).await,

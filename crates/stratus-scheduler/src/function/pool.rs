@@ -64,6 +64,9 @@ pub struct Pool {
     warm_failed: Mutex<Option<Instant>>,
     errors: RecentErrors,
     metrics: stratus_metrics::FunctionMetrics,
+    /// Every instance it started that may still run, busy or idle (for
+    /// `stratus profile`).
+    started: Mutex<Vec<std::sync::Weak<Instance>>>,
 }
 
 impl Pool {
@@ -87,6 +90,7 @@ impl Pool {
             capacity,
             warm_failed: Mutex::new(None),
             errors: Default::default(),
+            started: Mutex::new(Vec::new()),
         });
         let holder: Arc<dyn Idle> = pool.clone();
         pool.capacity.register(Arc::downgrade(&holder));
@@ -345,7 +349,25 @@ impl Pool {
 
     /// A new instance has started, for the caller that asked (`for_caller`)
     /// or ahead of demand.
+    /// The process ids of its running instances, by instance id.
+    pub fn running_pids(&self) -> Vec<(String, u32)> {
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        started.retain(|weak| weak.strong_count() > 0);
+        started
+            .iter()
+            .filter_map(|weak| {
+                let instance = weak.upgrade()?;
+                let pid = instance.shared.process.get()?.pid()?;
+                Some((instance.id.clone(), pid))
+            })
+            .collect()
+    }
+
     fn started(self: &Arc<Self>, instance: &Arc<Instance>, for_caller: bool) {
+        self.started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(instance));
         let mut s = self.lock();
         if for_caller {
             s.starting = s.starting.saturating_sub(1);
@@ -828,7 +850,6 @@ impl Pool {
             end,
         );
         handler.error = error;
-        handler.request_id = Some(ended.request_id.clone());
         spans.push(handler);
         tracer.record(spans);
     }

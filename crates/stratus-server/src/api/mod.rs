@@ -86,6 +86,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/failures/{id}/replay", post(crate::failures::replay))
         .route("/v1/traces/{id}", get(crate::traces::show))
         .route("/v1/apps/{app}/alerts", get(crate::alerts::list))
+        .route(
+            "/v1/apps/{app}/functions/{function}/profile",
+            post(crate::profile::profile),
+        )
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/apps/{app}/dlq", get(dlq::list))
         .route("/v1/apps/{app}/dlq/redrive", post(dlq::redrive))

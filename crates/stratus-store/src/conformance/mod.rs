@@ -9,7 +9,6 @@ pub mod credentials;
 pub mod events;
 pub mod failures;
 pub mod queues;
-pub mod spans;
 pub mod transfer;
 
 use std::sync::Arc;
@@ -50,7 +49,6 @@ macro_rules! conformance_suite {
             credentials::deleting_an_app_deletes_its_credentials,
             credentials::secrets_are_set_replaced_listed_and_deleted,
             failures::failures_are_kept_listed_trimmed_and_removed_with_their_app,
-            spans::spans_are_kept_by_trace_found_by_request_and_trimmed,
             alerts::alert_states_and_changes_are_kept_trimmed_and_removed_with_their_app,
             events::delivered_events_leave_the_queue,
             events::claims_respect_not_before_and_leases,
