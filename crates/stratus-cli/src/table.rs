@@ -76,6 +76,15 @@ impl Table {
 
 /// A time in milliseconds since the epoch (a JSON number), to the second,
 /// for a table cell.
+/// A JSON value for a table cell: a string as it is, null as `-`.
+pub fn text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 pub fn time(ms: &serde_json::Value) -> String {
     let ms = ms.as_i64().unwrap_or(0).max(0) as u64;
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))

@@ -232,9 +232,54 @@ pub(crate) fn node_totals(state: &AppState) -> BTreeMap<String, serde_json::Map<
 /// has none.
 type Observed = Result<f64, String>;
 
+/// An app's queued events and messages, read from the store at most once
+/// per evaluation, whichever of its alerts asks first.
+#[derive(Default)]
+struct Backlog {
+    events: Option<Result<Vec<stratus_store::EventCounts>, String>>,
+    messages: Option<Result<Vec<stratus_store::QueueCounts>, String>>,
+}
+
+impl Backlog {
+    async fn events(
+        &mut self,
+        state: &AppState,
+        app: &str,
+        now: i64,
+    ) -> Result<&[stratus_store::EventCounts], String> {
+        if self.events.is_none() {
+            let read = state.store.count_events(Some(app), now).await;
+            self.events = Some(read.map_err(|err| format!("the store did not answer: {err}")));
+        }
+        self.events
+            .as_ref()
+            .expect("read")
+            .as_deref()
+            .map_err(Clone::clone)
+    }
+
+    async fn messages(
+        &mut self,
+        state: &AppState,
+        app: &str,
+        now: i64,
+    ) -> Result<&[stratus_store::QueueCounts], String> {
+        if self.messages.is_none() {
+            let read = state.store.count_messages(Some(app), now).await;
+            self.messages = Some(read.map_err(|err| format!("the store did not answer: {err}")));
+        }
+        self.messages
+            .as_ref()
+            .expect("read")
+            .as_deref()
+            .map_err(Clone::clone)
+    }
+}
+
 async fn observe(
     state: &AppState,
     samples: &Samples,
+    backlog: &mut Backlog,
     app: &str,
     alert: &AlertSpec,
     now: i64,
@@ -256,22 +301,15 @@ async fn observe(
             }
             if *metric == AlertMetric::QueueAge {
                 let queue = queue.as_deref().unwrap_or("");
-                let counts = state
-                    .store
-                    .count_messages(Some(app), now)
-                    .await
-                    .map_err(|err| format!("the store did not answer: {err}"))?;
-                let oldest = counts
+                let oldest = backlog
+                    .messages(state, app, now)
+                    .await?
                     .iter()
                     .find(|c| c.queue == queue)
                     .and_then(|c| c.oldest_sent_ms);
                 return Ok(oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0));
             }
-            let counts = state
-                .store
-                .count_events(Some(app), now)
-                .await
-                .map_err(|err| format!("the store did not answer: {err}"))?;
+            let counts = backlog.events(state, app, now).await?;
             let mine = counts.iter().find(|c| c.function == function);
             Ok(match metric {
                 AlertMetric::DeadLetters => mine.map_or(0, |c| c.dead) as f64,
@@ -459,8 +497,9 @@ async fn evaluate(
     };
     let mut states = Vec::new();
     let mut changes = Vec::new();
+    let mut backlog = Backlog::default();
     for alert in alerts {
-        let observed = observe(state, samples, app, alert, now).await;
+        let observed = observe(state, samples, &mut backlog, app, alert, now).await;
         let before = previous.get(&alert.name);
         let (to, since) = next_state(before, alert, &observed, now);
         let from = before.map(|b| b.state.as_str()).unwrap_or(NO_DATA);

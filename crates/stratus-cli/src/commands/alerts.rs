@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use crate::client::{Client, Connection};
-use crate::table::{Align, Table, time};
+use crate::table::{Align, Table, text, time};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AlertsArgs {
@@ -98,13 +98,5 @@ fn value(v: &Value) -> String {
         Some(n) if n.fract() == 0.0 => format!("{n:.0}"),
         Some(n) => format!("{n:.3}"),
         None => "-".to_owned(),
-    }
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
     }
 }

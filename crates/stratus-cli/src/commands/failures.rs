@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::client::{Client, Connection};
-use crate::table::{Align, Table, time};
+use crate::table::{Align, Table, text, time};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FailuresArgs {
@@ -146,14 +146,6 @@ pub async fn run(conn: &Connection, args: FailuresArgs) -> anyhow::Result<ExitCo
                 ExitCode::from(crate::exit::FUNCTION_FAILED)
             })
         }
-    }
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
     }
 }
 
