@@ -8,8 +8,10 @@
 //! route). Each case (invoke or HTTP, 1 or 16 connections) is measured in
 //! rounds that alternate between the two servers, so that the machine's
 //! noise falls on both; the report gives each side's median requests per
-//! second and median p50 across rounds, their ratio, and the p50 added
-//! in microseconds. Targets: at most 5% fewer requests/s and at most 10 µs
+//! second and median p50 across rounds, their ratio, the median and the
+//! range of each round's own ratio (the two sides of a round ran moments
+//! apart, so the machine's drift cancels within it), and the p50 added in
+//! microseconds. Targets: at most 5% fewer requests/s and at most 10 µs
 //! added at p50. Run with `cargo bench -p stratus-cli --bench
 //! observability`; `STRATUS_BENCH_SECS` sets the seconds per measurement
 //! (default 2), `STRATUS_BENCH_ROUNDS` the rounds (default 5). It prints
@@ -150,8 +152,16 @@ fn run() -> anyhow::Result<()> {
         "observability cost: {rounds} rounds of {secs} s per case, alternating between the two servers"
     );
     println!(
-        "{:<14} {:>5} {:>12} {:>12} {:>7} {:>11} {:>11} {:>9}",
-        "case", "conns", "on req/s", "off req/s", "ratio", "on p50 µs", "off p50 µs", "Δp50 µs"
+        "{:<14} {:>5} {:>10} {:>10} {:>6} {:>19} {:>10} {:>10} {:>8}",
+        "case",
+        "conns",
+        "on req/s",
+        "off req/s",
+        "ratio",
+        "round ratio (range)",
+        "on p50 µs",
+        "off p50 µs",
+        "Δp50 µs"
     );
     for case in [Case::Invoke, Case::Http] {
         for connections in CONNECTIONS {
@@ -177,13 +187,24 @@ fn run() -> anyhow::Result<()> {
             let errors: usize = figures.iter().flatten().map(|f| f.errors).sum();
             let rps = |side: usize| median(figures[side].iter().map(|f| f.rps).collect());
             let p50 = |side: usize| median(figures[side].iter().map(|f| f.p50_us).collect());
+            let paired: Vec<f64> = figures[0]
+                .iter()
+                .zip(&figures[1])
+                .map(|(on, off)| on.rps / off.rps)
+                .collect();
+            let (low, high) = paired
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), r| {
+                    (l.min(*r), h.max(*r))
+                });
             println!(
-                "{:<14} {:>5} {:>12.0} {:>12.0} {:>7.3} {:>11.1} {:>11.1} {:>9.1}{}",
+                "{:<14} {:>5} {:>10.0} {:>10.0} {:>6.3} {:>19} {:>10.1} {:>10.1} {:>8.1}{}",
                 case.name(),
                 connections,
                 rps(0),
                 rps(1),
                 rps(0) / rps(1),
+                format!("{:.3} ({low:.3}-{high:.3})", median(paired)),
                 p50(0),
                 p50(1),
                 p50(0) - p50(1),

@@ -596,3 +596,75 @@ fn a_profile_of_a_busy_python_function_names_its_hot_function() {
     assert!(graph.contains("burn_cpu_here"));
     assert!(busy.join().unwrap().is_success());
 }
+
+#[test]
+fn a_profile_of_a_busy_node_function_names_its_hot_function() {
+    let server = Server::start();
+    write_app(
+        &server.path("hotjs"),
+        &[
+            (
+                "stratus.yaml",
+                "app: hotjs\nfunctions:\n  spin:\n    runtime: nodejs\n    handler: index.handler\n",
+            ),
+            (
+                "index.js",
+                "function burnCpuHere(n) {\n  let total = 0;\n  for (let i = 0; i < n; i++) total += Math.sqrt(i) * i;\n  return total;\n}\n\nexports.handler = async (event) => {\n  const end = Date.now() + event.ms;\n  let total = 0;\n  while (Date.now() < end) total += burnCpuHere(20000);\n  return { total };\n};\n",
+            ),
+        ],
+    );
+    common::deploy(&server, "hotjs");
+    // Short busy invocations one after another: the runtime reads the
+    // requests to start and stop between them.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (admin, token, stop) = (server.admin.clone(), server.token.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut failed = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = client()
+                    .post(format!("{admin}/v1/apps/hotjs/functions/spin/invoke"))
+                    .bearer_auth(&token)
+                    .body(r#"{"ms": 150}"#)
+                    .send()
+                    .unwrap()
+                    .status();
+                failed += usize::from(!status.is_success());
+            }
+            failed
+        })
+    };
+    let svg = server.path("spin.svg");
+    let shown = common::eventually(Duration::from_secs(30), || {
+        let out = server.cli(&[
+            "profile",
+            "hotjs/spin",
+            "--seconds",
+            "2",
+            "--svg",
+            svg.to_str().unwrap(),
+        ]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(load.join().unwrap(), 0, "every invocation succeeded");
+    let top: Vec<&str> = shown.lines().skip(2).take(3).collect();
+    assert!(
+        top.iter()
+            .any(|line| line.contains("burnCpuHere (index.js:1)")),
+        "the hot function, with its file and line, is among the top frames:\n{shown}"
+    );
+    assert!(shown.contains("(v8)"), "{shown}");
+    assert!(
+        std::fs::read_to_string(&svg)
+            .unwrap()
+            .contains("burnCpuHere")
+    );
+    // The runtime profiled and went on serving.
+    let again = server.ok(&["invoke", "hotjs/spin", "--data", r#"{"ms": 1}"#]);
+    assert!(again.contains("total"), "{again}");
+}

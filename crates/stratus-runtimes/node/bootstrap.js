@@ -838,6 +838,80 @@ async function onFatal(err, isRejection) {
 process.on('uncaughtException', (err) => onFatal(err, false));
 process.on('unhandledRejection', (reason) => onFatal(reason, true));
 
+// ---------------------------------------------------------------------------
+// `stratus profile`: SIGUSR2 starts V8's CPU profiler, a second SIGUSR2
+// stops it and writes the samples as folded stacks (`outer;inner COUNT`) to
+// /tmp/stratus-profile-PID.folded, whole and then renamed, for the platform
+// to read. A profile that nobody stops ends by itself, unwritten. The signal
+// is handled between events: a handler busy in one synchronous call for the
+// whole window shows as one late start.
+// ---------------------------------------------------------------------------
+const PROFILE_INTERVAL_US = 10000;
+const PROFILE_LIMIT_MS = 330 * 1000;
+let profiling = null;
+
+function foldProfile(profile) {
+  const parent = new Map();
+  const byId = new Map();
+  for (const node of profile.nodes) {
+    byId.set(node.id, node);
+    for (const child of node.children || []) parent.set(child, node.id);
+  }
+  const frame = ({ callFrame: f }) => {
+    const name = f.functionName || '(anonymous)';
+    if (!f.url) return name;
+    const file = f.url.startsWith('node:') ? f.url : path.basename(f.url);
+    return `${name} (${file}:${f.lineNumber + 1})`;
+  };
+  const stacks = new Map();
+  const stackOf = (id) => {
+    if (stacks.has(id)) return stacks.get(id);
+    const node = byId.get(id);
+    const up = parent.has(id) ? stackOf(parent.get(id)) : '';
+    const name = node.callFrame.functionName === '(root)' ? '' : frame(node).replace(/;/g, ':');
+    const stack = up && name ? `${up};${name}` : up || name;
+    stacks.set(id, stack);
+    return stack;
+  };
+  const counts = new Map();
+  for (const id of profile.samples || []) {
+    const name = byId.get(id).callFrame.functionName;
+    if (name === '(idle)') continue;
+    const stack = stackOf(id) || '(program)';
+    counts.set(stack, (counts.get(stack) || 0) + 1);
+  }
+  return Array.from(counts, ([stack, n]) => `${stack} ${n}\n`).join('');
+}
+
+function stopProfile(keep) {
+  const { session, timer } = profiling;
+  profiling = null;
+  clearTimeout(timer);
+  session.post('Profiler.stop', (err, result) => {
+    session.disconnect();
+    if (err || !keep) return;
+    const out = `/tmp/stratus-profile-${process.pid}.folded`;
+    try {
+      fs.writeFileSync(`${out}.part`, foldProfile(result.profile));
+      fs.renameSync(`${out}.part`, out);
+    } catch (e) {
+      process.stderr.write(`stratus-runtime: cannot write the profile: ${e.message}\n`);
+    }
+  });
+}
+
+process.on('SIGUSR2', () => {
+  if (profiling) return stopProfile(true);
+  const session = new (require('inspector').Session)();
+  session.connect();
+  session.post('Profiler.enable');
+  session.post('Profiler.setSamplingInterval', { interval: PROFILE_INTERVAL_US });
+  session.post('Profiler.start');
+  const timer = setTimeout(() => stopProfile(false), PROFILE_LIMIT_MS);
+  timer.unref();
+  profiling = { session, timer };
+});
+
 // `stratus dev --debug`: the inspector listens on 127.0.0.1:PORT before the
 // handler loads, for a debugger (the Chrome DevTools protocol) to attach.
 function listenForDebugger(port) {

@@ -288,6 +288,17 @@ pub fn terminate_group(pid: u32) {
     signal_group(pid, libc::SIGTERM);
 }
 
+/// Sends SIGUSR2 to one process: how the built-in runtimes are asked to
+/// start and stop a profile.
+pub fn send_sigusr2(pid: u32) -> io::Result<()> {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    if unsafe { libc::kill(pid as i32, libc::SIGUSR2) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// `user_usec` and `system_usec` of a cgroup v2 `cpu.stat`.
 pub fn cpu_stat_us(stat: &str) -> Option<(u64, u64)> {
     let field = |name: &str| {

@@ -1,6 +1,7 @@
 //! `stratus profile APP/FN`: samples a function's running instances for
-//! some seconds with the profiler of its language, when the node has it:
-//! py-spy for Python, perf for `provided`. The samples become folded
+//! some seconds with the profiler of its language: py-spy for Python and
+//! perf for `provided` when the node has them, and V8's own CPU profiler,
+//! which the Node.js runtime starts and stops when asked, for Node.js. The samples become folded
 //! stacks (`frame;frame;frame COUNT`), a flame graph (SVG) and the top
 //! frames by their own and their total share of the samples.
 //!
@@ -77,11 +78,8 @@ pub(crate) async fn profile(
         Runtime::Python3 => ("py-spy", py_spy(&instances, seconds, scratch.path()).await?),
         Runtime::Provided => ("perf", perf(&instances, seconds, scratch.path()).await?),
         Runtime::Nodejs => {
-            return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "no_profiler",
-                "Node.js functions cannot be profiled yet (the V8 CPU profiler is not wired to instances); profile Python functions with py-spy, or provided ones with perf".to_owned(),
-            ));
+            let _only = Profiling::only(&app, &function)?;
+            ("v8", v8(&instances, seconds).await?)
         }
     };
     let samples: u64 = folded.values().sum();
@@ -321,6 +319,136 @@ async fn perf(instances: &[(String, u32)], seconds: u64, dir: &FsPath) -> Result
         ));
     }
     Ok(folded)
+}
+
+/// How long a Node.js runtime has, once asked to stop, to write its
+/// profile: it reads the request between events.
+const V8_ANSWER: Duration = Duration::from_secs(10);
+
+/// The functions whose Node.js instances are being profiled: a runtime
+/// profiles once at a time, so a second profile of one function waits
+/// its turn rather than stopping the first one's.
+static PROFILING: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+struct Profiling((String, String));
+
+impl Profiling {
+    fn only(app: &str, function: &str) -> Result<Profiling, ApiError> {
+        let key = (app.to_owned(), function.to_owned());
+        let mut running = PROFILING.lock().unwrap_or_else(|e| e.into_inner());
+        if running.contains(&key) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "profile_running",
+                format!("{app}/{function} is being profiled already; profile again when it ends"),
+            ));
+        }
+        running.push(key.clone());
+        Ok(Profiling(key))
+    }
+}
+
+impl Drop for Profiling {
+    fn drop(&mut self) {
+        let mut running = PROFILING.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|key| *key != self.0);
+    }
+}
+
+/// V8's CPU profiler in each instance's Node.js runtime: SIGUSR2 starts
+/// it, another SIGUSR2 stops it, and the runtime writes its samples as
+/// folded stacks to `/tmp/stratus-profile-PID.folded` in its own view of
+/// the file system (PID as the runtime sees itself), read here through
+/// `/proc/PID/root`.
+async fn v8(instances: &[(String, u32)], seconds: u64) -> Result<Folded, ApiError> {
+    let runtimes: Vec<(u32, PathBuf)> = instances
+        .iter()
+        .flat_map(|(_, pid)| family(*pid))
+        .filter(|pid| node_runtime(*pid))
+        .filter_map(|pid| Some((pid, v8_output(pid)?)))
+        .collect();
+    if runtimes.is_empty() {
+        return Err(failed(
+            "no Node.js runtime of the function's instances is ready to profile (still starting?); profile again",
+        ));
+    }
+    let mut asked = Vec::new();
+    for (pid, out) in runtimes {
+        let _ = std::fs::remove_file(&out);
+        if stratus_sandbox::send_sigusr2(pid).is_ok() {
+            asked.push((pid, out));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    for (pid, _) in &asked {
+        let _ = stratus_sandbox::send_sigusr2(*pid);
+    }
+    let deadline = tokio::time::Instant::now() + V8_ANSWER;
+    let mut folded = Folded::new();
+    let mut silent = Vec::new();
+    for (pid, out) in asked {
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&out) {
+                let _ = std::fs::remove_file(&out);
+                fold_into(&mut folded, &text);
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline
+                || !FsPath::new(&format!("/proc/{pid}")).exists()
+            {
+                silent.push(pid);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    if folded.is_empty() {
+        return Err(failed(if silent.is_empty() {
+            "V8 took no samples: the instances were idle (frozen); profile while the function works"
+                .to_owned()
+        } else {
+            format!(
+                "the Node.js runtimes (pids {silent:?}) wrote no profile within {} s of the request to stop: a handler busy in one synchronous call reads the request only when it returns; profile again",
+                V8_ANSWER.as_secs()
+            )
+        }));
+    }
+    Ok(folded)
+}
+
+/// Whether `pid` is a Node.js runtime that handles the profile request
+/// (SIGUSR2 among the signals it catches): a process still starting, or
+/// one of the function's own, would die of it.
+fn node_runtime(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let caught = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .unwrap_or(0);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let bootstrap = cmdline
+        .split(|b| *b == 0)
+        .nth(1)
+        .is_some_and(|arg| arg.ends_with(b"bootstrap.js"));
+    bootstrap && caught & (1 << (SIGUSR2 - 1)) != 0
+}
+
+/// SIGUSR2 on Linux.
+const SIGUSR2: u32 = 12;
+
+/// Where the runtime `pid` writes its profile, seen from here.
+fn v8_output(pid: u32) -> Option<PathBuf> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let own = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .to_owned();
+    Some(PathBuf::from(format!(
+        "/proc/{pid}/root/tmp/stratus-profile-{own}.folded"
+    )))
 }
 
 /// Adds folded lines (`a;b;c 12`) to `folded`.
