@@ -7,6 +7,7 @@
 //! Nothing outside this crate knows the YAML shape.
 
 pub mod alerts;
+pub mod buckets;
 mod error;
 mod locate;
 mod raw;

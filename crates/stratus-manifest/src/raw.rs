@@ -21,6 +21,26 @@ pub(crate) struct RawManifest {
     pub queues: BTreeMap<String, Option<RawQueue>>,
     #[serde(default, deserialize_with = "unique_keys")]
     pub alerts: BTreeMap<String, RawAlert>,
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub buckets: BTreeMap<String, Option<RawBucket>>,
+}
+
+/// One of the app's buckets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBucket {
+    pub name: Option<String>,
+    pub public_read: Option<bool>,
+    pub cors: Option<RawCors>,
+    pub lifecycle: Option<RawLifecycle>,
+    pub max_object_size: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLifecycle {
+    pub expire_after: String,
+    pub prefix: Option<String>,
 }
 
 /// One of the app's alerts.

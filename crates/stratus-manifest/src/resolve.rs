@@ -113,10 +113,15 @@ pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpe
         c.error(
             "app".into(),
             format!("the application name {:?} is reserved", raw.app),
-            Some(format!(
-                "/{} on the public listener is the node's own (load balancers' probes and metrics); choose another name",
-                raw.app
-            )),
+            Some(if raw.app == "s3" {
+                "s3.DOMAIN on the public listener is the S3 API's own host; choose another name"
+                    .to_owned()
+            } else {
+                format!(
+                    "/{} on the public listener is the node's own (load balancers' probes and metrics); choose another name",
+                    raw.app
+                )
+            }),
         );
     }
     if raw.functions.is_empty() && raw.services.is_empty() {
@@ -164,6 +169,7 @@ pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpe
     let service_names: Vec<&str> = services.keys().map(String::as_str).collect();
     let alerts =
         crate::alerts::resolve_alerts(&mut c, raw.alerts, &functions, &service_names, &queues);
+    let buckets = crate::buckets::resolve_buckets(&mut c, &raw.app, raw.buckets);
 
     if c.errors.is_empty() {
         Ok(AppSpec {
@@ -172,6 +178,7 @@ pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpe
             services,
             queues,
             alerts,
+            buckets,
         })
     } else {
         c.errors.sort_by_key(|e| e.line);
@@ -764,7 +771,9 @@ fn resolve_http(c: &mut Checker<'_>, owner: &str, raw: RawHttp) -> HttpSpec {
             HttpAuth::None
         }
     };
-    let cors = raw.cors.map(|cors| resolve_cors(c, owner, cors));
+    let cors = raw
+        .cors
+        .map(|cors| resolve_cors(c, &format!("{owner}.http.cors"), cors));
     let strip_prefix = raw.strip_prefix.unwrap_or(false);
     if strip_prefix {
         for path in &paths {
@@ -812,8 +821,9 @@ fn methods(c: &mut Checker<'_>, key: &str, given: Option<Vec<String>>) -> Vec<St
     out
 }
 
-fn resolve_cors(c: &mut Checker<'_>, owner: &str, raw: RawCors) -> CorsSpec {
-    let key = |field: &str| format!("{owner}.http.cors.{field}");
+/// `cors:` at the key path `at`.
+pub(crate) fn resolve_cors(c: &mut Checker<'_>, at: &str, raw: RawCors) -> CorsSpec {
+    let key = |field: &str| format!("{at}.{field}");
     let origins = raw.origins.map(|o| o.into_vec()).unwrap_or_default();
     if origins.is_empty() {
         c.error(

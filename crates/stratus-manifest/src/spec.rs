@@ -20,6 +20,9 @@ pub struct AppSpec {
     /// Conditions on metrics or log lines, and what to do about them.
     #[serde(default)]
     pub alerts: BTreeMap<String, crate::alerts::AlertSpec>,
+    /// File storage, served over the S3 API.
+    #[serde(default)]
+    pub buckets: BTreeMap<String, crate::buckets::BucketSpec>,
 }
 
 /// A queue the app declares.
@@ -595,10 +598,10 @@ impl fmt::Display for Runtime {
     }
 }
 
-/// Application names the node's own paths take (`/healthz`, `/readyz`,
-/// `/metrics`): an app of one of these names could not be reached by
-/// path.
-pub const RESERVED_APP_NAMES: [&str; 3] = ["healthz", "readyz", "metrics"];
+/// Application names the node's own paths and hosts take (`/healthz`,
+/// `/readyz`, `/metrics`, and `s3.DOMAIN` for the S3 API): an app of one
+/// of these names could not be reached.
+pub const RESERVED_APP_NAMES: [&str; 4] = ["healthz", "readyz", "metrics", "s3"];
 
 /// Application and function names: `[a-z][a-z0-9-]{0,39}`.
 pub fn is_valid_name(name: &str) -> bool {

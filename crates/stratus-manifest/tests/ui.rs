@@ -1941,3 +1941,31 @@ fn build_commands_are_checked() {
         "#,
     );
 }
+
+#[test]
+fn bucket_names_and_settings_are_checked() {
+    check(
+        "
+        app: a-rather-long-app-name-for-its-buckets
+        functions:
+          f:
+            runtime: python3
+            handler: main.handler
+        buckets:
+          uploads-of-every-day-and-night: {}
+          media: { name: Bad_Name }
+          docs: { cors: { origins: [\"https://app.example.com\"] } }
+          big: { max_object_size: 6TiB }
+        ",
+        r#"
+        stratus.yaml:7: buckets.uploads-of-every-day-and-night.name: "a-rather-long-app-name-for-its-buckets-uploads-of-every-day-and-night" is 69 characters; a bucket name has 3 to 63
+          hint: the S3 name is APP-BUCKET unless `name:` gives one; give a shorter `buckets.uploads-of-every-day-and-night.name`
+        stratus.yaml:8: buckets.media.name: "Bad_Name" has characters other than lower-case letters, digits, `.` and `-`
+          hint: S3 bucket names are 3 to 63 lower-case letters, digits, `.` and `-`
+        stratus.yaml:9: buckets.docs.cors: bucket CORS (browser requests from other origins) is not built yet
+          hint: remove `cors:` from the bucket for now
+        stratus.yaml:10: buckets.big.max_object_size: out of range
+          hint: give a size from 1 byte to 5TiB, such as `100MiB` or `5GiB`
+        "#,
+    );
+}

@@ -165,6 +165,8 @@ pub struct ServerConfig {
     /// The public listener's domain and limits.
     #[command(flatten, next_help_heading = "Public listener")]
     pub http: crate::HttpSettings,
+    #[command(flatten, next_help_heading = "Files (the S3 API)")]
+    pub objects: crate::ObjectSettings,
 }
 
 /// The control plane's limits.

@@ -525,6 +525,7 @@ pub(crate) async fn deploy(
     {
         return Ok(unchanged(&active));
     }
+    let buckets = crate::s3::declared::plan(state, app, &spec).await?;
     let functions = spec.functions.keys().cloned().collect();
     let services = spec.services.keys().cloned().collect();
     let routes = routes(state, &spec);
@@ -540,6 +541,7 @@ pub(crate) async fn deploy(
         })
         .await?;
     crate::cluster::publish(state, &version);
+    crate::s3::declared::apply(state, buckets).await?;
     if let Some(id) = &built.id {
         state
             .builder

@@ -28,6 +28,7 @@ mod profile;
 mod public;
 mod quotas;
 mod runtimes;
+mod s3;
 pub mod samples;
 mod secrets;
 mod token;
@@ -60,6 +61,7 @@ pub use config::{Limits, ServerConfig};
 pub use public::{HttpSettings, TlsFiles};
 pub use quotas::QuotaSettings;
 pub use runtimes::RuntimeFlag;
+pub use s3::ObjectSettings;
 pub use secrets::KEY_FILE as SECRETS_KEY_FILE;
 
 /// Addresses the server is reachable at, as written to `server.json`.
@@ -118,6 +120,8 @@ pub(crate) struct AppState {
     pub scrapes: tokio::sync::Mutex<()>,
     /// The spans this node recorded.
     pub(crate) kept: Arc<traces::Kept>,
+    /// The bytes of apps' objects (the S3 API).
+    pub(crate) objects: Arc<s3::Blobs>,
 }
 
 /// Binds both listeners from `config`.
@@ -274,6 +278,23 @@ pub async fn run(
     let platform = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
         .await
         .context("cannot listen for the platform API on 127.0.0.1")?;
+    let s3_listener = match config.objects.s3_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr}; choose another with --s3-listen")
+        })?),
+        None => None,
+    };
+    let objects_dir = config
+        .objects
+        .objects_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("objects"));
+    let objects = Arc::new(s3::Blobs::open(objects_dir.clone()).with_context(|| {
+        format!(
+            "cannot keep objects in {}; choose another directory with --objects-dir",
+            objects_dir.display()
+        )
+    })?);
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr}; choose another with --metrics-listen")
@@ -534,6 +555,7 @@ pub async fn run(
         logs: logs.clone(),
         scrapes: tokio::sync::Mutex::new(()),
         kept,
+        objects,
     });
     let gateway = Arc::new(public::Gateway {
         directory,
@@ -547,6 +569,7 @@ pub async fn run(
         webhooks: Some(Arc::new(webhooks::GitHooks(state.clone()))),
         probes: Some(Arc::new(crate::observe::Probes(state.clone()))),
         tracer: scheduler.tracer().clone(),
+        objects: Some(Arc::new(s3::Api(state.clone()))),
     });
     // What earlier runs left of versions no longer kept.
     deploy::prune_in_background(state.clone());
@@ -609,13 +632,28 @@ pub async fn run(
             api::admin_connections(observe::router(state.clone())),
         )
     });
+    let s3_server = s3_listener.map(|listener| {
+        listener::serve(
+            "s3",
+            listener,
+            config.http.limits(config.http.max_connections),
+            None,
+            stopped(stop_rx.clone()),
+            api::admin_connections(s3::router(state.clone())),
+        )
+    });
     let admin_task = tokio::spawn(async move {
         let metrics = async {
             if let Some(server) = metrics_server {
                 let _ = server.await;
             }
         };
-        let _ = tokio::join!(admin_server, platform_server, metrics);
+        let s3 = async {
+            if let Some(server) = s3_server {
+                let _ = server.await;
+            }
+        };
+        let _ = tokio::join!(admin_server, platform_server, metrics, s3);
     });
     let public_task = tokio::spawn(public_server);
     if let Some(ready) = ready {

@@ -23,12 +23,13 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use stratus_store::Result as StoreResult;
 use stratus_store::{
     AlertChange, AlertRecord, Alerts, AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs,
-    BuildRecord, BuildStatus, Builds, Changes, Credentials, DeadLetter, Dump, EventCounts,
-    EventRecord, Events, FailureRecord, Failures, FollowUp, KeyRecord, Leases, LogBudget, LogQuery,
-    LogRecord, LogStore, MessageRecord, MessageSettlement, Messages, Meta, MetaKey, NewEvent,
-    NewMessage, NewVersion, NodeRecord, Nodes, PackageRecord, Packages, QueueCounts, ScheduleSlot,
-    Schedules, SecretRecord, Secrets, Settlement, SharedPackages, Source, StoreError, StoredLog,
-    Transfer, Trimmed, UnitOfWork, VersionRecord, Write,
+    BucketCreated, BucketDeleted, BucketRecord, BuildRecord, BuildStatus, Builds, Changes,
+    Credentials, DeadLetter, Dump, EventCounts, EventRecord, Events, FailureRecord, Failures,
+    FollowUp, KeyRecord, Leases, LogBudget, LogQuery, LogRecord, LogStore, MessageRecord,
+    MessageSettlement, Messages, Meta, MetaKey, NewEvent, NewMessage, NewVersion, NoSuchBucket,
+    NodeRecord, Nodes, ObjectRecord, ObjectUsage, Objects, PackageRecord, Packages, QueueCounts,
+    ScheduleSlot, Schedules, SecretRecord, Secrets, Settlement, SharedPackages, Source, StoreError,
+    StoredLog, Transfer, Trimmed, UnitOfWork, VersionRecord, Write,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -566,6 +567,16 @@ impl Apps for PostgresStore {
         run(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
+            // The buckets first: that waits for an object being put into
+            // one of them (see `put_object`), which is then deleted too.
+            let buckets: Vec<String> = tx
+                .query("DELETE FROM buckets WHERE app = $1 RETURNING name", &[&app])
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            tx.execute("DELETE FROM objects WHERE bucket = ANY($1)", &[&buckets])
+                .await?;
             for table in [
                 "versions",
                 "app_keys",
@@ -1043,6 +1054,304 @@ impl Alerts for PostgresStore {
                 .await?;
             tx.commit().await?;
             Ok(states + changes)
+        })
+        .await
+    }
+}
+
+const BUCKET_COLUMNS: &str = "name, app, declared_as, spec, created_ms";
+
+fn bucket_from_row(row: &Row) -> BucketRecord {
+    BucketRecord {
+        name: row.get(0),
+        app: row.get(1),
+        declared_as: row.get(2),
+        spec: row.get(3),
+        created_ms: row.get(4),
+    }
+}
+
+const OBJECT_COLUMNS: &str = "bucket, key, size, etag, blob, modified_ms, headers";
+
+fn object_from_row(row: &Row) -> ObjectRecord {
+    ObjectRecord {
+        bucket: row.get(0),
+        key: row.get(1),
+        size: row.get::<_, i64>(2) as u64,
+        etag: row.get(3),
+        blob: row.get(4),
+        modified_ms: row.get(5),
+        headers: row.get(6),
+    }
+}
+
+/// Objects a bucket that is not empty is counted up to.
+const NOT_EMPTY_BOUND: i64 = 1000;
+
+/// Locks bucket `name` against its deletion until the transaction ends
+/// (not against an update of its settings); whether it exists.
+async fn hold_bucket(tx: &impl GenericClient, name: &str) -> Result<bool> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM buckets WHERE name = $1 FOR KEY SHARE",
+            &[&name],
+        )
+        .await?
+        .is_some())
+}
+
+#[async_trait]
+impl Objects for PostgresStore {
+    async fn create_bucket(&self, b: BucketRecord) -> StoreResult<BucketCreated> {
+        run(async {
+            let client = self.client().await?;
+            let insert = format!(
+                "INSERT INTO buckets ({BUCKET_COLUMNS}) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (name) DO NOTHING"
+            );
+            let select = format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE name = $1");
+            // The bucket that took the name may be deleted before it is
+            // read: then the name is free again.
+            loop {
+                let inserted = client
+                    .execute(
+                        &insert,
+                        &[&b.name, &b.app, &b.declared_as, &b.spec, &b.created_ms],
+                    )
+                    .await?;
+                if inserted > 0 {
+                    return Ok(BucketCreated::Created);
+                }
+                if let Some(row) = client.query_opt(&select, &[&b.name]).await? {
+                    return Ok(BucketCreated::Taken(bucket_from_row(&row)));
+                }
+            }
+        })
+        .await
+    }
+
+    async fn update_bucket(&self, b: BucketRecord) -> StoreResult<bool> {
+        run(async {
+            let updated = self
+                .client()
+                .await?
+                .execute(
+                    "UPDATE buckets SET declared_as = $2, spec = $3 WHERE name = $1",
+                    &[&b.name, &b.declared_as, &b.spec],
+                )
+                .await?;
+            Ok(updated > 0)
+        })
+        .await
+    }
+
+    async fn get_bucket(&self, name: &str) -> StoreResult<Option<BucketRecord>> {
+        run(async {
+            let sql = format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE name = $1");
+            let row = self.client().await?.query_opt(&sql, &[&name]).await?;
+            Ok(row.as_ref().map(bucket_from_row))
+        })
+        .await
+    }
+
+    async fn list_buckets(&self, app: Option<&str>) -> StoreResult<Vec<BucketRecord>> {
+        run(async {
+            let sql = format!(
+                "SELECT {BUCKET_COLUMNS} FROM buckets WHERE $1::TEXT IS NULL OR app = $1 ORDER BY name"
+            );
+            let rows = self.client().await?.query(&sql, &[&app]).await?;
+            Ok(rows.iter().map(bucket_from_row).collect())
+        })
+        .await
+    }
+
+    async fn delete_bucket(&self, name: &str, force: bool) -> StoreResult<BucketDeleted> {
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // Locked first: an object being put into it is committed (and
+            // counted) or refused.
+            let exists = tx
+                .query_opt("SELECT 1 FROM buckets WHERE name = $1 FOR UPDATE", &[&name])
+                .await?
+                .is_some();
+            if !exists {
+                return Ok(BucketDeleted::Missing);
+            }
+            if !force {
+                let held: i64 = tx
+                    .query_one(
+                        "SELECT COUNT(*) FROM (SELECT 1 FROM objects WHERE bucket = $1 LIMIT $2) held",
+                        &[&name, &NOT_EMPTY_BOUND],
+                    )
+                    .await?
+                    .get(0);
+                if held > 0 {
+                    return Ok(BucketDeleted::NotEmpty(held as u64));
+                }
+            }
+            let blobs = tx
+                .query("DELETE FROM objects WHERE bucket = $1 RETURNING blob", &[&name])
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            tx.execute("DELETE FROM buckets WHERE name = $1", &[&name])
+                .await?;
+            tx.commit().await?;
+            Ok(BucketDeleted::Deleted(blobs))
+        })
+        .await
+    }
+
+    async fn put_object(
+        &self,
+        o: ObjectRecord,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Result<Option<ObjectRecord>, NoSuchBucket>> {
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            if !hold_bucket(&tx, &o.bucket).await? {
+                return Ok(Err(NoSuchBucket));
+            }
+            let size = o.size as i64;
+            let current = tx
+                .prepare(&format!(
+                    "SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = $1 AND key = $2 FOR UPDATE"
+                ))
+                .await?;
+            let update = tx
+                .prepare(
+                    "UPDATE objects SET size = $3, etag = $4, blob = $5, modified_ms = $6, headers = $7 \
+                     WHERE bucket = $1 AND key = $2",
+                )
+                .await?;
+            let insert = tx
+                .prepare(&format!(
+                    "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (bucket, key) DO NOTHING"
+                ))
+                .await?;
+            let values: [&(dyn ToSql + Sync); 7] = [
+                &o.bucket,
+                &o.key,
+                &size,
+                &o.etag,
+                &o.blob,
+                &o.modified_ms,
+                &o.headers,
+            ];
+            // The row is locked before it is replaced, so that the object
+            // replaced is the one returned; an object of the same key put
+            // meanwhile by another transaction is then replaced in turn.
+            let replaced = loop {
+                if let Some(row) = tx.query_opt(&current, &[&o.bucket, &o.key]).await? {
+                    tx.execute(&update, &values).await?;
+                    break Some(object_from_row(&row));
+                }
+                if tx.execute(&insert, &values).await? > 0 {
+                    break None;
+                }
+            };
+            insert_events(&tx, events).await?;
+            tx.commit().await?;
+            Ok(Ok(replaced))
+        })
+        .await
+    }
+
+    async fn get_object(&self, bucket: &str, key: &str) -> StoreResult<Option<ObjectRecord>> {
+        run(async {
+            let sql =
+                format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = $1 AND key = $2");
+            let row = self
+                .client()
+                .await?
+                .query_opt(&sql, &[&bucket, &key])
+                .await?;
+            Ok(row.as_ref().map(object_from_row))
+        })
+        .await
+    }
+
+    async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Option<ObjectRecord>> {
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let deleted = tx
+                .query_opt(
+                    &format!(
+                        "DELETE FROM objects WHERE bucket = $1 AND key = $2 RETURNING {OBJECT_COLUMNS}"
+                    ),
+                    &[&bucket, &key],
+                )
+                .await?
+                .as_ref()
+                .map(object_from_row);
+            if deleted.is_some() {
+                insert_events(&tx, events).await?;
+            }
+            tx.commit().await?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<ObjectRecord>> {
+        run(async {
+            let bound = stratus_store::prefix_bound(prefix);
+            // A range, not LIKE: `%`, `_` and `\` in a prefix are
+            // themselves.
+            let sql = format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = $1 \
+                 AND key >= $2 COLLATE \"C\" \
+                 AND ($3::TEXT IS NULL OR key < $3 COLLATE \"C\") \
+                 AND ($4::TEXT IS NULL OR key > $4 COLLATE \"C\") \
+                 ORDER BY key COLLATE \"C\" LIMIT $5"
+            );
+            let rows = self
+                .client()
+                .await?
+                .query(&sql, &[&bucket, &prefix, &bound, &after, &i64::from(limit)])
+                .await?;
+            Ok(rows.iter().map(object_from_row).collect())
+        })
+        .await
+    }
+
+    async fn object_usage(&self, app: Option<&str>) -> StoreResult<Vec<ObjectUsage>> {
+        run(async {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT b.app, COUNT(DISTINCT b.name), COUNT(o.key), COALESCE(SUM(o.size), 0)::BIGINT \
+                     FROM buckets b LEFT JOIN objects o ON o.bucket = b.name \
+                     WHERE $1::TEXT IS NULL OR b.app = $1 GROUP BY b.app ORDER BY b.app",
+                    &[&app],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| ObjectUsage {
+                    app: row.get(0),
+                    buckets: row.get::<_, i64>(1) as u64,
+                    objects: row.get::<_, i64>(2) as u64,
+                    bytes: row.get::<_, i64>(3) as u64,
+                })
+                .collect())
         })
         .await
     }
@@ -1962,6 +2271,8 @@ impl Transfer for PostgresStore {
             let messages = all(format!("SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY id")).await?;
             let slots = all("SELECT app, function, schedule, slot_ms FROM schedule_slots ORDER BY app, function, schedule".into())
                 .await?;
+            let buckets = all(format!("SELECT {BUCKET_COLUMNS} FROM buckets ORDER BY name")).await?;
+            let objects = all(format!("SELECT {OBJECT_COLUMNS} FROM objects ORDER BY bucket, key")).await?;
             Ok(Dump {
                 identity,
                 apps: apps.iter().map(app_from_row).collect(),
@@ -2000,6 +2311,8 @@ impl Transfer for PostgresStore {
                         slot_ms: row.get(3),
                     })
                     .collect(),
+                buckets: buckets.iter().map(bucket_from_row).collect(),
+                objects: objects.iter().map(object_from_row).collect(),
             })
         })
         .await
@@ -2011,18 +2324,19 @@ impl Transfer for PostgresStore {
             let tx = client.transaction().await?;
             // Nothing else writes while the store is filled.
             tx.batch_execute(
-                "LOCK TABLE apps, versions, events, messages, dead_letters, meta IN EXCLUSIVE MODE",
+                "LOCK TABLE apps, versions, events, messages, dead_letters, meta, buckets, objects IN EXCLUSIVE MODE",
             )
             .await?;
             let held: String = tx
                 .query_one(
                     "SELECT (SELECT COUNT(*) FROM apps) || ' apps, ' || (SELECT COUNT(*) FROM events) || ' events, ' \
-                     || (SELECT COUNT(*) FROM messages) || ' messages, ' || (SELECT COUNT(*) FROM dead_letters) || ' dead letters'",
+                     || (SELECT COUNT(*) FROM messages) || ' messages, ' || (SELECT COUNT(*) FROM dead_letters) || ' dead letters, ' \
+                     || (SELECT COUNT(*) FROM buckets) || ' buckets'",
                     &[],
                 )
                 .await?
                 .get(0);
-            if held != "0 apps, 0 events, 0 messages, 0 dead letters" {
+            if held != "0 apps, 0 events, 0 messages, 0 dead letters, 0 buckets" {
                 return Err(StoreError::NotEmpty(held).into());
             }
             if let Some(identity) = &dump.identity {
@@ -2147,6 +2461,20 @@ impl Transfer for PostgresStore {
                 tx.execute(
                     "INSERT INTO schedule_slots (app, function, schedule, slot_ms) VALUES ($1, $2, $3, $4)",
                     &[&s.app, &s.function, &s.schedule, &s.slot_ms],
+                )
+                .await?;
+            }
+            for b in &dump.buckets {
+                tx.execute(
+                    &format!("INSERT INTO buckets ({BUCKET_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
+                    &[&b.name, &b.app, &b.declared_as, &b.spec, &b.created_ms],
+                )
+                .await?;
+            }
+            for o in &dump.objects {
+                tx.execute(
+                    &format!("INSERT INTO objects ({OBJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+                    &[&o.bucket, &o.key, &(o.size as i64), &o.etag, &o.blob, &o.modified_ms, &o.headers],
                 )
                 .await?;
             }

@@ -255,4 +255,26 @@ CREATE TABLE alert_history (
 );
 CREATE INDEX alert_history_by_app ON alert_history (app, id);
 "#,
+    // Buckets and their objects' metadata. Names and keys order as bytes
+    // do, whatever the database's collation: the order S3 lists them in.
+    r#"
+CREATE TABLE buckets (
+    name TEXT COLLATE "C" PRIMARY KEY,
+    app TEXT NOT NULL,
+    declared_as TEXT,
+    spec TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX buckets_by_app ON buckets (app);
+CREATE TABLE objects (
+    bucket TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    size BIGINT NOT NULL,
+    etag TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    modified_ms BIGINT NOT NULL,
+    headers TEXT NOT NULL,
+    PRIMARY KEY (bucket, key)
+);
+"#,
 ];

@@ -9,15 +9,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use stratus_store::Result as StoreResult;
 use stratus_store::{
-    AlertChange, AlertRecord, AppRecord, AwsCredentialRecord, Backlog, BuildRecord, BuildStatus,
-    DeadLetter, Dump, EventCounts, EventRecord, FailureRecord, FollowUp, KeyRecord, LogBudget,
-    LogQuery, LogRecord, MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion,
-    NodeRecord, PackageRecord, QueueCounts, ScheduleSlot, SecretRecord, Settlement, Source,
+    AlertChange, AlertRecord, AppRecord, AwsCredentialRecord, Backlog, BucketCreated,
+    BucketDeleted, BucketRecord, BuildRecord, BuildStatus, DeadLetter, Dump, EventCounts,
+    EventRecord, FailureRecord, FollowUp, KeyRecord, LogBudget, LogQuery, LogRecord, MessageRecord,
+    MessageSettlement, NewEvent, NewMessage, NewVersion, NoSuchBucket, NodeRecord, ObjectRecord,
+    ObjectUsage, PackageRecord, QueueCounts, ScheduleSlot, SecretRecord, Settlement, Source,
     StoreError, StoredLog, Trimmed, VersionRecord,
 };
 use stratus_store::{
     Alerts, Apps, Backlogs, Builds, Credentials, Events, Failures, Leases, LogStore, Messages,
-    Meta, MetaKey, Nodes, Packages, Schedules, Secrets, Transfer, UnitOfWork, Write,
+    Meta, MetaKey, Nodes, Objects, Packages, Schedules, Secrets, Transfer, UnitOfWork, Write,
 };
 
 /// An error inside this backend, before it leaves as a [`StoreError`].
@@ -305,6 +306,28 @@ CREATE TABLE alert_history (
     detail TEXT NOT NULL
 );
 CREATE INDEX alert_history_by_app ON alert_history (app, id);
+"#,
+    // Buckets and their objects' metadata. Keys compare as bytes (the
+    // default BINARY collation), which is the order S3 lists them in.
+    r#"
+CREATE TABLE buckets (
+    name TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    declared_as TEXT,
+    spec TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX buckets_by_app ON buckets (app);
+CREATE TABLE objects (
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    modified_ms INTEGER NOT NULL,
+    headers TEXT NOT NULL,
+    PRIMARY KEY (bucket, key)
+);
 "#,
 ];
 
@@ -965,6 +988,11 @@ impl Apps for SqliteStore {
             tx.execute("DELETE FROM failures WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM alerts WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM alert_history WHERE app = ?1", [&app])?;
+            tx.execute(
+                "DELETE FROM objects WHERE bucket IN (SELECT name FROM buckets WHERE app = ?1)",
+                [&app],
+            )?;
+            tx.execute("DELETE FROM buckets WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM events WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM dead_letters WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM messages WHERE app = ?1", [&app])?;
@@ -1445,6 +1473,266 @@ impl Alerts for SqliteStore {
             )?;
             tx.commit()?;
             Ok((states + changes) as u64)
+        })
+        .await
+    }
+}
+
+const BUCKET_COLUMNS: &str = "name, app, declared_as, spec, created_ms";
+
+fn bucket_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BucketRecord> {
+    Ok(BucketRecord {
+        name: row.get(0)?,
+        app: row.get(1)?,
+        declared_as: row.get(2)?,
+        spec: row.get(3)?,
+        created_ms: row.get(4)?,
+    })
+}
+
+const OBJECT_COLUMNS: &str = "bucket, key, size, etag, blob, modified_ms, headers";
+
+fn object_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectRecord> {
+    Ok(ObjectRecord {
+        bucket: row.get(0)?,
+        key: row.get(1)?,
+        size: row.get::<_, i64>(2)? as u64,
+        etag: row.get(3)?,
+        blob: row.get(4)?,
+        modified_ms: row.get(5)?,
+        headers: row.get(6)?,
+    })
+}
+
+/// Objects a bucket that is not empty is counted up to.
+const NOT_EMPTY_BOUND: i64 = 1000;
+
+#[async_trait]
+impl Objects for SqliteStore {
+    async fn create_bucket(&self, b: BucketRecord) -> StoreResult<BucketCreated> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let inserted = tx.execute(
+                &format!(
+                    "INSERT INTO buckets ({BUCKET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (name) DO NOTHING"
+                ),
+                params![b.name, b.app, b.declared_as, b.spec, b.created_ms],
+            )?;
+            let created = if inserted > 0 {
+                BucketCreated::Created
+            } else {
+                BucketCreated::Taken(tx.query_row(
+                    &format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE name = ?1"),
+                    [&b.name],
+                    bucket_from_row,
+                )?)
+            };
+            tx.commit()?;
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn update_bucket(&self, b: BucketRecord) -> StoreResult<bool> {
+        self.call(move |conn| {
+            let updated = conn.execute(
+                "UPDATE buckets SET declared_as = ?2, spec = ?3 WHERE name = ?1",
+                params![b.name, b.declared_as, b.spec],
+            )?;
+            Ok(updated > 0)
+        })
+        .await
+    }
+
+    async fn get_bucket(&self, name: &str) -> StoreResult<Option<BucketRecord>> {
+        let name = name.to_owned();
+        self.call(move |conn| {
+            let sql = format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE name = ?1");
+            Ok(conn.query_row(&sql, [name], bucket_from_row).optional()?)
+        })
+        .await
+    }
+
+    async fn list_buckets(&self, app: Option<&str>) -> StoreResult<Vec<BucketRecord>> {
+        let app = app.map(str::to_owned);
+        self.call(move |conn| {
+            let sql = format!(
+                "SELECT {BUCKET_COLUMNS} FROM buckets WHERE ?1 IS NULL OR app = ?1 ORDER BY name"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map([app], bucket_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn delete_bucket(&self, name: &str, force: bool) -> StoreResult<BucketDeleted> {
+        let name = name.to_owned();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let exists = tx
+                .query_row("SELECT 1 FROM buckets WHERE name = ?1", [&name], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !exists {
+                return Ok(BucketDeleted::Missing);
+            }
+            if !force {
+                let held: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM objects WHERE bucket = ?1 LIMIT ?2)",
+                    params![name, NOT_EMPTY_BOUND],
+                    |row| row.get(0),
+                )?;
+                if held > 0 {
+                    return Ok(BucketDeleted::NotEmpty(held as u64));
+                }
+            }
+            let blobs = tx
+                .prepare("DELETE FROM objects WHERE bucket = ?1 RETURNING blob")?
+                .query_map([&name], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            tx.execute("DELETE FROM buckets WHERE name = ?1", [&name])?;
+            tx.commit()?;
+            Ok(BucketDeleted::Deleted(blobs))
+        })
+        .await
+    }
+
+    async fn put_object(
+        &self,
+        o: ObjectRecord,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Result<Option<ObjectRecord>, NoSuchBucket>> {
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let exists = tx
+                .query_row("SELECT 1 FROM buckets WHERE name = ?1", [&o.bucket], |_| {
+                    Ok(())
+                })
+                .optional()?
+                .is_some();
+            if !exists {
+                return Ok(Err(NoSuchBucket));
+            }
+            let replaced = tx
+                .query_row(
+                    &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = ?1 AND key = ?2"),
+                    params![o.bucket, o.key],
+                    object_from_row,
+                )
+                .optional()?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     ON CONFLICT (bucket, key) DO UPDATE SET size = excluded.size, \
+                     etag = excluded.etag, blob = excluded.blob, \
+                     modified_ms = excluded.modified_ms, headers = excluded.headers"
+                ),
+                params![
+                    o.bucket,
+                    o.key,
+                    o.size as i64,
+                    o.etag,
+                    o.blob,
+                    o.modified_ms,
+                    o.headers
+                ],
+            )?;
+            insert_events(&tx, events)?;
+            tx.commit()?;
+            Ok(Ok(replaced))
+        })
+        .await
+    }
+
+    async fn get_object(&self, bucket: &str, key: &str) -> StoreResult<Option<ObjectRecord>> {
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.call(move |conn| {
+            let sql =
+                format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = ?1 AND key = ?2");
+            Ok(conn
+                .query_row(&sql, params![bucket, key], object_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Option<ObjectRecord>> {
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let deleted = tx
+                .query_row(
+                    &format!(
+                        "DELETE FROM objects WHERE bucket = ?1 AND key = ?2 RETURNING {OBJECT_COLUMNS}"
+                    ),
+                    params![bucket, key],
+                    object_from_row,
+                )
+                .optional()?;
+            if deleted.is_some() {
+                insert_events(&tx, events)?;
+            }
+            tx.commit()?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<ObjectRecord>> {
+        let (bucket, prefix, after) = (
+            bucket.to_owned(),
+            prefix.to_owned(),
+            after.map(str::to_owned),
+        );
+        let bound = stratus_store::prefix_bound(&prefix);
+        self.call(move |conn| {
+            // A range, not LIKE: `%`, `_` and `\` in a prefix are
+            // themselves.
+            let sql = format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = ?1 AND key >= ?2 \
+                 AND (?3 IS NULL OR key < ?3) AND (?4 IS NULL OR key > ?4) \
+                 ORDER BY key LIMIT ?5"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![bucket, prefix, bound, after, i64::from(limit)],
+                object_from_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn object_usage(&self, app: Option<&str>) -> StoreResult<Vec<ObjectUsage>> {
+        let app = app.map(str::to_owned);
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT b.app, COUNT(DISTINCT b.name), COUNT(o.key), COALESCE(SUM(o.size), 0) \
+                 FROM buckets b LEFT JOIN objects o ON o.bucket = b.name \
+                 WHERE ?1 IS NULL OR b.app = ?1 GROUP BY b.app ORDER BY b.app",
+            )?;
+            let rows = stmt.query_map([app], |row| {
+                Ok(ObjectUsage {
+                    app: row.get(0)?,
+                    buckets: row.get::<_, i64>(1)? as u64,
+                    objects: row.get::<_, i64>(2)? as u64,
+                    bytes: row.get::<_, i64>(3)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
@@ -2215,6 +2503,16 @@ impl Transfer for SqliteStore {
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
+            let sql = format!("SELECT {BUCKET_COLUMNS} FROM buckets ORDER BY name");
+            dump.buckets = tx
+                .prepare(&sql)?
+                .query_map([], bucket_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let sql = format!("SELECT {OBJECT_COLUMNS} FROM objects ORDER BY bucket, key");
+            dump.objects = tx
+                .prepare(&sql)?
+                .query_map([], object_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
             Ok(dump)
         })
         .await
@@ -2225,11 +2523,12 @@ impl Transfer for SqliteStore {
             let tx = conn.transaction()?;
             let held: String = tx.query_row(
                 "SELECT (SELECT COUNT(*) FROM apps) || ' apps, ' || (SELECT COUNT(*) FROM events) || ' events, ' \
-                 || (SELECT COUNT(*) FROM messages) || ' messages, ' || (SELECT COUNT(*) FROM dead_letters) || ' dead letters'",
+                 || (SELECT COUNT(*) FROM messages) || ' messages, ' || (SELECT COUNT(*) FROM dead_letters) || ' dead letters, ' \
+                 || (SELECT COUNT(*) FROM buckets) || ' buckets'",
                 [],
                 |r| r.get(0),
             )?;
-            if held != "0 apps, 0 events, 0 messages, 0 dead letters" {
+            if held != "0 apps, 0 events, 0 messages, 0 dead letters, 0 buckets" {
                 return Err(StoreError::NotEmpty(held).into());
             }
             if let Some(identity) = &dump.identity {
@@ -2343,6 +2642,18 @@ impl Transfer for SqliteStore {
                 tx.execute(
                     "INSERT INTO schedule_slots (app, function, schedule, slot_ms) VALUES (?1, ?2, ?3, ?4)",
                     params![s.app, s.function, s.schedule, s.slot_ms],
+                )?;
+            }
+            for b in &dump.buckets {
+                tx.execute(
+                    &format!("INSERT INTO buckets ({BUCKET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
+                    params![b.name, b.app, b.declared_as, b.spec, b.created_ms],
+                )?;
+            }
+            for o in &dump.objects {
+                tx.execute(
+                    &format!("INSERT INTO objects ({OBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                    params![o.bucket, o.key, o.size as i64, o.etag, o.blob, o.modified_ms, o.headers],
                 )?;
             }
             tx.commit()?;

@@ -16,11 +16,12 @@ mod records;
 use async_trait::async_trait;
 
 pub use records::{
-    AlertChange, AlertRecord, AppRecord, AwsCredentialRecord, BuildRecord, BuildStatus, DeadLetter,
-    Dump, EventCounts, EventRecord, FailureRecord, FollowUp, KeyRecord, LogQuery, LogRecord,
-    LogStream, MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion, NodeRecord,
-    PackageRecord, QueueCounts, ScheduleSlot, SecretRecord, Settlement, Source, StoredLog,
-    VersionRecord,
+    AlertChange, AlertRecord, AppRecord, AwsCredentialRecord, BucketCreated, BucketDeleted,
+    BucketRecord, BuildRecord, BuildStatus, DeadLetter, Dump, EventCounts, EventRecord,
+    FailureRecord, FollowUp, KeyRecord, LogQuery, LogRecord, LogStream, MessageRecord,
+    MessageSettlement, NewEvent, NewMessage, NewVersion, NoSuchBucket, NodeRecord, ObjectRecord,
+    ObjectUsage, PackageRecord, QueueCounts, ScheduleSlot, SecretRecord, Settlement, Source,
+    StoredLog, VersionRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -161,8 +162,8 @@ pub trait Apps: Send + Sync {
     ) -> Result<Option<VersionRecord>>;
 
     /// Removes an application with its versions, keys, AWS credentials,
-    /// secrets, builds, queued events and dead letters; false if it did
-    /// not exist.
+    /// secrets, builds, buckets and their objects, queued events and dead
+    /// letters; false if it did not exist.
     async fn delete_app(&self, app: &str) -> Result<bool>;
 }
 
@@ -273,6 +274,87 @@ pub trait Alerts: Send + Sync {
     /// Forgets the states of `app`'s alerts not in `declared`, and its
     /// changes beyond the newest `keep`; how many went.
     async fn trim_alerts(&self, app: &str, declared: &[String], keep: usize) -> Result<u64>;
+}
+
+/// The least string after every string that starts with `prefix`, for a
+/// range scan of keys (`key >= prefix AND key < bound`, compared as
+/// bytes); `None` when there is none (an empty prefix, or one of only
+/// U+10FFFF). Strings order as their UTF-8 bytes do, which is the order
+/// of their characters.
+pub fn prefix_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{d7ff}' => Some('\u{e000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// Buckets and the metadata of their objects (the bytes are files the
+/// server keeps; a record names its file, its `blob`).
+#[async_trait]
+pub trait Objects: Send + Sync {
+    /// Creates `bucket` if its name is free. Its name is unique across
+    /// every app: a name taken already gives the bucket that has it.
+    async fn create_bucket(&self, bucket: BucketRecord) -> Result<BucketCreated>;
+
+    /// Replaces the settings of bucket `name` (its `spec`, `declared_as`);
+    /// whether it exists.
+    async fn update_bucket(&self, bucket: BucketRecord) -> Result<bool>;
+
+    async fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>>;
+
+    /// The buckets of `app`, or of every app, by name.
+    async fn list_buckets(&self, app: Option<&str>) -> Result<Vec<BucketRecord>>;
+
+    /// Deletes bucket `name`: only when it holds no object, unless
+    /// `force`, which deletes its objects too, and its uploads in parts.
+    /// [`BucketDeleted::Missing`] when there is no such bucket.
+    async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeleted>;
+
+    /// Commits an object's metadata and the events it causes in one
+    /// transaction (no object without its event, no event for an object
+    /// that was not committed), replacing an object of the same key.
+    /// The object it replaced, if any, whose blob the caller removes.
+    /// [`NoSuchBucket`] and nothing done when the bucket does not exist.
+    async fn put_object(
+        &self,
+        object: ObjectRecord,
+        events: Vec<NewEvent>,
+    ) -> Result<Result<Option<ObjectRecord>, NoSuchBucket>>;
+
+    async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>>;
+
+    /// Deletes an object and queues the events its deletion causes, in one
+    /// transaction; the object deleted, if there was one (no events are
+    /// queued when there was not).
+    async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        events: Vec<NewEvent>,
+    ) -> Result<Option<ObjectRecord>>;
+
+    /// Up to `limit` objects of `bucket` whose keys start with `prefix`
+    /// and come after `after`, in the byte order of their keys (as S3
+    /// lists them).
+    async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ObjectRecord>>;
+
+    /// Objects and their bytes per app (of `app`, or of every app with
+    /// buckets).
+    async fn object_usage(&self, app: Option<&str>) -> Result<Vec<ObjectUsage>>;
 }
 
 /// Log records, for a store that keeps them (see `stratus-logs`).
@@ -555,6 +637,7 @@ pub trait Store:
     + Builds
     + Failures
     + Alerts
+    + Objects
     + LogStore
     + Events
     + Messages
@@ -577,6 +660,7 @@ impl<T> Store for T where
         + Builds
         + Failures
         + Alerts
+        + Objects
         + LogStore
         + Events
         + Messages
@@ -588,4 +672,21 @@ impl<T> Store for T where
         + Leases
         + 'static
 {
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_bound;
+
+    #[test]
+    fn a_prefix_bound_is_past_every_key_under_the_prefix() {
+        assert_eq!(prefix_bound("docs/").as_deref(), Some("docs0"));
+        assert_eq!(prefix_bound("a\u{d7ff}").as_deref(), Some("a\u{e000}"));
+        assert_eq!(prefix_bound("a\u{10ffff}").as_deref(), Some("b"));
+        assert_eq!(prefix_bound(""), None);
+        assert_eq!(prefix_bound("\u{10ffff}"), None);
+        for key in ["docs/", "docs/z", "docs/\u{10ffff}x"] {
+            assert!(key < prefix_bound("docs/").unwrap().as_str());
+        }
+    }
 }

@@ -611,13 +611,18 @@ pub struct Dump {
     pub dead_letters: Vec<DeadLetter>,
     pub messages: Vec<MessageRecord>,
     pub schedule_slots: Vec<ScheduleSlot>,
+    /// Every bucket of every app.
+    pub buckets: Vec<BucketRecord>,
+    /// The metadata of every object; their bytes, the files the server
+    /// keeps (each its `blob`), are not part of a dump.
+    pub objects: Vec<ObjectRecord>,
 }
 
 impl Dump {
     /// What it holds, counted, for people.
     pub fn summary(&self) -> String {
         format!(
-            "{} apps, {} versions, {} packages, {} app keys, {} AWS credentials, {} secrets, {} queued events, {} dead letters, {} queue messages, {} schedule slots",
+            "{} apps, {} versions, {} packages, {} app keys, {} AWS credentials, {} secrets, {} queued events, {} dead letters, {} queue messages, {} schedule slots, {} buckets, {} objects",
             self.apps.len(),
             self.versions.len(),
             self.packages.len(),
@@ -627,7 +632,9 @@ impl Dump {
             self.events.len(),
             self.dead_letters.len(),
             self.messages.len(),
-            self.schedule_slots.len()
+            self.schedule_slots.len(),
+            self.buckets.len(),
+            self.objects.len()
         )
     }
 }
@@ -649,4 +656,70 @@ pub struct NodeRecord {
     /// waiting counts and each service's instances, for a status of the
     /// whole cluster.
     pub report: String,
+}
+
+/// A bucket of an app: file storage served over the S3 API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRecord {
+    /// Its S3 name, unique across every app.
+    pub name: String,
+    pub app: String,
+    /// The name under `buckets:` of the manifest that declares it; `None`
+    /// for a bucket made through the S3 API.
+    pub declared_as: Option<String>,
+    /// Its settings as the server writes them (JSON); the store keeps
+    /// whatever it is given.
+    pub spec: String,
+    pub created_ms: i64,
+}
+
+/// What [`Objects::create_bucket`](crate::Objects::create_bucket) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketCreated {
+    Created,
+    /// The name is taken, by this bucket (of the same app or another).
+    Taken(BucketRecord),
+}
+
+/// What [`Objects::delete_bucket`](crate::Objects::delete_bucket) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketDeleted {
+    /// Gone, with its objects (with `force`), whose blobs the caller
+    /// removes.
+    Deleted(Vec<String>),
+    /// It holds objects (this many, counted up to a bound) and `force`
+    /// was not given: nothing was done.
+    NotEmpty(u64),
+    Missing,
+}
+
+/// The bucket an object was to go in does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoSuchBucket;
+
+/// An object's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub bucket: String,
+    pub key: String,
+    pub size: u64,
+    /// As S3 gives it, quoted: `"MD5"`, or `"MD5-N"` for an object
+    /// uploaded in N parts.
+    pub etag: String,
+    /// The file that holds its bytes.
+    pub blob: String,
+    pub modified_ms: i64,
+    /// Content-Type, Cache-Control and the rest of the headers it is served
+    /// with, and its user metadata (`x-amz-meta-*`), as the server writes
+    /// them (JSON); the store keeps whatever it is given.
+    pub headers: String,
+}
+
+/// What an app keeps in its buckets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectUsage {
+    pub app: String,
+    pub buckets: u64,
+    pub objects: u64,
+    pub bytes: u64,
 }

@@ -10,6 +10,10 @@ use crate::client::{Client, Connection};
 pub struct RmArgs {
     /// The application to remove
     pub app: String,
+    /// Remove its buckets with the objects they hold too (without it, an
+    /// app whose buckets hold objects is not removed)
+    #[arg(long)]
+    pub force: bool,
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     pub output: String,
 }
@@ -17,7 +21,14 @@ pub struct RmArgs {
 pub async fn run(conn: &Connection, args: RmArgs) -> anyhow::Result<ExitCode> {
     let client = Client::connect(conn)?;
     client
-        .send(client.request(Method::DELETE, &format!("/v1/apps/{}", args.app)))
+        .send(client.request(
+            Method::DELETE,
+            &format!(
+                "/v1/apps/{}{}",
+                args.app,
+                if args.force { "?force=true" } else { "" }
+            ),
+        ))
         .await?;
     if args.output == "json" {
         println!("{}", serde_json::json!({ "removed": args.app }));

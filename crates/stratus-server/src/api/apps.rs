@@ -141,11 +141,20 @@ pub(crate) async fn show(
     }
 }
 
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct RemoveParams {
+    /// Remove the app's buckets with their objects too.
+    #[serde(default)]
+    force: bool,
+}
+
 pub(crate) async fn remove(
     State(state): State<Arc<AppState>>,
     Path(app): Path<String>,
+    axum::extract::Query(params): axum::extract::Query<RemoveParams>,
 ) -> Result<Response, ApiError> {
     let _serial = state.deploy_lock.lock().await;
+    crate::s3::declared::remove_all(&state, &app, params.force).await?;
     if !state.store.delete_app(&app).await? {
         return Err(deploy::status_for_missing_app(&app));
     }

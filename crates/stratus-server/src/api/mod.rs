@@ -16,7 +16,7 @@ mod nodes;
 pub(crate) mod progress;
 mod queues;
 mod secrets;
-mod sigv4;
+pub(crate) mod sigv4;
 mod status;
 mod tokens;
 

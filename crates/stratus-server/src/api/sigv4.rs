@@ -1,13 +1,15 @@
 //! AWS Signature Version 4 in its header form: does a request carry the
 //! signature that the secret of its credential gives?
 //!
-//! Only what the Lambda Invoke API needs: `Authorization: AWS4-HMAC-SHA256`
-//! (not presigned URLs), and the rules of every service but S3: the
+//! Here is what the Lambda Invoke API needs: `Authorization:
+//! AWS4-HMAC-SHA256`, and the rules of every service but S3: the
 //! canonical URI is the path as sent (still percent-encoded), with dot
 //! and empty segments removed, URI-encoded once more; the payload is
 //! hashed, and an `x-amz-content-sha256` header must be that hash (no
-//! `UNSIGNED-PAYLOAD`). Pure: no I/O, and the time is an argument. The
-//! unit tests check it against AWS's published examples.
+//! `UNSIGNED-PAYLOAD`). S3's own rules (its canonical URI, presigned URLs,
+//! payloads unsigned or signed chunk by chunk) are in `s3/auth.rs`, on
+//! the pieces here. Pure: no I/O, and the time is an argument. The unit
+//! tests check it against AWS's published examples.
 
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +19,7 @@ use sha2::Sha256;
 
 use super::constant_time_eq;
 
-const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+pub(crate) const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// How far `x-amz-date` may be from the server's clock, either way, as on AWS.
 const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 
@@ -182,13 +184,28 @@ pub(crate) fn verify(
 }
 
 /// Refuses an `x-amz-date` (`YYYYMMDDTHHMMSSZ`) more than 15 minutes from `now`.
-fn check_time(amz_date: &str, now: SystemTime) -> Result<(), SigV4Error> {
+pub(crate) fn check_time(amz_date: &str, now: SystemTime) -> Result<(), SigV4Error> {
+    let signed_at = parse_amz_date(amz_date)?;
+    let skew = now
+        .duration_since(signed_at)
+        .unwrap_or_else(|e| e.duration());
+    if skew > MAX_SKEW {
+        return Err(SigV4Error::Expired {
+            signed_at: amz_date.to_owned(),
+            now: humantime::format_rfc3339_seconds(now).to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The time of an `x-amz-date` (`YYYYMMDDTHHMMSSZ`).
+pub(crate) fn parse_amz_date(amz_date: &str) -> Result<SystemTime, SigV4Error> {
     let b = amz_date.as_bytes();
     let shaped = b.len() == 16
         && b[8] == b'T'
         && b[15] == b'Z'
         && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit);
-    let signed_at = shaped
+    shaped
         .then(|| {
             let d = |r: std::ops::Range<usize>| &amz_date[r];
             let rfc3339 = format!(
@@ -207,17 +224,7 @@ fn check_time(amz_date: &str, now: SystemTime) -> Result<(), SigV4Error> {
             SigV4Error::Malformed(format!(
                 "x-amz-date {amz_date:?} is not a time of the form 20150830T123600Z"
             ))
-        })?;
-    let skew = now
-        .duration_since(signed_at)
-        .unwrap_or_else(|e| e.duration());
-    if skew > MAX_SKEW {
-        return Err(SigV4Error::Expired {
-            signed_at: amz_date.to_owned(),
-            now: humantime::format_rfc3339_seconds(now).to_string(),
-        });
-    }
-    Ok(())
+        })
 }
 
 /// The canonical request: method, URI, query, the signed headers, their
@@ -252,7 +259,7 @@ pub(crate) fn canonical_request(
 
 /// A header's values, each trimmed with inner runs of spaces made one,
 /// joined by commas; `None` when it is absent.
-fn header_value(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn header_value(headers: &HeaderMap, name: &str) -> Option<String> {
     let values: Vec<String> = headers
         .get_all(name)
         .iter()
@@ -290,7 +297,7 @@ fn canonical_uri(path: &str) -> String {
 
 /// Every parameter decoded and encoded again the AWS way, sorted by name,
 /// then value.
-fn canonical_query(query: &str) -> String {
+pub(crate) fn canonical_query(query: &str) -> String {
     let mut pairs: Vec<(String, String)> = query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -308,7 +315,7 @@ fn canonical_query(query: &str) -> String {
 }
 
 /// Percent-encodes all but the unreserved characters, with upper-case hex.
-fn uri_encode(bytes: &[u8]) -> String {
+pub(crate) fn uri_encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for &b in bytes {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -321,7 +328,7 @@ fn uri_encode(bytes: &[u8]) -> String {
 }
 
 /// Decodes `%XX`; anything else (a `+` too) stands for itself.
-fn percent_decode(s: &str) -> Vec<u8> {
+pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -350,7 +357,7 @@ pub(crate) fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &st
 }
 
 /// The key derived from the secret for one day, region and service.
-fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
+pub(crate) fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
     let k_date = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
     let k_region = hmac(&k_date, region.as_bytes());
     let k_service = hmac(&k_region, service.as_bytes());
@@ -369,13 +376,13 @@ pub(crate) fn signature(
     hex(&hmac(&key, string_to_sign.as_bytes()))
 }
 
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
     mac.update(data);
     mac.finalize().into_bytes().into()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

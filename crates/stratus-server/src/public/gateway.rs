@@ -98,6 +98,19 @@ pub(crate) struct Gateway {
     pub probes: Option<Arc<dyn Probes>>,
     /// Where proxied requests' spans go.
     pub tracer: stratus_trace::Tracer,
+    /// The S3 API, for requests to `s3.DOMAIN` and `BUCKET.s3.DOMAIN`.
+    pub objects: Option<Arc<dyn ObjectApi>>,
+}
+
+/// The S3 API, served for hosts under `s3.DOMAIN`.
+#[async_trait]
+pub(crate) trait ObjectApi: Send + Sync {
+    /// Answers `request`; `bucket` is the bucket its host names, if any.
+    async fn serve(
+        &self,
+        request: axum::http::Request<axum::body::Body>,
+        bucket: Option<String>,
+    ) -> axum::http::Response<axum::body::Body>;
 }
 
 /// Load balancers' probes of this node.

@@ -149,6 +149,12 @@ async fn route(
         });
     }
     let host = host_of(&request);
+    // The S3 API, at s3.DOMAIN and BUCKET.s3.DOMAIN.
+    if let Some(api) = &gateway.objects
+        && let Some(bucket) = crate::s3::addressed(&host, &settings.domain)
+    {
+        return Ok(api.serve(request, bucket).await);
+    }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     // A git host's push: for an app that may not be deployed yet.

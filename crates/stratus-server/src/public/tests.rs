@@ -162,6 +162,7 @@ fn setup() -> Setup {
         bodies: super::BodyBudget::new(1 << 20),
         webhooks: None,
         probes: None,
+        objects: None,
         tracer: stratus_trace::Tracer::off(),
     };
     Setup {

@@ -8,6 +8,7 @@ pub mod builds;
 pub mod credentials;
 pub mod events;
 pub mod failures;
+pub mod objects;
 pub mod queues;
 pub mod transfer;
 
@@ -50,6 +51,12 @@ macro_rules! conformance_suite {
             credentials::secrets_are_set_replaced_listed_and_deleted,
             failures::failures_are_kept_listed_trimmed_and_removed_with_their_app,
             alerts::alert_states_and_changes_are_kept_trimmed_and_removed_with_their_app,
+            objects::bucket_names_are_unique_across_apps,
+            objects::objects_are_put_replaced_and_listed_in_byte_order,
+            objects::objects_and_their_events_commit_together,
+            objects::a_bucket_is_deleted_when_empty_or_by_force,
+            objects::object_usage_counts_buckets_objects_and_bytes_per_app,
+            objects::deleting_an_app_removes_its_buckets_and_objects,
             events::delivered_events_leave_the_queue,
             events::claims_respect_not_before_and_leases,
             events::claims_pass_over_busy_functions,

@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 
 use super::Fixture;
 use crate::{
-    AwsCredentialRecord, KeyRecord, MetaKey, NewEvent, NewMessage, NewVersion, PackageRecord,
-    Settlement, Source, StoreError,
+    AwsCredentialRecord, BucketRecord, KeyRecord, MetaKey, NewEvent, NewMessage, NewVersion,
+    ObjectRecord, PackageRecord, Settlement, Source, StoreError,
 };
 
 fn version(app: &str) -> NewVersion {
@@ -117,6 +117,30 @@ pub async fn a_store_moves_into_an_empty_one_whole(f: &dyn Fixture) {
         .fire_schedule("a", "f", "rate(1 minute)", 60_000, None)
         .await
         .unwrap();
+    store
+        .create_bucket(BucketRecord {
+            name: "a-photos".into(),
+            app: "a".into(),
+            declared_as: Some("photos".into()),
+            spec: r#"{"public":false}"#.into(),
+            created_ms: 4,
+        })
+        .await
+        .unwrap();
+    let photo = ObjectRecord {
+        bucket: "a-photos".into(),
+        key: "2024/é.jpg".into(),
+        size: 12,
+        etag: format!("\"{}\"", "d".repeat(32)),
+        blob: "blobs/1234".into(),
+        modified_ms: 6,
+        headers: r#"{"content-type":"image/jpeg"}"#.into(),
+    };
+    store
+        .put_object(photo.clone(), Vec::new())
+        .await
+        .unwrap()
+        .unwrap();
 
     let dump = store.export().await.unwrap();
     assert_eq!(dump.identity.as_deref(), Some("the-identity"));
@@ -135,6 +159,12 @@ pub async fn a_store_moves_into_an_empty_one_whole(f: &dyn Fixture) {
     );
     assert_eq!(dump.schedule_slots.len(), 1);
     assert_eq!(dump.secrets.len(), 1);
+    assert_eq!((dump.buckets.len(), dump.objects.len()), (1, 1));
+    assert!(
+        dump.summary().ends_with("1 buckets, 1 objects"),
+        "{}",
+        dump.summary()
+    );
 
     let other = f.other().await;
     other.import(dump.clone()).await.unwrap();
@@ -155,6 +185,14 @@ pub async fn a_store_moves_into_an_empty_one_whole(f: &dyn Fixture) {
         "cluster-token"
     );
     assert_eq!(other.active_version("a").await.unwrap().unwrap().version, 2);
+    assert_eq!(
+        other.get_bucket("a-photos").await.unwrap(),
+        dump.buckets.first().cloned()
+    );
+    assert_eq!(
+        other.get_object("a-photos", "2024/é.jpg").await.unwrap(),
+        Some(photo)
+    );
 
     // Only into an empty store.
     let refused = other.import(dump.clone()).await.unwrap_err();

@@ -1,0 +1,656 @@
+//! The S3 API, driven by clients others wrote: boto3 (PyPI) on
+//! `--s3-listen` and on the public listener at `s3.DOMAIN` (path and
+//! virtual-host style), and the AWS CLI (`aws s3 cp`, `ls`, `sync`,
+//! `presign`). Buckets come from the manifest and from CreateBucket; each
+//! app's credential reaches its own buckets only.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{Server, free_port, output_with_stdin, pip_install, python, write_app};
+use serde_json::{Value, json};
+
+fn boto3() -> PathBuf {
+    pip_install("boto3", &["boto3"])
+}
+
+/// Runs S3 operations with boto3 as its standard input says: `endpoint`,
+/// `key`, `secret`, `style` (path or virtual), and `calls`, each an
+/// operation of the client with its keyword arguments (`Body` as text).
+/// Prints each result (the response with its body read as text, or the
+/// error's code and status) as JSON. Hosts under `s3.localhost` resolve
+/// to 127.0.0.1, as a name server for the domain would make them.
+const CLIENT: &str = r#"
+import json, socket, sys, urllib.request
+import boto3, botocore.exceptions
+from botocore.config import Config
+
+real = socket.getaddrinfo
+def resolve(host, *args, **kwargs):
+    if isinstance(host, str) and host.endswith("s3.localhost"):
+        host = "127.0.0.1"
+    return real(host, *args, **kwargs)
+socket.getaddrinfo = resolve
+
+args = json.load(sys.stdin)
+client = boto3.client(
+    "s3",
+    endpoint_url=args["endpoint"],
+    region_name="us-east-1",
+    aws_access_key_id=args["key"],
+    aws_secret_access_key=args["secret"],
+    config=Config(
+        signature_version="s3v4",
+        s3={"addressing_style": args.get("style", "path")},
+        retries={"mode": "standard", "max_attempts": 1},
+    ),
+)
+results = []
+for call in args["calls"]:
+    op, kwargs = call[0], dict(call[1])
+    try:
+        if op == "presigned_get":
+            url = client.generate_presigned_url("get_object", Params=kwargs, ExpiresIn=300)
+            with urllib.request.urlopen(url) as r:
+                results.append({"Status": r.status, "Body": r.read().decode()})
+            continue
+        if op == "presigned_put":
+            body = kwargs.pop("Body").encode()
+            url = client.generate_presigned_url("put_object", Params=kwargs, ExpiresIn=300)
+            req = urllib.request.Request(url, data=body, method="PUT")
+            with urllib.request.urlopen(req) as r:
+                results.append({"Status": r.status})
+            continue
+        if "Body" in kwargs:
+            kwargs["Body"] = kwargs["Body"].encode()
+        r = getattr(client, op)(**kwargs)
+        r.pop("ResponseMetadata", None)
+        if "Body" in r:
+            r["Body"] = r["Body"].read().decode()
+        results.append(r)
+    except botocore.exceptions.ClientError as e:
+        results.append({
+            "Error": e.response["Error"].get("Code"),
+            "Status": e.response["ResponseMetadata"]["HTTPStatusCode"],
+        })
+print(json.dumps(results, default=str))
+"#;
+
+const MANIFEST: &str = "app: shop
+functions:
+  hello:
+    runtime: python3
+    handler: main.handler
+buckets:
+  uploads: {}
+  media:
+    name: shop-media-files
+    max_object_size: 1KiB
+";
+
+struct Credential {
+    key: String,
+    secret: String,
+}
+
+fn credential(server: &Server, app: &str) -> Credential {
+    let out = server.ok(&["keys", "create", app, "--aws", "--output", "json"]);
+    let created: Value = serde_json::from_str(&out).unwrap();
+    Credential {
+        key: created["access_key_id"].as_str().unwrap().to_owned(),
+        secret: created["secret_access_key"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// The results of `calls`, made with boto3 as `who` at `endpoint`.
+fn s3(server: &Server, endpoint: &str, style: &str, who: &Credential, calls: Value) -> Vec<Value> {
+    let script = server.path("s3_client.py");
+    std::fs::write(&script, CLIENT).unwrap();
+    let input = json!({
+        "endpoint": endpoint, "style": style, "key": who.key, "secret": who.secret, "calls": calls,
+    });
+    let mut command = Command::new(python());
+    command.arg(&script).env("PYTHONPATH", boto3());
+    let out = output_with_stdin(&mut command, &input.to_string());
+    assert!(
+        out.status.success(),
+        "the boto3 client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn start() -> (Server, String) {
+    let port = free_port();
+    let server = Server::start_with(&["--s3-listen", &format!("127.0.0.1:{port}")]);
+    write_app(
+        &server.path("shop"),
+        &[
+            ("stratus.yaml", MANIFEST),
+            ("main.py", "def handler(event, context):\n    return 'hi'\n"),
+        ],
+    );
+    common::deploy(&server, "shop");
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
+#[test]
+fn boto3_keeps_lists_and_serves_objects_of_an_app_s_buckets() {
+    let (server, endpoint) = start();
+    let shop = credential(&server, "shop");
+    let r = s3(
+        &server,
+        &endpoint,
+        "path",
+        &shop,
+        json!([
+            ["list_buckets", {}],
+            ["put_object", {"Bucket": "shop-uploads", "Key": "docs/a b+c.txt", "Body": "hello world",
+                            "ContentType": "text/plain", "Metadata": {"owner": "ann"},
+                            "CacheControl": "max-age=60"}],
+            ["head_object", {"Bucket": "shop-uploads", "Key": "docs/a b+c.txt"}],
+            ["get_object", {"Bucket": "shop-uploads", "Key": "docs/a b+c.txt", "Range": "bytes=6-10"}],
+            ["put_object", {"Bucket": "shop-uploads", "Key": "docs/é/ü.txt", "Body": "unicode"}],
+            ["put_object", {"Bucket": "shop-uploads", "Key": "top.txt", "Body": "top"}],
+            ["list_objects_v2", {"Bucket": "shop-uploads", "Delimiter": "/"}],
+            ["list_objects_v2", {"Bucket": "shop-uploads", "Prefix": "docs/", "MaxKeys": 1}],
+            ["copy_object", {"Bucket": "shop-uploads", "Key": "copy.txt",
+                             "CopySource": {"Bucket": "shop-uploads", "Key": "docs/a b+c.txt"}}],
+            ["get_object", {"Bucket": "shop-uploads", "Key": "copy.txt"}],
+            ["delete_objects", {"Bucket": "shop-uploads",
+                                "Delete": {"Objects": [{"Key": "copy.txt"}, {"Key": "top.txt"}]}}],
+            ["get_object", {"Bucket": "shop-uploads", "Key": "top.txt"}],
+            ["put_object", {"Bucket": "shop-media-files", "Key": "big", "Body": "x".repeat(2000)}],
+            ["presigned_put", {"Bucket": "shop-uploads", "Key": "signed.txt", "Body": "by url"}],
+            ["presigned_get", {"Bucket": "shop-uploads", "Key": "signed.txt"}],
+            ["delete_object", {"Bucket": "shop-uploads", "Key": "signed.txt"}],
+            ["head_object", {"Bucket": "shop-uploads", "Key": "signed.txt"}],
+            ["get_object", {"Bucket": "no-such-bucket", "Key": "k"}],
+        ]),
+    );
+    let names: Vec<&str> = r[0]["Buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["shop-media-files", "shop-uploads"], "{}", r[0]);
+    let etag = r[1]["ETag"].as_str().unwrap();
+    // MD5 of "hello world".
+    assert_eq!(etag, "\"5eb63bbbe01eeed093cb22bb8f5acdc3\"");
+    assert_eq!(r[2]["ContentLength"], 11);
+    assert_eq!(r[2]["ContentType"], "text/plain");
+    assert_eq!(r[2]["CacheControl"], "max-age=60");
+    assert_eq!(r[2]["Metadata"], json!({"owner": "ann"}));
+    assert_eq!(r[3]["Body"], "world");
+    assert_eq!(r[3]["ContentRange"], "bytes 6-10/11");
+    let top: Vec<&str> = r[6]["Contents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["Key"].as_str().unwrap())
+        .collect();
+    assert_eq!(top, ["top.txt"], "{}", r[6]);
+    assert_eq!(r[6]["CommonPrefixes"], json!([{"Prefix": "docs/"}]));
+    // One key a page, in byte order: "a b+c.txt" before "é/ü.txt".
+    assert_eq!(r[7]["KeyCount"], 1);
+    assert_eq!(r[7]["IsTruncated"], true);
+    assert_eq!(r[7]["Contents"][0]["Key"], "docs/a b+c.txt");
+    assert_eq!(r[8]["CopyObjectResult"]["ETag"], etag);
+    assert_eq!(r[9]["Body"], "hello world");
+    assert_eq!(r[10]["Deleted"].as_array().unwrap().len(), 2, "{}", r[10]);
+    assert_eq!(r[11]["Error"], "NoSuchKey");
+    assert_eq!(
+        (r[12]["Error"].as_str(), r[12]["Status"].as_u64()),
+        (Some("EntityTooLarge"), Some(400))
+    );
+    assert_eq!(r[13]["Status"], 200);
+    assert_eq!(r[14]["Body"], "by url");
+    assert_eq!(r[16]["Status"], 404);
+    assert_eq!(r[17]["Error"], "NoSuchBucket");
+
+    // The second page goes on after the first.
+    let token = r[7]["NextContinuationToken"].as_str().unwrap().to_owned();
+    let next = s3(
+        &server,
+        &endpoint,
+        "path",
+        &shop,
+        json!([["list_objects_v2", {"Bucket": "shop-uploads", "Prefix": "docs/", "ContinuationToken": token}]]),
+    );
+    assert_eq!(next[0]["Contents"][0]["Key"], "docs/é/ü.txt", "{}", next[0]);
+    assert_eq!(next[0]["IsTruncated"], false);
+
+    // The app is not removed while its buckets hold objects, unless
+    // asked to remove them too, bytes and all.
+    let refused = server.fails(&["rm", "shop"]);
+    assert!(refused.contains("hold objects (shop-uploads)"), "{refused}");
+    let files = || {
+        walk(&server.data_dir.join("objects"))
+            .into_iter()
+            .filter(|p| !p.starts_with(server.data_dir.join("objects/tmp")))
+            .count()
+    };
+    assert_eq!(files(), 2);
+    server.ok(&["rm", "shop", "--force"]);
+    assert_eq!(files(), 0);
+    let gone = s3(
+        &server,
+        &endpoint,
+        "path",
+        &shop,
+        json!([["list_buckets", {}]]),
+    );
+    assert_eq!(gone[0]["Error"], "InvalidAccessKeyId", "{}", gone[0]);
+}
+
+/// The files under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn buckets_belong_to_one_app_and_are_made_and_removed_through_the_api() {
+    let (server, endpoint) = start();
+    let shop = credential(&server, "shop");
+    write_app(
+        &server.path("rival"),
+        &[
+            (
+                "stratus.yaml",
+                "app: rival\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            ("main.py", "def handler(event, context):\n    return 1\n"),
+        ],
+    );
+    common::deploy(&server, "rival");
+    let rival = credential(&server, "rival");
+    let r = s3(
+        &server,
+        &endpoint,
+        "path",
+        &rival,
+        json!([
+            ["get_object", {"Bucket": "shop-uploads", "Key": "k"}],
+            ["put_object", {"Bucket": "shop-uploads", "Key": "k", "Body": "x"}],
+            ["create_bucket", {"Bucket": "shop-uploads"}],
+            ["create_bucket", {"Bucket": "rival-scratch"}],
+            ["create_bucket", {"Bucket": "rival-scratch"}],
+            ["create_bucket", {"Bucket": "Bad_Name"}],
+            ["head_bucket", {"Bucket": "rival-scratch"}],
+            ["put_object", {"Bucket": "rival-scratch", "Key": "k", "Body": "x"}],
+            ["delete_bucket", {"Bucket": "rival-scratch"}],
+            ["delete_object", {"Bucket": "rival-scratch", "Key": "k"}],
+            ["delete_bucket", {"Bucket": "rival-scratch"}],
+            ["head_bucket", {"Bucket": "rival-scratch"}],
+            ["list_buckets", {}],
+        ]),
+    );
+    assert_eq!(r[0]["Error"], "AccessDenied");
+    assert_eq!(r[1]["Error"], "AccessDenied");
+    assert_eq!(r[2]["Error"], "BucketAlreadyExists");
+    assert!(r[3].get("Error").is_none(), "{}", r[3]);
+    assert_eq!(r[4]["Error"], "BucketAlreadyOwnedByYou");
+    assert_eq!(r[5]["Status"], 400, "{}", r[5]);
+    assert!(r[6].get("Error").is_none(), "{}", r[6]);
+    assert_eq!(r[8]["Error"], "BucketNotEmpty");
+    assert!(r[10].get("Error").is_none(), "{}", r[10]);
+    assert_eq!(r[11]["Status"], 404);
+    assert_eq!(r[12]["Buckets"], json!([]));
+
+    // A declared bucket cannot be deleted through the API; the manifest
+    // owns it.
+    let r = s3(
+        &server,
+        &endpoint,
+        "path",
+        &shop,
+        json!([["delete_bucket", {"Bucket": "shop-uploads"}]]),
+    );
+    assert_eq!(r[0]["Error"], "OperationAborted", "{}", r[0]);
+
+    // A deploy of another app that declares a taken name is refused,
+    // naming the owner.
+    write_app(
+        &server.path("rival"),
+        &[(
+            "stratus.yaml",
+            "app: rival\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\nbuckets:\n  mine: { name: shop-uploads }\n",
+        )],
+    );
+    let refused = server.fails(&["deploy", server.path("rival").to_str().unwrap()]);
+    assert!(refused.contains("belongs to app shop"), "{refused}");
+
+    // A bucket the manifest no longer declares goes when it is empty; one
+    // that holds objects stops the deploy.
+    s3(
+        &server,
+        &endpoint,
+        "path",
+        &shop,
+        json!([["put_object", {"Bucket": "shop-uploads", "Key": "k", "Body": "x"}]]),
+    );
+    let without_media = MANIFEST.replace(
+        "  media:\n    name: shop-media-files\n    max_object_size: 1KiB\n",
+        "",
+    );
+    write_app(&server.path("shop"), &[("stratus.yaml", &without_media)]);
+    common::deploy(&server, "shop");
+    let r = s3(
+        &server,
+        &endpoint,
+        "path",
+        &shop,
+        json!([["head_bucket", {"Bucket": "shop-media-files"}]]),
+    );
+    assert_eq!(r[0]["Status"], 404, "{}", r[0]);
+    let without_any = without_media.replace("buckets:\n  uploads: {}\n", "");
+    write_app(&server.path("shop"), &[("stratus.yaml", &without_any)]);
+    let refused = server.fails(&["deploy", server.path("shop").to_str().unwrap()]);
+    assert!(
+        refused.contains("uploads (shop-uploads) holds objects") && refused.contains("--force"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn the_public_listener_serves_s3_at_its_own_host_in_both_styles() {
+    let (server, _) = start();
+    let shop = credential(&server, "shop");
+    let port = server.public.rsplit(':').next().unwrap().to_owned();
+    let path_style = format!("http://s3.localhost:{port}");
+    let r = s3(
+        &server,
+        &path_style,
+        "path",
+        &shop,
+        json!([
+            ["put_object", {"Bucket": "shop-uploads", "Key": "p.txt", "Body": "path style"}],
+            ["get_object", {"Bucket": "shop-uploads", "Key": "p.txt"}],
+        ]),
+    );
+    assert_eq!(r[1]["Body"], "path style", "{r:?}");
+    let r = s3(
+        &server,
+        &path_style,
+        "virtual",
+        &shop,
+        json!([
+            ["get_object", {"Bucket": "shop-uploads", "Key": "p.txt"}],
+            ["list_objects_v2", {"Bucket": "shop-uploads"}],
+        ]),
+    );
+    assert_eq!(r[0]["Body"], "path style", "{r:?}");
+    assert_eq!(r[1]["KeyCount"], 1);
+}
+
+#[test]
+fn the_aws_cli_copies_lists_syncs_and_presigns() {
+    let (server, endpoint) = start();
+    let shop = credential(&server, "shop");
+    let cli = pip_install("awscli", &["awscli"]);
+    // Version 1 of the CLI presigns with Signature Version 2 unless told.
+    let config = server.path("aws-config");
+    std::fs::write(&config, "[default]\ns3 =\n    signature_version = s3v4\n").unwrap();
+    let aws = |args: &[&str]| {
+        let out = Command::new(python())
+            .args(["-m", "awscli"])
+            .args(args)
+            .args(["--endpoint-url", &endpoint])
+            .env("PYTHONPATH", &cli)
+            .env("AWS_ACCESS_KEY_ID", &shop.key)
+            .env("AWS_SECRET_ACCESS_KEY", &shop.secret)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", &config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let file = server.path("note.txt");
+    std::fs::write(&file, "a note").unwrap();
+    aws(&[
+        "s3",
+        "cp",
+        file.to_str().unwrap(),
+        "s3://shop-uploads/notes/note.txt",
+    ]);
+    let site = server.path("site");
+    for (name, text) in [
+        ("index.html", "<h1>hi</h1>"),
+        ("css/a.css", "a{}"),
+        ("css/b.css", "b{}"),
+    ] {
+        std::fs::create_dir_all(site.join(name).parent().unwrap()).unwrap();
+        std::fs::write(site.join(name), text).unwrap();
+    }
+    aws(&[
+        "s3",
+        "sync",
+        site.to_str().unwrap(),
+        "s3://shop-uploads/site",
+    ]);
+    let listed = aws(&["s3", "ls", "--recursive", "s3://shop-uploads/"]);
+    for key in [
+        "notes/note.txt",
+        "site/index.html",
+        "site/css/a.css",
+        "site/css/b.css",
+    ] {
+        assert!(listed.contains(key), "{key} in:\n{listed}");
+    }
+    // A second sync finds nothing to send.
+    let again = aws(&[
+        "s3",
+        "sync",
+        site.to_str().unwrap(),
+        "s3://shop-uploads/site",
+    ]);
+    assert!(!again.contains("upload:"), "{again}");
+    let back = server.path("back.txt");
+    aws(&[
+        "s3",
+        "cp",
+        "s3://shop-uploads/notes/note.txt",
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "a note");
+    let url = aws(&["s3", "presign", "s3://shop-uploads/site/index.html"]);
+    let body = common::client().get(url.trim()).send().unwrap();
+    assert_eq!(body.status(), 200);
+    assert_eq!(body.text().unwrap(), "<h1>hi</h1>");
+}
+
+/// Uploads 100 objects at once with boto3, writing `KEY ETAG` to the
+/// file its second argument names as each is acknowledged; with `check`
+/// instead, reads every listed object back and prints
+/// `{"listed": {KEY: ETAG}, "bad": [KEYS whose bytes are not theirs]}`.
+const UPLOADS: &str = r#"
+import hashlib, json, sys
+from concurrent.futures import ThreadPoolExecutor
+import boto3
+from botocore.config import Config
+
+endpoint, key, secret, mode, out = sys.argv[1:6]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id=key, aws_secret_access_key=secret,
+                  config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                                retries={"mode": "standard", "max_attempts": 1},
+                                max_pool_connections=100))
+
+def content(i):
+    return bytes([i % 251]) * (100_000 + i * 9_000)
+
+if mode == "upload":
+    acks = open(out, "a", buffering=1)
+    def put(i):
+        try:
+            r = s3.put_object(Bucket="shop-uploads", Key=f"obj-{i}", Body=content(i))
+            acks.write(f"obj-{i} {r['ETag']}\n")
+        except Exception:
+            pass
+    with ThreadPoolExecutor(100) as pool:
+        list(pool.map(put, range(100)))
+else:
+    listed, bad = {}, []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="shop-uploads"):
+        for o in page.get("Contents", []):
+            listed[o["Key"]] = o["ETag"]
+            i = int(o["Key"].split("-")[1])
+            body = s3.get_object(Bucket="shop-uploads", Key=o["Key"])["Body"].read()
+            if body != content(i) or f'"{hashlib.md5(body).hexdigest()}"' != o["ETag"]:
+                bad.append(o["Key"])
+    print(json.dumps({"listed": listed, "bad": bad}))
+"#;
+
+#[test]
+fn objects_acknowledged_before_a_kill_survive_it_whole_and_no_partial_one_is_listed() {
+    let (mut server, endpoint) = start();
+    let shop = credential(&server, "shop");
+    let script = server.path("uploads.py");
+    std::fs::write(&script, UPLOADS).unwrap();
+    let acks = server.path("acks.txt");
+    let run = |mode: &str| {
+        let mut command = Command::new(python());
+        command
+            .arg(&script)
+            .args([&endpoint, &shop.key, &shop.secret, mode])
+            .arg(&acks)
+            .env("PYTHONPATH", boto3());
+        command
+    };
+    let mut uploads = run("upload").spawn().unwrap();
+    common::eventually(std::time::Duration::from_secs(60), || {
+        let n = std::fs::read_to_string(&acks)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        if n >= 10 {
+            Ok(())
+        } else {
+            Err(format!("{n} acknowledged"))
+        }
+    });
+    server.kill();
+    uploads.wait().unwrap();
+    let acknowledged: Vec<(String, String)> = std::fs::read_to_string(&acks)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, e) = l.split_once(' ').unwrap();
+            (k.to_owned(), e.to_owned())
+        })
+        .collect();
+    assert!(acknowledged.len() < 100, "the kill came after every upload");
+    server.restart();
+    let out = run("check").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["bad"], json!([]), "listed objects are whole");
+    for (key, etag) in &acknowledged {
+        assert_eq!(seen["listed"][key], json!(etag), "{key} was acknowledged");
+    }
+    // Nothing half written was left behind in place either.
+    let tmp = server.data_dir.join("objects/tmp");
+    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
+}
+
+/// The server's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_gigabyte_goes_up_and_down_in_flat_memory() {
+    let (server, endpoint) = start();
+    let shop = credential(&server, "shop");
+    let pid = server.pid();
+    // Up through a presigned URL (the body unsigned, streamed by curl),
+    // down with a plain GET of another.
+    let file = server.path("big.bin");
+    let size: u64 = 1 << 30;
+    {
+        let f = std::fs::File::create(&file).unwrap();
+        f.set_len(size).unwrap();
+    }
+    let urls = Command::new(python())
+        .arg("-c")
+        .arg(
+            "import sys, boto3\nfrom botocore.config import Config\n\
+             s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3], config=Config(signature_version='s3v4', s3={'addressing_style': 'path'}))\n\
+             print(s3.generate_presigned_url('put_object', Params={'Bucket': 'shop-uploads', 'Key': 'big.bin'}, ExpiresIn=600))\n\
+             print(s3.generate_presigned_url('get_object', Params={'Bucket': 'shop-uploads', 'Key': 'big.bin'}, ExpiresIn=600))",
+        )
+        .args([&endpoint, &shop.key, &shop.secret])
+        .env("PYTHONPATH", boto3())
+        .output()
+        .unwrap();
+    let urls = String::from_utf8(urls.stdout).unwrap();
+    let (put, get) = urls.trim().split_once('\n').unwrap();
+    let before = rss_kib(pid);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    let up = Command::new("curl")
+        .args(["-sS", "-f", "-X", "PUT", "-T"])
+        .arg(&file)
+        .arg(put)
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let down = Command::new("curl")
+        .args(["-sS", "-f", "-o", "/dev/null", "-w", "%{size_download}"])
+        .arg(get)
+        .output()
+        .unwrap();
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert_eq!(String::from_utf8_lossy(&down.stdout), size.to_string());
+    let grown = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(before);
+    assert!(grown < 64 * 1024, "the server's memory grew by {grown} KiB");
+}
