@@ -2,7 +2,10 @@
 //! `--s3-listen` and on the public listener at `s3.DOMAIN` (path and
 //! virtual-host style), and the AWS CLI (`aws s3 cp`, `ls`, `sync`,
 //! `presign`). Buckets come from the manifest and from CreateBucket; each
-//! app's credential reaches its own buckets only.
+//! app's credential reaches its own buckets only, and functions reach
+//! their app's with no configuration.
+//!
+//! Runs in both isolation modes.
 
 mod common;
 
@@ -78,6 +81,23 @@ for call in args["calls"]:
 print(json.dumps(results, default=str))
 "#;
 
+/// A function that uses the app's buckets with boto3 as it comes: no
+/// endpoint, no credential, no configuration.
+const FUNCTION: &str = r#"
+import boto3, botocore.exceptions
+
+def handler(event, context):
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket="shop-uploads", Key="from-function.txt", Body=b"written inside")
+    body = s3.get_object(Bucket="shop-uploads", Key="from-function.txt")["Body"].read().decode()
+    try:
+        s3.list_objects_v2(Bucket=event["other"])
+        other = "allowed"
+    except botocore.exceptions.ClientError as e:
+        other = e.response["Error"]["Code"]
+    return {"body": body, "buckets": [b["Name"] for b in s3.list_buckets()["Buckets"]], "other": other}
+"#;
+
 const MANIFEST: &str = "app: shop
 functions:
   hello:
@@ -124,14 +144,18 @@ fn s3(server: &Server, endpoint: &str, style: &str, who: &Credential, calls: Val
 }
 
 fn start() -> (Server, String) {
+    start_with(&[])
+}
+
+fn start_with(extra: &[&str]) -> (Server, String) {
     let port = free_port();
-    let server = Server::start_with(&["--s3-listen", &format!("127.0.0.1:{port}")]);
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["--s3-listen", &listen];
+    args.extend(extra);
+    let server = Server::start_with(&args);
     write_app(
         &server.path("shop"),
-        &[
-            ("stratus.yaml", MANIFEST),
-            ("main.py", "def handler(event, context):\n    return 'hi'\n"),
-        ],
+        &[("stratus.yaml", MANIFEST), ("main.py", FUNCTION)],
     );
     common::deploy(&server, "shop");
     (server, format!("http://127.0.0.1:{port}"))
@@ -653,4 +677,201 @@ fn a_gigabyte_goes_up_and_down_in_flat_memory() {
         .load(std::sync::atomic::Ordering::Relaxed)
         .saturating_sub(before);
     assert!(grown < 64 * 1024, "the server's memory grew by {grown} KiB");
+}
+
+/// Multipart uploads with boto3: its transfer manager's `upload_file`,
+/// then each call by hand, printing what each step gave as JSON.
+const MULTIPART: &str = r#"
+import hashlib, json, os, sys
+import boto3, botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+endpoint, key, secret, work = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id=key, aws_secret_access_key=secret,
+                  config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                                retries={"mode": "standard", "max_attempts": 1}))
+MiB = 1 << 20
+out = {}
+big = os.path.join(work, "big.bin")
+with open(big, "wb") as f:
+    for i in range(12):
+        f.write(bytes([i]) * MiB)
+s3.upload_file(big, "shop-uploads", "big.bin",
+               Config=TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB))
+head = s3.head_object(Bucket="shop-uploads", Key="big.bin")
+out["upload_file"] = {"etag": head["ETag"], "size": head["ContentLength"]}
+back = os.path.join(work, "back.bin")
+s3.download_file("shop-uploads", "big.bin", back)
+out["same_bytes"] = open(big, "rb").read() == open(back, "rb").read()
+
+# By hand: two parts (one copied from big.bin), listed, completed.
+up = s3.create_multipart_upload(Bucket="shop-uploads", Key="joined.bin", ContentType="application/x-joined")
+uid = up["UploadId"]
+p1 = s3.upload_part(Bucket="shop-uploads", Key="joined.bin", UploadId=uid, PartNumber=1, Body=b"a" * (5 * MiB))
+p2 = s3.upload_part_copy(Bucket="shop-uploads", Key="joined.bin", UploadId=uid, PartNumber=2,
+                         CopySource={"Bucket": "shop-uploads", "Key": "big.bin"}, CopySourceRange="bytes=0-9")
+out["parts"] = [(p["PartNumber"], p["Size"]) for p in s3.list_parts(Bucket="shop-uploads", Key="joined.bin", UploadId=uid)["Parts"]]
+out["uploads"] = [u["Key"] for u in s3.list_multipart_uploads(Bucket="shop-uploads").get("Uploads", [])]
+etags = [p1["ETag"], p2["CopyPartResult"]["ETag"]]
+done = s3.complete_multipart_upload(Bucket="shop-uploads", Key="joined.bin", UploadId=uid,
+    MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etags[0]}, {"PartNumber": 2, "ETag": etags[1]}]})
+md5s = b"".join(bytes.fromhex(e.strip('"')) for e in etags)
+out["joined_etag"] = done["ETag"]
+out["expected_etag"] = '"%s-2"' % hashlib.md5(md5s).hexdigest()
+got = s3.get_object(Bucket="shop-uploads", Key="joined.bin")
+body = got["Body"].read()
+out["joined"] = {"size": len(body), "tail": body[-10:].hex(), "type": got["ContentType"]}
+out["uploads_after"] = [u["Key"] for u in s3.list_multipart_uploads(Bucket="shop-uploads").get("Uploads", [])]
+
+def error(f):
+    try:
+        f()
+        return None
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+
+# A small first part; a part never uploaded; an aborted upload.
+small = s3.create_multipart_upload(Bucket="shop-uploads", Key="small.bin")["UploadId"]
+a = s3.upload_part(Bucket="shop-uploads", Key="small.bin", UploadId=small, PartNumber=1, Body=b"x")["ETag"]
+b = s3.upload_part(Bucket="shop-uploads", Key="small.bin", UploadId=small, PartNumber=2, Body=b"y")["ETag"]
+out["too_small"] = error(lambda: s3.complete_multipart_upload(Bucket="shop-uploads", Key="small.bin", UploadId=small,
+    MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": a}, {"PartNumber": 2, "ETag": b}]}))
+out["missing_part"] = error(lambda: s3.complete_multipart_upload(Bucket="shop-uploads", Key="small.bin", UploadId=small,
+    MultipartUpload={"Parts": [{"PartNumber": 3, "ETag": a}]}))
+s3.abort_multipart_upload(Bucket="shop-uploads", Key="small.bin", UploadId=small)
+out["after_abort"] = error(lambda: s3.upload_part(Bucket="shop-uploads", Key="small.bin", UploadId=small, PartNumber=1, Body=b"x"))
+print(json.dumps(out))
+"#;
+
+#[test]
+fn multipart_uploads_from_boto3_and_the_aws_cli() {
+    let (server, endpoint) = start();
+    let shop = credential(&server, "shop");
+    let script = server.path("multipart.py");
+    std::fs::write(&script, MULTIPART).unwrap();
+    let out = Command::new(python())
+        .arg(&script)
+        .args([&endpoint, &shop.key, &shop.secret])
+        .arg(server.path(""))
+        .env("PYTHONPATH", boto3())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["upload_file"]["size"], 12 << 20, "{r}");
+    assert!(
+        r["upload_file"]["etag"].as_str().unwrap().ends_with("-3\""),
+        "{r}"
+    );
+    assert_eq!(r["same_bytes"], true);
+    assert_eq!(r["parts"], json!([[1, 5 << 20], [2, 10]]));
+    assert_eq!(r["uploads"], json!(["joined.bin"]));
+    assert_eq!(r["joined_etag"], r["expected_etag"]);
+    assert_eq!(
+        r["joined"],
+        json!({"size": (5 << 20) + 10, "tail": "00000000000000000000", "type": "application/x-joined"})
+    );
+    assert_eq!(r["uploads_after"], json!([]));
+    assert_eq!(r["too_small"], "EntityTooSmall");
+    assert_eq!(r["missing_part"], "InvalidPart");
+    assert_eq!(r["after_abort"], "NoSuchUpload");
+
+    // The AWS CLI sends a file above its 8 MiB threshold in parts.
+    let cli = pip_install("awscli", &["awscli"]);
+    let big = server.path("cli.bin");
+    std::fs::write(&big, vec![7u8; 20 << 20]).unwrap();
+    let back = server.path("cli-back.bin");
+    for (from, to) in [
+        (
+            big.to_str().unwrap().to_owned(),
+            "s3://shop-uploads/cli.bin".to_owned(),
+        ),
+        (
+            "s3://shop-uploads/cli.bin".to_owned(),
+            back.to_str().unwrap().to_owned(),
+        ),
+    ] {
+        let out = Command::new(python())
+            .args([
+                "-m",
+                "awscli",
+                "s3",
+                "cp",
+                &from,
+                &to,
+                "--endpoint-url",
+                &endpoint,
+            ])
+            .env("PYTHONPATH", &cli)
+            .env("AWS_ACCESS_KEY_ID", &shop.key)
+            .env("AWS_SECRET_ACCESS_KEY", &shop.secret)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(std::fs::read(&back).unwrap(), vec![7u8; 20 << 20]);
+    // Nothing is left of the parts but the objects' own files.
+    let files = walk(&server.data_dir.join("objects"));
+    assert_eq!(files.len(), 3, "{files:?}");
+}
+
+#[test]
+fn a_function_uses_its_app_s_buckets_with_boto3_unconfigured() {
+    // boto3 as the Python runtime gives it, installed at start.
+    let (server, endpoint) = start_with(&["--python-packages", "boto3"]);
+    common::eventually(std::time::Duration::from_secs(120), || {
+        let listed: Value =
+            serde_json::from_str(&server.ok(&["runtimes", "--output", "json"])).unwrap();
+        match listed["python_packages"]["state"].as_str() {
+            Some("ready") => Ok(()),
+            other => Err(format!("boto3 is {other:?}")),
+        }
+    });
+    // Another app's bucket, which the function must not reach.
+    write_app(
+        &server.path("rival"),
+        &[
+            (
+                "stratus.yaml",
+                "app: rival\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\nbuckets:\n  secret: {}\n",
+            ),
+            ("main.py", "def handler(event, context):\n    return 1\n"),
+        ],
+    );
+    common::deploy(&server, "rival");
+    let out = server.ok(&[
+        "invoke",
+        "shop/hello",
+        "--data",
+        r#"{"other": "rival-secret"}"#,
+    ]);
+    let result: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(result["body"], "written inside", "{result}");
+    assert_eq!(
+        result["buckets"],
+        json!(["shop-media-files", "shop-uploads"])
+    );
+    assert_eq!(result["other"], "AccessDenied");
+    // What the function wrote is the app's, seen from outside too.
+    let shop = credential(&server, "shop");
+    let r = s3(
+        &server,
+        &endpoint,
+        "path",
+        &shop,
+        json!([["get_object", {"Bucket": "shop-uploads", "Key": "from-function.txt"}]]),
+    );
+    assert_eq!(r[0]["Body"], "written inside");
 }

@@ -65,6 +65,10 @@ const RESERVED_ENV: &[&str] = &[
     "AWS_EXECUTION_ENV",
     "STRATUS_API_URL",
     "STRATUS_API_TOKEN",
+    // The app's own AWS credential and where its buckets are (the S3 API).
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_ENDPOINT_URL_S3",
 ];
 
 pub(crate) struct Checker<'a> {

@@ -278,6 +278,10 @@ pub async fn run(
     let platform = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
         .await
         .context("cannot listen for the platform API on 127.0.0.1")?;
+    // Instances reach the S3 API on a listener of their own too.
+    let s3_instances = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("cannot listen for instances' S3 API on 127.0.0.1")?;
     let s3_listener = match config.objects.s3_listen {
         Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr}; choose another with --s3-listen")
@@ -330,6 +334,7 @@ pub async fn run(
         platform_api: Some(Arc::new(api::InstanceApi {
             url: url(platform.local_addr()?),
             secret: platform_secret.clone(),
+            s3_url: url(s3_instances.local_addr()?),
         })),
         metrics: metrics.clone(),
         tracer,
@@ -341,14 +346,18 @@ pub async fn run(
     // Reachable whatever an instance's egress rule says: the platform
     // API, the public listener, and the name servers instances resolve
     // names with.
-    let endpoints: Vec<std::net::SocketAddr> = [platform.local_addr()?, public.local_addr()?]
-        .into_iter()
-        .map(|addr| match addr.ip().is_unspecified() {
-            true => (std::net::Ipv4Addr::LOCALHOST, addr.port()).into(),
-            false => addr,
-        })
-        .chain(stratus_scheduler::egress::dns::system_name_servers())
-        .collect();
+    let endpoints: Vec<std::net::SocketAddr> = [
+        platform.local_addr()?,
+        public.local_addr()?,
+        s3_instances.local_addr()?,
+    ]
+    .into_iter()
+    .map(|addr| match addr.ip().is_unspecified() {
+        true => (std::net::Ipv4Addr::LOCALHOST, addr.port()).into(),
+        false => addr,
+    })
+    .chain(stratus_scheduler::egress::dns::system_name_servers())
+    .collect();
     launcher
         .platform_endpoints(&endpoints)
         .await
@@ -642,6 +651,18 @@ pub async fn run(
             api::admin_connections(s3::router(state.clone())),
         )
     });
+    let s3_instances_server = listener::serve(
+        "instances' s3",
+        s3_instances,
+        listener::Limits {
+            // Instances share the host's loopback address.
+            per_address: 0,
+            ..config.http.limits(config.limits.platform_max_connections)
+        },
+        None,
+        stopped(stop_rx.clone()),
+        api::admin_connections(s3::router(state.clone())),
+    );
     let admin_task = tokio::spawn(async move {
         let metrics = async {
             if let Some(server) = metrics_server {
@@ -653,7 +674,13 @@ pub async fn run(
                 let _ = server.await;
             }
         };
-        let _ = tokio::join!(admin_server, platform_server, metrics, s3);
+        let _ = tokio::join!(
+            admin_server,
+            platform_server,
+            metrics,
+            s3,
+            s3_instances_server
+        );
     });
     let public_task = tokio::spawn(public_server);
     if let Some(ready) = ready {

@@ -24,12 +24,13 @@ use stratus_store::Result as StoreResult;
 use stratus_store::{
     AlertChange, AlertRecord, Alerts, AppRecord, Apps, AwsCredentialRecord, Backlog, Backlogs,
     BucketCreated, BucketDeleted, BucketRecord, BuildRecord, BuildStatus, Builds, Changes,
-    Credentials, DeadLetter, Dump, EventCounts, EventRecord, Events, FailureRecord, Failures,
-    FollowUp, KeyRecord, Leases, LogBudget, LogQuery, LogRecord, LogStore, MessageRecord,
+    Completed, Credentials, DeadLetter, Dump, EventCounts, EventRecord, Events, FailureRecord,
+    Failures, FollowUp, KeyRecord, Leases, LogBudget, LogQuery, LogRecord, LogStore, MessageRecord,
     MessageSettlement, Messages, Meta, MetaKey, NewEvent, NewMessage, NewVersion, NoSuchBucket,
-    NodeRecord, Nodes, ObjectRecord, ObjectUsage, Objects, PackageRecord, Packages, QueueCounts,
-    ScheduleSlot, Schedules, SecretRecord, Secrets, Settlement, SharedPackages, Source, StoreError,
-    StoredLog, Transfer, Trimmed, UnitOfWork, VersionRecord, Write,
+    NoSuchUpload, NodeRecord, Nodes, ObjectRecord, ObjectUsage, Objects, PackageRecord, Packages,
+    PartRecord, QueueCounts, ScheduleSlot, Schedules, SecretRecord, Secrets, Settlement,
+    SharedPackages, Source, StoreError, StoredLog, Transfer, Trimmed, UnitOfWork, UploadRecord,
+    VersionRecord, Write,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -577,6 +578,19 @@ impl Apps for PostgresStore {
                 .collect();
             tx.execute("DELETE FROM objects WHERE bucket = ANY($1)", &[&buckets])
                 .await?;
+            // Uploads before their parts, as everywhere: a part being put
+            // holds its upload (see `put_part`).
+            let uploads: Vec<String> = tx
+                .query(
+                    "DELETE FROM uploads WHERE bucket = ANY($1) RETURNING upload_id",
+                    &[&buckets],
+                )
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            tx.execute("DELETE FROM parts WHERE upload_id = ANY($1)", &[&uploads])
+                .await?;
             for table in [
                 "versions",
                 "app_keys",
@@ -1100,6 +1114,92 @@ async fn hold_bucket(tx: &impl GenericClient, name: &str) -> Result<bool> {
         .is_some())
 }
 
+const UPLOAD_COLUMNS: &str = "upload_id, bucket, key, headers, created_ms";
+
+fn upload_from_row(row: &Row) -> UploadRecord {
+    UploadRecord {
+        upload_id: row.get(0),
+        bucket: row.get(1),
+        key: row.get(2),
+        headers: row.get(3),
+        created_ms: row.get(4),
+    }
+}
+
+const PART_COLUMNS: &str = "upload_id, number, size, etag, blob, modified_ms";
+
+fn part_from_row(row: &Row) -> PartRecord {
+    PartRecord {
+        upload_id: row.get(0),
+        number: row.get::<_, i64>(1) as u32,
+        size: row.get::<_, i64>(2) as u64,
+        etag: row.get(3),
+        blob: row.get(4),
+        modified_ms: row.get(5),
+    }
+}
+
+/// Puts an object inside the caller's transaction (which holds its
+/// bucket), replacing the one of its key: the object replaced.
+async fn upsert_object(tx: &impl GenericClient, o: &ObjectRecord) -> Result<Option<ObjectRecord>> {
+    let size = o.size as i64;
+    let current = tx
+        .prepare(&format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = $1 AND key = $2 FOR UPDATE"
+        ))
+        .await?;
+    let update = tx
+        .prepare(
+            "UPDATE objects SET size = $3, etag = $4, blob = $5, modified_ms = $6, headers = $7 \
+             WHERE bucket = $1 AND key = $2",
+        )
+        .await?;
+    let insert = tx
+        .prepare(&format!(
+            "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (bucket, key) DO NOTHING"
+        ))
+        .await?;
+    let values: [&(dyn ToSql + Sync); 7] = [
+        &o.bucket,
+        &o.key,
+        &size,
+        &o.etag,
+        &o.blob,
+        &o.modified_ms,
+        &o.headers,
+    ];
+    // The row is locked before it is replaced, so that the object
+    // replaced is the one returned; an object of the same key put
+    // meanwhile by another transaction is then replaced in turn.
+    loop {
+        if let Some(row) = tx.query_opt(&current, &[&o.bucket, &o.key]).await? {
+            tx.execute(&update, &values).await?;
+            return Ok(Some(object_from_row(&row)));
+        }
+        if tx.execute(&insert, &values).await? > 0 {
+            return Ok(None);
+        }
+    }
+}
+
+/// Deletes the parts of the uploads `upload_ids` inside the caller's
+/// transaction, which deleted (or locked) the uploads first: their blobs,
+/// by upload and part number.
+async fn delete_parts(tx: &impl GenericClient, upload_ids: &[String]) -> Result<Vec<String>> {
+    let mut parts: Vec<(String, i64, String)> = tx
+        .query(
+            "DELETE FROM parts WHERE upload_id = ANY($1) RETURNING upload_id, number, blob",
+            &[&upload_ids],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    parts.sort();
+    Ok(parts.into_iter().map(|(_, _, blob)| blob).collect())
+}
+
 #[async_trait]
 impl Objects for PostgresStore {
     async fn create_bucket(&self, b: BucketRecord) -> StoreResult<BucketCreated> {
@@ -1190,12 +1290,24 @@ impl Objects for PostgresStore {
                     return Ok(BucketDeleted::NotEmpty(held as u64));
                 }
             }
-            let blobs = tx
+            let mut blobs: Vec<String> = tx
                 .query("DELETE FROM objects WHERE bucket = $1 RETURNING blob", &[&name])
                 .await?
                 .iter()
                 .map(|row| row.get(0))
                 .collect();
+            // Uploads in progress go with the bucket, forced or not; each
+            // before its parts, which waits for a part being put.
+            let uploads: Vec<String> = tx
+                .query(
+                    "DELETE FROM uploads WHERE bucket = $1 RETURNING upload_id",
+                    &[&name],
+                )
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            blobs.extend(delete_parts(&tx, &uploads).await?);
             tx.execute("DELETE FROM buckets WHERE name = $1", &[&name])
                 .await?;
             tx.commit().await?;
@@ -1215,45 +1327,7 @@ impl Objects for PostgresStore {
             if !hold_bucket(&tx, &o.bucket).await? {
                 return Ok(Err(NoSuchBucket));
             }
-            let size = o.size as i64;
-            let current = tx
-                .prepare(&format!(
-                    "SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = $1 AND key = $2 FOR UPDATE"
-                ))
-                .await?;
-            let update = tx
-                .prepare(
-                    "UPDATE objects SET size = $3, etag = $4, blob = $5, modified_ms = $6, headers = $7 \
-                     WHERE bucket = $1 AND key = $2",
-                )
-                .await?;
-            let insert = tx
-                .prepare(&format!(
-                    "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                     ON CONFLICT (bucket, key) DO NOTHING"
-                ))
-                .await?;
-            let values: [&(dyn ToSql + Sync); 7] = [
-                &o.bucket,
-                &o.key,
-                &size,
-                &o.etag,
-                &o.blob,
-                &o.modified_ms,
-                &o.headers,
-            ];
-            // The row is locked before it is replaced, so that the object
-            // replaced is the one returned; an object of the same key put
-            // meanwhile by another transaction is then replaced in turn.
-            let replaced = loop {
-                if let Some(row) = tx.query_opt(&current, &[&o.bucket, &o.key]).await? {
-                    tx.execute(&update, &values).await?;
-                    break Some(object_from_row(&row));
-                }
-                if tx.execute(&insert, &values).await? > 0 {
-                    break None;
-                }
-            };
+            let replaced = upsert_object(&tx, &o).await?;
             insert_events(&tx, events).await?;
             tx.commit().await?;
             Ok(Ok(replaced))
@@ -1352,6 +1426,229 @@ impl Objects for PostgresStore {
                     bytes: row.get::<_, i64>(3) as u64,
                 })
                 .collect())
+        })
+        .await
+    }
+
+    async fn create_upload(&self, u: UploadRecord) -> StoreResult<Result<(), NoSuchBucket>> {
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // Held until the upload is committed: a bucket deleted
+            // meanwhile takes the upload with it.
+            if !hold_bucket(&tx, &u.bucket).await? {
+                return Ok(Err(NoSuchBucket));
+            }
+            tx.execute(
+                &format!("INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
+                &[&u.upload_id, &u.bucket, &u.key, &u.headers, &u.created_ms],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    async fn get_upload(&self, upload_id: &str) -> StoreResult<Option<UploadRecord>> {
+        run(async {
+            let sql = format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE upload_id = $1");
+            let row = self.client().await?.query_opt(&sql, &[&upload_id]).await?;
+            Ok(row.as_ref().map(upload_from_row))
+        })
+        .await
+    }
+
+    async fn put_part(
+        &self,
+        p: PartRecord,
+    ) -> StoreResult<Result<Option<PartRecord>, NoSuchUpload>> {
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // Held against its completion, abort or deletion until the
+            // part is committed (parts of one upload go in side by side):
+            // a part is kept with its upload, or refused.
+            let exists = tx
+                .query_opt(
+                    "SELECT 1 FROM uploads WHERE upload_id = $1 FOR KEY SHARE",
+                    &[&p.upload_id],
+                )
+                .await?
+                .is_some();
+            if !exists {
+                return Ok(Err(NoSuchUpload));
+            }
+            let (number, size) = (i64::from(p.number), p.size as i64);
+            let current = tx
+                .prepare(&format!(
+                    "SELECT {PART_COLUMNS} FROM parts WHERE upload_id = $1 AND number = $2 FOR UPDATE"
+                ))
+                .await?;
+            let update = tx
+                .prepare(
+                    "UPDATE parts SET size = $3, etag = $4, blob = $5, modified_ms = $6 \
+                     WHERE upload_id = $1 AND number = $2",
+                )
+                .await?;
+            let insert = tx
+                .prepare(&format!(
+                    "INSERT INTO parts ({PART_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (upload_id, number) DO NOTHING"
+                ))
+                .await?;
+            let values: [&(dyn ToSql + Sync); 6] = [
+                &p.upload_id,
+                &number,
+                &size,
+                &p.etag,
+                &p.blob,
+                &p.modified_ms,
+            ];
+            // As for objects: the part replaced is the one returned.
+            let replaced = loop {
+                if let Some(row) = tx.query_opt(&current, &[&p.upload_id, &number]).await? {
+                    tx.execute(&update, &values).await?;
+                    break Some(part_from_row(&row));
+                }
+                if tx.execute(&insert, &values).await? > 0 {
+                    break None;
+                }
+            };
+            tx.commit().await?;
+            Ok(Ok(replaced))
+        })
+        .await
+    }
+
+    async fn list_parts(
+        &self,
+        upload_id: &str,
+        after: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<PartRecord>> {
+        run(async {
+            let sql = format!(
+                "SELECT {PART_COLUMNS} FROM parts WHERE upload_id = $1 AND number > $2 \
+                 ORDER BY number LIMIT $3"
+            );
+            let rows = self
+                .client()
+                .await?
+                .query(&sql, &[&upload_id, &i64::from(after), &i64::from(limit)])
+                .await?;
+            Ok(rows.iter().map(part_from_row).collect())
+        })
+        .await
+    }
+
+    async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, Option<&str>)>,
+        limit: u32,
+    ) -> StoreResult<Vec<UploadRecord>> {
+        run(async {
+            let bound = stratus_store::prefix_bound(prefix);
+            let (after_key, after_id) = match after {
+                Some((key, id)) => (Some(key), id),
+                None => (None, None),
+            };
+            // A range, not LIKE, as for objects. After a key alone: past
+            // every upload of it; after a key and an id: past that one.
+            let sql = format!(
+                "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE bucket = $1 \
+                 AND key >= $2 COLLATE \"C\" \
+                 AND ($3::TEXT IS NULL OR key < $3 COLLATE \"C\") \
+                 AND ($4::TEXT IS NULL OR key > $4 COLLATE \"C\" \
+                      OR ($5::TEXT IS NOT NULL AND key = $4 AND upload_id > $5 COLLATE \"C\")) \
+                 ORDER BY key COLLATE \"C\", upload_id COLLATE \"C\" LIMIT $6"
+            );
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    &sql,
+                    &[
+                        &bucket,
+                        &prefix,
+                        &bound,
+                        &after_key,
+                        &after_id,
+                        &i64::from(limit),
+                    ],
+                )
+                .await?;
+            Ok(rows.iter().map(upload_from_row).collect())
+        })
+        .await
+    }
+
+    async fn complete_upload(
+        &self,
+        upload_id: &str,
+        o: ObjectRecord,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Result<Completed, NoSuchUpload>> {
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // Its bucket is held first, then the upload locked: the order
+            // in which a bucket's deletion takes them, so neither waits
+            // for the other in a circle. An upload's bucket never changes.
+            let Some(bucket) = tx
+                .query_opt(
+                    "SELECT bucket FROM uploads WHERE upload_id = $1",
+                    &[&upload_id],
+                )
+                .await?
+                .map(|row| row.get::<_, String>(0))
+            else {
+                return Ok(Err(NoSuchUpload));
+            };
+            if !hold_bucket(&tx, &bucket).await? {
+                return Ok(Err(NoSuchUpload));
+            }
+            // A concurrent completion or abort that won has deleted it.
+            let locked = tx
+                .query_opt(
+                    "SELECT 1 FROM uploads WHERE upload_id = $1 FOR UPDATE",
+                    &[&upload_id],
+                )
+                .await?
+                .is_some();
+            if !locked {
+                return Ok(Err(NoSuchUpload));
+            }
+            let part_blobs = delete_parts(&tx, &[upload_id.to_owned()]).await?;
+            tx.execute("DELETE FROM uploads WHERE upload_id = $1", &[&upload_id])
+                .await?;
+            let replaced = upsert_object(&tx, &o).await?;
+            insert_events(&tx, events).await?;
+            tx.commit().await?;
+            Ok(Ok(Completed {
+                replaced,
+                part_blobs,
+            }))
+        })
+        .await
+    }
+
+    async fn abort_upload(&self, upload_id: &str) -> StoreResult<Option<Vec<String>>> {
+        run(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // The upload first, which waits for a part being put.
+            let deleted = tx
+                .execute("DELETE FROM uploads WHERE upload_id = $1", &[&upload_id])
+                .await?;
+            if deleted == 0 {
+                return Ok(None);
+            }
+            let blobs = delete_parts(&tx, &[upload_id.to_owned()]).await?;
+            tx.commit().await?;
+            Ok(Some(blobs))
         })
         .await
     }
@@ -2273,6 +2570,8 @@ impl Transfer for PostgresStore {
                 .await?;
             let buckets = all(format!("SELECT {BUCKET_COLUMNS} FROM buckets ORDER BY name")).await?;
             let objects = all(format!("SELECT {OBJECT_COLUMNS} FROM objects ORDER BY bucket, key")).await?;
+            let uploads = all(format!("SELECT {UPLOAD_COLUMNS} FROM uploads ORDER BY upload_id")).await?;
+            let parts = all(format!("SELECT {PART_COLUMNS} FROM parts ORDER BY upload_id, number")).await?;
             Ok(Dump {
                 identity,
                 apps: apps.iter().map(app_from_row).collect(),
@@ -2313,6 +2612,8 @@ impl Transfer for PostgresStore {
                     .collect(),
                 buckets: buckets.iter().map(bucket_from_row).collect(),
                 objects: objects.iter().map(object_from_row).collect(),
+                uploads: uploads.iter().map(upload_from_row).collect(),
+                parts: parts.iter().map(part_from_row).collect(),
             })
         })
         .await
@@ -2324,7 +2625,7 @@ impl Transfer for PostgresStore {
             let tx = client.transaction().await?;
             // Nothing else writes while the store is filled.
             tx.batch_execute(
-                "LOCK TABLE apps, versions, events, messages, dead_letters, meta, buckets, objects IN EXCLUSIVE MODE",
+                "LOCK TABLE apps, versions, events, messages, dead_letters, meta, buckets, objects, uploads, parts IN EXCLUSIVE MODE",
             )
             .await?;
             let held: String = tx
@@ -2475,6 +2776,20 @@ impl Transfer for PostgresStore {
                 tx.execute(
                     &format!("INSERT INTO objects ({OBJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
                     &[&o.bucket, &o.key, &(o.size as i64), &o.etag, &o.blob, &o.modified_ms, &o.headers],
+                )
+                .await?;
+            }
+            for u in &dump.uploads {
+                tx.execute(
+                    &format!("INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
+                    &[&u.upload_id, &u.bucket, &u.key, &u.headers, &u.created_ms],
+                )
+                .await?;
+            }
+            for p in &dump.parts {
+                tx.execute(
+                    &format!("INSERT INTO parts ({PART_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+                    &[&p.upload_id, &i64::from(p.number), &(p.size as i64), &p.etag, &p.blob, &p.modified_ms],
                 )
                 .await?;
             }

@@ -277,4 +277,26 @@ CREATE TABLE objects (
     PRIMARY KEY (bucket, key)
 );
 "#,
+    // Multipart uploads in progress and their parts. An upload's parts go
+    // with it: completed (into an object), aborted, or deleted with its
+    // bucket. Uploads are listed by key, then id, as bytes.
+    r#"
+CREATE TABLE uploads (
+    upload_id TEXT COLLATE "C" PRIMARY KEY,
+    bucket TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    headers TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX uploads_by_key ON uploads (bucket, key, upload_id);
+CREATE TABLE parts (
+    upload_id TEXT COLLATE "C" NOT NULL,
+    number BIGINT NOT NULL,
+    size BIGINT NOT NULL,
+    etag TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    modified_ms BIGINT NOT NULL,
+    PRIMARY KEY (upload_id, number)
+);
+"#,
 ];

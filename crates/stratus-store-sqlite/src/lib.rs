@@ -10,11 +10,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use stratus_store::Result as StoreResult;
 use stratus_store::{
     AlertChange, AlertRecord, AppRecord, AwsCredentialRecord, Backlog, BucketCreated,
-    BucketDeleted, BucketRecord, BuildRecord, BuildStatus, DeadLetter, Dump, EventCounts,
-    EventRecord, FailureRecord, FollowUp, KeyRecord, LogBudget, LogQuery, LogRecord, MessageRecord,
-    MessageSettlement, NewEvent, NewMessage, NewVersion, NoSuchBucket, NodeRecord, ObjectRecord,
-    ObjectUsage, PackageRecord, QueueCounts, ScheduleSlot, SecretRecord, Settlement, Source,
-    StoreError, StoredLog, Trimmed, VersionRecord,
+    BucketDeleted, BucketRecord, BuildRecord, BuildStatus, Completed, DeadLetter, Dump,
+    EventCounts, EventRecord, FailureRecord, FollowUp, KeyRecord, LogBudget, LogQuery, LogRecord,
+    MessageRecord, MessageSettlement, NewEvent, NewMessage, NewVersion, NoSuchBucket, NoSuchUpload,
+    NodeRecord, ObjectRecord, ObjectUsage, PackageRecord, PartRecord, QueueCounts, ScheduleSlot,
+    SecretRecord, Settlement, Source, StoreError, StoredLog, Trimmed, UploadRecord, VersionRecord,
 };
 use stratus_store::{
     Alerts, Apps, Backlogs, Builds, Credentials, Events, Failures, Leases, LogStore, Messages,
@@ -327,6 +327,28 @@ CREATE TABLE objects (
     modified_ms INTEGER NOT NULL,
     headers TEXT NOT NULL,
     PRIMARY KEY (bucket, key)
+);
+"#,
+    // Multipart uploads in progress and their parts. An upload's parts go
+    // with it: completed (into an object), aborted, or deleted with its
+    // bucket. Uploads are listed by key, then id, as bytes.
+    r#"
+CREATE TABLE uploads (
+    upload_id TEXT PRIMARY KEY,
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX uploads_by_key ON uploads (bucket, key, upload_id);
+CREATE TABLE parts (
+    upload_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    modified_ms INTEGER NOT NULL,
+    PRIMARY KEY (upload_id, number)
 );
 "#,
 ];
@@ -992,6 +1014,15 @@ impl Apps for SqliteStore {
                 "DELETE FROM objects WHERE bucket IN (SELECT name FROM buckets WHERE app = ?1)",
                 [&app],
             )?;
+            tx.execute(
+                "DELETE FROM parts WHERE upload_id IN (SELECT upload_id FROM uploads \
+                 WHERE bucket IN (SELECT name FROM buckets WHERE app = ?1))",
+                [&app],
+            )?;
+            tx.execute(
+                "DELETE FROM uploads WHERE bucket IN (SELECT name FROM buckets WHERE app = ?1)",
+                [&app],
+            )?;
             tx.execute("DELETE FROM buckets WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM events WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM dead_letters WHERE app = ?1", [&app])?;
@@ -1507,6 +1538,82 @@ fn object_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectRecord> {
 /// Objects a bucket that is not empty is counted up to.
 const NOT_EMPTY_BOUND: i64 = 1000;
 
+const UPLOAD_COLUMNS: &str = "upload_id, bucket, key, headers, created_ms";
+
+fn upload_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
+    Ok(UploadRecord {
+        upload_id: row.get(0)?,
+        bucket: row.get(1)?,
+        key: row.get(2)?,
+        headers: row.get(3)?,
+        created_ms: row.get(4)?,
+    })
+}
+
+const PART_COLUMNS: &str = "upload_id, number, size, etag, blob, modified_ms";
+
+fn part_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartRecord> {
+    Ok(PartRecord {
+        upload_id: row.get(0)?,
+        number: row.get(1)?,
+        size: row.get::<_, i64>(2)? as u64,
+        etag: row.get(3)?,
+        blob: row.get(4)?,
+        modified_ms: row.get(5)?,
+    })
+}
+
+/// Whether bucket `name` exists.
+fn bucket_exists(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<bool> {
+    Ok(tx
+        .query_row("SELECT 1 FROM buckets WHERE name = ?1", [name], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Puts an object inside the caller's transaction, replacing the one of
+/// its key: the object replaced.
+fn upsert_object(tx: &rusqlite::Transaction<'_>, o: &ObjectRecord) -> Result<Option<ObjectRecord>> {
+    let replaced = tx
+        .query_row(
+            &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = ?1 AND key = ?2"),
+            params![o.bucket, o.key],
+            object_from_row,
+        )
+        .optional()?;
+    tx.execute(
+        &format!(
+            "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (bucket, key) DO UPDATE SET size = excluded.size, \
+             etag = excluded.etag, blob = excluded.blob, \
+             modified_ms = excluded.modified_ms, headers = excluded.headers"
+        ),
+        params![
+            o.bucket,
+            o.key,
+            o.size as i64,
+            o.etag,
+            o.blob,
+            o.modified_ms,
+            o.headers
+        ],
+    )?;
+    Ok(replaced)
+}
+
+/// Deletes the parts of upload `upload_id` inside the caller's
+/// transaction: their blobs, by part number.
+fn delete_parts(tx: &rusqlite::Transaction<'_>, upload_id: &str) -> Result<Vec<String>> {
+    let mut parts = tx
+        .prepare_cached("DELETE FROM parts WHERE upload_id = ?1 RETURNING number, blob")?
+        .query_map([upload_id], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    parts.sort();
+    Ok(parts.into_iter().map(|(_, blob)| blob).collect())
+}
+
 #[async_trait]
 impl Objects for SqliteStore {
     async fn create_bucket(&self, b: BucketRecord) -> StoreResult<BucketCreated> {
@@ -1588,10 +1695,18 @@ impl Objects for SqliteStore {
                     return Ok(BucketDeleted::NotEmpty(held as u64));
                 }
             }
-            let blobs = tx
+            let mut blobs = tx
                 .prepare("DELETE FROM objects WHERE bucket = ?1 RETURNING blob")?
                 .query_map([&name], |row| row.get(0))?
                 .collect::<rusqlite::Result<Vec<String>>>()?;
+            // Uploads in progress go with the bucket, forced or not.
+            let uploads = tx
+                .prepare("DELETE FROM uploads WHERE bucket = ?1 RETURNING upload_id")?
+                .query_map([&name], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            for upload_id in uploads {
+                blobs.extend(delete_parts(&tx, &upload_id)?);
+            }
             tx.execute("DELETE FROM buckets WHERE name = ?1", [&name])?;
             tx.commit()?;
             Ok(BucketDeleted::Deleted(blobs))
@@ -1606,39 +1721,10 @@ impl Objects for SqliteStore {
     ) -> StoreResult<Result<Option<ObjectRecord>, NoSuchBucket>> {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let exists = tx
-                .query_row("SELECT 1 FROM buckets WHERE name = ?1", [&o.bucket], |_| {
-                    Ok(())
-                })
-                .optional()?
-                .is_some();
-            if !exists {
+            if !bucket_exists(&tx, &o.bucket)? {
                 return Ok(Err(NoSuchBucket));
             }
-            let replaced = tx
-                .query_row(
-                    &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = ?1 AND key = ?2"),
-                    params![o.bucket, o.key],
-                    object_from_row,
-                )
-                .optional()?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                     ON CONFLICT (bucket, key) DO UPDATE SET size = excluded.size, \
-                     etag = excluded.etag, blob = excluded.blob, \
-                     modified_ms = excluded.modified_ms, headers = excluded.headers"
-                ),
-                params![
-                    o.bucket,
-                    o.key,
-                    o.size as i64,
-                    o.etag,
-                    o.blob,
-                    o.modified_ms,
-                    o.headers
-                ],
-            )?;
+            let replaced = upsert_object(&tx, &o)?;
             insert_events(&tx, events)?;
             tx.commit()?;
             Ok(Ok(replaced))
@@ -1733,6 +1819,183 @@ impl Objects for SqliteStore {
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn create_upload(&self, u: UploadRecord) -> StoreResult<Result<(), NoSuchBucket>> {
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if !bucket_exists(&tx, &u.bucket)? {
+                return Ok(Err(NoSuchBucket));
+            }
+            tx.execute(
+                &format!("INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
+                params![u.upload_id, u.bucket, u.key, u.headers, u.created_ms],
+            )?;
+            tx.commit()?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    async fn get_upload(&self, upload_id: &str) -> StoreResult<Option<UploadRecord>> {
+        let upload_id = upload_id.to_owned();
+        self.call(move |conn| {
+            let sql = format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE upload_id = ?1");
+            Ok(conn
+                .query_row(&sql, [upload_id], upload_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn put_part(
+        &self,
+        p: PartRecord,
+    ) -> StoreResult<Result<Option<PartRecord>, NoSuchUpload>> {
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM uploads WHERE upload_id = ?1",
+                    [&p.upload_id],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !exists {
+                return Ok(Err(NoSuchUpload));
+            }
+            let replaced = tx
+                .query_row(
+                    &format!(
+                        "SELECT {PART_COLUMNS} FROM parts WHERE upload_id = ?1 AND number = ?2"
+                    ),
+                    params![p.upload_id, p.number],
+                    part_from_row,
+                )
+                .optional()?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO parts ({PART_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (upload_id, number) DO UPDATE SET size = excluded.size, \
+                     etag = excluded.etag, blob = excluded.blob, \
+                     modified_ms = excluded.modified_ms"
+                ),
+                params![
+                    p.upload_id,
+                    p.number,
+                    p.size as i64,
+                    p.etag,
+                    p.blob,
+                    p.modified_ms
+                ],
+            )?;
+            tx.commit()?;
+            Ok(Ok(replaced))
+        })
+        .await
+    }
+
+    async fn list_parts(
+        &self,
+        upload_id: &str,
+        after: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<PartRecord>> {
+        let upload_id = upload_id.to_owned();
+        self.call(move |conn| {
+            let sql = format!(
+                "SELECT {PART_COLUMNS} FROM parts WHERE upload_id = ?1 AND number > ?2 \
+                 ORDER BY number LIMIT ?3"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows =
+                stmt.query_map(params![upload_id, after, i64::from(limit)], part_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, Option<&str>)>,
+        limit: u32,
+    ) -> StoreResult<Vec<UploadRecord>> {
+        let (bucket, prefix) = (bucket.to_owned(), prefix.to_owned());
+        let (after_key, after_id) = match after {
+            Some((key, id)) => (Some(key.to_owned()), id.map(str::to_owned)),
+            None => (None, None),
+        };
+        let bound = stratus_store::prefix_bound(&prefix);
+        self.call(move |conn| {
+            // A range, not LIKE, as for objects. After a key alone: past
+            // every upload of it; after a key and an id: past that one.
+            let sql = format!(
+                "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE bucket = ?1 AND key >= ?2 \
+                 AND (?3 IS NULL OR key < ?3) \
+                 AND (?4 IS NULL OR key > ?4 OR (?5 IS NOT NULL AND key = ?4 AND upload_id > ?5)) \
+                 ORDER BY key, upload_id LIMIT ?6"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![bucket, prefix, bound, after_key, after_id, i64::from(limit)],
+                upload_from_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn complete_upload(
+        &self,
+        upload_id: &str,
+        o: ObjectRecord,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Result<Completed, NoSuchUpload>> {
+        let upload_id = upload_id.to_owned();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // In progress, and into a bucket that is still there.
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM uploads u JOIN buckets b ON b.name = u.bucket \
+                     WHERE u.upload_id = ?1",
+                    [&upload_id],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !exists {
+                return Ok(Err(NoSuchUpload));
+            }
+            let part_blobs = delete_parts(&tx, &upload_id)?;
+            tx.execute("DELETE FROM uploads WHERE upload_id = ?1", [&upload_id])?;
+            let replaced = upsert_object(&tx, &o)?;
+            insert_events(&tx, events)?;
+            tx.commit()?;
+            Ok(Ok(Completed {
+                replaced,
+                part_blobs,
+            }))
+        })
+        .await
+    }
+
+    async fn abort_upload(&self, upload_id: &str) -> StoreResult<Option<Vec<String>>> {
+        let upload_id = upload_id.to_owned();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let deleted = tx.execute("DELETE FROM uploads WHERE upload_id = ?1", [&upload_id])?;
+            if deleted == 0 {
+                return Ok(None);
+            }
+            let blobs = delete_parts(&tx, &upload_id)?;
+            tx.commit()?;
+            Ok(Some(blobs))
         })
         .await
     }
@@ -2513,6 +2776,16 @@ impl Transfer for SqliteStore {
                 .prepare(&sql)?
                 .query_map([], object_from_row)?
                 .collect::<rusqlite::Result<_>>()?;
+            let sql = format!("SELECT {UPLOAD_COLUMNS} FROM uploads ORDER BY upload_id");
+            dump.uploads = tx
+                .prepare(&sql)?
+                .query_map([], upload_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let sql = format!("SELECT {PART_COLUMNS} FROM parts ORDER BY upload_id, number");
+            dump.parts = tx
+                .prepare(&sql)?
+                .query_map([], part_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
             Ok(dump)
         })
         .await
@@ -2654,6 +2927,18 @@ impl Transfer for SqliteStore {
                 tx.execute(
                     &format!("INSERT INTO objects ({OBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
                     params![o.bucket, o.key, o.size as i64, o.etag, o.blob, o.modified_ms, o.headers],
+                )?;
+            }
+            for u in &dump.uploads {
+                tx.execute(
+                    &format!("INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
+                    params![u.upload_id, u.bucket, u.key, u.headers, u.created_ms],
+                )?;
+            }
+            for p in &dump.parts {
+                tx.execute(
+                    &format!("INSERT INTO parts ({PART_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                    params![p.upload_id, p.number, p.size as i64, p.etag, p.blob, p.modified_ms],
                 )?;
             }
             tx.commit()?;

@@ -17,11 +17,11 @@ use async_trait::async_trait;
 
 pub use records::{
     AlertChange, AlertRecord, AppRecord, AwsCredentialRecord, BucketCreated, BucketDeleted,
-    BucketRecord, BuildRecord, BuildStatus, DeadLetter, Dump, EventCounts, EventRecord,
+    BucketRecord, BuildRecord, BuildStatus, Completed, DeadLetter, Dump, EventCounts, EventRecord,
     FailureRecord, FollowUp, KeyRecord, LogQuery, LogRecord, LogStream, MessageRecord,
-    MessageSettlement, NewEvent, NewMessage, NewVersion, NoSuchBucket, NodeRecord, ObjectRecord,
-    ObjectUsage, PackageRecord, QueueCounts, ScheduleSlot, SecretRecord, Settlement, Source,
-    StoredLog, VersionRecord,
+    MessageSettlement, NewEvent, NewMessage, NewVersion, NoSuchBucket, NoSuchUpload, NodeRecord,
+    ObjectRecord, ObjectUsage, PackageRecord, PartRecord, QueueCounts, ScheduleSlot, SecretRecord,
+    Settlement, Source, StoredLog, UploadRecord, VersionRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -162,8 +162,8 @@ pub trait Apps: Send + Sync {
     ) -> Result<Option<VersionRecord>>;
 
     /// Removes an application with its versions, keys, AWS credentials,
-    /// secrets, builds, buckets and their objects, queued events and dead
-    /// letters; false if it did not exist.
+    /// secrets, builds, buckets and their objects and uploads in progress,
+    /// queued events and dead letters; false if it did not exist.
     async fn delete_app(&self, app: &str) -> Result<bool>;
 }
 
@@ -314,8 +314,10 @@ pub trait Objects: Send + Sync {
     async fn list_buckets(&self, app: Option<&str>) -> Result<Vec<BucketRecord>>;
 
     /// Deletes bucket `name`: only when it holds no object, unless
-    /// `force`, which deletes its objects too, and its uploads in parts.
-    /// [`BucketDeleted::Missing`] when there is no such bucket.
+    /// `force`, which deletes its objects too. Its uploads in progress go
+    /// with it either way (they do not make it hold anything), their
+    /// parts' blobs among those returned. [`BucketDeleted::Missing`] when
+    /// there is no such bucket.
     async fn delete_bucket(&self, name: &str, force: bool) -> Result<BucketDeleted>;
 
     /// Commits an object's metadata and the events it causes in one
@@ -355,6 +357,51 @@ pub trait Objects: Send + Sync {
     /// Objects and their bytes per app (of `app`, or of every app with
     /// buckets).
     async fn object_usage(&self, app: Option<&str>) -> Result<Vec<ObjectUsage>>;
+
+    /// Starts a multipart upload into its bucket; `Err(NoSuchBucket)` and
+    /// nothing done when the bucket does not exist.
+    async fn create_upload(&self, upload: UploadRecord) -> Result<Result<(), NoSuchBucket>>;
+
+    async fn get_upload(&self, upload_id: &str) -> Result<Option<UploadRecord>>;
+
+    /// Keeps a part of an upload, replacing one of the same number: the
+    /// part it replaced, whose blob the caller removes. `Err(NoSuchUpload)`
+    /// and nothing done when the upload is not in progress (never
+    /// started, completed or aborted).
+    async fn put_part(&self, part: PartRecord) -> Result<Result<Option<PartRecord>, NoSuchUpload>>;
+
+    /// Up to `limit` parts of an upload numbered above `after`, by number.
+    async fn list_parts(&self, upload_id: &str, after: u32, limit: u32) -> Result<Vec<PartRecord>>;
+
+    /// Up to `limit` uploads in progress in `bucket` whose keys start with
+    /// `prefix`, ordered by key (bytes) then by upload id, after the
+    /// (key, upload id) `after` if given (an upload id of `None` there
+    /// means after every upload of that key).
+    async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, Option<&str>)>,
+        limit: u32,
+    ) -> Result<Vec<UploadRecord>>;
+
+    /// Completes an upload in one transaction: `object` (whose blob holds
+    /// the parts put together) replaces the object of its key, the events
+    /// are queued, and the upload and all its parts are forgotten. The
+    /// object replaced and the blobs of every part, which the caller
+    /// removes; `Err(NoSuchUpload)` and nothing done when the upload is
+    /// not in progress (a concurrent completion or abort won), or its
+    /// bucket is gone.
+    async fn complete_upload(
+        &self,
+        upload_id: &str,
+        object: ObjectRecord,
+        events: Vec<NewEvent>,
+    ) -> Result<Result<Completed, NoSuchUpload>>;
+
+    /// Forgets an upload and its parts: the parts' blobs, for the caller
+    /// to remove; `None` when it was not in progress.
+    async fn abort_upload(&self, upload_id: &str) -> Result<Option<Vec<String>>>;
 }
 
 /// Log records, for a store that keeps them (see `stratus-logs`).

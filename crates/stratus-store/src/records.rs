@@ -616,13 +616,18 @@ pub struct Dump {
     /// The metadata of every object; their bytes, the files the server
     /// keeps (each its `blob`), are not part of a dump.
     pub objects: Vec<ObjectRecord>,
+    /// Multipart uploads in progress.
+    pub uploads: Vec<UploadRecord>,
+    /// The parts of the uploads in progress; as with objects, their bytes
+    /// are not part of a dump.
+    pub parts: Vec<PartRecord>,
 }
 
 impl Dump {
     /// What it holds, counted, for people.
     pub fn summary(&self) -> String {
         format!(
-            "{} apps, {} versions, {} packages, {} app keys, {} AWS credentials, {} secrets, {} queued events, {} dead letters, {} queue messages, {} schedule slots, {} buckets, {} objects",
+            "{} apps, {} versions, {} packages, {} app keys, {} AWS credentials, {} secrets, {} queued events, {} dead letters, {} queue messages, {} schedule slots, {} buckets, {} objects, {} uploads, {} parts",
             self.apps.len(),
             self.versions.len(),
             self.packages.len(),
@@ -634,7 +639,9 @@ impl Dump {
             self.messages.len(),
             self.schedule_slots.len(),
             self.buckets.len(),
-            self.objects.len()
+            self.objects.len(),
+            self.uploads.len(),
+            self.parts.len()
         )
     }
 }
@@ -684,8 +691,9 @@ pub enum BucketCreated {
 /// What [`Objects::delete_bucket`](crate::Objects::delete_bucket) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BucketDeleted {
-    /// Gone, with its objects (with `force`), whose blobs the caller
-    /// removes.
+    /// Gone, with its objects (with `force`) and its uploads in progress:
+    /// the blobs of the objects and of the uploads' parts, which the
+    /// caller removes.
     Deleted(Vec<String>),
     /// It holds objects (this many, counted up to a bound) and `force`
     /// was not given: nothing was done.
@@ -722,4 +730,43 @@ pub struct ObjectUsage {
     pub buckets: u64,
     pub objects: u64,
     pub bytes: u64,
+}
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// Unique across every bucket.
+    pub upload_id: String,
+    pub bucket: String,
+    pub key: String,
+    /// The headers the object will be served with, as for
+    /// [`ObjectRecord::headers`].
+    pub headers: String,
+    pub created_ms: i64,
+}
+
+/// A part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub upload_id: String,
+    /// 1 to 10,000.
+    pub number: u32,
+    pub size: u64,
+    /// Quoted hex MD5 of its bytes.
+    pub etag: String,
+    pub blob: String,
+    pub modified_ms: i64,
+}
+
+/// The upload was never started, or is completed or aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoSuchUpload;
+
+/// What completing an upload left for the caller to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    /// The object of the same key it replaced.
+    pub replaced: Option<ObjectRecord>,
+    /// The blobs of the upload's parts.
+    pub part_blobs: Vec<String>,
 }

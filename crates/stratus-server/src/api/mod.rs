@@ -34,7 +34,7 @@ pub(crate) use credentials::AwsCredentials;
 pub(crate) use error::ApiError;
 pub(crate) use invoke::invoke_error;
 pub(crate) use keys::require_app;
-pub(crate) use tokens::InstanceApi;
+pub(crate) use tokens::{InstanceApi, function_credential};
 
 use crate::AppState;
 

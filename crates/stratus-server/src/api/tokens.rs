@@ -5,6 +5,12 @@
 //! acts for its own app only, and
 //! names its instance, so that the platform API can hold each instance to
 //! its share of connections.
+//!
+//! Instances also get an AWS credential of their app for the S3 API
+//! (`AWS_ACCESS_KEY_ID` `STFN_APP`, its secret an HMAC of the app's name
+//! under the same secret), with `AWS_ENDPOINT_URL_S3`, so that the AWS
+//! SDKs and CLI reach the app's buckets with no configuration. Like the
+//! token, it is derived, never stored, and acts for its own app only.
 
 use hmac::Mac;
 
@@ -31,14 +37,32 @@ pub(crate) fn is_instance_token(secret: &str, app: &str, given: &str) -> bool {
 }
 
 fn mac(secret: &str, app: &str, instance: &str) -> String {
+    keyed(secret, &["stratus instance token", app, instance])
+}
+
+/// HMAC-SHA256 under `secret` of `parts`, one a line, in hex.
+fn keyed(secret: &str, parts: &[&str]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
         .expect("HMAC takes keys of any length");
-    mac.update(b"stratus instance token\n");
-    mac.update(app.as_bytes());
-    mac.update(b"\n");
-    mac.update(instance.as_bytes());
-    let digest = mac.finalize().into_bytes();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    mac.update(parts.join("\n").as_bytes());
+    crate::hex::encode(&mac.finalize().into_bytes())
+}
+
+/// The access key id of the AWS credential of `app`'s functions.
+const FUNCTION_KEY_PREFIX: &str = "STFN_";
+
+pub(crate) fn function_key(app: &str) -> String {
+    format!("{FUNCTION_KEY_PREFIX}{app}")
+}
+
+/// The app and secret of a function credential's access key id.
+pub(crate) fn function_credential(secret: &str, access_key_id: &str) -> Option<(String, String)> {
+    let app = access_key_id.strip_prefix(FUNCTION_KEY_PREFIX)?;
+    stratus_manifest::is_valid_name(app).then(|| (app.to_owned(), function_secret(secret, app)))
+}
+
+fn function_secret(secret: &str, app: &str) -> String {
+    keyed(secret, &["stratus function aws credential", app])[..40].to_owned()
 }
 
 /// What instances are told of the platform API: its address
@@ -47,6 +71,8 @@ fn mac(secret: &str, app: &str, instance: &str) -> String {
 pub(crate) struct InstanceApi {
     pub url: String,
     pub secret: String,
+    /// The S3 API's address for instances.
+    pub s3_url: String,
 }
 
 impl stratus_scheduler::PlatformApi for InstanceApi {
@@ -56,6 +82,12 @@ impl stratus_scheduler::PlatformApi for InstanceApi {
             (
                 "STRATUS_API_TOKEN".to_owned(),
                 instance_token(&self.secret, app, instance),
+            ),
+            ("AWS_ENDPOINT_URL_S3".to_owned(), self.s3_url.clone()),
+            ("AWS_ACCESS_KEY_ID".to_owned(), function_key(app)),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_owned(),
+                function_secret(&self.secret, app),
             ),
         ]
     }
@@ -77,5 +109,17 @@ mod tests {
         assert!(!is_instance_token("admin", "shop", &forged));
         assert_eq!(named_instance("st_nodot"), None);
         assert!(!is_instance_token("admin", "shop", ""));
+    }
+
+    #[test]
+    fn a_function_credential_is_its_app_s_and_derived_from_the_secret() {
+        let (app, secret) = function_credential("admin", &function_key("shop")).unwrap();
+        assert_eq!(app, "shop");
+        assert_eq!(secret.len(), 40);
+        assert_eq!(secret, function_secret("admin", "shop"));
+        assert_ne!(secret, function_secret("admin", "other"));
+        assert_ne!(secret, function_secret("another admin", "shop"));
+        assert_eq!(function_credential("admin", "AKSTABCDEFGHIJKLMNOP"), None);
+        assert_eq!(function_credential("admin", "STFN_Not/An/App"), None);
     }
 }

@@ -1,6 +1,7 @@
 //! Who sends an S3 request: Signature Version 4 with S3's rules, in the
 //! `Authorization` header or in a presigned URL's query, with an app's AWS
-//! credential (`stratus keys create APP --aws`); or nobody.
+//! credential (`stratus keys create APP --aws`, or the one its functions
+//! are given, derived from the platform secret); or nobody.
 //!
 //! S3's rules beside every other service's: the canonical URI is the path
 //! encoded once, as it is, with no segment resolved; the last line of the
@@ -99,6 +100,7 @@ impl ChunkSigner {
 /// Who sent the request, if its signature holds.
 pub(crate) fn authenticate(
     credentials: &AwsCredentials,
+    platform_secret: &str,
     method: &str,
     path: &str,
     query: &str,
@@ -166,13 +168,17 @@ pub(crate) fn authenticate(
             auth.date
         ))));
     }
-    let credential = credentials.get(&auth.access_key_id).ok_or_else(|| {
-        S3Error::new(
-            StatusCode::FORBIDDEN,
-            "InvalidAccessKeyId",
-            "the AWS access key id you provided does not exist in our records; make one with `stratus keys create APP --aws`",
-        )
-    })?;
+    let (app, secret) = match credentials.get(&auth.access_key_id) {
+        Some(credential) => (credential.app.clone(), credential.secret.clone()),
+        None => crate::api::function_credential(platform_secret, &auth.access_key_id)
+            .ok_or_else(|| {
+                S3Error::new(
+                    StatusCode::FORBIDDEN,
+                    "InvalidAccessKeyId",
+                    "the AWS access key id you provided does not exist in our records; make one with `stratus keys create APP --aws`",
+                )
+            })?,
+    };
     let mut canonical = format!("{method}\n{}\n{canonical_query}\n", canonical_uri(path));
     for name in &auth.signed_headers {
         let value = sigv4::header_value(headers, name).ok_or_else(|| {
@@ -187,7 +193,7 @@ pub(crate) fn authenticate(
         auth.signed_headers.join(";")
     ));
     let scope = auth.scope();
-    let key = sigv4::signing_key(&credential.secret, &auth.date, &auth.region, &auth.service);
+    let key = sigv4::signing_key(&secret, &auth.date, &auth.region, &auth.service);
     let to_sign = sigv4::string_to_sign(&amz_date, &scope, &canonical);
     let expected = sigv4::hex(&sigv4::hmac(&key, to_sign.as_bytes()));
     if !constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
@@ -214,7 +220,7 @@ pub(crate) fn authenticate(
         }
     };
     Ok(Verified {
-        caller: Caller::App(credential.app.clone()),
+        caller: Caller::App(app),
         payload,
     })
 }

@@ -90,6 +90,35 @@ impl Blobs {
         })
     }
 
+    /// A new blob of `parts`' bytes one after another, durable and in
+    /// place, as [`BlobWriter::commit`] leaves one. The kernel copies the
+    /// bytes (`copy_file_range`) where it can.
+    pub(crate) async fn join(&self, parts: Vec<String>) -> io::Result<String> {
+        let blob = uuid::Uuid::new_v4().simple().to_string();
+        let tmp = self.dir.join(TMP).join(&blob);
+        let dest = self.path(&blob);
+        let sources: Vec<PathBuf> = parts.iter().map(|p| self.path(p)).collect();
+        let work = tmp.clone();
+        let joined = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let mut out = std::fs::File::create(&work)?;
+            for source in sources {
+                std::io::copy(&mut std::fs::File::open(source)?, &mut out)?;
+            }
+            out.sync_all()?;
+            let parent = dest.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(parent)?;
+            std::fs::rename(&work, &dest)?;
+            std::fs::File::open(parent)?.sync_all()
+        })
+        .await
+        .map_err(io::Error::other)?;
+        if let Err(err) = joined {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(err);
+        }
+        Ok(blob)
+    }
+
     /// Removes `blobs`; one already gone is no error.
     pub(crate) async fn remove(&self, blobs: Vec<String>) {
         for blob in blobs {

@@ -16,6 +16,7 @@ mod blobs;
 mod chunked;
 pub(crate) mod declared;
 mod error;
+mod multipart;
 mod objects;
 mod xml;
 
@@ -196,7 +197,6 @@ const UNSUPPORTED: &[&str] = &[
     "notification",
     "object-lock",
     "ownershipControls",
-    "partNumber",
     "policy",
     "policyStatus",
     "publicAccessBlock",
@@ -207,8 +207,6 @@ const UNSUPPORTED: &[&str] = &[
     "select",
     "tagging",
     "torrent",
-    "uploadId",
-    "uploads",
     "versionId",
     "versioning",
     "versions",
@@ -225,6 +223,7 @@ async fn handle(
     let query = parts.uri.query().unwrap_or("");
     let verified = auth::authenticate(
         &state.aws_credentials,
+        &state.platform_secret,
         parts.method.as_str(),
         raw_path,
         query,
@@ -275,6 +274,37 @@ async fn handle(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
                 "the service takes GET (ListBuckets) only",
+            )),
+        };
+    }
+    if call.params.contains_key("uploadId") && !call.key.is_empty() {
+        return match method {
+            Method::PUT => {
+                multipart::upload_part(&call, &parts.headers, body, verified.payload).await
+            }
+            Method::POST => multipart::complete(&call, body).await,
+            Method::DELETE => multipart::abort(&call).await,
+            Method::GET => multipart::list_parts(&call).await,
+            _ => Err(S3Error::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{method} is not allowed on a multipart upload"),
+            )),
+        };
+    }
+    if call.params.contains_key("partNumber") {
+        return Err(S3Error::not_implemented(
+            "reading one part of an object (`partNumber`)",
+        ));
+    }
+    if call.params.contains_key("uploads") {
+        return match (&method, call.key.is_empty()) {
+            (&Method::POST, false) => multipart::create(&call, &parts.headers).await,
+            (&Method::GET, true) => multipart::list_uploads(&call).await,
+            _ => Err(S3Error::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "`uploads` takes POST on an object (CreateMultipartUpload) or GET on a bucket (ListMultipartUploads)",
             )),
         };
     }

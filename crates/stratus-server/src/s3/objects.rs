@@ -35,7 +35,7 @@ const MAX_DELETE_BODY: usize = 2 << 20;
 
 /// The headers of an object, as the store keeps them.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Stored {
+pub(super) struct Stored {
     content_type: Option<String>,
     /// Cache-Control, Content-Disposition and the rest, by lower-case name.
     #[serde(default)]
@@ -46,7 +46,7 @@ struct Stored {
 }
 
 impl Stored {
-    fn from_request(headers: &HeaderMap) -> Result<Stored, S3Error> {
+    pub(super) fn from_request(headers: &HeaderMap) -> Result<Stored, S3Error> {
         let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
         let mut stored = Stored {
             content_type: headers.get(header::CONTENT_TYPE).map(text),
@@ -88,6 +88,11 @@ impl Stored {
         Ok(stored)
     }
 
+    pub(super) fn to_json(&self) -> Result<String, S3Error> {
+        serde_json::to_string(self)
+            .map_err(|err| S3Error::internal("cannot write an object's headers", err))
+    }
+
     fn put_into(&self, headers: &mut HeaderMap) {
         let content_type = self.content_type.as_deref().unwrap_or(DEFAULT_CONTENT_TYPE);
         if let Ok(value) = HeaderValue::from_str(content_type) {
@@ -127,13 +132,6 @@ pub(super) async fn put(
     let bucket = call.bucket(false).await?;
     check_key(&call.key)?;
     let limit = bucket.spec.max_object_size;
-    let declared = header_u64(headers, "x-amz-decoded-content-length")
-        .or_else(|| header_u64(headers, header::CONTENT_LENGTH.as_str()));
-    if let Some(size) = declared
-        && size > limit
-    {
-        return Err(too_large(size, limit));
-    }
     if headers
         .get(header::IF_NONE_MATCH)
         .is_some_and(|v| v.as_bytes() == b"*")
@@ -142,6 +140,33 @@ pub(super) async fn put(
         return Err(precondition_failed());
     }
     let stored = Stored::from_request(headers)?;
+    let written = write_body(call, headers, body, payload, limit).await?;
+    let etag = format!("\"{}\"", crate::hex::encode(&written.md5));
+    commit(call, written.blob, written.size, etag.clone(), &stored).await?;
+    let mut response = empty(StatusCode::OK);
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
+}
+
+/// A request's body written to a new blob, decoded from aws-chunked when
+/// it is, at most `limit` bytes, and checked against the digests and
+/// the length the request gives; the blob is removed if a check fails.
+pub(super) async fn write_body(
+    call: &Call<'_>,
+    headers: &HeaderMap,
+    body: Body,
+    payload: Payload,
+    limit: u64,
+) -> Result<super::blobs::Written, S3Error> {
+    let declared = header_u64(headers, "x-amz-decoded-content-length")
+        .or_else(|| header_u64(headers, header::CONTENT_LENGTH.as_str()));
+    if let Some(size) = declared
+        && size > limit
+    {
+        return Err(too_large(size, limit));
+    }
     let chunked = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -165,12 +190,25 @@ pub(super) async fn put(
         .commit()
         .await
         .map_err(|err| S3Error::internal("cannot keep the object's bytes", err))?;
-    let discard = |blob: String| async move { call.state.objects.remove(vec![blob]).await };
+    let problem = check_written(headers, &written, sha256.as_deref());
+    if let Some(err) = problem {
+        call.state.objects.remove(vec![written.blob]).await;
+        return Err(err);
+    }
+    Ok(written)
+}
+
+/// What is wrong with a body as written, by the digests and the length
+/// its request gives.
+fn check_written(
+    headers: &HeaderMap,
+    written: &super::blobs::Written,
+    sha256: Option<&str>,
+) -> Option<S3Error> {
     if let Some(expected) = sha256
-        && written.sha256.as_deref() != Some(expected.as_str())
+        && written.sha256.as_deref() != Some(expected)
     {
-        discard(written.blob).await;
-        return Err(S3Error::new(
+        return Some(S3Error::new(
             StatusCode::BAD_REQUEST,
             "XAmzContentSHA256Mismatch",
             "the provided x-amz-content-sha256 header does not match what was computed",
@@ -183,16 +221,14 @@ pub(super) async fn put(
             .filter(|d| d.len() == 16);
         match given {
             None => {
-                discard(written.blob).await;
-                return Err(S3Error::new(
+                return Some(S3Error::new(
                     StatusCode::BAD_REQUEST,
                     "InvalidDigest",
                     "the Content-MD5 you specified is not valid",
                 ));
             }
             Some(given) if given != written.md5 => {
-                discard(written.blob).await;
-                return Err(S3Error::new(
+                return Some(S3Error::new(
                     StatusCode::BAD_REQUEST,
                     "BadDigest",
                     "the Content-MD5 you specified did not match what was received",
@@ -204,8 +240,7 @@ pub(super) async fn put(
     if let Some(declared) = header_u64(headers, "x-amz-decoded-content-length")
         && declared != written.size
     {
-        discard(written.blob).await;
-        return Err(S3Error::new(
+        return Some(S3Error::new(
             StatusCode::BAD_REQUEST,
             "IncompleteBody",
             format!(
@@ -214,13 +249,7 @@ pub(super) async fn put(
             ),
         ));
     }
-    let etag = format!("\"{}\"", crate::hex::encode(&written.md5));
-    commit(call, written.blob, written.size, etag.clone(), &stored).await?;
-    let mut response = empty(StatusCode::OK);
-    if let Ok(value) = HeaderValue::from_str(&etag) {
-        response.headers_mut().insert(header::ETAG, value);
-    }
-    Ok(response)
+    None
 }
 
 /// Streams `body` (decoded from aws-chunked when `dechunker`) into
@@ -276,8 +305,7 @@ async fn commit(
         etag,
         blob: blob.clone(),
         modified_ms: crate::now_ms(),
-        headers: serde_json::to_string(stored)
-            .map_err(|err| S3Error::internal("cannot write an object's headers", err))?,
+        headers: stored.to_json()?,
     };
     match call
         .state
@@ -542,6 +570,44 @@ pub(super) async fn delete_many(call: &Call<'_>, body: Body) -> Result<Response<
 pub(super) async fn copy(call: &Call<'_>, headers: &HeaderMap) -> Result<Response<Body>, S3Error> {
     let target = call.bucket(false).await?;
     check_key(&call.key)?;
+    let object = copy_source(call, headers).await?;
+    if object.size > target.spec.max_object_size {
+        return Err(too_large(object.size, target.spec.max_object_size));
+    }
+    let replace = headers
+        .get("x-amz-metadata-directive")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"REPLACE"));
+    if !replace && object.bucket == call.bucket && object.key == call.key {
+        return Err(S3Error::invalid_request(
+            "this copy request is illegal because it is trying to copy an object to itself without changing the object's metadata",
+        ));
+    }
+    let stored = if replace {
+        Stored::from_request(headers)?
+    } else {
+        stored_of(&object)
+    };
+    let written = copy_bytes(call, &object, 0, object.size).await?;
+    let record = commit(
+        call,
+        written.blob,
+        written.size,
+        object.etag.clone(),
+        &stored,
+    )
+    .await?;
+    let mut doc = Xml::new("CopyObjectResult");
+    doc.leaf("LastModified", iso_time(record.modified_ms))
+        .leaf("ETag", &record.etag);
+    Ok(xml_response(StatusCode::OK, doc.end("CopyObjectResult")))
+}
+
+/// The object `x-amz-copy-source` names (`BUCKET/KEY`, URL-encoded), if
+/// the caller may read it.
+pub(super) async fn copy_source(
+    call: &Call<'_>,
+    headers: &HeaderMap,
+) -> Result<ObjectRecord, S3Error> {
     let source = headers
         .get("x-amz-copy-source")
         .and_then(|v| v.to_str().ok())
@@ -564,54 +630,35 @@ pub(super) async fn copy(call: &Call<'_>, headers: &HeaderMap) -> Result<Respons
         params: BTreeMap::new(),
     };
     from.bucket(true).await?;
-    let object = get_record(&from)
+    get_record(&from)
         .await?
-        .ok_or_else(|| S3Error::no_such_key(source_key))?;
-    if object.size > target.spec.max_object_size {
-        return Err(too_large(object.size, target.spec.max_object_size));
-    }
-    let replace = headers
-        .get("x-amz-metadata-directive")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"REPLACE"));
-    if !replace && from.bucket == call.bucket && from.key == call.key {
-        return Err(S3Error::invalid_request(
-            "this copy request is illegal because it is trying to copy an object to itself without changing the object's metadata",
-        ));
-    }
-    let stored = if replace {
-        Stored::from_request(headers)?
-    } else {
-        stored_of(&object)
-    };
+        .ok_or_else(|| S3Error::no_such_key(source_key))
+}
+
+/// `len` bytes of `object` from `offset`, in a new blob.
+pub(super) async fn copy_bytes(
+    call: &Call<'_>,
+    object: &ObjectRecord,
+    offset: u64,
+    len: u64,
+) -> Result<super::blobs::Written, S3Error> {
     let mut writer = call
         .state
         .objects
         .create(false)
         .await
         .map_err(|err| S3Error::internal("cannot make the object's file", err))?;
-    let source_body = call
+    let source = call
         .state
         .objects
-        .read(&object.blob, 0, object.size)
+        .read(&object.blob, offset, len)
         .await
         .map_err(|err| S3Error::internal("cannot read the source object", err))?;
-    receive(Body::new(source_body), None, &mut writer, object.size).await?;
-    let written = writer
+    receive(Body::new(source), None, &mut writer, len).await?;
+    writer
         .commit()
         .await
-        .map_err(|err| S3Error::internal("cannot keep the object's bytes", err))?;
-    let record = commit(
-        call,
-        written.blob,
-        written.size,
-        object.etag.clone(),
-        &stored,
-    )
-    .await?;
-    let mut doc = Xml::new("CopyObjectResult");
-    doc.leaf("LastModified", iso_time(record.modified_ms))
-        .leaf("ETag", &record.etag);
-    Ok(xml_response(StatusCode::OK, doc.end("CopyObjectResult")))
+        .map_err(|err| S3Error::internal("cannot keep the object's bytes", err))
 }
 
 /// ListObjectsV2 (`list-type=2`) and ListObjects: keys under a prefix in
@@ -760,7 +807,7 @@ pub(super) async fn list(call: &Call<'_>) -> Result<Response<Body>, S3Error> {
     Ok(xml_response(StatusCode::OK, doc.end("ListBucketResult")))
 }
 
-fn check_key(key: &str) -> Result<(), S3Error> {
+pub(super) fn check_key(key: &str) -> Result<(), S3Error> {
     if key.len() > 1024 {
         return Err(S3Error::new(
             StatusCode::BAD_REQUEST,
@@ -771,11 +818,11 @@ fn check_key(key: &str) -> Result<(), S3Error> {
     Ok(())
 }
 
-fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+pub(super) fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
-fn too_large(size: u64, limit: u64) -> S3Error {
+pub(super) fn too_large(size: u64, limit: u64) -> S3Error {
     S3Error::new(
         StatusCode::BAD_REQUEST,
         "EntityTooLarge",

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use super::Fixture;
 use crate::{
     AwsCredentialRecord, BucketRecord, KeyRecord, MetaKey, NewEvent, NewMessage, NewVersion,
-    ObjectRecord, PackageRecord, Settlement, Source, StoreError,
+    ObjectRecord, PackageRecord, PartRecord, Settlement, Source, StoreError, UploadRecord,
 };
 
 fn version(app: &str) -> NewVersion {
@@ -141,6 +141,27 @@ pub async fn a_store_moves_into_an_empty_one_whole(f: &dyn Fixture) {
         .await
         .unwrap()
         .unwrap();
+    let upload = UploadRecord {
+        upload_id: "upload-1".into(),
+        bucket: "a-photos".into(),
+        key: "2024/big.zip".into(),
+        headers: r#"{"content-type":"application/zip"}"#.into(),
+        created_ms: 8,
+    };
+    store.create_upload(upload.clone()).await.unwrap().unwrap();
+    let parts: Vec<PartRecord> = (1..=2)
+        .map(|number| PartRecord {
+            upload_id: "upload-1".into(),
+            number,
+            size: 5 << 20,
+            etag: format!("\"{}\"", "f".repeat(32)),
+            blob: format!("blobs/part-{number}"),
+            modified_ms: 9,
+        })
+        .collect();
+    for p in &parts {
+        store.put_part(p.clone()).await.unwrap().unwrap();
+    }
 
     let dump = store.export().await.unwrap();
     assert_eq!(dump.identity.as_deref(), Some("the-identity"));
@@ -160,8 +181,10 @@ pub async fn a_store_moves_into_an_empty_one_whole(f: &dyn Fixture) {
     assert_eq!(dump.schedule_slots.len(), 1);
     assert_eq!(dump.secrets.len(), 1);
     assert_eq!((dump.buckets.len(), dump.objects.len()), (1, 1));
+    assert_eq!((dump.uploads.len(), dump.parts.len()), (1, 2));
     assert!(
-        dump.summary().ends_with("1 buckets, 1 objects"),
+        dump.summary()
+            .ends_with("1 buckets, 1 objects, 1 uploads, 2 parts"),
         "{}",
         dump.summary()
     );
@@ -192,6 +215,20 @@ pub async fn a_store_moves_into_an_empty_one_whole(f: &dyn Fixture) {
     assert_eq!(
         other.get_object("a-photos", "2024/é.jpg").await.unwrap(),
         Some(photo)
+    );
+    assert_eq!(other.get_upload("upload-1").await.unwrap(), Some(upload));
+    assert_eq!(other.list_parts("upload-1", 0, 100).await.unwrap(), parts);
+    // And it goes on there.
+    assert_eq!(
+        other
+            .abort_upload("upload-1")
+            .await
+            .unwrap()
+            .map(|mut blobs| {
+                blobs.sort();
+                blobs
+            }),
+        Some(vec!["blobs/part-1".to_owned(), "blobs/part-2".to_owned()])
     );
 
     // Only into an empty store.

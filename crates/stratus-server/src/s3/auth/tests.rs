@@ -59,6 +59,7 @@ fn a_ranged_get_signed_in_its_header() {
     };
     let verified = authenticate(
         &credentials(),
+        "platform",
         "GET",
         "/test.txt",
         "",
@@ -71,6 +72,7 @@ fn a_ranged_get_signed_in_its_header() {
     let wrong = signature.replace('f', "e");
     let err = authenticate(
         &credentials(),
+        "platform",
         "GET",
         "/test.txt",
         "",
@@ -82,6 +84,7 @@ fn a_ranged_get_signed_in_its_header() {
     let late = at() + Duration::from_secs(3600);
     let err = authenticate(
         &credentials(),
+        "platform",
         "GET",
         "/test.txt",
         "",
@@ -111,7 +114,16 @@ fn a_put_of_a_key_with_a_dollar_sign() {
             ),
         ),
     ]);
-    authenticate(&credentials(), "PUT", "/test%24file.text", "", &map, at()).unwrap();
+    authenticate(
+        &credentials(),
+        "platform",
+        "PUT",
+        "/test%24file.text",
+        "",
+        &map,
+        at(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -130,6 +142,7 @@ fn a_listing_with_a_query() {
     ]);
     authenticate(
         &credentials(),
+        "platform",
         "GET",
         "/",
         "max-keys=2&prefix=J",
@@ -143,13 +156,40 @@ fn a_listing_with_a_query() {
 fn a_presigned_get_holds_until_it_expires() {
     let query = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404";
     let map = headers(&[("host", "examplebucket.s3.amazonaws.com")]);
-    let verified = authenticate(&credentials(), "GET", "/test.txt", query, &map, at()).unwrap();
+    let verified = authenticate(
+        &credentials(),
+        "platform",
+        "GET",
+        "/test.txt",
+        query,
+        &map,
+        at(),
+    )
+    .unwrap();
     assert_eq!(verified.caller, Caller::App("shop".into()));
     assert!(matches!(verified.payload, Payload::Unsigned));
     let later = at() + Duration::from_secs(86400 + 1);
-    let err = authenticate(&credentials(), "GET", "/test.txt", query, &map, later).unwrap_err();
+    let err = authenticate(
+        &credentials(),
+        "platform",
+        "GET",
+        "/test.txt",
+        query,
+        &map,
+        later,
+    )
+    .unwrap_err();
     assert_eq!(err.message, "request has expired");
-    let other = authenticate(&credentials(), "GET", "/other.txt", query, &map, at()).unwrap_err();
+    let other = authenticate(
+        &credentials(),
+        "platform",
+        "GET",
+        "/other.txt",
+        query,
+        &map,
+        at(),
+    )
+    .unwrap_err();
     assert_eq!(other.code, "SignatureDoesNotMatch");
 }
 
@@ -173,6 +213,7 @@ fn a_chunked_upload_signs_each_chunk_after_the_one_before() {
     ]);
     let verified = authenticate(
         &credentials(),
+        "platform",
         "PUT",
         "/examplebucket/chunkObject.txt",
         "",
@@ -200,17 +241,27 @@ fn a_chunked_upload_signs_each_chunk_after_the_one_before() {
 
 #[test]
 fn an_unsigned_request_is_anonymous_and_other_schemes_are_refused() {
-    let none = authenticate(&credentials(), "GET", "/b/k", "", &HeaderMap::new(), at()).unwrap();
+    let none = authenticate(
+        &credentials(),
+        "platform",
+        "GET",
+        "/b/k",
+        "",
+        &HeaderMap::new(),
+        at(),
+    )
+    .unwrap();
     assert_eq!(none.caller, Caller::Anonymous);
     let v2 = headers(&[(
         "authorization",
         "AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=",
     )]);
-    let err = authenticate(&credentials(), "GET", "/b/k", "", &v2, at()).unwrap_err();
+    let err = authenticate(&credentials(), "platform", "GET", "/b/k", "", &v2, at()).unwrap_err();
     assert_eq!(err.code, "InvalidArgument");
     let v2_url = "AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Signature=x&Expires=1";
     let err = authenticate(
         &credentials(),
+        "platform",
         "GET",
         "/b/k",
         v2_url,
