@@ -50,10 +50,29 @@ client = boto3.client(
         retries={"mode": "standard", "max_attempts": 1},
     ),
 )
+def png(width, height):
+    import struct, zlib
+    rows = b"".join(
+        b"\x00" + b"".join(bytes([x * 255 // width, y * 255 // height, 90]) for x in range(width))
+        for y in range(height))
+    chunk = lambda tag, data: struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
 results = []
 for call in args["calls"]:
     op, kwargs = call[0], dict(call[1])
     try:
+        if op == "put_png":
+            r = client.put_object(Bucket=kwargs["Bucket"], Key=kwargs["Key"],
+                                  Body=png(kwargs["Width"], kwargs["Height"]), ContentType="image/png")
+            results.append({"ETag": r["ETag"]})
+            continue
+        if op == "png_size":
+            body = client.get_object(Bucket=kwargs["Bucket"], Key=kwargs["Key"])["Body"].read()
+            import struct
+            results.append({"Size": list(struct.unpack(">II", body[16:24])), "Png": body[:8] == b"\x89PNG\r\n\x1a\n"})
+            continue
         if op == "presigned_get":
             url = client.generate_presigned_url("get_object", Params=kwargs, ExpiresIn=300)
             with urllib.request.urlopen(url) as r:
@@ -145,6 +164,20 @@ fn s3(server: &Server, endpoint: &str, style: &str, who: &Credential, calls: Val
 
 fn start() -> (Server, String) {
     start_with(&[])
+}
+
+/// A server whose Python runtime gives functions boto3, once it has.
+fn start_with_boto3() -> (Server, String) {
+    let (server, endpoint) = start_with(&["--python-packages", "boto3"]);
+    common::eventually(std::time::Duration::from_secs(120), || {
+        let listed: Value =
+            serde_json::from_str(&server.ok(&["runtimes", "--output", "json"])).unwrap();
+        match listed["python_packages"]["state"].as_str() {
+            Some("ready") => Ok(()),
+            other => Err(format!("boto3 is {other:?}")),
+        }
+    });
+    (server, endpoint)
 }
 
 fn start_with(extra: &[&str]) -> (Server, String) {
@@ -829,16 +862,7 @@ fn multipart_uploads_from_boto3_and_the_aws_cli() {
 
 #[test]
 fn a_function_uses_its_app_s_buckets_with_boto3_unconfigured() {
-    // boto3 as the Python runtime gives it, installed at start.
-    let (server, endpoint) = start_with(&["--python-packages", "boto3"]);
-    common::eventually(std::time::Duration::from_secs(120), || {
-        let listed: Value =
-            serde_json::from_str(&server.ok(&["runtimes", "--output", "json"])).unwrap();
-        match listed["python_packages"]["state"].as_str() {
-            Some("ready") => Ok(()),
-            other => Err(format!("boto3 is {other:?}")),
-        }
-    });
+    let (server, endpoint) = start_with_boto3();
     // Another app's bucket, which the function must not reach.
     write_app(
         &server.path("rival"),
@@ -874,4 +898,132 @@ fn a_function_uses_its_app_s_buckets_with_boto3_unconfigured() {
         json!([["get_object", {"Bucket": "shop-uploads", "Key": "from-function.txt"}]]),
     );
     assert_eq!(r[0]["Body"], "written inside");
+}
+
+/// Makes a thumbnail of each PNG put under `images/`, with Pillow, into
+/// `thumbs/`.
+const THUMBNAILER: &str = r#"
+import io, urllib.parse
+import boto3
+from PIL import Image
+
+s3 = boto3.client("s3")
+
+def handler(event, context):
+    record = event["data"]
+    bucket = record["s3"]["bucket"]["name"]
+    key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
+    image = Image.open(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+    image.thumbnail((32, 32))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    s3.put_object(Bucket=bucket, Key="thumbs/" + key.split("/", 1)[1], Body=out.getvalue(),
+                  ContentType="image/png")
+    print("thumbnailed", key, event["type"], image.size)
+"#;
+
+/// Keeps each S3 notification of a deletion it is given, as it came.
+const AUDITOR: &str = r#"
+import json
+import boto3
+
+def handler(event, context):
+    record = event["Records"][0]
+    key = record["s3"]["object"]["key"]
+    boto3.client("s3").put_object(Bucket=record["s3"]["bucket"]["name"],
+                                  Key="audit/" + key.replace("/", "_"), Body=json.dumps(event))
+"#;
+
+#[test]
+fn storage_triggers_thumbnail_uploads_with_pillow_and_see_deletions() {
+    let (server, endpoint) = start_with_boto3();
+    write_app(
+        &server.path("pics"),
+        &[
+            (
+                "stratus.yaml",
+                "app: pics
+buckets:
+  uploads: {}
+functions:
+  thumb:
+    runtime: python3
+    handler: main.handler
+    code: ./thumb
+    timeout: 60s
+    events:
+      - storage: { bucket: uploads, on: [created], prefix: images/, suffix: .png }
+  audit:
+    runtime: python3
+    handler: main.handler
+    code: ./audit
+    events:
+      - storage: { bucket: uploads, on: deleted, prefix: images/ }
+        format: s3
+",
+            ),
+            ("thumb/main.py", THUMBNAILER),
+            ("thumb/requirements.txt", "pillow\n"),
+            ("audit/main.py", AUDITOR),
+        ],
+    );
+    common::deploy(&server, "pics");
+    let pics = credential(&server, "pics");
+    let s3_at = |calls: Value| s3(&server, &endpoint, "path", &pics, calls);
+    let r = s3_at(json!([
+        ["put_png", {"Bucket": "pics-uploads", "Key": "images/big cat.png", "Width": 200, "Height": 100}],
+        ["put_object", {"Bucket": "pics-uploads", "Key": "images/notes.txt", "Body": "not an image"}],
+    ]));
+    assert!(r[0].get("Error").is_none(), "{r:?}");
+    let thumb = common::eventually(std::time::Duration::from_secs(60), || {
+        let r =
+            s3_at(json!([["png_size", {"Bucket": "pics-uploads", "Key": "thumbs/big cat.png"}]]));
+        if r[0].get("Error").is_some() {
+            Err(format!("no thumbnail yet: {}", r[0]))
+        } else {
+            Ok(r[0].clone())
+        }
+    });
+    assert_eq!(thumb, json!({"Size": [32, 16], "Png": true}));
+    // The text file and the thumbnail itself matched no trigger: the
+    // thumbnailer ran once.
+    let lines = common::log_records(&server, "pics/thumb", &[]);
+    let ran: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("thumbnailed"))
+        })
+        .collect();
+    assert_eq!(ran.len(), 1, "{lines:?}");
+    assert!(
+        ran[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("images/big cat.png stratus.storage.object.created (32, 16)"),
+        "{}",
+        ran[0]
+    );
+
+    // A deletion reaches the auditor as S3's own notification.
+    s3_at(json!([["delete_object", {"Bucket": "pics-uploads", "Key": "images/big cat.png"}]]));
+    let audit = common::eventually(std::time::Duration::from_secs(60), || {
+        let r = s3_at(
+            json!([["get_object", {"Bucket": "pics-uploads", "Key": "audit/images_big+cat.png"}]]),
+        );
+        r[0]["Body"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no audit yet: {}", r[0]))
+    });
+    let notification: Value = serde_json::from_str(&audit).unwrap();
+    let record = &notification["Records"][0];
+    assert_eq!(
+        record["eventName"], "ObjectRemoved:Delete",
+        "{notification}"
+    );
+    assert_eq!(record["s3"]["bucket"]["name"], "pics-uploads");
+    assert_eq!(record["s3"]["object"]["key"], "images/big+cat.png");
+    assert!(record["s3"]["object"]["sequencer"].as_str().is_some());
 }

@@ -361,7 +361,7 @@ pub(crate) fn expected_for(key: &str) -> Option<&'static str> {
             "`outbound` (the default: may connect out), `none` (loopback and the Runtime API only), or `{ outbound: [HOST:PORT, ...], loopback: false }` (only there)"
         }
         "format" => {
-            "the event's shape: `cloudevents` (the default); for a schedule `eventbridge` (AWS's Scheduled Event) or `scf` (Tencent SCF's timer event); for a queue `sqs` (SQS records)"
+            "the event's shape: `cloudevents` (the default); for a schedule `eventbridge` (AWS's Scheduled Event) or `scf` (Tencent SCF's timer event); for a queue `sqs` (SQS records); for storage `s3` (S3 event notifications)"
         }
         "log_format" => "`text` (the default) or `json` (one JSON object per log record)",
         "log_level" => "one of trace, debug, info, warn, error, fatal",

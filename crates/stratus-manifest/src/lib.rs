@@ -20,8 +20,8 @@ pub use spec::{
     AppSpec, BuildCommand, CatchUp, CloudEventsTrigger, CorsSpec, DEBUG_PORT_ENV, Destination,
     Egress, EventFormat, FunctionSpec, HttpAuth, HttpSpec, LOG_LEVELS, LogFormat, LogsTrigger,
     Network, QueueSpec, QueueTrigger, RESERVED_APP_NAMES, Readiness, Runtime, SCF_BOOTSTRAP,
-    SCF_PORT, ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec, Trigger,
-    is_valid_name,
+    SCF_PORT, ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec, StorageChange,
+    StorageTrigger, Trigger, is_valid_name,
 };
 
 /// The file name `stratus deploy` looks for in an application directory.

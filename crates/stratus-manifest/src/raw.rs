@@ -104,7 +104,18 @@ pub(crate) struct RawTrigger {
     pub batch_window: Option<String>,
     pub cloudevents: Option<RawCloudEvents>,
     pub logs: Option<RawLogMatch>,
+    pub storage: Option<RawStorage>,
     pub format: Option<String>,
+}
+
+/// Changes to objects of one of the app's buckets.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStorage {
+    pub bucket: String,
+    pub on: Option<OneOrMany>,
+    pub prefix: Option<String>,
+    pub suffix: Option<String>,
 }
 
 /// Which ingested CloudEvents reach a function.

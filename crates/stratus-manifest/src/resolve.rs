@@ -13,8 +13,8 @@ use crate::raw::{
 use crate::spec::{
     AppSpec, BuildCommand, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, EventFormat,
     FunctionSpec, HttpAuth, HttpSpec, LogFormat, LogsTrigger, Network, QueueSpec, QueueTrigger,
-    Readiness, Runtime, ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec, Trigger,
-    is_valid_name,
+    Readiness, Runtime, ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec,
+    StorageChange, StorageTrigger, Trigger, is_valid_name,
 };
 
 pub const DEFAULT_MEMORY_MB: u32 = 128;
@@ -174,6 +174,7 @@ pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpe
     let alerts =
         crate::alerts::resolve_alerts(&mut c, raw.alerts, &functions, &service_names, &queues);
     let buckets = crate::buckets::resolve_buckets(&mut c, &raw.app, raw.buckets);
+    check_storage_triggers(&mut c, &functions, &buckets);
 
     if c.errors.is_empty() {
         Ok(AppSpec {
@@ -466,6 +467,7 @@ fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Tr
         ("queue", t.queue.is_some()),
         ("cloudevents", t.cloudevents.is_some()),
         ("logs", t.logs.is_some()),
+        ("storage", t.storage.is_some()),
     ];
     let given: Vec<&str> = kinds.iter().filter(|k| k.1).map(|k| k.0).collect();
     if given.len() != 1 {
@@ -476,7 +478,7 @@ fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Tr
             } else {
                 format!("this trigger names {} sources", given.join(" and "))
             },
-            Some("give each entry of `events:` one of `schedule:`, `queue:`, `cloudevents:` or `logs:`; list several entries for several sources".into()),
+            Some("give each entry of `events:` one of `schedule:`, `queue:`, `cloudevents:`, `logs:` or `storage:`; list several entries for several sources".into()),
         );
         return None;
     }
@@ -505,6 +507,7 @@ fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Tr
         ("schedule", Some("eventbridge")) => EventFormat::EventBridge,
         ("schedule", Some("scf")) => EventFormat::Scf,
         ("queue", Some("sqs")) => EventFormat::Sqs,
+        ("storage", Some("s3")) => EventFormat::S3,
         (kind, Some(other)) => {
             c.error(
                 key("format"),
@@ -567,6 +570,40 @@ fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Tr
             queue,
             batch_size,
             batch_window,
+            format,
+        })
+    } else if let Some(storage) = t.storage {
+        let on = match storage.on.map(|o| o.into_vec()) {
+            None => vec![StorageChange::Created, StorageChange::Deleted],
+            Some(names) => {
+                let mut on = Vec::new();
+                for name in names {
+                    match name.as_str() {
+                        "created" => on.push(StorageChange::Created),
+                        "deleted" => on.push(StorageChange::Deleted),
+                        other => c.error(
+                            key("storage.on"),
+                            format!("unknown change {other:?}"),
+                            Some("objects are `created` (put, copied or uploaded in parts) or `deleted`".into()),
+                        ),
+                    }
+                }
+                if on.is_empty() {
+                    c.error(
+                        key("storage.on"),
+                        "the trigger names no change".into(),
+                        Some("give `on: [created]`, `[deleted]` or both".into()),
+                    );
+                }
+                on.dedup();
+                on
+            }
+        };
+        Trigger::Storage(StorageTrigger {
+            bucket: storage.bucket,
+            on,
+            prefix: storage.prefix.unwrap_or_default(),
+            suffix: storage.suffix.unwrap_or_default(),
             format,
         })
     } else if let Some(logs) = t.logs {
@@ -733,6 +770,35 @@ fn check_queue_triggers(
                         f.name
                     ),
                     Some("a batch would be delivered again while it is still being handled; raise `visibility_timeout` or lower the function's `timeout`".into()),
+                );
+            }
+        }
+    }
+}
+
+/// Each storage trigger names a bucket of the app.
+fn check_storage_triggers(
+    c: &mut Checker<'_>,
+    functions: &BTreeMap<String, FunctionSpec>,
+    buckets: &BTreeMap<String, crate::buckets::BucketSpec>,
+) {
+    for f in functions.values() {
+        for (i, trigger) in f.events.iter().enumerate() {
+            let Trigger::Storage(t) = trigger else {
+                continue;
+            };
+            if !buckets.contains_key(&t.bucket) {
+                let names: Vec<&str> = buckets.keys().map(String::as_str).collect();
+                c.error(
+                    format!("functions.{}.events.{i}.storage.bucket", f.name),
+                    format!("there is no bucket {:?} in this app", t.bucket),
+                    Some(match closest(&t.bucket, &names) {
+                        Some(best) => format!("did you mean `{best}`?"),
+                        None => format!(
+                            "declare it: `buckets: {{ {}: {{}} }}` at the top level (a storage trigger names the bucket as the manifest does, not its S3 name)",
+                            t.bucket
+                        ),
+                    }),
                 );
             }
         }

@@ -52,6 +52,49 @@ pub enum Trigger {
     /// Log lines of the app's other functions and services that contain a
     /// pattern, in batches.
     Logs(LogsTrigger),
+    /// Objects created in or deleted from one of the app's buckets.
+    Storage(StorageTrigger),
+}
+
+/// Changes to objects of a bucket that reach a function, each as an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageTrigger {
+    /// The bucket's name under `buckets:`.
+    pub bucket: String,
+    pub on: Vec<StorageChange>,
+    /// Only keys that start with this and end with `suffix`.
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub suffix: String,
+    /// The event's shape.
+    #[serde(default)]
+    pub format: EventFormat,
+}
+
+impl StorageTrigger {
+    /// Whether a `change` of `key` reaches the function.
+    pub fn matches(&self, change: StorageChange, key: &str) -> bool {
+        self.on.contains(&change) && key.starts_with(&self.prefix) && key.ends_with(&self.suffix)
+    }
+}
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageChange {
+    /// Put, copied or completed from parts, new or replacing another.
+    Created,
+    Deleted,
+}
+
+impl StorageChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageChange::Created => "created",
+            StorageChange::Deleted => "deleted",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +135,8 @@ pub enum EventFormat {
     EventBridge,
     /// Schedules as Tencent SCF's timer event.
     Scf,
+    /// Storage changes as S3 event notifications (`Records`).
+    S3,
 }
 
 impl ScheduleTrigger {

@@ -1969,3 +1969,41 @@ fn bucket_names_and_settings_are_checked() {
         "#,
     );
 }
+
+#[test]
+fn a_storage_trigger_names_a_bucket_of_the_app() {
+    check(
+        "
+        app: pics
+        buckets:
+          uploads: {}
+        functions:
+          thumb:
+            runtime: python3
+            handler: main.handler
+            events:
+              - storage: { bucket: upload, on: created }
+        ",
+        r#"
+        stratus.yaml:9: functions.thumb.events.0.storage.bucket: there is no bucket "upload" in this app
+          hint: did you mean `uploads`?
+        "#,
+    );
+    check(
+        "
+        app: pics
+        buckets:
+          uploads: {}
+        functions:
+          thumb:
+            runtime: python3
+            handler: main.handler
+            events:
+              - storage: { bucket: uploads, on: [created, moved] }
+        ",
+        r#"
+        stratus.yaml:9: functions.thumb.events.0.storage.on: unknown change "moved"
+          hint: objects are `created` (put, copied or uploaded in parts) or `deleted`
+        "#,
+    );
+}

@@ -201,6 +201,8 @@ pub enum Source {
     Queue(String),
     /// Log lines a `logs` trigger handed on.
     Logs,
+    /// A change to an object of this bucket (its S3 name).
+    Storage(String),
     /// A source this build does not know (stored by a newer node), kept as
     /// it was.
     Other(String),
@@ -217,6 +219,7 @@ impl std::fmt::Display for Source {
             Source::Logs => f.write_str("logs"),
             Source::Destination(function) => write!(f, "destination:{function}"),
             Source::Queue(queue) => write!(f, "queue:{queue}"),
+            Source::Storage(bucket) => write!(f, "storage:{bucket}"),
             Source::Other(other) => f.write_str(other),
         }
     }
@@ -234,6 +237,7 @@ impl From<&str> for Source {
             _ => match text.split_once(':') {
                 Some(("destination", function)) => Source::Destination(function.to_owned()),
                 Some(("queue", queue)) => Source::Queue(queue.to_owned()),
+                Some(("storage", bucket)) => Source::Storage(bucket.to_owned()),
                 _ => Source::Other(text.to_owned()),
             },
         }

@@ -17,6 +17,7 @@ mod chunked;
 pub(crate) mod declared;
 mod error;
 mod multipart;
+mod notify;
 mod objects;
 mod xml;
 

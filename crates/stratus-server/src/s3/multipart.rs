@@ -292,13 +292,26 @@ pub(super) async fn complete(call: &Call<'_>, body: Body) -> Result<Response<Bod
         modified_ms: crate::now_ms(),
         headers: upload.headers.clone(),
     };
+    let events = super::notify::events(
+        call.state,
+        &bucket.record,
+        &super::notify::Change {
+            how: super::notify::How::CompleteMultipartUpload,
+            key: &call.key,
+            size_etag: Some((size, &etag)),
+        },
+    );
+    let wake = !events.is_empty();
     match call
         .state
         .store
-        .complete_upload(&upload.upload_id, object, Vec::new())
+        .complete_upload(&upload.upload_id, object, events)
         .await
     {
         Ok(Ok(completed)) => {
+            if wake {
+                call.state.events.wake();
+            }
             let mut gone = completed.part_blobs;
             gone.extend(completed.replaced.map(|o| o.blob));
             call.state.objects.remove(gone).await;

@@ -14,8 +14,9 @@ use super::auth::Payload;
 use super::blobs::BlobWriter;
 use super::chunked::Dechunker;
 use super::error::S3Error;
+use super::notify::{self, Change, How};
 use super::xml::{self, Xml};
-use super::{Call, MAX_KEYS, empty, http_date, iso_time, parse_http_date, xml_response};
+use super::{Bucket, Call, MAX_KEYS, empty, http_date, iso_time, parse_http_date, xml_response};
 use crate::api::sigv4;
 
 /// The headers an object keeps and is served with.
@@ -142,7 +143,16 @@ pub(super) async fn put(
     let stored = Stored::from_request(headers)?;
     let written = write_body(call, headers, body, payload, limit).await?;
     let etag = format!("\"{}\"", crate::hex::encode(&written.md5));
-    commit(call, written.blob, written.size, etag.clone(), &stored).await?;
+    commit(
+        call,
+        &bucket,
+        How::Put,
+        written.blob,
+        written.size,
+        etag.clone(),
+        &stored,
+    )
+    .await?;
     let mut response = empty(StatusCode::OK);
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, value);
@@ -289,10 +299,13 @@ async fn receive(
     Ok(())
 }
 
-/// Commits an object written to `blob`; the object it replaced loses its
-/// bytes, and a bucket gone meanwhile takes this object's with it.
+/// Commits an object written to `blob` with the events it causes; the
+/// object it replaced loses its bytes, and a bucket gone meanwhile takes
+/// this object's with it.
 async fn commit(
     call: &Call<'_>,
+    bucket: &Bucket,
+    how: How,
     blob: String,
     size: u64,
     etag: String,
@@ -307,13 +320,21 @@ async fn commit(
         modified_ms: crate::now_ms(),
         headers: stored.to_json()?,
     };
-    match call
-        .state
-        .store
-        .put_object(record.clone(), Vec::new())
-        .await
-    {
+    let events = notify::events(
+        call.state,
+        &bucket.record,
+        &Change {
+            how,
+            key: &record.key,
+            size_etag: Some((record.size, &record.etag)),
+        },
+    );
+    let wake = !events.is_empty();
+    match call.state.store.put_object(record.clone(), events).await {
         Ok(Ok(replaced)) => {
+            if wake {
+                call.state.events.wake();
+            }
             if let Some(old) = replaced {
                 call.state.objects.remove(vec![old.blob]).await;
             }
@@ -506,19 +527,34 @@ fn parse_range(range: &str, size: u64) -> Result<Option<(u64, u64)>, S3Error> {
 
 /// DeleteObject: gone (or never there: S3 answers 204 either way).
 pub(super) async fn delete(call: &Call<'_>) -> Result<Response<Body>, S3Error> {
-    call.bucket(false).await?;
-    delete_one(call, &call.key).await?;
+    let bucket = call.bucket(false).await?;
+    delete_one(call, &bucket, &call.key).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-async fn delete_one(call: &Call<'_>, key: &str) -> Result<(), S3Error> {
+/// Deletes an object with the events its deletion causes (none when it
+/// was not there).
+async fn delete_one(call: &Call<'_>, bucket: &Bucket, key: &str) -> Result<(), S3Error> {
+    let events = notify::events(
+        call.state,
+        &bucket.record,
+        &Change {
+            how: How::Delete,
+            key,
+            size_etag: None,
+        },
+    );
+    let wake = !events.is_empty();
     let deleted = call
         .state
         .store
-        .delete_object(&call.bucket, key, Vec::new())
+        .delete_object(&call.bucket, key, events)
         .await
         .map_err(S3Error::store)?;
     if let Some(object) = deleted {
+        if wake {
+            call.state.events.wake();
+        }
         call.state.objects.remove(vec![object.blob]).await;
     }
     Ok(())
@@ -526,7 +562,7 @@ async fn delete_one(call: &Call<'_>, key: &str) -> Result<(), S3Error> {
 
 /// DeleteObjects: up to 1000 keys named in a `Delete` document.
 pub(super) async fn delete_many(call: &Call<'_>, body: Body) -> Result<Response<Body>, S3Error> {
-    call.bucket(false).await?;
+    let bucket = call.bucket(false).await?;
     let bytes = axum::body::to_bytes(body, MAX_DELETE_BODY)
         .await
         .map_err(|_| S3Error::malformed_xml("the Delete document is too large or incomplete"))?;
@@ -547,7 +583,7 @@ pub(super) async fn delete_many(call: &Call<'_>, body: Body) -> Result<Response<
     let quiet = xml::texts(doc, "Quiet").is_some_and(|q| q.first().is_some_and(|q| q == "true"));
     let mut out = Xml::new("DeleteResult");
     for key in keys {
-        match delete_one(call, &key).await {
+        match delete_one(call, &bucket, &key).await {
             Ok(()) if quiet => {}
             Ok(()) => {
                 out.open("Deleted").leaf("Key", &key).close("Deleted");
@@ -590,6 +626,8 @@ pub(super) async fn copy(call: &Call<'_>, headers: &HeaderMap) -> Result<Respons
     let written = copy_bytes(call, &object, 0, object.size).await?;
     let record = commit(
         call,
+        &target,
+        How::Copy,
         written.blob,
         written.size,
         object.etag.clone(),

@@ -48,7 +48,7 @@ pub(crate) fn event(
     match schedule.format {
         EventFormat::EventBridge => shapes::eventbridge_scheduled(id, slot, region, app, function),
         EventFormat::Scf => shapes::scf_timer(slot, function),
-        EventFormat::CloudEvents | EventFormat::Sqs => {
+        EventFormat::CloudEvents | EventFormat::Sqs | EventFormat::S3 => {
             let source = format!("/apps/{app}/functions/{function}/schedule");
             let data = json!({
                 "schedule": schedule.expression,
