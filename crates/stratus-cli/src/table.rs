@@ -77,6 +77,17 @@ impl Table {
 /// A time in milliseconds since the epoch (a JSON number), to the second,
 /// for a table cell.
 /// A JSON value for a table cell: a string as it is, null as `-`.
+/// `12.3 KiB`.
+pub fn bytes(n: u64) -> String {
+    const KIB: f64 = 1024.0;
+    match n {
+        n if n < 1024 => format!("{n} B"),
+        n if n < 1 << 20 => format!("{:.1} KiB", n as f64 / KIB),
+        n if n < 1 << 30 => format!("{:.1} MiB", n as f64 / (KIB * KIB)),
+        n => format!("{:.1} GiB", n as f64 / (KIB * KIB * KIB)),
+    }
+}
+
 pub fn text(value: &serde_json::Value) -> String {
     match value {
         serde_json::Value::String(s) => s.clone(),

@@ -1027,3 +1027,83 @@ functions:
     assert_eq!(record["s3"]["object"]["key"], "images/big+cat.png");
     assert!(record["s3"]["object"]["sequencer"].as_str().is_some());
 }
+
+#[test]
+fn stratus_files_copies_lists_presigns_and_removes() {
+    let (server, _) = start();
+    let note = server.path("note.txt");
+    std::fs::write(&note, "a note").unwrap();
+    let out = server.ok(&[
+        "files",
+        "cp",
+        note.to_str().unwrap(),
+        "shop/uploads/docs/a.txt",
+    ]);
+    assert!(out.starts_with("uploaded"), "{out}");
+    // A key ending in `/` takes the file's name.
+    server.ok(&["files", "cp", note.to_str().unwrap(), "shop/uploads/docs/"]);
+    let listed = server.ok(&["files", "ls", "shop/uploads"]);
+    assert!(
+        listed.contains("docs/a.txt") && listed.contains("docs/note.txt"),
+        "{listed}"
+    );
+    let json: Value = serde_json::from_str(&server.ok(&[
+        "files",
+        "ls",
+        "shop/uploads/docs/n",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json[0]["size"], 6);
+    let back = server.path("back.txt");
+    server.ok(&[
+        "files",
+        "cp",
+        "shop/uploads/docs/a.txt",
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "a note");
+    let url = server.ok(&[
+        "files",
+        "presign",
+        "shop/uploads/docs/a.txt",
+        "--expires",
+        "10m",
+    ]);
+    let got = common::client().get(url.trim()).send().unwrap();
+    assert_eq!(got.status(), 200, "{url}");
+    assert_eq!(got.text().unwrap(), "a note");
+    let put = server.ok(&["files", "presign", "shop/uploads/docs/b.txt", "--put"]);
+    let sent = common::client()
+        .put(put.trim())
+        .body("by url")
+        .send()
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    assert_eq!(
+        server.ok(&["files", "cp", "shop/uploads/docs/b.txt", "-"]),
+        "by url"
+    );
+    let missing = server.fails(&["files", "ls", "shop/nope"]);
+    assert!(
+        missing.contains("no bucket \"nope\"") && missing.contains("uploads"),
+        "{missing}"
+    );
+
+    server.ok(&["files", "rm", "shop/uploads/docs/a.txt"]);
+    let buckets = server.ok(&["bucket", "ls", "shop"]);
+    assert!(
+        buckets.contains("shop-uploads") && buckets.contains("2 objects"),
+        "{buckets}"
+    );
+    let refused = server.fails(&["bucket", "rm", "shop", "uploads"]);
+    assert!(refused.contains("--force"), "{refused}");
+    server.ok(&["bucket", "rm", "shop", "uploads", "--force"]);
+    assert_eq!(walk(&server.data_dir.join("objects")).len(), 0);
+    // Still declared: the next deploy makes it again, empty.
+    common::deploy(&server, "shop");
+    let again = server.ok(&["files", "ls", "shop/uploads"]);
+    assert!(again.contains("no objects"), "{again}");
+}

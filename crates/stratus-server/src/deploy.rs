@@ -508,6 +508,10 @@ pub(crate) async fn deploy(
     if let Some(active) = state.store.active_version(app).await?
         && same(&active)
     {
+        // Nothing to deploy, but a declared bucket removed since comes back.
+        let _serial = state.deploy_lock.lock().await;
+        let buckets = crate::s3::declared::plan(state, app, &spec).await?;
+        crate::s3::declared::apply(state, buckets).await?;
         return Ok(unchanged(&active));
     }
     require_secrets(state, app, &spec, "nothing was deployed").await?;
@@ -520,12 +524,13 @@ pub(crate) async fn deploy(
 
     let _serial = state.deploy_lock.lock().await;
     require_secrets(state, app, &spec, "nothing was deployed").await?;
+    let buckets = crate::s3::declared::plan(state, app, &spec).await?;
     if let Some(active) = state.store.active_version(app).await?
         && same(&active)
     {
+        crate::s3::declared::apply(state, buckets).await?;
         return Ok(unchanged(&active));
     }
-    let buckets = crate::s3::declared::plan(state, app, &spec).await?;
     let functions = spec.functions.keys().cloned().collect();
     let services = spec.services.keys().cloned().collect();
     let routes = routes(state, &spec);

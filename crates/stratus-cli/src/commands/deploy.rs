@@ -181,15 +181,6 @@ async fn wait_until_up(
     }
 }
 
-/// `12.3 KiB`.
-fn bytes(n: u64) -> String {
-    match n {
-        n if n < 1024 => format!("{n} B"),
-        n if n < 1024 * 1024 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0)),
-    }
-}
-
 /// How `deploy_dir` deploys.
 #[derive(Debug, Clone, Default)]
 pub struct DeployOptions {
@@ -255,8 +246,8 @@ pub async fn deploy_dir(
         eprintln!(
             "{} files, {} unpacked, {} packed",
             package.files,
-            bytes(package.unpacked_bytes),
-            bytes(package.bytes.len() as u64)
+            crate::table::bytes(package.unpacked_bytes),
+            crate::table::bytes(package.bytes.len() as u64)
         );
         let exists = client
             .request(Method::HEAD, &format!("/v1/packages/{}", package.sha256))
@@ -278,7 +269,7 @@ pub async fn deploy_dir(
                 )
                 .await
                 .with_context(|| format!("cannot upload the package of {code}"))?;
-            eprintln!("{} sent", bytes(size));
+            eprintln!("{} sent", crate::table::bytes(size));
         }
         packages.insert(code.to_owned(), package.sha256);
     }

@@ -10,6 +10,7 @@ mod dev;
 mod dlq;
 mod event;
 mod failures;
+mod files;
 mod git;
 mod init;
 mod invoke;
@@ -82,6 +83,11 @@ pub enum Command {
     Ls(ls::LsArgs),
     /// Send messages to an application's queues and list them
     Queue(queue::QueueArgs),
+    /// List, copy, delete and presign the objects of an application's
+    /// buckets
+    Files(files::FilesArgs),
+    /// List an application's buckets, and delete one
+    Bucket(files::BucketArgs),
     /// Remove an application
     #[command(visible_alias = "delete")]
     Rm(rm::RmArgs),
@@ -180,6 +186,8 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Logs(args) => logs::run(&conn, args).await,
         Command::Ls(args) => ls::run(&conn, args).await,
         Command::Queue(args) => queue::run(&conn, args).await,
+        Command::Files(args) => files::run(&conn, args).await,
+        Command::Bucket(args) => files::run_bucket(&conn, args).await,
         Command::Rm(args) => rm::run(&conn, args).await,
         Command::Versions(args) => versions::list(&conn, args).await,
         Command::Rollback(args) => versions::rollback(&conn, args).await,

@@ -34,7 +34,7 @@ pub(crate) use credentials::AwsCredentials;
 pub(crate) use error::ApiError;
 pub(crate) use invoke::invoke_error;
 pub(crate) use keys::require_app;
-pub(crate) use tokens::{InstanceApi, function_credential};
+pub(crate) use tokens::{InstanceApi, function_credential, function_key};
 
 use crate::AppState;
 
@@ -97,6 +97,26 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/apps/{app}/queues", get(queues::list))
         .route("/v1/apps/{app}/queues/{queue}/messages", post(queues::send))
         .route("/v1/apps/{app}/cloudevents", post(cloudevents::ingest))
+        .route(
+            "/v1/apps/{app}/buckets",
+            get(crate::s3::admin::list_buckets),
+        )
+        .route(
+            "/v1/apps/{app}/buckets/{bucket}",
+            axum::routing::delete(crate::s3::admin::remove_bucket),
+        )
+        .route(
+            "/v1/apps/{app}/buckets/{bucket}/objects",
+            get(crate::s3::admin::list_objects),
+        )
+        .route(
+            "/v1/apps/{app}/buckets/{bucket}/objects/{*key}",
+            axum::routing::any(crate::s3::admin::object),
+        )
+        .route(
+            "/v1/apps/{app}/buckets/{bucket}/presign",
+            post(crate::s3::admin::presign),
+        )
         .fallback(|| async {
             ApiError::not_found("no such admin API endpoint; the README lists them")
         })
@@ -123,6 +143,23 @@ pub(crate) fn platform_router(state: Arc<AppState>) -> Router {
             post(queues::send),
         )
         .route("/v1/apps/{app}/cloudevents", post(cloudevents::ingest))
+        .route("/v1/apps/{app}/buckets", get(crate::s3::admin::list_buckets))
+        .route(
+            "/v1/apps/{app}/buckets/{bucket}",
+            axum::routing::delete(crate::s3::admin::remove_bucket),
+        )
+        .route(
+            "/v1/apps/{app}/buckets/{bucket}/objects",
+            get(crate::s3::admin::list_objects),
+        )
+        .route(
+            "/v1/apps/{app}/buckets/{bucket}/objects/{*key}",
+            axum::routing::any(crate::s3::admin::object),
+        )
+        .route(
+            "/v1/apps/{app}/buckets/{bucket}/presign",
+            post(crate::s3::admin::presign),
+        )
         .fallback(|| async {
             ApiError::not_found(
                 "the platform API has only /v1/apps/APP/functions/FN/invoke, /v1/apps/APP/queues/QUEUE/messages and /v1/apps/APP/cloudevents",

@@ -283,6 +283,43 @@ fn presigned_parts(
     ))
 }
 
+/// A presigned URL's query for `method` on `path` (as it will be sent)
+/// at `host`, good for `expires` seconds from `now`, signed with the
+/// credential (`key_id`, `secret`) for `region`; the payload is unsigned.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn presign(
+    (key_id, secret): (&str, &str),
+    region: &str,
+    method: &str,
+    host: &str,
+    path: &str,
+    expires: u64,
+    now: SystemTime,
+) -> String {
+    let amz_date: String = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    let date = &amz_date[..8];
+    let scope = format!("{date}/{region}/s3/aws4_request");
+    let query = format!(
+        "X-Amz-Algorithm={ALGORITHM}&X-Amz-Credential={}&X-Amz-Date={amz_date}&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host",
+        sigv4::uri_encode(format!("{key_id}/{scope}").as_bytes())
+    );
+    let canonical = format!(
+        "{method}\n{}\n{}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD",
+        canonical_uri(path),
+        sigv4::canonical_query(&query)
+    );
+    let key = sigv4::signing_key(secret, date, region, "s3");
+    let signature = sigv4::hex(&sigv4::hmac(
+        &key,
+        sigv4::string_to_sign(&amz_date, &scope, &canonical).as_bytes(),
+    ));
+    format!("{query}&X-Amz-Signature={signature}")
+}
+
 /// A query parameter's value, decoded.
 pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {

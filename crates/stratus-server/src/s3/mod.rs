@@ -11,6 +11,7 @@
 //! written to its file, made durable, and only then committed to the
 //! store: the store never names bytes that are not there.
 
+pub(crate) mod admin;
 mod auth;
 mod blobs;
 mod chunked;

@@ -275,3 +275,33 @@ fn an_unsigned_request_is_anonymous_and_other_schemes_are_refused() {
         err.message
     );
 }
+
+#[test]
+fn a_url_presigned_here_is_aws_s_and_holds() {
+    let query = presign(
+        (KEY_ID, SECRET),
+        "us-east-1",
+        "GET",
+        "examplebucket.s3.amazonaws.com",
+        "/test.txt",
+        86400,
+        at(),
+    );
+    assert!(
+        query.ends_with(
+            "X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+        ),
+        "{query}"
+    );
+    let map = headers(&[("host", "examplebucket.s3.amazonaws.com")]);
+    authenticate(
+        &credentials(),
+        "platform",
+        "GET",
+        "/test.txt",
+        &query,
+        &map,
+        at(),
+    )
+    .unwrap();
+}
