@@ -1107,3 +1107,61 @@ fn stratus_files_copies_lists_presigns_and_removes() {
     let again = server.ok(&["files", "ls", "shop/uploads"]);
     assert!(again.contains("no objects"), "{again}");
 }
+
+/// The AWS SDK for JavaScript v3 as its users write it: PutObject,
+/// GetObject, ListObjectsV2, a presigned URL, and `@aws-sdk/lib-storage`'s
+/// `Upload` of a large body in parts.
+const JS_CLIENT: &str = r#"
+const { S3Client, PutObjectCommand, GetObjectCommand, ListObjectsV2Command, HeadObjectCommand } = require("@aws-sdk/client-s3");
+const { Upload } = require("@aws-sdk/lib-storage");
+const [endpoint, accessKeyId, secretAccessKey] = process.argv.slice(2);
+const s3 = new S3Client({ endpoint, region: "us-east-1", forcePathStyle: true,
+                          credentials: { accessKeyId, secretAccessKey } });
+(async () => {
+  const out = {};
+  await s3.send(new PutObjectCommand({ Bucket: "shop-uploads", Key: "js/hello.txt", Body: "hello from js",
+                                       ContentType: "text/plain" }));
+  const got = await s3.send(new GetObjectCommand({ Bucket: "shop-uploads", Key: "js/hello.txt" }));
+  out.body = await got.Body.transformToString();
+  out.type = got.ContentType;
+  const big = Buffer.alloc(12 * 1024 * 1024, 7);
+  const upload = new Upload({ client: s3, params: { Bucket: "shop-uploads", Key: "js/big.bin", Body: big },
+                              partSize: 5 * 1024 * 1024, queueSize: 2 });
+  const done = await upload.done();
+  out.etag = done.ETag;
+  const head = await s3.send(new HeadObjectCommand({ Bucket: "shop-uploads", Key: "js/big.bin" }));
+  out.size = head.ContentLength;
+  const listed = await s3.send(new ListObjectsV2Command({ Bucket: "shop-uploads", Prefix: "js/" }));
+  out.keys = listed.Contents.map((c) => c.Key);
+  console.log(JSON.stringify(out));
+})().catch((err) => { console.error(err); process.exit(1); });
+"#;
+
+#[test]
+fn the_aws_sdk_for_javascript_puts_gets_lists_and_uploads_in_parts() {
+    let (server, endpoint) = start();
+    let shop = credential(&server, "shop");
+    let modules = common::npm_install(
+        "aws-sdk-s3",
+        &["@aws-sdk/client-s3", "@aws-sdk/lib-storage"],
+    );
+    let script = server.path("s3.js");
+    std::fs::write(&script, JS_CLIENT).unwrap();
+    let out = Command::new("node")
+        .arg(&script)
+        .args([&endpoint, &shop.key, &shop.secret])
+        .env("NODE_PATH", &modules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["body"], "hello from js");
+    assert_eq!(r["type"], "text/plain");
+    assert!(r["etag"].as_str().unwrap().ends_with("-3\""), "{r}");
+    assert_eq!(r["size"], 12 << 20);
+    assert_eq!(r["keys"], json!(["js/big.bin", "js/hello.txt"]));
+}
