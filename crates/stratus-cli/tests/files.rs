@@ -68,6 +68,30 @@ for call in args["calls"]:
                                   Body=png(kwargs["Width"], kwargs["Height"]), ContentType="image/png")
             results.append({"ETag": r["ETag"]})
             continue
+        if op == "presigned_post":
+            import urllib.error
+            ct = kwargs.get("ContentType", "text/plain")
+            post = client.generate_presigned_post(
+                Bucket=kwargs["Bucket"], Key=kwargs["Key"], Fields={"Content-Type": ct},
+                Conditions=[{"Content-Type": ct}, ["content-length-range", 1, kwargs["Max"]]],
+                ExpiresIn=300)
+            fields = post["fields"]
+            if kwargs.get("Tamper"):
+                fields["key"] = "elsewhere/" + kwargs["Key"]
+            b = "----stratus-form"
+            body = b"".join(
+                f'--{b}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                for k, v in fields.items())
+            body += (f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="up.txt"\r\n'
+                     f'Content-Type: text/plain\r\n\r\n').encode() + kwargs["Body"].encode() + f"\r\n--{b}--\r\n".encode()
+            req = urllib.request.Request(post["url"], data=body, method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={b}"})
+            try:
+                with urllib.request.urlopen(req) as r:
+                    results.append({"Status": r.status, "ETag": r.headers.get("ETag")})
+            except urllib.error.HTTPError as e:
+                results.append({"Status": e.code, "Body": e.read().decode()})
+            continue
         if op == "png_size":
             body = client.get_object(Bucket=kwargs["Bucket"], Key=kwargs["Key"])["Body"].read()
             import struct
@@ -123,7 +147,8 @@ functions:
     runtime: python3
     handler: main.handler
 buckets:
-  uploads: {}
+  uploads:
+    cors: { origins: [\"https://app.example.com\"], methods: [GET, PUT, POST], expose_headers: [etag] }
   media:
     name: shop-media-files
     max_object_size: 1KiB
@@ -413,8 +438,8 @@ fn buckets_belong_to_one_app_and_are_made_and_removed_through_the_api() {
         json!([["head_bucket", {"Bucket": "shop-media-files"}]]),
     );
     assert_eq!(r[0]["Status"], 404, "{}", r[0]);
-    let without_any = without_media.replace("buckets:\n  uploads: {}\n", "");
-    write_app(&server.path("shop"), &[("stratus.yaml", &without_any)]);
+    let without_any = &MANIFEST[..MANIFEST.find("buckets:").unwrap()];
+    write_app(&server.path("shop"), &[("stratus.yaml", without_any)]);
     let refused = server.fails(&["deploy", server.path("shop").to_str().unwrap()]);
     assert!(
         refused.contains("uploads (shop-uploads) holds objects") && refused.contains("--force"),
@@ -1164,4 +1189,93 @@ fn the_aws_sdk_for_javascript_puts_gets_lists_and_uploads_in_parts() {
     assert!(r["etag"].as_str().unwrap().ends_with("-3\""), "{r}");
     assert_eq!(r["size"], 12 << 20);
     assert_eq!(r["keys"], json!(["js/big.bin", "js/hello.txt"]));
+}
+
+#[test]
+fn browsers_upload_with_a_form_policy_and_across_origins_as_cors_allows() {
+    let (server, endpoint) = start();
+    let shop = credential(&server, "shop");
+    let r = s3(
+        &server,
+        &endpoint,
+        "path",
+        &shop,
+        json!([
+            ["presigned_post", {"Bucket": "shop-uploads", "Key": "posts/${filename}", "Body": "from a form", "Max": 100}],
+            ["get_object", {"Bucket": "shop-uploads", "Key": "posts/up.txt"}],
+            ["presigned_post", {"Bucket": "shop-uploads", "Key": "posts/${filename}", "Body": "far too long", "Max": 5}],
+            ["presigned_post", {"Bucket": "shop-uploads", "Key": "posts/${filename}", "Body": "x", "Max": 5, "Tamper": true}],
+        ]),
+    );
+    assert_eq!(r[0]["Status"], 204, "{r:?}");
+    assert_eq!(r[1]["Body"], "from a form");
+    assert_eq!(r[1]["ContentType"], "text/plain");
+    assert_eq!(r[2]["Status"], 400);
+    assert!(
+        r[2]["Body"].as_str().unwrap().contains("EntityTooLarge"),
+        "{}",
+        r[2]
+    );
+    assert_eq!(r[3]["Status"], 403);
+    assert!(
+        r[3]["Body"]
+            .as_str()
+            .unwrap()
+            .contains("policy condition failed"),
+        "{}",
+        r[3]
+    );
+
+    // A preflight from an allowed origin, and from another.
+    let http = common::client();
+    let preflight = |origin: &str, method: &str| {
+        http.request(
+            reqwest::Method::OPTIONS,
+            format!("{endpoint}/shop-uploads/posts/up.txt"),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", method)
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .unwrap()
+    };
+    let allowed = preflight("https://app.example.com", "PUT");
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert!(
+        allowed.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("PUT")
+    );
+    assert_eq!(preflight("https://evil.example.com", "PUT").status(), 403);
+    assert_eq!(preflight("https://app.example.com", "DELETE").status(), 403);
+    // The actual request's answer carries what the page may read.
+    let got = http
+        .get(format!("{endpoint}/shop-uploads/posts/up.txt"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .unwrap();
+    // Unsigned and the bucket is not public: refused, but readable by the
+    // page that asked, as S3 answers.
+    assert_eq!(got.status(), 403);
+    assert_eq!(
+        got.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(got.headers()["access-control-expose-headers"], "etag");
+    // A bucket without `cors:` answers no preflight.
+    let media = http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{endpoint}/shop-media-files/k"),
+        )
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "GET")
+        .send()
+        .unwrap();
+    assert_eq!(media.status(), 403);
 }

@@ -216,24 +216,12 @@ fn resolve_bucket(c: &mut Checker<'_>, app: &str, name: &str, b: RawBucket) -> O
     };
     // Parsed and checked, but not applied by the server yet: refused
     // rather than ignored.
-    for (field, what) in [
-        (
-            "cors",
-            cors.is_some()
-                .then_some("bucket CORS (browser requests from other origins)"),
-        ),
-        (
-            "lifecycle",
-            lifecycle.is_some().then_some("lifecycle expiry"),
-        ),
-    ] {
-        if let Some(what) = what {
-            c.error(
-                key(field),
-                format!("{what} is not built yet"),
-                Some(format!("remove `{field}:` from the bucket for now")),
-            );
-        }
+    if lifecycle.is_some() {
+        c.error(
+            key("lifecycle"),
+            "lifecycle expiry is not built yet".into(),
+            Some("remove `lifecycle:` from the bucket for now".into()),
+        );
     }
     (c.errors.len() == before).then(|| BucketSpec {
         name: name.to_owned(),

@@ -1714,9 +1714,9 @@ fn schedule_triggers_are_checked() {
         stratus.yaml:13: functions.a.events.3.batch_size: `batch_size` does not apply to a schedule trigger
           hint: `batch_size` is a setting of `queue` triggers; remove it
         stratus.yaml:14: functions.a.events.4: this trigger names no source
-          hint: give each entry of `events:` one of `schedule:`, `queue:`, `cloudevents:` or `logs:`; list several entries for several sources
+          hint: give each entry of `events:` one of `schedule:`, `queue:`, `cloudevents:`, `logs:` or `storage:`; list several entries for several sources
         stratus.yaml:15: functions.a.events.5: this trigger names schedule and queue sources
-          hint: give each entry of `events:` one of `schedule:`, `queue:`, `cloudevents:` or `logs:`; list several entries for several sources
+          hint: give each entry of `events:` one of `schedule:`, `queue:`, `cloudevents:`, `logs:` or `storage:`; list several entries for several sources
         ",
     );
 }
@@ -1954,7 +1954,7 @@ fn bucket_names_and_settings_are_checked() {
         buckets:
           uploads-of-every-day-and-night: {}
           media: { name: Bad_Name }
-          docs: { cors: { origins: [\"https://app.example.com\"] } }
+          docs: { cors: { origins: [\"app.example.com\"] } }
           big: { max_object_size: 6TiB }
         ",
         r#"
@@ -1962,8 +1962,8 @@ fn bucket_names_and_settings_are_checked() {
           hint: the S3 name is APP-BUCKET unless `name:` gives one; give a shorter `buckets.uploads-of-every-day-and-night.name`
         stratus.yaml:8: buckets.media.name: "Bad_Name" has characters other than lower-case letters, digits, `.` and `-`
           hint: S3 bucket names are 3 to 63 lower-case letters, digits, `.` and `-`
-        stratus.yaml:9: buckets.docs.cors: bucket CORS (browser requests from other origins) is not built yet
-          hint: remove `cors:` from the bucket for now
+        stratus.yaml:9: buckets.docs.cors.origins: "app.example.com" is not an origin
+          hint: a list of origins such as `https://example.com`, or `*` for any
         stratus.yaml:10: buckets.big.max_object_size: out of range
           hint: give a size from 1 byte to 5TiB, such as `100MiB` or `5GiB`
         "#,

@@ -15,7 +15,7 @@
 
 mod budget;
 mod clients;
-mod cors;
+pub(crate) mod cors;
 mod error;
 mod forwarded;
 mod function;

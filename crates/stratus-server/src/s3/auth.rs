@@ -168,17 +168,7 @@ pub(crate) fn authenticate(
             auth.date
         ))));
     }
-    let (app, secret) = match credentials.get(&auth.access_key_id) {
-        Some(credential) => (credential.app.clone(), credential.secret.clone()),
-        None => crate::api::function_credential(platform_secret, &auth.access_key_id)
-            .ok_or_else(|| {
-                S3Error::new(
-                    StatusCode::FORBIDDEN,
-                    "InvalidAccessKeyId",
-                    "the AWS access key id you provided does not exist in our records; make one with `stratus keys create APP --aws`",
-                )
-            })?,
-    };
+    let (app, secret) = credential(credentials, platform_secret, &auth.access_key_id)?;
     let mut canonical = format!("{method}\n{}\n{canonical_query}\n", canonical_uri(path));
     for name in &auth.signed_headers {
         let value = sigv4::header_value(headers, name).ok_or_else(|| {
@@ -223,6 +213,25 @@ pub(crate) fn authenticate(
         caller: Caller::App(app),
         payload,
     })
+}
+
+/// The app and secret of access key id `key_id`: a credential made with
+/// `stratus keys create APP --aws`, or an app's functions' own.
+pub(crate) fn credential(
+    credentials: &AwsCredentials,
+    platform_secret: &str,
+    key_id: &str,
+) -> Result<(String, String), S3Error> {
+    match credentials.get(key_id) {
+        Some(credential) => Ok((credential.app.clone(), credential.secret.clone())),
+        None => crate::api::function_credential(platform_secret, key_id).ok_or_else(|| {
+            S3Error::new(
+                StatusCode::FORBIDDEN,
+                "InvalidAccessKeyId",
+                "the AWS access key id you provided does not exist in our records; make one with `stratus keys create APP --aws`",
+            )
+        }),
+    }
 }
 
 /// A presigned URL's credential, time, payload line and canonical query

@@ -20,6 +20,7 @@ mod error;
 mod multipart;
 mod notify;
 mod objects;
+mod post;
 mod xml;
 
 use std::collections::BTreeMap;
@@ -111,13 +112,98 @@ pub(crate) async fn serve(
 ) -> Response<Body> {
     let request_id = uuid::Uuid::new_v4().simple().to_string();
     let head = request.method() == Method::HEAD;
-    let mut response = handle(state, request, host_bucket)
-        .await
-        .unwrap_or_else(|err| err.into_response(&request_id, head));
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let bucket = host_bucket.clone().or_else(|| {
+        let path = request.uri().path().trim_start_matches('/');
+        let name = path.split('/').next().unwrap_or("");
+        (!name.is_empty())
+            .then(|| String::from_utf8_lossy(&sigv4::percent_decode(name)).into_owned())
+    });
+    let mut response = match (&origin, bucket.as_deref()) {
+        (Some(origin), Some(bucket)) if is_preflight(&request) => {
+            let asked = (
+                request
+                    .headers()
+                    .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+                    .and_then(|v| Method::from_bytes(v.as_bytes()).ok()),
+                request
+                    .headers()
+                    .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+                    .cloned(),
+            );
+            drop(request);
+            preflight(state, bucket, origin, asked).await
+        }
+        _ => handle(state, request, host_bucket).await,
+    }
+    .unwrap_or_else(|err| err.into_response(&request_id, head));
+    // A browser's request from another origin: the bucket's CORS says
+    // whether its page may read the answer.
+    if let (Some(origin), Some(bucket)) = (&origin, bucket.as_deref())
+        && !response
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        && let Some(cors) = bucket_cors(state, bucket).await
+    {
+        crate::public::cors::decorate(&cors, Some(origin), response.headers_mut());
+    }
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-amz-request-id", id);
     }
     response
+}
+
+/// The methods S3's CORS rules allow when a bucket's `cors:` names none.
+const CORS_METHODS: [Method; 5] = [
+    Method::GET,
+    Method::PUT,
+    Method::POST,
+    Method::DELETE,
+    Method::HEAD,
+];
+
+fn is_preflight(request: &Request<Body>) -> bool {
+    request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// A bucket's CORS rules, if it has any (none for a bucket that is not
+/// there, or unreadable).
+async fn bucket_cors(state: &AppState, bucket: &str) -> Option<stratus_manifest::CorsSpec> {
+    let record = state.store.get_bucket(bucket).await.ok()??;
+    serde_json::from_str::<BucketSpec>(&record.spec).ok()?.cors
+}
+
+/// A browser's preflight, answered from the bucket's CORS rules, with no
+/// credential (browsers send none).
+async fn preflight(
+    state: &AppState,
+    bucket: &str,
+    origin: &HeaderValue,
+    (requested, headers): (Option<Method>, Option<HeaderValue>),
+) -> Result<Response<Body>, S3Error> {
+    let refused = || {
+        S3Error::new(
+            StatusCode::FORBIDDEN,
+            "AccessForbidden",
+            "CORSResponse: this CORS request is not allowed; the bucket's `cors:` in the manifest names the origins, methods and headers it allows",
+        )
+    };
+    let cors = bucket_cors(state, bucket).await.ok_or_else(refused)?;
+    let requested = requested.ok_or_else(refused)?;
+    let headers = crate::public::cors::preflight(
+        &cors,
+        origin,
+        &requested,
+        headers.as_ref(),
+        Some(&CORS_METHODS),
+    )
+    .map_err(|_| refused())?;
+    let mut response = empty(StatusCode::OK);
+    *response.headers_mut() = headers;
+    Ok(response)
 }
 
 /// The parts of a request an operation works on.
@@ -319,6 +405,15 @@ async fn handle(
             Method::GET => objects::list(&call).await,
             Method::POST if call.params.contains_key("delete") => {
                 objects::delete_many(&call, body).await
+            }
+            Method::POST
+                if parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|ct| ct.starts_with("multipart/form-data")) =>
+            {
+                post::upload(&call, &parts.headers, body).await
             }
             _ => Err(S3Error::new(
                 StatusCode::METHOD_NOT_ALLOWED,

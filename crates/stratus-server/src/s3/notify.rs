@@ -23,6 +23,7 @@ use crate::triggers::cloudevent;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum How {
     Put,
+    Post,
     Copy,
     CompleteMultipartUpload,
     Delete,
@@ -39,6 +40,7 @@ impl How {
     fn event_name(self) -> &'static str {
         match self {
             How::Put => "ObjectCreated:Put",
+            How::Post => "ObjectCreated:Post",
             How::Copy => "ObjectCreated:Copy",
             How::CompleteMultipartUpload => "ObjectCreated:CompleteMultipartUpload",
             How::Delete => "ObjectRemoved:Delete",

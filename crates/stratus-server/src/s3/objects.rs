@@ -37,7 +37,7 @@ const MAX_DELETE_BODY: usize = 2 << 20;
 /// The headers of an object, as the store keeps them.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct Stored {
-    content_type: Option<String>,
+    pub(super) content_type: Option<String>,
     /// Cache-Control, Content-Disposition and the rest, by lower-case name.
     #[serde(default)]
     headers: BTreeMap<String, String>,
@@ -87,6 +87,27 @@ impl Stored {
             ));
         }
         Ok(stored)
+    }
+
+    /// The headers an HTML form's fields give an object.
+    pub(super) fn from_fields(fields: &BTreeMap<String, String>) -> Stored {
+        let mut stored = Stored {
+            content_type: fields.get("content-type").cloned(),
+            ..Stored::default()
+        };
+        for name in &KEPT_HEADERS {
+            if let Some(value) = fields.get(name.as_str()) {
+                stored
+                    .headers
+                    .insert(name.as_str().to_owned(), value.clone());
+            }
+        }
+        for (name, value) in fields {
+            if let Some(meta) = name.strip_prefix("x-amz-meta-") {
+                stored.metadata.insert(meta.to_owned(), value.clone());
+            }
+        }
+        stored
     }
 
     pub(super) fn to_json(&self) -> Result<String, S3Error> {
@@ -143,7 +164,7 @@ pub(super) async fn put(
     let stored = Stored::from_request(headers)?;
     let written = write_body(call, headers, body, payload, limit).await?;
     let etag = format!("\"{}\"", crate::hex::encode(&written.md5));
-    commit(
+    commit_object(
         call,
         &bucket,
         How::Put,
@@ -302,7 +323,7 @@ async fn receive(
 /// Commits an object written to `blob` with the events it causes; the
 /// object it replaced loses its bytes, and a bucket gone meanwhile takes
 /// this object's with it.
-async fn commit(
+pub(super) async fn commit_object(
     call: &Call<'_>,
     bucket: &Bucket,
     how: How,
@@ -624,7 +645,7 @@ pub(super) async fn copy(call: &Call<'_>, headers: &HeaderMap) -> Result<Respons
         stored_of(&object)
     };
     let written = copy_bytes(call, &object, 0, object.size).await?;
-    let record = commit(
+    let record = commit_object(
         call,
         &target,
         How::Copy,
