@@ -1279,3 +1279,68 @@ fn browsers_upload_with_a_form_policy_and_across_origins_as_cors_allows() {
         .unwrap();
     assert_eq!(media.status(), 403);
 }
+
+#[test]
+fn lifecycle_expires_old_objects_under_its_prefix_and_usage_is_reported() {
+    let (server, endpoint) = start_with(&["--lifecycle-interval", "1s"]);
+    write_app(
+        &server.path("temp"),
+        &[
+            (
+                "stratus.yaml",
+                "app: temp\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\nbuckets:\n  scratch:\n    lifecycle: { expire_after: 2s, prefix: tmp/ }\n",
+            ),
+            ("main.py", "def handler(event, context):\n    return 1\n"),
+        ],
+    );
+    common::deploy(&server, "temp");
+    let temp = credential(&server, "temp");
+    let r = s3(
+        &server,
+        &endpoint,
+        "path",
+        &temp,
+        json!([
+            ["put_object", {"Bucket": "temp-scratch", "Key": "tmp/old.txt", "Body": "goes"}],
+            ["put_object", {"Bucket": "temp-scratch", "Key": "keep/this.txt", "Body": "stays"}],
+        ]),
+    );
+    assert!(r.iter().all(|r| r.get("Error").is_none()), "{r:?}");
+    common::eventually(std::time::Duration::from_secs(30), || {
+        let r = s3(
+            &server,
+            &endpoint,
+            "path",
+            &temp,
+            json!([["list_objects_v2", {"Bucket": "temp-scratch"}]]),
+        );
+        let keys: Vec<&str> = r[0]["Contents"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|o| o["Key"].as_str()).collect())
+            .unwrap_or_default();
+        if keys == ["keep/this.txt"] {
+            Ok(())
+        } else {
+            Err(format!("still {keys:?}"))
+        }
+    });
+    let status = server.ok(&["status"]);
+    assert!(
+        status.contains("temp: 1 buckets, 1 objects, 5 B"),
+        "{status}"
+    );
+    let metrics = common::client()
+        .get(format!("{}/metrics", server.admin))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("stratus_storage_objects{app=\"temp\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stratus_storage_bytes{app=\"temp\"} 5"),
+        "{metrics}"
+    );
+}

@@ -209,6 +209,8 @@ struct Inner {
     websockets: Family<Labels, Gauge>,
     service_instances: Family<Labels, Gauge>,
     queue_messages: Family<Labels, Gauge>,
+    storage_objects: Family<Labels, Gauge>,
+    storage_bytes: Family<Labels, Gauge>,
     schedule_fires: Family<Labels, Counter>,
     schedule_misses: Family<Labels, Counter>,
     node_instances: Gauge,
@@ -326,6 +328,19 @@ impl Metrics {
             "Messages of an app's queue by state (queued: waiting to be received; in_flight: received, within their visibility timeout)",
             queue_messages.clone(),
         );
+        let storage_objects = Family::<Labels, Gauge>::default();
+        registry.register(
+            "storage_objects",
+            "Objects in an app's buckets",
+            storage_objects.clone(),
+        );
+        let storage_bytes = Family::<Labels, Gauge>::default();
+        registry.register_with_unit(
+            "storage",
+            "Bytes of the objects in an app's buckets",
+            Unit::Bytes,
+            storage_bytes.clone(),
+        );
         let schedule_fires = Family::<Labels, Counter>::default();
         registry.register(
             "schedule_fires",
@@ -399,6 +414,8 @@ impl Metrics {
             websockets,
             service_instances,
             queue_messages,
+            storage_objects,
+            storage_bytes,
             schedule_fires,
             schedule_misses,
             node_instances,
@@ -529,6 +546,8 @@ impl Metrics {
         inner.oldest_event.clear();
         inner.service_instances.clear();
         inner.queue_messages.clear();
+        inner.storage_objects.clear();
+        inner.storage_bytes.clear();
         for f in &state.functions {
             let base = vec![
                 ("app", f.app.clone()),
@@ -584,6 +603,14 @@ impl Metrics {
                     .get_or_create(&with(&base, "state", state))
                     .set(count as i64);
             }
+        }
+        for u in &state.storage {
+            let base = vec![("app", u.app.clone())];
+            inner
+                .storage_objects
+                .get_or_create(&base)
+                .set(u.objects as i64);
+            inner.storage_bytes.get_or_create(&base).set(u.bytes as i64);
         }
         let node = &state.node;
         inner.node_instances.set(node.instances as i64);
@@ -885,7 +912,16 @@ pub struct State {
     pub services: Vec<ServiceState>,
     pub events: Vec<EventState>,
     pub queues: Vec<QueueState>,
+    /// What each app keeps in its buckets.
+    pub storage: Vec<StorageState>,
     pub node: NodeState,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StorageState {
+    pub app: String,
+    pub objects: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -596,6 +596,7 @@ pub async fn run(
         },
     ));
     let alerts_task = tokio::spawn(alerts::run(state.clone()));
+    let lifecycle_task = tokio::spawn(s3::lifecycle::run(state.clone()));
     // Nodes that share the store take up each other's deploys.
     let follow_task =
         shared_packages.map(|shared| tokio::spawn(cluster::follow(state.clone(), shared)));
@@ -714,6 +715,7 @@ pub async fn run(
     }
     heartbeat_task.abort();
     alerts_task.abort();
+    lifecycle_task.abort();
     store_logs.stop().await;
     let _ = std::fs::remove_file(data_dir.join(SERVER_FILE));
     tracing::info!("stopped");

@@ -166,11 +166,20 @@ async fn scrape_state(state: &AppState) -> stratus_metrics::State {
     let counts = tokio::time::timeout(STORE_PROBE_TIMEOUT, async {
         let events = state.store.count_events(None, now).await?;
         let messages = state.store.count_messages(None, now).await?;
-        Ok::<_, stratus_store::StoreError>((events, messages))
+        let storage = state.store.object_usage(None).await?;
+        Ok::<_, stratus_store::StoreError>((events, messages, storage))
     })
     .await;
     match counts {
-        Ok(Ok((events, messages))) => {
+        Ok(Ok((events, messages, storage))) => {
+            out.storage = storage
+                .into_iter()
+                .map(|u| stratus_metrics::StorageState {
+                    app: u.app,
+                    objects: u.objects,
+                    bytes: u.bytes,
+                })
+                .collect();
             out.node.store_up = true;
             out.node.store_latency_seconds = Some(began.elapsed().as_secs_f64());
             out.events = events

@@ -89,6 +89,26 @@ pub async fn run(conn: &Connection, args: StatusArgs) -> anyhow::Result<ExitCode
         println!("instances across {nodes} live nodes (`stratus nodes` lists them)\n");
     }
     table.print();
+    let stored: Vec<String> = apps
+        .iter()
+        .filter(|app| app["storage"].is_object())
+        .map(|app| {
+            let s = &app["storage"];
+            format!(
+                "{}: {} buckets, {} objects, {}",
+                app["app"].as_str().unwrap_or(""),
+                count(&s["buckets"]),
+                count(&s["objects"]),
+                crate::table::bytes(count(&s["bytes"]))
+            )
+        })
+        .collect();
+    if !stored.is_empty() {
+        println!("\nstorage:");
+        for line in stored {
+            println!("{line}");
+        }
+    }
     if !errors.is_empty() {
         errors.sort();
         println!("\nrecent errors:");

@@ -35,6 +35,7 @@ pub(crate) async fn status(
         .store
         .count_events(query.app.as_deref(), crate::now_ms())
         .await?;
+    let storage = state.store.object_usage(query.app.as_deref()).await?;
     let (nodes, others) = other_nodes(&state).await;
     // What the other nodes run of `app`'s `kind` `name`: the sums of each
     // count they reported.
@@ -108,11 +109,15 @@ pub(crate) async fn status(
                     })
                 })
                 .collect();
+            let usage = storage.iter().find(|u| u.app == version.app);
             json!({
                 "app": version.app,
                 "version": version.version,
                 "functions": functions,
                 "services": services,
+                "storage": usage.map(|u| json!({
+                    "buckets": u.buckets, "objects": u.objects, "bytes": u.bytes,
+                })),
             })
         })
         .collect();

@@ -17,6 +17,7 @@ mod blobs;
 mod chunked;
 pub(crate) mod declared;
 mod error;
+pub(crate) mod lifecycle;
 mod multipart;
 mod notify;
 mod objects;
@@ -62,6 +63,9 @@ pub struct ObjectSettings {
     /// API
     #[arg(long, default_value_t = 100)]
     pub bucket_quota: usize,
+    /// How often objects that buckets' `lifecycle:` expires are deleted
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub lifecycle_interval: std::time::Duration,
 }
 
 /// Whether `host` addresses the S3 API under `domain`: `Some(None)` for

@@ -27,12 +27,14 @@ pub(crate) enum How {
     Copy,
     CompleteMultipartUpload,
     Delete,
+    /// Deleted by the bucket's lifecycle.
+    Expire,
 }
 
 impl How {
     fn change(self) -> StorageChange {
         match self {
-            How::Delete => StorageChange::Deleted,
+            How::Delete | How::Expire => StorageChange::Deleted,
             _ => StorageChange::Created,
         }
     }
@@ -44,6 +46,7 @@ impl How {
             How::Copy => "ObjectCreated:Copy",
             How::CompleteMultipartUpload => "ObjectCreated:CompleteMultipartUpload",
             How::Delete => "ObjectRemoved:Delete",
+            How::Expire => "LifecycleExpiration:Delete",
         }
     }
 }
