@@ -944,3 +944,75 @@ fn a_schedule_fires_each_slot_once_across_restarting_nodes() {
         seen.len()
     );
 }
+
+#[test]
+fn nodes_share_buckets_through_the_store_and_one_objects_directory() {
+    let db = Database::new("objects");
+    let url = db.url();
+    let shared = tempfile::tempdir().unwrap();
+    let objects = shared.path().to_str().unwrap().to_owned();
+    let first = Server::start_with(&["--store", &url, "--objects-dir", &objects]);
+    let token = first.data_dir.join("admin.token");
+    let second = Server::start_with(&[
+        "--store",
+        &url,
+        "--objects-dir",
+        &objects,
+        "--admin-token-file",
+        token.to_str().unwrap(),
+    ]);
+    let dir = first.path("drop");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: drop\nbuckets:\n  box: {}\nfunctions:\n  seen:\n    runtime: python3\n    handler: main.handler\n    events:\n      - storage: { bucket: box, on: created }\n",
+            ),
+            (
+                "main.py",
+                "def handler(event, context):\n    print('stored', event['subject'])\n",
+            ),
+        ],
+    );
+    first.ok(&["deploy", dir.to_str().unwrap()]);
+    let note = first.path("note.txt");
+    std::fs::write(&note, "shared bytes").unwrap();
+    // Put through one node (once it serves the app), read through the
+    // other.
+    common::eventually(std::time::Duration::from_secs(30), || {
+        let out = second.cli(&["files", "cp", note.to_str().unwrap(), "drop/box/n.txt"]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    assert_eq!(
+        first.ok(&["files", "cp", "drop/box/n.txt", "-"]),
+        "shared bytes"
+    );
+    // The storage trigger ran once, on whichever node claimed its event.
+    common::eventually(std::time::Duration::from_secs(30), || {
+        let seen = sql(
+            &url,
+            "SELECT message FROM logs WHERE stream = 'stdout' AND message LIKE 'stored %'",
+        );
+        if seen == ["stored n.txt"] {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let seen = sql(
+        &url,
+        "SELECT count(*) FROM logs WHERE message LIKE 'stored %'",
+    );
+    assert_eq!(seen, ["1"]);
+    let status = second.ok(&["bucket", "ls", "drop"]);
+    assert!(
+        status.contains("drop-box") && status.contains("1 objects"),
+        "{status}"
+    );
+}
