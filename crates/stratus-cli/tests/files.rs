@@ -152,6 +152,7 @@ buckets:
   media:
     name: shop-media-files
     max_object_size: 1KiB
+    public_read: true
 ";
 
 struct Credential {
@@ -425,7 +426,7 @@ fn buckets_belong_to_one_app_and_are_made_and_removed_through_the_api() {
         json!([["put_object", {"Bucket": "shop-uploads", "Key": "k", "Body": "x"}]]),
     );
     let without_media = MANIFEST.replace(
-        "  media:\n    name: shop-media-files\n    max_object_size: 1KiB\n",
+        "  media:\n    name: shop-media-files\n    max_object_size: 1KiB\n    public_read: true\n",
         "",
     );
     write_app(&server.path("shop"), &[("stratus.yaml", &without_media)]);
@@ -1343,4 +1344,152 @@ fn lifecycle_expires_old_objects_under_its_prefix_and_usage_is_reported() {
         metrics.contains("stratus_storage_bytes{app=\"temp\"} 5"),
         "{metrics}"
     );
+}
+
+#[test]
+fn a_public_bucket_is_read_by_anyone_and_written_by_its_app_only() {
+    let (server, endpoint) = start();
+    let shop = credential(&server, "shop");
+    let r = s3(
+        &server,
+        &endpoint,
+        "path",
+        &shop,
+        json!([
+            ["put_object", {"Bucket": "shop-media-files", "Key": "a/1.txt", "Body": "one"}],
+            ["put_object", {"Bucket": "shop-media-files", "Key": "a/2.txt", "Body": "two"}],
+            ["put_object", {"Bucket": "shop-media-files", "Key": "b/3.txt", "Body": "three"}],
+            ["put_object", {"Bucket": "shop-media-files", "Key": "c.txt", "Body": "four"}],
+            ["list_objects", {"Bucket": "shop-media-files", "Delimiter": "/", "MaxKeys": 1}],
+        ]),
+    );
+    // ListObjects (version 1) pages past a common prefix by its NextMarker.
+    assert_eq!(
+        r[4]["CommonPrefixes"],
+        json!([{"Prefix": "a/"}]),
+        "{}",
+        r[4]
+    );
+    assert_eq!(r[4]["NextMarker"], "a/");
+    let next = s3(
+        &server,
+        &endpoint,
+        "path",
+        &shop,
+        json!([["list_objects", {"Bucket": "shop-media-files", "Delimiter": "/", "Marker": "a/"}]]),
+    );
+    assert_eq!(
+        next[0]["CommonPrefixes"],
+        json!([{"Prefix": "b/"}]),
+        "{}",
+        next[0]
+    );
+    assert_eq!(next[0]["Contents"][0]["Key"], "c.txt");
+
+    let http = common::client();
+    let unsigned = http
+        .get(format!("{endpoint}/shop-media-files/a/1.txt"))
+        .send()
+        .unwrap();
+    assert_eq!(unsigned.status(), 200);
+    assert_eq!(unsigned.text().unwrap(), "one");
+    let put = http
+        .put(format!("{endpoint}/shop-media-files/a/1.txt"))
+        .body("overwritten")
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 403);
+    write_app(
+        &server.path("rival"),
+        &[
+            (
+                "stratus.yaml",
+                "app: rival\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\n",
+            ),
+            ("main.py", "def handler(event, context):\n    return 1\n"),
+        ],
+    );
+    common::deploy(&server, "rival");
+    let rival = credential(&server, "rival");
+    let r = s3(
+        &server,
+        &endpoint,
+        "path",
+        &rival,
+        json!([
+            ["get_object", {"Bucket": "shop-media-files", "Key": "a/2.txt"}],
+            ["put_object", {"Bucket": "shop-media-files", "Key": "a/2.txt", "Body": "mine"}],
+            ["get_object", {"Bucket": "shop-uploads", "Key": "a/2.txt"}],
+        ]),
+    );
+    assert_eq!(r[0]["Body"], "two");
+    assert_eq!(r[1]["Error"], "AccessDenied");
+    assert_eq!(r[2]["Error"], "AccessDenied");
+}
+
+#[test]
+fn objects_kept_in_another_s3_service_are_served_the_same() {
+    // The service: another node's S3 API, a bucket of its own app.
+    let (backend, backend_endpoint) = start();
+    let owner = credential(&backend, "shop");
+    // The secret percent-encoded, as a URL's user information takes it.
+    let url = format!(
+        "http://{}:{}@{}/shop-uploads/node-a",
+        owner.key,
+        owner.secret.replace('/', "%2F").replace('+', "%2B"),
+        backend_endpoint.trim_start_matches("http://")
+    );
+    let (server, endpoint) = start_with(&["--objects-s3", &url]);
+    let shop = credential(&server, "shop");
+    let script = server.path("multipart.py");
+    std::fs::write(&script, MULTIPART).unwrap();
+    let out = Command::new(python())
+        .arg(&script)
+        .args([&endpoint, &shop.key, &shop.secret])
+        .arg(server.path(""))
+        .env("PYTHONPATH", boto3())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["same_bytes"], true, "{r}");
+    assert_eq!(r["joined_etag"], r["expected_etag"]);
+    assert_eq!(r["after_abort"], "NoSuchUpload");
+    let ranged = s3(
+        &server,
+        &endpoint,
+        "path",
+        &shop,
+        json!([["get_object", {"Bucket": "shop-uploads", "Key": "joined.bin", "Range": "bytes=-10"}]]),
+    );
+    assert_eq!(ranged[0]["ContentLength"], 10, "{}", ranged[0]);
+    // The bytes are the service's: none here, one blob there per object
+    // (parts and aborted uploads gone).
+    assert_eq!(
+        walk(&server.data_dir.join("objects")),
+        Vec::<PathBuf>::new()
+    );
+    let blobs = |who: &Credential| {
+        let r = s3(
+            &backend,
+            &backend_endpoint,
+            "path",
+            who,
+            json!([["list_objects_v2", {"Bucket": "shop-uploads", "Prefix": "node-a/"}]]),
+        );
+        r[0]["KeyCount"].as_u64().unwrap()
+    };
+    assert_eq!(blobs(&owner), 2);
+    s3(
+        &server,
+        &endpoint,
+        "path",
+        &shop,
+        json!([["delete_object", {"Bucket": "shop-uploads", "Key": "big.bin"}]]),
+    );
+    assert_eq!(blobs(&owner), 1);
 }

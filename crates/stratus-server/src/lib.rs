@@ -293,12 +293,21 @@ pub async fn run(
         .objects_dir
         .clone()
         .unwrap_or_else(|| config.data_dir.join("objects"));
-    let objects = Arc::new(s3::Blobs::open(objects_dir.clone()).with_context(|| {
-        format!(
-            "cannot keep objects in {}; choose another directory with --objects-dir",
-            objects_dir.display()
-        )
-    })?);
+    let remote_objects = config
+        .objects
+        .objects_s3
+        .as_deref()
+        .map(s3::Remote::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let objects = Arc::new(
+        s3::Blobs::open(objects_dir.clone(), remote_objects).with_context(|| {
+            format!(
+                "cannot keep objects in {}; choose another directory with --objects-dir",
+                objects_dir.display()
+            )
+        })?,
+    );
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr}; choose another with --metrics-listen")

@@ -305,11 +305,7 @@ pub(crate) fn presign(
     expires: u64,
     now: SystemTime,
 ) -> String {
-    let amz_date: String = humantime::format_rfc3339_seconds(now)
-        .to_string()
-        .chars()
-        .filter(|c| !matches!(c, '-' | ':'))
-        .collect();
+    let amz_date = amz_date(now);
     let date = &amz_date[..8];
     let scope = format!("{date}/{region}/s3/aws4_request");
     let query = format!(
@@ -327,6 +323,57 @@ pub(crate) fn presign(
         sigv4::string_to_sign(&amz_date, &scope, &canonical).as_bytes(),
     ));
     format!("{query}&X-Amz-Signature={signature}")
+}
+
+/// `YYYYMMDDTHHMMSSZ`.
+fn amz_date(now: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect()
+}
+
+/// Signs a request to an S3 service: `method` on `path` (as it will be
+/// sent) with `headers` (lower-case names, `host` among them, the
+/// payload's `x-amz-content-sha256` too), every one signed; `headers`
+/// gains `x-amz-date`. The `x-amz-date` and `Authorization` values.
+pub(crate) fn sign(
+    (key_id, secret): (&str, &str),
+    region: &str,
+    method: &str,
+    path: &str,
+    headers: &mut Vec<(String, String)>,
+    now: SystemTime,
+) -> (String, String) {
+    let amz_date = amz_date(now);
+    let date = &amz_date[..8];
+    let scope = format!("{date}/{region}/s3/aws4_request");
+    headers.push(("x-amz-date".to_owned(), amz_date.clone()));
+    headers.sort();
+    let payload = headers
+        .iter()
+        .find(|(n, _)| n == "x-amz-content-sha256")
+        .map_or("UNSIGNED-PAYLOAD", |(_, v)| v.as_str())
+        .to_owned();
+    let signed: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+    let signed = signed.join(";");
+    let mut canonical = format!("{method}\n{}\n\n", canonical_uri(path));
+    for (name, value) in headers.iter() {
+        canonical.push_str(&format!("{name}:{}\n", value.trim()));
+    }
+    canonical.push_str(&format!("\n{signed}\n{payload}"));
+    let key = sigv4::signing_key(secret, date, region, "s3");
+    let signature = sigv4::hex(&sigv4::hmac(
+        &key,
+        sigv4::string_to_sign(&amz_date, &scope, &canonical).as_bytes(),
+    ));
+    (
+        amz_date,
+        format!(
+            "{ALGORITHM} Credential={key_id}/{scope}, SignedHeaders={signed}, Signature={signature}"
+        ),
+    )
 }
 
 /// A query parameter's value, decoded.

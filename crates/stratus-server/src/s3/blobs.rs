@@ -7,16 +7,25 @@
 //! crash, and a blob half written never appears where metadata points.
 //! The metadata is committed after, so a crash between the two leaves a
 //! blob nothing names, never a name without its bytes.
+//!
+//! With `--objects-s3`, the bytes go on to an external S3-compatible
+//! service instead (`remote.rs`): a blob is written here to `tmp/` as
+//! before, then put there whole before its metadata is committed, read
+//! back from there with ranges, and deleted there.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncSeekExt, AsyncWriteExt, ReadBuf};
+
+use super::remote::Remote;
 
 /// The directory of blobs being written.
 const TMP: &str = "tmp";
@@ -25,6 +34,8 @@ const READ_CHUNK: usize = 64 * 1024;
 
 pub(crate) struct Blobs {
     dir: PathBuf,
+    /// Where the bytes go when not here.
+    remote: Option<Arc<Remote>>,
 }
 
 /// A blob written and kept: its id, size and digests.
@@ -40,7 +51,7 @@ pub(crate) struct Written {
 impl Blobs {
     /// The blobs under `dir`, made if missing; blobs a crash left half
     /// written are removed.
-    pub(crate) fn open(dir: PathBuf) -> io::Result<Blobs> {
+    pub(crate) fn open(dir: PathBuf, remote: Option<Remote>) -> io::Result<Blobs> {
         let tmp = dir.join(TMP);
         if tmp.exists() {
             for entry in std::fs::read_dir(&tmp)?.flatten() {
@@ -48,7 +59,10 @@ impl Blobs {
             }
         }
         std::fs::create_dir_all(&tmp)?;
-        Ok(Blobs { dir })
+        Ok(Blobs {
+            dir,
+            remote: remote.map(Arc::new),
+        })
     }
 
     #[cfg(test)]
@@ -70,6 +84,7 @@ impl Blobs {
             file: Some(file),
             tmp,
             dest: self.path(&blob),
+            remote: self.remote.clone(),
             blob,
             size: 0,
             md5: Md5::new(),
@@ -79,11 +94,18 @@ impl Blobs {
 
     /// The bytes of `blob` from `offset`, `len` of them.
     pub(crate) async fn read(&self, blob: &str, offset: u64, len: u64) -> io::Result<BlobBody> {
+        if let Some(remote) = &self.remote {
+            let response = remote.get(blob, offset, len).await?;
+            return Ok(BlobBody::Remote {
+                body: reqwest::Body::from(response),
+                remaining: len,
+            });
+        }
         let mut file = tokio::fs::File::open(self.path(blob)).await?;
         if offset > 0 {
             file.seek(io::SeekFrom::Start(offset)).await?;
         }
-        Ok(BlobBody {
+        Ok(BlobBody::Local {
             file,
             remaining: len,
             buf: vec![0; READ_CHUNK.min(len as usize).max(1)],
@@ -94,6 +116,17 @@ impl Blobs {
     /// place, as [`BlobWriter::commit`] leaves one. The kernel copies the
     /// bytes (`copy_file_range`) where it can.
     pub(crate) async fn join(&self, parts: Vec<String>) -> io::Result<String> {
+        if let Some(remote) = &self.remote {
+            // Brought here one after another, then put whole.
+            let mut writer = self.create(false).await?;
+            for part in parts {
+                let mut response = remote.get(&part, 0, u64::MAX / 2).await?;
+                while let Some(chunk) = response.chunk().await.map_err(io::Error::other)? {
+                    writer.write(&chunk).await?;
+                }
+            }
+            return Ok(writer.commit().await?.blob);
+        }
         let blob = uuid::Uuid::new_v4().simple().to_string();
         let tmp = self.dir.join(TMP).join(&blob);
         let dest = self.path(&blob);
@@ -121,6 +154,14 @@ impl Blobs {
 
     /// Removes `blobs`; one already gone is no error.
     pub(crate) async fn remove(&self, blobs: Vec<String>) {
+        if let Some(remote) = &self.remote {
+            for blob in blobs {
+                if let Err(err) = remote.delete(&blob).await {
+                    tracing::warn!(%blob, error = %err, "cannot remove an object's bytes from the object service");
+                }
+            }
+            return;
+        }
         for blob in blobs {
             if let Err(err) = tokio::fs::remove_file(self.path(&blob)).await
                 && err.kind() != io::ErrorKind::NotFound
@@ -137,6 +178,7 @@ pub(crate) struct BlobWriter {
     file: Option<tokio::fs::File>,
     tmp: PathBuf,
     dest: PathBuf,
+    remote: Option<Arc<Remote>>,
     blob: String,
     size: u64,
     md5: Md5,
@@ -167,6 +209,12 @@ impl BlobWriter {
             .take()
             .ok_or_else(|| io::Error::other("the blob is closed"))?;
         file.flush().await?;
+        if let Some(remote) = self.remote.clone() {
+            drop(file);
+            remote.put(&self.blob, &self.tmp, self.size).await?;
+            let _ = tokio::fs::remove_file(&self.tmp).await;
+            return Ok(self.written());
+        }
         file.sync_all().await?;
         drop(file);
         let parent = self.dest.parent().map(Path::to_path_buf);
@@ -179,17 +227,22 @@ impl BlobWriter {
                 .await
                 .map_err(io::Error::other)??;
         }
+        Ok(self.written())
+    }
+
+    /// What was written, the blob kept (no longer removed when dropped).
+    fn written(&mut self) -> Written {
         let md5: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
         let sha256 = self
             .sha256
             .take()
             .map(|sha| crate::hex::encode(&sha.finalize()));
-        Ok(Written {
+        Written {
             blob: std::mem::take(&mut self.blob),
             size: self.size,
             md5,
             sha256,
-        })
+        }
     }
 }
 
@@ -201,11 +254,18 @@ impl Drop for BlobWriter {
     }
 }
 
-/// A range of a blob as a response body, read as it is sent.
-pub(crate) struct BlobBody {
-    file: tokio::fs::File,
-    remaining: u64,
-    buf: Vec<u8>,
+/// A range of a blob as a response body, read as it is sent: from its
+/// file here, or from the object service.
+pub(crate) enum BlobBody {
+    Local {
+        file: tokio::fs::File,
+        remaining: u64,
+        buf: Vec<u8>,
+    },
+    Remote {
+        body: reqwest::Body,
+        remaining: u64,
+    },
 }
 
 impl http_body::Body for BlobBody {
@@ -216,37 +276,78 @@ impl http_body::Body for BlobBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, io::Error>>> {
-        let this = self.get_mut();
-        if this.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        let want = this.buf.len().min(this.remaining as usize);
-        let mut read = ReadBuf::new(&mut this.buf[..want]);
-        match Pin::new(&mut this.file).poll_read(cx, &mut read) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(err)) => Poll::Ready(Some(Err(err))),
-            Poll::Ready(Ok(())) => {
-                let n = read.filled().len();
-                if n == 0 {
-                    return Poll::Ready(Some(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the object's file is shorter than its size",
-                    ))));
+        match self.get_mut() {
+            BlobBody::Local {
+                file,
+                remaining,
+                buf,
+            } => {
+                if *remaining == 0 {
+                    return Poll::Ready(None);
                 }
-                this.remaining -= n as u64;
-                Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::copy_from_slice(
-                    &this.buf[..n],
-                )))))
+                let want = buf.len().min(*remaining as usize);
+                let mut read = ReadBuf::new(&mut buf[..want]);
+                match Pin::new(file).poll_read(cx, &mut read) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(err)) => Poll::Ready(Some(Err(err))),
+                    Poll::Ready(Ok(())) => {
+                        let n = read.filled().len();
+                        if n == 0 {
+                            return Poll::Ready(Some(Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the object's file is shorter than its size",
+                            ))));
+                        }
+                        *remaining -= n as u64;
+                        Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::copy_from_slice(
+                            &buf[..n],
+                        )))))
+                    }
+                }
+            }
+            BlobBody::Remote { body, remaining } => {
+                if *remaining == 0 {
+                    return Poll::Ready(None);
+                }
+                match Pin::new(body).poll_frame(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(None) => Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the object service sent less than the object's size",
+                    )))),
+                    Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(io::Error::other(err)))),
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(mut data) => {
+                            if data.len() as u64 > *remaining {
+                                data.truncate(*remaining as usize);
+                            }
+                            *remaining -= data.len() as u64;
+                            Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+                        }
+                        Err(_) => {
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                    },
+                }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.remaining == 0
+        match self {
+            BlobBody::Local { remaining, .. } | BlobBody::Remote { remaining, .. } => {
+                *remaining == 0
+            }
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.remaining)
+        match self {
+            BlobBody::Local { remaining, .. } | BlobBody::Remote { remaining, .. } => {
+                http_body::SizeHint::with_exact(*remaining)
+            }
+        }
     }
 }
 
@@ -258,7 +359,7 @@ mod tests {
     #[tokio::test]
     async fn a_blob_appears_only_once_committed_and_reads_back_in_ranges() {
         let dir = tempfile::tempdir().unwrap();
-        let blobs = Blobs::open(dir.path().join("objects")).unwrap();
+        let blobs = Blobs::open(dir.path().join("objects"), None).unwrap();
         let mut writer = blobs.create(true).await.unwrap();
         writer.write(b"hello ").await.unwrap();
         writer.write(b"world").await.unwrap();
@@ -292,7 +393,7 @@ mod tests {
         let root = dir.path().join("objects");
         std::fs::create_dir_all(root.join(TMP)).unwrap();
         std::fs::write(root.join(TMP).join("half"), b"x").unwrap();
-        Blobs::open(root.clone()).unwrap();
+        Blobs::open(root.clone(), None).unwrap();
         assert_eq!(std::fs::read_dir(root.join(TMP)).unwrap().count(), 0);
     }
 }

@@ -22,6 +22,7 @@ mod multipart;
 mod notify;
 mod objects;
 mod post;
+mod remote;
 mod xml;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,7 @@ use stratus_store::{BucketCreated, BucketDeleted, BucketRecord};
 use auth::Caller;
 pub(crate) use blobs::Blobs;
 use error::S3Error;
+pub(crate) use remote::Remote;
 use xml::Xml;
 
 use crate::AppState;
@@ -59,6 +61,18 @@ pub struct ObjectSettings {
     /// nodes sharing a store); default: DATA_DIR/objects
     #[arg(long, value_name = "DIR")]
     pub objects_dir: Option<std::path::PathBuf>,
+    /// Keep object bytes in this S3-compatible service instead of
+    /// --objects-dir (http[s]://KEY:SECRET@HOST[:PORT]/BUCKET[/PREFIX],
+    /// ?region=R; the credential may come from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY instead): the platform fronts it with its own
+    /// API and triggers
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "STRATUS_OBJECTS_S3",
+        hide_env_values = true
+    )]
+    pub objects_s3: Option<String>,
     /// The most buckets an app may have, declared or made through the S3
     /// API
     #[arg(long, default_value_t = 100)]
@@ -236,10 +250,9 @@ impl Call<'_> {
             .ok_or_else(|| S3Error::no_such_bucket(&self.bucket))?;
         let spec: BucketSpec = serde_json::from_str(&record.spec)
             .map_err(|err| S3Error::internal("a bucket's settings are unreadable", err))?;
-        let allowed = match &self.caller {
-            Caller::App(app) => *app == record.app,
-            Caller::Anonymous => read_object && spec.public_read,
-        };
+        // A public bucket's objects are anyone's to read, signed or not.
+        let allowed = (read_object && spec.public_read)
+            || matches!(&self.caller, Caller::App(app) if *app == record.app);
         if !allowed {
             return Err(S3Error::access_denied(match &self.caller {
                 Caller::App(_) => format!(

@@ -758,13 +758,22 @@ pub(super) async fn list(call: &Call<'_>) -> Result<Response<Body>, S3Error> {
     } else {
         call.param("marker").map(str::to_owned)
     };
-    let mut after = start.clone();
+    // A marker that is a common prefix (a NextMarker this server gave)
+    // goes on past every key under it.
+    let mut after = match (&start, delimiter.as_deref()) {
+        (Some(marker), Some(d)) if !v2 && marker.ends_with(d) => {
+            Some(format!("{marker}\u{10FFFF}"))
+        }
+        _ => start.clone(),
+    };
     let mut contents: Vec<ObjectRecord> = Vec::new();
     let mut prefixes: Vec<String> = Vec::new();
     let mut truncated = false;
     // The point after the last entry listed, to go on from.
     let mut next: Option<String> = None;
-    'pages: while (contents.len() + prefixes.len()) < max_keys as usize || max_keys == 0 {
+    // Until an entry beyond `max_keys` shows there are more, or none is
+    // left.
+    'pages: loop {
         let page = call
             .state
             .store
@@ -773,8 +782,8 @@ pub(super) async fn list(call: &Call<'_>) -> Result<Response<Body>, S3Error> {
             .map_err(S3Error::store)?;
         let full = page.len() > MAX_KEYS as usize;
         for object in page.into_iter().take(MAX_KEYS as usize) {
-            if max_keys == 0 || contents.len() + prefixes.len() == max_keys as usize {
-                truncated = true;
+            if contents.len() + prefixes.len() >= max_keys as usize {
+                truncated = max_keys > 0;
                 break 'pages;
             }
             let rolled = delimiter.as_deref().and_then(|d| {
@@ -801,9 +810,6 @@ pub(super) async fn list(call: &Call<'_>) -> Result<Response<Body>, S3Error> {
         if !full {
             break;
         }
-    }
-    if max_keys == 0 {
-        truncated = false;
     }
     let encode = |text: &str| -> String {
         if url {

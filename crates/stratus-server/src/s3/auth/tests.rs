@@ -305,3 +305,47 @@ fn a_url_presigned_here_is_aws_s_and_holds() {
     )
     .unwrap();
 }
+
+#[test]
+fn a_request_signed_here_is_aws_s_and_holds() {
+    let mut signed = vec![
+        (
+            "host".to_owned(),
+            "examplebucket.s3.amazonaws.com".to_owned(),
+        ),
+        ("range".to_owned(), "bytes=0-9".to_owned()),
+        ("x-amz-content-sha256".to_owned(), EMPTY.to_owned()),
+    ];
+    let (amz_date, authorization) = sign(
+        (KEY_ID, SECRET),
+        "us-east-1",
+        "GET",
+        "/test.txt",
+        &mut signed,
+        at(),
+    );
+    assert_eq!(amz_date, "20130524T000000Z");
+    assert!(
+        authorization.ends_with(
+            "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+        ),
+        "{authorization}"
+    );
+    let map = headers(
+        &signed
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .chain([("authorization", authorization.as_str())])
+            .collect::<Vec<_>>(),
+    );
+    authenticate(
+        &credentials(),
+        "platform",
+        "GET",
+        "/test.txt",
+        "",
+        &map,
+        at(),
+    )
+    .unwrap();
+}
