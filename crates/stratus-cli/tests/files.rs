@@ -559,6 +559,78 @@ fn the_aws_cli_copies_lists_syncs_and_presigns() {
     let body = common::client().get(url.trim()).send().unwrap();
     assert_eq!(body.status(), 200);
     assert_eq!(body.text().unwrap(), "<h1>hi</h1>");
+
+    // A multipart upload by hand with `aws s3api`.
+    let created: Value = serde_json::from_str(&aws(&[
+        "s3api",
+        "create-multipart-upload",
+        "--bucket",
+        "shop-uploads",
+        "--key",
+        "parts.bin",
+    ]))
+    .unwrap();
+    let upload = created["UploadId"].as_str().unwrap();
+    let (first, second) = (server.path("p1"), server.path("p2"));
+    std::fs::write(&first, vec![1u8; 5 << 20]).unwrap();
+    std::fs::write(&second, b"tail").unwrap();
+    let mut parts = Vec::new();
+    for (n, file) in [(1, &first), (2, &second)] {
+        let put: Value = serde_json::from_str(&aws(&[
+            "s3api",
+            "upload-part",
+            "--bucket",
+            "shop-uploads",
+            "--key",
+            "parts.bin",
+            "--upload-id",
+            upload,
+            "--part-number",
+            &n.to_string(),
+            "--body",
+            file.to_str().unwrap(),
+        ]))
+        .unwrap();
+        parts.push(json!({"PartNumber": n, "ETag": put["ETag"]}));
+    }
+    let listed: Value = serde_json::from_str(&aws(&[
+        "s3api",
+        "list-parts",
+        "--bucket",
+        "shop-uploads",
+        "--key",
+        "parts.bin",
+        "--upload-id",
+        upload,
+    ]))
+    .unwrap();
+    assert_eq!(listed["Parts"].as_array().unwrap().len(), 2, "{listed}");
+    let manifest = server.path("parts.json");
+    std::fs::write(&manifest, json!({"Parts": parts}).to_string()).unwrap();
+    let done: Value = serde_json::from_str(&aws(&[
+        "s3api",
+        "complete-multipart-upload",
+        "--bucket",
+        "shop-uploads",
+        "--key",
+        "parts.bin",
+        "--upload-id",
+        upload,
+        "--multipart-upload",
+        &format!("file://{}", manifest.display()),
+    ]))
+    .unwrap();
+    assert!(done["ETag"].as_str().unwrap().ends_with("-2\""), "{done}");
+    let head: Value = serde_json::from_str(&aws(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "shop-uploads",
+        "--key",
+        "parts.bin",
+    ]))
+    .unwrap();
+    assert_eq!(head["ContentLength"], (5 << 20) + 4);
 }
 
 /// Uploads 100 objects at once with boto3, writing `KEY ETAG` to the
@@ -1492,4 +1564,37 @@ fn objects_kept_in_another_s3_service_are_served_the_same() {
         json!([["delete_object", {"Bucket": "shop-uploads", "Key": "big.bin"}]]),
     );
     assert_eq!(blobs(&owner), 1);
+}
+
+#[test]
+fn a_node_function_uses_its_app_s_buckets_with_the_aws_sdk_unconfigured() {
+    let (server, _) = start();
+    write_app(
+        &server.path("shopjs"),
+        &[
+            (
+                "stratus.yaml",
+                "app: shopjs\nbuckets:\n  data: {}\nfunctions:\n  f:\n    runtime: nodejs\n    handler: index.handler\n    timeout: 60s\n",
+            ),
+            (
+                "package.json",
+                r#"{"dependencies": {"@aws-sdk/client-s3": "^3"}}"#,
+            ),
+            (
+                "index.js",
+                r#"const { S3Client, PutObjectCommand, GetObjectCommand } = require("@aws-sdk/client-s3");
+const s3 = new S3Client({});
+exports.handler = async () => {
+  await s3.send(new PutObjectCommand({ Bucket: "shopjs-data", Key: "k.txt", Body: "from node" }));
+  const got = await s3.send(new GetObjectCommand({ Bucket: "shopjs-data", Key: "k.txt" }));
+  return { body: await got.Body.transformToString() };
+};
+"#,
+            ),
+        ],
+    );
+    common::deploy(&server, "shopjs");
+    let out = server.ok(&["invoke", "shopjs/f"]);
+    let result: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(result["body"], "from node", "{result}");
 }
