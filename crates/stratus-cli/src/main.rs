@@ -10,6 +10,9 @@ mod templates;
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A command that prints (`stratus logs ... | head`) ends, as other Unix
 /// tools do, when its reader goes away: SIGPIPE back to its default,
 /// instead of a "Broken pipe" panic from the next print.
