@@ -143,23 +143,6 @@ pub(crate) fn platform_router(state: Arc<AppState>) -> Router {
             post(queues::send),
         )
         .route("/v1/apps/{app}/cloudevents", post(cloudevents::ingest))
-        .route("/v1/apps/{app}/buckets", get(crate::s3::admin::list_buckets))
-        .route(
-            "/v1/apps/{app}/buckets/{bucket}",
-            axum::routing::delete(crate::s3::admin::remove_bucket),
-        )
-        .route(
-            "/v1/apps/{app}/buckets/{bucket}/objects",
-            get(crate::s3::admin::list_objects),
-        )
-        .route(
-            "/v1/apps/{app}/buckets/{bucket}/objects/{*key}",
-            axum::routing::any(crate::s3::admin::object),
-        )
-        .route(
-            "/v1/apps/{app}/buckets/{bucket}/presign",
-            post(crate::s3::admin::presign),
-        )
         .fallback(|| async {
             ApiError::not_found(
                 "the platform API has only /v1/apps/APP/functions/FN/invoke, /v1/apps/APP/queues/QUEUE/messages and /v1/apps/APP/cloudevents",

@@ -213,8 +213,7 @@ pub(super) async fn upload(
         .cloned()
         .filter(|k| !k.is_empty())
         .ok_or_else(|| invalid("the form has no `key` field"))?;
-    let app = check_policy(call, &fields)?;
-    let (min, max) = length_range(&fields);
+    let (app, (min, max)) = check_policy(call, &fields)?;
     let object = Call {
         state: call.state,
         caller: Caller::App(app),
@@ -308,10 +307,14 @@ pub(super) async fn upload(
     Ok(response)
 }
 
-/// Checks the form's policy: signed by a credential (whose app is
-/// returned), not expired, and every field meeting its conditions, with
-/// every field but a few named by one.
-fn check_policy(call: &Call<'_>, fields: &BTreeMap<String, String>) -> Result<String, S3Error> {
+/// Checks the form's policy: signed by a credential, not expired, and
+/// every field meeting its conditions, with every field but a few named
+/// by one. The credential's app, and the sizes `content-length-range`
+/// allows (any when it is not given).
+fn check_policy(
+    call: &Call<'_>,
+    fields: &BTreeMap<String, String>,
+) -> Result<(String, (u64, u64)), S3Error> {
     let field = |name: &str| {
         fields.get(name).ok_or_else(|| {
             refused(format!(
@@ -370,6 +373,7 @@ fn check_policy(call: &Call<'_>, fields: &BTreeMap<String, String>) -> Result<St
         }
     };
     let mut covered: Vec<String> = Vec::new();
+    let mut range = (0, u64::MAX);
     for condition in conditions {
         let (name, holds) = match condition {
             Value::Object(map) if map.len() == 1 => {
@@ -396,7 +400,10 @@ fn check_policy(call: &Call<'_>, fields: &BTreeMap<String, String>) -> Result<St
                     };
                     (name, holds)
                 }
-                [op, _, _] if op == "content-length-range" => continue,
+                [op, min, max] if op == "content-length-range" => {
+                    range = (min.as_u64().unwrap_or(0), max.as_u64().unwrap_or(u64::MAX));
+                    continue;
+                }
                 _ => {
                     return Err(invalid(format!(
                         "a policy condition S3 does not know: {condition}"
@@ -424,29 +431,5 @@ fn check_policy(call: &Call<'_>, fields: &BTreeMap<String, String>) -> Result<St
             "invalid according to policy: extra input fields: {extra}"
         )));
     }
-    Ok(app)
-}
-
-/// The sizes `content-length-range` allows, or any.
-fn length_range(fields: &BTreeMap<String, String>) -> (u64, u64) {
-    let policy: Option<Value> = fields.get("policy").and_then(|p| {
-        let json = base64::engine::general_purpose::STANDARD
-            .decode(p.trim())
-            .ok()?;
-        serde_json::from_slice(&json).ok()
-    });
-    policy
-        .as_ref()
-        .and_then(|p| p["conditions"].as_array())
-        .and_then(|conditions| {
-            conditions
-                .iter()
-                .find_map(|c| match c.as_array()?.as_slice() {
-                    [op, min, max] if op == "content-length-range" => {
-                        Some((min.as_u64()?, max.as_u64()?))
-                    }
-                    _ => None,
-                })
-        })
-        .unwrap_or((0, u64::MAX))
+    Ok((app, range))
 }
