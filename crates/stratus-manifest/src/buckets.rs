@@ -46,6 +46,19 @@ pub struct BucketSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Lifecycle>,
     pub max_object_size: u64,
+    /// What clients signed in to the app may read and write.
+    #[serde(default)]
+    pub rules: BucketRules,
+}
+
+/// The expressions that allow a client's downloads (`read`) and uploads
+/// and deletions (`write`) of a bucket's objects; `None`: deny.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRules {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<String>,
 }
 
 /// Objects that expire: those under `prefix` (every one when empty),
@@ -214,6 +227,7 @@ fn resolve_bucket(c: &mut Checker<'_>, app: &str, name: &str, b: RawBucket) -> O
             DEFAULT_MAX_OBJECT_SIZE
         }
     };
+    let rules = crate::collections::resolve_bucket_rules(c, &key("rules"), b.rules);
     (c.errors.len() == before).then(|| BucketSpec {
         name: name.to_owned(),
         s3_name,
@@ -221,6 +235,7 @@ fn resolve_bucket(c: &mut Checker<'_>, app: &str, name: &str, b: RawBucket) -> O
         cors,
         lifecycle,
         max_object_size,
+        rules,
     })
 }
 

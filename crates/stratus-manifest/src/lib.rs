@@ -8,6 +8,7 @@
 
 pub mod alerts;
 pub mod buckets;
+pub mod collections;
 mod error;
 mod locate;
 mod raw;
@@ -17,17 +18,17 @@ mod spec;
 
 pub use error::{ManifestError, ManifestErrors};
 pub use spec::{
-    AppSpec, BuildCommand, CatchUp, CloudEventsTrigger, CorsSpec, DEBUG_PORT_ENV, Destination,
-    Egress, EventFormat, FunctionSpec, HttpAuth, HttpSpec, LOG_LEVELS, LogFormat, LogsTrigger,
-    Network, QueueSpec, QueueTrigger, RESERVED_APP_NAMES, Readiness, Runtime, SCF_BOOTSTRAP,
-    SCF_PORT, ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec, StorageChange,
-    StorageTrigger, Trigger, is_valid_name,
+    AppSpec, BuildCommand, CatchUp, CloudEventsTrigger, CorsSpec, DEBUG_PORT_ENV, DatabaseTrigger,
+    Destination, DocumentChange, Egress, EventFormat, FunctionSpec, HttpAuth, HttpSpec, LOG_LEVELS,
+    LogFormat, LogsTrigger, Network, QueueSpec, QueueTrigger, RESERVED_APP_NAMES, Readiness,
+    Runtime, SCF_BOOTSTRAP, SCF_PORT, ScheduleTrigger, ServiceCommand, ServiceProtocol,
+    ServiceSpec, StorageChange, StorageTrigger, Trigger, is_valid_name,
 };
 
 /// The file name `stratus deploy` looks for in an application directory.
 pub const MANIFEST_FILE: &str = "stratus.yaml";
 /// The longest timeout a function may have.
-pub use resolve::MAX_TIMEOUT;
+pub use resolve::{MAX_TIMEOUT, RESERVED_PATH};
 /// The largest manifest.
 pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
 /// The deepest nesting of `[` and `{` in a manifest.

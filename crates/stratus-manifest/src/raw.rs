@@ -23,6 +23,43 @@ pub(crate) struct RawManifest {
     pub alerts: BTreeMap<String, RawAlert>,
     #[serde(default, deserialize_with = "unique_keys")]
     pub buckets: BTreeMap<String, Option<RawBucket>>,
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub collections: BTreeMap<String, Option<RawCollection>>,
+}
+
+/// One of the app's collections of documents.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCollection {
+    #[serde(default)]
+    pub indexes: Vec<RawIndex>,
+    pub rules: Option<RawRules>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIndex {
+    pub fields: OneOrMany,
+    pub multi: Option<bool>,
+}
+
+/// A collection's security rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRules {
+    pub read: Option<String>,
+    pub write: Option<String>,
+    pub create: Option<String>,
+    pub update: Option<String>,
+    pub delete: Option<String>,
+}
+
+/// A bucket's security rules.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBucketRules {
+    pub read: Option<String>,
+    pub write: Option<String>,
 }
 
 /// One of the app's buckets.
@@ -34,6 +71,7 @@ pub(crate) struct RawBucket {
     pub cors: Option<RawCors>,
     pub lifecycle: Option<RawLifecycle>,
     pub max_object_size: Option<String>,
+    pub rules: Option<RawBucketRules>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,7 +143,16 @@ pub(crate) struct RawTrigger {
     pub cloudevents: Option<RawCloudEvents>,
     pub logs: Option<RawLogMatch>,
     pub storage: Option<RawStorage>,
+    pub database: Option<RawDatabase>,
     pub format: Option<String>,
+}
+
+/// Changes to documents of one of the app's collections.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDatabase {
+    pub collection: String,
+    pub on: Option<OneOrMany>,
 }
 
 /// Changes to objects of one of the app's buckets.
@@ -203,6 +250,7 @@ pub(crate) struct RawFunction {
     pub on_success: Option<String>,
     pub on_failure: Option<String>,
     pub events: Option<Vec<RawTrigger>>,
+    pub callable: Option<bool>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub build: Option<RawBuild>,

@@ -11,10 +11,10 @@ use crate::raw::{
     RawNetwork, RawQueue, RawService, RawTrigger,
 };
 use crate::spec::{
-    AppSpec, BuildCommand, CatchUp, CloudEventsTrigger, CorsSpec, Destination, Egress, EventFormat,
-    FunctionSpec, HttpAuth, HttpSpec, LogFormat, LogsTrigger, Network, QueueSpec, QueueTrigger,
-    Readiness, Runtime, ScheduleTrigger, ServiceCommand, ServiceProtocol, ServiceSpec,
-    StorageChange, StorageTrigger, Trigger, is_valid_name,
+    AppSpec, BuildCommand, CatchUp, CloudEventsTrigger, CorsSpec, DatabaseTrigger, Destination,
+    DocumentChange, Egress, EventFormat, FunctionSpec, HttpAuth, HttpSpec, LogFormat, LogsTrigger,
+    Network, QueueSpec, QueueTrigger, Readiness, Runtime, ScheduleTrigger, ServiceCommand,
+    ServiceProtocol, ServiceSpec, StorageChange, StorageTrigger, Trigger, is_valid_name,
 };
 
 pub const DEFAULT_MEMORY_MB: u32 = 128;
@@ -65,6 +65,7 @@ const RESERVED_ENV: &[&str] = &[
     "AWS_EXECUTION_ENV",
     "STRATUS_API_URL",
     "STRATUS_API_TOKEN",
+    "STRATUS_APP",
     // The app's own AWS credential and where its buckets are (the S3 API).
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -175,6 +176,8 @@ pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpe
         crate::alerts::resolve_alerts(&mut c, raw.alerts, &functions, &service_names, &queues);
     let buckets = crate::buckets::resolve_buckets(&mut c, &raw.app, raw.buckets);
     check_storage_triggers(&mut c, &functions, &buckets);
+    let collections = crate::collections::resolve_collections(&mut c, raw.collections);
+    check_database_triggers(&mut c, &functions, &collections);
 
     if c.errors.is_empty() {
         Ok(AppSpec {
@@ -184,6 +187,7 @@ pub(crate) fn resolve(file: &str, text: &str, raw: RawManifest) -> Result<AppSpe
             queues,
             alerts,
             buckets,
+            collections,
         })
     } else {
         c.errors.sort_by_key(|e| e.line);
@@ -452,6 +456,7 @@ fn resolve_function(c: &mut Checker<'_>, name: &str, f: RawFunction) -> Option<F
         on_success: f.on_success,
         on_failure: f.on_failure,
         events,
+        callable: f.callable.unwrap_or(false),
         log_format,
         log_level,
         build,
@@ -468,6 +473,7 @@ fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Tr
         ("cloudevents", t.cloudevents.is_some()),
         ("logs", t.logs.is_some()),
         ("storage", t.storage.is_some()),
+        ("database", t.database.is_some()),
     ];
     let given: Vec<&str> = kinds.iter().filter(|k| k.1).map(|k| k.0).collect();
     if given.len() != 1 {
@@ -478,7 +484,7 @@ fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Tr
             } else {
                 format!("this trigger names {} sources", given.join(" and "))
             },
-            Some("give each entry of `events:` one of `schedule:`, `queue:`, `cloudevents:`, `logs:` or `storage:`; list several entries for several sources".into()),
+            Some("give each entry of `events:` one of `schedule:`, `queue:`, `cloudevents:`, `logs:`, `storage:` or `database:`; list several entries for several sources".into()),
         );
         return None;
     }
@@ -605,6 +611,43 @@ fn resolve_trigger(c: &mut Checker<'_>, owner: &str, t: RawTrigger) -> Option<Tr
             prefix: storage.prefix.unwrap_or_default(),
             suffix: storage.suffix.unwrap_or_default(),
             format,
+        })
+    } else if let Some(database) = t.database {
+        let on = match database.on.map(|o| o.into_vec()) {
+            None => vec![
+                DocumentChange::Created,
+                DocumentChange::Updated,
+                DocumentChange::Deleted,
+            ],
+            Some(names) => {
+                let mut on = Vec::new();
+                for name in names {
+                    match name.as_str() {
+                        "created" => on.push(DocumentChange::Created),
+                        "updated" => on.push(DocumentChange::Updated),
+                        "deleted" => on.push(DocumentChange::Deleted),
+                        other => c.error(
+                            key("database.on"),
+                            format!("unknown change {other:?}"),
+                            Some("documents are `created`, `updated` or `deleted`".into()),
+                        ),
+                    }
+                }
+                if on.is_empty() {
+                    c.error(
+                        key("database.on"),
+                        "the trigger names no change".into(),
+                        Some("give `on: [created]`, `[created, updated, deleted]` or another list of them".into()),
+                    );
+                }
+                on.sort_by_key(|change| *change as u8);
+                on.dedup();
+                on
+            }
+        };
+        Trigger::Database(DatabaseTrigger {
+            collection: database.collection,
+            on,
         })
     } else if let Some(logs) = t.logs {
         let batch_size = t.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
@@ -805,6 +848,35 @@ fn check_storage_triggers(
     }
 }
 
+/// Each database trigger names a collection of the app.
+fn check_database_triggers(
+    c: &mut Checker<'_>,
+    functions: &BTreeMap<String, FunctionSpec>,
+    collections: &BTreeMap<String, crate::collections::CollectionSpec>,
+) {
+    for f in functions.values() {
+        for (i, trigger) in f.events.iter().enumerate() {
+            let Trigger::Database(t) = trigger else {
+                continue;
+            };
+            if !collections.contains_key(&t.collection) {
+                let names: Vec<&str> = collections.keys().map(String::as_str).collect();
+                c.error(
+                    format!("functions.{}.events.{i}.database.collection", f.name),
+                    format!("there is no collection {:?} in this app", t.collection),
+                    Some(match closest(&t.collection, &names) {
+                        Some(best) => format!("did you mean `{best}`?"),
+                        None => format!(
+                            "declare it: `collections: {{ {}: {{}} }}` at the top level",
+                            t.collection
+                        ),
+                    }),
+                );
+            }
+        }
+    }
+}
+
 /// The methods a route may name.
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -987,6 +1059,9 @@ fn is_token_byte(b: u8) -> bool {
 
 /// Routes of different functions and services must not overlap: which
 /// one a request reaches would be a guess.
+/// The paths the platform keeps for itself on every app's host.
+pub const RESERVED_PATH: &str = "/_stratus/";
+
 fn check_routes(
     c: &mut Checker<'_>,
     functions: &BTreeMap<String, FunctionSpec>,
@@ -1007,6 +1082,14 @@ fn check_routes(
         let before = routes.len();
         let methods = stratus_gateway::route::methods_from(&http.methods);
         for path in &http.paths {
+            if path == RESERVED_PATH.trim_end_matches('/') || path.starts_with(RESERVED_PATH) {
+                c.error(
+                    format!("{section}.{name}.http.path"),
+                    format!("{path} is under {RESERVED_PATH}, which the platform serves on every app's host (its client SDK and API)"),
+                    Some("choose a path outside /_stratus/".into()),
+                );
+                continue;
+            }
             if let Ok(pattern) = Pattern::parse(path) {
                 routes.push(Route {
                     pattern,

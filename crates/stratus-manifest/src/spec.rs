@@ -23,6 +23,9 @@ pub struct AppSpec {
     /// File storage, served over the S3 API.
     #[serde(default)]
     pub buckets: BTreeMap<String, crate::buckets::BucketSpec>,
+    /// The document database's collections, their indexes and rules.
+    #[serde(default)]
+    pub collections: BTreeMap<String, crate::collections::CollectionSpec>,
 }
 
 /// A queue the app declares.
@@ -54,6 +57,37 @@ pub enum Trigger {
     Logs(LogsTrigger),
     /// Objects created in or deleted from one of the app's buckets.
     Storage(StorageTrigger),
+    /// Documents created, updated or deleted in one of the app's
+    /// collections.
+    Database(DatabaseTrigger),
+}
+
+/// Changes to documents of a collection that reach a function, each as an
+/// event with the document before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseTrigger {
+    /// The collection's name under `collections:`.
+    pub collection: String,
+    pub on: Vec<DocumentChange>,
+}
+
+/// What happened to a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentChange {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl DocumentChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentChange::Created => "created",
+            DocumentChange::Updated => "updated",
+            DocumentChange::Deleted => "deleted",
+        }
+    }
 }
 
 /// Changes to objects of a bucket that reach a function, each as an event.
@@ -368,6 +402,11 @@ pub struct FunctionSpec {
     /// What runs it besides invocations.
     #[serde(default)]
     pub events: Vec<Trigger>,
+    /// Whether clients signed in to the app (pages, mini-programs) may
+    /// call it, at `/_stratus/call/NAME` on the app's host; it then gets
+    /// the caller's verified `auth` in its context.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub callable: bool,
     /// How the runtime writes log records (`logging` in Python, `console`
     /// in Node.js), as Lambda's advanced logging controls.
     #[serde(default)]

@@ -1714,9 +1714,9 @@ fn schedule_triggers_are_checked() {
         stratus.yaml:13: functions.a.events.3.batch_size: `batch_size` does not apply to a schedule trigger
           hint: `batch_size` is a setting of `queue` triggers; remove it
         stratus.yaml:14: functions.a.events.4: this trigger names no source
-          hint: give each entry of `events:` one of `schedule:`, `queue:`, `cloudevents:`, `logs:` or `storage:`; list several entries for several sources
+          hint: give each entry of `events:` one of `schedule:`, `queue:`, `cloudevents:`, `logs:`, `storage:` or `database:`; list several entries for several sources
         stratus.yaml:15: functions.a.events.5: this trigger names schedule and queue sources
-          hint: give each entry of `events:` one of `schedule:`, `queue:`, `cloudevents:`, `logs:` or `storage:`; list several entries for several sources
+          hint: give each entry of `events:` one of `schedule:`, `queue:`, `cloudevents:`, `logs:`, `storage:` or `database:`; list several entries for several sources
         ",
     );
 }
@@ -2004,6 +2004,100 @@ fn a_storage_trigger_names_a_bucket_of_the_app() {
         r#"
         stratus.yaml:9: functions.thumb.events.0.storage.on: unknown change "moved"
           hint: objects are `created` (put, copied or uploaded in parts) or `deleted`
+        "#,
+    );
+}
+
+#[test]
+fn collections_check_their_indexes_and_rules() {
+    check(
+        "
+        app: todo
+        functions:
+          f:
+            runtime: python3
+            handler: main.handler
+        collections:
+          todos:
+            indexes:
+              - { fields: [owner, created_at] }
+              - { fields: [owner, created_at] }
+              - { fields: [tags, owner], multi: true }
+              - { fields: [\"$where\"] }
+            rules:
+              read: \"auth.uid == doc.owner &&\"
+              write: \"user.id == doc.owner\"
+          9lives: {}
+        ",
+        r#"
+        stratus.yaml:10: collections.todos.indexes.1: this index is declared twice
+          hint: remove one of them
+        stratus.yaml:11: collections.todos.indexes.2.multi: a multi index has one field, an array
+          hint: give `fields: [tags]` with `multi: true`, or drop `multi`
+        stratus.yaml:12: collections.todos.indexes.3.fields: field path "$where": names starting with `$` are reserved
+          hint: name fields by their dotted paths, such as `address.city`
+        stratus.yaml:14: collections.todos.rules.read: rule "auth.uid == doc.owner &&": column 25: expected an expression, found the end of the rule
+          hint: rules are expressions such as `auth != null && auth.uid == doc.owner`; the README's "Security rules" section lists what they may use
+        stratus.yaml:15: collections.todos.rules.write: rule "user.id == doc.owner": column 1: unknown name `user`; this rule can use auth, doc, request
+          hint: rules are expressions such as `auth != null && auth.uid == doc.owner`; the README's "Security rules" section lists what they may use
+        stratus.yaml:16: collections.9lives: "9lives" is not a collection name: start with a letter, then use letters, digits, `_` and `-`
+          hint: rename the collection, such as `todos` or `user_profiles`
+        "#,
+    );
+}
+
+#[test]
+fn a_database_trigger_names_a_collection_of_the_app() {
+    check(
+        "
+        app: todo
+        collections:
+          todos: {}
+        functions:
+          count:
+            runtime: python3
+            handler: main.handler
+            events:
+              - database: { collection: todo, on: [created, renamed] }
+        ",
+        r#"
+        stratus.yaml:9: functions.count.events.0.database.on: unknown change "renamed"
+          hint: documents are `created`, `updated` or `deleted`
+        "#,
+    );
+    check(
+        "
+        app: todo
+        collections:
+          todos: {}
+        functions:
+          count:
+            runtime: python3
+            handler: main.handler
+            events:
+              - database: { collection: todo }
+        ",
+        r#"
+        stratus.yaml:9: functions.count.events.0.database.collection: there is no collection "todo" in this app
+          hint: did you mean `todos`?
+        "#,
+    );
+}
+
+#[test]
+fn routes_may_not_use_the_platform_s_own_paths() {
+    check(
+        "
+        app: site
+        functions:
+          page:
+            runtime: python3
+            handler: main.handler
+            http: { path: [/, /_stratus/sdk.js] }
+        ",
+        r#"
+        stratus.yaml:6: functions.page.http.path: /_stratus/sdk.js is under /_stratus/, which the platform serves on every app's host (its client SDK and API)
+          hint: choose a path outside /_stratus/
         "#,
     );
 }

@@ -549,7 +549,21 @@ async function loadModule(base, moduleName) {
   }
 }
 
+// The platform's SDK (`require('stratus')`) ships in the runtime's
+// directory, which `require` searches after a function's own node_modules
+// (as NODE_PATH's are; the variable itself is left as it was). Done as the
+// handler loads: the runtime's directory is the function's, known then.
+function addSdkPath() {
+  const dir = env.LAMBDA_RUNTIME_DIR || __dirname;
+  const saved = env.NODE_PATH;
+  env.NODE_PATH = [path.join(dir, 'node_modules'), saved].filter(Boolean).join(path.delimiter);
+  require('module')._initPaths();
+  if (saved === undefined) delete env.NODE_PATH;
+  else env.NODE_PATH = saved;
+}
+
 async function loadHandler(spec) {
+  addSdkPath();
   // "src/index.a.b" -> directory "src/", module "index", export path "a.b".
   const slash = spec.lastIndexOf('/');
   const rest = spec.slice(slash + 1);
@@ -710,6 +724,8 @@ function runHandler(handler, inv, next) {
     logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME,
     identity: parseJsonHeader(next.headers['lambda-runtime-cognito-identity']),
     clientContext: parseJsonHeader(next.headers['lambda-runtime-client-context']),
+    // The verified end user of a client's call (`callable: true`).
+    get auth() { return this.clientContext?.custom?.auth ?? null; },
     callbackWaitsForEmptyEventLoop: true,
     // This event's trace context, also when several run at once.
     traceparent: next.headers['lambda-runtime-traceparent'],

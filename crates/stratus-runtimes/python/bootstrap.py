@@ -715,6 +715,9 @@ class LambdaContext(object):
         self.invoked_function_arn = function_arn
         self._deadline_ms = deadline_ms
         self.client_context = _obj_from_dict(ClientContext, client_context)
+        # The verified end user of a client's call (`callable: true`).
+        custom = (client_context or {}).get("custom")
+        self.auth = custom.get("auth") if isinstance(custom, dict) else None
         if self.client_context is not None:
             self.client_context.client = _obj_from_dict(Client, self.client_context.client)
         cognito_identity = cognito_identity or {}
@@ -853,6 +856,8 @@ def main():
     platform = os.path.join(runtime_dir, "platform")
     if os.path.isdir(platform):
         sys.path.append(platform)
+    # The platform's SDK (`from stratus import db, files, auth`).
+    sys.path.append(os.path.join(runtime_dir, "sdk"))
     started = time.perf_counter()
     error = listen_for_debugger(os.environ.get("STRATUS_DEBUG_PORT"))
     if error is None:

@@ -406,6 +406,8 @@ pub(crate) fn activation(
         ("AWS_EXECUTION_ENV", format!("stratus_{}", function.runtime)),
         ("AWS_REGION", s.region.clone()),
         ("AWS_DEFAULT_REGION", s.region.clone()),
+        // The app, for the SDK's calls of the platform API.
+        ("STRATUS_APP", config.app.clone()),
     ];
     env.extend(lambda.into_iter().map(|(k, v)| (k.to_owned(), v)));
     // Lambda's advanced logging controls; the function's own env may

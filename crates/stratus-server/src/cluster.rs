@@ -159,6 +159,7 @@ pub(crate) fn publish(state: &AppState, version: &VersionRecord) {
         crate::service_configs(&state.config.data_dir, version, &secrets),
     );
     state.directory.publish(version);
+    state.databases.publish(&version.app, &version.spec);
     state.triggers.reconcile(&version.app, Some(&version.spec));
     state
         .published
@@ -170,6 +171,7 @@ pub(crate) fn publish(state: &AppState, version: &VersionRecord) {
 /// Takes `app` out of service on this node.
 pub(crate) fn unpublish(state: &AppState, app: &str) {
     state.directory.remove(app);
+    state.databases.remove(app);
     state.aws_credentials.remove_app(app);
     state.secrets.remove_app(app);
     state.scheduler.remove_app(app);

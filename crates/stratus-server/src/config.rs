@@ -167,6 +167,10 @@ pub struct ServerConfig {
     pub http: crate::HttpSettings,
     #[command(flatten, next_help_heading = "Files (the S3 API)")]
     pub objects: crate::ObjectSettings,
+    #[command(flatten, next_help_heading = "Documents")]
+    pub database: crate::DatabaseSettings,
+    #[command(flatten, next_help_heading = "End users")]
+    pub auth: crate::AuthSettings,
 }
 
 /// The control plane's limits.

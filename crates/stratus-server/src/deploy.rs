@@ -512,6 +512,7 @@ pub(crate) async fn deploy(
         let _serial = state.deploy_lock.lock().await;
         let buckets = crate::s3::declared::plan(state, app, &spec).await?;
         crate::s3::declared::apply(state, buckets).await?;
+        crate::db::apply_indexes(state, app, &spec).await?;
         return Ok(unchanged(&active));
     }
     require_secrets(state, app, &spec, "nothing was deployed").await?;
@@ -529,8 +530,11 @@ pub(crate) async fn deploy(
         && same(&active)
     {
         crate::s3::declared::apply(state, buckets).await?;
+        crate::db::apply_indexes(state, app, &spec).await?;
         return Ok(unchanged(&active));
     }
+    // Indexes first: the version about to be served may query with them.
+    crate::db::apply_indexes(state, app, &spec).await?;
     let functions = spec.functions.keys().cloned().collect();
     let services = spec.services.keys().cloned().collect();
     let routes = routes(state, &spec);

@@ -11,10 +11,13 @@
 mod alerts;
 mod api;
 mod app_secrets;
+mod auth;
 pub mod backup;
 mod build;
+mod client;
 mod cluster;
 pub mod config;
+mod db;
 mod deploy;
 mod events;
 mod failures;
@@ -38,6 +41,9 @@ mod webhooks;
 
 pub(crate) use stratus_scheduler::now_ms;
 
+/// How long a platform API connection may stay open with no request.
+const PLATFORM_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,8 +62,11 @@ use stratus_store_postgres::PostgresStore;
 use stratus_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 
+pub use auth::AuthSettings;
 pub use build::local::LocalBuilder;
 pub use config::{Limits, ServerConfig};
+pub use db::DatabaseSettings;
+pub use db::rules_test::{CaseOutcome, run_rule_cases};
 pub use public::{HttpSettings, TlsFiles};
 pub use quotas::QuotaSettings;
 pub use runtimes::RuntimeFlag;
@@ -122,6 +131,12 @@ pub(crate) struct AppState {
     pub(crate) kept: Arc<traces::Kept>,
     /// The bytes of apps' objects (the S3 API).
     pub(crate) objects: Arc<s3::Blobs>,
+    /// What apps declare of their document databases.
+    pub(crate) databases: db::Catalog,
+    /// Apps' end users, as this node knows them.
+    pub(crate) sessions: auth::Sessions,
+    /// Watches of queries, fed by the store's change records.
+    pub(crate) watches: Arc<client::watch::Hub>,
 }
 
 /// Binds both listeners from `config`.
@@ -545,6 +560,10 @@ pub async fn run(
     for version in &deployed {
         triggers.reconcile(&version.app, Some(&version.spec));
     }
+    let databases = db::Catalog::default();
+    for version in &deployed {
+        databases.publish(&version.app, &version.spec);
+    }
     let state = Arc::new(AppState {
         triggers,
         aws_credentials,
@@ -574,6 +593,9 @@ pub async fn run(
         scrapes: tokio::sync::Mutex::new(()),
         kept,
         objects,
+        databases,
+        sessions: auth::Sessions::default(),
+        watches: Arc::new(client::watch::Hub::default()),
     });
     let gateway = Arc::new(public::Gateway {
         directory,
@@ -588,6 +610,7 @@ pub async fn run(
         probes: Some(Arc::new(crate::observe::Probes(state.clone()))),
         tracer: scheduler.tracer().clone(),
         objects: Some(Arc::new(s3::Api(state.clone()))),
+        clients: Some(Arc::new(client::Api::new(state.clone()))),
     });
     // What earlier runs left of versions no longer kept.
     deploy::prune_in_background(state.clone());
@@ -606,6 +629,8 @@ pub async fn run(
     ));
     let alerts_task = tokio::spawn(alerts::run(state.clone()));
     let lifecycle_task = tokio::spawn(s3::lifecycle::run(state.clone()));
+    let watches_task = tokio::spawn(state.watches.clone().follow(state.clone()));
+    let sessions_task = tokio::spawn(auth::keep(state.clone()));
     // Nodes that share the store take up each other's deploys.
     let follow_task =
         shared_packages.map(|shared| tokio::spawn(cluster::follow(state.clone(), shared)));
@@ -629,6 +654,10 @@ pub async fn run(
             // Instances share the host's loopback address: the cap per app
             // stands in for the cap per address.
             per_address: 0,
+            // An idle instance's kept connection gives its place in the
+            // app's share back soon (as Node's own client closes its idle
+            // ones after 4 s).
+            idle_timeout: config.http.idle_timeout.min(PLATFORM_IDLE),
             ..config.http.limits(config.limits.platform_max_connections)
         },
         None,
@@ -725,6 +754,8 @@ pub async fn run(
     heartbeat_task.abort();
     alerts_task.abort();
     lifecycle_task.abort();
+    watches_task.abort();
+    sessions_task.abort();
     store_logs.stop().await;
     let _ = std::fs::remove_file(data_dir.join(SERVER_FILE));
     tracing::info!("stopped");

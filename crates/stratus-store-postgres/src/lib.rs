@@ -12,7 +12,9 @@
 //! newer than this build knows is refused.
 
 mod changes;
+mod documents;
 mod schema;
+mod users;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -608,10 +610,14 @@ impl Apps for PostgresStore {
                 tx.execute(&format!("DELETE FROM {table} WHERE app = $1"), &[&app])
                     .await?;
             }
+            let indexes = documents::delete_app_documents(&tx, app).await?;
+            users::delete_app_users(&tx, app).await?;
             let deleted = tx
                 .execute("DELETE FROM apps WHERE name = $1", &[&app])
                 .await?;
             tx.commit().await?;
+            // Online, once nothing names them.
+            documents::drop_indexes(&client, &indexes).await?;
             Ok(deleted > 0)
         })
         .await
@@ -2572,6 +2578,8 @@ impl Transfer for PostgresStore {
             let objects = all(format!("SELECT {OBJECT_COLUMNS} FROM objects ORDER BY bucket, key")).await?;
             let uploads = all(format!("SELECT {UPLOAD_COLUMNS} FROM uploads ORDER BY upload_id")).await?;
             let parts = all(format!("SELECT {PART_COLUMNS} FROM parts ORDER BY upload_id, number")).await?;
+            let (documents, document_indexes) = documents::export(&tx).await?;
+            let (users, sessions) = users::export(&tx).await?;
             Ok(Dump {
                 identity,
                 apps: apps.iter().map(app_from_row).collect(),
@@ -2614,6 +2622,10 @@ impl Transfer for PostgresStore {
                 objects: objects.iter().map(object_from_row).collect(),
                 uploads: uploads.iter().map(upload_from_row).collect(),
                 parts: parts.iter().map(part_from_row).collect(),
+                documents,
+                document_indexes,
+                users,
+                sessions,
             })
         })
         .await
@@ -2625,19 +2637,24 @@ impl Transfer for PostgresStore {
             let tx = client.transaction().await?;
             // Nothing else writes while the store is filled.
             tx.batch_execute(
-                "LOCK TABLE apps, versions, events, messages, dead_letters, meta, buckets, objects, uploads, parts IN EXCLUSIVE MODE",
+                "LOCK TABLE apps, versions, events, messages, dead_letters, meta, buckets, objects, uploads, parts, \
+                 documents, document_indexes, users, sessions IN EXCLUSIVE MODE",
             )
             .await?;
             let held: String = tx
                 .query_one(
-                    "SELECT (SELECT COUNT(*) FROM apps) || ' apps, ' || (SELECT COUNT(*) FROM events) || ' events, ' \
-                     || (SELECT COUNT(*) FROM messages) || ' messages, ' || (SELECT COUNT(*) FROM dead_letters) || ' dead letters, ' \
-                     || (SELECT COUNT(*) FROM buckets) || ' buckets'",
+                    &format!(
+                        "SELECT (SELECT COUNT(*) FROM apps) || ' apps, ' || (SELECT COUNT(*) FROM events) || ' events, ' \
+                         || (SELECT COUNT(*) FROM messages) || ' messages, ' || (SELECT COUNT(*) FROM dead_letters) || ' dead letters, ' \
+                         || (SELECT COUNT(*) FROM buckets) || ' buckets, ' || {} || ', ' || {}",
+                        documents::HELD,
+                        users::HELD
+                    ),
                     &[],
                 )
                 .await?
                 .get(0);
-            if held != "0 apps, 0 events, 0 messages, 0 dead letters, 0 buckets" {
+            if held != "0 apps, 0 events, 0 messages, 0 dead letters, 0 buckets, 0 documents, 0 users" {
                 return Err(StoreError::NotEmpty(held).into());
             }
             if let Some(identity) = &dump.identity {
@@ -2793,6 +2810,8 @@ impl Transfer for PostgresStore {
                 )
                 .await?;
             }
+            documents::import(&tx, &dump.documents, &dump.document_indexes).await?;
+            users::import(&tx, &dump.users, &dump.sessions).await?;
             // Ids go on after the largest imported, as they would have.
             for table in ["events", "dead_letters", "messages", "logs"] {
                 tx.execute(

@@ -299,4 +299,68 @@ CREATE TABLE parts (
     PRIMARY KEY (upload_id, number)
 );
 "#,
+    // Apps' documents, `jsonb`; collections and ids order as bytes do.
+    // The indexes each collection declares (partial indexes named
+    // `docidx_...`, built online and dropped with the declarations), and a
+    // record of every committed change, in commit order, for watches.
+    r#"
+CREATE TABLE documents (
+    app TEXT NOT NULL,
+    collection TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    version BIGINT NOT NULL,
+    body JSONB NOT NULL,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    PRIMARY KEY (app, collection, id)
+);
+CREATE TABLE document_indexes (
+    app TEXT NOT NULL,
+    collection TEXT COLLATE "C" NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    PRIMARY KEY (app, collection, name)
+);
+CREATE TABLE document_changes (
+    seq BIGSERIAL PRIMARY KEY,
+    app TEXT NOT NULL,
+    collection TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    version BIGINT NOT NULL,
+    body JSONB,
+    at_ms BIGINT NOT NULL
+);
+CREATE INDEX document_changes_by_time ON document_changes (at_ms);
+CREATE INDEX document_changes_by_app ON document_changes (app);
+"#,
+    // Apps' end users, emails in lower case and unique per app, and their
+    // sessions (each a refresh token's SHA-256); uids and ids order as
+    // bytes do.
+    r#"
+CREATE TABLE users (
+    app TEXT NOT NULL,
+    uid TEXT COLLATE "C" NOT NULL,
+    provider TEXT NOT NULL,
+    email TEXT,
+    password_hash TEXT,
+    claims TEXT,
+    created_ms BIGINT NOT NULL,
+    last_sign_in_ms BIGINT NOT NULL,
+    disabled BOOLEAN NOT NULL,
+    tokens_valid_after_ms BIGINT NOT NULL,
+    CONSTRAINT users_pkey PRIMARY KEY (app, uid)
+);
+CREATE UNIQUE INDEX users_by_email ON users (app, email) WHERE email IS NOT NULL;
+CREATE TABLE sessions (
+    app TEXT NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    uid TEXT COLLATE "C" NOT NULL,
+    refresh_sha256 TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    PRIMARY KEY (app, id)
+);
+CREATE INDEX sessions_by_user ON sessions (app, uid);
+CREATE INDEX sessions_by_expiry ON sessions (expires_ms);
+"#,
 ];

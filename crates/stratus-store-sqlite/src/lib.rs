@@ -1,6 +1,9 @@
 //! The embedded SQLite backend: one file in the data directory, WAL mode,
 //! schema migrations keyed by `PRAGMA user_version`.
 
+mod documents;
+mod users;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -350,6 +353,89 @@ CREATE TABLE parts (
     modified_ms INTEGER NOT NULL,
     PRIMARY KEY (upload_id, number)
 );
+"#,
+    // Apps' documents: JSON text, queried with the JSON functions. The
+    // indexes each collection declares (partial expression indexes named
+    // `docidx_...`, made and dropped with the declarations); the elements
+    // of the arrays its `multi` indexes name, one row each, kept with
+    // every write (SQLite cannot index `json_each`); and a record of every
+    // committed change, in commit order, for watches to follow.
+    r#"
+CREATE TABLE documents (
+    app TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (app, collection, id)
+);
+CREATE TABLE document_indexes (
+    app TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    PRIMARY KEY (app, collection, name)
+);
+CREATE TABLE document_terms (
+    app TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    field TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (app, collection, field, kind, value, id)
+) WITHOUT ROWID;
+CREATE INDEX document_terms_by_id ON document_terms (app, collection, id);
+CREATE TABLE document_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX document_changes_by_time ON document_changes (at_ms);
+CREATE INDEX document_changes_by_app ON document_changes (app);
+-- Statistics for the planner, which nobody runs ANALYZE over: an app
+-- and a collection hold many documents. (ANALYZE of the empty table makes
+-- sqlite_stat1.)
+ANALYZE documents;
+DELETE FROM sqlite_stat1 WHERE tbl = 'documents';
+INSERT INTO sqlite_stat1 (tbl, idx, stat)
+    VALUES ('documents', 'sqlite_autoindex_documents_1', '1000000 100000 10000 1');
+ANALYZE sqlite_schema;
+"#,
+    // Apps' end users, emails in lower case and unique per app, and their
+    // sessions (each a refresh token's SHA-256).
+    r#"
+CREATE TABLE users (
+    app TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    email TEXT,
+    password_hash TEXT,
+    claims TEXT,
+    created_ms INTEGER NOT NULL,
+    last_sign_in_ms INTEGER NOT NULL,
+    disabled INTEGER NOT NULL,
+    tokens_valid_after_ms INTEGER NOT NULL,
+    PRIMARY KEY (app, uid)
+);
+CREATE UNIQUE INDEX users_by_email ON users (app, email) WHERE email IS NOT NULL;
+CREATE TABLE sessions (
+    app TEXT NOT NULL,
+    id TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    refresh_sha256 TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    PRIMARY KEY (app, id)
+);
+CREATE INDEX sessions_by_user ON sessions (app, uid);
+CREATE INDEX sessions_by_expiry ON sessions (expires_ms);
 "#,
 ];
 
@@ -1028,6 +1114,8 @@ impl Apps for SqliteStore {
             tx.execute("DELETE FROM dead_letters WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM messages WHERE app = ?1", [&app])?;
             tx.execute("DELETE FROM schedule_slots WHERE app = ?1", [&app])?;
+            documents::delete_app_documents(&tx, &app)?;
+            users::delete_app_users(&tx, &app)?;
             let deleted = tx.execute("DELETE FROM apps WHERE name = ?1", [&app])?;
             tx.commit()?;
             Ok(deleted > 0)
@@ -2786,6 +2874,8 @@ impl Transfer for SqliteStore {
                 .prepare(&sql)?
                 .query_map([], part_from_row)?
                 .collect::<rusqlite::Result<_>>()?;
+            (dump.documents, dump.document_indexes) = documents::export(&tx)?;
+            (dump.users, dump.sessions) = users::export(&tx)?;
             Ok(dump)
         })
         .await
@@ -2795,13 +2885,17 @@ impl Transfer for SqliteStore {
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let held: String = tx.query_row(
-                "SELECT (SELECT COUNT(*) FROM apps) || ' apps, ' || (SELECT COUNT(*) FROM events) || ' events, ' \
-                 || (SELECT COUNT(*) FROM messages) || ' messages, ' || (SELECT COUNT(*) FROM dead_letters) || ' dead letters, ' \
-                 || (SELECT COUNT(*) FROM buckets) || ' buckets'",
+                &format!(
+                    "SELECT (SELECT COUNT(*) FROM apps) || ' apps, ' || (SELECT COUNT(*) FROM events) || ' events, ' \
+                     || (SELECT COUNT(*) FROM messages) || ' messages, ' || (SELECT COUNT(*) FROM dead_letters) || ' dead letters, ' \
+                     || (SELECT COUNT(*) FROM buckets) || ' buckets, ' || {} || ', ' || {}",
+                    documents::HELD,
+                    users::HELD
+                ),
                 [],
                 |r| r.get(0),
             )?;
-            if held != "0 apps, 0 events, 0 messages, 0 dead letters, 0 buckets" {
+            if held != "0 apps, 0 events, 0 messages, 0 dead letters, 0 buckets, 0 documents, 0 users" {
                 return Err(StoreError::NotEmpty(held).into());
             }
             if let Some(identity) = &dump.identity {
@@ -2941,6 +3035,8 @@ impl Transfer for SqliteStore {
                     params![p.upload_id, p.number, p.size as i64, p.etag, p.blob, p.modified_ms],
                 )?;
             }
+            documents::import(&tx, &dump.documents, &dump.document_indexes)?;
+            users::import(&tx, &dump.users, &dump.sessions)?;
             tx.commit()?;
             Ok(())
         })

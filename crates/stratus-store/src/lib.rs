@@ -11,10 +11,13 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod documents;
 mod records;
+pub mod users;
 
 use async_trait::async_trait;
 
+pub use documents::Documents;
 pub use records::{
     AlertChange, AlertRecord, AppRecord, AwsCredentialRecord, BucketCreated, BucketDeleted,
     BucketRecord, BuildRecord, BuildStatus, Completed, DeadLetter, Dump, EventCounts, EventRecord,
@@ -23,6 +26,7 @@ pub use records::{
     ObjectRecord, ObjectUsage, PackageRecord, PartRecord, QueueCounts, ScheduleSlot, SecretRecord,
     Settlement, Source, StoredLog, UploadRecord, VersionRecord,
 };
+pub use users::Users;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -163,7 +167,8 @@ pub trait Apps: Send + Sync {
 
     /// Removes an application with its versions, keys, AWS credentials,
     /// secrets, builds, buckets and their objects and uploads in progress,
-    /// queued events and dead letters; false if it did not exist.
+    /// queued events and dead letters, documents, end users and their
+    /// sessions; false if it did not exist.
     async fn delete_app(&self, app: &str) -> Result<bool>;
 }
 
@@ -685,6 +690,8 @@ pub trait Store:
     + Failures
     + Alerts
     + Objects
+    + Documents
+    + Users
     + LogStore
     + Events
     + Messages
@@ -708,6 +715,8 @@ impl<T> Store for T where
         + Failures
         + Alerts
         + Objects
+        + Documents
+        + Users
         + LogStore
         + Events
         + Messages

@@ -203,6 +203,8 @@ pub enum Source {
     Logs,
     /// A change to an object of this bucket (its S3 name).
     Storage(String),
+    /// A change to a document of this collection.
+    Database(String),
     /// A source this build does not know (stored by a newer node), kept as
     /// it was.
     Other(String),
@@ -220,6 +222,7 @@ impl std::fmt::Display for Source {
             Source::Destination(function) => write!(f, "destination:{function}"),
             Source::Queue(queue) => write!(f, "queue:{queue}"),
             Source::Storage(bucket) => write!(f, "storage:{bucket}"),
+            Source::Database(collection) => write!(f, "database:{collection}"),
             Source::Other(other) => f.write_str(other),
         }
     }
@@ -238,6 +241,7 @@ impl From<&str> for Source {
                 Some(("destination", function)) => Source::Destination(function.to_owned()),
                 Some(("queue", queue)) => Source::Queue(queue.to_owned()),
                 Some(("storage", bucket)) => Source::Storage(bucket.to_owned()),
+                Some(("database", collection)) => Source::Database(collection.to_owned()),
                 _ => Source::Other(text.to_owned()),
             },
         }
@@ -625,13 +629,21 @@ pub struct Dump {
     /// The parts of the uploads in progress; as with objects, their bytes
     /// are not part of a dump.
     pub parts: Vec<PartRecord>,
+    /// Every document of every app.
+    pub documents: Vec<crate::documents::StoredDocument>,
+    /// The indexes apps' collections declare.
+    pub document_indexes: Vec<crate::documents::CollectionIndexes>,
+    /// Every end user of every app.
+    pub users: Vec<crate::users::UserRecord>,
+    /// Every session of every app's users.
+    pub sessions: Vec<crate::users::SessionRecord>,
 }
 
 impl Dump {
     /// What it holds, counted, for people.
     pub fn summary(&self) -> String {
         format!(
-            "{} apps, {} versions, {} packages, {} app keys, {} AWS credentials, {} secrets, {} queued events, {} dead letters, {} queue messages, {} schedule slots, {} buckets, {} objects, {} uploads, {} parts",
+            "{} apps, {} versions, {} packages, {} app keys, {} AWS credentials, {} secrets, {} queued events, {} dead letters, {} queue messages, {} schedule slots, {} buckets, {} objects, {} uploads, {} parts, {} documents, {} users, {} sessions",
             self.apps.len(),
             self.versions.len(),
             self.packages.len(),
@@ -645,7 +657,10 @@ impl Dump {
             self.buckets.len(),
             self.objects.len(),
             self.uploads.len(),
-            self.parts.len()
+            self.parts.len(),
+            self.documents.len(),
+            self.users.len(),
+            self.sessions.len()
         )
     }
 }

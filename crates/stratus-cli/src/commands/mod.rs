@@ -4,6 +4,7 @@ mod alerts;
 mod backup;
 mod builds;
 mod context;
+mod db;
 mod demo;
 mod deploy;
 mod dev;
@@ -22,11 +23,13 @@ mod nodes;
 mod profile;
 mod queue;
 mod rm;
+mod rules;
 mod runtimes;
 mod secret;
 mod server;
 mod status;
 mod trace;
+mod users;
 mod versions;
 
 use std::process::ExitCode;
@@ -88,6 +91,13 @@ pub enum Command {
     Files(files::FilesArgs),
     /// List an application's buckets, and delete one
     Bucket(files::BucketArgs),
+    /// List, read, write, query, export and import the documents of an
+    /// application's collections
+    Db(db::DbArgs),
+    /// Test an application's security rules against cases, with no server
+    Rules(rules::RulesArgs),
+    /// List an application's end users, revoke their sessions, delete them
+    Users(users::UsersArgs),
     /// Remove an application
     #[command(visible_alias = "delete")]
     Rm(rm::RmArgs),
@@ -188,6 +198,9 @@ pub async fn run(cli: Cli, launcher: Option<LauncherHandle>) -> anyhow::Result<E
         Command::Queue(args) => queue::run(&conn, args).await,
         Command::Files(args) => files::run(&conn, args).await,
         Command::Bucket(args) => files::run_bucket(&conn, args).await,
+        Command::Db(args) => db::run(&conn, args).await,
+        Command::Rules(args) => rules::run(args),
+        Command::Users(args) => users::run(&conn, args).await,
         Command::Rm(args) => rm::run(&conn, args).await,
         Command::Versions(args) => versions::list(&conn, args).await,
         Command::Rollback(args) => versions::rollback(&conn, args).await,

@@ -154,6 +154,7 @@ pub(crate) async fn remove(
     axum::extract::Query(params): axum::extract::Query<RemoveParams>,
 ) -> Result<Response, ApiError> {
     let _serial = state.deploy_lock.lock().await;
+    crate::db::check_removal(&state, &app, params.force).await?;
     crate::s3::declared::remove_all(&state, &app, params.force).await?;
     if !state.store.delete_app(&app).await? {
         return Err(deploy::status_for_missing_app(&app));

@@ -86,7 +86,7 @@ async fn invoke_async(
 }
 
 /// Reads an invocation's body, up to the synchronous limit.
-pub(super) async fn read_body(state: &AppState, body: axum::body::Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(state: &AppState, body: axum::body::Body) -> Result<Bytes, ApiError> {
     let limit = state.config.limits.max_payload_bytes;
     axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
@@ -98,7 +98,7 @@ pub(super) async fn read_body(state: &AppState, body: axum::body::Body) -> Resul
 }
 
 /// A payload must be JSON; an empty one is `{}`.
-pub(super) fn json_payload(payload: Bytes) -> Result<Bytes, ApiError> {
+pub(crate) fn json_payload(payload: Bytes) -> Result<Bytes, ApiError> {
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Ok(Bytes::from_static(b"{}"));
     }

@@ -32,9 +32,9 @@ use axum::routing::{get, post, put};
 pub(crate) use connections::{ConnectionCaps, admin_connections, platform_connections};
 pub(crate) use credentials::AwsCredentials;
 pub(crate) use error::ApiError;
-pub(crate) use invoke::invoke_error;
+pub(crate) use invoke::{invoke_error, json_payload, read_body};
 pub(crate) use keys::require_app;
-pub(crate) use tokens::{InstanceApi, function_credential, function_key};
+pub(crate) use tokens::{InstanceApi, function_credential, function_key, keyed as keyed_secret};
 
 use crate::AppState;
 
@@ -117,6 +117,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/v1/apps/{app}/buckets/{bucket}/presign",
             post(crate::s3::admin::presign),
         )
+        .merge(crate::db::routes())
+        .merge(crate::auth::admin_routes())
         .fallback(|| async {
             ApiError::not_found("no such admin API endpoint; the README lists them")
         })
@@ -143,9 +145,23 @@ pub(crate) fn platform_router(state: Arc<AppState>) -> Router {
             post(queues::send),
         )
         .route("/v1/apps/{app}/cloudevents", post(cloudevents::ingest))
+        .merge(crate::db::routes())
+        .merge(crate::auth::admin_routes())
+        .route(
+            "/v1/apps/{app}/buckets/{bucket}/objects",
+            get(crate::s3::admin::list_objects),
+        )
+        .route(
+            "/v1/apps/{app}/buckets/{bucket}/objects/{*key}",
+            axum::routing::any(crate::s3::admin::object),
+        )
+        .route(
+            "/v1/apps/{app}/buckets/{bucket}/presign",
+            post(crate::s3::admin::presign),
+        )
         .fallback(|| async {
             ApiError::not_found(
-                "the platform API has only /v1/apps/APP/functions/FN/invoke, /v1/apps/APP/queues/QUEUE/messages and /v1/apps/APP/cloudevents",
+                "the platform API has /v1/apps/APP/functions/FN/invoke, /v1/apps/APP/queues/QUEUE/messages, /v1/apps/APP/cloudevents, /v1/apps/APP/db/... and /v1/apps/APP/buckets/BUCKET/objects/...",
             )
         })
         .layer(middleware::from_fn_with_state(
@@ -242,14 +258,22 @@ async fn require_token(
 
 /// The app an endpoint acts for, if an app's own credentials may call it.
 fn app_scoped<'a>(method: &axum::http::Method, path: &'a str) -> Option<&'a str> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    // The app's documents and its buckets' objects, by any method.
+    if let ["", "v1", "apps", app, "db", ..]
+    | ["", "v1", "apps", app, "buckets", _, "objects", ..] = segments.as_slice()
+    {
+        return Some(app);
+    }
     if method != axum::http::Method::POST {
         return None;
     }
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     match segments.as_slice() {
         ["", "v1", "apps", app, "functions", _, "invoke"]
         | ["", "v1", "apps", app, "queues", _, "messages"]
-        | ["", "v1", "apps", app, "cloudevents"] => Some(app),
+        | ["", "v1", "apps", app, "cloudevents"]
+        | ["", "v1", "apps", app, "buckets", _, "presign"]
+        | ["", "v1", "apps", app, "auth", "tickets"] => Some(app),
         _ => None,
     }
 }

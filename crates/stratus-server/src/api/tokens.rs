@@ -41,7 +41,7 @@ fn mac(secret: &str, app: &str, instance: &str) -> String {
 }
 
 /// HMAC-SHA256 under `secret` of `parts`, one a line, in hex.
-fn keyed(secret: &str, parts: &[&str]) -> String {
+pub(crate) fn keyed(secret: &str, parts: &[&str]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
         .expect("HMAC takes keys of any length");
     mac.update(parts.join("\n").as_bytes());

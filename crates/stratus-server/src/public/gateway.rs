@@ -100,6 +100,21 @@ pub(crate) struct Gateway {
     pub tracer: stratus_trace::Tracer,
     /// The S3 API, for requests to `s3.DOMAIN` and `BUCKET.s3.DOMAIN`.
     pub objects: Option<Arc<dyn ObjectApi>>,
+    /// What `/_stratus/` of each app's host serves to its clients.
+    pub clients: Option<Arc<dyn ClientApi>>,
+}
+
+/// The platform's own paths on an app's host, `/_stratus/...` (the client
+/// SDK, sign-in, the document database, files and calls).
+#[async_trait]
+pub(crate) trait ClientApi: Send + Sync {
+    /// Answers `request` (its path the one within the app) for `app`.
+    async fn serve(
+        &self,
+        app: &str,
+        peer: std::net::SocketAddr,
+        request: axum::http::Request<axum::body::Body>,
+    ) -> axum::http::Response<axum::body::Body>;
 }
 
 /// The S3 API, served for hosts under `s3.DOMAIN`.

@@ -194,6 +194,23 @@ async fn route(
     let located = locate(gateway, &host, &path).ok_or_else(|| GatewayError::NoApp {
         domain: settings.domain.clone(),
     })?;
+    // The platform's own paths on the app's host.
+    if let Some(clients) = &gateway.clients
+        && located.path.starts_with(stratus_manifest::RESERVED_PATH)
+    {
+        let mut parts = parts;
+        let path_and_query = match parts.uri.query() {
+            Some(query) => format!("{}?{query}", located.path),
+            None => located.path.to_owned(),
+        };
+        if let Ok(uri) = path_and_query.parse() {
+            parts.uri = uri;
+        }
+        let app = located.name.clone();
+        return Ok(clients
+            .serve(&app, peer, Request::from_parts(parts, body))
+            .await);
+    }
     let origin = parts.headers.get(header::ORIGIN).cloned();
 
     if parts.method == Method::OPTIONS

@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 pub(crate) use budget::BodyBudget;
 pub(crate) use clients::Clients;
 pub(crate) use function::ChannelBody;
-pub(crate) use gateway::{Gateway, ObjectApi, Probes, Webhooks};
+pub(crate) use gateway::{ClientApi, Gateway, ObjectApi, Probes, Webhooks};
 pub(crate) use routes::Directory;
 pub use settings::{HttpSettings, TlsFiles};
 

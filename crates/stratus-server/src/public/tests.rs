@@ -163,6 +163,7 @@ fn setup() -> Setup {
         webhooks: None,
         probes: None,
         objects: None,
+        clients: None,
         tracer: stratus_trace::Tracer::off(),
     };
     Setup {

@@ -35,7 +35,11 @@ impl From<S3Error> for ApiError {
 
 /// `app`'s bucket `name`: the one its manifest calls so, or the one of
 /// that S3 name.
-async fn app_bucket(state: &AppState, app: &str, name: &str) -> Result<BucketRecord, ApiError> {
+pub(crate) async fn app_bucket(
+    state: &AppState,
+    app: &str,
+    name: &str,
+) -> Result<BucketRecord, ApiError> {
     let buckets = state.store.list_buckets(Some(app)).await?;
     let names = || {
         buckets
@@ -185,7 +189,19 @@ pub(crate) async fn object(
     request: Request,
 ) -> Result<Response<Body>, ApiError> {
     let bucket = app_bucket(&state, &app, &name).await?;
-    let call = call(&state, &app, &bucket, key);
+    object_of(&state, &app, &bucket, key, request).await
+}
+
+/// Answers `request` (PUT, GET, HEAD or DELETE) for object `key` of
+/// `app`'s `bucket`, as the app.
+pub(crate) async fn object_of(
+    state: &AppState,
+    app: &str,
+    bucket: &BucketRecord,
+    key: String,
+    request: Request,
+) -> Result<Response<Body>, ApiError> {
+    let call = call(state, app, bucket, key);
     let (parts, body) = request.into_parts();
     let answer = match parts.method {
         Method::PUT => objects::put(&call, &parts.headers, body, Payload::Unsigned).await,

@@ -530,6 +530,7 @@ async fn create_bucket(call: &Call<'_>) -> Result<Response<Body>, S3Error> {
         cors: None,
         lifecycle: None,
         max_object_size: DEFAULT_MAX_OBJECT_SIZE,
+        rules: Default::default(),
     };
     let record = BucketRecord {
         name: call.bucket.clone(),

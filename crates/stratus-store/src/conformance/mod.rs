@@ -6,11 +6,13 @@ pub mod alerts;
 pub mod apps;
 pub mod builds;
 pub mod credentials;
+pub mod documents;
 pub mod events;
 pub mod failures;
 pub mod objects;
 pub mod queues;
 pub mod transfer;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -78,6 +80,34 @@ macro_rules! conformance_suite {
             queues::a_schedule_slot_fires_once,
             queues::a_unit_of_work_commits_events_and_messages_together,
             transfer::a_store_moves_into_an_empty_one_whole,
+            documents::filters_select_by_kind_as_the_reference_does,
+            documents::nested_paths_and_odd_names_are_fields,
+            documents::contains_agrees_with_and_without_a_multi_index,
+            documents::sorts_on_several_fields_and_pages_through_them,
+            documents::sorting_across_kinds_pages_each_document_once,
+            documents::random_queries_agree_with_the_reference,
+            documents::aggregations_count_sum_and_average_numbers,
+            documents::every_write_and_update_operator_applies,
+            documents::if_version_guards_each_write,
+            documents::a_write_s_check_decides_before_anything_commits,
+            documents::events_commit_with_the_changes,
+            documents::racing_creates_of_one_id_have_one_winner,
+            documents::concurrent_increments_all_apply,
+            documents::change_records_follow_commits_in_order,
+            documents::indexes_are_set_listed_and_dropped,
+            documents::a_collection_is_listed_and_deleted_whole,
+            documents::deleting_an_app_removes_its_documents,
+            documents::documents_survive_a_reopen,
+            users::users_are_created_read_listed_and_updated,
+            users::uids_and_emails_are_unique_per_app,
+            users::racing_creates_of_one_email_have_one_winner,
+            users::an_update_cannot_take_another_user_s_email,
+            users::a_session_rotates_once_and_not_after_it_expired,
+            users::revoking_ends_every_session_of_one_user,
+            users::deleting_a_user_ends_its_sessions,
+            users::expired_sessions_are_trimmed,
+            users::deleting_an_app_removes_its_users_and_sessions,
+            users::users_and_sessions_survive_a_reopen,
         );
     };
     (@cases $fixture:expr; $($module:ident :: $case:ident),* $(,)?) => {

@@ -163,6 +163,9 @@ pub async fn a_store_moves_into_an_empty_one_whole(f: &dyn Fixture) {
         store.put_part(p.clone()).await.unwrap().unwrap();
     }
 
+    let indexes = super::documents::fill_for_transfer(&*store).await;
+    let (users, sessions) = super::users::fill_for_transfer(&*store).await;
+
     let dump = store.export().await.unwrap();
     assert_eq!(dump.identity.as_deref(), Some("the-identity"));
     assert_eq!(
@@ -183,11 +186,45 @@ pub async fn a_store_moves_into_an_empty_one_whole(f: &dyn Fixture) {
     assert_eq!((dump.buckets.len(), dump.objects.len()), (1, 1));
     assert_eq!((dump.uploads.len(), dump.parts.len()), (1, 2));
     assert!(
-        dump.summary()
-            .ends_with("1 buckets, 1 objects, 1 uploads, 2 parts"),
+        dump.summary().ends_with(
+            "1 buckets, 1 objects, 1 uploads, 2 parts, 3 documents, 2 users, 3 sessions"
+        ),
         "{}",
         dump.summary()
     );
+    let documents: Vec<(&str, &str, &str)> = dump
+        .documents
+        .iter()
+        .map(|d| {
+            (
+                d.app.as_str(),
+                d.document.collection.as_str(),
+                d.document.id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        documents,
+        [
+            ("a", "posts", "p1"),
+            ("a", "users", "u1"),
+            ("a", "users", "u2")
+        ]
+    );
+    let declared: BTreeMap<String, Vec<crate::documents::IndexSpec>> = dump
+        .document_indexes
+        .iter()
+        .map(|c| {
+            assert_eq!(c.app, "a");
+            let mut sorted = indexes[&c.collection].clone();
+            sorted.sort();
+            assert_eq!(c.indexes, sorted);
+            (c.collection.clone(), c.indexes.clone())
+        })
+        .collect();
+    assert_eq!(declared.len(), 2);
+    assert_eq!(dump.users, users);
+    assert_eq!(dump.sessions, sessions);
 
     let other = f.other().await;
     other.import(dump.clone()).await.unwrap();
@@ -218,6 +255,12 @@ pub async fn a_store_moves_into_an_empty_one_whole(f: &dyn Fixture) {
     );
     assert_eq!(other.get_upload("upload-1").await.unwrap(), Some(upload));
     assert_eq!(other.list_parts("upload-1", 0, 100).await.unwrap(), parts);
+    assert_eq!(
+        other.list_indexes("a").await.unwrap(),
+        dump.document_indexes
+    );
+    super::documents::check_transferred(&*other).await;
+    super::users::check_transferred(&*other, &users, &sessions).await;
     // And it goes on there.
     assert_eq!(
         other
