@@ -305,6 +305,18 @@ fn the_to_do_page_signs_in_lists_live_and_is_held_to_the_rules() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(first.titles(), ["milk", "eggs"]);
 
+    // A transaction through the SDK, as the owner: it reads, then writes
+    // on condition of what it read; the watch shows the change.
+    let version = second.run_async(&format!(
+        "window.app.db.runTransaction(async (tx) => {{ const d = await tx.get('todos', '{milk}'); tx.update('todos', '{milk}', {{ set: {{ done: true }} }}); return d.version; }}).then(done, (e) => done(String(e)))"
+    ));
+    assert_eq!(version, 1, "{version}");
+    eventually(Duration::from_secs(10), || {
+        let done = first.run("return document.querySelector('#list li').className");
+        (done == "done").then_some(()).ok_or(format!("{done}"))
+    });
+    assert_eq!(admin(&format!("todos/{milk}"))["version"], 2);
+
     // A callable function gets the caller, verified.
     let called = other
         .run_async("window.app.call('whoami', { hello: 1 }).then(done, (e) => done(String(e)))");

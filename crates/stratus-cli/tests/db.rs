@@ -856,3 +856,64 @@ fn an_app_with_documents_is_removed_only_with_force() {
     let missing = server.fails(&["db", "ls", "nothing"]);
     assert!(missing.contains("no app nothing"), "{missing}");
 }
+
+#[test]
+fn rule_cases_run_without_a_server() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/todo");
+    let out = std::process::Command::new(common::BIN)
+        .args(["rules", "test"])
+        .arg(&example)
+        .arg(example.join("rules_test.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("17 cases, 17 passed, 0 failed"), "{text}");
+
+    // get() reads the documents the file gives; a case that comes out
+    // otherwise fails the run, with the rule's reason.
+    let dir = tempfile::tempdir().unwrap();
+    write_app(
+        dir.path(),
+        &[
+            (
+                "stratus.yaml",
+                "app: club\nfunctions:\n  f:\n    runtime: python3\n    handler: main.handler\ncollections:\n  rooms:\n    rules:\n      read: \"get('members/' + auth.uid) != null\"\n      delete: \"get('members/' + auth.uid).role == 'admin'\"\nbuckets:\n  photos:\n    rules:\n      write: \"auth != null && resource.key.starts_with(auth.uid + '/') && request.size < 100\"\n",
+            ),
+            (
+                "cases.yaml",
+                "documents:\n  members/ann: { role: admin }\n  members/bob: { role: guest }\ncases:\n  - { name: a member reads, auth: { uid: bob }, read: rooms, doc: {}, allow: true }\n  - { name: a stranger does not, auth: { uid: eve }, read: rooms, doc: {}, allow: false }\n  - { name: an admin deletes, auth: { uid: ann }, delete: rooms, doc: {}, allow: true }\n  - { name: a guest deletes, auth: { uid: bob }, delete: rooms, doc: {}, allow: true }\n  - { name: a small upload of one's own, auth: { uid: bob }, upload: photos, key: bob/a.png, size: 10, allow: true }\n  - { name: a large one, auth: { uid: bob }, upload: photos, key: bob/b.png, size: 1000, allow: false }\n",
+            ),
+        ],
+    );
+    let out = std::process::Command::new(common::BIN)
+        .args(["rules", "test"])
+        .arg(dir.path())
+        .arg(dir.path().join("cases.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("6 cases, 5 passed, 1 failed"), "{text}");
+    assert!(
+        text.contains(
+            "FAIL  a guest deletes: denied, expected allowed (the delete rule of rooms denies this"
+        ),
+        "{text}"
+    );
+    // A case file that does not parse says where.
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "cases:\n  - { read: rooms, allow: maybe }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["rules", "test"])
+        .arg(dir.path())
+        .arg(dir.path().join("bad.yaml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("do not parse"), "{err}");
+}

@@ -1016,3 +1016,161 @@ fn nodes_share_buckets_through_the_store_and_one_objects_directory() {
         "{status}"
     );
 }
+
+/// Watches a query over the client WebSocket with Node.js's `ws`: prints
+/// each message as a line and stops after `count` of them.
+const WATCHER: &str = r#"
+const WebSocket = require('ws');
+const [url, subscription, count] = process.argv.slice(2);
+const socket = new WebSocket(url);
+let seen = 0;
+socket.on('open', () => socket.send(subscription));
+socket.on('message', (data) => {
+  console.log(JSON.stringify({ at: Date.now(), message: JSON.parse(String(data)) }));
+  if (++seen >= Number(count)) socket.close();
+});
+socket.on('close', () => process.exit(0));
+setTimeout(() => process.exit(3), 30000);
+"#;
+
+#[test]
+fn nodes_share_documents_sessions_and_watches_through_the_store() {
+    let db = Database::new("documents");
+    let url = db.url();
+    let first = Server::start_with(&["--store", &url]);
+    let token = first.data_dir.join("admin.token");
+    let second = Server::start_with(&[
+        "--store",
+        &url,
+        "--admin-token-file",
+        token.to_str().unwrap(),
+    ]);
+    let dir = first.path("board");
+    write_app(
+        &dir,
+        &[
+            (
+                "stratus.yaml",
+                "app: board\nfunctions:\n  seen:\n    runtime: python3\n    handler: main.handler\n    events:\n      - database: { collection: posts, on: created }\ncollections:\n  posts:\n    indexes: [ { fields: [room] } ]\n    rules:\n      read: \"auth != null\"\n      create: \"auth != null && request.doc.author == auth.uid\"\n",
+            ),
+            (
+                "main.py",
+                "def handler(event, context):\n    print('posted', event['subject'])\n",
+            ),
+        ],
+    );
+    first.ok(&["deploy", dir.to_str().unwrap()]);
+    let public = |node: &Server| {
+        let port = node
+            .public
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_owned();
+        format!("127.0.0.1:{port}")
+    };
+    // A session from the first node works on the second.
+    let session: serde_json::Value = common::eventually(std::time::Duration::from_secs(30), || {
+        let response = common::client()
+            .post(format!(
+                "http://{}/board/_stratus/auth/anonymous",
+                public(&first)
+            ))
+            .send()
+            .map_err(|e| e.to_string())?;
+        if response.status() != 200 {
+            return Err(response.text().unwrap_or_default());
+        }
+        response.json().map_err(|e| e.to_string())
+    });
+    let access = session["access_token"].as_str().unwrap().to_owned();
+    let uid = session["user"]["uid"].as_str().unwrap().to_owned();
+    let post = |node: &Server, text: &str| -> serde_json::Value {
+        common::eventually(std::time::Duration::from_secs(30), || {
+            let response = common::client()
+                .post(format!("http://{}/board/_stratus/db/posts", public(node)))
+                .bearer_auth(&access)
+                .json(&serde_json::json!({"room": "lobby", "author": uid, "text": text}))
+                .send()
+                .map_err(|e| e.to_string())?;
+            if response.status() != 201 {
+                return Err(response.text().unwrap_or_default());
+            }
+            response.json().map_err(|e| e.to_string())
+        })
+    };
+    post(&second, "hello from the second node");
+
+    // A watch through the first node sees a post made through the second.
+    let modules = common::npm_install("ws", &["ws@8"]);
+    let script = first.path("watch.js");
+    std::fs::write(&script, WATCHER).unwrap();
+    let subscription = serde_json::json!({"op": "subscribe", "id": "lobby", "collection": "posts", "where": ["room", "==", "lobby"]});
+    let child = std::process::Command::new("node")
+        .arg(&script)
+        .args([
+            format!(
+                "ws://{}/board/_stratus/watch?access_token={access}",
+                public(&first)
+            ),
+            subscription.to_string(),
+            "2".to_owned(),
+        ])
+        .env("NODE_PATH", &modules)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let sent_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    post(&second, "live from the second node");
+    let out = child.wait_with_output().unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["message"]["type"], "snapshot");
+    assert_eq!(
+        lines[0]["message"]["documents"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(lines[1]["message"]["change"], "added");
+    assert_eq!(
+        lines[1]["message"]["document"]["data"]["text"],
+        "live from the second node"
+    );
+    let delay = lines[1]["at"].as_i64().unwrap() - sent_at;
+    eprintln!("a change through the second node reached a watch on the first in {delay} ms");
+    assert!(delay < 1000, "{delay} ms");
+
+    // Each post's trigger ran once, on whichever node claimed its event.
+    common::eventually(std::time::Duration::from_secs(30), || {
+        let seen = sql(
+            &url,
+            "SELECT count(*) FROM logs WHERE stream = 'stdout' AND message LIKE 'posted %'",
+        );
+        (seen == ["2"]).then_some(()).ok_or(format!("{seen:?}"))
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(
+        sql(
+            &url,
+            "SELECT count(*) FROM logs WHERE message LIKE 'posted %'"
+        ),
+        ["2"]
+    );
+    let listed = first.ok(&[
+        "db",
+        "query",
+        "board/posts",
+        "--where",
+        r#"["room", "==", "lobby"]"#,
+        "--count",
+    ]);
+    assert_eq!(listed.trim(), "2");
+}
