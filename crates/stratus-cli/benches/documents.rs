@@ -425,6 +425,7 @@ fn rule_speed() -> anyhow::Result<(f64, f64)> {
             doc: None,
             time: 0,
             size: None,
+            id: Some("item-000001"),
         },
         resource: None,
     };

@@ -521,6 +521,9 @@ impl<'a> Eval<'a> {
                 if let Some(size) = r.size {
                     es.push((Rc::from("size"), Val::Num(Num::of_u64(size))));
                 }
+                if let Some(id) = r.id {
+                    es.push((Rc::from("id"), Val::Str(id)));
+                }
                 Val::Map(es.into())
             }
         }
@@ -529,18 +532,20 @@ impl<'a> Eval<'a> {
     /// `request.<name>`, without building the `request` map.
     fn request_field(&self, name: &str) -> R<'a> {
         let r = self.env.request;
-        match (name, r.size) {
-            ("doc", _) => Ok(r.doc.map_or(Val::Null, norm)),
-            ("time", _) => Ok(Val::Num(Num::I(r.time))),
-            ("size", Some(size)) => Ok(Val::Num(Num::of_u64(size))),
-            (_, size) => err(format!(
-                "`request` has no field `{name}`; it has {}",
-                if size.is_some() {
-                    "doc, time and size"
-                } else {
-                    "doc and time"
-                }
-            )),
+        match (name, r.size, r.id) {
+            ("doc", _, _) => Ok(r.doc.map_or(Val::Null, norm)),
+            ("time", _, _) => Ok(Val::Num(Num::I(r.time))),
+            ("size", Some(size), _) => Ok(Val::Num(Num::of_u64(size))),
+            ("id", _, Some(id)) => Ok(Val::Str(id)),
+            (_, size, id) => {
+                let mut has = vec!["doc", "time"];
+                has.extend(size.map(|_| "size"));
+                has.extend(id.map(|_| "id"));
+                err(format!(
+                    "`request` has no field `{name}`; it has {}",
+                    has.join(", ")
+                ))
+            }
         }
     }
 

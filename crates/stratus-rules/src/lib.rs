@@ -52,7 +52,9 @@
 //! - `request`: a map with `doc` (the document as it would be after the
 //!   write; `null` when the operation carries none, as for reads and
 //!   deletes), `time` (milliseconds since the Unix epoch) and, when the
-//!   caller gives it (buckets: an upload's size in bytes), `size`.
+//!   caller gives them, `size` (buckets: an upload's size in bytes) and
+//!   `id` (the id of the one document read or written: `profiles/{uid}`
+//!   may be written by `uid` alone with `request.id == auth.uid`).
 //! - `resource`: for buckets, the object: a map with `key`, `size`, … as
 //!   the caller supplies it; `null` when the caller gives none.
 //!
@@ -190,7 +192,7 @@
 //! let env = Env {
 //!     auth: Some(&auth),
 //!     doc: Some(&stored),
-//!     request: Request { doc: Some(&incoming), time: 1_700_000_000_000, size: None },
+//!     request: Request { doc: Some(&incoming), time: 1_700_000_000_000, size: None, id: None },
 //!     resource: None,
 //! };
 //! assert_eq!(rule.evaluate(&env, &NoLookup), Verdict::Allow);
@@ -314,6 +316,9 @@ pub struct Request<'a> {
     /// `request.size`: for uploads, the size in bytes; when `None`,
     /// `request` has no `size` field.
     pub size: Option<u64>,
+    /// `request.id`: the id of the document read or written (its path's
+    /// last part); when `None` (a query), `request` has no `id` field.
+    pub id: Option<&'a str>,
 }
 
 /// A rule's answer.

@@ -37,6 +37,7 @@ struct Case {
     new: Option<Value>,
     time: i64,
     size: Option<u64>,
+    id: Option<String>,
     resource: Option<Value>,
     roots: &'static [&'static str],
 }
@@ -49,6 +50,7 @@ impl Case {
             new: None,
             time: 1_700_000_000_000,
             size: None,
+            id: None,
             resource: None,
             roots: COLLECTION_ROOTS,
         }
@@ -62,6 +64,7 @@ impl Case {
                 doc: self.new.as_ref(),
                 time: self.time,
                 size: self.size,
+                id: self.id.as_deref(),
             },
             resource: self.resource.as_ref(),
         }
@@ -1657,4 +1660,22 @@ fn deeply_nested_values_compare_up_to_a_bound() {
         "string(request.doc.a) != ''",
         "nests too deeply for string(…)",
     );
+}
+
+#[test]
+fn request_id_names_the_document_read_or_written() {
+    let mut case = Case::new();
+    case.auth = Some(json!({"uid": "alice"}));
+    case.id = Some("alice".into());
+    assert_eq!(case.run("request.id == auth.uid"), Verdict::Allow);
+    case.id = Some("bob".into());
+    assert!(matches!(
+        case.run("request.id == auth.uid"),
+        Verdict::Deny(_)
+    ));
+    case.id = None;
+    match case.run("request.id == auth.uid") {
+        Verdict::Deny(why) => assert!(why.contains("has no field `id`"), "{why}"),
+        other => panic!("{other:?}"),
+    }
 }

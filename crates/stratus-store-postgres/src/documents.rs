@@ -43,14 +43,6 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
 use super::{Error, PostgresStore, Result, insert_events, run};
 
-/// The channel a committed write of documents NOTIFYs, with the `seq` of
-/// its last change: for nodes that follow changes to wake.
-pub(crate) const DOCUMENTS_CHANNEL: &str = "stratus_documents";
-
-/// The transaction lock change records take their `seq` under (an
-/// arbitrary, fixed key).
-const CHANGES_LOCK: i64 = 0x5354_5241_5455_5302;
-
 /// Times a write starts over (after another transaction created a
 /// document it was creating, or a deadlock) before it gives up.
 const WRITE_ATTEMPTS: usize = 20;
@@ -600,35 +592,27 @@ async fn write_once(
     }
     insert_events(&tx, events).await?;
     if !changes.is_empty() {
-        // Held until commit: changes commit in the order of their seq.
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGES_LOCK])
-            .await?;
+        // No lock orders the records' commits (one would serialise every
+        // write, fsync and all): a record may commit after one with a
+        // higher seq, which followers wait for (see the trait).
         let record = tx
             .prepare(
                 "INSERT INTO document_changes (app, collection, id, version, body, at_ms) \
-                 VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING seq",
+                 VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
             )
             .await?;
-        let mut last = 0i64;
         for c in &changes {
             let (version, body) = match (&c.after, &c.before) {
                 (Some(after), _) => (after.version, Some(body_json(&after.body))),
                 (None, Some(before)) => (before.version, None),
                 (None, None) => continue,
             };
-            last = tx
-                .query_one(
-                    &record,
-                    &[&app, &c.collection, &c.id, &version, &body, &now_ms],
-                )
-                .await?
-                .get(0);
+            tx.execute(
+                &record,
+                &[&app, &c.collection, &c.id, &version, &body, &now_ms],
+            )
+            .await?;
         }
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&DOCUMENTS_CHANNEL, &last.to_string()],
-        )
-        .await?;
     }
     tx.commit().await?;
     Ok(Attempt::Done(Ok(changes)))
@@ -1125,21 +1109,15 @@ impl Documents for PostgresStore {
 
     async fn last_document_change(&self) -> StoreResult<i64> {
         run(async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            // Waits for a write that took its seq to commit (or not): the
-            // seq given is then one every change up to which is
-            // committed.
-            tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&CHANGES_LOCK])
-                .await?;
-            let last: i64 = tx
+            let last: i64 = self
+                .client()
+                .await?
                 .query_one(
                     "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('document_changes', 'seq')::regclass), 0)",
                     &[],
                 )
                 .await?
                 .get(0);
-            tx.commit().await?;
             Ok(last)
         })
         .await

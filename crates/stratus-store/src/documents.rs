@@ -1049,11 +1049,15 @@ pub struct CollectionUsage {
     pub bytes: u64,
 }
 
-/// One committed change, in the order of commits across the store: what
-/// a watch of a query follows, on every node.
+/// One committed change: what a watch of a query follows, on every node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeRecord {
-    /// Increases with every change committed.
+    /// Increases with every change, in the order changes are made within
+    /// a write. Across writes, on PostgreSQL, a record may commit after one
+    /// with a higher `seq` (nothing serialises writes' commits), so a
+    /// follower that reads past a missing `seq` waits a moment for it
+    /// before it moves on; on SQLite, writes commit one at a time, in
+    /// `seq` order.
     pub seq: i64,
     pub app: String,
     pub collection: String,
@@ -1163,13 +1167,13 @@ pub trait Documents: Send + Sync {
     /// indexes; how many documents went.
     async fn delete_collection(&self, app: &str, collection: &str) -> Result<u64>;
 
-    /// Up to `limit` changes committed after `after` (a [`ChangeRecord`]'s
-    /// `seq`; 0 for the first), oldest first.
+    /// Up to `limit` committed changes whose `seq` is above `after` (0 for
+    /// all), by `seq`.
     async fn document_changes(&self, after: i64, limit: u32) -> Result<Vec<ChangeRecord>>;
 
-    /// The `seq` of the last change committed (0 if none): where a new
-    /// follower starts. Trimming the records (or deleting their app) does
-    /// not move it back.
+    /// The highest `seq` given to a change so far (0 if none; perhaps of
+    /// a write still in progress): where a new follower starts. Trimming
+    /// the records (or deleting their app) does not move it back.
     async fn last_document_change(&self) -> Result<i64>;
 
     /// Forgets the changes committed before `before_ms`; how many went.

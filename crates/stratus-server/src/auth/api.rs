@@ -44,7 +44,11 @@ pub(crate) fn client_routes() -> Router<Arc<AppState>> {
         .route("/_stratus/auth/refresh", post(refresh))
         .route("/_stratus/auth/signout", post(signout))
         .route("/_stratus/auth/me", get(me))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
+
+/// The largest sign-in request: credentials, a ticket or a token.
+const MAX_BODY: usize = 16 << 10;
 
 /// The routes on the admin API (and the platform API).
 pub(crate) fn admin_routes() -> Router<Arc<AppState>> {
@@ -153,11 +157,10 @@ async fn signin(
     Json(credentials): Json<Credentials>,
 ) -> Result<Response, ApiError> {
     let email = email(&credentials.email)?;
-    state.sessions.check_attempts(&state, &app, &email)?;
+    state.sessions.attempt(&state, &app, &email)?;
     let user = state.store.user_by_email(&app, &email).await?;
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
     if !password::verify(credentials.password, hash).await {
-        state.sessions.failed_attempt(&app, &email);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "wrong_credentials",
@@ -204,11 +207,20 @@ async fn exchange_ticket(
         .unwrap_or_default()
         .to_owned();
     let extra = claims.get("claims").cloned().unwrap_or_else(|| json!({}));
+    let minted_ms = claims
+        .get("iat_ms")
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| claims.get("iat").and_then(Value::as_i64).unwrap_or(0) * 1000);
     let now = crate::now_ms();
     let user = match state.store.get_user(&app, &uid).await? {
         Some(mut user) => {
             if user.disabled {
                 return Err(super::unauthorized("this user is disabled"));
+            }
+            if minted_ms < user.tokens_valid_after_ms {
+                return Err(super::unauthorized(
+                    "this ticket was minted before the user's sessions were revoked",
+                ));
             }
             user.claims = Some(extra.to_string());
             user.last_sign_in_ms = now;
@@ -218,6 +230,9 @@ async fn exchange_ticket(
         None => {
             let mut user = new_user(&app, uid, "custom");
             user.claims = Some(extra.to_string());
+            // A user made again under a uid that was deleted: what was
+            // issued to the old one does not pass for it.
+            user.tokens_valid_after_ms = minted_ms;
             if state.store.create_user(user.clone()).await?.is_err() {
                 // Created at the same moment by another exchange.
                 state.store.get_user(&app, &user.uid).await?.unwrap_or(user)
@@ -270,7 +285,7 @@ async fn refresh(
         .await?
         .filter(|u| !u.disabled)
         .ok_or_else(refresh_refused)?;
-    Ok(session_response(tokens(&state, &user, id, &new)))
+    Ok(session_response(tokens(&state, &user, id, &new, now)))
 }
 
 async fn signout(

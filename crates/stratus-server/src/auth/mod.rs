@@ -195,7 +195,7 @@ impl Sessions {
             *entry = (Instant::now(), 0);
         }
         if entry.1 >= limit {
-            let wait = 3600 - entry.0.elapsed().as_secs();
+            let wait = 3600_u64.saturating_sub(entry.0.elapsed().as_secs()).max(1);
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_signups",
@@ -207,26 +207,11 @@ impl Sessions {
         Ok(())
     }
 
-    /// Refuses a password sign-in for `email` while too many failed.
-    fn check_attempts(&self, state: &AppState, app: &str, email: &str) -> Result<(), ApiError> {
+    /// Counts a password sign-in for `email` before it is checked (so that
+    /// attempts sent at once count, each), or refuses it while too many
+    /// failed; a success forgets the count ([`Sessions::succeeded`]).
+    fn attempt(&self, state: &AppState, app: &str, email: &str) -> Result<(), ApiError> {
         let limit = state.config.auth.signin_attempts;
-        let attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((since, failed)) = attempts.get(&(app.to_owned(), email.to_owned()))
-            && since.elapsed() < ATTEMPT_WINDOW
-            && *failed >= limit
-        {
-            let wait = (ATTEMPT_WINDOW - since.elapsed()).as_secs().max(1);
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_attempts",
-                format!("{failed} sign-ins with a wrong password for this email in 15 minutes (--signin-attempts {limit}); wait {wait} s"),
-            )
-            .retrying_after(wait));
-        }
-        Ok(())
-    }
-
-    fn failed_attempt(&self, app: &str, email: &str) {
         let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
         if attempts.len() > 100_000 {
             attempts.retain(|_, (since, _)| since.elapsed() < ATTEMPT_WINDOW);
@@ -237,7 +222,23 @@ impl Sessions {
         if entry.0.elapsed() >= ATTEMPT_WINDOW {
             *entry = (Instant::now(), 0);
         }
+        if entry.1 >= limit {
+            let wait = ATTEMPT_WINDOW
+                .saturating_sub(entry.0.elapsed())
+                .as_secs()
+                .max(1);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                format!(
+                    "{} sign-ins with a wrong password for this email in 15 minutes (--signin-attempts {limit}); wait {wait} s",
+                    entry.1
+                ),
+            )
+            .retrying_after(wait));
+        }
         entry.1 += 1;
+        Ok(())
     }
 
     fn succeeded(&self, app: &str, email: &str) {
@@ -266,6 +267,7 @@ async fn start_session(state: &AppState, user: &UserRecord) -> Result<Value, Api
     let id = random(16);
     let secret = random(32);
     let refresh = format!("{id}.{secret}");
+    // Before the session is stored: a revocation from then on refuses it.
     let now = crate::now_ms();
     state
         .store
@@ -278,12 +280,13 @@ async fn start_session(state: &AppState, user: &UserRecord) -> Result<Value, Api
             expires_ms: now + state.config.auth.refresh_ttl.as_millis() as i64,
         })
         .await?;
-    Ok(tokens(state, user, &id, &refresh))
+    Ok(tokens(state, user, &id, &refresh, now))
 }
 
 /// The access token for session `id` of `user`, with its refresh token.
-fn tokens(state: &AppState, user: &UserRecord, id: &str, refresh: &str) -> Value {
-    let now_ms = crate::now_ms();
+/// `now_ms` is when the session was stored or refreshed, taken before the
+/// store was asked: a revocation from then on refuses these tokens.
+fn tokens(state: &AppState, user: &UserRecord, id: &str, refresh: &str, now_ms: i64) -> Value {
     let now = now_ms / 1000;
     let ttl = state.config.auth.session_ttl.as_secs() as i64;
     let auth = auth_of(user);
@@ -315,7 +318,8 @@ pub(crate) fn mint_ticket(
     claims: Value,
     ttl: Duration,
 ) -> String {
-    let now = now_secs();
+    let now_ms = crate::now_ms();
+    let now = now_ms / 1000;
     let mut body = Map::new();
     body.insert("iss".into(), json!("stratus"));
     body.insert("aud".into(), json!(app));
@@ -323,6 +327,7 @@ pub(crate) fn mint_ticket(
     body.insert("sub".into(), json!(uid));
     body.insert("claims".into(), claims);
     body.insert("iat".into(), json!(now));
+    body.insert("iat_ms".into(), json!(now_ms));
     body.insert("exp".into(), json!(now + ttl.as_secs() as i64));
     jwt::sign(&ticket_key(state, app), &body)
 }

@@ -22,7 +22,15 @@ pub(crate) fn problem(password: &str) -> Option<String> {
     }
 }
 
+/// Hashes at once: each holds 19 MiB and a core for tens of
+/// milliseconds, so a flood of sign-ins waits its turn here instead of
+/// taking the blocking pool and the memory.
+static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+});
+
 pub(crate) async fn hash(password: String) -> Result<String, ApiError> {
+    let _turn = HASHING.acquire().await.expect("the semaphore stays open");
     tokio::task::spawn_blocking(move || {
         let mut salt = [0u8; 16];
         getrandom::fill(&mut salt).expect("the system has randomness");
@@ -39,6 +47,7 @@ pub(crate) async fn hash(password: String) -> Result<String, ApiError> {
 /// Whether `password` is the one `hash` was made of. With no hash (no
 /// such user) a dummy is checked, so that the answer takes as long.
 pub(crate) async fn verify(password: String, hash: Option<String>) -> bool {
+    let _turn = HASHING.acquire().await.expect("the semaphore stays open");
     tokio::task::spawn_blocking(move || {
         let dummy = "$argon2id$v=19$m=19456,t=2,p=1$c3RyYXR1c2R1bW15c2FsdA$3c2wiiN4lBQzBodEb7Xm8WGYDTNQRpRCYzOTmWk4qr8";
         let (hash, real) = match &hash {

@@ -2,8 +2,10 @@
 //! /_stratus/files/{bucket}/{key}` on the app's host, for buckets the
 //! manifest declares, under the bucket's rules: `read` for downloads,
 //! `write` for uploads and deletions (no rule: denied), over `auth`,
-//! `resource` (`key`, and `size` and `modified_ms` of a stored object)
-//! and `request` (`size`, an upload's `Content-Length`; `time`).
+//! `resource` (`key`, and the stored object's `size` — null when there is
+//! none — and `modified_ms`) and `request` (`size`: an upload's
+//! `Content-Length`, 0 for a deletion; `time`). What clients uploaded is
+//! served so that it cannot run on the app's origin ([`defuse`]).
 
 use std::sync::Arc;
 
@@ -61,14 +63,16 @@ async fn object(
     };
     let rule = Rule::parse(source, BUCKET_RULE_ROOTS)
         .map_err(|err| ApiError::internal("a deployed bucket rule does not parse", err))?;
-    let mut resource = json!({ "key": key });
-    if method != Method::PUT
-        && let Some(object) = state.store.get_object(&bucket.name, &key).await?
-    {
+    // The stored object, if any (for an upload: the one it would replace,
+    // so that a rule can refuse overwriting with `resource.size == null`).
+    let mut resource = json!({ "key": key, "size": null });
+    if let Some(object) = state.store.get_object(&bucket.name, &key).await? {
         resource["size"] = json!(object.size);
         resource["modified_ms"] = json!(object.modified_ms);
     }
-    let size = if method == Method::PUT {
+    let size = if method == Method::DELETE {
+        Some(0)
+    } else if method == Method::PUT {
         let length = request
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -95,6 +99,7 @@ async fn object(
                 doc: None,
                 time: now,
                 size,
+                id: None,
             },
             resource: Some(&resource),
         };
@@ -107,5 +112,60 @@ async fn object(
         }
     })
     .await?;
-    crate::s3::admin::object_of(&state, &caller.app, &bucket, key, request).await
+    let mut response =
+        crate::s3::admin::object_of(&state, &caller.app, &bucket, key, request).await?;
+    if matches!(method, Method::GET | Method::HEAD) {
+        defuse(response.headers_mut());
+    }
+    Ok(response)
+}
+
+/// Types a browser shows in place without running anything.
+const INLINE_TYPES: &[&str] = &[
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+    "text/plain",
+    "application/pdf",
+    "application/json",
+    "audio/mpeg",
+    "audio/ogg",
+    "video/mp4",
+    "video/webm",
+];
+
+/// What a client uploaded is served from the app's own origin: it must
+/// not run there (an HTML or SVG file with a script would read the
+/// sessions the page keeps). Its type is taken as it is, nothing in it may
+/// load or run, and anything but a plain image, text or media type is a
+/// download.
+fn defuse(headers: &mut axum::http::HeaderMap) {
+    use axum::http::HeaderValue;
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    let inline = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|t| INLINE_TYPES.contains(&t.as_str()));
+    if !inline {
+        headers.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment"),
+        );
+    }
 }

@@ -58,19 +58,18 @@ impl Caller {
 
 /// The access token a request carries: `Authorization: Bearer`, or (for a
 /// WebSocket, which browsers open without headers) `?access_token=`.
-fn access_token(parts: &Parts) -> Option<String> {
-    if let Some(token) = parts
-        .headers
+pub(crate) fn token_of(headers: &axum::http::HeaderMap, query: Option<&str>) -> Option<String> {
+    if let Some(token) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     {
-        return Some(token.trim().to_owned());
+        return Some(token.trim().to_owned()).filter(|t| !t.is_empty());
     }
-    parts.uri.query().and_then(|query| {
+    query.and_then(|query| {
         query.split('&').find_map(|pair| {
             let (name, value) = pair.split_once('=')?;
-            (name == "access_token").then(|| value.to_owned())
+            (name == "access_token" && !value.is_empty()).then(|| value.to_owned())
         })
     })
 }
@@ -88,11 +87,9 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 "no ClientApp",
             ));
         };
-        let auth = match access_token(parts) {
-            Some(token) if !token.is_empty() => {
-                Some(state.sessions.verify(state, &app, &token).await?)
-            }
-            _ => None,
+        let auth = match token_of(&parts.headers, parts.uri.query()) {
+            Some(token) => Some(state.sessions.verify(state, &app, &token).await?),
+            None => None,
         };
         Ok(Caller { app, auth })
     }
@@ -209,13 +206,21 @@ impl crate::public::ClientApi for Api {
             Ok(response) => response,
             Err(never) => match never {},
         };
-        response.headers_mut().insert(
+        let h = response.headers_mut();
+        h.insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             HeaderValue::from_static("*"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED),
         );
         response
     }
 }
+
+/// What a page may read of an answer besides the simple headers.
+const EXPOSED: &str = "retry-after, etag, content-range, content-length, last-modified";
 
 /// Every origin may call, with a token in `Authorization`.
 fn preflight() -> Response<Body> {
@@ -232,7 +237,7 @@ fn preflight() -> Response<Body> {
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("authorization, content-type"),
+        HeaderValue::from_static("authorization, content-type, range, if-match, if-none-match"),
     );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,

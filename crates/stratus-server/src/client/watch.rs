@@ -21,17 +21,19 @@
 //! checked against that rule too.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::Extension;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use serde_json::{Value, json};
 use stratus_store::documents::{ChangeRecord, Document, Query};
 use tokio::sync::{Notify, broadcast};
 
-use super::Caller;
+use super::{Caller, Peer};
 use crate::AppState;
 use crate::api::ApiError;
 use crate::db::rules::{self, Fetches};
@@ -40,7 +42,14 @@ use crate::db::rules::{self, Fetches};
 const POLL: Duration = Duration::from_millis(150);
 /// Changes a slow watcher may fall behind by before it gets a new
 /// snapshot instead.
-const BACKLOG: usize = 4096;
+const BACKLOG: usize = 1024;
+/// How long one message to a watcher may take to send: a client that
+/// stops reading is let go.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a watcher's session is checked again (revoked, expired).
+const RECHECK: Duration = Duration::from_secs(10);
+/// Watches one client address may hold open at once.
+const MAX_PER_ADDRESS: usize = 256;
 /// How long change records are kept.
 const KEEP_CHANGES: Duration = Duration::from_secs(600);
 /// Subscriptions one connection may hold.
@@ -51,6 +60,8 @@ const MAX_SUBSCRIPTIONS: usize = 100;
 pub(crate) struct Hub {
     changes: broadcast::Sender<Arc<ChangeRecord>>,
     wake: Notify,
+    /// Open watches by client address.
+    open: std::sync::Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl Default for Hub {
@@ -58,6 +69,25 @@ impl Default for Hub {
         Hub {
             changes: broadcast::channel(BACKLOG).0,
             wake: Notify::new(),
+            open: Default::default(),
+        }
+    }
+}
+
+/// A watch counted against its address while it is open.
+struct Opened {
+    hub: Arc<Hub>,
+    peer: IpAddr,
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        let mut open = self.hub.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.peer);
+            }
         }
     }
 }
@@ -71,7 +101,7 @@ impl Hub {
     /// Follows the store's change records until the server stops, and
     /// trims the old ones.
     pub async fn follow(self: Arc<Self>, state: Arc<AppState>) {
-        let mut seen = loop {
+        let start = loop {
             match state.store.last_document_change().await {
                 Ok(seq) => break seq,
                 Err(err) => {
@@ -80,20 +110,24 @@ impl Hub {
                 }
             }
         };
+        let mut cursor = Cursor::new(start);
         let mut trimmed = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(POLL) => {}
             }
+            let mut after = cursor.low();
             loop {
-                match state.store.document_changes(seen, 500).await {
+                match state.store.document_changes(after, 500).await {
                     Ok(changes) => {
                         let full = changes.len() == 500;
                         for change in changes {
-                            seen = change.seq;
-                            // Nobody watching is no error.
-                            let _ = self.changes.send(Arc::new(change));
+                            after = change.seq;
+                            if cursor.take(change.seq) {
+                                // Nobody watching is no error.
+                                let _ = self.changes.send(Arc::new(change));
+                            }
                         }
                         if !full {
                             break;
@@ -105,6 +139,7 @@ impl Hub {
                     }
                 }
             }
+            cursor.settle(std::time::Instant::now(), GAP_WAIT);
             if trimmed.elapsed() > Duration::from_secs(60) {
                 trimmed = tokio::time::Instant::now();
                 let before = crate::now_ms() - KEEP_CHANGES.as_millis() as i64;
@@ -116,9 +151,92 @@ impl Hub {
     }
 }
 
+/// How long a follower waits for a change record whose `seq` it has not
+/// seen while it has seen higher ones: a write still committing (on
+/// PostgreSQL records may commit out of `seq` order), or one rolled back,
+/// which leaves its `seq` unused.
+const GAP_WAIT: Duration = Duration::from_secs(5);
+/// The most `seq`s a follower keeps track of above the ones it is done with.
+const MAX_TRACKED: usize = 100_000;
+
+/// Where a follower of change records is: done with every `seq` up to
+/// `low`; above it, the ones it delivered, and since when each missing one
+/// below the highest delivered has been missing.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    low: i64,
+    delivered: std::collections::BTreeSet<i64>,
+    missing: std::collections::BTreeMap<i64, std::time::Instant>,
+}
+
+impl Cursor {
+    pub fn new(low: i64) -> Cursor {
+        Cursor {
+            low,
+            delivered: Default::default(),
+            missing: Default::default(),
+        }
+    }
+
+    /// Where the next read starts.
+    pub fn low(&self) -> i64 {
+        self.low
+    }
+
+    /// Whether change `seq` is new to this follower (then it is counted
+    /// as delivered).
+    pub fn take(&mut self, seq: i64) -> bool {
+        if seq <= self.low || !self.delivered.insert(seq) {
+            return false;
+        }
+        self.missing.remove(&seq);
+        true
+    }
+
+    /// After a read at `now`: notes the `seq`s missing below the highest
+    /// delivered, and moves past what was delivered and past what has
+    /// been missing for `wait`.
+    pub fn settle(&mut self, now: std::time::Instant, wait: Duration) {
+        let Some(&high) = self.delivered.last() else {
+            return;
+        };
+        if (high - self.low) as usize > MAX_TRACKED {
+            // Far behind (a burst while this node was away): go on from
+            // what was read.
+            self.low = high;
+            self.delivered.clear();
+            self.missing.clear();
+            return;
+        }
+        for seq in self.low + 1..high {
+            if !self.delivered.contains(&seq) {
+                self.missing.entry(seq).or_insert(now);
+            }
+        }
+        loop {
+            let next = self.low + 1;
+            if self.delivered.remove(&next) {
+                self.low = next;
+            } else if self
+                .missing
+                .get(&next)
+                .is_some_and(|since| now.duration_since(*since) >= wait)
+            {
+                self.missing.remove(&next);
+                self.low = next;
+            } else {
+                break;
+            }
+        }
+    }
+}
+
 pub(crate) async fn upgrade(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    Extension(Peer(peer)): Extension<Peer>,
+    headers: axum::http::HeaderMap,
+    RawQuery(query): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     if state.databases.get(&caller.app).is_none() {
@@ -127,9 +245,27 @@ pub(crate) async fn upgrade(
             caller.app
         )));
     }
+    let token = super::token_of(&headers, query.as_deref());
+    let opened = {
+        let hub = state.watches.clone();
+        let mut open = hub.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(peer).or_insert(0);
+        if *n >= MAX_PER_ADDRESS {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_watches",
+                format!(
+                    "this address holds {MAX_PER_ADDRESS} watches open; close some (one connection takes many subscriptions)"
+                ),
+            ));
+        }
+        *n += 1;
+        drop(open);
+        Opened { hub, peer }
+    };
     Ok(ws
         .max_message_size(64 << 10)
-        .on_upgrade(move |socket| session(state, caller, socket)))
+        .on_upgrade(move |socket| session(state, caller, token, socket, opened)))
 }
 
 /// One subscription: its query, and the documents the client has, by id
@@ -140,11 +276,40 @@ struct Subscription {
     known: HashMap<String, i64>,
 }
 
-async fn session(state: Arc<AppState>, caller: Caller, mut socket: WebSocket) {
+/// Sends a message, or gives up on a client that does not read.
+async fn send(socket: &mut WebSocket, message: &Value) -> bool {
+    let message = Message::Text(message.to_string().into());
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn session(
+    state: Arc<AppState>,
+    mut caller: Caller,
+    token: Option<String>,
+    mut socket: WebSocket,
+    _opened: Opened,
+) {
     let mut changes = state.watches.changes.subscribe();
     let mut subscriptions: HashMap<String, Subscription> = HashMap::new();
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
     loop {
         tokio::select! {
+            _ = recheck.tick(), if token.is_some() => {
+                // A session revoked, expired or of a deleted user ends the
+                // watch; the SDK opens it again with a fresh token.
+                let token = token.as_deref().unwrap_or_default();
+                match state.sessions.verify(&state, &caller.app, token).await {
+                    Ok(auth) => caller.auth = Some(auth),
+                    Err(err) => {
+                        let _ = send(&mut socket, &error(&Value::Null, err)).await;
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(None))).await;
+                        return;
+                    }
+                }
+            }
             message = socket.recv() => {
                 let Some(Ok(message)) = message else { return };
                 let text = match message {
@@ -154,7 +319,7 @@ async fn session(state: Arc<AppState>, caller: Caller, mut socket: WebSocket) {
                 };
                 let replies = handle(&state, &caller, &mut subscriptions, text.as_str()).await;
                 for reply in replies {
-                    if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
+                    if !send(&mut socket, &reply).await {
                         return;
                     }
                 }
@@ -166,7 +331,7 @@ async fn session(state: Arc<AppState>, caller: Caller, mut socket: WebSocket) {
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
                 for reply in replies {
-                    if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
+                    if !send(&mut socket, &reply).await {
                         return;
                     }
                 }
@@ -296,14 +461,13 @@ async fn changed(
                 let doc = Value::Object(body.clone());
                 let mut fetched = Fetches::default();
                 crate::db::client::decide(state, &caller.app, &mut fetched, |f| {
-                    rules::check_read(
-                        &db,
-                        &sub.collection,
-                        auth.as_ref(),
-                        Some(&doc),
-                        crate::now_ms(),
-                        f,
-                    )
+                    let read = rules::Read {
+                        collection: &sub.collection,
+                        id: &change.id,
+                        doc: Some(&doc),
+                        explain: false,
+                    };
+                    rules::check_read(&db, read, auth.as_ref(), crate::now_ms(), f)
                 })
                 .await
                 .is_ok()
@@ -323,6 +487,11 @@ async fn changed(
             let mut document = crate::db::wire::document(&doc);
             document.as_object_mut().map(|d| d.remove("created_ms"));
             sub.known.insert(change.id.clone(), change.version);
+            if sub.known.len() > 2 * sub.query.limit as usize {
+                // Past its page: the client keeps the first `limit`; the
+                // server starts over from the query's page.
+                stale.push(key.clone());
+            }
             replies.push(json!({
                 "id": key,
                 "type": "change",
@@ -402,5 +571,48 @@ async fn resnapshot_one(
             vec![json!({ "id": key, "type": "snapshot", "documents": documents })]
         }
         Err(err) => vec![error(&json!(key), err)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_cursor_delivers_each_change_once_and_waits_for_gaps() {
+        let start = Instant::now();
+        let wait = Duration::from_secs(5);
+        let mut cursor = Cursor::new(10);
+        assert!(!cursor.take(9), "before the start");
+        assert!(cursor.take(11));
+        assert!(!cursor.take(11), "once");
+        // 12 is still committing; 13 and 14 are read.
+        assert!(cursor.take(13));
+        assert!(cursor.take(14));
+        cursor.settle(start, wait);
+        assert_eq!(cursor.low(), 11);
+        // Read again from 11: 13 and 14 come again and are not delivered
+        // again; 12 commits late and is.
+        assert!(!cursor.take(13));
+        assert!(cursor.take(12));
+        cursor.settle(start + Duration::from_secs(1), wait);
+        assert_eq!(cursor.low(), 14);
+    }
+
+    #[test]
+    fn a_cursor_moves_past_a_seq_that_never_comes() {
+        let start = Instant::now();
+        let wait = Duration::from_secs(5);
+        let mut cursor = Cursor::new(0);
+        assert!(cursor.take(1));
+        assert!(cursor.take(3));
+        cursor.settle(start, wait);
+        assert_eq!(cursor.low(), 1);
+        cursor.settle(start + Duration::from_secs(4), wait);
+        assert_eq!(cursor.low(), 1, "2 may still commit");
+        cursor.settle(start + Duration::from_secs(5), wait);
+        assert_eq!(cursor.low(), 3, "2 was rolled back");
+        assert!(!cursor.take(2), "too late: it is taken as gone");
     }
 }

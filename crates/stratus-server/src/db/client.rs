@@ -13,9 +13,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use stratus_store::documents::{Change, DocOp, DocWrite, Document};
+use stratus_store::documents::{Change, DocOp, DocWrite, Document, WriteError};
 
-use super::rules::{self, ClientCheck, Denied, Fetches, Outcome};
+use super::rules::{self, ClientCheck, Denied, Fetches, Outcome, Read};
 use super::{AppDb, api, wire};
 use crate::AppState;
 use crate::api::ApiError;
@@ -106,7 +106,13 @@ pub(crate) async fn readable(
     for mut doc in docs {
         let body = Value::Object(std::mem::take(&mut doc.body));
         decide(state, &caller.app, fetched, |f| {
-            rules::check_read(db, collection, auth.as_ref(), Some(&body), now, f)
+            let read = Read {
+                collection,
+                id: &doc.id,
+                doc: Some(&body),
+                explain: false,
+            };
+            rules::check_read(db, read, auth.as_ref(), now, f)
         })
         .await?;
         let Value::Object(body) = body else {
@@ -149,7 +155,13 @@ async fn get_one(
             let auth = caller.auth_json();
             let now = crate::now_ms();
             decide(&state, &caller.app, &mut fetched, |f| {
-                rules::check_read(&db, &collection, auth.as_ref(), None, now, f)
+                let read = Read {
+                    collection: &collection,
+                    id: &id,
+                    doc: None,
+                    explain: false,
+                };
+                rules::check_read(&db, read, auth.as_ref(), now, f)
             })
             .await?;
             Err(ApiError::new(
@@ -172,7 +184,7 @@ async fn get_many(
     let docs = state.store.get_documents(&caller.app, refs.clone()).await?;
     let mut fetched = Fetches::default();
     let mut out = Vec::with_capacity(docs.len());
-    for ((collection, _), doc) in refs.iter().zip(docs) {
+    for ((collection, id), doc) in refs.iter().zip(docs) {
         match doc {
             Some(doc) => out.extend(
                 readable(
@@ -190,7 +202,13 @@ async fn get_many(
                 let auth = caller.auth_json();
                 let now = crate::now_ms();
                 decide(&state, &caller.app, &mut fetched, |f| {
-                    rules::check_read(&db, collection, auth.as_ref(), None, now, f)
+                    let read = Read {
+                        collection,
+                        id,
+                        doc: None,
+                        explain: false,
+                    };
+                    rules::check_read(&db, read, auth.as_ref(), now, f)
                 })
                 .await?;
                 out.push(Value::Null);
@@ -303,23 +321,96 @@ pub(crate) async fn commit(
 ) -> Result<Vec<Change>, ApiError> {
     let max = api::check_sizes(state, &writes)?;
     let now = crate::now_ms();
+    let auth = caller.auth_json();
+    // Nothing reaches the store for a collection closed to this write,
+    // and deleting what is not there is still the delete rule's call.
+    for w in &writes {
+        rules::require_rule(&db, &w.collection, &w.op).map_err(denied)?;
+        if matches!(w.op, DocOp::Delete)
+            && state
+                .store
+                .get_document(&caller.app, &w.collection, &w.id)
+                .await?
+                .is_none()
+        {
+            let mut fetched = Fetches::default();
+            decide(state, &caller.app, &mut fetched, |f| {
+                rules::check_delete_of_nothing(&db, &w.collection, &w.id, auth.as_ref(), now, f)
+            })
+            .await?;
+        }
+    }
     let check = Arc::new(ClientCheck {
-        db,
-        auth: caller.auth_json(),
+        db: db.clone(),
+        auth: auth.clone(),
         now_ms: now,
         max_document_bytes: max,
+        explain: false,
     });
-    let changes = state
+    let refused = match state
         .store
-        .write_documents(&caller.app, writes, now, check)
+        .write_documents(&caller.app, writes.clone(), now, check)
         .await?
-        .map_err(|err| match err {
-            stratus_store::documents::WriteError::Refused(why) => denied(Denied(why)),
-            other => api::write_error(other),
-        })?;
-    state.events.wake();
-    state.watches.wake();
-    Ok(changes)
+    {
+        Ok(changes) => {
+            state.events.wake();
+            state.watches.wake();
+            return Ok(changes);
+        }
+        Err(err) => err,
+    };
+    Err(refusal(state, &db, caller, &writes, refused).await?)
+}
+
+/// A write the store refused, as the client may learn it: a refusal by
+/// the rules as it is; why the store refused (the document exists, is
+/// missing, is at another version, holds another type) only when the
+/// client may read the document, and otherwise as its rule's denial, so
+/// that nothing of a document the client may not read comes back.
+async fn refusal(
+    state: &AppState,
+    db: &AppDb,
+    caller: &Caller,
+    writes: &[DocWrite],
+    err: WriteError,
+) -> Result<ApiError, ApiError> {
+    let (collection, id) = match &err {
+        WriteError::Refused(why) => return Ok(denied(Denied(why.clone()))),
+        WriteError::Exists { collection, id }
+        | WriteError::Missing { collection, id }
+        | WriteError::Conflict { collection, id, .. }
+        | WriteError::Invalid { collection, id, .. } => (collection.clone(), id.clone()),
+    };
+    let op = writes
+        .iter()
+        .find(|w| w.collection == collection && w.id == id)
+        .map_or("write", |w| match w.op {
+            DocOp::Create(_) => "create",
+            DocOp::Set(_) | DocOp::Update(_) => "update",
+            DocOp::Delete => "delete",
+        });
+    let stored = state
+        .store
+        .get_document(&caller.app, &collection, &id)
+        .await?
+        .map(|d| Value::Object(d.body));
+    let auth = caller.auth_json();
+    let now = crate::now_ms();
+    let mut fetched = Fetches::default();
+    let readable = decide(state, &caller.app, &mut fetched, |f| {
+        let read = Read {
+            collection: &collection,
+            id: &id,
+            doc: stored.as_ref(),
+            explain: false,
+        };
+        rules::check_read(db, read, auth.as_ref(), now, f)
+    })
+    .await;
+    Ok(match readable {
+        Ok(()) => api::write_error(err),
+        Err(_) => denied(Denied(format!("the {op} rule of {collection} denies this"))),
+    })
 }
 
 async fn transaction(

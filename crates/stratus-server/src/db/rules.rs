@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use stratus_manifest::collections::{COLLECTION_RULE_ROOTS, CollectionSpec};
 use stratus_rules::{Env, Looked, Lookup, Request, Rule, Verdict as RuleVerdict};
-use stratus_store::documents::{Change, Comparison, Fetched, Filter, Verdict, WriteCheck};
+use stratus_store::documents::{Change, Comparison, DocOp, Fetched, Filter, Verdict, WriteCheck};
 
 use super::AppDb;
 
@@ -88,6 +88,48 @@ fn rule<'a>(db: &'a AppDb, collection: &str, op: &str) -> Result<&'a Rule, Denie
     })
 }
 
+/// Refuses a client's write to a collection with no rule that could allow
+/// it (undeclared, or without the rule of its kind; a `set` may create or
+/// update), before anything is read.
+pub(crate) fn require_rule(db: &AppDb, collection: &str, op: &DocOp) -> Result<(), Denied> {
+    match op {
+        DocOp::Create(_) => rule(db, collection, "create").map(|_| ()),
+        DocOp::Update(_) => rule(db, collection, "update").map(|_| ()),
+        DocOp::Delete => rule(db, collection, "delete").map(|_| ()),
+        DocOp::Set(_) => rule(db, collection, "create")
+            .or_else(|_| rule(db, collection, "update"))
+            .map(|_| ()),
+    }
+}
+
+/// Whether a client may delete a document that is not there: the delete
+/// rule with no `doc`.
+pub(crate) fn check_delete_of_nothing(
+    db: &AppDb,
+    collection: &str,
+    id: &str,
+    auth: Option<&Value>,
+    now_ms: i64,
+    fetched: &Fetches,
+) -> Outcome {
+    let rule = match rule(db, collection, "delete") {
+        Ok(rule) => rule,
+        Err(denied) => return Outcome::Denied(denied),
+    };
+    let env = Env {
+        auth,
+        doc: None,
+        request: Request {
+            doc: None,
+            time: now_ms,
+            size: None,
+            id: Some(id),
+        },
+        resource: None,
+    };
+    outcome(rule.evaluate(&env, fetched), collection, "delete")
+}
+
 /// An evaluation's outcome: allowed, denied, or a document to fetch
 /// first.
 pub(crate) enum Outcome {
@@ -96,40 +138,71 @@ pub(crate) enum Outcome {
     Need(String),
 }
 
+/// A verdict as a client learns it: that the rule denied, not why (the
+/// reason may quote what it read: values, lengths, whether a document
+/// exists); the reason goes to the server's log, and `stratus rules test`
+/// shows it.
 fn outcome(verdict: RuleVerdict, collection: &str, op: &str) -> Outcome {
     match verdict {
         RuleVerdict::Allow => Outcome::Allowed,
+        RuleVerdict::Deny(why) => {
+            tracing::debug!(collection, op, reason = %why, "a rule denied a client");
+            Outcome::Denied(Denied(format!("the {op} rule of {collection} denies this")))
+        }
+        RuleVerdict::Need(path) => Outcome::Need(path),
+    }
+}
+
+/// The same, with the reason kept: for `stratus rules test`, which runs
+/// on the app author's own machine.
+pub(crate) fn explained(verdict: RuleVerdict, collection: &str, op: &str) -> Outcome {
+    match verdict {
         RuleVerdict::Deny(why) => Outcome::Denied(Denied(format!(
             "the {op} rule of {collection} denies this: {why}"
         ))),
-        RuleVerdict::Need(path) => Outcome::Need(path),
+        other => outcome(other, collection, op),
     }
 }
 
 /// Whether `auth` may read `doc` (`None`: there is none) of `collection`.
 pub(crate) fn check_read(
     db: &AppDb,
-    collection: &str,
+    read: Read<'_>,
     auth: Option<&Value>,
-    doc: Option<&Value>,
     now_ms: i64,
     fetched: &Fetches,
 ) -> Outcome {
-    let rule = match rule(db, collection, "read") {
+    let rule = match rule(db, read.collection, "read") {
         Ok(rule) => rule,
         Err(denied) => return Outcome::Denied(denied),
     };
     let env = Env {
         auth,
-        doc,
+        doc: read.doc,
         request: Request {
             doc: None,
             time: now_ms,
             size: None,
+            id: Some(read.id),
         },
         resource: None,
     };
-    outcome(rule.evaluate(&env, fetched), collection, "read")
+    let verdict = rule.evaluate(&env, fetched);
+    if read.explain {
+        explained(verdict, read.collection, "read")
+    } else {
+        outcome(verdict, read.collection, "read")
+    }
+}
+
+/// One document a client reads: its collection and id, its fields
+/// (`None`: there is none), and whether the reason of a denial is kept.
+#[derive(Clone, Copy)]
+pub(crate) struct Read<'a> {
+    pub collection: &'a str,
+    pub id: &'a str,
+    pub doc: Option<&'a Value>,
+    pub explain: bool,
 }
 
 /// Whether a query's filter implies the read rule, for every alternative
@@ -164,20 +237,28 @@ pub(crate) fn check_query(
             doc: None,
             time: now_ms,
             size: None,
+            id: None,
         },
         resource: None,
     };
     for conditions in alternatives {
         let fixed = fixed_fields(&conditions);
-        match outcome(rule.implied(&env, &fixed, fetched), collection, "read") {
-            Outcome::Allowed => {}
-            Outcome::Denied(Denied(why)) => {
+        match rule.implied(&env, &fixed, fetched) {
+            RuleVerdict::Allow => {}
+            RuleVerdict::Deny(why) => {
+                tracing::debug!(collection, reason = %why, "a rule denied a client's query");
+                // Which field the query must fix is the rule's shape, not
+                // data; any other reason is kept from the client.
+                let hint = if why.starts_with("the query must filter on") {
+                    format!(": {why}")
+                } else {
+                    String::new()
+                };
                 return Outcome::Denied(Denied(format!(
-                    "the query's filters do not imply the read rule of {collection} ({}): {why}",
-                    rule.source()
+                    "the query's filters do not imply the read rule of {collection}{hint}"
                 )));
             }
-            need => return need,
+            RuleVerdict::Need(path) => return Outcome::Need(path),
         }
     }
     Outcome::Allowed
@@ -219,6 +300,8 @@ pub(crate) struct ClientCheck {
     pub auth: Option<Value>,
     pub now_ms: i64,
     pub max_document_bytes: usize,
+    /// Keep the reasons of denials (`stratus rules test`).
+    pub explain: bool,
 }
 
 impl WriteCheck for ClientCheck {
@@ -258,16 +341,20 @@ impl WriteCheck for ClientCheck {
                     doc: after.as_ref(),
                     time: self.now_ms,
                     size: None,
+                    id: Some(&change.id),
                 },
                 resource: None,
             };
-            match outcome(rule.evaluate(&env, &fetches), &change.collection, op) {
+            let verdict = rule.evaluate(&env, &fetches);
+            let judged = if self.explain {
+                explained(verdict, &change.collection, op)
+            } else {
+                outcome(verdict, &change.collection, op)
+            };
+            match judged {
                 Outcome::Allowed => {}
                 Outcome::Denied(Denied(why)) => {
-                    return Verdict::Refuse(format!(
-                        "{why} (document {}/{})",
-                        change.collection, change.id
-                    ));
+                    return Verdict::Refuse(why);
                 }
                 Outcome::Need(path) => match split_path(&path) {
                     Some(r) => needed.push(r),

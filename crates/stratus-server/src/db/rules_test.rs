@@ -34,7 +34,7 @@ use stratus_manifest::collections::BUCKET_RULE_ROOTS;
 use stratus_rules::{Env, Looked, Lookup, Request, Rule, Verdict as RuleVerdict};
 use stratus_store::documents::{Body, Change, Document, Fetched, Verdict, WriteCheck};
 
-use super::rules::{self, ClientCheck, Denied, Fetches, Outcome};
+use super::rules::{self, ClientCheck, Denied, Fetches, Outcome, Read};
 use super::{AppDb, Catalog};
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +63,8 @@ struct Case {
     request: Option<Value>,
     #[serde(rename = "where")]
     filter: Option<Value>,
+    /// The document's id (`request.id`; default `case`).
+    id: Option<String>,
     key: Option<String>,
     size: Option<u64>,
     time: Option<i64>,
@@ -176,8 +178,15 @@ fn run(
     let denial = match *op {
         "read" => {
             let doc = body(&case.doc, "doc", &name)?.map(Value::Object);
+            let id = case.id.as_deref().unwrap_or("case");
             settle(documents, |f| {
-                rules::check_read(db, target, auth.as_ref(), doc.as_ref(), time, f)
+                let read = Read {
+                    collection: target,
+                    id,
+                    doc: doc.as_ref(),
+                    explain: true,
+                };
+                rules::check_read(db, read, auth.as_ref(), time, f)
             })
         }
         "query" => {
@@ -194,7 +203,7 @@ fn run(
         "create" | "update" | "delete" => {
             let stored = |body: Body| Document {
                 collection: (*target).clone(),
-                id: "case".into(),
+                id: case.id.clone().unwrap_or_else(|| "case".into()),
                 version: 1,
                 body,
                 created_ms: time,
@@ -212,7 +221,7 @@ fn run(
             };
             let change = Change {
                 collection: (*target).clone(),
-                id: "case".into(),
+                id: case.id.clone().unwrap_or_else(|| "case".into()),
                 before: before.map(stored),
                 after: after.map(stored),
             };
@@ -221,6 +230,7 @@ fn run(
                 auth: auth.clone(),
                 now_ms: time,
                 max_document_bytes: usize::MAX,
+                explain: true,
             };
             let mut fetched: Fetched = documents
                 .0
@@ -279,7 +289,12 @@ fn run(
                         request: Request {
                             doc: None,
                             time,
-                            size: if *op == "upload" { case.size } else { None },
+                            size: match *op {
+                                "upload" => case.size,
+                                "remove" => Some(0),
+                                _ => None,
+                            },
+                            id: None,
                         },
                         resource: Some(&resource),
                     };
