@@ -541,8 +541,9 @@ impl<'a> Eval<'a> {
                 let mut has = vec!["doc", "time"];
                 has.extend(size.map(|_| "size"));
                 has.extend(id.map(|_| "id"));
+                let last = has.pop().unwrap_or_default();
                 err(format!(
-                    "`request` has no field `{name}`; it has {}",
+                    "`request` has no field `{name}`; it has {} and {last}",
                     has.join(", ")
                 ))
             }
