@@ -691,7 +691,10 @@ fn files_follow_the_bucket_s_rules() {
         .bearer_auth(&token)
         .send()
         .unwrap();
-    assert!(image.headers().get("content-disposition").is_none(), "an image shows in place");
+    assert!(
+        image.headers().get("content-disposition").is_none(),
+        "an image shows in place"
+    );
     // A deletion is a write, of size 0.
     let deleted = common::client()
         .delete(format!("{}/files/media/users/{uid}/x.html", app.base))
