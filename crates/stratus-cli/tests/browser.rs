@@ -148,7 +148,7 @@ impl Browser {
         self.call(&format!("/element/{element}/click"), json!({}));
     }
 
-    /// Waits until the page has signed in and set up its watch.
+    /// Waits until the page has signed in and shows its watch's first snapshot.
     fn wait_ready(&self) -> String {
         eventually(Duration::from_secs(20), || {
             let ready = self.run("return [document.body.dataset.ready, document.body.dataset.uid, document.querySelector('#error').textContent]");
