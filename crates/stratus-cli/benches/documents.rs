@@ -204,10 +204,44 @@ mod direct {
     /// Where the documents are.
     pub enum Db {
         Sqlite(Arc<Mutex<rusqlite::Connection>>),
-        Postgres(Arc<Vec<tokio_postgres::Client>>),
+        Postgres(Arc<Vec<Pg>>),
     }
 
     const APP: &str = super::APP;
+
+    /// A connection to PostgreSQL with the three statements prepared, as
+    /// the platform's own are.
+    pub struct Pg {
+        client: tokio_postgres::Client,
+        get: tokio_postgres::Statement,
+        query: tokio_postgres::Statement,
+        insert: tokio_postgres::Statement,
+    }
+
+    impl Pg {
+        pub async fn connect(url: &str) -> anyhow::Result<Pg> {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            let get = client
+                // The app and collection as parameters, as the platform's
+                // point read has them: as literals, they let the planner
+                // prefer a declared (partial) index to the primary key.
+                .prepare("SELECT body::text FROM documents WHERE app = $1 AND collection = $2 AND id = $3")
+                .await?;
+            let query = client
+                .prepare(&format!("SELECT id, body::text FROM documents WHERE app = '{APP}' AND collection = 'items' AND (body #> '{{owner}}') = $1::text::jsonb LIMIT 100"))
+                .await?;
+            let insert = client
+                .prepare("INSERT INTO documents (app, collection, id, version, body, created_ms, updated_ms) VALUES ('direct', 'items', $1, 1, $2::text::jsonb, 0, 0)")
+                .await?;
+            Ok(Pg {
+                client,
+                get,
+                query,
+                insert,
+            })
+        }
+    }
 
     async fn answer(
         db: Arc<Db>,
@@ -263,19 +297,17 @@ mod direct {
                 }
                 Db::Postgres(clients) => {
                     let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let client = &clients[n % clients.len()];
+                    let pg = &clients[n % clients.len()];
+                    let client = &pg.client;
                     Ok(match op.as_str() {
                         "get" => client
-                            .query_opt(&format!("SELECT body::text FROM documents WHERE app = '{APP}' AND collection = 'items' AND id = $1"), &[&arg])
+                            .query_opt(&pg.get, &[&APP, &"items", &arg])
                             .await?
                             .map(|row| row.get::<_, String>(0)),
                         "query" => {
                             let owner = serde_json::Value::String(arg.clone()).to_string();
                             let rows = client
-                                .query(
-                                    &format!("SELECT id, body::text FROM documents WHERE app = '{APP}' AND collection = 'items' AND (body #> '{{owner}}') = $1::text::jsonb LIMIT 100"),
-                                    &[&owner],
-                                )
+                                .query(&pg.query, &[&owner])
                                 .await?;
                             let rows: Vec<String> = rows
                                 .iter()
@@ -287,7 +319,7 @@ mod direct {
                             let body = String::from_utf8_lossy(&body).into_owned();
                             client
                                 .execute(
-                                    "INSERT INTO documents (app, collection, id, version, body, created_ms, updated_ms) VALUES ('direct', 'items', $1, 1, $2::text::jsonb, 0, 0)",
+                                    &pg.insert,
                                     &[&format!("{arg}-{}", std::process::id()), &body],
                                 )
                                 .await?;
@@ -513,6 +545,12 @@ fn run() -> anyhow::Result<()> {
         args.extend(["--session-ttl", "2h"]);
         let server = Server::start(&data_dir, &tmp.path().join(format!("{store}.log")), &args)?;
         let (key, access, uid, ids) = prepare(&server, &data_dir, &app_dir)?;
+        // The direct server runs apart from the load, on two threads of
+        // its own, as the platform's server does in its own process.
+        let direct_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         let direct_db = match &postgres {
             None => {
                 let conn = rusqlite::Connection::open(data_dir.join("stratus.db"))?;
@@ -520,20 +558,18 @@ fn run() -> anyhow::Result<()> {
                 direct::Db::Sqlite(Arc::new(std::sync::Mutex::new(conn)))
             }
             Some((_, _, url)) => {
-                let clients = runtime.block_on(async {
+                let clients = direct_runtime.block_on(async {
+                    // As many connections as the platform's store pool.
                     let mut clients = Vec::new();
-                    for _ in 0..4 {
-                        let (client, connection) =
-                            tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-                        tokio::spawn(connection);
-                        clients.push(client);
+                    for _ in 0..16 {
+                        clients.push(direct::Pg::connect(url).await?);
                     }
                     anyhow::Ok(clients)
                 })?;
                 direct::Db::Postgres(Arc::new(clients))
             }
         };
-        let direct = runtime.block_on(direct::serve(direct_db))?;
+        let direct = direct_runtime.block_on(direct::serve(direct_db))?;
         let target = Target {
             direct,
             admin: addr_of(&server.admin)?,
@@ -583,6 +619,7 @@ fn run() -> anyhow::Result<()> {
             }
         }
         drop(server);
+        drop(direct_runtime);
         if let Some((server, name, _)) = postgres {
             let _ = runtime.block_on(async {
                 let (client, connection) =

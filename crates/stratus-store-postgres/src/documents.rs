@@ -19,9 +19,10 @@
 //! keys, so that two writes never wait for each other in a circle); a
 //! create that another transaction beat to it finds the row at its insert
 //! and the write starts over, seeing it. Change records take their `seq`
-//! under a transaction lock held until commit, so that they commit in the
-//! order of their `seq`: a follower that read up to one has missed none
-//! before it.
+//! with no lock (one would serialise every commit): a record may commit
+//! after one with a higher `seq`, and followers wait a while for such gaps
+//! (see [`ChangeRecord::seq`]). The write path's statements are
+//! prepared once per connection.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -461,7 +462,8 @@ async fn read_documents(
          ORDER BY collection, id{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    let rows = tx.query(&sql, &[&app, &collections, &ids]).await?;
+    let statement = tx.prepare_cached(&sql).await?;
+    let rows = tx.query(&statement, &[&app, &collections, &ids]).await?;
     rows.iter()
         .map(|row| {
             let d = document_from_row(row)?;
@@ -547,9 +549,14 @@ async fn write_once(
             .is_some_and(Option::is_some);
         match state {
             Some(d) if existed => {
+                let update = tx
+                    .prepare_cached(
+                        "UPDATE documents SET version = $4, body = $5::jsonb, updated_ms = $6 \
+                         WHERE app = $1 AND collection = $2 AND id = $3",
+                    )
+                    .await?;
                 tx.execute(
-                    "UPDATE documents SET version = $4, body = $5::jsonb, updated_ms = $6 \
-                     WHERE app = $1 AND collection = $2 AND id = $3",
+                    &update,
                     &[
                         &app,
                         &collection,
@@ -562,10 +569,15 @@ async fn write_once(
                 .await?;
             }
             Some(d) => {
-                let inserted = tx
-                    .execute(
+                let insert = tx
+                    .prepare_cached(
                         "INSERT INTO documents (app, collection, id, version, body, created_ms, updated_ms) \
                          VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7) ON CONFLICT (app, collection, id) DO NOTHING",
+                    )
+                    .await?;
+                let inserted = tx
+                    .execute(
+                        &insert,
                         &[
                             &app,
                             &collection,
@@ -582,11 +594,12 @@ async fn write_once(
                 }
             }
             None => {
-                tx.execute(
-                    "DELETE FROM documents WHERE app = $1 AND collection = $2 AND id = $3",
-                    &[&app, &collection, &id],
-                )
-                .await?;
+                let delete = tx
+                    .prepare_cached(
+                        "DELETE FROM documents WHERE app = $1 AND collection = $2 AND id = $3",
+                    )
+                    .await?;
+                tx.execute(&delete, &[&app, &collection, &id]).await?;
             }
         }
     }
@@ -596,7 +609,7 @@ async fn write_once(
         // write, fsync and all): a record may commit after one with a
         // higher seq, which followers wait for (see the trait).
         let record = tx
-            .prepare(
+            .prepare_cached(
                 "INSERT INTO document_changes (app, collection, id, version, body, at_ms) \
                  VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
             )
@@ -801,15 +814,14 @@ impl Documents for PostgresStore {
         id: &str,
     ) -> StoreResult<Option<Document>> {
         run(async {
-            let row = self
-                .client()
-                .await?
-                .query_opt(
-                    &format!(
-                        "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE app = $1 AND collection = $2 AND id = $3"
-                    ),
-                    &[&app, &collection, &id],
-                )
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE app = $1 AND collection = $2 AND id = $3"
+                ))
+                .await?;
+            let row = client
+                .query_opt(&statement, &[&app, &collection, &id])
                 .await?;
             row.as_ref().map(document_from_row).transpose()
         })
