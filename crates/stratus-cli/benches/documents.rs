@@ -561,7 +561,7 @@ fn run() -> anyhow::Result<()> {
                 let clients = direct_runtime.block_on(async {
                     // As many connections as the platform's store pool.
                     let mut clients = Vec::new();
-                    for _ in 0..16 {
+                    for _ in 0..stratus_store_postgres::DEFAULT_POOL_SIZE {
                         clients.push(direct::Pg::connect(url).await?);
                     }
                     anyhow::Ok(clients)
